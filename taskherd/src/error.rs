@@ -1,0 +1,205 @@
+//! Errors returned when the pool refuses work.
+
+use std::error::Error;
+use std::fmt;
+
+/// Which limit refused an admission.
+///
+/// The total group (every task's implicit group, limited by
+/// [`max_tasks`](crate::TaskPool::max_tasks)) is checked first, then the caller's groups in the
+/// order the caller named them; the first one that is full is reported.
+///
+/// # Examples
+///
+/// ```
+/// use taskherd::{Group, TaskPool};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let pool = TaskPool::builder().max_tasks(1).build();
+/// let _running = pool.try_spawn(["a"], std::future::pending::<()>()).unwrap();
+/// let err = pool.try_spawn(["b"], async {}).unwrap_err();
+/// assert_eq!(err.full_group(), Some(&Group::Total));
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Group<K> {
+    /// The implicit group every task belongs to, limited by `max_tasks`.
+    Total,
+    /// A group the caller named.
+    Key(K),
+}
+
+impl<K> Group<K> {
+    /// Returns the key of a named group, or `None` for [`Group::Total`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::Group;
+    ///
+    /// assert_eq!(Group::Key("peer-1").key(), Some(&"peer-1"));
+    /// assert_eq!(Group::<&str>::Total.key(), None);
+    /// ```
+    #[must_use]
+    pub fn key(&self) -> Option<&K> {
+        match self {
+            Group::Total => None,
+            Group::Key(key) => Some(key),
+        }
+    }
+}
+
+impl<K: fmt::Debug> fmt::Display for Group<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Group::Total => f.write_str("the total group"),
+            Group::Key(key) => write!(f, "group {key:?}"),
+        }
+    }
+}
+
+/// Why the pool refused an admission.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum Refusal<K> {
+    /// This group had no room.
+    Full(Group<K>),
+    /// The pool was closed. Constructed once the pool can be closed.
+    #[allow(dead_code)]
+    Closed,
+}
+
+/// The error returned by [`TaskPool::try_spawn`](crate::TaskPool::try_spawn) and
+/// [`TaskPool::try_spawn_with`](crate::TaskPool::try_spawn_with) when the task is refused.
+///
+/// The refused input (the future, or the closure that would have made it) is handed back by
+/// [`into_inner`](Self::into_inner) untouched: a refused future has never been polled and a refused
+/// closure has never been called, so the caller loses nothing and can retry, queue or answer
+/// "busy" with it.
+///
+/// # Examples
+///
+/// Shedding load and getting the request back:
+///
+/// ```
+/// use taskherd::TaskPool;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let pool = TaskPool::builder().limit("peer-1", 0).build();
+/// let request = String::from("GET /");
+/// let err = pool.try_spawn(["peer-1"], async move { request.len() }).unwrap_err();
+/// assert!(err.is_full());
+/// assert!(!err.is_closed());
+/// let future = err.into_inner(); // never polled: we can run it elsewhere
+/// assert_eq!(future.await, 5);
+/// # }
+/// ```
+pub struct TrySpawnError<K, T> {
+    refusal: Refusal<K>,
+    inner: T,
+}
+
+impl<K, T> TrySpawnError<K, T> {
+    pub(crate) fn new(refusal: Refusal<K>, inner: T) -> Self {
+        Self { refusal, inner }
+    }
+
+    /// Returns the refused future (or closure), untouched.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = TaskPool::builder().max_tasks(0).build();
+    /// let err = pool.try_spawn(["a"], async { 7 }).unwrap_err();
+    /// assert_eq!(err.into_inner().await, 7);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+
+    /// Returns `true` if the task was refused because a group (or the total) had no room.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = TaskPool::builder().limit("a", 0).build();
+    /// assert!(pool.try_spawn(["a"], async {}).unwrap_err().is_full());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn is_full(&self) -> bool {
+        matches!(self.refusal, Refusal::Full(_))
+    }
+
+    /// Returns `true` if the task was refused because the pool is closed.
+    ///
+    /// A pool cannot be closed yet, so this is currently always `false`; it is part of the type
+    /// so that matching on it keeps working once closing is added.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = TaskPool::builder().limit("a", 0).build();
+    /// assert!(!pool.try_spawn(["a"], async {}).unwrap_err().is_closed());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        matches!(self.refusal, Refusal::Closed)
+    }
+
+    /// Returns the group whose limit refused the task, or `None` if it was not refused for
+    /// lack of room.
+    ///
+    /// The total group is reported first, then the caller's groups in the caller's order: the
+    /// first full one wins.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::{Group, TaskPool};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = TaskPool::builder().limit("b", 0).limit("c", 0).build();
+    /// let err = pool.try_spawn(["a", "c", "b"], async {}).unwrap_err();
+    /// assert_eq!(err.full_group(), Some(&Group::Key("c")));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn full_group(&self) -> Option<&Group<K>> {
+        match &self.refusal {
+            Refusal::Full(group) => Some(group),
+            Refusal::Closed => None,
+        }
+    }
+}
+
+impl<K: fmt::Debug, T> fmt::Debug for TrySpawnError<K, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.refusal {
+            Refusal::Full(group) => f.debug_tuple("Full").field(group).finish_non_exhaustive(),
+            Refusal::Closed => f.debug_tuple("Closed").finish_non_exhaustive(),
+        }
+    }
+}
+
+impl<K: fmt::Debug, T> fmt::Display for TrySpawnError<K, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.refusal {
+            Refusal::Full(group) => write!(f, "task refused: {group} is full"),
+            Refusal::Closed => f.write_str("task refused: the pool is closed"),
+        }
+    }
+}
+
+impl<K: fmt::Debug, T> Error for TrySpawnError<K, T> {}

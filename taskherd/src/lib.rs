@@ -1,0 +1,60 @@
+//! Herds of tokio tasks under per-group concurrency limits, admitted atomically across every
+//! group they name.
+//!
+//! A [`TaskPool`] runs tasks that each belong to any number of *groups* (hashable keys: a peer,
+//! a tenant, a host, a database) plus the implicit *total* group. Every group can carry a limit
+//! that may change at run time, and a task is admitted only if **every** group it names has room
+//! — all or nothing, in one critical section. Use it to cap concurrent work per peer, per tenant
+//! or per host while keeping a global cap, shedding load fast with
+//! [`try_spawn`](TaskPool::try_spawn): a refused task is handed back untouched in a
+//! [`TrySpawnError`], which says which [`Group`] was full.
+//!
+//! - [`TaskPool`]: the pool; a cheap, shareable handle.
+//! - [`Builder`]: limits and hasher before the pool starts.
+//! - [`TrySpawnError`] and [`Group`]: why a task was refused, and the task itself back.
+//!
+//! The design follows the task pool of the Python XMPP library aioxmpp (`aioxmpp.tasks.TaskPool`),
+//! whose limits were documented but never enforced upstream.
+//!
+//! # When not to use it
+//!
+//! - One global limit and nothing else: a [`tokio::sync::Semaphore`] is enough.
+//! - Tracking tasks without limiting them: use [`tokio::task::JoinSet`] or `tokio_util`'s
+//!   `TaskTracker`.
+//! - Limits shared between processes or machines: this pool counts only its own process.
+//!
+//! # Example
+//!
+//! ```
+//! use taskherd::{Group, TaskPool};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! // At most 64 requests in total, 4 per peer, and 1 at a time against the slow database.
+//! let pool = TaskPool::builder().max_tasks(64).default_limit(4).limit("db", 1).build();
+//!
+//! let report = pool.try_spawn(["peer-7", "db"], async { "report built" }).unwrap();
+//! match pool.try_spawn(["peer-8", "db"], async { "report built" }) {
+//!     Ok(_) => unreachable!("db allows one task"),
+//!     Err(busy) => assert_eq!(busy.full_group(), Some(&Group::Key("db"))),
+//! }
+//! assert_eq!(report.await.unwrap(), "report built");
+//! assert_eq!(pool.task_count(&"db"), 0);
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! The crate has no optional features. It depends on tokio with only the `rt` feature.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+mod builder;
+mod core;
+mod error;
+mod group_set;
+mod pool;
+
+pub use builder::Builder;
+pub use error::{Group, TrySpawnError};
+pub use pool::TaskPool;

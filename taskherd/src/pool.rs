@@ -1,0 +1,499 @@
+//! The public task pool: a cheap handle over the admission core.
+
+use std::fmt;
+use std::future::Future;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+
+use crate::builder::Builder;
+use crate::core::{Admission, Config, Core};
+use crate::error::TrySpawnError;
+
+/// A herd of tokio tasks under per-group concurrency limits.
+///
+/// Every task belongs to the groups the caller names when spawning it (any number, identified
+/// by keys of type `K`) and to the implicit *total* group. Each named group may carry a limit,
+/// the total may carry one ([`max_tasks`](Self::max_tasks)), and every limit can be changed while
+/// tasks run. A task is admitted only if **every** group it names and the total have room, and
+/// the decision is atomic: a refused task is counted nowhere, never polled, and handed back.
+///
+/// `TaskPool` is a cheap handle: clones share one pool. It is `Send` and `Sync`.
+///
+/// # Counting
+///
+/// A task counts in its groups and the total from admission until its future completes,
+/// returns an error value, panics, is aborted through its [`JoinHandle`], or is dropped because
+/// its runtime shut down. The count is given back by a guard owned by the task's future, exactly
+/// once, and is already lower when the `JoinHandle` resolves.
+///
+/// A group that has no running tasks and no explicit limit holds no memory, so keys can be as
+/// fine-grained and short-lived as peers, requests or tenants. Keys are hashed with a
+/// HashDoS-resistant hasher by default ([`RandomState`]); see [`with_hasher`](Self::with_hasher).
+///
+/// # Comparison with neighbours
+///
+/// - A [`tokio::sync::Semaphore`] limits one resource; taking permits from several semaphores
+///   one after another is not atomic (a refused task briefly holds slots, and waiting for them in
+///   different orders deadlocks). A `TaskPool` admits across all groups at once.
+/// - A map of per-key semaphores keeps an entry for every key ever seen unless you remove them
+///   yourself, racing with users of the entry. A `TaskPool` reclaims idle groups itself.
+/// - [`tokio::task::JoinSet`] and `tokio_util`'s `TaskTracker` track tasks but limit nothing.
+///
+/// # Logging
+///
+/// Refusals and limit changes are `tracing` events at `DEBUG` level (free when no subscriber
+/// listens). Keys are shown only if the pool was built with [`Builder::log_keys`].
+///
+/// # Examples
+///
+/// At most two requests per peer and three in total:
+///
+/// ```
+/// use taskherd::{Group, TaskPool};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let pool = TaskPool::builder().max_tasks(3).default_limit(2).build();
+/// let (tx, rx) = tokio::sync::watch::channel(());
+/// let hold = || {
+///     let mut rx = rx.clone();
+///     async move { rx.changed().await.ok(); }
+/// };
+///
+/// let _a1 = pool.try_spawn(["alice"], hold()).unwrap();
+/// let _a2 = pool.try_spawn(["alice"], hold()).unwrap();
+/// let err = pool.try_spawn(["alice"], hold()).unwrap_err();
+/// assert_eq!(err.full_group(), Some(&Group::Key("alice")));
+///
+/// let bob = pool.try_spawn(["bob"], hold()).unwrap();
+/// let err = pool.try_spawn(["carol"], hold()).unwrap_err();
+/// assert_eq!(err.full_group(), Some(&Group::Total));
+/// assert_eq!((pool.len(), pool.task_count(&"alice")), (3, 2));
+///
+/// tx.send(()).unwrap();
+/// bob.await.unwrap();
+/// assert_eq!(pool.task_count(&"bob"), 0);
+/// # }
+/// ```
+pub struct TaskPool<K, S = RandomState> {
+    core: Arc<Core<K, S>>,
+}
+
+impl<K, S> Clone for TaskPool<K, S> {
+    fn clone(&self) -> Self {
+        Self {
+            core: Arc::clone(&self.core),
+        }
+    }
+}
+
+impl<K> TaskPool<K>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+{
+    /// Creates a pool with no limits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// let pool = TaskPool::<&str>::new();
+    /// assert_eq!(pool.max_tasks(), None);
+    /// assert_eq!(pool.default_limit(), None);
+    /// assert_eq!(pool.limit(&"any"), None);
+    /// ```
+    #[must_use]
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// Returns a [`Builder`] to set limits before the pool starts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// let pool = TaskPool::builder().max_tasks(10).limit("db", 2).build();
+    /// assert_eq!(pool.limit(&"db"), Some(2));
+    /// ```
+    pub fn builder() -> Builder<K> {
+        Builder::new()
+    }
+}
+
+impl<K> Default for TaskPool<K>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K, S> TaskPool<K, S>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    /// Creates a pool with no limits that hashes keys with `hasher`.
+    ///
+    /// The default [`RandomState`] resists attacker-chosen keys; choose another hasher only if
+    /// keys cannot be chosen by an adversary. With limits, use [`Builder::hasher`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::hash::BuildHasherDefault;
+    /// use std::collections::hash_map::DefaultHasher;
+    /// use taskherd::TaskPool;
+    ///
+    /// let pool = TaskPool::<u64, _>::with_hasher(BuildHasherDefault::<DefaultHasher>::default());
+    /// pool.set_limit(1, 4);
+    /// assert_eq!(pool.limit(&1), Some(4));
+    /// ```
+    #[must_use]
+    pub fn with_hasher(hasher: S) -> Self {
+        Builder::new().hasher(hasher).build()
+    }
+
+    pub(crate) fn from_config(config: Config<K, S>) -> Self {
+        Self {
+            core: Arc::new(Core::new(config)),
+        }
+    }
+
+    /// Sets the explicit limit of group `key`; `None` clears it (like
+    /// [`clear_limit`](Self::clear_limit)).
+    ///
+    /// The limit takes effect for the next admission. If more tasks than the new limit are
+    /// running, they continue; new tasks in the group are refused until its count is below the
+    /// limit. A limit of `0` refuses every new task in the group. An explicit limit overrides the
+    /// [default limit](Self::set_default_limit) whether it is higher or lower.
+    ///
+    /// A group with an explicit limit is kept (and uses memory) until the limit is cleared.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = TaskPool::new();
+    /// pool.set_limit("db", 0);
+    /// assert!(pool.try_spawn(["db"], async {}).unwrap_err().is_full());
+    /// pool.set_limit("db", None);
+    /// assert!(pool.try_spawn(["db"], async {}).is_ok());
+    /// # }
+    /// ```
+    pub fn set_limit(&self, key: K, limit: impl Into<Option<usize>>) {
+        self.core.set_limit(key, limit.into());
+    }
+
+    /// Returns the explicit limit of group `key`, or `None` if it has none.
+    ///
+    /// The [default limit](Self::default_limit) is not reported here; see
+    /// [`effective_limit`](Self::effective_limit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// let pool = TaskPool::builder().default_limit(3).build();
+    /// assert_eq!(pool.limit(&"a"), None);
+    /// pool.set_limit("a", 5);
+    /// assert_eq!(pool.limit(&"a"), Some(5));
+    /// ```
+    #[must_use]
+    pub fn limit(&self, key: &K) -> Option<usize> {
+        self.core.limit(key)
+    }
+
+    /// Returns the limit that applies to group `key`: its explicit limit, else the default limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// let pool = TaskPool::builder().default_limit(3).limit("a", 10).build();
+    /// assert_eq!(pool.effective_limit(&"a"), Some(10));
+    /// assert_eq!(pool.effective_limit(&"b"), Some(3));
+    /// ```
+    #[must_use]
+    pub fn effective_limit(&self, key: &K) -> Option<usize> {
+        self.core.effective_limit(key)
+    }
+
+    /// Clears the explicit limit of group `key`; the default limit applies again. Does nothing if
+    /// the group has no explicit limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// let pool = TaskPool::builder().limit("a", 1).build();
+    /// pool.clear_limit(&"a");
+    /// pool.clear_limit(&"a");
+    /// assert_eq!(pool.limit(&"a"), None);
+    /// ```
+    pub fn clear_limit(&self, key: &K) {
+        self.core.set_limit(key.clone(), None);
+    }
+
+    /// Sets the limit of the total group, the number of tasks in the whole pool; `None` removes
+    /// it. Running tasks are never cancelled by a lower limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// let pool = TaskPool::<u32>::new();
+    /// pool.set_max_tasks(16);
+    /// assert_eq!(pool.max_tasks(), Some(16));
+    /// pool.set_max_tasks(None);
+    /// assert_eq!(pool.max_tasks(), None);
+    /// ```
+    pub fn set_max_tasks(&self, max_tasks: impl Into<Option<usize>>) {
+        self.core.set_max_tasks(max_tasks.into());
+    }
+
+    /// Returns the limit of the total group.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// assert_eq!(TaskPool::<u32>::builder().max_tasks(2).build().max_tasks(), Some(2));
+    /// ```
+    #[must_use]
+    pub fn max_tasks(&self) -> Option<usize> {
+        self.core.max_tasks()
+    }
+
+    /// Sets the limit of every named group without an explicit limit; `None` removes it.
+    ///
+    /// The default limit never applies to the total group (that is
+    /// [`max_tasks`](Self::max_tasks)). It holds no memory per group: it is looked up at admission.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// let pool = TaskPool::<&str>::new();
+    /// pool.set_default_limit(4);
+    /// assert_eq!(pool.effective_limit(&"any"), Some(4));
+    /// assert_eq!(pool.max_tasks(), None);
+    /// ```
+    pub fn set_default_limit(&self, limit: impl Into<Option<usize>>) {
+        self.core.set_default_limit(limit.into());
+    }
+
+    /// Returns the default limit of named groups.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// assert_eq!(TaskPool::<u32>::builder().default_limit(2).build().default_limit(), Some(2));
+    /// ```
+    #[must_use]
+    pub fn default_limit(&self) -> Option<usize> {
+        self.core.default_limit()
+    }
+
+    /// Returns the number of tasks currently counted in group `key`; `0` for a group never seen.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = TaskPool::new();
+    /// let task = pool.try_spawn(["a", "b"], std::future::pending::<()>()).unwrap();
+    /// assert_eq!(pool.task_count(&"a"), 1);
+    /// assert_eq!(pool.task_count(&"c"), 0);
+    /// task.abort();
+    /// let _ = task.await;
+    /// assert_eq!(pool.task_count(&"a"), 0);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn task_count(&self, key: &K) -> usize {
+        self.core.task_count(key)
+    }
+
+    /// Returns the number of tasks in the pool (the count of the total group).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = TaskPool::<&str>::new();
+    /// let task = pool.try_spawn([], std::future::pending::<()>()).unwrap();
+    /// assert_eq!(pool.len(), 1);
+    /// task.abort();
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.core.len()
+    }
+
+    /// Returns `true` if no task is in the pool.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// assert!(TaskPool::<u8>::new().is_empty());
+    /// ```
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Spawns `future` as a tokio task in `groups` if every one of them and the total has room;
+    /// otherwise hands it back without polling it.
+    ///
+    /// `groups` may name any number of keys; a key named twice counts once. The task is admitted
+    /// atomically: either it is counted in all its groups and the total, or in none. It counts
+    /// until its future completes, panics, is aborted or is dropped by its runtime (see
+    /// [Counting](Self#counting)); the count is already lower when the returned [`JoinHandle`]
+    /// resolves. Never waits.
+    ///
+    /// # Errors
+    ///
+    /// Returns a [`TrySpawnError`] if the total or a named group is at its limit. Its
+    /// [`full_group`](TrySpawnError::full_group) names the total if that is full, else the first
+    /// full group in `groups`' order, and [`into_inner`](TrySpawnError::into_inner) returns
+    /// `future`, never polled. No count changed.
+    ///
+    /// # Panics
+    ///
+    /// Panics if called outside a tokio runtime, like [`tokio::spawn`]. The admission is given
+    /// back before the panic propagates.
+    ///
+    /// # Examples
+    ///
+    /// Shedding load per peer:
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = TaskPool::builder().default_limit(1).build();
+    /// let first = pool.try_spawn(["peer-1"], async { "handled" }).unwrap();
+    /// let busy = pool.try_spawn(["peer-1"], async { "handled" });
+    /// assert!(busy.is_err()); // answer "busy" to this request
+    /// assert_eq!(first.await.unwrap(), "handled");
+    /// assert!(pool.try_spawn(["peer-1"], async {}).is_ok()); // room again
+    /// # }
+    /// ```
+    pub fn try_spawn<I, F>(
+        &self,
+        groups: I,
+        future: F,
+    ) -> Result<JoinHandle<F::Output>, TrySpawnError<K, F>>
+    where
+        I: IntoIterator<Item = K>,
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self.core.try_admit(self.core.group_set(groups)) {
+            Ok(admission) => Ok(spawn_admitted(admission, future)),
+            Err(refusal) => Err(TrySpawnError::new(refusal, future)),
+        }
+    }
+
+    /// Like [`try_spawn`](Self::try_spawn), but makes the future only once the task is admitted.
+    ///
+    /// `make` is not called at all when the task is refused, so work that creating the future
+    /// would do (opening a connection, allocating buffers) is not started for a refused task.
+    ///
+    /// # Errors
+    ///
+    /// Returns a [`TrySpawnError`] holding `make`, never called, if the total or a named group is
+    /// at its limit; see [`try_spawn`](Self::try_spawn).
+    ///
+    /// # Panics
+    ///
+    /// Panics if called outside a tokio runtime. If `make` panics, the panic propagates to the
+    /// caller and the admission is given back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = TaskPool::builder().limit("db", 0).build();
+    /// let err = pool
+    ///     .try_spawn_with(["db"], || -> std::future::Ready<()> { unreachable!("not called") })
+    ///     .unwrap_err();
+    /// assert!(err.is_full());
+    /// # }
+    /// ```
+    pub fn try_spawn_with<I, M, F>(
+        &self,
+        groups: I,
+        make: M,
+    ) -> Result<JoinHandle<F::Output>, TrySpawnError<K, M>>
+    where
+        I: IntoIterator<Item = K>,
+        M: FnOnce() -> F,
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self.core.try_admit(self.core.group_set(groups)) {
+            Ok(admission) => Ok(spawn_admitted(admission, make())),
+            Err(refusal) => Err(TrySpawnError::new(refusal, make)),
+        }
+    }
+}
+
+/// Spawns `future` with its admission moved into the task, so that every way the task ends
+/// (completion, panic, abort, runtime drop) drops the admission and releases its counts.
+fn spawn_admitted<K, S, F>(admission: Admission<K, S>, future: F) -> JoinHandle<F::Output>
+where
+    K: Eq + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(async move {
+        let output = future.await;
+        // Release before the output is stored, so the count is lower when the JoinHandle
+        // resolves.
+        drop(admission);
+        output
+    })
+}
+
+impl<K, S> fmt::Debug for TaskPool<K, S>
+where
+    K: Eq + Hash + Clone,
+    S: BuildHasher,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (running, max_tasks, default_limit, groups) = self.core.summary();
+        f.debug_struct("TaskPool")
+            .field("len", &running)
+            .field("max_tasks", &max_tasks)
+            .field("default_limit", &default_limit)
+            .field("groups", &groups)
+            .finish()
+    }
+}
