@@ -18,7 +18,7 @@
 //!
 //! # When not to use it
 //!
-//! - One global limit and nothing else: a [`tokio::sync::Semaphore`] is enough.
+//! - One global limit and nothing else: a [`Semaphore`](https://docs.rs/tokio/1/tokio/sync/struct.Semaphore.html) is enough.
 //! - Tracking tasks without limiting them: use [`tokio::task::JoinSet`] or `tokio_util`'s
 //!   `TaskTracker`.
 //! - Limits shared between processes or machines: this pool counts only its own process.
@@ -58,3 +58,8 @@ mod pool;
 pub use builder::Builder;
 pub use error::{Group, TrySpawnError};
 pub use pool::TaskPool;
+
+/// The README's example, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

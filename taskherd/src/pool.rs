@@ -34,7 +34,7 @@ use crate::error::TrySpawnError;
 ///
 /// # Comparison with neighbours
 ///
-/// - A [`tokio::sync::Semaphore`] limits one resource; taking permits from several semaphores
+/// - A [`Semaphore`](https://docs.rs/tokio/1/tokio/sync/struct.Semaphore.html) limits one resource; taking permits from several semaphores
 ///   one after another is not atomic (a refused task briefly holds slots, and waiting for them in
 ///   different orders deadlocks). A `TaskPool` admits across all groups at once.
 /// - A map of per-key semaphores keeps an entry for every key ever seen unless you remove them
