@@ -203,3 +203,157 @@ impl<K: fmt::Debug, T> fmt::Display for TrySpawnError<K, T> {
 }
 
 impl<K: fmt::Debug, T> Error for TrySpawnError<K, T> {}
+
+/// The error returned by [`TaskPool::try_acquire`](crate::TaskPool::try_acquire) when no permit
+/// is available now.
+///
+/// # Examples
+///
+/// ```
+/// use taskherd::{Group, TaskPool};
+///
+/// let pool = TaskPool::builder().limit("db", 1).build();
+/// let _held = pool.try_acquire(["db"]).unwrap();
+/// let err = pool.try_acquire(["db"]).unwrap_err();
+/// assert!(err.is_full());
+/// assert_eq!(err.full_group(), Some(&Group::Key("db")));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct TryAcquireError<K> {
+    refusal: Refusal<K>,
+}
+
+impl<K> TryAcquireError<K> {
+    pub(crate) fn new(refusal: Refusal<K>) -> Self {
+        Self { refusal }
+    }
+
+    /// Returns `true` if a group (or the total) had no room, or had waiters ahead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// let pool = TaskPool::builder().max_tasks(0).build();
+    /// assert!(pool.try_acquire(["a"]).unwrap_err().is_full());
+    /// ```
+    #[must_use]
+    pub fn is_full(&self) -> bool {
+        matches!(self.refusal, Refusal::Full(_))
+    }
+
+    /// Returns `true` if the pool is closed. A pool cannot be closed yet, so this is currently
+    /// always `false`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// let pool = TaskPool::builder().max_tasks(0).build();
+    /// assert!(!pool.try_acquire(["a"]).unwrap_err().is_closed());
+    /// ```
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        matches!(self.refusal, Refusal::Closed)
+    }
+
+    /// Returns the group that refused: the total first, then the caller's groups in the
+    /// caller's order. `None` if the refusal was not for lack of room.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::{Group, TaskPool};
+    ///
+    /// let pool = TaskPool::builder().limit("b", 0).build();
+    /// let err = pool.try_acquire(["a", "b"]).unwrap_err();
+    /// assert_eq!(err.full_group(), Some(&Group::Key("b")));
+    /// ```
+    #[must_use]
+    pub fn full_group(&self) -> Option<&Group<K>> {
+        match &self.refusal {
+            Refusal::Full(group) => Some(group),
+            Refusal::Closed => None,
+        }
+    }
+}
+
+impl<K: fmt::Debug> fmt::Debug for TryAcquireError<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.refusal {
+            Refusal::Full(group) => f.debug_tuple("Full").field(group).finish(),
+            Refusal::Closed => f.write_str("Closed"),
+        }
+    }
+}
+
+impl<K: fmt::Debug> fmt::Display for TryAcquireError<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.refusal {
+            Refusal::Full(group) => write!(f, "no permit: {group} is full"),
+            Refusal::Closed => f.write_str("no permit: the pool is closed"),
+        }
+    }
+}
+
+impl<K: fmt::Debug> Error for TryAcquireError<K> {}
+
+/// The error returned by [`TaskPool::spawn`](crate::TaskPool::spawn): the pool was closed before
+/// the task was admitted. The future is handed back, never polled.
+///
+/// A pool cannot be closed yet, so `spawn` does not currently return this error; the type is
+/// final so that code handling it keeps working once closing is added.
+pub struct SpawnError<F> {
+    inner: F,
+}
+
+impl<F> SpawnError<F> {
+    #[allow(dead_code)]
+    pub(crate) fn new(inner: F) -> Self {
+        Self { inner }
+    }
+
+    /// Returns the future that was not spawned, never polled.
+    #[must_use]
+    pub fn into_inner(self) -> F {
+        self.inner
+    }
+}
+
+impl<F> fmt::Debug for SpawnError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpawnError").finish_non_exhaustive()
+    }
+}
+
+impl<F> fmt::Display for SpawnError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("task not spawned: the pool is closed")
+    }
+}
+
+impl<F> Error for SpawnError<F> {}
+
+/// The error returned by [`TaskPool::acquire`](crate::TaskPool::acquire): the pool was closed
+/// before a permit was granted.
+///
+/// A pool cannot be closed yet, so `acquire` does not currently return this error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AcquireError(());
+
+impl AcquireError {
+    #[allow(dead_code)]
+    pub(crate) fn closed() -> Self {
+        Self(())
+    }
+}
+
+impl fmt::Display for AcquireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no permit: the pool is closed")
+    }
+}
+
+impl Error for AcquireError {}

@@ -64,6 +64,12 @@ impl<K> GroupSet<K> {
         self.items.len()
     }
 
+    /// The `index`-th group and its hash.
+    pub(crate) fn get(&self, index: usize) -> (u64, &K) {
+        let (hash, key) = &self.items[index];
+        (*hash, key)
+    }
+
     /// Takes the key at `index` (in the caller's order), dropping the rest.
     pub(crate) fn into_key(self, index: usize) -> Option<K> {
         self.items.into_iter().nth(index).map(|(_, key)| key)

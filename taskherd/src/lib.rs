@@ -53,10 +53,13 @@ mod builder;
 mod core;
 mod error;
 mod group_set;
+mod permit;
 mod pool;
+mod sync;
 
 pub use builder::Builder;
-pub use error::{Group, TrySpawnError};
+pub use error::{AcquireError, Group, SpawnError, TryAcquireError, TrySpawnError};
+pub use permit::Permit;
 pub use pool::TaskPool;
 
 /// The README's example, compiled and run as a doc test.

@@ -9,7 +9,8 @@ use tokio::task::JoinHandle;
 
 use crate::builder::Builder;
 use crate::core::{Admission, Config, Core};
-use crate::error::TrySpawnError;
+use crate::error::{AcquireError, SpawnError, TryAcquireError, TrySpawnError};
+use crate::permit::Permit;
 
 /// A herd of tokio tasks under per-group concurrency limits.
 ///
@@ -412,7 +413,7 @@ where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match self.core.try_admit(self.core.group_set(groups)) {
+        match Core::try_admit(&self.core, self.core.group_set(groups)) {
             Ok(admission) => Ok(spawn_admitted(admission, future)),
             Err(refusal) => Err(TrySpawnError::new(refusal, future)),
         }
@@ -457,10 +458,188 @@ where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match self.core.try_admit(self.core.group_set(groups)) {
+        match Core::try_admit(&self.core, self.core.group_set(groups)) {
             Ok(admission) => Ok(spawn_admitted(admission, make())),
             Err(refusal) => Err(TrySpawnError::new(refusal, make)),
         }
+    }
+
+    /// Spawns `future` as a tokio task in `groups`, waiting until every one of them and the
+    /// total has room.
+    ///
+    /// Like [`try_spawn`](Self::try_spawn), but instead of refusing a task that finds no room, it
+    /// queues. The future is not polled until the task is admitted.
+    ///
+    /// # Fairness
+    ///
+    /// Waiters are served first come, first served in every group: a slot that frees in a group
+    /// goes to the oldest waiter queued on it and is reserved for it; `try_*` calls are refused in
+    /// any group that has waiters, so a stream of `try_spawn`s cannot starve a waiter. Waiters whose
+    /// groups overlap in any way never deadlock (the argument is in the crate's internal docs and
+    /// tested). A waiter may be admitted before an older one that is still missing a slot in a
+    /// group the younger does not name.
+    ///
+    /// # Errors
+    ///
+    /// Returns a [`SpawnError`] holding `future`, never polled, if the pool is closed before the
+    /// task is admitted (a pool cannot be closed yet).
+    ///
+    /// # Panics
+    ///
+    /// Panics if the task is admitted outside a tokio runtime, like [`tokio::spawn`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. Dropping the returned future before it completes (in a `select!` or a
+    /// `timeout`) drops `future` unpolled and gives back every slot reserved for it, handing them
+    /// on at once to the next waiters; if it had just been admitted, the admission is released.
+    /// Nothing leaks.
+    ///
+    /// # Examples
+    ///
+    /// A crawler fetching at most two pages per host at a time:
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = TaskPool::builder().default_limit(2).build();
+    /// let mut pages = Vec::new();
+    /// for page in 0..5 {
+    ///     let fetch = async move { format!("example.org/{page}") };
+    ///     pages.push(pool.spawn(["example.org"], fetch).await.unwrap());
+    ///     assert!(pool.task_count(&"example.org") <= 2);
+    /// }
+    /// for page in pages {
+    ///     page.await.unwrap();
+    /// }
+    /// assert!(pool.is_empty());
+    /// # }
+    /// ```
+    pub async fn spawn<I, F>(
+        &self,
+        groups: I,
+        future: F,
+    ) -> Result<JoinHandle<F::Output>, SpawnError<F>>
+    where
+        I: IntoIterator<Item = K>,
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match Core::wait_admission(&self.core, self.core.group_set(groups)).await {
+            Ok(admission) => Ok(spawn_admitted(admission, future)),
+            Err(_closed) => Err(SpawnError::new(future)),
+        }
+    }
+
+    /// Takes a [`Permit`] in `groups` now if every one of them and the total has room.
+    ///
+    /// A permit counts exactly like a running task until it is dropped. Never waits; does not
+    /// need a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// Returns a [`TryAcquireError`] if the total or a named group is at its limit or has
+    /// waiters queued (a `try_*` call never takes a slot a waiter is owed). Its
+    /// [`full_group`](TryAcquireError::full_group) names the total first, then the first such
+    /// group in `groups`' order. No count changed.
+    ///
+    /// # Examples
+    ///
+    /// Handling a request inline, at most one per peer:
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// let pool = TaskPool::builder().default_limit(1).build();
+    /// let permit = pool.try_acquire(["peer-1"]).unwrap();
+    /// assert!(pool.try_acquire(["peer-1"]).is_err());
+    /// drop(permit);
+    /// assert!(pool.try_acquire(["peer-1"]).is_ok());
+    /// ```
+    pub fn try_acquire<I>(&self, groups: I) -> Result<Permit<K, S>, TryAcquireError<K>>
+    where
+        I: IntoIterator<Item = K>,
+    {
+        Core::try_admit(&self.core, self.core.group_set(groups))
+            .map(Permit::new)
+            .map_err(TryAcquireError::new)
+    }
+
+    /// Waits for a [`Permit`] in `groups`: until every one of them and the total has room.
+    ///
+    /// Waiters are served first come, first served with the same guarantees as
+    /// [`spawn`](Self::spawn) (see its "Fairness" section): no barging by `try_*` calls, no deadlock across
+    /// overlapping groups. Does not need a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// Returns an [`AcquireError`] if the pool is closed before the permit is granted (a pool
+    /// cannot be closed yet).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. Dropping the returned future gives back every slot reserved for it and hands
+    /// them on at once to the next waiters; a permit granted but not yet returned is released.
+    /// Nothing leaks, so `acquire` can be used in `select!` or under `tokio::time::timeout`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskherd::TaskPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = TaskPool::builder().limit("db", 1).build();
+    /// let held = pool.acquire(["db"]).await.unwrap();
+    ///
+    /// // Gives up after a while; the attempt leaves nothing behind.
+    /// let late = tokio::time::timeout(Duration::from_millis(10), pool.acquire(["db"])).await;
+    /// assert!(late.is_err());
+    ///
+    /// drop(held);
+    /// let _next = pool.acquire(["db"]).await.unwrap();
+    /// # }
+    /// ```
+    pub async fn acquire<I>(&self, groups: I) -> Result<Permit<K, S>, AcquireError>
+    where
+        I: IntoIterator<Item = K>,
+    {
+        Core::wait_admission(&self.core, self.core.group_set(groups))
+            .await
+            .map(Permit::new)
+            .map_err(|_closed| AcquireError::closed())
+    }
+
+    /// Returns the number of waiting `spawn`s and `acquire`s that name group `key` and are not
+    /// admitted yet; `0` for a group never seen. Not counted in [`task_count`](Self::task_count).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// let pool = TaskPool::<&str>::new();
+    /// assert_eq!(pool.waiting_count(&"a"), 0);
+    /// ```
+    #[must_use]
+    pub fn waiting_count(&self, key: &K) -> usize {
+        self.core.waiting_count(key)
+    }
+
+    /// Returns the number of waiting `spawn`s and `acquire`s in the whole pool. Not counted in
+    /// [`len`](Self::len).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// assert_eq!(TaskPool::<u8>::new().waiting_len(), 0);
+    /// ```
+    #[must_use]
+    pub fn waiting_len(&self) -> usize {
+        self.core.waiting_len()
     }
 }
 
@@ -488,12 +667,13 @@ where
     S: BuildHasher,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (running, max_tasks, default_limit, groups) = self.core.summary();
+        let summary = self.core.summary();
         f.debug_struct("TaskPool")
-            .field("len", &running)
-            .field("max_tasks", &max_tasks)
-            .field("default_limit", &default_limit)
-            .field("groups", &groups)
+            .field("len", &summary.running)
+            .field("waiting", &summary.waiting)
+            .field("max_tasks", &summary.max_tasks)
+            .field("default_limit", &summary.default_limit)
+            .field("groups", &summary.groups)
             .finish()
     }
 }

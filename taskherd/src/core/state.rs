@@ -1,0 +1,516 @@
+//! Everything the pool's lock guards, and every transition of it.
+//!
+//! Nothing here locks, awaits or wakes: transitions collect the wakers of the waiters they
+//! granted into a [`Wakers`] list that [`Core`](super::Core) wakes after unlocking.
+
+use std::task::Waker;
+
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry as TableEntry;
+use slab::Slab;
+use smallvec::SmallVec;
+
+use super::waiters::{LinkRef, Phase, Queue, Waiter};
+use crate::group_set::GroupSet;
+
+/// Wakers to wake once the lock is released.
+pub(crate) type Wakers = SmallVec<[Waker; 4]>;
+
+/// Waiters that received their last missing slot during one transition.
+type Granted = SmallVec<[usize; 4]>;
+
+/// Tables at most this large are never shrunk (shrinking tiny tables only churns memory).
+const MIN_RETAINED_CAPACITY: usize = 64;
+
+/// The counts of one group (or of the total).
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    /// Live admissions (tasks, permits, granted waiters) naming this group.
+    pub(crate) running: usize,
+    /// Slots held for waiters that still miss a slot in another group.
+    pub(crate) reserved: usize,
+    /// Waiters still missing a slot in this group, oldest first.
+    pub(crate) queue: Queue,
+}
+
+impl Counts {
+    /// Whether one more slot may be taken under `limit` (`None` = unbounded).
+    fn has_room(&self, limit: Option<usize>) -> bool {
+        limit.is_none_or(|limit| self.running + self.reserved < limit)
+    }
+
+    /// Hands free slots to the oldest queued waiters until the group is full or nobody waits
+    /// (invariant 5). Each step is O(1); waiters that now hold every slot go to `granted`.
+    fn pump<K>(
+        &mut self,
+        limit: Option<usize>,
+        waiters: &mut Slab<Waiter<K>>,
+        granted: &mut Granted,
+    ) {
+        while self.has_room(limit) {
+            let Some(at) = self.queue.pop_front(waiters) else {
+                break;
+            };
+            self.reserved += 1;
+            let waiter = &mut waiters[at.waiter];
+            waiter.links[at.slot].reserved = true;
+            waiter.missing -= 1;
+            if waiter.missing == 0 {
+                granted.push(at.waiter);
+            }
+        }
+    }
+}
+
+/// One named group.
+pub(crate) struct Entry<K> {
+    /// `hash_one(&key)` with the pool's hasher, kept so the table can rehash without user code.
+    pub(crate) hash: u64,
+    pub(crate) key: K,
+    pub(crate) counts: Counts,
+    pub(crate) limit: Option<usize>,
+}
+
+impl<K> Entry<K> {
+    /// An idle entry carries no information and must not be kept (invariant 4).
+    fn is_idle(&self) -> bool {
+        self.counts.running == 0
+            && self.counts.reserved == 0
+            && self.counts.queue.is_empty()
+            && self.limit.is_none()
+    }
+}
+
+/// Where an admission was refused: the total, or the i-th of the caller's distinct groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Position {
+    Total,
+    Key(usize),
+}
+
+/// The outcome of [`State::enqueue`].
+pub(crate) enum Enqueued<K> {
+    /// Queued under this id.
+    Waiting(usize),
+    /// Admitted at once; the counts are taken.
+    Admitted(GroupSet<K>),
+}
+
+/// What a waiting admission found when it was polled.
+pub(crate) enum Poll<K> {
+    /// Admitted; the counts are already taken.
+    Ready(GroupSet<K>),
+    /// Still waiting.
+    Pending,
+    /// The pool closed while it waited; it holds nothing.
+    Closed,
+}
+
+pub(crate) struct State<K> {
+    /// Named groups that have running admissions, reservations, waiters or an explicit limit
+    /// (invariant 4).
+    pub(crate) groups: HashTable<Entry<K>>,
+    /// The total group: every admission counts here.
+    pub(crate) total: Counts,
+    /// The total group's limit.
+    pub(crate) max_tasks: Option<usize>,
+    /// The limit of every named group without an explicit one.
+    pub(crate) default_limit: Option<usize>,
+    /// Every waiting admission, and granted ones their future has not collected yet.
+    pub(crate) waiters: Slab<Waiter<K>>,
+}
+
+impl<K: Eq> State<K> {
+    pub(crate) fn new(max_tasks: Option<usize>, default_limit: Option<usize>) -> Self {
+        Self {
+            groups: HashTable::new(),
+            total: Counts::default(),
+            max_tasks,
+            default_limit,
+            waiters: Slab::new(),
+        }
+    }
+
+    pub(crate) fn find(&self, hash: u64, key: &K) -> Option<&Entry<K>> {
+        self.groups.find(hash, |e| e.key == *key)
+    }
+
+    /// Takes one slot in every group of one admission, or in none (invariants 2, 3, 5).
+    ///
+    /// Refuses in a group that has no room, which includes every group with queued waiters
+    /// (those never have room, invariant 5), so a `try_*` never takes a slot a waiter is owed.
+    /// Returns where it was refused, or `None` if admitted.
+    pub(crate) fn try_admit(&mut self, groups: &GroupSet<K>) -> Option<Position>
+    where
+        K: Clone,
+    {
+        if !self.total.has_room(self.max_tasks) {
+            return Some(Position::Total);
+        }
+        // Check phase: read only. Bucket indices stay valid until the table changes shape.
+        let mut buckets: SmallVec<[Option<usize>; 4]> = SmallVec::with_capacity(groups.len());
+        for (i, (hash, key)) in groups.iter().enumerate() {
+            let bucket = self.groups.find_bucket_index(*hash, |e| e.key == *key);
+            let has_room = match bucket.and_then(|b| self.groups.get_bucket(b)) {
+                Some(entry) => entry.counts.has_room(entry.limit.or(self.default_limit)),
+                None => Counts::default().has_room(self.default_limit),
+            };
+            if !has_room {
+                return Some(Position::Key(i));
+            }
+            buckets.push(bucket);
+        }
+        // Commit phase: existing entries first (their bucket indices are still valid), then
+        // insert the new ones (which may grow the table and move buckets).
+        self.total.running += 1;
+        for &bucket in buckets.iter().flatten() {
+            match self.groups.get_bucket_mut(bucket) {
+                Some(entry) => entry.counts.running += 1,
+                None => debug_assert!(false, "a bucket found in the check phase vanished"),
+            }
+        }
+        for ((hash, key), bucket) in groups.iter().zip(&buckets) {
+            if bucket.is_none() {
+                let entry = Entry {
+                    hash: *hash,
+                    key: key.clone(),
+                    counts: Counts {
+                        running: 1,
+                        ..Counts::default()
+                    },
+                    limit: None,
+                };
+                self.groups.insert_unique(*hash, entry, |e| e.hash);
+            }
+        }
+        None
+    }
+
+    /// Queues a waiting admission in every group, taking at once the slots of groups that have
+    /// room and nobody queued (the total first, then the caller's order, like every admission).
+    ///
+    /// Returns the waiter's id, or the groups back as an admission if every slot was free.
+    pub(crate) fn enqueue(&mut self, groups: GroupSet<K>, waker: Waker) -> Enqueued<K>
+    where
+        K: Clone,
+    {
+        let id = self.waiters.insert(Waiter::new(groups, waker));
+        let (max_tasks, default_limit) = (self.max_tasks, self.default_limit);
+        let at = LinkRef {
+            waiter: id,
+            slot: 0,
+        };
+        Self::join(&mut self.total, max_tasks, &mut self.waiters, at);
+        for i in 0..self.waiters[id].groups.len() {
+            let (hash, key) = self.waiters[id].groups.get(i);
+            let entry = match self.groups.entry(hash, |e| e.key == *key, |e| e.hash) {
+                TableEntry::Occupied(occupied) => occupied.into_mut(),
+                TableEntry::Vacant(vacant) => vacant
+                    .insert(Entry {
+                        hash,
+                        key: key.clone(),
+                        counts: Counts::default(),
+                        limit: None,
+                    })
+                    .into_mut(),
+            };
+            let limit = entry.limit.or(default_limit);
+            let at = LinkRef {
+                waiter: id,
+                slot: i + 1,
+            };
+            Self::join(&mut entry.counts, limit, &mut self.waiters, at);
+        }
+        if self.waiters[id].missing > 0 {
+            return Enqueued::Waiting(id);
+        }
+        // Every group had room and nobody queued: the caller's own `try_admit` would have
+        // admitted it too. Its own waker is the only one `grant` collects: no wake-up needed.
+        let mut own_waker = Wakers::new();
+        self.grant(id, &mut own_waker);
+        let waiter = self.waiters.remove(id);
+        Enqueued::Admitted(waiter.groups)
+    }
+
+    /// Takes a slot of `counts` for the waiter at `at` if one is free and nobody is queued,
+    /// else queues it.
+    fn join(counts: &mut Counts, limit: Option<usize>, waiters: &mut Slab<Waiter<K>>, at: LinkRef) {
+        if counts.queue.is_empty() && counts.has_room(limit) {
+            counts.reserved += 1;
+            let waiter = &mut waiters[at.waiter];
+            waiter.links[at.slot].reserved = true;
+            waiter.missing -= 1;
+        } else {
+            counts.queue.push_back(waiters, at);
+        }
+    }
+
+    /// Turns a waiter's reservations into running admissions and schedules its wake-up.
+    /// O(groups it names).
+    fn grant(&mut self, id: usize, wakers: &mut Wakers) {
+        let waiter = &mut self.waiters[id];
+        debug_assert_eq!(waiter.missing, 0, "granted a waiter that misses a slot");
+        waiter.phase = Phase::Granted;
+        if let Some(waker) = waiter.waker.take() {
+            wakers.push(waker);
+        }
+        convert(&mut self.total);
+        for (hash, key) in waiter.groups.iter() {
+            match self.groups.find_mut(*hash, |e| e.key == *key) {
+                Some(entry) => convert(&mut entry.counts),
+                None => debug_assert!(false, "a waiter holds a slot in a group without an entry"),
+            }
+        }
+
+        fn convert(counts: &mut Counts) {
+            debug_assert!(counts.reserved > 0, "granted a slot that was not reserved");
+            counts.reserved = counts.reserved.saturating_sub(1);
+            counts.running += 1;
+        }
+    }
+
+    fn grant_all(&mut self, granted: Granted, wakers: &mut Wakers) {
+        for id in granted {
+            self.grant(id, wakers);
+        }
+    }
+
+    /// Removes a granted waiter from the slab and returns its groups, now an admission.
+    fn take_granted(&mut self, id: usize) -> Option<GroupSet<K>> {
+        if self.waiters.get(id)?.phase != Phase::Granted {
+            return None;
+        }
+        let waiter = self.waiters.remove(id);
+        self.maybe_shrink_waiters();
+        Some(waiter.groups)
+    }
+
+    /// Checks on a waiter for its future: admitted, closed, or still waiting (then remembers
+    /// `waker`).
+    pub(crate) fn poll_waiter(&mut self, id: usize, waker: &Waker) -> Poll<K> {
+        let Some(waiter) = self.waiters.get_mut(id) else {
+            debug_assert!(false, "a waiting future lost its waiter");
+            return Poll::Closed;
+        };
+        match waiter.phase {
+            Phase::Waiting => {
+                match &mut waiter.waker {
+                    Some(old) if old.will_wake(waker) => {}
+                    slot => *slot = Some(waker.clone()),
+                }
+                Poll::Pending
+            }
+            Phase::Granted => match self.take_granted(id) {
+                Some(groups) => Poll::Ready(groups),
+                None => Poll::Closed,
+            },
+            Phase::Closed => {
+                self.waiters.remove(id);
+                self.maybe_shrink_waiters();
+                Poll::Closed
+            }
+        }
+    }
+
+    /// Gives back everything a dropped waiting future holds (invariant 6): its reservations go
+    /// to the next waiters at once, its queue places are removed; a granted waiter is released
+    /// like any admission. O(groups it names) plus the waiters this grants.
+    pub(crate) fn cancel(&mut self, id: usize, wakers: &mut Wakers) {
+        let Some(waiter) = self.waiters.get(id) else {
+            debug_assert!(false, "cancelled a waiter twice");
+            return;
+        };
+        match waiter.phase {
+            Phase::Closed => {
+                self.waiters.remove(id);
+            }
+            Phase::Granted => {
+                let waiter = self.waiters.remove(id);
+                self.release(&waiter.groups, wakers);
+            }
+            Phase::Waiting => {
+                let mut granted = Granted::new();
+                let (max_tasks, default_limit) = (self.max_tasks, self.default_limit);
+                Self::leave(
+                    &mut self.total,
+                    max_tasks,
+                    &mut self.waiters,
+                    id,
+                    0,
+                    &mut granted,
+                );
+                for i in 0..self.waiters[id].groups.len() {
+                    let (hash, key) = self.waiters[id].groups.get(i);
+                    match self.groups.find_entry(hash, |e| e.key == *key) {
+                        Ok(mut occupied) => {
+                            let entry = occupied.get_mut();
+                            let limit = entry.limit.or(default_limit);
+                            Self::leave(
+                                &mut entry.counts,
+                                limit,
+                                &mut self.waiters,
+                                id,
+                                i + 1,
+                                &mut granted,
+                            );
+                            if entry.is_idle() {
+                                occupied.remove();
+                            }
+                        }
+                        Err(_) => debug_assert!(false, "a waiter's group has no entry"),
+                    }
+                }
+                self.waiters.remove(id);
+                self.grant_all(granted, wakers);
+                self.maybe_shrink_groups();
+            }
+        }
+        self.maybe_shrink_waiters();
+    }
+
+    /// Takes waiter `id` out of one group: gives back its slot (to the next waiter) or its
+    /// place in the queue.
+    fn leave(
+        counts: &mut Counts,
+        limit: Option<usize>,
+        waiters: &mut Slab<Waiter<K>>,
+        id: usize,
+        slot: usize,
+        granted: &mut Granted,
+    ) {
+        let link = waiters[id].links[slot];
+        if link.reserved {
+            debug_assert!(
+                counts.reserved > 0,
+                "gave back a slot that was not reserved"
+            );
+            counts.reserved = counts.reserved.saturating_sub(1);
+            counts.pump(limit, waiters, granted);
+        } else if link.queued {
+            counts.queue.unlink(waiters, LinkRef { waiter: id, slot });
+        }
+    }
+
+    /// Gives back one admission's slots and hands them to the oldest waiters (invariants 1, 5).
+    /// O(groups named) plus the waiters this grants.
+    pub(crate) fn release(&mut self, groups: &GroupSet<K>, wakers: &mut Wakers) {
+        let mut granted = Granted::new();
+        debug_assert!(
+            self.total.running > 0,
+            "released more admissions than were made"
+        );
+        self.total.running = self.total.running.saturating_sub(1);
+        self.total
+            .pump(self.max_tasks, &mut self.waiters, &mut granted);
+        let mut reclaimed = false;
+        for (hash, key) in groups.iter() {
+            match self.groups.find_entry(*hash, |e| e.key == *key) {
+                Ok(mut occupied) => {
+                    let entry = occupied.get_mut();
+                    debug_assert!(
+                        entry.counts.running > 0,
+                        "released a group more often than admitted"
+                    );
+                    entry.counts.running = entry.counts.running.saturating_sub(1);
+                    let limit = entry.limit.or(self.default_limit);
+                    entry.counts.pump(limit, &mut self.waiters, &mut granted);
+                    if entry.is_idle() {
+                        occupied.remove();
+                        reclaimed = true;
+                    }
+                }
+                Err(_) => debug_assert!(false, "released a group that has no entry"),
+            }
+        }
+        self.grant_all(granted, wakers);
+        if reclaimed {
+            self.maybe_shrink_groups();
+        }
+    }
+
+    /// Sets or clears an explicit limit and hands any room it made to waiters; returns the
+    /// group's running count.
+    pub(crate) fn set_limit(
+        &mut self,
+        hash: u64,
+        key: K,
+        limit: Option<usize>,
+        wakers: &mut Wakers,
+    ) -> usize {
+        let mut granted = Granted::new();
+        let running = match self.groups.entry(hash, |e| e.key == key, |e| e.hash) {
+            TableEntry::Occupied(mut occupied) => {
+                let entry = occupied.get_mut();
+                entry.limit = limit;
+                let running = entry.counts.running;
+                let effective = entry.limit.or(self.default_limit);
+                entry
+                    .counts
+                    .pump(effective, &mut self.waiters, &mut granted);
+                if entry.is_idle() {
+                    occupied.remove();
+                    self.maybe_shrink_groups();
+                }
+                running
+            }
+            TableEntry::Vacant(vacant) => {
+                if limit.is_some() {
+                    vacant.insert(Entry {
+                        hash,
+                        key,
+                        counts: Counts::default(),
+                        limit,
+                    });
+                }
+                0
+            }
+        };
+        self.grant_all(granted, wakers);
+        running
+    }
+
+    /// Sets the total's limit and hands any room it made to waiters.
+    pub(crate) fn set_max_tasks(&mut self, max_tasks: Option<usize>, wakers: &mut Wakers) {
+        self.max_tasks = max_tasks;
+        let mut granted = Granted::new();
+        self.total.pump(max_tasks, &mut self.waiters, &mut granted);
+        self.grant_all(granted, wakers);
+    }
+
+    /// Sets the default limit and hands any room it made to waiters.
+    ///
+    /// O(named groups in the pool): every group without an explicit limit may have gained room.
+    /// Limit changes are rare; admissions and releases never pay this.
+    pub(crate) fn set_default_limit(&mut self, default_limit: Option<usize>, wakers: &mut Wakers) {
+        self.default_limit = default_limit;
+        let mut granted = Granted::new();
+        for entry in self.groups.iter_mut() {
+            if entry.limit.is_none() && !entry.counts.queue.is_empty() {
+                entry
+                    .counts
+                    .pump(default_limit, &mut self.waiters, &mut granted);
+            }
+        }
+        self.grant_all(granted, wakers);
+    }
+
+    /// Gives memory back once the group table is mostly empty. Amortised O(1) per removal:
+    /// after a shrink to twice the live entries, a quarter of the new capacity must be removed
+    /// again before the next one.
+    fn maybe_shrink_groups(&mut self) {
+        let capacity = self.groups.capacity();
+        if capacity > MIN_RETAINED_CAPACITY && self.groups.len() < capacity / 4 {
+            let target = (self.groups.len() * 2).max(MIN_RETAINED_CAPACITY);
+            self.groups.shrink_to(target, |e| e.hash);
+        }
+    }
+
+    /// Gives the waiter slab's memory back once nobody waits. (A slab cannot move live
+    /// waiters, so it is only shrunk when empty; its size is bounded by the peak number of
+    /// waiters of the current busy period.)
+    fn maybe_shrink_waiters(&mut self) {
+        if self.waiters.is_empty() && self.waiters.capacity() > MIN_RETAINED_CAPACITY {
+            self.waiters = Slab::new();
+        }
+    }
+}
