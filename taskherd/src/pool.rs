@@ -468,7 +468,10 @@ where
     /// total has room.
     ///
     /// Like [`try_spawn`](Self::try_spawn), but instead of refusing a task that finds no room, it
-    /// queues. The future is not polled until the task is admitted.
+    /// queues. The future is not polled until the task is admitted. The groups are hashed when
+    /// `spawn` is called; the returned future takes its place in the queues when it is first
+    /// polled. It does not borrow the pool (it is `'static`), and it is `Send` when `K`, `S` and
+    /// `F` are.
     ///
     /// # Fairness
     ///
@@ -516,19 +519,22 @@ where
     /// assert!(pool.is_empty());
     /// # }
     /// ```
-    pub async fn spawn<I, F>(
+    pub fn spawn<I, F>(
         &self,
         groups: I,
         future: F,
-    ) -> Result<JoinHandle<F::Output>, SpawnError<F>>
+    ) -> impl Future<Output = Result<JoinHandle<F::Output>, SpawnError<F>>> + use<K, S, I, F>
     where
         I: IntoIterator<Item = K>,
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match Core::wait_admission(&self.core, self.core.group_set(groups)).await {
-            Ok(admission) => Ok(spawn_admitted(admission, future)),
-            Err(_closed) => Err(SpawnError::new(future)),
+        let admission = Core::wait_admission(&self.core, self.core.group_set(groups));
+        async move {
+            match admission.await {
+                Ok(admission) => Ok(spawn_admitted(admission, future)),
+                Err(_closed) => Err(SpawnError::new(future)),
+            }
         }
     }
 
@@ -568,7 +574,8 @@ where
 
     /// Waits for a [`Permit`] in `groups`: until every one of them and the total has room.
     ///
-    /// Waiters are served first come, first served with the same guarantees as
+    /// The returned future takes its place in the queues when it is first polled; it does not
+    /// borrow the pool. Waiters are served first come, first served with the same guarantees as
     /// [`spawn`](Self::spawn) (see its "Fairness" section): no barging by `try_*` calls, no deadlock across
     /// overlapping groups. Does not need a tokio runtime.
     ///
@@ -601,14 +608,20 @@ where
     /// let _next = pool.acquire(["db"]).await.unwrap();
     /// # }
     /// ```
-    pub async fn acquire<I>(&self, groups: I) -> Result<Permit<K, S>, AcquireError>
+    pub fn acquire<I>(
+        &self,
+        groups: I,
+    ) -> impl Future<Output = Result<Permit<K, S>, AcquireError>> + use<K, S, I>
     where
         I: IntoIterator<Item = K>,
     {
-        Core::wait_admission(&self.core, self.core.group_set(groups))
-            .await
-            .map(Permit::new)
-            .map_err(|_closed| AcquireError::closed())
+        let admission = Core::wait_admission(&self.core, self.core.group_set(groups));
+        async move {
+            admission
+                .await
+                .map(Permit::new)
+                .map_err(|_closed| AcquireError::closed())
+        }
     }
 
     /// Returns the number of waiting `spawn`s and `acquire`s that name group `key` and are not
