@@ -476,11 +476,15 @@ where
     /// # Fairness
     ///
     /// Waiters are served first come, first served in every group: a slot that frees in a group
-    /// goes to the oldest waiter queued on it and is reserved for it; `try_*` calls are refused in
-    /// any group that has waiters, so a stream of `try_spawn`s cannot starve a waiter. Waiters whose
-    /// groups overlap in any way never deadlock (the argument is in the crate's internal docs and
-    /// tested). A waiter may be admitted before an older one that is still missing a slot in a
-    /// group the younger does not name.
+    /// goes to the oldest waiter queued on it and is reserved for it at once (granted when the
+    /// slot frees, not when the waiter is next polled). `try_*` calls are refused in any group
+    /// where a waiter is queued for a slot, and never take a reserved slot, so a stream of
+    /// `try_spawn`s cannot starve a waiter. (A waiter that already holds its slot in a group
+    /// while it waits for another group is not owed more room there: spare room beyond the
+    /// reserved slot stays usable.) Waiters whose groups overlap in any way never deadlock (the
+    /// argument is in the crate's internal docs, and loom and property tests check it). A
+    /// waiter may be admitted before an older one that is still missing a slot in a group the
+    /// younger does not name.
     ///
     /// # Errors
     ///

@@ -22,7 +22,11 @@ fn assert_drained(pool: &Pool, keys: &[&'static str]) {
     assert_eq!(pool.waiting_len(), 0, "waiters leaked");
     for key in keys {
         assert_eq!(pool.task_count(key), 0, "group {key} leaked a slot");
-        assert_eq!(pool.waiting_count(key), 0, "group {key} leaked a reservation");
+        assert_eq!(
+            pool.waiting_count(key),
+            0,
+            "group {key} leaked a reservation"
+        );
     }
 }
 
