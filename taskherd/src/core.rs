@@ -60,6 +60,7 @@
 //! mutex does not poison).
 
 mod state;
+mod tasks;
 mod waiters;
 
 use std::fmt;
@@ -69,10 +70,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use tokio::task::AbortHandle;
+
 use crate::error::{Group, Refusal};
 use crate::group_set::GroupSet;
+use crate::stats::GroupStats;
 use crate::sync::Mutex;
 use state::{Enqueued, Position, State, Wakers};
+use tasks::TaskRef;
 
 /// Formats a key for tracing events; set by [`Builder::log_keys`](crate::Builder::log_keys).
 pub(crate) type KeyFmt<K> = fn(&K, &mut fmt::Formatter<'_>) -> fmt::Result;
@@ -97,6 +102,8 @@ pub(crate) struct Config<K, S> {
 pub(crate) struct Admission<K: Eq, S> {
     core: Arc<Core<K, S>>,
     groups: GroupSet<K>,
+    /// The task record, if this admission is a spawned task.
+    task: Option<TaskRef>,
 }
 
 impl<K: Eq, S> Admission<K, S> {
@@ -104,12 +111,20 @@ impl<K: Eq, S> Admission<K, S> {
     pub(crate) fn groups(&self) -> impl ExactSizeIterator<Item = &K> {
         self.groups.iter().map(|(_, key)| key)
     }
+
+    /// The task record to attach the task's abort handle to, once spawned.
+    pub(crate) fn task(&self) -> Option<TaskRef> {
+        self.task
+    }
 }
 
 impl<K: Eq, S> Drop for Admission<K, S> {
     fn drop(&mut self) {
         let mut wakers = Wakers::new();
-        self.core.state.lock().release(&self.groups, &mut wakers);
+        self.core
+            .state
+            .lock()
+            .release(&self.groups, self.task, &mut wakers);
         wake_all(wakers);
     }
 }
@@ -144,24 +159,39 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
 
     /// Admits `groups` now if the total and every group have room and nobody waits for them,
     /// all or nothing.
+    /// With `track`, the admission is a task to be spawned and gets a record for
+    /// `abort_group`.
     pub(crate) fn try_admit(
         core: &Arc<Self>,
         groups: GroupSet<K>,
+        track: bool,
     ) -> Result<Admission<K, S>, Refusal<K>> {
-        let refused_at = core.state.lock().try_admit(&groups);
-        match refused_at {
-            None => Ok(Admission {
+        let admitted = {
+            let mut state = core.state.lock();
+            let admitted = state.try_admit(&groups, track);
+            if let Err(position) = admitted {
+                state.record_rejection(&groups, position);
+            }
+            admitted
+        };
+        match admitted {
+            Ok(task) => Ok(Admission {
                 core: Arc::clone(core),
                 groups,
+                task,
             }),
-            Some(position) => Err(Refusal::Full(core.refused_group(groups, position))),
+            Err(position) => Err(core.refusal(groups, position)),
         }
     }
 
     /// Turns the position a `try_*` was refused at into the group to report, and logs it.
     #[cold]
-    fn refused_group(&self, groups: GroupSet<K>, position: Position) -> Group<K> {
+    fn refusal(&self, groups: GroupSet<K>, position: Position) -> Refusal<K> {
         let group = match position {
+            Position::Closed => {
+                tracing::debug!("task refused: pool closed");
+                return Refusal::Closed;
+            }
             Position::Total => Group::Total,
             Position::Key(i) => match groups.into_key(i) {
                 Some(key) => Group::Key(key),
@@ -176,15 +206,64 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
             ?position,
             "task refused: group full"
         );
-        group
+        Refusal::Full(group)
     }
 
     /// Returns a future that waits until `groups` can be admitted.
-    pub(crate) fn wait_admission(core: &Arc<Self>, groups: GroupSet<K>) -> WaitAdmission<K, S> {
+    /// With `track`, the admission is a task to be spawned (see [`try_admit`](Self::try_admit)).
+    pub(crate) fn wait_admission(
+        core: &Arc<Self>,
+        groups: GroupSet<K>,
+        track: bool,
+    ) -> WaitAdmission<K, S> {
         WaitAdmission {
             core: Arc::clone(core),
             phase: WaitPhase::Start(groups),
+            track,
         }
+    }
+
+    /// Attaches a spawned task's abort handle to its record; aborts it at once if an abort was
+    /// requested while it was being spawned.
+    pub(crate) fn attach(&self, task: TaskRef, abort: AbortHandle) {
+        let late = self.state.lock().attach(task, abort);
+        if let Some(abort) = late {
+            abort.abort();
+        }
+    }
+
+    /// Aborts the spawned tasks counted in `key` (every task if `None`); returns how many
+    /// were signalled.
+    pub(crate) fn abort(&self, key: Option<&K>) -> usize {
+        let mut handles = Vec::new();
+        let signalled = {
+            let hashed = key.map(|key| (self.hasher.hash_one(key), key));
+            self.state.lock().abort(hashed, &mut handles)
+        };
+        // Aborting schedules the task; done outside the lock (tokio may wake a worker).
+        for handle in handles {
+            handle.abort();
+        }
+        if let Some(key) = key {
+            tracing::debug!(group = ?self.label(Some(key)), signalled, "group aborted");
+        } else {
+            tracing::debug!(signalled, "all tasks aborted");
+        }
+        signalled
+    }
+
+    pub(crate) fn stats(&self, key: &K) -> GroupStats {
+        let hash = self.hasher.hash_one(key);
+        self.state.lock().stats(hash, key)
+    }
+
+    /// A span naming the groups, for a task about to be spawned. Disabled (and not formatted)
+    /// when no subscriber listens at `DEBUG`.
+    pub(crate) fn task_span(&self, admission: &Admission<K, S>) -> tracing::Span {
+        tracing::debug_span!(
+            "taskherd.task",
+            groups = ?Labels { groups: &admission.groups, key_fmt: self.key_fmt }
+        )
     }
 
     pub(crate) fn set_limit(&self, key: K, limit: Option<usize>) {
@@ -237,6 +316,42 @@ impl<K: Eq, S> Core<K, S> {
         self.state.lock().total.running
     }
 
+    pub(crate) fn total_stats(&self) -> GroupStats {
+        self.state.lock().total_stats()
+    }
+
+    pub(crate) fn close(&self) -> bool {
+        let mut wakers = Wakers::new();
+        let closed = self.state.lock().close(&mut wakers);
+        let failed = wakers.len();
+        wake_all(wakers);
+        if closed {
+            tracing::debug!(woken = failed, "pool closed");
+        }
+        closed
+    }
+
+    pub(crate) fn reopen(&self) -> bool {
+        let reopened = self.state.lock().reopen();
+        if reopened {
+            tracing::debug!("pool reopened");
+        }
+        reopened
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+
+    /// Returns a future that resolves once the pool is closed and nothing is counted in it.
+    pub(crate) fn wait_idle(core: &Arc<Self>) -> WaitIdle<K, S> {
+        let id = core.state.lock().register_idle();
+        WaitIdle {
+            core: Arc::clone(core),
+            id: Some(id),
+        }
+    }
+
     /// Waiting admissions not granted yet.
     pub(crate) fn waiting_len(&self) -> usize {
         let state = self.state.lock();
@@ -252,7 +367,7 @@ impl<K: Eq, S> Core<K, S> {
         };
         let woken = wakers.len();
         wake_all(wakers);
-        tracing::debug!(group = "total", limit = ?max_tasks, running, woken, "group limit changed");
+        tracing::debug!(group = ?self.label(None), limit = ?max_tasks, running, woken, "group limit changed");
     }
 
     pub(crate) fn max_tasks(&self) -> Option<usize> {
@@ -279,6 +394,7 @@ impl<K: Eq, S> Core<K, S> {
         Summary {
             running: state.total.running,
             waiting: state.total.queue.len() + state.total.reserved,
+            closed: state.closed,
             max_tasks: state.max_tasks,
             default_limit: state.default_limit,
             groups: state.groups.len(),
@@ -298,6 +414,7 @@ impl<K: Eq, S> Core<K, S> {
 pub(crate) struct Summary {
     pub(crate) running: usize,
     pub(crate) waiting: usize,
+    pub(crate) closed: bool,
     pub(crate) max_tasks: Option<usize>,
     pub(crate) default_limit: Option<usize>,
     pub(crate) groups: usize,
@@ -309,6 +426,8 @@ pub(crate) struct Summary {
 pub(crate) struct WaitAdmission<K: Eq, S> {
     core: Arc<Core<K, S>>,
     phase: WaitPhase<K>,
+    /// The admission will be a spawned task: make it a task record.
+    track: bool,
 }
 
 // Never pin-projected: the future is moved freely, whatever `K` is.
@@ -332,29 +451,39 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Future for WaitAdmission<K, S> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let groups = match std::mem::replace(&mut this.phase, WaitPhase::Done) {
+        let track = this.track;
+        let (groups, task) = match std::mem::replace(&mut this.phase, WaitPhase::Done) {
             WaitPhase::Start(groups) => {
                 let mut state = this.core.state.lock();
-                if state.try_admit(&groups).is_some() {
-                    match state.enqueue(groups, cx.waker().clone()) {
+                match state.try_admit(&groups, track) {
+                    Ok(task) => (groups, task),
+                    Err(Position::Closed) => {
+                        state.record_rejection(&groups, Position::Closed);
+                        return Poll::Ready(Err(Closed));
+                    }
+                    Err(_) => match state.enqueue(groups, cx.waker().clone()) {
                         Enqueued::Waiting(id) => {
                             this.phase = WaitPhase::Waiting(id);
                             return Poll::Pending;
                         }
-                        Enqueued::Admitted(groups) => groups,
-                    }
-                } else {
-                    groups
+                        Enqueued::Admitted(groups) => {
+                            let task = track.then(|| state.track(&groups));
+                            (groups, task)
+                        }
+                    },
                 }
             }
-            WaitPhase::Waiting(id) => match this.core.state.lock().poll_waiter(id, cx.waker()) {
-                state::Poll::Ready(groups) => groups,
-                state::Poll::Pending => {
-                    this.phase = WaitPhase::Waiting(id);
-                    return Poll::Pending;
+            WaitPhase::Waiting(id) => {
+                let polled = this.core.state.lock().poll_waiter(id, cx.waker(), track);
+                match polled {
+                    state::Poll::Ready(groups, task) => (groups, task),
+                    state::Poll::Pending => {
+                        this.phase = WaitPhase::Waiting(id);
+                        return Poll::Pending;
+                    }
+                    state::Poll::Closed => return Poll::Ready(Err(Closed)),
                 }
-                state::Poll::Closed => return Poll::Ready(Err(Closed)),
-            },
+            }
             WaitPhase::Done => {
                 debug_assert!(false, "a waiting admission was polled after it resolved");
                 return Poll::Ready(Err(Closed));
@@ -363,6 +492,7 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Future for WaitAdmission<K, S> {
         Poll::Ready(Ok(Admission {
             core: Arc::clone(&this.core),
             groups,
+            task,
         }))
     }
 }
@@ -390,5 +520,58 @@ impl<K> fmt::Debug for Label<'_, K> {
             (Some(key), Some(key_fmt)) => key_fmt(key, f),
             (Some(_), None) => f.write_str("<key: build the pool with Builder::log_keys>"),
         }
+    }
+}
+
+/// A future that resolves once the pool is closed and nothing is counted in it (or was, at
+/// some moment since it was created).
+pub(crate) struct WaitIdle<K: Eq, S> {
+    core: Arc<Core<K, S>>,
+    /// Its registration among the pool's `wait` futures, until it resolves.
+    id: Option<usize>,
+}
+
+impl<K: Eq, S> Future for WaitIdle<K, S> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if this.core.state.lock().poll_idle(&mut this.id, cx.waker()) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl<K: Eq, S> Drop for WaitIdle<K, S> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.core.state.lock().cancel_idle(id);
+        }
+    }
+}
+
+/// Shows a task's groups in its tracing span.
+struct Labels<'a, K> {
+    groups: &'a GroupSet<K>,
+    key_fmt: Option<KeyFmt<K>>,
+}
+
+impl<K> fmt::Debug for Labels<'_, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key_fmt.is_none() {
+            return write!(
+                f,
+                "{} groups (keys shown with Builder::log_keys)",
+                self.groups.len()
+            );
+        }
+        f.debug_list()
+            .entries(self.groups.iter().map(|(_, key)| Label {
+                key: Some(key),
+                key_fmt: self.key_fmt,
+            }))
+            .finish()
     }
 }

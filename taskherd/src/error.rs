@@ -63,8 +63,7 @@ impl<K: fmt::Debug> fmt::Display for Group<K> {
 pub(crate) enum Refusal<K> {
     /// This group had no room.
     Full(Group<K>),
-    /// The pool was closed. Constructed once the pool can be closed.
-    #[allow(dead_code)]
+    /// The pool was closed.
     Closed,
 }
 
@@ -138,10 +137,8 @@ impl<K, T> TrySpawnError<K, T> {
         matches!(self.refusal, Refusal::Full(_))
     }
 
-    /// Returns `true` if the task was refused because the pool is closed.
-    ///
-    /// A pool cannot be closed yet, so this is currently always `false`; it is part of the type
-    /// so that matching on it keeps working once closing is added.
+    /// Returns `true` if the task was refused because the pool is
+    /// [closed](crate::TaskPool::close).
     ///
     /// # Examples
     ///
@@ -151,6 +148,9 @@ impl<K, T> TrySpawnError<K, T> {
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let pool = TaskPool::builder().limit("a", 0).build();
     /// assert!(!pool.try_spawn(["a"], async {}).unwrap_err().is_closed());
+    /// pool.close();
+    /// let err = pool.try_spawn(["b"], async {}).unwrap_err();
+    /// assert!(err.is_closed() && !err.is_full() && err.full_group().is_none());
     /// # }
     /// ```
     #[must_use]
@@ -243,8 +243,7 @@ impl<K> TryAcquireError<K> {
         matches!(self.refusal, Refusal::Full(_))
     }
 
-    /// Returns `true` if the pool is closed. A pool cannot be closed yet, so this is currently
-    /// always `false`.
+    /// Returns `true` if the pool is [closed](crate::TaskPool::close).
     ///
     /// # Examples
     ///
@@ -253,6 +252,8 @@ impl<K> TryAcquireError<K> {
     ///
     /// let pool = TaskPool::builder().max_tasks(0).build();
     /// assert!(!pool.try_acquire(["a"]).unwrap_err().is_closed());
+    /// pool.close();
+    /// assert!(pool.try_acquire(["a"]).unwrap_err().is_closed());
     /// ```
     #[must_use]
     pub fn is_closed(&self) -> bool {
@@ -303,14 +304,23 @@ impl<K: fmt::Debug> Error for TryAcquireError<K> {}
 /// The error returned by [`TaskPool::spawn`](crate::TaskPool::spawn): the pool was closed before
 /// the task was admitted. The future is handed back, never polled.
 ///
-/// A pool cannot be closed yet, so `spawn` does not currently return this error; the type is
-/// final so that code handling it keeps working once closing is added.
+/// # Examples
+///
+/// ```
+/// use taskherd::TaskPool;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let pool = TaskPool::<&str>::new();
+/// pool.close();
+/// let err = pool.spawn(["a"], async { 42 }).await.unwrap_err();
+/// assert_eq!(err.into_inner().await, 42);
+/// # }
+/// ```
 pub struct SpawnError<F> {
     inner: F,
 }
 
 impl<F> SpawnError<F> {
-    #[allow(dead_code)]
     pub(crate) fn new(inner: F) -> Self {
         Self { inner }
     }
@@ -339,12 +349,21 @@ impl<F> Error for SpawnError<F> {}
 /// The error returned by [`TaskPool::acquire`](crate::TaskPool::acquire): the pool was closed
 /// before a permit was granted.
 ///
-/// A pool cannot be closed yet, so `acquire` does not currently return this error.
+/// # Examples
+///
+/// ```
+/// use taskherd::TaskPool;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let pool = TaskPool::<&str>::new();
+/// pool.close();
+/// assert!(pool.acquire(["a"]).await.is_err());
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AcquireError(());
 
 impl AcquireError {
-    #[allow(dead_code)]
     pub(crate) fn closed() -> Self {
         Self(())
     }

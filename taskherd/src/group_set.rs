@@ -53,6 +53,15 @@ impl<K: Eq + Hash> GroupSet<K> {
     }
 }
 
+impl<K> Default for GroupSet<K> {
+    /// No groups (the total only).
+    fn default() -> Self {
+        Self {
+            items: SmallVec::new(),
+        }
+    }
+}
+
 impl<K> GroupSet<K> {
     /// The groups with their hashes, in the caller's order.
     pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = &(u64, K)> {

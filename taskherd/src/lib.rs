@@ -55,12 +55,14 @@ mod error;
 mod group_set;
 mod permit;
 mod pool;
+mod stats;
 mod sync;
 
 pub use builder::Builder;
 pub use error::{AcquireError, Group, SpawnError, TryAcquireError, TrySpawnError};
 pub use permit::Permit;
 pub use pool::TaskPool;
+pub use stats::GroupStats;
 
 /// The README's example, compiled and run as a doc test.
 #[cfg(doctest)]

@@ -6,11 +6,13 @@ use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::builder::Builder;
 use crate::core::{Admission, Config, Core};
 use crate::error::{AcquireError, SpawnError, TryAcquireError, TrySpawnError};
 use crate::permit::Permit;
+use crate::stats::GroupStats;
 
 /// A herd of tokio tasks under per-group concurrency limits.
 ///
@@ -413,8 +415,8 @@ where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match Core::try_admit(&self.core, self.core.group_set(groups)) {
-            Ok(admission) => Ok(spawn_admitted(admission, future)),
+        match Core::try_admit(&self.core, self.core.group_set(groups), true) {
+            Ok(admission) => Ok(spawn_admitted(&self.core, admission, future)),
             Err(refusal) => Err(TrySpawnError::new(refusal, future)),
         }
     }
@@ -458,8 +460,8 @@ where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match Core::try_admit(&self.core, self.core.group_set(groups)) {
-            Ok(admission) => Ok(spawn_admitted(admission, make())),
+        match Core::try_admit(&self.core, self.core.group_set(groups), true) {
+            Ok(admission) => Ok(spawn_admitted(&self.core, admission, make())),
             Err(refusal) => Err(TrySpawnError::new(refusal, make)),
         }
     }
@@ -489,7 +491,8 @@ where
     /// # Errors
     ///
     /// Returns a [`SpawnError`] holding `future`, never polled, if the pool is closed before the
-    /// task is admitted (a pool cannot be closed yet).
+    /// task is admitted, including when its slots were granted but the future was not polled
+    /// again before [`close`](Self::close).
     ///
     /// # Panics
     ///
@@ -533,10 +536,11 @@ where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let admission = Core::wait_admission(&self.core, self.core.group_set(groups));
+        let admission = Core::wait_admission(&self.core, self.core.group_set(groups), true);
+        let core = Arc::clone(&self.core);
         async move {
             match admission.await {
-                Ok(admission) => Ok(spawn_admitted(admission, future)),
+                Ok(admission) => Ok(spawn_admitted(&core, admission, future)),
                 Err(_closed) => Err(SpawnError::new(future)),
             }
         }
@@ -571,7 +575,7 @@ where
     where
         I: IntoIterator<Item = K>,
     {
-        Core::try_admit(&self.core, self.core.group_set(groups))
+        Core::try_admit(&self.core, self.core.group_set(groups), false)
             .map(Permit::new)
             .map_err(TryAcquireError::new)
     }
@@ -585,8 +589,8 @@ where
     ///
     /// # Errors
     ///
-    /// Returns an [`AcquireError`] if the pool is closed before the permit is granted (a pool
-    /// cannot be closed yet).
+    /// Returns an [`AcquireError`] if the pool is [closed](Self::close) before this future
+    /// returns the permit.
     ///
     /// # Cancel safety
     ///
@@ -619,7 +623,7 @@ where
     where
         I: IntoIterator<Item = K>,
     {
-        let admission = Core::wait_admission(&self.core, self.core.group_set(groups));
+        let admission = Core::wait_admission(&self.core, self.core.group_set(groups), false);
         async move {
             admission
                 .await
@@ -658,24 +662,253 @@ where
     pub fn waiting_len(&self) -> usize {
         self.core.waiting_len()
     }
+
+    /// Closes the pool: new admissions are refused, and waiting `spawn`s and `acquire`s fail.
+    ///
+    /// Tasks and permits already admitted carry on. `try_spawn` and `try_acquire` return errors
+    /// whose `is_closed()` is `true`; every `spawn` and `acquire` future that has not completed
+    /// yet, including one whose slots were granted but that was not polled since, returns an
+    /// error (a `spawn` hands its future back, never polled); the slots they held are released
+    /// at once, so [`wait`](Self::wait) does not depend on those futures being polled again. Limits and
+    /// counts are kept. [`wait`](Self::wait) resolves once the pool is closed and empty.
+    ///
+    /// Returns `true` if this call closed the pool, `false` if it was already closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = TaskPool::<&str>::new();
+    /// assert!(pool.close());
+    /// assert!(!pool.close());
+    /// assert!(pool.try_spawn(["a"], async {}).unwrap_err().is_closed());
+    /// assert!(pool.spawn(["a"], async {}).await.is_err());
+    /// # }
+    /// ```
+    pub fn close(&self) -> bool {
+        self.core.close()
+    }
+
+    /// Returns `true` if the pool is closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// let pool = TaskPool::<u8>::new();
+    /// assert!(!pool.is_closed());
+    /// pool.close();
+    /// assert!(pool.is_closed());
+    /// ```
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.core.is_closed()
+    }
+
+    /// Reopens a closed pool: it admits work again.
+    ///
+    /// Returns `true` if this call reopened the pool, `false` if it was open.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// let pool = TaskPool::<&str>::new();
+    /// assert!(!pool.reopen());
+    /// pool.close();
+    /// assert!(pool.reopen());
+    /// assert!(pool.try_acquire(["a"]).is_ok());
+    /// ```
+    pub fn reopen(&self) -> bool {
+        self.core.reopen()
+    }
+
+    /// Waits until the pool is closed and nothing is counted in it: no task running and no
+    /// permit held.
+    ///
+    /// Like `tokio_util`'s `TaskTracker::wait`: it does not close the pool, and it does not
+    /// resolve while the pool is open, even if it is empty. Once the pool has been closed and
+    /// empty at some moment after `wait` was called, the future resolves, even if the pool was
+    /// reopened since.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future forgets its registration; nothing else changes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = TaskPool::new();
+    /// for peer in ["a", "b"] {
+    ///     pool.try_spawn([peer], async {}).unwrap();
+    /// }
+    /// pool.close();
+    /// pool.wait().await;
+    /// assert!(pool.is_empty());
+    /// # }
+    /// ```
+    pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static + use<K, S> {
+        Core::wait_idle(&self.core)
+    }
+
+    /// Aborts every spawned task counted in group `key`, as by [`JoinHandle::abort`].
+    ///
+    /// A task in several groups is aborted when any of them is. Each aborted task releases its
+    /// slots through the same guard as every other exit, once tokio has dropped its future (at
+    /// its next scheduling point, not necessarily before this returns). Permits are not tasks and
+    /// are not affected. A task being spawned concurrently with this call is aborted as soon as
+    /// it is spawned.
+    ///
+    /// Returns how many tasks were signalled (tasks that had already finished, or were already
+    /// aborted but not yet dropped, may be counted). Costs O(tasks in the pool): it is an
+    /// operator's action, and keeping the hot path free of per-group task lists is worth it.
+    ///
+    /// # Examples
+    ///
+    /// Cancelling everything a misbehaving peer started:
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = TaskPool::new();
+    /// let stuck = pool.try_spawn(["peer-9"], std::future::pending::<()>()).unwrap();
+    /// let fine = pool.try_spawn(["peer-1"], async { 1 }).unwrap();
+    /// assert_eq!(pool.abort_group(&"peer-9"), 1);
+    /// assert!(stuck.await.unwrap_err().is_cancelled());
+    /// assert_eq!(fine.await.unwrap(), 1);
+    /// assert_eq!(pool.task_count(&"peer-9"), 0);
+    /// # }
+    /// ```
+    pub fn abort_group(&self, key: &K) -> usize {
+        self.core.abort(Some(key))
+    }
+
+    /// Aborts every spawned task in the pool; see [`abort_group`](Self::abort_group).
+    /// Permits are not affected. Returns how many tasks were signalled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = TaskPool::<&str>::new();
+    /// let task = pool.try_spawn([], std::future::pending::<()>()).unwrap();
+    /// assert_eq!(pool.abort_all(), 1);
+    /// assert!(task.await.unwrap_err().is_cancelled());
+    /// assert!(pool.is_empty());
+    /// # }
+    /// ```
+    pub fn abort_all(&self) -> usize {
+        self.core.abort(None)
+    }
+
+    /// Shuts the pool down: [`close`](Self::close), [`abort_all`](Self::abort_all), then
+    /// [`wait`](Self::wait) until every task has ended and every permit was dropped.
+    ///
+    /// Permits are not aborted: `shutdown` waits for their holders to drop them.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future stops only the waiting. If it was polled, the pool
+    /// stays closed and its tasks stay aborted; nothing happens before the first poll.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = TaskPool::new();
+    /// pool.try_spawn(["a"], std::future::pending::<()>()).unwrap();
+    /// pool.shutdown().await;
+    /// assert!(pool.is_closed() && pool.is_empty());
+    /// # }
+    /// ```
+    pub async fn shutdown(&self) {
+        self.close();
+        let wait = self.wait();
+        self.abort_all();
+        wait.await;
+    }
+
+    /// Returns a consistent snapshot of group `key`'s counts, limit and history; see
+    /// [`GroupStats`]. A group never seen (or reclaimed) has zeros and the default limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// let pool = TaskPool::builder().default_limit(2).build();
+    /// let _p = pool.try_acquire(["a"]).unwrap();
+    /// let stats = pool.stats(&"a");
+    /// assert_eq!((stats.running, stats.limit, stats.admitted), (1, Some(2), 1));
+    /// ```
+    #[must_use]
+    pub fn stats(&self, key: &K) -> GroupStats {
+        self.core.stats(key)
+    }
+
+    /// Returns a consistent snapshot of the total group: every task and permit in the pool,
+    /// limited by `max_tasks`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    ///
+    /// let pool = TaskPool::builder().max_tasks(1).build();
+    /// let _p = pool.try_acquire(["a"]).unwrap();
+    /// assert!(pool.try_acquire(["b"]).is_err());
+    /// let total = pool.total_stats();
+    /// assert_eq!((total.running, total.limit, total.admitted, total.rejected), (1, Some(1), 1, 1));
+    /// ```
+    #[must_use]
+    pub fn total_stats(&self) -> GroupStats {
+        self.core.total_stats()
+    }
 }
 
 /// Spawns `future` with its admission moved into the task, so that every way the task ends
-/// (completion, panic, abort, runtime drop) drops the admission and releases its counts.
-fn spawn_admitted<K, S, F>(admission: Admission<K, S>, future: F) -> JoinHandle<F::Output>
+/// (completion, panic, abort, runtime drop) drops the admission and releases its counts, and
+/// attaches the task's abort handle for `abort_group`. The task runs in a `DEBUG` span naming
+/// its groups.
+fn spawn_admitted<K, S, F>(
+    core: &Core<K, S>,
+    admission: Admission<K, S>,
+    future: F,
+) -> JoinHandle<F::Output>
 where
-    K: Eq + Send + Sync + 'static,
-    S: Send + Sync + 'static,
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    tokio::spawn(async move {
-        let output = future.await;
-        // Release before the output is stored, so the count is lower when the JoinHandle
-        // resolves.
-        drop(admission);
-        output
-    })
+    let span = core.task_span(&admission);
+    let task = admission.task();
+    let handle = tokio::spawn(
+        async move {
+            let output = future.await;
+            // Release before the output is stored, so the count is lower when the JoinHandle
+            // resolves.
+            drop(admission);
+            output
+        }
+        .instrument(span),
+    );
+    if let Some(task) = task {
+        core.attach(task, handle.abort_handle());
+    }
+    handle
 }
 
 impl<K, S> fmt::Debug for TaskPool<K, S>
@@ -688,6 +921,7 @@ where
         f.debug_struct("TaskPool")
             .field("len", &summary.running)
             .field("waiting", &summary.waiting)
+            .field("closed", &summary.closed)
             .field("max_tasks", &summary.max_tasks)
             .field("default_limit", &summary.default_limit)
             .field("groups", &summary.groups)

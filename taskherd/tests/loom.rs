@@ -146,3 +146,37 @@ fn try_acquire_never_barges() {
         assert_drained(&pool, &["a", "b", "c"]);
     });
 }
+
+/// `close` racing with a waiter and a release: the waiter either gets its permit (granted
+/// before the close) or an error, and nothing is leaked either way.
+#[test]
+fn close_races_with_a_waiter() {
+    loom::model(|| {
+        let pool: Pool = TaskPool::builder().limit("a", 1).build();
+        let held = pool.try_acquire(["a"]).unwrap();
+        let waiter = {
+            let pool = pool.clone();
+            thread::spawn(move || drop(block_on(pool.acquire(["a"]))))
+        };
+        let releaser = thread::spawn(move || drop(held));
+        assert!(pool.close());
+        waiter.join().unwrap();
+        releaser.join().unwrap();
+        assert_drained(&pool, &["a"]);
+        assert!(pool.try_acquire(["a"]).unwrap_err().is_closed());
+    });
+}
+
+/// `wait` racing with the last release: it is woken and resolves.
+#[test]
+fn wait_sees_the_last_release() {
+    loom::model(|| {
+        let pool: Pool = TaskPool::new();
+        let held = pool.try_acquire(["a"]).unwrap();
+        pool.close();
+        let releaser = thread::spawn(move || drop(held));
+        block_on(pool.wait());
+        releaser.join().unwrap();
+        assert_drained(&pool, &["a"]);
+    });
+}

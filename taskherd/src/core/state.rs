@@ -10,8 +10,10 @@ use hashbrown::hash_table::Entry as TableEntry;
 use slab::Slab;
 use smallvec::SmallVec;
 
+use super::tasks::{TaskRef, Tasks};
 use super::waiters::{LinkRef, Phase, Queue, Waiter};
 use crate::group_set::GroupSet;
+use crate::stats::GroupStats;
 
 /// Wakers to wake once the lock is released.
 pub(crate) type Wakers = SmallVec<[Waker; 4]>;
@@ -20,7 +22,7 @@ pub(crate) type Wakers = SmallVec<[Waker; 4]>;
 type Granted = SmallVec<[usize; 4]>;
 
 /// Tables at most this large are never shrunk (shrinking tiny tables only churns memory).
-const MIN_RETAINED_CAPACITY: usize = 64;
+pub(crate) const MIN_RETAINED_CAPACITY: usize = 64;
 
 /// The counts of one group (or of the total).
 #[derive(Debug, Default)]
@@ -31,9 +33,35 @@ pub(crate) struct Counts {
     pub(crate) reserved: usize,
     /// Waiters still missing a slot in this group, oldest first.
     pub(crate) queue: Queue,
+    /// Admissions ever made in this group (tasks, permits, granted waiters).
+    pub(crate) admitted: u64,
+    /// Refusals of `try_*` calls because this group was full (for the total: every refused
+    /// `try_*` call and every waiter failed by `close`).
+    pub(crate) rejected: u64,
+    /// The highest `running` ever seen.
+    pub(crate) peak: usize,
 }
 
 impl Counts {
+    /// Counts one new admission.
+    fn admit_one(&mut self) {
+        self.running += 1;
+        self.admitted += 1;
+        self.peak = self.peak.max(self.running);
+    }
+
+    /// A snapshot for [`GroupStats`], taken under the lock so it is never torn.
+    fn stats(&self, limit: Option<usize>) -> GroupStats {
+        GroupStats {
+            running: self.running,
+            waiting: self.queue.len() + self.reserved,
+            limit,
+            admitted: self.admitted,
+            rejected: self.rejected,
+            peak: self.peak,
+        }
+    }
+
     /// Whether one more slot may be taken under `limit` (`None` = unbounded).
     fn has_room(&self, limit: Option<usize>) -> bool {
         limit.is_none_or(|limit| self.running + self.reserved < limit)
@@ -64,6 +92,8 @@ impl Counts {
 
 /// One named group.
 pub(crate) struct Entry<K> {
+    /// Unique for the life of the pool, so task records can name the entry without its key.
+    pub(crate) id: u64,
     /// `hash_one(&key)` with the pool's hasher, kept so the table can rehash without user code.
     pub(crate) hash: u64,
     pub(crate) key: K,
@@ -72,6 +102,16 @@ pub(crate) struct Entry<K> {
 }
 
 impl<K> Entry<K> {
+    fn new(id: u64, hash: u64, key: K, limit: Option<usize>) -> Self {
+        Self {
+            id,
+            hash,
+            key,
+            counts: Counts::default(),
+            limit,
+        }
+    }
+
     /// An idle entry carries no information and must not be kept (invariant 4).
     fn is_idle(&self) -> bool {
         self.counts.running == 0
@@ -84,6 +124,8 @@ impl<K> Entry<K> {
 /// Where an admission was refused: the total, or the i-th of the caller's distinct groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Position {
+    /// The pool is closed.
+    Closed,
     Total,
     Key(usize),
 }
@@ -98,8 +140,8 @@ pub(crate) enum Enqueued<K> {
 
 /// What a waiting admission found when it was polled.
 pub(crate) enum Poll<K> {
-    /// Admitted; the counts are already taken.
-    Ready(GroupSet<K>),
+    /// Admitted; the counts are already taken (and the task record made, if asked for).
+    Ready(GroupSet<K>, Option<TaskRef>),
     /// Still waiting.
     Pending,
     /// The pool closed while it waited; it holds nothing.
@@ -118,6 +160,21 @@ pub(crate) struct State<K> {
     pub(crate) default_limit: Option<usize>,
     /// Every waiting admission, and granted ones their future has not collected yet.
     pub(crate) waiters: Slab<Waiter<K>>,
+    /// Refuses new admissions; set by `close`.
+    pub(crate) closed: bool,
+    /// Spawned tasks, for `abort_group` and `abort_all`.
+    tasks: Tasks,
+    /// `wait` futures: their wakers, and whether the pool was closed and empty since they
+    /// registered.
+    idle_waiters: Slab<IdleWaiter>,
+    next_entry_id: u64,
+}
+
+/// A `wait` future's registration.
+struct IdleWaiter {
+    /// Set once polled.
+    waker: Option<Waker>,
+    fired: bool,
 }
 
 impl<K: Eq> State<K> {
@@ -128,7 +185,17 @@ impl<K: Eq> State<K> {
             max_tasks,
             default_limit,
             waiters: Slab::new(),
+            closed: false,
+            tasks: Tasks::default(),
+            idle_waiters: Slab::new(),
+            next_entry_id: 0,
         }
+    }
+
+    fn next_entry_id(&mut self) -> u64 {
+        let id = self.next_entry_id;
+        self.next_entry_id += 1;
+        id
     }
 
     pub(crate) fn find(&self, hash: u64, key: &K) -> Option<&Entry<K>> {
@@ -139,13 +206,23 @@ impl<K: Eq> State<K> {
     ///
     /// Refuses in a group that has no room, which includes every group with queued waiters
     /// (those never have room, invariant 5), so a `try_*` never takes a slot a waiter is owed.
-    /// Returns where it was refused, or `None` if admitted.
-    pub(crate) fn try_admit(&mut self, groups: &GroupSet<K>) -> Option<Position>
+    /// With `track`, the admission is a spawned task and gets a record for `abort_group`.
+    /// Returns where it was refused. Statistics of refusals are the caller's to record
+    /// ([`record_rejection`](Self::record_rejection)): a waiting admission's first try is not a
+    /// refusal.
+    pub(crate) fn try_admit(
+        &mut self,
+        groups: &GroupSet<K>,
+        track: bool,
+    ) -> Result<Option<TaskRef>, Position>
     where
         K: Clone,
     {
+        if self.closed {
+            return Err(Position::Closed);
+        }
         if !self.total.has_room(self.max_tasks) {
-            return Some(Position::Total);
+            return Err(Position::Total);
         }
         // Check phase: read only. Bucket indices stay valid until the table changes shape.
         let mut buckets: SmallVec<[Option<usize>; 4]> = SmallVec::with_capacity(groups.len());
@@ -156,34 +233,84 @@ impl<K: Eq> State<K> {
                 None => Counts::default().has_room(self.default_limit),
             };
             if !has_room {
-                return Some(Position::Key(i));
+                return Err(Position::Key(i));
             }
             buckets.push(bucket);
         }
+        let mut ids: SmallVec<[u64; 4]> = SmallVec::new();
         // Commit phase: existing entries first (their bucket indices are still valid), then
         // insert the new ones (which may grow the table and move buckets).
-        self.total.running += 1;
+        self.total.admit_one();
         for &bucket in buckets.iter().flatten() {
             match self.groups.get_bucket_mut(bucket) {
-                Some(entry) => entry.counts.running += 1,
+                Some(entry) => {
+                    entry.counts.admit_one();
+                    if track {
+                        ids.push(entry.id);
+                    }
+                }
                 None => debug_assert!(false, "a bucket found in the check phase vanished"),
             }
         }
         for ((hash, key), bucket) in groups.iter().zip(&buckets) {
             if bucket.is_none() {
-                let entry = Entry {
-                    hash: *hash,
-                    key: key.clone(),
-                    counts: Counts {
-                        running: 1,
-                        ..Counts::default()
-                    },
-                    limit: None,
-                };
+                let mut entry = Entry::new(self.next_entry_id(), *hash, key.clone(), None);
+                entry.counts.admit_one();
+                if track {
+                    ids.push(entry.id);
+                }
                 self.groups.insert_unique(*hash, entry, |e| e.hash);
             }
         }
-        None
+        Ok(track.then(|| self.tasks.insert(ids)))
+    }
+
+    /// Counts a refused `try_*` call in the total and in the group that refused it. A group
+    /// without an entry (idle, no explicit limit) keeps no statistics (invariant 4).
+    pub(crate) fn record_rejection(&mut self, groups: &GroupSet<K>, position: Position) {
+        self.total.rejected += 1;
+        if let Position::Key(i) = position {
+            let (hash, key) = groups.get(i);
+            if let Some(entry) = self.groups.find_mut(hash, |e| e.key == *key) {
+                entry.counts.rejected += 1;
+            }
+        }
+    }
+
+    /// Creates the task record of an admission that was granted after waiting.
+    /// O(groups it names).
+    pub(crate) fn track(&mut self, groups: &GroupSet<K>) -> TaskRef {
+        let ids = groups
+            .iter()
+            .filter_map(|(hash, key)| self.groups.find(*hash, |e| e.key == *key))
+            .map(|entry| entry.id)
+            .collect();
+        self.tasks.insert(ids)
+    }
+
+    /// Attaches a spawned task's abort handle; see [`Tasks::attach`].
+    pub(crate) fn attach(
+        &mut self,
+        task: TaskRef,
+        abort: tokio::task::AbortHandle,
+    ) -> Option<tokio::task::AbortHandle> {
+        self.tasks.attach(task, abort)
+    }
+
+    /// Signals the tasks of group `key` (all tasks if `None`); see [`Tasks::abort`].
+    pub(crate) fn abort(
+        &mut self,
+        key: Option<(u64, &K)>,
+        handles: &mut Vec<tokio::task::AbortHandle>,
+    ) -> usize {
+        let group = match key {
+            None => None,
+            Some((hash, key)) => match self.find(hash, key) {
+                Some(entry) => Some(entry.id),
+                None => return 0,
+            },
+        };
+        self.tasks.abort(group, handles)
     }
 
     /// Queues a waiting admission in every group, taking at once the slots of groups that have
@@ -205,14 +332,13 @@ impl<K: Eq> State<K> {
             let (hash, key) = self.waiters[id].groups.get(i);
             let entry = match self.groups.entry(hash, |e| e.key == *key, |e| e.hash) {
                 TableEntry::Occupied(occupied) => occupied.into_mut(),
-                TableEntry::Vacant(vacant) => vacant
-                    .insert(Entry {
-                        hash,
-                        key: key.clone(),
-                        counts: Counts::default(),
-                        limit: None,
-                    })
-                    .into_mut(),
+                TableEntry::Vacant(vacant) => {
+                    let id = self.next_entry_id;
+                    self.next_entry_id += 1;
+                    vacant
+                        .insert(Entry::new(id, hash, key.clone(), None))
+                        .into_mut()
+                }
             };
             let limit = entry.limit.or(default_limit);
             let at = LinkRef {
@@ -265,7 +391,7 @@ impl<K: Eq> State<K> {
         fn convert(counts: &mut Counts) {
             debug_assert!(counts.reserved > 0, "granted a slot that was not reserved");
             counts.reserved = counts.reserved.saturating_sub(1);
-            counts.running += 1;
+            counts.admit_one();
         }
     }
 
@@ -275,19 +401,9 @@ impl<K: Eq> State<K> {
         }
     }
 
-    /// Removes a granted waiter from the slab and returns its groups, now an admission.
-    fn take_granted(&mut self, id: usize) -> Option<GroupSet<K>> {
-        if self.waiters.get(id)?.phase != Phase::Granted {
-            return None;
-        }
-        let waiter = self.waiters.remove(id);
-        self.maybe_shrink_waiters();
-        Some(waiter.groups)
-    }
-
-    /// Checks on a waiter for its future: admitted, closed, or still waiting (then remembers
-    /// `waker`).
-    pub(crate) fn poll_waiter(&mut self, id: usize, waker: &Waker) -> Poll<K> {
+    /// Checks on a waiter for its future: admitted (a tracked task with `track`), closed, or
+    /// still waiting (then remembers `waker`).
+    pub(crate) fn poll_waiter(&mut self, id: usize, waker: &Waker, track: bool) -> Poll<K> {
         let Some(waiter) = self.waiters.get_mut(id) else {
             debug_assert!(false, "a waiting future lost its waiter");
             return Poll::Closed;
@@ -300,10 +416,13 @@ impl<K: Eq> State<K> {
                 }
                 Poll::Pending
             }
-            Phase::Granted => match self.take_granted(id) {
-                Some(groups) => Poll::Ready(groups),
-                None => Poll::Closed,
-            },
+            Phase::Granted => {
+                // `close` turns every granted waiter into a closed one, so the pool is open.
+                let waiter = self.waiters.remove(id);
+                self.maybe_shrink_waiters();
+                let task = track.then(|| self.track(&waiter.groups));
+                Poll::Ready(waiter.groups, task)
+            }
             Phase::Closed => {
                 self.waiters.remove(id);
                 self.maybe_shrink_waiters();
@@ -326,7 +445,7 @@ impl<K: Eq> State<K> {
             }
             Phase::Granted => {
                 let waiter = self.waiters.remove(id);
-                self.release(&waiter.groups, wakers);
+                self.release(&waiter.groups, None, wakers);
             }
             Phase::Waiting => {
                 let mut granted = Granted::new();
@@ -393,13 +512,24 @@ impl<K: Eq> State<K> {
 
     /// Gives back one admission's slots and hands them to the oldest waiters (invariants 1, 5).
     /// O(groups named) plus the waiters this grants.
-    pub(crate) fn release(&mut self, groups: &GroupSet<K>, wakers: &mut Wakers) {
+    pub(crate) fn release(
+        &mut self,
+        groups: &GroupSet<K>,
+        task: Option<TaskRef>,
+        wakers: &mut Wakers,
+    ) {
         let mut granted = Granted::new();
+        if let Some(task) = task {
+            self.tasks.remove(task);
+        }
         debug_assert!(
             self.total.running > 0,
             "released more admissions than were made"
         );
         self.total.running = self.total.running.saturating_sub(1);
+        if self.closed && self.total.running == 0 {
+            self.fire_idle(wakers);
+        }
         self.total
             .pump(self.max_tasks, &mut self.waiters, &mut granted);
         let mut reclaimed = false;
@@ -455,12 +585,9 @@ impl<K: Eq> State<K> {
             }
             TableEntry::Vacant(vacant) => {
                 if limit.is_some() {
-                    vacant.insert(Entry {
-                        hash,
-                        key,
-                        counts: Counts::default(),
-                        limit,
-                    });
+                    let id = self.next_entry_id;
+                    self.next_entry_id += 1;
+                    vacant.insert(Entry::new(id, hash, key, limit));
                 }
                 0
             }
@@ -492,6 +619,134 @@ impl<K: Eq> State<K> {
             }
         }
         self.grant_all(granted, wakers);
+    }
+
+    /// Closes the pool: new admissions are refused, and every waiter that was not granted yet
+    /// gives back what it holds and fails. Returns `false` if it was already closed.
+    /// O(waiters × groups they name); closing is rare.
+    pub(crate) fn close(&mut self, wakers: &mut Wakers) -> bool {
+        if self.closed {
+            return false;
+        }
+        self.closed = true;
+        let mut waiting: SmallVec<[usize; 8]> = SmallVec::new();
+        let mut granted: SmallVec<[usize; 8]> = SmallVec::new();
+        for (id, waiter) in self.waiters.iter() {
+            match waiter.phase {
+                Phase::Waiting => waiting.push(id),
+                Phase::Granted => granted.push(id),
+                Phase::Closed => {}
+            }
+        }
+        for id in waiting {
+            // Nobody can take the slots it gives back (every waiter fails and new admissions
+            // are refused), so they are not pumped.
+            Self::give_up(&mut self.total, &mut self.waiters, id, 0);
+            for i in 0..self.waiters[id].groups.len() {
+                let (hash, key) = self.waiters[id].groups.get(i);
+                match self.groups.find_entry(hash, |e| e.key == *key) {
+                    Ok(mut occupied) => {
+                        Self::give_up(&mut occupied.get_mut().counts, &mut self.waiters, id, i + 1);
+                        if occupied.get().is_idle() {
+                            occupied.remove();
+                        }
+                    }
+                    Err(_) => debug_assert!(false, "a waiter's group has no entry"),
+                }
+            }
+            let waiter = &mut self.waiters[id];
+            waiter.phase = Phase::Closed;
+            self.total.rejected += 1;
+            if let Some(waker) = waiter.waker.take() {
+                wakers.push(waker);
+            }
+        }
+        // Granted waiters whose future has not collected the admission yet fail too (their
+        // future was already woken): their slots are released now, so `wait` does not depend
+        // on those futures being polled.
+        for id in granted {
+            let groups = std::mem::take(&mut self.waiters[id].groups);
+            self.waiters[id].phase = Phase::Closed;
+            self.total.rejected += 1;
+            self.release(&groups, None, wakers);
+        }
+        if self.total.running == 0 {
+            self.fire_idle(wakers);
+        }
+        self.maybe_shrink_groups();
+        true
+    }
+
+    /// Takes waiter `id` out of one group without handing anything on.
+    fn give_up(counts: &mut Counts, waiters: &mut Slab<Waiter<K>>, id: usize, slot: usize) {
+        let link = &mut waiters[id].links[slot];
+        if link.reserved {
+            link.reserved = false;
+            counts.reserved = counts.reserved.saturating_sub(1);
+        } else if link.queued {
+            counts.queue.unlink(waiters, LinkRef { waiter: id, slot });
+        }
+    }
+
+    /// Reopens a closed pool. Returns `false` if it was open.
+    pub(crate) fn reopen(&mut self) -> bool {
+        std::mem::replace(&mut self.closed, false)
+    }
+
+    /// Wakes every `wait` future: the pool is closed and empty.
+    fn fire_idle(&mut self, wakers: &mut Wakers) {
+        for (_, idle) in self.idle_waiters.iter_mut() {
+            if !idle.fired {
+                idle.fired = true;
+                wakers.extend(idle.waker.take());
+            }
+        }
+    }
+
+    /// Registers a new `wait` future; it is ready at once if the pool is closed and empty.
+    pub(crate) fn register_idle(&mut self) -> usize {
+        let fired = self.closed && self.total.running == 0;
+        self.idle_waiters.insert(IdleWaiter { waker: None, fired })
+    }
+
+    /// Polls the `wait` future registered as `id`: ready once the pool was closed and empty at
+    /// some moment since it registered. Unregisters it when ready (then sets `id` to `None`).
+    pub(crate) fn poll_idle(&mut self, id: &mut Option<usize>, waker: &Waker) -> bool {
+        let Some(i) = *id else {
+            return true;
+        };
+        let Some(idle) = self.idle_waiters.get_mut(i) else {
+            debug_assert!(false, "a wait future lost its registration");
+            return true;
+        };
+        if idle.fired {
+            self.idle_waiters.remove(i);
+            *id = None;
+            return true;
+        }
+        match &mut idle.waker {
+            Some(old) if old.will_wake(waker) => {}
+            slot => *slot = Some(waker.clone()),
+        }
+        false
+    }
+
+    /// Forgets a dropped `wait` future.
+    pub(crate) fn cancel_idle(&mut self, id: usize) {
+        self.idle_waiters.try_remove(id);
+    }
+
+    /// Statistics of group `key`; an unknown group has zeros and the default limit.
+    pub(crate) fn stats(&self, hash: u64, key: &K) -> GroupStats {
+        match self.find(hash, key) {
+            Some(entry) => entry.counts.stats(entry.limit.or(self.default_limit)),
+            None => Counts::default().stats(self.default_limit),
+        }
+    }
+
+    /// Statistics of the total group.
+    pub(crate) fn total_stats(&self) -> GroupStats {
+        self.total.stats(self.max_tasks)
     }
 
     /// Gives memory back once the group table is mostly empty. Amortised O(1) per removal:

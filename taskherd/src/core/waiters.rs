@@ -40,9 +40,7 @@ pub(crate) enum Phase {
     /// Holds a slot in every group; its slots are counted as running. Only its future can
     /// take it out of the slab (on poll) or give the slots back (on drop).
     Granted,
-    /// The pool was closed while it waited; it holds nothing. (Constructed once the pool
-    /// can be closed.)
-    #[allow(dead_code)]
+    /// The pool was closed while it waited; it holds nothing.
     Closed,
 }
 
