@@ -66,6 +66,7 @@ mod waiters;
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hash};
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -98,12 +99,11 @@ pub(crate) struct Config<K, S> {
     pub(crate) limits: Vec<(K, usize)>,
 }
 
-/// Proof of one admission: counted in the total and in every group of `groups` until dropped.
+/// Proof of one admission held by the caller (a permit): counted in the total and in every
+/// group of `groups` until dropped.
 pub(crate) struct Admission<K: Eq, S> {
     core: Arc<Core<K, S>>,
     groups: GroupSet<K>,
-    /// The task record, if this admission is a spawned task.
-    task: Option<TaskRef>,
 }
 
 impl<K: Eq, S> Admission<K, S> {
@@ -111,26 +111,68 @@ impl<K: Eq, S> Admission<K, S> {
     pub(crate) fn groups(&self) -> impl ExactSizeIterator<Item = &K> {
         self.groups.iter().map(|(_, key)| key)
     }
-
-    /// The task record to attach the task's abort handle to, once spawned.
-    pub(crate) fn task(&self) -> Option<TaskRef> {
-        self.task
-    }
 }
 
 impl<K: Eq, S> Drop for Admission<K, S> {
     fn drop(&mut self) {
         let mut wakers = Wakers::new();
-        self.core
-            .state
-            .lock()
-            .release(&self.groups, self.task, &mut wakers);
+        self.core.state.lock().release(&self.groups, &mut wakers);
         wake_all(wakers);
+    }
+}
+
+/// Proof of one spawned task's admission. Its groups live in the task record, so this guard,
+/// which is moved into the task's future, is 24 bytes whatever the groups.
+pub(crate) struct TaskAdmission<K: Eq, S> {
+    core: Arc<Core<K, S>>,
+    task: TaskRef,
+}
+
+impl<K: Eq, S> TaskAdmission<K, S> {
+    /// The task record to attach the task's abort handle to, once spawned.
+    pub(crate) fn task(&self) -> TaskRef {
+        self.task
+    }
+}
+
+impl<K: Eq, S> Drop for TaskAdmission<K, S> {
+    fn drop(&mut self) {
+        let mut wakers = Wakers::new();
+        self.core.state.lock().release_task(self.task, &mut wakers);
+        wake_all(wakers);
+    }
+}
+
+/// What a waiting admission turns into once granted, made under the lock that grants it.
+pub(crate) trait Collect<K: Eq, S>: Sized {
+    fn collect(state: &mut State<K>, core: &Arc<Core<K, S>>, groups: GroupSet<K>) -> Self;
+}
+
+impl<K: Eq, S> Collect<K, S> for Admission<K, S> {
+    fn collect(_: &mut State<K>, core: &Arc<Core<K, S>>, groups: GroupSet<K>) -> Self {
+        Admission {
+            core: Arc::clone(core),
+            groups,
+        }
+    }
+}
+
+impl<K: Eq, S> Collect<K, S> for TaskAdmission<K, S> {
+    /// The task record is made under the same lock as the grant, so `abort_all` cannot miss a
+    /// task between its grant and its spawn.
+    fn collect(state: &mut State<K>, core: &Arc<Core<K, S>>, groups: GroupSet<K>) -> Self {
+        TaskAdmission {
+            core: Arc::clone(core),
+            task: state.track(groups),
+        }
     }
 }
 
 /// Wakes collected wakers; call only after the lock is released (invariant 8).
 fn wake_all(wakers: Wakers) {
+    if wakers.is_empty() {
+        return;
+    }
     for waker in wakers {
         waker.wake();
     }
@@ -157,30 +199,49 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
         GroupSet::new(groups, &self.hasher)
     }
 
-    /// Admits `groups` now if the total and every group have room and nobody waits for them,
-    /// all or nothing.
-    /// With `track`, the admission is a task to be spawned and gets a record for
-    /// `abort_group`.
+    /// Admits `groups` now as a permit if the total and every group have room and nobody waits
+    /// for them, all or nothing.
     pub(crate) fn try_admit(
         core: &Arc<Self>,
         groups: GroupSet<K>,
-        track: bool,
     ) -> Result<Admission<K, S>, Refusal<K>> {
-        let admitted = {
+        let refused = {
             let mut state = core.state.lock();
-            let admitted = state.try_admit(&groups, track);
+            let admitted = state.try_admit(&groups);
             if let Err(position) = admitted {
                 state.record_rejection(&groups, position);
+            }
+            admitted.err()
+        };
+        match refused {
+            None => Ok(Admission {
+                core: Arc::clone(core),
+                groups,
+            }),
+            Some(position) => Err(core.refusal(groups, position)),
+        }
+    }
+
+    /// Like [`try_admit`](Self::try_admit), for a task about to be spawned: its groups move into
+    /// a task record (for release and `abort_group`).
+    pub(crate) fn try_admit_task(
+        core: &Arc<Self>,
+        groups: GroupSet<K>,
+    ) -> Result<TaskAdmission<K, S>, Refusal<K>> {
+        let admitted = {
+            let mut state = core.state.lock();
+            let admitted = state.try_admit_task(groups);
+            if let Err((groups, position)) = &admitted {
+                state.record_rejection(groups, *position);
             }
             admitted
         };
         match admitted {
-            Ok(task) => Ok(Admission {
+            Ok(task) => Ok(TaskAdmission {
                 core: Arc::clone(core),
-                groups,
                 task,
             }),
-            Err(position) => Err(core.refusal(groups, position)),
+            Err((groups, position)) => Err(core.refusal(groups, position)),
         }
     }
 
@@ -209,17 +270,16 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
         Refusal::Full(group)
     }
 
-    /// Returns a future that waits until `groups` can be admitted.
-    /// With `track`, the admission is a task to be spawned (see [`try_admit`](Self::try_admit)).
-    pub(crate) fn wait_admission(
+    /// Returns a future that waits until `groups` can be admitted, as a permit's
+    /// [`Admission`] or a [`TaskAdmission`].
+    pub(crate) fn wait_admission<A: Collect<K, S>>(
         core: &Arc<Self>,
         groups: GroupSet<K>,
-        track: bool,
-    ) -> WaitAdmission<K, S> {
+    ) -> WaitAdmission<K, S, A> {
         WaitAdmission {
             core: Arc::clone(core),
             phase: WaitPhase::Start(groups),
-            track,
+            collect: PhantomData,
         }
     }
 
@@ -259,10 +319,10 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
 
     /// A span naming the groups, for a task about to be spawned. Disabled (and not formatted)
     /// when no subscriber listens at `DEBUG`.
-    pub(crate) fn task_span(&self, admission: &Admission<K, S>) -> tracing::Span {
+    pub(crate) fn task_span(&self, groups: &GroupSet<K>) -> tracing::Span {
         tracing::debug_span!(
             "taskherd.task",
-            groups = ?Labels { groups: &admission.groups, key_fmt: self.key_fmt }
+            groups = ?Labels { groups, key_fmt: self.key_fmt }
         )
     }
 
@@ -423,15 +483,15 @@ pub(crate) struct Summary {
 /// A future that resolves to an admission once every group has a slot for it.
 ///
 /// Cancel safe (invariant 6): dropping it gives back whatever it holds.
-pub(crate) struct WaitAdmission<K: Eq, S> {
+pub(crate) struct WaitAdmission<K: Eq, S, A> {
     core: Arc<Core<K, S>>,
     phase: WaitPhase<K>,
-    /// The admission will be a spawned task: make it a task record.
-    track: bool,
+    /// What the admission becomes: a permit's [`Admission`] or a [`TaskAdmission`].
+    collect: PhantomData<fn() -> A>,
 }
 
 // Never pin-projected: the future is moved freely, whatever `K` is.
-impl<K: Eq, S> Unpin for WaitAdmission<K, S> {}
+impl<K: Eq, S, A> Unpin for WaitAdmission<K, S, A> {}
 
 enum WaitPhase<K> {
     /// Not polled yet.
@@ -446,58 +506,45 @@ enum WaitPhase<K> {
 #[derive(Debug)]
 pub(crate) struct Closed;
 
-impl<K: Eq + Hash + Clone, S: BuildHasher> Future for WaitAdmission<K, S> {
-    type Output = Result<Admission<K, S>, Closed>;
+impl<K: Eq + Hash + Clone, S: BuildHasher, A: Collect<K, S>> Future for WaitAdmission<K, S, A> {
+    type Output = Result<A, Closed>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let track = this.track;
-        let (groups, task) = match std::mem::replace(&mut this.phase, WaitPhase::Done) {
-            WaitPhase::Start(groups) => {
-                let mut state = this.core.state.lock();
-                match state.try_admit(&groups, track) {
-                    Ok(task) => (groups, task),
-                    Err(Position::Closed) => {
-                        state.record_rejection(&groups, Position::Closed);
-                        return Poll::Ready(Err(Closed));
-                    }
-                    Err(_) => match state.enqueue(groups, cx.waker().clone()) {
-                        Enqueued::Waiting(id) => {
-                            this.phase = WaitPhase::Waiting(id);
-                            return Poll::Pending;
-                        }
-                        Enqueued::Admitted(groups) => {
-                            let task = track.then(|| state.track(&groups));
-                            (groups, task)
-                        }
-                    },
+        let mut state = this.core.state.lock();
+        let groups = match std::mem::replace(&mut this.phase, WaitPhase::Done) {
+            WaitPhase::Start(groups) => match state.try_admit(&groups) {
+                Ok(()) => groups,
+                Err(Position::Closed) => {
+                    state.record_rejection(&groups, Position::Closed);
+                    return Poll::Ready(Err(Closed));
                 }
-            }
-            WaitPhase::Waiting(id) => {
-                let polled = this.core.state.lock().poll_waiter(id, cx.waker(), track);
-                match polled {
-                    state::Poll::Ready(groups, task) => (groups, task),
-                    state::Poll::Pending => {
+                Err(_) => match state.enqueue(groups, cx.waker().clone()) {
+                    Enqueued::Waiting(id) => {
                         this.phase = WaitPhase::Waiting(id);
                         return Poll::Pending;
                     }
-                    state::Poll::Closed => return Poll::Ready(Err(Closed)),
+                    Enqueued::Admitted(groups) => groups,
+                },
+            },
+            WaitPhase::Waiting(id) => match state.poll_waiter(id, cx.waker()) {
+                state::Poll::Ready(groups) => groups,
+                state::Poll::Pending => {
+                    this.phase = WaitPhase::Waiting(id);
+                    return Poll::Pending;
                 }
-            }
+                state::Poll::Closed => return Poll::Ready(Err(Closed)),
+            },
             WaitPhase::Done => {
                 debug_assert!(false, "a waiting admission was polled after it resolved");
                 return Poll::Ready(Err(Closed));
             }
         };
-        Poll::Ready(Ok(Admission {
-            core: Arc::clone(&this.core),
-            groups,
-            task,
-        }))
+        Poll::Ready(Ok(A::collect(&mut state, &this.core, groups)))
     }
 }
 
-impl<K: Eq, S> Drop for WaitAdmission<K, S> {
+impl<K: Eq, S, A> Drop for WaitAdmission<K, S, A> {
     fn drop(&mut self) {
         if let WaitPhase::Waiting(id) = self.phase {
             let mut wakers = Wakers::new();

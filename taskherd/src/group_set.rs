@@ -79,6 +79,12 @@ impl<K> GroupSet<K> {
         (*hash, key)
     }
 
+    /// Overrides a hash, to test hash collisions.
+    #[cfg(test)]
+    pub(crate) fn set_hash_for_test(&mut self, index: usize, hash: u64) {
+        self.items[index].0 = hash;
+    }
+
     /// Takes the key at `index` (in the caller's order), dropping the rest.
     pub(crate) fn into_key(self, index: usize) -> Option<K> {
         self.items.into_iter().nth(index).map(|(_, key)| key)

@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::builder::Builder;
-use crate::core::{Admission, Config, Core};
+use crate::core::{Admission, Config, Core, TaskAdmission};
 use crate::error::{AcquireError, SpawnError, TryAcquireError, TrySpawnError};
 use crate::permit::Permit;
 use crate::stats::GroupStats;
@@ -415,8 +415,10 @@ where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match Core::try_admit(&self.core, self.core.group_set(groups), true) {
-            Ok(admission) => Ok(spawn_admitted(&self.core, admission, future)),
+        let groups = self.core.group_set(groups);
+        let span = self.core.task_span(&groups);
+        match Core::try_admit_task(&self.core, groups) {
+            Ok(admission) => Ok(spawn_admitted(&self.core, admission, span, future)),
             Err(refusal) => Err(TrySpawnError::new(refusal, future)),
         }
     }
@@ -460,8 +462,10 @@ where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match Core::try_admit(&self.core, self.core.group_set(groups), true) {
-            Ok(admission) => Ok(spawn_admitted(&self.core, admission, make())),
+        let groups = self.core.group_set(groups);
+        let span = self.core.task_span(&groups);
+        match Core::try_admit_task(&self.core, groups) {
+            Ok(admission) => Ok(spawn_admitted(&self.core, admission, span, make())),
             Err(refusal) => Err(TrySpawnError::new(refusal, make)),
         }
     }
@@ -536,11 +540,13 @@ where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let admission = Core::wait_admission(&self.core, self.core.group_set(groups), true);
+        let groups = self.core.group_set(groups);
+        let span = self.core.task_span(&groups);
+        let admission = Core::wait_admission::<TaskAdmission<K, S>>(&self.core, groups);
         let core = Arc::clone(&self.core);
         async move {
             match admission.await {
-                Ok(admission) => Ok(spawn_admitted(&core, admission, future)),
+                Ok(admission) => Ok(spawn_admitted(&core, admission, span, future)),
                 Err(_closed) => Err(SpawnError::new(future)),
             }
         }
@@ -575,7 +581,7 @@ where
     where
         I: IntoIterator<Item = K>,
     {
-        Core::try_admit(&self.core, self.core.group_set(groups), false)
+        Core::try_admit(&self.core, self.core.group_set(groups))
             .map(Permit::new)
             .map_err(TryAcquireError::new)
     }
@@ -623,7 +629,8 @@ where
     where
         I: IntoIterator<Item = K>,
     {
-        let admission = Core::wait_admission(&self.core, self.core.group_set(groups), false);
+        let admission =
+            Core::wait_admission::<Admission<K, S>>(&self.core, self.core.group_set(groups));
         async move {
             admission
                 .await
@@ -884,7 +891,8 @@ where
 /// its groups.
 fn spawn_admitted<K, S, F>(
     core: &Core<K, S>,
-    admission: Admission<K, S>,
+    admission: TaskAdmission<K, S>,
+    span: tracing::Span,
     future: F,
 ) -> JoinHandle<F::Output>
 where
@@ -893,21 +901,22 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let span = core.task_span(&admission);
     let task = admission.task();
-    let handle = tokio::spawn(
-        async move {
-            let output = future.await;
-            // Release before the output is stored, so the count is lower when the JoinHandle
-            // resolves.
-            drop(admission);
-            output
-        }
-        .instrument(span),
-    );
-    if let Some(task) = task {
-        core.attach(task, handle.abort_handle());
-    }
+    let run = async move {
+        let output = future.await;
+        // Release before the output is stored, so the count is lower when the JoinHandle
+        // resolves.
+        drop(admission);
+        output
+    };
+    // Without a subscriber, the span is disabled: skip the `Instrumented` wrapper, which would
+    // make the task's future bigger and add work to every poll.
+    let handle = if span.is_disabled() {
+        tokio::spawn(run)
+    } else {
+        tokio::spawn(run.instrument(span))
+    };
+    core.attach(task, handle.abort_handle());
     handle
 }
 

@@ -844,63 +844,6 @@ async fn tasks_spawned_through_waiting_spawn_are_aborted_too() {
     assert!(pool.is_empty());
 }
 
-/// A subscriber that runs a hook when the pool creates a task's span, which happens after the
-/// task was admitted (its abort record exists) and before it is spawned (its abort handle is
-/// not attached yet): the window in which an abort must be remembered and carried out later.
-struct OnTaskSpan<F>(F);
-
-impl<F: Fn() + Send + Sync + 'static> tracing::Subscriber for OnTaskSpan<F> {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        if span.metadata().name() == "taskherd.task" {
-            (self.0)();
-        }
-        tracing::span::Id::from_u64(1)
-    }
-
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, _: &tracing::Event<'_>) {}
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_task_aborted_while_it_is_being_spawned_is_aborted_once_spawned() {
-    let pool = Pool::builder().limit("a", 1).build();
-    let signalled = Arc::new(AtomicUsize::new(0));
-    let hook = {
-        let (pool, signalled) = (pool.clone(), Arc::clone(&signalled));
-        move || {
-            signalled.fetch_add(pool.abort_all(), Ordering::SeqCst);
-        }
-    };
-    let _guard = tracing::subscriber::set_default(OnTaskSpan(hook));
-
-    // try_spawn: signalled between admission and spawn.
-    let (polled, future) = flagged();
-    let task = admitted(pool.try_spawn(["a"], future));
-    assert_eq!(signalled.load(Ordering::SeqCst), 1);
-    assert_cancelled(task).await;
-    assert!(!polled.load(Ordering::SeqCst), "an aborted task ran");
-    assert!(pool.is_empty());
-
-    // spawn, granted after waiting: the same.
-    let held = pool.try_acquire(["a"]).unwrap();
-    let (polled, future) = flagged();
-    let mut waiter = mock(pool.spawn(["a"], future));
-    assert_pending!(waiter.poll());
-    drop(held);
-    let task = assert_ready_ok!(waiter.poll());
-    assert_eq!(signalled.load(Ordering::SeqCst), 2);
-    assert_cancelled(task).await;
-    assert!(!polled.load(Ordering::SeqCst), "an aborted task ran");
-    assert!(pool.is_empty());
-}
-
 #[tokio::test(start_paused = true)]
 async fn an_aborted_task_hands_its_slot_to_the_next_waiter() {
     let pool = Pool::builder().limit("a", 1).build();

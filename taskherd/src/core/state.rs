@@ -75,7 +75,7 @@ impl Counts {
         waiters: &mut Slab<Waiter<K>>,
         granted: &mut Granted,
     ) {
-        while self.has_room(limit) {
+        while !self.queue.is_empty() && self.has_room(limit) {
             let Some(at) = self.queue.pop_front(waiters) else {
                 break;
             };
@@ -92,8 +92,6 @@ impl Counts {
 
 /// One named group.
 pub(crate) struct Entry<K> {
-    /// Unique for the life of the pool, so task records can name the entry without its key.
-    pub(crate) id: u64,
     /// `hash_one(&key)` with the pool's hasher, kept so the table can rehash without user code.
     pub(crate) hash: u64,
     pub(crate) key: K,
@@ -102,9 +100,8 @@ pub(crate) struct Entry<K> {
 }
 
 impl<K> Entry<K> {
-    fn new(id: u64, hash: u64, key: K, limit: Option<usize>) -> Self {
+    fn new(hash: u64, key: K, limit: Option<usize>) -> Self {
         Self {
-            id,
             hash,
             key,
             counts: Counts::default(),
@@ -140,8 +137,8 @@ pub(crate) enum Enqueued<K> {
 
 /// What a waiting admission found when it was polled.
 pub(crate) enum Poll<K> {
-    /// Admitted; the counts are already taken (and the task record made, if asked for).
-    Ready(GroupSet<K>, Option<TaskRef>),
+    /// Admitted; the counts are already taken.
+    Ready(GroupSet<K>),
     /// Still waiting.
     Pending,
     /// The pool closed while it waited; it holds nothing.
@@ -162,12 +159,11 @@ pub(crate) struct State<K> {
     pub(crate) waiters: Slab<Waiter<K>>,
     /// Refuses new admissions; set by `close`.
     pub(crate) closed: bool,
-    /// Spawned tasks, for `abort_group` and `abort_all`.
-    tasks: Tasks,
+    /// Spawned tasks with their groups, for release and for `abort_group` and `abort_all`.
+    tasks: Tasks<K>,
     /// `wait` futures: their wakers, and whether the pool was closed and empty since they
     /// registered.
     idle_waiters: Slab<IdleWaiter>,
-    next_entry_id: u64,
 }
 
 /// A `wait` future's registration.
@@ -188,14 +184,7 @@ impl<K: Eq> State<K> {
             closed: false,
             tasks: Tasks::default(),
             idle_waiters: Slab::new(),
-            next_entry_id: 0,
         }
-    }
-
-    fn next_entry_id(&mut self) -> u64 {
-        let id = self.next_entry_id;
-        self.next_entry_id += 1;
-        id
     }
 
     pub(crate) fn find(&self, hash: u64, key: &K) -> Option<&Entry<K>> {
@@ -206,15 +195,10 @@ impl<K: Eq> State<K> {
     ///
     /// Refuses in a group that has no room, which includes every group with queued waiters
     /// (those never have room, invariant 5), so a `try_*` never takes a slot a waiter is owed.
-    /// With `track`, the admission is a spawned task and gets a record for `abort_group`.
     /// Returns where it was refused. Statistics of refusals are the caller's to record
     /// ([`record_rejection`](Self::record_rejection)): a waiting admission's first try is not a
     /// refusal.
-    pub(crate) fn try_admit(
-        &mut self,
-        groups: &GroupSet<K>,
-        track: bool,
-    ) -> Result<Option<TaskRef>, Position>
+    pub(crate) fn try_admit(&mut self, groups: &GroupSet<K>) -> Result<(), Position>
     where
         K: Clone,
     {
@@ -226,6 +210,7 @@ impl<K: Eq> State<K> {
         }
         // Check phase: read only. Bucket indices stay valid until the table changes shape.
         let mut buckets: SmallVec<[Option<usize>; 4]> = SmallVec::with_capacity(groups.len());
+        let mut missing = false;
         for (i, (hash, key)) in groups.iter().enumerate() {
             let bucket = self.groups.find_bucket_index(*hash, |e| e.key == *key);
             let has_room = match bucket.and_then(|b| self.groups.get_bucket(b)) {
@@ -235,34 +220,44 @@ impl<K: Eq> State<K> {
             if !has_room {
                 return Err(Position::Key(i));
             }
+            missing |= bucket.is_none();
             buckets.push(bucket);
         }
-        let mut ids: SmallVec<[u64; 4]> = SmallVec::new();
         // Commit phase: existing entries first (their bucket indices are still valid), then
         // insert the new ones (which may grow the table and move buckets).
         self.total.admit_one();
         for &bucket in buckets.iter().flatten() {
             match self.groups.get_bucket_mut(bucket) {
-                Some(entry) => {
-                    entry.counts.admit_one();
-                    if track {
-                        ids.push(entry.id);
-                    }
-                }
+                Some(entry) => entry.counts.admit_one(),
                 None => debug_assert!(false, "a bucket found in the check phase vanished"),
             }
         }
+        if !missing {
+            return Ok(());
+        }
         for ((hash, key), bucket) in groups.iter().zip(&buckets) {
             if bucket.is_none() {
-                let mut entry = Entry::new(self.next_entry_id(), *hash, key.clone(), None);
+                let mut entry = Entry::new(*hash, key.clone(), None);
                 entry.counts.admit_one();
-                if track {
-                    ids.push(entry.id);
-                }
                 self.groups.insert_unique(*hash, entry, |e| e.hash);
             }
         }
-        Ok(track.then(|| self.tasks.insert(ids)))
+        Ok(())
+    }
+
+    /// [`try_admit`](Self::try_admit) for a task to be spawned: on success its groups move into
+    /// a task record under the same lock; on refusal they come back.
+    pub(crate) fn try_admit_task(
+        &mut self,
+        groups: GroupSet<K>,
+    ) -> Result<TaskRef, (GroupSet<K>, Position)>
+    where
+        K: Clone,
+    {
+        match self.try_admit(&groups) {
+            Ok(()) => Ok(self.tasks.insert(groups)),
+            Err(position) => Err((groups, position)),
+        }
     }
 
     /// Counts a refused `try_*` call in the total and in the group that refused it. A group
@@ -277,15 +272,10 @@ impl<K: Eq> State<K> {
         }
     }
 
-    /// Creates the task record of an admission that was granted after waiting.
-    /// O(groups it names).
-    pub(crate) fn track(&mut self, groups: &GroupSet<K>) -> TaskRef {
-        let ids = groups
-            .iter()
-            .filter_map(|(hash, key)| self.groups.find(*hash, |e| e.key == *key))
-            .map(|entry| entry.id)
-            .collect();
-        self.tasks.insert(ids)
+    /// Turns an admission into a task record (an admission granted after waiting, about to be
+    /// spawned).
+    pub(crate) fn track(&mut self, groups: GroupSet<K>) -> TaskRef {
+        self.tasks.insert(groups)
     }
 
     /// Attaches a spawned task's abort handle; see [`Tasks::attach`].
@@ -303,14 +293,7 @@ impl<K: Eq> State<K> {
         key: Option<(u64, &K)>,
         handles: &mut Vec<tokio::task::AbortHandle>,
     ) -> usize {
-        let group = match key {
-            None => None,
-            Some((hash, key)) => match self.find(hash, key) {
-                Some(entry) => Some(entry.id),
-                None => return 0,
-            },
-        };
-        self.tasks.abort(group, handles)
+        self.tasks.abort(key, handles)
     }
 
     /// Queues a waiting admission in every group, taking at once the slots of groups that have
@@ -332,13 +315,9 @@ impl<K: Eq> State<K> {
             let (hash, key) = self.waiters[id].groups.get(i);
             let entry = match self.groups.entry(hash, |e| e.key == *key, |e| e.hash) {
                 TableEntry::Occupied(occupied) => occupied.into_mut(),
-                TableEntry::Vacant(vacant) => {
-                    let id = self.next_entry_id;
-                    self.next_entry_id += 1;
-                    vacant
-                        .insert(Entry::new(id, hash, key.clone(), None))
-                        .into_mut()
-                }
+                TableEntry::Vacant(vacant) => vacant
+                    .insert(Entry::new(hash, key.clone(), None))
+                    .into_mut(),
             };
             let limit = entry.limit.or(default_limit);
             let at = LinkRef {
@@ -401,9 +380,9 @@ impl<K: Eq> State<K> {
         }
     }
 
-    /// Checks on a waiter for its future: admitted (a tracked task with `track`), closed, or
-    /// still waiting (then remembers `waker`).
-    pub(crate) fn poll_waiter(&mut self, id: usize, waker: &Waker, track: bool) -> Poll<K> {
+    /// Checks on a waiter for its future: admitted (its groups come back), closed, or still
+    /// waiting (then remembers `waker`).
+    pub(crate) fn poll_waiter(&mut self, id: usize, waker: &Waker) -> Poll<K> {
         let Some(waiter) = self.waiters.get_mut(id) else {
             debug_assert!(false, "a waiting future lost its waiter");
             return Poll::Closed;
@@ -420,8 +399,7 @@ impl<K: Eq> State<K> {
                 // `close` turns every granted waiter into a closed one, so the pool is open.
                 let waiter = self.waiters.remove(id);
                 self.maybe_shrink_waiters();
-                let task = track.then(|| self.track(&waiter.groups));
-                Poll::Ready(waiter.groups, task)
+                Poll::Ready(waiter.groups)
             }
             Phase::Closed => {
                 self.waiters.remove(id);
@@ -445,7 +423,7 @@ impl<K: Eq> State<K> {
             }
             Phase::Granted => {
                 let waiter = self.waiters.remove(id);
-                self.release(&waiter.groups, None, wakers);
+                self.release(&waiter.groups, wakers);
             }
             Phase::Waiting => {
                 let mut granted = Granted::new();
@@ -512,16 +490,8 @@ impl<K: Eq> State<K> {
 
     /// Gives back one admission's slots and hands them to the oldest waiters (invariants 1, 5).
     /// O(groups named) plus the waiters this grants.
-    pub(crate) fn release(
-        &mut self,
-        groups: &GroupSet<K>,
-        task: Option<TaskRef>,
-        wakers: &mut Wakers,
-    ) {
+    pub(crate) fn release(&mut self, groups: &GroupSet<K>, wakers: &mut Wakers) {
         let mut granted = Granted::new();
-        if let Some(task) = task {
-            self.tasks.remove(task);
-        }
         debug_assert!(
             self.total.running > 0,
             "released more admissions than were made"
@@ -558,6 +528,14 @@ impl<K: Eq> State<K> {
         }
     }
 
+    /// Releases a spawned task's admission and forgets its record.
+    pub(crate) fn release_task(&mut self, task: TaskRef, wakers: &mut Wakers) {
+        match self.tasks.remove(task) {
+            Some(groups) => self.release(&groups, wakers),
+            None => debug_assert!(false, "a task was released twice"),
+        }
+    }
+
     /// Sets or clears an explicit limit and hands any room it made to waiters; returns the
     /// group's running count.
     pub(crate) fn set_limit(
@@ -585,9 +563,7 @@ impl<K: Eq> State<K> {
             }
             TableEntry::Vacant(vacant) => {
                 if limit.is_some() {
-                    let id = self.next_entry_id;
-                    self.next_entry_id += 1;
-                    vacant.insert(Entry::new(id, hash, key, limit));
+                    vacant.insert(Entry::new(hash, key, limit));
                 }
                 0
             }
@@ -668,7 +644,7 @@ impl<K: Eq> State<K> {
             let groups = std::mem::take(&mut self.waiters[id].groups);
             self.waiters[id].phase = Phase::Closed;
             self.total.rejected += 1;
-            self.release(&groups, None, wakers);
+            self.release(&groups, wakers);
         }
         if self.total.running == 0 {
             self.fire_idle(wakers);
