@@ -67,6 +67,24 @@ pub(crate) enum Refusal<K> {
     Closed,
 }
 
+impl<K> Refusal<K> {
+    fn full_group(&self) -> Option<&Group<K>> {
+        match self {
+            Refusal::Full(group) => Some(group),
+            Refusal::Closed => None,
+        }
+    }
+}
+
+impl<K: fmt::Debug> fmt::Display for Refusal<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Full(group) => write!(f, "{group} is full"),
+            Refusal::Closed => f.write_str("the pool is closed"),
+        }
+    }
+}
+
 /// The error returned by [`TaskPool::try_spawn`](crate::TaskPool::try_spawn) and
 /// [`TaskPool::try_spawn_with`](crate::TaskPool::try_spawn_with) when the task is refused.
 ///
@@ -134,7 +152,7 @@ impl<K, T> TrySpawnError<K, T> {
     /// ```
     #[must_use]
     pub fn is_full(&self) -> bool {
-        matches!(self.refusal, Refusal::Full(_))
+        self.refusal.full_group().is_some()
     }
 
     /// Returns `true` if the task was refused because the pool is
@@ -177,10 +195,7 @@ impl<K, T> TrySpawnError<K, T> {
     /// ```
     #[must_use]
     pub fn full_group(&self) -> Option<&Group<K>> {
-        match &self.refusal {
-            Refusal::Full(group) => Some(group),
-            Refusal::Closed => None,
-        }
+        self.refusal.full_group()
     }
 }
 
@@ -195,10 +210,7 @@ impl<K: fmt::Debug, T> fmt::Debug for TrySpawnError<K, T> {
 
 impl<K: fmt::Debug, T> fmt::Display for TrySpawnError<K, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.refusal {
-            Refusal::Full(group) => write!(f, "task refused: {group} is full"),
-            Refusal::Closed => f.write_str("task refused: the pool is closed"),
-        }
+        write!(f, "task refused: {}", self.refusal)
     }
 }
 
@@ -240,7 +252,7 @@ impl<K> TryAcquireError<K> {
     /// ```
     #[must_use]
     pub fn is_full(&self) -> bool {
-        matches!(self.refusal, Refusal::Full(_))
+        self.refusal.full_group().is_some()
     }
 
     /// Returns `true` if the pool is [closed](crate::TaskPool::close).
@@ -274,10 +286,7 @@ impl<K> TryAcquireError<K> {
     /// ```
     #[must_use]
     pub fn full_group(&self) -> Option<&Group<K>> {
-        match &self.refusal {
-            Refusal::Full(group) => Some(group),
-            Refusal::Closed => None,
-        }
+        self.refusal.full_group()
     }
 }
 
@@ -292,10 +301,7 @@ impl<K: fmt::Debug> fmt::Debug for TryAcquireError<K> {
 
 impl<K: fmt::Debug> fmt::Display for TryAcquireError<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.refusal {
-            Refusal::Full(group) => write!(f, "no permit: {group} is full"),
-            Refusal::Closed => f.write_str("no permit: the pool is closed"),
-        }
+        write!(f, "no permit: {}", self.refusal)
     }
 }
 
