@@ -1,0 +1,188 @@
+//! `taskherd run`: reads and checks everything, then runs the jobs (or prints the plan).
+
+use std::collections::BTreeSet;
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::cli::RunArgs;
+use crate::jobfile::{self, Group, Job, LineError};
+use crate::limits::{self, Limits, Settings, Target};
+use crate::plan;
+
+/// Exit status: every job succeeded.
+pub const EXIT_OK: u8 = 0;
+
+/// Exit status: bad arguments, job file or limits file; nothing was run.
+pub const EXIT_USAGE: u8 = 2;
+
+/// At most this many line errors are printed; the count of the rest follows.
+const MAX_ERRORS_SHOWN: usize = 20;
+
+/// A problem found before anything ran: every line is printed, then the run stops with status 2.
+#[derive(Debug)]
+pub struct Fatal(pub Vec<String>);
+
+impl Fatal {
+    fn one(message: impl Into<String>) -> Self {
+        Fatal(vec![message.into()])
+    }
+
+    fn lines(source: &str, errors: &[LineError]) -> Self {
+        let mut lines: Vec<String> = errors
+            .iter()
+            .take(MAX_ERRORS_SHOWN)
+            .map(|error| format!("{source}:{error}"))
+            .collect();
+        if errors.len() > MAX_ERRORS_SHOWN {
+            lines.push(format!(
+                "... and {} more errors",
+                errors.len() - MAX_ERRORS_SHOWN
+            ));
+        }
+        let noun = if errors.len() == 1 { "error" } else { "errors" };
+        lines.push(format!(
+            "{} {noun} in {source}; nothing was run",
+            errors.len()
+        ));
+        Fatal(lines)
+    }
+}
+
+/// Everything checked and ready to run.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The job file's name as shown in messages (`<stdin>` for standard input).
+    pub source: String,
+    pub jobs: Vec<Job>,
+    /// Limits from the command line.
+    pub base_limits: Limits,
+    /// The limits file and its settings when it was first read.
+    pub limits_file: Option<(PathBuf, Settings)>,
+    /// Warnings to show before running.
+    pub warnings: Vec<String>,
+}
+
+impl Prepared {
+    /// The limits in force at the start: the command line overlaid with the limits file.
+    pub fn initial_limits(&self) -> Limits {
+        match &self.limits_file {
+            Some((_, settings)) => self.base_limits.overlay(settings),
+            None => self.base_limits.clone(),
+        }
+    }
+}
+
+/// Runs `taskherd run`.
+pub fn main(args: &RunArgs) -> ExitCode {
+    let prepared = match prepare(args) {
+        Ok(prepared) => prepared,
+        Err(Fatal(lines)) => {
+            for line in lines {
+                eprintln!("taskherd: {line}");
+            }
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    for warning in &prepared.warnings {
+        eprintln!("taskherd: warning: {warning}");
+    }
+    if args.dry_run {
+        print!(
+            "{}",
+            plan::render(&prepared.source, &prepared.jobs, &prepared.initial_limits())
+        );
+        return ExitCode::from(EXIT_OK);
+    }
+    eprintln!("taskherd: running jobs is not implemented yet");
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// Reads and checks the job file, the limits and the limits file.
+pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
+    let (source, text) = read_jobs(args.jobfile.as_deref())?;
+    let jobs = jobfile::parse(&text).map_err(|errors| Fatal::lines(&source, &errors))?;
+
+    let named: BTreeSet<&Group> = jobs.iter().flat_map(|job| &job.groups).collect();
+    let mut warnings = Vec::new();
+    let mut base_limits = Limits {
+        total: Some(args.max_jobs.unwrap_or_else(cpus)),
+        default: args.default_limit,
+        groups: Default::default(),
+    };
+    for (group, limit) in &args.limits {
+        if !named.contains(group) {
+            warnings.push(format!(
+                "--limit {group}={limit}: no job in {source} names group {group}"
+            ));
+        }
+        base_limits.groups.insert(group.clone(), *limit);
+    }
+
+    let limits_file = match &args.limits_file {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read(path).map_err(|error| {
+                Fatal::one(format!(
+                    "cannot read limits file {}: {error}",
+                    path.display()
+                ))
+            })?;
+            let settings = limits::parse_limits_file(&text)
+                .map_err(|errors| Fatal::lines(&path.display().to_string(), &errors))?;
+            warnings.extend(unknown_groups(path, &settings, &named));
+            Some((path.clone(), settings))
+        }
+    };
+
+    Ok(Prepared {
+        source,
+        jobs,
+        base_limits,
+        limits_file,
+        warnings,
+    })
+}
+
+/// Warnings for limits-file settings naming a group that no job names.
+pub fn unknown_groups(path: &Path, settings: &Settings, named: &BTreeSet<&Group>) -> Vec<String> {
+    settings
+        .iter()
+        .filter_map(|(target, _)| match target {
+            Target::Group(group) if !named.contains(group) => Some(format!(
+                "limits file {}: no job names group {group}",
+                path.display()
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn read_jobs(path: Option<&Path>) -> Result<(String, Vec<u8>), Fatal> {
+    match path {
+        None => read_stdin(),
+        Some(path) if path.as_os_str() == "-" => read_stdin(),
+        Some(path) => {
+            let source = path.display().to_string();
+            let text = std::fs::read(path)
+                .map_err(|error| Fatal::one(format!("cannot read job file {source}: {error}")))?;
+            Ok((source, text))
+        }
+    }
+}
+
+fn read_stdin() -> Result<(String, Vec<u8>), Fatal> {
+    let mut stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("taskherd: reading jobs from the terminal; end with Ctrl-D");
+    }
+    let mut text = Vec::new();
+    stdin
+        .read_to_end(&mut text)
+        .map_err(|error| Fatal::one(format!("cannot read jobs from standard input: {error}")))?;
+    Ok(("<stdin>".to_owned(), text))
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

@@ -1,0 +1,183 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::jobfile::Group;
+use crate::limits::{parse_limit_arg, parse_positive};
+
+/// Runs shell commands in parallel, each job in its own groups, each group under its own limit.
+#[derive(Debug, Parser)]
+#[command(name = "taskherd", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the jobs of a job file in parallel under per-group limits.
+    Run(RunArgs),
+}
+
+const RUN_HELP: &str = "\
+Job file: one job per line, `GROUP GROUP ... :: COMMAND`, run with `sh -c`. A line without a
+lone `::` is a command without groups; blank lines and lines starting with `#` are skipped.
+Group names are letters, digits and _ - . : / @ + %. Every line is checked before anything runs.
+
+    # at most 2 jobs per host, 1 on the database, 8 in all
+    web1 db :: ./backup.sh web1
+    web1    :: ./rotate-logs.sh web1
+
+    taskherd run -j 8 -d 2 -l db=1 jobs.txt
+
+Jobs start in file order as soon as every group they name has room. Ctrl-C stops starting new
+jobs and waits for the running ones; a second Ctrl-C terminates them (SIGTERM to each job's
+process group, SIGKILL 5 seconds later). Each job runs in its own process group with standard
+input from /dev/null and TASKHERD_LINE set to its line number.
+
+Limits file (--limits-file): lines `GROUP=N`, `[total]=N`, `[default]=N`, N a number (0 holds
+the group's jobs back) or `none`. It overrides the command line and is re-read whenever it
+changes; a bad file is reported and the limits in force are kept.
+
+Exit status: 0 every job succeeded; 1 a job failed, was killed or did not start;
+2 bad arguments or job file (nothing was run).";
+
+#[derive(Debug, Args)]
+#[command(after_long_help = RUN_HELP)]
+pub struct RunArgs {
+    /// The job file; `-` or nothing reads standard input.
+    #[arg(value_name = "JOBFILE")]
+    pub jobfile: Option<PathBuf>,
+
+    /// Total limit: jobs running at once [default: number of CPUs].
+    #[arg(short = 'j', long, value_name = "N", value_parser = parse_positive)]
+    pub max_jobs: Option<usize>,
+
+    /// Limit for one group (repeatable).
+    #[arg(short = 'l', long = "limit", value_name = "GROUP=N", value_parser = parse_limit_arg)]
+    pub limits: Vec<(Group, usize)>,
+
+    /// Limit for every group without its own --limit.
+    #[arg(short = 'd', long, value_name = "N", value_parser = parse_positive)]
+    pub default_limit: Option<usize>,
+
+    /// After the first failed job, start no new job (running jobs finish).
+    #[arg(long)]
+    pub halt_on_error: bool,
+
+    /// Job output: `prefixed` (each line as it comes, prefixed with the job's line number),
+    /// `grouped` (each job's output in one piece when it ends) or `dir:PATH` (PATH/LINE.log).
+    #[arg(long, value_name = "MODE", default_value = "prefixed", value_parser = parse_output)]
+    pub output: OutputMode,
+
+    /// Write a JSON Lines report to FILE: one record per job, for every job.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Show live progress on standard error [default: when it is a terminal].
+    #[arg(long, overrides_with = "no_progress")]
+    pub progress: bool,
+
+    /// Show no progress.
+    #[arg(long, overrides_with = "progress")]
+    pub no_progress: bool,
+
+    /// Do not print the summary table at the end.
+    #[arg(long)]
+    pub no_summary: bool,
+
+    /// Re-read limits from FILE whenever it changes (see below).
+    #[arg(long, value_name = "FILE")]
+    pub limits_file: Option<PathBuf>,
+
+    /// Check the job file and limits, print the plan, run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Seconds between SIGTERM and SIGKILL after a second Ctrl-C.
+    #[arg(long, hide = true, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
+    pub kill_grace: Duration,
+}
+
+/// Where job output goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputMode {
+    /// Each line as it comes, prefixed with the job's line number.
+    Prefixed,
+    /// Each job's output in one piece when it ends.
+    Grouped,
+    /// One file per job in a directory.
+    Dir(PathBuf),
+}
+
+fn parse_output(text: &str) -> Result<OutputMode, String> {
+    match text {
+        "prefixed" => Ok(OutputMode::Prefixed),
+        "grouped" => Ok(OutputMode::Grouped),
+        _ => match text.strip_prefix("dir:") {
+            Some("") => Err("dir: needs a directory, as in dir:logs".to_owned()),
+            Some(path) => Ok(OutputMode::Dir(PathBuf::from(path))),
+            None => Err(format!(
+                "expected prefixed, grouped or dir:PATH, found {text:?}"
+            )),
+        },
+    }
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| format!("{text:?} is not a number of seconds"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn output_modes() {
+        assert_eq!(parse_output("prefixed"), Ok(OutputMode::Prefixed));
+        assert_eq!(parse_output("grouped"), Ok(OutputMode::Grouped));
+        assert_eq!(
+            parse_output("dir:out/logs"),
+            Ok(OutputMode::Dir("out/logs".into()))
+        );
+        assert!(parse_output("dir:").is_err());
+        assert!(parse_output("files").is_err());
+    }
+
+    #[test]
+    fn progress_flags_override_each_other() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let Command::Run(run) = cli.command;
+            (run.progress, run.no_progress)
+        };
+        assert_eq!(parse(&["taskherd", "run"]), (false, false));
+        assert_eq!(
+            parse(&["taskherd", "run", "--progress", "--no-progress"]),
+            (false, true)
+        );
+        assert_eq!(
+            parse(&["taskherd", "run", "--no-progress", "--progress"]),
+            (true, false)
+        );
+    }
+
+    #[test]
+    fn seconds() {
+        assert_eq!(parse_seconds("0.25"), Ok(Duration::from_millis(250)));
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("soon").is_err());
+    }
+}

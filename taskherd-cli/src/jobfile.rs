@@ -1,0 +1,328 @@
+//! The job file: one job per line, `GROUP GROUP … :: COMMAND`.
+//!
+//! # Format
+//!
+//! - A line is split at its first `::` that stands alone as a word (whitespace or the line's start
+//!   before it, whitespace or the line's end after it). The words before it are the job's groups,
+//!   the rest of the line (leading whitespace removed) is the command, run with `sh -c`.
+//!   `echo a::b` has no such `::`: it is a command without groups. A command that contains a
+//!   lone `::` and has no groups is written with an empty group list: `:: echo a :: b`.
+//! - A line without a lone `::` is a command without groups.
+//! - Blank lines, and lines whose first non-blank character is `#`, are skipped.
+//! - Line endings may be `\n` or `\r\n`.
+//!
+//! Every line is checked before anything runs; [`parse`] returns every problem it finds, each
+//! with its line number.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// A group name, shared by every job that names it.
+pub type Group = Arc<str>;
+
+/// One job of the job file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// 1-based line number in the job file.
+    pub line: usize,
+    /// The job's groups in the order written, each named once.
+    pub groups: Vec<Group>,
+    /// The shell command, run with `sh -c`.
+    pub command: String,
+}
+
+/// A problem with one line of the job file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong, as a sentence fragment without the location.
+    pub message: String,
+}
+
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.line, self.message)
+    }
+}
+
+/// The characters a group name may contain besides letters and digits.
+pub const GROUP_PUNCTUATION: &str = "_-.:/@+%";
+
+/// Checks a group name; returns what is wrong with it, if anything.
+///
+/// A group name is one or more letters, digits or characters of [`GROUP_PUNCTUATION`], and does
+/// not contain `::`. Everything else (whitespace, `=`, `#`, quotes, brackets, `*`, `,`, control
+/// characters) could not be written in a job line, a `--limit` or a limits file without
+/// ambiguity, so it is refused everywhere.
+pub fn check_group_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty group name".to_owned());
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|&c| !(c.is_alphanumeric() || GROUP_PUNCTUATION.contains(c)))
+    {
+        return Err(format!(
+            "group name {name:?} contains {bad:?}; a group name may contain only letters, \
+             digits and the characters {GROUP_PUNCTUATION}"
+        ));
+    }
+    if name.contains("::") {
+        return Err(format!(
+            "group name {name:?} contains \"::\", the separator between groups and command \
+             (put spaces around it)"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a whole job file. Returns the jobs in file order, or every line error found.
+pub fn parse(text: &[u8]) -> Result<Vec<Job>, Vec<LineError>> {
+    let mut jobs = Vec::new();
+    let mut errors = Vec::new();
+    let mut interned: HashMap<Box<str>, Group> = HashMap::new();
+
+    // A final '\n' ends the last line rather than starting an empty one; `split` yields a last
+    // empty piece for it, which is skipped as blank anyway.
+    for (index, raw) in text.split(|&b| b == b'\n').enumerate() {
+        let line = index + 1;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let Ok(text) = std::str::from_utf8(raw) else {
+            errors.push(LineError {
+                line,
+                message: "line is not valid UTF-8".to_owned(),
+            });
+            continue;
+        };
+        match parse_line(text) {
+            Ok(None) => {}
+            Ok(Some((groups, command))) => {
+                let mut job_groups: Vec<Group> = Vec::with_capacity(groups.len());
+                let mut bad = false;
+                for name in groups {
+                    if let Err(message) = check_group_name(name) {
+                        errors.push(LineError { line, message });
+                        bad = true;
+                        continue;
+                    }
+                    let group = interned
+                        .entry(name.into())
+                        .or_insert_with(|| Arc::from(name))
+                        .clone();
+                    // The pool counts a group named twice once; keep the job's list the same.
+                    if !job_groups.contains(&group) {
+                        job_groups.push(group);
+                    }
+                }
+                if !bad {
+                    jobs.push(Job {
+                        line,
+                        groups: job_groups,
+                        command: command.to_owned(),
+                    });
+                }
+            }
+            Err(message) => errors.push(LineError { line, message }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(jobs)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Splits one line into group names and command; `None` for a blank or comment line.
+fn parse_line(text: &str) -> Result<Option<(Vec<&str>, &str)>, String> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() || trimmed.starts_with('#') {
+        return Ok(None);
+    }
+    let (groups, command) = match find_separator(text) {
+        Some(at) => (
+            text[..at].split_whitespace().collect(),
+            text[at + 2..].trim_start(),
+        ),
+        None => (Vec::new(), text.trim_start()),
+    };
+    if command.trim().is_empty() {
+        return Err("empty command after \"::\"".to_owned());
+    }
+    if command.contains('\0') {
+        return Err("command contains a NUL character".to_owned());
+    }
+    Ok(Some((groups, command)))
+}
+
+/// The byte offset of the first `::` that stands alone as a word.
+fn find_separator(text: &str) -> Option<usize> {
+    text.match_indices("::").map(|(at, _)| at).find(|&at| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + 2..].chars().next();
+        before.is_none_or(char::is_whitespace) && after.is_none_or(char::is_whitespace)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jobs(text: &str) -> Vec<(usize, Vec<String>, String)> {
+        parse(text.as_bytes())
+            .unwrap()
+            .into_iter()
+            .map(|job| {
+                let groups = job.groups.iter().map(|g| g.to_string()).collect();
+                (job.line, groups, job.command)
+            })
+            .collect()
+    }
+
+    fn errors(text: &[u8]) -> Vec<String> {
+        parse(text)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    fn owned(groups: &[&str]) -> Vec<String> {
+        groups.iter().map(|g| g.to_string()).collect()
+    }
+
+    #[test]
+    fn groups_and_command() {
+        assert_eq!(
+            jobs("web1 db :: pg_dump -h web1 > out\n"),
+            [(
+                1,
+                owned(&["web1", "db"]),
+                "pg_dump -h web1 > out".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn line_without_separator_has_no_groups() {
+        assert_eq!(
+            jobs("echo hello world"),
+            [(1, owned(&[]), "echo hello world".to_owned())]
+        );
+    }
+
+    #[test]
+    fn separator_must_stand_alone() {
+        assert_eq!(
+            jobs("echo a::b\nhost:22 :: ssh x"),
+            [
+                (1, owned(&[]), "echo a::b".to_owned()),
+                (2, owned(&["host:22"]), "ssh x".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn first_separator_wins() {
+        assert_eq!(
+            jobs("g :: echo :: x\n:: echo :: y\n\t::\techo tab"),
+            [
+                (1, owned(&["g"]), "echo :: x".to_owned()),
+                (2, owned(&[]), "echo :: y".to_owned()),
+                (3, owned(&[]), "echo tab".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn blank_and_comment_lines_are_skipped_and_lines_keep_their_numbers() {
+        let text = "# header\n\n   \n  # indented comment\na :: true\r\n\nb :: false\n";
+        assert_eq!(
+            jobs(text),
+            [
+                (5, owned(&["a"]), "true".to_owned()),
+                (7, owned(&["b"]), "false".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_groups_count_once_and_names_are_shared() {
+        let parsed = parse(b"a b a :: x\nb :: y").unwrap();
+        assert_eq!(parsed[0].groups.len(), 2);
+        assert!(Arc::ptr_eq(&parsed[0].groups[1], &parsed[1].groups[0]));
+    }
+
+    #[test]
+    fn unicode_and_punctuation_in_group_names() {
+        assert_eq!(
+            jobs("bücher.example.org user@host 10.0.0.1:5432 a/b+c%d_e-f :: x"),
+            [(
+                1,
+                owned(&[
+                    "bücher.example.org",
+                    "user@host",
+                    "10.0.0.1:5432",
+                    "a/b+c%d_e-f"
+                ]),
+                "x".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn empty_command() {
+        assert_eq!(
+            errors(b"ok :: true\nweb1 ::\nweb2 ::   \n::"),
+            [
+                "2: empty command after \"::\"",
+                "3: empty command after \"::\"",
+                "4: empty command after \"::\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_group_names_are_all_reported() {
+        let found = errors(b"a=b :: x\nok :: y\nc,d e* :: z\n\"\" :: w");
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert!(found[0].starts_with("1: group name \"a=b\" contains '='"));
+        assert!(found[1].starts_with("3: group name \"c,d\" contains ','"));
+        assert!(found[2].starts_with("3: group name \"e*\" contains '*'"));
+        assert!(found[3].starts_with("4: group name \"\\\"\\\"\" contains '\"'"));
+    }
+
+    #[test]
+    fn group_name_with_double_colon() {
+        let found = errors(b"a::b :: x");
+        assert_eq!(found.len(), 1);
+        assert!(found[0].starts_with("1: group name \"a::b\" contains \"::\""));
+    }
+
+    #[test]
+    fn invalid_utf8_and_nul() {
+        assert_eq!(
+            errors(b"g :: echo \xff\ng :: echo \0"),
+            [
+                "1: line is not valid UTF-8",
+                "2: command contains a NUL character"
+            ]
+        );
+    }
+
+    #[test]
+    fn check_group_name_cases() {
+        assert!(check_group_name("db-1").is_ok());
+        assert_eq!(check_group_name("").unwrap_err(), "empty group name");
+        assert!(check_group_name("[total]").is_err());
+        assert!(check_group_name("a b").is_err());
+        assert!(check_group_name("a#b").is_err());
+    }
+
+    #[test]
+    fn empty_file() {
+        assert_eq!(parse(b"").unwrap(), []);
+        assert_eq!(parse(b"\n# only a comment\n").unwrap(), []);
+    }
+}

@@ -1,0 +1,232 @@
+//! Limits: `--max-jobs`, `--default-limit`, `--limit GROUP=N`, and the limits file.
+//!
+//! # Limits file
+//!
+//! One setting per line, `NAME=N`, blanks around `=` allowed, blank lines and `#` comments
+//! skipped. `NAME` is a group name, `[total]` (the total, like `--max-jobs`) or `[default]` (like
+//! `--default-limit`); brackets cannot occur in a group name, so these never clash with a group.
+//! `N` is a number, `0` included (the group's jobs wait until the limit is raised), or `none`: no
+//! limit for `[total]` and `[default]`, and for a group, no limit of its own (the default limit
+//! applies). A setting in the file overrides the command line; a setting removed from the file
+//! goes back to the command line's value.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::jobfile::{Group, LineError, check_group_name};
+
+/// The name of the total in a limits file.
+pub const TOTAL: &str = "[total]";
+/// The name of the default limit in a limits file.
+pub const DEFAULT: &str = "[default]";
+
+/// A complete set of limits: what the pool should enforce.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// The total limit (`--max-jobs`, `[total]`); `None`: unlimited.
+    pub total: Option<usize>,
+    /// The default limit of groups without their own (`--default-limit`, `[default]`).
+    pub default: Option<usize>,
+    /// Explicit limits per group (`--limit`, `GROUP=N`).
+    pub groups: BTreeMap<Group, usize>,
+}
+
+/// What a setting of the limits file applies to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    /// `[total]`
+    Total,
+    /// `[default]`
+    Default,
+    /// A group.
+    Group(Group),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Total => f.write_str(TOTAL),
+            Target::Default => f.write_str(DEFAULT),
+            Target::Group(group) => f.write_str(group),
+        }
+    }
+}
+
+/// The settings of a limits file, in file order (a later line for the same name wins).
+pub type Settings = Vec<(Target, Option<usize>)>;
+
+/// Parses a positive count given on the command line (`-j`, `-d`, the `N` of `--limit`).
+pub fn parse_positive(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("a limit must be at least 1 (with 0 no job could ever start)".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
+}
+
+/// Parses `--limit GROUP=N`.
+pub fn parse_limit_arg(text: &str) -> Result<(Group, usize), String> {
+    let Some((name, value)) = text.split_once('=') else {
+        return Err(format!("expected GROUP=N, found {text:?}"));
+    };
+    check_group_name(name.trim())?;
+    let limit = parse_positive(value)?;
+    Ok((Arc::from(name.trim()), limit))
+}
+
+/// Parses a limits file; returns every line error found.
+pub fn parse_limits_file(text: &[u8]) -> Result<Settings, Vec<LineError>> {
+    let mut settings = Vec::new();
+    let mut errors = Vec::new();
+    for (index, raw) in text.split(|&b| b == b'\n').enumerate() {
+        let line = index + 1;
+        let Ok(text) = std::str::from_utf8(raw) else {
+            errors.push(LineError {
+                line,
+                message: "line is not valid UTF-8".to_owned(),
+            });
+            continue;
+        };
+        let text = text.trim();
+        if text.is_empty() || text.starts_with('#') {
+            continue;
+        }
+        match parse_setting(text) {
+            Ok(setting) => settings.push(setting),
+            Err(message) => errors.push(LineError { line, message }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(settings)
+    } else {
+        Err(errors)
+    }
+}
+
+fn parse_setting(text: &str) -> Result<(Target, Option<usize>), String> {
+    let Some((name, value)) = text.split_once('=') else {
+        return Err(format!(
+            "expected NAME=N (a group, {TOTAL} or {DEFAULT}), found {text:?}"
+        ));
+    };
+    let (name, value) = (name.trim(), value.trim());
+    let target = match name {
+        TOTAL => Target::Total,
+        DEFAULT => Target::Default,
+        _ => {
+            check_group_name(name)?;
+            Target::Group(Arc::from(name))
+        }
+    };
+    let value = match value {
+        "none" => None,
+        _ => Some(value.parse::<usize>().map_err(|_| {
+            format!("limit of {name}: {value:?} is not a whole number or \"none\"")
+        })?),
+    };
+    Ok((target, value))
+}
+
+impl Limits {
+    /// These limits with `settings` applied on top.
+    #[must_use]
+    pub fn overlay(&self, settings: &Settings) -> Limits {
+        let mut limits = self.clone();
+        for (target, value) in settings {
+            match target {
+                Target::Total => limits.total = *value,
+                Target::Default => limits.default = *value,
+                Target::Group(group) => match value {
+                    Some(n) => {
+                        limits.groups.insert(group.clone(), *n);
+                    }
+                    None => {
+                        limits.groups.remove(group);
+                    }
+                },
+            }
+        }
+        limits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(name: &str) -> Target {
+        Target::Group(Arc::from(name))
+    }
+
+    #[test]
+    fn limit_arg() {
+        assert_eq!(parse_limit_arg("db=2").unwrap(), (Arc::from("db"), 2));
+        assert_eq!(parse_limit_arg(" db = 2 ").unwrap(), (Arc::from("db"), 2));
+        assert_eq!(
+            parse_limit_arg("db").unwrap_err(),
+            "expected GROUP=N, found \"db\""
+        );
+        assert_eq!(parse_limit_arg("=2").unwrap_err(), "empty group name");
+        assert_eq!(
+            parse_limit_arg("db=x").unwrap_err(),
+            "\"x\" is not a whole number"
+        );
+        assert!(parse_limit_arg("db=0").unwrap_err().contains("at least 1"));
+        assert!(parse_limit_arg("db=-1").is_err());
+        assert!(parse_limit_arg("a b=1").unwrap_err().contains("' '"));
+    }
+
+    #[test]
+    fn limits_file() {
+        let text = b"# comment\n\ndb = 2\n[total]=8\n[default]=none\nweb=0\r\nweb = none\n";
+        assert_eq!(
+            parse_limits_file(text).unwrap(),
+            [
+                (group("db"), Some(2)),
+                (Target::Total, Some(8)),
+                (Target::Default, None),
+                (group("web"), Some(0)),
+                (group("web"), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn limits_file_errors() {
+        let errors: Vec<String> = parse_limits_file(b"db\n=1\ndb=many\n[totl]=3\nok=1\n")
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(errors[0].starts_with("1: expected NAME=N"));
+        assert_eq!(errors[1], "2: empty group name");
+        assert_eq!(
+            errors[2],
+            "3: limit of db: \"many\" is not a whole number or \"none\""
+        );
+        assert!(errors[3].starts_with("4: group name \"[totl]\" contains '['"));
+    }
+
+    #[test]
+    fn overlay_and_changes() {
+        let base = Limits {
+            total: Some(4),
+            default: None,
+            groups: [(Arc::from("db"), 1), (Arc::from("web"), 2)].into(),
+        };
+        let file = vec![
+            (Target::Total, Some(8)),
+            (group("db"), None),
+            (group("new"), Some(0)),
+            (Target::Default, Some(3)),
+        ];
+        let new = base.overlay(&file);
+        assert_eq!(new.total, Some(8));
+        assert_eq!(new.default, Some(3));
+        assert_eq!(new.groups.get("db"), None);
+        assert_eq!(new.groups.get("web"), Some(&2));
+        assert_eq!(new.groups.get("new"), Some(&0));
+    }
+}

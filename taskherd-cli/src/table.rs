@@ -1,0 +1,59 @@
+//! Plain-text tables for the plan and the summary.
+
+/// Renders rows under a header: the first column left-aligned, the others right-aligned, two
+/// spaces apart, each line ending in `\n` and without trailing blanks.
+pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (column, (cell, width)) in row.iter().zip(&widths).enumerate() {
+            let pad = width - cell.chars().count();
+            if column == 0 {
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', pad));
+            } else {
+                line.push_str("  ");
+                line.extend(std::iter::repeat_n(' ', pad));
+                line.push_str(cell);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `1 job`, `2 jobs`: a count with its noun, plural when it is not 1.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligns_columns() {
+        let rows = vec![
+            vec!["db".to_owned(), "12".to_owned(), "1".to_owned()],
+            vec!["bücher".to_owned(), "3".to_owned(), "none".to_owned()],
+        ];
+        assert_eq!(
+            render(&["group", "jobs", "limit"], &rows),
+            "group   jobs  limit\n\
+             db        12      1\n\
+             bücher     3   none\n"
+        );
+    }
+}

@@ -1,0 +1,108 @@
+//! Bad job files and bad limits: a message naming the file, line and problem, exit status 2,
+//! and nothing run.
+
+use crate::support::Scratch;
+
+/// A job file whose first line would leave a file behind if anything ran.
+fn with_side_effect(bad_lines: &str) -> String {
+    format!("g :: touch ran\n{bad_lines}")
+}
+
+#[test]
+fn empty_command_is_reported_with_file_and_line() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", &with_side_effect("# fine\nweb1 db ::\n"));
+    scratch
+        .run(&["run", "jobs.txt"])
+        .assert_code(2)
+        .assert_stderr_contains("taskherd: jobs.txt:3: empty command after \"::\"")
+        .assert_stderr_contains("1 error in jobs.txt; nothing was run");
+    assert!(!scratch.exists("ran"), "a job ran despite a bad job file");
+}
+
+#[test]
+fn every_bad_line_is_reported() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "jobs.txt",
+        &with_side_effect("a=b :: true\nok :: true\nweb* :: true\n::\n"),
+    );
+    let run = scratch.run(&["run", "--report", "report.jsonl", "jobs.txt"]);
+    run.assert_code(2)
+        .assert_stderr_contains("jobs.txt:2: group name \"a=b\" contains '='")
+        .assert_stderr_contains("jobs.txt:4: group name \"web*\" contains '*'")
+        .assert_stderr_contains("jobs.txt:5: empty command")
+        .assert_stderr_contains("3 errors in jobs.txt; nothing was run");
+    assert!(!scratch.exists("ran"));
+    assert!(!scratch.exists("report.jsonl"), "a report was written");
+}
+
+#[test]
+fn invalid_utf8_line() {
+    let scratch = Scratch::new();
+    std::fs::write(
+        scratch.path("jobs.txt"),
+        b"g :: touch ran\ng :: echo \xff\n",
+    )
+    .unwrap();
+    scratch
+        .run(&["run", "jobs.txt"])
+        .assert_code(2)
+        .assert_stderr_contains("jobs.txt:2: line is not valid UTF-8");
+    assert!(!scratch.exists("ran"));
+}
+
+#[test]
+fn bad_limits_on_the_command_line() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "db :: touch ran\n");
+    for (args, message) in [
+        (&["-l", "db"][..], "expected GROUP=N, found \"db\""),
+        (&["-l", "db=x"], "\"x\" is not a whole number"),
+        (&["-l", "=3"], "empty group name"),
+        (&["-l", "db=0"], "a limit must be at least 1"),
+        (&["-l", "d b=1"], "contains ' '"),
+        (&["-j", "0"], "a limit must be at least 1"),
+        (&["-d", "two"], "\"two\" is not a whole number"),
+        (
+            &["--output", "files"],
+            "expected prefixed, grouped or dir:PATH",
+        ),
+    ] {
+        let mut all = vec!["run"];
+        all.extend_from_slice(args);
+        all.push("jobs.txt");
+        scratch
+            .run(&all)
+            .assert_code(2)
+            .assert_stderr_contains(message);
+        assert!(!scratch.exists("ran"), "a job ran with {args:?}");
+    }
+}
+
+#[test]
+fn missing_job_file() {
+    let scratch = Scratch::new();
+    scratch
+        .run(&["run", "nope.txt"])
+        .assert_code(2)
+        .assert_stderr_contains("cannot read job file nope.txt");
+}
+
+#[test]
+fn bad_limits_file_at_start() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "db :: touch ran\n");
+    scratch.write("limits.txt", "db=1\n[total]=lots\n");
+    scratch
+        .run(&["run", "--limits-file", "limits.txt", "jobs.txt"])
+        .assert_code(2)
+        .assert_stderr_contains(
+            "limits.txt:2: limit of [total]: \"lots\" is not a whole number or \"none\"",
+        );
+    assert!(!scratch.exists("ran"));
+    scratch
+        .run(&["run", "--limits-file", "absent.txt", "jobs.txt"])
+        .assert_code(2)
+        .assert_stderr_contains("cannot read limits file absent.txt");
+}

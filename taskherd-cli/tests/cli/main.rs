@@ -1,0 +1,10 @@
+//! End-to-end tests of the `taskherd` binary: each test writes a job file into a temporary
+//! directory, runs the binary there and checks its exit status, output, report and the files
+//! the jobs left behind.
+
+#![cfg(unix)]
+
+mod support;
+
+mod dry_run;
+mod errors;
