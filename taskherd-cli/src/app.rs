@@ -4,14 +4,24 @@ use std::collections::BTreeSet;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
-use crate::cli::RunArgs;
+use taskherd::TaskPool;
+
+use crate::cli::{OutputMode, RunArgs};
 use crate::jobfile::{self, Group, Job, LineError};
 use crate::limits::{self, Limits, Settings, Target};
+use crate::output::Writer;
 use crate::plan;
+use crate::report::Report;
+use crate::runner;
+use crate::signals;
+use crate::summary;
 
 /// Exit status: every job succeeded.
 pub const EXIT_OK: u8 = 0;
+/// Exit status: a job failed, was killed or never started.
+pub const EXIT_JOB_FAILED: u8 = 1;
 
 /// Exit status: bad arguments, job file or limits file; nothing was run.
 pub const EXIT_USAGE: u8 = 2;
@@ -94,8 +104,129 @@ pub fn main(args: &RunArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_OK);
     }
-    eprintln!("taskherd: running jobs is not implemented yet");
-    ExitCode::from(EXIT_USAGE)
+    let setup = match Setup::create(args) {
+        Ok(setup) => setup,
+        Err(Fatal(lines)) => {
+            for line in lines {
+                eprintln!("taskherd: {line}");
+            }
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("taskherd: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let code = runtime.block_on(execute(args, prepared, setup));
+    // Job tasks have all ended; nothing is left to wait for.
+    runtime.shutdown_background();
+    ExitCode::from(code)
+}
+
+/// What must exist before the first job starts: the report file and the output directory.
+struct Setup {
+    report: Option<Report>,
+}
+
+impl Setup {
+    fn create(args: &RunArgs) -> Result<Setup, Fatal> {
+        if let OutputMode::Dir(dir) = &args.output {
+            std::fs::create_dir_all(dir).map_err(|error| {
+                Fatal::one(format!(
+                    "cannot create output directory {}: {error}",
+                    dir.display()
+                ))
+            })?;
+        }
+        let report = match &args.report {
+            None => None,
+            Some(path) => Some(Report::create(path).map_err(|error| {
+                Fatal::one(format!(
+                    "cannot create report file {}: {error}",
+                    path.display()
+                ))
+            })?),
+        };
+        Ok(Setup { report })
+    }
+}
+
+/// Runs the jobs; returns the exit status.
+async fn execute(args: &RunArgs, prepared: Prepared, setup: Setup) -> u8 {
+    let began = Instant::now();
+    let limits = prepared.initial_limits();
+    let pool = build_pool(&limits);
+    let writer = match Writer::start(None) {
+        Ok(writer) => writer,
+        Err(error) => {
+            eprintln!("taskherd: cannot start the output thread: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    let signals = match signals::listen() {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("taskherd: cannot listen for signals: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    let config = runner::Config {
+        output: args.output.clone(),
+        halt_on_error: args.halt_on_error,
+        kill_grace: args.kill_grace,
+    };
+    let finished = runner::run(
+        prepared.jobs,
+        pool.clone(),
+        config,
+        writer.sender(),
+        setup.report,
+        signals,
+    )
+    .await;
+    writer.finish().await;
+
+    if !args.no_summary {
+        eprint!(
+            "{}",
+            summary::render(
+                &finished.counts,
+                finished.stopped,
+                began.elapsed(),
+                |group| match group {
+                    None => pool.max_tasks(),
+                    Some(group) => pool.effective_limit(&Group::from(group)),
+                }
+            )
+        );
+    }
+    let total = finished.counts.total;
+    if total.succeeded == total.jobs && finished.report_error.is_none() {
+        EXIT_OK
+    } else {
+        EXIT_JOB_FAILED
+    }
+}
+
+/// A pool enforcing `limits`.
+fn build_pool(limits: &Limits) -> TaskPool<Group> {
+    let mut builder = TaskPool::builder();
+    if let Some(total) = limits.total {
+        builder = builder.max_tasks(total);
+    }
+    if let Some(default) = limits.default {
+        builder = builder.default_limit(default);
+    }
+    for (group, &limit) in &limits.groups {
+        builder = builder.limit(group.clone(), limit);
+    }
+    builder.build()
 }
 
 /// Reads and checks the job file, the limits and the limits file.

@@ -6,16 +6,30 @@
 //! - `jobfile`: the job file, checked line by line before anything runs;
 //! - `limits`: `--max-jobs`, `--default-limit`, `--limit` and the limits file;
 //! - `app`: reads and checks everything, then runs, or prints the plan (`plan`);
+//! - `runner`: admission in file order through a `taskherd::TaskPool`, one process per job,
+//!   one `outcome` per job;
+//! - `signals`: Ctrl-C, and signals to the jobs' process groups;
+//! - `output`: job output and taskherd's messages, from one writer thread;
+//! - `report`: the JSON Lines report;
+//! - `tally` and `summary`: counts per group, and the table printed at the end;
 //! - `table`: plain-text tables.
 
-#![forbid(unsafe_code)]
+// The only unsafe code is the call to killpg in `signals`.
+#![deny(unsafe_code)]
 
 mod app;
 mod cli;
 mod jobfile;
 mod limits;
+mod outcome;
+mod output;
 mod plan;
+mod report;
+mod runner;
+mod signals;
+mod summary;
 mod table;
+mod tally;
 
 use std::process::ExitCode;
 

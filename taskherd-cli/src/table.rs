@@ -39,6 +39,23 @@ pub fn count(n: usize, noun: &str) -> String {
     }
 }
 
+/// A duration for people: `0.42s`, `12.3s`, `4m05s`, `2h03m`.
+pub fn duration(duration: std::time::Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs < 10.0 {
+        format!("{secs:.2}s")
+    } else if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else {
+        let whole = duration.as_secs();
+        if whole < 3600 {
+            format!("{}m{:02}s", whole / 60, whole % 60)
+        } else {
+            format!("{}h{:02}m", whole / 3600, whole / 60 % 60)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +72,20 @@ mod tests {
              db        12      1\n\
              bücher     3   none\n"
         );
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(duration(Duration::from_millis(420)), "0.42s");
+        assert_eq!(duration(Duration::from_millis(12_340)), "12.3s");
+        assert_eq!(duration(Duration::from_secs(245)), "4m05s");
+        assert_eq!(duration(Duration::from_secs(7380)), "2h03m");
+    }
+
+    #[test]
+    fn counts() {
+        assert_eq!(count(1, "job"), "1 job");
+        assert_eq!(count(0, "job"), "0 jobs");
     }
 }

@@ -8,3 +8,7 @@ mod support;
 
 mod dry_run;
 mod errors;
+mod interrupt;
+mod limits;
+mod outcomes;
+mod output;

@@ -106,3 +106,116 @@ impl Finished {
         self
     }
 }
+
+/// A job line that appends `start ID TIME` and `end ID TIME` (nanoseconds) to the file
+/// `events` around a sleep of `secs` seconds.
+pub fn logged_job(id: &str, groups: &str, secs: &str) -> String {
+    format!(
+        "{groups} :: echo start {id} $(date +%s%N) >> events; sleep {secs}; \
+         echo end {id} $(date +%s%N) >> events"
+    )
+}
+
+/// When a job ran, as it logged itself with [`logged_job`]: a sub-interval of the time it held
+/// its slot, so overlaps seen here are never more than the overlaps taskherd allowed.
+#[derive(Debug, Clone)]
+pub struct Interval {
+    pub start: u128,
+    pub end: u128,
+}
+
+/// Reads the intervals the jobs logged, by job id; panics on a job that started but did not end.
+pub fn intervals(scratch: &Scratch) -> std::collections::BTreeMap<String, Interval> {
+    let mut starts = std::collections::BTreeMap::new();
+    let mut intervals = std::collections::BTreeMap::new();
+    for line in scratch.read("events").lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [kind, id, time] = fields[..] else {
+            panic!("bad event line {line:?}");
+        };
+        let time: u128 = time.parse().expect("a time in nanoseconds");
+        match kind {
+            "start" => assert!(
+                starts.insert(id.to_owned(), time).is_none(),
+                "{id} started twice"
+            ),
+            "end" => {
+                let start = starts
+                    .remove(id)
+                    .unwrap_or_else(|| panic!("{id} ended without starting"));
+                intervals.insert(id.to_owned(), Interval { start, end: time });
+            }
+            _ => panic!("bad event line {line:?}"),
+        }
+    }
+    assert!(
+        starts.is_empty(),
+        "jobs started but never ended: {starts:?}"
+    );
+    intervals
+}
+
+/// The most intervals that overlap at any moment.
+pub fn max_overlap<'a>(intervals: impl IntoIterator<Item = &'a Interval>) -> usize {
+    let mut events: Vec<(u128, i32)> = Vec::new();
+    for interval in intervals {
+        events.push((interval.start, 1));
+        events.push((interval.end, -1));
+    }
+    // At equal times an end comes first: touching intervals do not overlap.
+    events.sort();
+    let (mut now, mut max) = (0i32, 0i32);
+    for (_, delta) in events {
+        now += delta;
+        max = max.max(now);
+    }
+    usize::try_from(max).unwrap()
+}
+
+/// The report's records, sorted by line.
+pub fn report(scratch: &Scratch, name: &str) -> Vec<serde_json::Value> {
+    let mut records: Vec<serde_json::Value> = scratch
+        .read(name)
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("bad record {line:?}: {e}"))
+        })
+        .collect();
+    records.sort_by_key(|record| record["line"].as_u64());
+    records
+}
+
+/// The `status` of each record, in line order.
+pub fn statuses(records: &[serde_json::Value]) -> Vec<(u64, String)> {
+    records
+        .iter()
+        .map(|r| {
+            (
+                r["line"].as_u64().unwrap(),
+                r["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until every file in `names` exists in the scratch directory.
+#[track_caller]
+pub fn wait_for_files(scratch: &Scratch, names: &[&str]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !names.iter().all(|name| scratch.exists(name)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{names:?} did not all appear"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Sends `signal` (a `kill` name such as `INT`) to process `pid`.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("cannot run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}

@@ -1,0 +1,256 @@
+//! Job output and taskherd's own messages, written by one thread so that lines never mix.
+//!
+//! Job tasks and the runner send [`Msg`]s through a bounded channel (a slow reader of
+//! taskherd's output slows the jobs down instead of filling memory); the writer thread writes
+//! them in order, many at a time.
+
+use std::io::{self, Write};
+use std::thread::JoinHandle;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::sync::mpsc;
+
+/// Messages buffered between the jobs and the writer thread.
+const CHANNEL_CAPACITY: usize = 1024;
+/// Messages written in one go at most.
+const BATCH: usize = 256;
+
+/// Something to write.
+#[derive(Debug)]
+pub enum Msg {
+    /// Bytes for standard output.
+    Stdout(Vec<u8>),
+    /// Bytes for standard error.
+    Stderr(Vec<u8>),
+    /// A message of taskherd's own: one line on standard error, prefixed with `taskherd: `.
+    Notice(String),
+    /// Everything sent before this is written: stop.
+    Shutdown,
+}
+
+/// A handle to send messages to the writer thread.
+pub type Sender = mpsc::Sender<Msg>;
+
+/// The writer thread.
+#[derive(Debug)]
+pub struct Writer {
+    sender: Sender,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the writer thread. `suspend` wraps every batch of writes (the progress display
+    /// hides itself during them); `None` writes directly.
+    pub fn start(suspend: Option<Suspend>) -> io::Result<Writer> {
+        let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+        let thread = std::thread::Builder::new()
+            .name("taskherd-output".to_owned())
+            .spawn(move || write_loop(receiver, suspend))?;
+        Ok(Writer {
+            sender,
+            thread: Some(thread),
+        })
+    }
+
+    /// A handle to send messages.
+    pub fn sender(&self) -> Sender {
+        self.sender.clone()
+    }
+
+    /// Writes everything sent so far, then stops the thread.
+    pub async fn finish(mut self) {
+        // If the thread is gone the send fails, and there is nothing left to wait for.
+        let _ = self.sender.send(Msg::Shutdown).await;
+        if let Some(thread) = self.thread.take() {
+            // Joining blocks, but only until the last batch is written.
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// Runs a batch of writes with the progress display hidden.
+pub type Suspend = Box<dyn Fn(&mut dyn FnMut()) + Send>;
+
+fn write_loop(mut receiver: mpsc::Receiver<Msg>, suspend: Option<Suspend>) {
+    let mut state = WriteState::default();
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Some(first) = receiver.blocking_recv() {
+        batch.push(first);
+        while batch.len() < BATCH {
+            match receiver.try_recv() {
+                Ok(msg) => batch.push(msg),
+                Err(_) => break,
+            }
+        }
+        let mut shutdown = false;
+        let mut write = || shutdown = state.write_batch(&mut batch);
+        match &suspend {
+            Some(suspend) => suspend(&mut write),
+            None => write(),
+        }
+        if shutdown {
+            return;
+        }
+    }
+}
+
+#[derive(Default)]
+struct WriteState {
+    /// Standard output could not be written (a closed pipe): job output is dropped from then on.
+    stdout_broken: bool,
+    out: Vec<u8>,
+    err: Vec<u8>,
+}
+
+impl WriteState {
+    /// Writes and empties `batch`; returns `true` if it held [`Msg::Shutdown`].
+    ///
+    /// Consecutive messages for the same stream are written with one call; the order between
+    /// the streams is kept.
+    fn write_batch(&mut self, batch: &mut Vec<Msg>) -> bool {
+        let mut shutdown = false;
+        for msg in batch.drain(..) {
+            match msg {
+                Msg::Stdout(bytes) => {
+                    self.flush_err();
+                    self.out.extend_from_slice(&bytes);
+                }
+                Msg::Stderr(bytes) => {
+                    self.flush_out();
+                    self.err.extend_from_slice(&bytes);
+                }
+                Msg::Notice(text) => {
+                    self.flush_out();
+                    self.err.extend_from_slice(b"taskherd: ");
+                    self.err.extend_from_slice(text.as_bytes());
+                    self.err.push(b'\n');
+                }
+                Msg::Shutdown => shutdown = true,
+            }
+        }
+        self.flush_out();
+        self.flush_err();
+        shutdown
+    }
+
+    fn flush_out(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        if !self.stdout_broken {
+            let mut stdout = io::stdout().lock();
+            if let Err(error) = stdout.write_all(&self.out).and_then(|()| stdout.flush()) {
+                self.stdout_broken = true;
+                self.err.extend_from_slice(
+                    format!(
+                        "taskherd: cannot write to standard output ({error}); \
+                         job output is dropped from now on\n"
+                    )
+                    .as_bytes(),
+                );
+            }
+        }
+        self.out.clear();
+    }
+
+    fn flush_err(&mut self) {
+        if self.err.is_empty() {
+            return;
+        }
+        let mut stderr = io::stderr().lock();
+        // Nowhere left to complain to if standard error is gone.
+        let _ = stderr.write_all(&self.err).and_then(|()| stderr.flush());
+        self.err.clear();
+    }
+}
+
+/// Which stream of a job a pipe carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    fn msg(self, bytes: Vec<u8>) -> Msg {
+        match self {
+            Stream::Stdout => Msg::Stdout(bytes),
+            Stream::Stderr => Msg::Stderr(bytes),
+        }
+    }
+}
+
+/// Forwards a job's pipe line by line, each line prefixed; a last line without a newline gets
+/// one. Returns when the pipe closes (or cannot be read).
+pub async fn forward_lines(
+    pipe: impl AsyncRead + Unpin,
+    stream: Stream,
+    prefix: &[u8],
+    sender: &Sender,
+) {
+    let mut reader = BufReader::new(pipe);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        line.extend_from_slice(prefix);
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if line.last() != Some(&b'\n') {
+                    line.push(b'\n');
+                }
+                let bytes = std::mem::replace(&mut line, Vec::with_capacity(prefix.len() + 80));
+                // A closed channel means taskherd is shutting down: keep draining the pipe so
+                // the job does not block on a full pipe.
+                let _ = sender.send(stream.msg(bytes)).await;
+            }
+        }
+    }
+}
+
+/// Reads a job's pipe to its end into `bytes`. If the future is dropped early, `bytes` keeps
+/// what was read so far.
+pub async fn collect(mut pipe: impl AsyncRead + Unpin, bytes: &mut Vec<u8>) {
+    // What was read before an error is kept; the rest of the pipe is lost.
+    let _ = pipe.read_to_end(bytes).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn forwards_lines_with_prefix() {
+        let (sender, mut receiver) = mpsc::channel(16);
+        let input: &[u8] = b"one\ntwo\n\nlast without newline";
+        forward_lines(input, Stream::Stderr, b"[3] ", &sender).await;
+        drop(sender);
+        let mut lines = Vec::new();
+        while let Some(msg) = receiver.recv().await {
+            match msg {
+                Msg::Stderr(bytes) => lines.push(String::from_utf8(bytes).unwrap()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(
+            lines,
+            [
+                "[3] one\n",
+                "[3] two\n",
+                "[3] \n",
+                "[3] last without newline\n"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn forwarding_keeps_invalid_utf8_bytes() {
+        let (sender, mut receiver) = mpsc::channel(16);
+        let input: &[u8] = b"\xff\xfe\n";
+        forward_lines(input, Stream::Stdout, b"> ", &sender).await;
+        match receiver.recv().await {
+            Some(Msg::Stdout(bytes)) => assert_eq!(bytes, b"> \xff\xfe\n"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The JSON Lines report: one record per job, written as each job's fate is known.
+//!
+//! Records come in the order jobs end, not in file order; `line` says which job a record is
+//! for. Every job gets exactly one record, whether it ran or not. Each record is flushed as it
+//! is written, so a report stays useful if taskherd itself is killed.
+//!
+//! Fields, in this order:
+//!
+//! | field           | type              | meaning                                                       |
+//! |-----------------|-------------------|---------------------------------------------------------------|
+//! | `line`          | number            | the job's line in the job file                                |
+//! | `groups`        | array of strings  | the job's groups                                              |
+//! | `command`       | string            | the command                                                   |
+//! | `ran`           | bool              | whether the command was started                               |
+//! | `status`        | string            | `succeeded`, `failed`, `killed`, `not_started` or `error`     |
+//! | `exit_code`     | number or null    | the exit status, if the command exited                        |
+//! | `signal`        | number or null    | the signal that killed it, if one did                         |
+//! | `signal_name`   | string or null    | that signal's name, such as `SIGTERM`                         |
+//! | `reason`        | string or null    | why it did not start or was killed: `halt-on-error`, `interrupted` |
+//! | `error`         | string or null    | for `error`: why the command could not be started             |
+//! | `start`, `end`  | string or null    | wall-clock times, RFC 3339 in UTC with microseconds           |
+//! | `duration_secs` | number or null    | run time measured with a monotonic clock                      |
+//! | `output`        | string or null    | with `--output dir:PATH`, the file holding the job's output   |
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::jobfile::Job;
+use crate::outcome::{Outcome, Status};
+
+/// Writes report records to a file.
+#[derive(Debug)]
+pub struct Report {
+    file: BufWriter<File>,
+}
+
+impl Report {
+    /// Creates (or truncates) the report file.
+    pub fn create(path: &Path) -> io::Result<Report> {
+        Ok(Report {
+            file: BufWriter::new(File::create(path)?),
+        })
+    }
+
+    /// Writes and flushes the record of one job.
+    pub fn write(&mut self, job: &Job, outcome: &Outcome) -> io::Result<()> {
+        serde_json::to_writer(&mut self.file, &Record::new(job, outcome))?;
+        self.file.write_all(b"\n")?;
+        self.file.flush()
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Record<'a> {
+    line: usize,
+    groups: Vec<&'a str>,
+    command: &'a str,
+    ran: bool,
+    status: &'static str,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    signal_name: Option<&'static str>,
+    reason: Option<&'static str>,
+    error: Option<&'a str>,
+    start: Option<String>,
+    end: Option<String>,
+    duration_secs: Option<f64>,
+    output: Option<String>,
+}
+
+impl<'a> Record<'a> {
+    fn new(job: &'a Job, outcome: &'a Outcome) -> Self {
+        let (exit_code, signal, error) = match &outcome.status {
+            Status::Succeeded => (Some(0), None, None),
+            Status::Failed { code } => (Some(*code), None, None),
+            Status::Killed { signal } => (None, Some(*signal), None),
+            Status::NotStarted => (None, None, None),
+            Status::Error { message } => (None, None, Some(message.as_str())),
+        };
+        let times = outcome.times.as_ref();
+        Record {
+            line: job.line,
+            groups: job.groups.iter().map(|group| &**group).collect(),
+            command: &job.command,
+            ran: outcome.status.ran(),
+            status: outcome.status.name(),
+            exit_code,
+            signal,
+            signal_name: signal.and_then(signal_name),
+            reason: outcome.reason.map(|reason| reason.name()),
+            error,
+            start: times.map(|t| rfc3339(t.start)),
+            end: times.map(|t| rfc3339(t.end)),
+            duration_secs: times.map(|t| round_micros(t.duration)),
+            output: outcome
+                .output
+                .as_ref()
+                .map(|path| path.display().to_string()),
+        }
+    }
+}
+
+fn round_micros(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1e6).round() / 1e6
+}
+
+/// The name of a signal, for the common ones.
+pub fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        _ => return None,
+    })
+}
+
+/// Formats a time as RFC 3339 in UTC with microseconds: `2025-11-25T20:35:01.123456Z`.
+pub fn rfc3339(time: SystemTime) -> String {
+    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since_epoch.as_secs();
+    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX);
+    let (year, month, day) = civil_from_days(days);
+    let of_day = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60,
+        since_epoch.subsec_micros()
+    )
+}
+
+/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, for days on or after the epoch).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // day of era, [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11], March first
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    // month is in [1, 12] and day in [1, 31] by construction.
+    (year, month as u32, day as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        let time = UNIX_EPOCH + Duration::new(951_782_400 + 3_723, 4_000);
+        assert_eq!(rfc3339(time), "2000-02-29T01:02:03.000004Z");
+        let time = UNIX_EPOCH + Duration::from_secs(1_764_102_896);
+        assert_eq!(rfc3339(time), "2025-11-25T20:34:56.000000Z");
+        let time = UNIX_EPOCH + Duration::from_secs(4_107_542_399);
+        assert_eq!(rfc3339(time), "2100-02-28T23:59:59.000000Z");
+    }
+
+    #[test]
+    fn civil_dates_round_trip_over_centuries() {
+        // Walk day by day from 1970 to 2400 and check the calendar advances by one day.
+        let mut previous = civil_from_days(0);
+        assert_eq!(previous, (1970, 1, 1));
+        for days in 1..157_000 {
+            let (y, m, d) = civil_from_days(days);
+            let (py, pm, pd) = previous;
+            let next_day = y == py && m == pm && d == pd + 1;
+            let next_month = y == py && m == pm + 1 && d == 1;
+            let next_year = y == py + 1 && m == 1 && d == 1 && pm == 12 && pd == 31;
+            assert!(
+                next_day || next_month || next_year,
+                "{previous:?} -> {y}-{m}-{d}"
+            );
+            let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+            if m == 2 && d == 29 {
+                assert!(leap, "{y} is not a leap year");
+            }
+            previous = (y, m, d);
+        }
+    }
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(signal_name(libc::SIGTERM), Some("SIGTERM"));
+        assert_eq!(signal_name(libc::SIGKILL), Some("SIGKILL"));
+        assert_eq!(signal_name(1000), None);
+    }
+}

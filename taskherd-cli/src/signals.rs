@@ -1,0 +1,157 @@
+//! Ctrl-C and friends, and signalling the jobs' process groups.
+//!
+//! - First Ctrl-C (SIGINT): start no more jobs; running jobs finish.
+//! - Second Ctrl-C, or SIGTERM or SIGHUP at any time: SIGTERM to every running job's process
+//!   group, then SIGKILL to those still running after the grace period.
+//! - Third Ctrl-C: SIGKILL at once.
+//!
+//! Each job runs in its own process group (its shell's pid is the group id), so the terminal's
+//! Ctrl-C reaches only taskherd, and a signal sent to the group reaches everything the job
+//! started that stayed in its group.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Mutex;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+/// A signal taskherd acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// SIGINT: Ctrl-C.
+    Interrupt,
+    /// SIGTERM or SIGHUP: terminate the jobs.
+    Terminate,
+}
+
+/// Starts listening for SIGINT, SIGTERM and SIGHUP. From now on they no longer end taskherd:
+/// they arrive here.
+pub fn listen() -> io::Result<mpsc::UnboundedReceiver<Event>> {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    for (kind, event) in [
+        (SignalKind::interrupt(), Event::Interrupt),
+        (SignalKind::terminate(), Event::Terminate),
+        (SignalKind::hangup(), Event::Terminate),
+    ] {
+        let mut stream = signal(kind)?;
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                if sender.send(event).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    Ok(receiver)
+}
+
+/// The process groups of the jobs that are running, by job index.
+#[derive(Debug, Default)]
+pub struct Groups {
+    running: Mutex<HashMap<usize, Entry>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    pgid: i32,
+    /// taskherd sent it a signal.
+    signalled: bool,
+}
+
+impl Groups {
+    /// A job's process started as the leader of process group `pgid`.
+    pub fn insert(&self, index: usize, pgid: u32) {
+        let Ok(pgid) = i32::try_from(pgid) else {
+            debug_assert!(false, "a pid that does not fit a pid_t: {pgid}");
+            return;
+        };
+        self.lock().insert(
+            index,
+            Entry {
+                pgid,
+                signalled: false,
+            },
+        );
+    }
+
+    /// A job ended; returns whether taskherd signalled it.
+    pub fn remove(&self, index: usize) -> bool {
+        self.lock()
+            .remove(&index)
+            .is_some_and(|entry| entry.signalled)
+    }
+
+    /// Sends `signal` to every running job's process group; returns how many were signalled.
+    ///
+    /// A job stays here until its process has exited and its output pipes are closed: until
+    /// then its process group id cannot have been reused, as either the leader is unreaped or
+    /// the group still has members holding the pipes (Linux reuses no pid that is still a
+    /// process group id). A job whose output goes to a file leaves right after its shell is
+    /// reaped, a moment in which a pid could only be reused by a process of a fresh group.
+    pub fn signal_all(&self, signal: i32) -> usize {
+        let mut running = self.lock();
+        for entry in running.values_mut() {
+            entry.signalled = true;
+            // A group that is gone already (ESRCH) needs nothing more.
+            let _ = killpg(entry.pgid, signal);
+        }
+        running.len()
+    }
+
+    /// How many jobs are running.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Entry>> {
+        // Entries are inserted and removed whole; a poisoned map is still consistent.
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Sends `signal` to process group `pgid`.
+#[allow(unsafe_code)]
+fn killpg(pgid: i32, signal: i32) -> io::Result<()> {
+    debug_assert!(
+        pgid > 1,
+        "signalling process group {pgid} would hit more than a job"
+    );
+    if pgid <= 1 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: killpg has no memory-safety preconditions; it only sends a signal.
+    let result = unsafe { libc::killpg(pgid, signal) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_reach_the_whole_process_group() {
+        use std::os::unix::process::{CommandExt, ExitStatusExt};
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 30 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let groups = Groups::default();
+        groups.insert(7, child.id());
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups.signal_all(libc::SIGKILL), 1);
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert!(groups.remove(7), "the job was signalled");
+        assert_eq!(groups.len(), 0);
+        assert!(!groups.remove(7));
+    }
+}

@@ -1,0 +1,141 @@
+//! Ctrl-C: once stops starting jobs, twice terminates the running ones; the report accounts
+//! for every job either way.
+
+use std::process::Child;
+
+use crate::support::{Finished, Scratch, report, send_signal, statuses, wait_for_files};
+
+fn finish(child: Child) -> Finished {
+    Finished::from(child.wait_with_output().expect("cannot wait for taskherd"))
+}
+
+#[test]
+fn first_ctrl_c_waits_for_running_jobs_and_starts_no_more() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "jobs.txt",
+        "a :: touch started1; sleep 0.5; touch done1\n\
+         b :: touch started2; sleep 0.5; touch done2\n\
+         c :: touch ran3\n\
+         touch ran4\n",
+    );
+    let child = scratch
+        .command(&["run", "-j", "2", "--report", "r.jsonl", "jobs.txt"])
+        .spawn()
+        .unwrap();
+    wait_for_files(&scratch, &["started1", "started2"]);
+    send_signal(child.id(), "INT");
+    let run = finish(child);
+    run.assert_code(1).assert_stderr_contains(
+        "taskherd: interrupted: starting no more jobs, waiting for 2 running jobs to finish \
+         (Ctrl-C again to terminate them)",
+    );
+    run.assert_stderr_contains(": 2 succeeded, 2 not started (interrupted)\n");
+    assert!(scratch.exists("done1") && scratch.exists("done2"));
+    assert!(!scratch.exists("ran3") && !scratch.exists("ran4"));
+    let records = report(&scratch, "r.jsonl");
+    assert_eq!(
+        statuses(&records),
+        [
+            (1, "succeeded".into()),
+            (2, "succeeded".into()),
+            (3, "not_started".into()),
+            (4, "not_started".into())
+        ]
+    );
+    assert_eq!(records[2]["reason"], "interrupted");
+}
+
+#[test]
+fn second_ctrl_c_terminates_process_groups_then_kills() {
+    let scratch = Scratch::new();
+    // Job 2 ignores SIGTERM (and so does its sleep): it needs the SIGKILL after the grace
+    // period. Each sleep is a child of the job's shell, reached through the process group.
+    let marker = "31.4159";
+    scratch.write(
+        "jobs.txt",
+        &format!(
+            "a :: touch s1; sleep {marker}; touch never1\n\
+             b :: trap '' TERM; touch s2; sleep {marker}; touch never2\n\
+             c :: touch ran3\n"
+        ),
+    );
+    let child = scratch
+        .command(&[
+            "run",
+            "-j",
+            "2",
+            "--kill-grace",
+            "0.3",
+            "--report",
+            "r.jsonl",
+            "jobs.txt",
+        ])
+        .spawn()
+        .unwrap();
+    wait_for_files(&scratch, &["s1", "s2"]);
+    let pid = child.id();
+    send_signal(pid, "INT");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    send_signal(pid, "INT");
+    let run = finish(child);
+    run.assert_code(1)
+        .assert_stderr_contains("terminating 2 running jobs (SIGTERM; SIGKILL after 0.30s")
+        .assert_stderr_contains("1 job still running after the grace period: SIGKILL")
+        .assert_stderr_contains(": 0 succeeded, 2 killed, 1 not started (interrupted)\n");
+    let records = report(&scratch, "r.jsonl");
+    assert_eq!(
+        statuses(&records),
+        [
+            (1, "killed".into()),
+            (2, "killed".into()),
+            (3, "not_started".into())
+        ]
+    );
+    assert_eq!(records[0]["signal_name"], "SIGTERM");
+    assert_eq!(records[1]["signal_name"], "SIGKILL");
+    for record in &records {
+        assert_eq!(record["reason"], "interrupted");
+    }
+    assert!(!scratch.exists("never1") && !scratch.exists("never2") && !scratch.exists("ran3"));
+    assert_no_process_with(marker);
+}
+
+#[test]
+fn sigterm_terminates_the_jobs_at_once() {
+    let scratch = Scratch::new();
+    let marker = "32.7182";
+    scratch.write(
+        "jobs.txt",
+        &format!("touch s1; sleep {marker}\ntouch ran2\n"),
+    );
+    let child = scratch
+        .command(&["run", "-j", "1", "--report", "r.jsonl", "jobs.txt"])
+        .spawn()
+        .unwrap();
+    wait_for_files(&scratch, &["s1"]);
+    send_signal(child.id(), "TERM");
+    finish(child)
+        .assert_code(1)
+        .assert_stderr_contains("terminating 1 running job (SIGTERM");
+    let records = report(&scratch, "r.jsonl");
+    assert_eq!(
+        statuses(&records),
+        [(1, "killed".into()), (2, "not_started".into())]
+    );
+    assert_no_process_with(marker);
+}
+
+/// Checks that no process runs `sleep MARKER` any more.
+#[track_caller]
+fn assert_no_process_with(marker: &str) {
+    let output = std::process::Command::new("pgrep")
+        .args(["-f", &format!("sleep {marker}")])
+        .output()
+        .expect("cannot run pgrep");
+    assert!(
+        output.stdout.is_empty(),
+        "processes left running: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}

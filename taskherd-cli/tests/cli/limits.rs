@@ -1,0 +1,144 @@
+//! Limits hold: jobs log when they run, and no group ever has more jobs running than its limit.
+
+use crate::support::{Scratch, intervals, logged_job, max_overlap, report, statuses};
+
+#[test]
+fn no_group_exceeds_its_limit_and_every_job_runs() {
+    let scratch = Scratch::new();
+    // Three hosts (2 each by default), a database (1), 4 in total.
+    let mut lines = vec!["# host groups, db group".to_owned()];
+    let mut expected = Vec::new();
+    for i in 0..12 {
+        let host = format!("h{}", i % 3);
+        let groups = if i % 4 == 0 {
+            format!("{host} db")
+        } else {
+            host
+        };
+        lines.push(logged_job(&format!("j{i:02}"), &groups, "0.25"));
+        expected.push((format!("j{i:02}"), groups));
+    }
+    scratch.write("jobs.txt", &(lines.join("\n") + "\n"));
+    let run = scratch.run(&[
+        "run",
+        "-j",
+        "4",
+        "-d",
+        "2",
+        "-l",
+        "db=1",
+        "--report",
+        "report.jsonl",
+        "jobs.txt",
+    ]);
+    run.assert_code(0)
+        .assert_stderr_contains("12 jobs in ")
+        .assert_stderr_contains(": 12 succeeded\n");
+
+    let ran = intervals(&scratch);
+    assert_eq!(ran.len(), 12, "every job ran once: {ran:?}");
+    let in_group = |group: &str| {
+        expected
+            .iter()
+            .filter(|(_, groups)| groups.split(' ').any(|g| g == group))
+            .map(|(id, _)| &ran[id])
+            .collect::<Vec<_>>()
+    };
+    for (group, limit) in [("h0", 2), ("h1", 2), ("h2", 2), ("db", 1)] {
+        let peak = max_overlap(in_group(group));
+        assert!(
+            peak <= limit,
+            "group {group} ran {peak} jobs at once, limit {limit}"
+        );
+        assert_eq!(peak, limit, "group {group} never reached its limit {limit}");
+    }
+    let total = max_overlap(ran.values());
+    assert!(total <= 4, "{total} jobs ran at once, limit 4");
+
+    // The report has one record per job, matching the job file.
+    let records = report(&scratch, "report.jsonl");
+    assert_eq!(records.len(), 12);
+    for (i, record) in records.iter().enumerate() {
+        let (id, groups) = &expected[i];
+        assert_eq!(record["line"], i + 2);
+        assert_eq!(record["status"], "succeeded");
+        assert_eq!(record["ran"], true);
+        assert_eq!(record["exit_code"], 0);
+        let names: Vec<&str> = record["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g.as_str().unwrap())
+            .collect();
+        assert_eq!(names.join(" "), *groups);
+        assert!(
+            record["command"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("start {id} "))
+        );
+        assert!(record["duration_secs"].as_f64().unwrap() >= 0.25);
+        assert!(record["start"].as_str().unwrap() < record["end"].as_str().unwrap());
+    }
+
+    // The summary shows each group's peak against its limit.
+    run.assert_stderr_contains("[total]    12         12       0       0        0     4      4\n")
+        .assert_stderr_contains("db          3          3       0       0        0     1      1\n");
+}
+
+#[test]
+fn jobs_are_admitted_in_file_order_without_head_of_line_blocking() {
+    let scratch = Scratch::new();
+    let jobs = [
+        logged_job("first", "db", "0.4"),
+        logged_job("second", "db", "0.1"),
+        logged_job("third", "web", "0.1"),
+    ];
+    scratch.write("jobs.txt", &jobs.join("\n"));
+    scratch
+        .run(&["run", "-j", "4", "-l", "db=1", "jobs.txt"])
+        .assert_code(0);
+    let ran = intervals(&scratch);
+    // `second` waits for `first` (same db); `third` does not wait behind `second`.
+    assert!(ran["second"].start >= ran["first"].end);
+    assert!(ran["third"].start < ran["first"].end);
+}
+
+#[test]
+fn one_at_a_time_follows_file_order() {
+    let scratch = Scratch::new();
+    let jobs: Vec<String> = (0..6)
+        .map(|i| logged_job(&format!("j{i}"), "", "0.01"))
+        .collect();
+    scratch.write("jobs.txt", &jobs.join("\n"));
+    scratch.run(&["run", "-j", "1", "jobs.txt"]).assert_code(0);
+    let ran = intervals(&scratch);
+    let mut order: Vec<(&u128, &String)> = ran.iter().map(|(id, i)| (&i.start, id)).collect();
+    order.sort();
+    let order: Vec<&str> = order.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(order, ["j0", "j1", "j2", "j3", "j4", "j5"]);
+    assert_eq!(max_overlap(ran.values()), 1);
+}
+
+#[test]
+fn many_quick_jobs_are_all_accounted_for() {
+    let scratch = Scratch::new();
+    let jobs: String = (0..300)
+        .map(|i| format!("g{} :: exit {}\n", i % 7, u8::from(i % 50 == 0)))
+        .collect();
+    scratch.write("jobs.txt", &jobs);
+    let run = scratch.run(&[
+        "run", "-j", "4", "-d", "1", "--report", "r.jsonl", "jobs.txt",
+    ]);
+    run.assert_code(1);
+    let records = report(&scratch, "r.jsonl");
+    assert_eq!(records.len(), 300);
+    let failed: Vec<u64> = statuses(&records)
+        .into_iter()
+        .filter(|(_, status)| status == "failed")
+        .map(|(line, _)| line)
+        .collect();
+    assert_eq!(failed, [1, 51, 101, 151, 201, 251]);
+    run.assert_stderr_contains("300 jobs in ")
+        .assert_stderr_contains(": 294 succeeded, 6 failed\n");
+}

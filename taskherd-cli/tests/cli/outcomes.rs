@@ -1,0 +1,142 @@
+//! Exit statuses, the report's fields, and `--halt-on-error`.
+
+use crate::support::{Scratch, report, statuses};
+
+#[test]
+fn all_succeeded_exits_0() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "a :: true\n\n# nothing\ntrue\n");
+    scratch.run(&["run", "jobs.txt"]).assert_code(0);
+}
+
+#[test]
+fn empty_job_file_exits_0() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "# nothing to do\n");
+    scratch
+        .run(&["run", "--report", "r.jsonl", "jobs.txt"])
+        .assert_code(0)
+        .assert_stderr_contains("0 jobs in ");
+    assert_eq!(scratch.read("r.jsonl"), "");
+}
+
+#[test]
+fn report_records_exit_codes_signals_and_times() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "jobs.txt",
+        "a b :: echo hi\nexit 3\nkill -TERM $$\nc :: test \"$TASKHERD_LINE\" = 4\n",
+    );
+    scratch
+        .run(&["run", "--report", "r.jsonl", "jobs.txt"])
+        .assert_code(1)
+        .assert_stdout_contains("[1] hi\n")
+        .assert_stderr_contains("4 jobs in ")
+        .assert_stderr_contains(": 2 succeeded, 1 failed, 1 killed\n");
+    let records = report(&scratch, "r.jsonl");
+    assert_eq!(
+        statuses(&records),
+        [
+            (1, "succeeded".into()),
+            (2, "failed".into()),
+            (3, "killed".into()),
+            (4, "succeeded".into())
+        ]
+    );
+    let first = &records[0];
+    assert_eq!(first["groups"], serde_json::json!(["a", "b"]));
+    assert_eq!(first["command"], "echo hi");
+    assert_eq!(first["ran"], true);
+    assert!(first["signal"].is_null() && first["reason"].is_null());
+    let start = first["start"].as_str().unwrap();
+    assert!(start.ends_with('Z') && start.len() == "2025-01-01T00:00:00.000000Z".len());
+    assert_eq!(records[1]["exit_code"], 3);
+    assert_eq!(records[2]["signal"], 15);
+    assert_eq!(records[2]["signal_name"], "SIGTERM");
+    assert!(records[2]["exit_code"].is_null());
+    // A signal the job sent itself is not an interruption by taskherd.
+    assert!(records[2]["reason"].is_null());
+}
+
+#[test]
+fn halt_on_error_lets_running_jobs_finish_and_starts_no_more() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "jobs.txt",
+        "a :: sleep 0.4; touch slow-done\n\
+         b :: sleep 0.1; exit 7\n\
+         c :: touch ran3\n\
+         touch ran4\n",
+    );
+    let run = scratch.run(&[
+        "run",
+        "-j",
+        "2",
+        "--halt-on-error",
+        "--report",
+        "r.jsonl",
+        "jobs.txt",
+    ]);
+    run.assert_code(1)
+        .assert_stderr_contains(
+            "taskherd: line 2 failed with exit status 7; --halt-on-error: starting no more \
+             jobs, waiting for 1 running job to finish",
+        )
+        .assert_stderr_contains("4 jobs in ")
+        .assert_stderr_contains(": 1 succeeded, 1 failed, 2 not started (halted after a failure)");
+    assert!(
+        scratch.exists("slow-done"),
+        "the running job was not allowed to finish"
+    );
+    assert!(!scratch.exists("ran3") && !scratch.exists("ran4"));
+    let records = report(&scratch, "r.jsonl");
+    assert_eq!(
+        statuses(&records),
+        [
+            (1, "succeeded".into()),
+            (2, "failed".into()),
+            (3, "not_started".into()),
+            (4, "not_started".into())
+        ]
+    );
+    assert_eq!(records[2]["reason"], "halt-on-error");
+    assert_eq!(records[3]["ran"], false);
+    assert!(records[3]["start"].is_null());
+}
+
+#[test]
+fn without_halt_on_error_every_job_runs() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "false\ntouch ran2\n");
+    scratch.run(&["run", "-j", "1", "jobs.txt"]).assert_code(1);
+    assert!(scratch.exists("ran2"));
+}
+
+#[test]
+fn jobs_from_standard_input() {
+    use std::io::Write;
+    let scratch = Scratch::new();
+    let mut child = scratch
+        .command(&["run", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"g :: touch from-stdin\n")
+        .unwrap();
+    let run = crate::support::Finished::from(child.wait_with_output().unwrap());
+    run.assert_code(0);
+    assert!(scratch.exists("from-stdin"));
+}
+
+#[test]
+fn jobs_read_no_input() {
+    let scratch = Scratch::new();
+    // With standard input from /dev/null, `cat` ends at once instead of waiting.
+    scratch.write("jobs.txt", "cat > got\n");
+    scratch.run(&["run", "jobs.txt"]).assert_code(0);
+    assert_eq!(scratch.read("got"), "");
+}

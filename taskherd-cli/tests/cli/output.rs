@@ -1,0 +1,78 @@
+//! Output modes: prefixed, grouped, dir:PATH.
+
+use crate::support::{Scratch, report};
+
+/// Two jobs whose lines interleave in time.
+const INTERLEAVED: &str = "echo a1; sleep 0.3; echo a2\nsleep 0.15; echo b1; sleep 0.3; echo b2\n";
+
+#[test]
+fn prefixed_lines_come_as_they_are_written() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", INTERLEAVED);
+    let run = scratch.run(&["run", "-j", "2", "jobs.txt"]);
+    run.assert_code(0);
+    assert_eq!(run.stdout, "[1] a1\n[2] b1\n[1] a2\n[2] b2\n");
+}
+
+#[test]
+fn prefixed_stderr_goes_to_stderr() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "echo out; echo err >&2; printf partial >&2\n");
+    let run = scratch.run(&["run", "--no-summary", "jobs.txt"]);
+    run.assert_code(0);
+    assert_eq!(run.stdout, "[1] out\n");
+    assert_eq!(run.stderr, "[1] err\n[1] partial\n");
+}
+
+#[test]
+fn grouped_output_comes_in_one_piece_per_job() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", INTERLEAVED);
+    let run = scratch.run(&["run", "-j", "2", "--output", "grouped", "jobs.txt"]);
+    run.assert_code(0);
+    assert_eq!(run.stdout, "a1\na2\nb1\nb2\n");
+}
+
+#[test]
+fn dir_output_writes_one_file_per_job() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "jobs.txt",
+        "# comment\necho out; echo err >&2\nprintf 'no newline'\n",
+    );
+    let run = scratch.run(&[
+        "run",
+        "--output",
+        "dir:logs/run1",
+        "--report",
+        "r.jsonl",
+        "jobs.txt",
+    ]);
+    run.assert_code(0);
+    assert_eq!(run.stdout, "");
+    assert_eq!(scratch.read("logs/run1/2.log"), "out\nerr\n");
+    assert_eq!(scratch.read("logs/run1/3.log"), "no newline");
+    let records = report(&scratch, "r.jsonl");
+    assert_eq!(records[0]["output"], "logs/run1/2.log");
+}
+
+#[test]
+fn dir_output_that_cannot_be_created_is_a_usage_error() {
+    let scratch = Scratch::new();
+    scratch.write("blocker", "a file where a directory should be");
+    scratch.write("jobs.txt", "touch ran\n");
+    scratch
+        .run(&["run", "--output", "dir:blocker/logs", "jobs.txt"])
+        .assert_code(2)
+        .assert_stderr_contains("cannot create output directory blocker/logs");
+    assert!(!scratch.exists("ran"));
+}
+
+#[test]
+fn summary_can_be_turned_off() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "true\n");
+    let run = scratch.run(&["run", "--no-summary", "jobs.txt"]);
+    run.assert_code(0);
+    assert_eq!(run.stderr, "");
+}
