@@ -13,6 +13,7 @@ use crate::jobfile::{self, Group, Job, LineError};
 use crate::limits::{self, Limits, Settings, Target};
 use crate::output::Writer;
 use crate::plan;
+use crate::progress::{self, Progress};
 use crate::report::Report;
 use crate::runner;
 use crate::signals;
@@ -162,7 +163,13 @@ async fn execute(args: &RunArgs, prepared: Prepared, setup: Setup) -> u8 {
     let began = Instant::now();
     let limits = prepared.initial_limits();
     let pool = build_pool(&limits);
-    let writer = match Writer::start(None) {
+    let flag = match (args.progress, args.no_progress) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    let progress = Progress::start(progress::Mode::choose(flag), prepared.jobs.len());
+    let writer = match Writer::start(progress.suspend_hook()) {
         Ok(writer) => writer,
         Err(error) => {
             eprintln!("taskherd: cannot start the output thread: {error}");
@@ -188,9 +195,11 @@ async fn execute(args: &RunArgs, prepared: Prepared, setup: Setup) -> u8 {
         writer.sender(),
         setup.report,
         signals,
+        &progress,
     )
     .await;
     writer.finish().await;
+    progress.finish();
 
     if !args.no_summary {
         eprint!(

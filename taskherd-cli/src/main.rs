@@ -11,7 +11,8 @@
 //! - `signals`: Ctrl-C, and signals to the jobs' process groups;
 //! - `output`: job output and taskherd's messages, from one writer thread;
 //! - `report`: the JSON Lines report;
-//! - `tally` and `summary`: counts per group, and the table printed at the end;
+//! - `tally`, `progress` and `summary`: counts per group, live progress, and the table printed
+//!   at the end;
 //! - `table`: plain-text tables.
 
 // The only unsafe code is the call to killpg in `signals`.
@@ -24,6 +25,7 @@ mod limits;
 mod outcome;
 mod output;
 mod plan;
+mod progress;
 mod report;
 mod runner;
 mod signals;

@@ -40,6 +40,7 @@ use crate::cli::OutputMode;
 use crate::jobfile::{Group, Job};
 use crate::outcome::{Outcome, Reason, Status, Times};
 use crate::output::{self, Msg, Stream};
+use crate::progress::Progress;
 use crate::report::Report;
 use crate::signals::{Event, Groups};
 use crate::table;
@@ -126,6 +127,7 @@ pub async fn run(
     output: output::Sender,
     mut report: Option<Report>,
     mut signals: mpsc::UnboundedReceiver<Event>,
+    progress: &Progress,
 ) -> Finished {
     let (outcomes, mut received) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
@@ -144,9 +146,21 @@ pub async fn run(
     let mut report_error = None;
     let mut accounted = 0;
     let mut interrupts = Interrupts::default();
+    let mut ticks = progress.period().map(|period| {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        ticks
+    });
     while accounted < shared.jobs.len() {
         let outcome = tokio::select! {
             outcome = received.recv() => outcome,
+            _ = async { ticks.as_mut().expect("checked by the guard").tick().await }, if ticks.is_some() => {
+                let counts = shared.tally.snapshot();
+                if let Some(line) = progress.update(&counts, |group| shared.pool.effective_limit(group)) {
+                    shared.notice(line).await;
+                }
+                continue;
+            }
             Some(event) = signals.recv() => {
                 interrupts.on(event, &shared).await;
                 continue;

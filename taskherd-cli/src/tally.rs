@@ -28,6 +28,11 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Jobs whose fate is known.
+    pub fn done(&self) -> usize {
+        self.succeeded + self.failed + self.killed + self.not_run
+    }
+
     fn start(&mut self) {
         self.pending -= 1;
         self.running += 1;

@@ -76,3 +76,29 @@ fn summary_can_be_turned_off() {
     run.assert_code(0);
     assert_eq!(run.stderr, "");
 }
+
+#[test]
+fn forced_progress_without_a_terminal_prints_status_lines() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "db :: sleep 2.4\ndb :: true\n");
+    let run = scratch.run(&[
+        "run",
+        "--progress",
+        "-l",
+        "db=1",
+        "--no-summary",
+        "jobs.txt",
+    ]);
+    run.assert_code(0)
+        .assert_stderr_contains("] 0/2 done, 1 running, 1 waiting | db 1/1 +1");
+    assert!(run.stderr.starts_with("taskherd: ["), "{}", run.stderr);
+}
+
+#[test]
+fn no_progress_without_a_terminal_by_default() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "sleep 2.2\n");
+    let run = scratch.run(&["run", "--no-summary", "jobs.txt"]);
+    run.assert_code(0);
+    assert_eq!(run.stderr, "");
+}
