@@ -18,6 +18,7 @@ use crate::report::Report;
 use crate::runner;
 use crate::signals;
 use crate::summary;
+use crate::watch::Watcher;
 
 /// Exit status: every job succeeded.
 pub const EXIT_OK: u8 = 0;
@@ -163,6 +164,11 @@ async fn execute(args: &RunArgs, prepared: Prepared, setup: Setup) -> u8 {
     let began = Instant::now();
     let limits = prepared.initial_limits();
     let pool = build_pool(&limits);
+    let named: BTreeSet<Group> = prepared
+        .jobs
+        .iter()
+        .flat_map(|job| job.groups.iter().cloned())
+        .collect();
     let flag = match (args.progress, args.no_progress) {
         (true, _) => Some(true),
         (_, true) => Some(false),
@@ -183,6 +189,15 @@ async fn execute(args: &RunArgs, prepared: Prepared, setup: Setup) -> u8 {
             return EXIT_USAGE;
         }
     };
+    let watcher = prepared.limits_file.as_ref().map(|(path, _)| {
+        let watcher = Watcher::new(
+            path.clone(),
+            prepared.base_limits.clone(),
+            limits.clone(),
+            named,
+        );
+        tokio::spawn(watcher.run(pool.clone(), writer.sender()))
+    });
     let config = runner::Config {
         output: args.output.clone(),
         halt_on_error: args.halt_on_error,
@@ -198,6 +213,9 @@ async fn execute(args: &RunArgs, prepared: Prepared, setup: Setup) -> u8 {
         &progress,
     )
     .await;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
     writer.finish().await;
     progress.finish();
 

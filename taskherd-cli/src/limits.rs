@@ -149,6 +149,41 @@ impl Limits {
         }
         limits
     }
+
+    /// The changes that turn `self` into `new`, each as the target and its new value.
+    #[must_use]
+    pub fn changes_to(&self, new: &Limits) -> Vec<(Target, Option<usize>)> {
+        let mut changes = Vec::new();
+        if self.total != new.total {
+            changes.push((Target::Total, new.total));
+        }
+        if self.default != new.default {
+            changes.push((Target::Default, new.default));
+        }
+        for (group, &limit) in &new.groups {
+            if self.groups.get(group) != Some(&limit) {
+                changes.push((Target::Group(group.clone()), Some(limit)));
+            }
+        }
+        for group in self.groups.keys() {
+            if !new.groups.contains_key(group) {
+                changes.push((Target::Group(group.clone()), None));
+            }
+        }
+        changes
+    }
+}
+
+/// Shows a limit value as the limits file writes it.
+pub struct Value(pub Option<usize>);
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "{n}"),
+            None => f.write_str("none"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -228,5 +263,17 @@ mod tests {
         assert_eq!(new.groups.get("db"), None);
         assert_eq!(new.groups.get("web"), Some(&2));
         assert_eq!(new.groups.get("new"), Some(&0));
+        assert_eq!(
+            base.changes_to(&new),
+            [
+                (Target::Total, Some(8)),
+                (Target::Default, Some(3)),
+                (group("new"), Some(0)),
+                (group("db"), None),
+            ]
+        );
+        assert_eq!(new.changes_to(&new), []);
+        // Removing the file's settings goes back to the base.
+        assert_eq!(new.changes_to(&base.overlay(&Vec::new())).len(), 4);
     }
 }

@@ -8,6 +8,7 @@
 //! - `app`: reads and checks everything, then runs, or prints the plan (`plan`);
 //! - `runner`: admission in file order through a `taskherd::TaskPool`, one process per job,
 //!   one `outcome` per job;
+//! - `watch`: re-reads the limits file while jobs run;
 //! - `signals`: Ctrl-C, and signals to the jobs' process groups;
 //! - `output`: job output and taskherd's messages, from one writer thread;
 //! - `report`: the JSON Lines report;
@@ -32,6 +33,7 @@ mod signals;
 mod summary;
 mod table;
 mod tally;
+mod watch;
 
 use std::process::ExitCode;
 

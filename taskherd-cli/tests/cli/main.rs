@@ -10,5 +10,6 @@ mod dry_run;
 mod errors;
 mod interrupt;
 mod limits;
+mod limits_file;
 mod outcomes;
 mod output;

@@ -1,0 +1,279 @@
+//! `--limits-file`: re-reads the limits file when it changes and applies it to the pool.
+//!
+//! The file is checked every [`POLL`] with `stat` (modification and change time, size, inode):
+//! no notification API, no extra dependency. A change is applied once the file has stayed the
+//! same for one poll, so a file caught half-written is not applied. A file that cannot be read
+//! or parsed is reported and the limits in force are kept.
+//!
+//! What is applied is always the command-line limits overlaid with the file's settings, so a
+//! setting removed from the file goes back to its command-line value. Limits change through the
+//! pool's run-time API (`set_max_tasks`, `set_default_limit`, `set_limit`, `clear_limit`):
+//! running jobs are never stopped by a lower limit, waiting jobs start as soon as a higher one
+//! leaves room.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use taskherd::TaskPool;
+
+use crate::app::unknown_groups;
+use crate::jobfile::Group;
+use crate::limits::{self, Limits, Target, Value};
+use crate::output::{self, Msg};
+
+/// How often the file is checked.
+pub const POLL: Duration = Duration::from_millis(250);
+
+/// What identifies one version of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    modified: (i64, i64),
+    changed: (i64, i64),
+    len: u64,
+    inode: (u64, u64),
+}
+
+impl Fingerprint {
+    fn of(metadata: &std::fs::Metadata) -> Fingerprint {
+        Fingerprint {
+            modified: (metadata.mtime(), metadata.mtime_nsec()),
+            changed: (metadata.ctime(), metadata.ctime_nsec()),
+            len: metadata.len(),
+            inode: (metadata.dev(), metadata.ino()),
+        }
+    }
+}
+
+/// Watches the limits file.
+#[derive(Debug)]
+pub struct Watcher {
+    path: PathBuf,
+    /// The command-line limits.
+    base: Limits,
+    /// The limits in force.
+    current: Limits,
+    /// The groups that jobs name, to warn about settings for other groups.
+    named: BTreeSet<Group>,
+    /// The version applied (or found bad) last.
+    applied: Option<Fingerprint>,
+    /// A new version seen at the last poll, applied if it is still the same at this one.
+    pending: Option<Fingerprint>,
+    /// The file could not be read at the last poll (reported once).
+    missing: bool,
+}
+
+impl Watcher {
+    /// Watches `path`, whose settings were already applied to make `current`.
+    pub fn new(path: PathBuf, base: Limits, current: Limits, named: BTreeSet<Group>) -> Watcher {
+        let applied = std::fs::metadata(&path).ok().map(|m| Fingerprint::of(&m));
+        Watcher {
+            path,
+            base,
+            current,
+            named,
+            applied,
+            pending: None,
+            missing: false,
+        }
+    }
+
+    /// Checks the file once; applies a changed file to `pool`. Returns messages to show.
+    pub fn poll(&mut self, pool: &TaskPool<Group>) -> Vec<String> {
+        let shown = self.path.display().to_string();
+        let fingerprint = match std::fs::metadata(&self.path) {
+            Ok(metadata) => Fingerprint::of(&metadata),
+            Err(error) => {
+                self.pending = None;
+                if self.missing {
+                    return Vec::new();
+                }
+                self.missing = true;
+                self.applied = None;
+                return vec![format!(
+                    "warning: cannot read limits file {shown}: {error}; keeping the limits in force"
+                )];
+            }
+        };
+        self.missing = false;
+        if self.applied == Some(fingerprint) {
+            self.pending = None;
+            return Vec::new();
+        }
+        if self.pending != Some(fingerprint) {
+            // Changed since the last poll: wait until it holds still.
+            self.pending = Some(fingerprint);
+            return Vec::new();
+        }
+        self.pending = None;
+        self.applied = Some(fingerprint);
+
+        let text = match std::fs::read(&self.path) {
+            Ok(text) => text,
+            Err(error) => {
+                return vec![format!(
+                    "warning: cannot read limits file {shown}: {error}; keeping the limits in force"
+                )];
+            }
+        };
+        let settings = match limits::parse_limits_file(&text) {
+            Ok(settings) => settings,
+            Err(errors) => {
+                let more = match errors.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more)", n - 1),
+                };
+                return vec![format!(
+                    "warning: limits file {shown}:{}{more}; keeping the limits in force",
+                    errors[0]
+                )];
+            }
+        };
+        let named = self.named.iter().collect();
+        let mut messages: Vec<String> = unknown_groups(&self.path, &settings, &named)
+            .into_iter()
+            .map(|warning| format!("warning: {warning}"))
+            .collect();
+
+        let new = self.base.overlay(&settings);
+        let changes = self.current.changes_to(&new);
+        if !changes.is_empty() {
+            let described: Vec<String> = changes
+                .iter()
+                .map(|(target, value)| {
+                    format!("{target} {} -> {}", Value(self.old(target)), Value(*value))
+                })
+                .collect();
+            for (target, value) in changes {
+                apply(pool, target, value);
+            }
+            messages.push(format!(
+                "limits file {shown} changed: {}",
+                described.join(", ")
+            ));
+            self.current = new;
+        }
+        messages
+    }
+
+    fn old(&self, target: &Target) -> Option<usize> {
+        match target {
+            Target::Total => self.current.total,
+            Target::Default => self.current.default,
+            Target::Group(group) => self.current.groups.get(group).copied(),
+        }
+    }
+
+    /// Polls until the task is aborted, sending messages to the output.
+    pub async fn run(mut self, pool: TaskPool<Group>, output: output::Sender) {
+        let mut ticks = tokio::time::interval(POLL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            for message in self.poll(&pool) {
+                if output.send(Msg::Notice(message)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn apply(pool: &TaskPool<Group>, target: Target, value: Option<usize>) {
+    match target {
+        Target::Total => pool.set_max_tasks(value),
+        Target::Default => pool.set_default_limit(value),
+        Target::Group(group) => match value {
+            Some(limit) => pool.set_limit(group, limit),
+            None => pool.clear_limit(&group),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn bump_mtime(path: &std::path::Path, secs: u64) {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        let time = std::time::SystemTime::now() + Duration::from_secs(secs);
+        file.set_modified(time).unwrap();
+    }
+
+    #[test]
+    fn applies_a_changed_file_once_it_holds_still() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("limits");
+        std::fs::write(&path, "db=1\n").unwrap();
+        let base = Limits {
+            total: Some(4),
+            default: None,
+            groups: Default::default(),
+        };
+        let settings = limits::parse_limits_file(b"db=1\n").unwrap();
+        let current = base.overlay(&settings);
+        let pool = TaskPool::builder()
+            .max_tasks(4)
+            .limit(Arc::from("db"), 1)
+            .build();
+        let named = [Arc::from("db")].into();
+        let mut watcher = Watcher::new(path.clone(), base, current, named);
+        assert!(watcher.poll(&pool).is_empty(), "nothing changed");
+
+        std::fs::write(&path, "db=3\n[total]=none\nweb=2\n").unwrap();
+        bump_mtime(&path, 1);
+        assert!(
+            watcher.poll(&pool).is_empty(),
+            "a change is applied once it holds still"
+        );
+        assert_eq!(pool.limit(&Arc::from("db")), Some(1));
+        let messages = watcher.poll(&pool);
+        assert_eq!(
+            messages,
+            [
+                format!(
+                    "warning: limits file {}: no job names group web",
+                    path.display()
+                ),
+                format!(
+                    "limits file {} changed: [total] 4 -> none, db 1 -> 3, web none -> 2",
+                    path.display()
+                )
+            ]
+        );
+        assert_eq!(pool.limit(&Arc::from("db")), Some(3));
+        assert_eq!(pool.max_tasks(), None);
+        assert!(watcher.poll(&pool).is_empty());
+
+        // A bad file keeps the limits in force.
+        std::fs::write(&path, "db=lots\n").unwrap();
+        bump_mtime(&path, 2);
+        assert!(watcher.poll(&pool).is_empty());
+        let messages = watcher.poll(&pool);
+        assert_eq!(messages.len(), 1);
+        assert!(
+            messages[0].ends_with(
+                ":1: limit of db: \"lots\" is not a whole number or \"none\"; keeping the limits in force"
+            ),
+            "{messages:?}"
+        );
+        assert_eq!(pool.limit(&Arc::from("db")), Some(3));
+
+        // Settings removed from the file go back to the command line's.
+        std::fs::write(&path, "# empty\n").unwrap();
+        bump_mtime(&path, 3);
+        watcher.poll(&pool);
+        let messages = watcher.poll(&pool);
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert!(messages[0].ends_with("changed: [total] none -> 4, db 3 -> none, web 2 -> none"));
+        assert_eq!(pool.limit(&Arc::from("db")), None);
+        assert_eq!(pool.max_tasks(), Some(4));
+
+        // A missing file is reported once.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(watcher.poll(&pool).len(), 1);
+        assert!(watcher.poll(&pool).is_empty());
+    }
+}

@@ -1,0 +1,67 @@
+//! `--limits-file`: limits changed while jobs run take effect; a bad file keeps the old ones.
+
+use crate::support::{Scratch, intervals, logged_job, max_overlap};
+
+/// A job that replaces the limits file (atomically, as the docs advise) and then runs a while.
+fn rewriting_job(text: &str) -> String {
+    logged_job("first", "g", "0.9").replacen(
+        ":: ",
+        &format!(":: printf '{text}' > limits.new && mv limits.new limits.txt; "),
+        1,
+    )
+}
+
+#[test]
+fn raising_limits_while_running_lets_waiting_jobs_start() {
+    let scratch = Scratch::new();
+    scratch.write("limits.txt", "g=1\n");
+    let mut jobs = vec![rewriting_job("g=3\\n[total]=3\\n")];
+    jobs.extend((0..3).map(|i| logged_job(&format!("w{i}"), "g", "0.6")));
+    scratch.write("jobs.txt", &jobs.join("\n"));
+    let run = scratch.run(&["run", "-j", "1", "--limits-file", "limits.txt", "jobs.txt"]);
+    run.assert_code(0).assert_stderr_contains(
+        "taskherd: limits file limits.txt changed: [total] 1 -> 3, g 1 -> 3",
+    );
+    let ran = intervals(&scratch);
+    assert_eq!(ran.len(), 4);
+    // Under the old limits the jobs could only run one by one.
+    assert_eq!(max_overlap(ran.values()), 3, "{ran:?}");
+    assert!(
+        ran["w0"].start < ran["first"].end,
+        "w0 waited for the first job"
+    );
+}
+
+#[test]
+fn a_bad_limits_file_at_run_time_keeps_the_limits_in_force() {
+    let scratch = Scratch::new();
+    scratch.write("limits.txt", "g=1\n");
+    let mut jobs = vec![rewriting_job("g=lots\\n")];
+    jobs.extend((0..2).map(|i| logged_job(&format!("w{i}"), "g", "0.2")));
+    scratch.write("jobs.txt", &jobs.join("\n"));
+    let run = scratch.run(&["run", "-j", "4", "--limits-file", "limits.txt", "jobs.txt"]);
+    run.assert_code(0).assert_stderr_contains(
+        "taskherd: warning: limits file limits.txt:1: limit of g: \"lots\" is not a whole \
+         number or \"none\"; keeping the limits in force",
+    );
+    let ran = intervals(&scratch);
+    assert_eq!(ran.len(), 3);
+    assert_eq!(max_overlap(ran.values()), 1);
+}
+
+#[test]
+fn a_limit_of_zero_in_the_file_holds_a_group_back_until_raised() {
+    let scratch = Scratch::new();
+    scratch.write("limits.txt", "paused=0\n");
+    // The free job unpauses the group after a while.
+    scratch.write(
+        "jobs.txt",
+        "paused :: touch ran-paused\n\
+         sleep 0.6; test ! -e ran-paused && touch was-held && printf 'paused=1\\n' > limits.new && mv limits.new limits.txt\n",
+    );
+    scratch
+        .run(&["run", "--limits-file", "limits.txt", "jobs.txt"])
+        .assert_code(0)
+        .assert_stderr_contains("changed: paused 0 -> 1");
+    assert!(scratch.exists("was-held") && scratch.exists("ran-paused"));
+}
