@@ -10,7 +10,7 @@ use crate::limits::{parse_limit_arg, parse_positive};
 
 /// Runs shell commands in parallel, each job in its own groups, each group under its own limit.
 #[derive(Debug, Parser)]
-#[command(name = "taskherd", version, about, long_about = None)]
+#[command(name = "taskherd", version)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -19,29 +19,52 @@
 // The only unsafe code is the call to killpg in `signals`.
 #![deny(unsafe_code)]
 
+#[cfg(unix)]
 mod app;
+#[cfg(unix)]
 mod cli;
+#[cfg(unix)]
 mod jobfile;
+#[cfg(unix)]
 mod limits;
+#[cfg(unix)]
 mod outcome;
+#[cfg(unix)]
 mod output;
+#[cfg(unix)]
 mod plan;
+#[cfg(unix)]
 mod progress;
+#[cfg(unix)]
 mod report;
+#[cfg(unix)]
 mod runner;
+#[cfg(unix)]
 mod signals;
+#[cfg(unix)]
 mod summary;
+#[cfg(unix)]
 mod table;
+#[cfg(unix)]
 mod tally;
+#[cfg(unix)]
 mod watch;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
+#[cfg(unix)]
 fn main() -> ExitCode {
+    use clap::Parser;
+
     let cli = cli::Cli::parse();
     match &cli.command {
         cli::Command::Run(args) => app::main(args),
     }
+}
+
+/// Jobs run in Unix process groups and are stopped with Unix signals.
+#[cfg(not(unix))]
+fn main() -> ExitCode {
+    eprintln!("taskherd: this program runs only on Unix systems");
+    ExitCode::from(2)
 }

@@ -180,6 +180,10 @@ impl Stream {
     }
 }
 
+/// The longest line forwarded in one piece: a longer one is cut into pieces of this size, each
+/// with the prefix, so that a job writing without newlines cannot fill taskherd's memory.
+pub const MAX_LINE: usize = 1 << 20;
+
 /// Forwards a job's pipe line by line, each line prefixed; a last line without a newline gets
 /// one. Returns when the pipe closes (or cannot be read).
 pub async fn forward_lines(
@@ -189,23 +193,42 @@ pub async fn forward_lines(
     sender: &Sender,
 ) {
     let mut reader = BufReader::new(pipe);
-    let mut line = Vec::new();
+    let mut line = Vec::from(prefix);
     loop {
-        line.clear();
-        line.extend_from_slice(prefix);
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                if line.last() != Some(&b'\n') {
-                    line.push(b'\n');
-                }
-                let bytes = std::mem::replace(&mut line, Vec::with_capacity(prefix.len() + 80));
-                // A closed channel means taskherd is shutting down: keep draining the pipe so
-                // the job does not block on a full pipe.
-                let _ = sender.send(stream.msg(bytes)).await;
+        let chunk = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(chunk) => chunk,
+        };
+        let room = MAX_LINE + prefix.len() - line.len();
+        let (taken, complete) = match chunk.iter().take(room).position(|&b| b == b'\n') {
+            Some(newline) => (newline + 1, true),
+            None => {
+                let taken = chunk.len().min(room);
+                (taken, taken == room)
             }
+        };
+        line.extend_from_slice(&chunk[..taken]);
+        reader.consume(taken);
+        if complete {
+            send_line(&mut line, prefix, stream, sender).await;
         }
     }
+    if line.len() > prefix.len() {
+        send_line(&mut line, prefix, stream, sender).await;
+    }
+}
+
+/// Sends `line` (prefix included) with a newline at its end, and starts the next one.
+async fn send_line(line: &mut Vec<u8>, prefix: &[u8], stream: Stream, sender: &Sender) {
+    if line.last() != Some(&b'\n') {
+        line.push(b'\n');
+    }
+    let mut next = Vec::with_capacity(prefix.len() + 80);
+    next.extend_from_slice(prefix);
+    let bytes = std::mem::replace(line, next);
+    // A closed channel means taskherd is shutting down: keep draining the pipe so the job does
+    // not block on a full pipe.
+    let _ = sender.send(stream.msg(bytes)).await;
 }
 
 /// Reads a job's pipe to its end into `bytes`. If the future is dropped early, `bytes` keeps
@@ -252,5 +275,21 @@ mod tests {
             Some(Msg::Stdout(bytes)) => assert_eq!(bytes, b"> \xff\xfe\n"),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn cuts_overlong_lines() {
+        let (sender, mut receiver) = mpsc::channel(16);
+        let mut input = vec![b'x'; MAX_LINE * 2 + 10];
+        input.extend_from_slice(b"\nend\n");
+        let input: &[u8] = &input;
+        forward_lines(input, Stream::Stdout, b"> ", &sender).await;
+        drop(sender);
+        let mut lengths = Vec::new();
+        while let Some(Msg::Stdout(bytes)) = receiver.recv().await {
+            assert!(bytes.starts_with(b"> ") && bytes.ends_with(b"\n"));
+            lengths.push(bytes.len() - 3);
+        }
+        assert_eq!(lengths, [MAX_LINE, MAX_LINE, 10, 3]);
     }
 }
