@@ -64,3 +64,14 @@ fn reads_standard_input_and_applies_the_limits_file() {
         .assert_stdout_contains("<stdin>: 2 jobs in 1 group; dry run")
         .assert_stdout_contains("[total]     2      5\ndb          2      2\n");
 }
+
+#[test]
+fn the_shipped_demo_is_valid() {
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.jobs");
+    let scratch = Scratch::new();
+    let run = scratch.run(&["run", "--dry-run", "-j", "4", "-d", "2", "-l", "db=1", demo]);
+    run.assert_code(0)
+        .assert_stdout_contains("20 jobs in 4 groups; dry run, nothing was run")
+        .assert_stdout_contains("\ndb             6            1\n");
+    assert_eq!(run.stderr, "", "the demo's limits name groups that exist");
+}
