@@ -51,7 +51,7 @@ fn second_ctrl_c_terminates_process_groups_then_kills() {
     let scratch = Scratch::new();
     // Job 2 ignores SIGTERM (and so does its sleep): it needs the SIGKILL after the grace
     // period. Each sleep is a child of the job's shell, reached through the process group.
-    let marker = "31.4159";
+    let marker = unique_duration(31);
     scratch.write(
         "jobs.txt",
         &format!(
@@ -98,13 +98,13 @@ fn second_ctrl_c_terminates_process_groups_then_kills() {
         assert_eq!(record["reason"], "interrupted");
     }
     assert!(!scratch.exists("never1") && !scratch.exists("never2") && !scratch.exists("ran3"));
-    assert_no_process_with(marker);
+    assert_no_process_with(&marker);
 }
 
 #[test]
 fn sigterm_terminates_the_jobs_at_once() {
     let scratch = Scratch::new();
-    let marker = "32.7182";
+    let marker = unique_duration(32);
     scratch.write(
         "jobs.txt",
         &format!("touch s1; sleep {marker}\ntouch ran2\n"),
@@ -123,7 +123,13 @@ fn sigterm_terminates_the_jobs_at_once() {
         statuses(&records),
         [(1, "killed".into()), (2, "not_started".into())]
     );
-    assert_no_process_with(marker);
+    assert_no_process_with(&marker);
+}
+
+/// A sleep duration of about `secs` seconds that no other test process uses, to find the
+/// sleeps a test started with `pgrep`.
+fn unique_duration(secs: u32) -> String {
+    format!("{secs}.{}", std::process::id())
 }
 
 /// Checks that no process runs `sleep MARKER` any more.
