@@ -3,9 +3,10 @@
 //! Everything here is synchronous except [`WaitAdmission`], a hand-written future over the
 //! same state. [`Core`] owns one short critical section (a mutex around [`State`]) in which an
 //! admission checks every group it names and, only if all have room, counts itself in all of
-//! them. Release happens from [`Admission`]'s `Drop`, which is owned by the spawned task's future
-//! or by a permit, so it runs exactly once on every exit: completion, panic, abort, or the
-//! runtime dropping the task.
+//! them. Release happens from the `Drop` of a [`TaskAdmission`] (owned by the spawned task's
+//! future; the task's groups live in its record in [`tasks`]) or of an [`Admission`] (owned by a
+//! permit), so it runs exactly once on every exit: completion, panic, abort, or the runtime
+//! dropping the task.
 //!
 //! # Invariants
 //!
@@ -35,6 +36,8 @@
 //! 7. Cost per admission, per release and per cancellation is O(groups named), plus O(groups
 //!    named by each waiter it grants); never O(waiters), O(groups in the pool) or O(tasks).
 //!    Queues are intrusive lists through the waiters, so leaving one from the middle is O(1).
+//!    Only operator actions cost more: `set_default_limit` is O(groups in the pool),
+//!    `abort_group`/`abort_all` O(tasks), `close` O(waiters).
 //! 8. Wakers are collected under the lock and woken after it is released.
 //!
 //! # Deadlock safety
@@ -53,8 +56,8 @@
 //!
 //! # Lock order
 //!
-//! There is one lock. No user code runs under it except `K`'s `Eq` (to find keys) and `K`'s
-//! `Drop` (when an idle entry is reclaimed). Tracing events are emitted and wakers woken after it
+//! There is one lock. No user code runs under it except `K`'s `Eq` (to find keys), `K`'s `Clone`
+//! (to create an entry) and `K`'s `Drop` (when an idle entry or a task record is removed). Tracing events are emitted and wakers woken after it
 //! is released. If `K`'s `Hash` or `Eq` panics or is inconsistent, counts may become wrong, as
 //! with `std::collections::HashMap`, but there is no undefined behaviour and no deadlock (the
 //! mutex does not poison).

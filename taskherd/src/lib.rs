@@ -9,9 +9,18 @@
 //! [`try_spawn`](TaskPool::try_spawn): a refused task is handed back untouched in a
 //! [`TrySpawnError`], which says which [`Group`] was full.
 //!
-//! - [`TaskPool`]: the pool; a cheap, shareable handle.
+//! When there is no room, [`spawn`](TaskPool::spawn) and [`acquire`](TaskPool::acquire) wait
+//! instead, first come first served in every group, cancel safe, and without deadlock whatever
+//! the overlap of the groups that waiters name.
+//!
+//! - [`TaskPool`]: the pool; a cheap, shareable handle. Spawning (`try_spawn`, `spawn`), permits
+//!   (`try_acquire`, `acquire`), limits, counts, `close`/`wait`/`shutdown`, `abort_group`, and
+//!   statistics.
 //! - [`Builder`]: limits and hasher before the pool starts.
-//! - [`TrySpawnError`] and [`Group`]: why a task was refused, and the task itself back.
+//! - [`Permit`]: an admission held by the caller, for work that is not a spawned task.
+//! - [`GroupStats`]: a consistent snapshot of one group's counts and history.
+//! - [`TrySpawnError`], [`TryAcquireError`], [`SpawnError`], [`AcquireError`] and [`Group`]: why
+//!   work was refused (which group was full, or that the pool is closed), and the work itself back.
 //!
 //! The design follows the task pool of the Python XMPP library aioxmpp (`aioxmpp.tasks.TaskPool`),
 //! whose limits were documented but never enforced upstream.
