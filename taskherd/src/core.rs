@@ -90,7 +90,21 @@ pub(crate) type KeyFmt<K> = fn(&K, &mut fmt::Formatter<'_>) -> fmt::Result;
 pub(crate) struct Core<K, S> {
     hasher: S,
     key_fmt: Option<KeyFmt<K>>,
-    state: Mutex<State<K>>,
+    state: CacheLine<Mutex<State<K>>>,
+}
+
+/// Keeps the lock and the state it guards off the cache line of the `Arc`'s counts and of the
+/// read-mostly hasher, which every admission reads outside the lock: without it, a release on
+/// one core invalidates the line the other core is hashing keys from.
+#[repr(align(128))]
+struct CacheLine<T>(T);
+
+impl<T> std::ops::Deref for CacheLine<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 /// Initial configuration, from the builder.
@@ -193,7 +207,7 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
         Self {
             hasher: config.hasher,
             key_fmt: config.key_fmt,
-            state: Mutex::new(state),
+            state: CacheLine(Mutex::new(state)),
         }
     }
 
