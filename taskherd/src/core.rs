@@ -56,8 +56,11 @@
 //!
 //! # Lock order
 //!
-//! There is one lock. No user code runs under it except `K`'s `Eq` (to find keys), `K`'s `Clone`
-//! (to create an entry) and `K`'s `Drop` (when an idle entry or a task record is removed). Tracing events are emitted and wakers woken after it
+//! There is one lock. User code that runs under it: `K`'s `Eq` (to find keys), `Clone` (to
+//! create an entry; done before any state changes, so a panic leaves the state as it was) and
+//! `Drop` (when an entry, a task record or a waiter's groups go away, and for the key passed to
+//! `set_limit`), and the cloning and dropping of wakers. None of them can reach the pool's lock
+//! in any reasonable implementation. Tracing events are emitted and wakers woken after it
 //! is released. If `K`'s `Hash` or `Eq` panics or is inconsistent, counts may become wrong, as
 //! with `std::collections::HashMap`, but there is no undefined behaviour and no deadlock (the
 //! mutex does not poison).
@@ -80,7 +83,7 @@ use crate::error::{Group, Refusal};
 use crate::group_set::GroupSet;
 use crate::stats::GroupStats;
 use crate::sync::Mutex;
-use state::{Enqueued, Position, State, Wakers};
+use state::{Enqueued, Held, Position, State, Wakers};
 use tasks::TaskRef;
 
 /// Formats a key for tracing events; set by [`Builder::log_keys`](crate::Builder::log_keys).
@@ -160,13 +163,24 @@ impl<K: Eq, S> Drop for TaskAdmission<K, S> {
     }
 }
 
-/// What a waiting admission turns into once granted, made under the lock that grants it.
+/// What a waiting admission turns into once its future collects it (under the lock).
 pub(crate) trait Collect<K: Eq, S>: Sized {
-    fn collect(state: &mut State<K>, core: &Arc<Core<K, S>>, groups: GroupSet<K>) -> Self;
+    /// The admission is a task to be spawned: its waiter makes a task record when granted, so
+    /// `abort_group` reaches it before its future has seen the grant.
+    const TRACK: bool;
+
+    fn collect(state: &mut State<K>, core: &Arc<Core<K, S>>, held: Held<K>) -> Self;
 }
 
 impl<K: Eq, S> Collect<K, S> for Admission<K, S> {
-    fn collect(_: &mut State<K>, core: &Arc<Core<K, S>>, groups: GroupSet<K>) -> Self {
+    const TRACK: bool = false;
+
+    fn collect(state: &mut State<K>, core: &Arc<Core<K, S>>, held: Held<K>) -> Self {
+        let groups = match held {
+            Held::Groups(groups) => groups,
+            // Not made for a permit (TRACK is false); handled rather than assumed.
+            Held::Task(task) => state.untrack(task),
+        };
         Admission {
             core: Arc::clone(core),
             groups,
@@ -175,12 +189,17 @@ impl<K: Eq, S> Collect<K, S> for Admission<K, S> {
 }
 
 impl<K: Eq, S> Collect<K, S> for TaskAdmission<K, S> {
-    /// The task record is made under the same lock as the grant, so `abort_all` cannot miss a
-    /// task between its grant and its spawn.
-    fn collect(state: &mut State<K>, core: &Arc<Core<K, S>>, groups: GroupSet<K>) -> Self {
+    const TRACK: bool = true;
+
+    fn collect(state: &mut State<K>, core: &Arc<Core<K, S>>, held: Held<K>) -> Self {
+        let task = match held {
+            Held::Task(task) => task,
+            // Admitted without waiting: the record is made now, under the same lock.
+            Held::Groups(groups) => state.track(groups),
+        };
         TaskAdmission {
             core: Arc::clone(core),
-            task: state.track(groups),
+            task,
         }
     }
 }
@@ -529,23 +548,23 @@ impl<K: Eq + Hash + Clone, S: BuildHasher, A: Collect<K, S>> Future for WaitAdmi
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         let mut state = this.core.state.lock();
-        let groups = match std::mem::replace(&mut this.phase, WaitPhase::Done) {
+        let held = match std::mem::replace(&mut this.phase, WaitPhase::Done) {
             WaitPhase::Start(groups) => match state.try_admit(&groups) {
-                Ok(()) => groups,
+                Ok(()) => Held::Groups(groups),
                 Err(Position::Closed) => {
                     state.record_rejection(&groups, Position::Closed);
                     return Poll::Ready(Err(Closed));
                 }
-                Err(_) => match state.enqueue(groups, cx.waker().clone()) {
+                Err(_) => match state.enqueue(groups, cx.waker().clone(), A::TRACK) {
                     Enqueued::Waiting(id) => {
                         this.phase = WaitPhase::Waiting(id);
                         return Poll::Pending;
                     }
-                    Enqueued::Admitted(groups) => groups,
+                    Enqueued::Admitted(held) => held,
                 },
             },
             WaitPhase::Waiting(id) => match state.poll_waiter(id, cx.waker()) {
-                state::Poll::Ready(groups) => groups,
+                state::Poll::Ready(held) => held,
                 state::Poll::Pending => {
                     this.phase = WaitPhase::Waiting(id);
                     return Poll::Pending;
@@ -557,7 +576,7 @@ impl<K: Eq + Hash + Clone, S: BuildHasher, A: Collect<K, S>> Future for WaitAdmi
                 return Poll::Ready(Err(Closed));
             }
         };
-        Poll::Ready(Ok(A::collect(&mut state, &this.core, groups)))
+        Poll::Ready(Ok(A::collect(&mut state, &this.core, held)))
     }
 }
 

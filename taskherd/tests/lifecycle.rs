@@ -1092,3 +1092,24 @@ async fn abort_all_racing_with_spawns_and_shutdown_drains_everything() {
         signalled.load(Ordering::SeqCst)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn abort_group_reaches_a_spawn_granted_but_not_yet_polled() {
+    let pool = Pool::builder().limit("a", 1).build();
+    let held = pool.try_acquire(["a"]).unwrap();
+    let (polled, future) = flagged();
+    let mut waiter = mock(pool.spawn(["a"], future));
+    assert_pending!(waiter.poll());
+    drop(held); // grants the waiting spawn under the releasing permit's lock
+    assert_eq!(pool.task_count(&"a"), 1);
+
+    assert_eq!(
+        pool.abort_group(&"a"),
+        1,
+        "the granted spawn is a task already"
+    );
+    let task = assert_ready_ok!(waiter.poll());
+    assert_cancelled(task).await;
+    assert!(!polled.load(Ordering::SeqCst), "an aborted task ran");
+    assert!(pool.is_empty());
+}

@@ -127,18 +127,25 @@ pub(crate) enum Position {
     Key(usize),
 }
 
+/// An admission handed to a waiting future: its groups (a permit), or the record of the task
+/// it is about to spawn (made at grant time).
+pub(crate) enum Held<K> {
+    Groups(GroupSet<K>),
+    Task(TaskRef),
+}
+
 /// The outcome of [`State::enqueue`].
 pub(crate) enum Enqueued<K> {
     /// Queued under this id.
     Waiting(usize),
     /// Admitted at once; the counts are taken.
-    Admitted(GroupSet<K>),
+    Admitted(Held<K>),
 }
 
 /// What a waiting admission found when it was polled.
 pub(crate) enum Poll<K> {
     /// Admitted; the counts are already taken.
-    Ready(GroupSet<K>),
+    Ready(Held<K>),
     /// Still waiting.
     Pending,
     /// The pool closed while it waited; it holds nothing.
@@ -223,6 +230,18 @@ impl<K: Eq> State<K> {
             missing |= bucket.is_none();
             buckets.push(bucket);
         }
+        // The keys of new entries are cloned before anything changes, so a panicking `Clone`
+        // leaves the state untouched.
+        let new_keys: SmallVec<[(u64, K); 4]> = if missing {
+            groups
+                .iter()
+                .zip(&buckets)
+                .filter(|(_, bucket)| bucket.is_none())
+                .map(|((hash, key), _)| (*hash, key.clone()))
+                .collect()
+        } else {
+            SmallVec::new()
+        };
         // Commit phase: existing entries first (their bucket indices are still valid), then
         // insert the new ones (which may grow the table and move buckets).
         self.total.admit_one();
@@ -235,12 +254,10 @@ impl<K: Eq> State<K> {
         if !missing {
             return Ok(());
         }
-        for ((hash, key), bucket) in groups.iter().zip(&buckets) {
-            if bucket.is_none() {
-                let mut entry = Entry::new(*hash, key.clone(), None);
-                entry.counts.admit_one();
-                self.groups.insert_unique(*hash, entry, |e| e.hash);
-            }
+        for (hash, key) in new_keys {
+            let mut entry = Entry::new(hash, key, None);
+            entry.counts.admit_one();
+            self.groups.insert_unique(hash, entry, |e| e.hash);
         }
         Ok(())
     }
@@ -278,6 +295,20 @@ impl<K: Eq> State<K> {
         self.tasks.insert(groups)
     }
 
+    /// Turns a task record back into a permit's groups (the counts stay taken).
+    pub(crate) fn untrack(&mut self, task: TaskRef) -> GroupSet<K> {
+        match self.tasks.remove(task) {
+            Some(groups) => groups,
+            None => {
+                debug_assert!(
+                    false,
+                    "a task record vanished before its admission was collected"
+                );
+                GroupSet::default()
+            }
+        }
+    }
+
     /// Attaches a spawned task's abort handle; see [`Tasks::attach`].
     pub(crate) fn attach(
         &mut self,
@@ -300,11 +331,22 @@ impl<K: Eq> State<K> {
     /// room and nobody queued (the total first, then the caller's order, like every admission).
     ///
     /// Returns the waiter's id, or the groups back as an admission if every slot was free.
-    pub(crate) fn enqueue(&mut self, groups: GroupSet<K>, waker: Waker) -> Enqueued<K>
+    pub(crate) fn enqueue(&mut self, groups: GroupSet<K>, waker: Waker, track: bool) -> Enqueued<K>
     where
         K: Clone,
     {
-        let id = self.waiters.insert(Waiter::new(groups, waker));
+        // Entries for groups seen for the first time are made before the waiter joins any
+        // queue, so a panicking `Clone` leaves the state untouched.
+        let new_keys: SmallVec<[(u64, K); 4]> = groups
+            .iter()
+            .filter(|(hash, key)| self.find(*hash, key).is_none())
+            .map(|(hash, key)| (*hash, key.clone()))
+            .collect();
+        for (hash, key) in new_keys {
+            self.groups
+                .insert_unique(hash, Entry::new(hash, key, None), |e| e.hash);
+        }
+        let id = self.waiters.insert(Waiter::new(groups, waker, track));
         let (max_tasks, default_limit) = (self.max_tasks, self.default_limit);
         let at = LinkRef {
             waiter: id,
@@ -313,11 +355,9 @@ impl<K: Eq> State<K> {
         Self::join(&mut self.total, max_tasks, &mut self.waiters, at);
         for i in 0..self.waiters[id].groups.len() {
             let (hash, key) = self.waiters[id].groups.get(i);
-            let entry = match self.groups.entry(hash, |e| e.key == *key, |e| e.hash) {
-                TableEntry::Occupied(occupied) => occupied.into_mut(),
-                TableEntry::Vacant(vacant) => vacant
-                    .insert(Entry::new(hash, key.clone(), None))
-                    .into_mut(),
+            let Some(entry) = self.groups.find_mut(hash, |e| e.key == *key) else {
+                debug_assert!(false, "the entry made above vanished");
+                continue;
             };
             let limit = entry.limit.or(default_limit);
             let at = LinkRef {
@@ -333,8 +373,7 @@ impl<K: Eq> State<K> {
         // admitted it too. Its own waker is the only one `grant` collects: no wake-up needed.
         let mut own_waker = Wakers::new();
         self.grant(id, &mut own_waker);
-        let waiter = self.waiters.remove(id);
-        Enqueued::Admitted(waiter.groups)
+        Enqueued::Admitted(self.take_granted(id))
     }
 
     /// Takes a slot of `counts` for the waiter at `at` if one is free and nobody is queued,
@@ -366,11 +405,34 @@ impl<K: Eq> State<K> {
                 None => debug_assert!(false, "a waiter holds a slot in a group without an entry"),
             }
         }
+        if waiter.track {
+            // A task to be spawned is a task from now on: `abort_group` must reach it.
+            let groups = std::mem::take(&mut waiter.groups);
+            waiter.task = Some(self.tasks.insert(groups));
+        }
 
         fn convert(counts: &mut Counts) {
             debug_assert!(counts.reserved > 0, "granted a slot that was not reserved");
             counts.reserved = counts.reserved.saturating_sub(1);
             counts.admit_one();
+        }
+    }
+
+    /// Removes a granted waiter from the slab and returns what it holds.
+    fn take_granted(&mut self, id: usize) -> Held<K> {
+        let waiter = self.waiters.remove(id);
+        self.maybe_shrink_waiters();
+        match waiter.task {
+            Some(task) => Held::Task(task),
+            None => Held::Groups(waiter.groups),
+        }
+    }
+
+    /// Gives back what a granted waiter holds, as a release.
+    fn release_held(&mut self, held: Held<K>, wakers: &mut Wakers) {
+        match held {
+            Held::Groups(groups) => self.release(&groups, wakers),
+            Held::Task(task) => self.release_task(task, wakers),
         }
     }
 
@@ -397,9 +459,7 @@ impl<K: Eq> State<K> {
             }
             Phase::Granted => {
                 // `close` turns every granted waiter into a closed one, so the pool is open.
-                let waiter = self.waiters.remove(id);
-                self.maybe_shrink_waiters();
-                Poll::Ready(waiter.groups)
+                Poll::Ready(self.take_granted(id))
             }
             Phase::Closed => {
                 self.waiters.remove(id);
@@ -422,8 +482,8 @@ impl<K: Eq> State<K> {
                 self.waiters.remove(id);
             }
             Phase::Granted => {
-                let waiter = self.waiters.remove(id);
-                self.release(&waiter.groups, wakers);
+                let held = self.take_granted(id);
+                self.release_held(held, wakers);
             }
             Phase::Waiting => {
                 let mut granted = Granted::new();
@@ -641,10 +701,14 @@ impl<K: Eq> State<K> {
         // future was already woken): their slots are released now, so `wait` does not depend
         // on those futures being polled.
         for id in granted {
-            let groups = std::mem::take(&mut self.waiters[id].groups);
-            self.waiters[id].phase = Phase::Closed;
+            let waiter = &mut self.waiters[id];
+            waiter.phase = Phase::Closed;
+            let held = match waiter.task.take() {
+                Some(task) => Held::Task(task),
+                None => Held::Groups(std::mem::take(&mut waiter.groups)),
+            };
             self.total.rejected += 1;
-            self.release(&groups, wakers);
+            self.release_held(held, wakers);
         }
         if self.total.running == 0 {
             self.fire_idle(wakers);

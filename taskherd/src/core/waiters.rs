@@ -11,6 +11,7 @@ use std::task::Waker;
 use slab::Slab;
 use smallvec::SmallVec;
 
+use super::tasks::TaskRef;
 use crate::group_set::GroupSet;
 
 /// One waiter's place in one group's queue: the waiter and which of its groups.
@@ -46,8 +47,14 @@ pub(crate) enum Phase {
 
 /// One waiting admission.
 pub(crate) struct Waiter<K> {
-    /// The groups it asked for (the total is implicit).
+    /// The groups it asked for (the total is implicit). Moved into `task` when a waiter for a
+    /// task to be spawned is granted.
     pub(crate) groups: GroupSet<K>,
+    /// The waiter is for a task to be spawned: on grant, its groups become a task record at
+    /// once, so `abort_group` reaches it before its future has even seen the grant.
+    pub(crate) track: bool,
+    /// The task record made on grant (only with `track`).
+    pub(crate) task: Option<TaskRef>,
     /// One per group: the total first, then `groups` in order.
     pub(crate) links: SmallVec<[Link; 5]>,
     /// How many of `links` are not yet reserved.
@@ -57,10 +64,12 @@ pub(crate) struct Waiter<K> {
 }
 
 impl<K> Waiter<K> {
-    pub(crate) fn new(groups: GroupSet<K>, waker: Waker) -> Self {
+    pub(crate) fn new(groups: GroupSet<K>, waker: Waker, track: bool) -> Self {
         let slots = groups.len() + 1;
         Self {
             groups,
+            track,
+            task: None,
             links: smallvec::smallvec![Link::default(); slots],
             missing: slots,
             waker: Some(waker),
