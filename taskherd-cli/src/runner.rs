@@ -7,7 +7,8 @@
 //! `acquire` future once itself, which puts the job in the pool's queues right then, so arrival
 //! order is file order; then it moves the future into the job's own task, which waits for the
 //! permit and runs the command. A job thus starts as soon as every group it names has room, FIFO
-//! within each group, without waiting for unrelated jobs ahead of it in the file. At most
+//! within each group. A job waiting for one group keeps the slots it was promised in its other
+//! groups, the total included (see the library's fairness rules). At most
 //! [`MAX_QUEUED`] jobs wait in the pool at once; further jobs are queued when earlier ones start.
 //!
 //! # Every job is accounted for
@@ -549,6 +550,13 @@ async fn wait(
 
 /// A job failed: say so if that halts the run.
 async fn fail(shared: &Shared, job: &Job, status: &Status) {
+    // A job that could not even start has no output of its own to explain it: say why here,
+    // not only in the report.
+    if matches!(status, Status::Error { .. }) {
+        shared
+            .notice(format!("line {} {}", job.line, describe(status)))
+            .await;
+    }
     if shared.config.halt_on_error && shared.stop(Reason::HaltOnError) {
         let running = shared.tally.total().running;
         shared

@@ -140,3 +140,17 @@ fn jobs_read_no_input() {
     scratch.run(&["run", "jobs.txt"]).assert_code(0);
     assert_eq!(scratch.read("got"), "");
 }
+
+#[test]
+fn a_job_that_cannot_start_says_why_on_standard_error() {
+    let scratch = Scratch::new();
+    // One argument longer than Linux accepts for exec (128 KiB): `sh` cannot be started.
+    let long = "x".repeat(200_000);
+    scratch.write("jobs.txt", &format!("g :: echo {long}\n"));
+    scratch
+        .run(&["run", "--report", "r.jsonl", "jobs.txt"])
+        .assert_code(1)
+        .assert_stderr_contains("line 1 could not start: ");
+    let records = report(&scratch, "r.jsonl");
+    assert_eq!(statuses(&records), [(1, "error".into())]);
+}
