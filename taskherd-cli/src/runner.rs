@@ -8,7 +8,8 @@
 //! order is file order; then it moves the future into the job's own task, which waits for the
 //! permit and runs the command. A job thus starts as soon as every group it names has room, FIFO
 //! within each group. A job waiting for one group keeps the slots it was promised in its other
-//! groups, the total included (see the library's fairness rules). At most
+//! named groups, but not a slot of the total, which it takes last (the library's fairness
+//! rules). At most
 //! [`MAX_QUEUED`] jobs wait in the pool at once; further jobs are queued when earlier ones start.
 //!
 //! # Every job is accounted for

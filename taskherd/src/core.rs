@@ -30,6 +30,9 @@
 //!    ("pumping"). So a slot freed in `g` goes to the oldest waiter on `g`, and a `try_*` call
 //!    finds no room in any group with waiters (no barging). A waiter that holds a reservation in
 //!    every group it names is granted at that moment, under the lock, not when it is polled.
+//!    The total is the last gate: a waiter joins the total's queue only once it holds every
+//!    named group it asked for ("ready"; waiters that become ready in the same transition join
+//!    oldest first), so a waiter blocked on a full group never holds total capacity.
 //! 6. A dropped waiting future gives back its reservations (pumped to the next waiters) and
 //!    its queue places; a granted waiter dropped before it saw the grant is released like any
 //!    admission. No slot outlives the future that holds it.
@@ -42,8 +45,10 @@
 //!
 //! # Deadlock safety
 //!
-//! Waiting admission cannot deadlock, whatever the overlap of group sets. Take the oldest
-//! waiter `W`. Every waiter queued in one of `W`'s groups arrived after `W`, so in each of `W`'s
+//! Waiting admission cannot deadlock, whatever the overlap of group sets. The total is only
+//! ever waited for by ready waiters, which hold everything else, and held only by running
+//! admissions, so it cannot be part of a cycle; it suffices to look at the named groups. Take the
+//! oldest waiter `W`. Every waiter queued in one of `W`'s groups arrived after `W`, so in each of `W`'s
 //! groups `W` is at the head of the queue or already holds its reservation; a younger waiter can
 //! hold a reservation in a group of `W`'s only if it was pumped one after `W` got its own (per
 //! group FIFO), so younger waiters never hold a slot `W` is owed. The slots `W` still misses are
@@ -451,7 +456,7 @@ impl<K: Eq, S> Core<K, S> {
     /// Waiting admissions not granted yet.
     pub(crate) fn waiting_len(&self) -> usize {
         let state = self.state.lock();
-        state.total.queue.len() + state.total.reserved
+        state.waiting
     }
 
     pub(crate) fn set_max_tasks(&self, max_tasks: Option<usize>) {
@@ -489,7 +494,7 @@ impl<K: Eq, S> Core<K, S> {
         let state = self.state.lock();
         Summary {
             running: state.total.running,
-            waiting: state.total.queue.len() + state.total.reserved,
+            waiting: state.waiting,
             closed: state.closed,
             max_tasks: state.max_tasks,
             default_limit: state.default_limit,

@@ -492,12 +492,11 @@ where
     /// waiter may be admitted before an older one that is still missing a slot in a group the
     /// younger does not name.
     ///
-    /// The price of that guarantee: a waiter keeps the slots it was promised (in any of its
-    /// groups, the total included) while it waits for the rest, and they stay unused meanwhile.
-    /// With `max_tasks(2)` and one waiter blocked on a full group, a task that names no group
-    /// waits for a slot of the total too; and waiters for a group whose limit is `0` keep their
-    /// total slots until the limit rises or they are dropped. Leave the total enough room for
-    /// the waiters one group may hold back, or put such work behind a timeout.
+    /// The price of that guarantee: a waiter keeps the slots it was promised in its named groups
+    /// while it waits for the rest, and they stay unused meanwhile. The total is the exception:
+    /// a waiter asks for a slot of the total only once it holds all its named groups, so a
+    /// waiter blocked on a full group (or one whose limit is `0`) never holds the pool's total
+    /// capacity; ready waiters are served the total in the order they became ready.
     ///
     /// # Errors
     ///

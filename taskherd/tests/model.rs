@@ -5,9 +5,12 @@
 //! - Every admission counts in the total and in each distinct group it names.
 //! - A group has room while `running + reserved < limit` (no limit: always). The total's limit
 //!   is `max_tasks`; a named group's is its explicit limit, else the default limit.
-//! - Waiters are kept in arrival order. Whenever a group has room, its oldest waiter that still
-//!   misses a slot of that group gets one (reserved for it). A waiter holding a slot of every
-//!   group it names is granted at once (it then counts as running) and its task is woken.
+//! - Waiters are kept in arrival order. Whenever a named group has room, its oldest waiter that
+//!   still misses a slot of that group gets one (reserved for it).
+//! - The total is the last gate: a waiter asks for a total slot only once it holds a slot of
+//!   every group it names ("ready"); ready waiters are served in the order they became ready
+//!   (those that became ready in the same step, oldest first). A waiter holding every slot is
+//!   granted at once (it then counts as running) and its task is woken.
 //! - A `try_*` call is refused in the first group (the total first, then the caller's order)
 //!   that has no room or has a waiter still missing a slot of it.
 //! - Dropping a waiter gives back its slots (reserved or granted); dropping a permit gives back
@@ -112,6 +115,8 @@ struct ModelWaiter {
     groups: Vec<u8>,
     /// Holds a slot of this slot's group (meaningful only for slots it names).
     holds: [bool; SLOTS],
+    /// When it came to hold every named group (the total's queue order), if it has.
+    ready: Option<u64>,
     granted: bool,
     /// Woken since it was last polled.
     woken: bool,
@@ -122,9 +127,16 @@ impl ModelWaiter {
         slot == 0 || self.groups.contains(&u8::try_from(slot - 1).unwrap())
     }
 
-    /// Still waiting and still missing a slot of `slot`'s group.
+    /// Still waiting and still missing a slot of `slot`'s group (for the total: and ready).
     fn misses(&self, slot: usize) -> bool {
-        !self.granted && self.names(slot) && !self.holds[slot]
+        !self.granted
+            && self.names(slot)
+            && !self.holds[slot]
+            && (slot != 0 || self.ready.is_some())
+    }
+
+    fn holds_every_named_group(&self) -> bool {
+        (1..SLOTS).all(|slot| !self.names(slot) || self.holds[slot])
     }
 
     /// Still waiting and holding a slot of `slot`'s group.
@@ -143,6 +155,8 @@ struct Model {
     waiters: Vec<ModelWaiter>,
     /// The distinct groups of every live permit, parallel to the real permits.
     permits: Vec<Vec<u8>>,
+    /// The next waiter to become ready gets this place in the total's queue.
+    next_ready: u64,
 }
 
 impl Model {
@@ -154,6 +168,7 @@ impl Model {
             running: [0; SLOTS],
             waiters: Vec::new(),
             permits: Vec::new(),
+            next_ready: 0,
         }
     }
 
@@ -214,7 +229,7 @@ impl Model {
     /// Hands every free slot to the oldest waiter that misses it, then grants the waiters that
     /// hold all their slots. Returns how many were granted.
     fn settle(&mut self) -> usize {
-        for slot in 0..SLOTS {
+        for slot in 1..SLOTS {
             while self.has_room(slot) {
                 let Some(waiter) = self.waiters.iter_mut().find(|w| w.misses(slot)) else {
                     break;
@@ -226,6 +241,30 @@ impl Model {
                         "model reserved over a limit"
                     );
                 }
+            }
+        }
+        // Newly ready waiters queue for the total, oldest first.
+        for waiter in &mut self.waiters {
+            if !waiter.granted && waiter.ready.is_none() && waiter.holds_every_named_group() {
+                waiter.ready = Some(self.next_ready);
+                self.next_ready += 1;
+            }
+        }
+        while self.has_room(0) {
+            let Some(waiter) = self
+                .waiters
+                .iter_mut()
+                .filter(|w| w.misses(0))
+                .min_by_key(|w| w.ready)
+            else {
+                break;
+            };
+            waiter.holds[0] = true;
+            if let Some(limit) = self.limit(0) {
+                assert!(
+                    self.running[0] + self.reserved(0) <= limit,
+                    "model reserved over the total limit"
+                );
             }
         }
         let mut granted = 0;
@@ -398,6 +437,7 @@ fn apply(op: &Op, model: &mut Model, real: &mut Real<'_>) -> Result<(), TestCase
                     model.waiters.push(ModelWaiter {
                         groups: distinct,
                         holds: [false; SLOTS],
+                        ready: None,
                         granted: false,
                         woken: false,
                     });

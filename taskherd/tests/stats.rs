@@ -51,14 +51,14 @@ fn check(pool: &Pool, step: &str, groups: &[(&'static str, GroupStats)], total: 
 
 #[tokio::test(start_paused = true)]
 async fn exact_statistics_through_a_deterministic_scenario() {
-    // db: explicit limit 1. peers: default limit 2. total: 4.
+    // db: explicit limit 1. peers: default limit 2. total: 3.
     let pool = Pool::builder()
-        .max_tasks(4)
+        .max_tasks(3)
         .default_limit(2)
         .limit("db", 1)
         .build();
     let (d, p) = (Some(1), Some(2));
-    let t = Some(4);
+    let t = Some(3);
     check(
         &pool,
         "build",
@@ -108,7 +108,8 @@ async fn exact_statistics_through_a_deterministic_scenario() {
         gs(2, 0, t, 2, 2, 2),
     );
 
-    // 5. A waiter on peer and other: reserves a slot of the total and of other, queues on peer.
+    // 5. A waiter on peer and other: reserves a slot of other, queues on peer; it asks for a
+    // total slot only once it holds both (the total is the last gate).
     let mut waiter = mock(pool.acquire(["peer", "other"]));
     assert_pending!(waiter.poll());
     check(
@@ -122,7 +123,7 @@ async fn exact_statistics_through_a_deterministic_scenario() {
         gs(2, 1, t, 2, 2, 2),
     );
 
-    // 6. A permit in x: the total has 2 running + 1 reserved, so one more fits.
+    // 6. A permit in x: the total has 2 running and the waiter holds none of it: one more fits.
     let x = pool.try_acquire(["x"]).unwrap();
     check(
         &pool,
@@ -131,7 +132,7 @@ async fn exact_statistics_through_a_deterministic_scenario() {
         gs(3, 1, t, 3, 2, 3),
     );
 
-    // 7. Refused by the total (3 running + 1 reserved = 4): only the total counts it.
+    // 7. Refused by the total (3 running = 3): only the total counts it.
     let err = pool.try_acquire(["y"]).unwrap_err();
     assert_eq!(err.full_group(), Some(&Group::Total));
     check(

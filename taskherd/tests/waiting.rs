@@ -1079,8 +1079,9 @@ fn set_max_tasks_wakes_exactly_the_waiters_that_fit() {
 }
 
 #[test]
-fn raising_max_tasks_reserves_the_total_for_the_oldest_waiter() {
-    // w1 is blocked on a as well; the new total slot is still w1's, so w2 must wait.
+fn raising_max_tasks_serves_ready_waiters_not_those_still_blocked_elsewhere() {
+    // w1 is blocked on a, so it has not asked for a total slot yet (the total is the last gate);
+    // w2 has all its groups and waits only for the total: the new total slot is w2's.
     let pool = Pool::builder().max_tasks(1).limit("a", 1).build();
     let held = pool.try_acquire(["a"]).unwrap();
     let mut w1 = wait(&pool, &["a"]);
@@ -1089,18 +1090,16 @@ fn raising_max_tasks_reserves_the_total_for_the_oldest_waiter() {
     assert_pending!(w2.poll());
     pool.set_max_tasks(2);
     assert!(!w1.is_woken());
-    assert!(!w2.is_woken());
+    assert!(w2.is_woken());
     assert_eq!(
         pool.try_acquire(["c"]).unwrap_err().full_group(),
         Some(&Group::Total)
     );
-    pool.set_max_tasks(3);
-    assert!(!w1.is_woken());
-    assert!(w2.is_woken());
-    drop(assert_ready_ok!(w2.poll()));
+    let p2 = assert_ready_ok!(w2.poll());
     drop(held);
     assert!(w1.is_woken());
     drop(assert_ready_ok!(w1.poll()));
+    drop(p2);
     assert_counts(&pool, &[("a", 0, 0), ("b", 0, 0)], 0, 0);
 }
 
@@ -1284,4 +1283,56 @@ async fn waiting_futures_do_not_borrow_the_pool() {
         .expect("waiters not served");
     assert_eq!(five, 5);
     assert_counts(&observer, &[("a", 0, 0)], 0, 0);
+}
+
+#[test]
+fn a_waiter_blocked_on_a_named_group_holds_no_total_slot() {
+    // The total is the last gate: a waiter asks for a total slot only once it holds every group
+    // it names, so a group closed with limit 0 does not hold the pool's capacity hostage.
+    let pool = Pool::builder().max_tasks(1).limit("db", 0).build();
+    let mut blocked = wait(&pool, &["db"]);
+    assert_pending!(blocked.poll());
+    assert_eq!(pool.waiting_len(), 1);
+    assert_eq!(
+        pool.total_stats().waiting,
+        1,
+        "still counted as waiting in the total"
+    );
+
+    let web = pool
+        .try_acquire(["web"])
+        .expect("the only total slot is free: the db waiter must not hold it");
+    assert_counts(&pool, &[("db", 0, 1), ("web", 1, 0)], 1, 1);
+
+    // Once db opens, the waiter becomes ready and queues for the total behind nobody: it gets
+    // the slot when the web permit goes.
+    pool.set_limit("db", 1);
+    assert_pending!(blocked.poll());
+    drop(web);
+    assert!(blocked.is_woken());
+    let permit = assert_ready_ok!(blocked.poll());
+    assert_counts(&pool, &[("db", 1, 0), ("web", 0, 0)], 1, 0);
+    drop(permit);
+}
+
+#[test]
+fn ready_waiters_are_served_the_total_in_the_order_they_became_ready() {
+    let pool = Pool::builder().max_tasks(2).limit("a", 1).build();
+    let x = pool.try_acquire(["x"]).unwrap();
+    let _a = pool.try_acquire(["a"]).unwrap();
+    // w1 arrives first but waits for a; w2 needs only the total and is ready at once.
+    let mut w1 = wait(&pool, &["a"]);
+    assert_pending!(w1.poll());
+    let mut w2 = wait(&pool, &[]);
+    assert_pending!(w2.poll());
+    // Room in a: w1 now holds a and queues for the total, behind w2.
+    pool.set_limit("a", 2);
+    assert!(!w1.is_woken());
+    drop(x);
+    assert!(w2.is_woken(), "the first ready waiter gets the total slot");
+    assert!(!w1.is_woken());
+    let p2 = assert_ready_ok!(w2.poll());
+    drop(p2);
+    assert!(w1.is_woken());
+    drop(assert_ready_ok!(w1.poll()));
 }

@@ -142,3 +142,31 @@ fn many_quick_jobs_are_all_accounted_for() {
     run.assert_stderr_contains("300 jobs in ")
         .assert_stderr_contains(": 294 succeeded, 6 failed\n");
 }
+
+#[test]
+fn a_job_waiting_for_a_full_group_does_not_hold_a_max_jobs_slot() {
+    // Line 2 waits for `a` (limit 1) while line 1 runs; the -j limit is taken last, so line 3,
+    // which names no group, starts at once in the second -j slot instead of waiting for line 1.
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "a :: sleep 2\na :: true\ntrue\n");
+    scratch
+        .run(&[
+            "run", "-j", "2", "-l", "a=1", "--report", "r.jsonl", "jobs.txt",
+        ])
+        .assert_code(0);
+    let records = report(&scratch, "r.jsonl");
+    let time = |line: u64, field: &str| {
+        records
+            .iter()
+            .find(|r| r["line"] == line)
+            .and_then(|r| r[field].as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("no {field} for line {line} in {records:?}"))
+    };
+    // RFC 3339 UTC times with the same precision compare as strings.
+    assert!(
+        time(3, "start") < time(1, "end"),
+        "line 3 waited for line 1: started {}, line 1 ended {}",
+        time(3, "start"),
+        time(1, "end")
+    );
+}

@@ -68,7 +68,9 @@ impl Counts {
     }
 
     /// Hands free slots to the oldest queued waiters until the group is full or nobody waits
-    /// (invariant 5). Each step is O(1); waiters that now hold every slot go to `granted`.
+    /// (invariant 5). Each step is O(1). Waiters that now hold every slot, or every slot but
+    /// the total's (they are now ready to queue for the total), go to `granted`; see
+    /// [`State::grant_all`].
     fn pump<K>(
         &mut self,
         limit: Option<usize>,
@@ -83,7 +85,8 @@ impl Counts {
             let waiter = &mut waiters[at.waiter];
             waiter.links[at.slot].reserved = true;
             waiter.missing -= 1;
-            if waiter.missing == 0 {
+            let total = waiter.links[0];
+            if waiter.missing == 0 || (waiter.missing == 1 && !total.reserved && !total.queued) {
                 granted.push(at.waiter);
             }
         }
@@ -166,6 +169,10 @@ pub(crate) struct State<K> {
     pub(crate) waiters: Slab<Waiter<K>>,
     /// Refuses new admissions; set by `close`.
     pub(crate) closed: bool,
+    /// Waiters not granted yet (queued or holding reservations anywhere).
+    pub(crate) waiting: usize,
+    /// The next waiter's arrival ticket.
+    next_ticket: u64,
     /// Spawned tasks with their groups, for release and for `abort_group` and `abort_all`.
     tasks: Tasks<K>,
     /// `wait` futures: their wakers, and whether the pool was closed and empty since they
@@ -189,6 +196,8 @@ impl<K: Eq> State<K> {
             default_limit,
             waiters: Slab::new(),
             closed: false,
+            waiting: 0,
+            next_ticket: 0,
             tasks: Tasks::default(),
             idle_waiters: Slab::new(),
         }
@@ -346,13 +355,14 @@ impl<K: Eq> State<K> {
             self.groups
                 .insert_unique(hash, Entry::new(hash, key, None), |e| e.hash);
         }
-        let id = self.waiters.insert(Waiter::new(groups, waker, track));
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        let id = self
+            .waiters
+            .insert(Waiter::new(groups, waker, track, ticket));
         let (max_tasks, default_limit) = (self.max_tasks, self.default_limit);
-        let at = LinkRef {
-            waiter: id,
-            slot: 0,
-        };
-        Self::join(&mut self.total, max_tasks, &mut self.waiters, at);
+        // Named groups first; the total only once they are all held (the total is the last
+        // gate, so a waiter never holds total capacity while it is blocked elsewhere).
         for i in 0..self.waiters[id].groups.len() {
             let (hash, key) = self.waiters[id].groups.get(i);
             let Some(entry) = self.groups.find_mut(hash, |e| e.key == *key) else {
@@ -366,6 +376,14 @@ impl<K: Eq> State<K> {
             };
             Self::join(&mut entry.counts, limit, &mut self.waiters, at);
         }
+        if self.waiters[id].missing == 1 {
+            let at = LinkRef {
+                waiter: id,
+                slot: 0,
+            };
+            Self::join(&mut self.total, max_tasks, &mut self.waiters, at);
+        }
+        self.waiting += 1;
         if self.waiters[id].missing > 0 {
             return Enqueued::Waiting(id);
         }
@@ -392,6 +410,8 @@ impl<K: Eq> State<K> {
     /// Turns a waiter's reservations into running admissions and schedules its wake-up.
     /// O(groups it names).
     fn grant(&mut self, id: usize, wakers: &mut Wakers) {
+        debug_assert!(self.waiting > 0, "granted more waiters than were waiting");
+        self.waiting = self.waiting.saturating_sub(1);
         let waiter = &mut self.waiters[id];
         debug_assert_eq!(waiter.missing, 0, "granted a waiter that misses a slot");
         waiter.phase = Phase::Granted;
@@ -436,9 +456,24 @@ impl<K: Eq> State<K> {
         }
     }
 
-    fn grant_all(&mut self, granted: Granted, wakers: &mut Wakers) {
+    /// Grants the waiters a transition completed. Those that hold every named group but not
+    /// yet the total join the total's queue now, oldest first (taking a slot at once if it has
+    /// room and nobody queued), and are granted if that was their last one.
+    fn grant_all(&mut self, mut granted: Granted, wakers: &mut Wakers) {
+        if granted.len() > 1 {
+            granted.sort_unstable_by_key(|&id| self.waiters[id].ticket);
+        }
         for id in granted {
-            self.grant(id, wakers);
+            if self.waiters[id].missing == 1 {
+                let at = LinkRef {
+                    waiter: id,
+                    slot: 0,
+                };
+                Self::join(&mut self.total, self.max_tasks, &mut self.waiters, at);
+            }
+            if self.waiters[id].missing == 0 {
+                self.grant(id, wakers);
+            }
         }
     }
 
@@ -518,6 +553,7 @@ impl<K: Eq> State<K> {
                     }
                 }
                 self.waiters.remove(id);
+                self.waiting = self.waiting.saturating_sub(1);
                 self.grant_all(granted, wakers);
                 self.maybe_shrink_groups();
             }
@@ -693,6 +729,7 @@ impl<K: Eq> State<K> {
             let waiter = &mut self.waiters[id];
             waiter.phase = Phase::Closed;
             self.total.rejected += 1;
+            self.waiting = self.waiting.saturating_sub(1);
             if let Some(waker) = waiter.waker.take() {
                 wakers.push(waker);
             }
@@ -786,7 +823,11 @@ impl<K: Eq> State<K> {
 
     /// Statistics of the total group.
     pub(crate) fn total_stats(&self) -> GroupStats {
-        self.total.stats(self.max_tasks)
+        GroupStats {
+            // Every waiter not granted yet, whether or not it has reached the total's queue.
+            waiting: self.waiting,
+            ..self.total.stats(self.max_tasks)
+        }
     }
 
     /// Gives memory back once the group table is mostly empty. Amortised O(1) per removal:

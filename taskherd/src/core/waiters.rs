@@ -55,6 +55,9 @@ pub(crate) struct Waiter<K> {
     pub(crate) track: bool,
     /// The task record made on grant (only with `track`).
     pub(crate) task: Option<TaskRef>,
+    /// Arrival order across the pool: waiters that become ready for the total in the same
+    /// transition join its queue oldest first.
+    pub(crate) ticket: u64,
     /// One per group: the total first, then `groups` in order.
     pub(crate) links: SmallVec<[Link; 5]>,
     /// How many of `links` are not yet reserved.
@@ -64,12 +67,13 @@ pub(crate) struct Waiter<K> {
 }
 
 impl<K> Waiter<K> {
-    pub(crate) fn new(groups: GroupSet<K>, waker: Waker, track: bool) -> Self {
+    pub(crate) fn new(groups: GroupSet<K>, waker: Waker, track: bool, ticket: u64) -> Self {
         let slots = groups.len() + 1;
         Self {
             groups,
             track,
             task: None,
+            ticket,
             links: smallvec::smallvec![Link::default(); slots],
             missing: slots,
             waker: Some(waker),
