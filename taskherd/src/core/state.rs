@@ -336,10 +336,10 @@ impl<K: Eq> State<K> {
         self.tasks.abort(key, handles)
     }
 
-    /// Queues a waiting admission in every group, taking at once the slots of groups that have
-    /// room and nobody queued (the total first, then the caller's order, like every admission).
+    /// Queues a waiting admission in every named group, taking at once the slots of groups that
+    /// have room and nobody queued, then in the total once it holds all of them (invariant 5).
     ///
-    /// Returns the waiter's id, or the groups back as an admission if every slot was free.
+    /// Returns the waiter's id, or the admission itself if every slot was free.
     pub(crate) fn enqueue(&mut self, groups: GroupSet<K>, waker: Waker, track: bool) -> Enqueued<K>
     where
         K: Clone,
