@@ -100,6 +100,13 @@ pub fn main(args: &RunArgs) -> ExitCode {
         eprintln!("taskherd: warning: {warning}");
     }
     if args.dry_run {
+        // Check, without creating anything, what a real run would create first.
+        if let Err(Fatal(lines)) = Setup::check(args) {
+            for line in lines {
+                eprintln!("taskherd: {line}");
+            }
+            return ExitCode::from(EXIT_USAGE);
+        }
         print!(
             "{}",
             plan::render(&prepared.source, &prepared.jobs, &prepared.initial_limits())
@@ -137,15 +144,9 @@ struct Setup {
 }
 
 impl Setup {
+    /// Creates the report file, then the output directory (so a bad report path leaves no
+    /// directory behind).
     fn create(args: &RunArgs) -> Result<Setup, Fatal> {
-        if let OutputMode::Dir(dir) = &args.output {
-            std::fs::create_dir_all(dir).map_err(|error| {
-                Fatal::one(format!(
-                    "cannot create output directory {}: {error}",
-                    dir.display()
-                ))
-            })?;
-        }
         let report = match &args.report {
             None => None,
             Some(path) => Some(Report::create(path).map_err(|error| {
@@ -155,7 +156,37 @@ impl Setup {
                 ))
             })?),
         };
+        if let OutputMode::Dir(dir) = &args.output {
+            std::fs::create_dir_all(dir).map_err(|error| {
+                Fatal::one(format!(
+                    "cannot create output directory {}: {error}",
+                    dir.display()
+                ))
+            })?;
+        }
         Ok(Setup { report })
+    }
+
+    /// For `--dry-run`: the checks `create` would fail, without creating anything.
+    fn check(args: &RunArgs) -> Result<(), Fatal> {
+        if let Some(path) = &args.report {
+            let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+            if parent.is_some_and(|dir| !dir.is_dir()) || path.is_dir() {
+                return Err(Fatal::one(format!(
+                    "cannot create report file {}: its directory does not exist or it is a directory",
+                    path.display()
+                )));
+            }
+        }
+        if let OutputMode::Dir(dir) = &args.output {
+            if dir.exists() && !dir.is_dir() {
+                return Err(Fatal::one(format!(
+                    "cannot create output directory {}: it exists and is not a directory",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -75,3 +75,43 @@ fn the_shipped_demo_is_valid() {
         .assert_stdout_contains("\ndb             6            1\n");
     assert_eq!(run.stderr, "", "the demo's limits name groups that exist");
 }
+
+#[test]
+fn checks_the_report_path_and_creates_nothing() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "touch ran\n");
+    scratch
+        .run(&[
+            "run",
+            "--dry-run",
+            "--report",
+            "missing/r.jsonl",
+            "jobs.txt",
+        ])
+        .assert_code(2)
+        .assert_stderr_contains("cannot create report file missing/r.jsonl");
+    assert!(!scratch.exists("ran"));
+    assert!(!scratch.exists("missing"));
+}
+
+#[test]
+fn a_bad_report_path_leaves_no_output_directory_behind() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "touch ran\n");
+    scratch
+        .run(&[
+            "run",
+            "--output",
+            "dir:out",
+            "--report",
+            "missing/r.jsonl",
+            "jobs.txt",
+        ])
+        .assert_code(2)
+        .assert_stderr_contains("cannot create report file");
+    assert!(!scratch.exists("ran"));
+    assert!(
+        !scratch.exists("out"),
+        "the output directory was created anyway"
+    );
+}
