@@ -70,6 +70,8 @@
 //! with `std::collections::HashMap`, but there is no undefined behaviour and no deadlock (the
 //! mutex does not poison).
 
+mod deferred;
+mod records;
 mod state;
 mod tasks;
 mod waiters;
@@ -80,16 +82,19 @@ use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use tokio::task::AbortHandle;
 
 use crate::error::{Group, Refusal};
-use crate::group_set::GroupSet;
+use crate::group_set::{GroupSet, KeyIter, Spares};
+use crate::limits::LimitChanges;
 use crate::stats::GroupStats;
 use crate::sync::Mutex;
-use state::{Enqueued, Held, Position, State, Wakers};
-use tasks::TaskRef;
+use deferred::Deferred;
+use records::RecordRef;
+use state::{Batch, Held, IdlePolled, Keys, Polled, Refused, Started, State, WaiterRef};
+use tasks::{Attached, TaskRef};
 
 /// Formats a key for tracing events; set by [`Builder::log_keys`](crate::Builder::log_keys).
 pub(crate) type KeyFmt<K> = fn(&K, &mut fmt::Formatter<'_>) -> fmt::Result;
@@ -133,16 +138,16 @@ pub(crate) struct Admission<K: Eq, S> {
 
 impl<K: Eq, S> Admission<K, S> {
     /// The groups this admission counts in (the total is implicit), in the caller's order.
-    pub(crate) fn groups(&self) -> impl ExactSizeIterator<Item = &K> {
-        self.groups.iter().map(|(_, key)| key)
+    pub(crate) fn groups(&self) -> KeyIter<'_, K> {
+        self.groups.keys()
     }
 }
 
 impl<K: Eq, S> Drop for Admission<K, S> {
     fn drop(&mut self) {
-        let mut wakers = Wakers::new();
-        self.core.state.lock().release(&self.groups, &mut wakers);
-        wake_all(wakers);
+        let mut out = Deferred::new();
+        self.core.state.lock().release(&self.groups, &mut out);
+        out.finish();
     }
 }
 
@@ -162,29 +167,40 @@ impl<K: Eq, S> TaskAdmission<K, S> {
 
 impl<K: Eq, S> Drop for TaskAdmission<K, S> {
     fn drop(&mut self) {
-        let mut wakers = Wakers::new();
-        self.core.state.lock().release_task(self.task, &mut wakers);
-        wake_all(wakers);
+        let mut out = Deferred::new();
+        self.core.state.lock().release_task(self.task, &mut out);
+        out.finish();
     }
 }
 
-/// What a waiting admission turns into once its future collects it (under the lock).
+/// What a waiting admission turns into once its future collects it (under the lock; no user
+/// code runs).
 pub(crate) trait Collect<K: Eq, S>: Sized {
     /// The admission is a task to be spawned: its waiter makes a task record when granted, so
     /// `abort_group` reaches it before its future has seen the grant.
     const TRACK: bool;
 
-    fn collect(state: &mut State<K>, core: &Arc<Core<K, S>>, held: Held<K>) -> Self;
+    fn collect(
+        state: &mut State<K>,
+        core: &Arc<Core<K, S>>,
+        held: Held<K>,
+        out: &mut Deferred<K>,
+    ) -> Self;
 }
 
 impl<K: Eq, S> Collect<K, S> for Admission<K, S> {
     const TRACK: bool = false;
 
-    fn collect(state: &mut State<K>, core: &Arc<Core<K, S>>, held: Held<K>) -> Self {
+    fn collect(
+        state: &mut State<K>,
+        core: &Arc<Core<K, S>>,
+        held: Held<K>,
+        out: &mut Deferred<K>,
+    ) -> Self {
         let groups = match held {
             Held::Groups(groups) => groups,
             // Not made for a permit (TRACK is false); handled rather than assumed.
-            Held::Task(task) => state.untrack(task),
+            Held::Task(task) => state.untrack(task, out),
         };
         Admission {
             core: Arc::clone(core),
@@ -196,7 +212,12 @@ impl<K: Eq, S> Collect<K, S> for Admission<K, S> {
 impl<K: Eq, S> Collect<K, S> for TaskAdmission<K, S> {
     const TRACK: bool = true;
 
-    fn collect(state: &mut State<K>, core: &Arc<Core<K, S>>, held: Held<K>) -> Self {
+    fn collect(
+        state: &mut State<K>,
+        core: &Arc<Core<K, S>>,
+        held: Held<K>,
+        _out: &mut Deferred<K>,
+    ) -> Self {
         let task = match held {
             Held::Task(task) => task,
             // Admitted without waiting: the record is made now, under the same lock.
@@ -209,30 +230,25 @@ impl<K: Eq, S> Collect<K, S> for TaskAdmission<K, S> {
     }
 }
 
-/// Wakes collected wakers; call only after the lock is released (invariant 8).
-fn wake_all(wakers: Wakers) {
-    if wakers.is_empty() {
-        return;
-    }
-    for waker in wakers {
-        waker.wake();
-    }
-}
-
 impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
     pub(crate) fn new(config: Config<K, S>) -> Self {
-        let mut state = State::new(config.max_tasks, config.default_limit);
-        let mut wakers = Wakers::new();
-        for (key, limit) in config.limits {
-            let hash = config.hasher.hash_one(&key);
-            state.set_limit(hash, key, Some(limit), &mut wakers);
-        }
-        debug_assert!(wakers.is_empty(), "a new pool has no waiters to wake");
-        Self {
+        let core = Self {
             hasher: config.hasher,
             key_fmt: config.key_fmt,
-            state: CacheLine(Mutex::new(state)),
+            state: CacheLine(Mutex::new(State::new(
+                config.max_tasks,
+                config.default_limit,
+            ))),
+        };
+        let mut changes = LimitChanges::new();
+        for (key, limit) in config.limits {
+            changes = changes.limit(key, limit);
         }
+        let mut out = Deferred::new();
+        core.state.lock().set_limits(core.batch(changes), &mut out);
+        debug_assert_eq!(out.woken(), 0, "a new pool has no waiters to wake");
+        out.finish();
+        core
     }
 
     /// Hashes and deduplicates the groups of one admission, outside the lock.
@@ -240,31 +256,63 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
         GroupSet::new(groups, &self.hasher)
     }
 
+    /// Hashes a batch of limit changes and keeps the last change of each key, outside the lock.
+    fn batch(&self, changes: LimitChanges<K>) -> Batch<K> {
+        let LimitChanges {
+            max_tasks,
+            default_limit,
+            groups: changed,
+        } = changes;
+        let mut groups: Vec<(u64, K, Option<usize>)> = Vec::with_capacity(changed.len());
+        for (key, limit) in changed {
+            let hash = self.hasher.hash_one(&key);
+            match groups.iter_mut().find(|(h, k, _)| *h == hash && *k == key) {
+                // The last change of a key wins; the key handed in last is dropped here.
+                Some(earlier) => earlier.2 = limit,
+                None => groups.push((hash, key, limit)),
+            }
+        }
+        Batch {
+            max_tasks,
+            default_limit,
+            groups,
+        }
+    }
+
     /// Admits `groups` now as a permit if the total and every group have room and nobody waits
     /// for them, all or nothing.
     pub(crate) fn try_admit(
         core: &Arc<Self>,
-        groups: GroupSet<K>,
+        mut groups: GroupSet<K>,
     ) -> Result<Admission<K, S>, Refusal<K>> {
-        let refused = {
-            let mut state = core.state.lock();
-            let admitted = state.try_admit(&groups);
-            if let Err(position) = admitted {
-                state.record_rejection(&groups, position);
+        let mut spares = Spares::default();
+        loop {
+            let admitted = {
+                let mut state = core.state.lock();
+                let admitted = state.try_admit(&mut groups, Keys::Spare(&mut spares));
+                if let Err(refused @ (Refused::Closed | Refused::Total | Refused::Key(_))) =
+                    &admitted
+                {
+                    state.record_rejection(&groups, refused);
+                }
+                admitted
+            };
+            match admitted {
+                Ok(()) => {
+                    return Ok(Admission {
+                        core: Arc::clone(core),
+                        groups,
+                    });
+                }
+                // New entries need keys of their own; `K::clone` never runs under the lock.
+                Err(Refused::NeedKeys(missing)) => spares.fill(&groups, &missing),
+                Err(refused) => return Err(core.refusal(groups, refused)),
             }
-            admitted.err()
-        };
-        match refused {
-            None => Ok(Admission {
-                core: Arc::clone(core),
-                groups,
-            }),
-            Some(position) => Err(core.refusal(groups, position)),
         }
     }
 
     /// Like [`try_admit`](Self::try_admit), for a task about to be spawned: its groups move into
-    /// a task record (for release and `abort_group`).
+    /// a task record (for release and `abort_group`), and its keys into the entries it makes.
     pub(crate) fn try_admit_task(
         core: &Arc<Self>,
         groups: GroupSet<K>,
@@ -272,8 +320,8 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
         let admitted = {
             let mut state = core.state.lock();
             let admitted = state.try_admit_task(groups);
-            if let Err((groups, position)) = &admitted {
-                state.record_rejection(groups, *position);
+            if let Err((groups, refused)) = &admitted {
+                state.record_rejection(groups, refused);
             }
             admitted
         };
@@ -282,32 +330,32 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
                 core: Arc::clone(core),
                 task,
             }),
-            Err((groups, position)) => Err(core.refusal(groups, position)),
+            Err((groups, refused)) => Err(core.refusal(groups, refused)),
         }
     }
 
-    /// Turns the position a `try_*` was refused at into the group to report, and logs it.
+    /// Turns the reason a `try_*` was refused into the group to report, and logs it.
     #[cold]
-    fn refusal(&self, groups: GroupSet<K>, position: Position) -> Refusal<K> {
-        let group = match position {
-            Position::Closed => {
+    fn refusal(&self, groups: GroupSet<K>, refused: Refused) -> Refusal<K> {
+        let group = match refused {
+            Refused::Closed => {
                 tracing::debug!("task refused: pool closed");
                 return Refusal::Closed;
             }
-            Position::Total => Group::Total,
-            Position::Key(i) => match groups.into_key(i) {
+            Refused::Total => Group::Total,
+            Refused::Key(i) => match groups.into_key(i) {
                 Some(key) => Group::Key(key),
                 None => {
                     debug_assert!(false, "refused at a position the group set does not have");
                     Group::Total
                 }
             },
+            Refused::NeedKeys(_) => {
+                debug_assert!(false, "a missing key is not a refusal");
+                Group::Total
+            }
         };
-        tracing::debug!(
-            group = ?self.label(group.key()),
-            ?position,
-            "task refused: group full"
-        );
+        tracing::debug!(group = ?self.label(group.key()), "task refused: group full");
         Refusal::Full(group)
     }
 
@@ -324,15 +372,6 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
         }
     }
 
-    /// Attaches a spawned task's abort handle to its record; aborts it at once if an abort was
-    /// requested while it was being spawned.
-    pub(crate) fn attach(&self, task: TaskRef, abort: AbortHandle) {
-        let late = self.state.lock().attach(task, abort);
-        if let Some(abort) = late {
-            abort.abort();
-        }
-    }
-
     /// Aborts the spawned tasks counted in `key` (every task if `None`); returns how many
     /// were signalled.
     pub(crate) fn abort(&self, key: Option<&K>) -> usize {
@@ -341,7 +380,8 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
             let hashed = key.map(|key| (self.hasher.hash_one(key), key));
             self.state.lock().abort(hashed, &mut handles)
         };
-        // Aborting schedules the task; done outside the lock (tokio may wake a worker).
+        // Aborting schedules the task; done outside the lock (tokio may wake a worker), and
+        // the handles are dropped here too.
         for handle in handles {
             handle.abort();
         }
@@ -367,15 +407,20 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
         )
     }
 
-    pub(crate) fn set_limit(&self, key: K, limit: Option<usize>) {
-        let hash = self.hasher.hash_one(&key);
-        let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| key.clone());
-        let mut wakers = Wakers::new();
-        let running = self.state.lock().set_limit(hash, key, limit, &mut wakers);
-        let woken = wakers.len();
-        wake_all(wakers);
-        if let Some(key) = logged {
-            tracing::debug!(group = ?self.label(Some(&key)), ?limit, running, woken, "group limit changed");
+    /// Applies a batch of limit changes as one (invariant 9).
+    pub(crate) fn set_limits(&self, changes: LimitChanges<K>) {
+        let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| changes.clone());
+        let batch = self.batch(changes);
+        let mut out = Deferred::new();
+        self.state.lock().set_limits(batch, &mut out);
+        let woken = out.woken();
+        out.finish();
+        if let Some(changes) = logged {
+            tracing::debug!(
+                changes = ?LoggedChanges { changes: &changes, key_fmt: self.key_fmt },
+                woken,
+                "limits changed"
+            );
         }
     }
 
@@ -408,11 +453,22 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
         self.state
             .lock()
             .find(hash, key)
-            .map_or(0, |e| e.counts.queue.len() + e.counts.reserved)
+            .map_or(0, |e| e.counts.queued() + e.counts.reserved())
     }
 }
 
 impl<K: Eq, S> Core<K, S> {
+    /// Attaches a spawned task's abort handle to its record; aborts it at once if an abort was
+    /// requested while it was being spawned.
+    pub(crate) fn attach(&self, task: TaskRef, abort: AbortHandle) {
+        let attached = self.state.lock().attach(task, abort);
+        match attached {
+            Attached::Kept => {}
+            Attached::Abort(abort) => abort.abort(),
+            Attached::Ended(abort) => drop(abort),
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.state.lock().total.running
     }
@@ -422,10 +478,10 @@ impl<K: Eq, S> Core<K, S> {
     }
 
     pub(crate) fn close(&self) -> bool {
-        let mut wakers = Wakers::new();
-        let closed = self.state.lock().close(&mut wakers);
-        let failed = wakers.len();
-        wake_all(wakers);
+        let mut out = Deferred::new();
+        let closed = self.state.lock().close(&mut out);
+        let failed = out.woken();
+        out.finish();
         if closed {
             tracing::debug!(woken = failed, "pool closed");
         }
@@ -455,34 +511,11 @@ impl<K: Eq, S> Core<K, S> {
 
     /// Waiting admissions not granted yet.
     pub(crate) fn waiting_len(&self) -> usize {
-        let state = self.state.lock();
-        state.waiting
-    }
-
-    pub(crate) fn set_max_tasks(&self, max_tasks: Option<usize>) {
-        let mut wakers = Wakers::new();
-        let running = {
-            let mut state = self.state.lock();
-            state.set_max_tasks(max_tasks, &mut wakers);
-            state.total.running
-        };
-        let woken = wakers.len();
-        wake_all(wakers);
-        tracing::debug!(group = ?self.label(None), limit = ?max_tasks, running, woken, "group limit changed");
+        self.state.lock().waiting
     }
 
     pub(crate) fn max_tasks(&self) -> Option<usize> {
         self.state.lock().max_tasks
-    }
-
-    pub(crate) fn set_default_limit(&self, default_limit: Option<usize>) {
-        let mut wakers = Wakers::new();
-        self.state
-            .lock()
-            .set_default_limit(default_limit, &mut wakers);
-        let woken = wakers.len();
-        wake_all(wakers);
-        tracing::debug!(limit = ?default_limit, woken, "default group limit changed");
     }
 
     pub(crate) fn default_limit(&self) -> Option<usize> {
@@ -523,7 +556,10 @@ pub(crate) struct Summary {
 
 /// A future that resolves to an admission once every group has a slot for it.
 ///
-/// Cancel safe (invariant 6): dropping it gives back whatever it holds.
+/// Cancel safe (invariant 6): dropping it gives back whatever it holds. Panic safe
+/// (invariant 8): it changes its phase only after the call that could panic returned, so a
+/// panic in user code leaves it owning exactly what the state says it holds, and its drop
+/// gives that back.
 pub(crate) struct WaitAdmission<K: Eq, S, A> {
     core: Arc<Core<K, S>>,
     phase: WaitPhase<K>,
@@ -535,10 +571,10 @@ pub(crate) struct WaitAdmission<K: Eq, S, A> {
 impl<K: Eq, S, A> Unpin for WaitAdmission<K, S, A> {}
 
 enum WaitPhase<K> {
-    /// Not polled yet.
+    /// Not polled yet (or its first poll panicked before it queued).
     Start(GroupSet<K>),
     /// Queued as this waiter.
-    Waiting(usize),
+    Waiting(WaiterRef),
     /// Resolved; holds nothing.
     Done,
 }
@@ -547,50 +583,142 @@ enum WaitPhase<K> {
 #[derive(Debug)]
 pub(crate) struct Closed;
 
+/// One poll's outcome, decided under the lock.
+enum Step<A> {
+    Ready(A),
+    Closed,
+    Waiting(WaiterRef),
+    Pending,
+    /// Clone keys outside the lock, then try again.
+    NeedKeys(smallvec::SmallVec<[usize; 4]>),
+    /// Clone the waker outside the lock, then try again.
+    NeedWaker,
+}
+
 impl<K: Eq + Hash + Clone, S: BuildHasher, A: Collect<K, S>> Future for WaitAdmission<K, S, A> {
     type Output = Result<A, Closed>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let mut state = this.core.state.lock();
-        let held = match std::mem::replace(&mut this.phase, WaitPhase::Done) {
-            WaitPhase::Start(groups) => match state.try_admit(&groups) {
-                Ok(()) => Held::Groups(groups),
-                Err(Position::Closed) => {
-                    state.record_rejection(&groups, Position::Closed);
+        // User code (`Waker::clone`, `K::clone`) runs only here, outside the lock, and before
+        // anything changes; `K: Eq` runs under the lock before anything changes. A first poll
+        // almost always needs a waker (it queues unless the groups have room): clone it now
+        // rather than lock twice.
+        let mut waker: Option<Waker> =
+            matches!(this.phase, WaitPhase::Start(_)).then(|| cx.waker().clone());
+        let mut spares = Spares::default();
+        loop {
+            let mut out = Deferred::new();
+            let step = {
+                let mut state = this.core.state.lock();
+                match &mut this.phase {
+                    WaitPhase::Start(groups) => {
+                        match state.start_wait(groups, &mut waker, A::TRACK, &mut spares, &mut out)
+                        {
+                            Started::Admitted(held) => {
+                                Step::Ready(A::collect(&mut state, &this.core, held, &mut out))
+                            }
+                            Started::Waiting(at) => Step::Waiting(at),
+                            Started::Closed => Step::Closed,
+                            Started::NeedKeys(missing) => Step::NeedKeys(missing),
+                        }
+                    }
+                    WaitPhase::Waiting(at) => {
+                        match state.poll_waiter(at, cx.waker(), &mut waker, &mut out) {
+                            Polled::Ready(held) => {
+                                Step::Ready(A::collect(&mut state, &this.core, held, &mut out))
+                            }
+                            Polled::Pending => Step::Pending,
+                            Polled::NeedWaker => Step::NeedWaker,
+                            Polled::Closed => Step::Closed,
+                        }
+                    }
+                    WaitPhase::Done => {
+                        debug_assert!(false, "a waiting admission was polled after it resolved");
+                        Step::Closed
+                    }
+                }
+            };
+            // The lock is released: wake and drop what the transition left.
+            out.finish();
+            match step {
+                Step::Ready(admission) => {
+                    this.phase = WaitPhase::Done;
+                    return Poll::Ready(Ok(admission));
+                }
+                Step::Closed => {
+                    this.phase = WaitPhase::Done;
                     return Poll::Ready(Err(Closed));
                 }
-                Err(_) => match state.enqueue(groups, cx.waker().clone(), A::TRACK) {
-                    Enqueued::Waiting(id) => {
-                        this.phase = WaitPhase::Waiting(id);
-                        return Poll::Pending;
-                    }
-                    Enqueued::Admitted(held) => held,
-                },
-            },
-            WaitPhase::Waiting(id) => match state.poll_waiter(id, cx.waker()) {
-                state::Poll::Ready(held) => held,
-                state::Poll::Pending => {
-                    this.phase = WaitPhase::Waiting(id);
+                Step::Waiting(at) => {
+                    this.phase = WaitPhase::Waiting(at);
                     return Poll::Pending;
                 }
-                state::Poll::Closed => return Poll::Ready(Err(Closed)),
-            },
-            WaitPhase::Done => {
-                debug_assert!(false, "a waiting admission was polled after it resolved");
-                return Poll::Ready(Err(Closed));
+                Step::Pending => return Poll::Pending,
+                Step::NeedWaker => waker = Some(cx.waker().clone()),
+                Step::NeedKeys(missing) => {
+                    if let WaitPhase::Start(groups) = &this.phase {
+                        spares.fill(groups, &missing);
+                    }
+                }
             }
-        };
-        Poll::Ready(Ok(A::collect(&mut state, &this.core, held)))
+        }
     }
 }
 
 impl<K: Eq, S, A> Drop for WaitAdmission<K, S, A> {
     fn drop(&mut self) {
-        if let WaitPhase::Waiting(id) = self.phase {
-            let mut wakers = Wakers::new();
-            self.core.state.lock().cancel(id, &mut wakers);
-            wake_all(wakers);
+        if let WaitPhase::Waiting(at) = self.phase {
+            let mut out = Deferred::new();
+            self.core.state.lock().cancel(at, &mut out);
+            out.finish();
+        }
+    }
+}
+
+/// A future that resolves once the pool is closed and nothing is counted in it (or was, at
+/// some moment since it was created).
+pub(crate) struct WaitIdle<K: Eq, S> {
+    core: Arc<Core<K, S>>,
+    /// Its registration among the pool's `wait` futures, until it resolves.
+    id: Option<RecordRef>,
+}
+
+impl<K: Eq, S> Future for WaitIdle<K, S> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let mut waker = None;
+        loop {
+            let Some(at) = &mut this.id else {
+                return Poll::Ready(());
+            };
+            let mut out = Deferred::new();
+            let polled = this
+                .core
+                .state
+                .lock()
+                .poll_idle(at, cx.waker(), &mut waker, &mut out);
+            out.finish();
+            match polled {
+                IdlePolled::Ready => {
+                    this.id = None;
+                    return Poll::Ready(());
+                }
+                IdlePolled::Pending => return Poll::Pending,
+                IdlePolled::NeedWaker => waker = Some(cx.waker().clone()),
+            }
+        }
+    }
+}
+
+impl<K: Eq, S> Drop for WaitIdle<K, S> {
+    fn drop(&mut self) {
+        if let Some(at) = self.id {
+            let mut out = Deferred::new();
+            self.core.state.lock().cancel_idle(at, &mut out);
+            out.finish();
         }
     }
 }
@@ -611,35 +739,6 @@ impl<K> fmt::Debug for Label<'_, K> {
     }
 }
 
-/// A future that resolves once the pool is closed and nothing is counted in it (or was, at
-/// some moment since it was created).
-pub(crate) struct WaitIdle<K: Eq, S> {
-    core: Arc<Core<K, S>>,
-    /// Its registration among the pool's `wait` futures, until it resolves.
-    id: Option<usize>,
-}
-
-impl<K: Eq, S> Future for WaitIdle<K, S> {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
-        if this.core.state.lock().poll_idle(&mut this.id, cx.waker()) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    }
-}
-
-impl<K: Eq, S> Drop for WaitIdle<K, S> {
-    fn drop(&mut self) {
-        if let Some(id) = self.id {
-            self.core.state.lock().cancel_idle(id);
-        }
-    }
-}
-
 /// Shows a task's groups in its tracing span.
 struct Labels<'a, K> {
     groups: &'a GroupSet<K>,
@@ -656,10 +755,41 @@ impl<K> fmt::Debug for Labels<'_, K> {
             );
         }
         f.debug_list()
-            .entries(self.groups.iter().map(|(_, key)| Label {
+            .entries(self.groups.keys().map(|key| Label {
                 key: Some(key),
                 key_fmt: self.key_fmt,
             }))
             .finish()
+    }
+}
+
+/// Shows a batch of limit changes in a tracing event, keys only if the pool can format them.
+struct LoggedChanges<'a, K> {
+    changes: &'a LimitChanges<K>,
+    key_fmt: Option<KeyFmt<K>>,
+}
+
+impl<K> fmt::Debug for LoggedChanges<'_, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let LimitChanges {
+            max_tasks,
+            default_limit,
+            groups,
+        } = self.changes;
+        let mut list = f.debug_list();
+        if let Some(limit) = max_tasks {
+            list.entry(&format_args!("total: {limit:?}"));
+        }
+        if let Some(limit) = default_limit {
+            list.entry(&format_args!("default: {limit:?}"));
+        }
+        for (key, limit) in groups {
+            let label = Label {
+                key: Some(key),
+                key_fmt: self.key_fmt,
+            };
+            list.entry(&format_args!("{label:?}: {limit:?}"));
+        }
+        list.finish()
     }
 }

@@ -11,13 +11,26 @@ const INLINE_GROUPS: usize = 4;
 /// Above this many groups, duplicates are found with a hash table instead of pairwise.
 const PAIRWISE_DEDUP_MAX: usize = 16;
 
+/// One group of an admission.
+pub(crate) struct Item<K> {
+    /// `hash_one(&key)` with the pool's hasher, computed outside the lock.
+    pub(crate) hash: u64,
+    /// The serial number of the group's entry once the admission counts in it (or waits in
+    /// it); `0` before. Later lookups (release, cancel, grant, `abort_group`) find the entry by
+    /// `hash` and `serial`, so they run no user code (no `K: Eq`).
+    pub(crate) serial: u64,
+    /// The key. `None` once it moved into a new entry of the group table: only a spawned
+    /// task's admission gives its keys away (it never reads them again), which spares a clone.
+    pub(crate) key: Option<K>,
+}
+
 /// The deduplicated groups of one admission, each with its hash.
 ///
 /// Hashes are computed here, outside the pool's lock, and reused for every lookup the
 /// admission and its release make. The caller's order is kept (first occurrence wins) because
 /// refusals report the first full group in that order.
 pub(crate) struct GroupSet<K> {
-    items: SmallVec<[(u64, K); INLINE_GROUPS]>,
+    items: SmallVec<[Item<K>; INLINE_GROUPS]>,
 }
 
 impl<K: Eq + Hash> GroupSet<K> {
@@ -26,28 +39,33 @@ impl<K: Eq + Hash> GroupSet<K> {
     /// Cost is O(n) for n groups (pairwise comparison for small n, where it is cheaper than a
     /// table). Allocates only when more than [`INLINE_GROUPS`] distinct groups are named.
     pub(crate) fn new<S: BuildHasher>(groups: impl IntoIterator<Item = K>, hasher: &S) -> Self {
-        let mut items: SmallVec<[(u64, K); INLINE_GROUPS]> = SmallVec::new();
+        let mut items: SmallVec<[Item<K>; INLINE_GROUPS]> = SmallVec::new();
         let mut seen: Option<HashTable<usize>> = None;
         for key in groups {
             let hash = hasher.hash_one(&key);
+            let same = |item: &Item<K>| item.hash == hash && item.key.as_ref() == Some(&key);
             let duplicate = match &seen {
-                Some(table) => table.find(hash, |&i| items[i].1 == key).is_some(),
-                None => items.iter().any(|(h, k)| *h == hash && *k == key),
+                Some(table) => table.find(hash, |&i| same(&items[i])).is_some(),
+                None => items.iter().any(same),
             };
             if duplicate {
                 continue;
             }
             if let Some(table) = &mut seen {
-                table.insert_unique(hash, items.len(), |&i| items[i].0);
+                table.insert_unique(hash, items.len(), |&i| items[i].hash);
             } else if items.len() == PAIRWISE_DEDUP_MAX {
                 let mut table = HashTable::with_capacity(items.len() * 2);
-                for (i, (h, _)) in items.iter().enumerate() {
-                    table.insert_unique(*h, i, |&j| items[j].0);
+                for (i, item) in items.iter().enumerate() {
+                    table.insert_unique(item.hash, i, |&j| items[j].hash);
                 }
-                table.insert_unique(hash, items.len(), |&j| items[j].0);
+                table.insert_unique(hash, items.len(), |&j| items[j].hash);
                 seen = Some(table);
             }
-            items.push((hash, key));
+            items.push(Item {
+                hash,
+                serial: 0,
+                key: Some(key),
+            });
         }
         Self { items }
     }
@@ -63,9 +81,21 @@ impl<K> Default for GroupSet<K> {
 }
 
 impl<K> GroupSet<K> {
-    /// The groups with their hashes, in the caller's order.
-    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = &(u64, K)> {
+    /// The groups, in the caller's order.
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, Item<K>> {
         self.items.iter()
+    }
+
+    /// The groups, in the caller's order.
+    pub(crate) fn iter_mut(&mut self) -> std::slice::IterMut<'_, Item<K>> {
+        self.items.iter_mut()
+    }
+
+    /// The keys still held, in the caller's order (a permit's keys are always all there).
+    pub(crate) fn keys(&self) -> KeyIter<'_, K> {
+        KeyIter {
+            items: self.items.iter(),
+        }
     }
 
     /// The number of distinct groups.
@@ -73,20 +103,93 @@ impl<K> GroupSet<K> {
         self.items.len()
     }
 
-    /// The `index`-th group and its hash.
-    pub(crate) fn get(&self, index: usize) -> (u64, &K) {
-        let (hash, key) = &self.items[index];
-        (*hash, key)
+    /// The `index`-th group.
+    pub(crate) fn get(&self, index: usize) -> &Item<K> {
+        &self.items[index]
     }
 
-    /// Overrides a hash, to test hash collisions.
-    #[cfg(test)]
-    pub(crate) fn set_hash_for_test(&mut self, index: usize, hash: u64) {
-        self.items[index].0 = hash;
+    /// The `index`-th group, to fill in its serial or take its key.
+    pub(crate) fn get_mut(&mut self, index: usize) -> &mut Item<K> {
+        &mut self.items[index]
+    }
+
+    /// Whether the admission names the group whose entry has this hash and serial.
+    pub(crate) fn names(&self, hash: u64, serial: u64) -> bool {
+        self.items
+            .iter()
+            .any(|item| item.hash == hash && item.serial == serial)
     }
 
     /// Takes the key at `index` (in the caller's order), dropping the rest.
     pub(crate) fn into_key(self, index: usize) -> Option<K> {
-        self.items.into_iter().nth(index).map(|(_, key)| key)
+        self.items.into_iter().nth(index).and_then(|item| item.key)
     }
 }
+
+/// Clones of keys made outside the lock for the entries an admission has to create, by the
+/// index of the group in its [`GroupSet`]: `K::clone` is user code and never runs under the
+/// lock.
+pub(crate) struct Spares<K> {
+    keys: SmallVec<[(usize, K); INLINE_GROUPS]>,
+}
+
+impl<K> Default for Spares<K> {
+    fn default() -> Self {
+        Self {
+            keys: SmallVec::new(),
+        }
+    }
+}
+
+impl<K> Spares<K> {
+    /// Whether a clone of the `index`-th key is at hand.
+    pub(crate) fn has(&self, index: usize) -> bool {
+        self.keys.iter().any(|(i, _)| *i == index)
+    }
+
+    /// Takes the clone of the `index`-th key.
+    pub(crate) fn take(&mut self, index: usize) -> Option<K> {
+        let at = self.keys.iter().position(|(i, _)| *i == index)?;
+        Some(self.keys.swap_remove(at).1)
+    }
+}
+
+impl<K: Clone> Spares<K> {
+    /// Clones the keys at `indices` that have no spare yet. Runs user code: call it without
+    /// the lock.
+    pub(crate) fn fill(&mut self, groups: &GroupSet<K>, indices: &[usize]) {
+        for &index in indices {
+            if self.has(index) {
+                continue;
+            }
+            if let Some(key) = &groups.get(index).key {
+                self.keys.push((index, key.clone()));
+            }
+        }
+    }
+}
+
+/// The keys of a [`GroupSet`] that still holds them.
+pub(crate) struct KeyIter<'a, K> {
+    items: std::slice::Iter<'a, Item<K>>,
+}
+
+impl<'a, K> Iterator for KeyIter<'a, K> {
+    type Item = &'a K;
+
+    fn next(&mut self) -> Option<&'a K> {
+        self.items.by_ref().find_map(|item| item.key.as_ref())
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self
+            .items
+            .as_slice()
+            .iter()
+            .filter(|item| item.key.is_some())
+            .count();
+        (left, Some(left))
+    }
+}
+
+impl<K> ExactSizeIterator for KeyIter<'_, K> {}

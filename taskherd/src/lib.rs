@@ -62,6 +62,7 @@ mod builder;
 mod core;
 mod error;
 mod group_set;
+mod limits;
 mod permit;
 mod pool;
 mod stats;
@@ -69,6 +70,7 @@ mod sync;
 
 pub use builder::Builder;
 pub use error::{AcquireError, Group, SpawnError, TryAcquireError, TrySpawnError};
+pub use limits::LimitChanges;
 pub use permit::Permit;
 pub use pool::TaskPool;
 pub use stats::GroupStats;

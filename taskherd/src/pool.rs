@@ -11,6 +11,7 @@ use tracing::Instrument;
 use crate::builder::Builder;
 use crate::core::{Admission, Config, Core, TaskAdmission};
 use crate::error::{AcquireError, SpawnError, TryAcquireError, TrySpawnError};
+use crate::limits::LimitChanges;
 use crate::permit::Permit;
 use crate::stats::GroupStats;
 
@@ -171,12 +172,25 @@ where
     /// Sets the explicit limit of group `key`; `None` clears it (like
     /// [`clear_limit`](Self::clear_limit)).
     ///
-    /// The limit takes effect for the next admission. If more tasks than the new limit are
-    /// running, they continue; new tasks in the group are refused until its count is below the
-    /// limit. A limit of `0` refuses every new task in the group. An explicit limit overrides the
-    /// [default limit](Self::set_default_limit) whether it is higher or lower.
+    /// The limit takes effect at once. An explicit limit overrides the
+    /// [default limit](Self::set_default_limit) whether it is higher or lower. A group with an
+    /// explicit limit is kept (and uses memory) until the limit is cleared.
     ///
-    /// A group with an explicit limit is kept (and uses memory) until the limit is cleared.
+    /// Raising a limit hands the new room at once to the oldest waiters. Lowering it never
+    /// cancels running work: if more tasks than the new limit run, they continue, and new
+    /// ones wait or are refused until the count is below the limit. Slots that were promised
+    /// to waiters (reserved for a waiter that still waits for another group) beyond the new
+    /// limit are taken back, youngest waiter first; those waiters go back to their place in
+    /// the group's queue, ahead of every younger waiter, so they keep their turn. So from the
+    /// moment this returns, no work starts in the group above the new limit: after the change,
+    /// running plus promised slots are within the limit unless running work alone exceeds it.
+    /// A limit of `0` starts nothing new in the group until it is raised.
+    ///
+    /// To change several limits as one, use [`set_limits`](Self::set_limits).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `K`'s `Eq` panics; the limits are then unchanged.
     ///
     /// # Examples
     ///
@@ -192,7 +206,44 @@ where
     /// # }
     /// ```
     pub fn set_limit(&self, key: K, limit: impl Into<Option<usize>>) {
-        self.core.set_limit(key, limit.into());
+        self.core
+            .set_limits(LimitChanges::new().limit(key, limit.into()));
+    }
+
+    /// Applies several limit changes as one: the total, the default limit and any number of
+    /// named groups.
+    ///
+    /// The changes take effect together, in one critical section, and the room they make is
+    /// handed out once, afterwards: no task or permit is admitted under a combination of
+    /// limits that the batch did not ask for (half old, half new). Each change means what
+    /// the single call means ([`set_limit`](Self::set_limit), [`set_max_tasks`](Self::set_max_tasks),
+    /// [`set_default_limit`](Self::set_default_limit)), including what lowering a limit does
+    /// to waiters. A key changed twice in the batch takes its last change.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `K`'s `Hash` or `Eq` panics; the limits are then unchanged.
+    ///
+    /// # Examples
+    ///
+    /// Raising the default while keeping one group pinned: nothing in `db` starts because of
+    /// the higher default, not even for an instant.
+    ///
+    /// ```
+    /// use taskherd::{LimitChanges, TaskPool};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = TaskPool::builder().default_limit(1).build();
+    /// let _running = pool.try_acquire(["db"]).unwrap();
+    /// pool.set_limits(LimitChanges::new().default_limit(10).limit("db", 1));
+    /// assert!(pool.try_acquire(["db"]).is_err());
+    /// assert!(pool.try_acquire(["web"]).is_ok());
+    /// # }
+    /// ```
+    pub fn set_limits(&self, changes: LimitChanges<K>) {
+        if !changes.is_empty() {
+            self.core.set_limits(changes);
+        }
     }
 
     /// Returns the explicit limit of group `key`, or `None` if it has none.
@@ -245,11 +296,18 @@ where
     /// assert_eq!(pool.limit(&"a"), None);
     /// ```
     pub fn clear_limit(&self, key: &K) {
-        self.core.set_limit(key.clone(), None);
+        self.core
+            .set_limits(LimitChanges::new().clear_limit(key.clone()));
     }
 
     /// Sets the limit of the total group, the number of tasks in the whole pool; `None` removes
-    /// it. Running tasks are never cancelled by a lower limit.
+    /// it.
+    ///
+    /// Running tasks are never cancelled by a lower limit; new ones wait or are refused until
+    /// the count is below it. A waiter is promised a slot of the total only when it holds every
+    /// other slot, and is then admitted at once, so no promise outlives a change of the total.
+    /// Raising it hands the new room at once to the waiters that hold everything else, in the
+    /// order they got there.
     ///
     /// # Examples
     ///
@@ -263,7 +321,8 @@ where
     /// assert_eq!(pool.max_tasks(), None);
     /// ```
     pub fn set_max_tasks(&self, max_tasks: impl Into<Option<usize>>) {
-        self.core.set_max_tasks(max_tasks.into());
+        self.core
+            .set_limits(LimitChanges::new().max_tasks(max_tasks.into()));
     }
 
     /// Returns the limit of the total group.
@@ -285,6 +344,11 @@ where
     /// The default limit never applies to the total group (that is
     /// [`max_tasks`](Self::max_tasks)). It holds no memory per group: it is looked up at admission.
     ///
+    /// A change applies to every group without an explicit limit as [`set_limit`](Self::set_limit)
+    /// would: a lower default takes back the slots promised to waiters above it (youngest first,
+    /// each keeping its turn) and cancels nothing that runs; a higher one hands the room out at
+    /// once. Costs O(groups in the pool).
+    ///
     /// # Examples
     ///
     /// ```
@@ -296,7 +360,8 @@ where
     /// assert_eq!(pool.max_tasks(), None);
     /// ```
     pub fn set_default_limit(&self, limit: impl Into<Option<usize>>) {
-        self.core.set_default_limit(limit.into());
+        self.core
+            .set_limits(LimitChanges::new().default_limit(limit.into()));
     }
 
     /// Returns the default limit of named groups.

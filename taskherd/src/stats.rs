@@ -33,6 +33,13 @@ pub struct GroupStats {
     pub running: usize,
     /// Waiting `spawn`s and `acquire`s that name the group and are not admitted yet.
     pub waiting: usize,
+    /// Of `waiting`, those that hold a slot of this group promised to them while they wait for
+    /// another group; the others are queued for a slot. Promised slots count against the
+    /// limit like running ones: at every moment `reserved == 0` or `running + reserved <=
+    /// limit` (a lowered limit takes promises back, see
+    /// [`TaskPool::set_limit`](crate::TaskPool::set_limit)). Always `0` for the total, which
+    /// is promised only to a waiter that holds everything else and is granted at once.
+    pub reserved: usize,
     /// The limit in force: the explicit limit, else the default limit (for the total:
     /// `max_tasks`).
     pub limit: Option<usize>,

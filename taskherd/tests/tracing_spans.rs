@@ -301,17 +301,13 @@ async fn refusals_and_limit_changes_emit_debug_events() {
     assert!(closed.contains("DEBUG"), "{closed}");
     let changes: Vec<_> = text
         .lines()
-        .filter(|line| line.contains("group limit changed") && !line.contains("default"))
+        .filter(|line| line.contains("limits changed"))
         .collect();
-    assert_eq!(changes.len(), 2, "{text}");
+    assert_eq!(changes.len(), 3, "{text}");
     assert!(
-        changes[0].contains(DB) && changes[0].contains("Some(0)"),
+        changes[0].contains(&format!("{DB:?}: Some(0)")) && changes[0].contains("DEBUG"),
         "{text}"
     );
-    assert!(
-        changes[1].contains("total") && changes[1].contains("Some(5)"),
-        "{text}"
-    );
-    let default = capture.line("default group limit changed");
-    assert!(default.contains("Some(2)"), "{default}");
+    assert!(changes[1].contains("total: Some(5)"), "{text}");
+    assert!(changes[2].contains("default: Some(2)"), "{text}");
 }

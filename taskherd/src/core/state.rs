@@ -1,48 +1,70 @@
 //! Everything the pool's lock guards, and every transition of it.
 //!
-//! Nothing here locks, awaits or wakes: transitions collect the wakers of the waiters they
-//! granted into a [`Wakers`] list that [`Core`](super::Core) wakes after unlocking.
+//! Nothing here locks, awaits, wakes or drops user values: transitions collect wakers to wake
+//! and values to drop into a [`Deferred`] that [`Core`](super::Core) finishes after unlocking.
+//! The only user code that runs here is `K: Eq`, in lookups that come before any change.
 
 use std::task::Waker;
 
 use hashbrown::HashTable;
-use hashbrown::hash_table::Entry as TableEntry;
-use slab::Slab;
 use smallvec::SmallVec;
 
-use super::tasks::{TaskRef, Tasks};
-use super::waiters::{LinkRef, Phase, Queue, Waiter};
-use crate::group_set::GroupSet;
+use super::deferred::Deferred;
+use super::records::{MIN_RETAINED_CAPACITY, RecordRef, Records};
+use super::tasks::{Attached, TaskRef, Tasks};
+use super::waiters::{LinkRef, List, Phase, Place, Waiter, Waiters};
+use crate::group_set::{GroupSet, Item, Spares};
 use crate::stats::GroupStats;
 
-/// Wakers to wake once the lock is released.
-pub(crate) type Wakers = SmallVec<[Waker; 4]>;
-
-/// Waiters that received their last missing slot during one transition.
+/// Waiters that received a slot that may complete them during one transition.
 type Granted = SmallVec<[usize; 4]>;
 
-/// Tables at most this large are never shrunk (shrinking tiny tables only churns memory).
-pub(crate) const MIN_RETAINED_CAPACITY: usize = 64;
+/// Identifies a waiter for its future.
+pub(crate) type WaiterRef = RecordRef;
 
 /// The counts of one group (or of the total).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Counts {
     /// Live admissions (tasks, permits, granted waiters) naming this group.
     pub(crate) running: usize,
-    /// Slots held for waiters that still miss a slot in another group.
-    pub(crate) reserved: usize,
+    /// Waiters holding a slot of this group while they miss one elsewhere, in the order they
+    /// got it; `holders.len()` is the group's `reserved` count.
+    holders: List,
     /// Waiters still missing a slot in this group, oldest first.
-    pub(crate) queue: Queue,
+    queue: List,
     /// Admissions ever made in this group (tasks, permits, granted waiters).
-    pub(crate) admitted: u64,
+    admitted: u64,
     /// Refusals of `try_*` calls because this group was full (for the total: every refused
     /// `try_*` call and every waiter failed by `close`).
-    pub(crate) rejected: u64,
+    rejected: u64,
     /// The highest `running` ever seen.
-    pub(crate) peak: usize,
+    peak: usize,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Self {
+            running: 0,
+            holders: List::new(Place::Reserved),
+            queue: List::new(Place::Queued),
+            admitted: 0,
+            rejected: 0,
+            peak: 0,
+        }
+    }
 }
 
 impl Counts {
+    /// Slots held for waiters.
+    pub(crate) fn reserved(&self) -> usize {
+        self.holders.len()
+    }
+
+    /// Waiters queued for a slot.
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Counts one new admission.
     fn admit_one(&mut self) {
         self.running += 1;
@@ -50,11 +72,21 @@ impl Counts {
         self.peak = self.peak.max(self.running);
     }
 
+    /// Counts one admission gone; a count that is already zero is corruption (reported after
+    /// unlocking, never clamped silently).
+    fn release_one<K>(&mut self, out: &mut Deferred<K>) {
+        match self.running.checked_sub(1) {
+            Some(running) => self.running = running,
+            None => out.underflow = true,
+        }
+    }
+
     /// A snapshot for [`GroupStats`], taken under the lock so it is never torn.
     fn stats(&self, limit: Option<usize>) -> GroupStats {
         GroupStats {
             running: self.running,
-            waiting: self.queue.len() + self.reserved,
+            waiting: self.queued() + self.reserved(),
+            reserved: self.reserved(),
             limit,
             admitted: self.admitted,
             rejected: self.rejected,
@@ -64,31 +96,103 @@ impl Counts {
 
     /// Whether one more slot may be taken under `limit` (`None` = unbounded).
     fn has_room(&self, limit: Option<usize>) -> bool {
-        limit.is_none_or(|limit| self.running + self.reserved < limit)
+        limit.is_none_or(|limit| self.running + self.reserved() < limit)
     }
 
     /// Hands free slots to the oldest queued waiters until the group is full or nobody waits
-    /// (invariant 5). Each step is O(1). Waiters that now hold every slot, or every slot but
-    /// the total's (they are now ready to queue for the total), go to `granted`; see
+    /// (invariant 5). O(1) per slot handed out. Waiters that now hold every slot, or every
+    /// slot but the total's (they are now ready to ask for the total), go to `granted`; see
     /// [`State::grant_all`].
-    fn pump<K>(
-        &mut self,
-        limit: Option<usize>,
-        waiters: &mut Slab<Waiter<K>>,
-        granted: &mut Granted,
-    ) {
+    fn pump<K>(&mut self, limit: Option<usize>, waiters: &mut Waiters<K>, granted: &mut Granted) {
         while !self.queue.is_empty() && self.has_room(limit) {
             let Some(at) = self.queue.pop_front(waiters) else {
                 break;
             };
-            self.reserved += 1;
+            self.holders.push_back(waiters, at);
             let waiter = &mut waiters[at.waiter];
-            waiter.links[at.slot].reserved = true;
             waiter.missing -= 1;
-            let total = waiter.links[0];
-            if waiter.missing == 0 || (waiter.missing == 1 && !total.reserved && !total.queued) {
+            if waiter.missing == 0 || waiter.ready_for_total() {
                 granted.push(at.waiter);
             }
+        }
+    }
+
+    /// Takes back the youngest reservations while `running + reserved` exceeds `limit`
+    /// (invariant 2). Each waiter goes back to the front of the queue, ahead of every waiter
+    /// younger than it, so it keeps its turn; one that was queued for the total leaves that
+    /// queue, as it no longer holds every named group (the total is the last gate).
+    fn take_back<K>(&mut self, limit: Option<usize>, waiters: &mut Waiters<K>, total: &mut Counts) {
+        let Some(limit) = limit else {
+            return;
+        };
+        while self.reserved() > 0 && self.running + self.reserved() > limit {
+            let Some(at) = self.holders.pop_back(waiters) else {
+                break;
+            };
+            self.queue.push_front(waiters, at);
+            waiters[at.waiter].missing += 1;
+            let total_link = LinkRef {
+                waiter: at.waiter,
+                slot: 0,
+            };
+            match waiters[at.waiter].links[0].place {
+                Place::Outside => {}
+                Place::Queued => total.queue.unlink(waiters, total_link),
+                Place::Reserved => {
+                    // Not reached: a waiter holding the total is granted in the same
+                    // transition. Handled by giving the slot back (the caller pumps the total).
+                    total.holders.unlink(waiters, total_link);
+                    waiters[at.waiter].missing += 1;
+                }
+            }
+        }
+    }
+
+    /// Takes the waiter at `at` out of this group: gives back its slot (and hands it on) or
+    /// leaves the queue.
+    fn leave<K>(
+        &mut self,
+        limit: Option<usize>,
+        waiters: &mut Waiters<K>,
+        at: LinkRef,
+        granted: &mut Granted,
+    ) {
+        match waiters[at.waiter].links[at.slot].place {
+            Place::Reserved => {
+                self.holders.unlink(waiters, at);
+                self.pump(limit, waiters, granted);
+            }
+            Place::Queued => self.queue.unlink(waiters, at),
+            Place::Outside => {}
+        }
+    }
+
+    /// Takes the waiter at `at` out of this group without handing anything on (`close`).
+    fn give_up<K>(&mut self, waiters: &mut Waiters<K>, at: LinkRef) {
+        match waiters[at.waiter].links[at.slot].place {
+            Place::Reserved => self.holders.unlink(waiters, at),
+            Place::Queued => self.queue.unlink(waiters, at),
+            Place::Outside => {}
+        }
+    }
+
+    /// Takes the waiter at `at` into this group: a slot at once if one is free and nobody
+    /// queues, else a place at the back of the queue.
+    fn join<K>(&mut self, limit: Option<usize>, waiters: &mut Waiters<K>, at: LinkRef) {
+        if self.queue.is_empty() && self.has_room(limit) {
+            self.holders.push_back(waiters, at);
+            waiters[at.waiter].missing -= 1;
+        } else {
+            self.queue.push_back(waiters, at);
+        }
+    }
+
+    /// The list a waiter's link in `place` belongs to.
+    fn list_mut(&mut self, place: Place) -> Option<&mut List> {
+        match place {
+            Place::Queued => Some(&mut self.queue),
+            Place::Reserved => Some(&mut self.holders),
+            Place::Outside => None,
         }
     }
 }
@@ -97,15 +201,19 @@ impl Counts {
 pub(crate) struct Entry<K> {
     /// `hash_one(&key)` with the pool's hasher, kept so the table can rehash without user code.
     pub(crate) hash: u64,
+    /// Unique for the life of the pool: admissions and waiters find their entry by `hash` and
+    /// `serial`, without comparing keys.
+    pub(crate) serial: u64,
     pub(crate) key: K,
     pub(crate) counts: Counts,
     pub(crate) limit: Option<usize>,
 }
 
 impl<K> Entry<K> {
-    fn new(hash: u64, key: K, limit: Option<usize>) -> Self {
+    fn new(hash: u64, serial: u64, key: K, limit: Option<usize>) -> Self {
         Self {
             hash,
+            serial,
             key,
             counts: Counts::default(),
             limit,
@@ -115,19 +223,32 @@ impl<K> Entry<K> {
     /// An idle entry carries no information and must not be kept (invariant 4).
     fn is_idle(&self) -> bool {
         self.counts.running == 0
-            && self.counts.reserved == 0
+            && self.counts.reserved() == 0
             && self.counts.queue.is_empty()
             && self.limit.is_none()
     }
 }
 
-/// Where an admission was refused: the total, or the i-th of the caller's distinct groups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Position {
+/// Why an admission was not made now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refused {
     /// The pool is closed.
     Closed,
+    /// The total has no room.
     Total,
+    /// The i-th of the caller's distinct groups has no room.
     Key(usize),
+    /// The admission needs new entries for these groups and has no keys for them: clone them
+    /// outside the lock and try again.
+    NeedKeys(SmallVec<[usize; 4]>),
+}
+
+/// Where the keys of new entries come from.
+pub(crate) enum Keys<'a, K> {
+    /// Moved out of the admission's own groups (a task's admission never reads them again).
+    Move,
+    /// Clones made outside the lock.
+    Spare(&'a mut Spares<K>),
 }
 
 /// An admission handed to a waiting future: its groups (a permit), or the record of the task
@@ -137,22 +258,37 @@ pub(crate) enum Held<K> {
     Task(TaskRef),
 }
 
-/// The outcome of [`State::enqueue`].
-pub(crate) enum Enqueued<K> {
-    /// Queued under this id.
-    Waiting(usize),
+/// The outcome of [`State::start_wait`].
+pub(crate) enum Started<K> {
     /// Admitted at once; the counts are taken.
     Admitted(Held<K>),
+    /// Queued as this waiter.
+    Waiting(WaiterRef),
+    /// The pool is closed.
+    Closed,
+    /// See [`Refused::NeedKeys`].
+    NeedKeys(SmallVec<[usize; 4]>),
 }
 
 /// What a waiting admission found when it was polled.
-pub(crate) enum Poll<K> {
+pub(crate) enum Polled<K> {
     /// Admitted; the counts are already taken.
     Ready(Held<K>),
-    /// Still waiting.
+    /// Still waiting; its waker is up to date.
     Pending,
+    /// Still waiting, and its waker must be replaced: clone the new one outside the lock and
+    /// poll again.
+    NeedWaker,
     /// The pool closed while it waited; it holds nothing.
     Closed,
+}
+
+/// Limit changes, hashed and deduplicated outside the lock (see `LimitChanges`).
+pub(crate) struct Batch<K> {
+    pub(crate) max_tasks: Option<Option<usize>>,
+    pub(crate) default_limit: Option<Option<usize>>,
+    /// `(hash, key, limit)`, each key once.
+    pub(crate) groups: Vec<(u64, K, Option<usize>)>,
 }
 
 pub(crate) struct State<K> {
@@ -165,19 +301,19 @@ pub(crate) struct State<K> {
     pub(crate) max_tasks: Option<usize>,
     /// The limit of every named group without an explicit one.
     pub(crate) default_limit: Option<usize>,
-    /// Every waiting admission, and granted ones their future has not collected yet.
-    pub(crate) waiters: Slab<Waiter<K>>,
+    /// Every waiting admission, and granted or failed ones their future has not collected yet.
+    waiters: Waiters<K>,
     /// Refuses new admissions; set by `close`.
     pub(crate) closed: bool,
     /// Waiters not granted yet (queued or holding reservations anywhere).
     pub(crate) waiting: usize,
-    /// The next waiter's arrival ticket.
-    next_ticket: u64,
+    /// The next entry's serial (0 is never used: it marks an unresolved group).
+    next_serial: u64,
     /// Spawned tasks with their groups, for release and for `abort_group` and `abort_all`.
     tasks: Tasks<K>,
     /// `wait` futures: their wakers, and whether the pool was closed and empty since they
     /// registered.
-    idle_waiters: Slab<IdleWaiter>,
+    idle_waiters: Records<IdleWaiter>,
 }
 
 /// A `wait` future's registration.
@@ -187,6 +323,14 @@ struct IdleWaiter {
     fired: bool,
 }
 
+/// What a `wait` future found when it was polled.
+pub(crate) enum IdlePolled {
+    Ready,
+    Pending,
+    /// Its waker must be replaced: clone the new one outside the lock and poll again.
+    NeedWaker,
+}
+
 impl<K: Eq> State<K> {
     pub(crate) fn new(max_tasks: Option<usize>, default_limit: Option<usize>) -> Self {
         Self {
@@ -194,120 +338,221 @@ impl<K: Eq> State<K> {
             total: Counts::default(),
             max_tasks,
             default_limit,
-            waiters: Slab::new(),
+            waiters: Records::default(),
             closed: false,
             waiting: 0,
-            next_ticket: 0,
+            next_serial: 1,
             tasks: Tasks::default(),
-            idle_waiters: Slab::new(),
+            idle_waiters: Records::default(),
         }
     }
 
+    /// Finds the entry of `key` (runs `K: Eq`: call before changing anything).
     pub(crate) fn find(&self, hash: u64, key: &K) -> Option<&Entry<K>> {
         self.groups.find(hash, |e| e.key == *key)
+    }
+
+    /// The limit in force for a named group with explicit limit `limit`.
+    fn effective(&self, limit: Option<usize>) -> Option<usize> {
+        limit.or(self.default_limit)
+    }
+
+    /// Finds an entry by the serial an admission or waiter recorded (no user code).
+    fn entry_mut<'a>(
+        groups: &'a mut HashTable<Entry<K>>,
+        item: &Item<K>,
+    ) -> Option<&'a mut Entry<K>> {
+        let serial = item.serial;
+        groups.find_mut(item.hash, |e| e.serial == serial)
+    }
+
+    /// The bucket of each group's entry, or `None` for a group without one. Runs `K: Eq`, so
+    /// it comes before any change: a panic leaves the state as it was.
+    fn find_buckets(&mut self, groups: &GroupSet<K>) -> SmallVec<[Option<usize>; 4]> {
+        // Room for every entry this admission may create, so that creating them moves no
+        // bucket found below (no user code: the table rehashes with stored hashes).
+        self.groups.reserve(groups.len(), |e| e.hash);
+        groups.iter().map(|item| self.find_bucket(item)).collect()
+    }
+
+    /// Like [`find_buckets`](Self::find_buckets), but stops at the first group without room
+    /// and returns its position.
+    fn find_buckets_with_room(
+        &mut self,
+        groups: &GroupSet<K>,
+    ) -> Result<SmallVec<[Option<usize>; 4]>, usize> {
+        self.groups.reserve(groups.len(), |e| e.hash);
+        let mut buckets = SmallVec::with_capacity(groups.len());
+        for (i, item) in groups.iter().enumerate() {
+            let bucket = self.find_bucket(item);
+            let has_room = match bucket.and_then(|b| self.groups.get_bucket(b)) {
+                Some(entry) => entry.counts.has_room(self.effective(entry.limit)),
+                None => Counts::default().has_room(self.default_limit),
+            };
+            if !has_room {
+                return Err(i);
+            }
+            buckets.push(bucket);
+        }
+        Ok(buckets)
+    }
+
+    /// The bucket of one group's entry: by serial once known, else by key.
+    fn find_bucket(&self, item: &Item<K>) -> Option<usize> {
+        if item.serial != 0 {
+            let serial = item.serial;
+            self.groups
+                .find_bucket_index(item.hash, |e| e.serial == serial)
+        } else {
+            let key = item.key.as_ref()?;
+            self.groups.find_bucket_index(item.hash, |e| e.key == *key)
+        }
+    }
+
+    /// Checks that every group without an entry has a key to make one with.
+    fn keys_for_new_entries(
+        groups: &GroupSet<K>,
+        buckets: &[Option<usize>],
+        keys: &Keys<'_, K>,
+    ) -> Result<(), Refused> {
+        let missing: SmallVec<[usize; 4]> = buckets
+            .iter()
+            .enumerate()
+            .filter(|&(i, bucket)| {
+                bucket.is_none()
+                    && match keys {
+                        Keys::Move => groups.get(i).key.is_none(),
+                        Keys::Spare(spares) => !spares.has(i),
+                    }
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(Refused::NeedKeys(missing))
+        }
+    }
+
+    /// Records in `groups` the serial of every entry found in `buckets` and makes the missing
+    /// entries (with keys checked by [`keys_for_new_entries`](Self::keys_for_new_entries)).
+    /// No user code runs. With `admit`, also counts one admission in each group.
+    fn settle_entries(
+        &mut self,
+        groups: &mut GroupSet<K>,
+        buckets: &[Option<usize>],
+        mut keys: Keys<'_, K>,
+        admit: bool,
+    ) {
+        for (item, bucket) in groups.iter_mut().zip(buckets) {
+            let Some(bucket) = bucket else {
+                continue;
+            };
+            if let Some(entry) = self.groups.get_bucket_mut(*bucket) {
+                item.serial = entry.serial;
+                if admit {
+                    entry.counts.admit_one();
+                }
+            }
+        }
+        for (i, bucket) in buckets.iter().enumerate() {
+            if bucket.is_some() {
+                continue;
+            }
+            let item = groups.get_mut(i);
+            let key = match &mut keys {
+                Keys::Move => item.key.take(),
+                Keys::Spare(spares) => spares.take(i),
+            };
+            let Some(key) = key else {
+                debug_assert!(false, "a new entry has no key (checked before)");
+                continue;
+            };
+            let serial = self.next_serial;
+            self.next_serial += 1;
+            item.serial = serial;
+            let mut entry = Entry::new(item.hash, serial, key, None);
+            if admit {
+                entry.counts.admit_one();
+            }
+            self.groups.insert_unique(item.hash, entry, |e| e.hash);
+        }
     }
 
     /// Takes one slot in every group of one admission, or in none (invariants 2, 3, 5).
     ///
     /// Refuses in a group that has no room, which includes every group with queued waiters
     /// (those never have room, invariant 5), so a `try_*` never takes a slot a waiter is owed.
-    /// Returns where it was refused. Statistics of refusals are the caller's to record
+    /// Statistics of refusals are the caller's to record
     /// ([`record_rejection`](Self::record_rejection)): a waiting admission's first try is not a
-    /// refusal.
-    pub(crate) fn try_admit(&mut self, groups: &GroupSet<K>) -> Result<(), Position>
-    where
-        K: Clone,
-    {
+    /// refusal. On success the groups carry their entries' serials.
+    pub(crate) fn try_admit(
+        &mut self,
+        groups: &mut GroupSet<K>,
+        keys: Keys<'_, K>,
+    ) -> Result<(), Refused> {
         if self.closed {
-            return Err(Position::Closed);
+            return Err(Refused::Closed);
         }
         if !self.total.has_room(self.max_tasks) {
-            return Err(Position::Total);
+            return Err(Refused::Total);
         }
-        // Check phase: read only. Bucket indices stay valid until the table changes shape.
-        let mut buckets: SmallVec<[Option<usize>; 4]> = SmallVec::with_capacity(groups.len());
-        let mut missing = false;
-        for (i, (hash, key)) in groups.iter().enumerate() {
-            let bucket = self.groups.find_bucket_index(*hash, |e| e.key == *key);
-            let has_room = match bucket.and_then(|b| self.groups.get_bucket(b)) {
-                Some(entry) => entry.counts.has_room(entry.limit.or(self.default_limit)),
-                None => Counts::default().has_room(self.default_limit),
-            };
-            if !has_room {
-                return Err(Position::Key(i));
-            }
-            missing |= bucket.is_none();
-            buckets.push(bucket);
+        let buckets = self.find_buckets_with_room(groups).map_err(Refused::Key)?;
+        if buckets.iter().any(Option::is_none) {
+            Self::keys_for_new_entries(groups, &buckets, &keys)?;
         }
-        // The keys of new entries are cloned before anything changes, so a panicking `Clone`
-        // leaves the state untouched.
-        let new_keys: SmallVec<[(u64, K); 4]> = if missing {
-            groups
-                .iter()
-                .zip(&buckets)
-                .filter(|(_, bucket)| bucket.is_none())
-                .map(|((hash, key), _)| (*hash, key.clone()))
-                .collect()
-        } else {
-            SmallVec::new()
-        };
-        // Commit phase: existing entries first (their bucket indices are still valid), then
-        // insert the new ones (which may grow the table and move buckets).
+        // Commit: no user code from here on.
         self.total.admit_one();
-        for &bucket in buckets.iter().flatten() {
-            match self.groups.get_bucket_mut(bucket) {
-                Some(entry) => entry.counts.admit_one(),
-                None => debug_assert!(false, "a bucket found in the check phase vanished"),
-            }
-        }
-        if !missing {
-            return Ok(());
-        }
-        for (hash, key) in new_keys {
-            let mut entry = Entry::new(hash, key, None);
-            entry.counts.admit_one();
-            self.groups.insert_unique(hash, entry, |e| e.hash);
-        }
+        self.settle_entries(groups, &buckets, keys, true);
         Ok(())
     }
 
     /// [`try_admit`](Self::try_admit) for a task to be spawned: on success its groups move into
-    /// a task record under the same lock; on refusal they come back.
+    /// a task record under the same lock; on refusal they come back. Never needs clones: the
+    /// task's keys move into the entries it creates.
     pub(crate) fn try_admit_task(
         &mut self,
-        groups: GroupSet<K>,
-    ) -> Result<TaskRef, (GroupSet<K>, Position)>
-    where
-        K: Clone,
-    {
-        match self.try_admit(&groups) {
+        mut groups: GroupSet<K>,
+    ) -> Result<TaskRef, (GroupSet<K>, Refused)> {
+        match self.try_admit(&mut groups, Keys::Move) {
             Ok(()) => Ok(self.tasks.insert(groups)),
-            Err(position) => Err((groups, position)),
+            Err(refused) => Err((groups, refused)),
         }
     }
 
     /// Counts a refused `try_*` call in the total and in the group that refused it. A group
     /// without an entry (idle, no explicit limit) keeps no statistics (invariant 4).
-    pub(crate) fn record_rejection(&mut self, groups: &GroupSet<K>, position: Position) {
-        self.total.rejected += 1;
-        if let Position::Key(i) = position {
-            let (hash, key) = groups.get(i);
-            if let Some(entry) = self.groups.find_mut(hash, |e| e.key == *key) {
-                entry.counts.rejected += 1;
+    pub(crate) fn record_rejection(&mut self, groups: &GroupSet<K>, refused: &Refused) {
+        let group = match refused {
+            Refused::Key(i) => {
+                let item = groups.get(*i);
+                match &item.key {
+                    Some(key) => self.groups.find_bucket_index(item.hash, |e| e.key == *key),
+                    None => None,
+                }
             }
+            _ => None,
+        };
+        self.total.rejected += 1;
+        if let Some(entry) = group.and_then(|b| self.groups.get_bucket_mut(b)) {
+            entry.counts.rejected += 1;
         }
     }
 
-    /// Turns an admission into a task record (an admission granted after waiting, about to be
-    /// spawned).
+    /// Turns an admission into a task record (an admission granted at once to a waiting
+    /// `spawn`).
     pub(crate) fn track(&mut self, groups: GroupSet<K>) -> TaskRef {
         self.tasks.insert(groups)
     }
 
     /// Turns a task record back into a permit's groups (the counts stay taken).
-    pub(crate) fn untrack(&mut self, task: TaskRef) -> GroupSet<K> {
+    pub(crate) fn untrack(&mut self, task: TaskRef, out: &mut Deferred<K>) -> GroupSet<K> {
         match self.tasks.remove(task) {
-            Some(groups) => groups,
+            Some(mut record) => {
+                let groups = std::mem::take(&mut record.groups);
+                out.tasks.push(record);
+                groups
+            }
             None => {
                 debug_assert!(
                     false,
@@ -319,11 +564,7 @@ impl<K: Eq> State<K> {
     }
 
     /// Attaches a spawned task's abort handle; see [`Tasks::attach`].
-    pub(crate) fn attach(
-        &mut self,
-        task: TaskRef,
-        abort: tokio::task::AbortHandle,
-    ) -> Option<tokio::task::AbortHandle> {
+    pub(crate) fn attach(&mut self, task: TaskRef, abort: tokio::task::AbortHandle) -> Attached {
         self.tasks.attach(task, abort)
     }
 
@@ -333,376 +574,440 @@ impl<K: Eq> State<K> {
         key: Option<(u64, &K)>,
         handles: &mut Vec<tokio::task::AbortHandle>,
     ) -> usize {
-        self.tasks.abort(key, handles)
+        let group = match key {
+            Some((hash, key)) => match self.find(hash, key) {
+                Some(entry) => Some((hash, entry.serial)),
+                // No entry: nothing runs in the group.
+                None => return 0,
+            },
+            None => None,
+        };
+        self.tasks.abort(group, handles)
     }
 
-    /// Queues a waiting admission in every named group, taking at once the slots of groups that
-    /// have room and nobody queued, then in the total once it holds all of them (invariant 5).
+    /// Starts a waiting admission: admits it at once if every group and the total have room
+    /// and nobody queues for them, else queues it in every named group, taking at once the
+    /// slots of groups that have room and nobody queued, then in the total once it holds all
+    /// of them (invariant 5).
     ///
-    /// Returns the waiter's id, or the admission itself if every slot was free.
-    pub(crate) fn enqueue(&mut self, groups: GroupSet<K>, waker: Waker, track: bool) -> Enqueued<K>
-    where
-        K: Clone,
-    {
-        // Entries for groups seen for the first time are made before the waiter joins any
-        // queue, so a panicking `Clone` leaves the state untouched.
-        let new_keys: SmallVec<[(u64, K); 4]> = groups
-            .iter()
-            .filter(|(hash, key)| self.find(*hash, key).is_none())
-            .map(|(hash, key)| (*hash, key.clone()))
-            .collect();
-        for (hash, key) in new_keys {
-            self.groups
-                .insert_unique(hash, Entry::new(hash, key, None), |e| e.hash);
+    /// `groups` stay with the caller until it is admitted or queued (a panic in `K: Eq` leaves
+    /// them, and the state, as they were). `waker` is taken if the waiter queues.
+    pub(crate) fn start_wait(
+        &mut self,
+        groups: &mut GroupSet<K>,
+        waker: &mut Option<Waker>,
+        track: bool,
+        spares: &mut Spares<K>,
+        out: &mut Deferred<K>,
+    ) -> Started<K> {
+        let keys = if track {
+            Keys::Move
+        } else {
+            Keys::Spare(spares)
+        };
+        match self.try_admit(groups, keys) {
+            Ok(()) => return Started::Admitted(Held::Groups(std::mem::take(groups))),
+            Err(Refused::Closed) => {
+                self.record_rejection(groups, &Refused::Closed);
+                return Started::Closed;
+            }
+            Err(Refused::NeedKeys(missing)) => return Started::NeedKeys(missing),
+            Err(Refused::Total | Refused::Key(_)) => {}
         }
-        let ticket = self.next_ticket;
-        self.next_ticket += 1;
-        let id = self
+        let keys = if track {
+            Keys::Move
+        } else {
+            Keys::Spare(spares)
+        };
+        let buckets = self.find_buckets(groups);
+        if let Err(Refused::NeedKeys(missing)) = Self::keys_for_new_entries(groups, &buckets, &keys)
+        {
+            return Started::NeedKeys(missing);
+        }
+        // No user code from here on.
+        self.settle_entries(groups, &buckets, keys, false);
+        let waker = waker.take().unwrap_or_else(|| Waker::noop().clone());
+        let at = self
             .waiters
-            .insert(Waiter::new(groups, waker, track, ticket));
-        let (max_tasks, default_limit) = (self.max_tasks, self.default_limit);
-        // Named groups first; the total only once they are all held (the total is the last
-        // gate, so a waiter never holds total capacity while it is blocked elsewhere).
-        for i in 0..self.waiters[id].groups.len() {
-            let (hash, key) = self.waiters[id].groups.get(i);
-            let Some(entry) = self.groups.find_mut(hash, |e| e.key == *key) else {
+            .insert(Waiter::new(std::mem::take(groups), waker, track));
+        let Some(id) = self.waiters.find(at) else {
+            debug_assert!(false, "a waiter vanished as it was made");
+            return Started::Closed;
+        };
+        self.waiters[id].ticket = at.id();
+        let default_limit = self.default_limit;
+        for slot in 1..self.waiters[id].links.len() {
+            let item = self.waiters[id].groups.get(slot - 1);
+            let Some(entry) = Self::entry_mut(&mut self.groups, item) else {
                 debug_assert!(false, "the entry made above vanished");
                 continue;
             };
             let limit = entry.limit.or(default_limit);
-            let at = LinkRef {
-                waiter: id,
-                slot: i + 1,
-            };
-            Self::join(&mut entry.counts, limit, &mut self.waiters, at);
+            entry
+                .counts
+                .join(limit, &mut self.waiters, LinkRef { waiter: id, slot });
         }
-        if self.waiters[id].missing == 1 {
-            let at = LinkRef {
+        if self.waiters[id].ready_for_total() {
+            let at_total = LinkRef {
                 waiter: id,
                 slot: 0,
             };
-            Self::join(&mut self.total, max_tasks, &mut self.waiters, at);
+            self.total.join(self.max_tasks, &mut self.waiters, at_total);
         }
         self.waiting += 1;
         if self.waiters[id].missing > 0 {
-            return Enqueued::Waiting(id);
+            return Started::Waiting(at);
         }
-        // Every group had room and nobody queued: the caller's own `try_admit` would have
-        // admitted it too. Its own waker is the only one `grant` collects: no wake-up needed.
-        let mut own_waker = Wakers::new();
-        self.grant(id, &mut own_waker);
-        Enqueued::Admitted(self.take_granted(id))
+        // Every slot was free and nobody queued: possible only if `try_admit` above refused
+        // for a reason that went away, which it cannot; handled rather than assumed. Its own
+        // waker needs no wake-up: the caller returns `Ready`.
+        self.grant(id, out, false);
+        let held = self.take_granted(id, out);
+        Started::Admitted(held)
     }
 
-    /// Takes a slot of `counts` for the waiter at `at` if one is free and nobody is queued,
-    /// else queues it.
-    fn join(counts: &mut Counts, limit: Option<usize>, waiters: &mut Slab<Waiter<K>>, at: LinkRef) {
-        if counts.queue.is_empty() && counts.has_room(limit) {
-            counts.reserved += 1;
-            let waiter = &mut waiters[at.waiter];
-            waiter.links[at.slot].reserved = true;
-            waiter.missing -= 1;
-        } else {
-            counts.queue.push_back(waiters, at);
-        }
-    }
-
-    /// Turns a waiter's reservations into running admissions and schedules its wake-up.
-    /// O(groups it names).
-    fn grant(&mut self, id: usize, wakers: &mut Wakers) {
+    /// Turns a waiter's reservations into running admissions and, with `wake`, schedules its
+    /// wake-up. O(groups it names).
+    fn grant(&mut self, id: usize, out: &mut Deferred<K>, wake: bool) {
         debug_assert!(self.waiting > 0, "granted more waiters than were waiting");
         self.waiting = self.waiting.saturating_sub(1);
         let waiter = &mut self.waiters[id];
         debug_assert_eq!(waiter.missing, 0, "granted a waiter that misses a slot");
         waiter.phase = Phase::Granted;
         if let Some(waker) = waiter.waker.take() {
-            wakers.push(waker);
+            if wake {
+                out.wake.push(waker);
+            } else {
+                out.wakers.push(waker);
+            }
         }
-        convert(&mut self.total);
-        for (hash, key) in waiter.groups.iter() {
-            match self.groups.find_mut(*hash, |e| e.key == *key) {
-                Some(entry) => convert(&mut entry.counts),
+        self.total.holders.unlink(
+            &mut self.waiters,
+            LinkRef {
+                waiter: id,
+                slot: 0,
+            },
+        );
+        self.total.admit_one();
+        for slot in 1..self.waiters[id].links.len() {
+            let item = self.waiters[id].groups.get(slot - 1);
+            match Self::entry_mut(&mut self.groups, item) {
+                Some(entry) => {
+                    entry
+                        .counts
+                        .holders
+                        .unlink(&mut self.waiters, LinkRef { waiter: id, slot });
+                    entry.counts.admit_one();
+                }
                 None => debug_assert!(false, "a waiter holds a slot in a group without an entry"),
             }
         }
+        let waiter = &mut self.waiters[id];
         if waiter.track {
             // A task to be spawned is a task from now on: `abort_group` must reach it.
             let groups = std::mem::take(&mut waiter.groups);
             waiter.task = Some(self.tasks.insert(groups));
         }
-
-        fn convert(counts: &mut Counts) {
-            debug_assert!(counts.reserved > 0, "granted a slot that was not reserved");
-            counts.reserved = counts.reserved.saturating_sub(1);
-            counts.admit_one();
-        }
     }
 
-    /// Removes a granted waiter from the slab and returns what it holds.
-    fn take_granted(&mut self, id: usize) -> Held<K> {
-        let waiter = self.waiters.remove(id);
-        self.maybe_shrink_waiters();
-        match waiter.task {
+    /// Removes a granted waiter's record and returns what it holds.
+    fn take_granted(&mut self, id: usize, out: &mut Deferred<K>) -> Held<K> {
+        let Some(mut waiter) = self.waiters.remove(id) else {
+            debug_assert!(false, "a granted waiter vanished");
+            return Held::Groups(GroupSet::default());
+        };
+        let held = match waiter.task.take() {
             Some(task) => Held::Task(task),
-            None => Held::Groups(waiter.groups),
-        }
+            None => Held::Groups(std::mem::take(&mut waiter.groups)),
+        };
+        out.waiters.push(waiter);
+        held
     }
 
     /// Gives back what a granted waiter holds, as a release.
-    fn release_held(&mut self, held: Held<K>, wakers: &mut Wakers) {
+    fn release_held(&mut self, held: Held<K>, out: &mut Deferred<K>) {
         match held {
-            Held::Groups(groups) => self.release(&groups, wakers),
-            Held::Task(task) => self.release_task(task, wakers),
+            Held::Groups(groups) => {
+                self.release(&groups, out);
+                out.groups.push(groups);
+            }
+            Held::Task(task) => self.release_task(task, out),
         }
     }
 
-    /// Grants the waiters a transition completed. Those that hold every named group but not
-    /// yet the total join the total's queue now, oldest first (taking a slot at once if it has
-    /// room and nobody queued), and are granted if that was their last one.
-    fn grant_all(&mut self, mut granted: Granted, wakers: &mut Wakers) {
+    /// Completes the waiters a transition gave slots to: those that hold every named group but
+    /// not yet the total join the total's queue now, oldest first (taking a slot at once if it
+    /// has room and nobody queued), and those that hold every slot are granted.
+    fn grant_all(&mut self, mut granted: Granted, out: &mut Deferred<K>) {
         if granted.len() > 1 {
-            granted.sort_unstable_by_key(|&id| self.waiters[id].ticket);
+            granted.sort_unstable_by_key(|&id| self.waiters.get(id).map_or(0, |w| w.ticket));
+            granted.dedup();
         }
         for id in granted {
-            if self.waiters[id].missing == 1 {
+            let Some(waiter) = self.waiters.get(id) else {
+                debug_assert!(false, "a waiter given a slot vanished");
+                continue;
+            };
+            if waiter.ready_for_total() {
                 let at = LinkRef {
                     waiter: id,
                     slot: 0,
                 };
-                Self::join(&mut self.total, self.max_tasks, &mut self.waiters, at);
+                self.total.join(self.max_tasks, &mut self.waiters, at);
             }
-            if self.waiters[id].missing == 0 {
-                self.grant(id, wakers);
+            let waiter = &self.waiters[id];
+            if waiter.phase == Phase::Waiting && waiter.missing == 0 {
+                self.grant(id, out, true);
             }
         }
     }
 
-    /// Checks on a waiter for its future: admitted (its groups come back), closed, or still
-    /// waiting (then remembers `waker`).
-    pub(crate) fn poll_waiter(&mut self, id: usize, waker: &Waker) -> Poll<K> {
-        let Some(waiter) = self.waiters.get_mut(id) else {
+    /// Checks on a waiter for its future: admitted (what it holds comes back), closed, or still
+    /// waiting. A waiting future's waker is replaced by `new` if it would not wake the same
+    /// task as `waker`; without `new`, asks for a clone (never made under the lock).
+    pub(crate) fn poll_waiter(
+        &mut self,
+        at: &mut WaiterRef,
+        waker: &Waker,
+        new: &mut Option<Waker>,
+        out: &mut Deferred<K>,
+    ) -> Polled<K> {
+        let Some(id) = self.waiters.find_and_update(at) else {
             debug_assert!(false, "a waiting future lost its waiter");
-            return Poll::Closed;
+            return Polled::Closed;
         };
-        match waiter.phase {
+        let waiter = &mut self.waiters[id];
+        let polled = match waiter.phase {
             Phase::Waiting => {
-                match &mut waiter.waker {
-                    Some(old) if old.will_wake(waker) => {}
-                    slot => *slot = Some(waker.clone()),
+                if waiter
+                    .waker
+                    .as_ref()
+                    .is_some_and(|old| old.will_wake(waker))
+                {
+                    return Polled::Pending;
                 }
-                Poll::Pending
+                let Some(new) = new.take() else {
+                    return Polled::NeedWaker;
+                };
+                out.wakers.extend(waiter.waker.replace(new));
+                return Polled::Pending;
             }
-            Phase::Granted => {
-                // `close` turns every granted waiter into a closed one, so the pool is open.
-                Poll::Ready(self.take_granted(id))
-            }
+            // `close` turns every granted waiter into a closed one, so the pool is open.
+            Phase::Granted => Polled::Ready(self.take_granted(id, out)),
             Phase::Closed => {
-                self.waiters.remove(id);
-                self.maybe_shrink_waiters();
-                Poll::Closed
+                out.waiters.extend(self.waiters.remove(id));
+                Polled::Closed
             }
-        }
+        };
+        self.maybe_compact_waiters();
+        polled
     }
 
     /// Gives back everything a dropped waiting future holds (invariant 6): its reservations go
     /// to the next waiters at once, its queue places are removed; a granted waiter is released
     /// like any admission. O(groups it names) plus the waiters this grants.
-    pub(crate) fn cancel(&mut self, id: usize, wakers: &mut Wakers) {
-        let Some(waiter) = self.waiters.get(id) else {
+    pub(crate) fn cancel(&mut self, at: WaiterRef, out: &mut Deferred<K>) {
+        let Some(id) = self.waiters.find(at) else {
             debug_assert!(false, "cancelled a waiter twice");
             return;
         };
-        match waiter.phase {
-            Phase::Closed => {
-                self.waiters.remove(id);
-            }
+        match self.waiters[id].phase {
+            Phase::Closed => out.waiters.extend(self.waiters.remove(id)),
             Phase::Granted => {
-                let held = self.take_granted(id);
-                self.release_held(held, wakers);
+                let held = self.take_granted(id, out);
+                self.release_held(held, out);
             }
             Phase::Waiting => {
                 let mut granted = Granted::new();
-                let (max_tasks, default_limit) = (self.max_tasks, self.default_limit);
-                Self::leave(
-                    &mut self.total,
-                    max_tasks,
-                    &mut self.waiters,
-                    id,
-                    0,
-                    &mut granted,
-                );
-                for i in 0..self.waiters[id].groups.len() {
-                    let (hash, key) = self.waiters[id].groups.get(i);
-                    match self.groups.find_entry(hash, |e| e.key == *key) {
+                let at_total = LinkRef {
+                    waiter: id,
+                    slot: 0,
+                };
+                self.total
+                    .leave(self.max_tasks, &mut self.waiters, at_total, &mut granted);
+                let default_limit = self.default_limit;
+                let mut reclaimed = false;
+                for slot in 1..self.waiters[id].links.len() {
+                    let item = self.waiters[id].groups.get(slot - 1);
+                    let serial = item.serial;
+                    match self.groups.find_entry(item.hash, |e| e.serial == serial) {
                         Ok(mut occupied) => {
                             let entry = occupied.get_mut();
                             let limit = entry.limit.or(default_limit);
-                            Self::leave(
-                                &mut entry.counts,
-                                limit,
-                                &mut self.waiters,
-                                id,
-                                i + 1,
-                                &mut granted,
-                            );
+                            let at = LinkRef { waiter: id, slot };
+                            entry
+                                .counts
+                                .leave(limit, &mut self.waiters, at, &mut granted);
                             if entry.is_idle() {
-                                occupied.remove();
+                                out.keys.push(occupied.remove().0.key);
+                                reclaimed = true;
                             }
                         }
                         Err(_) => debug_assert!(false, "a waiter's group has no entry"),
                     }
                 }
-                self.waiters.remove(id);
+                // The granted list may name waiters by index: grant before removing (removal
+                // moves nothing, but keeps the order of events obvious).
                 self.waiting = self.waiting.saturating_sub(1);
-                self.grant_all(granted, wakers);
-                self.maybe_shrink_groups();
+                out.waiters.extend(self.waiters.remove(id));
+                self.grant_all(granted, out);
+                if reclaimed {
+                    self.maybe_shrink_groups();
+                }
             }
         }
-        self.maybe_shrink_waiters();
-    }
-
-    /// Takes waiter `id` out of one group: gives back its slot (to the next waiter) or its
-    /// place in the queue.
-    fn leave(
-        counts: &mut Counts,
-        limit: Option<usize>,
-        waiters: &mut Slab<Waiter<K>>,
-        id: usize,
-        slot: usize,
-        granted: &mut Granted,
-    ) {
-        let link = waiters[id].links[slot];
-        if link.reserved {
-            debug_assert!(
-                counts.reserved > 0,
-                "gave back a slot that was not reserved"
-            );
-            counts.reserved = counts.reserved.saturating_sub(1);
-            counts.pump(limit, waiters, granted);
-        } else if link.queued {
-            counts.queue.unlink(waiters, LinkRef { waiter: id, slot });
-        }
+        self.maybe_compact_waiters();
     }
 
     /// Gives back one admission's slots and hands them to the oldest waiters (invariants 1, 5).
-    /// O(groups named) plus the waiters this grants.
-    pub(crate) fn release(&mut self, groups: &GroupSet<K>, wakers: &mut Wakers) {
+    /// O(groups named) plus the waiters this grants. Finds entries by serial: no user code.
+    pub(crate) fn release(&mut self, groups: &GroupSet<K>, out: &mut Deferred<K>) {
         let mut granted = Granted::new();
-        debug_assert!(
-            self.total.running > 0,
-            "released more admissions than were made"
-        );
-        self.total.running = self.total.running.saturating_sub(1);
+        self.total.release_one(out);
         if self.closed && self.total.running == 0 {
-            self.fire_idle(wakers);
+            self.fire_idle(out);
         }
         self.total
             .pump(self.max_tasks, &mut self.waiters, &mut granted);
         let mut reclaimed = false;
-        for (hash, key) in groups.iter() {
-            match self.groups.find_entry(*hash, |e| e.key == *key) {
+        for item in groups.iter() {
+            let serial = item.serial;
+            match self.groups.find_entry(item.hash, |e| e.serial == serial) {
                 Ok(mut occupied) => {
                     let entry = occupied.get_mut();
-                    debug_assert!(
-                        entry.counts.running > 0,
-                        "released a group more often than admitted"
-                    );
-                    entry.counts.running = entry.counts.running.saturating_sub(1);
+                    entry.counts.release_one(out);
                     let limit = entry.limit.or(self.default_limit);
                     entry.counts.pump(limit, &mut self.waiters, &mut granted);
                     if entry.is_idle() {
-                        occupied.remove();
+                        out.keys.push(occupied.remove().0.key);
                         reclaimed = true;
                     }
                 }
-                Err(_) => debug_assert!(false, "released a group that has no entry"),
+                // An admission always counts in its entries, which keeps them alive.
+                Err(_) => out.underflow = true,
             }
         }
-        self.grant_all(granted, wakers);
+        self.grant_all(granted, out);
         if reclaimed {
             self.maybe_shrink_groups();
         }
     }
 
-    /// Releases a spawned task's admission and forgets its record.
-    pub(crate) fn release_task(&mut self, task: TaskRef, wakers: &mut Wakers) {
+    /// Releases a spawned task's admission and removes its record (dropped after unlocking).
+    pub(crate) fn release_task(&mut self, task: TaskRef, out: &mut Deferred<K>) {
         match self.tasks.remove(task) {
-            Some(groups) => self.release(&groups, wakers),
-            None => debug_assert!(false, "a task was released twice"),
+            Some(record) => {
+                self.release(&record.groups, out);
+                out.tasks.push(record);
+            }
+            None => out.underflow = true,
         }
     }
 
-    /// Sets or clears an explicit limit and hands any room it made to waiters; returns the
-    /// group's running count.
-    pub(crate) fn set_limit(
-        &mut self,
-        hash: u64,
-        key: K,
-        limit: Option<usize>,
-        wakers: &mut Wakers,
-    ) -> usize {
-        let mut granted = Granted::new();
-        let running = match self.groups.entry(hash, |e| e.key == key, |e| e.hash) {
-            TableEntry::Occupied(mut occupied) => {
-                let entry = occupied.get_mut();
-                entry.limit = limit;
-                let running = entry.counts.running;
-                let effective = entry.limit.or(self.default_limit);
-                entry
-                    .counts
-                    .pump(effective, &mut self.waiters, &mut granted);
-                if entry.is_idle() {
-                    occupied.remove();
-                    self.maybe_shrink_groups();
-                }
-                running
-            }
-            TableEntry::Vacant(vacant) => {
-                if limit.is_some() {
-                    vacant.insert(Entry::new(hash, key, limit));
-                }
-                0
-            }
-        };
-        self.grant_all(granted, wakers);
-        running
-    }
-
-    /// Sets the total's limit and hands any room it made to waiters.
-    pub(crate) fn set_max_tasks(&mut self, max_tasks: Option<usize>, wakers: &mut Wakers) {
-        self.max_tasks = max_tasks;
-        let mut granted = Granted::new();
-        self.total.pump(max_tasks, &mut self.waiters, &mut granted);
-        self.grant_all(granted, wakers);
-    }
-
-    /// Sets the default limit and hands any room it made to waiters.
+    /// Applies several limit changes as one (invariant 9): one critical section, then one
+    /// round of taking back reservations above lowered limits (invariant 2) and one pump of
+    /// the groups that may have gained room (invariant 5).
     ///
-    /// O(named groups in the pool): every group without an explicit limit may have gained room.
-    /// Limit changes are rare; admissions and releases never pay this.
-    pub(crate) fn set_default_limit(&mut self, default_limit: Option<usize>, wakers: &mut Wakers) {
-        self.default_limit = default_limit;
-        let mut granted = Granted::new();
-        for entry in self.groups.iter_mut() {
-            if entry.limit.is_none() && !entry.counts.queue.is_empty() {
-                entry
-                    .counts
-                    .pump(default_limit, &mut self.waiters, &mut granted);
+    /// O(groups changed), plus O(named groups in the pool) if the default limit changes
+    /// (every group without an explicit limit may have gained or lost room). Limit changes
+    /// are rare; admissions and releases never pay this.
+    pub(crate) fn set_limits(&mut self, batch: Batch<K>, out: &mut Deferred<K>) {
+        // Lookups first: `K: Eq` is the only user code, and it runs before any change.
+        self.groups.reserve(batch.groups.len(), |e| e.hash);
+        let buckets: SmallVec<[Option<usize>; 4]> = batch
+            .groups
+            .iter()
+            .map(|(hash, key, _)| self.groups.find_bucket_index(*hash, |e| e.key == *key))
+            .collect();
+        if let Some(max_tasks) = batch.max_tasks {
+            self.max_tasks = max_tasks;
+        }
+        let default_changed = match batch.default_limit {
+            Some(default_limit) if default_limit != self.default_limit => {
+                self.default_limit = default_limit;
+                true
+            }
+            _ => false,
+        };
+        let mut touched: SmallVec<[(u64, u64); 4]> = SmallVec::new();
+        for ((hash, key, limit), bucket) in batch.groups.into_iter().zip(buckets) {
+            match bucket.and_then(|b| self.groups.get_bucket_mut(b)) {
+                Some(entry) => {
+                    entry.limit = limit;
+                    touched.push((hash, entry.serial));
+                    out.keys.push(key);
+                }
+                None if limit.is_some() => {
+                    let serial = self.next_serial;
+                    self.next_serial += 1;
+                    self.groups
+                        .insert_unique(hash, Entry::new(hash, serial, key, limit), |e| e.hash);
+                }
+                None => out.keys.push(key),
             }
         }
-        self.grant_all(granted, wakers);
+        // Take back reservations above every lowered limit, before any room is handed out.
+        let default_limit = self.default_limit;
+        if default_changed {
+            for entry in self.groups.iter_mut() {
+                if entry.limit.is_none() {
+                    let limit = default_limit;
+                    entry
+                        .counts
+                        .take_back(limit, &mut self.waiters, &mut self.total);
+                }
+            }
+        }
+        for &(hash, serial) in &touched {
+            if let Some(entry) = self.groups.find_mut(hash, |e| e.serial == serial) {
+                let limit = entry.limit.or(default_limit);
+                entry
+                    .counts
+                    .take_back(limit, &mut self.waiters, &mut self.total);
+            }
+        }
+        debug_assert_eq!(self.total.reserved(), 0, "a total slot held at rest");
+        // Then hand out the room there is.
+        let mut granted = Granted::new();
+        self.total
+            .pump(self.max_tasks, &mut self.waiters, &mut granted);
+        if default_changed {
+            for entry in self.groups.iter_mut() {
+                if entry.limit.is_none() {
+                    entry
+                        .counts
+                        .pump(default_limit, &mut self.waiters, &mut granted);
+                }
+            }
+        }
+        let mut reclaimed = false;
+        for &(hash, serial) in &touched {
+            if let Ok(mut occupied) = self.groups.find_entry(hash, |e| e.serial == serial) {
+                let entry = occupied.get_mut();
+                let limit = entry.limit.or(default_limit);
+                entry.counts.pump(limit, &mut self.waiters, &mut granted);
+                if entry.is_idle() {
+                    out.keys.push(occupied.remove().0.key);
+                    reclaimed = true;
+                }
+            }
+        }
+        self.grant_all(granted, out);
+        if reclaimed {
+            self.maybe_shrink_groups();
+        }
     }
 
     /// Closes the pool: new admissions are refused, and every waiter that was not granted yet
     /// gives back what it holds and fails. Returns `false` if it was already closed.
     /// O(waiters × groups they name); closing is rare.
-    pub(crate) fn close(&mut self, wakers: &mut Wakers) -> bool {
+    pub(crate) fn close(&mut self, out: &mut Deferred<K>) -> bool {
         if self.closed {
             return false;
         }
         self.closed = true;
-        let mut waiting: SmallVec<[usize; 8]> = SmallVec::new();
-        let mut granted: SmallVec<[usize; 8]> = SmallVec::new();
+        let mut waiting: Vec<usize> = Vec::new();
+        let mut granted: Vec<usize> = Vec::new();
         for (id, waiter) in self.waiters.iter() {
             match waiter.phase {
                 Phase::Waiting => waiting.push(id),
@@ -713,14 +1018,22 @@ impl<K: Eq> State<K> {
         for id in waiting {
             // Nobody can take the slots it gives back (every waiter fails and new admissions
             // are refused), so they are not pumped.
-            Self::give_up(&mut self.total, &mut self.waiters, id, 0);
-            for i in 0..self.waiters[id].groups.len() {
-                let (hash, key) = self.waiters[id].groups.get(i);
-                match self.groups.find_entry(hash, |e| e.key == *key) {
+            self.total.give_up(
+                &mut self.waiters,
+                LinkRef {
+                    waiter: id,
+                    slot: 0,
+                },
+            );
+            for slot in 1..self.waiters[id].links.len() {
+                let item = self.waiters[id].groups.get(slot - 1);
+                let serial = item.serial;
+                match self.groups.find_entry(item.hash, |e| e.serial == serial) {
                     Ok(mut occupied) => {
-                        Self::give_up(&mut occupied.get_mut().counts, &mut self.waiters, id, i + 1);
+                        let at = LinkRef { waiter: id, slot };
+                        occupied.get_mut().counts.give_up(&mut self.waiters, at);
                         if occupied.get().is_idle() {
-                            occupied.remove();
+                            out.keys.push(occupied.remove().0.key);
                         }
                     }
                     Err(_) => debug_assert!(false, "a waiter's group has no entry"),
@@ -730,9 +1043,7 @@ impl<K: Eq> State<K> {
             waiter.phase = Phase::Closed;
             self.total.rejected += 1;
             self.waiting = self.waiting.saturating_sub(1);
-            if let Some(waker) = waiter.waker.take() {
-                wakers.push(waker);
-            }
+            out.wake.extend(waiter.waker.take());
         }
         // Granted waiters whose future has not collected the admission yet fail too (their
         // future was already woken): their slots are released now, so `wait` does not depend
@@ -745,24 +1056,13 @@ impl<K: Eq> State<K> {
                 None => Held::Groups(std::mem::take(&mut waiter.groups)),
             };
             self.total.rejected += 1;
-            self.release_held(held, wakers);
+            self.release_held(held, out);
         }
         if self.total.running == 0 {
-            self.fire_idle(wakers);
+            self.fire_idle(out);
         }
         self.maybe_shrink_groups();
         true
-    }
-
-    /// Takes waiter `id` out of one group without handing anything on.
-    fn give_up(counts: &mut Counts, waiters: &mut Slab<Waiter<K>>, id: usize, slot: usize) {
-        let link = &mut waiters[id].links[slot];
-        if link.reserved {
-            link.reserved = false;
-            counts.reserved = counts.reserved.saturating_sub(1);
-        } else if link.queued {
-            counts.queue.unlink(waiters, LinkRef { waiter: id, slot });
-        }
     }
 
     /// Reopens a closed pool. Returns `false` if it was open.
@@ -771,52 +1071,69 @@ impl<K: Eq> State<K> {
     }
 
     /// Wakes every `wait` future: the pool is closed and empty.
-    fn fire_idle(&mut self, wakers: &mut Wakers) {
+    fn fire_idle(&mut self, out: &mut Deferred<K>) {
         for (_, idle) in self.idle_waiters.iter_mut() {
             if !idle.fired {
                 idle.fired = true;
-                wakers.extend(idle.waker.take());
+                out.wake.extend(idle.waker.take());
             }
         }
     }
 
     /// Registers a new `wait` future; it is ready at once if the pool is closed and empty.
-    pub(crate) fn register_idle(&mut self) -> usize {
+    pub(crate) fn register_idle(&mut self) -> RecordRef {
         let fired = self.closed && self.total.running == 0;
         self.idle_waiters.insert(IdleWaiter { waker: None, fired })
     }
 
-    /// Polls the `wait` future registered as `id`: ready once the pool was closed and empty at
-    /// some moment since it registered. Unregisters it when ready (then sets `id` to `None`).
-    pub(crate) fn poll_idle(&mut self, id: &mut Option<usize>, waker: &Waker) -> bool {
-        let Some(i) = *id else {
-            return true;
-        };
-        let Some(idle) = self.idle_waiters.get_mut(i) else {
+    /// Polls the `wait` future registered as `at`: ready once the pool was closed and empty at
+    /// some moment since it registered (then unregisters it). Replaces its waker by `new` if
+    /// it would not wake the same task as `waker`; without `new`, asks for a clone.
+    pub(crate) fn poll_idle(
+        &mut self,
+        at: &mut RecordRef,
+        waker: &Waker,
+        new: &mut Option<Waker>,
+        out: &mut Deferred<K>,
+    ) -> IdlePolled {
+        let Some(index) = self.idle_waiters.find_and_update(at) else {
             debug_assert!(false, "a wait future lost its registration");
-            return true;
+            return IdlePolled::Ready;
         };
+        let idle = &mut self.idle_waiters[index];
         if idle.fired {
-            self.idle_waiters.remove(i);
-            *id = None;
-            return true;
+            if let Some(idle) = self.idle_waiters.remove(index) {
+                out.wakers.extend(idle.waker);
+            }
+            self.idle_waiters.maybe_compact();
+            return IdlePolled::Ready;
         }
-        match &mut idle.waker {
-            Some(old) if old.will_wake(waker) => {}
-            slot => *slot = Some(waker.clone()),
+        if idle.waker.as_ref().is_some_and(|old| old.will_wake(waker)) {
+            return IdlePolled::Pending;
         }
-        false
+        match new.take() {
+            Some(new) => {
+                out.wakers.extend(idle.waker.replace(new));
+                IdlePolled::Pending
+            }
+            None => IdlePolled::NeedWaker,
+        }
     }
 
     /// Forgets a dropped `wait` future.
-    pub(crate) fn cancel_idle(&mut self, id: usize) {
-        self.idle_waiters.try_remove(id);
+    pub(crate) fn cancel_idle(&mut self, at: RecordRef, out: &mut Deferred<K>) {
+        if let Some(index) = self.idle_waiters.find(at) {
+            if let Some(idle) = self.idle_waiters.remove(index) {
+                out.wakers.extend(idle.waker);
+            }
+            self.idle_waiters.maybe_compact();
+        }
     }
 
     /// Statistics of group `key`; an unknown group has zeros and the default limit.
     pub(crate) fn stats(&self, hash: u64, key: &K) -> GroupStats {
         match self.find(hash, key) {
-            Some(entry) => entry.counts.stats(entry.limit.or(self.default_limit)),
+            Some(entry) => entry.counts.stats(self.effective(entry.limit)),
             None => Counts::default().stats(self.default_limit),
         }
     }
@@ -841,12 +1158,48 @@ impl<K: Eq> State<K> {
         }
     }
 
-    /// Gives the waiter slab's memory back once nobody waits. (A slab cannot move live
-    /// waiters, so it is only shrunk when empty; its size is bounded by the peak number of
-    /// waiters of the current busy period.)
-    fn maybe_shrink_waiters(&mut self) {
-        if self.waiters.is_empty() && self.waiters.capacity() > MIN_RETAINED_CAPACITY {
-            self.waiters = Slab::new();
+    /// Gives the waiter records' memory back once they are mostly empty (invariant 4), and
+    /// re-points every queue link at the waiters that moved. Amortised O(groups per waiter)
+    /// per removal. Call only at the end of a transition: it moves waiters.
+    fn maybe_compact_waiters(&mut self) {
+        if !self.waiters.wants_compaction() {
+            return;
+        }
+        let mut moves = Vec::new();
+        self.waiters.compact(&mut moves);
+        if moves.is_empty() {
+            return;
+        }
+        moves.sort_unstable();
+        let moved = |at: LinkRef| match moves.binary_search_by_key(&at.waiter, |&(from, _)| from) {
+            Ok(i) => LinkRef {
+                waiter: moves[i].1,
+                slot: at.slot,
+            },
+            Err(_) => at,
+        };
+        for (_, waiter) in self.waiters.iter_mut() {
+            waiter.relink(moved);
+        }
+        // The ends of the lists live in the groups: fix those that point at a moved waiter.
+        for &(from, to) in &moves {
+            for slot in 0..self.waiters[to].links.len() {
+                let waiter = &self.waiters[to];
+                let place = waiter.links[slot].place;
+                let (first, last) = waiter.ends(slot);
+                if place == Place::Outside || !(first || last) {
+                    continue;
+                }
+                let counts = if slot == 0 {
+                    Some(&mut self.total)
+                } else {
+                    let item = waiter.groups.get(slot - 1);
+                    Self::entry_mut(&mut self.groups, item).map(|entry| &mut entry.counts)
+                };
+                if let Some(list) = counts.and_then(|counts| counts.list_mut(place)) {
+                    list.relink_end(slot, from, to);
+                }
+            }
         }
     }
 }

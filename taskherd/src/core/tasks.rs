@@ -1,107 +1,104 @@
 //! The registry of spawned tasks: their groups, and what `abort_group` and `abort_all` reach.
 //!
-//! A spawned task's groups live here, in a slab record created under the lock at admission,
-//! rather than in the task: the task's future then carries only a 16-byte reference, which keeps
-//! it small (it is moved several times on its way into tokio). The task's `AbortHandle` is
+//! A spawned task's groups live here, in a record created under the lock at admission, rather
+//! than in the task: the task's future then carries only a 16-byte reference, which keeps it
+//! small (it is moved several times on its way into tokio). The task's `AbortHandle` is
 //! attached right after `tokio::spawn` returns; an abort requested in between is remembered and
-//! carried out when the handle arrives, so no task escapes an `abort_all`.
+//! carried out when the handle arrives, so no task escapes an `abort_all`. Records are kept in
+//! [`Records`], which gives memory back after a burst.
 
-use slab::Slab;
 use tokio::task::AbortHandle;
 
-use super::state::MIN_RETAINED_CAPACITY;
+use super::records::{RecordRef, Records};
 use crate::group_set::GroupSet;
 
-/// Identifies one task record; the generation tells a reused slab slot from the original.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TaskRef {
-    index: usize,
-    generation: u64,
-}
+/// Identifies one task record.
+pub(crate) type TaskRef = RecordRef;
 
-struct TaskRecord<K> {
-    generation: u64,
-    groups: GroupSet<K>,
+pub(crate) struct TaskRecord<K> {
+    pub(crate) groups: GroupSet<K>,
     abort: Option<AbortHandle>,
     /// An abort was requested before the handle was attached.
     abort_requested: bool,
 }
 
+/// What to do with a task's abort handle after attaching it, outside the lock.
+pub(crate) enum Attached {
+    /// Kept in the record.
+    Kept,
+    /// Abort it: an abort was requested while the task was being spawned.
+    Abort(AbortHandle),
+    /// Drop it: the task already ended.
+    Ended(AbortHandle),
+}
+
 /// Spawned tasks that are still counted.
 pub(crate) struct Tasks<K> {
-    records: Slab<TaskRecord<K>>,
-    next_generation: u64,
+    records: Records<TaskRecord<K>>,
 }
 
 impl<K> Default for Tasks<K> {
     fn default() -> Self {
         Self {
-            records: Slab::new(),
-            next_generation: 0,
+            records: Records::default(),
         }
     }
 }
 
 impl<K> Tasks<K> {
     pub(crate) fn insert(&mut self, groups: GroupSet<K>) -> TaskRef {
-        let generation = self.next_generation;
-        self.next_generation += 1;
-        let index = self.records.insert(TaskRecord {
-            generation,
+        self.records.insert(TaskRecord {
             groups,
             abort: None,
             abort_requested: false,
-        });
-        TaskRef { index, generation }
+        })
     }
 
-    /// Attaches the task's abort handle. Returns it back if an abort was already requested
-    /// (the caller aborts it outside the lock), or `None`. A task that already ended has no
-    /// record any more and is left alone.
-    pub(crate) fn attach(&mut self, task: TaskRef, abort: AbortHandle) -> Option<AbortHandle> {
-        match self.records.get_mut(task.index) {
-            Some(record) if record.generation == task.generation => {
-                if record.abort_requested {
-                    Some(abort)
-                } else {
-                    record.abort = Some(abort);
-                    None
-                }
-            }
-            _ => None,
-        }
-    }
-
-    /// Removes a task's record and returns its groups; `None` if it was removed already.
-    pub(crate) fn remove(&mut self, task: TaskRef) -> Option<GroupSet<K>> {
-        let live = self
+    /// Attaches the task's abort handle.
+    pub(crate) fn attach(&mut self, task: TaskRef, abort: AbortHandle) -> Attached {
+        let Some(record) = self
             .records
-            .get(task.index)
-            .is_some_and(|r| r.generation == task.generation);
-        if !live {
-            return None;
+            .find(task)
+            .and_then(|index| self.records.get_mut(index))
+        else {
+            return Attached::Ended(abort);
+        };
+        if record.abort_requested {
+            Attached::Abort(abort)
+        } else {
+            record.abort = Some(abort);
+            Attached::Kept
         }
-        let record = self.records.remove(task.index);
-        if self.records.is_empty() && self.records.capacity() > MIN_RETAINED_CAPACITY {
-            self.records = Slab::new();
-        }
-        Some(record.groups)
     }
-}
 
-impl<K: Eq> Tasks<K> {
-    /// Signals every task in group `key` (every task if `None`): collects the handles to abort
-    /// once the lock is released and marks tasks whose handle is not attached yet. Returns how
-    /// many tasks were signalled. O(tasks in the pool × groups they name).
+    /// Removes a task's record and returns it (to be dropped after unlocking: it holds keys
+    /// and an abort handle); `None` if it was removed already.
+    pub(crate) fn remove(&mut self, task: TaskRef) -> Option<TaskRecord<K>> {
+        let index = self.records.find(task)?;
+        let record = self.records.remove(index);
+        self.records.maybe_compact();
+        record
+    }
+
+    /// The number of records (for tests of memory bounds).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Signals every task in the group whose entry has `hash` and `serial` (every task if
+    /// `None`): collects the handles to abort once the lock is released and marks tasks whose
+    /// handle is not attached yet. Returns how many tasks were signalled. O(tasks in the pool ×
+    /// groups they name). Compares serials, not keys: no user code runs.
     pub(crate) fn abort(
         &mut self,
-        key: Option<(u64, &K)>,
+        group: Option<(u64, u64)>,
         handles: &mut Vec<AbortHandle>,
     ) -> usize {
         let mut signalled = 0;
         for (_, record) in self.records.iter_mut() {
-            if let Some((hash, key)) = key {
-                if !record.groups.iter().any(|(h, k)| *h == hash && k == key) {
+            if let Some((hash, serial)) = group {
+                if !record.groups.names(hash, serial) {
                     continue;
                 }
             }
@@ -120,53 +117,77 @@ mod tests {
     //! The window between admission and `attach` cannot be reached through the public API
     //! deterministically (no user code runs in it), so it is tested here.
 
-    use std::hash::{BuildHasher, RandomState};
+    use std::hash::RandomState;
 
     use super::*;
 
-    fn groups(keys: &[&'static str]) -> GroupSet<&'static str> {
-        GroupSet::new(keys.iter().copied(), &RandomState::new())
+    fn groups(keys: &[&'static str], serial: u64) -> GroupSet<&'static str> {
+        let mut set = GroupSet::new(keys.iter().copied(), &RandomState::new());
+        for item in set.iter_mut() {
+            item.serial = serial;
+        }
+        set
     }
 
     #[tokio::test]
     async fn an_abort_requested_before_attach_is_carried_out_on_attach() {
         let mut tasks = Tasks::default();
-        let task = tasks.insert(groups(&["a"]));
+        let task = tasks.insert(groups(&["a"], 1));
         let mut handles = Vec::new();
         assert_eq!(tasks.abort(None, &mut handles), 1, "the task is signalled");
         assert!(handles.is_empty(), "no handle to abort yet");
 
         let spawned = tokio::spawn(std::future::pending::<()>());
-        let late = tasks.attach(task, spawned.abort_handle());
-        late.expect("attach hands the handle back to be aborted")
-            .abort();
+        let Attached::Abort(late) = tasks.attach(task, spawned.abort_handle()) else {
+            panic!("attach hands the handle back to be aborted");
+        };
+        late.abort();
         assert!(spawned.await.unwrap_err().is_cancelled());
     }
 
     #[tokio::test]
-    async fn abort_matches_keys_not_just_hashes() {
-        let hasher = RandomState::new();
+    async fn abort_matches_entries_not_just_hashes() {
         let mut tasks = Tasks::default();
-        // Two records whose groups collide on purpose: same hash, different keys.
-        let mut a = groups(&["a"]);
-        let mut b = groups(&["b"]);
-        let collision = hasher.hash_one("a");
-        a.set_hash_for_test(0, collision);
-        b.set_hash_for_test(0, collision);
+        // Two records whose groups collide on purpose: same hash, different entries.
+        let mut a = groups(&["a"], 1);
+        let mut b = groups(&["b"], 2);
+        a.get_mut(0).hash = 42;
+        b.get_mut(0).hash = 42;
         let _a = tasks.insert(a);
         let _b = tasks.insert(b);
         let mut handles = Vec::new();
-        assert_eq!(tasks.abort(Some((collision, &"a")), &mut handles), 1);
+        assert_eq!(tasks.abort(Some((42, 1)), &mut handles), 1);
     }
 
     #[tokio::test]
-    async fn attach_after_the_task_ended_is_ignored() {
+    async fn attach_after_the_task_ended_hands_the_handle_back() {
         let mut tasks = Tasks::default();
-        let task = tasks.insert(groups(&["a"]));
+        let task = tasks.insert(groups(&["a"], 1));
         assert!(tasks.remove(task).is_some());
         assert!(tasks.remove(task).is_none(), "a record is removed once");
         let spawned = tokio::spawn(async {});
-        assert!(tasks.attach(task, spawned.abort_handle()).is_none());
+        assert!(matches!(
+            tasks.attach(task, spawned.abort_handle()),
+            Attached::Ended(_)
+        ));
         spawned.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn records_shrink_after_a_burst() {
+        let mut tasks = Tasks::default();
+        let refs: Vec<TaskRef> = (0..10_000)
+            .map(|_| tasks.insert(groups(&["a"], 1)))
+            .collect();
+        let last = *refs.last().unwrap();
+        for task in &refs[..refs.len() - 1] {
+            assert!(tasks.remove(*task).is_some());
+        }
+        assert_eq!(tasks.len(), 1);
+        assert!(tasks.records.capacity() <= 2 * super::super::records::MIN_RETAINED_CAPACITY);
+        assert!(
+            tasks.remove(last).is_some(),
+            "the survivor is found after moving"
+        );
     }
 }

@@ -1,20 +1,23 @@
-//! Waiters and the per-group FIFO queues that thread through them.
+//! Waiters and the per-group lists that thread through them.
 //!
-//! Every waiting admission is one [`Waiter`] in a slab. A waiter is a member of one queue per
-//! group it still needs (slot 0 is the total group, slot `i + 1` the `i`-th of its named
-//! groups). Queues are doubly linked lists threaded through the waiters' [`Link`]s, so pushing,
-//! popping and unlinking a waiter from the middle of a queue (cancellation) are O(1), and a
-//! waiter's membership in n groups costs n links, not n allocations.
+//! Every waiting admission is one [`Waiter`] record. A waiter has one [`Link`] per group it
+//! asked for (slot 0 is the total group, slot `i + 1` the `i`-th of its named groups). In each
+//! group a waiter is in exactly one of three places ([`Place`]): nowhere (it does not need the
+//! group yet: only the total, before the waiter holds every named group), in the group's queue
+//! (waiting for a slot), or in the group's holders (holding a reserved slot while it waits for
+//! another group). Queue and holders are doubly linked lists threaded through the links, so
+//! pushing, popping and unlinking anywhere (cancellation, take-back) are O(1), and a waiter's
+//! membership in n groups costs n links, not n allocations.
 
 use std::task::Waker;
 
-use slab::Slab;
 use smallvec::SmallVec;
 
+use super::records::Records;
 use super::tasks::TaskRef;
 use crate::group_set::GroupSet;
 
-/// One waiter's place in one group's queue: the waiter and which of its groups.
+/// One waiter's link in one group: the waiter's index and which of its groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LinkRef {
     pub(crate) waiter: usize,
@@ -22,24 +25,55 @@ pub(crate) struct LinkRef {
     pub(crate) slot: usize,
 }
 
-/// A waiter's state in one of its groups.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Link {
-    prev: Option<LinkRef>,
-    next: Option<LinkRef>,
-    /// In this group's queue, waiting for a slot.
-    pub(crate) queued: bool,
-    /// Holds a slot of this group, counted in the group's `reserved`.
-    pub(crate) reserved: bool,
+impl LinkRef {
+    /// No neighbour (a list's end). Saves the 8 bytes an `Option` would take per pointer.
+    const NIL: Self = Self {
+        waiter: usize::MAX,
+        slot: usize::MAX,
+    };
+
+    fn get(self) -> Option<Self> {
+        (self != Self::NIL).then_some(self)
+    }
 }
 
-/// Where a waiter is in its life.
+/// Where a waiter is in one of its groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Place {
+    /// Not in the group's lists (the total, until the waiter holds every named group).
+    #[default]
+    Outside,
+    /// In the group's queue, waiting for a slot.
+    Queued,
+    /// In the group's holders: holds a slot of the group, counted in its `reserved`.
+    Reserved,
+}
+
+/// A waiter's state in one of its groups.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Link {
+    prev: LinkRef,
+    next: LinkRef,
+    pub(crate) place: Place,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Self {
+            prev: LinkRef::NIL,
+            next: LinkRef::NIL,
+            place: Place::Outside,
+        }
+    }
+}
+
+/// Where a waiter is in its life. The full state machine is in the core's docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
     /// Still missing a slot in at least one group.
     Waiting,
     /// Holds a slot in every group; its slots are counted as running. Only its future can
-    /// take it out of the slab (on poll) or give the slots back (on drop).
+    /// take it out (on poll) or give the slots back (on drop).
     Granted,
     /// The pool was closed while it waited; it holds nothing.
     Closed,
@@ -47,96 +81,167 @@ pub(crate) enum Phase {
 
 /// One waiting admission.
 pub(crate) struct Waiter<K> {
-    /// The groups it asked for (the total is implicit). Moved into `task` when a waiter for a
-    /// task to be spawned is granted.
+    /// The groups it asked for (the total is implicit), with the serials of their entries.
+    /// Moved into a task record when a waiter for a task to be spawned is granted.
     pub(crate) groups: GroupSet<K>,
     /// The waiter is for a task to be spawned: on grant, its groups become a task record at
     /// once, so `abort_group` reaches it before its future has even seen the grant.
     pub(crate) track: bool,
     /// The task record made on grant (only with `track`).
     pub(crate) task: Option<TaskRef>,
-    /// Arrival order across the pool: waiters that become ready for the total in the same
-    /// transition join its queue oldest first.
+    /// Arrival order across the pool (the record's id): waiters that become ready for the
+    /// total in the same transition join its queue oldest first.
     pub(crate) ticket: u64,
     /// One per group: the total first, then `groups` in order.
     pub(crate) links: SmallVec<[Link; 5]>,
-    /// How many of `links` are not yet reserved.
+    /// How many of `links` are not [`Place::Reserved`].
     pub(crate) missing: usize,
     pub(crate) waker: Option<Waker>,
     pub(crate) phase: Phase,
 }
 
 impl<K> Waiter<K> {
-    pub(crate) fn new(groups: GroupSet<K>, waker: Waker, track: bool, ticket: u64) -> Self {
+    pub(crate) fn new(groups: GroupSet<K>, waker: Waker, track: bool) -> Self {
         let slots = groups.len() + 1;
         Self {
             groups,
             track,
             task: None,
-            ticket,
+            ticket: 0,
             links: smallvec::smallvec![Link::default(); slots],
             missing: slots,
             waker: Some(waker),
             phase: Phase::Waiting,
         }
     }
-}
 
-/// A FIFO queue of waiters for one group, linked through the waiters' [`Link`]s.
-///
-/// Waiters are pushed in arrival order, so every queue is ordered by arrival.
-#[derive(Debug, Default)]
-pub(crate) struct Queue {
-    head: Option<LinkRef>,
-    tail: Option<LinkRef>,
-    len: usize,
-}
-
-impl Queue {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.head.is_none()
+    /// Holds a slot of every named group and is not yet queued for (or holding) the total.
+    pub(crate) fn ready_for_total(&self) -> bool {
+        self.phase == Phase::Waiting && self.missing == 1 && self.links[0].place == Place::Outside
     }
 
-    /// The number of waiters in the queue.
+    /// Rewrites the links of this waiter that point at moved waiters (after a compaction).
+    pub(crate) fn relink(&mut self, moved: impl Fn(LinkRef) -> LinkRef) {
+        for link in &mut self.links {
+            if link.prev != LinkRef::NIL {
+                link.prev = moved(link.prev);
+            }
+            if link.next != LinkRef::NIL {
+                link.next = moved(link.next);
+            }
+        }
+    }
+
+    /// Whether the link in `slot` is the first / last of its list.
+    pub(crate) fn ends(&self, slot: usize) -> (bool, bool) {
+        let link = &self.links[slot];
+        (link.prev == LinkRef::NIL, link.next == LinkRef::NIL)
+    }
+}
+
+pub(crate) type Waiters<K> = Records<Waiter<K>>;
+
+/// A list of waiters for one group (its queue, or its holders), linked through the waiters'
+/// [`Link`]s, oldest first.
+#[derive(Debug)]
+pub(crate) struct List {
+    head: LinkRef,
+    tail: LinkRef,
+    len: usize,
+    /// The place its members are in.
+    place: Place,
+}
+
+impl List {
+    pub(crate) const fn new(place: Place) -> Self {
+        Self {
+            head: LinkRef::NIL,
+            tail: LinkRef::NIL,
+            len: 0,
+            place,
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The number of waiters in the list.
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    pub(crate) fn push_back<K>(&mut self, waiters: &mut Slab<Waiter<K>>, at: LinkRef) {
+    pub(crate) fn push_back<K>(&mut self, waiters: &mut Waiters<K>, at: LinkRef) {
         let link = &mut waiters[at.waiter].links[at.slot];
-        debug_assert!(!link.queued, "a waiter is queued on a group twice");
-        link.queued = true;
+        debug_assert_eq!(link.place, Place::Outside, "a link is in two lists");
+        link.place = self.place;
         link.prev = self.tail;
-        link.next = None;
-        match self.tail {
-            Some(tail) => waiters[tail.waiter].links[tail.slot].next = Some(at),
-            None => self.head = Some(at),
+        link.next = LinkRef::NIL;
+        match self.tail.get() {
+            Some(tail) => waiters[tail.waiter].links[tail.slot].next = at,
+            None => self.head = at,
         }
-        self.tail = Some(at);
+        self.tail = at;
         self.len += 1;
     }
 
-    /// Removes and returns the oldest waiter in the queue.
-    pub(crate) fn pop_front<K>(&mut self, waiters: &mut Slab<Waiter<K>>) -> Option<LinkRef> {
-        let head = self.head?;
+    pub(crate) fn push_front<K>(&mut self, waiters: &mut Waiters<K>, at: LinkRef) {
+        let link = &mut waiters[at.waiter].links[at.slot];
+        debug_assert_eq!(link.place, Place::Outside, "a link is in two lists");
+        link.place = self.place;
+        link.prev = LinkRef::NIL;
+        link.next = self.head;
+        match self.head.get() {
+            Some(head) => waiters[head.waiter].links[head.slot].prev = at,
+            None => self.tail = at,
+        }
+        self.head = at;
+        self.len += 1;
+    }
+
+    /// Removes and returns the oldest member.
+    pub(crate) fn pop_front<K>(&mut self, waiters: &mut Waiters<K>) -> Option<LinkRef> {
+        let head = self.head.get()?;
         self.unlink(waiters, head);
         Some(head)
     }
 
-    /// Removes `at` from the queue, wherever it is.
-    pub(crate) fn unlink<K>(&mut self, waiters: &mut Slab<Waiter<K>>, at: LinkRef) {
+    /// Removes and returns the youngest member.
+    pub(crate) fn pop_back<K>(&mut self, waiters: &mut Waiters<K>) -> Option<LinkRef> {
+        let tail = self.tail.get()?;
+        self.unlink(waiters, tail);
+        Some(tail)
+    }
+
+    /// Removes `at` from the list, wherever it is.
+    pub(crate) fn unlink<K>(&mut self, waiters: &mut Waiters<K>, at: LinkRef) {
         let link = &mut waiters[at.waiter].links[at.slot];
-        debug_assert!(link.queued, "unlinking a waiter that is not queued");
-        let (prev, next) = (link.prev.take(), link.next.take());
-        link.queued = false;
-        match prev {
+        debug_assert_eq!(
+            link.place, self.place,
+            "unlinking a link from the wrong list"
+        );
+        let (prev, next) = (link.prev, link.next);
+        link.prev = LinkRef::NIL;
+        link.next = LinkRef::NIL;
+        link.place = Place::Outside;
+        match prev.get() {
             Some(prev) => waiters[prev.waiter].links[prev.slot].next = next,
             None => self.head = next,
         }
-        match next {
+        match next.get() {
             Some(next) => waiters[next.waiter].links[next.slot].prev = prev,
             None => self.tail = prev,
         }
         self.len -= 1;
+    }
+
+    /// Points the list's ends at a waiter that moved from `from` to `to` (after a compaction).
+    pub(crate) fn relink_end(&mut self, slot: usize, from: usize, to: usize) {
+        if self.head == (LinkRef { waiter: from, slot }) {
+            self.head.waiter = to;
+        }
+        if self.tail == (LinkRef { waiter: from, slot }) {
+            self.tail.waiter = to;
+        }
     }
 }

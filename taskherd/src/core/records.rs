@@ -1,0 +1,264 @@
+//! A slab of records that gives its memory back after a burst.
+//!
+//! Task records, waiters and `wait` registrations live in [`Records`]: O(1) insert, lookup and
+//! removal by index, like a [`Slab`]. A plain slab keeps its peak capacity for as long as one
+//! record lives (it cannot move live records), so after a burst of 100,000 waiters with one
+//! left it kept tens of megabytes. `Records` compacts instead: once it is at most a quarter
+//! full, live records move down and the capacity shrinks to fit (invariant 4), amortised O(1)
+//! per removal.
+//!
+//! Moving a record changes its index, but its holder (a future, a task's guard) keeps the old
+//! [`RecordRef`]. Every record therefore has a unique id, kept in the ref next to the index;
+//! a moved record's id is entered in a small forwarding table that maps it to its new index.
+//! A lookup whose index no longer holds its id follows the table. The table holds only moved
+//! records that are still alive (an entry goes with its record), so it too is bounded by
+//! what is live. Internal references between records (the waiters' queue links) are fixed up
+//! by the caller from the list of moves.
+
+use hashbrown::HashTable;
+use slab::Slab;
+
+/// Records at most this many slots large are never compacted (tiny tables only churn).
+pub(crate) const MIN_RETAINED_CAPACITY: usize = 64;
+
+/// Identifies one record: where it was put, and its unique id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordRef {
+    index: usize,
+    id: u64,
+}
+
+impl RecordRef {
+    /// The record's unique id; ids grow with insertion order.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+struct Slot<T> {
+    id: u64,
+    /// Entered in the forwarding table.
+    moved: bool,
+    value: T,
+}
+
+pub(crate) struct Records<T> {
+    slab: Slab<Slot<T>>,
+    next_id: u64,
+    /// `(id, index)` of records moved by a compaction.
+    moved: HashTable<(u64, usize)>,
+}
+
+impl<T> Default for Records<T> {
+    fn default() -> Self {
+        Self {
+            slab: Slab::new(),
+            next_id: 0,
+            moved: HashTable::new(),
+        }
+    }
+}
+
+/// Spreads sequential ids over the forwarding table's buckets and control bytes.
+fn id_hash(id: u64) -> u64 {
+    id.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+impl<T> Records<T> {
+    pub(crate) fn insert(&mut self, value: T) -> RecordRef {
+        let id = self.next_id;
+        self.next_id += 1;
+        let index = self.slab.insert(Slot {
+            id,
+            moved: false,
+            value,
+        });
+        RecordRef { index, id }
+    }
+
+    /// The current index of the record `at` refers to, or `None` if it was removed.
+    pub(crate) fn find(&self, at: RecordRef) -> Option<usize> {
+        match self.slab.get(at.index) {
+            Some(slot) if slot.id == at.id => Some(at.index),
+            _ if self.moved.is_empty() => None,
+            _ => self
+                .moved
+                .find(id_hash(at.id), |&(id, _)| id == at.id)
+                .map(|&(_, index)| index),
+        }
+    }
+
+    /// Like [`find`](Self::find), and points `at` at the record's current index so the next
+    /// lookup is direct.
+    pub(crate) fn find_and_update(&self, at: &mut RecordRef) -> Option<usize> {
+        let index = self.find(*at)?;
+        at.index = index;
+        Some(index)
+    }
+
+    pub(crate) fn get(&self, index: usize) -> Option<&T> {
+        self.slab.get(index).map(|slot| &slot.value)
+    }
+
+    pub(crate) fn get_mut(&mut self, index: usize) -> Option<&mut T> {
+        self.slab.get_mut(index).map(|slot| &mut slot.value)
+    }
+
+    /// Removes the record at `index` and returns it (for the caller to drop after unlocking).
+    pub(crate) fn remove(&mut self, index: usize) -> Option<T> {
+        let slot = self.slab.try_remove(index)?;
+        if slot.moved {
+            if let Ok(entry) = self
+                .moved
+                .find_entry(id_hash(slot.id), |&(id, _)| id == slot.id)
+            {
+                entry.remove();
+            }
+        }
+        Some(slot.value)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    /// Allocated record slots (for tests of memory bounds).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.slab.capacity()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &T)> {
+        self.slab.iter().map(|(index, slot)| (index, &slot.value))
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut T)> {
+        self.slab
+            .iter_mut()
+            .map(|(index, slot)| (index, &mut slot.value))
+    }
+
+    /// Whether [`compact`](Self::compact) would give memory back.
+    pub(crate) fn wants_compaction(&self) -> bool {
+        let capacity = self.slab.capacity();
+        capacity > MIN_RETAINED_CAPACITY && self.slab.len() < capacity / 4
+    }
+
+    /// Moves live records down and shrinks the capacity to fit; appends every move as
+    /// `(from, to)` to `moves`. No user code runs: records are moved, not dropped.
+    pub(crate) fn compact(&mut self, moves: &mut Vec<(usize, usize)>) {
+        let moved = &mut self.moved;
+        self.slab.compact(|slot, from, to| {
+            moves.push((from, to));
+            if slot.moved {
+                if let Some(entry) = moved.find_mut(id_hash(slot.id), |&(id, _)| id == slot.id) {
+                    entry.1 = to;
+                }
+            } else {
+                slot.moved = true;
+                moved.insert_unique(id_hash(slot.id), (slot.id, to), |&(id, _)| id_hash(id));
+            }
+            true
+        });
+        let capacity = self.moved.capacity();
+        if capacity > MIN_RETAINED_CAPACITY && self.moved.len() < capacity / 4 {
+            self.moved.shrink_to_fit(|&(id, _)| id_hash(id));
+        }
+    }
+
+    /// Compacts if the records are mostly empty, without tracking moves (for records nothing
+    /// inside the state refers to).
+    pub(crate) fn maybe_compact(&mut self) {
+        if self.wants_compaction() {
+            let mut moves = Vec::new();
+            self.compact(&mut moves);
+        }
+    }
+}
+
+impl<T> std::ops::Index<usize> for Records<T> {
+    type Output = T;
+
+    fn index(&self, index: usize) -> &T {
+        &self.slab[index].value
+    }
+}
+
+impl<T> std::ops::IndexMut<usize> for Records<T> {
+    fn index_mut(&mut self, index: usize) -> &mut T {
+        &mut self.slab[index].value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs_survive_compaction_and_memory_comes_back() {
+        let mut records = Records::default();
+        let refs: Vec<RecordRef> = (0..10_000).map(|i| records.insert(i)).collect();
+        // Keep every 1000th record: the rest go, so the slab is mostly empty.
+        for (i, at) in refs.iter().enumerate() {
+            if i % 1000 != 999 {
+                let index = records.find(*at).unwrap();
+                assert_eq!(records.remove(index), Some(i));
+            }
+        }
+        assert!(records.wants_compaction());
+        let mut moves = Vec::new();
+        records.compact(&mut moves);
+        assert!(
+            records.capacity() <= 64,
+            "shrunk to fit: {}",
+            records.capacity()
+        );
+        assert!(!moves.is_empty());
+        for (i, at) in refs.iter().enumerate() {
+            let found = records.find(*at);
+            if i % 1000 == 999 {
+                let index = found.expect("a live record is found after moving");
+                assert_eq!(records[index], i);
+            } else {
+                assert_eq!(found, None, "a removed record is not found");
+            }
+        }
+        // A new record reusing a moved record's old index is not mistaken for it.
+        let old = refs[999];
+        let fresh = records.insert(usize::MAX);
+        assert_ne!(records.find(old), records.find(fresh));
+        assert_eq!(records[records.find(old).unwrap()], 999);
+        // Removing every record empties the forwarding table.
+        for at in refs.iter().skip(999).step_by(1000).chain([&fresh]) {
+            let index = records.find(*at).unwrap();
+            records.remove(index).unwrap();
+        }
+        assert!(records.is_empty());
+        assert!(records.moved.is_empty());
+    }
+
+    #[test]
+    fn a_record_moved_twice_is_still_found() {
+        let mut records = Records::default();
+        let mut refs: Vec<RecordRef> = (0..1000).map(|i| records.insert(i)).collect();
+        let keep = refs.pop().unwrap();
+        for at in refs {
+            records.remove(records.find(at).unwrap());
+        }
+        records.compact(&mut Vec::new());
+        let more: Vec<RecordRef> = (0..1000).map(|i| records.insert(1000 + i)).collect();
+        for at in more {
+            records.remove(records.find(at).unwrap());
+        }
+        records.compact(&mut Vec::new());
+        let mut at = keep;
+        assert_eq!(records[records.find_and_update(&mut at).unwrap()], 999);
+        assert_eq!(records.find(at), records.find(keep));
+    }
+}
