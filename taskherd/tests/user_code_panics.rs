@@ -460,6 +460,8 @@ fn a_key_drop_panic_in_set_limit_still_wakes_the_granted_waiter() {
 struct Fragile {
     clone_panics: AtomicBool,
     wake_panics: AtomicBool,
+    /// The next drop of a handle panics (once).
+    drop_panics: AtomicBool,
     wakes: AtomicUsize,
 }
 
@@ -502,8 +504,11 @@ unsafe fn fragile_wake_by_ref(data: *const ()) {
 }
 
 unsafe fn fragile_drop(data: *const ()) {
-    // SAFETY: as in `fragile_clone`; this consumes the handle.
-    drop(unsafe { Arc::from_raw(data.cast::<Fragile>()) });
+    // SAFETY: as in `fragile_clone`; this consumes the handle (also when it panics).
+    let fragile = unsafe { Arc::from_raw(data.cast::<Fragile>()) };
+    if !std::thread::panicking() && fragile.drop_panics.swap(false, Ordering::SeqCst) {
+        panic!("Waker::drop panics on purpose");
+    }
 }
 
 fn fragile_waker() -> (Waker, Arc<Fragile>) {
@@ -709,4 +714,187 @@ fn a_panicking_wake_in_close_does_not_stop_the_other_wake_ups() {
         let mut idle = mock(pool.wait());
         assert_ready!(idle.poll());
     }
+}
+
+/// A waker whose drop panics when the pool replaces it (a re-poll with another waker) while
+/// the future holds a reservation in g and queues on h. The panic reaches the caller; a
+/// future whose poll panicked is finished (the `acquire` future, an `async` block, drops what
+/// it holds while unwinding), so its reservation goes on to the next waiter, which is woken.
+#[test]
+fn a_waker_drop_panic_on_a_repoll_loses_nothing() {
+    let pool = StrPool::builder().limit("g", 1).limit("h", 0).build();
+    let mut waiter = Box::pin(pool.acquire(["g", "h"]));
+    let (waker, fragile) = fragile_waker();
+    assert_pending!(poll_with(waiter.as_mut(), &waker));
+    drop(waker);
+    let mut next = mock(pool.acquire(["g"]));
+    assert_pending!(next.poll());
+    let counter = Arc::new(Counter::default());
+    let plain = Waker::from(Arc::clone(&counter));
+
+    fragile.drop_panics.store(true, Ordering::SeqCst);
+    let panic = panicked(|| poll_with(waiter.as_mut(), &plain).is_pending());
+    assert!(
+        !fragile.drop_panics.load(Ordering::SeqCst),
+        "the stale waker was dropped"
+    );
+    assert!(panic, "the panic reaches the caller");
+    assert_eq!(
+        Arc::strong_count(&fragile),
+        1,
+        "no clone of the stale waker is kept"
+    );
+    // The waiter is gone; its g went on to the next waiter, which is granted.
+    assert_eq!(pool.waiting_len(), 0, "no waiter nobody owns");
+    assert_eq!(pool.stats(&"h").waiting, 0);
+    assert_eq!(pool.task_count(&"g"), 1);
+    drop(waiter);
+    assert!(
+        next.is_woken(),
+        "g's slot went on to the next waiter, which was woken"
+    );
+    drop(assert_ready_ok!(next.poll()));
+    pool.clear_limit(&"h");
+    str_pool_is_clean(&pool, &["g", "h"]);
+}
+
+/// A waker whose drop panics when its waiting future is dropped (cancel) while the future holds
+/// a reservation: the reservation still goes to the next waiter, which is woken.
+#[test]
+fn a_waker_drop_panic_on_cancel_loses_no_wake_up() {
+    let pool = StrPool::builder().limit("g", 1).limit("h", 0).build();
+    // Reserves g, queues on h.
+    let mut waiter = Box::pin(pool.acquire(["g", "h"]));
+    let (waker, fragile) = fragile_waker();
+    assert_pending!(poll_with(waiter.as_mut(), &waker));
+    drop(waker);
+    let mut next = mock(pool.acquire(["g"]));
+    assert_pending!(next.poll());
+
+    fragile.drop_panics.store(true, Ordering::SeqCst);
+    let _ = panicked(|| drop(waiter));
+    assert!(
+        !fragile.drop_panics.load(Ordering::SeqCst),
+        "the waker was dropped"
+    );
+    assert_eq!(Arc::strong_count(&fragile), 1);
+    assert!(
+        next.is_woken(),
+        "g's slot went on to the next waiter, which was woken"
+    );
+    drop(assert_ready_ok!(next.poll()));
+    pool.clear_limit(&"h");
+    str_pool_is_clean(&pool, &["g", "h"]);
+}
+
+/// `Eq` panics at each of its calls in turn while `set_limits` applies a batch that lowers one
+/// group (taking a reservation back) and raises another: whatever part was applied, the pool
+/// stays consistent: clearing the limits afterwards grants every waiter, and nothing leaks.
+#[test]
+fn an_eq_panic_while_applying_a_batch_leaves_the_pool_consistent() {
+    for n in 1..=200 {
+        let switches = Arc::new(Switches::default());
+        let key = |id| Touchy::new(id, &switches);
+        let pool: TouchyPool = TaskPool::builder()
+            .limit(key(1), 2)
+            .limit(key(2), 1)
+            .limit(key(3), 0)
+            .build();
+        let held = pool.try_acquire([key(1), key(2)]).unwrap();
+        // Reserves 1, queues on 2.
+        let mut first = mock(pool.acquire([key(1), key(2)]));
+        assert_pending!(first.poll());
+        let mut second = mock(pool.acquire([key(3)]));
+        assert_pending!(second.poll());
+
+        switches.arm_eq(n);
+        let panic = panicked(|| {
+            pool.set_limits(
+                taskherd::LimitChanges::new()
+                    .limit(key(1), 0)
+                    .limit(key(3), 1)
+                    .limit(key(4), 7),
+            )
+        });
+        let fired = switches.eq_countdown.load(Ordering::SeqCst) == 0;
+        switches.disarm();
+        assert_eq!(panic, fired, "call {n}");
+        if !fired {
+            assert!(n > 1, "Eq is called while a batch is applied");
+            assert_eq!(pool.limit(&key(1)), Some(0));
+            assert_eq!(pool.limit(&key(4)), Some(7));
+            assert!(second.is_woken(), "3 was raised");
+        }
+        for id in 1..=4 {
+            let stats = pool.stats(&key(id));
+            if let Some(limit) = stats.limit {
+                if stats.reserved > 0 {
+                    assert!(
+                        stats.running + stats.reserved <= limit,
+                        "call {n}: {id}: {stats:?}"
+                    );
+                }
+                if stats.waiting > stats.reserved {
+                    assert!(
+                        stats.running + stats.reserved >= limit,
+                        "call {n}: {id}: {stats:?}"
+                    );
+                }
+            }
+        }
+
+        drop(held);
+        pool.set_limits(
+            taskherd::LimitChanges::new()
+                .clear_limit(key(1))
+                .clear_limit(key(2))
+                .clear_limit(key(3))
+                .clear_limit(key(4)),
+        );
+        drop(assert_ready_ok!(first.poll()));
+        drop(assert_ready_ok!(second.poll()));
+        nothing_left_behind(&pool, &[key(1), key(2), key(3), key(4)]);
+        if !fired {
+            return;
+        }
+    }
+    panic!("eq was called more than 200 times for one batch");
+}
+
+/// `Hash` panics at each of its calls in turn while a batch is made and applied: nothing of the
+/// batch is applied (keys are hashed before anything changes).
+#[test]
+fn a_hash_panic_in_a_batch_applies_nothing() {
+    let switches = Arc::new(Switches::default());
+    let key = |id| Touchy::new(id, &switches);
+    let pool: TouchyPool = TaskPool::builder().limit(key(1), 1).build();
+    for n in 1.. {
+        switches.arm_hash(n);
+        let panic = panicked(|| {
+            pool.set_limits(
+                taskherd::LimitChanges::new()
+                    .max_tasks(3)
+                    .limit(key(1), 5)
+                    .limit(key(2), 2),
+            )
+        });
+        let fired = switches.hash_countdown.load(Ordering::SeqCst) == 0;
+        switches.disarm();
+        if !fired {
+            assert!(!panic && n > 1);
+            assert_eq!(pool.limit(&key(1)), Some(5));
+            break;
+        }
+        assert!(panic, "call {n}: the panic reaches the caller");
+        assert_eq!(pool.max_tasks(), None, "call {n}: nothing applied");
+        assert_eq!(pool.limit(&key(1)), Some(1), "call {n}: nothing applied");
+        assert_eq!(pool.limit(&key(2)), None, "call {n}: nothing applied");
+    }
+    pool.set_limits(
+        taskherd::LimitChanges::new()
+            .max_tasks(None)
+            .clear_limit(key(1))
+            .clear_limit(key(2)),
+    );
+    nothing_left_behind(&pool, &[key(1), key(2)]);
 }
