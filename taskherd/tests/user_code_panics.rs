@@ -1,13 +1,19 @@
-//! A key whose `Clone` panics must not corrupt the pool: the panic reaches the caller, and
-//! nothing is counted, queued or leaked.
+//! User code that panics must not corrupt the pool: a key's `Clone`, `Eq`, `Hash` or `Drop`,
+//! a waker's `clone` or `wake`. The panic may fail the call it happens in (it reaches the
+//! caller), but nothing is counted, queued or leaked, and no wake-up is lost.
 
+use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Wake, Waker};
 use std::time::Duration;
 
 use taskherd::TaskPool;
+use tokio_test::task::spawn as mock;
+use tokio_test::{assert_pending, assert_ready, assert_ready_err, assert_ready_ok};
 
 /// A key that panics when cloned while its switch is on. Equality and hashing use `id` only.
 #[derive(Debug)]
@@ -90,4 +96,805 @@ async fn a_clone_panic_while_a_waiter_queues_leaves_no_waiter_behind() {
         pool.close(),
         "closing does not trip over a half-made waiter"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 9, item 3: panics in a key's Eq, Hash and Drop, and in a waker's clone and wake. A
+// panic may fail the call it happens in (it reaches the caller), but never leaks a slot, loses
+// a wake-up, or leaves a waiter that nobody owns. Every waiting future is driven by hand.
+// ---------------------------------------------------------------------------------------------
+
+/// Switches shared by every copy of a [`Touchy`] key. Each is off at 0.
+#[derive(Default)]
+struct Switches {
+    /// `n > 0`: the n-th call of `eq` from now panics (any key).
+    eq_countdown: AtomicUsize,
+    /// `n > 0`: the n-th call of `hash` from now panics (any key).
+    hash_countdown: AtomicUsize,
+    /// `id > 0`: the next drop of a key with this id panics (once).
+    drop_panics: AtomicU32,
+    /// Calls of `eq` and `hash`, to see that the switches were reached at all.
+    eq_calls: AtomicUsize,
+    hash_calls: AtomicUsize,
+}
+
+impl Switches {
+    /// Counts down `counter`; `true` if this call is the one that must panic.
+    fn fire(counter: &AtomicUsize) -> bool {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok_and(|n| n == 1)
+    }
+
+    fn arm_eq(&self, n: usize) {
+        self.eq_countdown.store(n, Ordering::SeqCst);
+    }
+
+    fn arm_hash(&self, n: usize) {
+        self.hash_countdown.store(n, Ordering::SeqCst);
+    }
+
+    fn arm_drop(&self, id: u32) {
+        self.drop_panics.store(id, Ordering::SeqCst);
+    }
+
+    fn disarm(&self) {
+        self.eq_countdown.store(0, Ordering::SeqCst);
+        self.hash_countdown.store(0, Ordering::SeqCst);
+        self.drop_panics.store(0, Ordering::SeqCst);
+    }
+}
+
+/// A key whose `Eq`, `Hash` and `Drop` panic when its [`Switches`] say so. Equality and
+/// hashing use `id` only.
+struct Touchy {
+    id: u32,
+    switches: Arc<Switches>,
+}
+
+impl Touchy {
+    fn new(id: u32, switches: &Arc<Switches>) -> Self {
+        Self {
+            id,
+            switches: Arc::clone(switches),
+        }
+    }
+}
+
+impl std::fmt::Debug for Touchy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Touchy({})", self.id)
+    }
+}
+
+impl Clone for Touchy {
+    fn clone(&self) -> Self {
+        Self::new(self.id, &self.switches)
+    }
+}
+
+impl PartialEq for Touchy {
+    fn eq(&self, other: &Self) -> bool {
+        self.switches.eq_calls.fetch_add(1, Ordering::SeqCst);
+        if !std::thread::panicking() && Switches::fire(&self.switches.eq_countdown) {
+            panic!("Touchy::eq panics on purpose");
+        }
+        self.id == other.id
+    }
+}
+
+impl Eq for Touchy {}
+
+impl Hash for Touchy {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.switches.hash_calls.fetch_add(1, Ordering::SeqCst);
+        if !std::thread::panicking() && Switches::fire(&self.switches.hash_countdown) {
+            panic!("Touchy::hash panics on purpose");
+        }
+        self.id.hash(state);
+    }
+}
+
+impl Drop for Touchy {
+    fn drop(&mut self) {
+        // Panics once, and never while unwinding (that would abort the test binary).
+        if !std::thread::panicking()
+            && self
+                .switches
+                .drop_panics
+                .compare_exchange(self.id, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            panic!("Touchy::drop panics on purpose");
+        }
+    }
+}
+
+type TouchyPool = TaskPool<Touchy>;
+
+/// Runs `f`; `true` if it panicked. The panic message is printed by the default hook, which
+/// is fine: it shows where the panic was raised.
+fn panicked<R>(f: impl FnOnce() -> R) -> bool {
+    catch_unwind(AssertUnwindSafe(f)).is_err()
+}
+
+/// Nothing is counted or queued, every group in `keys` admits a permit in all of them at once,
+/// and closing resolves `wait`.
+#[track_caller]
+fn nothing_left_behind(pool: &TouchyPool, keys: &[Touchy]) {
+    for key in keys {
+        let stats = pool.stats(key);
+        assert_eq!(
+            (stats.running, stats.waiting),
+            (0, 0),
+            "group {key:?}: (running, waiting)"
+        );
+    }
+    assert_eq!(pool.len(), 0, "len()");
+    assert_eq!(
+        pool.waiting_len(),
+        0,
+        "waiting_len(): no waiter nobody owns"
+    );
+    let permit = pool
+        .try_acquire(keys.to_vec())
+        .expect("every slot is free again");
+    drop(permit);
+    assert!(pool.close());
+    let mut idle = mock(pool.wait());
+    assert_ready!(idle.poll(), "nothing holds the closed pool open");
+}
+
+/// A key's `Eq` panics at each of its calls in turn while a waiter is polled for the first
+/// time (it finds room in two groups and queues on a third, behind an older waiter): the
+/// panic reaches the caller, and once the future is dropped nothing is left of it.
+#[test]
+fn an_eq_panic_while_a_waiter_queues_leaves_nothing_behind() {
+    for n in 1..=200 {
+        let switches = Arc::new(Switches::default());
+        let key = |id| Touchy::new(id, &switches);
+        let pool: TouchyPool = TaskPool::builder()
+            .limit(key(1), 1)
+            .limit(key(2), 2)
+            .limit(key(3), 1)
+            .build();
+        let full = pool.try_acquire([key(3)]).unwrap();
+        let mut older = mock(pool.acquire([key(3)]));
+        assert_pending!(older.poll());
+        let mut waiter = mock(pool.acquire([key(1), key(2), key(3), key(4)]));
+
+        switches.arm_eq(n);
+        let panic = panicked(|| waiter.poll());
+        let fired = switches.eq_countdown.load(Ordering::SeqCst) == 0;
+        switches.disarm();
+        if !fired {
+            // `n` is past the last call of `eq`: the waiter queued normally.
+            assert!(!panic);
+            assert!(n > 1, "Eq is called while a waiter queues");
+            drop(waiter);
+            drop(full);
+            drop(assert_ready_ok!(older.poll()));
+            nothing_left_behind(&pool, &[key(1), key(2), key(3), key(4)]);
+            return;
+        }
+        assert!(
+            panic,
+            "call {n} of eq panicked: the panic reaches the caller"
+        );
+        drop(waiter);
+        assert_eq!(
+            pool.waiting_len(),
+            1,
+            "call {n}: only the older waiter waits"
+        );
+        for id in [1, 2, 4] {
+            let stats = pool.stats(&key(id));
+            assert_eq!(
+                (stats.running, stats.waiting),
+                (0, 0),
+                "call {n}: group {id} keeps nothing of the dropped waiter"
+            );
+        }
+        // The slot of group 3 goes to the older waiter, not to a ghost.
+        drop(full);
+        assert!(older.is_woken(), "call {n}");
+        drop(assert_ready_ok!(older.poll()));
+        nothing_left_behind(&pool, &[key(1), key(2), key(3), key(4)]);
+    }
+    panic!("eq was called more than 200 times for one waiter");
+}
+
+/// A key's `Hash` panics at each of its calls in turn while a permit is tried, and while a
+/// waiting acquire is made and polled: nothing is counted.
+#[test]
+fn a_hash_panic_counts_nothing() {
+    let switches = Arc::new(Switches::default());
+    let key = |id| Touchy::new(id, &switches);
+    let pool: TouchyPool = TaskPool::builder().limit(key(3), 0).build();
+
+    for n in 1.. {
+        switches.arm_hash(n);
+        let panic = panicked(|| pool.try_acquire([key(1), key(2)]).map(drop));
+        let fired = switches.hash_countdown.load(Ordering::SeqCst) == 0;
+        switches.disarm();
+        if !fired {
+            assert!(!panic && n > 1);
+            break;
+        }
+        assert!(
+            panic,
+            "try_acquire, call {n} of hash: the panic reaches the caller"
+        );
+        assert_eq!(
+            (pool.len(), pool.waiting_len()),
+            (0, 0),
+            "try_acquire, call {n}"
+        );
+    }
+
+    for n in 1.. {
+        switches.arm_hash(n);
+        let mut made = None;
+        let panic = panicked(|| {
+            let mut waiter = mock(pool.acquire([key(1), key(2), key(3)]));
+            let poll = waiter.poll().is_pending();
+            made = Some(waiter);
+            poll
+        });
+        let fired = switches.hash_countdown.load(Ordering::SeqCst) == 0;
+        switches.disarm();
+        if !fired {
+            assert!(!panic && n > 1);
+            assert_eq!(pool.waiting_len(), 1, "the last one queued normally");
+            drop(made);
+            break;
+        }
+        assert!(
+            panic,
+            "acquire, call {n} of hash: the panic reaches the caller"
+        );
+        drop(made);
+        assert_eq!(
+            (pool.len(), pool.waiting_len()),
+            (0, 0),
+            "acquire, call {n}"
+        );
+    }
+
+    // set_limit with a panicking hash changes nothing.
+    switches.arm_hash(1);
+    assert!(panicked(|| pool.set_limit(key(1), 0)));
+    switches.disarm();
+    assert_eq!(pool.limit(&key(1)), None);
+    assert_eq!(pool.limit(&key(3)), Some(0));
+    pool.clear_limit(&key(3));
+    nothing_left_behind(&pool, &[key(1), key(2), key(3)]);
+}
+
+/// A key's `Drop` panics during a release that grants a waiter (the released permit's group
+/// entry goes away and drops its key): the granted waiter is still woken and granted.
+#[test]
+fn a_key_drop_panic_during_a_release_still_wakes_the_granted_waiter() {
+    let switches = Arc::new(Switches::default());
+    let key = |id| Touchy::new(id, &switches);
+    let pool: TouchyPool = TaskPool::builder().limit(key(1), 1).build();
+    // Group 2 has no explicit limit: its entry goes away when the permit is released.
+    let permit = pool.try_acquire([key(1), key(2)]).unwrap();
+    let mut waiter = mock(pool.acquire([key(1)]));
+    assert_pending!(waiter.poll());
+
+    switches.arm_drop(2);
+    let panic = panicked(|| drop(permit));
+    let fired = switches.drop_panics.load(Ordering::SeqCst) == 0;
+    switches.disarm();
+    assert!(
+        fired && panic,
+        "a key was dropped by the release, and its panic reached the caller"
+    );
+    assert!(waiter.is_woken(), "the granted waiter is woken");
+    let granted = assert_ready_ok!(waiter.poll());
+    assert_eq!(pool.task_count(&key(1)), 1);
+    assert_eq!(pool.task_count(&key(2)), 0, "the permit was released");
+    assert_eq!(pool.len(), 1);
+    drop(granted);
+    pool.clear_limit(&key(1));
+    nothing_left_behind(&pool, &[key(1), key(2)]);
+}
+
+/// A key's `Drop` panics while a dropped waiter gives back its reservation: the next waiter
+/// still gets the slot and is woken.
+#[test]
+fn a_key_drop_panic_during_a_cancel_still_wakes_the_next_waiter() {
+    let switches = Arc::new(Switches::default());
+    let key = |id| Touchy::new(id, &switches);
+    let pool: TouchyPool = TaskPool::builder()
+        .limit(key(1), 1)
+        .limit(key(2), 0)
+        .build();
+    // Reserves 1, queues on 2.
+    let mut first = mock(pool.acquire([key(1), key(2)]));
+    assert_pending!(first.poll());
+    let mut second = mock(pool.acquire([key(1)]));
+    assert_pending!(second.poll());
+
+    switches.arm_drop(2);
+    let _ = panicked(|| drop(first));
+    switches.disarm();
+    assert!(
+        second.is_woken(),
+        "the slot went on to the next waiter, which was woken"
+    );
+    let granted = assert_ready_ok!(second.poll());
+    assert_eq!(pool.waiting_len(), 0);
+    drop(granted);
+    pool.clear_limit(&key(1));
+    pool.clear_limit(&key(2));
+    nothing_left_behind(&pool, &[key(1), key(2)]);
+}
+
+/// The key passed to `set_limit` panics when dropped, while the raised limit grants a waiter:
+/// the waiter is still woken and granted, and the limit is set.
+#[test]
+fn a_key_drop_panic_in_set_limit_still_wakes_the_granted_waiter() {
+    let switches = Arc::new(Switches::default());
+    let key = |id| Touchy::new(id, &switches);
+    let pool: TouchyPool = TaskPool::builder().limit(key(1), 0).build();
+    let mut waiter = mock(pool.acquire([key(1)]));
+    assert_pending!(waiter.poll());
+
+    let new_limit = key(1);
+    switches.arm_drop(1);
+    let _ = panicked(|| pool.set_limit(new_limit, 1));
+    switches.disarm();
+    assert_eq!(pool.limit(&key(1)), Some(1));
+    assert!(waiter.is_woken(), "the granted waiter is woken");
+    drop(assert_ready_ok!(waiter.poll()));
+    pool.clear_limit(&key(1));
+    nothing_left_behind(&pool, &[key(1)]);
+}
+
+// Wakers that panic.
+
+/// The data of a hand-made waker whose `clone` or `wake` panic while switched on.
+#[derive(Default)]
+struct Fragile {
+    clone_panics: AtomicBool,
+    wake_panics: AtomicBool,
+    /// The next drop of a handle panics (once).
+    drop_panics: AtomicBool,
+    wakes: AtomicUsize,
+}
+
+static FRAGILE_VTABLE: RawWakerVTable = RawWakerVTable::new(
+    fragile_clone,
+    fragile_wake,
+    fragile_wake_by_ref,
+    fragile_drop,
+);
+
+unsafe fn fragile_clone(data: *const ()) -> RawWaker {
+    // SAFETY: `data` came from `Arc::into_raw` of an `Arc<Fragile>` whose count this handle
+    // owns; the handle is borrowed here.
+    let fragile = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(data.cast::<Fragile>()) });
+    assert!(
+        !fragile.clone_panics.load(Ordering::SeqCst),
+        "Waker::clone panics on purpose"
+    );
+    RawWaker::new(Arc::into_raw(Arc::clone(&fragile)).cast(), &FRAGILE_VTABLE)
+}
+
+unsafe fn fragile_wake(data: *const ()) {
+    // SAFETY: as in `fragile_clone`; this consumes the handle (also when it panics).
+    let fragile = unsafe { Arc::from_raw(data.cast::<Fragile>()) };
+    fragile.wakes.fetch_add(1, Ordering::SeqCst);
+    assert!(
+        !fragile.wake_panics.load(Ordering::SeqCst),
+        "Waker::wake panics on purpose"
+    );
+}
+
+unsafe fn fragile_wake_by_ref(data: *const ()) {
+    // SAFETY: as in `fragile_clone`.
+    let fragile = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(data.cast::<Fragile>()) });
+    fragile.wakes.fetch_add(1, Ordering::SeqCst);
+    assert!(
+        !fragile.wake_panics.load(Ordering::SeqCst),
+        "Waker::wake panics on purpose"
+    );
+}
+
+unsafe fn fragile_drop(data: *const ()) {
+    // SAFETY: as in `fragile_clone`; this consumes the handle (also when it panics).
+    let fragile = unsafe { Arc::from_raw(data.cast::<Fragile>()) };
+    if !std::thread::panicking() && fragile.drop_panics.swap(false, Ordering::SeqCst) {
+        panic!("Waker::drop panics on purpose");
+    }
+}
+
+fn fragile_waker() -> (Waker, Arc<Fragile>) {
+    let fragile = Arc::new(Fragile::default());
+    let raw = RawWaker::new(Arc::into_raw(Arc::clone(&fragile)).cast(), &FRAGILE_VTABLE);
+    // SAFETY: the vtable keeps the `Arc` count right and is thread safe.
+    (unsafe { Waker::from_raw(raw) }, fragile)
+}
+
+fn poll_with<F: Future + ?Sized>(future: Pin<&mut F>, waker: &Waker) -> Poll<F::Output> {
+    future.poll(&mut Context::from_waker(waker))
+}
+
+/// A plain waker that counts its wake-ups.
+#[derive(Default)]
+struct Counter(AtomicUsize);
+
+impl Wake for Counter {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+type StrPool = TaskPool<&'static str>;
+
+/// Nothing is counted or waiting in `keys`, every slot is free, closing resolves `wait`.
+#[track_caller]
+fn str_pool_is_clean(pool: &StrPool, keys: &[&'static str]) {
+    for key in keys {
+        let stats = pool.stats(key);
+        assert_eq!((stats.running, stats.waiting), (0, 0), "group {key:?}");
+    }
+    assert_eq!(
+        (pool.len(), pool.waiting_len()),
+        (0, 0),
+        "(len, waiting_len)"
+    );
+    drop(
+        pool.try_acquire(keys.to_vec())
+            .expect("every slot is free again"),
+    );
+    assert!(pool.close());
+    let mut idle = mock(pool.wait());
+    assert_ready!(idle.poll());
+}
+
+/// A waker whose `clone` panics on a waiting future's first poll (it reserves h and would
+/// queue on g): the panic reaches the caller; nothing is left once the future is dropped.
+#[test]
+fn a_waker_clone_panic_on_the_first_poll_leaks_nothing() {
+    let pool = StrPool::builder().limit("g", 1).limit("h", 1).build();
+    let held = pool.try_acquire(["g"]).unwrap();
+    let mut waiter = Box::pin(pool.acquire(["h", "g"]));
+    let (waker, fragile) = fragile_waker();
+    fragile.clone_panics.store(true, Ordering::SeqCst);
+    assert!(
+        panicked(|| poll_with(waiter.as_mut(), &waker).is_pending()),
+        "the panic reaches the caller"
+    );
+    fragile.clone_panics.store(false, Ordering::SeqCst);
+    drop(waiter);
+    assert_eq!(pool.waiting_len(), 0);
+    assert_eq!(pool.stats(&"h").waiting, 0);
+    drop(held);
+    drop(waker);
+    assert_eq!(
+        Arc::strong_count(&fragile),
+        1,
+        "no clone of the waker is kept"
+    );
+    str_pool_is_clean(&pool, &["g", "h"]);
+}
+
+/// A waker whose `clone` panics when a waiting future (holding a reservation in h, queued on
+/// g) is re-polled with it: nothing is left once the future is dropped, and g's slot goes to
+/// the next waiter, not to the abandoned one.
+#[test]
+fn a_waker_clone_panic_on_a_repoll_leaks_nothing() {
+    let pool = StrPool::builder().limit("g", 1).limit("h", 1).build();
+    let held = pool.try_acquire(["g"]).unwrap();
+    let mut waiter = Box::pin(pool.acquire(["h", "g"]));
+    let counter = Arc::new(Counter::default());
+    let plain = Waker::from(Arc::clone(&counter));
+    assert_pending!(poll_with(waiter.as_mut(), &plain));
+    assert_eq!(pool.stats(&"h").waiting, 1);
+    let mut next = mock(pool.acquire(["g"]));
+    assert_pending!(next.poll());
+
+    let (waker, fragile) = fragile_waker();
+    fragile.clone_panics.store(true, Ordering::SeqCst);
+    assert!(
+        panicked(|| poll_with(waiter.as_mut(), &waker).is_pending()),
+        "the panic reaches the caller"
+    );
+    fragile.clone_panics.store(false, Ordering::SeqCst);
+    drop(waiter);
+    assert_eq!(pool.waiting_len(), 1, "only the next waiter waits");
+    assert_eq!(
+        pool.stats(&"h").waiting,
+        0,
+        "h's reservation was given back"
+    );
+    assert!(pool.try_acquire(["h"]).is_ok_and(|p| {
+        drop(p);
+        true
+    }));
+
+    drop(held);
+    assert!(next.is_woken(), "g's slot goes to the next waiter");
+    drop(assert_ready_ok!(next.poll()));
+    drop(waker);
+    assert_eq!(
+        Arc::strong_count(&fragile),
+        1,
+        "no clone of the waker is kept"
+    );
+    str_pool_is_clean(&pool, &["g", "h"]);
+}
+
+/// One release grants two waiters; the `wake` of one of them panics. The other is still woken
+/// (whichever the pool wakes first), the panic reaches the caller, and both are granted.
+#[test]
+fn a_panicking_wake_does_not_stop_the_other_wake_ups() {
+    for panicking_first in [true, false] {
+        let pool = StrPool::builder().limit("a", 1).limit("b", 1).build();
+        let both = pool.try_acquire(["a", "b"]).unwrap();
+        let mut first = Box::pin(pool.acquire(["a"]));
+        let mut second = Box::pin(pool.acquire(["b"]));
+        let (fragile_waker, fragile) = fragile_waker();
+        let counter = Arc::new(Counter::default());
+        let plain = Waker::from(Arc::clone(&counter));
+        let (first_waker, second_waker) = if panicking_first {
+            (&fragile_waker, &plain)
+        } else {
+            (&plain, &fragile_waker)
+        };
+        assert_pending!(poll_with(first.as_mut(), first_waker));
+        assert_pending!(poll_with(second.as_mut(), second_waker));
+
+        fragile.wake_panics.store(true, Ordering::SeqCst);
+        let panic = panicked(|| drop(both));
+        fragile.wake_panics.store(false, Ordering::SeqCst);
+        assert!(
+            panic,
+            "panicking_first: {panicking_first}: the panic reaches the caller"
+        );
+        assert_eq!(
+            fragile.wakes.load(Ordering::SeqCst),
+            1,
+            "panicking_first: {panicking_first}"
+        );
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            1,
+            "panicking_first: {panicking_first}: the other waiter is still woken"
+        );
+        drop(assert_ready_ok!(poll_with(first.as_mut(), &plain)));
+        drop(assert_ready_ok!(poll_with(second.as_mut(), &plain)));
+        drop((first, second, fragile_waker));
+        assert_eq!(
+            Arc::strong_count(&fragile),
+            1,
+            "no clone of the waker is kept"
+        );
+        str_pool_is_clean(&pool, &["a", "b"]);
+    }
+}
+
+/// `close` fails two waiters; the `wake` of the first panics: the second is still woken.
+#[test]
+fn a_panicking_wake_in_close_does_not_stop_the_other_wake_ups() {
+    for panicking_first in [true, false] {
+        let pool = StrPool::builder().limit("a", 0).build();
+        let mut first = Box::pin(pool.acquire(["a"]));
+        let mut second = Box::pin(pool.acquire(["a"]));
+        let (fragile_waker, fragile) = fragile_waker();
+        let counter = Arc::new(Counter::default());
+        let plain = Waker::from(Arc::clone(&counter));
+        let (first_waker, second_waker) = if panicking_first {
+            (&fragile_waker, &plain)
+        } else {
+            (&plain, &fragile_waker)
+        };
+        assert_pending!(poll_with(first.as_mut(), first_waker));
+        assert_pending!(poll_with(second.as_mut(), second_waker));
+
+        fragile.wake_panics.store(true, Ordering::SeqCst);
+        let panic = panicked(|| pool.close());
+        fragile.wake_panics.store(false, Ordering::SeqCst);
+        assert!(
+            panic,
+            "panicking_first: {panicking_first}: the panic reaches the caller"
+        );
+        assert!(pool.is_closed());
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            1,
+            "panicking_first: {panicking_first}: the other waiter is still woken"
+        );
+        assert_ready_err!(poll_with(first.as_mut(), &plain));
+        assert_ready_err!(poll_with(second.as_mut(), &plain));
+        assert_eq!((pool.len(), pool.waiting_len()), (0, 0));
+        let mut idle = mock(pool.wait());
+        assert_ready!(idle.poll());
+    }
+}
+
+/// A waker whose drop panics when the pool replaces it (a re-poll with another waker) while
+/// the future holds a reservation in g and queues on h. The panic reaches the caller; a
+/// future whose poll panicked is finished (the `acquire` future, an `async` block, drops what
+/// it holds while unwinding), so its reservation goes on to the next waiter, which is woken.
+#[test]
+fn a_waker_drop_panic_on_a_repoll_loses_nothing() {
+    let pool = StrPool::builder().limit("g", 1).limit("h", 0).build();
+    let mut waiter = Box::pin(pool.acquire(["g", "h"]));
+    let (waker, fragile) = fragile_waker();
+    assert_pending!(poll_with(waiter.as_mut(), &waker));
+    drop(waker);
+    let mut next = mock(pool.acquire(["g"]));
+    assert_pending!(next.poll());
+    let counter = Arc::new(Counter::default());
+    let plain = Waker::from(Arc::clone(&counter));
+
+    fragile.drop_panics.store(true, Ordering::SeqCst);
+    let panic = panicked(|| poll_with(waiter.as_mut(), &plain).is_pending());
+    assert!(
+        !fragile.drop_panics.load(Ordering::SeqCst),
+        "the stale waker was dropped"
+    );
+    assert!(panic, "the panic reaches the caller");
+    assert_eq!(
+        Arc::strong_count(&fragile),
+        1,
+        "no clone of the stale waker is kept"
+    );
+    // The waiter is gone; its g went on to the next waiter, which is granted.
+    assert_eq!(pool.waiting_len(), 0, "no waiter nobody owns");
+    assert_eq!(pool.stats(&"h").waiting, 0);
+    assert_eq!(pool.task_count(&"g"), 1);
+    drop(waiter);
+    assert!(
+        next.is_woken(),
+        "g's slot went on to the next waiter, which was woken"
+    );
+    drop(assert_ready_ok!(next.poll()));
+    pool.clear_limit(&"h");
+    str_pool_is_clean(&pool, &["g", "h"]);
+}
+
+/// A waker whose drop panics when its waiting future is dropped (cancel) while the future holds
+/// a reservation: the reservation still goes to the next waiter, which is woken.
+#[test]
+fn a_waker_drop_panic_on_cancel_loses_no_wake_up() {
+    let pool = StrPool::builder().limit("g", 1).limit("h", 0).build();
+    // Reserves g, queues on h.
+    let mut waiter = Box::pin(pool.acquire(["g", "h"]));
+    let (waker, fragile) = fragile_waker();
+    assert_pending!(poll_with(waiter.as_mut(), &waker));
+    drop(waker);
+    let mut next = mock(pool.acquire(["g"]));
+    assert_pending!(next.poll());
+
+    fragile.drop_panics.store(true, Ordering::SeqCst);
+    let _ = panicked(|| drop(waiter));
+    assert!(
+        !fragile.drop_panics.load(Ordering::SeqCst),
+        "the waker was dropped"
+    );
+    assert_eq!(Arc::strong_count(&fragile), 1);
+    assert!(
+        next.is_woken(),
+        "g's slot went on to the next waiter, which was woken"
+    );
+    drop(assert_ready_ok!(next.poll()));
+    pool.clear_limit(&"h");
+    str_pool_is_clean(&pool, &["g", "h"]);
+}
+
+/// `Eq` panics at each of its calls in turn while `set_limits` applies a batch that lowers one
+/// group (taking a reservation back) and raises another: whatever part was applied, the pool
+/// stays consistent: clearing the limits afterwards grants every waiter, and nothing leaks.
+#[test]
+fn an_eq_panic_while_applying_a_batch_leaves_the_pool_consistent() {
+    for n in 1..=200 {
+        let switches = Arc::new(Switches::default());
+        let key = |id| Touchy::new(id, &switches);
+        let pool: TouchyPool = TaskPool::builder()
+            .limit(key(1), 2)
+            .limit(key(2), 1)
+            .limit(key(3), 0)
+            .build();
+        let held = pool.try_acquire([key(1), key(2)]).unwrap();
+        // Reserves 1, queues on 2.
+        let mut first = mock(pool.acquire([key(1), key(2)]));
+        assert_pending!(first.poll());
+        let mut second = mock(pool.acquire([key(3)]));
+        assert_pending!(second.poll());
+
+        switches.arm_eq(n);
+        let panic = panicked(|| {
+            pool.set_limits(
+                taskherd::LimitChanges::new()
+                    .limit(key(1), 0)
+                    .limit(key(3), 1)
+                    .limit(key(4), 7),
+            )
+        });
+        let fired = switches.eq_countdown.load(Ordering::SeqCst) == 0;
+        switches.disarm();
+        assert_eq!(panic, fired, "call {n}");
+        if !fired {
+            assert!(n > 1, "Eq is called while a batch is applied");
+            assert_eq!(pool.limit(&key(1)), Some(0));
+            assert_eq!(pool.limit(&key(4)), Some(7));
+            assert!(second.is_woken(), "3 was raised");
+        }
+        for id in 1..=4 {
+            let stats = pool.stats(&key(id));
+            if let Some(limit) = stats.limit {
+                if stats.reserved > 0 {
+                    assert!(
+                        stats.running + stats.reserved <= limit,
+                        "call {n}: {id}: {stats:?}"
+                    );
+                }
+                if stats.waiting > stats.reserved {
+                    assert!(
+                        stats.running + stats.reserved >= limit,
+                        "call {n}: {id}: {stats:?}"
+                    );
+                }
+            }
+        }
+
+        drop(held);
+        pool.set_limits(
+            taskherd::LimitChanges::new()
+                .clear_limit(key(1))
+                .clear_limit(key(2))
+                .clear_limit(key(3))
+                .clear_limit(key(4)),
+        );
+        drop(assert_ready_ok!(first.poll()));
+        drop(assert_ready_ok!(second.poll()));
+        nothing_left_behind(&pool, &[key(1), key(2), key(3), key(4)]);
+        if !fired {
+            return;
+        }
+    }
+    panic!("eq was called more than 200 times for one batch");
+}
+
+/// `Hash` panics at each of its calls in turn while a batch is made and applied: nothing of the
+/// batch is applied (keys are hashed before anything changes).
+#[test]
+fn a_hash_panic_in_a_batch_applies_nothing() {
+    let switches = Arc::new(Switches::default());
+    let key = |id| Touchy::new(id, &switches);
+    let pool: TouchyPool = TaskPool::builder().limit(key(1), 1).build();
+    for n in 1.. {
+        switches.arm_hash(n);
+        let panic = panicked(|| {
+            pool.set_limits(
+                taskherd::LimitChanges::new()
+                    .max_tasks(3)
+                    .limit(key(1), 5)
+                    .limit(key(2), 2),
+            )
+        });
+        let fired = switches.hash_countdown.load(Ordering::SeqCst) == 0;
+        switches.disarm();
+        if !fired {
+            assert!(!panic && n > 1);
+            assert_eq!(pool.limit(&key(1)), Some(5));
+            break;
+        }
+        assert!(panic, "call {n}: the panic reaches the caller");
+        assert_eq!(pool.max_tasks(), None, "call {n}: nothing applied");
+        assert_eq!(pool.limit(&key(1)), Some(1), "call {n}: nothing applied");
+        assert_eq!(pool.limit(&key(2)), None, "call {n}: nothing applied");
+    }
+    pool.set_limits(
+        taskherd::LimitChanges::new()
+            .max_tasks(None)
+            .clear_limit(key(1))
+            .clear_limit(key(2)),
+    );
+    nothing_left_behind(&pool, &[key(1), key(2)]);
 }
