@@ -15,33 +15,85 @@
 //!    has not yet collected its admission is a live admission.
 //! 2. A slot of `g` is taken (as an admission or a reservation) only while
 //!    `running(g) + reserved(g) < limit(g)`, where a named group's limit is its explicit limit,
-//!    else the pool's default limit, and no limit means no bound. Lowering a limit below the
-//!    running count cancels nothing; new admissions wait or are refused until it is below.
+//!    else the pool's default limit, and no limit means no bound. After any limit change,
+//!    `running + reserved <= limit` unless `running` alone exceeds it: lowering a limit takes
+//!    back reservations above it, youngest first, and puts those waiters back at the front of
+//!    the group's queue (they keep their turn); it cancels nothing that runs. So at every
+//!    moment `reserved(g) == 0 || running(g) + reserved(g) <= limit(g)`.
 //! 3. A `try_*` admission takes a slot in every group or in none, and a refused one changes no
-//!    count and leaves no entry behind (the check phase only reads; the commit phase runs only
+//!    count and leaves no entry behind (the lookup phase only reads; the commit phase runs only
 //!    after every check passed, under the same lock).
 //! 4. An entry exists in the group table only while it has running admissions, reservations,
 //!    queued waiters or an explicit limit, so memory is bounded by live state, not by the number
-//!    of keys ever seen; the table's capacity is shrunk when it becomes mostly empty.
+//!    of keys ever seen; the table's capacity is shrunk when it becomes mostly empty. The same
+//!    holds for task records, waiter records and `wait` registrations: they live in
+//!    [`Records`](records::Records), compacted once a quarter full, so after a burst memory
+//!    comes back to a small multiple of what is live.
 //! 5. Waiting is FIFO per group, and groups never keep free room while someone queues on them:
 //!    if `queue(g)` is not empty then `running(g) + reserved(g) >= limit(g)`. Every transition
 //!    that can make room (a release, a given-back reservation, a higher or cleared limit, a new
 //!    default limit) hands it at once to the oldest waiters queued on `g` as reservations
 //!    ("pumping"). So a slot freed in `g` goes to the oldest waiter on `g`, and a `try_*` call
-//!    finds no room in any group with waiters (no barging). A waiter that holds a reservation in
-//!    every group it names is granted at that moment, under the lock, not when it is polled.
-//!    The total is the last gate: a waiter joins the total's queue only once it holds every
-//!    named group it asked for ("ready"; waiters that become ready in the same transition join
-//!    oldest first), so a waiter blocked on a full group never holds total capacity.
+//!    finds no room in any group with waiters (no barging). In every named group, the holders
+//!    (in the order they got their slot) followed by the queue are in arrival order. A waiter
+//!    that holds a reservation in every group it names is granted at that moment, under the
+//!    lock, not when it is polled. The total is the last gate: a waiter joins the total's queue
+//!    only once it holds every named group it asked for ("ready"; waiters that become ready in
+//!    the same transition join oldest first), and leaves it if a lowered limit takes a named
+//!    slot back, so a waiter blocked on a full group never holds or queues for total capacity.
+//!    A reservation of the total exists only within a transition (the waiter is granted in it).
 //! 6. A dropped waiting future gives back its reservations (pumped to the next waiters) and
 //!    its queue places; a granted waiter dropped before it saw the grant is released like any
 //!    admission. No slot outlives the future that holds it.
 //! 7. Cost per admission, per release and per cancellation is O(groups named), plus O(groups
 //!    named by each waiter it grants); never O(waiters), O(groups in the pool) or O(tasks).
 //!    Queues are intrusive lists through the waiters, so leaving one from the middle is O(1).
-//!    Only operator actions cost more: `set_default_limit` is O(groups in the pool),
-//!    `abort_group`/`abort_all` O(tasks), `close` O(waiters).
-//! 8. Wakers are collected under the lock and woken after it is released.
+//!    Compacting records is amortised O(1) per removal. Only operator actions cost more: a
+//!    change of the default limit is O(groups in the pool), `abort_group`/`abort_all`
+//!    O(tasks), `close` O(waiters).
+//! 8. No user code that can reach the pool runs under the lock. Wakers are cloned before
+//!    locking; wakers are woken, and wakers, keys, task records and waiter records dropped,
+//!    after unlocking ([`Deferred`]). A panic in user code fails that one
+//!    call but leaves the state consistent: every transition looks up what it needs first
+//!    (the only user code under the lock, `K: Eq`, runs there) and changes state only after.
+//!    A waiting future changes its phase only after the call that could panic returned.
+//! 9. Several limit changes are applied as one ([`State::set_limits`]): all values first,
+//!    then every take-back, then one pump, in one critical section, so no admission happens
+//!    under a combination of limits nobody asked for.
+//!
+//! # A waiter's life
+//!
+//! A waiting admission (`spawn(..).await`, `acquire(..).await`) is a [`WaitAdmission`] future
+//! over one [`Waiter`](waiters::Waiter) record. The future's phase and the record's phase:
+//!
+//! ```text
+//!  future: Start ──first poll──▶ (admitted at once) ─────────────────────────────▶ Done
+//!            │                      try_admit succeeded: no record is made
+//!            └──first poll, no room──▶ Waiting(ref) ──poll sees Granted/Closed──▶ Done
+//!                                         │ drop: cancel (gives back what it holds)
+//!  record:   Waiting ──last slot reserved (pump/join)──▶ Granted ──poll──▶ removed
+//!              │   ▲                                        │
+//!              │   └── never goes back                      └──close──▶ Closed (released)
+//!              └──close──▶ Closed (gave everything up) ──poll or drop──▶ removed
+//! ```
+//!
+//! Within `Waiting`, each of the waiter's groups has a [`Place`](waiters::Place): `Outside`
+//! (only the total, before the waiter is ready), `Queued` (in the group's queue) or `Reserved`
+//! (in the group's holders, counted in `reserved`). `missing` counts the groups not
+//! `Reserved`. Who moves it, and which counts change:
+//!
+//! | transition | by | place | counts |
+//! |---|---|---|---|
+//! | join a named group with room and no queue | `start_wait` | Outside → Reserved | `reserved(g)` +1 |
+//! | join a named group otherwise | `start_wait` | Outside → Queued | — |
+//! | pump: oldest queued gets a freed slot | release, cancel, raised limit | Queued → Reserved | `reserved(g)` +1 |
+//! | take-back: youngest holder above a lowered limit | `set_limits` | Reserved → Queued (front) | `reserved(g)` −1 |
+//! | ready (holds every named group): join the total | end of the transition (`grant_all`) | total: Outside → Queued or Reserved | — |
+//! | not ready any more (a named slot taken back) | take-back | total: Queued → Outside | — |
+//! | grant (every place Reserved) | the transition that reserved the last slot | all → Outside; phase Granted | `reserved` −1, `running` +1 in every group; `waiting` −1 |
+//! | cancel (future dropped while Waiting) | `WaitAdmission::drop` | Reserved slots pumped on, queue places left; record removed | `reserved` −1 per held slot; `waiting` −1 |
+//! | close | `close` | everything given up, not pumped; phase Closed | `reserved` −1 per held slot; `waiting` −1 |
+//! | collect (poll sees Granted) | `WaitAdmission::poll` | record removed; its groups become the admission | — |
 //!
 //! # Deadlock safety
 //!
@@ -51,24 +103,31 @@
 //! oldest waiter `W`. Every waiter queued in one of `W`'s groups arrived after `W`, so in each of `W`'s
 //! groups `W` is at the head of the queue or already holds its reservation; a younger waiter can
 //! hold a reservation in a group of `W`'s only if it was pumped one after `W` got its own (per
-//! group FIFO), so younger waiters never hold a slot `W` is owed. The slots `W` still misses are
-//! therefore held only by running admissions, and each one that ends is pumped to `W` first. So
-//! `W` is granted once enough admissions end (or limits rise); then the next oldest waiter is the
-//! oldest, and so on. The classic deadlock — `A` holds `x` and waits for `y` while `B` holds `y`
-//! and waits for `x` — needs the younger of the two to hold a slot the older is owed, which the
-//! per-group FIFO excludes. (A group whose limit is `0`, or whose running admissions never end,
-//! makes its waiters wait for ever, by design, not by deadlock.)
+//! group FIFO; a take-back removes the youngest holders first and puts them ahead of the
+//! queue, so it keeps this order), so younger waiters never hold a slot `W` is owed. The
+//! slots `W` still misses are therefore held only by running admissions, and each one that
+//! ends is pumped to `W` first. So `W` is granted once enough admissions end (or limits rise);
+//! then the next oldest waiter is the oldest, and so on. The classic deadlock — `A` holds `x`
+//! and waits for `y` while `B` holds `y` and waits for `x` — needs the younger of the two to
+//! hold a slot the older is owed, which the per-group FIFO excludes. (A group whose limit is
+//! `0`, or whose running admissions never end, makes its waiters wait for ever, by design, not
+//! by deadlock.)
 //!
 //! # Lock order
 //!
-//! There is one lock. User code that runs under it: `K`'s `Eq` (to find keys), `Clone` (to
-//! create an entry; done before any state changes, so a panic leaves the state as it was) and
-//! `Drop` (when an entry, a task record or a waiter's groups go away, and for the key passed to
-//! `set_limit`), and the cloning and dropping of wakers. None of them can reach the pool's lock
-//! in any reasonable implementation. Tracing events are emitted and wakers woken after it
-//! is released. If `K`'s `Hash` or `Eq` panics or is inconsistent, counts may become wrong, as
-//! with `std::collections::HashMap`, but there is no undefined behaviour and no deadlock (the
-//! mutex does not poison).
+//! There is one lock, and no other lock is taken while it is held. User code that still runs
+//! under it: `K: Eq`, to find the entry of a key the caller passed in (admission, queueing,
+//! limit changes, `stats`, `task_count`, `abort_group`), always before the transition changes
+//! anything. That is safe because comparing two keys has no reason to reach the pool, and if
+//! it panics the call fails with the state untouched (the mutex does not poison). Everything
+//! else is kept out: keys are hashed before locking (`K: Hash`); keys for new entries are
+//! moved in (a spawned task's own keys, a limit's key) or cloned before locking (`K: Clone`,
+//! for permits, on a second try when the first found entries missing); wakers are cloned
+//! before locking and woken and dropped after; removed keys, task records (with their abort
+//! handles) and waiter records are dropped after; releases, cancellations and grants find
+//! entries by their serial number, not by comparing keys. Tracing events are emitted after
+//! unlocking. If `K`'s `Hash` or `Eq` is inconsistent, lookups by key may miss (as with
+//! `std::collections::HashMap`), but an admission always releases the entries it counted in.
 
 mod deferred;
 mod records;
