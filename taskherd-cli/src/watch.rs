@@ -6,17 +6,17 @@
 //! or parsed is reported and the limits in force are kept.
 //!
 //! What is applied is always the command-line limits overlaid with the file's settings, so a
-//! setting removed from the file goes back to its command-line value. Limits change through the
-//! pool's run-time API (`set_max_tasks`, `set_default_limit`, `set_limit`, `clear_limit`):
-//! running jobs are never stopped by a lower limit, waiting jobs start as soon as a higher one
-//! leaves room.
+//! setting removed from the file goes back to its command-line value. A new version of the file
+//! is applied as one batch (`TaskPool::set_limits`), so no job starts under a mix of old and
+//! new settings: running jobs are never stopped by a lower limit, waiting jobs start as soon as
+//! a higher one leaves room.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use taskherd::TaskPool;
+use taskherd::{LimitChanges, TaskPool};
 
 use crate::app::unknown_groups;
 use crate::jobfile::Group;
@@ -145,9 +145,8 @@ impl Watcher {
                     format!("{target} {} -> {}", Value(self.old(target)), Value(*value))
                 })
                 .collect();
-            for (target, value) in changes {
-                apply(pool, target, value);
-            }
+            // One batch: no job may start under a mix of the old and the new file.
+            pool.set_limits(batch(changes));
             messages.push(format!(
                 "limits file {shown} changed: {}",
                 described.join(", ")
@@ -180,15 +179,15 @@ impl Watcher {
     }
 }
 
-fn apply(pool: &TaskPool<Group>, target: Target, value: Option<usize>) {
-    match target {
-        Target::Total => pool.set_max_tasks(value),
-        Target::Default => pool.set_default_limit(value),
-        Target::Group(group) => match value {
-            Some(limit) => pool.set_limit(group, limit),
-            None => pool.clear_limit(&group),
-        },
-    }
+/// The file's changes as one batch of limit changes.
+fn batch(changes: impl IntoIterator<Item = (Target, Option<usize>)>) -> LimitChanges<Group> {
+    changes
+        .into_iter()
+        .fold(LimitChanges::new(), |batch, (target, value)| match target {
+            Target::Total => batch.max_tasks(value),
+            Target::Default => batch.default_limit(value),
+            Target::Group(group) => batch.limit(group, value),
+        })
 }
 
 #[cfg(test)]
@@ -275,5 +274,49 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert_eq!(watcher.poll(&pool).len(), 1);
         assert!(watcher.poll(&pool).is_empty());
+    }
+
+    /// Issue 9: a file that raises `[default]` and keeps `g=1` must not let `g`'s waiting jobs
+    /// start under the raised default for an instant.
+    #[test]
+    fn a_new_file_is_applied_as_one_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("limits");
+        std::fs::write(&path, "[default]=1\n").unwrap();
+        let base = Limits {
+            total: None,
+            default: None,
+            groups: Default::default(),
+        };
+        let settings = limits::parse_limits_file(b"[default]=1\n").unwrap();
+        let current = base.overlay(&settings);
+        let g: Group = Arc::from("g");
+        let pool = TaskPool::builder().default_limit(1).build();
+        let named = [g.clone()].into();
+        let mut watcher = Watcher::new(path.clone(), base, current, named);
+
+        let _running = pool.try_acquire([g.clone()]).unwrap();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut waiters: Vec<_> = (0..9)
+            .map(|_| Box::pin(pool.acquire([g.clone()])))
+            .collect();
+        for waiter in &mut waiters {
+            assert!(waiter.as_mut().poll(&mut cx).is_pending());
+        }
+        std::fs::write(&path, "[default]=10\ng=1\n").unwrap();
+        bump_mtime(&path, 1);
+        watcher.poll(&pool);
+        let messages = watcher.poll(&pool);
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert_eq!(pool.effective_limit(&g), Some(1));
+        assert_eq!(
+            pool.task_count(&g),
+            1,
+            "no g job started under the raised default"
+        );
+        assert_eq!(pool.waiting_count(&g), 9);
+        for waiter in &mut waiters {
+            assert!(waiter.as_mut().poll(&mut cx).is_pending(), "still waiting");
+        }
     }
 }
