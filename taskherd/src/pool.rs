@@ -571,7 +571,10 @@ where
     ///
     /// # Panics
     ///
-    /// Panics if the task is admitted outside a tokio runtime, like [`tokio::spawn`].
+    /// Panics if the task is admitted outside a tokio runtime, like [`tokio::spawn`]. A panic
+    /// in user code while the future is polled (a key's `Eq` or `Clone`, the waker's `clone`)
+    /// reaches the caller and ends the future; dropping it gives back whatever it held, so the
+    /// pool stays consistent.
     ///
     /// # Cancel safety
     ///
@@ -668,6 +671,12 @@ where
     ///
     /// Returns an [`AcquireError`] if the pool is [closed](Self::close) before this future
     /// returns the permit.
+    ///
+    /// # Panics
+    ///
+    /// A panic in user code while the future is polled (a key's `Eq` or `Clone`, the waker's
+    /// `clone`) reaches the caller and ends the future; dropping it gives back whatever it
+    /// held, so the pool stays consistent.
     ///
     /// # Cancel safety
     ///
