@@ -1,5 +1,7 @@
 //! Memory is bounded by live state, not by the number of keys ever seen (DESIGN.md, invariant 4):
-//! attacker-chosen keys must not grow the pool.
+//! attacker-chosen keys must not grow the pool. After a burst (100,000 waiters, tasks or `wait()`
+//! futures; `TASKHERD_MEMORY_BURST` for another size) with one left, memory comes back to a small
+//! bound above what one costs (issue 9, item 5). Run with `--nocapture` to see the numbers.
 //!
 //! This binary installs a counting global allocator. Only allocations made on a thread that is
 //! "measuring" are counted, so the test harness's own threads do not disturb the numbers, and the
@@ -242,5 +244,359 @@ fn memory_returns_to_baseline_after_many_live_keys_finish() {
              grew by {} bytes (before {before}, peak {peak}, after {after})",
             after - before
         );
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bursts (issue 9, item 5): after a burst of waiters, tasks or `wait()` futures with only one
+// left, memory must come back to a small bound above what is still live, not stay at the size
+// of the burst. Each case measures what one of them costs on its own first, then allows
+// `before + one + SLACK` after the burst.
+// ---------------------------------------------------------------------------------------------
+
+use std::task::Poll;
+
+use tokio_test::task::spawn as mock;
+
+/// Size of each burst. `TASKHERD_MEMORY_BURST` overrides it.
+fn burst() -> usize {
+    std::env::var("TASKHERD_MEMORY_BURST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
+
+fn check_burst(case: &str, n: usize, before: isize, one: isize, peak: isize, after: isize) {
+    let growth = after - before;
+    println!(
+        "{case}: burst of {n}: live bytes {before} before, {peak} at the peak ({} per item), \
+         {after} after with one left; growth {growth}, one alone costs {one}, allowed {}",
+        (peak - before) / n as isize,
+        one + SLACK
+    );
+    assert!(
+        growth <= one + SLACK,
+        "{case}: memory did not come back after a burst of {n} with one left: grew by {growth} \
+         bytes (before {before}, peak {peak}, after {after}; one alone costs {one}, slack \
+         {SLACK})"
+    );
+}
+
+/// A waiter on a full group, as a `spawn` (even `i`) or an `acquire` (odd `i`), polled once.
+enum Waiting {
+    Spawn(
+        tokio_test::task::Spawn<
+            std::pin::Pin<
+                Box<
+                    dyn Future<
+                        Output = Result<
+                            tokio::task::JoinHandle<()>,
+                            taskherd::SpawnError<std::future::Ready<()>>,
+                        >,
+                    >,
+                >,
+            >,
+        >,
+    ),
+    Acquire(
+        tokio_test::task::Spawn<
+            std::pin::Pin<
+                Box<dyn Future<Output = Result<taskherd::Permit<u64>, taskherd::AcquireError>>>,
+            >,
+        >,
+    ),
+}
+
+impl Waiting {
+    fn new(pool: &TaskPool<u64>, i: usize) -> Self {
+        let mut waiting = if i % 2 == 0 {
+            Waiting::Spawn(mock(Box::pin(pool.spawn([7u64], std::future::ready(())))))
+        } else {
+            Waiting::Acquire(mock(Box::pin(pool.acquire([7u64]))))
+        };
+        assert!(waiting.poll_granted().is_none(), "the group is full");
+        waiting
+    }
+
+    /// Polls it; `Some` once granted: a finished task or a permit.
+    fn poll_granted(&mut self) -> Option<Granted> {
+        match self {
+            Waiting::Spawn(fut) => match fut.poll() {
+                Poll::Ready(handle) => Some(Granted::Task(
+                    handle.unwrap_or_else(|_| panic!("the pool is never closed")),
+                )),
+                Poll::Pending => None,
+            },
+            Waiting::Acquire(fut) => match fut.poll() {
+                Poll::Ready(permit) => Some(Granted::Permit(permit.expect("never closed"))),
+                Poll::Pending => None,
+            },
+        }
+    }
+}
+
+enum Granted {
+    Task(tokio::task::JoinHandle<()>),
+    Permit(taskherd::Permit<u64>),
+}
+
+impl Granted {
+    async fn finish(self) {
+        match self {
+            Granted::Task(handle) => handle.await.unwrap(),
+            Granted::Permit(permit) => drop(permit),
+        }
+    }
+}
+
+/// Runs a few tasks and waiters through the pool so that anything allocated on first use
+/// (tokio's run queue, the pool's tables at their smallest) is there before measuring.
+async fn warm_up_waiters(pool: &TaskPool<u64>, holder: &mut Option<taskherd::Permit<u64>>) {
+    for round in 0..2 {
+        let mut waiting: Vec<_> = (0..64).map(|i| Waiting::new(pool, i)).collect();
+        if round == 0 {
+            drop(waiting);
+            continue;
+        }
+        // Hand the slot down the queue.
+        holder.take();
+        for w in &mut waiting {
+            let granted = w.poll_granted().expect("granted in turn");
+            granted.finish().await;
+        }
+        drop(waiting);
+        *holder = Some(pool.try_acquire([7u64]).expect("free again"));
+    }
+}
+
+/// What one waiter costs on its own (its future and whatever the pool keeps for it).
+fn one_waiter(pool: &TaskPool<u64>) -> isize {
+    let start = live_bytes();
+    let waiter = Waiting::new(pool, 1);
+    let one = live_bytes() - start;
+    drop(waiter);
+    one
+}
+
+#[test]
+fn memory_comes_back_after_a_burst_of_cancelled_waiters() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _measuring = Measuring::start();
+    let rt = current_thread_runtime();
+    let n = burst();
+    let pool = TaskPool::<u64>::builder().limit(7, 1).build();
+
+    rt.block_on(async {
+        let mut holder = Some(pool.try_acquire([7u64]).unwrap());
+        warm_up_waiters(&pool, &mut holder).await;
+        let one = one_waiter(&pool);
+        let before = live_bytes();
+
+        let mut waiting: Vec<_> = (0..n).map(|i| Waiting::new(&pool, i)).collect();
+        assert_eq!(pool.waiting_count(&7), n);
+        let peak = live_bytes();
+        // All but one give up; the one left is in the middle of the queue.
+        let survivor = waiting.swap_remove(n / 2);
+        drop(waiting);
+        assert_eq!(pool.waiting_count(&7), 1);
+        let after = live_bytes();
+        check_burst("cancelled waiters", n, before, one, peak, after);
+
+        // The one left is still served.
+        let mut survivor = survivor;
+        drop(holder.take());
+        survivor
+            .poll_granted()
+            .expect("granted when the holder left")
+            .finish()
+            .await;
+        assert!(pool.is_empty());
+        assert_eq!(pool.waiting_len(), 0);
+    });
+}
+
+#[test]
+fn memory_comes_back_after_a_burst_of_granted_waiters() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _measuring = Measuring::start();
+    let rt = current_thread_runtime();
+    let n = burst();
+    let pool = TaskPool::<u64>::builder().limit(7, 1).limit(8, 1).build();
+
+    rt.block_on(async {
+        let mut holder = Some(pool.try_acquire([7u64]).unwrap());
+        // Group 8 stays full: the one waiter left waits there.
+        let holder8 = pool.try_acquire([8u64]).unwrap();
+        warm_up_waiters(&pool, &mut holder).await;
+        let one = one_waiter(&pool);
+        let before = live_bytes();
+
+        // n - 1 waiters on group 7, and in the middle of the burst one on group 8.
+        let mut survivor = None;
+        let mut waiting = Vec::with_capacity(n - 1);
+        for i in 0..n {
+            if i == n / 2 {
+                let mut w = mock(Box::pin(pool.acquire([8u64])));
+                assert!(w.poll().is_pending());
+                survivor = Some(w);
+            } else {
+                waiting.push(Waiting::new(&pool, i));
+            }
+        }
+        let mut survivor = survivor.unwrap();
+        assert_eq!(pool.waiting_count(&7), n - 1);
+        let peak = live_bytes();
+        // The slot of group 7 is handed down its queue: each waiter is granted, runs (a task)
+        // or holds its permit, and finishes.
+        drop(holder.take());
+        for mut w in waiting {
+            w.poll_granted().expect("granted in turn").finish().await;
+        }
+        assert_eq!(pool.waiting_count(&7), 0);
+        assert_eq!(pool.waiting_len(), 1);
+        assert_eq!(pool.len(), 1);
+        let after = live_bytes();
+        check_burst("granted waiters", n, before, one, peak, after);
+
+        // The one left is still served.
+        drop(holder8);
+        match survivor.poll() {
+            Poll::Ready(permit) => drop(permit.expect("never closed")),
+            Poll::Pending => panic!("the waiter on group 8 was not granted"),
+        }
+        assert!(pool.is_empty());
+    });
+}
+
+#[test]
+fn memory_comes_back_after_a_burst_of_tasks() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _measuring = Measuring::start();
+    let rt = current_thread_runtime();
+    let n = burst();
+    let pool = TaskPool::<u64>::builder().default_limit(n).build();
+
+    // n tasks alive at once in 8 groups: even ones finish after a few yields, odd ones never
+    // finish and are aborted, and one (pending, in the middle) is left running.
+    async fn burst_of_tasks(
+        pool: &TaskPool<u64>,
+        n: usize,
+    ) -> (tokio::task::JoinHandle<()>, isize) {
+        let mut handles = Vec::with_capacity(n);
+        for i in 0..n {
+            let groups = [i as u64 % 8, 100 + i as u64 % 3];
+            let task: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> =
+                if i % 2 == 0 && i != n / 2 {
+                    Box::pin(async {
+                        for _ in 0..3 {
+                            tokio::task::yield_now().await;
+                        }
+                    })
+                } else {
+                    Box::pin(std::future::pending())
+                };
+            let handle = pool.try_spawn(groups, task);
+            handles.push((i, handle.unwrap_or_else(|_| panic!("refused"))));
+        }
+        assert_eq!(pool.len(), n);
+        let peak = live_bytes();
+        let (_, survivor) = handles.swap_remove(n / 2);
+        for (i, handle) in &handles {
+            if i % 2 == 1 {
+                handle.abort();
+            }
+        }
+        for (_, handle) in handles {
+            let _ = handle.await;
+        }
+        assert_eq!(pool.len(), 1);
+        (survivor, peak)
+    }
+
+    rt.block_on(async {
+        // Warm-up: the same burst through a throwaway pool grows tokio's run queue to what the
+        // measured burst needs; that pool is dropped with all it allocated.
+        {
+            let throwaway = TaskPool::<u64>::builder().default_limit(n).build();
+            let (survivor, _) = burst_of_tasks(&throwaway, n).await;
+            survivor.abort();
+            let _ = survivor.await;
+        }
+        // One task alone.
+        let start = live_bytes();
+        let one = pool
+            .try_spawn([0u64, 100], std::future::pending::<()>())
+            .unwrap_or_else(|_| panic!("refused"));
+        tokio::task::yield_now().await;
+        let one_cost = live_bytes() - start;
+        one.abort();
+        let _ = one.await;
+        let before = live_bytes();
+
+        let (survivor, peak) = burst_of_tasks(&pool, n).await;
+        let after = live_bytes();
+        check_burst("tasks", n, before, one_cost, peak, after);
+
+        survivor.abort();
+        let _ = survivor.await;
+        assert!(pool.is_empty());
+    });
+}
+
+#[test]
+fn memory_comes_back_after_a_burst_of_wait_futures() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _measuring = Measuring::start();
+    let rt = current_thread_runtime();
+    let n = burst();
+    let pool = TaskPool::<u64>::new();
+    // Something is counted, so `wait()` futures stay pending even after close.
+    let holder = pool.try_acquire([1u64]).unwrap();
+
+    rt.block_on(async {
+        // Warm-up and one alone.
+        drop(
+            (0..64)
+                .map(|_| {
+                    let mut w = mock(pool.wait());
+                    assert!(w.poll().is_pending());
+                    w
+                })
+                .collect::<Vec<_>>(),
+        );
+        let start = live_bytes();
+        let mut one = mock(pool.wait());
+        assert!(one.poll().is_pending());
+        let one_cost = live_bytes() - start;
+        drop(one);
+        let before = live_bytes();
+
+        let mut waits: Vec<_> = (0..n)
+            .map(|_| {
+                let mut w = mock(pool.wait());
+                assert!(w.poll().is_pending());
+                w
+            })
+            .collect();
+        let peak = live_bytes();
+        let mut survivor = waits.swap_remove(n / 2);
+        drop(waits);
+        let after = live_bytes();
+        check_burst("wait() futures", n, before, one_cost, peak, after);
+
+        // The one left still resolves.
+        pool.close();
+        assert!(survivor.poll().is_pending());
+        drop(holder);
+        assert!(survivor.is_woken());
+        assert!(survivor.poll().is_ready());
     });
 }
