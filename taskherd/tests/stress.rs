@@ -11,6 +11,13 @@
 //! observed count never exceeds the pool's running count, and a running count never exceeds the
 //! largest limit that group ever had (admission requires `running < limit` at that moment). So the
 //! bound for a group whose limit changes is the largest value it is ever set to.
+//!
+//! The limits change in `set_limits` batches that mix the default limit with explicit ones
+//! (issue 9, item 4): the default goes above key 7's bound only in a batch that gives key 7 an
+//! explicit limit, and key 7 loses its explicit limit only in a batch that brings the default
+//! back down, so applying a batch one setting at a time could exceed key 7's bound. A sampler
+//! (`sampler/mod.rs`) keeps checking the snapshot invariants of issue 9, item 1 on `stats` and
+//! `total_stats`, among them that `running` never grows above a limit that did not change.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -20,17 +27,24 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
-use taskherd::{Group, TaskPool};
+use taskherd::{Group, LimitChanges, TaskPool};
 use tokio::task::JoinHandle;
+
+mod sampler;
+use sampler::Epoch;
 
 const KEYS: usize = 8;
 /// Keys `0..FIXED_KEYS` keep the limits they start with.
 const FIXED_KEYS: usize = 6;
 /// Key 6 is set at run time to values in `1..=KEY6_MAX`.
 const KEY6_MAX: usize = 5;
-/// Key 7 is set at run time to one of these, or cleared (then `DEFAULT_LIMIT` applies).
-const KEY7_VALUES: [Option<usize>; 4] = [None, Some(0), Some(1), Some(3)];
-const DEFAULT_LIMIT: usize = 6;
+/// Key 7 is set at run time to one of these, or cleared (then the default applies, which is
+/// `DEFAULT_LOW` whenever key 7 has no explicit limit).
+const KEY7_VALUES: [Option<usize>; 4] = [None, Some(0), Some(1), Some(2)];
+/// The default limit moves between these, in batches with key 7's limit.
+const DEFAULT_LOW: usize = 2;
+const DEFAULT_HIGH: usize = 6;
+const DEFAULT_LIMIT: usize = DEFAULT_LOW;
 /// `max_tasks` is set at run time to values in `MIN_TOTAL..=MAX_TOTAL`.
 const MIN_TOTAL: usize = 4;
 const MAX_TOTAL: usize = 12;
@@ -296,22 +310,51 @@ async fn spawner(shared: Arc<Shared>, attempts_wanted: usize, seed: u64) -> Tall
     tally
 }
 
-async fn limit_changer(shared: Arc<Shared>, stop: Arc<AtomicBool>, seed: u64) -> usize {
+async fn limit_changer(
+    shared: Arc<Shared>,
+    epoch: Arc<Epoch>,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+) -> usize {
     let mut rng = StdRng::seed_from_u64(seed);
     let pool = &shared.pool;
     let mut changes = 0;
     while !stop.load(Ordering::SeqCst) {
-        pool.set_limit(6, rng.random_range(1..=KEY6_MAX));
-        if rng.random_bool(0.2) {
-            pool.clear_limit(&7);
+        // One batch: key 6, key 7 with the default (high only while key 7 has an explicit
+        // limit), `max_tasks`, and a key no task ever names (entries come and go without
+        // affecting anyone), in random order, sometimes a key twice (the last one wins).
+        let key7 = *KEY7_VALUES.choose(&mut rng).unwrap();
+        let default = if key7.is_some() && rng.random_bool(0.5) {
+            DEFAULT_HIGH
         } else {
-            pool.set_limit(7, *KEY7_VALUES.choose(&mut rng).unwrap());
+            DEFAULT_LOW
+        };
+        type Change = Box<dyn FnOnce(LimitChanges<u8>) -> LimitChanges<u8> + Send>;
+        let key6 = rng.random_range(1..=KEY6_MAX);
+        let max_tasks = rng.random_range(MIN_TOTAL..=MAX_TOTAL);
+        let key200 = rng.random_bool(0.5).then(|| rng.random_range(0..3usize));
+        let mut batch: Vec<Change> = vec![
+            Box::new(move |c| c.limit(6, key6)),
+            Box::new(move |c| c.limit(7, key7)),
+            Box::new(move |c| c.default_limit(default)),
+            Box::new(move |c| c.max_tasks(max_tasks)),
+            Box::new(move |c| c.limit(200, key200)),
+        ];
+        batch.shuffle(&mut rng);
+        if rng.random_bool(0.2) {
+            // Key 7 again, far above its bound, then once more as chosen: the last one wins.
+            let at = rng.random_range(0..=batch.len());
+            batch.insert(at, Box::new(|c| c.limit(7, MAX_TOTAL)));
+            batch.push(Box::new(move |c| c.limit(7, key7)));
         }
-        pool.set_max_tasks(rng.random_range(MIN_TOTAL..=MAX_TOTAL));
-        // A limit on a key no task ever names: entries come and go without affecting anyone.
-        pool.set_limit(200, rng.random_range(0..3usize));
-        if rng.random_bool(0.5) {
-            pool.clear_limit(&200);
+        let changes_value = batch
+            .into_iter()
+            .fold(LimitChanges::new(), |changes, change| change(changes));
+        epoch.change(|| pool.set_limits(changes_value));
+        // Now and then a single change that keeps the bounds on its own.
+        if rng.random_bool(0.3) {
+            let max_tasks = rng.random_range(MIN_TOTAL..=MAX_TOTAL);
+            epoch.change(|| pool.set_max_tasks(max_tasks));
         }
         changes += 1;
         tokio::task::yield_now().await;
@@ -338,7 +381,7 @@ async fn run_stress(config: Config) {
     }
     pool.set_limit(6, KEY6_MAX);
     bound[6] = KEY6_MAX;
-    bound[7] = DEFAULT_LIMIT.max(KEY7_VALUES.iter().flatten().copied().max().unwrap());
+    bound[7] = DEFAULT_LOW.max(KEY7_VALUES.iter().flatten().copied().max().unwrap());
 
     let shared = Arc::new(Shared {
         pool: pool.clone(),
@@ -354,8 +397,16 @@ async fn run_stress(config: Config) {
     });
 
     let stop = Arc::new(AtomicBool::new(false));
+    let epoch = Arc::new(Epoch::default());
+    let sampler = tokio::spawn(sampler::sample(
+        pool.clone(),
+        (0..KEYS as u8).chain([200]).collect(),
+        Arc::clone(&epoch),
+        Arc::clone(&stop),
+    ));
     let changer = tokio::spawn(limit_changer(
         Arc::clone(&shared),
+        Arc::clone(&epoch),
         Arc::clone(&stop),
         rng.random(),
     ));
@@ -373,6 +424,11 @@ async fn run_stress(config: Config) {
     }
     stop.store(true, Ordering::SeqCst);
     let changes = changer.await.expect("the limit changer failed");
+    let report = sampler
+        .await
+        .unwrap_or_else(|e| panic!("the sampler found a violation (seed {seed}): {e}"));
+    println!("stress: sampler {report:?}");
+    assert!(report.rounds > 0, "the sampler never ran");
 
     println!(
         "stress: attempts {} admitted {} refused {} (by total {}), completed {} failed {} \
