@@ -282,29 +282,23 @@ fn check_burst(case: &str, n: usize, before: isize, one: isize, peak: isize, aft
     );
 }
 
+type SpawnWaiter = std::pin::Pin<
+    Box<
+        dyn Future<
+            Output = Result<
+                tokio::task::JoinHandle<()>,
+                taskherd::SpawnError<std::future::Ready<()>>,
+            >,
+        >,
+    >,
+>;
+type AcquireWaiter =
+    std::pin::Pin<Box<dyn Future<Output = Result<taskherd::Permit<u64>, taskherd::AcquireError>>>>;
+
 /// A waiter on a full group, as a `spawn` (even `i`) or an `acquire` (odd `i`), polled once.
 enum Waiting {
-    Spawn(
-        tokio_test::task::Spawn<
-            std::pin::Pin<
-                Box<
-                    dyn Future<
-                        Output = Result<
-                            tokio::task::JoinHandle<()>,
-                            taskherd::SpawnError<std::future::Ready<()>>,
-                        >,
-                    >,
-                >,
-            >,
-        >,
-    ),
-    Acquire(
-        tokio_test::task::Spawn<
-            std::pin::Pin<
-                Box<dyn Future<Output = Result<taskherd::Permit<u64>, taskherd::AcquireError>>>,
-            >,
-        >,
-    ),
+    Spawn(tokio_test::task::Spawn<SpawnWaiter>),
+    Acquire(tokio_test::task::Spawn<AcquireWaiter>),
 }
 
 impl Waiting {
