@@ -37,7 +37,7 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use proptest::prelude::*;
-use taskherd::{AcquireError, Group, Permit, TaskPool};
+use taskherd::{AcquireError, Group, GroupStats, LimitChanges, Permit, TaskPool};
 use tokio_test::task::{Spawn, spawn as mock};
 
 /// Keys are `0..KEYS`.
@@ -56,6 +56,17 @@ enum Op {
     SetLimit(u8, Option<usize>),
     SetMaxTasks(Option<usize>),
     SetDefault(Option<usize>),
+    /// One `set_limits` batch, applied as one change (the last change of a setting wins).
+    SetLimits(Vec<Change>),
+}
+
+/// One setting of a [`LimitChanges`] batch.
+#[derive(Debug, Clone)]
+enum Change {
+    MaxTasks(Option<usize>),
+    Default(Option<usize>),
+    Limit(u8, Option<usize>),
+    Clear(u8),
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +92,17 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(key, limit)| Op::SetLimit(key, limit)),
         1 => prop::option::weighted(0.7, 0usize..=5).prop_map(Op::SetMaxTasks),
         1 => prop::option::weighted(0.7, 0usize..=3).prop_map(Op::SetDefault),
+        2 => prop::collection::vec(change(), 1..=4).prop_map(Op::SetLimits),
+    ]
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    prop_oneof![
+        1 => prop::option::weighted(0.7, 0usize..=5).prop_map(Change::MaxTasks),
+        1 => prop::option::weighted(0.7, 0usize..=3).prop_map(Change::Default),
+        3 => (0..KEYS, prop::option::weighted(0.8, 0usize..=3))
+            .prop_map(|(key, limit)| Change::Limit(key, limit)),
+        1 => (0..KEYS).prop_map(Change::Clear),
     ]
 }
 
@@ -326,8 +348,84 @@ struct Real<'a> {
     permits: Vec<Permit<u8>>,
 }
 
+/// The snapshot invariants of one group, on the pool's own statistics: reservations never go
+/// above the limit (`reserved == 0 || running + reserved <= limit`), and nobody queues while
+/// the group has room (`queued > 0` implies `running + reserved >= limit`; with no limit,
+/// nobody queues).
+fn check_snapshot(
+    step: &str,
+    group: &Group<u8>,
+    stats: &GroupStats,
+    queued: usize,
+) -> Result<(), TestCaseError> {
+    let held = stats.running + stats.reserved;
+    prop_assert!(
+        stats.reserved <= stats.waiting,
+        "{:?} reserves more than waits after {}: {:?}",
+        group,
+        step,
+        stats
+    );
+    if let Some(limit) = stats.limit {
+        prop_assert!(
+            stats.reserved == 0 || held <= limit,
+            "{:?} holds reservations over its limit after {}: {:?}",
+            group,
+            step,
+            stats
+        );
+    }
+    if queued > 0 {
+        prop_assert!(
+            stats.limit.is_some_and(|limit| held >= limit),
+            "{:?} has room while {} queue on it after {}: {:?}",
+            group,
+            queued,
+            step,
+            stats
+        );
+    }
+    Ok(())
+}
+
 fn check(step: &str, model: &Model, real: &Real<'_>) -> Result<(), TestCaseError> {
     let pool = real.pool;
+    for key in 0..KEYS {
+        let stats = pool.stats(&key);
+        check_snapshot(
+            step,
+            &Group::Key(key),
+            &stats,
+            stats.waiting.saturating_sub(stats.reserved),
+        )?;
+    }
+    // Every waiter counts in the total's `waiting`, but only the ready ones queue on the total
+    // (the total is the last gate); the model says which are ready.
+    let queued_on_total = model.waiters.iter().filter(|w| w.misses(0)).count();
+    check_snapshot(step, &Group::Total, &pool.total_stats(), queued_on_total)?;
+    for slot in 0..SLOTS {
+        let stats = match slot {
+            0 => pool.total_stats(),
+            _ => pool.stats(&u8::try_from(slot - 1).unwrap()),
+        };
+        let waiting = match slot {
+            0 => model.waiting_len(),
+            _ => model.waiting_count(u8::try_from(slot - 1).unwrap()),
+        };
+        let expected = (
+            model.running[slot],
+            waiting,
+            model.reserved(slot),
+            model.limit(slot),
+        );
+        prop_assert_eq!(
+            (stats.running, stats.waiting, stats.reserved, stats.limit),
+            expected,
+            "(running, waiting, reserved, limit) of {:?} after {}",
+            group_of(slot),
+            step
+        );
+    }
     prop_assert_eq!(pool.len(), model.running[0], "len() after {}", step);
     prop_assert_eq!(pool.is_empty(), model.running[0] == 0);
     prop_assert_eq!(
@@ -595,6 +693,37 @@ fn apply(op: &Op, model: &mut Model, real: &mut Real<'_>) -> Result<[usize; SLOT
             model.default_limit = *limit;
             model.settle();
         }
+        Op::SetLimits(batch) => {
+            let mut changes = LimitChanges::new();
+            for change in batch {
+                changes = match *change {
+                    Change::MaxTasks(limit) => {
+                        model.max_tasks = limit;
+                        changes.max_tasks(limit)
+                    }
+                    Change::Default(limit) => {
+                        model.default_limit = limit;
+                        changes.default_limit(limit)
+                    }
+                    Change::Limit(key, limit) => {
+                        model.limits[usize::from(key)] = limit;
+                        changes.limit(key, limit)
+                    }
+                    Change::Clear(key) => {
+                        model.limits[usize::from(key)] = None;
+                        changes.clear_limit(key)
+                    }
+                };
+            }
+            pool.set_limits(changes);
+            prop_assert_eq!(pool.max_tasks(), model.max_tasks);
+            prop_assert_eq!(pool.default_limit(), model.default_limit);
+            for key in 0..KEYS {
+                prop_assert_eq!(pool.limit(&key), model.limits[usize::from(key)]);
+            }
+            // One change: the model settles once, under the final settings only.
+            model.settle();
+        }
     }
     Ok(released)
 }
@@ -725,6 +854,32 @@ fn lowered_limit_binds_a_reservation() {
         Op::SetLimit(0, Some(0)),
         Op::DropPermit(1),
         Op::SetLimit(0, Some(2)),
+        Op::PollWaiter(0),
+    ];
+    run(&setup, &ops).unwrap();
+}
+
+/// Issue 9, item 4: a batch is one change. Key 0 has an explicit limit of 1 (one permit held)
+/// and three waiters; a batch that clears it, raises the default to 10 and sets it back to 1
+/// must admit nobody (applied one at a time, the waiters start under the passing default of 10).
+#[test]
+fn a_batch_of_limit_changes_is_one_change() {
+    let setup = Setup {
+        max_tasks: None,
+        default_limit: Some(1),
+        limits: [Some(1), None, None],
+    };
+    let ops = [
+        Op::TryAcquire(vec![0]),
+        Op::StartAcquire(vec![0]),
+        Op::StartAcquire(vec![0, 1]),
+        Op::StartAcquire(vec![0]),
+        Op::SetLimits(vec![
+            Change::Clear(0),
+            Change::Default(Some(10)),
+            Change::Limit(0, Some(1)),
+        ]),
+        Op::DropPermit(0),
         Op::PollWaiter(0),
     ];
     run(&setup, &ops).unwrap();
