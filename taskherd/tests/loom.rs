@@ -279,7 +279,7 @@ fn lowered_limit_binds_a_waiters_reservation() {
             None => {
                 let db = pool.stats(&"db");
                 assert_eq!((db.running, db.waiting, db.reserved), (1, 1, 0), "{db:?}");
-                assert_eq!(pool.task_count(&"b"), 0, "b is not held for the waiter");
+                assert_eq!(pool.task_count(&"b"), 0, "b is only reserved for the waiter");
                 assert!(pool.try_acquire(["db"]).is_err());
                 // Raised again (the first permit still held): the waiter is granted and woken.
                 pool.set_limit("db", 2);
