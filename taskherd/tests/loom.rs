@@ -279,7 +279,11 @@ fn lowered_limit_binds_a_waiters_reservation() {
             None => {
                 let db = pool.stats(&"db");
                 assert_eq!((db.running, db.waiting, db.reserved), (1, 1, 0), "{db:?}");
-                assert_eq!(pool.task_count(&"b"), 0, "b is only reserved for the waiter");
+                assert_eq!(
+                    pool.task_count(&"b"),
+                    0,
+                    "b is only reserved for the waiter"
+                );
                 assert!(pool.try_acquire(["db"]).is_err());
                 // Raised again (the first permit still held): the waiter is granted and woken.
                 pool.set_limit("db", 2);
@@ -298,8 +302,8 @@ fn lowered_limit_binds_a_waiters_reservation() {
 /// Issue 9, item 4: `set_limits` racing a release and a waiter. Before the batch, `g` has a
 /// limit of 1 and there is no total limit; the batch raises `g` to 2 and sets `max_tasks` to 1.
 /// Under either configuration as a whole at most one admission runs in `g`; only a mix (`g` at
-/// 2 with no total limit yet) would let the waiter in while the first permit is held. The
-/// waiter checks the count while it holds its permit.
+/// 2 with no total limit yet) would let a second admission into `g`. Two waiters check the
+/// count while they hold their permits.
 #[test]
 fn set_limits_admits_under_no_mix_of_limits() {
     loom::model(|| {
@@ -311,21 +315,24 @@ fn set_limits_admits_under_no_mix_of_limits() {
                 pool.set_limits(LimitChanges::new().limit("g", 2).max_tasks(1));
             })
         };
-        let waiter = {
+        let spawn_waiter = || {
             let pool = pool.clone();
             thread::spawn(move || {
                 let permit = block_on(pool.acquire(["g"])).unwrap();
                 assert_eq!(
                     pool.task_count(&"g"),
                     1,
-                    "admitted in g while the first permit is held"
+                    "admitted in g while another admission runs there"
                 );
                 drop(permit);
             })
         };
+        let first = spawn_waiter();
+        let second = spawn_waiter();
         let releaser = thread::spawn(move || drop(held));
         setter.join().unwrap();
-        waiter.join().unwrap();
+        first.join().unwrap();
+        second.join().unwrap();
         releaser.join().unwrap();
         assert_eq!(pool.limit(&"g"), Some(2));
         assert_eq!(pool.max_tasks(), Some(1));
