@@ -827,7 +827,6 @@ proptest! {
     })]
 
     #[test]
-    #[ignore = "the reference model still keeps reservations above a lowered limit; updated in the next commit"]
     fn waiting_admission_matches_the_reference_model(
         setup in setup(),
         ops in prop::collection::vec(op(), 1..80),
