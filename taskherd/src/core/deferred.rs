@@ -3,12 +3,15 @@
 //! Dropping a waker, a key, a task record or a waiter record runs user code (a waker's drop may
 //! drop the task that owns it, whose future may hold a permit of the same pool), so nothing of
 //! the kind is dropped under the lock (invariant 8): transitions move it into a [`Deferred`],
-//! which the caller [`finish`](Deferred::finish)es after unlocking.
+//! which the caller [`finish`](Deferred::finish)es after unlocking. Keys of a type without drop
+//! glue (`&str`, integers) run no code when dropped, so they are dropped in place instead
+//! ([`Deferred::key`], [`Deferred::groups`]).
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::task::Waker;
 
 use smallvec::SmallVec;
+use tokio::task::AbortHandle;
 
 use super::tasks::TaskRecord;
 use super::waiters::Waiter;
@@ -17,30 +20,28 @@ use crate::group_set::GroupSet;
 #[must_use = "finish it after releasing the lock"]
 pub(crate) struct Deferred<K> {
     /// Wakers of waiters granted, failed by `close`, and of `wait` futures that fired.
-    pub(crate) wake: SmallVec<[Waker; 4]>,
+    pub(crate) wake: SmallVec<[Waker; 2]>,
     /// Wakers replaced or forgotten.
     pub(crate) wakers: SmallVec<[Waker; 1]>,
     /// Keys of removed group entries, and keys handed in but not kept.
-    pub(crate) keys: SmallVec<[K; 2]>,
-    /// Groups of released permits granted after waiting.
-    pub(crate) groups: Vec<GroupSet<K>>,
-    /// Removed task records (their keys and abort handles).
-    pub(crate) tasks: SmallVec<[TaskRecord<K>; 1]>,
-    /// Removed waiter records.
-    pub(crate) waiters: Vec<Waiter<K>>,
+    keys: SmallVec<[K; 1]>,
+    /// Groups of released admissions (their keys).
+    groups: SmallVec<[GroupSet<K>; 1]>,
+    /// Abort handles of removed task records.
+    pub(crate) aborts: SmallVec<[AbortHandle; 1]>,
     /// A count would have gone below zero: the state is corrupt.
     pub(crate) underflow: bool,
 }
 
 impl<K> Deferred<K> {
+    #[inline]
     pub(crate) fn new() -> Self {
         Self {
             wake: SmallVec::new(),
             wakers: SmallVec::new(),
             keys: SmallVec::new(),
-            groups: Vec::new(),
-            tasks: SmallVec::new(),
-            waiters: Vec::new(),
+            groups: SmallVec::new(),
+            aborts: SmallVec::new(),
             underflow: false,
         }
     }
@@ -50,6 +51,63 @@ impl<K> Deferred<K> {
         self.wake.len()
     }
 
+    /// A key to drop after unlocking (dropped now if dropping it runs no code).
+    #[inline]
+    pub(crate) fn key(&mut self, key: K) {
+        if std::mem::needs_drop::<K>() {
+            self.keys.push(key);
+        }
+    }
+
+    /// Groups whose keys are to be dropped after unlocking (dropped now if that runs no code:
+    /// a set that spilled to the heap is freed without running user code).
+    #[inline]
+    pub(crate) fn groups(&mut self, groups: GroupSet<K>) {
+        if std::mem::needs_drop::<K>() && groups.len() > 0 {
+            self.groups.push(groups);
+        }
+    }
+
+    /// A removed waiter record: its waker and keys are dropped after unlocking, the rest
+    /// (links, counters) now, which runs no user code.
+    #[inline]
+    pub(crate) fn waiter(&mut self, mut waiter: Waiter<K>) {
+        self.wakers.extend(waiter.waker.take());
+        self.groups(std::mem::take(&mut waiter.groups));
+    }
+
+    /// A task record removed by its own task's guard (a release): its keys are dropped after
+    /// unlocking. Its abort handle is dropped now: that only decrements the task's reference
+    /// count, never to zero, because the guard runs inside the task (its future completing, or
+    /// being dropped by tokio), which holds its own reference meanwhile; so no task output or
+    /// future is dropped here.
+    #[inline]
+    pub(crate) fn released_task(&mut self, record: TaskRecord<K>) {
+        let (groups, abort) = record.into_parts();
+        self.groups(groups);
+        drop(abort);
+    }
+
+    /// Any other removed task record: keys and abort handle are dropped after unlocking.
+    #[inline]
+    pub(crate) fn task(&mut self, record: TaskRecord<K>) {
+        let (groups, abort) = record.into_parts();
+        self.groups(groups);
+        self.aborts.extend(abort);
+    }
+
+    /// Whether there is nothing to wake or drop (then nothing was ever pushed, so nothing
+    /// spilled to the heap).
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.wake.is_empty()
+            && self.wakers.is_empty()
+            && self.keys.is_empty()
+            && self.groups.is_empty()
+            && self.aborts.is_empty()
+            && !self.underflow
+    }
+
     /// Wakes, then drops. Call only after the lock is released.
     ///
     /// Every waker is woken even if one of them panics; the first panic is raised again
@@ -57,14 +115,26 @@ impl<K> Deferred<K> {
     /// would abort). Then everything removed is dropped; a panicking `Drop` of one item still
     /// drops the others. A count that would have gone below zero panics last, with a message
     /// that says it is a bug, never silently clamped.
+    #[inline]
     pub(crate) fn finish(self) {
+        if self.is_empty() {
+            // The common case (a release that granted nobody): nothing to run, and the empty
+            // lists own no memory, so there is nothing to drop either.
+            std::mem::forget(self);
+            return;
+        }
+        self.finish_slow();
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn finish_slow(self) {
         let Self {
             wake,
             wakers,
             keys,
             groups,
-            tasks,
-            waiters,
+            aborts,
             underflow,
         } = self;
         let mut panic = None;
@@ -73,7 +143,7 @@ impl<K> Deferred<K> {
                 panic.get_or_insert(payload);
             }
         }
-        drop((wakers, keys, groups, tasks, waiters));
+        drop((wakers, keys, groups, aborts));
         if std::thread::panicking() {
             return;
         }

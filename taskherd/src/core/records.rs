@@ -65,6 +65,7 @@ fn id_hash(id: u64) -> u64 {
 }
 
 impl<T> Records<T> {
+    #[inline]
     pub(crate) fn insert(&mut self, value: T) -> RecordRef {
         let id = self.next_id;
         self.next_id += 1;
@@ -77,19 +78,25 @@ impl<T> Records<T> {
     }
 
     /// The current index of the record `at` refers to, or `None` if it was removed.
+    #[inline]
     pub(crate) fn find(&self, at: RecordRef) -> Option<usize> {
         match self.slab.get(at.index) {
             Some(slot) if slot.id == at.id => Some(at.index),
             _ if self.moved.is_empty() => None,
-            _ => self
-                .moved
-                .find(id_hash(at.id), |&(id, _)| id == at.id)
-                .map(|&(_, index)| index),
+            _ => self.find_moved(at.id),
         }
+    }
+
+    #[cold]
+    fn find_moved(&self, id: u64) -> Option<usize> {
+        self.moved
+            .find(id_hash(id), |&(moved, _)| moved == id)
+            .map(|&(_, index)| index)
     }
 
     /// Like [`find`](Self::find), and points `at` at the record's current index so the next
     /// lookup is direct.
+    #[inline]
     pub(crate) fn find_and_update(&self, at: &mut RecordRef) -> Option<usize> {
         let index = self.find(*at)?;
         at.index = index;
@@ -100,22 +107,30 @@ impl<T> Records<T> {
         self.slab.get(index).map(|slot| &slot.value)
     }
 
+    #[inline]
     pub(crate) fn get_mut(&mut self, index: usize) -> Option<&mut T> {
         self.slab.get_mut(index).map(|slot| &mut slot.value)
     }
 
     /// Removes the record at `index` and returns it (for the caller to drop after unlocking).
+    #[inline]
     pub(crate) fn remove(&mut self, index: usize) -> Option<T> {
         let slot = self.slab.try_remove(index)?;
         if slot.moved {
-            if let Ok(entry) = self
-                .moved
-                .find_entry(id_hash(slot.id), |&(id, _)| id == slot.id)
-            {
-                entry.remove();
-            }
+            self.forget_move(slot.id);
         }
         Some(slot.value)
+    }
+
+    /// Removes a record's entry from the forwarding table.
+    #[cold]
+    fn forget_move(&mut self, id: u64) {
+        if let Ok(entry) = self
+            .moved
+            .find_entry(id_hash(id), |&(moved, _)| moved == id)
+        {
+            entry.remove();
+        }
     }
 
     #[cfg(test)]
@@ -145,9 +160,10 @@ impl<T> Records<T> {
     }
 
     /// Whether [`compact`](Self::compact) would give memory back.
+    #[inline]
     pub(crate) fn wants_compaction(&self) -> bool {
         let capacity = self.slab.capacity();
-        capacity > MIN_RETAINED_CAPACITY && self.slab.len() < capacity / 4
+        capacity > MIN_RETAINED_CAPACITY && self.slab.len() < capacity / 8
     }
 
     /// Moves live records down and shrinks the capacity to fit; appends every move as
@@ -174,11 +190,18 @@ impl<T> Records<T> {
 
     /// Compacts if the records are mostly empty, without tracking moves (for records nothing
     /// inside the state refers to).
+    #[inline]
     pub(crate) fn maybe_compact(&mut self) {
         if self.wants_compaction() {
-            let mut moves = Vec::new();
-            self.compact(&mut moves);
+            self.compact_untracked();
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn compact_untracked(&mut self) {
+        let mut moves = Vec::new();
+        self.compact(&mut moves);
     }
 }
 

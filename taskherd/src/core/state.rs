@@ -497,6 +497,10 @@ impl<K: Eq> State<K> {
         if !self.total.has_room(self.max_tasks) {
             return Err(Refused::Total);
         }
+        if groups.len() == 0 {
+            self.total.admit_one();
+            return Ok(());
+        }
         let buckets = self.find_buckets_with_room(groups).map_err(Refused::Key)?;
         if buckets.iter().any(Option::is_none) {
             Self::keys_for_new_entries(groups, &buckets, &keys)?;
@@ -550,7 +554,7 @@ impl<K: Eq> State<K> {
         match self.tasks.remove(task) {
             Some(mut record) => {
                 let groups = std::mem::take(&mut record.groups);
-                out.tasks.push(record);
+                out.task(record);
                 groups
             }
             None => {
@@ -720,7 +724,7 @@ impl<K: Eq> State<K> {
             Some(task) => Held::Task(task),
             None => Held::Groups(std::mem::take(&mut waiter.groups)),
         };
-        out.waiters.push(waiter);
+        out.waiter(waiter);
         held
     }
 
@@ -729,7 +733,7 @@ impl<K: Eq> State<K> {
         match held {
             Held::Groups(groups) => {
                 self.release(&groups, out);
-                out.groups.push(groups);
+                out.groups(groups);
             }
             Held::Task(task) => self.release_task(task, out),
         }
@@ -738,7 +742,14 @@ impl<K: Eq> State<K> {
     /// Completes the waiters a transition gave slots to: those that hold every named group but
     /// not yet the total join the total's queue now, oldest first (taking a slot at once if it
     /// has room and nobody queued), and those that hold every slot are granted.
-    fn grant_all(&mut self, mut granted: Granted, out: &mut Deferred<K>) {
+    #[inline]
+    fn grant_all(&mut self, granted: Granted, out: &mut Deferred<K>) {
+        if !granted.is_empty() {
+            self.grant_all_slow(granted, out);
+        }
+    }
+
+    fn grant_all_slow(&mut self, mut granted: Granted, out: &mut Deferred<K>) {
         if granted.len() > 1 {
             granted.sort_unstable_by_key(|&id| self.waiters.get(id).map_or(0, |w| w.ticket));
             granted.dedup();
@@ -795,7 +806,9 @@ impl<K: Eq> State<K> {
             // `close` turns every granted waiter into a closed one, so the pool is open.
             Phase::Granted => Polled::Ready(self.take_granted(id, out)),
             Phase::Closed => {
-                out.waiters.extend(self.waiters.remove(id));
+                if let Some(waiter) = self.waiters.remove(id) {
+                    out.waiter(waiter);
+                }
                 Polled::Closed
             }
         };
@@ -812,7 +825,11 @@ impl<K: Eq> State<K> {
             return;
         };
         match self.waiters[id].phase {
-            Phase::Closed => out.waiters.extend(self.waiters.remove(id)),
+            Phase::Closed => {
+                if let Some(waiter) = self.waiters.remove(id) {
+                    out.waiter(waiter);
+                }
+            }
             Phase::Granted => {
                 let held = self.take_granted(id, out);
                 self.release_held(held, out);
@@ -839,7 +856,7 @@ impl<K: Eq> State<K> {
                                 .counts
                                 .leave(limit, &mut self.waiters, at, &mut granted);
                             if entry.is_idle() {
-                                out.keys.push(occupied.remove().0.key);
+                                out.key(occupied.remove().0.key);
                                 reclaimed = true;
                             }
                         }
@@ -849,7 +866,9 @@ impl<K: Eq> State<K> {
                 // The granted list may name waiters by index: grant before removing (removal
                 // moves nothing, but keeps the order of events obvious).
                 self.waiting = self.waiting.saturating_sub(1);
-                out.waiters.extend(self.waiters.remove(id));
+                if let Some(waiter) = self.waiters.remove(id) {
+                    out.waiter(waiter);
+                }
                 self.grant_all(granted, out);
                 if reclaimed {
                     self.maybe_shrink_groups();
@@ -879,7 +898,7 @@ impl<K: Eq> State<K> {
                     let limit = entry.limit.or(self.default_limit);
                     entry.counts.pump(limit, &mut self.waiters, &mut granted);
                     if entry.is_idle() {
-                        out.keys.push(occupied.remove().0.key);
+                        out.key(occupied.remove().0.key);
                         reclaimed = true;
                     }
                 }
@@ -898,7 +917,7 @@ impl<K: Eq> State<K> {
         match self.tasks.remove(task) {
             Some(record) => {
                 self.release(&record.groups, out);
-                out.tasks.push(record);
+                out.released_task(record);
             }
             None => out.underflow = true,
         }
@@ -935,7 +954,7 @@ impl<K: Eq> State<K> {
                 Some(entry) => {
                     entry.limit = limit;
                     touched.push((hash, entry.serial));
-                    out.keys.push(key);
+                    out.key(key);
                 }
                 None if limit.is_some() => {
                     let serial = self.next_serial;
@@ -943,7 +962,7 @@ impl<K: Eq> State<K> {
                     self.groups
                         .insert_unique(hash, Entry::new(hash, serial, key, limit), |e| e.hash);
                 }
-                None => out.keys.push(key),
+                None => out.key(key),
             }
         }
         // Take back reservations above every lowered limit, before any room is handed out.
@@ -987,7 +1006,7 @@ impl<K: Eq> State<K> {
                 let limit = entry.limit.or(default_limit);
                 entry.counts.pump(limit, &mut self.waiters, &mut granted);
                 if entry.is_idle() {
-                    out.keys.push(occupied.remove().0.key);
+                    out.key(occupied.remove().0.key);
                     reclaimed = true;
                 }
             }
@@ -1033,7 +1052,7 @@ impl<K: Eq> State<K> {
                         let at = LinkRef { waiter: id, slot };
                         occupied.get_mut().counts.give_up(&mut self.waiters, at);
                         if occupied.get().is_idle() {
-                            out.keys.push(occupied.remove().0.key);
+                            out.key(occupied.remove().0.key);
                         }
                     }
                     Err(_) => debug_assert!(false, "a waiter's group has no entry"),

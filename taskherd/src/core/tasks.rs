@@ -22,6 +22,13 @@ pub(crate) struct TaskRecord<K> {
     abort_requested: bool,
 }
 
+impl<K> TaskRecord<K> {
+    /// The parts of a removed record that may run code when dropped.
+    pub(crate) fn into_parts(self) -> (GroupSet<K>, Option<AbortHandle>) {
+        (self.groups, self.abort)
+    }
+}
+
 /// What to do with a task's abort handle after attaching it, outside the lock.
 pub(crate) enum Attached {
     /// Kept in the record.
@@ -46,6 +53,7 @@ impl<K> Default for Tasks<K> {
 }
 
 impl<K> Tasks<K> {
+    #[inline]
     pub(crate) fn insert(&mut self, groups: GroupSet<K>) -> TaskRef {
         self.records.insert(TaskRecord {
             groups,
@@ -55,6 +63,7 @@ impl<K> Tasks<K> {
     }
 
     /// Attaches the task's abort handle.
+    #[inline]
     pub(crate) fn attach(&mut self, task: TaskRef, abort: AbortHandle) -> Attached {
         let Some(record) = self
             .records
@@ -73,6 +82,7 @@ impl<K> Tasks<K> {
 
     /// Removes a task's record and returns it (to be dropped after unlocking: it holds keys
     /// and an abort handle); `None` if it was removed already.
+    #[inline]
     pub(crate) fn remove(&mut self, task: TaskRef) -> Option<TaskRecord<K>> {
         let index = self.records.find(task)?;
         let record = self.records.remove(index);
