@@ -23,13 +23,12 @@ type Granted = SmallVec<[usize; 4]>;
 pub(crate) type WaiterRef = RecordRef;
 
 /// The counts of one group (or of the total).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Counts {
     /// Live admissions (tasks, permits, granted waiters) naming this group.
     pub(crate) running: usize,
-    /// Waiters holding a slot of this group while they miss one elsewhere, in the order they
-    /// got it; `holders.len()` is the group's `reserved` count.
-    holders: List,
+    /// Slots held for waiters that still miss a slot elsewhere.
+    reserved: usize,
     /// Waiters still missing a slot in this group, oldest first.
     queue: List,
     /// Admissions ever made in this group (tasks, permits, granted waiters).
@@ -41,23 +40,10 @@ pub(crate) struct Counts {
     peak: usize,
 }
 
-impl Default for Counts {
-    fn default() -> Self {
-        Self {
-            running: 0,
-            holders: List::new(Place::Reserved),
-            queue: List::new(Place::Queued),
-            admitted: 0,
-            rejected: 0,
-            peak: 0,
-        }
-    }
-}
-
 impl Counts {
     /// Slots held for waiters.
     pub(crate) fn reserved(&self) -> usize {
-        self.holders.len()
+        self.reserved
     }
 
     /// Waiters queued for a slot.
@@ -81,12 +67,20 @@ impl Counts {
         }
     }
 
+    /// Gives back one reserved slot (its waiter's link is no longer `Reserved`).
+    fn unreserve<K>(&mut self, out: &mut Deferred<K>) {
+        match self.reserved.checked_sub(1) {
+            Some(reserved) => self.reserved = reserved,
+            None => out.underflow = true,
+        }
+    }
+
     /// A snapshot for [`GroupStats`], taken under the lock so it is never torn.
     fn stats(&self, limit: Option<usize>) -> GroupStats {
         GroupStats {
             running: self.running,
-            waiting: self.queued() + self.reserved(),
-            reserved: self.reserved(),
+            waiting: self.queued() + self.reserved,
+            reserved: self.reserved,
             limit,
             admitted: self.admitted,
             rejected: self.rejected,
@@ -96,7 +90,16 @@ impl Counts {
 
     /// Whether one more slot may be taken under `limit` (`None` = unbounded).
     fn has_room(&self, limit: Option<usize>) -> bool {
-        limit.is_none_or(|limit| self.running + self.reserved() < limit)
+        limit.is_none_or(|limit| self.running + self.reserved < limit)
+    }
+
+    /// How many reserved slots exceed `limit` (invariant 2: they must be taken back).
+    fn over_limit(&self, limit: Option<usize>) -> usize {
+        limit.map_or(0, |limit| {
+            (self.running + self.reserved)
+                .saturating_sub(limit)
+                .min(self.reserved)
+        })
     }
 
     /// Hands free slots to the oldest queued waiters until the group is full or nobody waits
@@ -108,42 +111,12 @@ impl Counts {
             let Some(at) = self.queue.pop_front(waiters) else {
                 break;
             };
-            self.holders.push_back(waiters, at);
+            self.reserved += 1;
             let waiter = &mut waiters[at.waiter];
+            waiter.links[at.slot].place = Place::Reserved;
             waiter.missing -= 1;
             if waiter.missing == 0 || waiter.ready_for_total() {
                 granted.push(at.waiter);
-            }
-        }
-    }
-
-    /// Takes back the youngest reservations while `running + reserved` exceeds `limit`
-    /// (invariant 2). Each waiter goes back to the front of the queue, ahead of every waiter
-    /// younger than it, so it keeps its turn; one that was queued for the total leaves that
-    /// queue, as it no longer holds every named group (the total is the last gate).
-    fn take_back<K>(&mut self, limit: Option<usize>, waiters: &mut Waiters<K>, total: &mut Counts) {
-        let Some(limit) = limit else {
-            return;
-        };
-        while self.reserved() > 0 && self.running + self.reserved() > limit {
-            let Some(at) = self.holders.pop_back(waiters) else {
-                break;
-            };
-            self.queue.push_front(waiters, at);
-            waiters[at.waiter].missing += 1;
-            let total_link = LinkRef {
-                waiter: at.waiter,
-                slot: 0,
-            };
-            match waiters[at.waiter].links[0].place {
-                Place::Outside => {}
-                Place::Queued => total.queue.unlink(waiters, total_link),
-                Place::Reserved => {
-                    // Not reached: a waiter holding the total is granted in the same
-                    // transition. Handled by giving the slot back (the caller pumps the total).
-                    total.holders.unlink(waiters, total_link);
-                    waiters[at.waiter].missing += 1;
-                }
             }
         }
     }
@@ -156,10 +129,12 @@ impl Counts {
         waiters: &mut Waiters<K>,
         at: LinkRef,
         granted: &mut Granted,
+        out: &mut Deferred<K>,
     ) {
         match waiters[at.waiter].links[at.slot].place {
             Place::Reserved => {
-                self.holders.unlink(waiters, at);
+                waiters[at.waiter].links[at.slot].place = Place::Outside;
+                self.unreserve(out);
                 self.pump(limit, waiters, granted);
             }
             Place::Queued => self.queue.unlink(waiters, at),
@@ -168,9 +143,12 @@ impl Counts {
     }
 
     /// Takes the waiter at `at` out of this group without handing anything on (`close`).
-    fn give_up<K>(&mut self, waiters: &mut Waiters<K>, at: LinkRef) {
+    fn give_up<K>(&mut self, waiters: &mut Waiters<K>, at: LinkRef, out: &mut Deferred<K>) {
         match waiters[at.waiter].links[at.slot].place {
-            Place::Reserved => self.holders.unlink(waiters, at),
+            Place::Reserved => {
+                waiters[at.waiter].links[at.slot].place = Place::Outside;
+                self.unreserve(out);
+            }
             Place::Queued => self.queue.unlink(waiters, at),
             Place::Outside => {}
         }
@@ -180,19 +158,12 @@ impl Counts {
     /// queues, else a place at the back of the queue.
     fn join<K>(&mut self, limit: Option<usize>, waiters: &mut Waiters<K>, at: LinkRef) {
         if self.queue.is_empty() && self.has_room(limit) {
-            self.holders.push_back(waiters, at);
-            waiters[at.waiter].missing -= 1;
+            self.reserved += 1;
+            let waiter = &mut waiters[at.waiter];
+            waiter.links[at.slot].place = Place::Reserved;
+            waiter.missing -= 1;
         } else {
             self.queue.push_back(waiters, at);
-        }
-    }
-
-    /// The list a waiter's link in `place` belongs to.
-    fn list_mut(&mut self, place: Place) -> Option<&mut List> {
-        match place {
-            Place::Queued => Some(&mut self.queue),
-            Place::Reserved => Some(&mut self.holders),
-            Place::Outside => None,
         }
     }
 }
@@ -685,28 +656,21 @@ impl<K: Eq> State<K> {
                 out.wakers.push(waker);
             }
         }
-        self.total.holders.unlink(
-            &mut self.waiters,
-            LinkRef {
-                waiter: id,
-                slot: 0,
-            },
-        );
+        let waiter = &mut self.waiters[id];
+        for link in &mut waiter.links {
+            link.place = Place::Outside;
+        }
+        self.total.unreserve(out);
         self.total.admit_one();
-        for slot in 1..self.waiters[id].links.len() {
-            let item = self.waiters[id].groups.get(slot - 1);
+        for item in waiter.groups.iter() {
             match Self::entry_mut(&mut self.groups, item) {
                 Some(entry) => {
-                    entry
-                        .counts
-                        .holders
-                        .unlink(&mut self.waiters, LinkRef { waiter: id, slot });
+                    entry.counts.unreserve(out);
                     entry.counts.admit_one();
                 }
-                None => debug_assert!(false, "a waiter holds a slot in a group without an entry"),
+                None => out.underflow = true,
             }
         }
-        let waiter = &mut self.waiters[id];
         if waiter.track {
             // A task to be spawned is a task from now on: `abort_group` must reach it.
             let groups = std::mem::take(&mut waiter.groups);
@@ -742,7 +706,7 @@ impl<K: Eq> State<K> {
     /// Completes the waiters a transition gave slots to: those that hold every named group but
     /// not yet the total join the total's queue now, oldest first (taking a slot at once if it
     /// has room and nobody queued), and those that hold every slot are granted.
-    #[inline]
+    #[inline(always)]
     fn grant_all(&mut self, granted: Granted, out: &mut Deferred<K>) {
         if !granted.is_empty() {
             self.grant_all_slow(granted, out);
@@ -840,8 +804,13 @@ impl<K: Eq> State<K> {
                     waiter: id,
                     slot: 0,
                 };
-                self.total
-                    .leave(self.max_tasks, &mut self.waiters, at_total, &mut granted);
+                self.total.leave(
+                    self.max_tasks,
+                    &mut self.waiters,
+                    at_total,
+                    &mut granted,
+                    out,
+                );
                 let default_limit = self.default_limit;
                 let mut reclaimed = false;
                 for slot in 1..self.waiters[id].links.len() {
@@ -854,7 +823,7 @@ impl<K: Eq> State<K> {
                             let at = LinkRef { waiter: id, slot };
                             entry
                                 .counts
-                                .leave(limit, &mut self.waiters, at, &mut granted);
+                                .leave(limit, &mut self.waiters, at, &mut granted, out);
                             if entry.is_idle() {
                                 out.key(occupied.remove().0.key);
                                 reclaimed = true;
@@ -967,23 +936,29 @@ impl<K: Eq> State<K> {
         }
         // Take back reservations above every lowered limit, before any room is handed out.
         let default_limit = self.default_limit;
+        let mut over: Vec<(u64, u64, usize)> = Vec::new();
         if default_changed {
-            for entry in self.groups.iter_mut() {
+            for entry in self.groups.iter() {
                 if entry.limit.is_none() {
-                    let limit = default_limit;
-                    entry
-                        .counts
-                        .take_back(limit, &mut self.waiters, &mut self.total);
+                    let excess = entry.counts.over_limit(default_limit);
+                    if excess > 0 {
+                        over.push((entry.hash, entry.serial, excess));
+                    }
                 }
             }
         }
         for &(hash, serial) in &touched {
-            if let Some(entry) = self.groups.find_mut(hash, |e| e.serial == serial) {
-                let limit = entry.limit.or(default_limit);
-                entry
-                    .counts
-                    .take_back(limit, &mut self.waiters, &mut self.total);
+            if let Some(entry) = self.groups.find(hash, |e| e.serial == serial) {
+                // Groups without an explicit limit were covered above if the default changed.
+                let covered = default_changed && entry.limit.is_none();
+                let excess = entry.counts.over_limit(entry.limit.or(default_limit));
+                if excess > 0 && !covered {
+                    over.push((hash, serial, excess));
+                }
             }
+        }
+        if !over.is_empty() {
+            self.take_back(over, out);
         }
         debug_assert_eq!(self.total.reserved(), 0, "a total slot held at rest");
         // Then hand out the room there is.
@@ -1017,6 +992,76 @@ impl<K: Eq> State<K> {
         }
     }
 
+    /// Takes back `excess` reserved slots in each group `(hash, serial, excess)`, youngest
+    /// waiter first (invariant 2). Each such waiter goes back to the front of the group's
+    /// queue, ahead of every waiter younger than it (in a named group, the waiters holding a
+    /// slot are older than every queued one), so it keeps its turn; one that was queued for
+    /// the total leaves that queue, as it no longer holds every named group (the total is the
+    /// last gate).
+    ///
+    /// O(waiters × groups they name), by scanning the waiters: only a lowered limit that
+    /// bites pays it, and the hot paths keep no list of holders.
+    fn take_back(&mut self, over: Vec<(u64, u64, usize)>, out: &mut Deferred<K>) {
+        let mut left: Vec<usize> = over.iter().map(|&(_, _, excess)| excess).collect();
+        let index: std::collections::HashMap<(u64, u64), usize> = over
+            .iter()
+            .enumerate()
+            .map(|(i, &(hash, serial, _))| ((hash, serial), i))
+            .collect();
+        // Every reserved link in those groups, youngest waiter first.
+        let mut holders: Vec<(u64, usize, usize, usize)> = Vec::new();
+        for (id, waiter) in self.waiters.iter() {
+            if waiter.phase != Phase::Waiting {
+                continue;
+            }
+            for (i, item) in waiter.groups.iter().enumerate() {
+                if waiter.links[i + 1].place != Place::Reserved {
+                    continue;
+                }
+                if let Some(&group) = index.get(&(item.hash, item.serial)) {
+                    holders.push((waiter.ticket, id, i + 1, group));
+                }
+            }
+        }
+        holders.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        for (_, id, slot, group) in holders {
+            if left[group] == 0 {
+                continue;
+            }
+            left[group] -= 1;
+            let (hash, serial, _) = over[group];
+            let Some(entry) = self.groups.find_mut(hash, |e| e.serial == serial) else {
+                out.underflow = true;
+                continue;
+            };
+            entry.counts.unreserve(out);
+            self.waiters[id].links[slot].place = Place::Outside;
+            // Youngest first, each pushed to the front: the taken-back waiters end up in
+            // arrival order, ahead of the waiters that were queued already.
+            entry
+                .counts
+                .queue
+                .push_front(&mut self.waiters, LinkRef { waiter: id, slot });
+            let waiter = &mut self.waiters[id];
+            waiter.missing += 1;
+            let total_link = LinkRef {
+                waiter: id,
+                slot: 0,
+            };
+            match waiter.links[0].place {
+                Place::Outside => {}
+                Place::Queued => self.total.queue.unlink(&mut self.waiters, total_link),
+                Place::Reserved => {
+                    // Not reached: a waiter holding the total is granted in the same
+                    // transition. Handled by giving the slot back (the caller pumps the total).
+                    waiter.links[0].place = Place::Outside;
+                    waiter.missing += 1;
+                    self.total.unreserve(out);
+                }
+            }
+        }
+    }
+
     /// Closes the pool: new admissions are refused, and every waiter that was not granted yet
     /// gives back what it holds and fails. Returns `false` if it was already closed.
     /// O(waiters × groups they name); closing is rare.
@@ -1037,20 +1082,21 @@ impl<K: Eq> State<K> {
         for id in waiting {
             // Nobody can take the slots it gives back (every waiter fails and new admissions
             // are refused), so they are not pumped.
-            self.total.give_up(
-                &mut self.waiters,
-                LinkRef {
-                    waiter: id,
-                    slot: 0,
-                },
-            );
+            let at_total = LinkRef {
+                waiter: id,
+                slot: 0,
+            };
+            self.total.give_up(&mut self.waiters, at_total, out);
             for slot in 1..self.waiters[id].links.len() {
                 let item = self.waiters[id].groups.get(slot - 1);
                 let serial = item.serial;
                 match self.groups.find_entry(item.hash, |e| e.serial == serial) {
                     Ok(mut occupied) => {
                         let at = LinkRef { waiter: id, slot };
-                        occupied.get_mut().counts.give_up(&mut self.waiters, at);
+                        occupied
+                            .get_mut()
+                            .counts
+                            .give_up(&mut self.waiters, at, out);
                         if occupied.get().is_idle() {
                             out.key(occupied.remove().0.key);
                         }
@@ -1206,7 +1252,7 @@ impl<K: Eq> State<K> {
                 let waiter = &self.waiters[to];
                 let place = waiter.links[slot].place;
                 let (first, last) = waiter.ends(slot);
-                if place == Place::Outside || !(first || last) {
+                if place != Place::Queued || !(first || last) {
                     continue;
                 }
                 let counts = if slot == 0 {
@@ -1215,8 +1261,8 @@ impl<K: Eq> State<K> {
                     let item = waiter.groups.get(slot - 1);
                     Self::entry_mut(&mut self.groups, item).map(|entry| &mut entry.counts)
                 };
-                if let Some(list) = counts.and_then(|counts| counts.list_mut(place)) {
-                    list.relink_end(slot, from, to);
+                if let Some(counts) = counts {
+                    counts.queue.relink_end(slot, from, to);
                 }
             }
         }

@@ -4,10 +4,12 @@
 //! asked for (slot 0 is the total group, slot `i + 1` the `i`-th of its named groups). In each
 //! group a waiter is in exactly one of three places ([`Place`]): nowhere (it does not need the
 //! group yet: only the total, before the waiter holds every named group), in the group's queue
-//! (waiting for a slot), or in the group's holders (holding a reserved slot while it waits for
-//! another group). Queue and holders are doubly linked lists threaded through the links, so
-//! pushing, popping and unlinking anywhere (cancellation, take-back) are O(1), and a waiter's
-//! membership in n groups costs n links, not n allocations.
+//! (waiting for a slot), or holding a slot reserved for it while it waits for another group.
+//! Queues are doubly linked lists threaded through the links, so pushing, popping and
+//! unlinking anywhere (cancellation, take-back) are O(1), and a waiter's membership in n groups
+//! costs n links, not n allocations. Holding a slot is only a mark on the link and a count in
+//! the group: the hot paths never walk the holders; a lowered limit, which must find the
+//! youngest of them, scans the waiters instead.
 
 use std::task::Waker;
 
@@ -45,7 +47,7 @@ pub(crate) enum Place {
     Outside,
     /// In the group's queue, waiting for a slot.
     Queued,
-    /// In the group's holders: holds a slot of the group, counted in its `reserved`.
+    /// Holds a slot of the group, counted in its `reserved`.
     Reserved,
 }
 
@@ -141,27 +143,27 @@ impl<K> Waiter<K> {
 
 pub(crate) type Waiters<K> = Records<Waiter<K>>;
 
-/// A list of waiters for one group (its queue, or its holders), linked through the waiters'
-/// [`Link`]s, oldest first.
+/// The queue of waiters for one group, linked through the waiters' [`Link`]s, oldest first
+/// (a waiter whose reserved slot was taken back returns to the front, ahead of every younger
+/// waiter).
 #[derive(Debug)]
 pub(crate) struct List {
     head: LinkRef,
     tail: LinkRef,
     len: usize,
-    /// The place its members are in.
-    place: Place,
 }
 
-impl List {
-    pub(crate) const fn new(place: Place) -> Self {
+impl Default for List {
+    fn default() -> Self {
         Self {
             head: LinkRef::NIL,
             tail: LinkRef::NIL,
             len: 0,
-            place,
         }
     }
+}
 
+impl List {
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -173,8 +175,8 @@ impl List {
 
     pub(crate) fn push_back<K>(&mut self, waiters: &mut Waiters<K>, at: LinkRef) {
         let link = &mut waiters[at.waiter].links[at.slot];
-        debug_assert_eq!(link.place, Place::Outside, "a link is in two lists");
-        link.place = self.place;
+        debug_assert_eq!(link.place, Place::Outside, "a link is in two places");
+        link.place = Place::Queued;
         link.prev = self.tail;
         link.next = LinkRef::NIL;
         match self.tail.get() {
@@ -187,8 +189,8 @@ impl List {
 
     pub(crate) fn push_front<K>(&mut self, waiters: &mut Waiters<K>, at: LinkRef) {
         let link = &mut waiters[at.waiter].links[at.slot];
-        debug_assert_eq!(link.place, Place::Outside, "a link is in two lists");
-        link.place = self.place;
+        debug_assert_eq!(link.place, Place::Outside, "a link is in two places");
+        link.place = Place::Queued;
         link.prev = LinkRef::NIL;
         link.next = self.head;
         match self.head.get() {
@@ -206,19 +208,13 @@ impl List {
         Some(head)
     }
 
-    /// Removes and returns the youngest member.
-    pub(crate) fn pop_back<K>(&mut self, waiters: &mut Waiters<K>) -> Option<LinkRef> {
-        let tail = self.tail.get()?;
-        self.unlink(waiters, tail);
-        Some(tail)
-    }
-
     /// Removes `at` from the list, wherever it is.
     pub(crate) fn unlink<K>(&mut self, waiters: &mut Waiters<K>, at: LinkRef) {
         let link = &mut waiters[at.waiter].links[at.slot];
         debug_assert_eq!(
-            link.place, self.place,
-            "unlinking a link from the wrong list"
+            link.place,
+            Place::Queued,
+            "unlinking a link that is not queued"
         );
         let (prev, next) = (link.prev, link.next);
         link.prev = LinkRef::NIL;
