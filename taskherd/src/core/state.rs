@@ -1023,7 +1023,7 @@ impl<K: Eq> State<K> {
                 }
             }
         }
-        holders.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        holders.sort_unstable_by_key(|&(ticket, ..)| std::cmp::Reverse(ticket));
         for (_, id, slot, group) in holders {
             if left[group] == 0 {
                 continue;
