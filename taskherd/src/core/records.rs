@@ -169,9 +169,15 @@ impl<T> Records<T> {
     /// Moves live records down and shrinks the capacity to fit; appends every move as
     /// `(from, to)` to `moves`. No user code runs: records are moved, not dropped.
     pub(crate) fn compact(&mut self, moves: &mut Vec<(usize, usize)>) {
+        self.compact_with(|from, to| moves.push((from, to)));
+    }
+
+    fn compact_with(&mut self, mut on_move: impl FnMut(usize, usize)) {
+        // At most every live record moves: one allocation for the forwarding table.
+        self.moved.reserve(self.slab.len(), |&(id, _)| id_hash(id));
         let moved = &mut self.moved;
         self.slab.compact(|slot, from, to| {
-            moves.push((from, to));
+            on_move(from, to);
             if slot.moved {
                 if let Some(entry) = moved.find_mut(id_hash(slot.id), |&(id, _)| id == slot.id) {
                     entry.1 = to;
@@ -200,8 +206,7 @@ impl<T> Records<T> {
     #[cold]
     #[inline(never)]
     fn compact_untracked(&mut self) {
-        let mut moves = Vec::new();
-        self.compact(&mut moves);
+        self.compact_with(|_, _| {});
     }
 }
 
