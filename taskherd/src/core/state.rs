@@ -407,7 +407,10 @@ impl<K: Eq> State<K> {
 
     /// Records in `groups` the serial of every entry found in `buckets` and makes the missing
     /// entries (with keys checked by [`keys_for_new_entries`](Self::keys_for_new_entries)).
-    /// No user code runs. With `admit`, also counts one admission in each group.
+    /// No user code runs. With `admit`, also counts one admission in each group. The table
+    /// has room for every new entry ([`find_buckets`](Self::find_buckets) reserved it), so
+    /// inserting one moves no other: the buckets found stay valid throughout.
+    #[inline]
     fn settle_entries(
         &mut self,
         groups: &mut GroupSet<K>,
@@ -415,22 +418,14 @@ impl<K: Eq> State<K> {
         mut keys: Keys<'_, K>,
         admit: bool,
     ) {
-        for (item, bucket) in groups.iter_mut().zip(buckets) {
-            let Some(bucket) = bucket else {
-                continue;
-            };
-            if let Some(entry) = self.groups.get_bucket_mut(*bucket) {
+        for (i, (item, bucket)) in groups.iter_mut().zip(buckets).enumerate() {
+            if let Some(entry) = bucket.and_then(|b| self.groups.get_bucket_mut(b)) {
                 item.serial = entry.serial;
                 if admit {
                     entry.counts.admit_one();
                 }
-            }
-        }
-        for (i, bucket) in buckets.iter().enumerate() {
-            if bucket.is_some() {
                 continue;
             }
-            let item = groups.get_mut(i);
             let key = match &mut keys {
                 Keys::Move => item.key.take(),
                 Keys::Spare(spares) => spares.take(i),
