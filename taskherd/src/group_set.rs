@@ -108,7 +108,8 @@ impl<K> GroupSet<K> {
         &self.items[index]
     }
 
-    /// The `index`-th group, to fill in its serial or take its key.
+    /// The `index`-th group, to change it in tests.
+    #[cfg(test)]
     pub(crate) fn get_mut(&mut self, index: usize) -> &mut Item<K> {
         &mut self.items[index]
     }
