@@ -323,12 +323,18 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
             groups: changed,
         } = changes;
         let mut groups: Vec<(u64, K, Option<usize>)> = Vec::with_capacity(changed.len());
+        // Index of each key's change in `groups`: O(1) per change, however large the batch.
+        let mut seen: hashbrown::HashTable<usize> = hashbrown::HashTable::new();
         for (key, limit) in changed {
             let hash = self.hasher.hash_one(&key);
-            match groups.iter_mut().find(|(h, k, _)| *h == hash && *k == key) {
+            let earlier = seen.find(hash, |&i| groups[i].1 == key).copied();
+            match earlier {
                 // The last change of a key wins; the key handed in last is dropped here.
-                Some(earlier) => earlier.2 = limit,
-                None => groups.push((hash, key, limit)),
+                Some(i) => groups[i].2 = limit,
+                None => {
+                    seen.insert_unique(hash, groups.len(), |&i| groups[i].0);
+                    groups.push((hash, key, limit));
+                }
             }
         }
         Batch {

@@ -34,11 +34,13 @@ pub struct GroupStats {
     /// Waiting `spawn`s and `acquire`s that name the group and are not admitted yet.
     pub waiting: usize,
     /// Of `waiting`, those that hold a slot of this group promised to them while they wait for
-    /// another group; the others are queued for a slot. Promised slots count against the
-    /// limit like running ones: at every moment `reserved == 0` or `running + reserved <=
-    /// limit` (a lowered limit takes promises back, see
+    /// another group; for a named group, the others are queued for a slot of it. Promised
+    /// slots count against the limit like running ones: at every moment `reserved == 0` or
+    /// `running + reserved <= limit` (a lowered limit takes promises back, see
     /// [`TaskPool::set_limit`](crate::TaskPool::set_limit)). Always `0` for the total, which
-    /// is promised only to a waiter that holds everything else and is granted at once.
+    /// is promised only to a waiter that holds everything else and is granted at once; the
+    /// total's `waiting` counts every waiter in the pool, including those still blocked on a
+    /// named group, which do not queue for the total yet.
     pub reserved: usize,
     /// The limit in force: the explicit limit, else the default limit (for the total:
     /// `max_tasks`).
