@@ -27,15 +27,16 @@
 //!    queued waiters or an explicit limit, so memory is bounded by live state, not by the number
 //!    of keys ever seen; the table's capacity is shrunk when it becomes mostly empty. The same
 //!    holds for task records, waiter records and `wait` registrations: they live in
-//!    [`Records`](records::Records), compacted once a quarter full, so after a burst memory
+//!    [`Records`](records::Records), compacted once an eighth full, so after a burst memory
 //!    comes back to a small multiple of what is live.
 //! 5. Waiting is FIFO per group, and groups never keep free room while someone queues on them:
 //!    if `queue(g)` is not empty then `running(g) + reserved(g) >= limit(g)`. Every transition
 //!    that can make room (a release, a given-back reservation, a higher or cleared limit, a new
 //!    default limit) hands it at once to the oldest waiters queued on `g` as reservations
 //!    ("pumping"). So a slot freed in `g` goes to the oldest waiter on `g`, and a `try_*` call
-//!    finds no room in any group with waiters (no barging). In every named group, the holders
-//!    (in the order they got their slot) followed by the queue are in arrival order. A waiter
+//!    finds no room in any group with waiters (no barging). In every named group, the waiters
+//!    holding a reserved slot are older than every waiter in its queue, and the queue is in
+//!    arrival order; so the youngest holders are the last ones served. A waiter
 //!    that holds a reservation in every group it names is granted at that moment, under the
 //!    lock, not when it is polled. The total is the last gate: a waiter joins the total's queue
 //!    only once it holds every named group it asked for ("ready"; waiters that become ready in
@@ -79,7 +80,7 @@
 //!
 //! Within `Waiting`, each of the waiter's groups has a [`Place`](waiters::Place): `Outside`
 //! (only the total, before the waiter is ready), `Queued` (in the group's queue) or `Reserved`
-//! (in the group's holders, counted in `reserved`). `missing` counts the groups not
+//! (holding a slot, counted in `reserved`). `missing` counts the groups not
 //! `Reserved`. Who moves it, and which counts change:
 //!
 //! | transition | by | place | counts |
@@ -87,7 +88,7 @@
 //! | join a named group with room and no queue | `start_wait` | Outside → Reserved | `reserved(g)` +1 |
 //! | join a named group otherwise | `start_wait` | Outside → Queued | — |
 //! | pump: oldest queued gets a freed slot | release, cancel, raised limit | Queued → Reserved | `reserved(g)` +1 |
-//! | take-back: youngest holder above a lowered limit | `set_limits` | Reserved → Queued (front) | `reserved(g)` −1 |
+//! | take-back: youngest holder above a lowered limit (found by scanning the waiters) | `set_limits` | Reserved → Queued (front) | `reserved(g)` −1 |
 //! | ready (holds every named group): join the total | end of the transition (`grant_all`) | total: Outside → Queued or Reserved | — |
 //! | not ready any more (a named slot taken back) | take-back | total: Queued → Outside | — |
 //! | grant (every place Reserved) | the transition that reserved the last slot | all → Outside; phase Granted | `reserved` −1, `running` +1 in every group; `waiting` −1 |

@@ -3,9 +3,11 @@
 //! Task records, waiters and `wait` registrations live in [`Records`]: O(1) insert, lookup and
 //! removal by index, like a [`Slab`]. A plain slab keeps its peak capacity for as long as one
 //! record lives (it cannot move live records), so after a burst of 100,000 waiters with one
-//! left it kept tens of megabytes. `Records` compacts instead: once it is at most a quarter
+//! left it kept tens of megabytes. `Records` compacts instead: once it is less than an eighth
 //! full, live records move down and the capacity shrinks to fit (invariant 4), amortised O(1)
-//! per removal.
+//! per removal. (An eighth rather than a quarter: a burst drained oldest first leaves its live
+//! records at the end, so nearly all of them move at each compaction; compacting less often
+//! halves that work, and memory stays within eight times what is live.)
 //!
 //! Moving a record changes its index, but its holder (a future, a task's guard) keeps the old
 //! [`RecordRef`]. Every record therefore has a unique id, kept in the ref next to the index;
