@@ -152,9 +152,9 @@ impl<K> Deferred<K> {
         }
         assert!(
             !underflow,
-            "taskherd: a group's count would have gone below zero, so the pool's counts are \
-             corrupt. This is a bug in taskherd: please report it with the operations that \
-             led to it."
+            "taskherd: a count would have gone below zero (or an admission's group was \
+             missing), so the pool's counts are corrupt; the count was left as it was. This is \
+             a bug in taskherd: please report it with the operations that led to it."
         );
     }
 }

@@ -639,8 +639,7 @@ impl<K: Eq> State<K> {
     /// Turns a waiter's reservations into running admissions and, with `wake`, schedules its
     /// wake-up. O(groups it names).
     fn grant(&mut self, id: usize, out: &mut Deferred<K>, wake: bool) {
-        debug_assert!(self.waiting > 0, "granted more waiters than were waiting");
-        self.waiting = self.waiting.saturating_sub(1);
+        self.one_less_waiting(out);
         let waiter = &mut self.waiters[id];
         debug_assert_eq!(waiter.missing, 0, "granted a waiter that misses a slot");
         waiter.phase = Phase::Granted;
@@ -729,6 +728,14 @@ impl<K: Eq> State<K> {
             if waiter.phase == Phase::Waiting && waiter.missing == 0 {
                 self.grant(id, out, true);
             }
+        }
+    }
+
+    /// One waiter fewer not granted yet; below zero is corruption (reported after unlocking).
+    fn one_less_waiting(&mut self, out: &mut Deferred<K>) {
+        match self.waiting.checked_sub(1) {
+            Some(waiting) => self.waiting = waiting,
+            None => out.underflow = true,
         }
     }
 
@@ -824,12 +831,12 @@ impl<K: Eq> State<K> {
                                 reclaimed = true;
                             }
                         }
-                        Err(_) => debug_assert!(false, "a waiter's group has no entry"),
+                        Err(_) => out.underflow = true,
                     }
                 }
                 // The granted list may name waiters by index: grant before removing (removal
                 // moves nothing, but keeps the order of events obvious).
-                self.waiting = self.waiting.saturating_sub(1);
+                self.one_less_waiting(out);
                 if let Some(waiter) = self.waiters.remove(id) {
                     out.waiter(waiter);
                 }
@@ -1096,13 +1103,13 @@ impl<K: Eq> State<K> {
                             out.key(occupied.remove().0.key);
                         }
                     }
-                    Err(_) => debug_assert!(false, "a waiter's group has no entry"),
+                    Err(_) => out.underflow = true,
                 }
             }
+            self.total.rejected += 1;
+            self.one_less_waiting(out);
             let waiter = &mut self.waiters[id];
             waiter.phase = Phase::Closed;
-            self.total.rejected += 1;
-            self.waiting = self.waiting.saturating_sub(1);
             out.wake.extend(waiter.waker.take());
         }
         // Granted waiters whose future has not collected the admission yet fail too (their
@@ -1261,5 +1268,46 @@ impl<K: Eq> State<K> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A count that would go below zero cannot be reached through the public API (every
+    //! admission releases exactly once, by its guard's `Drop`), so the corruption path is
+    //! tested here.
+
+    use std::hash::RandomState;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    use super::*;
+
+    #[test]
+    fn a_release_too_many_panics_after_unlocking_and_clamps_nothing() {
+        let hasher = RandomState::new();
+        let mut state: State<&str> = State::new(None, None);
+        let mut groups = GroupSet::new(["a"], &hasher);
+        // A permit's keys stay with it: the new entry takes a clone made outside the lock.
+        let mut spares = Spares::default();
+        spares.fill(&groups, &[0]);
+        state
+            .try_admit(&mut groups, Keys::Spare(&mut spares))
+            .unwrap_or_else(|refused| panic!("{refused:?}"));
+        let mut out = Deferred::new();
+        state.release(&groups, &mut out);
+        assert!(!out.underflow, "the first release is fine");
+        out.finish();
+
+        // Released again: the total's count is 0, and the group's entry is gone.
+        let mut out = Deferred::new();
+        state.release(&groups, &mut out);
+        assert!(out.underflow);
+        assert_eq!(state.total.running, 0, "left at zero, not wrapped");
+        let panic = catch_unwind(AssertUnwindSafe(|| out.finish())).unwrap_err();
+        let message = panic.downcast_ref::<&str>().copied().unwrap_or_default();
+        assert!(
+            message.contains("would have gone below zero") && message.contains("bug in taskherd"),
+            "{message}"
+        );
     }
 }
