@@ -410,7 +410,7 @@ impl<K: Eq> State<K> {
     /// No user code runs. With `admit`, also counts one admission in each group. The table
     /// has room for every new entry ([`find_buckets`](Self::find_buckets) reserved it), so
     /// inserting one moves no other: the buckets found stay valid throughout.
-    #[inline]
+    #[inline(always)]
     fn settle_entries(
         &mut self,
         groups: &mut GroupSet<K>,
