@@ -1,0 +1,107 @@
+//! Panics in user code on the paths where a waiting future finishes (found in review).
+//!
+//! `WaitAdmission::poll` calls `Deferred::finish` (which drops keys and wakers, user code)
+//! before it records that the future is done. If that drop panics after the waiter's record
+//! was removed, the future still believes it is `Waiting(at)`; when it is dropped (during
+//! the unwinding of that very panic, as `acquire`'s `async` block drops its locals), its
+//! `cancel` finds no record and hits `debug_assert!(false, "cancelled a waiter twice")`: a
+//! panic while panicking, which aborts the process in every debug build (the user's tests).
+//!
+//! A test that aborts would take the whole test binary down, so the scenario runs in a child
+//! process (this binary, re-run on one test) and the parent checks how it ended.
+
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::pin;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Waker};
+
+use taskherd::TaskPool;
+
+/// A key whose drop panics once when armed (never while unwinding).
+#[derive(Clone)]
+struct Key {
+    id: u32,
+    armed: Arc<AtomicBool>,
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        if !std::thread::panicking() && self.armed.swap(false, Ordering::SeqCst) {
+            panic!("Key::drop panics on purpose");
+        }
+    }
+}
+
+const CHILD: &str = "TASKHERD_REVIEW_CHILD";
+
+/// Runs test `name` of this binary in a child process with `CHILD` set; returns whether it
+/// exited normally (passed) and its stderr.
+fn run_child(name: &str) -> (bool, String) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The scenario: a waiting `acquire` is failed by `close`; its next poll removes its record
+/// and drops its keys after unlocking; a key's drop panics. The panic must fail that poll,
+/// and nothing else: dropping the future afterwards (here while the panic unwinds) must not
+/// panic again.
+fn closed_waiter_key_drop_panic() {
+    let armed = Arc::new(AtomicBool::new(false));
+    let key = |id| Key {
+        id,
+        armed: Arc::clone(&armed),
+    };
+    let pool: TaskPool<Key> = TaskPool::builder().limit(key(1), 0).build();
+    let polled = catch_unwind(AssertUnwindSafe(|| {
+        let mut waiter = pin!(pool.acquire([key(1)]));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(waiter.as_mut().poll(&mut cx).is_pending());
+        assert!(pool.close());
+        // Only the keys still in the waiter's record are dropped by the next poll: the
+        // group's entry keeps its own key (it has an explicit limit).
+        armed.store(true, Ordering::SeqCst);
+        let _ = waiter.as_mut().poll(&mut cx);
+    }));
+    assert!(polled.is_err(), "the key's panic reaches the caller");
+    assert!(!armed.load(Ordering::SeqCst), "the key was dropped");
+    assert_eq!((pool.len(), pool.waiting_len()), (0, 0));
+}
+
+#[test]
+fn a_key_drop_panic_when_a_closed_waiter_is_polled_does_not_abort() {
+    if std::env::var_os(CHILD).is_some() {
+        closed_waiter_key_drop_panic();
+        return;
+    }
+    let (ok, stderr) = run_child("a_key_drop_panic_when_a_closed_waiter_is_polled_does_not_abort");
+    assert!(
+        ok,
+        "the child process did not end normally (a panic while panicking aborts it):\n{stderr}"
+    );
+}
