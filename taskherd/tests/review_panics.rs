@@ -105,3 +105,45 @@ fn a_key_drop_panic_when_a_closed_waiter_is_polled_does_not_abort() {
         "the child process did not end normally (a panic while panicking aborts it):\n{stderr}"
     );
 }
+
+/// A waker whose `wake` panics.
+struct PanickyWake;
+
+impl std::task::Wake for PanickyWake {
+    fn wake(self: Arc<Self>) {
+        panic!("PanickyWake::wake panics on purpose");
+    }
+}
+
+/// Task A completes normally; its release grants a waiter that belongs to somebody else and
+/// whose waker panics when woken. `Deferred::finish` re-raises that panic from A's
+/// `TaskAdmission::drop`, which runs inside A's future: A's output is dropped and its
+/// `JoinHandle` reports a panic that A never had. (The same happens to whoever drops a
+/// `Permit`.) The waiter is still woken and granted; only the innocent releaser is failed.
+#[tokio::test(flavor = "current_thread")]
+async fn a_foreign_wakers_panic_does_not_fail_the_task_whose_release_woke_it() {
+    let pool = TaskPool::builder().limit("g", 1).build();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = pool
+        .try_spawn(["g"], async move {
+            rx.await.ok();
+            42
+        })
+        .unwrap();
+    let mut waiter = Box::pin(pool.acquire(["g"]));
+    let waker = Waker::from(Arc::new(PanickyWake));
+    assert!(
+        waiter
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+    );
+    drop(waker);
+    tx.send(()).unwrap();
+    let joined = task.await;
+    assert!(
+        matches!(joined, Ok(42)),
+        "task A returned 42, but its JoinHandle says {joined:?}"
+    );
+    drop(waiter);
+}
