@@ -1277,10 +1277,41 @@ mod tests {
     //! admission releases exactly once, by its guard's `Drop`), so the corruption path is
     //! tested here.
 
-    use std::hash::RandomState;
+    use std::hash::{BuildHasher, RandomState};
     use std::panic::{AssertUnwindSafe, catch_unwind};
 
     use super::*;
+
+    /// A `try_*` naming many groups reserves room in the group table for all the entries it
+    /// might create before it knows it is refused; the room stays after the refusal. The
+    /// table is shrunk only when an entry is reclaimed, so in a pool whose entries are never
+    /// idle (explicit limits) one refused request keeps the table at its size for good
+    /// (invariant 4: memory bounded by live state).
+    #[test]
+    fn a_refused_admission_naming_many_groups_leaves_no_table_capacity_behind() {
+        let hasher = RandomState::new();
+        let mut state: State<u32> = State::new(None, None);
+        let mut out = Deferred::new();
+        state.set_limits(
+            Batch {
+                max_tasks: None,
+                default_limit: None,
+                groups: vec![(hasher.hash_one(0u32), 0, Some(0))],
+            },
+            &mut out,
+        );
+        out.finish();
+        let before = state.groups.capacity();
+        let mut groups = GroupSet::new(0..100_000u32, &hasher);
+        let refused = state.try_admit(&mut groups, Keys::Move);
+        assert_eq!(refused, Err(Refused::Key(0)), "group 0 is full");
+        assert_eq!(state.groups.len(), 1, "nothing was created");
+        let after = state.groups.capacity();
+        assert!(
+            after <= 2 * MIN_RETAINED_CAPACITY,
+            "the group table grew from {before} to {after} slots for one refused call"
+        );
+    }
 
     #[test]
     fn a_release_too_many_panics_after_unlocking_and_clamps_nothing() {
