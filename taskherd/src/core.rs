@@ -705,22 +705,20 @@ impl<K: Eq + Hash + Clone, S: BuildHasher, A: Collect<K, S>> Future for WaitAdmi
                     }
                 }
             };
+            // The phase follows the state at once, before anything that can panic (waking and
+            // dropping what the transition left runs user code): a panic from here on leaves
+            // the future owning exactly what the state says it holds.
+            match &step {
+                Step::Ready(_) | Step::Closed => this.phase = WaitPhase::Done,
+                Step::Waiting(at) => this.phase = WaitPhase::Waiting(*at),
+                Step::Pending | Step::NeedWaker | Step::NeedKeys(_) => {}
+            }
             // The lock is released: wake and drop what the transition left.
             out.finish();
             match step {
-                Step::Ready(admission) => {
-                    this.phase = WaitPhase::Done;
-                    return Poll::Ready(Ok(admission));
-                }
-                Step::Closed => {
-                    this.phase = WaitPhase::Done;
-                    return Poll::Ready(Err(Closed));
-                }
-                Step::Waiting(at) => {
-                    this.phase = WaitPhase::Waiting(at);
-                    return Poll::Pending;
-                }
-                Step::Pending => return Poll::Pending,
+                Step::Ready(admission) => return Poll::Ready(Ok(admission)),
+                Step::Closed => return Poll::Ready(Err(Closed)),
+                Step::Waiting(_) | Step::Pending => return Poll::Pending,
                 Step::NeedWaker => waker = Some(cx.waker().clone()),
                 Step::NeedKeys(missing) => {
                     if let WaitPhase::Start(groups) = &this.phase {

@@ -629,7 +629,8 @@ fn a_waker_clone_panic_on_a_repoll_leaks_nothing() {
 }
 
 /// One release grants two waiters; the `wake` of one of them panics. The other is still woken
-/// (whichever the pool wakes first), the panic reaches the caller, and both are granted.
+/// (whichever the pool wakes first), both are granted, and the panic does not fail the release
+/// (another waiter's waker is not the releasing caller's fault; the panic hook reports it).
 #[test]
 fn a_panicking_wake_does_not_stop_the_other_wake_ups() {
     for panicking_first in [true, false] {
@@ -652,8 +653,8 @@ fn a_panicking_wake_does_not_stop_the_other_wake_ups() {
         let panic = panicked(|| drop(both));
         fragile.wake_panics.store(false, Ordering::SeqCst);
         assert!(
-            panic,
-            "panicking_first: {panicking_first}: the panic reaches the caller"
+            !panic,
+            "panicking_first: {panicking_first}: another waiter's panic does not fail the release"
         );
         assert_eq!(
             fragile.wakes.load(Ordering::SeqCst),
@@ -677,7 +678,8 @@ fn a_panicking_wake_does_not_stop_the_other_wake_ups() {
     }
 }
 
-/// `close` fails two waiters; the `wake` of the first panics: the second is still woken.
+/// `close` fails two waiters; the `wake` of one panics: the other is still woken, and `close`
+/// does not fail.
 #[test]
 fn a_panicking_wake_in_close_does_not_stop_the_other_wake_ups() {
     for panicking_first in [true, false] {
@@ -699,8 +701,8 @@ fn a_panicking_wake_in_close_does_not_stop_the_other_wake_ups() {
         let panic = panicked(|| pool.close());
         fragile.wake_panics.store(false, Ordering::SeqCst);
         assert!(
-            panic,
-            "panicking_first: {panicking_first}: the panic reaches the caller"
+            !panic,
+            "panicking_first: {panicking_first}: another waiter's panic does not fail close"
         );
         assert!(pool.is_closed());
         assert_eq!(

@@ -7,7 +7,7 @@
 //! glue (`&str`, integers) run no code when dropped, so they are dropped in place instead
 //! ([`Deferred::key`], [`Deferred::groups`]).
 
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::task::Waker;
 
 use smallvec::SmallVec;
@@ -110,11 +110,14 @@ impl<K> Deferred<K> {
 
     /// Wakes, then drops. Call only after the lock is released.
     ///
-    /// Every waker is woken even if one of them panics; the first panic is raised again
-    /// afterwards (unless the thread is already panicking, when it is dropped: a second panic
-    /// would abort). Then everything removed is dropped; a panicking `Drop` of one item still
-    /// drops the others. A count that would have gone below zero panics last, with a message
-    /// that says it is a bug, never silently clamped.
+    /// Every waker is woken even if one of them panics. A waker's panic is not raised again
+    /// here: the wakers woken are always other waiters' (a transition never wakes its caller),
+    /// so their panic must not fail the unrelated call that made room (a task finishing, a
+    /// permit dropped, a limit raised, `close`); the panic hook has already reported it, and it
+    /// is logged as an `ERROR` event. Then everything removed is dropped; a panicking `Drop` of
+    /// one item still drops the others, and that panic reaches the caller. A count that would
+    /// have gone below zero panics last, with a message that says it is a bug, never silently
+    /// clamped (unless the thread is already panicking: a second panic would abort).
     #[inline]
     pub(crate) fn finish(self) {
         if self.is_empty() {
@@ -137,18 +140,21 @@ impl<K> Deferred<K> {
             aborts,
             underflow,
         } = self;
-        let mut panic = None;
+        let mut panicked = 0_usize;
         for waker in wake {
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| waker.wake())) {
-                panic.get_or_insert(payload);
+            if catch_unwind(AssertUnwindSafe(|| waker.wake())).is_err() {
+                panicked += 1;
             }
+        }
+        if panicked > 0 {
+            tracing::error!(
+                panicked,
+                "a waiter's waker panicked when woken; the other wakers were woken"
+            );
         }
         drop((wakers, keys, groups, aborts));
         if std::thread::panicking() {
             return;
-        }
-        if let Some(payload) = panic {
-            resume_unwind(payload);
         }
         assert!(
             !underflow,

@@ -339,20 +339,29 @@ impl<K: Eq> State<K> {
 
     /// The bucket of each group's entry, or `None` for a group without one. Runs `K: Eq`, so
     /// it comes before any change: a panic leaves the state as it was.
-    fn find_buckets(&mut self, groups: &GroupSet<K>) -> SmallVec<[Option<usize>; 4]> {
-        // Room for every entry this admission may create, so that creating them moves no
-        // bucket found below (no user code: the table rehashes with stored hashes).
-        self.groups.reserve(groups.len(), |e| e.hash);
+    fn find_buckets(&self, groups: &GroupSet<K>) -> SmallVec<[Option<usize>; 4]> {
         groups.iter().map(|item| self.find_bucket(item)).collect()
+    }
+
+    /// Makes room in the table for the entries `buckets` says are missing, so that creating
+    /// them moves no bucket found: if the table must grow, it grows now (no user code: it
+    /// rehashes with stored hashes) and the buckets are found again (`K: Eq`, still before
+    /// any change). Reserving only what will be created keeps a refused or failed admission
+    /// from leaving the table grown (invariant 4).
+    fn make_room(&mut self, groups: &GroupSet<K>, buckets: &mut SmallVec<[Option<usize>; 4]>) {
+        let missing = buckets.iter().filter(|bucket| bucket.is_none()).count();
+        if missing > self.groups.capacity() - self.groups.len() {
+            self.groups.reserve(missing, |e| e.hash);
+            *buckets = self.find_buckets(groups);
+        }
     }
 
     /// Like [`find_buckets`](Self::find_buckets), but stops at the first group without room
     /// and returns its position.
     fn find_buckets_with_room(
-        &mut self,
+        &self,
         groups: &GroupSet<K>,
     ) -> Result<SmallVec<[Option<usize>; 4]>, usize> {
-        self.groups.reserve(groups.len(), |e| e.hash);
         let mut buckets = SmallVec::with_capacity(groups.len());
         for (i, item) in groups.iter().enumerate() {
             let bucket = self.find_bucket(item);
@@ -467,9 +476,10 @@ impl<K: Eq> State<K> {
             self.total.admit_one();
             return Ok(());
         }
-        let buckets = self.find_buckets_with_room(groups).map_err(Refused::Key)?;
+        let mut buckets = self.find_buckets_with_room(groups).map_err(Refused::Key)?;
         if buckets.iter().any(Option::is_none) {
             Self::keys_for_new_entries(groups, &buckets, &keys)?;
+            self.make_room(groups, &mut buckets);
         }
         // Commit: no user code from here on.
         self.total.admit_one();
@@ -589,11 +599,12 @@ impl<K: Eq> State<K> {
         } else {
             Keys::Spare(spares)
         };
-        let buckets = self.find_buckets(groups);
+        let mut buckets = self.find_buckets(groups);
         if let Err(Refused::NeedKeys(missing)) = Self::keys_for_new_entries(groups, &buckets, &keys)
         {
             return Started::NeedKeys(missing);
         }
+        self.make_room(groups, &mut buckets);
         // No user code from here on.
         self.settle_entries(groups, &buckets, keys, false);
         let waker = waker.take().unwrap_or_else(|| Waker::noop().clone());
@@ -787,7 +798,8 @@ impl<K: Eq> State<K> {
     /// like any admission. O(groups it names) plus the waiters this grants.
     pub(crate) fn cancel(&mut self, at: WaiterRef, out: &mut Deferred<K>) {
         let Some(id) = self.waiters.find(at) else {
-            debug_assert!(false, "cancelled a waiter twice");
+            // Never panic in a drop while the thread unwinds (that aborts the process).
+            debug_assert!(std::thread::panicking(), "cancelled a waiter twice");
             return;
         };
         match self.waiters[id].phase {
@@ -903,12 +915,26 @@ impl<K: Eq> State<K> {
     /// are rare; admissions and releases never pay this.
     pub(crate) fn set_limits(&mut self, batch: Batch<K>, out: &mut Deferred<K>) {
         // Lookups first: `K: Eq` is the only user code, and it runs before any change.
-        self.groups.reserve(batch.groups.len(), |e| e.hash);
-        let buckets: SmallVec<[Option<usize>; 4]> = batch
+        let find = |groups: &HashTable<Entry<K>>| -> SmallVec<[Option<usize>; 4]> {
+            batch
+                .groups
+                .iter()
+                .map(|(hash, key, _)| groups.find_bucket_index(*hash, |e| e.key == *key))
+                .collect()
+        };
+        let mut buckets = find(&self.groups);
+        // Room for the entries the batch creates (explicit limits of groups without one), so
+        // that creating them moves no bucket found; then the buckets are found again.
+        let created = batch
             .groups
             .iter()
-            .map(|(hash, key, _)| self.groups.find_bucket_index(*hash, |e| e.key == *key))
-            .collect();
+            .zip(&buckets)
+            .filter(|((_, _, limit), bucket)| limit.is_some() && bucket.is_none())
+            .count();
+        if created > self.groups.capacity() - self.groups.len() {
+            self.groups.reserve(created, |e| e.hash);
+            buckets = find(&self.groups);
+        }
         if let Some(max_tasks) = batch.max_tasks {
             self.max_tasks = max_tasks;
         }
