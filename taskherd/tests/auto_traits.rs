@@ -8,8 +8,8 @@ use std::fmt::{Debug, Display};
 use std::hash::Hash;
 
 use taskherd::{
-    AcquireError, Builder, Group, GroupStats, Permit, SpawnError, TaskPool, TryAcquireError,
-    TrySpawnError,
+    AcquireError, Builder, Group, GroupStats, LimitChanges, Permit, SpawnError, TaskPool,
+    TryAcquireError, TrySpawnError,
 };
 
 fn assert_send<T: Send>(_: &T) {}
@@ -276,4 +276,24 @@ async fn futures_are_send_for_owned_keys_and_custom_hashers() {
     drop(spawn);
     shutdown.await;
     wait.await;
+}
+
+#[test]
+fn limit_changes_are_send_sync_clone_unpin_default_and_debug() {
+    let changes: LimitChanges<String> = LimitChanges::default()
+        .max_tasks(4)
+        .limit("db".to_owned(), 1);
+    assert_shareable(&changes);
+    assert_debug(&changes);
+    assert!(format!("{changes:?}").contains("\"db\""));
+    // A batch built on one thread is applied on another.
+    let pool = TaskPool::<String>::new();
+    let remote = pool.clone();
+    std::thread::spawn(move || remote.set_limits(changes))
+        .join()
+        .unwrap();
+    assert_eq!(
+        (pool.max_tasks(), pool.limit(&"db".to_owned())),
+        (Some(4), Some(1))
+    );
 }
