@@ -1,6 +1,6 @@
 //! A slab of records that gives its memory back after a burst.
 //!
-//! Task records, waiters and `wait` registrations live in [`Records`]: O(1) insert, lookup and
+//! Waiters and `wait` registrations live in [`Records`]: O(1) insert, lookup and
 //! removal by index, like a [`Slab`]. A plain slab keeps its peak capacity for as long as one
 //! record lives (it cannot move live records), so after a burst of 100,000 waiters with one
 //! left it kept tens of megabytes. `Records` compacts instead: once it is less than an eighth
@@ -109,11 +109,6 @@ impl<T> Records<T> {
         self.slab.get(index).map(|slot| &slot.value)
     }
 
-    #[inline]
-    pub(crate) fn get_mut(&mut self, index: usize) -> Option<&mut T> {
-        self.slab.get_mut(index).map(|slot| &mut slot.value)
-    }
-
     /// Removes the record at `index` and returns it (for the caller to drop after unlocking).
     #[inline]
     pub(crate) fn remove(&mut self, index: usize) -> Option<T> {
@@ -133,11 +128,6 @@ impl<T> Records<T> {
         {
             entry.remove();
         }
-    }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.slab.len()
     }
 
     #[cfg(test)]
