@@ -65,3 +65,38 @@ fn a_limit_of_zero_in_the_file_holds_a_group_back_until_raised() {
         .assert_stderr_contains("changed: paused 0 -> 1");
     assert!(scratch.exists("was-held") && scratch.exists("ran-paused"));
 }
+
+/// A new version of the file takes effect as one change (issue 9, item 4; issue 11, item 1):
+/// raising `[default]` while pinning `g` at its old value must not let `g`'s waiting jobs start
+/// under the raised default for an instant. Applied one setting at a time, the default went
+/// first and every waiting `g` job started at once.
+#[test]
+fn a_new_limits_file_takes_effect_as_one_change() {
+    let scratch = Scratch::new();
+    scratch.write("limits.txt", "[default]=1\n");
+    let mut jobs = vec![rewriting_job("[default]=10\\ng=1\\n")];
+    jobs.extend((0..6).map(|i| logged_job(&format!("w{i}"), "g", "0.15")));
+    // Another group, to see the raised default take effect.
+    jobs.extend((0..3).map(|i| logged_job(&format!("o{i}"), "other", "0.6")));
+    scratch.write("jobs.txt", &jobs.join("\n"));
+    let run = scratch.run(&["run", "-j", "16", "--limits-file", "limits.txt", "jobs.txt"]);
+    run.assert_code(0).assert_stderr_contains(
+        "taskherd: limits file limits.txt changed: [default] 1 -> 10, g none -> 1",
+    );
+    let ran = intervals(&scratch);
+    assert_eq!(ran.len(), 10);
+    let in_g = ran
+        .iter()
+        .filter(|(id, _)| *id == "first" || id.starts_with('w'))
+        .map(|(_, interval)| interval);
+    assert_eq!(max_overlap(in_g), 1, "g ran past its limit of 1: {ran:?}");
+    // The summary agrees: g's peak is 1 against a limit of 1.
+    let g_row: Vec<&str> = run
+        .stderr
+        .lines()
+        .find(|line| line.starts_with("g "))
+        .unwrap_or_else(|| panic!("no summary row for g: {run:#?}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(g_row[g_row.len() - 2..], ["1", "1"], "{run:#?}");
+}
