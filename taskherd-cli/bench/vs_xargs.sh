@@ -21,7 +21,14 @@ runs=${3:-3}
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 cargo build --release --quiet -p taskherd-cli
-taskherd=$PWD/target/release/taskherd
+# Where cargo put it: honours CARGO_TARGET_DIR and the build configuration.
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+taskherd=$target_dir/release/taskherd
+if [ ! -x "$taskherd" ]; then
+    echo "vs_xargs.sh: no taskherd binary at $taskherd after building it" >&2
+    exit 1
+fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -58,7 +65,11 @@ declare -A best
 for _ in $(seq "$runs"); do
     for tool in $tools; do
         start=$(date +%s%N)
-        "run_$tool" < "$work/jobs.txt" > /dev/null 2>&1
+        if ! "run_$tool" < "$work/jobs.txt" > /dev/null 2> "$work/$tool.err"; then
+            echo "vs_xargs.sh: $tool failed:" >&2
+            tail -n 20 "$work/$tool.err" >&2
+            exit 1
+        fi
         end=$(date +%s%N)
         elapsed=$((end - start))
         if [ -z "${best[$tool]:-}" ] || [ "$elapsed" -lt "${best[$tool]}" ]; then

@@ -293,7 +293,13 @@ pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
     let jobs = jobfile::parse(&text).map_err(|errors| Fatal::lines(&source, &errors))?;
 
     let named: BTreeSet<&Group> = jobs.iter().flat_map(|job| &job.groups).collect();
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<String> = jobs
+        .iter()
+        .filter_map(|job| {
+            job.typo_warning()
+                .map(|warning| format!("{source}:{warning}"))
+        })
+        .collect();
     let mut base_limits = Limits {
         total: Some(args.max_jobs.unwrap_or_else(cpus)),
         default: args.default_limit,
@@ -305,7 +311,11 @@ pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
                 "--limit {group}={limit}: no job in {source} names group {group}"
             ));
         }
-        base_limits.groups.insert(group.clone(), *limit);
+        if let Some(earlier) = base_limits.groups.insert(group.clone(), *limit) {
+            warnings.push(format!(
+                "--limit {group}={limit} replaces --limit {group}={earlier} given before it"
+            ));
+        }
     }
 
     let limits_file = match &args.limits_file {

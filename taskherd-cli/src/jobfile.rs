@@ -30,6 +30,34 @@ pub struct Job {
     pub groups: Vec<Group>,
     /// The shell command, run with `sh -c`.
     pub command: String,
+    /// The line has a `::` standing alone (possibly with no group before it).
+    pub separated: bool,
+}
+
+impl Job {
+    /// A warning if this job looks like a typo for a job with groups: it names no group and its
+    /// command's first word ends in `:` (`web1:: cmd`, `web1 db: cmd`), so the groups were
+    /// glued to a `::` that does not stand alone, or written with a single `:`.
+    #[must_use]
+    ///
+    /// Only the leading words that could be group names are looked at (`echo a: b` warns too;
+    /// write `:: echo a: b` to say there is no group on purpose, which never warns).
+    pub fn typo_warning(&self) -> Option<String> {
+        if self.separated {
+            return None;
+        }
+        let suspect = self
+            .command
+            .split_whitespace()
+            .take_while(|word| check_group_name(word.trim_end_matches(':')).is_ok())
+            .find(|word| word.ends_with(':'))?;
+        Some(format!(
+            "{}: {suspect:?} looks like a group list's end, but the line has no \" :: \" \
+             standing alone, so it runs as a command without groups; write \"GROUP ... :: \
+             COMMAND\" (or \":: COMMAND\" to say there is no group)",
+            self.line
+        ))
+    }
 }
 
 /// A problem with one line of the job file.
@@ -98,7 +126,7 @@ pub fn parse(text: &[u8]) -> Result<Vec<Job>, Vec<LineError>> {
         };
         match parse_line(text) {
             Ok(None) => {}
-            Ok(Some((groups, command))) => {
+            Ok(Some((groups, command, separated))) => {
                 let mut job_groups: Vec<Group> = Vec::with_capacity(groups.len());
                 let mut bad = false;
                 for name in groups {
@@ -121,6 +149,7 @@ pub fn parse(text: &[u8]) -> Result<Vec<Job>, Vec<LineError>> {
                         line,
                         groups: job_groups,
                         command: command.to_owned(),
+                        separated,
                     });
                 }
             }
@@ -134,18 +163,22 @@ pub fn parse(text: &[u8]) -> Result<Vec<Job>, Vec<LineError>> {
     }
 }
 
+/// One job line split up: its group names, its command, and whether it has a lone `::`.
+type Parsed<'a> = (Vec<&'a str>, &'a str, bool);
+
 /// Splits one line into group names and command; `None` for a blank or comment line.
-fn parse_line(text: &str) -> Result<Option<(Vec<&str>, &str)>, String> {
+fn parse_line(text: &str) -> Result<Option<Parsed<'_>>, String> {
     let trimmed = text.trim();
     if trimmed.is_empty() || trimmed.starts_with('#') {
         return Ok(None);
     }
-    let (groups, command) = match find_separator(text) {
+    let (groups, command, separated) = match find_separator(text) {
         Some(at) => (
             text[..at].split_whitespace().collect(),
             text[at + 2..].trim_start(),
+            true,
         ),
-        None => (Vec::new(), text.trim_start()),
+        None => (Vec::new(), text.trim_start(), false),
     };
     if command.trim().is_empty() {
         return Err("empty command after \"::\"".to_owned());
@@ -153,7 +186,7 @@ fn parse_line(text: &str) -> Result<Option<(Vec<&str>, &str)>, String> {
     if command.contains('\0') {
         return Err("command contains a NUL character".to_owned());
     }
-    Ok(Some((groups, command)))
+    Ok(Some((groups, command, separated)))
 }
 
 /// The byte offset of the first `::` that stands alone as a word.
@@ -324,5 +357,17 @@ mod tests {
     fn empty_file() {
         assert_eq!(parse(b"").unwrap(), []);
         assert_eq!(parse(b"\n# only a comment\n").unwrap(), []);
+    }
+
+    #[test]
+    fn typos_for_the_separator_are_warned_about() {
+        let warned: Vec<usize> = parse(
+            b"web1:: a\nweb1 db: b\n10.0.0.7:5432:: c\n:: d: e\necho a::b\nweb1 :: f:\nls -l\n",
+        )
+        .unwrap()
+        .iter()
+        .filter_map(|job| job.typo_warning().map(|_| job.line))
+        .collect();
+        assert_eq!(warned, [1, 2, 3]);
     }
 }

@@ -58,11 +58,21 @@ pub type Settings = Vec<(Target, Option<usize>)>;
 
 /// Parses a positive count given on the command line (`-j`, `-d`, the `N` of `--limit`).
 pub fn parse_positive(text: &str) -> Result<usize, String> {
-    match text.trim().parse::<usize>() {
+    match parse_count(text.trim()) {
         Ok(0) => Err("a limit must be at least 1 (with 0 no job could ever start)".to_owned()),
         Ok(n) => Ok(n),
-        Err(_) => Err(format!("{text:?} is not a whole number")),
+        Err(Some(too_large)) => Err(too_large),
+        Err(None) => Err(format!("{text:?} is not a whole number")),
     }
+}
+
+/// Parses a count: `Err(Some(message))` if it is a whole number too large to use,
+/// `Err(None)` if it is not a whole number at all.
+fn parse_count(text: &str) -> Result<usize, Option<String>> {
+    text.parse::<usize>().map_err(|error| {
+        (*error.kind() == std::num::IntErrorKind::PosOverflow)
+            .then(|| format!("{text:?} is too large (at most {})", usize::MAX))
+    })
 }
 
 /// Parses `--limit GROUP=N`.
@@ -121,8 +131,9 @@ fn parse_setting(text: &str) -> Result<(Target, Option<usize>), String> {
     };
     let value = match value {
         "none" => None,
-        _ => Some(value.parse::<usize>().map_err(|_| {
-            format!("limit of {name}: {value:?} is not a whole number or \"none\"")
+        _ => Some(parse_count(value).map_err(|too_large| match too_large {
+            Some(too_large) => format!("limit of {name}: {too_large}"),
+            None => format!("limit of {name}: {value:?} is not a whole number or \"none\""),
         })?),
     };
     Ok((target, value))
@@ -208,6 +219,13 @@ mod tests {
             "\"x\" is not a whole number"
         );
         assert!(parse_limit_arg("db=0").unwrap_err().contains("at least 1"));
+        assert_eq!(
+            parse_limit_arg("db=99999999999999999999999").unwrap_err(),
+            format!(
+                "\"99999999999999999999999\" is too large (at most {})",
+                usize::MAX
+            )
+        );
         assert!(parse_limit_arg("db=-1").is_err());
         assert!(parse_limit_arg("a b=1").unwrap_err().contains("' '"));
     }

@@ -115,3 +115,56 @@ fn a_bad_report_path_leaves_no_output_directory_behind() {
         "the output directory was created anyway"
     );
 }
+
+/// A group limited twice on the command line takes the last limit, with a warning (issue 11,
+/// item 8), and a limits-file value too large to use is reported as such.
+#[test]
+fn a_group_limited_twice_warns_and_takes_the_last() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "a :: true\n");
+    let run = scratch.run(&["run", "--dry-run", "-l", "a=1", "-l", "a=3", "jobs.txt"]);
+    run.assert_code(0)
+        .assert_stderr_contains(
+            "taskherd: warning: --limit a=3 replaces --limit a=1 given before it",
+        )
+        .assert_stdout_contains("a           1      3\n");
+    scratch.write("limits.txt", "a=123456789012345678901234567890\n");
+    scratch
+        .run(&[
+            "run",
+            "--dry-run",
+            "--limits-file",
+            "limits.txt",
+            "jobs.txt",
+        ])
+        .assert_code(2)
+        .assert_stderr_contains(
+            "limits.txt:1: limit of a: \"123456789012345678901234567890\" is too large",
+        );
+}
+
+/// A typo for ` :: ` (`web1:: cmd`, `web1 db: cmd`) is warned about at check time (issue 11,
+/// item 9); the line still runs as written, and `:: cmd` says "no group" on purpose.
+#[test]
+fn a_group_list_glued_to_its_separator_is_warned_about() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "jobs.txt",
+        "web1:: touch one\nweb1 db: touch two\n:: echo note: fine\necho a::b\n",
+    );
+    let run = scratch.run(&["run", "--no-summary", "-j", "1", "jobs.txt"]);
+    // The two typos run as commands named `web1::` and `web1`, which fail.
+    run.assert_code(1)
+        .assert_stderr_contains(
+            "taskherd: warning: jobs.txt:1: \"web1::\" looks like a group list's end",
+        )
+        .assert_stderr_contains(
+            "taskherd: warning: jobs.txt:2: \"db:\" looks like a group list's end",
+        )
+        .assert_stdout_contains("[3] note: fine\n[4] a::b\n");
+    assert_eq!(
+        run.stderr.matches("looks like a group list's end").count(),
+        2,
+        "{run:#?}"
+    );
+}

@@ -65,6 +65,11 @@ fn bad_limits_on_the_command_line() {
         (&["-j", "0"], "a limit must be at least 1"),
         (&["-d", "two"], "\"two\" is not a whole number"),
         (
+            &["-l", "db=99999999999999999999999"],
+            "\"99999999999999999999999\" is too large (at most 18446744073709551615)",
+        ),
+        (&["-j", "1e3"], "\"1e3\" is not a whole number"),
+        (
             &["--output", "files"],
             "expected prefixed, grouped or dir:PATH",
         ),
