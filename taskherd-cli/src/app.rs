@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use taskherd::TaskPool;
 
+use crate::arg_limits::ArgLimits;
 use crate::cli::{OutputMode, RunArgs};
 use crate::jobfile::{self, Group, Job, LineError};
 use crate::limits::{self, Limits, Settings, Target};
@@ -291,6 +292,11 @@ fn build_pool(limits: &Limits) -> TaskPool<Group> {
 pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
     let (source, text) = read_jobs(args.jobfile.as_deref())?;
     let jobs = jobfile::parse(&text).map_err(|errors| Fatal::lines(&source, &errors))?;
+    // A command the system would refuse to pass to `sh -c` fails now, not when its turn comes.
+    let too_long = ArgLimits::of_this_system().check(&jobs);
+    if !too_long.is_empty() {
+        return Err(Fatal::lines(&source, &too_long));
+    }
 
     let named: BTreeSet<&Group> = jobs.iter().flat_map(|job| &job.groups).collect();
     let mut warnings: Vec<String> = jobs

@@ -16,11 +16,13 @@
 //!   at the end;
 //! - `table`: plain-text tables.
 
-// The only unsafe code is the call to killpg in `signals`.
+// The only unsafe code: the call to killpg in `signals`, and to sysconf in `arg_limits`.
 #![deny(unsafe_code)]
 
 #[cfg(unix)]
 mod app;
+#[cfg(unix)]
+mod arg_limits;
 #[cfg(unix)]
 mod cli;
 #[cfg(unix)]

@@ -111,3 +111,30 @@ fn bad_limits_file_at_start() {
         .assert_code(2)
         .assert_stderr_contains("cannot read limits file absent.txt");
 }
+
+/// A command the system would refuse to pass to `sh -c` (longer than one argument may be on
+/// Linux, 128 KiB) is reported up front with its line, and nothing runs (issue 11, item 2).
+/// A long command under the limit runs.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_command_too_long_for_the_system_is_refused_up_front() {
+    let scratch = Scratch::new();
+    let long = format!(": {}; touch long-ran", "x".repeat(100_000));
+    let too_long = format!(": {}", "x".repeat(200_000));
+    scratch.write("jobs.txt", &format!("touch ran\n{too_long}\n"));
+    scratch
+        .run(&["run", "jobs.txt"])
+        .assert_code(2)
+        .assert_stderr_contains(&format!(
+            "jobs.txt:2: the command is {} bytes, more than the",
+            too_long.len()
+        ))
+        .assert_stderr_contains("put it in a script");
+    assert!(!scratch.exists("ran"), "nothing runs");
+
+    scratch.write("jobs.txt", &format!("{long}\n"));
+    scratch
+        .run(&["run", "--no-summary", "jobs.txt"])
+        .assert_code(0);
+    assert!(scratch.exists("long-ran"));
+}

@@ -144,11 +144,18 @@ fn jobs_read_no_input() {
 #[test]
 fn a_job_that_cannot_start_says_why_on_standard_error() {
     let scratch = Scratch::new();
-    // One argument longer than Linux accepts for exec (128 KiB): `sh` cannot be started.
-    let long = "x".repeat(200_000);
-    scratch.write("jobs.txt", &format!("g :: echo {long}\n"));
-    scratch
-        .run(&["run", "--report", "r.jsonl", "jobs.txt"])
+    scratch.write("jobs.txt", "g :: echo hi\n");
+    // So few file descriptors that the job's pipes cannot be made: `sh` cannot be started.
+    // (A command too long for exec is refused up front instead: see `errors.rs`.)
+    let output = std::process::Command::new("sh")
+        .args(["-c", "ulimit -n 12 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_taskherd"))
+        .args(["run", "--report", "r.jsonl", "jobs.txt"])
+        .current_dir(scratch.dir())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("cannot run the taskherd binary");
+    crate::support::Finished::from(output)
         .assert_code(1)
         .assert_stderr_contains("line 1 could not start: ");
     let records = report(&scratch, "r.jsonl");
