@@ -15,7 +15,7 @@ use crate::limits::{self, Limits, Settings, Target};
 use crate::output::Writer;
 use crate::plan;
 use crate::progress::{self, Progress};
-use crate::report::Report;
+use crate::report::{self, Report};
 use crate::runner;
 use crate::signals;
 use crate::summary;
@@ -170,7 +170,11 @@ impl Setup {
 
     /// For `--dry-run`: the checks `create` would fail, without creating anything.
     fn check(args: &RunArgs) -> Result<(), Fatal> {
-        if let Some(path) = &args.report {
+        if let Some(path) = args
+            .report
+            .as_deref()
+            .filter(|path| !report::is_stdout(path))
+        {
             let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
             if parent.is_some_and(|dir| !dir.is_dir()) || path.is_dir() {
                 return Err(Fatal::one(format!(
@@ -207,7 +211,8 @@ async fn execute(args: &RunArgs, prepared: Prepared, setup: Setup) -> u8 {
         _ => None,
     };
     let progress = Progress::start(progress::Mode::choose(flag), prepared.jobs.len());
-    let writer = match Writer::start(progress.suspend_hook()) {
+    let report_to_stdout = args.report.as_deref().is_some_and(report::is_stdout);
+    let writer = match Writer::start(progress.suspend_hook(), report_to_stdout) {
         Ok(writer) => writer,
         Err(error) => {
             eprintln!("taskherd: cannot start the output thread: {error}");

@@ -40,12 +40,13 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer thread. `suspend` wraps every batch of writes (the progress display
-    /// hides itself during them); `None` writes directly.
-    pub fn start(suspend: Option<Suspend>) -> io::Result<Writer> {
+    /// hides itself during them); `None` writes directly. With `jobs_to_stderr`, the jobs'
+    /// standard output goes to standard error too (the report has standard output).
+    pub fn start(suspend: Option<Suspend>, jobs_to_stderr: bool) -> io::Result<Writer> {
         let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
         let thread = std::thread::Builder::new()
             .name("taskherd-output".to_owned())
-            .spawn(move || write_loop(receiver, suspend))?;
+            .spawn(move || write_loop(receiver, suspend, jobs_to_stderr))?;
         Ok(Writer {
             sender,
             thread: Some(thread),
@@ -71,8 +72,11 @@ impl Writer {
 /// Runs a batch of writes with the progress display hidden.
 pub type Suspend = Box<dyn Fn(&mut dyn FnMut()) + Send>;
 
-fn write_loop(mut receiver: mpsc::Receiver<Msg>, suspend: Option<Suspend>) {
-    let mut state = WriteState::default();
+fn write_loop(mut receiver: mpsc::Receiver<Msg>, suspend: Option<Suspend>, jobs_to_stderr: bool) {
+    let mut state = WriteState {
+        jobs_to_stderr,
+        ..WriteState::default()
+    };
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(first) = receiver.blocking_recv() {
         batch.push(first);
@@ -98,6 +102,8 @@ fn write_loop(mut receiver: mpsc::Receiver<Msg>, suspend: Option<Suspend>) {
 struct WriteState {
     /// Standard output could not be written (a closed pipe): job output is dropped from then on.
     stdout_broken: bool,
+    /// The jobs' standard output goes to standard error (`--report -` has standard output).
+    jobs_to_stderr: bool,
     out: Vec<u8>,
     err: Vec<u8>,
 }
@@ -111,6 +117,10 @@ impl WriteState {
         let mut shutdown = false;
         for msg in batch.drain(..) {
             match msg {
+                Msg::Stdout(bytes) if self.jobs_to_stderr => {
+                    self.flush_out();
+                    self.err.extend_from_slice(&bytes);
+                }
                 Msg::Stdout(bytes) => {
                     self.flush_err();
                     self.out.extend_from_slice(&bytes);

@@ -32,17 +32,32 @@ use serde::Serialize;
 use crate::jobfile::Job;
 use crate::outcome::{Outcome, Status};
 
-/// Writes report records to a file.
-#[derive(Debug)]
+/// Writes report records to a file, or to standard output.
 pub struct Report {
-    file: BufWriter<File>,
+    file: BufWriter<Box<dyn Write + Send>>,
+}
+
+impl std::fmt::Debug for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Report").finish_non_exhaustive()
+    }
+}
+
+/// Whether a `--report` path means standard output (`-`).
+pub fn is_stdout(path: &Path) -> bool {
+    path.as_os_str() == "-"
 }
 
 impl Report {
-    /// Creates (or truncates) the report file.
+    /// Creates (or truncates) the report file; `-` is standard output.
     pub fn create(path: &Path) -> io::Result<Report> {
+        let sink: Box<dyn Write + Send> = if is_stdout(path) {
+            Box::new(io::stdout())
+        } else {
+            Box::new(File::create(path)?)
+        };
         Ok(Report {
-            file: BufWriter::new(File::create(path)?),
+            file: BufWriter::new(sink),
         })
     }
 

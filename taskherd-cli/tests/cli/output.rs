@@ -102,3 +102,30 @@ fn no_progress_without_a_terminal_by_default() {
     run.assert_code(0);
     assert_eq!(run.stderr, "");
 }
+
+/// `--report -` writes the report to standard output, and keeps the jobs' output apart, on
+/// standard error (issue 11, item 6); no file named `-` is made.
+#[test]
+fn report_to_standard_output_keeps_job_output_apart() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "echo hello\ng :: echo two; exit 3\n");
+    let run = scratch.run(&["run", "--report", "-", "--no-summary", "jobs.txt"]);
+    run.assert_code(1)
+        .assert_stderr_contains("[1] hello\n")
+        .assert_stderr_contains("[2] two\n");
+    let records: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect();
+    let mut lines: Vec<(u64, &str)> = records
+        .iter()
+        .map(|r| (r["line"].as_u64().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    lines.sort_unstable();
+    assert_eq!(lines, [(1, "succeeded"), (2, "failed")]);
+    assert!(!scratch.exists("-"), "no file named '-'");
+    scratch
+        .run(&["run", "--dry-run", "--report", "-", "jobs.txt"])
+        .assert_code(0);
+}
