@@ -68,8 +68,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub halt_on_error: bool,
 
-    /// Job output: `prefixed` (each line as it comes, prefixed with the job's line number),
-    /// `grouped` (each job's output in one piece when it ends) or `dir:PATH` (PATH/LINE.log).
+    /// Job output: `prefixed` (each line as it comes, prefixed with the job's line number; a
+    /// line over 1 MiB is cut into pieces, each prefixed), `grouped` (each job's output in one
+    /// piece when it ends; past 1 MiB it waits in a temporary file) or `dir:PATH`
+    /// (PATH/LINE.log). Output without a final newline gets one.
     #[arg(long, value_name = "MODE", default_value = "prefixed", value_parser = parse_output)]
     pub output: OutputMode,
 

@@ -241,11 +241,126 @@ async fn send_line(line: &mut Vec<u8>, prefix: &[u8], stream: Stream, sender: &S
     let _ = sender.send(stream.msg(bytes)).await;
 }
 
-/// Reads a job's pipe to its end into `bytes`. If the future is dropped early, `bytes` keeps
-/// what was read so far.
-pub async fn collect(mut pipe: impl AsyncRead + Unpin, bytes: &mut Vec<u8>) {
-    // What was read before an error is kept; the rest of the pipe is lost.
-    let _ = pipe.read_to_end(bytes).await;
+/// How much of one stream of one job `grouped` mode keeps in memory; the rest is spilled to
+/// a temporary file.
+pub const SPOOL_MEMORY: usize = 1 << 20;
+
+/// One stream of a job's output in `grouped` mode: in memory up to [`SPOOL_MEMORY`] bytes,
+/// then in an unnamed temporary file, so that a job printing gigabytes does not take as much
+/// memory. The file is removed from its directory as soon as it is made (it lives on while
+/// open), so nothing is left behind, even if taskherd is killed.
+#[derive(Default)]
+pub struct Spool {
+    memory: Vec<u8>,
+    file: Option<tokio::fs::File>,
+    /// The last byte of the output.
+    last: Option<u8>,
+}
+
+impl Spool {
+    /// Reads a job's pipe to its end. If the future is dropped early, what was read so far is
+    /// kept; what a read error leaves in the pipe is lost.
+    pub async fn fill(&mut self, mut pipe: impl AsyncRead + Unpin) {
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            match pipe.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => self.push(&buffer[..read]).await,
+            }
+        }
+    }
+
+    async fn push(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+
+        self.last = bytes.last().copied().or(self.last);
+        if self.file.is_none() && self.memory.len() + bytes.len() > SPOOL_MEMORY {
+            // A file that cannot be made (no room, no temporary directory) keeps the output
+            // in memory, as before spilling existed: nothing is lost.
+            if let Ok(mut file) = spill_file().await {
+                if file.write_all(&self.memory).await.is_ok() {
+                    self.memory = Vec::new();
+                    self.file = Some(file);
+                }
+            }
+        }
+        match &mut self.file {
+            Some(file) => {
+                if file.write_all(bytes).await.is_err() {
+                    // The file is full: keep the rest in memory rather than lose it.
+                    self.memory.extend_from_slice(bytes);
+                }
+            }
+            None => self.memory.extend_from_slice(bytes),
+        }
+    }
+
+    /// Whether the output went to a temporary file.
+    #[cfg(test)]
+    pub fn spilled(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Sends the whole output as `stream`, in pieces of at most [`SPOOL_MEMORY`] bytes, with a
+    /// newline at its end if it lacks one (as `prefixed` mode does), so it is not glued to
+    /// the next job's. The caller keeps other jobs' output out in the meantime.
+    pub async fn send(self, stream: Stream, sender: &Sender) {
+        use tokio::io::AsyncSeekExt;
+
+        let Some(last) = self.last else {
+            return;
+        };
+        if let Some(mut file) = self.file {
+            if file.seek(std::io::SeekFrom::Start(0)).await.is_ok() {
+                let mut piece = vec![0; SPOOL_MEMORY];
+                loop {
+                    match file.read(&mut piece).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(read) => {
+                            let _ = sender.send(stream.msg(piece[..read].to_vec())).await;
+                        }
+                    }
+                }
+            }
+        }
+        let mut rest = self.memory;
+        if last != b'\n' {
+            rest.push(b'\n');
+        }
+        if !rest.is_empty() {
+            let _ = sender.send(stream.msg(rest)).await;
+        }
+    }
+}
+
+/// An unnamed temporary file (made, then removed from its directory), readable only by its
+/// owner.
+async fn spill_file() -> io::Result<tokio::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    // Distinct names within this process; `create_new` refuses any name taken by another.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir();
+    loop {
+        // Relaxed: only uniqueness matters, not ordering with other memory.
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("taskherd-{}-{n}.spool", std::process::id()));
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path);
+        match opened {
+            Ok(file) => {
+                let _ = std::fs::remove_file(&path);
+                return Ok(tokio::fs::File::from_std(file));
+            }
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -301,5 +416,55 @@ mod tests {
             lengths.push(bytes.len() - 3);
         }
         assert_eq!(lengths, [MAX_LINE, MAX_LINE, 10, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_large_grouped_output_spills_to_a_file_and_comes_back_whole() {
+        let big: Vec<u8> = (0..3 * SPOOL_MEMORY + 123)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect();
+        let mut spool = Spool::default();
+        spool.fill(&big[..]).await;
+        assert!(spool.spilled(), "more than SPOOL_MEMORY goes to a file");
+        assert!(spool.memory.len() <= SPOOL_MEMORY);
+        let (sender, mut receiver) = mpsc::channel(16);
+        let sending = tokio::spawn(async move { spool.send(Stream::Stdout, &sender).await });
+        let mut got = Vec::new();
+        while let Some(msg) = receiver.recv().await {
+            match msg {
+                Msg::Stdout(bytes) => {
+                    assert!(bytes.len() <= SPOOL_MEMORY + 1);
+                    got.extend_from_slice(&bytes);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        sending.await.unwrap();
+        assert_eq!(got.len(), big.len() + 1, "all of it, and a final newline");
+        assert_eq!(&got[..big.len()], &big[..]);
+        assert_eq!(got.last(), Some(&b'\n'));
+    }
+
+    #[tokio::test]
+    async fn a_small_grouped_output_stays_in_memory_and_keeps_its_newline() {
+        for (input, expected) in [
+            (&b"one\ntwo\n"[..], &b"one\ntwo\n"[..]),
+            (b"no newline", b"no newline\n"),
+        ] {
+            let mut spool = Spool::default();
+            spool.fill(input).await;
+            assert!(!spool.spilled());
+            let (sender, mut receiver) = mpsc::channel(4);
+            spool.send(Stream::Stderr, &sender).await;
+            drop(sender);
+            match receiver.recv().await {
+                Some(Msg::Stderr(bytes)) => assert_eq!(bytes, expected),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let (sender, mut receiver) = mpsc::channel(4);
+        Spool::default().send(Stream::Stdout, &sender).await;
+        drop(sender);
+        assert!(receiver.recv().await.is_none(), "no output, nothing sent");
     }
 }

@@ -41,7 +41,7 @@ use tokio::time::sleep_until;
 use crate::cli::OutputMode;
 use crate::jobfile::{Group, Job};
 use crate::outcome::{Outcome, Reason, Status, Times};
-use crate::output::{self, Msg, Stream};
+use crate::output::{self, Msg, Spool, Stream};
 use crate::progress::Progress;
 use crate::report::Report;
 use crate::signals::{Event, Groups};
@@ -86,6 +86,8 @@ struct Shared {
     groups: Groups,
     /// Set once every running job was sent SIGKILL: their output is not waited for any more.
     killed: watch::Sender<bool>,
+    /// Held while one job's output is sent in `grouped` mode.
+    grouped: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -142,6 +144,7 @@ pub async fn run(
         output,
         groups: Groups::default(),
         killed: watch::Sender::new(false),
+        grouped: tokio::sync::Mutex::new(()),
     });
     let submitter = tokio::spawn(submit(Arc::clone(&shared)));
 
@@ -509,25 +512,18 @@ async fn wait(
     let sender = &shared.output;
     match shared.config.output {
         OutputMode::Grouped => {
-            let (mut out, mut err) = (Vec::new(), Vec::new());
-            let read = async {
-                tokio::join!(
-                    output::collect(stdout, &mut out),
-                    output::collect(stderr, &mut err)
-                )
-            };
+            let (mut out, mut err) = (Spool::default(), Spool::default());
+            let read = async { tokio::join!(out.fill(stdout), err.fill(stderr)) };
             let (exit, ()) = tokio::join!(child.wait(), async {
                 tokio::select! {
                     _ = read => {}
                     () = killed => {}
                 }
             });
-            if !out.is_empty() {
-                let _ = sender.send(Msg::Stdout(out)).await;
-            }
-            if !err.is_empty() {
-                let _ = sender.send(Msg::Stderr(err)).await;
-            }
+            // One job's output in one piece: no other job's output between its pieces.
+            let _turn = shared.grouped.lock().await;
+            out.send(Stream::Stdout, sender).await;
+            err.send(Stream::Stderr, sender).await;
             exit
         }
         _ => {

@@ -129,3 +129,34 @@ fn report_to_standard_output_keeps_job_output_apart() {
         .run(&["run", "--dry-run", "--report", "-", "jobs.txt"])
         .assert_code(0);
 }
+
+/// `grouped` mode: a job's output larger than what is kept in memory (spilled to a temporary
+/// file) still comes out in one piece, not mixed with another job's, and output without a
+/// final newline gets one, so the next job's output starts on its own line (issue 11, item 3).
+#[test]
+fn grouped_output_comes_whole_with_a_final_newline_however_large() {
+    let scratch = Scratch::new();
+    // 3 MB of 'a' with no newline, written slowly enough that the other job ends meanwhile.
+    scratch.write(
+        "jobs.txt",
+        "head -c 1500000 /dev/zero | tr '\\0' a; sleep 0.3; head -c 1500000 /dev/zero | tr '\\0' a\n\
+         printf 'short\\n'; printf 'no newline'\n",
+    );
+    let run = scratch.run(&["run", "--output", "grouped", "--no-summary", "jobs.txt"]);
+    run.assert_code(0);
+    let big = "a".repeat(3_000_000);
+    let outputs: Vec<&str> = run.stdout.split_inclusive('\n').collect();
+    assert_eq!(
+        outputs,
+        ["short\n", "no newline\n", &format!("{big}\n")[..]],
+        "{} bytes on standard output",
+        run.stdout.len()
+    );
+    // Nothing is left in the temporary directory.
+    let leftovers = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".spool"))
+        .count();
+    assert_eq!(leftovers, 0);
+}
