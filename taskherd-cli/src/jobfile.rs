@@ -10,6 +10,8 @@
 //! - A line without a lone `::` is a command without groups.
 //! - Blank lines, and lines whose first non-blank character is `#`, are skipped.
 //! - Line endings may be `\n` or `\r\n`.
+//! - A command may hold any bytes but NUL: it is passed to `sh -c` as it is, so commands in a
+//!   legacy encoding work. Group names must be UTF-8.
 //!
 //! Every line is checked before anything runs; [`parse`] returns every problem it finds, each
 //! with its line number.
@@ -28,8 +30,8 @@ pub struct Job {
     pub line: usize,
     /// The job's groups in the order written, each named once.
     pub groups: Vec<Group>,
-    /// The shell command, run with `sh -c`.
-    pub command: String,
+    /// The shell command, run with `sh -c`: any bytes but NUL (not necessarily UTF-8).
+    pub command: Vec<u8>,
     /// The line has a `::` standing alone (possibly with no group before it).
     pub separated: bool,
 }
@@ -46,8 +48,8 @@ impl Job {
         if self.separated {
             return None;
         }
-        let suspect = self
-            .command
+        let command = String::from_utf8_lossy(&self.command);
+        let suspect = command
             .split_whitespace()
             .take_while(|word| check_group_name(word.trim_end_matches(':')).is_ok())
             .find(|word| word.ends_with(':'))?;
@@ -117,14 +119,7 @@ pub fn parse(text: &[u8]) -> Result<Vec<Job>, Vec<LineError>> {
     for (index, raw) in text.split(|&b| b == b'\n').enumerate() {
         let line = index + 1;
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let Ok(text) = std::str::from_utf8(raw) else {
-            errors.push(LineError {
-                line,
-                message: "line is not valid UTF-8".to_owned(),
-            });
-            continue;
-        };
-        match parse_line(text) {
+        match parse_line(raw) {
             Ok(None) => {}
             Ok(Some((groups, command, separated))) => {
                 let mut job_groups: Vec<Group> = Vec::with_capacity(groups.len());
@@ -148,7 +143,7 @@ pub fn parse(text: &[u8]) -> Result<Vec<Job>, Vec<LineError>> {
                     jobs.push(Job {
                         line,
                         groups: job_groups,
-                        command: command.to_owned(),
+                        command: command.to_vec(),
                         separated,
                     });
                 }
@@ -164,38 +159,48 @@ pub fn parse(text: &[u8]) -> Result<Vec<Job>, Vec<LineError>> {
 }
 
 /// One job line split up: its group names, its command, and whether it has a lone `::`.
-type Parsed<'a> = (Vec<&'a str>, &'a str, bool);
+type Parsed<'a> = (Vec<&'a str>, &'a [u8], bool);
 
 /// Splits one line into group names and command; `None` for a blank or comment line.
-fn parse_line(text: &str) -> Result<Option<Parsed<'_>>, String> {
-    let trimmed = text.trim();
-    if trimmed.is_empty() || trimmed.starts_with('#') {
+fn parse_line(text: &[u8]) -> Result<Option<Parsed<'_>>, String> {
+    let trimmed = text.trim_ascii();
+    if trimmed.is_empty() || trimmed.starts_with(b"#") {
         return Ok(None);
     }
     let (groups, command, separated) = match find_separator(text) {
-        Some(at) => (
-            text[..at].split_whitespace().collect(),
-            text[at + 2..].trim_start(),
-            true,
-        ),
-        None => (Vec::new(), text.trim_start(), false),
+        Some(at) => {
+            let groups = std::str::from_utf8(&text[..at])
+                .map_err(|_| "group names are not valid UTF-8".to_owned())?;
+            (
+                groups.split_whitespace().collect(),
+                text[at + 2..].trim_ascii_start(),
+                true,
+            )
+        }
+        None => (Vec::new(), text.trim_ascii_start(), false),
     };
-    if command.trim().is_empty() {
+    if command.trim_ascii().is_empty() {
         return Err("empty command after \"::\"".to_owned());
     }
-    if command.contains('\0') {
+    if command.contains(&0) {
         return Err("command contains a NUL character".to_owned());
     }
     Ok(Some((groups, command, separated)))
 }
 
-/// The byte offset of the first `::` that stands alone as a word.
-fn find_separator(text: &str) -> Option<usize> {
-    text.match_indices("::").map(|(at, _)| at).find(|&at| {
-        let before = text[..at].chars().next_back();
-        let after = text[at + 2..].chars().next();
-        before.is_none_or(char::is_whitespace) && after.is_none_or(char::is_whitespace)
-    })
+/// The byte offset of the first `::` that stands alone as a word (ASCII whitespace or the
+/// line's ends around it).
+fn find_separator(text: &[u8]) -> Option<usize> {
+    text.windows(2)
+        .enumerate()
+        .filter(|(_, pair)| *pair == b"::")
+        .map(|(at, _)| at)
+        .find(|&at| {
+            let before = at.checked_sub(1).map(|i| text[i]);
+            let after = text.get(at + 2).copied();
+            before.is_none_or(|b| b.is_ascii_whitespace())
+                && after.is_none_or(|b| b.is_ascii_whitespace())
+        })
 }
 
 #[cfg(test)]
@@ -208,7 +213,7 @@ mod tests {
             .into_iter()
             .map(|job| {
                 let groups = job.groups.iter().map(|g| g.to_string()).collect();
-                (job.line, groups, job.command)
+                (job.line, groups, String::from_utf8(job.command).unwrap())
             })
             .collect()
     }
@@ -334,14 +339,28 @@ mod tests {
     }
 
     #[test]
-    fn invalid_utf8_and_nul() {
+    fn invalid_utf8_in_group_names_and_nul() {
         assert_eq!(
-            errors(b"g :: echo \xff\ng :: echo \0"),
+            errors(b"g\xff :: echo\ng :: echo \0"),
             [
-                "1: line is not valid UTF-8",
+                "1: group names are not valid UTF-8",
                 "2: command contains a NUL character"
             ]
         );
+    }
+
+    #[test]
+    fn commands_may_hold_any_bytes_but_nul() {
+        let jobs = parse(b"g :: echo \xff\xfe caf\xe9\n\xe9t\xe9 :: x\n").unwrap_err();
+        assert_eq!(
+            jobs.len(),
+            1,
+            "only the line with a non-UTF-8 group name is refused"
+        );
+        let ok = parse(b"g :: echo \xff\xfe caf\xe9\necho \xe9t\xe9\n").unwrap();
+        assert_eq!(ok[0].command, b"echo \xff\xfe caf\xe9");
+        assert_eq!(ok[1].command, b"echo \xe9t\xe9");
+        assert!(ok[1].groups.is_empty());
     }
 
     #[test]

@@ -73,7 +73,8 @@ impl Report {
 struct Record<'a> {
     line: usize,
     groups: Vec<&'a str>,
-    command: &'a str,
+    /// Not UTF-8 bytes of the command show as U+FFFD (JSON text is UTF-8).
+    command: std::borrow::Cow<'a, str>,
     ran: bool,
     status: &'static str,
     exit_code: Option<i32>,
@@ -100,7 +101,7 @@ impl<'a> Record<'a> {
         Record {
             line: job.line,
             groups: job.groups.iter().map(|group| &**group).collect(),
-            command: &job.command,
+            command: String::from_utf8_lossy(&job.command),
             ran: outcome.status.ran(),
             status: outcome.status.name(),
             exit_code,

@@ -27,6 +27,7 @@
 //! so it either started before the stop, and is registered by the time the stop is complete,
 //! or never starts.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, RwLock};
@@ -446,7 +447,7 @@ fn start(shared: &Shared, index: usize) -> Result<Started, NotRun> {
     let mut command = Command::new(SHELL);
     command
         .arg("-c")
-        .arg(&job.command)
+        .arg(std::ffi::OsStr::from_bytes(&job.command))
         .env("TASKHERD_LINE", job.line.to_string())
         .stdin(Stdio::null())
         // Its own process group, so that signals reach everything the job starts, and the

@@ -2,6 +2,7 @@
 //! and nothing run.
 
 use crate::support::Scratch;
+use std::os::unix::ffi::OsStrExt;
 
 /// A job file whose first line would leave a file behind if anything ran.
 fn with_side_effect(bad_lines: &str) -> String {
@@ -38,18 +39,38 @@ fn every_bad_line_is_reported() {
 }
 
 #[test]
-fn invalid_utf8_line() {
+fn invalid_utf8_in_a_group_name() {
     let scratch = Scratch::new();
     std::fs::write(
         scratch.path("jobs.txt"),
-        b"g :: touch ran\ng :: echo \xff\n",
+        b"g :: touch ran\ng\xff :: echo x\n",
     )
     .unwrap();
     scratch
         .run(&["run", "jobs.txt"])
         .assert_code(2)
-        .assert_stderr_contains("jobs.txt:2: line is not valid UTF-8");
+        .assert_stderr_contains("jobs.txt:2: group names are not valid UTF-8");
     assert!(!scratch.exists("ran"));
+}
+
+/// A command may hold bytes that are not UTF-8 (a legacy encoding): they reach `sh -c` as they
+/// are (issue 11, item 5). The report shows them as U+FFFD.
+#[test]
+fn a_command_that_is_not_utf8_runs_as_written() {
+    let scratch = Scratch::new();
+    std::fs::write(
+        scratch.path("jobs.txt"),
+        b"g :: printf 'caf\xe9' > out-\xe9\n",
+    )
+    .unwrap();
+    scratch
+        .run(&["run", "--report", "r.jsonl", "jobs.txt"])
+        .assert_code(0);
+    let written = std::fs::read(scratch.dir().join(std::ffi::OsStr::from_bytes(b"out-\xe9")))
+        .expect("the file named with the raw byte exists");
+    assert_eq!(written, b"caf\xe9");
+    let records = crate::support::report(&scratch, "r.jsonl");
+    assert_eq!(records[0]["command"], "printf 'caf\u{fffd}' > out-\u{fffd}");
 }
 
 #[test]
