@@ -287,7 +287,8 @@ impl Spool {
         match &mut self.file {
             Some(file) => {
                 if file.write_all(bytes).await.is_err() {
-                    // The file is full: keep the rest in memory rather than lose it.
+                    // The file is full: keep the rest in memory rather than lose it (part of
+                    // this piece may then come out twice; none of it is lost).
                     self.memory.extend_from_slice(bytes);
                 }
             }
@@ -305,13 +306,18 @@ impl Spool {
     /// newline at its end if it lacks one (as `prefixed` mode does), so it is not glued to
     /// the next job's. The caller keeps other jobs' output out in the meantime.
     pub async fn send(self, stream: Stream, sender: &Sender) {
-        use tokio::io::AsyncSeekExt;
+        use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
         let Some(last) = self.last else {
             return;
         };
         if let Some(mut file) = self.file {
-            if file.seek(std::io::SeekFrom::Start(0)).await.is_ok() {
+            // Writes still in flight finish first; then the file is read from its start.
+            let rewound = match file.flush().await {
+                Ok(()) => file.seek(std::io::SeekFrom::Start(0)).await.is_ok(),
+                Err(_) => false,
+            };
+            if rewound {
                 let mut piece = vec![0; SPOOL_MEMORY];
                 loop {
                     match file.read(&mut piece).await {
