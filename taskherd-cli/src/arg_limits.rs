@@ -32,8 +32,11 @@ impl ArgLimits {
         let environment: usize = std::env::vars_os()
             .map(|(key, value)| key.len() + 1 + value.len() + 1 + size_of::<usize>())
             .sum();
-        // `sh`, `-c`, `TASKHERD_LINE=<line>`, the command's pointer and the NULL pointers.
-        let fixed = 3 + 3 + "TASKHERD_LINE=".len() + 20 + 1 + 5 * size_of::<usize>();
+        // The program's path (copied once as the file to run, once as `argv[0]`), `-c`,
+        // `TASKHERD_LINE=<line>` with their NULs, and the pointers to them and to the command,
+        // with both arrays' terminating NULL pointers.
+        let shell = crate::runner::SHELL.len() + 1;
+        let fixed = 2 * shell + 3 + "TASKHERD_LINE=".len() + 21 + 6 * size_of::<usize>();
         let for_the_command =
             sysconf(libc::_SC_ARG_MAX).map(|max| max.saturating_sub(environment + fixed));
         Self {

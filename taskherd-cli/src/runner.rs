@@ -53,7 +53,7 @@ use crate::tally::{Snapshot, Tally};
 pub const MAX_QUEUED: usize = 10_000;
 
 /// The shell that runs each command.
-const SHELL: &str = "/bin/sh";
+pub const SHELL: &str = "/bin/sh";
 
 /// How a run is set up.
 #[derive(Debug, Clone)]
