@@ -1,6 +1,7 @@
 //! Model-based test of waiting admission: random sequences of `try_acquire`, waiting `acquire`s
-//! polled and dropped by hand, permit drops and limit changes, checked after every step against
-//! a small reference model written from the specification:
+//! polled and dropped by hand, permit drops and limit changes (and, in a second test, bursts of
+//! waiters then mass drops, so that waiter records are compacted while queues are live),
+//! checked after every step against a small reference model written from the specification:
 //!
 //! - Every admission counts in the total and in each distinct group it names.
 //! - A group has room while `running + reserved < limit` (no limit: always). The total's limit
@@ -58,6 +59,15 @@ enum Op {
     SetDefault(Option<usize>),
     /// One `set_limits` batch, applied as one change (the last change of a setting wins).
     SetLimits(Vec<Change>),
+    /// `n` waiting `acquire`s in the same groups, one after another.
+    Burst(Vec<u8>, usize),
+    /// Drops every waiter but one in `k` (those at `index % k == r`), oldest first or
+    /// youngest first.
+    DropMany {
+        k: usize,
+        r: usize,
+        oldest_first: bool,
+    },
 }
 
 /// One setting of a [`LimitChanges`] batch.
@@ -94,6 +104,39 @@ fn op() -> impl Strategy<Value = Op> {
         1 => prop::option::weighted(0.7, 0usize..=3).prop_map(Op::SetDefault),
         2 => prop::collection::vec(change(), 1..=4).prop_map(Op::SetLimits),
     ]
+}
+
+/// [`op`] with bursts of waiters and mass drops, so that waiter records are compacted while
+/// queues and reservations are live (a few waiters never trigger a compaction).
+fn burst_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        21 => op(),
+        2 => (groups(), 40usize..=160).prop_map(|(groups, n)| Op::Burst(groups, n)),
+        2 => (2usize..=16, any::<usize>(), any::<bool>())
+            .prop_map(|(k, r, oldest_first)| Op::DropMany { k, r: r % k, oldest_first }),
+    ]
+}
+
+/// The single operations an [`Op`] stands for, each checked on its own: a burst is its
+/// `acquire`s, a mass drop its drops.
+fn expand(op: &Op, waiters: usize) -> Vec<Op> {
+    match op {
+        Op::Burst(groups, n) => vec![Op::StartAcquire(groups.clone()); *n],
+        Op::DropMany { k, r, oldest_first } => {
+            let doomed: Vec<usize> = (0..waiters).filter(|j| j % k != *r).collect();
+            if *oldest_first {
+                // Each drop shifts the younger waiters down by one.
+                doomed
+                    .iter()
+                    .enumerate()
+                    .map(|(n, j)| Op::DropWaiter(j - n))
+                    .collect()
+            } else {
+                doomed.into_iter().rev().map(Op::DropWaiter).collect()
+            }
+        }
+        other => vec![other.clone()],
+    }
 }
 
 fn change() -> impl Strategy<Value = Change> {
@@ -724,6 +767,11 @@ fn apply(op: &Op, model: &mut Model, real: &mut Real<'_>) -> Result<[usize; SLOT
             // One change: the model settles once, under the final settings only.
             model.settle();
         }
+        Op::Burst(..) | Op::DropMany { .. } => {
+            return Err(TestCaseError::fail(
+                "bursts are expanded into single steps by `run`",
+            ));
+        }
     }
     Ok(released)
 }
@@ -780,11 +828,13 @@ fn run(setup: &Setup, ops: &[Op]) -> Result<(), TestCaseError> {
     check("setup", &model, &real)?;
 
     for (i, op) in ops.iter().enumerate() {
-        let step = format!("step {i}: {op:?}");
-        let before = real_running(&pool);
-        let released = apply(op, &mut model, &mut real)?;
-        check_admissions_within_limits(&step, &pool, &before, &released)?;
-        check(&step, &model, &real)?;
+        for (n, single) in expand(op, real.waiters.len()).iter().enumerate() {
+            let step = format!("step {i}.{n}: {single:?} (of {op:?})");
+            let before = real_running(&pool);
+            let released = apply(single, &mut model, &mut real)?;
+            check_admissions_within_limits(&step, &pool, &before, &released)?;
+            check(&step, &model, &real)?;
+        }
     }
 
     // Drain: drop the youngest waiter, then the oldest permit, until nothing is left. Every
@@ -830,6 +880,26 @@ proptest! {
     fn waiting_admission_matches_the_reference_model(
         setup in setup(),
         ops in prop::collection::vec(op(), 1..80),
+    ) {
+        run(&setup, &ops)?;
+    }
+}
+
+proptest! {
+    // Bursts of 40 to 160 waiters then mass drops, so that waiter records are compacted (moved,
+    // their queue links and the queues' ends re-pointed, the futures' references forwarded)
+    // while survivors queue and hold reservations. Longer cases: 64 by default, or
+    // PROPTEST_CASES.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: None,
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn waiting_admission_matches_the_reference_model_across_compactions(
+        setup in setup(),
+        ops in prop::collection::vec(burst_op(), 1..40),
     ) {
         run(&setup, &ops)?;
     }
