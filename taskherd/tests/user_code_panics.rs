@@ -1,6 +1,8 @@
 //! User code that panics must not corrupt the pool: a key's `Clone`, `Eq`, `Hash` or `Drop`,
-//! a waker's `clone` or `wake`. The panic may fail the call it happens in (it reaches the
-//! caller), but nothing is counted, queued or leaked, and no wake-up is lost.
+//! a waker's `clone` or `wake`. A key's or the caller's own waker's panic may fail the call it
+//! happens in (it reaches the caller); another waiter's panicking `wake` does not (the other
+//! wakers are still woken). Either way nothing is counted, queued or leaked, and no wake-up is
+//! lost.
 
 use std::future::Future;
 use std::hash::{Hash, Hasher};

@@ -1,14 +1,14 @@
-//! Panics in user code on the paths where a waiting future finishes (found in review).
+//! Panics in user code on the paths where a waiting future finishes.
 //!
-//! `WaitAdmission::poll` calls `Deferred::finish` (which drops keys and wakers, user code)
-//! before it records that the future is done. If that drop panics after the waiter's record
-//! was removed, the future still believes it is `Waiting(at)`; when it is dropped (during
-//! the unwinding of that very panic, as `acquire`'s `async` block drops its locals), its
-//! `cancel` finds no record and hits `debug_assert!(false, "cancelled a waiter twice")`: a
-//! panic while panicking, which aborts the process in every debug build (the user's tests).
-//!
-//! A test that aborts would take the whole test binary down, so the scenario runs in a child
-//! process (this binary, re-run on one test) and the parent checks how it ended.
+//! - A key's `Drop` that panics while a closed waiter's record is dropped, after the future
+//!   has seen that it is closed: the future must already know it holds nothing, so that its
+//!   own drop (during the unwinding of that panic, as `acquire`'s `async` block drops its
+//!   locals) does not try to give back a waiter that is gone. Before the fix it hit a debug
+//!   assertion while panicking, which aborts the process. A test that aborts would take the
+//!   whole test binary down, so the scenario runs in a child process (this binary, re-run on
+//!   one test) and the parent checks how it ended.
+//! - Another waiter's waker that panics when a release wakes it must not fail the released
+//!   task: its output still reaches its `JoinHandle`.
 
 use std::future::Future;
 use std::hash::{Hash, Hasher};
@@ -50,7 +50,7 @@ impl Drop for Key {
     }
 }
 
-const CHILD: &str = "TASKHERD_REVIEW_CHILD";
+const CHILD: &str = "TASKHERD_PANIC_TEST_CHILD";
 
 /// Runs test `name` of this binary in a child process with `CHILD` set; returns whether it
 /// exited normally (passed) and its stderr.
