@@ -125,8 +125,10 @@
 //! else is kept out: keys are hashed before locking (`K: Hash`); keys for new entries are
 //! moved in (a spawned task's own keys, a limit's key) or cloned before locking (`K: Clone`,
 //! for permits, on a second try when the first found entries missing); wakers are cloned
-//! before locking and woken and dropped after; removed keys, task records (with their abort
-//! handles) and waiter records are dropped after; releases, cancellations and grants find
+//! before locking and woken and dropped after; removed keys, the keys of task records and
+//! waiter records are dropped after (a released task's abort handle is dropped under the
+//! lock: the task holds its own reference while it releases, so that drop only decrements a
+//! count and runs no task code); releases, cancellations and grants find
 //! entries by their serial number, not by comparing keys. Tracing events are emitted after
 //! unlocking. If `K`'s `Hash` or `Eq` is inconsistent, lookups by key may miss (as with
 //! `std::collections::HashMap`), but an admission always releases the entries it counted in.

@@ -61,8 +61,8 @@ impl<T> Default for Records<T> {
     }
 }
 
-/// Spreads sequential ids over the forwarding table's buckets and control bytes.
-fn id_hash(id: u64) -> u64 {
+/// Spreads sequential ids over a hash table's buckets and control bytes.
+pub(crate) fn id_hash(id: u64) -> u64 {
     id.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 

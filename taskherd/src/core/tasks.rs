@@ -14,17 +14,12 @@
 use hashbrown::HashTable;
 use tokio::task::AbortHandle;
 
-use super::records::MIN_RETAINED_CAPACITY;
+use super::records::{MIN_RETAINED_CAPACITY, id_hash};
 use crate::group_set::GroupSet;
 
 /// Identifies one task record: its id, unique for the life of the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TaskRef(u64);
-
-/// Spreads sequential ids over the table's buckets and control bytes.
-fn id_hash(id: u64) -> u64 {
-    id.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
 
 pub(crate) struct TaskRecord<K> {
     id: u64,
