@@ -239,6 +239,7 @@ async fn execute(args: &RunArgs, prepared: Prepared, setup: Setup) -> u8 {
         output: args.output.clone(),
         halt_on_error: args.halt_on_error,
         kill_grace: args.kill_grace,
+        shell: args.shell.clone(),
     };
     let finished = runner::run(
         prepared.jobs,
@@ -295,10 +296,11 @@ fn build_pool(limits: &Limits) -> TaskPool<Group> {
 
 /// Reads and checks the job file, the limits and the limits file.
 pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
+    check_shell(&args.shell)?;
     let (source, text) = read_jobs(args.jobfile.as_deref())?;
     let jobs = jobfile::parse(&text).map_err(|errors| Fatal::lines(&source, &errors))?;
     // A command the system would refuse to pass to `sh -c` fails now, not when its turn comes.
-    let too_long = ArgLimits::of_this_system().check(&jobs);
+    let too_long = ArgLimits::of_this_system(&args.shell).check(&jobs);
     if !too_long.is_empty() {
         return Err(Fatal::lines(&source, &too_long));
     }
@@ -352,6 +354,24 @@ pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
         limits_file,
         warnings,
     })
+}
+
+/// Checks that `--shell` names a file this user may execute.
+fn check_shell(shell: &Path) -> Result<(), Fatal> {
+    use std::os::unix::fs::PermissionsExt;
+    let problem = match std::fs::metadata(shell) {
+        Err(error) => Some(error.to_string()),
+        Ok(meta) if !meta.is_file() => Some("not a file".to_owned()),
+        Ok(meta) if meta.permissions().mode() & 0o111 == 0 => Some("not executable".to_owned()),
+        Ok(_) => None,
+    };
+    match problem {
+        Some(problem) => Err(Fatal::one(format!(
+            "--shell {}: {problem}",
+            shell.display()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Warnings for limits-file settings naming a group that no job names.

@@ -1,6 +1,6 @@
 //! The system's limits on a program's arguments, checked before anything runs.
 //!
-//! A job runs as `sh -c COMMAND`, so its command is one argument of `execve`. Linux refuses an
+//! A job runs as `SHELL -c COMMAND`, so its command is one argument of `execve`. Linux refuses an
 //! argument longer than `MAX_ARG_STRLEN` (32 pages, 128 KiB with 4 KiB pages), and every system
 //! refuses arguments and environment that together exceed `ARG_MAX` (`sysconf(_SC_ARG_MAX)`,
 //! commonly 2 MiB). A job over either limit would fail only when its turn came, while other
@@ -20,8 +20,8 @@ pub struct ArgLimits {
 }
 
 impl ArgLimits {
-    /// The limits of this system and this process's environment.
-    pub fn of_this_system() -> Self {
+    /// The limits of this system and this process's environment, for commands run by `shell`.
+    pub fn of_this_system(shell: &std::path::Path) -> Self {
         let page = sysconf(libc::_SC_PAGESIZE);
         let per_argument = if cfg!(target_os = "linux") {
             page.map(|page| 32 * page)
@@ -35,7 +35,7 @@ impl ArgLimits {
         // The program's path (copied once as the file to run, once as `argv[0]`), `-c`,
         // `TASKHERD_LINE=<line>` with their NULs, and the pointers to them and to the command,
         // with both arrays' terminating NULL pointers.
-        let shell = crate::runner::SHELL.len() + 1;
+        let shell = shell.as_os_str().len() + 1;
         let fixed = 2 * shell + 3 + "TASKHERD_LINE=".len() + 21 + 6 * size_of::<usize>();
         let for_the_command =
             sysconf(libc::_SC_ARG_MAX).map(|max| max.saturating_sub(environment + fixed));
@@ -99,7 +99,7 @@ mod tests {
 
     #[test]
     fn limits_are_read_and_applied() {
-        let limits = ArgLimits::of_this_system();
+        let limits = ArgLimits::of_this_system(std::path::Path::new("/bin/sh"));
         assert!(limits.for_the_command.is_some_and(|max| max > 4096));
         if cfg!(target_os = "linux") {
             assert!(limits.per_argument.is_some_and(|max| max >= 32 * 4096));

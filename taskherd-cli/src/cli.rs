@@ -23,7 +23,8 @@ pub enum Command {
 }
 
 const RUN_HELP: &str = "\
-Job file: one job per line, `GROUP GROUP ... :: COMMAND`, run with `sh -c`. A line without a
+Job file: one job per line, `GROUP GROUP ... :: COMMAND`, run with `sh -c`
+(or `--shell`). A line without a
 lone `::` is a command without groups; blank lines and lines starting with `#` are skipped.
 Group names are letters, digits and _ - . : / @ + %. Every line is checked before anything runs.
 
@@ -103,6 +104,11 @@ pub struct RunArgs {
     /// Seconds between SIGTERM and SIGKILL after a second Ctrl-C.
     #[arg(long, hide = true, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
     pub kill_grace: Duration,
+
+    /// The shell that runs each command, as `SHELL -c COMMAND` (for example /bin/bash, for
+    /// bash-only syntax).
+    #[arg(long, value_name = "PATH", default_value = "/bin/sh")]
+    pub shell: PathBuf,
 }
 
 /// Where job output goes.

@@ -45,15 +45,12 @@ use crate::outcome::{Outcome, Reason, Status, Times};
 use crate::output::{self, Msg, Spool, Stream};
 use crate::progress::Progress;
 use crate::report::Report;
-use crate::signals::{Event, Groups};
+use crate::signals::{self, Event, Groups};
 use crate::table;
 use crate::tally::{Snapshot, Tally};
 
 /// The most jobs waiting for admission in the pool at once.
 pub const MAX_QUEUED: usize = 10_000;
-
-/// The shell that runs each command.
-pub const SHELL: &str = "/bin/sh";
 
 /// How a run is set up.
 #[derive(Debug, Clone)]
@@ -62,6 +59,8 @@ pub struct Config {
     pub halt_on_error: bool,
     /// Time between SIGTERM and SIGKILL when terminating jobs.
     pub kill_grace: Duration,
+    /// The shell that runs each command as `SHELL -c COMMAND`.
+    pub shell: PathBuf,
 }
 
 /// What a finished run tells the caller.
@@ -444,7 +443,8 @@ fn start(shared: &Shared, index: usize) -> Result<Started, NotRun> {
     if let Some(reason) = *stop {
         return Err(NotRun::Stopped(reason));
     }
-    let mut command = Command::new(SHELL);
+    let shell = &shared.config.shell;
+    let mut command = Command::new(shell);
     command
         .arg("-c")
         .arg(std::ffi::OsStr::from_bytes(&job.command))
@@ -453,6 +453,7 @@ fn start(shared: &Shared, index: usize) -> Result<Started, NotRun> {
         // Its own process group, so that signals reach everything the job starts, and the
         // terminal's Ctrl-C reaches only taskherd.
         .process_group(0);
+    signals::die_with_parent(&mut command);
     let output = match &shared.config.output {
         OutputMode::Prefixed | OutputMode::Grouped => {
             command.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -473,7 +474,7 @@ fn start(shared: &Shared, index: usize) -> Result<Started, NotRun> {
     let started = Instant::now();
     let child = command
         .spawn()
-        .map_err(|error| NotRun::Error(format!("cannot start {SHELL}: {error}")))?;
+        .map_err(|error| NotRun::Error(format!("cannot start {}: {error}", shell.display())))?;
     match child.id() {
         Some(pid) => shared.groups.insert(index, pid),
         None => debug_assert!(false, "a child just spawned has no pid"),

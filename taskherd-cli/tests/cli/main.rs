@@ -13,3 +13,4 @@ mod limits;
 mod limits_file;
 mod outcomes;
 mod output;
+mod processes;
