@@ -23,9 +23,9 @@ pub enum Command {
 }
 
 const RUN_HELP: &str = "\
-Job file: one job per line, `GROUP GROUP ... :: COMMAND`, run with `sh -c`
-(or `--shell`). A line without a
-lone `::` is a command without groups; blank lines and lines starting with `#` are skipped.
+Job file: one job per line, `GROUP GROUP ... :: COMMAND`, run with `sh -c` (or `--shell`). A
+line without a lone `::` is a command without groups; blank lines and lines starting with `#`
+are skipped.
 Group names are letters, digits and _ - . : / @ + %. Every line is checked before anything runs.
 
     # at most 2 jobs per host, 1 on the database, 8 in all
