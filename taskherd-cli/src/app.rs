@@ -240,6 +240,7 @@ async fn execute(args: &RunArgs, prepared: Prepared, setup: Setup) -> u8 {
         halt_on_error: args.halt_on_error,
         kill_grace: args.kill_grace,
         shell: args.shell.clone(),
+        timeout: args.timeout,
     };
     let finished = runner::run(
         prepared.jobs,

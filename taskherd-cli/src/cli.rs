@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::duration::parse_duration;
 use crate::jobfile::Group;
 use crate::limits::{parse_limit_arg, parse_positive};
 
@@ -25,8 +26,9 @@ pub enum Command {
 const RUN_HELP: &str = "\
 Job file: one job per line, `GROUP GROUP ... :: COMMAND`, run with `sh -c` (or `--shell`). A
 line without a lone `::` is a command without groups; blank lines and lines starting with `#`
-are skipped.
-Group names are letters, digits and _ - . : / @ + %. Every line is checked before anything runs.
+are skipped. Group names are letters, digits and _ - . : / @ + %. Before the `::`,
+`timeout=DURATION` (or `timeout=none`) and `retries=N` override --timeout and --retries for
+that job. Every line is checked before anything runs.
 
     # at most 2 jobs per host, 1 on the database, 8 in all
     web1 db :: ./backup.sh web1
@@ -101,8 +103,15 @@ pub struct RunArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Seconds between SIGTERM and SIGKILL after a second Ctrl-C.
-    #[arg(long, hide = true, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
+    /// Terminate a job still running after DURATION (`90`, `1.5s`, `500ms`, `10m`, `2h`):
+    /// SIGTERM to its process group, SIGKILL after the grace period; its status is
+    /// `timed_out`. A job line's `timeout=DURATION` or `timeout=none` overrides it.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Time between SIGTERM and SIGKILL when taskherd terminates jobs (a timeout, a second
+    /// Ctrl-C).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub kill_grace: Duration,
 
     /// The shell that runs each command, as `SHELL -c COMMAND` (for example /bin/bash, for
@@ -134,13 +143,6 @@ fn parse_output(text: &str) -> Result<OutputMode, String> {
             )),
         },
     }
-}
-
-fn parse_seconds(text: &str) -> Result<Duration, String> {
-    text.parse::<f64>()
-        .ok()
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .ok_or_else(|| format!("{text:?} is not a number of seconds"))
 }
 
 #[cfg(test)]
@@ -181,12 +183,5 @@ mod tests {
             parse(&["taskherd", "run", "--no-progress", "--progress"]),
             (true, false)
         );
-    }
-
-    #[test]
-    fn seconds() {
-        assert_eq!(parse_seconds("0.25"), Ok(Duration::from_millis(250)));
-        assert!(parse_seconds("-1").is_err());
-        assert!(parse_seconds("soon").is_err());
     }
 }

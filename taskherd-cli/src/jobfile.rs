@@ -8,6 +8,9 @@
 //!   `echo a::b` has no such `::`: it is a command without groups. A command that contains a
 //!   lone `::` and has no groups is written with an empty group list: `:: echo a :: b`.
 //! - A line without a lone `::` is a command without groups.
+//! - Among the words before the `::`, `timeout=DURATION` (or `timeout=none`) and `retries=N`
+//!   are settings of the job, overriding `--timeout` and `--retries` for it; they are not
+//!   groups (a group name cannot contain `=`). Any other `NAME=VALUE` word is an error.
 //! - Blank lines, and lines whose first non-blank character is `#`, are skipped.
 //! - Line endings may be `\n` or `\r\n`.
 //! - A command may hold any bytes but NUL: it is passed to `sh -c` as it is, so commands in a
@@ -19,6 +22,9 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
+
+use crate::duration::parse_duration;
 
 /// A group name, shared by every job that names it.
 pub type Group = Arc<str>;
@@ -34,6 +40,11 @@ pub struct Job {
     pub command: Vec<u8>,
     /// The line has a `::` standing alone (possibly with no group before it).
     pub separated: bool,
+    /// `timeout=` on the line: `Some(None)` for `timeout=none`; `None` if the line has no
+    /// `timeout=` (then `--timeout` applies).
+    pub timeout: Option<Option<Duration>>,
+    /// `retries=N` on the line; `None` if the line has none (then `--retries` applies).
+    pub retries: Option<u32>,
 }
 
 impl Job {
@@ -124,7 +135,15 @@ pub fn parse(text: &[u8]) -> Result<Vec<Job>, Vec<LineError>> {
             Ok(Some((groups, command, separated))) => {
                 let mut job_groups: Vec<Group> = Vec::with_capacity(groups.len());
                 let mut bad = false;
+                let mut settings = Settings::default();
                 for name in groups {
+                    if let Some((key, value)) = name.split_once('=') {
+                        if let Err(message) = settings.set(key, value) {
+                            errors.push(LineError { line, message });
+                            bad = true;
+                        }
+                        continue;
+                    }
                     if let Err(message) = check_group_name(name) {
                         errors.push(LineError { line, message });
                         bad = true;
@@ -145,6 +164,8 @@ pub fn parse(text: &[u8]) -> Result<Vec<Job>, Vec<LineError>> {
                         groups: job_groups,
                         command: command.to_vec(),
                         separated,
+                        timeout: settings.timeout,
+                        retries: settings.retries,
                     });
                 }
             }
@@ -155,6 +176,58 @@ pub fn parse(text: &[u8]) -> Result<Vec<Job>, Vec<LineError>> {
         Ok(jobs)
     } else {
         Err(errors)
+    }
+}
+
+/// The `NAME=VALUE` settings of one job line.
+#[derive(Debug, Default)]
+struct Settings {
+    timeout: Option<Option<Duration>>,
+    retries: Option<u32>,
+}
+
+/// The most retries a job may have.
+pub const MAX_RETRIES: u32 = 1000;
+
+impl Settings {
+    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let twice = || format!("{key}= is given twice");
+        match key {
+            "timeout" => {
+                let timeout = match value {
+                    "none" => None,
+                    _ => Some(
+                        parse_duration(value).map_err(|why| format!("timeout={value}: {why}"))?,
+                    ),
+                };
+                self.timeout
+                    .replace(timeout)
+                    .map_or(Ok(()), |_| Err(twice()))
+            }
+            "retries" => {
+                let retries =
+                    parse_retries(value).map_err(|why| format!("retries={value}: {why}"))?;
+                self.retries
+                    .replace(retries)
+                    .map_or(Ok(()), |_| Err(twice()))
+            }
+            _ => Err(format!(
+                "unknown setting {key:?} in {key}={value}; a job line knows timeout=DURATION \
+                 and retries=N (a group name cannot contain '=')"
+            )),
+        }
+    }
+}
+
+/// Parses a number of retries: 0 to [`MAX_RETRIES`].
+pub fn parse_retries(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(n) if n <= MAX_RETRIES => Ok(n),
+        Ok(_) => Err(format!("{text} is too large (at most {MAX_RETRIES})")),
+        Err(_) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
+            Err(format!("{text} is too large (at most {MAX_RETRIES})"))
+        }
+        Err(_) => Err(format!("{text:?} is not a whole number")),
     }
 }
 
@@ -322,10 +395,34 @@ mod tests {
     }
 
     #[test]
+    fn settings_on_a_line() {
+        let parsed = parse(b"db timeout=10m retries=2 :: x\ntimeout=none :: y\nz\n").unwrap();
+        assert_eq!(parsed[0].groups.len(), 1, "settings are not groups");
+        assert_eq!(parsed[0].timeout, Some(Some(Duration::from_secs(600))));
+        assert_eq!(parsed[0].retries, Some(2));
+        assert_eq!(parsed[1].timeout, Some(None));
+        assert_eq!(parsed[1].retries, None);
+        assert_eq!(parsed[2].timeout, None);
+    }
+
+    #[test]
+    fn bad_settings_are_all_reported() {
+        let found = errors(
+            b"timeout=0 :: a\nretries=-1 :: b\nretries=1001 :: c\nfoo=1 :: d\ntimeout=1 timeout=2 :: e\n",
+        );
+        assert_eq!(found.len(), 5, "{found:?}");
+        assert!(found[0].starts_with("1: timeout=0: "), "{found:?}");
+        assert!(found[1].starts_with("2: retries=-1: \"-1\" is not a whole number"));
+        assert!(found[2].starts_with("3: retries=1001: 1001 is too large (at most 1000)"));
+        assert!(found[3].starts_with("4: unknown setting \"foo\""));
+        assert_eq!(found[4], "5: timeout= is given twice");
+    }
+
+    #[test]
     fn bad_group_names_are_all_reported() {
-        let found = errors(b"a=b :: x\nok :: y\nc,d e* :: z\n\"\" :: w");
+        let found = errors(b"a*b :: x\nok :: y\nc,d e* :: z\n\"\" :: w");
         assert_eq!(found.len(), 4, "{found:?}");
-        assert!(found[0].starts_with("1: group name \"a=b\" contains '='"));
+        assert!(found[0].starts_with("1: group name \"a*b\" contains '*'"));
         assert!(found[1].starts_with("3: group name \"c,d\" contains ','"));
         assert!(found[2].starts_with("3: group name \"e*\" contains '*'"));
         assert!(found[3].starts_with("4: group name \"\\\"\\\"\" contains '\"'"));

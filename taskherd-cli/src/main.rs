@@ -25,6 +25,7 @@ mod app;
 mod arg_limits;
 #[cfg(unix)]
 mod cli;
+mod duration;
 #[cfg(unix)]
 mod jobfile;
 #[cfg(unix)]

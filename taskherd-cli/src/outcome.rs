@@ -13,6 +13,13 @@ pub enum Status {
     Failed { code: i32 },
     /// Killed by a signal.
     Killed { signal: i32 },
+    /// Ran past its timeout and was terminated: how it ended then (an exit status if it
+    /// exited on SIGTERM, else the signal that killed it).
+    TimedOut {
+        after: Duration,
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
     /// Never started (`--halt-on-error` or Ctrl-C).
     NotStarted,
     /// Could not be started: the shell could not be spawned, or its output file created.
@@ -41,6 +48,7 @@ impl Status {
             Status::Succeeded => "succeeded",
             Status::Failed { .. } => "failed",
             Status::Killed { .. } => "killed",
+            Status::TimedOut { .. } => "timed_out",
             Status::NotStarted => "not_started",
             Status::Error { .. } => "error",
         }
@@ -50,8 +58,21 @@ impl Status {
     pub fn ran(&self) -> bool {
         matches!(
             self,
-            Status::Succeeded | Status::Failed { .. } | Status::Killed { .. }
+            Status::Succeeded
+                | Status::Failed { .. }
+                | Status::Killed { .. }
+                | Status::TimedOut { .. }
         )
+    }
+
+    /// The status of a command that ran past its timeout `after` and then ended with `exit`.
+    pub fn timed_out(after: Duration, exit: ExitStatus) -> Status {
+        use std::os::unix::process::ExitStatusExt;
+        Status::TimedOut {
+            after,
+            code: exit.code(),
+            signal: exit.signal(),
+        }
     }
 
     /// Whether this counts as a failure for the exit status and `--halt-on-error`.

@@ -12,15 +12,16 @@
 //! | `groups`        | array of strings  | the job's groups                                              |
 //! | `command`       | string            | the command                                                   |
 //! | `ran`           | bool              | whether the command was started                               |
-//! | `status`        | string            | `succeeded`, `failed`, `killed`, `not_started` or `error`     |
+//! | `status`        | string            | `succeeded`, `failed`, `killed`, `timed_out`, `not_started` or `error` |
 //! | `exit_code`     | number or null    | the exit status, if the command exited                        |
 //! | `signal`        | number or null    | the signal that killed it, if one did                         |
 //! | `signal_name`   | string or null    | that signal's name, such as `SIGTERM`                         |
-//! | `reason`        | string or null    | why it did not start or was killed: `halt-on-error`, `interrupted` |
+//! | `reason`        | string or null    | why it did not start or was killed: `halt-on-error`, `interrupted`, `timeout` |
 //! | `error`         | string or null    | for `error`: why the command could not be started             |
 //! | `start`, `end`  | string or null    | wall-clock times, RFC 3339 in UTC with microseconds           |
 //! | `duration_secs` | number or null    | run time measured with a monotonic clock                      |
 //! | `output`        | string or null    | with `--output dir:PATH`, the file holding the job's output   |
+//! | `timeout_secs`  | number or null    | for `timed_out`: the timeout the job ran past                 |
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -86,6 +87,7 @@ struct Record<'a> {
     end: Option<String>,
     duration_secs: Option<f64>,
     output: Option<String>,
+    timeout_secs: Option<f64>,
 }
 
 impl<'a> Record<'a> {
@@ -94,6 +96,7 @@ impl<'a> Record<'a> {
             Status::Succeeded => (Some(0), None, None),
             Status::Failed { code } => (Some(*code), None, None),
             Status::Killed { signal } => (None, Some(*signal), None),
+            Status::TimedOut { code, signal, .. } => (*code, *signal, None),
             Status::NotStarted => (None, None, None),
             Status::Error { message } => (None, None, Some(message.as_str())),
         };
@@ -107,7 +110,10 @@ impl<'a> Record<'a> {
             exit_code,
             signal,
             signal_name: signal.and_then(signal_name),
-            reason: outcome.reason.map(|reason| reason.name()),
+            reason: match outcome.status {
+                Status::TimedOut { .. } => Some("timeout"),
+                _ => outcome.reason.map(|reason| reason.name()),
+            },
             error,
             start: times.map(|t| rfc3339(t.start)),
             end: times.map(|t| rfc3339(t.end)),
@@ -116,6 +122,10 @@ impl<'a> Record<'a> {
                 .output
                 .as_ref()
                 .map(|path| path.display().to_string()),
+            timeout_secs: match outcome.status {
+                Status::TimedOut { after, .. } => Some(round_micros(after)),
+                _ => None,
+            },
         }
     }
 }

@@ -30,13 +30,14 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use taskherd::{AcquireError, Permit, TaskPool};
-use tokio::process::{Child, Command};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::time::sleep_until;
 
 use crate::cli::OutputMode;
@@ -61,6 +62,9 @@ pub struct Config {
     pub kill_grace: Duration,
     /// The shell that runs each command as `SHELL -c COMMAND`.
     pub shell: PathBuf,
+    /// `--timeout`: how long a job may run before it is terminated (a job line's `timeout=`
+    /// overrides it).
+    pub timeout: Option<Duration>,
 }
 
 /// What a finished run tells the caller.
@@ -396,7 +400,10 @@ async fn run_job(account: Account, admitted: Result<Permit<Group>, AcquireError>
         started,
         output,
     } = started;
-    let status = match wait(child, job.line, &shared).await {
+    let timeout = job.timeout.unwrap_or(shared.config.timeout);
+    let (exit, timed_out) = wait(child, index, timeout, &shared).await;
+    let status = match exit {
+        Ok(exit) if timed_out => Status::timed_out(timeout.unwrap_or_default(), exit),
         Ok(exit) => Status::of(exit),
         Err(error) => Status::Error {
             message: format!("cannot wait for the command: {error}"),
@@ -493,24 +500,84 @@ pub fn output_file(dir: &Path, line: usize) -> PathBuf {
     dir.join(format!("{line}.log"))
 }
 
-/// Waits for a job's process to exit and its output to be read to the end.
+/// Waits for a job's process to exit and its output to be read to the end; returns its exit
+/// status and whether it ran past `timeout`.
 ///
-/// Once every job was sent SIGKILL, output still open (held by a process that left the job's
-/// process group) is no longer waited for.
+/// A job still running after `timeout` gets SIGTERM to its process group, then SIGKILL after
+/// the grace period. Once its group was sent SIGKILL, or every job's (a third Ctrl-C), output
+/// still open (held by a process that left the job's process group) is no longer waited for.
 async fn wait(
     mut child: Child,
-    line: usize,
+    index: usize,
+    timeout: Option<Duration>,
     shared: &Shared,
-) -> std::io::Result<std::process::ExitStatus> {
-    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        // Output goes to a file.
-        return child.wait().await;
+) -> (std::io::Result<std::process::ExitStatus>, bool) {
+    let line = shared.jobs[index].line;
+    // Set and read by this task only; atomic only because the future must be `Send`.
+    let timed_out = AtomicBool::new(false);
+    let job_killed = Notify::new();
+    let timer = async {
+        let Some(timeout) = timeout else {
+            return std::future::pending().await;
+        };
+        tokio::time::sleep(timeout).await;
+        timed_out.store(true, Ordering::Relaxed);
+        if shared.groups.signal(index, libc::SIGTERM) {
+            shared
+                .notice(format!(
+                    "line {line} timed out after {}: SIGTERM",
+                    table::duration(timeout)
+                ))
+                .await;
+        }
+        let grace = shared.config.kill_grace;
+        tokio::time::sleep(grace).await;
+        if shared.groups.signal(index, libc::SIGKILL) {
+            shared
+                .notice(format!(
+                    "line {line} still running {} after SIGTERM: SIGKILL",
+                    table::duration(grace)
+                ))
+                .await;
+        }
+        job_killed.notify_one();
+        std::future::pending().await
     };
     let mut killed = shared.killed.subscribe();
-    let killed = async move {
-        // An error means the shared state is gone, which cannot happen while a job runs.
-        let _ = killed.wait_for(|killed| *killed).await;
+    let given_up = async {
+        tokio::select! {
+            // An error means the shared state is gone, which cannot happen while a job runs.
+            _ = killed.wait_for(|killed| *killed) => {}
+            () = job_killed.notified() => {}
+        }
     };
+    let exit = async {
+        match (child.stdout.take(), child.stderr.take()) {
+            (Some(stdout), Some(stderr)) => {
+                read_output(&mut child, stdout, stderr, line, given_up, shared).await
+            }
+            // Output goes to a file.
+            _ => child.wait().await,
+        }
+    };
+    // The timer never ends by itself: the job's exit decides.
+    let exit = tokio::select! {
+        exit = exit => exit,
+        () = timer => unreachable!("the timer ends pending"),
+    };
+    (exit, timed_out.load(Ordering::Relaxed))
+}
+
+/// Waits for a job's process to exit while its output is forwarded, until the end of the
+/// output or until `given_up`.
+async fn read_output(
+    child: &mut Child,
+    stdout: ChildStdout,
+    stderr: ChildStderr,
+    line: usize,
+    given_up: impl Future<Output = ()>,
+    shared: &Shared,
+) -> std::io::Result<std::process::ExitStatus> {
     let sender = &shared.output;
     match shared.config.output {
         OutputMode::Grouped => {
@@ -519,7 +586,7 @@ async fn wait(
             let (exit, ()) = tokio::join!(child.wait(), async {
                 tokio::select! {
                     _ = read => {}
-                    () = killed => {}
+                    () = given_up => {}
                 }
             });
             // One job's output in one piece: no other job's output between its pieces.
@@ -539,7 +606,7 @@ async fn wait(
             let (exit, ()) = tokio::join!(child.wait(), async {
                 tokio::select! {
                     _ = forward => {}
-                    () = killed => {}
+                    () = given_up => {}
                 }
             });
             exit
@@ -569,15 +636,21 @@ async fn fail(shared: &Shared, job: &Job, status: &Status) {
     }
 }
 
+/// `SIGTERM`, or `signal 64` for a signal without a name.
+fn signal_text(signal: i32) -> String {
+    match crate::report::signal_name(signal) {
+        Some(name) => name.to_owned(),
+        None => format!("signal {signal}"),
+    }
+}
+
 /// Says how a job ended, as in "line 3 failed with exit status 2".
 pub fn describe(status: &Status) -> String {
     match status {
         Status::Succeeded => "succeeded".to_owned(),
         Status::Failed { code } => format!("failed with exit status {code}"),
-        Status::Killed { signal } => match crate::report::signal_name(*signal) {
-            Some(name) => format!("was killed by {name}"),
-            None => format!("was killed by signal {signal}"),
-        },
+        Status::Killed { signal } => format!("was killed by {}", signal_text(*signal)),
+        Status::TimedOut { after, .. } => format!("timed out after {}", table::duration(*after)),
         Status::NotStarted => "did not start".to_owned(),
         Status::Error { message } => format!("could not start: {message}"),
     }

@@ -100,6 +100,19 @@ impl Groups {
         running.len()
     }
 
+    /// Sends `signal` to the process group of job `index`, if it is running; returns whether
+    /// it was (see [`signal_all`](Self::signal_all) for why its group id is still its own).
+    pub fn signal(&self, index: usize, signal: i32) -> bool {
+        match self.lock().get_mut(&index) {
+            Some(entry) => {
+                entry.signalled = true;
+                let _ = killpg(entry.pgid, signal);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// How many jobs are running.
     pub fn len(&self) -> usize {
         self.lock().len()

@@ -23,6 +23,7 @@ pub fn render(
     for (n, what) in [
         (total.failed, "failed"),
         (total.killed, "killed"),
+        (total.timed_out, "timed out"),
         (total.not_run, "not started"),
     ] {
         if n > 0 {
@@ -49,23 +50,18 @@ pub fn render(
         groups.truncate(MAX_GROUPS);
         groups.sort_by(|a, b| a.0.cmp(&b.0));
     }
-    let mut rows = vec![row("[total]", total, limit(None))];
+    // The "timed out" column only when a job timed out: most runs set no timeout.
+    let timeouts = total.timed_out > 0;
+    let mut rows = vec![row("[total]", total, limit(None), timeouts)];
     for (group, group_counts) in groups {
-        rows.push(row(group, group_counts, limit(Some(group))));
+        rows.push(row(group, group_counts, limit(Some(group)), timeouts));
     }
-    out.push_str(&table::render(
-        &[
-            "group",
-            "jobs",
-            "succeeded",
-            "failed",
-            "killed",
-            "not run",
-            "peak",
-            "limit",
-        ],
-        &rows,
-    ));
+    let mut header = vec!["group", "jobs", "succeeded", "failed", "killed"];
+    if timeouts {
+        header.push("timed out");
+    }
+    header.extend(["not run", "peak", "limit"]);
+    out.push_str(&table::render(&header, &rows));
     if hidden > 0 {
         out.push_str(&format!(
             "... and {} (fewer jobs each)\n",
@@ -75,17 +71,23 @@ pub fn render(
     out
 }
 
-fn row(name: &str, counts: &Counts, limit: Option<usize>) -> Vec<String> {
-    vec![
+fn row(name: &str, counts: &Counts, limit: Option<usize>, timeouts: bool) -> Vec<String> {
+    let mut row = vec![
         name.to_owned(),
         counts.jobs.to_string(),
         counts.succeeded.to_string(),
         counts.failed.to_string(),
         counts.killed.to_string(),
+    ];
+    if timeouts {
+        row.push(counts.timed_out.to_string());
+    }
+    row.extend([
         counts.not_run.to_string(),
         counts.peak.to_string(),
         optional(limit),
-    ]
+    ]);
+    row
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ pub struct Counts {
     /// Exited with a status other than 0, or could not be started.
     pub failed: usize,
     pub killed: usize,
+    /// Terminated after running past their timeout.
+    pub timed_out: usize,
     /// Never started.
     pub not_run: usize,
 }
@@ -30,7 +32,7 @@ pub struct Counts {
 impl Counts {
     /// Jobs whose fate is known.
     pub fn done(&self) -> usize {
-        self.succeeded + self.failed + self.killed + self.not_run
+        self.succeeded + self.failed + self.killed + self.timed_out + self.not_run
     }
 
     fn start(&mut self) {
@@ -49,6 +51,7 @@ impl Counts {
             Status::Succeeded => self.succeeded += 1,
             Status::Failed { .. } | Status::Error { .. } => self.failed += 1,
             Status::Killed { .. } => self.killed += 1,
+            Status::TimedOut { .. } => self.timed_out += 1,
             Status::NotStarted => self.not_run += 1,
         }
     }

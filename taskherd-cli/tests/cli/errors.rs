@@ -30,7 +30,7 @@ fn every_bad_line_is_reported() {
     );
     let run = scratch.run(&["run", "--report", "report.jsonl", "jobs.txt"]);
     run.assert_code(2)
-        .assert_stderr_contains("jobs.txt:2: group name \"a=b\" contains '='")
+        .assert_stderr_contains("jobs.txt:2: unknown setting \"a\" in a=b; a job line knows")
         .assert_stderr_contains("jobs.txt:4: group name \"web*\" contains '*'")
         .assert_stderr_contains("jobs.txt:5: empty command")
         .assert_stderr_contains("3 errors in jobs.txt; nothing was run");

@@ -14,3 +14,4 @@ mod limits_file;
 mod outcomes;
 mod output;
 mod processes;
+mod timeouts;

@@ -1,0 +1,112 @@
+//! `--timeout` and a line's `timeout=`: a job running too long is terminated, its whole
+//! process group, and reported as `timed_out`.
+
+use crate::support::{Scratch, report, statuses};
+
+#[test]
+fn a_job_past_its_timeout_is_terminated_and_reported() {
+    let scratch = Scratch::new();
+    // Line 1 runs past the timeout, and so does what it started in the background (its group
+    // is signalled, not only the shell). Line 2 ends in time. Line 3 has no timeout of its own.
+    scratch.write(
+        "jobs.txt",
+        "sleep 30 & touch started1; wait; touch never1\n\
+         true\n\
+         timeout=none :: sleep 0.5; touch done3\n",
+    );
+    let run = scratch.run(&[
+        "run",
+        "--timeout",
+        "200ms",
+        "--report",
+        "r.jsonl",
+        "jobs.txt",
+    ]);
+    run.assert_code(1)
+        .assert_stderr_contains("taskherd: line 1 timed out after 0.20s: SIGTERM")
+        .assert_stderr_contains(": 2 succeeded, 1 timed out\n")
+        .assert_stderr_contains("timed out");
+    assert!(scratch.exists("started1") && !scratch.exists("never1"));
+    assert!(
+        scratch.exists("done3"),
+        "timeout=none lets line 3 run to its end"
+    );
+    let records = report(&scratch, "r.jsonl");
+    let mut records_by_line = records.clone();
+    records_by_line.sort_by_key(|r| r["line"].as_u64());
+    assert_eq!(
+        statuses(&records_by_line),
+        [
+            (1, "timed_out".into()),
+            (2, "succeeded".into()),
+            (3, "succeeded".into())
+        ]
+    );
+    let timed_out = &records_by_line[0];
+    assert_eq!(timed_out["signal_name"], "SIGTERM");
+    assert_eq!(timed_out["reason"], "timeout");
+    assert_eq!(timed_out["timeout_secs"], 0.2);
+    assert_eq!(timed_out["ran"], true);
+    assert!(records_by_line[1]["timeout_secs"].is_null());
+}
+
+#[test]
+fn a_job_ignoring_sigterm_gets_sigkill_after_the_grace_period() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "jobs.txt",
+        "timeout=100ms :: trap '' TERM; touch started; sleep 30; touch never\n",
+    );
+    let run = scratch.run(&[
+        "run",
+        "--kill-grace",
+        "200ms",
+        "--report",
+        "r.jsonl",
+        "jobs.txt",
+    ]);
+    run.assert_code(1)
+        .assert_stderr_contains("taskherd: line 1 timed out after 0.10s: SIGTERM")
+        .assert_stderr_contains("taskherd: line 1 still running 0.20s after SIGTERM: SIGKILL");
+    assert!(scratch.exists("started") && !scratch.exists("never"));
+    let records = report(&scratch, "r.jsonl");
+    assert_eq!(records[0]["status"], "timed_out");
+    assert_eq!(records[0]["signal_name"], "SIGKILL");
+}
+
+#[test]
+fn a_job_exiting_on_sigterm_keeps_its_exit_status() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "jobs.txt",
+        "trap 'exit 7' TERM; touch started; while :; do sleep 0.05; done\n",
+    );
+    let run = scratch.run(&[
+        "run",
+        "--timeout",
+        "300ms",
+        "--report",
+        "r.jsonl",
+        "jobs.txt",
+    ]);
+    run.assert_code(1);
+    let records = report(&scratch, "r.jsonl");
+    assert_eq!(records[0]["status"], "timed_out");
+    assert_eq!(records[0]["exit_code"], 7);
+    assert!(records[0]["signal"].is_null());
+}
+
+#[test]
+fn bad_timeouts_are_refused_before_anything_runs() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "touch ran\ntimeout=soon :: true\n");
+    scratch
+        .run(&["run", "jobs.txt"])
+        .assert_code(2)
+        .assert_stderr_contains("jobs.txt:2: timeout=soon: \"soon\" is not a duration");
+    scratch
+        .run(&["run", "--timeout", "0", "jobs.txt"])
+        .assert_code(2)
+        .assert_stderr_contains("above 0");
+    assert!(!scratch.exists("ran"));
+}
