@@ -241,6 +241,8 @@ async fn execute(args: &RunArgs, prepared: Prepared, setup: Setup) -> u8 {
         kill_grace: args.kill_grace,
         shell: args.shell.clone(),
         timeout: args.timeout,
+        retries: args.retries,
+        retry_delay: args.retry_delay,
     };
     let finished = runner::run(
         prepared.jobs,

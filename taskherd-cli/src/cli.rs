@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::duration::parse_duration;
-use crate::jobfile::Group;
+use crate::jobfile::{Group, parse_retries};
 use crate::limits::{parse_limit_arg, parse_positive};
 
 /// Runs shell commands in parallel, each job in its own groups, each group under its own limit.
@@ -67,9 +67,28 @@ pub struct RunArgs {
     #[arg(short = 'd', long, value_name = "N", value_parser = parse_positive)]
     pub default_limit: Option<usize>,
 
-    /// After the first failed job, start no new job (running jobs finish).
-    #[arg(long)]
-    pub halt_on_error: bool,
+    /// Stop after failures: `N` (alone, 1) starts no new job after N jobs failed, running
+    /// jobs finish; `now` also terminates the running jobs after the first failure (SIGTERM,
+    /// SIGKILL after the grace period). A job counts once its retries are used up. Without a
+    /// value, write the job file before it (or `--halt-on-error=1`).
+    #[arg(
+        long,
+        value_name = "N|now",
+        num_args = 0..=1,
+        default_missing_value = "1",
+        value_parser = parse_halt
+    )]
+    pub halt_on_error: Option<Halt>,
+
+    /// Run a failed or timed-out job again, up to N more times (a job line's `retries=N`
+    /// overrides it). Each retry waits --retry-delay, doubled each time (at most 1 minute, or
+    /// --retry-delay if longer), without holding its groups, then queues again.
+    #[arg(long, value_name = "N", default_value = "0", value_parser = parse_retries)]
+    pub retries: u32,
+
+    /// The wait before a job's first retry (see --retries).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub retry_delay: Duration,
 
     /// Job output: `prefixed` (each line as it comes, prefixed with the job's line number; a
     /// line over 1 MiB is cut into pieces, each prefixed), `grouped` (each job's output in one
@@ -120,6 +139,32 @@ pub struct RunArgs {
     pub shell: PathBuf,
 }
 
+/// When `--halt-on-error` stops the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Halt {
+    /// After this many failed jobs, start no new job; running jobs finish.
+    After(usize),
+    /// After the first failed job, start no new job and terminate the running ones.
+    Now,
+}
+
+fn parse_halt(text: &str) -> Result<Halt, String> {
+    if text == "now" {
+        return Ok(Halt::Now);
+    }
+    match text.parse::<usize>() {
+        Ok(0) => Err("a number of failures must be at least 1".to_owned()),
+        Ok(n) => Ok(Halt::After(n)),
+        Err(_) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
+            Err(format!("{text} is too large (at most {})", usize::MAX))
+        }
+        Err(_) => Err(format!(
+            "expected `now` or a number of failures, found {text:?} (to give --halt-on-error \
+             no value, write the job file before it, or write --halt-on-error=1)"
+        )),
+    }
+}
+
 /// Where job output goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputMode {
@@ -165,6 +210,34 @@ mod tests {
         );
         assert!(parse_output("dir:").is_err());
         assert!(parse_output("files").is_err());
+    }
+
+    #[test]
+    fn halt_on_error_values() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+            let Command::Run(run) = cli.command;
+            Ok::<_, String>((run.halt_on_error, run.jobfile))
+        };
+        assert_eq!(
+            parse(&["t", "run", "jobs"]),
+            Ok((None, Some("jobs".into())))
+        );
+        assert_eq!(
+            parse(&["t", "run", "jobs", "--halt-on-error"]),
+            Ok((Some(Halt::After(1)), Some("jobs".into())))
+        );
+        assert_eq!(
+            parse(&["t", "run", "--halt-on-error", "3", "jobs"]),
+            Ok((Some(Halt::After(3)), Some("jobs".into())))
+        );
+        assert_eq!(
+            parse(&["t", "run", "--halt-on-error=now", "jobs"]),
+            Ok((Some(Halt::Now), Some("jobs".into())))
+        );
+        let error = parse(&["t", "run", "--halt-on-error", "jobs.txt"]).unwrap_err();
+        assert!(error.contains("write the job file before it"), "{error}");
+        assert!(parse(&["t", "run", "--halt-on-error", "0"]).is_err());
     }
 
     #[test]

@@ -75,6 +75,16 @@ impl Status {
         }
     }
 
+    /// Whether `--retries` runs a job again after this: it failed, was killed (by someone else
+    /// than taskherd: see [`Attempt::reason`]) or timed out. A job that could not start is
+    /// not retried.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Status::Failed { .. } | Status::Killed { .. } | Status::TimedOut { .. }
+        )
+    }
+
     /// Whether this counts as a failure for the exit status and `--halt-on-error`.
     pub fn is_failure(&self) -> bool {
         !matches!(self, Status::Succeeded)
@@ -108,6 +118,17 @@ pub struct Times {
     pub duration: Duration,
 }
 
+/// One run of a job's command.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub status: Status,
+    /// Why taskherd terminated it, if it did (other than for its timeout).
+    pub reason: Option<Reason>,
+    pub times: Option<Times>,
+    /// With `--output dir:PATH`, the file holding its output.
+    pub output: Option<PathBuf>,
+}
+
 /// The fate of one job, by its index in the job list.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -118,6 +139,9 @@ pub struct Outcome {
     pub times: Option<Times>,
     /// With `--output dir:PATH`, the file holding its output.
     pub output: Option<PathBuf>,
+    /// The attempts before the last one (`--retries`), oldest first; the fields above are
+    /// the last attempt's.
+    pub attempts: Vec<Attempt>,
 }
 
 impl Outcome {
@@ -129,6 +153,7 @@ impl Outcome {
             reason,
             times: None,
             output: None,
+            attempts: Vec::new(),
         }
     }
 }

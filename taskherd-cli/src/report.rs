@@ -22,6 +22,9 @@
 //! | `duration_secs` | number or null    | run time measured with a monotonic clock                      |
 //! | `output`        | string or null    | with `--output dir:PATH`, the file holding the job's output   |
 //! | `timeout_secs`  | number or null    | for `timed_out`: the timeout the job ran past                 |
+//! | `attempts`      | array of objects  | every attempt (`--retries`), the last included, each with the fields from `status` to `timeout_secs`; empty if the job never started |
+//!
+//! The fields from `status` to `timeout_secs` are the last attempt's.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -31,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::jobfile::Job;
-use crate::outcome::{Outcome, Status};
+use crate::outcome::{Outcome, Reason, Status, Times};
 
 /// Writes report records to a file, or to standard output.
 pub struct Report {
@@ -77,6 +80,15 @@ struct Record<'a> {
     /// Not UTF-8 bytes of the command show as U+FFFD (JSON text is UTF-8).
     command: std::borrow::Cow<'a, str>,
     ran: bool,
+    /// The last attempt's fields.
+    #[serde(flatten)]
+    last: AttemptRecord<'a>,
+    /// Every attempt, the last one included; empty for a job that never started.
+    attempts: Vec<AttemptRecord<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct AttemptRecord<'a> {
     status: &'static str,
     exit_code: Option<i32>,
     signal: Option<i32>,
@@ -90,9 +102,14 @@ struct Record<'a> {
     timeout_secs: Option<f64>,
 }
 
-impl<'a> Record<'a> {
-    fn new(job: &'a Job, outcome: &'a Outcome) -> Self {
-        let (exit_code, signal, error) = match &outcome.status {
+impl<'a> AttemptRecord<'a> {
+    fn new(
+        status: &'a Status,
+        reason: Option<Reason>,
+        times: Option<&Times>,
+        output: Option<&Path>,
+    ) -> Self {
+        let (exit_code, signal, error) = match status {
             Status::Succeeded => (Some(0), None, None),
             Status::Failed { code } => (Some(*code), None, None),
             Status::Killed { signal } => (None, Some(*signal), None),
@@ -100,32 +117,53 @@ impl<'a> Record<'a> {
             Status::NotStarted => (None, None, None),
             Status::Error { message } => (None, None, Some(message.as_str())),
         };
-        let times = outcome.times.as_ref();
-        Record {
-            line: job.line,
-            groups: job.groups.iter().map(|group| &**group).collect(),
-            command: String::from_utf8_lossy(&job.command),
-            ran: outcome.status.ran(),
-            status: outcome.status.name(),
+        AttemptRecord {
+            status: status.name(),
             exit_code,
             signal,
             signal_name: signal.and_then(signal_name),
-            reason: match outcome.status {
+            reason: match status {
                 Status::TimedOut { .. } => Some("timeout"),
-                _ => outcome.reason.map(|reason| reason.name()),
+                _ => reason.map(Reason::name),
             },
             error,
             start: times.map(|t| rfc3339(t.start)),
             end: times.map(|t| rfc3339(t.end)),
             duration_secs: times.map(|t| round_micros(t.duration)),
-            output: outcome
-                .output
-                .as_ref()
-                .map(|path| path.display().to_string()),
-            timeout_secs: match outcome.status {
-                Status::TimedOut { after, .. } => Some(round_micros(after)),
+            output: output.map(|path| path.display().to_string()),
+            timeout_secs: match status {
+                Status::TimedOut { after, .. } => Some(round_micros(*after)),
                 _ => None,
             },
+        }
+    }
+}
+
+impl<'a> Record<'a> {
+    fn new(job: &'a Job, outcome: &'a Outcome) -> Self {
+        let last = || {
+            AttemptRecord::new(
+                &outcome.status,
+                outcome.reason,
+                outcome.times.as_ref(),
+                outcome.output.as_deref(),
+            )
+        };
+        let mut attempts: Vec<AttemptRecord<'a>> = outcome
+            .attempts
+            .iter()
+            .map(|a| AttemptRecord::new(&a.status, a.reason, a.times.as_ref(), a.output.as_deref()))
+            .collect();
+        if outcome.status != Status::NotStarted {
+            attempts.push(last());
+        }
+        Record {
+            line: job.line,
+            groups: job.groups.iter().map(|group| &**group).collect(),
+            command: String::from_utf8_lossy(&job.command),
+            ran: outcome.status.ran() || !outcome.attempts.is_empty(),
+            last: last(),
+            attempts,
         }
     }
 }

@@ -30,7 +30,7 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
@@ -40,9 +40,9 @@ use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::time::sleep_until;
 
-use crate::cli::OutputMode;
+use crate::cli::{Halt, OutputMode};
 use crate::jobfile::{Group, Job};
-use crate::outcome::{Outcome, Reason, Status, Times};
+use crate::outcome::{Attempt, Outcome, Reason, Status, Times};
 use crate::output::{self, Msg, Spool, Stream};
 use crate::progress::Progress;
 use crate::report::Report;
@@ -57,7 +57,7 @@ pub const MAX_QUEUED: usize = 10_000;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub output: OutputMode,
-    pub halt_on_error: bool,
+    pub halt_on_error: Option<Halt>,
     /// Time between SIGTERM and SIGKILL when terminating jobs.
     pub kill_grace: Duration,
     /// The shell that runs each command as `SHELL -c COMMAND`.
@@ -65,6 +65,11 @@ pub struct Config {
     /// `--timeout`: how long a job may run before it is terminated (a job line's `timeout=`
     /// overrides it).
     pub timeout: Option<Duration>,
+    /// `--retries`: how many times a failed or timed-out job runs again (a job line's
+    /// `retries=` overrides it).
+    pub retries: u32,
+    /// The wait before a job's first retry; doubled for each one after.
+    pub retry_delay: Duration,
 }
 
 /// What a finished run tells the caller.
@@ -92,6 +97,12 @@ struct Shared {
     killed: watch::Sender<bool>,
     /// Held while one job's output is sent in `grouped` mode.
     grouped: tokio::sync::Mutex<()>,
+    /// Set when the run stops (after `stop` is set), for jobs waiting to retry.
+    stopped: watch::Sender<bool>,
+    /// Jobs that failed for good, for `--halt-on-error N`.
+    failures: AtomicUsize,
+    /// Notified when `--halt-on-error now` stops the run: the collector terminates the jobs.
+    halt_now: Notify,
 }
 
 impl Shared {
@@ -116,6 +127,7 @@ impl Shared {
         }
         // Every job waiting for admission now fails and reports itself as not started.
         self.pool.close();
+        self.stopped.send_replace(true);
         true
     }
 
@@ -149,6 +161,9 @@ pub async fn run(
         groups: Groups::default(),
         killed: watch::Sender::new(false),
         grouped: tokio::sync::Mutex::new(()),
+        stopped: watch::Sender::new(false),
+        failures: AtomicUsize::new(0),
+        halt_now: Notify::new(),
     });
     let submitter = tokio::spawn(submit(Arc::clone(&shared)));
 
@@ -172,6 +187,11 @@ pub async fn run(
             }
             Some(event) = signals.recv() => {
                 interrupts.on(event, &shared).await;
+                continue;
+            }
+            () = shared.halt_now.notified() => {
+                // As a second Ctrl-C would: the run is stopped already, with its reason.
+                interrupts.on(Event::Terminate, &shared).await;
                 continue;
             }
             () = sleep_until(interrupts.kill_at.unwrap_or_else(far_future)), if interrupts.kill_at.is_some() => {
@@ -350,6 +370,7 @@ impl Drop for Account {
                 reason: None,
                 times: None,
                 output: None,
+                attempts: Vec::new(),
             });
         }
     }
@@ -363,37 +384,132 @@ struct Started {
     output: Option<PathBuf>,
 }
 
-/// Runs one admitted job (or accounts for one that was not admitted).
+/// Runs one admitted job (or accounts for one that was not admitted), retrying it as allowed.
 async fn run_job(account: Account, admitted: Result<Permit<Group>, AcquireError>) {
     let shared = Arc::clone(&account.shared);
     let index = account.index;
     let job = &shared.jobs[index];
-    let Ok(permit) = admitted else {
+    let Ok(mut permit) = admitted else {
         // The pool closes only when the run stops.
         return account.not_started(shared.stop_reason());
     };
-    let started = match start(&shared, index) {
-        Ok(started) => started,
-        Err(NotRun::Stopped(reason)) => {
-            drop(permit);
-            return account.not_started(Some(reason));
-        }
-        Err(NotRun::Error(message)) => {
-            let status = Status::Error { message };
-            shared.tally.end(job, &status, false);
-            fail(&shared, job, &status).await;
+    let retries = job.retries.unwrap_or(shared.config.retries);
+    // The attempts before the current one.
+    let mut earlier: Vec<Attempt> = Vec::new();
+    loop {
+        let number = earlier.len() + 1;
+        let attempt = match start(&shared, index, number) {
+            Ok(started) => {
+                shared.tally.start(job);
+                finish_attempt(&shared, index, started).await
+            }
+            Err(NotRun::Stopped(reason)) => {
+                drop(permit);
+                return match earlier.pop() {
+                    None => account.not_started(Some(reason)),
+                    // Stopped between two attempts: the job's fate is its last attempt's.
+                    Some(last) => give_up(account, last, earlier).await,
+                };
+            }
+            Err(NotRun::Error(message)) => {
+                let status = Status::Error { message };
+                shared.tally.end(job, &status, false);
+                fail(&shared, job, &status).await;
+                drop(permit);
+                return account.send(Outcome {
+                    index,
+                    status,
+                    reason: None,
+                    times: None,
+                    output: None,
+                    attempts: earlier,
+                });
+            }
+        };
+        if !(attempt.status.is_retryable() && attempt.reason.is_none())
+            || earlier.len() >= retries as usize
+            || shared.stop_reason().is_some()
+        {
+            // Counted out before the permit goes, so the tally never shows more than the
+            // limits allow.
+            shared.tally.end(job, &attempt.status, true);
+            if attempt.status.is_failure() {
+                fail(&shared, job, &attempt.status).await;
+            }
             drop(permit);
             return account.send(Outcome {
                 index,
-                status,
-                reason: None,
-                times: None,
-                output: None,
+                status: attempt.status,
+                reason: attempt.reason,
+                times: attempt.times,
+                output: attempt.output,
+                attempts: earlier,
             });
         }
-    };
-    shared.tally.start(job);
 
+        // Retry: wait without holding the job's groups, then queue again.
+        shared.tally.retry(job);
+        drop(permit);
+        let delay = retry_delay(shared.config.retry_delay, number);
+        shared
+            .notice(format!(
+                "line {} {}; retry {number} of {retries} in {}",
+                job.line,
+                describe(&attempt.status),
+                table::duration(delay)
+            ))
+            .await;
+        earlier.push(attempt);
+        let mut stopped = shared.stopped.subscribe();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            // An error means the shared state is gone, which cannot happen while a job runs.
+            _ = stopped.wait_for(|stopped| *stopped) => {}
+        }
+        permit = match shared.pool.acquire(job.groups.clone()).await {
+            Ok(permit) => permit,
+            Err(_closed) => {
+                let last = earlier.pop().expect("an attempt was just pushed");
+                return give_up(account, last, earlier).await;
+            }
+        };
+    }
+}
+
+/// Ends a job with the status of its `last` attempt, when the run stopped before its retry
+/// (the tally counts it as waiting).
+async fn give_up(account: Account, last: Attempt, earlier: Vec<Attempt>) {
+    let shared = Arc::clone(&account.shared);
+    let job = account.job();
+    shared.tally.end(job, &last.status, false);
+    fail(&shared, job, &last.status).await;
+    let index = account.index;
+    account.send(Outcome {
+        index,
+        status: last.status,
+        reason: last.reason,
+        times: last.times,
+        output: last.output,
+        attempts: earlier,
+    });
+}
+
+/// The wait before retry `number` (from 1): `first`, doubled for each retry after the first,
+/// capped at [`MAX_RETRY_DELAY`] unless `first` is longer.
+pub fn retry_delay(first: Duration, number: usize) -> Duration {
+    let doublings = u32::try_from(number.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(31);
+    let delay = first.saturating_mul(1 << doublings);
+    delay.min(MAX_RETRY_DELAY.max(first))
+}
+
+/// The longest wait between two attempts of a job, unless `--retry-delay` is longer.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+/// Waits for a started attempt to end and says how it went.
+async fn finish_attempt(shared: &Shared, index: usize, started: Started) -> Attempt {
+    let job = &shared.jobs[index];
     let Started {
         child,
         start,
@@ -401,7 +517,7 @@ async fn run_job(account: Account, admitted: Result<Permit<Group>, AcquireError>
         output,
     } = started;
     let timeout = job.timeout.unwrap_or(shared.config.timeout);
-    let (exit, timed_out) = wait(child, index, timeout, &shared).await;
+    let (exit, timed_out) = wait(child, index, timeout, shared).await;
     let status = match exit {
         Ok(exit) if timed_out => Status::timed_out(timeout.unwrap_or_default(), exit),
         Ok(exit) => Status::of(exit),
@@ -415,20 +531,15 @@ async fn run_job(account: Account, admitted: Result<Permit<Group>, AcquireError>
         end: SystemTime::now(),
         duration: started.elapsed(),
     };
-    // Counted out before the permit goes, so the tally never shows more than the limits allow.
-    shared.tally.end(job, &status, true);
-    if status.is_failure() {
-        fail(&shared, job, &status).await;
-    }
-    drop(permit);
-    let reason = (signalled && status.is_failure()).then_some(Reason::Interrupted);
-    account.send(Outcome {
-        index,
+    // Terminated by taskherd, other than for its own timeout: because the run is stopping.
+    let reason = (signalled && status.is_failure() && !timed_out)
+        .then(|| shared.stop_reason().unwrap_or(Reason::Interrupted));
+    Attempt {
         status,
         reason,
         times: Some(times),
         output,
-    });
+    }
 }
 
 /// Why [`start`] did not start a job.
@@ -439,8 +550,8 @@ enum NotRun {
     Error(String),
 }
 
-/// Spawns a job's process unless the run is stopping.
-fn start(shared: &Shared, index: usize) -> Result<Started, NotRun> {
+/// Spawns attempt `number` (from 1) of a job's process unless the run is stopping.
+fn start(shared: &Shared, index: usize, number: usize) -> Result<Started, NotRun> {
     let job = &shared.jobs[index];
     // Held while spawning: a stop waits for the spawns in progress (see the module docs).
     let stop = shared
@@ -467,7 +578,7 @@ fn start(shared: &Shared, index: usize) -> Result<Started, NotRun> {
             None
         }
         OutputMode::Dir(dir) => {
-            let path = output_file(dir, job.line);
+            let path = output_file(dir, job.line, number);
             let file = std::fs::File::create(&path)
                 .and_then(|file| Ok((file.try_clone()?, file)))
                 .map_err(|error| {
@@ -495,9 +606,13 @@ fn start(shared: &Shared, index: usize) -> Result<Started, NotRun> {
     })
 }
 
-/// The file that holds a job's output with `--output dir:PATH`.
-pub fn output_file(dir: &Path, line: usize) -> PathBuf {
-    dir.join(format!("{line}.log"))
+/// The file that holds the output of attempt `number` (from 1) of a job with
+/// `--output dir:PATH`: `LINE.log` for the first, `LINE.N.log` for a retry.
+pub fn output_file(dir: &Path, line: usize, number: usize) -> PathBuf {
+    match number {
+        1 => dir.join(format!("{line}.log")),
+        _ => dir.join(format!("{line}.{number}.log")),
+    }
 }
 
 /// Waits for a job's process to exit and its output to be read to the end; returns its exit
@@ -614,7 +729,7 @@ async fn read_output(
     }
 }
 
-/// A job failed: say so if that halts the run.
+/// A job failed for good: say so if that halts the run.
 async fn fail(shared: &Shared, job: &Job, status: &Status) {
     // A job that could not even start has no output of its own to explain it: say why here,
     // not only in the report.
@@ -623,16 +738,39 @@ async fn fail(shared: &Shared, job: &Job, status: &Status) {
             .notice(format!("line {} {}", job.line, describe(status)))
             .await;
     }
-    if shared.config.halt_on_error && shared.stop(Reason::HaltOnError) {
-        let running = shared.tally.total().running;
-        shared
-            .notice(format!(
-                "line {} {}; --halt-on-error: starting no more jobs, waiting for {} to finish",
-                job.line,
-                describe(status),
-                table::count(running, "running job"),
-            ))
-            .await;
+    // Relaxed: only the count matters, and the stop that may follow has its own lock.
+    let failures = shared.failures.fetch_add(1, Ordering::Relaxed) + 1;
+    let halt = match shared.config.halt_on_error {
+        Some(Halt::After(n)) if failures >= n => Halt::After(n),
+        Some(Halt::Now) => Halt::Now,
+        _ => return,
+    };
+    if !shared.stop(Reason::HaltOnError) {
+        return;
+    }
+    let running = shared.tally.total().running;
+    let after = match halt {
+        Halt::After(1) | Halt::Now => format!("line {} {}", job.line, describe(status)),
+        Halt::After(n) => format!(
+            "{n} jobs failed, the last: line {} {}",
+            job.line,
+            describe(status)
+        ),
+    };
+    let then = match halt {
+        Halt::Now => "terminating the running jobs".to_owned(),
+        Halt::After(_) => format!(
+            "waiting for {} to finish",
+            table::count(running, "running job")
+        ),
+    };
+    shared
+        .notice(format!(
+            "{after}; --halt-on-error: starting no more jobs, {then}"
+        ))
+        .await;
+    if halt == Halt::Now {
+        shared.halt_now.notify_one();
     }
 }
 

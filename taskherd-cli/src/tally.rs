@@ -41,6 +41,11 @@ impl Counts {
         self.peak = self.peak.max(self.running);
     }
 
+    fn retry(&mut self) {
+        self.running -= 1;
+        self.pending += 1;
+    }
+
     fn end(&mut self, status: &Status, started: bool) {
         if started {
             self.running -= 1;
@@ -116,6 +121,14 @@ impl Tally {
     /// The counts of the total.
     pub fn total(&self) -> Counts {
         self.lock().total
+    }
+
+    /// A job's attempt ended and it will run again (`--retries`): it waits once more.
+    pub fn retry(&self, job: &Job) {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        inner.total.retry();
+        each_group(&mut inner.groups, job, Counts::retry);
     }
 
     /// All counts.

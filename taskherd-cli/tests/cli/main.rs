@@ -14,4 +14,5 @@ mod limits_file;
 mod outcomes;
 mod output;
 mod processes;
+mod retries;
 mod timeouts;

@@ -161,3 +161,84 @@ fn a_job_that_cannot_start_says_why_on_standard_error() {
     let records = report(&scratch, "r.jsonl");
     assert_eq!(statuses(&records), [(1, "error".into())]);
 }
+
+#[test]
+fn halt_on_error_after_n_failures() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "false\ntrue\nexit 3\ntouch ran4\n");
+    let run = scratch.run(&[
+        "run",
+        "-j",
+        "1",
+        "--halt-on-error",
+        "2",
+        "--report",
+        "r.jsonl",
+        "jobs.txt",
+    ]);
+    run.assert_code(1)
+        .assert_stderr_contains(
+            "taskherd: 2 jobs failed, the last: line 3 failed with exit status 3; \
+             --halt-on-error: starting no more jobs, waiting for 0 running jobs to finish",
+        )
+        .assert_stderr_contains(": 1 succeeded, 2 failed, 1 not started (halted after a failure)");
+    assert!(!scratch.exists("ran4"));
+}
+
+#[test]
+fn halt_on_error_now_terminates_running_jobs() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "jobs.txt",
+        "touch started1; sleep 30; touch never1\n\
+         while [ ! -e started1 ]; do sleep 0.01; done; exit 5\n\
+         touch ran3\n",
+    );
+    let run = scratch.run(&[
+        "run",
+        "-j",
+        "2",
+        "--halt-on-error",
+        "now",
+        "--report",
+        "r.jsonl",
+        "jobs.txt",
+    ]);
+    run.assert_code(1)
+        .assert_stderr_contains(
+            "taskherd: line 2 failed with exit status 5; --halt-on-error: starting no more jobs, \
+             terminating the running jobs",
+        )
+        .assert_stderr_contains(
+            ": 0 succeeded, 1 failed, 1 killed, 1 not started (halted after a failure)",
+        );
+    assert!(!scratch.exists("never1") && !scratch.exists("ran3"));
+    let records = report(&scratch, "r.jsonl");
+    let line1 = records.iter().find(|r| r["line"] == 1).unwrap();
+    assert_eq!(line1["status"], "killed");
+    assert_eq!(line1["signal_name"], "SIGTERM");
+    assert_eq!(line1["reason"], "halt-on-error");
+}
+
+#[test]
+fn a_failure_that_a_retry_repairs_does_not_halt() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "jobs.txt",
+        "[ -e tried ] || { touch tried; false; }\ntouch ran2\n",
+    );
+    scratch
+        .run(&[
+            "run",
+            "-j",
+            "1",
+            "--halt-on-error",
+            "--retries",
+            "1",
+            "--retry-delay",
+            "1ms",
+            "jobs.txt",
+        ])
+        .assert_code(0);
+    assert!(scratch.exists("ran2"));
+}
