@@ -6,7 +6,7 @@
 //! it is a status line every few seconds instead.
 //!
 //! ```text
-//! ⠙ [00:03:14] [===================> ] 9999/10000 done, 1 running, 0 waiting | db 1/1 | longest: line 42 (3m12s) | ETA ?
+//! ⠙ [00:03:14] [===================>] 9999/10000 done, 1 running, 0 waiting | db 1/1 | longest: line 42 (3m12s) | ETA ?
 //! taskherd: [3m14s] 9999/10000 done, 1 running, 0 waiting | db 1/1 | longest: line 42 (3m12s) | ETA ?
 //! ```
 //!
