@@ -1,9 +1,14 @@
 //! Counts of jobs per state, for the total and for every group: what progress and the summary
 //! show. Kept by taskherd itself, from the moment a job's process starts to the moment it ends,
 //! so `peak` is the highest number of processes that really ran at once.
+//!
+//! It also knows which jobs are running and since when, to name the one that has run longest,
+//! and the mean time of the jobs that ran and ended: starts and ends cost O(log n) in the
+//! number of jobs running (they come at thousands per second), a snapshot the same.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::jobfile::{Group, Job};
 use crate::outcome::Status;
@@ -72,6 +77,23 @@ pub struct Tally {
 struct Inner {
     total: Counts,
     groups: HashMap<Group, Counts>,
+    /// The running jobs by start, oldest first: `(started, line)`.
+    running: BTreeSet<(Instant, usize)>,
+    /// When each running job started, by line (a line is one job).
+    started: HashMap<usize, Instant>,
+    /// Jobs that ran and ended.
+    finished: usize,
+    /// Their run times, summed.
+    finished_time: Duration,
+}
+
+/// A job running now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Running {
+    /// Its line in the job file.
+    pub line: usize,
+    /// When its process started.
+    pub started: Instant,
 }
 
 /// A consistent copy of the counts.
@@ -80,6 +102,10 @@ pub struct Snapshot {
     pub total: Counts,
     /// Every group, sorted by name.
     pub groups: Vec<(Group, Counts)>,
+    /// The job running longest, if any runs.
+    pub longest: Option<Running>,
+    /// The mean run time of the jobs that ran and ended; `None` before the first ends.
+    pub mean: Option<Duration>,
 }
 
 impl Tally {
@@ -88,6 +114,10 @@ impl Tally {
         let mut inner = Inner {
             total: Counts::default(),
             groups: HashMap::new(),
+            running: BTreeSet::new(),
+            started: HashMap::new(),
+            finished: 0,
+            finished_time: Duration::ZERO,
         };
         for job in jobs {
             let add = |counts: &mut Counts| {
@@ -104,18 +134,40 @@ impl Tally {
 
     /// A job's process started.
     pub fn start(&self, job: &Job) {
+        self.start_at(job, Instant::now());
+    }
+
+    /// A job's process started at `at`.
+    pub(crate) fn start_at(&self, job: &Job, at: Instant) {
         let mut inner = self.lock();
         let inner = &mut *inner;
         inner.total.start();
         each_group(&mut inner.groups, job, Counts::start);
+        if let Some(before) = inner.started.insert(job.line, at) {
+            // Not expected (a job starts once), but the set must not keep a stale entry.
+            inner.running.remove(&(before, job.line));
+        }
+        inner.running.insert((at, job.line));
     }
 
     /// A job's fate is known; `started` says whether [`start`](Self::start) was called for it.
     pub fn end(&self, job: &Job, status: &Status, started: bool) {
+        self.end_at(job, status, started, Instant::now());
+    }
+
+    /// A job's fate is known since `at`.
+    pub(crate) fn end_at(&self, job: &Job, status: &Status, started: bool, at: Instant) {
         let mut inner = self.lock();
         let inner = &mut *inner;
         inner.total.end(status, started);
         each_group(&mut inner.groups, job, |counts| counts.end(status, started));
+        if started {
+            if let Some(began) = inner.started.remove(&job.line) {
+                inner.running.remove(&(began, job.line));
+                inner.finished += 1;
+                inner.finished_time += at.saturating_duration_since(began);
+            }
+        }
     }
 
     /// The counts of the total.
@@ -140,9 +192,19 @@ impl Tally {
             .map(|(group, counts)| (group.clone(), *counts))
             .collect();
         groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let longest = inner
+            .running
+            .first()
+            .map(|&(started, line)| Running { line, started });
+        let mean = u32::try_from(inner.finished)
+            .ok()
+            .filter(|&n| n > 0)
+            .map(|n| inner.finished_time / n);
         Snapshot {
             total: inner.total,
             groups,
+            longest,
+            mean,
         }
     }
 
@@ -197,5 +259,33 @@ mod tests {
         );
         let total = snapshot.total;
         assert_eq!((total.succeeded, total.failed, total.peak), (1, 1, 2));
+    }
+
+    #[test]
+    fn knows_the_longest_running_job_and_the_mean_run_time() {
+        let jobs = parse(b"a\nb\nc\nd\n").unwrap();
+        let tally = Tally::new(&jobs);
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        assert_eq!(tally.snapshot().longest, None);
+        assert_eq!(tally.snapshot().mean, None);
+        tally.start_at(&jobs[1], at(0));
+        tally.start_at(&jobs[0], at(1));
+        tally.start_at(&jobs[2], at(1));
+        let longest = |tally: &Tally| tally.snapshot().longest.map(|r| (r.line, r.started));
+        assert_eq!(longest(&tally), Some((2, at(0))));
+        tally.end_at(&jobs[1], &Status::Succeeded, true, at(4));
+        // Two started at the same instant: the lower line comes first.
+        assert_eq!(longest(&tally), Some((1, at(1))));
+        tally.end_at(&jobs[0], &Status::Failed { code: 1 }, true, at(3));
+        assert_eq!(longest(&tally), Some((3, at(1))));
+        // A job that never started counts in neither.
+        tally.end_at(&jobs[3], &Status::NotStarted, false, at(5));
+        let snapshot = tally.snapshot();
+        assert_eq!(snapshot.mean, Some(Duration::from_secs(3)));
+        tally.end_at(&jobs[2], &Status::Succeeded, true, at(7));
+        let snapshot = tally.snapshot();
+        assert_eq!(snapshot.longest, None);
+        assert_eq!(snapshot.mean, Some(Duration::from_secs(4)));
     }
 }

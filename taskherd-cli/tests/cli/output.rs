@@ -94,6 +94,27 @@ fn forced_progress_without_a_terminal_prints_status_lines() {
     assert!(run.stderr.starts_with("taskherd: ["), "{}", run.stderr);
 }
 
+/// Issue 11, item 7: every other job done at once, one running on. The status line names it
+/// and does not promise a tiny ETA; no line passes 100 columns, long group names are cut.
+#[test]
+fn status_lines_name_the_job_holding_the_run_up() {
+    let scratch = Scratch::new();
+    let long = "a-group-name-much-longer-than-a-status-line-has-room-for-at-all";
+    let mut jobs = format!("{long} :: sleep 4.8\n");
+    for _ in 0..100 {
+        jobs.push_str(&format!("{long}-too :: true\n"));
+    }
+    scratch.write("jobs.txt", &jobs);
+    let run = scratch.run(&["run", "--progress", "--no-summary", "jobs.txt"]);
+    run.assert_code(0)
+        .assert_stderr_contains("] 100/101 done, 1 running, 0 waiting | ")
+        .assert_stderr_contains(" | longest: line 1 (")
+        .assert_stderr_contains(" | ETA ?\n");
+    for line in run.stderr.lines() {
+        assert!(line.chars().count() <= 100, "{line:?}");
+    }
+}
+
 #[test]
 fn no_progress_without_a_terminal_by_default() {
     let scratch = Scratch::new();
