@@ -175,12 +175,19 @@ impl Tally {
         self.lock().total
     }
 
-    /// A job's attempt ended and it will run again (`--retries`): it waits once more.
+    /// A job's attempt ended and it will run again (`--retries`): it waits once more. The
+    /// attempt's run time counts in the mean.
     pub fn retry(&self, job: &Job) {
+        let at = Instant::now();
         let mut inner = self.lock();
         let inner = &mut *inner;
         inner.total.retry();
         each_group(&mut inner.groups, job, Counts::retry);
+        if let Some(began) = inner.started.remove(&job.line) {
+            inner.running.remove(&(began, job.line));
+            inner.finished += 1;
+            inner.finished_time += at.saturating_duration_since(began);
+        }
     }
 
     /// All counts.
@@ -287,5 +294,27 @@ mod tests {
         let snapshot = tally.snapshot();
         assert_eq!(snapshot.longest, None);
         assert_eq!(snapshot.mean, Some(Duration::from_secs(4)));
+    }
+
+    #[test]
+    fn a_job_waiting_to_retry_is_not_running() {
+        let jobs = parse(b"g :: a\n").unwrap();
+        let tally = Tally::new(&jobs);
+        tally.start(&jobs[0]);
+        tally.retry(&jobs[0]);
+        let snapshot = tally.snapshot();
+        assert_eq!(snapshot.longest, None);
+        assert_eq!((snapshot.total.running, snapshot.total.pending), (0, 1));
+        assert!(
+            snapshot.mean.is_some(),
+            "the attempt's time counts in the mean"
+        );
+        tally.start(&jobs[0]);
+        tally.end(&jobs[0], &Status::Succeeded, true);
+        let total = tally.snapshot().total;
+        assert_eq!(
+            (total.running, total.pending, total.succeeded, total.peak),
+            (0, 0, 1, 1)
+        );
     }
 }
