@@ -121,55 +121,14 @@ pub fn check_group_name(name: &str) -> Result<(), String> {
 
 /// Parses a whole job file. Returns the jobs in file order, or every line error found.
 pub fn parse(text: &[u8]) -> Result<Vec<Job>, Vec<LineError>> {
+    let mut reader = Reader::new(text);
     let mut jobs = Vec::new();
     let mut errors = Vec::new();
-    let mut interned: HashMap<Box<str>, Group> = HashMap::new();
-
-    // A final '\n' ends the last line rather than starting an empty one; `split` yields a last
-    // empty piece for it, which is skipped as blank anyway.
-    for (index, raw) in text.split(|&b| b == b'\n').enumerate() {
-        let line = index + 1;
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        match parse_line(raw) {
-            Ok(None) => {}
-            Ok(Some((groups, command, separated))) => {
-                let mut job_groups: Vec<Group> = Vec::with_capacity(groups.len());
-                let mut bad = false;
-                let mut settings = Settings::default();
-                for name in groups {
-                    if let Some((key, value)) = name.split_once('=') {
-                        if let Err(message) = settings.set(key, value) {
-                            errors.push(LineError { line, message });
-                            bad = true;
-                        }
-                        continue;
-                    }
-                    if let Err(message) = check_group_name(name) {
-                        errors.push(LineError { line, message });
-                        bad = true;
-                        continue;
-                    }
-                    let group = interned
-                        .entry(name.into())
-                        .or_insert_with(|| Arc::from(name))
-                        .clone();
-                    // The pool counts a group named twice once; keep the job's list the same.
-                    if !job_groups.contains(&group) {
-                        job_groups.push(group);
-                    }
-                }
-                if !bad {
-                    jobs.push(Job {
-                        line,
-                        groups: job_groups,
-                        command: command.to_vec(),
-                        separated,
-                        timeout: settings.timeout,
-                        retries: settings.retries,
-                    });
-                }
-            }
-            Err(message) => errors.push(LineError { line, message }),
+    while let Some(next) = reader.next_job() {
+        match next {
+            Ok(Ok(job)) => jobs.push(job),
+            Ok(Err(mut line_errors)) => errors.append(&mut line_errors),
+            Err(_) => unreachable!("reading from a byte slice cannot fail"),
         }
     }
     if errors.is_empty() {
@@ -177,6 +136,139 @@ pub fn parse(text: &[u8]) -> Result<Vec<Job>, Vec<LineError>> {
     } else {
         Err(errors)
     }
+}
+
+/// The longest line a job file may have. (A longer command could not be passed to the shell
+/// anyway: Linux limits one argument to 128 KiB, and every system all of them to `ARG_MAX`.)
+pub const MAX_LINE: usize = 4 << 20;
+
+/// Reads a job file line by line, each job parsed and checked as it comes: for a job file
+/// that is read as it is written (a pipe), and so that a large file never sits in memory
+/// whole.
+#[derive(Debug)]
+pub struct Reader<R> {
+    input: R,
+    /// Lines read so far.
+    line: usize,
+    buffer: Vec<u8>,
+    /// Each group name once, shared by every job that names it.
+    interned: HashMap<Box<str>, Group>,
+}
+
+impl<R: std::io::BufRead> Reader<R> {
+    pub fn new(input: R) -> Self {
+        Reader {
+            input,
+            line: 0,
+            buffer: Vec::new(),
+            interned: HashMap::new(),
+        }
+    }
+
+    /// The next job, or the errors of the next bad line; `None` at the end of the input.
+    /// Blank and comment lines are skipped.
+    pub fn next_job(&mut self) -> Option<std::io::Result<Result<Job, Vec<LineError>>>> {
+        loop {
+            self.line += 1;
+            let line = self.line;
+            match self.read_line() {
+                Err(error) => return Some(Err(error)),
+                Ok(None) => return None,
+                Ok(Some(false)) => {
+                    return Some(Ok(Err(vec![LineError {
+                        line,
+                        message: format!(
+                            "line longer than {} MiB (put a long command in a script)",
+                            MAX_LINE >> 20
+                        ),
+                    }])));
+                }
+                Ok(Some(true)) => {}
+            }
+            let raw = self.buffer.strip_suffix(b"\n").unwrap_or(&self.buffer);
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            match parse_line(raw) {
+                Ok(None) => continue,
+                Ok(Some(parsed)) => return Some(Ok(build(line, parsed, &mut self.interned))),
+                Err(message) => return Some(Ok(Err(vec![LineError { line, message }]))),
+            }
+        }
+    }
+
+    /// Reads the next line into the buffer, with its `\n`. `Ok(None)` at the end of the input,
+    /// `Ok(Some(false))` for a line over [`MAX_LINE`] (read to its end, kept in part only).
+    fn read_line(&mut self) -> std::io::Result<Option<bool>> {
+        self.buffer.clear();
+        let mut fits = true;
+        loop {
+            let available = match self.input.fill_buf() {
+                Ok(available) => available,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            };
+            if available.is_empty() {
+                // The end of the input: a last line without '\n' is still a line.
+                return Ok((!self.buffer.is_empty() || !fits).then_some(fits));
+            }
+            let (piece, done) = match available.iter().position(|&b| b == b'\n') {
+                Some(at) => (&available[..=at], true),
+                None => (available, false),
+            };
+            let used = piece.len();
+            if self.buffer.len() + used <= MAX_LINE {
+                self.buffer.extend_from_slice(piece);
+            } else {
+                fits = false;
+            }
+            self.input.consume(used);
+            if done {
+                return Ok(Some(fits));
+            }
+        }
+    }
+}
+
+/// Builds the job of one parsed line, or says what is wrong with its groups and settings.
+fn build(
+    line: usize,
+    (groups, command, separated): Parsed<'_>,
+    interned: &mut HashMap<Box<str>, Group>,
+) -> Result<Job, Vec<LineError>> {
+    let mut job_groups: Vec<Group> = Vec::with_capacity(groups.len());
+    let mut errors = Vec::new();
+    let mut settings = Settings::default();
+    for name in groups {
+        if let Some((key, value)) = name.split_once('=') {
+            if let Err(message) = settings.set(key, value) {
+                errors.push(LineError { line, message });
+            }
+            continue;
+        }
+        if let Err(message) = check_group_name(name) {
+            errors.push(LineError { line, message });
+            continue;
+        }
+        let group = interned
+            .entry(name.into())
+            .or_insert_with(|| Arc::from(name))
+            .clone();
+        // The pool counts a group named twice once; keep the job's list the same.
+        if !job_groups.contains(&group) {
+            job_groups.push(group);
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    job_groups.shrink_to_fit();
+    Ok(Job {
+        line,
+        groups: job_groups,
+        command: command.to_vec(),
+        separated,
+        timeout: settings.timeout,
+        retries: settings.retries,
+    })
 }
 
 /// The `NAME=VALUE` settings of one job line.
@@ -467,6 +559,40 @@ mod tests {
         assert!(check_group_name("[total]").is_err());
         assert!(check_group_name("a b").is_err());
         assert!(check_group_name("a#b").is_err());
+    }
+
+    #[test]
+    fn a_line_too_long_is_an_error_and_the_next_line_still_counts() {
+        let mut text = b"a :: x\n".to_vec();
+        text.extend(std::iter::repeat_n(b'y', MAX_LINE + 1));
+        text.extend(b"\nb :: z");
+        let found = errors(&text);
+        assert_eq!(
+            found,
+            ["2: line longer than 4 MiB (put a long command in a script)"]
+        );
+        let mut reader = Reader::new(&text[..]);
+        let lines: Vec<usize> = std::iter::from_fn(|| reader.next_job())
+            .map(|next| match next.unwrap() {
+                Ok(job) => job.line,
+                Err(errors) => errors[0].line,
+            })
+            .collect();
+        assert_eq!(lines, [1, 2, 3]);
+    }
+
+    #[test]
+    fn reading_in_small_pieces_gives_the_same_jobs() {
+        let text = b"# c\nweb1 db :: a\r\n\nb\nlast :: no newline";
+        let whole = parse(text).unwrap();
+        let small = std::io::BufReader::with_capacity(3, &text[..]);
+        let mut reader = Reader::new(small);
+        let pieces: Vec<Job> = std::iter::from_fn(|| reader.next_job())
+            .map(|next| next.unwrap().unwrap())
+            .collect();
+        assert_eq!(pieces, whole);
+        assert_eq!(whole.len(), 3);
+        assert_eq!(whole[2].command, b"no newline");
     }
 
     #[test]
