@@ -103,6 +103,22 @@ pub struct RunArgs {
     /// Seconds between SIGTERM and SIGKILL after a second Ctrl-C.
     #[arg(long, hide = true, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
     pub kill_grace: Duration,
+
+    /// Write a joblog in GNU parallel's format to FILE: a header, then a line per job that ran
+    /// (Seq is the job's line number), written as each job ends.
+    #[arg(long, value_name = "FILE")]
+    pub joblog: Option<PathBuf>,
+
+    /// Read the --report of an earlier run and skip the jobs that succeeded there (matched by
+    /// command and groups); run the rest. Skipped jobs get a `skipped` record. REPORT may be
+    /// the file --report writes.
+    #[arg(long, value_name = "REPORT", conflicts_with = "resume_failed")]
+    pub resume: Option<PathBuf>,
+
+    /// Like --resume, but run only the jobs that failed, were killed, timed out or could not
+    /// start in REPORT; skip the rest (jobs never started or not in REPORT included).
+    #[arg(long, value_name = "REPORT")]
+    pub resume_failed: Option<PathBuf>,
 }
 
 /// Where job output goes.

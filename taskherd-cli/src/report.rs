@@ -21,6 +21,9 @@
 //! | `start`, `end`  | string or null    | wall-clock times, RFC 3339 in UTC with microseconds           |
 //! | `duration_secs` | number or null    | run time measured with a monotonic clock                      |
 //! | `output`        | string or null    | with `--output dir:PATH`, the file holding the job's output   |
+//!
+//! A job skipped by `--resume` or `--resume-failed` gets a record too, with `status` `skipped`
+//! and `reason` `resumed` (see [`Report::write_skipped`]).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -64,6 +67,18 @@ impl Report {
     /// Writes and flushes the record of one job.
     pub fn write(&mut self, job: &Job, outcome: &Outcome) -> io::Result<()> {
         serde_json::to_writer(&mut self.file, &Record::new(job, outcome))?;
+        self.file.write_all(b"\n")?;
+        self.file.flush()
+    }
+
+    /// Writes and flushes the record of a job skipped by `--resume` or `--resume-failed`: status
+    /// `skipped`, reason `resumed`, otherwise like a job that did not start.
+    pub fn write_skipped(&mut self, job: &Job) -> io::Result<()> {
+        let outcome = Outcome::not_started(0, None);
+        let mut record = Record::new(job, &outcome);
+        record.status = "skipped";
+        record.reason = Some("resumed");
+        serde_json::to_writer(&mut self.file, &record)?;
         self.file.write_all(b"\n")?;
         self.file.flush()
     }
