@@ -117,7 +117,7 @@ pub enum LoadError {
     Lines(Vec<LineError>),
 }
 
-/// Reads the report at `path` (`source` names it in messages).
+/// Reads the report at `path`; errors and the warning name it as it is written.
 pub fn load(path: &Path, mode: Mode) -> Result<Previous, LoadError> {
     let text = std::fs::read(path).map_err(LoadError::Read)?;
     parse(&text, mode, &path.display().to_string()).map_err(LoadError::Lines)
