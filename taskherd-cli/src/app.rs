@@ -156,9 +156,18 @@ struct Setup {
 }
 
 impl Setup {
-    /// Creates the report file, then the output directory (so a bad report path leaves no
-    /// directory behind).
+    /// Creates the joblog, the report file, then the output directory (so a bad report path
+    /// leaves no directory behind). The checks of a dry run come first: a path that cannot
+    /// work fails before anything is created, and before the report (maybe the one `--resume`
+    /// just read) is truncated.
     fn create(args: &RunArgs) -> Result<Setup, Fatal> {
+        Self::check(args)?;
+        let joblog = match &args.joblog {
+            None => None,
+            Some(path) => Some(Joblog::create(path).map_err(|error| {
+                Fatal::one(format!("cannot create joblog {}: {error}", path.display()))
+            })?),
+        };
         let report = match &args.report {
             None => None,
             Some(path) => Some(Report::create(path).map_err(|error| {
@@ -166,12 +175,6 @@ impl Setup {
                     "cannot create report file {}: {error}",
                     path.display()
                 ))
-            })?),
-        };
-        let joblog = match &args.joblog {
-            None => None,
-            Some(path) => Some(Joblog::create(path).map_err(|error| {
-                Fatal::one(format!("cannot create joblog {}: {error}", path.display()))
             })?),
         };
         if let OutputMode::Dir(dir) = &args.output {

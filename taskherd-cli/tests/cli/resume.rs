@@ -211,6 +211,18 @@ fn the_report_resumed_from_may_be_the_report_written() {
     assert!(!scratch.exists("ran") && !scratch.exists("r.jsonl"));
 
     let scratch = halted_run("r.jsonl");
+    let first = scratch.read("r.jsonl");
+    // A run that fails to set up leaves the report it would resume from as it was.
+    for bad in [
+        ["--joblog", "missing/jobs.log"],
+        ["--output", "dir:jobs.txt"],
+    ] {
+        scratch
+            .run(&[&args[..8], &bad, &["jobs.txt"]].concat())
+            .assert_code(2)
+            .assert_stderr_contains("cannot create ");
+        assert_eq!(scratch.read("r.jsonl"), first);
+    }
     scratch.write("fixed", "");
     scratch.run(&args).assert_code(0);
     assert_eq!(ran(&scratch), [2, 3]);
