@@ -11,11 +11,13 @@ use taskherd::TaskPool;
 use crate::arg_limits::ArgLimits;
 use crate::cli::{OutputMode, RunArgs};
 use crate::jobfile::{self, Group, Job, LineError};
+use crate::joblog::{self, Joblog};
 use crate::limits::{self, Limits, Settings, Target};
 use crate::output::Writer;
 use crate::plan;
 use crate::progress::{self, Progress};
 use crate::report::{self, Report};
+use crate::resume;
 use crate::runner;
 use crate::signals;
 use crate::summary;
@@ -67,7 +69,10 @@ impl Fatal {
 pub struct Prepared {
     /// The job file's name as shown in messages (`<stdin>` for standard input).
     pub source: String,
+    /// The jobs to run.
     pub jobs: Vec<Job>,
+    /// The jobs `--resume` or `--resume-failed` skip, in file order.
+    pub skipped: Vec<Job>,
     /// Limits from the command line.
     pub base_limits: Limits,
     /// The limits file and its settings when it was first read.
@@ -112,6 +117,10 @@ pub fn main(args: &RunArgs) -> ExitCode {
             "{}",
             plan::render(&prepared.source, &prepared.jobs, &prepared.initial_limits())
         );
+        if let Some((mode, path)) = resume_of(args) {
+            let run = prepared.jobs.len();
+            print!("{}", resume::plan_line(mode, path, &prepared.skipped, run));
+        }
         return ExitCode::from(EXIT_OK);
     }
     let setup = match Setup::create(args) {
@@ -139,15 +148,26 @@ pub fn main(args: &RunArgs) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// What must exist before the first job starts: the report file and the output directory.
+/// What must exist before the first job starts: the report file, the joblog and the output
+/// directory.
 struct Setup {
     report: Option<Report>,
+    joblog: Option<Joblog>,
 }
 
 impl Setup {
-    /// Creates the report file, then the output directory (so a bad report path leaves no
-    /// directory behind).
+    /// Creates the joblog, the report file, then the output directory (so a bad report path
+    /// leaves no directory behind). The checks of a dry run come first: a path that cannot
+    /// work fails before anything is created, and before the report (maybe the one `--resume`
+    /// just read) is truncated.
     fn create(args: &RunArgs) -> Result<Setup, Fatal> {
+        Self::check(args)?;
+        let joblog = match &args.joblog {
+            None => None,
+            Some(path) => Some(Joblog::create(path).map_err(|error| {
+                Fatal::one(format!("cannot create joblog {}: {error}", path.display()))
+            })?),
+        };
         let report = match &args.report {
             None => None,
             Some(path) => Some(Report::create(path).map_err(|error| {
@@ -165,20 +185,21 @@ impl Setup {
                 ))
             })?;
         }
-        Ok(Setup { report })
+        Ok(Setup { report, joblog })
     }
 
     /// For `--dry-run`: the checks `create` would fail, without creating anything.
     fn check(args: &RunArgs) -> Result<(), Fatal> {
-        if let Some(path) = args
+        let report = args
             .report
             .as_deref()
-            .filter(|path| !report::is_stdout(path))
-        {
+            .filter(|path| !report::is_stdout(path));
+        for (what, path) in [("report file", report), ("joblog", args.joblog.as_deref())] {
+            let Some(path) = path else { continue };
             let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
             if parent.is_some_and(|dir| !dir.is_dir()) || path.is_dir() {
                 return Err(Fatal::one(format!(
-                    "cannot create report file {}: its directory does not exist or it is a directory",
+                    "cannot create {what} {}: its directory does not exist or it is a directory",
                     path.display()
                 )));
             }
@@ -196,8 +217,19 @@ impl Setup {
 }
 
 /// Runs the jobs; returns the exit status.
-async fn execute(args: &RunArgs, prepared: Prepared, setup: Setup) -> u8 {
+async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup) -> u8 {
     let began = Instant::now();
+    // Skipped jobs are known before anything runs: their records come first.
+    let mut skipped_error = false;
+    if let Some(report) = &mut setup.report {
+        for job in &prepared.skipped {
+            if let Err(error) = report.write_skipped(job) {
+                eprintln!("taskherd: error: cannot write the report: {error}");
+                skipped_error = true;
+                break;
+            }
+        }
+    }
     let limits = prepared.initial_limits();
     let pool = build_pool(&limits);
     let named: BTreeSet<Group> = prepared
@@ -252,6 +284,7 @@ async fn execute(args: &RunArgs, prepared: Prepared, setup: Setup) -> u8 {
         setup.report,
         signals,
         &progress,
+        setup.joblog.as_mut(),
     )
     .await;
     if let Some(watcher) = watcher {
@@ -261,21 +294,27 @@ async fn execute(args: &RunArgs, prepared: Prepared, setup: Setup) -> u8 {
     progress.finish();
 
     if !args.no_summary {
-        eprint!(
-            "{}",
-            summary::render(
-                &finished.counts,
-                finished.stopped,
-                began.elapsed(),
-                |group| match group {
-                    None => pool.max_tasks(),
-                    Some(group) => pool.effective_limit(&Group::from(group)),
-                }
-            )
+        let mut text = summary::render(
+            &finished.counts,
+            finished.stopped,
+            began.elapsed(),
+            |group| match group {
+                None => pool.max_tasks(),
+                Some(group) => pool.effective_limit(&Group::from(group)),
+            },
         );
+        if let Some((mode, _)) = resume_of(args) {
+            text = resume::summary_with_skipped(&text, mode, prepared.skipped.len());
+        }
+        eprint!("{text}");
     }
     let total = finished.counts.total;
-    if total.succeeded == total.jobs && finished.report_error.is_none() {
+    let joblog_failed = setup.joblog.as_ref().is_some_and(Joblog::failed);
+    if total.succeeded == total.jobs
+        && finished.report_error.is_none()
+        && !skipped_error
+        && !joblog_failed
+    {
         EXIT_OK
     } else {
         EXIT_JOB_FAILED
@@ -300,6 +339,9 @@ fn build_pool(limits: &Limits) -> TaskPool<Group> {
 /// Reads and checks the job file, the limits and the limits file.
 pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
     check_shell(&args.shell)?;
+    if let Some(path) = &args.joblog {
+        joblog::check_path(path).map_err(Fatal::one)?;
+    }
     let (source, text) = read_jobs(args.jobfile.as_deref())?;
     let jobs = jobfile::parse(&text).map_err(|errors| Fatal::lines(&source, &errors))?;
     // A command the system would refuse to pass to `sh -c` fails now, not when its turn comes.
@@ -350,9 +392,29 @@ pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
         }
     };
 
+    // Read fully here, before the report (possibly the same file) is created.
+    let (jobs, skipped) = match resume_of(args) {
+        None => (jobs, Vec::new()),
+        Some((mode, path)) => {
+            let previous = resume::load(path, mode).map_err(|error| match error {
+                resume::LoadError::Read(error) => Fatal::one(format!(
+                    "cannot read {} report {}: {error}",
+                    mode.option(),
+                    path.display()
+                )),
+                resume::LoadError::Lines(errors) => {
+                    Fatal::lines(&path.display().to_string(), &errors)
+                }
+            })?;
+            warnings.extend(previous.warning.clone());
+            resume::select(jobs, previous, mode)
+        }
+    };
+
     Ok(Prepared {
         source,
         jobs,
+        skipped,
         base_limits,
         limits_file,
         warnings,
@@ -414,6 +476,11 @@ fn read_stdin() -> Result<(String, Vec<u8>), Fatal> {
         .read_to_end(&mut text)
         .map_err(|error| Fatal::one(format!("cannot read jobs from standard input: {error}")))?;
     Ok(("<stdin>".to_owned(), text))
+}
+
+/// `--resume` or `--resume-failed`, with the report path.
+fn resume_of(args: &RunArgs) -> Option<(resume::Mode, &Path)> {
+    resume::Mode::of(args.resume.as_deref(), args.resume_failed.as_deref())
 }
 
 fn cpus() -> usize {

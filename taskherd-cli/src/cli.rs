@@ -137,6 +137,22 @@ pub struct RunArgs {
     /// bash-only syntax).
     #[arg(long, value_name = "PATH", default_value = "/bin/sh")]
     pub shell: PathBuf,
+
+    /// Write a joblog in GNU parallel's format to FILE: a header, then a line per job that ran
+    /// (Seq is the job's line number), written as each job ends.
+    #[arg(long, value_name = "FILE")]
+    pub joblog: Option<PathBuf>,
+
+    /// Read the --report of an earlier run and skip the jobs that succeeded there (matched by
+    /// command and groups); run the rest. Skipped jobs get a `skipped` record. REPORT may be
+    /// the file --report writes.
+    #[arg(long, value_name = "REPORT", conflicts_with = "resume_failed")]
+    pub resume: Option<PathBuf>,
+
+    /// Like --resume, but run only the jobs that failed, were killed, timed out or could not
+    /// start in REPORT; skip the rest (jobs never started or not in REPORT included).
+    #[arg(long, value_name = "REPORT")]
+    pub resume_failed: Option<PathBuf>,
 }
 
 /// When `--halt-on-error` stops the run.

@@ -11,7 +11,8 @@
 //! - `watch`: re-reads the limits file while jobs run;
 //! - `signals`: Ctrl-C, and signals to the jobs' process groups;
 //! - `output`: job output and taskherd's messages, from one writer thread;
-//! - `report`: the JSON Lines report;
+//! - `report`: the JSON Lines report; `joblog`: GNU parallel's joblog; `resume`: which jobs
+//!   an earlier report says to skip;
 //! - `tally`, `progress` and `summary`: counts per group, live progress, and the table printed
 //!   at the end;
 //! - `table`: plain-text tables.
@@ -29,6 +30,8 @@ mod duration;
 #[cfg(unix)]
 mod jobfile;
 #[cfg(unix)]
+mod joblog;
+#[cfg(unix)]
 mod limits;
 #[cfg(unix)]
 mod outcome;
@@ -40,6 +43,8 @@ mod plan;
 mod progress;
 #[cfg(unix)]
 mod report;
+#[cfg(unix)]
+mod resume;
 #[cfg(unix)]
 mod runner;
 #[cfg(unix)]

@@ -25,6 +25,9 @@
 //! | `attempts`      | array of objects  | every attempt (`--retries`), the last included, each with the fields from `status` to `timeout_secs`; empty if the job never started |
 //!
 //! The fields from `status` to `timeout_secs` are the last attempt's.
+//!
+//! A job skipped by `--resume` or `--resume-failed` gets a record too, with `status` `skipped`
+//! and `reason` `resumed` (see [`Report::write_skipped`]).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -68,6 +71,18 @@ impl Report {
     /// Writes and flushes the record of one job.
     pub fn write(&mut self, job: &Job, outcome: &Outcome) -> io::Result<()> {
         serde_json::to_writer(&mut self.file, &Record::new(job, outcome))?;
+        self.file.write_all(b"\n")?;
+        self.file.flush()
+    }
+
+    /// Writes and flushes the record of a job skipped by `--resume` or `--resume-failed`: status
+    /// `skipped`, reason `resumed`, otherwise like a job that did not start.
+    pub fn write_skipped(&mut self, job: &Job) -> io::Result<()> {
+        let outcome = Outcome::not_started(0, None);
+        let mut record = Record::new(job, &outcome);
+        record.last.status = "skipped";
+        record.last.reason = Some("resumed");
+        serde_json::to_writer(&mut self.file, &record)?;
         self.file.write_all(b"\n")?;
         self.file.flush()
     }

@@ -42,6 +42,7 @@ use tokio::time::sleep_until;
 
 use crate::cli::{Halt, OutputMode};
 use crate::jobfile::{Group, Job};
+use crate::joblog::Joblog;
 use crate::outcome::{Attempt, Outcome, Reason, Status, Times};
 use crate::output::{self, Msg, Spool, Stream};
 use crate::progress::Progress;
@@ -139,7 +140,9 @@ impl Shared {
 
 /// Runs every job; returns when each has an outcome, written to `report`.
 ///
-/// `signals` delivers Ctrl-C and termination requests (see `signals::listen`).
+/// `signals` delivers Ctrl-C and termination requests (see `signals::listen`). Each job that
+/// ran gets a line in `joblog`, which stays the caller's (to see whether a write failed).
+#[allow(clippy::too_many_arguments)] // each is a distinct part of the run set up by `app`
 pub async fn run(
     jobs: Vec<Job>,
     pool: TaskPool<Group>,
@@ -148,6 +151,7 @@ pub async fn run(
     mut report: Option<Report>,
     mut signals: mpsc::UnboundedReceiver<Event>,
     progress: &Progress,
+    mut joblog: Option<&mut Joblog>,
 ) -> Finished {
     let (outcomes, mut received) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
@@ -210,6 +214,14 @@ pub async fn run(
                         .await;
                     report_error = Some(error);
                 }
+            }
+        }
+        if let Some(joblog) = joblog.as_deref_mut() {
+            // Only the first error is returned; the caller sees `joblog.failed()`.
+            if let Some(error) = joblog.write(&shared.jobs[outcome.index], &outcome) {
+                shared
+                    .notice(format!("error: cannot write the joblog: {error}"))
+                    .await;
             }
         }
     }

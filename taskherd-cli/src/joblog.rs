@@ -1,0 +1,195 @@
+//! `--joblog FILE`: GNU parallel's joblog, so that scripts written for `parallel --joblog` can
+//! read taskherd's.
+//!
+//! A header line, then one line per job that ran, in the order jobs end, each flushed as it is
+//! written; fields are separated by a TAB:
+//!
+//! | field        | taskherd writes                                                          |
+//! |--------------|--------------------------------------------------------------------------|
+//! | `Seq`        | the job's line number in the job file (GNU parallel: the job's number)   |
+//! | `Host`       | `:` (GNU parallel's name for the local machine)                          |
+//! | `Starttime`  | wall-clock start, seconds since the epoch with 3 decimals                |
+//! | `JobRuntime` | run time in seconds, 3 decimals, right-aligned in 10 characters (`%10.3f`) |
+//! | `Send`       | `0` (nothing is transferred)                                             |
+//! | `Receive`    | `0`                                                                      |
+//! | `Exitval`    | the exit status; for a job killed by a signal, 128 + the signal, as the shell's `$?` and GNU parallel (since 20221122) give it |
+//! | `Signal`     | the signal that killed the job, else `0`                                 |
+//! | `Command`    | the command, its bytes as they are (not necessarily UTF-8)               |
+//!
+//! Jobs that never ran (not started, or could not be started) get no line, as in GNU parallel.
+//! The run time is cut to whole milliseconds, as GNU parallel does; it comes from a monotonic
+//! clock.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::jobfile::Job;
+use crate::outcome::{Outcome, Status};
+
+/// The header line, as GNU parallel writes it.
+pub const HEADER: &str =
+    "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n";
+
+/// Writes joblog lines to a file.
+pub struct Joblog {
+    file: BufWriter<File>,
+    /// Set at the first write error; nothing more is written after it.
+    failed: bool,
+}
+
+impl std::fmt::Debug for Joblog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Joblog")
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a `--joblog` path is one taskherd refuses: `-` (standard output is not supported).
+pub fn check_path(path: &Path) -> Result<(), String> {
+    if path.as_os_str() == "-" {
+        return Err(
+            "--joblog -: the joblog cannot go to standard output; give a file name".to_owned(),
+        );
+    }
+    Ok(())
+}
+
+impl Joblog {
+    /// Creates (or truncates) the file and writes the header.
+    pub fn create(path: &Path) -> io::Result<Joblog> {
+        let mut file = BufWriter::new(File::create(path)?);
+        file.write_all(HEADER.as_bytes())?;
+        file.flush()?;
+        Ok(Joblog {
+            file,
+            failed: false,
+        })
+    }
+
+    /// Writes and flushes the line of a job that ran; does nothing for a job that did not.
+    ///
+    /// Returns the error of the first write that fails; after it nothing more is written and
+    /// `None` is returned, so the caller reports one error.
+    pub fn write(&mut self, job: &Job, outcome: &Outcome) -> Option<io::Error> {
+        if self.failed {
+            return None;
+        }
+        let line = line(job, outcome)?;
+        let written = self.file.write_all(&line).and_then(|()| self.file.flush());
+        match written {
+            Ok(()) => None,
+            Err(error) => {
+                self.failed = true;
+                Some(error)
+            }
+        }
+    }
+
+    /// Whether a write failed.
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+}
+
+/// The joblog line of a job, or `None` for a job that did not run.
+pub fn line(job: &Job, outcome: &Outcome) -> Option<Vec<u8>> {
+    let times = outcome.times.as_ref()?;
+    let (exitval, signal) = match &outcome.status {
+        Status::Succeeded => (0, 0),
+        Status::Failed { code } => (*code, 0),
+        Status::Killed { signal } => (128 + *signal, *signal),
+        // GNU parallel writes -1 for a job it killed for running past `--timeout`, with the
+        // signal that ended it.
+        Status::TimedOut { signal, .. } => (-1, signal.unwrap_or(0)),
+        // Neither has times: returned above.
+        Status::NotStarted | Status::Error { .. } => return None,
+    };
+    let mut line = format!(
+        "{}\t:\t{}\t{:>10}\t0\t0\t{exitval}\t{signal}\t",
+        job.line,
+        epoch_millis(times.start),
+        millis(times.duration, false),
+    )
+    .into_bytes();
+    line.extend_from_slice(&job.command);
+    line.push(b'\n');
+    Some(line)
+}
+
+/// Seconds since the epoch with 3 decimals, rounded to the nearest millisecond.
+fn epoch_millis(time: SystemTime) -> String {
+    millis(time.duration_since(UNIX_EPOCH).unwrap_or_default(), true)
+}
+
+/// A duration as seconds with 3 decimals: rounded, or cut (`round` false).
+fn millis(duration: Duration, round: bool) -> String {
+    let nanos = duration.as_nanos() + if round { 500_000 } else { 0 };
+    let ms = nanos / 1_000_000;
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobfile::parse;
+    use crate::outcome::Times;
+
+    fn ran(status: Status, start_ns: u64, duration_ns: u64) -> Outcome {
+        let start = UNIX_EPOCH + Duration::from_nanos(start_ns);
+        Outcome {
+            index: 0,
+            status,
+            reason: None,
+            times: Some(Times {
+                start,
+                end: start + Duration::from_nanos(duration_ns),
+                duration: Duration::from_nanos(duration_ns),
+            }),
+            output: None,
+            attempts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn lines_match_gnu_parallels_format() {
+        let jobs = parse(b"\na b :: echo \xff\tx\n").unwrap();
+        let job = &jobs[0];
+        let outcome = ran(Status::Succeeded, 1_764_102_896_123_600_000, 1_234_999_999);
+        assert_eq!(
+            line(job, &outcome).unwrap(),
+            b"2\t:\t1764102896.124\t     1.234\t0\t0\t0\t0\techo \xff\tx\n"
+        );
+        let outcome = ran(Status::Failed { code: 3 }, 5_000_000, 12_345_678_000_000);
+        assert_eq!(
+            line(job, &outcome).unwrap(),
+            b"2\t:\t0.005\t 12345.678\t0\t0\t3\t0\techo \xff\tx\n"
+        );
+        let outcome = ran(Status::Killed { signal: 15 }, 0, 0);
+        assert_eq!(
+            line(job, &outcome).unwrap(),
+            b"2\t:\t0.000\t     0.000\t0\t0\t143\t15\techo \xff\tx\n"
+        );
+    }
+
+    #[test]
+    fn jobs_that_did_not_run_have_no_line() {
+        let jobs = parse(b"true\n").unwrap();
+        assert!(line(&jobs[0], &Outcome::not_started(0, None)).is_none());
+        let error = Outcome {
+            status: Status::Error {
+                message: "no".into(),
+            },
+            ..Outcome::not_started(0, None)
+        };
+        assert!(line(&jobs[0], &error).is_none());
+    }
+
+    #[test]
+    fn standard_output_is_refused() {
+        assert!(check_path(Path::new("-")).is_err());
+        assert!(check_path(Path::new("./-")).is_ok());
+    }
+}

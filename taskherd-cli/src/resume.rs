@@ -1,0 +1,398 @@
+//! `--resume REPORT` and `--resume-failed REPORT`: which jobs of the job file to run again,
+//! from the JSON Lines report of an earlier run.
+//!
+//! # Matching
+//!
+//! A job matches a record by its command and groups (the record's `command`, the lossy UTF-8
+//! of the command, and its `groups`), not by line number, so lines may be added to or removed
+//! from the job file between runs. Copies count: a command with the same groups written twice
+//! in the job file matches at most as many records as there are. Among the copies, a record
+//! with the job's own line number is matched first, so an unchanged job file resumes line for
+//! line.
+//!
+//! A report may hold several records of one job (same line, command and groups: reports
+//! appended to one file); the last one counts.
+//!
+//! - `--resume`: a job matching a record `succeeded` or `skipped` (done before that run) is
+//!   skipped; everything else runs (failures, jobs never started, jobs the report lacks).
+//! - `--resume-failed`: only a job matching a failure (`failed`, `killed`, `timed_out`,
+//!   `error`) runs; everything else is skipped, jobs never started and jobs the report lacks
+//!   included. (GNU parallel's `--resume-failed` also runs the jobs not yet run: here that is
+//!   `--resume`.)
+//!
+//! Report statuses are matched as strings, so a report may hold any status taskherd writes.
+//!
+//! # Errors
+//!
+//! A report that cannot be read, or a line that is not a record, stops the run before anything
+//! runs (`FILE:LINE: why`). A last line cut short (no final newline, not valid JSON: taskherd
+//! was killed while writing it) is ignored with a warning.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::jobfile::{Job, LineError};
+use crate::table;
+
+/// Which jobs an earlier report selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `--resume`: skip what succeeded.
+    Resume,
+    /// `--resume-failed`: run only what failed.
+    ResumeFailed,
+}
+
+impl Mode {
+    /// The option, as written on the command line.
+    pub fn option(self) -> &'static str {
+        match self {
+            Mode::Resume => "--resume",
+            Mode::ResumeFailed => "--resume-failed",
+        }
+    }
+
+    /// The mode and report path given, if any (clap lets at most one through).
+    pub fn of<'a>(
+        resume: Option<&'a Path>,
+        resume_failed: Option<&'a Path>,
+    ) -> Option<(Mode, &'a Path)> {
+        match (resume, resume_failed) {
+            (Some(path), _) => Some((Mode::Resume, path)),
+            (None, Some(path)) => Some((Mode::ResumeFailed, path)),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether a record with this status is one the mode looks for: done (`--resume`) or
+    /// failed (`--resume-failed`).
+    fn wants(self, status: &str) -> bool {
+        match self {
+            Mode::Resume => matches!(status, "succeeded" | "skipped"),
+            Mode::ResumeFailed => {
+                matches!(status, "failed" | "killed" | "timed_out" | "error")
+            }
+        }
+    }
+}
+
+/// Every status a report record may have.
+const STATUSES: &[&str] = &[
+    "succeeded",
+    "failed",
+    "killed",
+    "timed_out",
+    "error",
+    "not_started",
+    "skipped",
+];
+
+/// What identifies a job across runs: its command (lossy UTF-8) and its groups.
+type Key = (String, Vec<String>);
+
+/// The fields of a report record that resuming reads; the others are ignored.
+#[derive(Debug, Deserialize)]
+struct Record {
+    line: usize,
+    groups: Vec<String>,
+    command: String,
+    status: String,
+}
+
+/// The records of a report that the mode looks for.
+#[derive(Debug, Default)]
+pub struct Previous {
+    /// The line numbers of the wanted records, by command and groups.
+    wanted: HashMap<Key, Vec<usize>>,
+    /// A warning about a last line cut short.
+    pub warning: Option<String>,
+}
+
+/// Why a report could not be used.
+#[derive(Debug)]
+pub enum LoadError {
+    Read(std::io::Error),
+    Lines(Vec<LineError>),
+}
+
+/// Reads the report at `path`; errors and the warning name it as it is written.
+pub fn load(path: &Path, mode: Mode) -> Result<Previous, LoadError> {
+    let text = std::fs::read(path).map_err(LoadError::Read)?;
+    parse(&text, mode, &path.display().to_string()).map_err(LoadError::Lines)
+}
+
+/// Parses a report's text; `source` names it in the warning.
+pub fn parse(text: &[u8], mode: Mode, source: &str) -> Result<Previous, Vec<LineError>> {
+    let mut errors = Vec::new();
+    let mut warning = None;
+    // The last record of each job (line, command, groups).
+    let mut last: HashMap<(usize, Key), String> = HashMap::new();
+    let pieces: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+    // A final '\n' ends the last line: the empty piece after it is no line.
+    let count = pieces.len() - usize::from(text.ends_with(b"\n") || text.is_empty());
+    for (index, piece) in pieces.iter().take(count).enumerate() {
+        let line = index + 1;
+        let record = match serde_json::from_slice::<Record>(piece) {
+            Ok(record) => record,
+            Err(error) => {
+                let cut_short = line == count && !text.ends_with(b"\n") && error.is_eof();
+                if cut_short {
+                    warning = Some(format!(
+                        "{source}:{line}: the last record is cut short (taskherd stopped while \
+                         writing it?); it is ignored"
+                    ));
+                } else {
+                    errors.push(LineError {
+                        line,
+                        message: format!("not a report record: {error}"),
+                    });
+                }
+                continue;
+            }
+        };
+        if !STATUSES.contains(&record.status.as_str()) {
+            errors.push(LineError {
+                line,
+                message: format!("unknown status {:?}", record.status),
+            });
+            continue;
+        }
+        last.insert(
+            (record.line, (record.command, record.groups)),
+            record.status,
+        );
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let mut wanted: HashMap<Key, Vec<usize>> = HashMap::new();
+    for ((line, key), status) in last {
+        if mode.wants(&status) {
+            wanted.entry(key).or_default().push(line);
+        }
+    }
+    Ok(Previous { wanted, warning })
+}
+
+/// Splits `jobs` into those to run and those skipped, both in file order.
+pub fn select(jobs: Vec<Job>, mut previous: Previous, mode: Mode) -> (Vec<Job>, Vec<Job>) {
+    let keys: Vec<Key> = jobs.iter().map(key).collect();
+    let mut matched = vec![false; jobs.len()];
+    // First the records with the job's own line, then any other copy.
+    for (index, job) in jobs.iter().enumerate() {
+        if let Some(lines) = previous.wanted.get_mut(&keys[index]) {
+            if let Some(at) = lines.iter().position(|&line| line == job.line) {
+                lines.swap_remove(at);
+                matched[index] = true;
+            }
+        }
+    }
+    for (index, key) in keys.iter().enumerate() {
+        if !matched[index] {
+            if let Some(lines) = previous.wanted.get_mut(key) {
+                matched[index] = lines.pop().is_some();
+            }
+        }
+    }
+    let (mut run, mut skipped) = (Vec::new(), Vec::new());
+    for (job, matched) in jobs.into_iter().zip(matched) {
+        // --resume skips what matched a success; --resume-failed runs what matched a failure.
+        if matched == (mode == Mode::Resume) {
+            skipped.push(job);
+        } else {
+            run.push(job);
+        }
+    }
+    (run, skipped)
+}
+
+fn key(job: &Job) -> Key {
+    (
+        String::from_utf8_lossy(&job.command).into_owned(),
+        job.groups.iter().map(|group| group.to_string()).collect(),
+    )
+}
+
+/// The plan's line for `--dry-run`: `--resume r.jsonl: 3 jobs skipped (lines 1-2, 4), 2 to run`.
+pub fn plan_line(mode: Mode, path: &Path, skipped: &[Job], run: usize) -> String {
+    let mut out = format!(
+        "{} {}: {} skipped",
+        mode.option(),
+        path.display(),
+        table::count(skipped.len(), "job")
+    );
+    if !skipped.is_empty() {
+        let lines: Vec<usize> = skipped.iter().map(|job| job.line).collect();
+        let noun = if lines.len() == 1 { "line" } else { "lines" };
+        out.push_str(&format!(" ({noun} {})", ranges(&lines)));
+    }
+    out.push_str(&format!(", {run} to run\n"));
+    out
+}
+
+/// At most this many ranges of line numbers are listed.
+const MAX_RANGES: usize = 20;
+
+/// Ascending line numbers as ranges: `1-3, 5, 7-8`; past [`MAX_RANGES`], `...`.
+fn ranges(lines: &[usize]) -> String {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for &line in lines {
+        match ranges.last_mut() {
+            Some((_, end)) if *end + 1 == line => *end = line,
+            _ => ranges.push((line, line)),
+        }
+    }
+    let mut parts: Vec<String> = ranges
+        .iter()
+        .take(MAX_RANGES)
+        .map(|&(start, end)| {
+            if start == end {
+                start.to_string()
+            } else {
+                format!("{start}-{end}")
+            }
+        })
+        .collect();
+    if ranges.len() > MAX_RANGES {
+        parts.push("...".to_owned());
+    }
+    parts.join(", ")
+}
+
+/// Adds the skipped jobs to the first line of the summary: `...: 2 succeeded; 3 more skipped
+/// (--resume)`.
+pub fn summary_with_skipped(summary: &str, mode: Mode, skipped: usize) -> String {
+    let note = format!("; {skipped} more skipped ({})", mode.option());
+    match summary.find('\n') {
+        Some(end) => format!("{}{note}{}", &summary[..end], &summary[end..]),
+        None => format!("{summary}{note}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobfile;
+
+    fn record(line: usize, groups: &str, command: &str, status: &str) -> String {
+        format!(
+            "{{\"line\":{line},\"groups\":{groups},\"command\":{command:?},\"ran\":true,\
+             \"status\":\"{status}\",\"exit_code\":null}}\n"
+        )
+    }
+
+    fn lines(jobs: &[Job]) -> Vec<usize> {
+        jobs.iter().map(|job| job.line).collect()
+    }
+
+    #[test]
+    fn resume_skips_successes_counting_copies() {
+        let jobs = jobfile::parse(b"a :: x\na :: x\nb :: x\ny\nz\n").unwrap();
+        let report = [
+            record(2, "[\"a\"]", "x", "succeeded"),
+            record(3, "[\"b\"]", "x", "failed"),
+            record(4, "[]", "y", "skipped"),
+            record(5, "[]", "z", "not_started"),
+        ]
+        .concat();
+        let previous = parse(report.as_bytes(), Mode::Resume, "r").unwrap();
+        let (run, skipped) = select(jobs, previous, Mode::Resume);
+        // One copy of `a :: x` succeeded, on line 2: that one is skipped, line 1 runs.
+        assert_eq!(lines(&skipped), [2, 4]);
+        assert_eq!(lines(&run), [1, 3, 5]);
+    }
+
+    #[test]
+    fn copies_match_other_lines_when_the_file_changed() {
+        let jobs = jobfile::parse(b"new\nx\nx\nx\n").unwrap();
+        let report = [
+            record(1, "[]", "x", "succeeded"),
+            record(2, "[]", "x", "succeeded"),
+        ]
+        .concat();
+        let previous = parse(report.as_bytes(), Mode::Resume, "r").unwrap();
+        let (run, skipped) = select(jobs, previous, Mode::Resume);
+        // Line 2 matches its own line; line 3 takes the other record.
+        assert_eq!(lines(&skipped), [2, 3]);
+        assert_eq!(lines(&run), [1, 4]);
+    }
+
+    #[test]
+    fn resume_failed_runs_only_failures_and_the_last_record_wins() {
+        let jobs = jobfile::parse(b"a\nb\nc\nd\ne\nf\ng\n").unwrap();
+        let report = [
+            record(1, "[]", "a", "failed"),
+            record(2, "[]", "b", "killed"),
+            record(3, "[]", "c", "timed_out"),
+            record(4, "[]", "d", "error"),
+            record(5, "[]", "e", "not_started"),
+            record(6, "[]", "f", "failed"),
+            // An appended second run: f succeeded after all.
+            record(6, "[]", "f", "succeeded"),
+        ]
+        .concat();
+        let previous = parse(report.as_bytes(), Mode::ResumeFailed, "r").unwrap();
+        let (run, skipped) = select(jobs, previous, Mode::ResumeFailed);
+        assert_eq!(lines(&run), [1, 2, 3, 4]);
+        assert_eq!(lines(&skipped), [5, 6, 7]);
+    }
+
+    #[test]
+    fn groups_are_part_of_the_match() {
+        let jobs = jobfile::parse(b"a :: x\nb a :: x\n").unwrap();
+        let report = record(2, "[\"a\",\"b\"]", "x", "succeeded");
+        let previous = parse(report.as_bytes(), Mode::Resume, "r").unwrap();
+        let (run, skipped) = select(jobs, previous, Mode::Resume);
+        assert_eq!((lines(&run), lines(&skipped)), (vec![1, 2], vec![]));
+    }
+
+    #[test]
+    fn bad_lines_are_errors_but_a_cut_last_line_is_a_warning() {
+        let good = record(1, "[]", "x", "succeeded");
+        let cut = format!("{good}{{\"line\":2,\"gro");
+        let previous = parse(cut.as_bytes(), Mode::Resume, "r.jsonl").unwrap();
+        assert_eq!(
+            previous.warning.as_deref(),
+            Some(
+                "r.jsonl:2: the last record is cut short (taskherd stopped while writing it?); \
+                 it is ignored"
+            )
+        );
+        assert_eq!(previous.wanted.len(), 1);
+        // The same cut line followed by a newline, or in the middle, is an error.
+        let errors = parse(format!("{cut}\n").as_bytes(), Mode::Resume, "r").unwrap_err();
+        assert_eq!(errors[0].line, 2);
+        assert!(errors[0].message.starts_with("not a report record: "));
+        let text = format!("{good}not json\n{}", record(3, "[]", "y", "bogus"));
+        let errors = parse(text.as_bytes(), Mode::Resume, "r").unwrap_err();
+        assert_eq!(errors.len(), 2);
+        assert_eq!(errors[0].line, 2);
+        assert!(errors[0].message.starts_with("not a report record: "));
+        assert_eq!(errors[1].to_string(), "3: unknown status \"bogus\"");
+        let errors = parse(b"{\"line\":1}\n", Mode::Resume, "r").unwrap_err();
+        assert!(errors[0].message.contains("missing field"), "{errors:?}");
+        assert!(parse(b"", Mode::Resume, "r").unwrap().wanted.is_empty());
+    }
+
+    #[test]
+    fn plan_line_and_summary_note() {
+        let jobs = jobfile::parse(b"a\nb\nc\nd\ne\n").unwrap();
+        let skipped: Vec<Job> = [0, 1, 2, 4].iter().map(|&i| jobs[i].clone()).collect();
+        assert_eq!(
+            plan_line(Mode::Resume, Path::new("r.jsonl"), &skipped, 1),
+            "--resume r.jsonl: 4 jobs skipped (lines 1-3, 5), 1 to run\n"
+        );
+        assert_eq!(
+            plan_line(Mode::ResumeFailed, Path::new("r"), &[], 5),
+            "--resume-failed r: 0 jobs skipped, 5 to run\n"
+        );
+        let many: Vec<usize> = (1..=50).map(|n| n * 2).collect();
+        assert!(ranges(&many).ends_with(", 40, ..."));
+        assert_eq!(
+            summary_with_skipped("2 jobs in 1s: 2 succeeded\ntable\n", Mode::Resume, 3),
+            "2 jobs in 1s: 2 succeeded; 3 more skipped (--resume)\ntable\n"
+        );
+    }
+}

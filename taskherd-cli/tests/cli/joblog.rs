@@ -1,0 +1,187 @@
+//! `--joblog FILE`: GNU parallel's joblog, read back field by field.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::support::Scratch;
+
+const HEADER: &str = "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand";
+
+/// One joblog line, split into its nine fields (the command may hold tabs: it is the rest).
+struct Entry {
+    seq: u64,
+    host: String,
+    start: f64,
+    runtime: f64,
+    send: String,
+    receive: String,
+    exitval: i32,
+    signal: i32,
+    command: Vec<u8>,
+}
+
+/// Reads the joblog: checks the header and the form of each field, returns the entries by Seq.
+fn read_joblog(scratch: &Scratch, name: &str) -> Vec<Entry> {
+    let bytes = std::fs::read(scratch.path(name)).expect("the joblog exists");
+    assert!(bytes.ends_with(b"\n"), "the joblog ends with a newline");
+    let mut lines = bytes[..bytes.len() - 1].split(|&b| b == b'\n');
+    assert_eq!(lines.next().unwrap(), HEADER.as_bytes());
+    let mut entries: Vec<Entry> = lines
+        .map(|line| {
+            let fields: Vec<&[u8]> = line.splitn(9, |&b| b == b'\t').collect();
+            assert_eq!(fields.len(), 9, "{:?}", String::from_utf8_lossy(line));
+            let text = |i: usize| std::str::from_utf8(fields[i]).unwrap().to_owned();
+            let decimals = |s: &str| s.split_once('.').map(|(_, d)| d.len());
+            let start = text(2);
+            assert_eq!(decimals(&start), Some(3), "Starttime {start:?}");
+            // GNU parallel writes the run time with printf's %10.3f.
+            let runtime = text(3);
+            assert_eq!(runtime.len(), 10, "JobRuntime {runtime:?} is 10 wide");
+            assert_eq!(decimals(runtime.trim_start()), Some(3));
+            Entry {
+                seq: text(0).parse().unwrap(),
+                host: text(1),
+                start: start.parse().unwrap(),
+                runtime: runtime.trim_start().parse().unwrap(),
+                send: text(4),
+                receive: text(5),
+                exitval: text(6).parse().unwrap(),
+                signal: text(7).parse().unwrap(),
+                command: fields[8].to_vec(),
+            }
+        })
+        .collect();
+    entries.sort_by_key(|entry| entry.seq);
+    entries
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[test]
+fn one_line_per_job_that_ran_with_exit_values_and_signals() {
+    let scratch = Scratch::new();
+    // Line 6's command is not UTF-8 and holds a tab: the joblog keeps its bytes.
+    std::fs::write(
+        scratch.path("jobs.txt"),
+        b"# jobs\na b :: sleep 0.3\nexit 3\nkill -TERM $$\n\ng :: printf '\xff\t'\n".as_slice(),
+    )
+    .unwrap();
+    let before = now();
+    scratch
+        .run(&["run", "--joblog", "jobs.log", "jobs.txt"])
+        .assert_code(1);
+    let after = now();
+    let entries = read_joblog(&scratch, "jobs.log");
+    let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [2, 3, 4, 6], "Seq is the line number");
+    for entry in &entries {
+        assert_eq!(entry.host, ":");
+        assert_eq!((entry.send.as_str(), entry.receive.as_str()), ("0", "0"));
+        assert!(
+            before - 0.001 <= entry.start && entry.start + entry.runtime <= after + 0.001,
+            "start {} runtime {} outside [{before}, {after}]",
+            entry.start,
+            entry.runtime
+        );
+    }
+    let sleep = &entries[0];
+    assert!(
+        sleep.runtime >= 0.3 && sleep.runtime < 5.0,
+        "{}",
+        sleep.runtime
+    );
+    assert_eq!(sleep.command, b"sleep 0.3");
+    let fields = |e: &Entry| (e.exitval, e.signal);
+    assert_eq!(fields(&entries[0]), (0, 0));
+    assert_eq!(fields(&entries[1]), (3, 0));
+    // Killed by SIGTERM: Exitval 128 + 15, as the shell's $? and GNU parallel have it.
+    assert_eq!(fields(&entries[2]), (143, 15));
+    assert_eq!(entries[2].command, b"kill -TERM $$");
+    assert_eq!(fields(&entries[3]), (0, 0));
+    assert_eq!(entries[3].command, b"printf '\xff\t'");
+}
+
+#[test]
+fn jobs_that_never_started_are_not_logged() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "exit 4\ntouch ran2\ntouch ran3\n");
+    scratch
+        .run(&[
+            "run",
+            "-j",
+            "1",
+            "--halt-on-error",
+            "--joblog",
+            "jobs.log",
+            "jobs.txt",
+        ])
+        .assert_code(1);
+    assert!(!scratch.exists("ran2"));
+    let entries = read_joblog(&scratch, "jobs.log");
+    assert_eq!(entries.len(), 1);
+    assert_eq!((entries[0].seq, entries[0].exitval), (1, 4));
+}
+
+#[test]
+fn an_empty_run_writes_the_header_alone() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "# nothing\n");
+    scratch
+        .run(&["run", "--joblog", "jobs.log", "jobs.txt"])
+        .assert_code(0);
+    assert_eq!(scratch.read("jobs.log"), format!("{HEADER}\n"));
+}
+
+#[test]
+fn a_bad_joblog_path_runs_nothing_and_dry_run_checks_it() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "touch ran\n");
+    for dry_run in [true, false] {
+        let mut args = vec!["run", "--joblog", "missing/jobs.log", "jobs.txt"];
+        if dry_run {
+            args.insert(1, "--dry-run");
+        }
+        scratch
+            .run(&args)
+            .assert_code(2)
+            .assert_stderr_contains("cannot create joblog missing/jobs.log");
+    }
+    scratch
+        .run(&["run", "--joblog", "-", "jobs.txt"])
+        .assert_code(2)
+        .assert_stderr_contains("--joblog -: the joblog cannot go to standard output");
+    assert!(!scratch.exists("ran") && !scratch.exists("missing") && !scratch.exists("-"));
+    // A dry run with a good path creates nothing either.
+    scratch
+        .run(&["run", "--dry-run", "--joblog", "jobs.log", "jobs.txt"])
+        .assert_code(0);
+    assert!(!scratch.exists("jobs.log"));
+}
+
+#[test]
+fn a_timed_out_job_is_logged_as_gnu_parallel_logs_one() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "sleep 30\n");
+    scratch
+        .run(&[
+            "run",
+            "--timeout",
+            "100ms",
+            "--joblog",
+            "log.tsv",
+            "jobs.txt",
+        ])
+        .assert_code(1);
+    let log = scratch.read("log.tsv");
+    let fields: Vec<&str> = log
+        .lines()
+        .nth(1)
+        .expect("a line for the job")
+        .split('\t')
+        .collect();
+    assert_eq!((fields[6], fields[7]), ("-1", "15"), "{log}");
+}

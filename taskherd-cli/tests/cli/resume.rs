@@ -1,0 +1,332 @@
+//! `--resume REPORT` and `--resume-failed REPORT`: jobs append their number to the file `ran`,
+//! so each test sees exactly which jobs ran.
+
+use crate::support::{Scratch, report, statuses};
+
+/// The job numbers in `ran`, sorted (empty if no job ran).
+fn ran(scratch: &Scratch) -> Vec<u32> {
+    if !scratch.exists("ran") {
+        return Vec::new();
+    }
+    let mut ran: Vec<u32> = scratch
+        .read("ran")
+        .lines()
+        .map(|line| line.parse().unwrap())
+        .collect();
+    ran.sort_unstable();
+    ran
+}
+
+fn forget_ran(scratch: &Scratch) {
+    std::fs::remove_file(scratch.path("ran")).unwrap();
+}
+
+/// `(line, status)` pairs from a list of `(line, status)` string slices.
+fn expect(pairs: &[(u64, &str)]) -> Vec<(u64, String)> {
+    pairs.iter().map(|&(l, s)| (l, s.to_owned())).collect()
+}
+
+/// Job 2 fails until the file `fixed` exists; with `-j 1 --halt-on-error`, job 3 never starts.
+const HALTING_JOBS: &str = "a :: echo 1 >> ran\n\
+                            a :: echo 2 >> ran; test -e fixed\n\
+                            echo 3 >> ran\n";
+
+/// Runs [`HALTING_JOBS`] with the report `report`: job 1 succeeds, 2 fails, 3 never starts.
+/// Then forgets which jobs ran.
+fn halted_run(report_name: &str) -> Scratch {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", HALTING_JOBS);
+    let args = ["run", "-j", "1", "--halt-on-error", "--report", report_name];
+    scratch
+        .run(&[&args[..], &["jobs.txt"]].concat())
+        .assert_code(1);
+    assert_eq!(ran(&scratch), [1, 2]);
+    assert_eq!(
+        statuses(&report(&scratch, report_name)),
+        expect(&[(1, "succeeded"), (2, "failed"), (3, "not_started")])
+    );
+    forget_ran(&scratch);
+    scratch
+}
+
+#[test]
+fn resume_skips_exactly_the_jobs_that_succeeded() {
+    let scratch = halted_run("r1.jsonl");
+    scratch.write("fixed", "");
+    let run = scratch.run(&[
+        "run", "--resume", "r1.jsonl", "--report", "r2.jsonl", "jobs.txt",
+    ]);
+    run.assert_code(0)
+        .assert_stderr_contains("2 jobs in ")
+        .assert_stderr_contains(": 2 succeeded; 1 more skipped (--resume)\n")
+        .assert_stderr_contains("\n[total]     2          2");
+    assert_eq!(
+        ran(&scratch),
+        [2, 3],
+        "the failed and the unstarted job ran"
+    );
+    let records = report(&scratch, "r2.jsonl");
+    assert_eq!(
+        statuses(&records),
+        expect(&[(1, "skipped"), (2, "succeeded"), (3, "succeeded")])
+    );
+    let skipped = &records[0];
+    assert_eq!(skipped["ran"], false);
+    assert_eq!(skipped["reason"], "resumed");
+    assert_eq!(skipped["command"], "echo 1 >> ran");
+    assert_eq!(skipped["groups"], serde_json::json!(["a"]));
+    assert!(skipped["start"].is_null() && skipped["exit_code"].is_null());
+
+    // The new report is complete: resuming from it skips everything, `skipped` included.
+    forget_ran(&scratch);
+    scratch
+        .run(&["run", "--resume", "r2.jsonl", "jobs.txt"])
+        .assert_code(0)
+        .assert_stderr_contains("0 jobs in ")
+        .assert_stderr_contains("; 3 more skipped (--resume)\n");
+    assert_eq!(ran(&scratch), [] as [u32; 0]);
+}
+
+#[test]
+fn resume_failed_runs_exactly_the_jobs_that_failed() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "jobs.txt",
+        "echo 1 >> ran\n\
+         echo 2 >> ran; test -e fixed\n\
+         echo 3 >> ran; test -e fixed || kill -TERM $$\n\
+         echo 4 >> ran\n",
+    );
+    scratch
+        .run(&["run", "-j", "1", "--report", "r1.jsonl", "jobs.txt"])
+        .assert_code(1);
+    assert_eq!(
+        statuses(&report(&scratch, "r1.jsonl")),
+        expect(&[
+            (1, "succeeded"),
+            (2, "failed"),
+            (3, "killed"),
+            (4, "succeeded")
+        ])
+    );
+
+    // A job added since, not in the report, is skipped too.
+    let mut jobs = scratch.read("jobs.txt");
+    jobs.push_str("echo 5 >> ran\n");
+    scratch.write("jobs.txt", &jobs);
+    forget_ran(&scratch);
+    scratch.write("fixed", "");
+    scratch
+        .run(&[
+            "run",
+            "--resume-failed",
+            "r1.jsonl",
+            "--report",
+            "r2.jsonl",
+            "jobs.txt",
+        ])
+        .assert_code(0)
+        .assert_stderr_contains(": 2 succeeded; 3 more skipped (--resume-failed)\n");
+    assert_eq!(ran(&scratch), [2, 3]);
+    assert_eq!(
+        statuses(&report(&scratch, "r2.jsonl")),
+        expect(&[
+            (1, "skipped"),
+            (2, "succeeded"),
+            (3, "succeeded"),
+            (4, "skipped"),
+            (5, "skipped")
+        ])
+    );
+}
+
+#[test]
+fn resume_failed_skips_jobs_that_never_started() {
+    let scratch = halted_run("r1.jsonl");
+    scratch
+        .run(&["run", "--resume-failed", "r1.jsonl", "jobs.txt"])
+        .assert_code(1);
+    assert_eq!(ran(&scratch), [2], "job 3 never started: it is skipped");
+}
+
+#[test]
+fn copies_of_a_job_are_counted() {
+    let scratch = Scratch::new();
+    // The same command and groups three times; each copy succeeds once `fixed-LINE` exists.
+    let job = "g :: echo $TASKHERD_LINE >> ran; test -e fixed-$TASKHERD_LINE\n";
+    scratch.write("jobs.txt", &job.repeat(3));
+    scratch.write("fixed-1", "");
+    scratch
+        .run(&["run", "--report", "r1.jsonl", "jobs.txt"])
+        .assert_code(1);
+    assert_eq!(
+        statuses(&report(&scratch, "r1.jsonl")),
+        expect(&[(1, "succeeded"), (2, "failed"), (3, "failed")])
+    );
+
+    // One copy succeeded, so one is skipped (the one on its line) and two run.
+    forget_ran(&scratch);
+    scratch.write("fixed-2", "");
+    scratch
+        .run(&[
+            "run", "--resume", "r1.jsonl", "--report", "r2.jsonl", "jobs.txt",
+        ])
+        .assert_code(1)
+        .assert_stderr_contains(": 1 succeeded, 1 failed; 1 more skipped (--resume)\n");
+    assert_eq!(ran(&scratch), [2, 3]);
+
+    // Now two copies are done (one skipped, one succeeded) and a fourth copy is added: two of
+    // the four are skipped.
+    scratch.write("jobs.txt", &job.repeat(4));
+    forget_ran(&scratch);
+    scratch
+        .run(&["run", "--resume", "r2.jsonl", "jobs.txt"])
+        .assert_code(1)
+        .assert_stderr_contains("2 jobs in ")
+        .assert_stderr_contains("; 2 more skipped (--resume)\n");
+    // Lines 1 and 2 match their own records; 3 (failed) and the new 4 run.
+    assert_eq!(ran(&scratch), [3, 4]);
+}
+
+#[test]
+fn the_report_resumed_from_may_be_the_report_written() {
+    let args = [
+        "run",
+        "-j",
+        "1",
+        "--halt-on-error",
+        "--report",
+        "r.jsonl",
+        "--resume",
+        "r.jsonl",
+        "jobs.txt",
+    ];
+    // No report yet: a run cannot resume from it.
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", HALTING_JOBS);
+    scratch
+        .run(&args)
+        .assert_code(2)
+        .assert_stderr_contains("cannot read --resume report r.jsonl: ");
+    assert!(!scratch.exists("ran") && !scratch.exists("r.jsonl"));
+
+    let scratch = halted_run("r.jsonl");
+    let first = scratch.read("r.jsonl");
+    // A run that fails to set up leaves the report it would resume from as it was.
+    for bad in [
+        ["--joblog", "missing/jobs.log"],
+        ["--output", "dir:jobs.txt"],
+    ] {
+        scratch
+            .run(&[&args[..8], &bad, &["jobs.txt"]].concat())
+            .assert_code(2)
+            .assert_stderr_contains("cannot create ");
+        assert_eq!(scratch.read("r.jsonl"), first);
+    }
+    scratch.write("fixed", "");
+    scratch.run(&args).assert_code(0);
+    assert_eq!(ran(&scratch), [2, 3]);
+    assert_eq!(
+        statuses(&report(&scratch, "r.jsonl")),
+        expect(&[(1, "skipped"), (2, "succeeded"), (3, "succeeded")])
+    );
+    forget_ran(&scratch);
+    scratch.run(&args).assert_code(0);
+    assert_eq!(ran(&scratch), [] as [u32; 0]);
+    assert_eq!(
+        statuses(&report(&scratch, "r.jsonl")),
+        expect(&[(1, "skipped"), (2, "skipped"), (3, "skipped")])
+    );
+}
+
+#[test]
+fn a_bad_report_runs_nothing() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "touch marker\n");
+    let good = "{\"line\":1,\"groups\":[],\"command\":\"other\",\"status\":\"failed\"}\n";
+    scratch.write(
+        "r.jsonl",
+        &format!("{good}{{\"line\":2}}\n{good}not json\n"),
+    );
+    let run = scratch.run(&[
+        "run", "--resume", "r.jsonl", "--report", "r.jsonl", "jobs.txt",
+    ]);
+    run.assert_code(2)
+        .assert_stderr_contains("taskherd: r.jsonl:2: not a report record: missing field")
+        .assert_stderr_contains("taskherd: r.jsonl:4: not a report record: ")
+        .assert_stderr_contains("2 errors in r.jsonl; nothing was run");
+    assert!(!scratch.exists("marker"));
+    assert!(
+        scratch.read("r.jsonl").starts_with(good),
+        "the report was overwritten"
+    );
+
+    scratch.write(
+        "r.jsonl",
+        &format!("{good}{}", good.replace("failed", "lost")),
+    );
+    scratch
+        .run(&["run", "--resume-failed", "r.jsonl", "jobs.txt"])
+        .assert_code(2)
+        .assert_stderr_contains("taskherd: r.jsonl:2: unknown status \"lost\"");
+    scratch
+        .run(&["run", "--resume", "missing.jsonl", "jobs.txt"])
+        .assert_code(2)
+        .assert_stderr_contains("taskherd: cannot read --resume report missing.jsonl: ");
+    scratch
+        .run(&[
+            "run",
+            "--resume",
+            "r.jsonl",
+            "--resume-failed",
+            "r.jsonl",
+            "jobs.txt",
+        ])
+        .assert_code(2)
+        .assert_stderr_contains("cannot be used with");
+    assert!(!scratch.exists("marker"));
+}
+
+#[test]
+fn a_last_record_cut_short_is_a_warning() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "echo 1 >> ran\necho 2 >> ran\n");
+    scratch.write(
+        "r.jsonl",
+        "{\"line\":1,\"groups\":[],\"command\":\"echo 1 >> ran\",\"status\":\"succeeded\"}\n\
+         {\"line\":2,\"groups\":[],\"command\":\"echo 2 >> ran\",\"sta",
+    );
+    scratch
+        .run(&["run", "--resume", "r.jsonl", "jobs.txt"])
+        .assert_code(0)
+        .assert_stderr_contains(
+            "taskherd: warning: r.jsonl:2: the last record is cut short (taskherd stopped \
+             while writing it?); it is ignored",
+        );
+    assert_eq!(ran(&scratch), [2]);
+}
+
+#[test]
+fn dry_run_shows_the_jobs_skipped() {
+    let scratch = halted_run("r1.jsonl");
+    let run = scratch.run(&[
+        "run",
+        "--dry-run",
+        "-j",
+        "1",
+        "--resume",
+        "r1.jsonl",
+        "jobs.txt",
+    ]);
+    run.assert_code(0);
+    assert_eq!(
+        run.stdout,
+        "jobs.txt: 2 jobs in 1 group; dry run, nothing was run\n\
+         group       jobs  limit\n\
+         [total]        2      1\n\
+         a              1   none\n\
+         (no group)     1\n\
+         --resume r1.jsonl: 1 job skipped (line 1), 2 to run\n"
+    );
+    assert!(!scratch.exists("ran"));
+}
