@@ -10,7 +10,7 @@ use taskherd::TaskPool;
 
 use crate::arg_limits::ArgLimits;
 use crate::cli::{OutputMode, RunArgs};
-use crate::jobfile::{self, Group, Job, LineError};
+use crate::jobfile::{Group, Job, LineError, Reader};
 use crate::joblog::{self, Joblog};
 use crate::limits::{self, Limits, Settings, Target};
 use crate::output::Writer;
@@ -20,6 +20,7 @@ use crate::report::{self, Report};
 use crate::resume;
 use crate::runner;
 use crate::signals;
+use crate::stream::Stream;
 use crate::summary;
 use crate::watch::Watcher;
 
@@ -69,10 +70,15 @@ impl Fatal {
 pub struct Prepared {
     /// The job file's name as shown in messages (`<stdin>` for standard input).
     pub source: String,
-    /// The jobs to run.
+    /// The jobs to run; empty for a dry run that needs only their counts.
     pub jobs: Vec<Job>,
+    /// The jobs of the job file (before `--resume`), counted.
+    pub counts: plan::Counts,
     /// The jobs `--resume` or `--resume-failed` skip, in file order.
     pub skipped: Vec<Job>,
+    /// A job file read as it is written (a pipe): `jobs` and `skipped` are empty, and lines
+    /// are read and checked as the run goes.
+    pub stream: Option<Stream>,
     /// Limits from the command line.
     pub base_limits: Limits,
     /// The limits file and its settings when it was first read.
@@ -113,9 +119,14 @@ pub fn main(args: &RunArgs) -> ExitCode {
             }
             return ExitCode::from(EXIT_USAGE);
         }
+        // Counted as they were read, unless `--resume` chose some.
+        let counts = match resume_of(args) {
+            None => &prepared.counts,
+            Some(_) => &plan::Counts::of(&prepared.jobs),
+        };
         print!(
             "{}",
-            plan::render(&prepared.source, &prepared.jobs, &prepared.initial_limits())
+            plan::render(&prepared.source, counts, &prepared.initial_limits())
         );
         if let Some((mode, path)) = resume_of(args) {
             let run = prepared.jobs.len();
@@ -232,11 +243,14 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup) -> u8 {
     }
     let limits = prepared.initial_limits();
     let pool = build_pool(&limits);
-    let named: BTreeSet<Group> = prepared
-        .jobs
-        .iter()
-        .flat_map(|job| job.groups.iter().cloned())
-        .collect();
+    // The groups named: not known yet for a streamed job file.
+    let named: Option<BTreeSet<Group>> = prepared.stream.is_none().then(|| {
+        prepared
+            .jobs
+            .iter()
+            .flat_map(|job| job.groups.iter().cloned())
+            .collect()
+    });
     let flag = match (args.progress, args.no_progress) {
         (true, _) => Some(true),
         (_, true) => Some(false),
@@ -276,8 +290,19 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup) -> u8 {
         retries: args.retries,
         retry_delay: args.retry_delay,
     };
+    let streamed = prepared.stream.is_some();
+    let input = match prepared.stream {
+        None => runner::Input::Checked(prepared.jobs),
+        Some(stream) => match stream.start() {
+            Ok(arrivals) => runner::Input::Streaming(arrivals),
+            Err(error) => {
+                eprintln!("taskherd: cannot start reading the jobs: {error}");
+                return EXIT_USAGE;
+            }
+        },
+    };
     let finished = runner::run(
-        prepared.jobs,
+        input,
         pool.clone(),
         config,
         writer.sender(),
@@ -304,16 +329,23 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup) -> u8 {
             },
         );
         if let Some((mode, _)) = resume_of(args) {
-            text = resume::summary_with_skipped(&text, mode, prepared.skipped.len());
+            let skipped = prepared.skipped.len() + finished.skipped;
+            text = resume::summary_with_skipped(&text, mode, skipped);
         }
         eprint!("{text}");
     }
+    if finished.bad_input {
+        return EXIT_USAGE;
+    }
+    // A streamed job file was not read to its end: jobs may be missing from the counts.
+    let unread = streamed && finished.stopped.is_some();
     let total = finished.counts.total;
     let joblog_failed = setup.joblog.as_ref().is_some_and(Joblog::failed);
     if total.succeeded == total.jobs
         && finished.report_error.is_none()
         && !skipped_error
         && !joblog_failed
+        && !unread
     {
         EXIT_OK
     } else {
@@ -342,29 +374,29 @@ pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
     if let Some(path) = &args.joblog {
         joblog::check_path(path).map_err(Fatal::one)?;
     }
-    let (source, text) = read_jobs(args.jobfile.as_deref())?;
-    let jobs = jobfile::parse(&text).map_err(|errors| Fatal::lines(&source, &errors))?;
-    // A command the system would refuse to pass to `sh -c` fails now, not when its turn comes.
-    let too_long = ArgLimits::of_this_system(&args.shell).check(&jobs);
-    if !too_long.is_empty() {
-        return Err(Fatal::lines(&source, &too_long));
-    }
+    let (source, input, pipe) = open_jobs(args.jobfile.as_deref())?;
+    let arg_limits = ArgLimits::of_this_system(&args.shell);
+    // A pipe is read as it is written, and its lines checked as they come; a dry run reads
+    // it to the end, as a file.
+    // A dry run needs the jobs themselves only to choose those `--resume` skips: without
+    // it, counting them keeps its memory small however long the file.
+    let keep = !args.dry_run || resume_of(args).is_some();
+    let (jobs, counts, mut warnings, streamed) = if pipe && !args.dry_run {
+        (Vec::new(), plan::Counts::default(), Vec::new(), Some(input))
+    } else {
+        let (jobs, counts, warnings) = read_jobs(&source, input, &arg_limits, keep)?;
+        (jobs, counts, warnings, None)
+    };
 
-    let named: BTreeSet<&Group> = jobs.iter().flat_map(|job| &job.groups).collect();
-    let mut warnings: Vec<String> = jobs
-        .iter()
-        .filter_map(|job| {
-            job.typo_warning()
-                .map(|warning| format!("{source}:{warning}"))
-        })
-        .collect();
+    let named: BTreeSet<&Group> = counts.per_group.keys().collect();
     let mut base_limits = Limits {
         total: Some(args.max_jobs.unwrap_or_else(cpus)),
         default: args.default_limit,
         groups: Default::default(),
     };
     for (group, limit) in &args.limits {
-        if !named.contains(group) {
+        // (Groups of a streamed job file are not known yet.)
+        if streamed.is_none() && !named.contains(group) {
             warnings.push(format!(
                 "--limit {group}={limit}: no job in {source} names group {group}"
             ));
@@ -387,12 +419,15 @@ pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
             })?;
             let settings = limits::parse_limits_file(&text)
                 .map_err(|errors| Fatal::lines(&path.display().to_string(), &errors))?;
-            warnings.extend(unknown_groups(path, &settings, &named));
+            if streamed.is_none() {
+                warnings.extend(unknown_groups(path, &settings, &named));
+            }
             Some((path.clone(), settings))
         }
     };
 
     // Read fully here, before the report (possibly the same file) is created.
+    let mut resume = None;
     let (jobs, skipped) = match resume_of(args) {
         None => (jobs, Vec::new()),
         Some((mode, path)) => {
@@ -407,14 +442,28 @@ pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
                 }
             })?;
             warnings.extend(previous.warning.clone());
-            resume::select(jobs, previous, mode)
+            match streamed {
+                None => resume::select(jobs, previous, mode),
+                Some(_) => {
+                    resume = Some((mode, previous));
+                    (jobs, Vec::new())
+                }
+            }
         }
     };
+    let stream = streamed.map(|input| Stream {
+        source: source.clone(),
+        input,
+        arg_limits,
+        resume,
+    });
 
     Ok(Prepared {
         source,
         jobs,
+        counts,
         skipped,
+        stream,
         base_limits,
         limits_file,
         warnings,
@@ -453,29 +502,80 @@ pub fn unknown_groups(path: &Path, settings: &Settings, named: &BTreeSet<&Group>
         .collect()
 }
 
-fn read_jobs(path: Option<&Path>) -> Result<(String, Vec<u8>), Fatal> {
+/// Opens the job file (standard input for `-` or none); returns its name for messages, the
+/// input, and whether it is a pipe (or socket), to be read as it is written.
+fn open_jobs(path: Option<&Path>) -> Result<(String, Box<dyn Read + Send>, bool), Fatal> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::FileTypeExt;
+    let is_pipe = |meta: std::io::Result<std::fs::Metadata>| {
+        meta.is_ok_and(|meta| meta.file_type().is_fifo() || meta.file_type().is_socket())
+    };
     match path {
-        None => read_stdin(),
-        Some(path) if path.as_os_str() == "-" => read_stdin(),
-        Some(path) => {
+        Some(path) if path.as_os_str() != "-" => {
             let source = path.display().to_string();
-            let text = std::fs::read(path)
+            let file = std::fs::File::open(path)
                 .map_err(|error| Fatal::one(format!("cannot read job file {source}: {error}")))?;
-            Ok((source, text))
+            let pipe = is_pipe(file.metadata());
+            Ok((source, Box::new(file), pipe))
+        }
+        _ => {
+            let stdin = std::io::stdin();
+            let pipe = is_pipe(
+                stdin
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .and_then(|fd| std::fs::File::from(fd).metadata()),
+            );
+            if stdin.is_terminal() {
+                eprintln!("taskherd: reading jobs from the terminal; end with Ctrl-D");
+            }
+            Ok(("<stdin>".to_owned(), Box::new(stdin), pipe))
         }
     }
 }
 
-fn read_stdin() -> Result<(String, Vec<u8>), Fatal> {
-    let mut stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprintln!("taskherd: reading jobs from the terminal; end with Ctrl-D");
+/// Reads and checks a whole job file, line by line (it is never in memory whole): every bad
+/// line is reported, and nothing runs if there is one. Returns the jobs (none unless `keep`),
+/// their counts, and the warnings about lines.
+fn read_jobs(
+    source: &str,
+    input: Box<dyn Read + Send>,
+    arg_limits: &ArgLimits,
+    keep: bool,
+) -> Result<(Vec<Job>, plan::Counts, Vec<String>), Fatal> {
+    let mut reader = Reader::new(std::io::BufReader::new(input));
+    let mut jobs = Vec::new();
+    let mut counts = plan::Counts::default();
+    let mut warnings = Vec::new();
+    let mut errors = Vec::new();
+    while let Some(next) = reader.next_job() {
+        match next {
+            Ok(Ok(job)) => {
+                // A command the system would refuse to pass to the shell fails now, not when
+                // its turn comes.
+                errors.extend(arg_limits.check(std::slice::from_ref(&job)));
+                if let Some(warning) = job.typo_warning() {
+                    warnings.push(format!("{source}:{warning}"));
+                }
+                counts.add(&job);
+                if keep {
+                    jobs.push(job);
+                }
+            }
+            Ok(Err(mut line_errors)) => errors.append(&mut line_errors),
+            Err(error) => {
+                return Err(Fatal::one(format!(
+                    "cannot read job file {source}: {error}"
+                )));
+            }
+        }
     }
-    let mut text = Vec::new();
-    stdin
-        .read_to_end(&mut text)
-        .map_err(|error| Fatal::one(format!("cannot read jobs from standard input: {error}")))?;
-    Ok(("<stdin>".to_owned(), text))
+    if errors.is_empty() {
+        jobs.shrink_to_fit();
+        Ok((jobs, counts, warnings))
+    } else {
+        Err(Fatal::lines(source, &errors))
+    }
 }
 
 /// `--resume` or `--resume-failed`, with the report path.

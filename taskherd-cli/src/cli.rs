@@ -28,7 +28,10 @@ Job file: one job per line, `GROUP GROUP ... :: COMMAND`, run with `sh -c` (or `
 line without a lone `::` is a command without groups; blank lines and lines starting with `#`
 are skipped. Group names are letters, digits and _ - . : / @ + %. Before the `::`,
 `timeout=DURATION` (or `timeout=none`) and `retries=N` override --timeout and --retries for
-that job. Every line is checked before anything runs.
+that job. Every line is checked before anything runs, except in a job file that is a pipe
+(such as standard input from `generate | taskherd run`): that is read as it is written, each
+line checked as it arrives and run at once; a bad line there stops new starts, and taskherd
+exits with status 2 once the running jobs end.
 
     # at most 2 jobs per host, 1 on the database, 8 in all
     web1 db :: ./backup.sh web1
@@ -51,7 +54,7 @@ Exit status: 0 every job succeeded; 1 a job failed, was killed or did not start;
 #[derive(Debug, Args)]
 #[command(after_long_help = RUN_HELP)]
 pub struct RunArgs {
-    /// The job file; `-` or nothing reads standard input.
+    /// The job file; `-` or nothing reads standard input. A pipe is read as it is written.
     #[arg(value_name = "JOBFILE")]
     pub jobfile: Option<PathBuf>,
 

@@ -120,6 +120,7 @@ pub fn check_group_name(name: &str) -> Result<(), String> {
 }
 
 /// Parses a whole job file. Returns the jobs in file order, or every line error found.
+#[cfg(test)]
 pub fn parse(text: &[u8]) -> Result<Vec<Job>, Vec<LineError>> {
     let mut reader = Reader::new(text);
     let mut jobs = Vec::new();

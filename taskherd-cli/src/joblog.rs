@@ -140,7 +140,6 @@ mod tests {
     fn ran(status: Status, start_ns: u64, duration_ns: u64) -> Outcome {
         let start = UNIX_EPOCH + Duration::from_nanos(start_ns);
         Outcome {
-            index: 0,
             status,
             reason: None,
             times: Some(Times {
@@ -177,12 +176,12 @@ mod tests {
     #[test]
     fn jobs_that_did_not_run_have_no_line() {
         let jobs = parse(b"true\n").unwrap();
-        assert!(line(&jobs[0], &Outcome::not_started(0, None)).is_none());
+        assert!(line(&jobs[0], &Outcome::not_started(None)).is_none());
         let error = Outcome {
             status: Status::Error {
                 message: "no".into(),
             },
-            ..Outcome::not_started(0, None)
+            ..Outcome::not_started(None)
         };
         assert!(line(&jobs[0], &error).is_none());
     }

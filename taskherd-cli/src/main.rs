@@ -49,6 +49,7 @@ mod resume;
 mod runner;
 #[cfg(unix)]
 mod signals;
+mod stream;
 #[cfg(unix)]
 mod summary;
 #[cfg(unix)]

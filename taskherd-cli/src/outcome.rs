@@ -98,6 +98,8 @@ pub enum Reason {
     HaltOnError,
     /// Ctrl-C, SIGTERM or SIGHUP.
     Interrupted,
+    /// A bad line in a job file read as it is written (a pipe).
+    BadInput,
 }
 
 impl Reason {
@@ -105,6 +107,7 @@ impl Reason {
         match self {
             Reason::HaltOnError => "halt-on-error",
             Reason::Interrupted => "interrupted",
+            Reason::BadInput => "bad-input",
         }
     }
 }
@@ -129,10 +132,9 @@ pub struct Attempt {
     pub output: Option<PathBuf>,
 }
 
-/// The fate of one job, by its index in the job list.
+/// The fate of one job.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    pub index: usize,
     pub status: Status,
     /// Why it did not start, or why it was killed (when taskherd signalled it).
     pub reason: Option<Reason>,
@@ -146,9 +148,8 @@ pub struct Outcome {
 
 impl Outcome {
     /// A job that never started.
-    pub fn not_started(index: usize, reason: Option<Reason>) -> Outcome {
+    pub fn not_started(reason: Option<Reason>) -> Outcome {
         Outcome {
-            index,
             status: Status::NotStarted,
             reason,
             times: None,

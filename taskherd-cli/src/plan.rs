@@ -6,15 +6,41 @@ use crate::jobfile::{Group, Job};
 use crate::limits::Limits;
 use crate::table;
 
-/// The number of jobs naming each group, by group name.
-pub fn jobs_per_group(jobs: &[Job]) -> BTreeMap<Group, usize> {
-    let mut counts = BTreeMap::new();
-    for job in jobs {
+/// What a plan shows of the jobs: how many there are, and how many name each group.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub jobs: usize,
+    /// Jobs naming no group.
+    pub ungrouped: usize,
+    /// The number of jobs naming each group, by group name.
+    pub per_group: BTreeMap<Group, usize>,
+}
+
+impl Counts {
+    /// The counts of `jobs`.
+    pub fn of(jobs: &[Job]) -> Counts {
+        let mut counts = Counts::default();
+        for job in jobs {
+            counts.add(job);
+        }
+        counts
+    }
+
+    /// Counts one more job.
+    pub fn add(&mut self, job: &Job) {
+        self.jobs += 1;
+        if job.groups.is_empty() {
+            self.ungrouped += 1;
+        }
         for group in &job.groups {
-            *counts.entry(group.clone()).or_insert(0) += 1;
+            match self.per_group.get_mut(group) {
+                Some(count) => *count += 1,
+                None => {
+                    self.per_group.insert(group.clone(), 1);
+                }
+            }
         }
     }
-    counts
 }
 
 /// Shows the limit of a group: its own, the default (marked), or `none`.
@@ -32,22 +58,25 @@ pub fn optional(limit: Option<usize>) -> String {
 }
 
 /// Renders the plan of a dry run.
-pub fn render(source: &str, jobs: &[Job], limits: &Limits) -> String {
-    let per_group = jobs_per_group(jobs);
-    let ungrouped = jobs.iter().filter(|job| job.groups.is_empty()).count();
+pub fn render(source: &str, counts: &Counts, limits: &Limits) -> String {
+    let Counts {
+        jobs,
+        ungrouped,
+        per_group,
+    } = counts;
     let mut rows = vec![vec![
         "[total]".to_owned(),
-        jobs.len().to_string(),
+        jobs.to_string(),
         optional(limits.total),
     ]];
-    for (group, count) in &per_group {
+    for (group, count) in per_group {
         rows.push(vec![
             group.to_string(),
             count.to_string(),
             limit_cell(limits, group),
         ]);
     }
-    if ungrouped > 0 {
+    if *ungrouped > 0 {
         rows.push(vec![
             "(no group)".to_owned(),
             ungrouped.to_string(),
@@ -56,7 +85,7 @@ pub fn render(source: &str, jobs: &[Job], limits: &Limits) -> String {
     }
     format!(
         "{source}: {} in {}; dry run, nothing was run\n{}",
-        table::count(jobs.len(), "job"),
+        table::count(*jobs, "job"),
         table::count(per_group.len(), "group"),
         table::render(&["group", "jobs", "limit"], &rows)
     )
@@ -77,7 +106,7 @@ mod tests {
             groups: [(Arc::from("db"), 1)].into(),
         };
         assert_eq!(
-            render("jobs.txt", &jobs, &limits),
+            render("jobs.txt", &Counts::of(&jobs), &limits),
             "jobs.txt: 4 jobs in 3 groups; dry run, nothing was run\n\
              group       jobs        limit\n\
              [total]        4            4\n\

@@ -153,6 +153,8 @@ impl Progress {
                 // The spinner and a space before the message, a column left free after it.
                 let columns = usize::from(console::Term::stderr().size().1);
                 let line = render(counts, &limit, clock, Mode::Bar, columns.saturating_sub(3));
+                // Jobs of a streamed job file are counted as they arrive.
+                bar.set_length(counts.total.jobs as u64);
                 bar.set_position(counts.total.done() as u64);
                 bar.set_message(line);
                 None

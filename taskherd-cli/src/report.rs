@@ -78,7 +78,7 @@ impl Report {
     /// Writes and flushes the record of a job skipped by `--resume` or `--resume-failed`: status
     /// `skipped`, reason `resumed`, otherwise like a job that did not start.
     pub fn write_skipped(&mut self, job: &Job) -> io::Result<()> {
-        let outcome = Outcome::not_started(0, None);
+        let outcome = Outcome::not_started(None);
         let mut record = Record::new(job, &outcome);
         record.last.status = "skipped";
         record.last.reason = Some("resumed");

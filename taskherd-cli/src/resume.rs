@@ -208,6 +208,21 @@ pub fn select(jobs: Vec<Job>, mut previous: Previous, mode: Mode) -> (Vec<Job>, 
     (run, skipped)
 }
 
+/// For a job file read as it is written: whether `job`, just read, is skipped. A record with
+/// the job's own line is used first, else any copy (earlier lines have taken theirs).
+pub fn skips(previous: &mut Previous, job: &Job, mode: Mode) -> bool {
+    let matched = previous.wanted.get_mut(&key(job)).is_some_and(|lines| {
+        match lines.iter().position(|&line| line == job.line) {
+            Some(at) => {
+                lines.swap_remove(at);
+                true
+            }
+            None => lines.pop().is_some(),
+        }
+    });
+    matched == (mode == Mode::Resume)
+}
+
 fn key(job: &Job) -> Key {
     (
         String::from_utf8_lossy(&job.command).into_owned(),

@@ -81,16 +81,54 @@ pub struct Finished {
     pub stopped: Option<Reason>,
     /// The first error writing the report, if any.
     pub report_error: Option<std::io::Error>,
+    /// A line of streamed input was bad (or could not be read): the run stopped there.
+    pub bad_input: bool,
+    /// Jobs of streamed input that `--resume` skipped.
+    pub skipped: usize,
+}
+
+/// The jobs to run.
+#[derive(Debug)]
+pub enum Input {
+    /// Every job, read and checked before the run.
+    Checked(Vec<Job>),
+    /// Jobs checked as their lines arrive (a job file that is a pipe).
+    Streaming(mpsc::Receiver<Arrival>),
+}
+
+/// What the reader of a streamed job file sends.
+#[derive(Debug)]
+pub enum Arrival {
+    /// A job to run.
+    Job(Job),
+    /// A job `--resume` skips: it gets its record, and does not run.
+    Skipped(Job),
+    /// A warning about a line.
+    Warning(String),
+    /// A bad line, or the input could not be read: the messages to print. Nothing more comes.
+    Bad(Vec<String>),
+}
+
+/// What reaches the collector.
+#[derive(Debug)]
+enum Note {
+    /// The fate of a job.
+    Outcome(Arc<Job>, Outcome),
+    /// A job skipped by `--resume` in streamed input (skipped jobs of a checked job file are
+    /// written before the run).
+    Skipped(Job),
+    /// The submitting loop has submitted its last job: the number of jobs, and whether the
+    /// input ended on a bad line.
+    Submitted { jobs: usize, bad_input: bool },
 }
 
 /// State shared by the collector, the submitting loop and the job tasks.
 struct Shared {
-    jobs: Vec<Job>,
     pool: TaskPool<Group>,
     config: Config,
     stop: RwLock<Option<Reason>>,
     tally: Tally,
-    outcomes: mpsc::UnboundedSender<Outcome>,
+    outcomes: mpsc::UnboundedSender<Note>,
     output: output::Sender,
     /// The process groups of running jobs.
     groups: Groups,
@@ -144,7 +182,7 @@ impl Shared {
 /// ran gets a line in `joblog`, which stays the caller's (to see whether a write failed).
 #[allow(clippy::too_many_arguments)] // each is a distinct part of the run set up by `app`
 pub async fn run(
-    jobs: Vec<Job>,
+    input: Input,
     pool: TaskPool<Group>,
     config: Config,
     output: output::Sender,
@@ -154,9 +192,13 @@ pub async fn run(
     mut joblog: Option<&mut Joblog>,
 ) -> Finished {
     let (outcomes, mut received) = mpsc::unbounded_channel();
+    let tally = match &input {
+        Input::Checked(jobs) => Tally::new(jobs),
+        // Counted as they arrive.
+        Input::Streaming(_) => Tally::new(&[]),
+    };
     let shared = Arc::new(Shared {
-        tally: Tally::new(&jobs),
-        jobs,
+        tally,
         pool,
         config,
         stop: RwLock::new(None),
@@ -169,19 +211,23 @@ pub async fn run(
         failures: AtomicUsize::new(0),
         halt_now: Notify::new(),
     });
-    let submitter = tokio::spawn(submit(Arc::clone(&shared)));
+    let submitter = tokio::spawn(submit(Arc::clone(&shared), input));
 
     let mut report_error = None;
     let mut accounted = 0;
+    // How many jobs there are, once the submitting loop knows.
+    let mut jobs: Option<usize> = None;
+    let mut bad_input = false;
+    let mut skipped = 0;
     let mut interrupts = Interrupts::default();
     let mut ticks = progress.period().map(|period| {
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         ticks
     });
-    while accounted < shared.jobs.len() {
-        let outcome = tokio::select! {
-            outcome = received.recv() => outcome,
+    while jobs.is_none_or(|jobs| accounted < jobs) {
+        let note = tokio::select! {
+            note = received.recv() => note,
             _ = async { ticks.as_mut().expect("checked by the guard").tick().await }, if ticks.is_some() => {
                 let counts = shared.tally.snapshot();
                 if let Some(line) = progress.update(&counts, |group| shared.pool.effective_limit(group)) {
@@ -204,10 +250,35 @@ pub async fn run(
                 continue;
             }
         };
-        let outcome = outcome.expect("the shared state holds a sender until the run ends");
+        let (job, outcome) = match note.expect("the shared state holds a sender until the run ends")
+        {
+            Note::Outcome(job, outcome) => (job, outcome),
+            Note::Skipped(job) => {
+                skipped += 1;
+                if let Some(report) = &mut report {
+                    if let Err(error) = report.write_skipped(&job) {
+                        if report_error.is_none() {
+                            shared
+                                .notice(format!("error: cannot write the report: {error}"))
+                                .await;
+                            report_error = Some(error);
+                        }
+                    }
+                }
+                continue;
+            }
+            Note::Submitted {
+                jobs: n,
+                bad_input: bad,
+            } => {
+                jobs = Some(n);
+                bad_input = bad;
+                continue;
+            }
+        };
         accounted += 1;
         if let Some(report) = &mut report {
-            if let Err(error) = report.write(&shared.jobs[outcome.index], &outcome) {
+            if let Err(error) = report.write(&job, &outcome) {
                 if report_error.is_none() {
                     shared
                         .notice(format!("error: cannot write the report: {error}"))
@@ -218,7 +289,7 @@ pub async fn run(
         }
         if let Some(joblog) = joblog.as_deref_mut() {
             // Only the first error is returned; the caller sees `joblog.failed()`.
-            if let Some(error) = joblog.write(&shared.jobs[outcome.index], &outcome) {
+            if let Some(error) = joblog.write(&job, &outcome) {
                 shared
                     .notice(format!("error: cannot write the joblog: {error}"))
                     .await;
@@ -233,6 +304,8 @@ pub async fn run(
         counts: shared.tally.snapshot(),
         stopped: shared.stop_reason(),
         report_error,
+        bad_input,
+        skipped,
     }
 }
 
@@ -303,27 +376,52 @@ fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
-/// The submitting loop: queues every job in file order.
-async fn submit(shared: Arc<Shared>) {
+/// The submitting loop: queues every job in file order, then tells the collector how many
+/// there were.
+async fn submit(shared: Arc<Shared>, input: Input) {
     let window = Arc::new(Semaphore::new(MAX_QUEUED));
-    for index in 0..shared.jobs.len() {
+    let mut submitted = 0;
+    let mut bad_input = false;
+    let (mut checked, mut streaming) = match input {
+        Input::Checked(jobs) => (Some(jobs.into_iter()), None),
+        Input::Streaming(arrivals) => (None, Some(arrivals)),
+    };
+    loop {
         let slot = Arc::clone(&window)
             .acquire_owned()
             .await
             .expect("the window semaphore is never closed");
+        let job = match (&mut checked, &mut streaming) {
+            (Some(jobs), _) => match jobs.next() {
+                Some(job) => job,
+                None => break,
+            },
+            (_, Some(arrivals)) => match next_arrival(&shared, arrivals).await {
+                Some(job) => {
+                    shared.tally.add(&job);
+                    job
+                }
+                None => break,
+            },
+            (None, None) => unreachable!("one input or the other"),
+        };
+        let index = submitted;
+        submitted += 1;
+        let account = Account::new(&shared, Arc::new(job), index);
         if let Some(reason) = shared.stop_reason() {
-            // Stopping: the rest of the jobs will never start.
-            for index in index..shared.jobs.len() {
-                let account = Account::new(&shared, index);
-                account.not_started(Some(reason));
+            // Stopping: the rest of the jobs will never start. (Streamed lines not read yet
+            // are never read.)
+            account.not_started(Some(reason));
+            for job in checked.iter_mut().flatten() {
+                let index = submitted;
+                submitted += 1;
+                Account::new(&shared, Arc::new(job), index).not_started(Some(reason));
             }
-            return;
+            break;
         }
-        let job = &shared.jobs[index];
-        let mut acquire = Box::pin(shared.pool.acquire(job.groups.clone()));
+        let mut acquire = Box::pin(shared.pool.acquire(account.job().groups.clone()));
         // The first poll puts the job in the pool's queues: do it here, in file order.
         let first = std::future::poll_fn(|cx| Poll::Ready(acquire.as_mut().poll(cx))).await;
-        let account = Account::new(&shared, index);
         tokio::spawn(async move {
             let admitted = match first {
                 Poll::Ready(admitted) => admitted,
@@ -333,40 +431,90 @@ async fn submit(shared: Arc<Shared>) {
             run_job(account, admitted).await;
         });
     }
+    if let Some(arrivals) = &mut streaming {
+        bad_input = shared.stop_reason() == Some(Reason::BadInput);
+        // Nothing more is read: the reader stops at its next line.
+        arrivals.close();
+    }
+    let _ = shared.outcomes.send(Note::Submitted {
+        jobs: submitted,
+        bad_input,
+    });
+}
+
+/// The next job of streamed input, after passing on warnings and skipped jobs; `None` at the
+/// end of the input, after a bad line (which stops the run), or once the run stops.
+async fn next_arrival(shared: &Shared, arrivals: &mut mpsc::Receiver<Arrival>) -> Option<Job> {
+    let mut stopped = shared.stopped.subscribe();
+    loop {
+        let arrival = tokio::select! {
+            arrival = arrivals.recv() => arrival?,
+            // Stopping: lines not read yet are never read.
+            _ = stopped.wait_for(|stopped| *stopped) => return None,
+        };
+        match arrival {
+            Arrival::Job(job) => return Some(job),
+            Arrival::Skipped(job) => {
+                let _ = shared.outcomes.send(Note::Skipped(job));
+            }
+            Arrival::Warning(warning) => shared.notice(format!("warning: {warning}")).await,
+            Arrival::Bad(lines) => {
+                for line in lines {
+                    shared.notice(line).await;
+                }
+                if shared.stop(Reason::BadInput) {
+                    let running = shared.tally.total().running;
+                    shared
+                        .notice(format!(
+                            "starting no more jobs, waiting for {} to finish",
+                            table::count(running, "running job")
+                        ))
+                        .await;
+                }
+                return None;
+            }
+        }
+    }
 }
 
 /// Owns the duty to send a job's outcome; sends an error outcome if dropped without one (a
 /// panic in the job's task), so that the collector never waits forever.
 struct Account {
     shared: Arc<Shared>,
+    job: Arc<Job>,
+    /// The job's number in the run, from 0: its key among the running process groups.
     index: usize,
     sent: bool,
 }
 
 impl Account {
-    fn new(shared: &Arc<Shared>, index: usize) -> Account {
+    fn new(shared: &Arc<Shared>, job: Arc<Job>, index: usize) -> Account {
         Account {
             shared: Arc::clone(shared),
+            job,
             index,
             sent: false,
         }
     }
 
     fn job(&self) -> &Job {
-        &self.shared.jobs[self.index]
+        &self.job
     }
 
     fn send(mut self, outcome: Outcome) {
         self.sent = true;
         // The collector holds the receiver until every job has an outcome.
-        let _ = self.shared.outcomes.send(outcome);
+        let _ = self
+            .shared
+            .outcomes
+            .send(Note::Outcome(Arc::clone(&self.job), outcome));
     }
 
     fn not_started(self, reason: Option<Reason>) {
         self.shared
             .tally
             .end(self.job(), &Status::NotStarted, false);
-        let outcome = Outcome::not_started(self.index, reason);
+        let outcome = Outcome::not_started(reason);
         self.send(outcome);
     }
 }
@@ -374,8 +522,7 @@ impl Account {
 impl Drop for Account {
     fn drop(&mut self) {
         if !self.sent {
-            let _ = self.shared.outcomes.send(Outcome {
-                index: self.index,
+            let outcome = Outcome {
                 status: Status::Error {
                     message: "internal error: the job's task ended without an outcome".to_owned(),
                 },
@@ -383,7 +530,11 @@ impl Drop for Account {
                 times: None,
                 output: None,
                 attempts: Vec::new(),
-            });
+            };
+            let _ = self
+                .shared
+                .outcomes
+                .send(Note::Outcome(Arc::clone(&self.job), outcome));
         }
     }
 }
@@ -400,7 +551,8 @@ struct Started {
 async fn run_job(account: Account, admitted: Result<Permit<Group>, AcquireError>) {
     let shared = Arc::clone(&account.shared);
     let index = account.index;
-    let job = &shared.jobs[index];
+    let job = Arc::clone(&account.job);
+    let job = &*job;
     let Ok(mut permit) = admitted else {
         // The pool closes only when the run stops.
         return account.not_started(shared.stop_reason());
@@ -410,10 +562,10 @@ async fn run_job(account: Account, admitted: Result<Permit<Group>, AcquireError>
     let mut earlier: Vec<Attempt> = Vec::new();
     loop {
         let number = earlier.len() + 1;
-        let attempt = match start(&shared, index, number) {
+        let attempt = match start(&shared, job, index, number) {
             Ok(started) => {
                 shared.tally.start(job);
-                finish_attempt(&shared, index, started).await
+                finish_attempt(&shared, job, index, started).await
             }
             Err(NotRun::Stopped(reason)) => {
                 drop(permit);
@@ -429,7 +581,6 @@ async fn run_job(account: Account, admitted: Result<Permit<Group>, AcquireError>
                 fail(&shared, job, &status).await;
                 drop(permit);
                 return account.send(Outcome {
-                    index,
                     status,
                     reason: None,
                     times: None,
@@ -450,7 +601,6 @@ async fn run_job(account: Account, admitted: Result<Permit<Group>, AcquireError>
             }
             drop(permit);
             return account.send(Outcome {
-                index,
                 status: attempt.status,
                 reason: attempt.reason,
                 times: attempt.times,
@@ -495,9 +645,7 @@ async fn give_up(account: Account, last: Attempt, earlier: Vec<Attempt>) {
     let job = account.job();
     shared.tally.end(job, &last.status, false);
     fail(&shared, job, &last.status).await;
-    let index = account.index;
     account.send(Outcome {
-        index,
         status: last.status,
         reason: last.reason,
         times: last.times,
@@ -520,8 +668,7 @@ pub fn retry_delay(first: Duration, number: usize) -> Duration {
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 
 /// Waits for a started attempt to end and says how it went.
-async fn finish_attempt(shared: &Shared, index: usize, started: Started) -> Attempt {
-    let job = &shared.jobs[index];
+async fn finish_attempt(shared: &Shared, job: &Job, index: usize, started: Started) -> Attempt {
     let Started {
         child,
         start,
@@ -529,7 +676,7 @@ async fn finish_attempt(shared: &Shared, index: usize, started: Started) -> Atte
         output,
     } = started;
     let timeout = job.timeout.unwrap_or(shared.config.timeout);
-    let (exit, timed_out) = wait(child, index, timeout, shared).await;
+    let (exit, timed_out) = wait(child, job.line, index, timeout, shared).await;
     let status = match exit {
         Ok(exit) if timed_out => Status::timed_out(timeout.unwrap_or_default(), exit),
         Ok(exit) => Status::of(exit),
@@ -563,8 +710,7 @@ enum NotRun {
 }
 
 /// Spawns attempt `number` (from 1) of a job's process unless the run is stopping.
-fn start(shared: &Shared, index: usize, number: usize) -> Result<Started, NotRun> {
-    let job = &shared.jobs[index];
+fn start(shared: &Shared, job: &Job, index: usize, number: usize) -> Result<Started, NotRun> {
     // Held while spawning: a stop waits for the spawns in progress (see the module docs).
     let stop = shared
         .stop
@@ -635,11 +781,11 @@ pub fn output_file(dir: &Path, line: usize, number: usize) -> PathBuf {
 /// still open (held by a process that left the job's process group) is no longer waited for.
 async fn wait(
     mut child: Child,
+    line: usize,
     index: usize,
     timeout: Option<Duration>,
     shared: &Shared,
 ) -> (std::io::Result<std::process::ExitStatus>, bool) {
-    let line = shared.jobs[index].line;
     // Set and read by this task only; atomic only because the future must be `Send`.
     let timed_out = AtomicBool::new(false);
     let job_killed = Notify::new();

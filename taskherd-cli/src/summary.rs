@@ -39,6 +39,7 @@ pub fn render(
     match stopped {
         Some(Reason::HaltOnError) => out.push_str(" (halted after a failure)"),
         Some(Reason::Interrupted) => out.push_str(" (interrupted)"),
+        Some(Reason::BadInput) => out.push_str(" (stopped by a bad line)"),
         None => {}
     }
     out.push('\n');

@@ -67,6 +67,17 @@ impl Counts {
     }
 }
 
+impl Inner {
+    fn add(&mut self, job: &Job) {
+        let add = |counts: &mut Counts| {
+            counts.jobs += 1;
+            counts.pending += 1;
+        };
+        add(&mut self.total);
+        each_group(&mut self.groups, job, add);
+    }
+}
+
 /// The counts of the total and of every group, shared by the job tasks.
 #[derive(Debug)]
 pub struct Tally {
@@ -120,16 +131,16 @@ impl Tally {
             finished_time: Duration::ZERO,
         };
         for job in jobs {
-            let add = |counts: &mut Counts| {
-                counts.jobs += 1;
-                counts.pending += 1;
-            };
-            add(&mut inner.total);
-            each_group(&mut inner.groups, job, add);
+            inner.add(job);
         }
         Tally {
             inner: Mutex::new(inner),
         }
+    }
+
+    /// Counts one more job, waiting to start (a job of a streamed job file, as it arrives).
+    pub fn add(&self, job: &Job) {
+        self.lock().add(job);
     }
 
     /// A job's process started.

@@ -55,7 +55,9 @@ pub struct Watcher {
     /// The limits in force.
     current: Limits,
     /// The groups that jobs name, to warn about settings for other groups.
-    named: BTreeSet<Group>,
+    /// The groups the jobs name, for warnings about others; `None` when not known (a job file
+    /// read as it is written).
+    named: Option<BTreeSet<Group>>,
     /// The version applied (or found bad) last.
     applied: Option<Fingerprint>,
     /// A new version seen at the last poll, applied if it is still the same at this one.
@@ -66,7 +68,12 @@ pub struct Watcher {
 
 impl Watcher {
     /// Watches `path`, whose settings were already applied to make `current`.
-    pub fn new(path: PathBuf, base: Limits, current: Limits, named: BTreeSet<Group>) -> Watcher {
+    pub fn new(
+        path: PathBuf,
+        base: Limits,
+        current: Limits,
+        named: Option<BTreeSet<Group>>,
+    ) -> Watcher {
         let applied = std::fs::metadata(&path).ok().map(|m| Fingerprint::of(&m));
         Watcher {
             path,
@@ -130,8 +137,11 @@ impl Watcher {
                 )];
             }
         };
-        let named = self.named.iter().collect();
-        let mut messages: Vec<String> = unknown_groups(&self.path, &settings, &named)
+        let unknown = match &self.named {
+            Some(named) => unknown_groups(&self.path, &settings, &named.iter().collect()),
+            None => Vec::new(),
+        };
+        let mut messages: Vec<String> = unknown
             .into_iter()
             .map(|warning| format!("warning: {warning}"))
             .collect();
@@ -218,7 +228,7 @@ mod tests {
             .limit(Arc::from("db"), 1)
             .build();
         let named = [Arc::from("db")].into();
-        let mut watcher = Watcher::new(path.clone(), base, current, named);
+        let mut watcher = Watcher::new(path.clone(), base, current, Some(named));
         assert!(watcher.poll(&pool).is_empty(), "nothing changed");
 
         std::fs::write(&path, "db=3\n[total]=none\nweb=2\n").unwrap();
@@ -293,7 +303,7 @@ mod tests {
         let g: Group = Arc::from("g");
         let pool = TaskPool::builder().default_limit(1).build();
         let named = [g.clone()].into();
-        let mut watcher = Watcher::new(path.clone(), base, current, named);
+        let mut watcher = Watcher::new(path.clone(), base, current, Some(named));
 
         let _running = pool.try_acquire([g.clone()]).unwrap();
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());

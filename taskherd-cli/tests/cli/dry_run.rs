@@ -168,3 +168,54 @@ fn a_group_list_glued_to_its_separator_is_warned_about() {
         "{run:#?}"
     );
 }
+
+/// The issue's bound: a dry run of a 100,000-line job file stays under 25 MB of resident
+/// memory (it counts the jobs as it reads them instead of keeping them).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_dry_run_of_a_large_file_stays_small() {
+    use std::fmt::Write as _;
+    let scratch = Scratch::new();
+    let mut text = String::new();
+    for i in 0..100_000 {
+        writeln!(
+            text,
+            "host{} db{} tenant-{} :: ./process-item.sh --input /data/batch/{i:06}.json \
+             --output /data/out/{i:06}.json",
+            i % 50,
+            i % 7,
+            i % 1000
+        )
+        .unwrap();
+    }
+    scratch.write("jobs.txt", &text);
+    // Waited for with `wait4`, which also gives its peak memory.
+    #[allow(clippy::zombie_processes)]
+    let child = scratch
+        .command(&["run", "--dry-run", "jobs.txt"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (code, max_rss_kib) = wait_with_max_rss(child.id());
+    assert_eq!(code, 0);
+    assert!(
+        max_rss_kib < 25 * 1000,
+        "the dry run's peak resident memory was {max_rss_kib} KiB"
+    );
+}
+
+/// Waits for process `pid`; returns its exit code and its peak resident memory in KiB.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn wait_with_max_rss(pid: u32) -> (i32, i64) {
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `status` and `usage` are valid for writes; `pid` is our own child, not yet
+    // waited for.
+    let waited = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid as libc::pid_t, "wait4 failed");
+    assert!(libc::WIFEXITED(status));
+    (libc::WEXITSTATUS(status), usage.ru_maxrss)
+}

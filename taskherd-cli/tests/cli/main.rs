@@ -17,4 +17,5 @@ mod output;
 mod processes;
 mod resume;
 mod retries;
+mod streaming;
 mod timeouts;

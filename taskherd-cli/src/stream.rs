@@ -1,0 +1,101 @@
+//! A job file read as it is written (a pipe): each line is checked as it arrives and its job
+//! sent to the runner, which starts it as soon as its groups have room.
+//!
+//! A thread reads and checks, so a slow or blocking input never holds up the runtime. The
+//! channel to the runner is bounded: when jobs arrive faster than they are queued, the thread
+//! waits, and memory stays bounded however long the input is. The first bad line (or a read
+//! error) is sent as [`Arrival::Bad`] and ends the reading: the runner then starts no more jobs
+//! and exits with status 2 once the running ones end.
+
+use std::io::{BufReader, Read};
+
+use tokio::sync::mpsc;
+
+use crate::arg_limits::ArgLimits;
+use crate::jobfile::Reader;
+use crate::resume::{self, Mode, Previous};
+use crate::runner::Arrival;
+
+/// Jobs read ahead of the runner at most.
+const READ_AHEAD: usize = 1024;
+
+/// A job file to read as it is written.
+pub struct Stream {
+    /// The job file's name in messages.
+    pub source: String,
+    pub input: Box<dyn Read + Send>,
+    pub arg_limits: ArgLimits,
+    /// `--resume` or `--resume-failed`, with the earlier report.
+    pub resume: Option<(Mode, Previous)>,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stream {
+    /// Starts reading on a thread of its own; the jobs come out of the returned channel.
+    ///
+    /// # Errors
+    ///
+    /// The thread could not be started.
+    pub fn start(self) -> std::io::Result<mpsc::Receiver<Arrival>> {
+        let (sender, receiver) = mpsc::channel(READ_AHEAD);
+        std::thread::Builder::new()
+            .name("taskherd-input".to_owned())
+            .spawn(move || self.read(&sender))?;
+        Ok(receiver)
+    }
+
+    fn read(mut self, sender: &mpsc::Sender<Arrival>) {
+        let source = self.source.clone();
+        let mut reader = Reader::new(BufReader::new(self.input));
+        while let Some(next) = reader.next_job() {
+            let job = match next {
+                Ok(Ok(job)) => job,
+                Ok(Err(errors)) => {
+                    let lines = errors.iter().map(|e| format!("{source}:{e}")).collect();
+                    let _ = sender.blocking_send(Arrival::Bad(lines));
+                    return;
+                }
+                Err(error) => {
+                    let line = format!("cannot read jobs from {source}: {error}");
+                    let _ = sender.blocking_send(Arrival::Bad(vec![line]));
+                    return;
+                }
+            };
+            let too_long = self.arg_limits.check(std::slice::from_ref(&job));
+            if !too_long.is_empty() {
+                let lines = too_long.iter().map(|e| format!("{source}:{e}")).collect();
+                let _ = sender.blocking_send(Arrival::Bad(lines));
+                return;
+            }
+            if let Some(warning) = job.typo_warning() {
+                if sender
+                    .blocking_send(Arrival::Warning(format!("{source}:{warning}")))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            let skipped = self
+                .resume
+                .as_mut()
+                .is_some_and(|(mode, previous)| resume::skips(previous, &job, *mode));
+            let arrival = if skipped {
+                Arrival::Skipped(job)
+            } else {
+                Arrival::Job(job)
+            };
+            // An error: the runner has stopped reading (the run is stopping).
+            if sender.blocking_send(arrival).is_err() {
+                return;
+            }
+        }
+        // The end of the input: dropping the sender says so.
+    }
+}

@@ -1,0 +1,168 @@
+//! A job file that is a pipe (standard input, or a named pipe) is read as it is written: each
+//! line is checked and its job started as it arrives.
+
+use std::io::Write;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{Finished, Scratch, report, send_signal, statuses, wait_for_files};
+
+fn spawn_with_stdin(scratch: &Scratch, args: &[&str]) -> Child {
+    let mut command = scratch.command(args);
+    command.stdin(Stdio::piped());
+    command.spawn().expect("cannot run taskherd")
+}
+
+/// Waits for taskherd to end; kills it and fails the test if it is still running after a
+/// minute.
+fn finish(mut child: Child) -> Finished {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("taskherd did not end");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Finished::from(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn jobs_start_as_their_lines_arrive() {
+    let scratch = Scratch::new();
+    let mut child = spawn_with_stdin(&scratch, &["run", "--report", "r.jsonl", "-"]);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "g :: touch one").unwrap();
+    stdin.flush().unwrap();
+    // The first job runs while its input is still open: it did not wait for the end.
+    wait_for_files(&scratch, &["one"]);
+    writeln!(stdin, "g :: touch two").unwrap();
+    drop(stdin);
+    let run = finish(child);
+    run.assert_code(0)
+        .assert_stderr_contains("2 jobs in ")
+        .assert_stderr_contains(": 2 succeeded\n");
+    assert!(scratch.exists("two"));
+    let mut records = report(&scratch, "r.jsonl");
+    records.sort_by_key(|r| r["line"].as_u64());
+    assert_eq!(
+        statuses(&records),
+        [(1, "succeeded".into()), (2, "succeeded".into())]
+    );
+}
+
+#[test]
+fn a_bad_line_stops_new_starts_and_exits_2_after_running_jobs_end() {
+    let scratch = Scratch::new();
+    let mut child = spawn_with_stdin(&scratch, &["run", "-j", "1", "--report", "r.jsonl", "-"]);
+    let mut stdin = child.stdin.take().unwrap();
+    // Line 1 runs; line 2 waits for it (-j 1); line 3 is bad; line 4 is never read.
+    writeln!(stdin, "touch started1; sleep 0.5; touch done1").unwrap();
+    stdin.flush().unwrap();
+    wait_for_files(&scratch, &["started1"]);
+    writeln!(stdin, "touch ran2\nweb* :: touch ran3\ntouch ran4").unwrap();
+    drop(stdin);
+    let run = finish(child);
+    run.assert_code(2)
+        .assert_stderr_contains("taskherd: <stdin>:3: group name \"web*\" contains '*'")
+        .assert_stderr_contains("starting no more jobs, waiting for 1 running job to finish")
+        .assert_stderr_contains("(stopped by a bad line)");
+    assert!(
+        scratch.exists("done1"),
+        "the running job was allowed to finish"
+    );
+    assert!(!scratch.exists("ran2") && !scratch.exists("ran3") && !scratch.exists("ran4"));
+    let mut records = report(&scratch, "r.jsonl");
+    records.sort_by_key(|r| r["line"].as_u64());
+    assert_eq!(
+        statuses(&records),
+        [(1, "succeeded".into()), (2, "not_started".into())]
+    );
+    assert_eq!(records[1]["reason"], "bad-input");
+}
+
+#[test]
+fn a_named_pipe_is_read_as_it_is_written_and_ctrl_c_stops_waiting_for_lines() {
+    let scratch = Scratch::new();
+    let fifo = scratch.path("jobs.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let child = scratch
+        .command(&["run", "--report", "r.jsonl", "jobs.fifo"])
+        .spawn()
+        .unwrap();
+    // Opening for writing waits for taskherd to open the pipe for reading.
+    let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    writeln!(writer, "touch one").unwrap();
+    writer.flush().unwrap();
+    wait_for_files(&scratch, &["one"]);
+    // The pipe stays open: taskherd waits for more lines until interrupted.
+    send_signal(child.id(), "INT");
+    let run = finish(child);
+    drop(writer);
+    run.assert_code(1)
+        .assert_stderr_contains("1 job in ")
+        .assert_stderr_contains(": 1 succeeded (interrupted)");
+    assert_eq!(
+        statuses(&report(&scratch, "r.jsonl")),
+        [(1, "succeeded".into())]
+    );
+}
+
+#[test]
+fn resume_works_on_streamed_input() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "echo 1 >> ran\nfalse\necho 3 >> ran\n");
+    scratch
+        .run(&["run", "-j", "1", "--report", "first.jsonl", "jobs.txt"])
+        .assert_code(1);
+    std::fs::remove_file(scratch.path("ran")).unwrap();
+    let mut child = spawn_with_stdin(
+        &scratch,
+        &[
+            "run",
+            "-j",
+            "1",
+            "--resume",
+            "first.jsonl",
+            "--report",
+            "second.jsonl",
+        ],
+    );
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"echo 1 >> ran\nfalse\necho 3 >> ran\n")
+        .unwrap();
+    drop(stdin);
+    let run = finish(child);
+    run.assert_code(1);
+    assert!(
+        !scratch.exists("ran"),
+        "the jobs that succeeded were skipped"
+    );
+    let mut records = report(&scratch, "second.jsonl");
+    records.sort_by_key(|r| r["line"].as_u64());
+    assert_eq!(
+        statuses(&records),
+        [
+            (1, "skipped".into()),
+            (2, "failed".into()),
+            (3, "skipped".into())
+        ]
+    );
+}
+
+#[test]
+fn a_dry_run_reads_a_pipe_to_its_end_and_checks_every_line_first() {
+    let scratch = Scratch::new();
+    let mut child = spawn_with_stdin(&scratch, &["run", "--dry-run", "-"]);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"g :: true\nbad* :: x\n").unwrap();
+    drop(stdin);
+    finish(child)
+        .assert_code(2)
+        .assert_stderr_contains("<stdin>:2: group name \"bad*\"");
+}
