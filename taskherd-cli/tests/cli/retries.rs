@@ -1,10 +1,9 @@
 //! `--retries`, `--retry-delay` and a line's `retries=`: failed and timed-out jobs run again,
 //! each attempt is in the report, and a job waiting to retry holds none of its groups.
 
-use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{Finished, Scratch, report, send_signal, wait_for_files};
+use crate::support::{Scratch, finish_within, report, send_signal, wait_for_files};
 
 /// A command that fails until it has run `n` times (counting in file `name`).
 fn succeeds_on_attempt(name: &str, n: u32) -> String {
@@ -187,17 +186,4 @@ fn ctrl_c_ends_the_wait_for_a_retry() {
 /// either way (a Ctrl-C before the wait stops the retry too).
 fn wait_for_stderr_pause() {
     std::thread::sleep(Duration::from_millis(100));
-}
-
-/// Waits for taskherd to end; kills it and fails the test if it is still running after `limit`.
-fn finish_within(mut child: Child, limit: Duration) -> Finished {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("taskherd did not end within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Finished::from(child.wait_with_output().unwrap())
 }

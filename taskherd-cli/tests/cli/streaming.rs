@@ -3,9 +3,11 @@
 
 use std::io::Write;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{Finished, Scratch, report, send_signal, statuses, wait_for_files};
+use crate::support::{
+    Finished, Scratch, finish_within, report, send_signal, statuses, wait_for_files,
+};
 
 fn spawn_with_stdin(scratch: &Scratch, args: &[&str]) -> Child {
     let mut command = scratch.command(args);
@@ -13,18 +15,8 @@ fn spawn_with_stdin(scratch: &Scratch, args: &[&str]) -> Child {
     command.spawn().expect("cannot run taskherd")
 }
 
-/// Waits for taskherd to end; kills it and fails the test if it is still running after a
-/// minute.
-fn finish(mut child: Child) -> Finished {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("taskherd did not end");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Finished::from(child.wait_with_output().unwrap())
+fn finish(child: Child) -> Finished {
+    finish_within(child, Duration::from_secs(60))
 }
 
 #[test]

@@ -219,3 +219,22 @@ pub fn send_signal(pid: u32, signal: &str) {
         .expect("cannot run kill");
     assert!(status.success(), "kill -{signal} {pid} failed");
 }
+
+/// Waits for taskherd to end; kills it and fails the test if it is still running after
+/// `limit` (a run that should have ended by itself).
+#[track_caller]
+pub fn finish_within(mut child: std::process::Child, limit: std::time::Duration) -> Finished {
+    let deadline = std::time::Instant::now() + limit;
+    while child
+        .try_wait()
+        .expect("cannot wait for taskherd")
+        .is_none()
+    {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("taskherd did not end within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Finished::from(child.wait_with_output().expect("cannot wait for taskherd"))
+}
