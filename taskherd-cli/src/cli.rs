@@ -48,8 +48,8 @@ Limits file (--limits-file): lines `GROUP=N`, `[total]=N`, `[default]=N`, N a nu
 the group's jobs back) or `none`. It overrides the command line and is re-read whenever it
 changes; a bad file is reported and the limits in force are kept.
 
-Exit status: 0 every job succeeded; 1 a job failed, was killed or did not start;
-2 bad arguments or job file (nothing was run).";
+Exit status: 0 every job succeeded; 1 a job failed, was killed, timed out or did not start;
+2 bad arguments or job file (nothing was run), or a bad line in a job file that is a pipe.";
 
 #[derive(Debug, Args)]
 #[command(after_long_help = RUN_HELP)]

@@ -9,20 +9,33 @@
 //! permit and runs the command. A job thus starts as soon as every group it names has room, FIFO
 //! within each group. A job waiting for one group keeps the slots it was promised in its other
 //! named groups, but not a slot of the total, which it takes last (the library's fairness
-//! rules). At most
-//! [`MAX_QUEUED`] jobs wait in the pool at once; further jobs are queued when earlier ones start.
+//! rules). At most [`MAX_QUEUED`] jobs wait in the pool at once; further jobs are queued when
+//! earlier ones start.
+//!
+//! The jobs come checked ([`Input::Checked`]) or, from a job file that is a pipe, as their
+//! lines arrive ([`Input::Streaming`], read by `stream.rs`); the submitting loop treats both
+//! alike, and tells the collector how many jobs there were once the input ends.
+//!
+//! # Timeouts and retries
+//!
+//! A job's task runs its attempts one after the other. An attempt past its timeout gets
+//! SIGTERM to its process group, then SIGKILL after the grace period. A failed, killed or
+//! timed-out attempt with retries left gives its permit back, waits its backoff (cut short if
+//! the run stops) and queues again with a new `acquire`: a job waiting to retry holds no slot.
 //!
 //! # Every job is accounted for
 //!
-//! Every job ends in exactly one outcome sent to the collector: from its task (ran, failed,
-//! could not start, or given up because the pool closed), from the submitting loop (never
-//! submitted because the run was stopping), or, should a job task ever panic, from the guard it
-//! owns. The collector returns only when it has counted one outcome per job.
+//! Every job ends in exactly one outcome sent to the collector, carrying the job itself (so no
+//! list of every job is kept, and a streamed run's memory stays bounded): from its task (ran,
+//! failed, could not start, or given up because the pool closed), from the submitting loop
+//! (never submitted because the run was stopping), or, should a job task ever panic, from the
+//! guard it owns. The collector returns only when it has counted one outcome per job, and the
+//! submitting loop has said how many jobs there were.
 //!
 //! # Stopping
 //!
-//! `--halt-on-error` and Ctrl-C *stop* the run: the stop reason is set under a write lock and
-//! the pool is closed, which fails every waiting `acquire`. A job checks the stop reason and
+//! `--halt-on-error`, Ctrl-C and a bad line in streamed input *stop* the run: the stop reason
+//! is set under a write lock and the pool is closed, which fails every waiting `acquire`. A job checks the stop reason and
 //! registers its process group (for the signals sent on a second Ctrl-C) under the read lock,
 //! so it either started before the stop, and is registered by the time the stop is complete,
 //! or never starts.
