@@ -41,8 +41,8 @@ exits with status 2 once the running jobs end.
 
 Jobs start in file order as soon as every group they name has room. Ctrl-C stops starting new
 jobs and waits for the running ones; a second Ctrl-C terminates them (SIGTERM to each job's
-process group, SIGKILL 5 seconds later). Each job runs in its own process group with standard
-input from /dev/null and TASKHERD_LINE set to its line number.
+process group, SIGKILL --kill-grace later, 5 s by default). Each job runs in its own process
+group with standard input from /dev/null and TASKHERD_LINE set to its line number.
 
 Limits file (--limits-file): lines `GROUP=N`, `[total]=N`, `[default]=N`, N a number (0 holds
 the group's jobs back) or `none`. It overrides the command line and is re-read whenever it
