@@ -16,6 +16,7 @@ use crate::limits::{self, Limits, Settings, Target};
 use crate::output::Writer;
 use crate::plan;
 use crate::progress::{self, Progress};
+use crate::reaper::Reaper;
 use crate::report::{self, Report};
 use crate::resume;
 use crate::runner;
@@ -290,6 +291,17 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup) -> u8 {
         retries: args.retries,
         retry_delay: args.retry_delay,
     };
+    // Without the helper, jobs would outlive a killed taskherd: say so, and run anyway.
+    let reaper = match Reaper::start(args.kill_grace) {
+        Ok(reaper) => Some(reaper),
+        Err(error) => {
+            eprintln!(
+                "taskherd: warning: cannot start the helper that ends the jobs if taskherd \
+                 dies ({error}); jobs would outlive a killed taskherd"
+            );
+            None
+        }
+    };
     let streamed = prepared.stream.is_some();
     let input = match prepared.stream {
         None => runner::Input::Checked(prepared.jobs),
@@ -310,6 +322,7 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup) -> u8 {
         signals,
         &progress,
         setup.joblog.as_mut(),
+        reaper,
     )
     .await;
     if let Some(watcher) = watcher {

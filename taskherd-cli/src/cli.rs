@@ -20,7 +20,24 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Runs the jobs of a job file in parallel under per-group limits.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Internal: the helper `taskherd run` starts to end its jobs if it dies.
+    #[command(hide = true)]
+    Reap(ReapArgs),
+}
+
+/// The arguments of the hidden `reap` helper.
+#[derive(Debug, Args)]
+pub struct ReapArgs {
+    /// Milliseconds between SIGTERM and SIGKILL.
+    #[arg(long)]
+    pub grace_ms: u64,
+}
+
+impl ReapArgs {
+    pub fn grace(&self) -> Duration {
+        Duration::from_millis(self.grace_ms)
+    }
 }
 
 const RUN_HELP: &str = "\
@@ -235,7 +252,9 @@ mod tests {
     fn halt_on_error_values() {
         let parse = |args: &[&str]| {
             let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
-            let Command::Run(run) = cli.command;
+            let Command::Run(run) = cli.command else {
+                unreachable!("parsed a run")
+            };
             Ok::<_, String>((run.halt_on_error, run.jobfile))
         };
         assert_eq!(
@@ -263,7 +282,9 @@ mod tests {
     fn progress_flags_override_each_other() {
         let parse = |args: &[&str]| {
             let cli = Cli::try_parse_from(args).unwrap();
-            let Command::Run(run) = cli.command;
+            let Command::Run(run) = cli.command else {
+                unreachable!("parsed a run")
+            };
             (run.progress, run.no_progress)
         };
         assert_eq!(parse(&["taskherd", "run"]), (false, false));

@@ -9,7 +9,8 @@
 //! - `runner`: admission in file order through a `taskherd::TaskPool`, one process per job,
 //!   one `outcome` per job;
 //! - `watch`: re-reads the limits file while jobs run;
-//! - `signals`: Ctrl-C, and signals to the jobs' process groups;
+//! - `signals`: Ctrl-C, and signals to the jobs' process groups; `reaper`: a helper process
+//!   that ends the jobs if taskherd dies;
 //! - `output`: job output and taskherd's messages, from one writer thread;
 //! - `report`: the JSON Lines report; `joblog`: GNU parallel's joblog; `resume`: which jobs
 //!   an earlier report says to skip;
@@ -26,6 +27,7 @@ mod app;
 mod arg_limits;
 #[cfg(unix)]
 mod cli;
+#[cfg(unix)]
 mod duration;
 #[cfg(unix)]
 mod jobfile;
@@ -42,6 +44,8 @@ mod plan;
 #[cfg(unix)]
 mod progress;
 #[cfg(unix)]
+mod reaper;
+#[cfg(unix)]
 mod report;
 #[cfg(unix)]
 mod resume;
@@ -49,6 +53,7 @@ mod resume;
 mod runner;
 #[cfg(unix)]
 mod signals;
+#[cfg(unix)]
 mod stream;
 #[cfg(unix)]
 mod summary;
@@ -68,6 +73,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match &cli.command {
         cli::Command::Run(args) => app::main(args),
+        cli::Command::Reap(args) => reaper::main(args.grace()),
     }
 }
 

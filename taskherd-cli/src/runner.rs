@@ -60,7 +60,7 @@ use crate::outcome::{Attempt, Outcome, Reason, Status, Times};
 use crate::output::{self, Msg, Spool, Stream};
 use crate::progress::Progress;
 use crate::report::Report;
-use crate::signals::{self, Event, Groups};
+use crate::signals::{Event, Groups};
 use crate::table;
 use crate::tally::{Snapshot, Tally};
 
@@ -85,6 +85,9 @@ pub struct Config {
     /// The wait before a job's first retry; doubled for each one after.
     pub retry_delay: Duration,
 }
+
+/// The helper that ends the jobs if taskherd dies, if it could be started.
+pub type MaybeReaper = Option<crate::reaper::Reaper>;
 
 /// What a finished run tells the caller.
 #[derive(Debug)]
@@ -203,6 +206,7 @@ pub async fn run(
     mut signals: mpsc::UnboundedReceiver<Event>,
     progress: &Progress,
     mut joblog: Option<&mut Joblog>,
+    reaper: MaybeReaper,
 ) -> Finished {
     let (outcomes, mut received) = mpsc::unbounded_channel();
     let tally = match &input {
@@ -217,7 +221,7 @@ pub async fn run(
         stop: RwLock::new(None),
         outcomes,
         output,
-        groups: Groups::default(),
+        groups: Groups::new(reaper),
         killed: watch::Sender::new(false),
         grouped: tokio::sync::Mutex::new(()),
         stopped: watch::Sender::new(false),
@@ -742,7 +746,6 @@ fn start(shared: &Shared, job: &Job, index: usize, number: usize) -> Result<Star
         // Its own process group, so that signals reach everything the job starts, and the
         // terminal's Ctrl-C reaches only taskherd.
         .process_group(0);
-    signals::die_with_parent(&mut command);
     let output = match &shared.config.output {
         OutputMode::Prefixed | OutputMode::Grouped => {
             command.stdout(Stdio::piped()).stderr(Stdio::piped());

@@ -16,6 +16,8 @@ use std::sync::Mutex;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
+use crate::reaper::Reaper;
+
 /// A signal taskherd acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
@@ -51,6 +53,8 @@ pub fn listen() -> io::Result<mpsc::UnboundedReceiver<Event>> {
 #[derive(Debug, Default)]
 pub struct Groups {
     running: Mutex<HashMap<usize, Entry>>,
+    /// Told of every group, to end them if taskherd dies.
+    reaper: Option<Reaper>,
 }
 
 #[derive(Debug)]
@@ -61,6 +65,14 @@ struct Entry {
 }
 
 impl Groups {
+    /// Running groups, which `reaper` ends if taskherd dies.
+    pub fn new(reaper: Option<Reaper>) -> Groups {
+        Groups {
+            running: Mutex::default(),
+            reaper,
+        }
+    }
+
     /// A job's process started as the leader of process group `pgid`.
     pub fn insert(&self, index: usize, pgid: u32) {
         let Ok(pgid) = i32::try_from(pgid) else {
@@ -74,13 +86,18 @@ impl Groups {
                 signalled: false,
             },
         );
+        if let Some(reaper) = &self.reaper {
+            reaper.started(pgid);
+        }
     }
 
     /// A job ended; returns whether taskherd signalled it.
     pub fn remove(&self, index: usize) -> bool {
-        self.lock()
-            .remove(&index)
-            .is_some_and(|entry| entry.signalled)
+        let entry = self.lock().remove(&index);
+        if let (Some(entry), Some(reaper)) = (&entry, &self.reaper) {
+            reaper.ended(entry.pgid);
+        }
+        entry.is_some_and(|entry| entry.signalled)
     }
 
     /// Sends `signal` to every running job's process group; returns how many were signalled.
@@ -126,51 +143,9 @@ impl Groups {
     }
 }
 
-/// Makes the job's process (its process group's leader) receive SIGKILL when taskherd dies,
-/// even by `kill -9`, so that jobs do not outlive an aborted run (Linux only; elsewhere a no-op).
-///
-/// What escapes: only the leader gets the signal. A process the job started (a pipeline's other
-/// members, a command run in the background, anything a shell that does not `exec` its last
-/// command leaves behind) keeps running until it exits by itself, typically on a broken pipe
-/// or end of input; a job that daemonizes (a new session) always escapes. The kernel sends the
-/// signal when the *thread* that spawned the job ends: jobs are spawned on the runtime's worker
-/// threads, which live as long as taskherd.
-///
-/// This makes the spawn fork instead of using `posix_spawn`, which costs some microseconds per
-/// job.
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
-pub fn die_with_parent(command: &mut tokio::process::Command) {
-    // SAFETY: getpid is async-signal-safe and runs before the fork.
-    let parent = unsafe { libc::getpid() };
-    let set_up = move || {
-        // SAFETY: prctl and getppid are async-signal-safe system calls; nothing here allocates
-        // or takes a lock, as the code between fork and exec must not.
-        unsafe {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // taskherd died between the fork and the prctl: the signal will never come. (An
-            // error made from an OS error number, as it must be here, allocates nothing.)
-            if libc::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-        }
-        Ok(())
-    };
-    // SAFETY: the closure is async-signal-safe (see above).
-    unsafe {
-        command.pre_exec(set_up);
-    }
-}
-
-/// Makes the job's process die with taskherd: not supported on this system, so a no-op.
-#[cfg(not(target_os = "linux"))]
-pub fn die_with_parent(_command: &mut tokio::process::Command) {}
-
 /// Sends `signal` to process group `pgid`.
 #[allow(unsafe_code)]
-fn killpg(pgid: i32, signal: i32) -> io::Result<()> {
+pub fn killpg(pgid: i32, signal: i32) -> io::Result<()> {
     debug_assert!(
         pgid > 1,
         "signalling process group {pgid} would hit more than a job"

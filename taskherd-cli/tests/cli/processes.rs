@@ -42,41 +42,55 @@ fn a_shell_that_cannot_run_is_refused_before_anything_runs() {
 #[test]
 fn jobs_die_when_taskherd_is_killed() {
     let scratch = Scratch::new();
-    // Each job's process group leader is `sleep` itself (the shell execs it), and writes its pid.
+    // Line 1's leader is `sleep` itself (the shell execs it). Line 2's shell waits for a
+    // `sleep` in the background: both are in its process group. Line 3 ignores SIGTERM, so it
+    // needs the SIGKILL after the grace period. Each writes the pids to end.
     let marker = format!("32.{}", std::process::id());
     scratch.write(
         "jobs.txt",
         &format!(
             "echo $$ > pid1; exec sleep {marker}\n\
-             echo $$ > pid2; exec sleep {marker}\n"
+             sleep {marker} & echo \"$$ $!\" > pid2; wait\n\
+             trap '' TERM; sleep {marker} & echo \"$$ $!\" > pid3; wait\n"
         ),
     );
     let mut child = scratch
-        .command(&["run", "-j", "2", "jobs.txt"])
+        .command(&["run", "-j", "3", "--kill-grace", "300ms", "jobs.txt"])
         .spawn()
         .unwrap();
-    wait_for_files(&scratch, &["pid1", "pid2"]);
-    let pids: Vec<String> = ["pid1", "pid2"]
+    wait_for_files(&scratch, &["pid1", "pid2", "pid3"]);
+    let pids: Vec<String> = ["pid1", "pid2", "pid3"]
         .iter()
-        .map(|name| {
-            // The file is created before the pid is written into it.
-            loop {
+        .flat_map(|name| {
+            // The file is created before the pids are written into it.
+            let text = loop {
                 let text = scratch.read(name);
                 if text.ends_with('\n') {
-                    break text.trim().to_owned();
+                    break text;
                 }
                 std::thread::sleep(Duration::from_millis(5));
-            }
+            };
+            text.split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
         })
         .collect();
+    assert_eq!(pids.len(), 5);
     for pid in &pids {
-        assert!(alive(pid), "job {pid} is running before taskherd dies");
+        assert!(
+            alive(pid),
+            "job process {pid} is running before taskherd dies"
+        );
     }
     send_signal(child.id(), "KILL");
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while pids.iter().any(|pid| alive(pid)) {
-        assert!(Instant::now() < deadline, "jobs {pids:?} outlived taskherd");
+        assert!(
+            Instant::now() < deadline,
+            "job processes {:?} outlived taskherd",
+            pids.iter().filter(|pid| alive(pid)).collect::<Vec<_>>()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
