@@ -76,7 +76,7 @@ pub struct Prepared {
     /// The jobs of the job file (before `--resume`), counted.
     pub counts: plan::Counts,
     /// The jobs `--resume` or `--resume-failed` skip, in file order.
-    pub skipped: Vec<Job>,
+    pub skipped: Vec<resume::Skipped>,
     /// A job file read as it is written (a pipe): `jobs` and `skipped` are empty, and lines
     /// are read and checked as the run goes.
     pub stream: Option<Stream>,
@@ -234,8 +234,8 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup) -> u8 {
     // Skipped jobs are known before anything runs: their records come first.
     let mut skipped_error = false;
     if let Some(report) = &mut setup.report {
-        for job in &prepared.skipped {
-            if let Err(error) = report.write_skipped(job) {
+        for skipped in &prepared.skipped {
+            if let Err(error) = report.write_skipped(&skipped.job, skipped.done) {
                 eprintln!("taskherd: error: cannot write the report: {error}");
                 skipped_error = true;
                 break;

@@ -26,8 +26,9 @@
 //!
 //! The fields from `status` to `timeout_secs` are the last attempt's.
 //!
-//! A job skipped by `--resume` or `--resume-failed` gets a record too, with `status` `skipped`
-//! and `reason` `resumed` (see [`Report::write_skipped`]).
+//! A job skipped by `--resume` or `--resume-failed` gets a record too, with `reason` `resumed`
+//! and `status` `skipped` if it was done before, `not_started` if it never ran (see
+//! [`Report::write_skipped`]).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -75,12 +76,15 @@ impl Report {
         self.file.flush()
     }
 
-    /// Writes and flushes the record of a job skipped by `--resume` or `--resume-failed`: status
-    /// `skipped`, reason `resumed`, otherwise like a job that did not start.
-    pub fn write_skipped(&mut self, job: &Job) -> io::Result<()> {
+    /// Writes and flushes the record of a job skipped by `--resume` or `--resume-failed`:
+    /// status `skipped` if it was `done` before, else `not_started`; reason `resumed`;
+    /// otherwise like a job that did not start.
+    pub fn write_skipped(&mut self, job: &Job, done: bool) -> io::Result<()> {
         let outcome = Outcome::not_started(None);
         let mut record = Record::new(job, &outcome);
-        record.last.status = "skipped";
+        if done {
+            record.last.status = "skipped";
+        }
         record.last.reason = Some("resumed");
         serde_json::to_writer(&mut self.file, &record)?;
         self.file.write_all(b"\n")?;

@@ -17,7 +17,9 @@
 //!   skipped; everything else runs (failures, jobs never started, jobs the report lacks).
 //! - `--resume-failed`: only a job matching a failure (`failed`, `killed`, `timed_out`,
 //!   `error`) runs; everything else is skipped, jobs never started and jobs the report lacks
-//!   included. (GNU parallel's `--resume-failed` also runs the jobs not yet run: here that is
+//!   included. The skipped jobs that were done get a `skipped` record; the others (never
+//!   started, or not in the report) get a `not_started` record with reason `resumed`, so that a
+//!   later `--resume` from the new report runs them. (GNU parallel's `--resume-failed` also runs the jobs not yet run: here that is
 //!   `--resume`.)
 //!
 //! Report statuses are matched as strings, so a report may hold any status taskherd writes.
@@ -106,6 +108,10 @@ struct Record {
 pub struct Previous {
     /// The line numbers of the wanted records, by command and groups.
     wanted: HashMap<Key, Vec<usize>>,
+    /// The line numbers of the records of jobs done (`succeeded`, or `skipped` as done
+    /// before), by command and groups: for `--resume-failed`, which of the jobs it skips were
+    /// done (the others never ran).
+    done: HashMap<Key, Vec<usize>>,
     /// A warning about a last line cut short.
     pub warning: Option<String>,
 }
@@ -168,21 +174,69 @@ pub fn parse(text: &[u8], mode: Mode, source: &str) -> Result<Previous, Vec<Line
         return Err(errors);
     }
     let mut wanted: HashMap<Key, Vec<usize>> = HashMap::new();
+    let mut done: HashMap<Key, Vec<usize>> = HashMap::new();
     for ((line, key), status) in last {
+        if mode == Mode::ResumeFailed && Mode::Resume.wants(&status) {
+            done.entry(key.clone()).or_default().push(line);
+        }
         if mode.wants(&status) {
             wanted.entry(key).or_default().push(line);
         }
     }
-    Ok(Previous { wanted, warning })
+    Ok(Previous {
+        wanted,
+        done,
+        warning,
+    })
+}
+
+/// A job that `--resume` or `--resume-failed` does not run.
+#[derive(Debug)]
+pub struct Skipped {
+    pub job: Job,
+    /// It was done before (succeeded, or skipped as done): its record says `skipped`. A job
+    /// `--resume-failed` skips that never ran is not done: its record says `not_started`, so a
+    /// later `--resume` runs it.
+    pub done: bool,
 }
 
 /// Splits `jobs` into those to run and those skipped, both in file order.
-pub fn select(jobs: Vec<Job>, mut previous: Previous, mode: Mode) -> (Vec<Job>, Vec<Job>) {
+pub fn select(jobs: Vec<Job>, mut previous: Previous, mode: Mode) -> (Vec<Job>, Vec<Skipped>) {
     let keys: Vec<Key> = jobs.iter().map(key).collect();
+    let matched = match_records(&jobs, &keys, &mut previous.wanted);
+    let (mut run, mut skipped) = (Vec::new(), Vec::new());
+    let mut unmatched = Vec::new();
+    for ((job, key), matched) in jobs.into_iter().zip(keys).zip(matched) {
+        // --resume skips what matched a success; --resume-failed runs what matched a failure.
+        match (mode, matched) {
+            (Mode::Resume, true) => skipped.push((job, true)),
+            (Mode::ResumeFailed, false) => {
+                unmatched.push(key);
+                skipped.push((job, false));
+            }
+            _ => run.push(job),
+        }
+    }
+    if mode == Mode::ResumeFailed {
+        let jobs: Vec<Job> = skipped.iter().map(|(job, _)| job.clone()).collect();
+        let done = match_records(&jobs, &unmatched, &mut previous.done);
+        for ((_, was_done), done) in skipped.iter_mut().zip(done) {
+            *was_done = done;
+        }
+    }
+    let skipped = skipped
+        .into_iter()
+        .map(|(job, done)| Skipped { job, done })
+        .collect();
+    (run, skipped)
+}
+
+/// Which of `jobs` (with their `keys`) match a record in `records`, each record used once: the
+/// records with a job's own line first, then any other copy.
+fn match_records(jobs: &[Job], keys: &[Key], records: &mut HashMap<Key, Vec<usize>>) -> Vec<bool> {
     let mut matched = vec![false; jobs.len()];
-    // First the records with the job's own line, then any other copy.
     for (index, job) in jobs.iter().enumerate() {
-        if let Some(lines) = previous.wanted.get_mut(&keys[index]) {
+        if let Some(lines) = records.get_mut(&keys[index]) {
             if let Some(at) = lines.iter().position(|&line| line == job.line) {
                 lines.swap_remove(at);
                 matched[index] = true;
@@ -191,36 +245,36 @@ pub fn select(jobs: Vec<Job>, mut previous: Previous, mode: Mode) -> (Vec<Job>, 
     }
     for (index, key) in keys.iter().enumerate() {
         if !matched[index] {
-            if let Some(lines) = previous.wanted.get_mut(key) {
+            if let Some(lines) = records.get_mut(key) {
                 matched[index] = lines.pop().is_some();
             }
         }
     }
-    let (mut run, mut skipped) = (Vec::new(), Vec::new());
-    for (job, matched) in jobs.into_iter().zip(matched) {
-        // --resume skips what matched a success; --resume-failed runs what matched a failure.
-        if matched == (mode == Mode::Resume) {
-            skipped.push(job);
-        } else {
-            run.push(job);
-        }
-    }
-    (run, skipped)
+    matched
 }
 
-/// For a job file read as it is written: whether `job`, just read, is skipped. A record with
-/// the job's own line is used first, else any copy (earlier lines have taken theirs).
-pub fn skips(previous: &mut Previous, job: &Job, mode: Mode) -> bool {
-    let matched = previous.wanted.get_mut(&key(job)).is_some_and(|lines| {
-        match lines.iter().position(|&line| line == job.line) {
-            Some(at) => {
-                lines.swap_remove(at);
-                true
+/// For a job file read as it is written: `None` if `job`, just read, runs; else whether it was
+/// done (see [`Skipped::done`]). A record with the job's own line is used if there is one,
+/// else any copy: lines read later cannot be waited for, so among identical lines (same
+/// command and groups) which copy runs may differ from a job file read whole.
+pub fn skips(previous: &mut Previous, job: &Job, mode: Mode) -> Option<bool> {
+    let key = key(job);
+    let take = |records: &mut HashMap<Key, Vec<usize>>| {
+        records.get_mut(&key).is_some_and(|lines| {
+            match lines.iter().position(|&line| line == job.line) {
+                Some(at) => {
+                    lines.swap_remove(at);
+                    true
+                }
+                None => lines.pop().is_some(),
             }
-            None => lines.pop().is_some(),
-        }
-    });
-    matched == (mode == Mode::Resume)
+        })
+    };
+    match (mode, take(&mut previous.wanted)) {
+        (Mode::Resume, true) => Some(true),
+        (Mode::ResumeFailed, false) => Some(take(&mut previous.done)),
+        _ => None,
+    }
 }
 
 fn key(job: &Job) -> Key {
@@ -231,7 +285,7 @@ fn key(job: &Job) -> Key {
 }
 
 /// The plan's line for `--dry-run`: `--resume r.jsonl: 3 jobs skipped (lines 1-2, 4), 2 to run`.
-pub fn plan_line(mode: Mode, path: &Path, skipped: &[Job], run: usize) -> String {
+pub fn plan_line(mode: Mode, path: &Path, skipped: &[Skipped], run: usize) -> String {
     let mut out = format!(
         "{} {}: {} skipped",
         mode.option(),
@@ -239,7 +293,7 @@ pub fn plan_line(mode: Mode, path: &Path, skipped: &[Job], run: usize) -> String
         table::count(skipped.len(), "job")
     );
     if !skipped.is_empty() {
-        let lines: Vec<usize> = skipped.iter().map(|job| job.line).collect();
+        let lines: Vec<usize> = skipped.iter().map(|skipped| skipped.job.line).collect();
         let noun = if lines.len() == 1 { "line" } else { "lines" };
         out.push_str(&format!(" ({noun} {})", ranges(&lines)));
     }
@@ -302,6 +356,10 @@ mod tests {
         jobs.iter().map(|job| job.line).collect()
     }
 
+    fn skipped_lines(skipped: &[Skipped]) -> Vec<(usize, bool)> {
+        skipped.iter().map(|s| (s.job.line, s.done)).collect()
+    }
+
     #[test]
     fn resume_skips_successes_counting_copies() {
         let jobs = jobfile::parse(b"a :: x\na :: x\nb :: x\ny\nz\n").unwrap();
@@ -315,7 +373,7 @@ mod tests {
         let previous = parse(report.as_bytes(), Mode::Resume, "r").unwrap();
         let (run, skipped) = select(jobs, previous, Mode::Resume);
         // One copy of `a :: x` succeeded, on line 2: that one is skipped, line 1 runs.
-        assert_eq!(lines(&skipped), [2, 4]);
+        assert_eq!(skipped_lines(&skipped), [(2, true), (4, true)]);
         assert_eq!(lines(&run), [1, 3, 5]);
     }
 
@@ -330,7 +388,7 @@ mod tests {
         let previous = parse(report.as_bytes(), Mode::Resume, "r").unwrap();
         let (run, skipped) = select(jobs, previous, Mode::Resume);
         // Line 2 matches its own line; line 3 takes the other record.
-        assert_eq!(lines(&skipped), [2, 3]);
+        assert_eq!(skipped_lines(&skipped), [(2, true), (3, true)]);
         assert_eq!(lines(&run), [1, 4]);
     }
 
@@ -351,7 +409,8 @@ mod tests {
         let previous = parse(report.as_bytes(), Mode::ResumeFailed, "r").unwrap();
         let (run, skipped) = select(jobs, previous, Mode::ResumeFailed);
         assert_eq!(lines(&run), [1, 2, 3, 4]);
-        assert_eq!(lines(&skipped), [5, 6, 7]);
+        // 5 never started and 7 is not in the report: not done. 6 succeeded at last: done.
+        assert_eq!(skipped_lines(&skipped), [(5, false), (6, true), (7, false)]);
     }
 
     #[test]
@@ -360,7 +419,7 @@ mod tests {
         let report = record(2, "[\"a\",\"b\"]", "x", "succeeded");
         let previous = parse(report.as_bytes(), Mode::Resume, "r").unwrap();
         let (run, skipped) = select(jobs, previous, Mode::Resume);
-        assert_eq!((lines(&run), lines(&skipped)), (vec![1, 2], vec![]));
+        assert_eq!((lines(&run), skipped_lines(&skipped)), (vec![1, 2], vec![]));
     }
 
     #[test]
@@ -394,7 +453,13 @@ mod tests {
     #[test]
     fn plan_line_and_summary_note() {
         let jobs = jobfile::parse(b"a\nb\nc\nd\ne\n").unwrap();
-        let skipped: Vec<Job> = [0, 1, 2, 4].iter().map(|&i| jobs[i].clone()).collect();
+        let skipped: Vec<Skipped> = [0, 1, 2, 4]
+            .iter()
+            .map(|&i| Skipped {
+                job: jobs[i].clone(),
+                done: true,
+            })
+            .collect();
         assert_eq!(
             plan_line(Mode::Resume, Path::new("r.jsonl"), &skipped, 1),
             "--resume r.jsonl: 4 jobs skipped (lines 1-3, 5), 1 to run\n"

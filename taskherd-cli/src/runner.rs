@@ -60,6 +60,7 @@ use crate::outcome::{Attempt, Outcome, Reason, Status, Times};
 use crate::output::{self, Msg, Spool, Stream};
 use crate::progress::Progress;
 use crate::report::Report;
+use crate::resume::Skipped;
 use crate::signals::{Event, Groups};
 use crate::table;
 use crate::tally::{Snapshot, Tally};
@@ -118,7 +119,7 @@ pub enum Arrival {
     /// A job to run.
     Job(Job),
     /// A job `--resume` skips: it gets its record, and does not run.
-    Skipped(Job),
+    Skipped(Skipped),
     /// A warning about a line.
     Warning(String),
     /// A bad line, or the input could not be read: the messages to print. Nothing more comes.
@@ -132,7 +133,7 @@ enum Note {
     Outcome(Arc<Job>, Outcome),
     /// A job skipped by `--resume` in streamed input (skipped jobs of a checked job file are
     /// written before the run).
-    Skipped(Job),
+    Skipped(Skipped),
     /// The submitting loop has submitted its last job: the number of jobs, and whether the
     /// input ended on a bad line.
     Submitted { jobs: usize, bad_input: bool },
@@ -273,7 +274,7 @@ pub async fn run(
             Note::Skipped(job) => {
                 skipped += 1;
                 if let Some(report) = &mut report {
-                    if let Err(error) = report.write_skipped(&job) {
+                    if let Err(error) = report.write_skipped(&job.job, job.done) {
                         if report_error.is_none() {
                             shared
                                 .notice(format!("error: cannot write the report: {error}"))

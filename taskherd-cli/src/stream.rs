@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::arg_limits::ArgLimits;
 use crate::jobfile::Reader;
-use crate::resume::{self, Mode, Previous};
+use crate::resume::{self, Mode, Previous, Skipped};
 use crate::runner::Arrival;
 
 /// Jobs read ahead of the runner at most.
@@ -85,11 +85,10 @@ impl Stream {
             let skipped = self
                 .resume
                 .as_mut()
-                .is_some_and(|(mode, previous)| resume::skips(previous, &job, *mode));
-            let arrival = if skipped {
-                Arrival::Skipped(job)
-            } else {
-                Arrival::Job(job)
+                .and_then(|(mode, previous)| resume::skips(previous, &job, *mode));
+            let arrival = match skipped {
+                Some(done) => Arrival::Skipped(Skipped { job, done }),
+                None => Arrival::Job(job),
             };
             // An error: the runner has stopped reading (the run is stopping).
             if sender.blocking_send(arrival).is_err() {

@@ -135,7 +135,8 @@ fn resume_failed_runs_exactly_the_jobs_that_failed() {
             (2, "succeeded"),
             (3, "succeeded"),
             (4, "skipped"),
-            (5, "skipped")
+            // Never ran: a later --resume must run it.
+            (5, "not_started")
         ])
     );
 }
@@ -147,6 +148,29 @@ fn resume_failed_skips_jobs_that_never_started() {
         .run(&["run", "--resume-failed", "r1.jsonl", "jobs.txt"])
         .assert_code(1);
     assert_eq!(ran(&scratch), [2], "job 3 never started: it is skipped");
+}
+
+#[test]
+fn a_job_resume_failed_skipped_without_running_it_runs_on_the_next_resume() {
+    let scratch = halted_run("r1.jsonl");
+    scratch.write("fixed", "");
+    // Runs line 2 (it failed); line 1 succeeded, line 3 never started: both skipped.
+    scratch
+        .run(&["run", "--resume-failed", "r1.jsonl", "--report", "r2.jsonl", "jobs.txt"])
+        .assert_code(0);
+    assert_eq!(ran(&scratch), [2]);
+    let records = report(&scratch, "r2.jsonl");
+    assert_eq!(
+        statuses(&records),
+        expect(&[(1, "skipped"), (2, "succeeded"), (3, "not_started")])
+    );
+    assert_eq!(records[2]["reason"], "resumed");
+    forget_ran(&scratch);
+    // From that report, --resume runs line 3, which never ran, and nothing else.
+    scratch
+        .run(&["run", "--resume", "r2.jsonl", "jobs.txt"])
+        .assert_code(0);
+    assert_eq!(ran(&scratch), [3]);
 }
 
 #[test]
