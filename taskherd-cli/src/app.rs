@@ -224,8 +224,46 @@ impl Setup {
                 )));
             }
         }
+        // Two writers of one file would garble it, and writing the report being resumed from
+        // as a joblog would destroy it. (The report may be the one resumed from: it is read
+        // whole first.)
+        let resumed = resume_of(args).map(|(_, path)| path);
+        let clashes = [
+            ("--report", report, "--joblog", args.joblog.as_deref()),
+            ("--joblog", args.joblog.as_deref(), "--resume", resumed),
+        ];
+        for (one, first, other, second) in clashes {
+            if let (Some(first), Some(second)) = (first, second) {
+                if same_file(first, second) {
+                    return Err(Fatal::one(format!(
+                        "{one} {} and {other} {} are the same file",
+                        first.display(),
+                        second.display()
+                    )));
+                }
+            }
+        }
         Ok(())
     }
+}
+
+/// Whether two paths name the same file: the same device and inode if both exist, else the
+/// same name in the same directory.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if let (Ok(a), Ok(b)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+        return a.dev() == b.dev() && a.ino() == b.ino();
+    }
+    let place = |path: &Path| {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let dir = dir.unwrap_or(Path::new("."));
+        (
+            std::fs::canonicalize(dir).ok(),
+            path.file_name().map(ToOwned::to_owned),
+        )
+    };
+    let (a, b) = (place(a), place(b));
+    a.0.is_some() && a == b
 }
 
 /// Runs the jobs; returns the exit status.
@@ -383,12 +421,12 @@ fn build_pool(limits: &Limits) -> TaskPool<Group> {
 
 /// Reads and checks the job file, the limits and the limits file.
 pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
-    check_shell(&args.shell)?;
+    let shell = check_shell(&args.shell)?;
     if let Some(path) = &args.joblog {
         joblog::check_path(path).map_err(Fatal::one)?;
     }
     let (source, input, pipe) = open_jobs(args.jobfile.as_deref())?;
-    let arg_limits = ArgLimits::of_this_system(&args.shell);
+    let arg_limits = ArgLimits::of_this_system(&shell);
     // A pipe is read as it is written, and its lines checked as they come; a dry run reads
     // it to the end, as a file.
     // A dry run needs the jobs themselves only to choose those `--resume` skips: without
@@ -484,21 +522,30 @@ pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
 }
 
 /// Checks that `--shell` names a file this user may execute.
-fn check_shell(shell: &Path) -> Result<(), Fatal> {
+///
+/// A name without `/` is looked up in `PATH`, as it will be when jobs are spawned; returns the
+/// file found.
+fn check_shell(shell: &Path) -> Result<PathBuf, Fatal> {
+    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::PermissionsExt;
-    let problem = match std::fs::metadata(shell) {
+    let problem = |path: &Path| match std::fs::metadata(path) {
         Err(error) => Some(error.to_string()),
         Ok(meta) if !meta.is_file() => Some("not a file".to_owned()),
         Ok(meta) if meta.permissions().mode() & 0o111 == 0 => Some("not executable".to_owned()),
         Ok(_) => None,
     };
-    match problem {
-        Some(problem) => Err(Fatal::one(format!(
-            "--shell {}: {problem}",
-            shell.display()
-        ))),
-        None => Ok(()),
+    let fail = |problem: String| Fatal::one(format!("--shell {}: {problem}", shell.display()));
+    if shell.as_os_str().as_bytes().contains(&b'/') {
+        return match problem(shell) {
+            Some(why) => Err(fail(why)),
+            None => Ok(shell.to_path_buf()),
+        };
     }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(shell))
+        .find(|candidate| problem(candidate).is_none())
+        .ok_or_else(|| fail("not found in PATH (or give its full path)".to_owned()))
 }
 
 /// Warnings for limits-file settings naming a group that no job names.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::duration::parse_duration;
+use crate::duration::{parse_duration, parse_duration_or_zero};
 use crate::jobfile::{Group, parse_retries};
 use crate::limits::{parse_limit_arg, parse_positive};
 
@@ -100,14 +100,14 @@ pub struct RunArgs {
     )]
     pub halt_on_error: Option<Halt>,
 
-    /// Run a failed or timed-out job again, up to N more times (a job line's `retries=N`
+    /// Run a failed, killed or timed-out job again, up to N more times (a job line's `retries=N`
     /// overrides it). Each retry waits --retry-delay, doubled each time (at most 1 minute, or
     /// --retry-delay if longer), without holding its groups, then queues again.
     #[arg(long, value_name = "N", default_value = "0", value_parser = parse_retries)]
     pub retries: u32,
 
-    /// The wait before a job's first retry (see --retries).
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    /// The wait before a job's first retry (see --retries); 0 retries at once.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration_or_zero)]
     pub retry_delay: Duration,
 
     /// Job output: `prefixed` (each line as it comes, prefixed with the job's line number; a

@@ -196,6 +196,12 @@ impl<R: std::io::BufRead> Reader<R> {
         }
     }
 
+    /// Whether the line of the job last returned ended with a newline (the last line of the
+    /// input may not).
+    pub fn line_complete(&self) -> bool {
+        self.buffer.ends_with(b"\n")
+    }
+
     /// Reads the next line into the buffer, with its `\n`. `Ok(None)` at the end of the input,
     /// `Ok(Some(false))` for a line over [`MAX_LINE`] (read to its end, kept in part only).
     fn read_line(&mut self) -> std::io::Result<Option<bool>> {

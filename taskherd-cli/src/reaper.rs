@@ -3,7 +3,8 @@
 //!
 //! At the start of a run, taskherd starts itself again as `taskherd reap` (a hidden
 //! subcommand), in a process group of its own, with a pipe to its standard input. taskherd
-//! writes `+PGID` to the pipe when a job starts and `-PGID` when it has ended. When taskherd
+//! writes `+PGID` to the pipe when a job starts, `-PGID` when it has ended, and `=0` when the run
+//! is over (the helper then exits and ends nothing). When taskherd
 //! dies, however it dies, the kernel closes its end of the pipe; the helper reads the end of
 //! its input, sends SIGTERM to every process group still listed, waits the grace period, sends
 //! SIGKILL to those still there, and exits. When a run ends normally the list is empty and the
@@ -21,16 +22,28 @@
 use std::collections::HashSet;
 use std::io::{self, BufRead, Write};
 use std::process::{ChildStdin, Command, ExitCode, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::signals;
 
+/// Messages waiting for the helper at most; past that, the helper is taken to be stuck.
+const BACKLOG: usize = 4096;
+
 /// The running side: tells the helper which process groups are running.
+///
+/// Messages go through a bounded channel to a thread that writes them to the pipe, so a job's
+/// start or end never blocks on the pipe (a helper that stopped reading, say one stopped with
+/// SIGSTOP, would fill it and block the runtime).
 #[derive(Debug)]
 pub struct Reaper {
-    pipe: Mutex<Option<ChildStdin>>,
+    messages: Mutex<Option<mpsc::SyncSender<(char, i32)>>>,
+    /// Says when the writing thread has written everything.
+    written: Mutex<Option<mpsc::Receiver<()>>>,
 }
+
+/// How long [`Reaper::finish`] waits for the last messages to reach the helper.
+const FINISH_WAIT: Duration = Duration::from_secs(2);
 
 impl Reaper {
     /// Starts the helper; `grace` is its time between SIGTERM and SIGKILL.
@@ -52,13 +65,49 @@ impl Reaper {
             .process_group(0)
             .spawn()?;
         // Our end of the pipe is close-on-exec, so no job holds it open after taskherd dies.
-        let pipe = child.stdin.take();
+        let pipe = child
+            .stdin
+            .take()
+            .ok_or_else(|| io::Error::other("the helper has no standard input"))?;
         // The helper is not waited for: it outlives taskherd on purpose, and its exit status
         // says nothing. Dropping `Child` does not kill it.
         drop(child);
+        let (sender, receiver) = mpsc::sync_channel(BACKLOG);
+        let (done, written) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("taskherd-reaper-pipe".to_owned())
+            .spawn(move || {
+                write_messages(pipe, &receiver);
+                let _ = done.send(());
+            })?;
         Ok(Reaper {
-            pipe: Mutex::new(pipe),
+            messages: Mutex::new(Some(sender)),
+            written: Mutex::new(Some(written)),
         })
+    }
+
+    /// The run is over and every job has ended: tells the helper to exit without ending
+    /// anything, and waits (briefly) until it has been told. Without this, messages still on
+    /// their way when taskherd exits would be lost, and the helper would signal process groups
+    /// of jobs that have ended (whose ids may be reused).
+    pub fn finish(&self) {
+        let sender = self
+            .messages
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        let Some(sender) = sender else { return };
+        // Full: the helper is stuck; it gets the end of its input when taskherd exits.
+        let _ = sender.try_send(('=', 0));
+        drop(sender);
+        let written = self
+            .written
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(written) = written {
+            let _ = written.recv_timeout(FINISH_WAIT);
+        }
     }
 
     /// A job started as the leader of process group `pgid`.
@@ -72,18 +121,32 @@ impl Reaper {
     }
 
     fn send(&self, sign: char, pgid: i32) {
-        let mut pipe = self
-            .pipe
+        let mut messages = self
+            .messages
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(writer) = pipe.as_mut() else { return };
-        // A few bytes to a pipe that the helper keeps reading: this does not block.
-        if let Err(error) = writeln!(writer, "{sign}{pgid}") {
-            eprintln!(
-                "taskherd: warning: the helper that ends the jobs if taskherd dies is gone \
-                 ({error}); jobs would outlive a killed taskherd"
-            );
-            *pipe = None;
+        let Some(sender) = messages.as_ref() else {
+            return;
+        };
+        let why = match sender.try_send((sign, pgid)) {
+            Ok(()) => return,
+            Err(mpsc::TrySendError::Full(_)) => "it stopped reading",
+            // The writing thread ended: the pipe is broken.
+            Err(mpsc::TrySendError::Disconnected(_)) => "it is gone",
+        };
+        eprintln!(
+            "taskherd: warning: the helper that ends the jobs if taskherd dies is not told of \
+             them any more ({why}); jobs would outlive a killed taskherd"
+        );
+        *messages = None;
+    }
+}
+
+/// The writing thread: each message to the pipe, until the pipe breaks or taskherd is done.
+fn write_messages(mut pipe: ChildStdin, messages: &mpsc::Receiver<(char, i32)>) {
+    for (sign, pgid) in messages {
+        if writeln!(pipe, "{sign}{pgid}").is_err() {
+            return;
         }
     }
 }
@@ -110,6 +173,8 @@ pub fn main(grace: Duration) -> ExitCode {
             ("-", Ok(pgid)) => {
                 running.remove(&pgid);
             }
+            // taskherd ended normally: nothing is left to end.
+            ("=", _) => return ExitCode::SUCCESS,
             _ => {}
         }
     }

@@ -229,7 +229,8 @@ pub async fn run(
         failures: AtomicUsize::new(0),
         halt_now: Notify::new(),
     });
-    let submitter = tokio::spawn(submit(Arc::clone(&shared), input));
+    let mut submitter = tokio::spawn(submit(Arc::clone(&shared), input));
+    let mut submitted = false;
 
     let mut report_error = None;
     let mut accounted = 0;
@@ -255,6 +256,15 @@ pub async fn run(
             }
             Some(event) = signals.recv() => {
                 interrupts.on(event, &shared).await;
+                continue;
+            }
+            // A panic in the submitting loop is a bug: surface it rather than wait for ever for
+            // the jobs it would have submitted.
+            ended = &mut submitter, if !submitted => {
+                submitted = true;
+                if let Err(error) = ended {
+                    std::panic::resume_unwind(error.into_panic());
+                }
                 continue;
             }
             () = shared.halt_now.notified() => {
@@ -315,9 +325,13 @@ pub async fn run(
         }
     }
     // Every outcome is in, so the submitting loop has ended; a panic there is a bug to surface.
-    if let Err(error) = submitter.await {
-        std::panic::resume_unwind(error.into_panic());
+    if !submitted {
+        if let Err(error) = submitter.await {
+            std::panic::resume_unwind(error.into_panic());
+        }
     }
+    // Every job has ended.
+    shared.groups.finish();
     Finished {
         counts: shared.tally.snapshot(),
         stopped: shared.stop_reason(),
@@ -349,9 +363,8 @@ impl Interrupts {
                 shared.stop(Reason::Interrupted);
                 shared
                     .notice(format!(
-                        "interrupted: starting no more jobs, waiting for {} to finish \
-                         (Ctrl-C again to terminate them)",
-                        table::count(running, "running job")
+                        "interrupted: starting no more jobs, {}",
+                        waiting_for(running, " (Ctrl-C again to terminate them)")
                     ))
                     .await;
             }
@@ -484,8 +497,8 @@ async fn next_arrival(shared: &Shared, arrivals: &mut mpsc::Receiver<Arrival>) -
                     let running = shared.tally.total().running;
                     shared
                         .notice(format!(
-                            "starting no more jobs, waiting for {} to finish",
-                            table::count(running, "running job")
+                            "starting no more jobs, {}",
+                            waiting_for(running, "")
                         ))
                         .await;
                 }
@@ -934,10 +947,7 @@ async fn fail(shared: &Shared, job: &Job, status: &Status) {
     };
     let then = match halt {
         Halt::Now => "terminating the running jobs".to_owned(),
-        Halt::After(_) => format!(
-            "waiting for {} to finish",
-            table::count(running, "running job")
-        ),
+        Halt::After(_) => waiting_for(running, ""),
     };
     shared
         .notice(format!(
@@ -946,6 +956,18 @@ async fn fail(shared: &Shared, job: &Job, status: &Status) {
         .await;
     if halt == Halt::Now {
         shared.halt_now.notify_one();
+    }
+}
+
+/// `waiting for 3 running jobs to finish` followed by `then`, or `no job is running` when none
+/// is.
+fn waiting_for(running: usize, then: &str) -> String {
+    match running {
+        0 => "no job is running".to_owned(),
+        _ => format!(
+            "waiting for {} to finish{then}",
+            table::count(running, "running job")
+        ),
     }
 }
 

@@ -130,6 +130,13 @@ impl Groups {
         }
     }
 
+    /// The run is over: the helper that ends jobs if taskherd dies exits.
+    pub fn finish(&self) {
+        if let Some(reaper) = &self.reaper {
+            reaper.finish();
+        }
+    }
+
     /// How many jobs are running.
     pub fn len(&self) -> usize {
         self.lock().len()

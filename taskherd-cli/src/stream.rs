@@ -4,8 +4,9 @@
 //! A thread reads and checks, so a slow or blocking input never holds up the runtime. The
 //! channel to the runner is bounded: when jobs arrive faster than they are queued, the thread
 //! waits, and memory stays bounded however long the input is. The first bad line (or a read
-//! error) is sent as [`Arrival::Bad`] and ends the reading: the runner then starts no more jobs
-//! and exits with status 2 once the running ones end.
+//! error, or a last line without its newline: a cut-off input) is sent as [`Arrival::Bad`] and
+//! ends the reading: the runner then starts no more jobs and exits with status 2 once the
+//! running ones end.
 
 use std::io::{BufReader, Read};
 
@@ -68,6 +69,17 @@ impl Stream {
                     return;
                 }
             };
+            // A pipe that ends in the middle of a line was most likely cut off (its writer died):
+            // the piece may be a different command than the one meant, so it does not run.
+            if !reader.line_complete() {
+                let line = format!(
+                    "{source}:{}: the input ended in the middle of this line (no newline at its \
+                     end), so it does not run; end every line with a newline",
+                    job.line
+                );
+                let _ = sender.blocking_send(Arrival::Bad(vec![line]));
+                return;
+            }
             let too_long = self.arg_limits.check(std::slice::from_ref(&job));
             if !too_long.is_empty() {
                 let lines = too_long.iter().map(|e| format!("{source}:{e}")).collect();

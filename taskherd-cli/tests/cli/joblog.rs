@@ -185,3 +185,30 @@ fn a_timed_out_job_is_logged_as_gnu_parallel_logs_one() {
         .collect();
     assert_eq!((fields[6], fields[7]), ("-1", "15"), "{log}");
 }
+
+#[test]
+fn the_joblog_may_not_be_the_report_or_the_report_resumed_from() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "touch ran\n");
+    scratch
+        .run(&["run", "--report", "x", "--joblog", "./x", "jobs.txt"])
+        .assert_code(2)
+        .assert_stderr_contains("taskherd: --report x and --joblog ./x are the same file");
+    scratch
+        .run(&["run", "--report", "r.jsonl", "jobs.txt"])
+        .assert_code(0);
+    let before = scratch.read("r.jsonl");
+    std::fs::remove_file(scratch.path("ran")).unwrap();
+    scratch
+        .run(&[
+            "run", "--joblog", "r.jsonl", "--resume", "r.jsonl", "jobs.txt",
+        ])
+        .assert_code(2)
+        .assert_stderr_contains("--joblog r.jsonl and --resume r.jsonl are the same file");
+    assert_eq!(
+        scratch.read("r.jsonl"),
+        before,
+        "the report resumed from is intact"
+    );
+    assert!(!scratch.exists("ran") && !scratch.exists("x"));
+}

@@ -179,7 +179,7 @@ fn halt_on_error_after_n_failures() {
     run.assert_code(1)
         .assert_stderr_contains(
             "taskherd: 2 jobs failed, the last: line 3 failed with exit status 3; \
-             --halt-on-error: starting no more jobs, waiting for 0 running jobs to finish",
+             --halt-on-error: starting no more jobs, no job is running",
         )
         .assert_stderr_contains(": 1 succeeded, 2 failed, 1 not started (halted after a failure)");
     assert!(!scratch.exists("ran4"));

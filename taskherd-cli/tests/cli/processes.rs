@@ -14,6 +14,12 @@ fn shell_runs_each_command() {
         .assert_code(0);
     assert_eq!(scratch.read("shell.txt"), "/bin/bash\n");
 
+    // A name is looked up in PATH.
+    scratch
+        .run(&["run", "--shell", "bash", "jobs.txt"])
+        .assert_code(0);
+    assert_eq!(scratch.read("shell.txt"), "bash\n");
+
     // The default is /bin/sh.
     scratch.write("jobs.txt", "echo \"$0\" > shell.txt\n");
     scratch.run(&["run", "jobs.txt"]).assert_code(0);
@@ -28,7 +34,8 @@ fn a_shell_that_cannot_run_is_refused_before_anything_runs() {
     for (shell, why) in [
         ("/no/such/shell", "No such file or directory"),
         ("/tmp", "not a file"),
-        ("not-executable", "not executable"),
+        ("./not-executable", "not executable"),
+        ("no-such-shell", "not found in PATH (or give its full path)"),
     ] {
         scratch
             .run(&["run", "--shell", shell, "jobs.txt"])

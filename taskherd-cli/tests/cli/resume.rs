@@ -156,7 +156,14 @@ fn a_job_resume_failed_skipped_without_running_it_runs_on_the_next_resume() {
     scratch.write("fixed", "");
     // Runs line 2 (it failed); line 1 succeeded, line 3 never started: both skipped.
     scratch
-        .run(&["run", "--resume-failed", "r1.jsonl", "--report", "r2.jsonl", "jobs.txt"])
+        .run(&[
+            "run",
+            "--resume-failed",
+            "r1.jsonl",
+            "--report",
+            "r2.jsonl",
+            "jobs.txt",
+        ])
         .assert_code(0);
     assert_eq!(ran(&scratch), [2]);
     let records = report(&scratch, "r2.jsonl");

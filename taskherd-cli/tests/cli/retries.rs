@@ -91,7 +91,7 @@ fn timed_out_jobs_are_retried_and_output_files_are_per_attempt() {
     let scratch = Scratch::new();
     scratch.write(
         "jobs.txt",
-        "timeout=100ms retries=1 :: echo attempt; sleep 30\n",
+        "timeout=1s retries=1 :: echo attempt; sleep 30\n",
     );
     let run = scratch.run(&[
         "run",

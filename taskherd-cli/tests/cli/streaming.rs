@@ -48,12 +48,28 @@ fn a_bad_line_stops_new_starts_and_exits_2_after_running_jobs_end() {
     let scratch = Scratch::new();
     let mut child = spawn_with_stdin(&scratch, &["run", "-j", "1", "--report", "r.jsonl", "-"]);
     let mut stdin = child.stdin.take().unwrap();
-    // Line 1 runs; line 2 waits for it (-j 1); line 3 is bad; line 4 is never read.
-    writeln!(stdin, "touch started1; sleep 0.5; touch done1").unwrap();
+    // Line 1 runs until the test creates `go`; line 2 waits for it (-j 1); line 3 is bad;
+    // line 4 is never read.
+    writeln!(
+        stdin,
+        "touch started1; while [ ! -e go ]; do sleep 0.01; done; touch done1"
+    )
+    .unwrap();
     stdin.flush().unwrap();
     wait_for_files(&scratch, &["started1"]);
     writeln!(stdin, "touch ran2\nweb* :: touch ran3\ntouch ran4").unwrap();
     drop(stdin);
+    // Line 2's record (not started) is written as soon as the bad line stops the run, while
+    // line 1 still runs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(scratch.path("r.jsonl")).is_ok_and(|r| r.contains("bad-input")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "line 2 was not given up"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    scratch.write("go", "");
     let run = finish(child);
     run.assert_code(2)
         .assert_stderr_contains("taskherd: <stdin>:3: group name \"web*\" contains '*'")
@@ -157,4 +173,22 @@ fn a_dry_run_reads_a_pipe_to_its_end_and_checks_every_line_first() {
     finish(child)
         .assert_code(2)
         .assert_stderr_contains("<stdin>:2: group name \"bad*\"");
+}
+
+#[test]
+fn a_piped_input_cut_off_in_the_middle_of_a_line_does_not_run_the_piece() {
+    let scratch = Scratch::new();
+    let mut child = spawn_with_stdin(&scratch, &["run", "-"]);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "touch one").unwrap();
+    stdin.flush().unwrap();
+    wait_for_files(&scratch, &["one"]);
+    // The writer dies after "touch who": the piece is not the command that was meant.
+    stdin.write_all(b"touch who").unwrap();
+    drop(stdin);
+    finish(child).assert_code(2).assert_stderr_contains(
+        "<stdin>:2: the input ended in the middle of this line (no newline at its end), so \
+             it does not run",
+    );
+    assert!(!scratch.exists("who"));
 }

@@ -55,7 +55,7 @@ fn a_job_ignoring_sigterm_gets_sigkill_after_the_grace_period() {
     let scratch = Scratch::new();
     scratch.write(
         "jobs.txt",
-        "timeout=100ms :: trap '' TERM; touch started; sleep 30; touch never\n",
+        "timeout=1s :: trap '' TERM; touch started; sleep 30; touch never\n",
     );
     let run = scratch.run(&[
         "run",
@@ -66,7 +66,7 @@ fn a_job_ignoring_sigterm_gets_sigkill_after_the_grace_period() {
         "jobs.txt",
     ]);
     run.assert_code(1)
-        .assert_stderr_contains("taskherd: line 1 timed out after 0.10s: SIGTERM")
+        .assert_stderr_contains("taskherd: line 1 timed out after 1.00s: SIGTERM")
         .assert_stderr_contains("taskherd: line 1 still running 0.20s after SIGTERM: SIGKILL");
     assert!(scratch.exists("started") && !scratch.exists("never"));
     let records = report(&scratch, "r.jsonl");
@@ -81,14 +81,7 @@ fn a_job_exiting_on_sigterm_keeps_its_exit_status() {
         "jobs.txt",
         "trap 'exit 7' TERM; touch started; while :; do sleep 0.05; done\n",
     );
-    let run = scratch.run(&[
-        "run",
-        "--timeout",
-        "300ms",
-        "--report",
-        "r.jsonl",
-        "jobs.txt",
-    ]);
+    let run = scratch.run(&["run", "--timeout", "1s", "--report", "r.jsonl", "jobs.txt"]);
     run.assert_code(1);
     let records = report(&scratch, "r.jsonl");
     assert_eq!(records[0]["status"], "timed_out");
