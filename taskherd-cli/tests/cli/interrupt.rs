@@ -12,10 +12,12 @@ fn finish(child: Child) -> Finished {
 #[test]
 fn first_ctrl_c_waits_for_running_jobs_and_starts_no_more() {
     let scratch = Scratch::new();
+    // Jobs 1 and 2 run until the test creates `go`, so they are still running when the
+    // Ctrl-C arrives however slow the machine.
     scratch.write(
         "jobs.txt",
-        "a :: touch started1; sleep 0.5; touch done1\n\
-         b :: touch started2; sleep 0.5; touch done2\n\
+        "a :: touch started1; while [ ! -e go ]; do sleep 0.01; done; touch done1\n\
+         b :: touch started2; while [ ! -e go ]; do sleep 0.01; done; touch done2\n\
          c :: touch ran3\n\
          touch ran4\n",
     );
@@ -25,6 +27,19 @@ fn first_ctrl_c_waits_for_running_jobs_and_starts_no_more() {
         .unwrap();
     wait_for_files(&scratch, &["started1", "started2"]);
     send_signal(child.id(), "INT");
+    // Jobs 3 and 4 are given up (their records written) as the Ctrl-C is handled.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_to_string(scratch.path("r.jsonl"))
+        .map_or(0, |r| r.matches("not_started").count())
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "jobs 3 and 4 were not given up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    scratch.write("go", "");
     let run = finish(child);
     run.assert_code(1).assert_stderr_contains(
         "taskherd: interrupted: starting no more jobs, waiting for 2 running jobs to finish \
