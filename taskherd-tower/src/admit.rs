@@ -47,7 +47,8 @@ pub trait Admit<K> {
     type Admit: Future<Output = Result<Self::Permit, Refused<K>>> + Send + 'static;
 
     /// Admits a request in `groups` if every one of them and the total has room now, without
-    /// queueing.
+    /// queueing. A pool may decide when called (the in-process pool does) or when the future
+    /// is polled (a pool that asks a store).
     ///
     /// # Errors
     ///
@@ -126,7 +127,8 @@ where
     type TryAdmit = Ready<Result<Permit<K, S>, Refused<K>>>;
     type Admit = BoxAcquire<K, S>;
 
-    /// Takes a permit with [`TaskPool::try_acquire`]: no allocation, no await.
+    /// Takes a permit with [`TaskPool::try_acquire`] at once, when called (so the layer
+    /// admits in `call`); the returned future is already resolved. No allocation.
     fn try_admit(&self, groups: Groups<K>) -> Self::TryAdmit {
         ready(self.try_acquire(groups).map_err(|error| {
             match error.full_group() {

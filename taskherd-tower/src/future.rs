@@ -108,43 +108,45 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            let admitted = match this.state.as_mut().project() {
-                StateProj::Trying { admit } => ready!(admit.poll(cx)),
-                StateProj::Waiting { admit, deadline } => match admit.poll(cx) {
-                    Poll::Ready(admitted) => admitted,
-                    Poll::Pending => {
-                        ready!(deadline.poll(cx));
-                        // Waited long enough: give the place up (dropping the waiting future),
-                        // then try once more, so that the refusal names the limit that is
-                        // still full (429 or 503), or the request is served after all if room
-                        // appeared at the last moment.
-                        let (pool, groups) = this
-                            .retry
+            let admitted =
+                match this.state.as_mut().project() {
+                    StateProj::Trying { admit } => ready!(admit.poll(cx)),
+                    StateProj::Waiting { admit, deadline } => match admit.poll(cx) {
+                        Poll::Ready(admitted) => admitted,
+                        Poll::Pending => {
+                            ready!(deadline.poll(cx));
+                            // Waited long enough: give the place up (dropping the waiting future),
+                            // then try once more, so that the refusal names the limit that is
+                            // still full (429 or 503), or the request is served after all if room
+                            // appeared at the last moment.
+                            let (pool, groups) = this
+                                .retry
+                                .take()
+                                .expect("the wait deadline passes only once");
+                            this.state.set(State::Trying {
+                                admit: pool.try_admit(groups),
+                            });
+                            continue;
+                        }
+                    },
+                    StateProj::Calling { future, permit } => {
+                        let result = ready!(future.poll(cx));
+                        let permit = permit
                             .take()
-                            .expect("the wait deadline passes only once");
-                        this.state.set(State::Trying {
-                            admit: pool.try_admit(groups),
-                        });
-                        continue;
+                            .expect("ResponseFuture polled after it completed");
+                        // On an error the permit is dropped here: nothing will stream.
+                        return Poll::Ready(result.map(|response| {
+                            response.map(|body| LimitedBody::admitted(body, permit))
+                        }));
                     }
-                },
-                StateProj::Calling { future, permit } => {
-                    let response = ready!(future.poll(cx))?;
-                    let permit = permit
-                        .take()
-                        .expect("ResponseFuture polled after it completed");
-                    return Poll::Ready(Ok(
-                        response.map(|body| LimitedBody::admitted(body, permit))
-                    ));
-                }
-                StateProj::Refused { refusal } => {
-                    let refusal = refusal
-                        .take()
-                        .expect("ResponseFuture polled after it completed");
-                    let response = this.config.response(refusal);
-                    return Poll::Ready(Ok(response.map(LimitedBody::refusal)));
-                }
-            };
+                    StateProj::Refused { refusal } => {
+                        let refusal = refusal
+                            .take()
+                            .expect("ResponseFuture polled after it completed");
+                        let response = this.config.response(refusal);
+                        return Poll::Ready(Ok(response.map(LimitedBody::refusal)));
+                    }
+                };
             match admitted {
                 Ok(permit) => {
                     let (mut service, request) =
