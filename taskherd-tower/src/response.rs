@@ -91,6 +91,43 @@ impl Refusal {
     }
 }
 
+impl Refusal {
+    /// A refusal for a gRPC client (use it with
+    /// [`refusal_response`](crate::LimitLayer::refusal_response) in front of a tonic server):
+    /// a "trailers-only" gRPC response, HTTP `200` with `grpc-status` `RESOURCE_EXHAUSTED` (8)
+    /// for [`GroupFull`](Self::GroupFull), `UNAVAILABLE` (14) for [`TotalFull`](Self::TotalFull)
+    /// and [`Unavailable`](Self::Unavailable), `INVALID_ARGUMENT` (3) for
+    /// [`Unclassified`](Self::Unclassified), and a short `grpc-message`. A gRPC client shows
+    /// a plain HTTP `429` or `503` as a less precise error (`UNAVAILABLE`, or `INTERNAL` when the
+    /// body is not gRPC).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd_tower::Refusal;
+    ///
+    /// let response = Refusal::GroupFull.grpc_response();
+    /// assert_eq!(response.status().as_u16(), 200);
+    /// assert_eq!(response.headers()["grpc-status"], "8");
+    /// assert!(response.body().is_empty());
+    /// ```
+    #[must_use]
+    pub fn grpc_response(self) -> Response<Bytes> {
+        let (code, message) = match self {
+            Refusal::GroupFull => ("8", "too many requests in flight for this client"),
+            Refusal::TotalFull => ("14", "server busy"),
+            Refusal::Unavailable => ("14", "service unavailable"),
+            Refusal::Unclassified => ("3", "request not understood"),
+        };
+        let mut response = Response::new(Bytes::new());
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-status", HeaderValue::from_static(code));
+        headers.insert("grpc-message", HeaderValue::from_static(message));
+        response
+    }
+}
+
 impl<K> From<&Refused<K>> for Refusal {
     fn from(refused: &Refused<K>) -> Self {
         match refused {
