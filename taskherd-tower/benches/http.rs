@@ -2,6 +2,9 @@
 //! contender of `examples/compare_http.rs`: no limit, tower's `ConcurrencyLimitLayer`, a
 //! hand-rolled `from_fn` + per-key semaphore map, and `LimitLayer` with 1 and 3 groups.
 //!
+//! A third group calls each router in process (`oneshot`, no network), where the cost of the
+//! limit itself is not drowned in the cost of HTTP over loopback.
+//!
 //! `cargo bench -p taskherd-tower --bench http`
 
 #[path = "../examples/support/contenders.rs"]
@@ -48,6 +51,33 @@ fn requests(c: &mut Criterion) {
     group.finish();
 }
 
+fn in_process(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("in process");
+    for contender in Contender::ALL {
+        let app = contender.app();
+        group.bench_function(contender.name(), |b| {
+            b.to_async(&runtime).iter(|| {
+                let request = http::Request::get("/work/hello")
+                    .header("x-client", "client-1")
+                    .header("x-tenant", "t1")
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                let app = app.clone();
+                async move {
+                    let response = tower::ServiceExt::oneshot(app, request).await.unwrap();
+                    http_body_util::BodyExt::collect(response.into_body())
+                        .await
+                        .unwrap()
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
 fn setup(runtime: &Runtime, contender: Contender) -> (load::HttpClient, String) {
     runtime.block_on(async {
         let addr = load::serve(contender.app()).await;
@@ -55,5 +85,5 @@ fn setup(runtime: &Runtime, contender: Contender) -> (load::HttpClient, String) 
     })
 }
 
-criterion_group!(benches, requests);
+criterion_group!(benches, requests, in_process);
 criterion_main!(benches);

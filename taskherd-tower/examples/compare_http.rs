@@ -7,7 +7,7 @@
 //! cargo run --release -p taskherd-tower --example compare_http [-- SECONDS_PER_ROUND]
 //! ```
 //!
-//! 32 connections send requests back to back; each contender runs 3 rounds (interleaved with
+//! 32 connections send requests back to back; each contender runs 5 rounds (interleaved with
 //! the others, so drift in the machine's speed hits all alike) and the median round is shown.
 
 #[path = "support/contenders.rs"]
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use contenders::Contender;
 
 const CONNECTIONS: usize = 32;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 struct Round {
     per_second: f64,
