@@ -41,10 +41,12 @@ use crate::Groups;
 pub trait Admit<K> {
     /// The admission, released when dropped.
     type Permit: Send + 'static;
-    /// The future returned by [`try_admit`](Self::try_admit).
-    type TryAdmit: Future<Output = Result<Self::Permit, Refused<K>>> + Send + 'static;
-    /// The future returned by [`admit`](Self::admit).
-    type Admit: Future<Output = Result<Self::Permit, Refused<K>>> + Send + 'static;
+    /// The future returned by [`try_admit`](Self::try_admit). `Unpin`, so that the layer can
+    /// poll it once in `call` and move it into the response future if it is not ready (box an
+    /// `async` block with `Box::pin` to get one).
+    type TryAdmit: Future<Output = Result<Self::Permit, Refused<K>>> + Unpin + Send + 'static;
+    /// The future returned by [`admit`](Self::admit); `Unpin` for the same reason.
+    type Admit: Future<Output = Result<Self::Permit, Refused<K>>> + Unpin + Send + 'static;
 
     /// Admits a request in `groups` if every one of them and the total has room now, without
     /// queueing. A pool may decide when called (the in-process pool does) or when the future

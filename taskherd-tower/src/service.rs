@@ -1,16 +1,19 @@
 //! The service: classify, admit, then call the inner service.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
+use crate::future::Start;
 use crate::response::Config;
-use crate::{Admit, Classify, LimitedBody, Refusal, ResponseFuture};
+use crate::{Admit, Classify, LimitedBody, Refusal, Refused, ResponseFuture};
 
 /// Admits each request through a pool before calling the inner service; made by
 /// [`LimitLayer`](crate::LimitLayer).
@@ -30,13 +33,16 @@ use crate::{Admit, Classify, LimitedBody, Refusal, ResponseFuture};
 /// # Readiness
 ///
 /// [`poll_ready`](Service::poll_ready) forwards the inner service's readiness and takes no
-/// permit: admission needs the request, which `poll_ready` cannot see. `call` then moves the
-/// service that was made ready into the response future and keeps a clone in its place (the
-/// usual tower idiom for a service called after an `await`), so the inner service must be
-/// `Clone`; that future calls it once the request is admitted. While a request waits for
-/// admission, the readied inner service waits with it: an inner service that reserves
-/// something in `poll_ready` (tower's `ConcurrencyLimit`) holds it meanwhile, so put such
-/// layers inside this one only in refuse mode.
+/// permit: admission needs the request, which `poll_ready` cannot see. `call` classifies the
+/// request and asks the pool once. If the pool decides at once (the in-process
+/// [`TaskPool`](taskherd::TaskPool) always does in refuse mode, and in wait mode when there is
+/// room), the service made ready by `poll_ready` is called right away, or not at all for a
+/// refusal. If not, that service moves into the response future, to be called once the
+/// request is admitted, and a clone stays in its place (the usual tower idiom for a service
+/// called after an `await`, hence the `Clone` bound). While a request waits for admission, the
+/// readied inner service waits with it: an inner service that reserves something in
+/// `poll_ready` (tower's `ConcurrencyLimit`) holds it meanwhile, so put such layers inside this
+/// one only in refuse mode.
 ///
 /// # Examples
 ///
@@ -137,21 +143,58 @@ where
         let config = Arc::clone(&self.config);
         let groups = match self.classify.classify(&request) {
             Ok(groups) => groups,
-            Err(_unclassified) => return ResponseFuture::refused(Refusal::Unclassified, config),
+            Err(_unclassified) => {
+                return ResponseFuture::new(Start::Refused(Refusal::Unclassified), None, config);
+            }
         };
-        // The service made ready by `poll_ready` goes with the request; its clone stays.
+        // Ask the pool once here: the in-process pool decides at once, and then the readied
+        // service is called right away (or not at all), with nothing boxed or cloned.
+        let mut cx = Context::from_waker(Waker::noop());
+        let start = match config.wait {
+            None => {
+                let mut admit = self.pool.try_admit(groups);
+                match Pin::new(&mut admit).poll(&mut cx) {
+                    Poll::Ready(decided) => return self.decided(decided, request, config),
+                    Poll::Pending => Start::Trying(admit),
+                }
+            }
+            Some(max) => {
+                let mut admit = self.pool.admit(groups.clone());
+                match Pin::new(&mut admit).poll(&mut cx) {
+                    Poll::Ready(decided) => return self.decided(decided, request, config),
+                    // The future is polled again, with the caller's waker, by the response
+                    // future.
+                    Poll::Pending => {
+                        Start::Waiting(admit, tokio::time::sleep(max), self.pool.clone(), groups)
+                    }
+                }
+            }
+        };
+        // Not decided yet: the service made ready by `poll_ready` goes with the request, to be
+        // called once admitted; its clone stays.
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
-        match config.wait {
-            None => ResponseFuture::trying(self.pool.try_admit(groups), (ready, request), config),
-            Some(max) => ResponseFuture::waiting(
-                self.pool.admit(groups.clone()),
-                tokio::time::sleep(max),
-                (self.pool.clone(), groups),
-                (ready, request),
-                config,
-            ),
-        }
+        ResponseFuture::new(start, Some((ready, request)), config)
+    }
+}
+
+impl<S, A, C> LimitService<S, A, C> {
+    /// The pool decided in `call`: call the readied service now, or refuse.
+    fn decided<B, K>(
+        &mut self,
+        decided: Result<A::Permit, Refused<K>>,
+        request: Request<B>,
+        config: Arc<Config>,
+    ) -> ResponseFuture<S, B, A, K>
+    where
+        S: Service<Request<B>>,
+        A: Admit<K>,
+    {
+        let start = match decided {
+            Ok(permit) => Start::Calling(self.inner.call(request), permit),
+            Err(refused) => Start::Refused(Refusal::from(&refused)),
+        };
+        ResponseFuture::new(start, None, config)
     }
 }
 
