@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use taskherd::TaskPool;
-use taskherd_tower::{Header, LimitLayer};
+use taskherd_tower::{Admit, Groups, Header, LimitLayer, Refused};
 use tokio_test::{assert_pending, assert_ready, assert_ready_ok, task};
 use tower_test::mock;
 
@@ -119,4 +119,75 @@ async fn a_dropped_waiting_future_gives_its_place_up() {
     assert_eq!(response.status(), StatusCode::OK);
     drop(response);
     assert_eq!(pool.total_stats().running, 0);
+}
+
+/// A decision the test sends to a pending admission.
+type Decide = tokio::sync::oneshot::Sender<Result<(), Refused<String>>>;
+
+/// A pool that decides only when the test says so, as a pool asking a store would.
+#[derive(Clone, Default)]
+struct Remote {
+    decisions: std::sync::Arc<std::sync::Mutex<Vec<Decide>>>,
+}
+
+type Pending =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Refused<String>>> + Send>>;
+
+impl Admit<String> for Remote {
+    type Permit = ();
+    type TryAdmit = Pending;
+    type Admit = Pending;
+
+    fn try_admit(&self, _groups: Groups<String>) -> Pending {
+        let (decide, decision) = tokio::sync::oneshot::channel();
+        self.decisions.lock().unwrap().push(decide);
+        Box::pin(async move { decision.await.unwrap_or(Err(Refused::Unavailable)) })
+    }
+
+    fn admit(&self, groups: Groups<String>) -> Pending {
+        self.try_admit(groups)
+    }
+}
+
+#[tokio::test]
+async fn a_pool_that_decides_later_is_awaited_and_unavailable_is_503() {
+    let remote = Remote::default();
+    let layer = LimitLayer::new(remote.clone(), Header::new("x-tenant"));
+    let (mut service, mut handle) =
+        mock::spawn_layer::<Request<()>, Response<Full<Bytes>>, _>(layer);
+    handle.allow(2);
+    let decide = |result| {
+        remote
+            .decisions
+            .lock()
+            .unwrap()
+            .remove(0)
+            .send(result)
+            .unwrap()
+    };
+
+    // Admitted later: the inner service is called only then.
+    assert_ready_ok!(service.poll_ready());
+    let mut admitted = task::spawn(service.call(request("a")));
+    assert_pending!(admitted.poll());
+    assert!(
+        handle.poll_request().is_pending(),
+        "not called before admission"
+    );
+    decide(Ok(()));
+    assert!(admitted.is_woken());
+    assert_pending!(admitted.poll());
+    let (_request, reply) = handle.next_request().await.unwrap();
+    reply.send_response(Response::new(Full::new(Bytes::new())));
+    assert_eq!(assert_ready_ok!(admitted.poll()).status(), StatusCode::OK);
+
+    // The store cannot be reached: 503, the inner service is not called.
+    assert_ready_ok!(service.poll_ready());
+    let mut unavailable = task::spawn(service.call(request("a")));
+    assert_pending!(unavailable.poll());
+    decide(Err(Refused::Unavailable));
+    let response = assert_ready_ok!(unavailable.poll());
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert!(handle.poll_request().is_pending());
 }
