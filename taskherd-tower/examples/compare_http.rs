@@ -8,7 +8,8 @@
 //! ```
 //!
 //! 32 connections send requests back to back; each contender runs 5 rounds (interleaved with
-//! the others, so drift in the machine's speed hits all alike) and the median round is shown.
+//! the others, each round starting with another contender, so drift in the machine's speed
+//! hits all alike) and the median round is shown.
 
 #[path = "support/contenders.rs"]
 mod contenders;
@@ -31,9 +32,15 @@ async fn round(contender: Contender, length: Duration) -> Round {
     let addr = load::serve(contender.app()).await;
     let uri = format!("http://{addr}/work/hello");
     let client = load::client();
-    // Warm up the connections.
-    for _ in 0..CONNECTIONS {
-        load::send(&client, &uri, "client-1").await;
+    // Open the connections before measuring: as many at once as the run keeps in flight.
+    let warm_up: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let (client, uri) = (client.clone(), uri.clone());
+            tokio::spawn(async move { load::send(&client, &uri, "client-1").await })
+        })
+        .collect();
+    for request in warm_up {
+        request.await.unwrap();
     }
     let start = Instant::now();
     let loops: Vec<_> = (0..CONNECTIONS)
@@ -69,9 +76,11 @@ async fn main() {
         .map_or(1.0, |s| s.parse().expect("seconds per round"));
     let length = Duration::from_secs_f64(seconds);
     let mut rounds: Vec<Vec<Round>> = Contender::ALL.iter().map(|_| Vec::new()).collect();
-    for _ in 0..ROUNDS {
-        for (i, contender) in Contender::ALL.into_iter().enumerate() {
-            rounds[i].push(round(contender, length).await);
+    for r in 0..ROUNDS {
+        // Each round starts with another contender, so none is always first.
+        for k in 0..Contender::ALL.len() {
+            let i = (r + k) % Contender::ALL.len();
+            rounds[i].push(round(Contender::ALL[i], length).await);
         }
     }
     let median: Vec<Round> = rounds
