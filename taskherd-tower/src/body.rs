@@ -75,11 +75,28 @@ impl<B, P> LimitedBody<B, P> {
         }
     }
 
-    /// `true` while the body holds its request's admission.
+    /// `true` while the body holds its request's admission: until the end of the stream, and
+    /// never for a refusal.
     ///
     /// # Examples
     ///
-    /// See [`LimitedBody`].
+    /// ```
+    /// use http::{Request, Response};
+    /// use taskherd::TaskPool;
+    /// use taskherd_tower::{Header, LimitLayer};
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = TaskPool::builder().limit("full".to_owned(), 0).build();
+    /// let service = LimitLayer::new(pool, Header::new("x-client")).layer(service_fn(
+    ///     |_request: Request<()>| async { Ok::<_, std::convert::Infallible>(Response::new(String::from("hi"))) },
+    /// ));
+    /// let ok = Request::builder().header("x-client", "a").body(()).unwrap();
+    /// assert!(service.clone().oneshot(ok).await.unwrap().body().is_admitted());
+    /// let refused = Request::builder().header("x-client", "full").body(()).unwrap();
+    /// assert!(!service.oneshot(refused).await.unwrap().body().is_admitted());
+    /// # }
+    /// ```
     #[must_use]
     pub fn is_admitted(&self) -> bool {
         self.permit.is_some()

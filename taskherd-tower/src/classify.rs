@@ -103,22 +103,25 @@ where
 /// assert_eq!(groups.as_slice(), [Key::Tenant(Tenant(7)), Key::Ip([192, 0, 2, 1].into())]);
 /// ```
 pub trait ClassifyExt: Sized {
-    /// Both classifiers' groups; unclassified if either is.
+    /// Both classifiers' groups; unclassified if either is. See [`And`].
     fn and<C>(self, other: C) -> And<Self, C> {
         And(self, other)
     }
 
-    /// This classifier's groups, or if it cannot classify the request, `other`'s.
+    /// This classifier's groups, or if it cannot classify the request, `other`'s. See [`Or`].
     fn or<C>(self, other: C) -> Or<Self, C> {
         Or(self, other)
     }
 
-    /// No groups (the request counts in the total only) instead of unclassified.
+    /// No groups (the request counts in the total only) instead of unclassified. See
+    /// [`Optional`].
     fn optional(self) -> Optional<Self> {
         Optional(self)
     }
 
-    /// Each key passed through `map`, e.g. into a variant of the pool's key type.
+    /// Each key passed through `map`, e.g. into a variant of the pool's key type. See
+    /// [`MapKey`]; a closure's argument type may need to be written out
+    /// (`|ip: IpAddr| ip.to_string()`).
     fn map_key<F>(self, map: F) -> MapKey<Self, F> {
         MapKey(self, map)
     }
@@ -272,6 +275,19 @@ pub struct Unclassified {
 
 impl Unclassified {
     /// A refusal to classify, with a short reason.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use http::Request;
+    /// use taskherd_tower::{Groups, Unclassified};
+    ///
+    /// let tenant = |request: &Request<()>| match request.uri().query() {
+    ///     Some(query) => Ok(Groups::one(query.to_owned())),
+    ///     None => Err(Unclassified::new("no query")),
+    /// };
+    /// assert_eq!(tenant(&Request::new(())).unwrap_err().reason(), "no query");
+    /// ```
     #[must_use]
     pub const fn new(reason: &'static str) -> Self {
         Self { reason }
