@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::{Router, routing::get};
 use http::StatusCode;
@@ -98,4 +98,86 @@ async fn forwarded_headers_from_a_trusted_proxy_name_the_client() {
     for request in requests {
         assert_eq!(request.await.unwrap().status, StatusCode::OK);
     }
+}
+
+#[test]
+fn forwarding_headers_are_read_right_to_left_through_trusted_proxies_only() {
+    use taskherd_tower::Classify;
+
+    let classify =
+        PeerIp::new().trust_proxies(["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()]);
+    let client = |peer: &str, headers: &[(&str, &str)]| {
+        let mut request = http::Request::new(());
+        for (name, value) in headers {
+            let name = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+            request.headers_mut().append(name, value.parse().unwrap());
+        }
+        request
+            .extensions_mut()
+            .insert(SocketAddr::new(peer.parse().unwrap(), 443));
+        classify.classify(&request).unwrap().as_slice()[0]
+    };
+    let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+
+    // Two trusted hops, the client before them; what the client wrote further left is ignored.
+    assert_eq!(
+        client(
+            "10.0.0.1",
+            &[("x-forwarded-for", "1.1.1.1, 203.0.113.5, 10.0.0.9")]
+        ),
+        ip("203.0.113.5")
+    );
+    // Repeated headers are one list.
+    assert_eq!(
+        client(
+            "10.0.0.1",
+            &[
+                ("x-forwarded-for", "1.1.1.1"),
+                ("x-forwarded-for", "203.0.113.5")
+            ]
+        ),
+        ip("203.0.113.5")
+    );
+    // Forwarded wins over X-Forwarded-For; quoted IPv6 with a port, and IPv4 with a port.
+    assert_eq!(
+        client(
+            "10.0.0.1",
+            &[
+                ("forwarded", r#"for="[2001:db8::7]:4711";proto=https"#),
+                ("x-forwarded-for", "1.1.1.1")
+            ]
+        ),
+        ip("2001:db8::7")
+    );
+    assert_eq!(
+        client(
+            "fd00::1",
+            &[("forwarded", "for=192.0.2.60:80, for=10.0.0.3")]
+        ),
+        ip("192.0.2.60")
+    );
+    // An entry that is not an address stops the walk at the last trusted hop.
+    assert_eq!(
+        client("10.0.0.1", &[("forwarded", "for=unknown, for=10.0.0.4")]),
+        ip("10.0.0.4")
+    );
+    assert_eq!(
+        client("10.0.0.1", &[("x-forwarded-for", "garbage")]),
+        ip("10.0.0.1")
+    );
+    // Every hop trusted: the leftmost is the client. No header: the proxy itself.
+    assert_eq!(
+        client("10.0.0.1", &[("x-forwarded-for", "10.1.1.1, 10.2.2.2")]),
+        ip("10.1.1.1")
+    );
+    assert_eq!(client("10.0.0.1", &[]), ip("10.0.0.1"));
+    // An untrusted peer (IPv4-mapped or not) is the client, whatever it sends.
+    assert_eq!(
+        client("192.0.2.1", &[("forwarded", "for=203.0.113.5")]),
+        ip("192.0.2.1")
+    );
+    assert_eq!(
+        client("::ffff:10.0.0.1", &[("x-forwarded-for", "203.0.113.5")]),
+        ip("203.0.113.5")
+    );
 }
