@@ -85,6 +85,11 @@ impl<A, C> LimitLayer<A, C> {
     /// at that moment, it is served. A request whose client disconnects while it waits gives
     /// up its place at once.
     ///
+    /// # Panics
+    ///
+    /// A request that finds no room at once needs a timer: the service's `call` panics if it
+    /// runs outside a tokio runtime with the time driver enabled (servers run inside one).
+    ///
     /// # Examples
     ///
     /// ```

@@ -20,7 +20,9 @@
 //!   [`ClassifyExt`] ([`And`], [`Or`], [`Optional`], [`MapKey`]). [`Groups`] and
 //!   [`Unclassified`] are what a classifier returns.
 //! - [`Admit`]: what the layer needs from a pool, implemented for [`taskherd::TaskPool`];
-//!   [`Refused`] says why a pool did not admit, [`Refusal`] what the client is told.
+//!   [`Refused`] says why a pool did not admit, [`Refusal`] what the client is told
+//!   ([`Refusal::default_response`]: plain HTTP; [`Refusal::grpc_response`]: a gRPC status, for
+//!   tonic).
 //!
 //! # When not to use it
 //!
