@@ -141,8 +141,8 @@ where
         }))
     }
 
-    /// Waits with [`TaskPool::acquire`] (cancel safe); a closed pool is
-    /// [`Refused::Unavailable`].
+    /// Waits with [`TaskPool::acquire`] (cancel safe), boxed: one allocation per request in
+    /// wait mode. A closed pool is [`Refused::Unavailable`].
     fn admit(&self, groups: Groups<K>) -> Self::Admit {
         let acquire = self.acquire(groups);
         Box::pin(async move { acquire.await.map_err(|_closed| Refused::Unavailable) })
