@@ -1,0 +1,132 @@
+//! A block of IP addresses, for the list of trusted proxies.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+/// A block of IP addresses written `address/prefix` (`10.0.0.0/8`, `2001:db8::/32`) or a single
+/// address (`192.0.2.7`): a proxy, or proxies, whose forwarding headers
+/// [`PeerIp`](crate::PeerIp) believes.
+///
+/// # Examples
+///
+/// ```
+/// use taskherd_tower::Cidr;
+///
+/// let private: Cidr = "10.0.0.0/8".parse().unwrap();
+/// assert!(private.contains("10.1.2.3".parse().unwrap()));
+/// assert!(!private.contains("192.0.2.1".parse().unwrap()));
+/// assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    address: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// The block of addresses sharing the first `prefix` bits of `address`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidCidr`] if `prefix` is longer than the address (32 bits for IPv4, 128 for IPv6).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd_tower::Cidr;
+    ///
+    /// let block = Cidr::new([172, 16, 0, 0].into(), 12).unwrap();
+    /// assert!(block.contains([172, 31, 255, 255].into()));
+    /// ```
+    pub fn new(address: IpAddr, prefix: u8) -> Result<Self, InvalidCidr> {
+        let bits = if address.is_ipv4() { 32 } else { 128 };
+        if prefix > bits {
+            return Err(InvalidCidr(()));
+        }
+        Ok(Self { address, prefix })
+    }
+
+    /// `true` if `ip` is in the block. An IPv4 address mapped into IPv6 (`::ffff:a.b.c.d`)
+    /// counts as the IPv4 address.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let proxy: taskherd_tower::Cidr = "192.0.2.7".parse().unwrap();
+    /// assert!(proxy.contains("::ffff:192.0.2.7".parse().unwrap()));
+    /// ```
+    #[must_use]
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        let (ours, theirs, bits) = match (self.address.to_canonical(), ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                (u128::from(a.to_bits()), u128::from(b.to_bits()), 32)
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => (a.to_bits(), b.to_bits(), 128),
+            _ => return false,
+        };
+        let prefix = u32::from(self.prefix.min(bits));
+        if prefix == 0 {
+            return true;
+        }
+        let shift = u32::from(bits) - prefix;
+        (ours >> shift) == (theirs >> shift)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = InvalidCidr;
+
+    fn from_str(text: &str) -> Result<Self, InvalidCidr> {
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let address: IpAddr = address.parse().map_err(|_| InvalidCidr(()))?;
+        let prefix = match prefix {
+            Some(prefix) => prefix.parse().map_err(|_| InvalidCidr(()))?,
+            None if address.is_ipv4() => 32,
+            None => 128,
+        };
+        Self::new(address, prefix)
+    }
+}
+
+impl From<IpAddr> for Cidr {
+    fn from(address: IpAddr) -> Self {
+        let prefix = if address.is_ipv4() { 32 } else { 128 };
+        Self { address, prefix }
+    }
+}
+
+impl fmt::Debug for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix)
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The error of parsing a [`Cidr`]: not `address` or `address/prefix`, or a prefix longer than
+/// the address.
+///
+/// # Examples
+///
+/// ```
+/// assert!("proxy.example".parse::<taskherd_tower::Cidr>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidCidr(());
+
+impl fmt::Display for InvalidCidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not an IP address or an address/prefix block")
+    }
+}
+
+impl std::error::Error for InvalidCidr {}

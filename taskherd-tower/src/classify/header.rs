@@ -1,0 +1,78 @@
+//! A group per value of a request header.
+
+use http::Request;
+use http::header::HeaderName;
+
+use crate::{Classify, Groups, Unclassified};
+
+/// One group per value of a request header (an API key, a tenant id), as a `String`.
+///
+/// A request without the header, or whose value is not visible ASCII, is
+/// [`Unclassified`]; use [`optional`](crate::ClassifyExt::optional) or
+/// [`or`](crate::ClassifyExt::or) for a fallback. Only the first value of a repeated header
+/// counts.
+///
+/// Clients choose their headers: key on a header only if something you trust has checked it
+/// (an authentication layer in front of this one, a proxy that overwrites it), or a client
+/// sending a new value per request escapes its limit.
+///
+/// # Examples
+///
+/// ```
+/// use http::Request;
+/// use taskherd_tower::{Classify, Header};
+///
+/// let classify = Header::new("x-api-key");
+/// let request = Request::builder().header("x-api-key", "k-123").body(()).unwrap();
+/// assert_eq!(classify.classify(&request).unwrap().as_slice(), ["k-123"]);
+/// assert!(classify.classify(&Request::new(())).is_err());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Header {
+    name: HeaderName,
+}
+
+impl Header {
+    /// Groups by the value of header `name`.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is not a valid header name (use [`Header::from_name`] with a checked
+    /// [`HeaderName`] to avoid the check).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let _by_tenant = taskherd_tower::Header::new("x-tenant");
+    /// ```
+    #[must_use]
+    pub fn new(name: &'static str) -> Self {
+        Self::from_name(HeaderName::from_static(name))
+    }
+
+    /// Groups by the value of header `name`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let _by_key = taskherd_tower::Header::from_name(http::header::AUTHORIZATION);
+    /// ```
+    #[must_use]
+    pub fn from_name(name: HeaderName) -> Self {
+        Self { name }
+    }
+}
+
+impl<B> Classify<B> for Header {
+    type Key = String;
+
+    fn classify(&self, request: &Request<B>) -> Result<Groups<String>, Unclassified> {
+        let value = request.headers().get(&self.name).ok_or(Unclassified::new(
+            "a header the groups come from is missing",
+        ))?;
+        let value = value
+            .to_str()
+            .map_err(|_| Unclassified::new("a header the groups come from is not ASCII"))?;
+        Ok(Groups::one(value.to_owned()))
+    }
+}

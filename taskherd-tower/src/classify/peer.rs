@@ -1,0 +1,172 @@
+//! A group per client IP address.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::Request;
+use http::header::{FORWARDED, HeaderMap};
+
+use crate::{Cidr, Classify, Groups, Unclassified};
+
+/// One group per client IP address, taken from the connection.
+///
+/// The peer address is read from the request's extensions: axum's
+/// `ConnectInfo<SocketAddr>` (with the `axum` feature; serve the router with
+/// `into_make_service_with_connect_info::<SocketAddr>()`), else a plain [`SocketAddr`]
+/// extension (insert it yourself when serving with hyper). A request with neither is
+/// [`Unclassified`].
+///
+/// # Proxies
+///
+/// Behind a reverse proxy every connection comes from the proxy. The `Forwarded` and
+/// `X-Forwarded-For` headers say where the request came from, but anyone can send them: a
+/// client that made up a new address per request would escape its limit and use up other
+/// clients'. So they are believed only when the connection comes from a proxy named with
+/// [`trust_proxies`](Self::trust_proxies), and only as far as the chain of trusted proxies
+/// goes: the addresses are read from right to left (each proxy appends the address it saw),
+/// trusted proxies are skipped, and the first other address is the client's. If every
+/// address is a trusted proxy's, the leftmost one is the client; an entry that is not an IP
+/// address (`unknown`, an obfuscated name) stops the walk at the last address seen, which is a
+/// trusted proxy. `Forwarded` (RFC 7239) is used if present, else `X-Forwarded-For`.
+///
+/// # Examples
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use http::Request;
+/// use taskherd_tower::{Classify, PeerIp};
+///
+/// let classify = PeerIp::new().trust_proxies(["10.0.0.0/8".parse().unwrap()]);
+///
+/// // Through the trusted proxy 10.0.0.2: the client is the address it appended.
+/// let mut request = Request::builder()
+///     .header("x-forwarded-for", "203.0.113.9, 198.51.100.4")
+///     .body(())
+///     .unwrap();
+/// request.extensions_mut().insert(SocketAddr::from(([10, 0, 0, 2], 50000)));
+/// assert_eq!(classify.classify(&request).unwrap().as_slice(), ["198.51.100.4".parse::<std::net::IpAddr>().unwrap()]);
+///
+/// // Directly from a client: its header is ignored.
+/// request.extensions_mut().insert(SocketAddr::from(([192, 0, 2, 1], 50000)));
+/// assert_eq!(classify.classify(&request).unwrap().as_slice(), ["192.0.2.1".parse::<std::net::IpAddr>().unwrap()]);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct PeerIp {
+    trusted: Arc<[Cidr]>,
+}
+
+impl PeerIp {
+    /// Groups by the connection's peer address; forwarding headers are ignored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let _by_ip = taskherd_tower::PeerIp::new();
+    /// ```
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Believes forwarding headers on connections from these proxies (see "Proxies" above).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let _behind_lb = taskherd_tower::PeerIp::new()
+    ///     .trust_proxies(["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()]);
+    /// ```
+    #[must_use]
+    pub fn trust_proxies(mut self, proxies: impl IntoIterator<Item = Cidr>) -> Self {
+        self.trusted = proxies.into_iter().collect();
+        self
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|block| block.contains(ip))
+    }
+
+    /// The client's address, given the address the connection comes from.
+    fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.is_trusted(peer) {
+            return peer;
+        }
+        let mut last = peer;
+        let forwarded = forwarded_for(headers);
+        let chain: Vec<Option<IpAddr>> = if forwarded.is_empty() {
+            x_forwarded_for(headers)
+        } else {
+            forwarded
+        };
+        for hop in chain.into_iter().rev() {
+            match hop {
+                Some(ip) if self.is_trusted(ip) => last = ip,
+                Some(ip) => return ip,
+                None => return last,
+            }
+        }
+        last
+    }
+}
+
+impl<B> Classify<B> for PeerIp {
+    type Key = IpAddr;
+
+    fn classify(&self, request: &Request<B>) -> Result<Groups<IpAddr>, Unclassified> {
+        let peer = peer_addr(request).ok_or(Unclassified::new(
+            "the peer address is not in the request's extensions",
+        ))?;
+        Ok(Groups::one(self.client(peer.ip(), request.headers())))
+    }
+}
+
+fn peer_addr<B>(request: &Request<B>) -> Option<SocketAddr> {
+    #[cfg(feature = "axum")]
+    if let Some(info) = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+    {
+        return Some(info.0);
+    }
+    request.extensions().get::<SocketAddr>().copied()
+}
+
+/// The `X-Forwarded-For` addresses, left to right; `None` for an entry that is not one.
+fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .flat_map(|value| value.to_str().unwrap_or("?").split(','))
+        .map(|entry| parse_node(entry.trim()))
+        .collect()
+}
+
+/// The `for=` addresses of the `Forwarded` elements, left to right; `None` for an element
+/// whose `for=` is not an address (or that has none).
+fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    headers
+        .get_all(FORWARDED)
+        .iter()
+        .flat_map(|value| value.to_str().unwrap_or("?").split(','))
+        .map(|element| {
+            element.split(';').find_map(|pair| {
+                let (name, value) = pair.trim().split_once('=')?;
+                name.eq_ignore_ascii_case("for")
+                    .then(|| value.trim_matches('"'))
+            })
+        })
+        .map(|node| node.and_then(parse_node))
+        .collect()
+}
+
+/// An address as proxies write it: `192.0.2.1`, `192.0.2.1:4711`, `2001:db8::1`,
+/// `[2001:db8::1]`, `[2001:db8::1]:4711`.
+fn parse_node(node: &str) -> Option<IpAddr> {
+    if let Ok(ip) = node.parse() {
+        return Some(ip);
+    }
+    if let Ok(addr) = node.parse::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    node.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
+}

@@ -1,0 +1,234 @@
+//! The response future: admission, then the inner service's call.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tower_service::Service;
+
+use crate::response::Config;
+use crate::{Admit, Groups, LimitedBody, Refusal, Refused};
+
+pin_project! {
+    /// The future returned by [`LimitService`](crate::LimitService): the inner service's call
+    /// with the request's admission, or a refusal, or, while the pool has not decided yet
+    /// (waiting for room, or a pool that asks a store), the admission in progress.
+    ///
+    /// Dropping it (the client went away) before the request is admitted gives up its place in
+    /// the queues at once; after, it drops the inner service's future and releases the
+    /// admission.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: whatever it holds or has reserved is given back when it is dropped.
+    ///
+    /// # Examples
+    ///
+    /// See [`LimitService`](crate::LimitService).
+    pub struct ResponseFuture<S, B, A, K>
+    where
+        S: Service<Request<B>>,
+        A: Admit<K>,
+    {
+        #[pin]
+        state: State<S::Future, A::Permit, Pin<Box<Admitting<S, B, A, K>>>>,
+        config: Arc<Config>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, P, D> {
+        // Admitted: the inner service runs.
+        Calling { #[pin] future: F, permit: Option<P> },
+        // Not decided when `call` returned. Boxed, so that the usual case (decided at once)
+        // moves a small future around.
+        Admitting { admitting: D },
+        Refused { refusal: Option<Refusal> },
+    }
+}
+
+pin_project! {
+    /// An admission the pool did not decide in `call`.
+    struct Admitting<S, B, A, K>
+    where
+        S: Service<Request<B>>,
+        A: Admit<K>,
+    {
+        #[pin]
+        decision: Decision<A::TryAdmit, A::Admit>,
+        // The readied inner service and the request, until admitted.
+        call: Option<(S, Request<B>)>,
+        // In wait mode, until the maximum wait is over: what the last try needs.
+        retry: Option<(A, Groups<K>)>,
+    }
+}
+
+pin_project! {
+    #[project = DecisionProj]
+    enum Decision<T, W> {
+        Trying { #[pin] admit: T },
+        Waiting { #[pin] admit: W, #[pin] deadline: Sleep },
+    }
+}
+
+/// What `call` knew when it returned.
+pub(crate) enum Start<F, A: Admit<K>, K> {
+    /// Admitted at once: the inner service's future.
+    Calling(F, A::Permit),
+    /// Refused at once (or unclassified).
+    Refused(Refusal),
+    /// A try the pool has not decided yet.
+    Trying(A::TryAdmit),
+    /// A wait that did not end at once, with its deadline and what the last try needs.
+    Waiting(A::Admit, Sleep, A, Groups<K>),
+}
+
+impl<S, B, A, K> ResponseFuture<S, B, A, K>
+where
+    S: Service<Request<B>>,
+    A: Admit<K>,
+{
+    /// Admitted or refused in `call`: `start` is `Calling` or `Refused`, `pending` is unused.
+    /// Otherwise `pending` is the readied service and the request, called once admitted.
+    pub(crate) fn new(
+        start: Start<S::Future, A, K>,
+        pending: Option<(S, Request<B>)>,
+        config: Arc<Config>,
+    ) -> Self {
+        let admitting = |decision, retry| State::Admitting {
+            admitting: Box::pin(Admitting {
+                decision,
+                call: pending,
+                retry,
+            }),
+        };
+        let state = match start {
+            Start::Calling(future, permit) => State::Calling {
+                future,
+                permit: Some(permit),
+            },
+            Start::Refused(refusal) => State::Refused {
+                refusal: Some(refusal),
+            },
+            Start::Trying(admit) => admitting(Decision::Trying { admit }, None),
+            Start::Waiting(admit, deadline, pool, groups) => {
+                admitting(Decision::Waiting { admit, deadline }, Some((pool, groups)))
+            }
+        };
+        Self { state, config }
+    }
+}
+
+impl<S, B, A, K> Admitting<S, B, A, K>
+where
+    S: Service<Request<B>>,
+    A: Admit<K>,
+{
+    fn poll_decision(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<A::Permit, Refused<K>>> {
+        let mut this = self.project();
+        loop {
+            match this.decision.as_mut().project() {
+                DecisionProj::Trying { admit } => return admit.poll(cx),
+                DecisionProj::Waiting { admit, deadline } => {
+                    if let Poll::Ready(decided) = admit.poll(cx) {
+                        return Poll::Ready(decided);
+                    }
+                    ready!(deadline.poll(cx));
+                    // Waited long enough: give the place up (dropping the waiting future),
+                    // then try once more, so that the refusal names the limit that is still
+                    // full (429 or 503), or the request is served after all if room appeared
+                    // at the last moment.
+                    let (pool, groups) = this
+                        .retry
+                        .take()
+                        .expect("the wait deadline passes only once");
+                    this.decision.set(Decision::Trying {
+                        admit: pool.try_admit(groups),
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl<S, B, A, K, ResB> Future for ResponseFuture<S, B, A, K>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+    A: Admit<K>,
+{
+    type Output = Result<Response<LimitedBody<ResB, A::Permit>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { future, permit } => {
+                    let result = ready!(future.poll(cx));
+                    let permit = permit
+                        .take()
+                        .expect("ResponseFuture polled after it completed");
+                    // On an error the permit is dropped here: nothing will stream.
+                    return Poll::Ready(
+                        result.map(|response| {
+                            response.map(|body| LimitedBody::admitted(body, permit))
+                        }),
+                    );
+                }
+                StateProj::Refused { refusal } => {
+                    let refusal = refusal
+                        .take()
+                        .expect("ResponseFuture polled after it completed");
+                    let response = this.config.response(refusal);
+                    return Poll::Ready(Ok(response.map(LimitedBody::refusal)));
+                }
+                StateProj::Admitting { admitting } => {
+                    let decided = ready!(admitting.as_mut().poll_decision(cx));
+                    let call = admitting.as_mut().project().call.take();
+                    let next = match decided {
+                        Ok(permit) => {
+                            let (mut service, request) =
+                                call.expect("a request is admitted only once");
+                            State::Calling {
+                                future: service.call(request),
+                                permit: Some(permit),
+                            }
+                        }
+                        Err(refused) => State::Refused {
+                            refusal: Some(Refusal::from(&refused)),
+                        },
+                    };
+                    this.state.set(next);
+                }
+            }
+        }
+    }
+}
+
+impl<S, B, A, K> fmt::Debug for ResponseFuture<S, B, A, K>
+where
+    S: Service<Request<B>>,
+    A: Admit<K>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Calling { .. } => "calling",
+            State::Admitting { admitting } => match admitting.decision {
+                Decision::Trying { .. } => "trying",
+                Decision::Waiting { .. } => "waiting",
+            },
+            State::Refused { .. } => "refused",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}

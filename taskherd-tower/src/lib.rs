@@ -1,0 +1,84 @@
+//! Per-client, per-tenant and total concurrency limits for HTTP and gRPC services: a tower
+//! layer for axum, hyper and tonic, admitting requests through a [`taskherd::TaskPool`].
+//!
+//! [`LimitLayer`] admits each request in the groups a classifier takes from it (client IP,
+//! API key, tenant, path segment) plus the pool's total, before calling the inner service:
+//!
+//! - **refuse** at once (default): `429 Too Many Requests` when one of the request's own groups
+//!   is full, `503 Service Unavailable` when the total is, both with `Retry-After`; or
+//! - **wait** fairly (first come, first served in each group) for at most a given time, then
+//!   refuse; a client that disconnects gives up its place at once.
+//!
+//! The admission is held until the response body has been sent to the end or dropped, so a
+//! streaming response counts while it streams. Limits changed on the pool at run time apply
+//! to the next request. Refusals are ordinary responses: no `HandleErrorLayer` needed.
+//!
+//! - [`LimitLayer`] / [`LimitService`]: the layer and its service; [`ResponseFuture`] and
+//!   [`LimitedBody`]: its response future and the body holding the admission.
+//! - [`Classify`]: which groups a request counts in; ready-made [`PeerIp`] (with trusted
+//!   proxies, [`Cidr`]), [`Header`], [`PathSegment`], [`Extension`], combined with
+//!   [`ClassifyExt`] ([`And`], [`Or`], [`Optional`], [`MapKey`]). [`Groups`] and
+//!   [`Unclassified`] are what a classifier returns.
+//! - [`Admit`]: what the layer needs from a pool, implemented for [`taskherd::TaskPool`];
+//!   [`Refused`] says why a pool did not admit, [`Refusal`] what the client is told
+//!   ([`Refusal::default_response`]: plain HTTP; [`Refusal::grpc_response`]: a gRPC status, for
+//!   tonic).
+//!
+//! # When not to use it
+//!
+//! - Limiting the *rate* of requests (per second) rather than how many are in flight: use a
+//!   rate limiter such as `tower_governor`.
+//! - One global limit that should queue without bound: tower's `ConcurrencyLimitLayer`.
+//!
+//! # Example
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! use std::time::Duration;
+//!
+//! use axum::{Router, routing::get};
+//! use taskherd::TaskPool;
+//! use taskherd_tower::{ClassifyExt, Header, LimitLayer, PeerIp};
+//!
+//! # async fn serve() {
+//! // At most 4 requests in flight per API key, 256 in all; a request without a key counts
+//! // for its client IP. Wait up to half a second for room, then answer 429 or 503.
+//! let pool = TaskPool::builder().max_tasks(256).default_limit(4).build();
+//! let classify = Header::new("x-api-key").or(PeerIp::new().map_key(|ip: std::net::IpAddr| ip.to_string()));
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(LimitLayer::new(pool, classify).wait(Duration::from_millis(500)));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+//!     .await
+//!     .unwrap();
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! - `axum` (default): [`PeerIp`] also reads axum's `ConnectInfo<SocketAddr>` extension. Without
+//!   it, the crate does not depend on axum and [`PeerIp`] reads a plain [`SocketAddr`](std::net::SocketAddr)
+//!   extension only (what a hyper server inserts itself).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+mod admit;
+mod body;
+mod classify;
+mod future;
+mod layer;
+mod response;
+mod service;
+
+pub use admit::{Admit, Refused};
+pub use body::LimitedBody;
+pub use classify::{
+    And, Cidr, Classify, ClassifyExt, Extension, Groups, Header, InvalidCidr, MapKey, Optional, Or,
+    PathSegment, PeerIp, Unclassified,
+};
+pub use future::ResponseFuture;
+pub use layer::LimitLayer;
+pub use response::Refusal;
+pub use service::LimitService;

@@ -1,0 +1,183 @@
+//! The client IP comes from the connection: forwarding headers from a peer that is not a
+//! trusted proxy do not change the group; from a trusted proxy they do.
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::{Router, routing::get};
+use http::StatusCode;
+use taskherd::TaskPool;
+use taskherd_tower::{LimitLayer, PeerIp};
+
+use support::{Gate, wait_until};
+
+async fn server(pool: &TaskPool<IpAddr>, classify: PeerIp) -> (std::net::SocketAddr, Gate) {
+    let gate = Gate::new();
+    let held = gate.clone();
+    let app = Router::new()
+        .route(
+            "/",
+            get(move || async move {
+                held.pass().await;
+                "done"
+            }),
+        )
+        .layer(LimitLayer::new(pool.clone(), classify));
+    (support::serve(app).await, gate)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoofed_forwarded_header_from_an_untrusted_peer_does_not_change_the_group() {
+    let pool = TaskPool::<IpAddr>::builder().default_limit(1).build();
+    // Only 10.0.0.0/8 is a proxy; the test connects from 127.0.0.1.
+    let classify = PeerIp::new().trust_proxies(["10.0.0.0/8".parse().unwrap()]);
+    let (addr, gate) = server(&pool, classify).await;
+    let client = support::client();
+    let loopback: IpAddr = [127, 0, 0, 1].into();
+
+    let first = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            support::get(&client, addr, "/", &[("x-forwarded-for", "198.51.100.1")]).await
+        })
+    };
+    wait_until("the first request is admitted", || {
+        pool.task_count(&loopback) == 1
+    })
+    .await;
+
+    // Another made-up address, in both headers: still 127.0.0.1, which is full.
+    let spoofed = support::get(
+        &client,
+        addr,
+        "/",
+        &[
+            ("x-forwarded-for", "198.51.100.2"),
+            ("forwarded", "for=198.51.100.3"),
+        ],
+    )
+    .await;
+    assert_eq!(spoofed.status, StatusCode::TOO_MANY_REQUESTS);
+    for made_up in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+        assert_eq!(pool.stats(&made_up.parse().unwrap()).admitted, 0);
+    }
+
+    gate.open();
+    assert_eq!(first.await.unwrap().status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_from_a_trusted_proxy_name_the_client() {
+    let pool = TaskPool::<IpAddr>::builder().default_limit(1).build();
+    // The test's connection from 127.0.0.1 plays the trusted proxy.
+    let classify = PeerIp::new().trust_proxies(["127.0.0.1".parse().unwrap()]);
+    let (addr, gate) = server(&pool, classify).await;
+    let client = support::client();
+
+    let requests: Vec<_> = ["198.51.100.1", "198.51.100.2"]
+        .into_iter()
+        .map(|client_ip| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                // A client-supplied entry on the left is not what counts: the proxy's append is.
+                let chain = format!("203.0.113.66, {client_ip}");
+                support::get(&client, addr, "/", &[("x-forwarded-for", &chain)]).await
+            })
+        })
+        .collect();
+    for client_ip in ["198.51.100.1", "198.51.100.2"] {
+        let ip: IpAddr = client_ip.parse().unwrap();
+        wait_until("each client is admitted in its own group", || {
+            pool.task_count(&ip) == 1
+        })
+        .await;
+    }
+    assert_eq!(pool.task_count(&[127, 0, 0, 1].into()), 0);
+    gate.open();
+    for request in requests {
+        assert_eq!(request.await.unwrap().status, StatusCode::OK);
+    }
+}
+
+#[test]
+fn forwarding_headers_are_read_right_to_left_through_trusted_proxies_only() {
+    use taskherd_tower::Classify;
+
+    let classify =
+        PeerIp::new().trust_proxies(["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()]);
+    let client = |peer: &str, headers: &[(&str, &str)]| {
+        let mut request = http::Request::new(());
+        for (name, value) in headers {
+            let name = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+            request.headers_mut().append(name, value.parse().unwrap());
+        }
+        request
+            .extensions_mut()
+            .insert(SocketAddr::new(peer.parse().unwrap(), 443));
+        classify.classify(&request).unwrap().as_slice()[0]
+    };
+    let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+
+    // Two trusted hops, the client before them; what the client wrote further left is ignored.
+    assert_eq!(
+        client(
+            "10.0.0.1",
+            &[("x-forwarded-for", "1.1.1.1, 203.0.113.5, 10.0.0.9")]
+        ),
+        ip("203.0.113.5")
+    );
+    // Repeated headers are one list.
+    assert_eq!(
+        client(
+            "10.0.0.1",
+            &[
+                ("x-forwarded-for", "1.1.1.1"),
+                ("x-forwarded-for", "203.0.113.5")
+            ]
+        ),
+        ip("203.0.113.5")
+    );
+    // Forwarded wins over X-Forwarded-For; quoted IPv6 with a port, and IPv4 with a port.
+    assert_eq!(
+        client(
+            "10.0.0.1",
+            &[
+                ("forwarded", r#"for="[2001:db8::7]:4711";proto=https"#),
+                ("x-forwarded-for", "1.1.1.1")
+            ]
+        ),
+        ip("2001:db8::7")
+    );
+    assert_eq!(
+        client(
+            "fd00::1",
+            &[("forwarded", "for=192.0.2.60:80, for=10.0.0.3")]
+        ),
+        ip("192.0.2.60")
+    );
+    // An entry that is not an address stops the walk at the last trusted hop.
+    assert_eq!(
+        client("10.0.0.1", &[("forwarded", "for=unknown, for=10.0.0.4")]),
+        ip("10.0.0.4")
+    );
+    assert_eq!(
+        client("10.0.0.1", &[("x-forwarded-for", "garbage")]),
+        ip("10.0.0.1")
+    );
+    // Every hop trusted: the leftmost is the client. No header: the proxy itself.
+    assert_eq!(
+        client("10.0.0.1", &[("x-forwarded-for", "10.1.1.1, 10.2.2.2")]),
+        ip("10.1.1.1")
+    );
+    assert_eq!(client("10.0.0.1", &[]), ip("10.0.0.1"));
+    // An untrusted peer (IPv4-mapped or not) is the client, whatever it sends.
+    assert_eq!(
+        client("192.0.2.1", &[("forwarded", "for=203.0.113.5")]),
+        ip("192.0.2.1")
+    );
+    assert_eq!(
+        client("::ffff:10.0.0.1", &[("x-forwarded-for", "203.0.113.5")]),
+        ip("203.0.113.5")
+    );
+}

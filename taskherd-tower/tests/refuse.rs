@@ -1,0 +1,134 @@
+//! Refuse mode over real HTTP: a full tenant gets 429, a full total 503, both with
+//! `Retry-After`; other tenants are unaffected; an unclassifiable request gets 400.
+
+mod support;
+
+use axum::{Router, routing::get};
+use http::StatusCode;
+use taskherd::TaskPool;
+use taskherd_tower::{Header, LimitLayer};
+
+use support::{Gate, wait_until};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_tenant_gets_429_and_a_full_total_503() {
+    // Two per tenant, three in all.
+    let pool = TaskPool::<String>::builder()
+        .default_limit(2)
+        .max_tasks(3)
+        .build();
+    let gate = Gate::new();
+    let held = gate.clone();
+    let app = Router::new()
+        .route(
+            "/slow",
+            get(move || async move {
+                held.pass().await;
+                "done"
+            }),
+        )
+        .layer(LimitLayer::new(pool.clone(), Header::new("x-tenant")));
+    let addr = support::serve(app).await;
+    let client = support::client();
+
+    // 10 concurrent requests for tenant a.
+    let requests: Vec<_> = (0..10)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(
+                async move { support::get(&client, addr, "/slow", &[("x-tenant", "a")]).await },
+            )
+        })
+        .collect();
+    let a = "a".to_owned();
+    wait_until("all 10 requests of tenant a were decided", || {
+        let stats = pool.stats(&a);
+        stats.admitted + stats.rejected == 10
+    })
+    .await;
+    assert_eq!(pool.task_count(&a), 2);
+
+    // Tenant b is unaffected by a being full; it takes the last slot of the total.
+    let b_request = {
+        let client = client.clone();
+        tokio::spawn(
+            async move { support::get(&client, addr, "/slow", &[("x-tenant", "b")]).await },
+        )
+    };
+    let b = "b".to_owned();
+    wait_until("tenant b was admitted", || pool.task_count(&b) == 1).await;
+
+    // Tenant c has room of its own, but the total is full: 503.
+    let c = support::get(&client, addr, "/slow", &[("x-tenant", "c")]).await;
+    assert_eq!(c.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(c.headers["retry-after"], "1");
+    assert!(
+        !String::from_utf8_lossy(&c.body).contains('c'),
+        "names no tenant: {:?}",
+        c.body
+    );
+
+    gate.open();
+    let mut statuses = Vec::new();
+    for request in requests {
+        let answer = request.await.unwrap();
+        if answer.status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(answer.headers["retry-after"], "1");
+            assert_eq!(answer.body, "too many requests in flight for this client\n");
+        }
+        statuses.push(answer.status);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 2);
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+            .count(),
+        8
+    );
+    assert_eq!(b_request.await.unwrap().status, StatusCode::OK);
+    wait_until("every slot is released", || pool.total_stats().running == 0).await;
+}
+
+#[tokio::test]
+async fn an_unclassifiable_request_gets_400_and_a_custom_response_replaces_the_default() {
+    let pool = TaskPool::<String>::builder().default_limit(0).build();
+    let app = Router::new().route("/", get(|| async { "hi" })).layer(
+        LimitLayer::new(pool.clone(), Header::new("x-tenant"))
+            .retry_after(7)
+            .refusal_response(|refusal| {
+                let mut response = refusal.default_response(7);
+                *response.body_mut() = "custom\n".into();
+                response
+            }),
+    );
+    let addr = support::serve(app).await;
+    let client = support::client();
+
+    let unclassified = support::get(&client, addr, "/", &[]).await;
+    assert_eq!(unclassified.status, StatusCode::BAD_REQUEST);
+    assert!(!unclassified.headers.contains_key("retry-after"));
+
+    let refused = support::get(&client, addr, "/", &[("x-tenant", "a")]).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers["retry-after"], "7");
+    assert_eq!(refused.body, "custom\n");
+    assert_eq!(pool.total_stats().running, 0);
+}
+
+#[tokio::test]
+async fn a_limit_changed_at_run_time_applies_to_the_next_request() {
+    let pool = TaskPool::<String>::builder().default_limit(0).build();
+    let app = Router::new()
+        .route("/", get(|| async { "hi" }))
+        .layer(LimitLayer::new(pool.clone(), Header::new("x-tenant")));
+    let addr = support::serve(app).await;
+    let client = support::client();
+
+    let before = support::get(&client, addr, "/", &[("x-tenant", "a")]).await;
+    assert_eq!(before.status, StatusCode::TOO_MANY_REQUESTS);
+    pool.set_limit("a".to_owned(), 1);
+    let after = support::get(&client, addr, "/", &[("x-tenant", "a")]).await;
+    assert_eq!(after.status, StatusCode::OK);
+    assert_eq!(after.body, "hi");
+}

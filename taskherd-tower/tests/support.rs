@@ -1,0 +1,102 @@
+//! Helpers shared by the integration tests (`mod support;` in each test file): a real axum
+//! server on 127.0.0.1, a real HTTP client, and a gate that holds handlers.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::watch;
+
+/// Serves `app` on a free port of 127.0.0.1, with the peer address in `ConnectInfo`.
+pub async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    addr
+}
+
+pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A finished response: status, headers and the whole body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// `GET http://addr{path}` with `headers`, read to the end.
+pub async fn get(
+    client: &HttpClient,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut request = Request::get(format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = client
+        .request(request.body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+/// Polls `condition` until it holds. Not a timing assertion: the bound only stops a test that
+/// would otherwise hang, with a message saying what never happened.
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+/// Holds handlers until opened.
+#[derive(Clone, Default)]
+pub struct Gate {
+    open: watch::Sender<bool>,
+}
+
+impl Gate {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Gate {
+    pub async fn pass(&self) {
+        let mut open = self.open.subscribe();
+        open.wait_for(|open| *open).await.unwrap();
+    }
+
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+}
