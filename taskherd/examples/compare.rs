@@ -115,7 +115,9 @@ fn keys(i: usize) -> [u32; GROUPS] {
     keys_among(i, KEYS)
 }
 
-/// The burst's keys, as `String`s, one set per task, built before the clock starts.
+/// The burst's keys, as `String`s, one set per task, built before the clock starts. Never
+/// inlined, so that a profile can subtract it.
+#[inline(never)]
 fn string_keys(tasks: usize, count: u32) -> Vec<[String; GROUPS]> {
     let names: Vec<String> = (0..count).map(|k| format!("group-{k}")).collect();
     (0..tasks)
@@ -374,7 +376,9 @@ fn median(reps: usize, mut once: impl FnMut() -> Duration) -> Duration {
     times[reps / 2]
 }
 
-/// The steady flow's `u32` keys, one set per task (none if `contender` names no group).
+/// The steady flow's `u32` keys, one set per task (none if `contender` names no group). Never
+/// inlined, so that a profile can subtract it.
+#[inline(never)]
 fn steady_keys(contender: Contender, tasks: usize) -> Vec<[u32; GROUPS]> {
     if contender.names_groups() {
         (0..tasks).map(keys).collect()

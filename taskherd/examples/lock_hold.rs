@@ -1,38 +1,44 @@
 //! How long the pool's one lock is held per admission and release, measured from outside the
 //! library (issue #13, "Beyond this machine"), with 0, 1, 3 and 8 groups.
 //!
-//! The library is not instrumented, so the hold time is not read off the lock; it is bounded
-//! from outside in two ways:
+//! The library is not instrumented, so the hold time is not read off the lock; it is estimated
+//! from outside in three ways, none exact:
 //!
-//! 1. Subtraction, one thread, no contention. `try_acquire` + drop of the permit in a tight
-//!    loop on a pool whose groups have explicit (never reached) limits, so their entries stay in
-//!    the table and every call takes the lock exactly twice (admission, release; nothing to
-//!    create or reclaim). From the time per cycle we subtract the parts that run outside the
-//!    lock, each timed alone in the same loop shape: building the group set (hashing every key
-//!    with the pool's default `RandomState`, pairwise de-duplication into a small vector of
-//!    `(hash, serial, key)`, as `GroupSet::new` does; 8 groups spill it to the heap), two
-//!    uncontended lock + unlock pairs of a `parking_lot::Mutex` (the lock operations
-//!    themselves, which are on the critical path under contention but are not "holding"), and
-//!    one `Arc` clone + drop (the permit's handle on the pool). What remains is an estimate of
-//!    the work done while holding the lock, per admission + release, with its error: the
-//!    replicas are not the library's code (inlining and cache state differ), and the permit's
-//!    own moves and `Result` plumbing are counted as held time, so it leans high.
-//! 2. Throughput ceiling, 1 and 2 threads. Each thread runs the same loop on its own keys;
+//! 1. Subtraction, one thread, no contention (table 1). `try_acquire` + drop of the permit in a
+//!    tight loop on a pool whose groups have explicit (never reached) limits, so their entries
+//!    stay in the table and every cycle takes the lock exactly twice (admission, release;
+//!    nothing to create or reclaim). From the time per cycle we subtract the parts that run
+//!    outside the lock, each timed alone in the same run: building the group set (hashing
+//!    every key with the pool's default `RandomState`, pairwise de-duplication into a small
+//!    vector of `(hash, serial, key)`, as `GroupSet::new` does; 8 groups spill it to the heap),
+//!    two uncontended lock + unlock pairs of a `parking_lot::Mutex` (the lock operations
+//!    themselves: on the critical path under contention, but not "holding"), and one `Arc`
+//!    clone + drop (the permit's handle on the pool). What remains estimates the work done
+//!    while holding the lock per admission + release. The replicas are not the library's code
+//!    (inlining and cache state differ), and everything not replicated (the permit's moves,
+//!    `Result` plumbing, the deferred-work buffer) is counted as held, so it leans high; on a
+//!    shared machine it is also noisy.
+//! 2. Instruction counts (not printed here: run the loop alone under callgrind with
+//!    `LOCK_HOLD_ONLY=<groups>`). `State::try_admit` and `State::release` are exactly the
+//!    work under the lock of an admission and a release (their inclusive counts), against the
+//!    instructions of the whole cycle. Their share of the cycle, times the cycle's time, is an
+//!    estimate of the hold time that assumes the same speed inside and outside the lock.
+//! 3. Throughput, 1 and 2 threads (table 2). Each thread runs the same loop on its own keys;
 //!    either all threads share one pool (one lock, one total) or each has a pool of its own.
 //!    If the lock were free, sharing would cost nothing; the shared/separate ratio shows what
 //!    the one lock (and the cache line it lives on) costs with 2 threads. This machine has
 //!    2 cores, shared with other work: the 2-thread figures are noisy, and they say nothing
-//!    direct about 32 or 64 cores, where the cache-line transfer between cores (and sockets)
-//!    adds to every hand-over of the lock.
+//!    direct about 32 or 64 cores, where moving the lock's cache line between cores (and
+//!    sockets) adds to every hand-over of the lock.
 //!
 //! `try_spawn` takes the lock three times per task (admission + task record, attaching the
-//! abort handle, release); this measures the two a permit takes, which are the bulk of it.
+//! abort handle, release); this measures the two a permit takes, which do the counting.
 //!
 //! Run with: `cargo run --release -p taskherd --example lock_hold`
 //! (`LOCK_HOLD_CYCLES` cycles per measurement, default 1,000,000; `LOCK_HOLD_REPS` runs, median
-//! reported, default 5; `LOCK_HOLD_ONLY=<groups>` runs only the single-thread pool loop with that
-//! many groups, for `valgrind --tool=callgrind`, where `State::try_admit` and `State::release`
-//! are the work under the lock.) About 30 seconds on a 2-core machine.
+//! reported, default 5; `LOCK_HOLD_ONLY=<groups>` runs only the single-thread pool loop with
+//! that many groups, e.g. `LOCK_HOLD_ONLY=3 LOCK_HOLD_CYCLES=100000 LOCK_HOLD_REPS=1 valgrind
+//! --tool=callgrind target/release/examples/lock_hold`.) About 30 seconds on a 2-core machine.
 
 use std::hash::{BuildHasher, RandomState};
 use std::hint::black_box;
@@ -195,15 +201,28 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|");
     let hasher = RandomState::new();
-    let locks = median_ns(reps, cycles, || lock_pairs(cycles));
-    let arc = median_ns(reps, cycles, || arc_clone(cycles));
     for groups in GROUP_COUNTS {
         let pool = pool(1, groups);
         let keys = thread_keys(0, groups);
-        let cycle = median_ns(reps, cycles, || admit_release(&pool, &keys, cycles));
+        // Each run times the cycle and every part back to back, so that the subtraction is made
+        // within one run (this machine switches speeds from one second to the next); the
+        // medians of the parts and of the per-run differences are reported.
+        let once = || {
+            let per = |time: Duration| time.as_secs_f64() * 1e9 / cycles as f64;
+            let cycle = per(admit_release(&pool, &keys, cycles));
+            let set = per(group_set(&hasher, &keys, cycles));
+            let locks = per(lock_pairs(cycles));
+            let arc = per(arc_clone(cycles));
+            [cycle, set, locks, arc, cycle - set - locks - arc]
+        };
+        once();
+        let runs: Vec<[f64; 5]> = (0..reps).map(|_| once()).collect();
         assert!(pool.is_empty(), "every permit was released");
-        let set = median_ns(reps, cycles, || group_set(&hasher, &keys, cycles));
-        let held = cycle - set - locks - arc;
+        let [cycle, set, locks, arc, held] = [0, 1, 2, 3, 4].map(|column| {
+            let mut values: Vec<f64> = runs.iter().map(|run| run[column]).collect();
+            values.sort_by(f64::total_cmp);
+            values[reps / 2]
+        });
         println!(
             "| {groups} | {cycle:.1} | {set:.1} | {locks:.1} | {arc:.1} | {held:.1} | {:.1} M/s |",
             1e3 / held
