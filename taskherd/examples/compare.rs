@@ -1,30 +1,50 @@
-//! taskherd against what people write by hand, in one process: time per task, allocations per
-//! task, and memory after a million one-off groups.
+//! taskherd against what people write by hand, in one process: time per task in two shapes on
+//! two runtimes, refused `try_spawn`s per second, allocations per task, and memory after a
+//! million one-off groups.
 //!
-//! Every contender spawns 200,000 trivial tasks on a 2-worker multi-thread runtime (from inside a
-//! task, as a server would) and awaits them all; each is warmed up, then run several times, and
-//! the median is reported with its ratio to a bare `tokio::spawn` (the floor) and to the
-//! hand-rolled per-key semaphores.
+//! Two shapes, each measured on a current-thread runtime and on a 2-worker multi-thread runtime;
+//! every contender is warmed up once, then run several times, and the median is reported with
+//! its ratio to a bare `tokio::spawn` (the floor) and to the hand-rolled per-key semaphores.
 //!
-//! - `bare tokio::spawn`: the floor.
-//! - `hand-rolled try, 3 keys`: a global `Semaphore` plus per-key semaphores in a
+//! - Steady flow: 200,000 trivial tasks spawned from inside a task (as a server would), then
+//!   awaited. Keys are `u32`, 3 of 1,000 per task, built before the clock starts (until issue
+//!   #13 they were computed in the loop: a few instructions); the waiting contenders use a
+//!   total of 64 and 2 per key.
+//! - Burst (issue #13): the runtime's main future (`block_on`) spawns 200,000 trivial tasks, then
+//!   awaits all the handles. Keys are `String`s built before the clock starts and moved into
+//!   `try_spawn` (3 of 1,000 keys, limits so high nothing is refused); the waiting contenders
+//!   name 3 of 32 keys with a limit of 4 per key and `max_tasks(64)`.
+//!
+//! Contenders, with their `TASKHERD_COMPARE_ONLY` index (steady flow / burst):
+//!
+//! - 0 / 6 `bare tokio::spawn`: the floor.
+//! - 1 / 7 `hand-rolled try, 3 keys`: a global `Semaphore` plus per-key semaphores in a
 //!   `Mutex<HashMap>`, `try_acquire_owned` on each of the task's groups, permits moved into the
 //!   task.
-//! - `hand-rolled wait, 3 keys, tight`: the same with `acquire_owned().await`, keys taken in
-//!   sorted order (the usual way to avoid deadlock), under tight limits.
-//! - `taskherd try_spawn, 0 / 3 groups`: limits present but never reached.
-//! - `taskherd spawn().await, 3 groups, tight`: the same tight limits as the hand-rolled wait.
+//! - 2 / 8 `hand-rolled wait, 3 keys, tight`: the same with `acquire_owned().await`, keys taken
+//!   in sorted order (the usual way to avoid deadlock), under the tight limits.
+//! - 3 / 9 `taskherd try_spawn, 0 groups` and 4 / 10 `taskherd try_spawn, 3 groups`: limits
+//!   present but never reached.
+//! - 5 / 11 `taskherd spawn().await, 3 groups, tight`: the same tight limits as the hand-rolled
+//!   wait.
+//! - 12, 13, 14: refused `try_spawn`s in a loop on one thread (so per core), `u32` keys, trivial
+//!   future handed back each time: a pool with `max_tasks(0)` and 0 groups (12) or 3 groups
+//!   (13), and a pool whose groups are all full (`default_limit(0)`, 3 groups, refused at the
+//!   first) (14). Reported in millions per second.
 //!
-//! Groups are 3 keys out of 1,000. Run with:
+//! Run with:
 //! `cargo run --release -p taskherd --example compare`
 //! (`TASKHERD_COMPARE_TASKS` and `TASKHERD_COMPARE_REPS` change the sizes;
-//! `TASKHERD_COMPARE_ONLY=<index>` runs one contender, and with
-//! `TASKHERD_COMPARE_CURRENT_THREAD=1` on a current-thread runtime, for a profiler:
-//! `TASKHERD_COMPARE_ONLY=4 TASKHERD_COMPARE_CURRENT_THREAD=1 TASKHERD_COMPARE_TASKS=20000
+//! `TASKHERD_COMPARE_CURRENT_THREAD=1` runs on the current-thread runtime only;
+//! `TASKHERD_COMPARE_ONLY=<index>` runs one contender and stops, on the multi-thread runtime
+//! unless `TASKHERD_COMPARE_CURRENT_THREAD=1`. For a profiler:
+//! `TASKHERD_COMPARE_ONLY=10 TASKHERD_COMPARE_CURRENT_THREAD=1 TASKHERD_COMPARE_TASKS=20000
 //! TASKHERD_COMPARE_REPS=1 valgrind --tool=callgrind target/release/examples/compare`.)
+//! The whole run takes about a minute on a 2-core machine.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -62,13 +82,19 @@ unsafe impl GlobalAlloc for CountingAllocator {
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
 
+/// Keys the steady flow's tasks and the burst's `try` contenders spread over.
 const KEYS: u32 = 1_000;
+/// Keys the burst's waiting contenders spread over.
+const BURST_WAIT_KEYS: u32 = 32;
 const GROUPS: usize = 3;
 /// Limits that exist but are never reached: the try paths are measured admitting.
 const LOOSE: usize = 1 << 24;
-/// Tight limits for the waiting contenders.
+/// Tight limits for the waiting contenders of the steady flow.
 const TIGHT_TOTAL: usize = 64;
 const TIGHT_PER_KEY: usize = 2;
+/// Tight limits for the waiting contenders of the burst.
+const BURST_TOTAL: usize = 64;
+const BURST_PER_KEY: usize = 4;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -77,20 +103,36 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The `GROUPS` distinct keys of task `i`, spread over `KEYS`.
+/// The `GROUPS` distinct keys of task `i`, spread over `count` keys (`count` 32 or 1,000: the
+/// offsets 331 and 662 stay distinct modulo both).
+fn keys_among(i: usize, count: u32) -> [u32; GROUPS] {
+    let base = (i as u32).wrapping_mul(2_654_435_761) % count;
+    [base, (base + 331) % count, (base + 662) % count]
+}
+
+/// The steady flow's keys of task `i`.
 fn keys(i: usize) -> [u32; GROUPS] {
-    let base = (i as u32).wrapping_mul(2_654_435_761) % KEYS;
-    [base, (base + 331) % KEYS, (base + 662) % KEYS]
+    keys_among(i, KEYS)
+}
+
+/// The burst's keys, as `String`s, one set per task, built before the clock starts. Never
+/// inlined, so that a profile can subtract it.
+#[inline(never)]
+fn string_keys(tasks: usize, count: u32) -> Vec<[String; GROUPS]> {
+    let names: Vec<String> = (0..count).map(|k| format!("group-{k}")).collect();
+    (0..tasks)
+        .map(|i| keys_among(i, count).map(|k| names[k as usize].clone()))
+        .collect()
 }
 
 /// The hand-rolled composition: a global semaphore and a map of per-key semaphores.
-struct HandRolled {
+struct HandRolled<K> {
     global: Arc<Semaphore>,
-    per_key: Mutex<HashMap<u32, Arc<Semaphore>>>,
+    per_key: Mutex<HashMap<K, Arc<Semaphore>>>,
     per_key_limit: usize,
 }
 
-impl HandRolled {
+impl<K: Hash + Eq + Ord> HandRolled<K> {
     fn new(total: usize, per_key_limit: usize) -> Self {
         Self {
             global: Arc::new(Semaphore::new(total)),
@@ -99,7 +141,8 @@ impl HandRolled {
         }
     }
 
-    fn semaphore(&self, key: u32) -> Arc<Semaphore> {
+    /// The key's semaphore; the key is moved in (and dropped if the map has it already).
+    fn semaphore(&self, key: K) -> Arc<Semaphore> {
         let mut map = self.per_key.lock().unwrap();
         Arc::clone(
             map.entry(key)
@@ -107,7 +150,7 @@ impl HandRolled {
         )
     }
 
-    fn try_permits(&self, keys: [u32; GROUPS]) -> Option<Vec<OwnedSemaphorePermit>> {
+    fn try_permits(&self, keys: [K; GROUPS]) -> Option<Vec<OwnedSemaphorePermit>> {
         let mut permits = Vec::with_capacity(GROUPS + 1);
         permits.push(Arc::clone(&self.global).try_acquire_owned().ok()?);
         for key in keys {
@@ -116,7 +159,7 @@ impl HandRolled {
         Some(permits)
     }
 
-    async fn permits(&self, mut keys: [u32; GROUPS]) -> Vec<OwnedSemaphorePermit> {
+    async fn permits(&self, mut keys: [K; GROUPS]) -> Vec<OwnedSemaphorePermit> {
         keys.sort_unstable();
         let mut permits = Vec::with_capacity(GROUPS + 1);
         permits.push(Arc::clone(&self.global).acquire_owned().await.unwrap());
@@ -124,6 +167,25 @@ impl HandRolled {
             permits.push(self.semaphore(key).acquire_owned().await.unwrap());
         }
         permits
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// Spawned from inside a task, `u32` keys.
+    Steady,
+    /// Spawned from `block_on`'s own future, `String` keys moved in.
+    Burst,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Steady => "steady flow (spawned from a task, u32 keys, 3 of 1,000)",
+            Shape::Burst => {
+                "burst (spawned from block_on, String keys moved in, 3 of 1,000; waiting: 3 of 32)"
+            }
+        }
     }
 }
 
@@ -136,6 +198,16 @@ enum Contender {
     TaskherdWait,
 }
 
+/// The contenders of one shape, in `TASKHERD_COMPARE_ONLY` order.
+const CONTENDERS: [Contender; 6] = [
+    Contender::Bare,
+    Contender::HandRolledTry,
+    Contender::HandRolledWait,
+    Contender::TaskherdTry(0),
+    Contender::TaskherdTry(3),
+    Contender::TaskherdWait,
+];
+
 impl Contender {
     fn name(self) -> String {
         match self {
@@ -147,8 +219,23 @@ impl Contender {
         }
     }
 
-    /// Spawns `tasks` trivial tasks and awaits them all; returns the elapsed time.
-    async fn run(self, tasks: usize) -> Duration {
+    /// Whether the contender names groups (its burst needs `String` keys).
+    fn names_groups(self) -> bool {
+        !matches!(self, Contender::Bare | Contender::TaskherdTry(0))
+    }
+
+    fn waits(self) -> bool {
+        matches!(self, Contender::HandRolledWait | Contender::TaskherdWait)
+    }
+
+    /// Spawns `tasks` trivial tasks from the caller's future, moving `keys[i]` into task `i`'s
+    /// admission, and awaits them all; returns the elapsed time. `keys` (built before the clock
+    /// starts) is empty for contenders that name no group; the waiting contenders use a total
+    /// of `tight.0` and `tight.1` per key.
+    async fn run<K>(self, tasks: usize, keys: Vec<[K; GROUPS]>, tight: (usize, usize)) -> Duration
+    where
+        K: Hash + Eq + Ord + Clone + Send + Sync + 'static,
+    {
         let mut handles = Vec::with_capacity(tasks);
         let start = Instant::now();
         match self {
@@ -157,36 +244,46 @@ impl Contender {
                     handles.push(tokio::spawn(async move { black_box(i) }));
                 }
             }
-            Contender::HandRolledTry => {
-                let limits = HandRolled::new(LOOSE, LOOSE);
-                for i in 0..tasks {
-                    let permits = limits.try_permits(keys(i)).expect("loose limits");
+            Contender::HandRolledTry | Contender::HandRolledWait => {
+                let waits = self.waits();
+                let limits = if waits {
+                    HandRolled::new(tight.0, tight.1)
+                } else {
+                    HandRolled::new(LOOSE, LOOSE)
+                };
+                for (i, keys) in keys.into_iter().enumerate() {
+                    let permits = if waits {
+                        limits.permits(keys).await
+                    } else {
+                        limits.try_permits(keys).expect("loose limits")
+                    };
                     handles.push(tokio::spawn(async move {
                         let _permits = permits;
                         black_box(i)
                     }));
                 }
             }
-            Contender::HandRolledWait => {
-                let limits = HandRolled::new(TIGHT_TOTAL, TIGHT_PER_KEY);
-                for i in 0..tasks {
-                    let permits = limits.permits(keys(i)).await;
-                    handles.push(tokio::spawn(async move {
-                        let _permits = permits;
-                        black_box(i)
-                    }));
-                }
-            }
-            Contender::TaskherdTry(groups) => {
-                let pool = TaskPool::builder()
+            Contender::TaskherdTry(0) => {
+                let pool = TaskPool::<K>::builder()
                     .max_tasks(LOOSE)
                     .default_limit(LOOSE)
                     .build();
                 for i in 0..tasks {
                     let task = async move { black_box(i) };
-                    let keys = keys(i);
-                    let handle = pool.try_spawn(keys[..groups].iter().copied(), task);
-                    let Ok(handle) = handle else {
+                    let Ok(handle) = pool.try_spawn([], task) else {
+                        panic!("loose limits refused a task")
+                    };
+                    handles.push(handle);
+                }
+            }
+            Contender::TaskherdTry(_) => {
+                let pool = TaskPool::builder()
+                    .max_tasks(LOOSE)
+                    .default_limit(LOOSE)
+                    .build();
+                for (i, keys) in keys.into_iter().enumerate() {
+                    let task = async move { black_box(i) };
+                    let Ok(handle) = pool.try_spawn(keys, task) else {
                         panic!("loose limits refused a task")
                     };
                     handles.push(handle);
@@ -194,13 +291,12 @@ impl Contender {
             }
             Contender::TaskherdWait => {
                 let pool = TaskPool::builder()
-                    .max_tasks(TIGHT_TOTAL)
-                    .default_limit(TIGHT_PER_KEY)
+                    .max_tasks(tight.0)
+                    .default_limit(tight.1)
                     .build();
-                for i in 0..tasks {
+                for (i, keys) in keys.into_iter().enumerate() {
                     let task = async move { black_box(i) };
-                    let handle = pool.spawn(keys(i), task).await;
-                    let Ok(handle) = handle else {
+                    let Ok(handle) = pool.spawn(keys, task).await else {
                         panic!("the pool is never closed")
                     };
                     handles.push(handle);
@@ -214,6 +310,51 @@ impl Contender {
     }
 }
 
+/// A pool that refuses every `try_spawn`, and the groups named in the loop.
+#[derive(Clone, Copy)]
+enum Refusing {
+    /// `max_tasks(0)`, naming 0 or 3 groups.
+    TotalZero(usize),
+    /// `default_limit(0)`: every group is full; 3 groups named, refused at the first.
+    GroupsFull,
+}
+
+/// The refusal loops, in `TASKHERD_COMPARE_ONLY` order (from 12).
+const REFUSING: [Refusing; 3] = [
+    Refusing::TotalZero(0),
+    Refusing::TotalZero(3),
+    Refusing::GroupsFull,
+];
+
+impl Refusing {
+    fn name(self) -> String {
+        match self {
+            Refusing::TotalZero(n) => format!("total 0, {n} groups"),
+            Refusing::GroupsFull => "groups full, 3 groups".into(),
+        }
+    }
+
+    /// `attempts` refused `try_spawn`s in a loop on this thread; returns the elapsed time.
+    fn run(self, attempts: usize) -> Duration {
+        let (pool, groups) = match self {
+            Refusing::TotalZero(n) => (TaskPool::<u32>::builder().max_tasks(0).build(), n),
+            Refusing::GroupsFull => (TaskPool::<u32>::builder().default_limit(0).build(), 3),
+        };
+        let start = Instant::now();
+        for i in 0..attempts {
+            let keys = keys(i);
+            let refused = pool.try_spawn(keys[..groups].iter().copied(), async move {
+                black_box(i);
+            });
+            let Err(refused) = refused else {
+                panic!("a refusing pool admitted a task")
+            };
+            drop(black_box(refused.into_inner()));
+        }
+        start.elapsed()
+    }
+}
+
 fn multi_thread() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -221,26 +362,73 @@ fn multi_thread() -> Runtime {
         .expect("a 2-worker runtime")
 }
 
-/// Median of `reps` runs after one warm-up, each driven from a task on the runtime.
-fn measure(rt: &Runtime, contender: Contender, tasks: usize, reps: usize) -> Duration {
-    let once = || {
-        rt.block_on(async move { tokio::spawn(contender.run(tasks)).await })
-            .expect("contender panicked")
-    };
+fn current_thread() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime")
+}
+
+/// Median of `reps` runs of `once` after one warm-up.
+fn median(reps: usize, mut once: impl FnMut() -> Duration) -> Duration {
     once();
     let mut times: Vec<Duration> = (0..reps).map(|_| once()).collect();
     times.sort();
     times[reps / 2]
 }
 
+/// The steady flow's `u32` keys, one set per task (none if `contender` names no group). Never
+/// inlined, so that a profile can subtract it.
+#[inline(never)]
+fn steady_keys(contender: Contender, tasks: usize) -> Vec<[u32; GROUPS]> {
+    if contender.names_groups() {
+        (0..tasks).map(keys).collect()
+    } else {
+        Vec::new()
+    }
+}
+
+/// Median of `reps` runs after one warm-up: the steady flow from a task on the runtime, the
+/// burst from `block_on` itself; keys are built before each run, outside the clock.
+fn measure(
+    rt: &Runtime,
+    shape: Shape,
+    contender: Contender,
+    tasks: usize,
+    reps: usize,
+) -> Duration {
+    median(reps, || match shape {
+        Shape::Steady => {
+            let keys = steady_keys(contender, tasks);
+            let tight = (TIGHT_TOTAL, TIGHT_PER_KEY);
+            rt.block_on(async move { tokio::spawn(contender.run(tasks, keys, tight)).await })
+                .expect("contender panicked")
+        }
+        Shape::Burst => {
+            let keys = match (contender.names_groups(), contender.waits()) {
+                (false, _) => Vec::new(),
+                (true, false) => string_keys(tasks, KEYS),
+                (true, true) => string_keys(tasks, BURST_WAIT_KEYS),
+            };
+            rt.block_on(contender.run(tasks, keys, (BURST_TOTAL, BURST_PER_KEY)))
+        }
+    })
+}
+
+/// Refused `try_spawn`s per second on one thread of `rt` (median of `reps` after a warm-up).
+fn refusals_per_second(rt: &Runtime, refusing: Refusing, attempts: usize, reps: usize) -> f64 {
+    let time = median(reps, || rt.block_on(async move { refusing.run(attempts) }));
+    attempts as f64 / time.as_secs_f64()
+}
+
 /// Allocations per task on a current-thread runtime, where nothing else allocates.
 fn allocations_per_task(contender: Contender, tasks: usize) -> f64 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a current-thread runtime");
-    rt.block_on(contender.run(tasks)); // warm-up: grows the run queue and the pool's tables
+    let rt = current_thread();
+    let tight = (TIGHT_TOTAL, TIGHT_PER_KEY);
+    // Warm-up: grows the run queue and the pool's tables.
+    rt.block_on(contender.run(tasks, steady_keys(contender, tasks), tight));
+    let keys = steady_keys(contender, tasks);
     let before = ALLOCATIONS.load(Ordering::Relaxed);
-    rt.block_on(contender.run(tasks));
+    rt.block_on(contender.run(tasks, keys, tight));
     let after = ALLOCATIONS.load(Ordering::Relaxed);
     (after - before) as f64 / tasks as f64
 }
@@ -273,57 +461,39 @@ fn one_off_groups(rt: &Runtime) {
     });
 }
 
-fn main() {
-    let tasks = env_usize("TASKHERD_COMPARE_TASKS", 200_000);
-    let reps = env_usize("TASKHERD_COMPARE_REPS", 5).max(1);
-    let rt = multi_thread();
-    let contenders = [
-        Contender::Bare,
-        Contender::HandRolledTry,
-        Contender::HandRolledWait,
-        Contender::TaskherdTry(0),
-        Contender::TaskherdTry(3),
-        Contender::TaskherdWait,
-    ];
-    // `TASKHERD_COMPARE_ONLY=<index>` runs one contender alone (for a profiler) and stops.
-    if let Some(only) = std::env::var("TASKHERD_COMPARE_ONLY")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        let contender = contenders[only.min(contenders.len() - 1)];
-        // With `TASKHERD_COMPARE_CURRENT_THREAD=1`, on a current-thread runtime: deterministic,
-        // so instruction counts (`valgrind --tool=callgrind`) repeat exactly.
-        let time = if std::env::var_os("TASKHERD_COMPARE_CURRENT_THREAD").is_some() {
-            let current = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .expect("a current-thread runtime");
-            measure(&current, contender, tasks, reps)
-        } else {
-            measure(&rt, contender, tasks, reps)
-        };
-        println!("{}: {:.1} ms", contender.name(), time.as_secs_f64() * 1e3);
-        return;
-    }
-    let times: Vec<(Contender, Duration)> = contenders
-        .iter()
-        .map(|&c| (c, measure(&rt, c, tasks, reps)))
-        .collect();
-    let floor = times[0].1.as_secs_f64();
-    let hand_try = times[1].1.as_secs_f64();
-    let hand_wait = times[2].1.as_secs_f64();
+/// The ratios issue #13's goal names, for one shape on one runtime.
+struct Ratios {
+    runtime: &'static str,
+    shape: Shape,
+    zero_vs_bare: f64,
+    three_vs_bare: f64,
+    three_vs_hand: f64,
+    wait_vs_hand: f64,
+}
 
-    println!(
-        "{tasks} tasks, 2-worker runtime, median of {reps} runs after a warm-up; {GROUPS} groups out of {KEYS} keys"
-    );
+/// Measures every contender of `shape` on `rt`, prints its table, returns the goal's ratios.
+fn shape_table(
+    rt: &Runtime,
+    runtime: &'static str,
+    shape: Shape,
+    tasks: usize,
+    reps: usize,
+) -> Ratios {
+    let times: Vec<(Contender, f64)> = CONTENDERS
+        .iter()
+        .map(|&c| (c, measure(rt, shape, c, tasks, reps).as_secs_f64()))
+        .collect();
+    let [floor, hand_try, hand_wait, zero, three, wait] = [0, 1, 2, 3, 4, 5].map(|i| times[i].1);
+    println!("{}, {runtime}:", shape.name());
     println!(
         "{:<42} {:>10} {:>9} {:>9} {:>13}",
         "contender", "ms", "ns/task", "x floor", "x hand-rolled"
     );
-    for (contender, time) in &times {
-        let secs = time.as_secs_f64();
-        let versus = match contender {
-            Contender::HandRolledWait | Contender::TaskherdWait => secs / hand_wait,
-            _ => secs / hand_try,
+    for &(contender, secs) in &times {
+        let versus = if contender.waits() {
+            secs / hand_wait
+        } else {
+            secs / hand_try
         };
         println!(
             "{:<42} {:>10.1} {:>9.0} {:>9.2} {:>13.2}",
@@ -334,6 +504,123 @@ fn main() {
             versus
         );
     }
+    println!();
+    Ratios {
+        runtime,
+        shape,
+        zero_vs_bare: zero / floor,
+        three_vs_bare: three / floor,
+        three_vs_hand: three / hand_try,
+        wait_vs_hand: wait / hand_wait,
+    }
+}
+
+fn main() {
+    let tasks = env_usize("TASKHERD_COMPARE_TASKS", 200_000);
+    let reps = env_usize("TASKHERD_COMPARE_REPS", 5).max(1);
+    let current_only = std::env::var_os("TASKHERD_COMPARE_CURRENT_THREAD").is_some();
+    let attempts = tasks * 10;
+    // `TASKHERD_COMPARE_ONLY=<index>` runs one contender alone (for a profiler) and stops. With
+    // `TASKHERD_COMPARE_CURRENT_THREAD=1`, on a current-thread runtime: deterministic, so
+    // instruction counts (`valgrind --tool=callgrind`) repeat exactly.
+    if let Some(only) = std::env::var("TASKHERD_COMPARE_ONLY")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let rt = if current_only {
+            current_thread()
+        } else {
+            multi_thread()
+        };
+        let n = CONTENDERS.len();
+        if only < 2 * n {
+            let shape = if only < n {
+                Shape::Steady
+            } else {
+                Shape::Burst
+            };
+            let contender = CONTENDERS[only % n];
+            let time = measure(&rt, shape, contender, tasks, reps);
+            println!(
+                "{} ({}): {:.1} ms",
+                contender.name(),
+                shape.name(),
+                time.as_secs_f64() * 1e3
+            );
+        } else {
+            let refusing = REFUSING[(only - 2 * n).min(REFUSING.len() - 1)];
+            let rate = refusals_per_second(&rt, refusing, attempts, reps);
+            println!(
+                "refused try_spawn, {}: {:.1} million/s",
+                refusing.name(),
+                rate / 1e6
+            );
+        }
+        return;
+    }
+
+    let multi = multi_thread();
+    let mut runtimes: Vec<(&'static str, Runtime)> = vec![("current_thread", current_thread())];
+    if !current_only {
+        runtimes.push(("multi_thread, 2 workers", multi_thread()));
+    }
+    println!("{tasks} tasks per run, median of {reps} runs after a warm-up; times are wall clock");
+    println!();
+    let mut ratios = Vec::new();
+    let mut refusals = Vec::new();
+    for (runtime, rt) in &runtimes {
+        for shape in [Shape::Steady, Shape::Burst] {
+            ratios.push(shape_table(rt, runtime, shape, tasks, reps));
+        }
+        let rates: Vec<f64> = REFUSING
+            .iter()
+            .map(|&r| refusals_per_second(rt, r, attempts, reps))
+            .collect();
+        print!("refused try_spawn on one thread of {runtime}, {attempts} in a loop:");
+        for (refusing, rate) in REFUSING.iter().zip(&rates) {
+            print!(" {}: {:.1} M/s;", refusing.name(), rate / 1e6);
+        }
+        println!();
+        println!();
+        refusals.push((*runtime, rates));
+    }
+
+    println!("Issue #13's ratios (goal: <= 1.15, <= 1.35, <= 0.8 burst / 1.0 steady, <= 0.9):");
+    println!(
+        "| runtime | shape | 0 groups / bare spawn | 3 groups / bare spawn | 3 groups / hand-rolled try | waiting / hand-rolled wait |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for r in &ratios {
+        let shape = match r.shape {
+            Shape::Steady => "steady",
+            Shape::Burst => "burst",
+        };
+        println!(
+            "| {} | {shape} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            r.runtime, r.zero_vs_bare, r.three_vs_bare, r.three_vs_hand, r.wait_vs_hand
+        );
+    }
+    println!();
+    println!("Refused try_spawn, millions per second on one core (goal: > 10):");
+    println!(
+        "| runtime | {} |",
+        REFUSING
+            .iter()
+            .map(|r| r.name())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    println!("|---|---|---|---|");
+    for (runtime, rates) in &refusals {
+        println!(
+            "| {runtime} | {} |",
+            rates
+                .iter()
+                .map(|r| format!("{:.1}", r / 1e6))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+    }
 
     println!();
     let alloc_tasks = tasks.min(50_000);
@@ -341,7 +628,7 @@ fn main() {
     for contender in [Contender::TaskherdTry(0), Contender::TaskherdTry(3)] {
         let allocs = allocations_per_task(contender, alloc_tasks);
         println!(
-            "{:<42} {:.3} allocations per task beyond bare tokio::spawn ({allocs:.3} vs {bare:.3})",
+            "{:<42} {:.3} allocations per task beyond bare tokio::spawn ({allocs:.3} vs {bare:.3}; steady flow)",
             contender.name(),
             allocs - bare
         );
@@ -350,7 +637,7 @@ fn main() {
     println!();
     match rss() {
         Some(before) => {
-            one_off_groups(&rt);
+            one_off_groups(&multi);
             let after = rss().unwrap_or(before);
             println!(
                 "RSS before 1,000,000 tasks in one-off groups: {:.1} MB, after: {:.1} MB, growth {:.1} MB",
