@@ -2,6 +2,7 @@
 
 use std::error::Error;
 use std::fmt;
+use std::sync::Arc;
 
 /// Which limit refused an admission.
 ///
@@ -59,28 +60,64 @@ impl<K: fmt::Debug> fmt::Display for Group<K> {
 }
 
 /// Why the pool refused an admission.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub(crate) enum Refusal<K> {
     /// This group had no room.
     Full(Group<K>),
     /// The pool was closed.
     Closed,
+    /// The pool could not decide: the store it keeps its counts in (a pool shared by a fleet)
+    /// could not be reached. Never made by [`TaskPool`](crate::TaskPool).
+    Unavailable(Source),
 }
+
+/// Why a pool was unavailable, shared by clones of the error.
+pub(crate) type Source = Arc<dyn Error + Send + Sync + 'static>;
 
 impl<K> Refusal<K> {
     fn full_group(&self) -> Option<&Group<K>> {
         match self {
             Refusal::Full(group) => Some(group),
-            Refusal::Closed => None,
+            Refusal::Closed | Refusal::Unavailable(_) => None,
+        }
+    }
+
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            Refusal::Unavailable(source) => Some(&**source),
+            Refusal::Full(_) | Refusal::Closed => None,
+        }
+    }
+
+    fn debug_name(&self) -> &'static str {
+        match self {
+            Refusal::Full(_) => "Full",
+            Refusal::Closed => "Closed",
+            Refusal::Unavailable(_) => "Unavailable",
         }
     }
 }
+
+/// Two unavailable refusals are equal whatever their sources (which need not be comparable).
+impl<K: PartialEq> PartialEq for Refusal<K> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Refusal::Full(a), Refusal::Full(b)) => a == b,
+            (Refusal::Closed, Refusal::Closed) => true,
+            (Refusal::Unavailable(_), Refusal::Unavailable(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+impl<K: Eq> Eq for Refusal<K> {}
 
 impl<K: fmt::Debug> fmt::Display for Refusal<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Refusal::Full(group) => write!(f, "{group} is full"),
             Refusal::Closed => f.write_str("the pool is closed"),
+            Refusal::Unavailable(source) => write!(f, "the pool is unavailable: {source}"),
         }
     }
 }
@@ -176,6 +213,15 @@ impl<K, T> TrySpawnError<K, T> {
         matches!(self.refusal, Refusal::Closed)
     }
 
+    /// Returns `true` if the pool could not decide because the store it keeps its counts in
+    /// could not be reached: a pool shared by a fleet (`taskherd-redis`) fails closed, and
+    /// says so with this instead of "full". Never the case for a [`TaskPool`](crate::TaskPool).
+    /// [`Error::source`] gives the store's error.
+    #[must_use]
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self.refusal, Refusal::Unavailable(_))
+    }
+
     /// Returns the group whose limit refused the task, or `None` if it was not refused for
     /// lack of room.
     ///
@@ -201,11 +247,19 @@ impl<K, T> TrySpawnError<K, T> {
 
 impl<K: fmt::Debug, T> fmt::Debug for TrySpawnError<K, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.refusal {
-            Refusal::Full(group) => f.debug_tuple("Full").field(group).finish_non_exhaustive(),
-            Refusal::Closed => f.debug_tuple("Closed").finish_non_exhaustive(),
-        }
+        debug_refusal(&self.refusal, f)
     }
+}
+
+/// `Full(Key("db"), ..)`, `Closed(..)` or `Unavailable(<source>, ..)`.
+fn debug_refusal<K: fmt::Debug>(refusal: &Refusal<K>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let mut tuple = f.debug_tuple(refusal.debug_name());
+    match refusal {
+        Refusal::Full(group) => tuple.field(group),
+        Refusal::Closed => &mut tuple,
+        Refusal::Unavailable(source) => tuple.field(&format_args!("{source}")),
+    };
+    tuple.finish_non_exhaustive()
 }
 
 impl<K: fmt::Debug, T> fmt::Display for TrySpawnError<K, T> {
@@ -214,7 +268,11 @@ impl<K: fmt::Debug, T> fmt::Display for TrySpawnError<K, T> {
     }
 }
 
-impl<K: fmt::Debug, T> Error for TrySpawnError<K, T> {}
+impl<K: fmt::Debug, T> Error for TrySpawnError<K, T> {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.refusal.source()
+    }
+}
 
 /// The error returned by [`TaskPool::try_acquire`](crate::TaskPool::try_acquire) when no permit
 /// is available now.
@@ -272,6 +330,15 @@ impl<K> TryAcquireError<K> {
         matches!(self.refusal, Refusal::Closed)
     }
 
+    /// Returns `true` if the pool could not decide because the store it keeps its counts in
+    /// could not be reached: a pool shared by a fleet (`taskherd-redis`) fails closed, and
+    /// says so with this instead of "full". Never the case for a [`TaskPool`](crate::TaskPool).
+    /// [`Error::source`] gives the store's error.
+    #[must_use]
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self.refusal, Refusal::Unavailable(_))
+    }
+
     /// Returns the group that refused: the total first, then the caller's groups in the
     /// caller's order. `None` if the refusal was not for lack of room.
     ///
@@ -295,6 +362,10 @@ impl<K: fmt::Debug> fmt::Debug for TryAcquireError<K> {
         match &self.refusal {
             Refusal::Full(group) => f.debug_tuple("Full").field(group).finish(),
             Refusal::Closed => f.write_str("Closed"),
+            Refusal::Unavailable(source) => f
+                .debug_tuple("Unavailable")
+                .field(&format_args!("{source}"))
+                .finish(),
         }
     }
 }
@@ -305,10 +376,15 @@ impl<K: fmt::Debug> fmt::Display for TryAcquireError<K> {
     }
 }
 
-impl<K: fmt::Debug> Error for TryAcquireError<K> {}
+impl<K: fmt::Debug> Error for TryAcquireError<K> {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.refusal.source()
+    }
+}
 
 /// The error returned by [`TaskPool::spawn`](crate::TaskPool::spawn): the pool was closed before
-/// the task was admitted. The future is handed back, never polled.
+/// the task was admitted (or, for a pool shared by a fleet, its store could not be reached:
+/// [`is_unavailable`](Self::is_unavailable)). The future is handed back, never polled.
 ///
 /// # Examples
 ///
@@ -319,16 +395,28 @@ impl<K: fmt::Debug> Error for TryAcquireError<K> {}
 /// let pool = TaskPool::<&str>::new();
 /// pool.close();
 /// let err = pool.spawn(["a"], async { 42 }).await.unwrap_err();
+/// assert!(err.is_closed() && !err.is_unavailable());
 /// assert_eq!(err.into_inner().await, 42);
 /// # }
 /// ```
 pub struct SpawnError<F> {
     inner: F,
+    unavailable: Option<Source>,
 }
 
 impl<F> SpawnError<F> {
     pub(crate) fn new(inner: F) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            unavailable: None,
+        }
+    }
+
+    pub(crate) fn unavailable(source: Source, inner: F) -> Self {
+        Self {
+            inner,
+            unavailable: Some(source),
+        }
     }
 
     /// Returns the future that was not spawned, never polled.
@@ -336,24 +424,51 @@ impl<F> SpawnError<F> {
     pub fn into_inner(self) -> F {
         self.inner
     }
+
+    /// Returns `true` if the pool was closed.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.unavailable.is_none()
+    }
+
+    /// Returns `true` if the pool's store could not be reached (a pool shared by a fleet);
+    /// never for a [`TaskPool`](crate::TaskPool). [`Error::source`] gives the store's error.
+    #[must_use]
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable.is_some()
+    }
 }
 
 impl<F> fmt::Debug for SpawnError<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SpawnError").finish_non_exhaustive()
+        let mut debug = f.debug_struct("SpawnError");
+        if let Some(source) = &self.unavailable {
+            debug.field("unavailable", &format_args!("{source}"));
+        }
+        debug.finish_non_exhaustive()
     }
 }
 
 impl<F> fmt::Display for SpawnError<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("task not spawned: the pool is closed")
+        match &self.unavailable {
+            None => f.write_str("task not spawned: the pool is closed"),
+            Some(source) => write!(f, "task not spawned: the pool is unavailable: {source}"),
+        }
     }
 }
 
-impl<F> Error for SpawnError<F> {}
+impl<F> Error for SpawnError<F> {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.unavailable
+            .as_deref()
+            .map(|source| source as &(dyn Error + 'static))
+    }
+}
 
 /// The error returned by [`TaskPool::acquire`](crate::TaskPool::acquire): the pool was closed
-/// before a permit was granted.
+/// before a permit was granted (or, for a pool shared by a fleet, its store could not be
+/// reached: [`is_unavailable`](Self::is_unavailable)).
 ///
 /// # Examples
 ///
@@ -363,22 +478,71 @@ impl<F> Error for SpawnError<F> {}
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let pool = TaskPool::<&str>::new();
 /// pool.close();
-/// assert!(pool.acquire(["a"]).await.is_err());
+/// let err = pool.acquire(["a"]).await.unwrap_err();
+/// assert!(err.is_closed());
 /// # }
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct AcquireError(());
+#[derive(Clone)]
+pub struct AcquireError {
+    unavailable: Option<Source>,
+}
 
 impl AcquireError {
     pub(crate) fn closed() -> Self {
-        Self(())
+        Self { unavailable: None }
+    }
+
+    pub(crate) fn unavailable(source: Source) -> Self {
+        Self {
+            unavailable: Some(source),
+        }
+    }
+
+    /// Returns `true` if the pool was closed.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.unavailable.is_none()
+    }
+
+    /// Returns `true` if the pool's store could not be reached (a pool shared by a fleet);
+    /// never for a [`TaskPool`](crate::TaskPool). [`Error::source`] gives the store's error.
+    #[must_use]
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable.is_some()
+    }
+}
+
+/// Two errors are equal if both are "closed" or both "unavailable", whatever the sources.
+impl PartialEq for AcquireError {
+    fn eq(&self, other: &Self) -> bool {
+        self.is_closed() == other.is_closed()
+    }
+}
+
+impl Eq for AcquireError {}
+
+impl fmt::Debug for AcquireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.unavailable {
+            None => f.write_str("AcquireError(Closed)"),
+            Some(source) => write!(f, "AcquireError(Unavailable({source}))"),
+        }
     }
 }
 
 impl fmt::Display for AcquireError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("no permit: the pool is closed")
+        match &self.unavailable {
+            None => f.write_str("no permit: the pool is closed"),
+            Some(source) => write!(f, "no permit: the pool is unavailable: {source}"),
+        }
     }
 }
 
-impl Error for AcquireError {}
+impl Error for AcquireError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.unavailable
+            .as_deref()
+            .map(|source| source as &(dyn Error + 'static))
+    }
+}

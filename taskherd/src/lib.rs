@@ -21,6 +21,8 @@
 //! - [`GroupStats`]: a consistent snapshot of one group's counts and history.
 //! - [`TrySpawnError`], [`TryAcquireError`], [`SpawnError`], [`AcquireError`] and [`Group`]: why
 //!   work was refused (which group was full, or that the pool is closed), and the work itself back.
+//! - [`backend`]: the task side and the errors, for pools that decide admission elsewhere (a
+//!   store shared by a fleet of processes), so that they behave like [`TaskPool`].
 //!
 //! The design follows the task pool of the Python XMPP library aioxmpp (`aioxmpp.tasks.TaskPool`),
 //! whose limits were documented but never enforced upstream.
@@ -58,6 +60,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod backend;
 mod builder;
 mod core;
 mod error;

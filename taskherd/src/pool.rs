@@ -982,13 +982,7 @@ where
     F::Output: Send + 'static,
 {
     let task = admission.task();
-    let run = async move {
-        let output = future.await;
-        // Release before the output is stored, so the count is lower when the JoinHandle
-        // resolves.
-        drop(admission);
-        output
-    };
+    let run = crate::backend::guarded(admission, future);
     // Without a subscriber, the span is disabled: skip the `Instrumented` wrapper, which would
     // make the task's future bigger and add work to every poll.
     let handle = if span.is_disabled() {
