@@ -216,13 +216,14 @@ impl Setup {
                 )));
             }
         }
-        if let OutputMode::Dir(dir) = &args.output {
-            if dir.exists() && !dir.is_dir() {
-                return Err(Fatal::one(format!(
-                    "cannot create output directory {}: it exists and is not a directory",
-                    dir.display()
-                )));
-            }
+        if let OutputMode::Dir(dir) = &args.output
+            && dir.exists()
+            && !dir.is_dir()
+        {
+            return Err(Fatal::one(format!(
+                "cannot create output directory {}: it exists and is not a directory",
+                dir.display()
+            )));
         }
         // Two writers of one file would garble it, and writing the report being resumed from
         // as a joblog would destroy it. (The report may be the one resumed from: it is read
@@ -233,14 +234,14 @@ impl Setup {
             ("--joblog", args.joblog.as_deref(), "--resume", resumed),
         ];
         for (one, first, other, second) in clashes {
-            if let (Some(first), Some(second)) = (first, second) {
-                if same_file(first, second) {
-                    return Err(Fatal::one(format!(
-                        "{one} {} and {other} {} are the same file",
-                        first.display(),
-                        second.display()
-                    )));
-                }
+            if let (Some(first), Some(second)) = (first, second)
+                && same_file(first, second)
+            {
+                return Err(Fatal::one(format!(
+                    "{one} {} and {other} {} are the same file",
+                    first.display(),
+                    second.display()
+                )));
             }
         }
         Ok(())

@@ -60,25 +60,25 @@ impl ArgLimits {
 
     /// Why a command of `size` bytes (with its NUL) cannot be run, if it cannot.
     fn problem(&self, size: usize) -> Option<String> {
-        if let Some(max) = self.per_argument {
-            if size > max {
-                return Some(format!(
-                    "the command is {} bytes, more than the {} bytes this system accepts in \
+        if let Some(max) = self.per_argument
+            && size > max
+        {
+            return Some(format!(
+                "the command is {} bytes, more than the {} bytes this system accepts in \
                      one argument (put it in a script and run the script)",
-                    size - 1,
-                    max - 1
-                ));
-            }
+                size - 1,
+                max - 1
+            ));
         }
-        if let Some(max) = self.for_the_command {
-            if size > max {
-                return Some(format!(
-                    "the command is {} bytes; with the environment, that is more than the \
+        if let Some(max) = self.for_the_command
+            && size > max
+        {
+            return Some(format!(
+                "the command is {} bytes; with the environment, that is more than the \
                      system's limit on a program's arguments (ARG_MAX) allows (put it in a \
                      script and run the script)",
-                    size - 1
-                ));
-            }
+                size - 1
+            ));
         }
         None
     }

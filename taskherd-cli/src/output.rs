@@ -277,11 +277,11 @@ impl Spool {
         if self.file.is_none() && self.memory.len() + bytes.len() > SPOOL_MEMORY {
             // A file that cannot be made (no room, no temporary directory) keeps the output
             // in memory, as before spilling existed: nothing is lost.
-            if let Ok(mut file) = spill_file().await {
-                if file.write_all(&self.memory).await.is_ok() {
-                    self.memory = Vec::new();
-                    self.file = Some(file);
-                }
+            if let Ok(mut file) = spill_file().await
+                && file.write_all(&self.memory).await.is_ok()
+            {
+                self.memory = Vec::new();
+                self.file = Some(file);
             }
         }
         match &mut self.file {

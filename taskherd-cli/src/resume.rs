@@ -236,18 +236,18 @@ pub fn select(jobs: Vec<Job>, mut previous: Previous, mode: Mode) -> (Vec<Job>, 
 fn match_records(jobs: &[Job], keys: &[Key], records: &mut HashMap<Key, Vec<usize>>) -> Vec<bool> {
     let mut matched = vec![false; jobs.len()];
     for (index, job) in jobs.iter().enumerate() {
-        if let Some(lines) = records.get_mut(&keys[index]) {
-            if let Some(at) = lines.iter().position(|&line| line == job.line) {
-                lines.swap_remove(at);
-                matched[index] = true;
-            }
+        if let Some(lines) = records.get_mut(&keys[index])
+            && let Some(at) = lines.iter().position(|&line| line == job.line)
+        {
+            lines.swap_remove(at);
+            matched[index] = true;
         }
     }
     for (index, key) in keys.iter().enumerate() {
-        if !matched[index] {
-            if let Some(lines) = records.get_mut(key) {
-                matched[index] = lines.pop().is_some();
-            }
+        if !matched[index]
+            && let Some(lines) = records.get_mut(key)
+        {
+            matched[index] = lines.pop().is_some();
         }
     }
     matched

@@ -283,15 +283,14 @@ pub async fn run(
             Note::Outcome(job, outcome) => (job, outcome),
             Note::Skipped(job) => {
                 skipped += 1;
-                if let Some(report) = &mut report {
-                    if let Err(error) = report.write_skipped(&job.job, job.done) {
-                        if report_error.is_none() {
-                            shared
-                                .notice(format!("error: cannot write the report: {error}"))
-                                .await;
-                            report_error = Some(error);
-                        }
-                    }
+                if let Some(report) = &mut report
+                    && let Err(error) = report.write_skipped(&job.job, job.done)
+                    && report_error.is_none()
+                {
+                    shared
+                        .notice(format!("error: cannot write the report: {error}"))
+                        .await;
+                    report_error = Some(error);
                 }
                 continue;
             }
@@ -305,15 +304,14 @@ pub async fn run(
             }
         };
         accounted += 1;
-        if let Some(report) = &mut report {
-            if let Err(error) = report.write(&job, &outcome) {
-                if report_error.is_none() {
-                    shared
-                        .notice(format!("error: cannot write the report: {error}"))
-                        .await;
-                    report_error = Some(error);
-                }
-            }
+        if let Some(report) = &mut report
+            && let Err(error) = report.write(&job, &outcome)
+            && report_error.is_none()
+        {
+            shared
+                .notice(format!("error: cannot write the report: {error}"))
+                .await;
+            report_error = Some(error);
         }
         if let Some(joblog) = joblog.as_deref_mut() {
             // Only the first error is returned; the caller sees `joblog.failed()`.
@@ -325,10 +323,8 @@ pub async fn run(
         }
     }
     // Every outcome is in, so the submitting loop has ended; a panic there is a bug to surface.
-    if !submitted {
-        if let Err(error) = submitter.await {
-            std::panic::resume_unwind(error.into_panic());
-        }
+    if !submitted && let Err(error) = submitter.await {
+        std::panic::resume_unwind(error.into_panic());
     }
     // Every job has ended.
     shared.groups.finish();

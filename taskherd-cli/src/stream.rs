@@ -86,13 +86,12 @@ impl Stream {
                 let _ = sender.blocking_send(Arrival::Bad(lines));
                 return;
             }
-            if let Some(warning) = job.typo_warning() {
-                if sender
+            if let Some(warning) = job.typo_warning()
+                && sender
                     .blocking_send(Arrival::Warning(format!("{source}:{warning}")))
                     .is_err()
-                {
-                    return;
-                }
+            {
+                return;
             }
             let skipped = self
                 .resume

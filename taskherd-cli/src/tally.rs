@@ -172,12 +172,10 @@ impl Tally {
         let inner = &mut *inner;
         inner.total.end(status, started);
         each_group(&mut inner.groups, job, |counts| counts.end(status, started));
-        if started {
-            if let Some(began) = inner.started.remove(&job.line) {
-                inner.running.remove(&(began, job.line));
-                inner.finished += 1;
-                inner.finished_time += at.saturating_duration_since(began);
-            }
+        if started && let Some(began) = inner.started.remove(&job.line) {
+            inner.running.remove(&(began, job.line));
+            inner.finished += 1;
+            inner.finished_time += at.saturating_duration_since(began);
         }
     }
 

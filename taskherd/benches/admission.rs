@@ -371,7 +371,7 @@ fn permit_uncontended(c: &mut Criterion) {
 fn permit_contended(c: &mut Criterion) {
     const LIMIT: usize = 2;
     const CONTENDERS: usize = 8;
-    const _: () = assert!(BATCH % CONTENDERS == 0);
+    const _: () = assert!(BATCH.is_multiple_of(CONTENDERS));
     for (name, rt) in runtimes() {
         let mut group = c.benchmark_group(format!("permit_contended/{name}"));
         group.throughput(Throughput::Elements(BATCH as u64));

@@ -303,7 +303,7 @@ enum Waiting {
 
 impl Waiting {
     fn new(pool: &TaskPool<u64>, i: usize) -> Self {
-        let mut waiting = if i % 2 == 0 {
+        let mut waiting = if i.is_multiple_of(2) {
             Waiting::Spawn(mock(Box::pin(pool.spawn([7u64], std::future::ready(())))))
         } else {
             Waiting::Acquire(mock(Box::pin(pool.acquire([7u64]))))

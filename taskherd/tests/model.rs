@@ -550,18 +550,18 @@ fn check_admissions_within_limits(
             released[slot],
             step
         );
-        if admitted != Some(0) {
-            if let Some(limit) = real_limit(pool, slot) {
-                prop_assert!(
-                    after[slot] <= limit,
-                    "{:?} admitted {} during {} and now runs {} under a limit of {}",
-                    group_of(slot),
-                    admitted.unwrap(),
-                    step,
-                    after[slot],
-                    limit
-                );
-            }
+        if admitted != Some(0)
+            && let Some(limit) = real_limit(pool, slot)
+        {
+            prop_assert!(
+                after[slot] <= limit,
+                "{:?} admitted {} during {} and now runs {} under a limit of {}",
+                group_of(slot),
+                admitted.unwrap(),
+                step,
+                after[slot],
+                limit
+            );
         }
     }
     Ok(())

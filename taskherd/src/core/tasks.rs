@@ -143,10 +143,10 @@ impl<K> Tasks<K> {
     ) -> usize {
         let mut signalled = 0;
         for record in self.records.iter_mut() {
-            if let Some((hash, serial)) = group {
-                if !record.groups.names(hash, serial) {
-                    continue;
-                }
+            if let Some((hash, serial)) = group
+                && !record.groups.names(hash, serial)
+            {
+                continue;
             }
             signalled += 1;
             match &record.abort {

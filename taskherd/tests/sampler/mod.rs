@@ -126,7 +126,7 @@ pub async fn sample(
         for (i, s) in snap.iter().enumerate() {
             check_snapshot(name(i), s, &mut report);
         }
-        if before == after && before % 2 == 0 {
+        if before == after && before.is_multiple_of(2) {
             if let Some((epoch_then, then)) = &previous
                 && *epoch_then == before
             {
