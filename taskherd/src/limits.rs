@@ -142,6 +142,34 @@ impl<K> LimitChanges<K> {
     pub fn is_empty(&self) -> bool {
         self.max_tasks.is_none() && self.default_limit.is_none() && self.groups.is_empty()
     }
+
+    /// Takes the batch apart, for pools that apply it somewhere else (such as
+    /// `taskherd-redis`): the total's new limit (`None` if unchanged, `Some(None)` to remove
+    /// it), the new default limit (same encoding), and the explicit limits in the order given
+    /// (a key named twice appears twice; the last one wins).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::LimitChanges;
+    ///
+    /// let (max_tasks, default_limit, groups) =
+    ///     LimitChanges::new().max_tasks(8).limit("db", 1).clear_limit("web").into_parts();
+    /// assert_eq!(max_tasks, Some(Some(8)));
+    /// assert_eq!(default_limit, None);
+    /// assert_eq!(groups, vec![("db", Some(1)), ("web", None)]);
+    /// ```
+    #[must_use]
+    #[allow(clippy::type_complexity)]
+    pub fn into_parts(
+        self,
+    ) -> (
+        Option<Option<usize>>,
+        Option<Option<usize>>,
+        Vec<(K, Option<usize>)>,
+    ) {
+        (self.max_tasks, self.default_limit, self.groups)
+    }
 }
 
 impl<K> Default for LimitChanges<K> {
