@@ -1,0 +1,283 @@
+-- lib.lua: the shared part of every script (prepended to each one at compile time, so every
+-- script is self-contained for EVALSHA). It defines no entry point and reads no ARGV.
+--
+-- KEYS[1]: the pool's prefix `taskherd:{<pool name>}:`. Every key a script touches is this
+-- prefix plus a suffix, so all keys of one pool share one hash tag: each script is legal on a
+-- Redis Cluster, and one pool lives on one shard.
+--
+-- The data model (suffixes of the prefix):
+--   lim        HASH  t = total limit, d = default limit, g:<seg> = explicit group limits
+--   run        HASH  t = total running, g:<seg> = running per group (field deleted at 0)
+--   res        HASH  g:<seg> = slots reserved for waiters (field deleted at 0)
+--   st         HASH  a:g:<seg>, x:g:<seg>, p:g:<seg> admitted/rejected/peak per group; a:t, x:t,
+--                    p:t for the total (the `g:` keeps a group named `t` apart from the total)
+--   q:<seg>    ZSET  waiters queued for a slot of the group, scored by ticket (FIFO)
+--   qg         SET   segments whose queue is not empty (to pump them on a default limit change)
+--   qt         ZSET  waiters queued for the total, scored by the order they became ready
+--   seq        STRING counter: tickets and ready order
+--   h          ZSET  holder id -> lease expiry (ms, the server's TIME)
+--   hg         HASH  holder id -> its groups (segments joined by "\n")
+--   w:<id>     HASH  a waiter: t ticket, g groups, pl places (one char per group: r reserved,
+--                    q queued), m named groups still missing, tp total place (o outside,
+--                    q queued), ph phase (w waiting, g granted), o owner process, ls lease ms
+--   wl         ZSET  waiting (not granted) waiter id -> lease expiry
+--   n:<proc>   LIST  ids of that process's waiters that were granted (its wake-ups)
+--
+-- A group "exists" (has an entry, in the in-process pool's words) while it has running
+-- admissions, reservations, queued waiters or an explicit limit; its statistics are deleted
+-- when it becomes idle, so memory is bounded by live state.
+
+local P = KEYS[1]
+local K_LIM, K_RUN, K_RES, K_ST = P .. 'lim', P .. 'run', P .. 'res', P .. 'st'
+local K_QG, K_QT, K_SEQ = P .. 'qg', P .. 'qt', P .. 'seq'
+local K_H, K_HG, K_WL = P .. 'h', P .. 'hg', P .. 'wl'
+
+-- The server's clock, in milliseconds. Never a client's.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function split(s)
+  local out = {}
+  if s == nil or s == false or s == '' then return out end
+  for part in string.gmatch(s, '([^\n]+)') do out[#out + 1] = part end
+  return out
+end
+
+local function num(v) if v then return tonumber(v) end return 0 end
+
+local function wkey(id) return P .. 'w:' .. id end
+local function qkey(seg) return P .. 'q:' .. seg end
+
+-- The limit in force for a named group (nil = unbounded).
+local function glimit(seg)
+  local l = redis.call('HGET', K_LIM, 'g:' .. seg)
+  if not l then l = redis.call('HGET', K_LIM, 'd') end
+  if l then return tonumber(l) end
+  return nil
+end
+
+local function tlimit()
+  local l = redis.call('HGET', K_LIM, 't')
+  if l then return tonumber(l) end
+  return nil
+end
+
+local function grun(seg) return num(redis.call('HGET', K_RUN, 'g:' .. seg)) end
+local function gres(seg) return num(redis.call('HGET', K_RES, 'g:' .. seg)) end
+
+-- Adds d to a count field, deleting it at 0.
+local function add(key, field, d)
+  local v = redis.call('HINCRBY', key, field, d)
+  if v <= 0 then
+    if v < 0 then redis.log(redis.LOG_WARNING, 'taskherd: count below zero ' .. key .. ' ' .. field) end
+    redis.call('HDEL', key, field)
+  end
+  return v
+end
+
+-- One transition's context: the total's reservations exist only within a transition.
+local T = { tres = 0 }
+
+local function ghas_room(seg)
+  local l = glimit(seg)
+  return l == nil or grun(seg) + gres(seg) < l
+end
+
+local function thas_room()
+  local l = tlimit()
+  return l == nil or num(redis.call('HGET', K_RUN, 't')) + T.tres < l
+end
+
+-- Counts one admission in `name` (`t` for the total, `g:<seg>` for a group).
+local function admit_one(name)
+  local r = redis.call('HINCRBY', K_RUN, name, 1)
+  redis.call('HINCRBY', K_ST, 'a:' .. name, 1)
+  if r > num(redis.call('HGET', K_ST, 'p:' .. name)) then
+    redis.call('HSET', K_ST, 'p:' .. name, r)
+  end
+end
+
+local function gidle(seg)
+  return redis.call('HEXISTS', K_RUN, 'g:' .. seg) == 0
+    and redis.call('HEXISTS', K_RES, 'g:' .. seg) == 0
+    and redis.call('EXISTS', qkey(seg)) == 0
+    and redis.call('HEXISTS', K_LIM, 'g:' .. seg) == 0
+end
+
+-- Drops an idle group's statistics (invariant 4).
+local function reclaim(seg)
+  if gidle(seg) then redis.call('HDEL', K_ST, 'a:g:' .. seg, 'x:g:' .. seg, 'p:g:' .. seg) end
+end
+
+local function wget(id)
+  local f = redis.call('HMGET', wkey(id), 't', 'g', 'pl', 'm', 'tp', 'ph', 'o', 'ls')
+  if not f[1] then return nil end
+  return { id = id, t = tonumber(f[1]), g = split(f[2]), gs = f[2], pl = f[3], m = tonumber(f[4]),
+           tp = f[5], ph = f[6], o = f[7], ls = tonumber(f[8]) }
+end
+
+local function wput(w)
+  redis.call('HSET', wkey(w.id), 'pl', w.pl, 'm', w.m, 'tp', w.tp, 'ph', w.ph)
+end
+
+local function setplace(w, i, c)
+  w.pl = string.sub(w.pl, 1, i - 1) .. c .. string.sub(w.pl, i + 1)
+end
+
+local function index_of(w, seg)
+  for i, s in ipairs(w.g) do if s == seg then return i end end
+  return nil
+end
+
+-- Hands free slots of a group to its oldest queued waiters; waiters now ready go to `granted`.
+local function gpump(seg, granted)
+  local q = qkey(seg)
+  while ghas_room(seg) do
+    local popped = redis.call('ZPOPMIN', q)
+    if #popped == 0 then break end
+    local w = wget(popped[1])
+    if w then
+      redis.call('HINCRBY', K_RES, 'g:' .. seg, 1)
+      local i = index_of(w, seg)
+      if i then setplace(w, i, 'r') end
+      w.m = w.m - 1
+      wput(w)
+      if w.m == 0 and w.tp == 'o' then granted[#granted + 1] = w.id end
+    end
+  end
+  if redis.call('EXISTS', q) == 0 then redis.call('SREM', K_QG, seg) end
+end
+
+local function tpump(granted)
+  while thas_room() do
+    local popped = redis.call('ZPOPMIN', K_QT)
+    if #popped == 0 then break end
+    local w = wget(popped[1])
+    if w then
+      T.tres = T.tres + 1
+      w.tp = 'r'
+      wput(w)
+      granted[#granted + 1] = w.id
+    end
+  end
+end
+
+-- A waiter that holds every slot becomes a holder, leased, and its process is told.
+local function grant(w, now)
+  T.tres = T.tres - 1
+  admit_one('t')
+  for _, seg in ipairs(w.g) do
+    add(K_RES, 'g:' .. seg, -1)
+    admit_one('g:' .. seg)
+  end
+  w.ph = 'g'
+  w.tp = 'o'
+  wput(w)
+  redis.call('ZREM', K_WL, w.id)
+  redis.call('ZADD', K_H, now + w.ls, w.id)
+  redis.call('HSET', K_HG, w.id, w.gs or '')
+  local n = P .. 'n:' .. w.o
+  redis.call('RPUSH', n, w.id)
+  redis.call('PEXPIRE', n, 3 * w.ls)
+end
+
+-- Joins the total's queue (or takes its slot) for a waiter that holds every named group.
+local function tjoin(w)
+  if redis.call('ZCARD', K_QT) == 0 and thas_room() then
+    T.tres = T.tres + 1
+    w.tp = 'r'
+  else
+    redis.call('ZADD', K_QT, redis.call('INCR', K_SEQ), w.id)
+    w.tp = 'q'
+  end
+  wput(w)
+end
+
+-- Completes the waiters a transition gave slots to, oldest ticket first.
+local function grant_all(granted, now)
+  if #granted == 0 then return end
+  local ws, seen = {}, {}
+  for _, id in ipairs(granted) do
+    if not seen[id] then
+      seen[id] = true
+      local w = wget(id)
+      if w then ws[#ws + 1] = w end
+    end
+  end
+  table.sort(ws, function(a, b) return a.t < b.t end)
+  for _, w in ipairs(ws) do
+    if w.ph == 'w' and w.m == 0 and w.tp == 'o' then tjoin(w) end
+    if w.ph == 'w' and w.m == 0 and w.tp == 'r' then grant(w, now) end
+  end
+end
+
+-- Gives back one holder's slots and pumps: the total first, then each group.
+local function release_groups(groups, now)
+  local granted = {}
+  add(K_RUN, 't', -1)
+  tpump(granted)
+  for _, seg in ipairs(groups) do
+    add(K_RUN, 'g:' .. seg, -1)
+    gpump(seg, granted)
+    reclaim(seg)
+  end
+  grant_all(granted, now)
+end
+
+-- Cancels a waiter that is not granted: its reservations are handed on, its queue places left.
+local function cancel_waiting(w, now)
+  local granted = {}
+  if w.tp == 'q' then
+    redis.call('ZREM', K_QT, w.id)
+  elseif w.tp == 'r' then
+    T.tres = T.tres - 1
+    tpump(granted)
+  end
+  for i, seg in ipairs(w.g) do
+    local c = string.sub(w.pl, i, i)
+    if c == 'r' then
+      add(K_RES, 'g:' .. seg, -1)
+      gpump(seg, granted)
+    elseif c == 'q' then
+      redis.call('ZREM', qkey(seg), w.id)
+      if redis.call('EXISTS', qkey(seg)) == 0 then redis.call('SREM', K_QG, seg) end
+    end
+    reclaim(seg)
+  end
+  redis.call('DEL', wkey(w.id))
+  redis.call('ZREM', K_WL, w.id)
+  grant_all(granted, now)
+end
+
+-- Releases a holder (a granted waiter not collected yet included) or cancels a waiter, by id.
+-- Idempotent: an unknown id is a no-op. Returns 1 if something was given back.
+local function release_id(id, now)
+  if redis.call('ZSCORE', K_H, id) then
+    local groups = split(redis.call('HGET', K_HG, id))
+    redis.call('ZREM', K_H, id)
+    redis.call('HDEL', K_HG, id)
+    redis.call('DEL', wkey(id))
+    release_groups(groups, now)
+    return 1
+  end
+  local w = wget(id)
+  if w then
+    if w.ph == 'w' then cancel_waiting(w, now) else redis.call('DEL', wkey(id)) end
+    return 1
+  end
+  return 0
+end
+
+-- Releases expired holders and cancels expired waiters, at most `max` of each.
+local function reap(now, max)
+  local n = 0
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_H, '-inf', now, 'LIMIT', 0, max)) do
+    n = n + release_id(id, now)
+  end
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_WL, '-inf', now, 'LIMIT', 0, max)) do
+    n = n + release_id(id, now)
+  end
+  return n
+end

@@ -1,0 +1,14 @@
+-- release.lua: gives back holders and cancels waiters, by id. Idempotent: an unknown id (already
+-- released, reaped, or never admitted) is a no-op.
+--
+-- KEYS[1]  the pool's prefix `taskherd:{<pool>}:` (every key is derived from it; see lib.lua)
+-- ARGV[1..] ids of holders or waiters (a granted waiter not collected yet is released)
+--
+-- Each release pumps like the in-process pool: the total first, then each group, then the
+-- waiters made ready are granted oldest ticket first.
+-- Returns the number of ids that were live.
+
+local now = now_ms()
+local n = 0
+for i = 1, #ARGV do n = n + release_id(ARGV[i], now) end
+return n

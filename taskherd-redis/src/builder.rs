@@ -1,0 +1,75 @@
+//! Settings of a [`RedisPool`](crate::RedisPool) before it connects.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use crate::engine::{Engine, redact};
+use crate::{RedisPool, UnavailableError};
+
+/// Builds a [`RedisPool`]: made by [`RedisPool::builder`].
+#[must_use = "a builder does nothing until build() is awaited"]
+pub struct RedisPoolBuilder<K> {
+    url: String,
+    pool: String,
+    lease: Duration,
+    abort_on_lost: bool,
+    keys: PhantomData<fn() -> K>,
+}
+
+impl<K> RedisPoolBuilder<K> {
+    pub(crate) fn new(url: &str, pool: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            pool: pool.to_owned(),
+            lease: Duration::from_secs(15),
+            abort_on_lost: true,
+            keys: PhantomData,
+        }
+    }
+
+    /// How long an admission (or a waiter) stays counted without being renewed; 15 s by
+    /// default. Every lease of the process is renewed every `lease / 3`, in one call. A
+    /// process that dies gives its slots back within the lease (plus about half a second for
+    /// the reaper).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `lease` is shorter than 30 ms (renewals every 10 ms would be a poll loop).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        assert!(
+            lease >= Duration::from_millis(30),
+            "a lease shorter than 30 ms is not a lease; give it at least seconds"
+        );
+        self.lease = lease;
+        self
+    }
+
+    /// Whether a spawned task whose lease is lost is aborted (the default) or keeps running
+    /// with a `tracing` warning, uncounted.
+    pub fn abort_on_lost(mut self, abort: bool) -> Self {
+        self.abort_on_lost = abort;
+        self
+    }
+
+    /// Connects and starts the background tasks (renewal, reaping, releases, wake-ups).
+    ///
+    /// # Errors
+    ///
+    /// [`UnavailableError`] if the URL is malformed or Redis cannot be reached.
+    pub async fn build(self) -> Result<RedisPool<K>, UnavailableError> {
+        let engine = Engine::start(&self.url, &self.pool, self.lease, self.abort_on_lost).await?;
+        Ok(RedisPool::<K>::from_engine(engine))
+    }
+}
+
+impl<K> fmt::Debug for RedisPoolBuilder<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisPoolBuilder")
+            .field("url", &redact(&self.url))
+            .field("pool", &self.pool)
+            .field("lease", &self.lease)
+            .field("abort_on_lost", &self.abort_on_lost)
+            .finish()
+    }
+}

@@ -1,0 +1,632 @@
+//! The engine behind every clone of a [`RedisPool`](crate::RedisPool): the connection, this
+//! process's holders and waiters, and the background tasks that renew, reap, release and
+//! wake.
+//!
+//! Nothing here decides admission: every decision is one script call (see [`scripts`]).
+//! The engine keeps what the process must know locally:
+//!
+//! - its **holders** (admitted ids, with the signal a permit watches and the abort handle of a
+//!   spawned task), renewed all together in one `renew.lua` call every `lease / 3`;
+//! - its **waiters** (ids queued in Redis), renewed with the holders and woken by the
+//!   notifier, which `BLPOP`s this process's list `n:<process>` on a connection of its own and,
+//!   after each second without a notification, polls every local waiter in one `poll.lua` call;
+//! - a **releaser** that batches the ids of ended holders and cancelled waiters into one
+//!   `release.lua` call, retrying while Redis is unreachable until the lease would have
+//!   expired anyway; dropping a guard only queues its id, so a task's exit never blocks.
+//!
+//! Background tasks hold a `Weak` reference and end once the last pool, permit and task of
+//! this engine are gone (the releaser ends once it has flushed the ids queued before that).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::scripts::{self, REAP_BATCH};
+
+/// How often expired leases are reaped (by every process: whoever comes first does it).
+const REAP_EVERY: Duration = Duration::from_millis(500);
+/// How long the notifier blocks on its list before polling every local waiter.
+const NOTIFY_TIMEOUT_SECS: f64 = 1.0;
+
+/// Redis could not be reached, or answered with an error.
+#[derive(Debug)]
+pub(crate) struct Unavailable(pub(crate) redis::RedisError);
+
+impl From<redis::RedisError> for Unavailable {
+    fn from(error: redis::RedisError) -> Self {
+        Self(error)
+    }
+}
+
+/// What an admission script call decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admitted {
+    /// The id holds a lease.
+    Now,
+    /// Refused: 0 for the total, `i` for the `i`-th segment (1-based).
+    Full(usize),
+    /// The id is a waiter.
+    Waiting,
+}
+
+/// A waiter's state, from `poll.lua`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    Granted,
+    Waiting,
+    Gone,
+}
+
+/// A message to the releaser.
+pub(crate) enum Release {
+    /// Release this id.
+    Id(String),
+    /// Answer once every id queued before this message was released (or given up).
+    Flush(oneshot::Sender<()>),
+}
+
+/// A lease this process holds.
+struct Holder {
+    /// Set to `true` when a renewal finds the lease gone.
+    lost: watch::Sender<bool>,
+    /// The spawned task, aborted when its lease is lost (unless the pool keeps it running).
+    abort: Option<AbortHandle>,
+}
+
+/// A waiter of this process.
+struct Waiter {
+    wake: Arc<Notify>,
+    /// Set by the notifier's poll, so the woken future need not poll again.
+    status: Option<Status>,
+}
+
+#[derive(Default)]
+struct Local {
+    holders: HashMap<String, Holder>,
+    waiters: HashMap<String, Waiter>,
+}
+
+pub(crate) struct Engine {
+    conn: ConnectionManager,
+    /// `taskherd:{<pool>}:`.
+    prefix: String,
+    /// Unique in the fleet; the first part of every id this process makes.
+    process: String,
+    next_id: AtomicU64,
+    pub(crate) lease: Duration,
+    pub(crate) abort_on_lost: bool,
+    local: Mutex<Local>,
+    release_tx: mpsc::UnboundedSender<Release>,
+    lost: AtomicU64,
+    /// Test hook: renewals stop (as if the process were paused).
+    renewal_stopped: AtomicBool,
+    /// For `Debug`: the URL without credentials.
+    pub(crate) redacted_url: String,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let local = self.local.lock();
+        f.debug_struct("Engine")
+            .field("url", &self.redacted_url)
+            .field("prefix", &self.prefix)
+            .field("process", &self.process)
+            .field("lease", &self.lease)
+            .field("holders", &local.holders.len())
+            .field("waiters", &local.waiters.len())
+            .field("lost", &self.lost.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL with any user name and password replaced by `***`, for logs, errors and `Debug`.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<redis url>".to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// A random 64-bit value from the standard library's per-process hash keys.
+fn random_u64() -> u64 {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+fn manager_config(response_timeout: Option<Duration>) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(response_timeout)
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(200))
+}
+
+impl Engine {
+    /// Connects (the multiplexed connection, and the notifier's own) and starts the
+    /// background tasks.
+    pub(crate) async fn start(
+        url: &str,
+        pool: &str,
+        lease: Duration,
+        abort_on_lost: bool,
+    ) -> Result<Arc<Self>, Unavailable> {
+        let client = redis::Client::open(url)?;
+        let conn =
+            ConnectionManager::new_with_config(client.clone(), manager_config(Some(lease / 3)))
+                .await?;
+        // BLPOP blocks for a second: its connection must not be the shared one, and its
+        // response timeout must exceed the block.
+        let notify_conn = ConnectionManager::new_with_config(
+            client,
+            manager_config(Some(Duration::from_secs(3))),
+        )
+        .await?;
+        let (release_tx, release_rx) = mpsc::unbounded_channel();
+        let engine = Arc::new(Self {
+            conn: conn.clone(),
+            prefix: format!("taskherd:{{{}}}:", crate::key::encode_segment(pool)),
+            process: format!("{:016x}", random_u64()),
+            next_id: AtomicU64::new(0),
+            lease,
+            abort_on_lost,
+            local: Mutex::new(Local::default()),
+            release_tx,
+            lost: AtomicU64::new(0),
+            renewal_stopped: AtomicBool::new(false),
+            redacted_url: redact(url),
+        });
+        let weak = Arc::downgrade(&engine);
+        tokio::spawn(releaser(conn, engine.prefix.clone(), lease, release_rx));
+        tokio::spawn(renewer(weak.clone()));
+        tokio::spawn(reaper(weak.clone()));
+        tokio::spawn(notifier(weak, notify_conn));
+        Ok(engine)
+    }
+
+    /// A new id, unique in the fleet.
+    pub(crate) fn new_id(&self) -> String {
+        // Relaxed: only uniqueness matters, which the atomic increment gives.
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.process)
+    }
+
+    fn lease_ms(&self) -> u64 {
+        u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// One `admit.lua` call. In wait mode, register the id as a waiter first, so that a grant
+    /// notification is never missed. On an error the call may still have run: the caller
+    /// releases the id.
+    pub(crate) async fn admit(
+        &self,
+        id: &str,
+        wait: bool,
+        segments: &[String],
+    ) -> Result<Admitted, Unavailable> {
+        let mut invocation = scripts::ADMIT.key(&self.prefix);
+        invocation
+            .arg(if wait { "wait" } else { "try" })
+            .arg(id)
+            .arg(self.lease_ms())
+            .arg(&self.process)
+            .arg(REAP_BATCH);
+        for segment in segments {
+            invocation.arg(segment);
+        }
+        let mut conn = self.conn.clone();
+        let reply: Result<Vec<i64>, _> = invocation.invoke_async(&mut conn).await;
+        match reply {
+            Ok(reply) => match reply.as_slice() {
+                [1] => Ok(Admitted::Now),
+                [2] => Ok(Admitted::Waiting),
+                [0, i] => Ok(Admitted::Full(usize::try_from(*i).unwrap_or(0))),
+                _ => Err(Unavailable(redis::RedisError::from((
+                    redis::ErrorKind::Parse,
+                    "unexpected reply from admit.lua",
+                )))),
+            },
+            Err(error) => Err(Unavailable(error)),
+        }
+    }
+
+    /// Records a new holder; returns the receiver of its lost signal.
+    pub(crate) fn hold(&self, id: &str) -> watch::Receiver<bool> {
+        let (lost, rx) = watch::channel(false);
+        self.local
+            .lock()
+            .holders
+            .insert(id.to_owned(), Holder { lost, abort: None });
+        rx
+    }
+
+    /// Attaches a spawned task to its holder, for abort on a lost lease.
+    pub(crate) fn attach(&self, id: &str, abort: AbortHandle) {
+        let lost = {
+            let mut local = self.local.lock();
+            match local.holders.get_mut(id) {
+                Some(holder) if !*holder.lost.borrow() => {
+                    holder.abort = Some(abort);
+                    return;
+                }
+                Some(_) => true,
+                None => false,
+            }
+        };
+        if lost && self.abort_on_lost {
+            abort.abort();
+        }
+    }
+
+    /// Forgets a holder or waiter and queues its release (never blocks, never fails).
+    pub(crate) fn release_later(&self, id: String) {
+        {
+            let mut local = self.local.lock();
+            local.holders.remove(&id);
+            local.waiters.remove(&id);
+        }
+        // The releaser ends only after every sender (this engine) is gone.
+        let _ = self.release_tx.send(Release::Id(id));
+    }
+
+    /// Waits until every release queued so far has reached Redis (or was given up, its lease
+    /// having expired meanwhile).
+    pub(crate) async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.release_tx.send(Release::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Registers a waiter before its `admit.lua` call.
+    pub(crate) fn register_waiter(&self, id: &str) -> Arc<Notify> {
+        let wake = Arc::new(Notify::new());
+        self.local.lock().waiters.insert(
+            id.to_owned(),
+            Waiter {
+                wake: Arc::clone(&wake),
+                status: None,
+            },
+        );
+        wake
+    }
+
+    /// The status the notifier's poll found for a waiter, if any.
+    pub(crate) fn take_status(&self, id: &str) -> Option<Status> {
+        self.local
+            .lock()
+            .waiters
+            .get_mut(id)
+            .and_then(|w| w.status.take())
+    }
+
+    /// A waiter was granted: it is a holder now, under the same id.
+    pub(crate) fn waiter_to_holder(&self, id: &str) -> watch::Receiver<bool> {
+        self.local.lock().waiters.remove(id);
+        self.hold(id)
+    }
+
+    /// A waiter is gone (its lease expired): forget it locally.
+    pub(crate) fn forget_waiter(&self, id: &str) {
+        self.local.lock().waiters.remove(id);
+    }
+
+    /// One `poll.lua` call.
+    pub(crate) async fn poll(&self, ids: &[String]) -> Result<Vec<Status>, Unavailable> {
+        let mut invocation = scripts::POLL.key(&self.prefix);
+        for id in ids {
+            invocation.arg(id);
+        }
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = invocation.invoke_async(&mut conn).await?;
+        Ok(reply
+            .iter()
+            .map(|s| match s.as_str() {
+                "g" => Status::Granted,
+                "w" => Status::Waiting,
+                _ => Status::Gone,
+            })
+            .collect())
+    }
+
+    /// One `limits.lua` call; `groups` are `(segment, limit)`, each segment once.
+    pub(crate) async fn set_limits(
+        &self,
+        max_tasks: Option<Option<usize>>,
+        default_limit: Option<Option<usize>>,
+        groups: &[(String, Option<usize>)],
+    ) -> Result<usize, Unavailable> {
+        let change =
+            |c: Option<Option<usize>>| c.map_or_else(|| "-".to_owned(), scripts::limit_arg);
+        let mut invocation = scripts::LIMITS.key(&self.prefix);
+        invocation
+            .arg(REAP_BATCH)
+            .arg(change(max_tasks))
+            .arg(change(default_limit));
+        for (segment, limit) in groups {
+            invocation.arg(segment).arg(scripts::limit_arg(*limit));
+        }
+        let mut conn = self.conn.clone();
+        Ok(invocation.invoke_async(&mut conn).await?)
+    }
+
+    /// One `stats.lua` call: the total, then each segment.
+    pub(crate) async fn stats(
+        &self,
+        segments: &[String],
+    ) -> Result<Vec<taskherd::GroupStats>, Unavailable> {
+        let mut invocation = scripts::STATS.key(&self.prefix);
+        for segment in segments {
+            invocation.arg(segment);
+        }
+        let mut conn = self.conn.clone();
+        let rows: Vec<Vec<String>> = invocation.invoke_async(&mut conn).await?;
+        Ok(rows.iter().map(|row| parse_stats(row)).collect())
+    }
+
+    /// One `HGET` of a limit field (`t`, `d` or `g:<segment>`).
+    pub(crate) async fn limit_field(&self, field: &str) -> Result<Option<usize>, Unavailable> {
+        let mut conn = self.conn.clone();
+        let value: Option<usize> = redis::cmd("HGET")
+            .arg(format!("{}lim", self.prefix))
+            .arg(field)
+            .query_async(&mut conn)
+            .await?;
+        Ok(value)
+    }
+
+    pub(crate) fn lost_count(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn stop_renewal(&self) {
+        self.renewal_stopped.store(true, Ordering::Relaxed);
+    }
+
+    /// The ids to renew: every holder and waiter of this process.
+    fn live_ids(&self) -> Vec<String> {
+        let local = self.local.lock();
+        local
+            .holders
+            .keys()
+            .chain(local.waiters.keys())
+            .cloned()
+            .collect()
+    }
+
+    /// Handles the ids a renewal found gone: lost leases.
+    fn lost_ids(&self, gone: Vec<String>) {
+        let mut aborts = Vec::new();
+        let mut lost = 0u64;
+        {
+            let mut local = self.local.lock();
+            for id in gone {
+                // An id released since the renewal was sent is not in the map any more.
+                if let Some(holder) = local.holders.remove(&id) {
+                    lost += 1;
+                    holder.lost.send_replace(true);
+                    aborts.extend(holder.abort);
+                } else if let Some(waiter) = local.waiters.get_mut(&id) {
+                    waiter.status = Some(Status::Gone);
+                    waiter.wake.notify_one();
+                }
+            }
+        }
+        if lost == 0 {
+            return;
+        }
+        // Relaxed: a statistic.
+        self.lost.fetch_add(lost, Ordering::Relaxed);
+        if self.abort_on_lost {
+            tracing::warn!(lost, "leases lost: their tasks are aborted");
+            for abort in aborts {
+                abort.abort();
+            }
+        } else {
+            tracing::warn!(
+                lost,
+                "leases lost: their tasks keep running, uncounted by Redis"
+            );
+        }
+    }
+
+    /// Wakes every local waiter (the pool closed: they check and fail).
+    pub(crate) fn wake_all(&self) {
+        for waiter in self.local.lock().waiters.values() {
+            waiter.wake.notify_one();
+        }
+    }
+
+    fn wake(&self, id: &str, status: Option<Status>) {
+        if let Some(waiter) = self.local.lock().waiters.get_mut(id) {
+            if status.is_some() {
+                waiter.status = status;
+            }
+            waiter.wake.notify_one();
+        }
+    }
+}
+
+fn parse_stats(row: &[String]) -> taskherd::GroupStats {
+    let n = |i: usize| row.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let u = |i: usize| usize::try_from(n(i)).unwrap_or(usize::MAX);
+    let limit = row
+        .get(3)
+        .filter(|s| !s.is_empty())
+        .and_then(|s| s.parse().ok());
+    taskherd::GroupStats {
+        running: u(0),
+        waiting: u(1),
+        reserved: u(2),
+        limit,
+        admitted: n(4),
+        rejected: n(5),
+        peak: u(6),
+    }
+}
+
+/// Renews every lease of the process in one call per `lease / 3`.
+async fn renewer(engine: Weak<Engine>) {
+    let period = match engine.upgrade() {
+        Some(engine) => engine.lease / 3,
+        None => return,
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        if engine.renewal_stopped.load(Ordering::Relaxed) {
+            continue;
+        }
+        let ids = engine.live_ids();
+        if ids.is_empty() {
+            continue;
+        }
+        let mut invocation = scripts::RENEW.key(&engine.prefix);
+        invocation.arg(engine.lease_ms());
+        for id in &ids {
+            invocation.arg(id);
+        }
+        let mut conn = engine.conn.clone();
+        let reply: Result<Vec<String>, _> = invocation.invoke_async(&mut conn).await;
+        match reply {
+            Ok(gone) => engine.lost_ids(gone),
+            Err(error) => tracing::warn!(%error, "renewal failed; retried next interval"),
+        }
+    }
+}
+
+/// Reaps expired leases every 500 ms, so a crashed process's slots reach the next waiter
+/// within about a second of the expiry.
+async fn reaper(engine: Weak<Engine>) {
+    let mut tick = tokio::time::interval(REAP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        let mut invocation = scripts::REAP.key(&engine.prefix);
+        invocation.arg(REAP_BATCH);
+        let mut conn = engine.conn.clone();
+        let reaped: Result<i64, _> = invocation.invoke_async(&mut conn).await;
+        match reaped {
+            Ok(0) => {}
+            Ok(reaped) => tracing::debug!(reaped, "expired leases reaped"),
+            Err(error) => tracing::debug!(%error, "reaping failed; retried"),
+        }
+    }
+}
+
+/// Wakes this process's granted waiters: `BLPOP n:<process>` on its own connection, and after
+/// each second without a notification, one `poll.lua` call for every local waiter.
+async fn notifier(engine: Weak<Engine>, mut conn: ConnectionManager) {
+    let list = match engine.upgrade() {
+        Some(engine) => format!("{}n:{}", engine.prefix, engine.process),
+        None => return,
+    };
+    loop {
+        let popped: Result<Option<(String, String)>, _> = redis::cmd("BLPOP")
+            .arg(&list)
+            .arg(NOTIFY_TIMEOUT_SECS)
+            .query_async(&mut conn)
+            .await;
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        match popped {
+            Ok(Some((_, id))) => engine.wake(&id, None),
+            Ok(None) => {
+                let ids: Vec<String> = engine.local.lock().waiters.keys().cloned().collect();
+                if ids.is_empty() {
+                    continue;
+                }
+                if let Ok(statuses) = engine.poll(&ids).await {
+                    for (id, status) in ids.iter().zip(statuses) {
+                        if status != Status::Waiting {
+                            engine.wake(id, Some(status));
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, "notifier: Redis unreachable; retrying");
+                drop(engine);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Releases ids in batches (one `release.lua` call each), retrying while Redis is unreachable
+/// until the lease of an id would have expired anyway (then its lease ends it).
+async fn releaser(
+    mut conn: ConnectionManager,
+    prefix: String,
+    lease: Duration,
+    mut rx: mpsc::UnboundedReceiver<Release>,
+) {
+    let mut pending: Vec<(String, Instant)> = Vec::new();
+    let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut batch = Vec::new();
+    loop {
+        if pending.is_empty() && flushes.is_empty() {
+            if rx.recv_many(&mut batch, 512).await == 0 {
+                return;
+            }
+        } else {
+            // Collect whatever else is queued, without waiting.
+            while let Ok(message) = rx.try_recv() {
+                batch.push(message);
+            }
+        }
+        let now = Instant::now();
+        for message in batch.drain(..) {
+            match message {
+                Release::Id(id) => pending.push((id, now + lease)),
+                Release::Flush(done) => flushes.push(done),
+            }
+        }
+        pending.retain(|(_, deadline)| *deadline > now);
+        if !pending.is_empty() {
+            let mut invocation = scripts::RELEASE.key(&prefix);
+            for (id, _) in &pending {
+                invocation.arg(id);
+            }
+            let released: Result<i64, _> = invocation.invoke_async(&mut conn).await;
+            match released {
+                Ok(_) => pending.clear(),
+                Err(error) => {
+                    tracing::debug!(%error, ids = pending.len(), "release failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
+        }
+        // Everything queued before these flushes is released.
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}

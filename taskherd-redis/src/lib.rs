@@ -1,0 +1,56 @@
+//! taskherd's per-group concurrency limits shared by a fleet of processes, on Redis, with
+//! leases.
+//!
+//! A [`RedisPool`] speaks the vocabulary of [`taskherd::TaskPool`] (`try_spawn`, `spawn`,
+//! `try_acquire`, `acquire`, `set_limit`, `stats`…) but keeps its counts, limits and queues in
+//! Redis (or anything speaking its protocol, such as Valkey), so that every process that opens
+//! a pool of the same name shares them: "at most 2 jobs against db-7, 20 per tenant, 500 in
+//! all", for ten workers on five machines.
+//!
+//! - [`RedisPool`]: the pool, and [`RedisPoolBuilder`] to connect it.
+//! - [`RedisPermit`]: an admission held by the caller, which tells when its lease is lost.
+//! - [`RedisKey`]: how a group key becomes a Redis key segment.
+//! - [`UnavailableError`]: Redis unreachable, for calls that are not admissions (admissions
+//!   use `taskherd`'s error types, whose `is_unavailable()` says so).
+//!
+//! Every decision is one server-side Lua script call (one round trip): an admission checks the
+//! total and every named group and takes a slot in all or none; waiting is FIFO per group with
+//! one ticket order for the pool, cancel safe and deadlock free, as in-process. Admissions and
+//! waiters are leased on the Redis server's clock and renewed in one call per interval for the
+//! whole process; a crashed process's slots come back within the lease.
+//!
+//! # When not to use it
+//!
+//! - One process: use [`taskherd::TaskPool`], which admits in nanoseconds, not a round trip.
+//! - Rate limits (requests per second): this limits concurrency.
+//!
+//! # Redis restarts and failover
+//!
+//! Redis is the only place admission is decided: while it is unreachable, nothing is admitted
+//! (the error says *unavailable*, never *full*) and the pool reconnects by itself. A restart
+//! without persistence (or a failover to a replica that had not received the latest writes)
+//! forgets the leases: every process finds out at its next renewal, its spawned tasks are
+//! aborted (by default) and its permits report [`lost`](RedisPermit::lost); until then, work
+//! admitted before the restart runs uncounted, so the limits may be exceeded for up to a third
+//! of a lease.
+//!
+//! # Features
+//!
+//! None. Depends on `redis` with tokio, the connection manager and scripts.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+mod builder;
+mod engine;
+mod error;
+mod key;
+mod permit;
+mod pool;
+mod scripts;
+
+pub use builder::RedisPoolBuilder;
+pub use error::UnavailableError;
+pub use key::{RedisKey, encode_segment};
+pub use permit::RedisPermit;
+pub use pool::RedisPool;

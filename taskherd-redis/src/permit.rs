@@ -1,0 +1,77 @@
+//! A permit: an admission held by the caller, leased in Redis.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::engine::Engine;
+
+/// An admission held by the caller (for work that is not a spawned task), from
+/// [`RedisPool::try_acquire`](crate::RedisPool::try_acquire) or
+/// [`RedisPool::acquire`](crate::RedisPool::acquire).
+///
+/// Counted in the total and in every group it names, in every process of the fleet, until it
+/// is dropped. Its lease is renewed by the pool's background task; if Redis loses it (a
+/// restart without persistence, a failover, a process paused longer than the lease), the
+/// next renewal finds out: [`lost`](Self::lost) resolves and [`is_lost`](Self::is_lost) turns
+/// `true`. The work it guards is then no longer counted anywhere.
+///
+/// Dropping it releases the admission in the background (one batched `release.lua` call,
+/// retried while Redis is unreachable); the drop never blocks.
+#[must_use = "the admission is released when the permit is dropped"]
+#[clippy::has_significant_drop]
+pub struct RedisPermit<K> {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) id: String,
+    pub(crate) groups: Vec<K>,
+    pub(crate) lost: watch::Receiver<bool>,
+}
+
+impl<K> RedisPermit<K> {
+    /// The groups this permit counts in (the total is implicit), in the caller's order,
+    /// without repeats.
+    pub fn groups(&self) -> impl ExactSizeIterator<Item = &K> {
+        self.groups.iter()
+    }
+
+    /// Whether a renewal found this permit's lease gone.
+    #[must_use]
+    pub fn is_lost(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    /// Resolves once a renewal finds this permit's lease gone (never, while it is held).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only watches.
+    pub async fn lost(&self) {
+        let mut lost = self.lost.clone();
+        if lost.wait_for(|lost| *lost).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// The holder id of this admission in Redis (for logs and tests).
+    #[must_use]
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl<K> Drop for RedisPermit<K> {
+    fn drop(&mut self) {
+        self.engine.release_later(std::mem::take(&mut self.id));
+    }
+}
+
+impl<K: fmt::Debug> fmt::Debug for RedisPermit<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisPermit")
+            .field("id", &self.id)
+            .field("groups", &self.groups)
+            .field("lost", &self.is_lost())
+            .finish()
+    }
+}

@@ -1,0 +1,639 @@
+//! The pool: `TaskPool`'s vocabulary over the Redis scripts.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use taskherd::backend::{self, TaskId, Tasks};
+use taskherd::{
+    AcquireError, Group, GroupStats, LimitChanges, SpawnError, TryAcquireError, TrySpawnError,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::builder::RedisPoolBuilder;
+use crate::engine::{Admitted, Engine, Status, Unavailable};
+use crate::{RedisKey, RedisPermit, UnavailableError};
+
+/// A pool of tasks and permits whose limits are shared by every process that opens a pool of
+/// the same name on the same Redis.
+///
+/// The same semantics as [`TaskPool`](taskherd::TaskPool), across processes and machines:
+/// an admission checks the total and every group it names and takes a slot in all or none, in
+/// one server-side script; waiting is FIFO per group with one ticket order for the whole pool,
+/// cancel safe and deadlock free. The differences come from the network:
+///
+/// - Calls that need Redis are `async` (one round trip each): `try_spawn(..).await`,
+///   `try_acquire(..).await`, `set_limit(..).await`, `stats(..).await`.
+/// - Redis unreachable is its own error (`is_unavailable()` on `taskherd`'s error types, or
+///   [`UnavailableError`]), never "full"; the work is handed back and nothing is admitted
+///   without Redis. The pool reconnects by itself.
+/// - Every admission is *leased*: its expiry is computed from the Redis server's clock, and
+///   renewed for all of the process's admissions in one call every `lease / 3`. A process that
+///   dies gives its slots back within the lease; one that loses its lease (a Redis restart
+///   without persistence, a failover, a long pause) finds out at the next renewal: its spawned
+///   task is aborted (by default) and its permit's [`lost`](RedisPermit::lost) resolves.
+///
+/// Cheap to clone (an `Arc`); background tasks end when the last clone, permit and task of it
+/// are gone. Needs a tokio runtime with the `time` driver.
+///
+/// # Redis Cluster
+///
+/// Every key of a pool is `taskherd:{<pool name>}:<suffix>`: one hash tag per pool, so each
+/// script is legal on a cluster and one pool lives on one shard. Spread load over several
+/// pools (different names) when one shard is not enough.
+pub struct RedisPool<K> {
+    shared: Arc<Shared<K>>,
+}
+
+struct Shared<K> {
+    engine: Arc<Engine>,
+    tasks: Tasks<K>,
+    closed: AtomicBool,
+}
+
+impl<K> Clone for RedisPool<K> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<K> fmt::Debug for RedisPool<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisPool")
+            .field("engine", &self.shared.engine)
+            .field("closed", &self.shared.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// An id being admitted: released in the background if dropped before it was settled (the
+/// call may have run in Redis even if its reply never came, or its future was dropped).
+struct Pending {
+    engine: Arc<Engine>,
+    id: Option<String>,
+}
+
+impl Pending {
+    fn new(engine: &Arc<Engine>) -> Self {
+        Self {
+            engine: Arc::clone(engine),
+            id: Some(engine.new_id()),
+        }
+    }
+
+    fn id(&self) -> &str {
+        self.id.as_deref().unwrap_or_default()
+    }
+
+    /// Settles the id: nothing to release (refused), or held by a guard from now on.
+    fn settle(mut self) -> String {
+        self.id.take().unwrap_or_default()
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.engine.release_later(id);
+        }
+    }
+}
+
+/// A spawned task's admission: dropped with the task, however it ends.
+struct TaskGuard<K: Eq + Hash> {
+    shared: Arc<Shared<K>>,
+    id: String,
+    task: TaskId,
+}
+
+impl<K: Eq + Hash> Drop for TaskGuard<K> {
+    fn drop(&mut self) {
+        self.shared.tasks.remove(self.task);
+        self.shared
+            .engine
+            .release_later(std::mem::take(&mut self.id));
+    }
+}
+
+/// Why an admission was not made.
+enum Refused {
+    Full(usize),
+    Closed,
+    Unavailable(UnavailableError),
+}
+
+impl From<Unavailable> for Refused {
+    fn from(error: Unavailable) -> Self {
+        Self::Unavailable(error.into())
+    }
+}
+
+/// The caller's groups without repeats (first occurrence wins), and their segments.
+fn dedup<K: RedisKey>(groups: impl IntoIterator<Item = K>) -> (Vec<K>, Vec<String>) {
+    let mut seen = HashSet::new();
+    let mut keys = Vec::new();
+    let mut segments = Vec::new();
+    for key in groups {
+        let segment = key.segment().into_owned();
+        if seen.insert(segment.clone()) {
+            segments.push(segment);
+            keys.push(key);
+        }
+    }
+    (keys, segments)
+}
+
+/// The group a refusal names: 0 is the total, `i` the `i`-th key.
+fn full_group<K>(mut keys: Vec<K>, at: usize) -> Group<K> {
+    if at == 0 || at > keys.len() {
+        Group::Total
+    } else {
+        Group::Key(keys.swap_remove(at - 1))
+    }
+}
+
+impl<K> RedisPool<K> {
+    /// Starts building a pool named `pool` on the Redis at `url` (`redis://`, `rediss://` for
+    /// TLS if the `redis` crate is built with it, `redis://user:password@host:port/db`).
+    /// Credentials never appear in logs, errors or `Debug` output.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use taskherd_redis::RedisPool;
+    ///
+    /// # async fn run() -> Result<(), taskherd_redis::UnavailableError> {
+    /// let pool: RedisPool<&str> = RedisPool::builder("redis://127.0.0.1/", "crawler")
+    ///     .lease(Duration::from_secs(20))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(url: &str, pool: &str) -> RedisPoolBuilder<K> {
+        RedisPoolBuilder::new(url, pool)
+    }
+
+    pub(crate) fn from_engine(engine: Arc<Engine>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                engine,
+                tasks: Tasks::default(),
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Leases of this process found lost by a renewal so far (tasks and permits).
+    #[must_use]
+    pub fn lost_leases(&self) -> u64 {
+        self.shared.engine.lost_count()
+    }
+
+    /// Waits until every release this process queued so far (tasks ended, permits dropped,
+    /// waits cancelled) has reached Redis. Releases are sent in the background, so that no
+    /// task's exit waits for a round trip; call this before a process exits, so that the fleet
+    /// gets the slots back at once rather than when their leases expire.
+    ///
+    /// While Redis is unreachable, it waits until it is back or the leases have expired.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the releases go on in the background.
+    pub async fn flush(&self) {
+        self.shared.engine.flush().await;
+    }
+
+    /// Stops this process's renewals, as if it were paused: its leases expire. For tests.
+    #[doc(hidden)]
+    pub fn stop_renewal(&self) {
+        self.shared.engine.stop_renewal();
+    }
+
+    /// Refuses new admissions from this handle's pool in this process (other processes are
+    /// not affected) and fails its waiting `spawn`s and `acquire`s, which leave their queues.
+    /// Running tasks and permits keep their slots. Returns `false` if it was already closed.
+    pub fn close(&self) -> bool {
+        // SeqCst: a waiter that checks the flag after its wake-up must see it.
+        let was = self.shared.closed.swap(true, Ordering::SeqCst);
+        if !was {
+            self.shared.engine.wake_all();
+        }
+        !was
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::SeqCst)
+    }
+}
+
+impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
+    /// One try-mode or wait-mode admission of `segments`, with a fresh id.
+    async fn admit(&self, segments: &[String], wait: bool) -> Result<Held, Refused> {
+        if self.is_closed() {
+            return Err(Refused::Closed);
+        }
+        let engine = &self.shared.engine;
+        if !wait {
+            let pending = Pending::new(engine);
+            return match engine.admit(pending.id(), false, segments).await? {
+                Admitted::Now => {
+                    let id = pending.settle();
+                    let lost = engine.hold(&id);
+                    Ok(Held { id, lost })
+                }
+                Admitted::Full(at) => {
+                    pending.settle();
+                    Err(Refused::Full(at))
+                }
+                Admitted::Waiting => Err(Refused::Unavailable(UnavailableError::new(
+                    redis::RedisError::from((
+                        redis::ErrorKind::Parse,
+                        "admit.lua queued a try-mode call",
+                    )),
+                ))),
+            };
+        }
+        loop {
+            let pending = Pending::new(engine);
+            let wake = engine.register_waiter(pending.id());
+            match engine.admit(pending.id(), true, segments).await? {
+                Admitted::Now => {
+                    let id = pending.settle();
+                    let lost = engine.waiter_to_holder(&id);
+                    return Ok(Held { id, lost });
+                }
+                Admitted::Full(_) | Admitted::Waiting => {}
+            }
+            loop {
+                wake.notified().await;
+                if self.is_closed() {
+                    return Err(Refused::Closed);
+                }
+                let status = match engine.take_status(pending.id()) {
+                    Some(status) => status,
+                    None => {
+                        let polled = engine.poll(&[pending.id().to_owned()]).await?;
+                        polled.first().copied().unwrap_or(Status::Gone)
+                    }
+                };
+                match status {
+                    Status::Waiting => {}
+                    Status::Granted => {
+                        let id = pending.settle();
+                        let lost = engine.waiter_to_holder(&id);
+                        return Ok(Held { id, lost });
+                    }
+                    Status::Gone => {
+                        // Its lease expired (Redis restarted, or this process was paused):
+                        // queue again, behind everyone.
+                        engine.forget_waiter(pending.id());
+                        pending.settle();
+                        tracing::warn!("a waiter's lease was lost; it queues again");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn permit(&self, held: Held, groups: Vec<K>) -> RedisPermit<K> {
+        RedisPermit {
+            engine: Arc::clone(&self.shared.engine),
+            id: held.id,
+            groups,
+            lost: held.lost,
+        }
+    }
+
+    fn spawn_held<F>(&self, held: Held, groups: Vec<K>, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let task = self.shared.tasks.insert(groups);
+        let guard = TaskGuard {
+            shared: Arc::clone(&self.shared),
+            id: held.id.clone(),
+            task,
+        };
+        let handle = backend::spawn_guarded(guard, future);
+        self.shared.tasks.attach(task, handle.abort_handle());
+        self.shared.engine.attach(&held.id, handle.abort_handle());
+        drop(held.lost);
+        handle
+    }
+
+    /// Spawns `future` now if the total and every group in `groups` have room in the whole
+    /// fleet, all or nothing, in one round trip; otherwise hands it back.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySpawnError`]: the first full group (the total first, then `groups` in order),
+    /// closed, or unavailable (Redis unreachable; nothing was admitted). The future is in it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the returned future before it resolves drops `future` and gives back any
+    /// slot its call took (in the background).
+    pub async fn try_spawn<I, F>(
+        &self,
+        groups: I,
+        future: F,
+    ) -> Result<JoinHandle<F::Output>, TrySpawnError<K, F>>
+    where
+        I: IntoIterator<Item = K>,
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (keys, segments) = dedup(groups);
+        match self.admit(&segments, false).await {
+            Ok(held) => Ok(self.spawn_held(held, keys, future)),
+            Err(refused) => Err(try_spawn_error(refused, keys, future)),
+        }
+    }
+
+    /// Like [`try_spawn`](Self::try_spawn), but builds the future only once admitted: a
+    /// refusal hands `make` back, uncalled.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_spawn`](Self::try_spawn), with `make` in the error.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`try_spawn`](Self::try_spawn).
+    pub async fn try_spawn_with<I, M, F>(
+        &self,
+        groups: I,
+        make: M,
+    ) -> Result<JoinHandle<F::Output>, TrySpawnError<K, M>>
+    where
+        I: IntoIterator<Item = K>,
+        M: FnOnce() -> F,
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (keys, segments) = dedup(groups);
+        match self.admit(&segments, false).await {
+            Ok(held) => Ok(self.spawn_held(held, keys, make())),
+            Err(refused) => Err(try_spawn_error(refused, keys, make)),
+        }
+    }
+
+    /// Waits until the total and every group in `groups` have room for `future` in the whole
+    /// fleet, then spawns it. FIFO per group across every process; a `try_*` call never takes
+    /// a slot a waiter is owed.
+    ///
+    /// # Errors
+    ///
+    /// [`SpawnError`] if this pool is closed while it waits, or Redis is unreachable; the
+    /// future is in it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the returned future leaves every queue at once and hands any
+    /// slot it was promised to the next waiter.
+    pub async fn spawn<I, F>(
+        &self,
+        groups: I,
+        future: F,
+    ) -> Result<JoinHandle<F::Output>, SpawnError<F>>
+    where
+        I: IntoIterator<Item = K>,
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (keys, segments) = dedup(groups);
+        match self.admit(&segments, true).await {
+            Ok(held) => Ok(self.spawn_held(held, keys, future)),
+            Err(Refused::Closed | Refused::Full(_)) => Err(backend::spawn_closed(future)),
+            Err(Refused::Unavailable(error)) => Err(backend::spawn_unavailable(error, future)),
+        }
+    }
+
+    /// A permit now if the total and every group in `groups` have room in the whole fleet,
+    /// all or nothing, in one round trip.
+    ///
+    /// # Errors
+    ///
+    /// [`TryAcquireError`]: the first full group, closed, or unavailable.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the returned future gives back any slot its call took (in the background).
+    pub async fn try_acquire<I>(&self, groups: I) -> Result<RedisPermit<K>, TryAcquireError<K>>
+    where
+        I: IntoIterator<Item = K>,
+    {
+        let (keys, segments) = dedup(groups);
+        match self.admit(&segments, false).await {
+            Ok(held) => Ok(self.permit(held, keys)),
+            Err(Refused::Full(at)) => Err(backend::try_acquire_full(full_group(keys, at))),
+            Err(Refused::Closed) => Err(backend::try_acquire_closed()),
+            Err(Refused::Unavailable(error)) => Err(backend::try_acquire_unavailable(error)),
+        }
+    }
+
+    /// Waits for a permit in `groups` (FIFO per group across the fleet).
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError`] if this pool is closed while it waits, or Redis is unreachable.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the returned future leaves every queue at once.
+    pub async fn acquire<I>(&self, groups: I) -> Result<RedisPermit<K>, AcquireError>
+    where
+        I: IntoIterator<Item = K>,
+    {
+        let (keys, segments) = dedup(groups);
+        match self.admit(&segments, true).await {
+            Ok(held) => Ok(self.permit(held, keys)),
+            Err(Refused::Closed | Refused::Full(_)) => Err(backend::acquire_closed()),
+            Err(Refused::Unavailable(error)) => Err(backend::acquire_unavailable(error)),
+        }
+    }
+
+    /// Applies several limit changes as one, for the whole fleet: every value, then the
+    /// take-back of promised slots above lowered limits, then one hand-out of the room made,
+    /// in one script call. Returns how many waiters it granted.
+    ///
+    /// # Errors
+    ///
+    /// [`UnavailableError`]; then nothing changed, or everything did (the script is atomic).
+    pub async fn set_limits(&self, changes: LimitChanges<K>) -> Result<usize, UnavailableError> {
+        let (max_tasks, default_limit, groups) = changes.into_parts();
+        // The last change of a segment wins; each is sent once, in first-seen order.
+        let mut order: Vec<(String, Option<usize>)> = Vec::new();
+        let mut index = std::collections::HashMap::new();
+        for (key, limit) in groups {
+            let segment = key.segment().into_owned();
+            match index.get(&segment) {
+                Some(&i) => order[i] = (segment, limit),
+                None => {
+                    index.insert(segment.clone(), order.len());
+                    order.push((segment, limit));
+                }
+            }
+        }
+        Ok(self
+            .shared
+            .engine
+            .set_limits(max_tasks, default_limit, &order)
+            .await?)
+    }
+
+    /// Sets (or with `None` removes) the explicit limit of group `key` for the whole fleet.
+    ///
+    /// # Errors
+    ///
+    /// [`UnavailableError`].
+    pub async fn set_limit(
+        &self,
+        key: K,
+        limit: impl Into<Option<usize>>,
+    ) -> Result<(), UnavailableError> {
+        self.set_limits(LimitChanges::<K>::new().limit(key, limit))
+            .await
+            .map(drop)
+    }
+
+    /// Removes the explicit limit of group `key` (the default limit applies again).
+    ///
+    /// # Errors
+    ///
+    /// [`UnavailableError`].
+    pub async fn clear_limit(&self, key: &K) -> Result<(), UnavailableError> {
+        let segment = key.segment().into_owned();
+        self.shared
+            .engine
+            .set_limits(None, None, &[(segment, None)])
+            .await?;
+        Ok(())
+    }
+
+    /// Sets (or removes) the limit of every named group without an explicit one.
+    ///
+    /// # Errors
+    ///
+    /// [`UnavailableError`].
+    pub async fn set_default_limit(
+        &self,
+        limit: impl Into<Option<usize>>,
+    ) -> Result<(), UnavailableError> {
+        self.set_limits(LimitChanges::<K>::new().default_limit(limit))
+            .await
+            .map(drop)
+    }
+
+    /// Sets (or removes) the total's limit.
+    ///
+    /// # Errors
+    ///
+    /// [`UnavailableError`].
+    pub async fn set_max_tasks(
+        &self,
+        max_tasks: impl Into<Option<usize>>,
+    ) -> Result<(), UnavailableError> {
+        self.set_limits(LimitChanges::<K>::new().max_tasks(max_tasks))
+            .await
+            .map(drop)
+    }
+
+    /// The explicit limit of group `key` (not the default limit: see
+    /// [`stats`](Self::stats) for the limit in force).
+    ///
+    /// # Errors
+    ///
+    /// [`UnavailableError`].
+    pub async fn limit(&self, key: &K) -> Result<Option<usize>, UnavailableError> {
+        let field = format!("g:{}", key.segment());
+        Ok(self.shared.engine.limit_field(&field).await?)
+    }
+
+    /// The total's limit.
+    ///
+    /// # Errors
+    ///
+    /// [`UnavailableError`].
+    pub async fn max_tasks(&self) -> Result<Option<usize>, UnavailableError> {
+        Ok(self.shared.engine.limit_field("t").await?)
+    }
+
+    /// The default limit.
+    ///
+    /// # Errors
+    ///
+    /// [`UnavailableError`].
+    pub async fn default_limit(&self) -> Result<Option<usize>, UnavailableError> {
+        Ok(self.shared.engine.limit_field("d").await?)
+    }
+
+    /// Admissions counted in group `key` across the fleet.
+    ///
+    /// # Errors
+    ///
+    /// [`UnavailableError`].
+    pub async fn task_count(&self, key: &K) -> Result<usize, UnavailableError> {
+        Ok(self.stats(key).await?.running)
+    }
+
+    /// Statistics of group `key` across the fleet, in one consistent snapshot.
+    ///
+    /// # Errors
+    ///
+    /// [`UnavailableError`].
+    pub async fn stats(&self, key: &K) -> Result<GroupStats, UnavailableError> {
+        let rows = self
+            .shared
+            .engine
+            .stats(&[key.segment().into_owned()])
+            .await?;
+        Ok(rows.get(1).copied().unwrap_or_default())
+    }
+
+    /// Statistics of the total across the fleet.
+    ///
+    /// # Errors
+    ///
+    /// [`UnavailableError`].
+    pub async fn total_stats(&self) -> Result<GroupStats, UnavailableError> {
+        let rows = self.shared.engine.stats(&[]).await?;
+        Ok(rows.first().copied().unwrap_or_default())
+    }
+
+    /// Aborts the tasks this process spawned in group `key`; returns how many.
+    pub fn abort_group(&self, key: &K) -> usize {
+        self.shared.tasks.abort_group(key)
+    }
+
+    /// Aborts every task this process spawned from this pool; returns how many.
+    pub fn abort_all(&self) -> usize {
+        self.shared.tasks.abort_all()
+    }
+}
+
+/// The error of a refused `try_spawn`, with `inner` handed back.
+fn try_spawn_error<K, T>(refused: Refused, keys: Vec<K>, inner: T) -> TrySpawnError<K, T> {
+    match refused {
+        Refused::Full(at) => backend::try_spawn_full(full_group(keys, at), inner),
+        Refused::Closed => backend::try_spawn_closed(inner),
+        Refused::Unavailable(error) => backend::try_spawn_unavailable(error, inner),
+    }
+}
+
+/// An admission made: its id and its lost signal.
+struct Held {
+    id: String,
+    lost: watch::Receiver<bool>,
+}

@@ -1,0 +1,109 @@
+//! Admission across groups, against a real redis-server.
+
+mod support;
+
+use std::time::Duration;
+
+use taskherd::Group;
+use taskherd_redis::RedisPool;
+
+use support::{Server, pool};
+
+/// Issue #12, semantics 1: a refusal names the first full group (the total first, then the
+/// caller's order) and takes no slot anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_names_the_first_full_group_and_takes_no_slot() {
+    let server = Server::start();
+    let pool = pool(&server, "atomic", Duration::from_secs(5)).await;
+    pool.set_limits(
+        taskherd::LimitChanges::new()
+            .max_tasks(3)
+            .limit("a", 1)
+            .limit("b", 1),
+    )
+    .await
+    .unwrap();
+
+    let a = pool.try_acquire(["a"]).await.unwrap();
+    // "c" has room, "a" does not: refused by "a", and "c" takes nothing.
+    let err = pool.try_acquire(["c", "a", "b"]).await.unwrap_err();
+    assert_eq!(err.full_group(), Some(&Group::Key("a")));
+    assert_eq!(pool.task_count(&"c").await.unwrap(), 0);
+    assert_eq!(pool.task_count(&"b").await.unwrap(), 0);
+    assert_eq!(pool.total_stats().await.unwrap().running, 1);
+
+    // A key named twice counts once.
+    let b = pool.try_acquire(["b", "b"]).await.unwrap();
+    assert_eq!(pool.stats(&"b").await.unwrap().running, 1);
+    let c = pool.try_acquire(["c"]).await.unwrap();
+    // The total is full: it is named before any group, even a full one.
+    let err = pool.try_acquire(["a"]).await.unwrap_err();
+    assert_eq!(err.full_group(), Some(&Group::Total));
+    let total = pool.total_stats().await.unwrap();
+    assert_eq!(
+        (total.running, total.rejected, total.limit),
+        (3, 2, Some(3))
+    );
+    let a_stats = pool.stats(&"a").await.unwrap();
+    assert_eq!(
+        (a_stats.running, a_stats.rejected, a_stats.admitted),
+        (1, 1, 1)
+    );
+
+    // A spawned task is refused with its future handed back.
+    let err = pool.try_spawn(["d"], async { 7 }).await.unwrap_err();
+    assert!(err.is_full());
+    assert_eq!(err.into_inner().await, 7);
+
+    drop((a, b, c));
+    // Releases go out in the background; `flush` waits for them.
+    pool.flush().await;
+    assert_eq!(pool.total_stats().await.unwrap().running, 0);
+    let task = pool.try_spawn(["a", "b"], async { 5 }).await.unwrap();
+    assert_eq!(task.await.unwrap(), 5);
+    pool.flush().await;
+    // Nothing is left of the holders, and idle groups keep no counts or statistics.
+    for key in ["h", "hg", "run", "res", "wl", "qt", "qg"] {
+        let reply = server
+            .cmd(&["EXISTS", &format!("taskherd:{{atomic}}:{key}")])
+            .unwrap();
+        assert_eq!(reply, ":0\r\n", "key {key} left behind");
+    }
+    let fields = server.cmd(&["HKEYS", "taskherd:{atomic}:st"]).unwrap();
+    assert!(
+        !fields.contains("g:d"),
+        "an idle group kept its statistics: {fields:?}"
+    );
+}
+
+/// Two pools with different names share nothing; two handles on one name share everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_of_one_name_share_their_limits_and_others_do_not() {
+    let server = Server::start();
+    let one = pool(&server, "shared", Duration::from_secs(5)).await;
+    let two = pool(&server, "shared", Duration::from_secs(5)).await;
+    let other = pool(&server, "other", Duration::from_secs(5)).await;
+    one.set_limit("db", 1).await.unwrap();
+    assert_eq!(two.limit(&"db").await.unwrap(), Some(1));
+    assert_eq!(other.limit(&"db").await.unwrap(), None);
+    let _held = one.try_acquire(["db"]).await.unwrap();
+    assert!(two.try_acquire(["db"]).await.unwrap_err().is_full());
+    let _free = other.try_acquire(["db"]).await.unwrap();
+}
+
+/// Credentials never appear in `Debug`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_output_redacts_credentials() {
+    let server = Server::start();
+    let builder = RedisPool::<&str>::builder(
+        &format!("redis://user:s3cret@127.0.0.1:{}/", server.port),
+        "p",
+    );
+    let shown = format!("{builder:?}");
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("user"),
+        "{shown}"
+    );
+    let pool = pool(&server, "p", Duration::from_secs(5)).await;
+    assert!(!format!("{pool:?}").contains("s3cret"));
+}

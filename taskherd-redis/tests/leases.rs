@@ -1,0 +1,125 @@
+//! Leases on the server's clock: expiry, renewal, loss, and Redis going away.
+
+mod support;
+
+use std::time::Duration;
+
+use taskherd_redis::RedisPool;
+
+use support::{Server, pool};
+
+/// Issue #12, semantics 2 and 5: a holder whose process stops renewing loses its slot after
+/// the lease, and a waiter of another process gets it (the reaper runs every 500 ms), while
+/// a renewed holder keeps its slot for many leases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unrenewed_lease_expires_and_its_slot_reaches_a_waiter_elsewhere() {
+    let server = Server::start();
+    let lease = Duration::from_millis(600);
+    let dead = pool(&server, "leases", lease).await;
+    let live = pool(&server, "leases", lease).await;
+    live.set_limits(
+        taskherd::LimitChanges::new()
+            .limit("db", 1)
+            .limit("renewed", 1),
+    )
+    .await
+    .unwrap();
+
+    let renewed = live.try_acquire(["renewed"]).await.unwrap();
+    let stuck = dead.try_acquire(["db"]).await.unwrap();
+    dead.stop_renewal();
+    // The waiter is in the live process: it is renewed, and it gets the slot once the dead
+    // holder's lease has expired and been reaped.
+    let granted = tokio::time::timeout(Duration::from_secs(10), live.acquire(["db"]))
+        .await
+        .expect("the expired slot never reached the waiter")
+        .unwrap();
+    assert_eq!(live.stats(&"db").await.unwrap().running, 1);
+
+    // Four leases later, the renewed holder still holds its slot.
+    tokio::time::sleep(lease * 4).await;
+    assert!(!renewed.is_lost());
+    assert!(live.try_acquire(["renewed"]).await.unwrap_err().is_full());
+    assert_eq!(live.lost_leases(), 0);
+    drop((granted, stuck));
+}
+
+/// Issue #12, semantics 4: Redis forgets the leases (FLUSHALL, as a restart without
+/// persistence would): the permit's `lost()` resolves, the spawned task is aborted, and the
+/// pool counts both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_is_reported_and_its_task_aborted() {
+    let server = Server::start();
+    let pool = pool(&server, "leases", Duration::from_millis(600)).await;
+    let permit = pool.try_acquire(["a"]).await.unwrap();
+    let task = pool
+        .try_spawn(["b"], std::future::pending::<()>())
+        .await
+        .unwrap();
+    server.cmd(&["FLUSHALL"]).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), permit.lost())
+        .await
+        .expect("the lost lease was never noticed");
+    assert!(permit.is_lost());
+    let aborted = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the task kept running");
+    assert!(aborted.unwrap_err().is_cancelled());
+    assert_eq!(pool.lost_leases(), 2);
+}
+
+/// With `abort_on_lost(false)`, a task whose lease is lost keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_can_be_kept_running_when_its_lease_is_lost() {
+    let server = Server::start();
+    let pool: RedisPool<&str> = RedisPool::builder(&server.url(), "keep")
+        .lease(Duration::from_millis(300))
+        .abort_on_lost(false)
+        .build()
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = pool
+        .try_spawn(["a"], async move { rx.await.is_ok() })
+        .await
+        .unwrap();
+    server.cmd(&["FLUSHALL"]).unwrap();
+    while pool.lost_leases() == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tx.send(()).unwrap();
+    assert!(task.await.unwrap(), "the task ran to its end");
+}
+
+/// Issue #12, semantics 6: with Redis down, admissions fail as unavailable (not full) with the
+/// work handed back; once a server is back on the same port, the same pool admits again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_is_unavailable_and_the_pool_recovers_by_itself() {
+    let mut server = Server::start();
+    let port = server.port;
+    let pool = pool(&server, "leases", Duration::from_secs(3)).await;
+    pool.try_acquire(["a"]).await.map(drop).unwrap();
+    server.stop();
+
+    let err = pool.try_acquire(["a"]).await.unwrap_err();
+    assert!(err.is_unavailable() && !err.is_full(), "{err:?}");
+    let err = pool.try_spawn(["a"], async { 3 }).await.unwrap_err();
+    assert!(err.is_unavailable() && !err.is_full());
+    assert_eq!(err.into_inner().await, 3, "the work is handed back");
+    assert!(pool.stats(&"a").await.is_err());
+
+    let _server = Server::start_on(port);
+    let mut recovered = None;
+    for _ in 0..100 {
+        match pool.try_acquire(["a"]).await {
+            Ok(permit) => {
+                recovered = Some(permit);
+                break;
+            }
+            Err(err) => assert!(err.is_unavailable(), "{err:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(recovered.is_some(), "the pool never recovered");
+    assert_eq!(pool.stats(&"a").await.unwrap().running, 1);
+}
