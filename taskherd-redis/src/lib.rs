@@ -63,7 +63,8 @@
 //! forgets the leases: every process finds out at its next renewal, its spawned tasks are
 //! aborted (by default) and its permits report [`lost`](RedisPermit::lost); until then, work
 //! admitted before the restart runs uncounted, so the limits may be exceeded for up to a third
-//! of a lease.
+//! of a lease. The limits are stored in Redis as well: such a restart forgets them, and the
+//! pool is unlimited until they are set again. Waiting calls queue again by themselves.
 //!
 //! # Features
 //!
