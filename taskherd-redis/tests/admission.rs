@@ -104,6 +104,10 @@ async fn debug_output_redacts_credentials() {
         !shown.contains("s3cret") && !shown.contains("user"),
         "{shown}"
     );
+    // The server has no such user: the error says so, without the credentials.
+    let err = builder.build().await.unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
     let pool = pool(&server, "p", Duration::from_secs(5)).await;
     assert!(!format!("{pool:?}").contains("s3cret"));
 }
