@@ -85,6 +85,9 @@ struct Holder {
 /// A waiter of this process.
 struct Waiter {
     wake: Arc<Notify>,
+    /// Its `admit.lua` call returned "waiting": only then do renewals and the fallback poll
+    /// ask about it (before, Redis does not know it yet, and would call it gone).
+    queued: bool,
     /// Set by the notifier's poll, so the woken future need not poll again.
     status: Option<Status>,
 }
@@ -303,10 +306,18 @@ impl Engine {
             id.to_owned(),
             Waiter {
                 wake: Arc::clone(&wake),
+                queued: false,
                 status: None,
             },
         );
         wake
+    }
+
+    /// The waiter's `admit.lua` call returned: it is queued in Redis.
+    pub(crate) fn mark_queued(&self, id: &str) {
+        if let Some(waiter) = self.local.lock().waiters.get_mut(id) {
+            waiter.queued = true;
+        }
     }
 
     /// The status the notifier's poll found for a waiter, if any.
@@ -322,11 +333,6 @@ impl Engine {
     pub(crate) fn waiter_to_holder(&self, id: &str) -> watch::Receiver<bool> {
         self.local.lock().waiters.remove(id);
         self.hold(id)
-    }
-
-    /// A waiter is gone (its lease expired): forget it locally.
-    pub(crate) fn forget_waiter(&self, id: &str) {
-        self.local.lock().waiters.remove(id);
     }
 
     /// One `poll.lua` call.
@@ -401,13 +407,13 @@ impl Engine {
         self.renewal_stopped.store(true, Ordering::Relaxed);
     }
 
-    /// The ids to renew: every holder and waiter of this process.
+    /// The ids to renew: every holder and queued waiter of this process.
     fn live_ids(&self) -> Vec<String> {
         let local = self.local.lock();
         local
             .holders
             .keys()
-            .chain(local.waiters.keys())
+            .chain(queued(&local.waiters))
             .cloned()
             .collect()
     }
@@ -463,6 +469,14 @@ impl Engine {
             waiter.wake.notify_one();
         }
     }
+}
+
+/// The ids of the waiters that Redis knows.
+fn queued(waiters: &HashMap<String, Waiter>) -> impl Iterator<Item = &String> {
+    waiters
+        .iter()
+        .filter(|(_, waiter)| waiter.queued)
+        .map(|(id, _)| id)
 }
 
 fn parse_stats(row: &[String]) -> taskherd::GroupStats {
@@ -558,7 +572,7 @@ async fn notifier(engine: Weak<Engine>, mut conn: ConnectionManager) {
         match popped {
             Ok(Some((_, id))) => engine.wake(&id, None),
             Ok(None) => {
-                let ids: Vec<String> = engine.local.lock().waiters.keys().cloned().collect();
+                let ids: Vec<String> = queued(&engine.local.lock().waiters).cloned().collect();
                 if ids.is_empty() {
                     continue;
                 }
