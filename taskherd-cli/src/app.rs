@@ -333,6 +333,16 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
         );
         tokio::spawn(watcher.run(pool.clone(), writer.sender()))
     });
+    let guard = match &pool {
+        Pool::Local(_) => None,
+        Pool::Fleet(fleet) => {
+            let output = writer.sender();
+            let notice = async move |text: String| {
+                let _ = output.send(crate::output::Msg::Notice(text)).await;
+            };
+            Some(tokio::spawn(Arc::clone(fleet).guard(notice)))
+        }
+    };
     let config = runner::Config {
         output: args.output.clone(),
         halt_on_error: args.halt_on_error,
@@ -376,8 +386,8 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
         reaper,
     )
     .await;
-    if let Some(watcher) = watcher {
-        watcher.abort();
+    for task in [watcher, guard].into_iter().flatten() {
+        task.abort();
     }
     writer.finish().await;
     progress.finish();
@@ -442,16 +452,12 @@ async fn join_fleet(
     let fleet = Fleet::connect(url, name, args.lease)
         .await
         .map_err(|message| Fatal::one(format!("--redis: {message}; nothing was run")))?;
-    fleet
-        .pool
-        .set_limits(limits.batch())
-        .await
-        .map_err(|error| {
-            Fatal::one(format!(
-                "--redis: cannot write the limits to pool {name} at {}: {error}; nothing was run",
-                fleet::redacted(url)
-            ))
-        })?;
+    fleet.write(limits).await.map_err(|error| {
+        Fatal::one(format!(
+            "--redis: cannot write the limits to pool {name} at {}: {error}; nothing was run",
+            fleet::redacted(url)
+        ))
+    })?;
     // Loads the admission script on the server now (an admission of no group, dropped at
     // once), so that the first jobs' admission calls are not sent twice, out of file order.
     drop(fleet.pool.try_acquire(std::iter::empty()).await);

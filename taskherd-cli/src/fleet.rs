@@ -18,6 +18,9 @@
 //! - Redis unreachable while a job waits for admission: the job keeps waiting, retrying every
 //!   [`RETRY`], and never runs without an admission (fail closed); the run says so once per
 //!   outage.
+//! - Redis restarted without persistence forgets the limits with the leases: once a renewal
+//!   finds this run's leases lost, the run writes the limits it was given again
+//!   ([`Fleet::guard`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -110,18 +113,27 @@ impl Pool {
         }
     }
 
-    /// Applies `changes` as one batch (for a fleet: one script call, for every run at once).
+    /// Applies `changes` as one batch (for a fleet: one script call, for every run at once);
+    /// `given` is what this run's limits are once they apply.
     ///
     /// # Errors
     ///
     /// Redis is unreachable; nothing was changed.
-    pub async fn set_limits(&self, changes: LimitChanges<Group>) -> Result<(), UnavailableError> {
+    pub async fn set_limits(
+        &self,
+        changes: LimitChanges<Group>,
+        given: &Limits,
+    ) -> Result<(), UnavailableError> {
         match self {
             Pool::Local(pool) => {
                 pool.set_limits(changes);
                 Ok(())
             }
-            Pool::Fleet(fleet) => fleet.pool.set_limits(changes).await.map(drop),
+            Pool::Fleet(fleet) => {
+                fleet.pool.set_limits(changes).await?;
+                fleet.remember(given);
+                Ok(())
+            }
         }
     }
 }
@@ -134,6 +146,8 @@ pub struct Fleet {
     refreshing: AtomicBool,
     /// Redis was found unreachable by an admission, and the run said so.
     down: AtomicBool,
+    /// The limits this run wrote last (its command line overlaid with its limits file).
+    given: std::sync::Mutex<Limits>,
 }
 
 impl Fleet {
@@ -157,7 +171,57 @@ impl Fleet {
             known: std::sync::Mutex::new(Limits::default()),
             refreshing: AtomicBool::new(false),
             down: AtomicBool::new(false),
+            given: std::sync::Mutex::new(Limits::default()),
         })
+    }
+
+    /// Writes `limits`, those this run is given, to the pool as one batch; remembers them to
+    /// write them again should Redis forget them.
+    ///
+    /// # Errors
+    ///
+    /// Redis is unreachable; nothing was changed.
+    pub async fn write(&self, limits: &Limits) -> Result<(), UnavailableError> {
+        self.pool.set_limits(limits.batch()).await?;
+        self.remember(limits);
+        Ok(())
+    }
+
+    fn remember(&self, given: &Limits) {
+        *self
+            .given
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = given.clone();
+    }
+
+    /// Until the run ends: every [`RETRY`], if a renewal found leases of this run lost since
+    /// the last look (Redis restarted without persistence, or failed over, and forgot the
+    /// limits with them), writes the limits this run was given again and says so with
+    /// `notice`. Retried at the next look while Redis is unreachable.
+    pub async fn guard(self: Arc<Self>, notice: impl AsyncFn(String)) {
+        let mut seen = self.pool.lost_leases();
+        let mut ticks = tokio::time::interval(RETRY);
+        loop {
+            ticks.tick().await;
+            let lost = self.pool.lost_leases();
+            if lost == seen {
+                continue;
+            }
+            let given = self
+                .given
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone();
+            if self.write(&given).await.is_ok() {
+                seen = lost;
+                notice(
+                    "Redis lost leases of this run (restarted without its data?): this run's \
+                     limits are written to the pool again"
+                        .to_owned(),
+                )
+                .await;
+            }
+        }
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, Limits> {

@@ -164,7 +164,7 @@ impl Watcher {
                 })
                 .collect();
             // One batch: no job may start under a mix of the old and the new file.
-            if let Err(error) = pool.set_limits(batch(changes)).await {
+            if let Err(error) = pool.set_limits(batch(changes), &new).await {
                 // Applied at the next poll, if Redis is back.
                 self.applied = None;
                 self.pending = Some(fingerprint);

@@ -152,14 +152,19 @@ fn redis_down_at_the_start_runs_nothing() {
 }
 
 /// A running job whose lease Redis lost (here: Redis restarted without persistence) is
-/// terminated: status `killed`, reason `lease-lost`.
+/// terminated: status `killed`, reason `lease-lost`; and the run writes its limits again, which
+/// the restart forgot.
 #[test]
-fn a_job_whose_lease_is_lost_is_terminated() {
+fn a_job_whose_lease_is_lost_is_terminated_and_the_limits_written_again() {
     let mut server = Server::start();
     let port = server.port;
     let url = server.url();
     let scratch = Scratch::new();
-    scratch.write("jobs.txt", "touch started; exec sleep 30\n");
+    // It ignores SIGTERM: the run lasts the grace period after the loss, for the rewrite.
+    scratch.write(
+        "jobs.txt",
+        "db :: touch started; trap '' TERM; sleep 30 & wait\n",
+    );
     let args = [
         "run",
         "--redis",
@@ -167,22 +172,44 @@ fn a_job_whose_lease_is_lost_is_terminated() {
         "--lease",
         "1s",
         "--kill-grace",
-        "1s",
+        "2s",
     ];
     let child = scratch
-        .command(&[&args[..], &["--report", "r.jsonl", "jobs.txt"]].concat())
+        .command(
+            &[
+                &args[..],
+                &["-l", "db=3", "--report", "r.jsonl", "jobs.txt"],
+            ]
+            .concat(),
+        )
         .spawn()
         .unwrap();
     wait_for_files(&scratch, &["started"]);
     server.stop();
-    let _server = Server::start_on(port);
+    let server = Server::start_on(port);
     let finished = finish_within(child, Duration::from_secs(20));
     finished
         .assert_code(1)
-        .assert_stderr_contains("line 1: Redis lost its admission (lease-lost): SIGTERM");
+        .assert_stderr_contains("line 1: Redis lost its admission (lease-lost): SIGTERM")
+        .assert_stderr_contains("line 1 still running 2.00s after SIGTERM: SIGKILL")
+        .assert_stderr_contains("this run's limits are written to the pool again");
     let records = report(&scratch, "r.jsonl");
     assert_eq!(records[0]["status"], "killed", "{records:?}");
+    assert_eq!(records[0]["signal_name"], "SIGKILL", "{records:?}");
     assert_eq!(records[0]["reason"], "lease-lost", "{records:?}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let limit = runtime.block_on(async {
+        let pool = crate::redis_server::pool(&server, "taskherd-run", Duration::from_secs(5)).await;
+        pool.limit(&"db").await.unwrap()
+    });
+    assert_eq!(
+        limit,
+        Some(3),
+        "the restarted Redis has the run's limit again"
+    );
 }
 
 /// `kill -9` of a run: its jobs die with it (the reaper helper), and its slots come back to
