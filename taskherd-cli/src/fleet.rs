@@ -144,7 +144,7 @@ pub struct Fleet {
     known: std::sync::Mutex<Limits>,
     /// A refresh for progress is under way.
     refreshing: AtomicBool,
-    /// Redis was found unreachable by an admission, and the run said so.
+    /// Redis was found unreachable, and the run said so.
     down: AtomicBool,
     /// The limits this run wrote last (its command line overlaid with its limits file).
     given: std::sync::Mutex<Limits>,
@@ -194,34 +194,68 @@ impl Fleet {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = given.clone();
     }
 
-    /// Until the run ends: every [`RETRY`], if a renewal found leases of this run lost since
-    /// the last look (Redis restarted without persistence, or failed over, and forgot the
-    /// limits with them), writes the limits this run was given again and says so with
-    /// `notice`. Retried at the next look while Redis is unreachable.
+    /// Until the run ends, every [`RETRY`]: says when Redis becomes unreachable and when it is
+    /// back (a job waiting for admission meanwhile just waits); and if Redis forgot the limits
+    /// (a renewal found leases of this run lost, or none of the limits this run gave is in the
+    /// pool any more: Redis restarted without its data, or failed over), writes the limits this
+    /// run was given again and says so. `notice` shows a message.
     pub async fn guard(self: Arc<Self>, notice: impl AsyncFn(String)) {
         let mut seen = self.pool.lost_leases();
         let mut ticks = tokio::time::interval(RETRY);
         loop {
             ticks.tick().await;
             let lost = self.pool.lost_leases();
-            if lost == seen {
+            let forgotten = match self.forgotten().await {
+                Ok(forgotten) => forgotten,
+                Err(error) => {
+                    if let Some(text) = self.went_down(&error) {
+                        notice(text).await;
+                    }
+                    continue;
+                }
+            };
+            if let Some(text) = self.came_back() {
+                notice(text).await;
+            }
+            if lost == seen && !forgotten {
                 continue;
             }
-            let given = self
-                .given
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .clone();
+            let given = self.given();
             if self.write(&given).await.is_ok() {
                 seen = lost;
                 notice(
-                    "Redis lost leases of this run (restarted without its data?): this run's \
-                     limits are written to the pool again"
+                    "Redis forgot this run's leases or limits (restarted without its data?): \
+                     this run's limits are written to the pool again"
                         .to_owned(),
                 )
                 .await;
             }
         }
+    }
+
+    fn given(&self) -> Limits {
+        self.given
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Whether none of the limits this run gave is in the pool (`false` if it gave none).
+    /// Usually one call: the total is there.
+    async fn forgotten(&self) -> Result<bool, UnavailableError> {
+        let given = self.given();
+        if given.total.is_some() && self.pool.max_tasks().await?.is_some() {
+            return Ok(false);
+        }
+        if given.default.is_some() && self.pool.default_limit().await?.is_some() {
+            return Ok(false);
+        }
+        for group in given.groups.keys() {
+            if self.pool.limit(group).await?.is_some() {
+                return Ok(false);
+            }
+        }
+        Ok(given.total.is_some() || given.default.is_some() || !given.groups.is_empty())
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, Limits> {
@@ -269,16 +303,22 @@ impl Fleet {
         });
     }
 
-    /// Records that Redis was unreachable for an admission; `true` the first time in an
-    /// outage (say so then).
-    pub fn went_down(&self) -> bool {
-        !self.down.swap(true, Ordering::AcqRel)
+    /// Records that Redis was found unreachable (`error`); the notice to show the first time
+    /// in an outage.
+    pub fn went_down(&self, error: &dyn fmt::Display) -> Option<String> {
+        (!self.down.swap(true, Ordering::AcqRel)).then(|| {
+            format!(
+                "warning: {error}; jobs wait for admission (none runs without one) until it is \
+                 back"
+            )
+        })
     }
 
-    /// Records an admission made; `true` if Redis had been unreachable (say it is back).
-    pub fn came_back(&self) -> bool {
+    /// Records that Redis answered; the notice to show if it had been unreachable.
+    pub fn came_back(&self) -> Option<String> {
         // Read first: the swap (a write to a shared line) only after an outage.
-        self.down.load(Ordering::Acquire) && self.down.swap(false, Ordering::AcqRel)
+        (self.down.load(Ordering::Acquire) && self.down.swap(false, Ordering::AcqRel))
+            .then(|| "Redis is reachable again: jobs are admitted again".to_owned())
     }
 }
 

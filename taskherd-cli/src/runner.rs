@@ -513,7 +513,7 @@ async fn queue<F, P>(
 
 /// Waits for an admission in a fleet's pool. While Redis is unreachable, asks again every
 /// [`fleet::RETRY`] until the run stops: no job runs without an admission. Says so once per
-/// outage, and again when Redis is back.
+/// outage (as `Fleet::guard` does when no admission call fails), and again when Redis is back.
 async fn fleet_acquire(
     shared: Arc<Shared>,
     fleet: Arc<Fleet>,
@@ -522,24 +522,16 @@ async fn fleet_acquire(
     loop {
         match fleet.pool.acquire(groups.iter().cloned()).await {
             Ok(permit) => {
-                if fleet.came_back() {
-                    shared
-                        .notice("Redis is reachable again: jobs are admitted again".to_owned())
-                        .await;
+                if let Some(text) = fleet.came_back() {
+                    shared.notice(text).await;
                 }
                 return Ok(permit);
             }
             Err(error) if error.is_unavailable() && shared.stop_reason().is_none() => {
-                if fleet.went_down() {
-                    let source = std::error::Error::source(&error)
-                        .map_or_else(|| error.to_string(), ToString::to_string);
-                    shared
-                        .notice(format!(
-                            "warning: {source}; jobs wait for admission, asking again every {} \
-                             (none runs without one)",
-                            table::duration(fleet::RETRY)
-                        ))
-                        .await;
+                let source = std::error::Error::source(&error)
+                    .map_or_else(|| error.to_string(), ToString::to_string);
+                if let Some(text) = fleet.went_down(&source) {
+                    shared.notice(text).await;
                 }
                 let mut stopped = shared.stopped.subscribe();
                 tokio::select! {

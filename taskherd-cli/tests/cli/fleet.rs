@@ -3,10 +3,39 @@
 
 use std::time::{Duration, Instant};
 
+use taskherd_redis::RedisPool;
+
 use crate::redis_server::Server;
 use crate::support::{
     Scratch, finish_within, intervals, logged_job, max_overlap, report, statuses, wait_for_files,
 };
+
+/// Reads the pool `taskherd-run` on `server` with `read`, as a library user would.
+fn read_pool<T>(server: &Server, read: impl AsyncFnOnce(RedisPool<&'static str>) -> T) -> T {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        read(crate::redis_server::pool(server, "taskherd-run", Duration::from_secs(5)).await).await
+    })
+}
+
+/// A server, its URL, and a scratch directory with `jobs` in `jobs.txt`.
+fn server_with_jobs(jobs: &str) -> (Server, String, Scratch) {
+    let server = Server::start();
+    let url = server.url();
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", jobs);
+    (server, url, scratch)
+}
+
+/// Restarts `server` on its port, without its data (as a Redis without persistence).
+fn restart(mut server: Server) -> Server {
+    let port = server.port;
+    server.stop();
+    Server::start_on(port)
+}
 
 /// A job file of `n` logged jobs with ids `{prefix}{i}`, each running 0.3 s; even ones name
 /// `db` as well as `own`.
@@ -156,15 +185,9 @@ fn redis_down_at_the_start_runs_nothing() {
 /// the restart forgot.
 #[test]
 fn a_job_whose_lease_is_lost_is_terminated_and_the_limits_written_again() {
-    let mut server = Server::start();
-    let port = server.port;
-    let url = server.url();
-    let scratch = Scratch::new();
     // It ignores SIGTERM: the run lasts the grace period after the loss, for the rewrite.
-    scratch.write(
-        "jobs.txt",
-        "db :: touch started; trap '' TERM; sleep 30 & wait\n",
-    );
+    let (server, url, scratch) =
+        server_with_jobs("db :: touch started; trap '' TERM; sleep 30 & wait\n");
     let args = [
         "run",
         "--redis",
@@ -185,8 +208,7 @@ fn a_job_whose_lease_is_lost_is_terminated_and_the_limits_written_again() {
         .spawn()
         .unwrap();
     wait_for_files(&scratch, &["started"]);
-    server.stop();
-    let server = Server::start_on(port);
+    let server = restart(server);
     let finished = finish_within(child, Duration::from_secs(20));
     finished
         .assert_code(1)
@@ -197,14 +219,7 @@ fn a_job_whose_lease_is_lost_is_terminated_and_the_limits_written_again() {
     assert_eq!(records[0]["status"], "killed", "{records:?}");
     assert_eq!(records[0]["signal_name"], "SIGKILL", "{records:?}");
     assert_eq!(records[0]["reason"], "lease-lost", "{records:?}");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let limit = runtime.block_on(async {
-        let pool = crate::redis_server::pool(&server, "taskherd-run", Duration::from_secs(5)).await;
-        pool.limit(&"db").await.unwrap()
-    });
+    let limit = read_pool(&server, async |pool| pool.limit(&"db").await.unwrap());
     assert_eq!(
         limit,
         Some(3),
@@ -263,4 +278,42 @@ fn a_killed_run_gives_its_slots_back_after_the_lease() {
         assert!(Instant::now() < deadline, "the killed run's job lives on");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Redis down during the run: a job waiting for admission does not run while Redis is
+/// unreachable (fail closed), the run says so, and the job runs once Redis is back, without
+/// restarting taskherd; the run writes its limits again, which the restart forgot.
+#[test]
+fn a_job_waits_while_redis_is_down_and_runs_when_it_is_back() {
+    // The second job runs long enough for the run to notice that Redis is back.
+    let (mut server, url, scratch) =
+        server_with_jobs("touch first; sleep 0.5\ntouch second; sleep 1.5\n");
+    let port = server.port;
+    let child = scratch
+        .command(&[
+            "run", "--redis", &url, "-j", "1", "--report", "r.jsonl", "jobs.txt",
+        ])
+        .spawn()
+        .unwrap();
+    wait_for_files(&scratch, &["first"]);
+    server.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!scratch.exists("second"), "a job ran without Redis");
+    let server = Server::start_on(port);
+    let finished = finish_within(child, Duration::from_secs(30));
+    finished
+        .assert_code(0)
+        .assert_stderr_contains(
+            "; jobs wait for admission (none runs without one) until it is back\n",
+        )
+        .assert_stderr_contains("Redis is reachable again: jobs are admitted again\n")
+        .assert_stderr_contains("this run's limits are written to the pool again\n");
+    assert!(scratch.exists("second"));
+    let total = read_pool(&server, async |pool| pool.max_tasks().await.unwrap());
+    assert_eq!(total, Some(1), "the restarted Redis has the run's -j again");
+    let records = report(&scratch, "r.jsonl");
+    assert_eq!(
+        statuses(&records),
+        [(1, "succeeded".to_owned()), (2, "succeeded".to_owned())]
+    );
 }
