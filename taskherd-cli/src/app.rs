@@ -135,6 +135,12 @@ pub fn main(args: &RunArgs) -> ExitCode {
             let run = prepared.jobs.len();
             print!("{}", resume::plan_line(mode, path, &prepared.skipped, run));
         }
+        if args.redis.is_some() {
+            println!(
+                "--redis: the limits above are those this run would write to the pool; where \
+                 it gives none, the pool's own apply (Redis is not asked in a dry run)"
+            );
+        }
         return ExitCode::from(EXIT_OK);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -317,3 +317,24 @@ fn a_job_waits_while_redis_is_down_and_runs_when_it_is_back() {
         [(1, "succeeded".to_owned()), (2, "succeeded".to_owned())]
     );
 }
+
+/// A dry run with `--redis` does not connect, and says that limits it does not give are the
+/// pool's.
+#[test]
+fn a_dry_run_does_not_ask_redis() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "db :: true\n");
+    scratch
+        .run(&[
+            "run",
+            "--redis",
+            "redis://127.0.0.1:1/",
+            "-l",
+            "db=2",
+            "--dry-run",
+            "jobs.txt",
+        ])
+        .assert_code(0)
+        .assert_stdout_contains("\n[total]     1   none\ndb          1      2\n")
+        .assert_stdout_contains("where it gives none, the pool's own apply");
+}
