@@ -4,12 +4,14 @@ use std::collections::BTreeSet;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use taskherd::TaskPool;
 
 use crate::arg_limits::ArgLimits;
 use crate::cli::{OutputMode, RunArgs};
+use crate::fleet::{self, Fleet, Pool};
 use crate::jobfile::{Group, Job, LineError, Reader};
 use crate::joblog::{self, Joblog};
 use crate::limits::{self, Limits, Settings, Target};
@@ -133,17 +135,14 @@ pub fn main(args: &RunArgs) -> ExitCode {
             let run = prepared.jobs.len();
             print!("{}", resume::plan_line(mode, path, &prepared.skipped, run));
         }
+        if args.redis.is_some() {
+            println!(
+                "--redis: the limits above are those this run would write to the pool; where \
+                 it gives none, the pool's own apply (Redis is not asked in a dry run)"
+            );
+        }
         return ExitCode::from(EXIT_OK);
     }
-    let setup = match Setup::create(args) {
-        Ok(setup) => setup,
-        Err(Fatal(lines)) => {
-            for line in lines {
-                eprintln!("taskherd: {line}");
-            }
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -154,7 +153,27 @@ pub fn main(args: &RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let code = runtime.block_on(execute(args, prepared, setup));
+    // The pool before the files: with --redis, Redis unreachable stops the run before
+    // anything (the report file included) is created; but after their checks, so that a bad
+    // path stops it before it writes its limits to the pool.
+    let limits = prepared.initial_limits();
+    let pool = Setup::check(args).and_then(|()| match &args.redis {
+        None => Ok(Pool::Local(build_pool(&limits))),
+        Some(url) => runtime
+            .block_on(join_fleet(url, args, &limits, &prepared))
+            .map(Pool::Fleet),
+    });
+    let setup = pool.and_then(|pool| Ok((pool, Setup::create(args)?)));
+    let (pool, setup) = match setup {
+        Ok(both) => both,
+        Err(Fatal(lines)) => {
+            for line in lines {
+                eprintln!("taskherd: {line}");
+            }
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let code = runtime.block_on(execute(args, prepared, setup, pool));
     // Job tasks have all ended; nothing is left to wait for.
     runtime.shutdown_background();
     ExitCode::from(code)
@@ -268,7 +287,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// Runs the jobs; returns the exit status.
-async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup) -> u8 {
+async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Pool) -> u8 {
     let began = Instant::now();
     // Skipped jobs are known before anything runs: their records come first.
     let mut skipped_error = false;
@@ -282,7 +301,6 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup) -> u8 {
         }
     }
     let limits = prepared.initial_limits();
-    let pool = build_pool(&limits);
     // The groups named: not known yet for a streamed job file.
     let named: Option<BTreeSet<Group>> = prepared.stream.is_none().then(|| {
         prepared
@@ -321,6 +339,16 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup) -> u8 {
         );
         tokio::spawn(watcher.run(pool.clone(), writer.sender()))
     });
+    let guard = match &pool {
+        Pool::Local(_) => None,
+        Pool::Fleet(fleet) => {
+            let output = writer.sender();
+            let notice = async move |text: String| {
+                let _ = output.send(crate::output::Msg::Notice(text)).await;
+            };
+            Some(tokio::spawn(Arc::clone(fleet).guard(notice)))
+        }
+    };
     let config = runner::Config {
         output: args.output.clone(),
         halt_on_error: args.halt_on_error,
@@ -364,11 +392,24 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup) -> u8 {
         reaper,
     )
     .await;
-    if let Some(watcher) = watcher {
-        watcher.abort();
+    for task in [watcher, guard].into_iter().flatten() {
+        task.abort();
     }
     writer.finish().await;
     progress.finish();
+    if let Pool::Fleet(fleet) = &pool {
+        // The other runs get this run's slots back now, not when their leases expire; and
+        // the summary shows the fleet's limits as they are now.
+        fleet.pool.flush().await;
+        if !args.no_summary {
+            let groups = finished
+                .counts
+                .groups
+                .iter()
+                .map(|(group, _)| group.clone());
+            fleet.refresh(groups.collect::<Vec<_>>()).await;
+        }
+    }
 
     if !args.no_summary {
         let mut text = summary::render(
@@ -405,19 +446,41 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup) -> u8 {
     }
 }
 
+/// With `--redis`: connects to the shared pool and writes this run's `limits` to it, as one
+/// batch (for each setting, the last write wins).
+async fn join_fleet(
+    url: &str,
+    args: &RunArgs,
+    limits: &Limits,
+    prepared: &Prepared,
+) -> Result<Arc<Fleet>, Fatal> {
+    let name = args.pool.as_deref().unwrap_or(fleet::DEFAULT_POOL);
+    let fleet = Fleet::connect(url, name, args.lease)
+        .await
+        .map_err(|message| Fatal::one(format!("--redis: {message}; nothing was run")))?;
+    fleet.write(limits).await.map_err(|error| {
+        Fatal::one(format!(
+            "--redis: cannot write the limits to pool {name} at {}: {error}; nothing was run",
+            fleet::redacted(url)
+        ))
+    })?;
+    // Loads the admission script on the server now (an admission of no group, dropped at
+    // once), so that the first jobs' admission calls are not sent twice, out of file order.
+    drop(fleet.pool.try_acquire(std::iter::empty()).await);
+    let named = prepared
+        .jobs
+        .iter()
+        .flat_map(|job| job.groups.iter().cloned())
+        .collect::<BTreeSet<Group>>();
+    fleet.refresh(named).await;
+    Ok(Arc::new(fleet))
+}
+
 /// A pool enforcing `limits`.
 fn build_pool(limits: &Limits) -> TaskPool<Group> {
-    let mut builder = TaskPool::builder();
-    if let Some(total) = limits.total {
-        builder = builder.max_tasks(total);
-    }
-    if let Some(default) = limits.default {
-        builder = builder.default_limit(default);
-    }
-    for (group, &limit) in &limits.groups {
-        builder = builder.limit(group.clone(), limit);
-    }
-    builder.build()
+    let pool = TaskPool::builder().build();
+    pool.set_limits(limits.batch());
+    pool
 }
 
 /// Reads and checks the job file, the limits and the limits file.
@@ -442,7 +505,11 @@ pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
 
     let named: BTreeSet<&Group> = counts.per_group.keys().collect();
     let mut base_limits = Limits {
-        total: Some(args.max_jobs.unwrap_or_else(cpus)),
+        // With --redis, the total is the fleet's: no default from this machine's CPUs.
+        total: match args.redis {
+            None => Some(args.max_jobs.unwrap_or_else(cpus)),
+            Some(_) => args.max_jobs,
+        },
         default: args.default_limit,
         groups: Default::default(),
     };

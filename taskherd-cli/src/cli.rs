@@ -65,8 +65,23 @@ Limits file (--limits-file): lines `GROUP=N`, `[total]=N`, `[default]=N`, N a nu
 the group's jobs back) or `none`. It overrides the command line and is re-read whenever it
 changes; a bad file is reported and the limits in force are kept.
 
+Sharing limits between runs (--redis URL): the run's pool lives in Redis, under the name
+--pool (default taskherd-run), so every run using the same Redis and pool name, on this
+machine or another, with any job file, shares the limits of every group and of the total (-j).
+At the start, and on each change of the limits file, a run writes the limits it was given
+(-j, -d, -l, the limits file) to the pool as one batch: for each setting the last write wins,
+whichever run made it; what a run was not given it leaves as it is (without -j it writes no
+total). Every admission holds a lease (--lease, 15s by default), renewed while the run lives;
+if taskherd is killed (even by kill -9) its jobs are ended and its slots come back within the
+lease. A running job whose lease Redis lost (a Redis restart, a failover, a pause longer than
+the lease) is terminated (SIGTERM, SIGKILL after --kill-grace), status killed, reason
+lease-lost. Redis unreachable at the start: exit status 2, nothing runs. Later, a job that
+cannot be admitted because Redis is unreachable waits and asks again every second; no job
+runs without an admission.
+
 Exit status: 0 every job succeeded; 1 a job failed, was killed, timed out or did not start;
-2 bad arguments or job file (nothing was run), or a bad line in a job file that is a pipe.";
+2 bad arguments or job file, or Redis unreachable at the start (nothing was run), or a bad
+line in a job file that is a pipe.";
 
 #[derive(Debug, Args)]
 #[command(after_long_help = RUN_HELP)]
@@ -75,7 +90,8 @@ pub struct RunArgs {
     #[arg(value_name = "JOBFILE")]
     pub jobfile: Option<PathBuf>,
 
-    /// Total limit: jobs running at once [default: number of CPUs].
+    /// Total limit: jobs running at once [default: number of CPUs; with --redis, jobs running at
+    /// once in every run of the pool, and no default: the pool's total is left as it is].
     #[arg(short = 'j', long, value_name = "N", value_parser = parse_positive)]
     pub max_jobs: Option<usize>,
 
@@ -173,6 +189,29 @@ pub struct RunArgs {
     /// start in REPORT; skip the rest (jobs never started or not in REPORT included).
     #[arg(long, value_name = "REPORT")]
     pub resume_failed: Option<PathBuf>,
+
+    /// Share limits with other runs through the Redis at URL (`redis://[USER:PASSWORD@]HOST
+    /// [:PORT][/DB]`): see "Sharing limits between runs" below.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// With --redis: the name of the shared pool; runs with the same name share their limits.
+    /// [default: taskherd-run]
+    #[arg(long, value_name = "NAME", requires = "redis")]
+    pub pool: Option<String>,
+
+    /// With --redis: how long a killed run's slots stay taken (its admissions' lease, renewed
+    /// every third of it while the run lives); at least 1s. [default: 15s]
+    #[arg(long, value_name = "DURATION", requires = "redis", value_parser = parse_lease)]
+    pub lease: Option<Duration>,
+}
+
+fn parse_lease(text: &str) -> Result<Duration, String> {
+    let lease = parse_duration(text)?;
+    if lease < Duration::from_secs(1) {
+        return Err("a lease must be at least 1s".to_owned());
+    }
+    Ok(lease)
 }
 
 /// When `--halt-on-error` stops the run.

@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use taskherd::LimitChanges;
+
 use crate::jobfile::{Group, LineError, check_group_name};
 
 /// The name of the total in a limits file.
@@ -140,6 +142,22 @@ fn parse_setting(text: &str) -> Result<(Target, Option<usize>), String> {
 }
 
 impl Limits {
+    /// The batch that sets these limits on a pool: each group's, and the total and the default
+    /// only if set (so that written to a fleet's pool, a run changes only what it was given).
+    pub fn batch(&self) -> LimitChanges<Group> {
+        let mut batch = LimitChanges::new();
+        if let Some(total) = self.total {
+            batch = batch.max_tasks(total);
+        }
+        if let Some(default) = self.default {
+            batch = batch.default_limit(default);
+        }
+        for (group, &limit) in &self.groups {
+            batch = batch.limit(group.clone(), limit);
+        }
+        batch
+    }
+
     /// These limits with `settings` applied on top.
     #[must_use]
     pub fn overlay(&self, settings: &Settings) -> Limits {

@@ -6,8 +6,8 @@
 //! - `jobfile`: the job file, checked line by line before anything runs;
 //! - `limits`: `--max-jobs`, `--default-limit`, `--limit` and the limits file;
 //! - `app`: reads and checks everything, then runs, or prints the plan (`plan`);
-//! - `runner`: admission in file order through a `taskherd::TaskPool`, one process per job,
-//!   one `outcome` per job;
+//! - `runner`: admission in file order through the pool (`fleet`: a `taskherd::TaskPool`, or
+//!   with `--redis` a pool shared with other runs), one process per job, one `outcome` per job;
 //! - `watch`: re-reads the limits file while jobs run;
 //! - `signals`: Ctrl-C, and signals to the jobs' process groups; `reaper`: a helper process
 //!   that ends the jobs if taskherd dies;
@@ -29,6 +29,8 @@ mod arg_limits;
 mod cli;
 #[cfg(unix)]
 mod duration;
+#[cfg(unix)]
+mod fleet;
 #[cfg(unix)]
 mod jobfile;
 #[cfg(unix)]

@@ -100,6 +100,9 @@ pub enum Reason {
     Interrupted,
     /// A bad line in a job file read as it is written (a pipe).
     BadInput,
+    /// With `--redis`: Redis lost the lease of the job's admission while it ran, so it was
+    /// terminated (never a reason to stop the run).
+    LeaseLost,
 }
 
 impl Reason {
@@ -108,6 +111,7 @@ impl Reason {
             Reason::HaltOnError => "halt-on-error",
             Reason::Interrupted => "interrupted",
             Reason::BadInput => "bad-input",
+            Reason::LeaseLost => "lease-lost",
         }
     }
 }

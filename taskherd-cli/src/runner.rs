@@ -12,6 +12,12 @@
 //! rules). At most [`MAX_QUEUED`] jobs wait in the pool at once; further jobs are queued when
 //! earlier ones start.
 //!
+//! With `--redis` the pool is shared with other runs (`fleet`): the first poll sends the job's
+//! admission call to Redis, and the calls reach Redis in the order they were sent, so file
+//! order holds there too (see [`queue`]). A job that cannot be admitted because Redis is
+//! unreachable waits and asks again (`fleet_acquire`); a job whose lease Redis lost while it
+//! runs is terminated, with reason `lease-lost`.
+//!
 //! The jobs come checked ([`Input::Checked`]) or, from a job file that is a pipe, as their
 //! lines arrive ([`Input::Streaming`], read by `stream.rs`); the submitting loop treats both
 //! alike, and tells the collector how many jobs there were once the input ends.
@@ -48,12 +54,14 @@ use std::sync::{Arc, RwLock};
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
-use taskherd::{AcquireError, Permit, TaskPool};
+use taskherd::AcquireError;
+use taskherd_redis::RedisPermit;
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::time::sleep_until;
 
 use crate::cli::{Halt, OutputMode};
+use crate::fleet::{self, Admission, Fleet, Pool};
 use crate::jobfile::{Group, Job};
 use crate::joblog::Joblog;
 use crate::outcome::{Attempt, Outcome, Reason, Status, Times};
@@ -141,7 +149,7 @@ enum Note {
 
 /// State shared by the collector, the submitting loop and the job tasks.
 struct Shared {
-    pool: TaskPool<Group>,
+    pool: Pool,
     config: Config,
     stop: RwLock<Option<Reason>>,
     tally: Tally,
@@ -200,7 +208,7 @@ impl Shared {
 #[allow(clippy::too_many_arguments)] // each is a distinct part of the run set up by `app`
 pub async fn run(
     input: Input,
-    pool: TaskPool<Group>,
+    pool: Pool,
     config: Config,
     output: output::Sender,
     mut report: Option<Report>,
@@ -239,6 +247,8 @@ pub async fn run(
     let mut bad_input = false;
     let mut skipped = 0;
     let mut interrupts = Interrupts::default();
+    // With --redis, progress shows the fleet's limits, read back every so often.
+    let mut refreshed = tokio::time::Instant::now();
     let mut ticks = progress.period().map(|period| {
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -249,6 +259,13 @@ pub async fn run(
             note = received.recv() => note,
             _ = async { ticks.as_mut().expect("checked by the guard").tick().await }, if ticks.is_some() => {
                 let counts = shared.tally.snapshot();
+                if let Pool::Fleet(fleet) = &shared.pool
+                    && refreshed.elapsed() >= fleet::REFRESH
+                {
+                    refreshed = tokio::time::Instant::now();
+                    let groups = counts.groups.iter().map(|(group, _)| group.clone());
+                    fleet.refresh_in_background(groups.collect());
+                }
                 if let Some(line) = progress.update(&counts, |group| shared.pool.effective_limit(group)) {
                     shared.notice(line).await;
                 }
@@ -446,17 +463,14 @@ async fn submit(shared: Arc<Shared>, input: Input) {
             }
             break;
         }
-        let mut acquire = Box::pin(shared.pool.acquire(account.job().groups.clone()));
-        // The first poll puts the job in the pool's queues: do it here, in file order.
-        let first = std::future::poll_fn(|cx| Poll::Ready(acquire.as_mut().poll(cx))).await;
-        tokio::spawn(async move {
-            let admitted = match first {
-                Poll::Ready(admitted) => admitted,
-                Poll::Pending => acquire.await,
-            };
-            drop(slot);
-            run_job(account, admitted).await;
-        });
+        let groups = account.job().groups.clone();
+        match &shared.pool {
+            Pool::Local(pool) => queue(pool.acquire(groups), Admission::Local, account, slot).await,
+            Pool::Fleet(fleet) => {
+                let acquire = fleet_acquire(Arc::clone(&shared), Arc::clone(fleet), groups);
+                queue(acquire, Admission::Fleet, account, slot).await;
+            }
+        }
     }
     if let Some(arrivals) = &mut streaming {
         bad_input = shared.stop_reason() == Some(Reason::BadInput);
@@ -467,6 +481,78 @@ async fn submit(shared: Arc<Shared>, input: Input) {
         jobs: submitted,
         bad_input,
     });
+}
+
+/// Queues a job: polls its `acquire` once, here in the submitting loop, then moves it into the
+/// job's own task, which waits for the admission and runs the job.
+///
+/// The first poll is what puts the job in the queues, in file order: for an in-process pool
+/// it enqueues the job; for a fleet's pool it sends the job's admission call, and calls leave
+/// on the one connection to Redis in the order they were sent, so Redis queues them in file
+/// order too (see the README: a call retried after Redis was unreachable queues anew).
+async fn queue<F, P>(
+    acquire: F,
+    admission: fn(P) -> Admission,
+    account: Account,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) where
+    F: Future<Output = Result<P, AcquireError>> + Send + 'static,
+    P: Send + 'static,
+{
+    let mut acquire = Box::pin(acquire);
+    let first = std::future::poll_fn(|cx| Poll::Ready(acquire.as_mut().poll(cx))).await;
+    tokio::spawn(async move {
+        let admitted = match first {
+            Poll::Ready(admitted) => admitted,
+            Poll::Pending => acquire.await,
+        };
+        drop(slot);
+        run_job(account, admitted.map(admission)).await;
+    });
+}
+
+/// Waits for an admission in a fleet's pool. While Redis is unreachable, asks again every
+/// [`fleet::RETRY`] until the run stops: no job runs without an admission. Says so once per
+/// outage (as `Fleet::guard` does when no admission call fails), and again when Redis is back.
+async fn fleet_acquire(
+    shared: Arc<Shared>,
+    fleet: Arc<Fleet>,
+    groups: Vec<Group>,
+) -> Result<RedisPermit<Group>, AcquireError> {
+    loop {
+        match fleet.pool.acquire(groups.iter().cloned()).await {
+            Ok(permit) => {
+                if let Some(text) = fleet.came_back() {
+                    shared.notice(text).await;
+                }
+                return Ok(permit);
+            }
+            Err(error) if error.is_unavailable() && shared.stop_reason().is_none() => {
+                let source = std::error::Error::source(&error)
+                    .map_or_else(|| error.to_string(), ToString::to_string);
+                if let Some(text) = fleet.went_down(&source) {
+                    shared.notice(text).await;
+                }
+                let mut stopped = shared.stopped.subscribe();
+                tokio::select! {
+                    () = tokio::time::sleep(fleet::RETRY) => {}
+                    // An error means the shared state is gone, which cannot happen here.
+                    _ = stopped.wait_for(|stopped| *stopped) => {}
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Waits for a job's next admission (a retry), in either kind of pool.
+async fn admit(shared: &Arc<Shared>, groups: Vec<Group>) -> Result<Admission, AcquireError> {
+    match &shared.pool {
+        Pool::Local(pool) => pool.acquire(groups).await.map(Admission::Local),
+        Pool::Fleet(fleet) => fleet_acquire(Arc::clone(shared), Arc::clone(fleet), groups)
+            .await
+            .map(Admission::Fleet),
+    }
 }
 
 /// The next job of streamed input, after passing on warnings and skipped jobs; `None` at the
@@ -575,7 +661,7 @@ struct Started {
 }
 
 /// Runs one admitted job (or accounts for one that was not admitted), retrying it as allowed.
-async fn run_job(account: Account, admitted: Result<Permit<Group>, AcquireError>) {
+async fn run_job(account: Account, admitted: Result<Admission, AcquireError>) {
     let shared = Arc::clone(&account.shared);
     let index = account.index;
     let job = Arc::clone(&account.job);
@@ -592,7 +678,7 @@ async fn run_job(account: Account, admitted: Result<Permit<Group>, AcquireError>
         let attempt = match start(&shared, job, index, number) {
             Ok(started) => {
                 shared.tally.start(job);
-                finish_attempt(&shared, job, index, started).await
+                finish_attempt(&shared, job, index, started, &permit).await
             }
             Err(NotRun::Stopped(reason)) => {
                 drop(permit);
@@ -655,7 +741,7 @@ async fn run_job(account: Account, admitted: Result<Permit<Group>, AcquireError>
             // An error means the shared state is gone, which cannot happen while a job runs.
             _ = stopped.wait_for(|stopped| *stopped) => {}
         }
-        permit = match shared.pool.acquire(job.groups.clone()).await {
+        permit = match admit(&shared, job.groups.clone()).await {
             Ok(permit) => permit,
             Err(_closed) => {
                 let last = earlier.pop().expect("an attempt was just pushed");
@@ -695,7 +781,13 @@ pub fn retry_delay(first: Duration, number: usize) -> Duration {
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 
 /// Waits for a started attempt to end and says how it went.
-async fn finish_attempt(shared: &Shared, job: &Job, index: usize, started: Started) -> Attempt {
+async fn finish_attempt(
+    shared: &Shared,
+    job: &Job,
+    index: usize,
+    started: Started,
+    admission: &Admission,
+) -> Attempt {
     let Started {
         child,
         start,
@@ -703,7 +795,8 @@ async fn finish_attempt(shared: &Shared, job: &Job, index: usize, started: Start
         output,
     } = started;
     let timeout = job.timeout.unwrap_or(shared.config.timeout);
-    let (exit, timed_out) = wait(child, job.line, index, timeout, shared).await;
+    let (exit, timed_out, lease_lost) =
+        wait(child, job.line, index, timeout, admission, shared).await;
     let status = match exit {
         Ok(exit) if timed_out => Status::timed_out(timeout.unwrap_or_default(), exit),
         Ok(exit) => Status::of(exit),
@@ -717,9 +810,14 @@ async fn finish_attempt(shared: &Shared, job: &Job, index: usize, started: Start
         end: SystemTime::now(),
         duration: started.elapsed(),
     };
-    // Terminated by taskherd, other than for its own timeout: because the run is stopping.
-    let reason = (signalled && status.is_failure() && !timed_out)
-        .then(|| shared.stop_reason().unwrap_or(Reason::Interrupted));
+    // Terminated by taskherd, other than for its own timeout: because its lease was lost, or
+    // because the run is stopping.
+    let reason = if lease_lost && !timed_out {
+        Some(Reason::LeaseLost)
+    } else {
+        (signalled && status.is_failure() && !timed_out)
+            .then(|| shared.stop_reason().unwrap_or(Reason::Interrupted))
+    };
     Attempt {
         status,
         reason,
@@ -800,45 +898,40 @@ pub fn output_file(dir: &Path, line: usize, number: usize) -> PathBuf {
 }
 
 /// Waits for a job's process to exit and its output to be read to the end; returns its exit
-/// status and whether it ran past `timeout`.
+/// status, whether it ran past `timeout`, and whether its `admission`'s lease was lost.
 ///
-/// A job still running after `timeout` gets SIGTERM to its process group, then SIGKILL after
-/// the grace period. Once its group was sent SIGKILL, or every job's (a third Ctrl-C), output
+/// A job still running after `timeout`, or when Redis lost its admission's lease, gets SIGTERM
+/// to its process group, then SIGKILL after the grace period. Once its group was sent SIGKILL, or every job's (a third Ctrl-C), output
 /// still open (held by a process that left the job's process group) is no longer waited for.
 async fn wait(
     mut child: Child,
     line: usize,
     index: usize,
     timeout: Option<Duration>,
+    admission: &Admission,
     shared: &Shared,
-) -> (std::io::Result<std::process::ExitStatus>, bool) {
+) -> (std::io::Result<std::process::ExitStatus>, bool, bool) {
     // Set and read by this task only; atomic only because the future must be `Send`.
     let timed_out = AtomicBool::new(false);
+    let lease_lost = AtomicBool::new(false);
     let job_killed = Notify::new();
+    // The job runs only while it is counted: once its lease is lost, it is terminated.
+    let lease = async {
+        admission.lost().await;
+        lease_lost.store(true, Ordering::Relaxed);
+        let why = format!("line {line}: Redis lost its admission (lease-lost)");
+        terminate(shared, index, line, why).await;
+        job_killed.notify_one();
+        std::future::pending().await
+    };
     let timer = async {
         let Some(timeout) = timeout else {
             return std::future::pending().await;
         };
         tokio::time::sleep(timeout).await;
         timed_out.store(true, Ordering::Relaxed);
-        if shared.groups.signal(index, libc::SIGTERM) {
-            shared
-                .notice(format!(
-                    "line {line} timed out after {}: SIGTERM",
-                    table::duration(timeout)
-                ))
-                .await;
-        }
-        let grace = shared.config.kill_grace;
-        tokio::time::sleep(grace).await;
-        if shared.groups.signal(index, libc::SIGKILL) {
-            shared
-                .notice(format!(
-                    "line {line} still running {} after SIGTERM: SIGKILL",
-                    table::duration(grace)
-                ))
-                .await;
-        }
+        let why = format!("line {line} timed out after {}", table::duration(timeout));
+        terminate(shared, index, line, why).await;
         job_killed.notify_one();
         std::future::pending().await
     };
@@ -859,12 +952,35 @@ async fn wait(
             _ => child.wait().await,
         }
     };
-    // The timer never ends by itself: the job's exit decides.
+    // The timer and the lease never end by themselves: the job's exit decides.
     let exit = tokio::select! {
         exit = exit => exit,
         () = timer => unreachable!("the timer ends pending"),
+        () = lease => unreachable!("the lease watch ends pending"),
     };
-    (exit, timed_out.load(Ordering::Relaxed))
+    (
+        exit,
+        timed_out.load(Ordering::Relaxed),
+        lease_lost.load(Ordering::Relaxed),
+    )
+}
+
+/// Terminates job `index` (of line `line`): SIGTERM to its process group, saying `why`, then
+/// SIGKILL after the grace period if it is still running.
+async fn terminate(shared: &Shared, index: usize, line: usize, why: String) {
+    if shared.groups.signal(index, libc::SIGTERM) {
+        shared.notice(format!("{why}: SIGTERM")).await;
+    }
+    let grace = shared.config.kill_grace;
+    tokio::time::sleep(grace).await;
+    if shared.groups.signal(index, libc::SIGKILL) {
+        shared
+            .notice(format!(
+                "line {line} still running {} after SIGTERM: SIGKILL",
+                table::duration(grace)
+            ))
+            .await;
+    }
 }
 
 /// Waits for a job's process to exit while its output is forwarded, until the end of the

@@ -40,7 +40,8 @@ pub fn render(
         Some(Reason::HaltOnError) => out.push_str(" (halted after a failure)"),
         Some(Reason::Interrupted) => out.push_str(" (interrupted)"),
         Some(Reason::BadInput) => out.push_str(" (stopped by a bad line)"),
-        None => {}
+        // A job's reason, never the run's.
+        Some(Reason::LeaseLost) | None => {}
     }
     out.push('\n');
 

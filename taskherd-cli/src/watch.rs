@@ -10,15 +10,20 @@
 //! is applied as one batch (`TaskPool::set_limits`), so no job starts under a mix of old and
 //! new settings: running jobs are never stopped by a lower limit, waiting jobs start as soon as
 //! a higher one leaves room.
+//!
+//! With `--redis`, the batch is written to the shared pool (the last write wins, for every run
+//! of the pool). While Redis is unreachable the change is retried at each poll, and the failure
+//! reported once.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use taskherd::{LimitChanges, TaskPool};
+use taskherd::LimitChanges;
 
 use crate::app::unknown_groups;
+use crate::fleet::Pool;
 use crate::jobfile::Group;
 use crate::limits::{self, Limits, Target, Value};
 use crate::output::{self, Msg};
@@ -64,6 +69,8 @@ pub struct Watcher {
     pending: Option<Fingerprint>,
     /// The file could not be read at the last poll (reported once).
     missing: bool,
+    /// A change could not be written to Redis (reported once; retried at each poll).
+    unwritten: bool,
 }
 
 impl Watcher {
@@ -83,11 +90,12 @@ impl Watcher {
             applied,
             pending: None,
             missing: false,
+            unwritten: false,
         }
     }
 
     /// Checks the file once; applies a changed file to `pool`. Returns messages to show.
-    pub fn poll(&mut self, pool: &TaskPool<Group>) -> Vec<String> {
+    pub async fn poll(&mut self, pool: &Pool) -> Vec<String> {
         let shown = self.path.display().to_string();
         let fingerprint = match std::fs::metadata(&self.path) {
             Ok(metadata) => Fingerprint::of(&metadata),
@@ -156,7 +164,19 @@ impl Watcher {
                 })
                 .collect();
             // One batch: no job may start under a mix of the old and the new file.
-            pool.set_limits(batch(changes));
+            if let Err(error) = pool.set_limits(batch(changes), &new).await {
+                // Applied at the next poll, if Redis is back.
+                self.applied = None;
+                self.pending = Some(fingerprint);
+                if std::mem::replace(&mut self.unwritten, true) {
+                    return Vec::new();
+                }
+                return vec![format!(
+                    "warning: limits file {shown} changed, but the change cannot be written: \
+                     {error}; trying again"
+                )];
+            }
+            self.unwritten = false;
             messages.push(format!(
                 "limits file {shown} changed: {}",
                 described.join(", ")
@@ -175,12 +195,12 @@ impl Watcher {
     }
 
     /// Polls until the task is aborted, sending messages to the output.
-    pub async fn run(mut self, pool: TaskPool<Group>, output: output::Sender) {
+    pub async fn run(mut self, pool: Pool, output: output::Sender) {
         let mut ticks = tokio::time::interval(POLL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            for message in self.poll(&pool) {
+            for message in self.poll(&pool).await {
                 if output.send(Msg::Notice(message)).await.is_err() {
                     return;
                 }
@@ -204,6 +224,17 @@ fn batch(changes: impl IntoIterator<Item = (Target, Option<usize>)>) -> LimitCha
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use taskherd::TaskPool;
+
+    /// Polls once, applying to an in-process pool (which never waits).
+    fn poll(watcher: &mut Watcher, pool: &TaskPool<Group>) -> Vec<String> {
+        let pool = Pool::Local(pool.clone());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::pin!(watcher.poll(&pool)).poll(&mut cx) {
+            std::task::Poll::Ready(messages) => messages,
+            std::task::Poll::Pending => panic!("applying to an in-process pool waited"),
+        }
+    }
 
     fn bump_mtime(path: &std::path::Path, secs: u64) {
         let file = std::fs::File::options().write(true).open(path).unwrap();
@@ -229,16 +260,16 @@ mod tests {
             .build();
         let named = [Arc::from("db")].into();
         let mut watcher = Watcher::new(path.clone(), base, current, Some(named));
-        assert!(watcher.poll(&pool).is_empty(), "nothing changed");
+        assert!(poll(&mut watcher, &pool).is_empty(), "nothing changed");
 
         std::fs::write(&path, "db=3\n[total]=none\nweb=2\n").unwrap();
         bump_mtime(&path, 1);
         assert!(
-            watcher.poll(&pool).is_empty(),
+            poll(&mut watcher, &pool).is_empty(),
             "a change is applied once it holds still"
         );
         assert_eq!(pool.limit(&Arc::from("db")), Some(1));
-        let messages = watcher.poll(&pool);
+        let messages = poll(&mut watcher, &pool);
         assert_eq!(
             messages,
             [
@@ -254,13 +285,13 @@ mod tests {
         );
         assert_eq!(pool.limit(&Arc::from("db")), Some(3));
         assert_eq!(pool.max_tasks(), None);
-        assert!(watcher.poll(&pool).is_empty());
+        assert!(poll(&mut watcher, &pool).is_empty());
 
         // A bad file keeps the limits in force.
         std::fs::write(&path, "db=lots\n").unwrap();
         bump_mtime(&path, 2);
-        assert!(watcher.poll(&pool).is_empty());
-        let messages = watcher.poll(&pool);
+        assert!(poll(&mut watcher, &pool).is_empty());
+        let messages = poll(&mut watcher, &pool);
         assert_eq!(messages.len(), 1);
         assert!(
             messages[0].ends_with(
@@ -273,8 +304,8 @@ mod tests {
         // Settings removed from the file go back to the command line's.
         std::fs::write(&path, "# empty\n").unwrap();
         bump_mtime(&path, 3);
-        watcher.poll(&pool);
-        let messages = watcher.poll(&pool);
+        poll(&mut watcher, &pool);
+        let messages = poll(&mut watcher, &pool);
         assert_eq!(messages.len(), 1, "{messages:?}");
         assert!(messages[0].ends_with("changed: [total] none -> 4, db 3 -> none, web 2 -> none"));
         assert_eq!(pool.limit(&Arc::from("db")), None);
@@ -282,8 +313,8 @@ mod tests {
 
         // A missing file is reported once.
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(watcher.poll(&pool).len(), 1);
-        assert!(watcher.poll(&pool).is_empty());
+        assert_eq!(poll(&mut watcher, &pool).len(), 1);
+        assert!(poll(&mut watcher, &pool).is_empty());
     }
 
     /// Issue 9: a file that raises `[default]` and keeps `g=1` must not let `g`'s waiting jobs
@@ -315,8 +346,8 @@ mod tests {
         }
         std::fs::write(&path, "[default]=10\ng=1\n").unwrap();
         bump_mtime(&path, 1);
-        watcher.poll(&pool);
-        let messages = watcher.poll(&pool);
+        poll(&mut watcher, &pool);
+        let messages = poll(&mut watcher, &pool);
         assert_eq!(messages.len(), 1, "{messages:?}");
         assert_eq!(pool.effective_limit(&g), Some(1));
         assert_eq!(

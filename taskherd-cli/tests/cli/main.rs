@@ -6,8 +6,14 @@
 
 mod support;
 
+// The redis-server harness of taskherd-redis's tests, shared rather than copied: a real server
+// per test, on 127.0.0.1 on a free port, with no persistence, stopped when dropped.
+#[path = "../../../taskherd-redis/tests/support/mod.rs"]
+mod redis_server;
+
 mod dry_run;
 mod errors;
+mod fleet;
 mod interrupt;
 mod joblog;
 mod limits;

@@ -1,0 +1,350 @@
+//! The pool a run admits its jobs through: in-process (`taskherd::TaskPool`), or shared with
+//! other runs through Redis (`--redis`, a `taskherd_redis::RedisPool`).
+//!
+//! [`Pool`] is the seam the runner, the limits-file watcher, progress and the summary use:
+//! closing, the limits in force, and writing a batch of limit changes. Admission itself is
+//! dispatched by the runner on the variant (see `runner::submit`), so that the in-process path
+//! keeps its own future type and costs what it did.
+//!
+//! # With `--redis`
+//!
+//! - The limits a run is given (`-j`, `-d`, `-l`, and the limits file's settings) are written
+//!   to the pool at the start, and the limits file's changes as they come, each time as one
+//!   batch: for every setting, the last write wins, whichever run made it. What a run is not
+//!   given (no `-j`, say) it leaves as it is.
+//! - The limits shown by progress and the summary are read back from Redis (so they are the
+//!   fleet's, whoever wrote them): at the start, every [`REFRESH`] while progress is shown, and
+//!   at the end.
+//! - Redis unreachable while a job waits for admission: the job keeps waiting, retrying every
+//!   [`RETRY`], and never runs without an admission (fail closed); the run says so once per
+//!   outage.
+//! - Redis restarted without persistence forgets the limits with the leases: once a renewal
+//!   finds this run's leases lost, the run writes the limits it was given again
+//!   ([`Fleet::guard`]).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use taskherd::{LimitChanges, Permit, TaskPool};
+use taskherd_redis::{RedisPermit, RedisPool, UnavailableError};
+
+use crate::jobfile::Group;
+use crate::limits::Limits;
+
+/// The pool name `--pool` defaults to.
+pub const DEFAULT_POOL: &str = "taskherd-run";
+
+/// How often progress reads the fleet's limits back from Redis.
+pub const REFRESH: Duration = Duration::from_secs(2);
+
+/// How long a job that could not be admitted because Redis is unreachable waits before it
+/// asks again.
+pub const RETRY: Duration = Duration::from_secs(1);
+
+/// The pool of a run.
+#[derive(Clone)]
+pub enum Pool {
+    /// This run's own pool.
+    Local(TaskPool<Group>),
+    /// A pool shared through Redis.
+    Fleet(Arc<Fleet>),
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pool::Local(_) => f.write_str("Pool::Local"),
+            Pool::Fleet(fleet) => f.debug_tuple("Pool::Fleet").field(&fleet.pool).finish(),
+        }
+    }
+}
+
+/// A job's admission, held while it runs.
+#[must_use = "the admission is given back when it is dropped"]
+#[clippy::has_significant_drop]
+pub enum Admission {
+    /// Held for its drop, which gives the slots back.
+    Local(#[allow(dead_code)] Permit<Group>),
+    Fleet(RedisPermit<Group>),
+}
+
+impl Admission {
+    /// Resolves if Redis lost this admission's lease (never for an in-process one).
+    pub async fn lost(&self) {
+        match self {
+            Admission::Local(_) => std::future::pending().await,
+            Admission::Fleet(permit) => permit.lost().await,
+        }
+    }
+}
+
+impl Pool {
+    /// Fails every waiting admission of this run (other runs sharing the pool go on).
+    pub fn close(&self) {
+        match self {
+            Pool::Local(pool) => {
+                pool.close();
+            }
+            Pool::Fleet(fleet) => {
+                fleet.pool.close();
+            }
+        }
+    }
+
+    /// The total's limit in force (for a fleet, as last read from Redis).
+    pub fn max_tasks(&self) -> Option<usize> {
+        match self {
+            Pool::Local(pool) => pool.max_tasks(),
+            Pool::Fleet(fleet) => fleet.known().total,
+        }
+    }
+
+    /// The limit in force for `group` (for a fleet, as last read from Redis).
+    pub fn effective_limit(&self, group: &Group) -> Option<usize> {
+        match self {
+            Pool::Local(pool) => pool.effective_limit(group),
+            Pool::Fleet(fleet) => {
+                let known = fleet.known();
+                known.groups.get(group).copied().or(known.default)
+            }
+        }
+    }
+
+    /// Applies `changes` as one batch (for a fleet: one script call, for every run at once);
+    /// `given` is what this run's limits are once they apply.
+    ///
+    /// # Errors
+    ///
+    /// Redis is unreachable; nothing was changed.
+    pub async fn set_limits(
+        &self,
+        changes: LimitChanges<Group>,
+        given: &Limits,
+    ) -> Result<(), UnavailableError> {
+        match self {
+            Pool::Local(pool) => {
+                pool.set_limits(changes);
+                Ok(())
+            }
+            Pool::Fleet(fleet) => {
+                fleet.pool.set_limits(changes).await?;
+                fleet.remember(given);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A pool shared through Redis, and the fleet's limits as last read.
+pub struct Fleet {
+    pub pool: RedisPool<Group>,
+    known: std::sync::Mutex<Limits>,
+    /// A refresh for progress is under way.
+    refreshing: AtomicBool,
+    /// Redis was found unreachable, and the run said so.
+    down: AtomicBool,
+    /// The limits this run wrote last (its command line overlaid with its limits file).
+    given: std::sync::Mutex<Limits>,
+}
+
+impl Fleet {
+    /// Connects to the pool `name` on the Redis at `url`.
+    ///
+    /// # Errors
+    ///
+    /// The URL is malformed or Redis cannot be reached: the message to show (without
+    /// credentials).
+    pub async fn connect(url: &str, name: &str, lease: Option<Duration>) -> Result<Fleet, String> {
+        let mut builder = RedisPool::builder(url, name);
+        if let Some(lease) = lease {
+            builder = builder.lease(lease);
+        }
+        let pool = builder
+            .build()
+            .await
+            .map_err(|error| format!("cannot reach Redis at {}: {error}", redacted(url)))?;
+        Ok(Fleet {
+            pool,
+            known: std::sync::Mutex::new(Limits::default()),
+            refreshing: AtomicBool::new(false),
+            down: AtomicBool::new(false),
+            given: std::sync::Mutex::new(Limits::default()),
+        })
+    }
+
+    /// Writes `limits`, those this run is given, to the pool as one batch; remembers them to
+    /// write them again should Redis forget them.
+    ///
+    /// # Errors
+    ///
+    /// Redis is unreachable; nothing was changed.
+    pub async fn write(&self, limits: &Limits) -> Result<(), UnavailableError> {
+        self.pool.set_limits(limits.batch()).await?;
+        self.remember(limits);
+        Ok(())
+    }
+
+    fn remember(&self, given: &Limits) {
+        *self
+            .given
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = given.clone();
+    }
+
+    /// Until the run ends, every [`RETRY`]: says when Redis becomes unreachable and when it is
+    /// back (a job waiting for admission meanwhile just waits); and if Redis forgot the limits
+    /// (a renewal found leases of this run lost, or none of the limits this run gave is in the
+    /// pool any more: Redis restarted without its data, or failed over), writes the limits this
+    /// run was given again and says so. `notice` shows a message.
+    pub async fn guard(self: Arc<Self>, notice: impl AsyncFn(String)) {
+        let mut seen = self.pool.lost_leases();
+        let mut ticks = tokio::time::interval(RETRY);
+        loop {
+            ticks.tick().await;
+            let lost = self.pool.lost_leases();
+            let forgotten = match self.forgotten().await {
+                Ok(forgotten) => forgotten,
+                Err(error) => {
+                    if let Some(text) = self.went_down(&error) {
+                        notice(text).await;
+                    }
+                    continue;
+                }
+            };
+            if let Some(text) = self.came_back() {
+                notice(text).await;
+            }
+            if lost == seen && !forgotten {
+                continue;
+            }
+            let given = self.given();
+            if self.write(&given).await.is_ok() {
+                seen = lost;
+                notice(
+                    "Redis forgot this run's leases or limits (restarted without its data?): \
+                     this run's limits are written to the pool again"
+                        .to_owned(),
+                )
+                .await;
+            }
+        }
+    }
+
+    fn given(&self) -> Limits {
+        self.given
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Whether none of the limits this run gave is in the pool (`false` if it gave none).
+    /// Usually one call: the total is there.
+    async fn forgotten(&self) -> Result<bool, UnavailableError> {
+        let given = self.given();
+        if given.total.is_some() && self.pool.max_tasks().await?.is_some() {
+            return Ok(false);
+        }
+        if given.default.is_some() && self.pool.default_limit().await?.is_some() {
+            return Ok(false);
+        }
+        for group in given.groups.keys() {
+            if self.pool.limit(group).await?.is_some() {
+                return Ok(false);
+            }
+        }
+        Ok(given.total.is_some() || given.default.is_some() || !given.groups.is_empty())
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Limits> {
+        self.known
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reads the fleet's limits in force for the total and `groups` from Redis (one call for
+    /// each, on the shared connection); keeps the last values known if Redis is unreachable.
+    pub async fn refresh(&self, groups: impl IntoIterator<Item = Group>) {
+        let Ok(total) = self.pool.max_tasks().await else {
+            return;
+        };
+        let Ok(default) = self.pool.default_limit().await else {
+            return;
+        };
+        let mut explicit = HashMap::new();
+        for group in groups {
+            let Ok(limit) = self.pool.limit(&group).await else {
+                return;
+            };
+            explicit.insert(group, limit);
+        }
+        let mut known = self.known();
+        known.total = total;
+        known.default = default;
+        for (group, limit) in explicit {
+            match limit {
+                Some(limit) => known.groups.insert(group, limit),
+                None => known.groups.remove(&group),
+            };
+        }
+    }
+
+    /// [`refresh`](Self::refresh) in the background, unless one is under way.
+    pub fn refresh_in_background(self: &Arc<Self>, groups: Vec<Group>) {
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let fleet = Arc::clone(self);
+        tokio::spawn(async move {
+            fleet.refresh(groups).await;
+            fleet.refreshing.store(false, Ordering::Release);
+        });
+    }
+
+    /// Records that Redis was found unreachable (`error`); the notice to show the first time
+    /// in an outage.
+    pub fn went_down(&self, error: &dyn fmt::Display) -> Option<String> {
+        (!self.down.swap(true, Ordering::AcqRel)).then(|| {
+            format!(
+                "warning: {error}; jobs wait for admission (none runs without one) until it is \
+                 back"
+            )
+        })
+    }
+
+    /// Records that Redis answered; the notice to show if it had been unreachable.
+    pub fn came_back(&self) -> Option<String> {
+        // Read first: the swap (a write to a shared line) only after an outage.
+        (self.down.load(Ordering::Acquire) && self.down.swap(false, Ordering::AcqRel))
+            .then(|| "Redis is reachable again: jobs are admitted again".to_owned())
+    }
+}
+
+/// The Redis a URL names, for messages: the address and database, never credentials.
+pub fn redacted(url: &str) -> String {
+    use redis::IntoConnectionInfo;
+    match url.into_connection_info() {
+        Ok(info) => match info.redis_settings().db() {
+            0 => info.addr().to_string(),
+            db => format!("{} (database {db})", info.addr()),
+        },
+        Err(_) => "a malformed URL".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_credentials() {
+        assert_eq!(
+            redacted("redis://user:secret@db.example:6380/2"),
+            "db.example:6380 (database 2)"
+        );
+        assert_eq!(redacted("redis://:secret@127.0.0.1/"), "127.0.0.1:6379");
+        assert_eq!(redacted("http://x:secret@host/"), "a malformed URL");
+    }
+}

@@ -1,0 +1,340 @@
+//! `--redis`: runs sharing their limits through a real `redis-server`, started by each test on
+//! 127.0.0.1 on a free port (the harness of taskherd-redis's tests, `redis_server`).
+
+use std::time::{Duration, Instant};
+
+use taskherd_redis::RedisPool;
+
+use crate::redis_server::Server;
+use crate::support::{
+    Scratch, finish_within, intervals, logged_job, max_overlap, report, statuses, wait_for_files,
+};
+
+/// Reads the pool `taskherd-run` on `server` with `read`, as a library user would.
+fn read_pool<T>(server: &Server, read: impl AsyncFnOnce(RedisPool<&'static str>) -> T) -> T {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        read(crate::redis_server::pool(server, "taskherd-run", Duration::from_secs(5)).await).await
+    })
+}
+
+/// A server, its URL, and a scratch directory with `jobs` in `jobs.txt`.
+fn server_with_jobs(jobs: &str) -> (Server, String, Scratch) {
+    let server = Server::start();
+    let url = server.url();
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", jobs);
+    (server, url, scratch)
+}
+
+/// Restarts `server` on its port, without its data (as a Redis without persistence).
+fn restart(mut server: Server) -> Server {
+    let port = server.port;
+    server.stop();
+    Server::start_on(port)
+}
+
+/// A job file of `n` logged jobs with ids `{prefix}{i}`, each running 0.3 s; even ones name
+/// `db` as well as `own`.
+fn jobs(prefix: &str, own: &str, n: usize) -> (String, Vec<(String, String)>) {
+    let mut lines = String::new();
+    let mut expected = Vec::new();
+    for i in 0..n {
+        let id = format!("{prefix}{i}");
+        let groups = match i % 2 {
+            0 => format!("db {own}"),
+            _ => own.to_owned(),
+        };
+        lines.push_str(&logged_job(&id, &groups, "0.3"));
+        lines.push('\n');
+        expected.push((id, groups));
+    }
+    (lines, expected)
+}
+
+/// Issue #12: two runs with different job files naming an overlapping group, on one Redis,
+/// share `-l db=1` and `-j 2`: across BOTH runs, no more than 1 db job and 2 jobs in all ran at
+/// once (the jobs' own start and end lines say so), and each run's report has one record per
+/// job.
+#[test]
+fn two_runs_share_their_group_limits_and_total() {
+    let server = Server::start();
+    let url = server.url();
+    let scratch = Scratch::new();
+    let (a, mut expected) = jobs("a", "web", 6);
+    let (b, more) = jobs("b", "batch", 6);
+    expected.extend(more);
+    scratch.write("a.txt", &a);
+    scratch.write("b.txt", &b);
+    let args = |jobfile: &'static str, report: &'static str| {
+        let mut args = vec!["run", "--redis", &url, "-l", "db=1", "-j", "2"];
+        args.extend(["--report", report, jobfile]);
+        args
+    };
+    let first = scratch.command(&args("a.txt", "a.jsonl")).spawn().unwrap();
+    let second = scratch.command(&args("b.txt", "b.jsonl")).spawn().unwrap();
+    let first = finish_within(first, Duration::from_secs(60));
+    let second = finish_within(second, Duration::from_secs(60));
+    first
+        .assert_code(0)
+        .assert_stderr_contains(": 6 succeeded\n");
+    second
+        .assert_code(0)
+        .assert_stderr_contains(": 6 succeeded\n");
+
+    let ran = intervals(&scratch);
+    assert_eq!(ran.len(), 12, "every job of both runs ran once: {ran:?}");
+    let db: Vec<_> = expected
+        .iter()
+        .filter(|(_, groups)| groups.starts_with("db "))
+        .map(|(id, _)| &ran[id])
+        .collect();
+    assert_eq!(max_overlap(db), 1, "db jobs of both runs overlapped");
+    assert_eq!(
+        max_overlap(ran.values()),
+        2,
+        "the shared -j 2 held across both runs, and was reached"
+    );
+    // Each run's report is complete: one record per job, every one succeeded.
+    for name in ["a.jsonl", "b.jsonl"] {
+        let records = report(&scratch, name);
+        let lines: Vec<(u64, String)> = (1..=6).map(|l| (l, "succeeded".to_owned())).collect();
+        assert_eq!(statuses(&records), lines, "{name}");
+    }
+}
+
+/// The limits a run writes stay in the pool for the next run: a run given no `-l` nor `-j`
+/// runs under the limits the previous one wrote; a run's `-l` overrides them (the last write
+/// wins) for the runs after it too.
+#[test]
+fn limits_written_by_one_run_are_seen_by_the_next_and_the_last_write_wins() {
+    let server = Server::start();
+    let url = server.url();
+    let scratch = Scratch::new();
+    let run = |id: &str, limits: &[&str]| {
+        let _ = std::fs::remove_file(scratch.path("events"));
+        let lines: String = (0..3)
+            .map(|i| logged_job(&format!("{id}{i}"), "db", "0.3") + "\n")
+            .collect();
+        scratch.write("jobs.txt", &lines);
+        let mut args = vec!["run", "--redis", &url];
+        args.extend(limits);
+        args.push("jobs.txt");
+        let finished = scratch.run(&args);
+        finished.assert_code(0);
+        (max_overlap(intervals(&scratch).values()), finished)
+    };
+
+    let (peak, first) = run("one", &["-j", "4", "-l", "db=1"]);
+    assert_eq!(peak, 1);
+    first.assert_stderr_contains(
+        "\ndb          3          3       0       0        0     1      1\n",
+    );
+
+    // No limit given: the pool's, written by the first run.
+    let (peak, second) = run("two", &[]);
+    assert_eq!(
+        peak, 1,
+        "the second run kept to the db=1 the first one wrote"
+    );
+    second
+        .assert_stderr_contains(
+            "\n[total]     3          3       0       0        0     1      4\n",
+        )
+        .assert_stderr_contains(
+            "\ndb          3          3       0       0        0     1      1\n",
+        );
+
+    // -l overrides what the pool had, and holds for the run after it.
+    let (peak, third) = run("three", &["-l", "db=2"]);
+    assert_eq!(peak, 2, "the third run's -l db=2 replaced db=1");
+    third.assert_stderr_contains(
+        "\ndb          3          3       0       0        0     2      2\n",
+    );
+    let (peak, _) = run("four", &[]);
+    assert_eq!(peak, 2, "the last write wins for the runs after it");
+}
+
+/// Redis unreachable at the start: exit status 2, a message naming the server without its
+/// password, and nothing run or created.
+#[test]
+fn redis_down_at_the_start_runs_nothing() {
+    let mut server = Server::start();
+    let port = server.port;
+    server.stop();
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "touch ran\n");
+    let url = format!("redis://someone:s3cret@127.0.0.1:{port}/");
+    let finished = scratch.run(&["run", "--redis", &url, "--report", "r.jsonl", "jobs.txt"]);
+    finished
+        .assert_code(2)
+        .assert_stderr_contains(&format!(
+            "taskherd: --redis: cannot reach Redis at 127.0.0.1:{port}: "
+        ))
+        .assert_stderr_contains("; nothing was run\n");
+    assert!(!finished.stderr.contains("s3cret"), "{finished:#?}");
+    assert!(!scratch.exists("ran"), "a job ran without Redis");
+    assert!(!scratch.exists("r.jsonl"), "the report was created");
+}
+
+/// A running job whose lease Redis lost (here: Redis restarted without persistence) is
+/// terminated: status `killed`, reason `lease-lost`; and the run writes its limits again, which
+/// the restart forgot.
+#[test]
+fn a_job_whose_lease_is_lost_is_terminated_and_the_limits_written_again() {
+    // It ignores SIGTERM: the run lasts the grace period after the loss, for the rewrite.
+    let (server, url, scratch) =
+        server_with_jobs("db :: touch started; trap '' TERM; sleep 30 & wait\n");
+    let args = [
+        "run",
+        "--redis",
+        &url,
+        "--lease",
+        "1s",
+        "--kill-grace",
+        "2s",
+    ];
+    let child = scratch
+        .command(
+            &[
+                &args[..],
+                &["-l", "db=3", "--report", "r.jsonl", "jobs.txt"],
+            ]
+            .concat(),
+        )
+        .spawn()
+        .unwrap();
+    wait_for_files(&scratch, &["started"]);
+    let server = restart(server);
+    let finished = finish_within(child, Duration::from_secs(20));
+    finished
+        .assert_code(1)
+        .assert_stderr_contains("line 1: Redis lost its admission (lease-lost): SIGTERM")
+        .assert_stderr_contains("line 1 still running 2.00s after SIGTERM: SIGKILL")
+        .assert_stderr_contains("this run's limits are written to the pool again");
+    let records = report(&scratch, "r.jsonl");
+    assert_eq!(records[0]["status"], "killed", "{records:?}");
+    assert_eq!(records[0]["signal_name"], "SIGKILL", "{records:?}");
+    assert_eq!(records[0]["reason"], "lease-lost", "{records:?}");
+    let limit = read_pool(&server, async |pool| pool.limit(&"db").await.unwrap());
+    assert_eq!(
+        limit,
+        Some(3),
+        "the restarted Redis has the run's limit again"
+    );
+}
+
+/// `kill -9` of a run: its jobs die with it (the reaper helper), and its slots come back to
+/// the other runs after the lease, not while it holds.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_killed_run_gives_its_slots_back_after_the_lease() {
+    let server = Server::start();
+    let url = server.url();
+    let scratch = Scratch::new();
+    scratch.write("first.txt", "db :: echo $$ > pid; exec sleep 30\n");
+    scratch.write("second.txt", "db :: touch second\n");
+    let lease = Duration::from_secs(2);
+    let mut first = scratch
+        .command(&[
+            "run",
+            "--redis",
+            &url,
+            "--lease",
+            "2s",
+            "-l",
+            "db=1",
+            "first.txt",
+        ])
+        .spawn()
+        .unwrap();
+    wait_for_files(&scratch, &["pid"]);
+    let killed = Instant::now();
+    crate::support::send_signal(first.id(), "KILL");
+    first.wait().unwrap();
+    let second = scratch
+        .command(&["run", "--redis", &url, "second.txt"])
+        .spawn()
+        .unwrap();
+    wait_for_files(&scratch, &["second"]);
+    let waited = killed.elapsed();
+    finish_within(second, Duration::from_secs(10)).assert_code(0);
+    // Renewed every lease / 3: the lease had at least 2/3 of it left at the kill.
+    assert!(
+        waited >= lease * 2 / 3 - Duration::from_millis(100),
+        "the slot came back after {waited:?}, while the lease held"
+    );
+    assert!(
+        waited <= lease + Duration::from_secs(3),
+        "the slot came back only after {waited:?}"
+    );
+    // The first run's job died with it.
+    let pid = scratch.read("pid");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{}", pid.trim())).exists() {
+        assert!(Instant::now() < deadline, "the killed run's job lives on");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Redis down during the run: a job waiting for admission does not run while Redis is
+/// unreachable (fail closed), the run says so, and the job runs once Redis is back, without
+/// restarting taskherd; the run writes its limits again, which the restart forgot.
+#[test]
+fn a_job_waits_while_redis_is_down_and_runs_when_it_is_back() {
+    // The second job runs long enough for the run to notice that Redis is back.
+    let (mut server, url, scratch) =
+        server_with_jobs("touch first; sleep 0.5\ntouch second; sleep 1.5\n");
+    let port = server.port;
+    let child = scratch
+        .command(&[
+            "run", "--redis", &url, "-j", "1", "--report", "r.jsonl", "jobs.txt",
+        ])
+        .spawn()
+        .unwrap();
+    wait_for_files(&scratch, &["first"]);
+    server.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!scratch.exists("second"), "a job ran without Redis");
+    let server = Server::start_on(port);
+    let finished = finish_within(child, Duration::from_secs(30));
+    finished
+        .assert_code(0)
+        .assert_stderr_contains(
+            "; jobs wait for admission (none runs without one) until it is back\n",
+        )
+        .assert_stderr_contains("Redis is reachable again: jobs are admitted again\n")
+        .assert_stderr_contains("this run's limits are written to the pool again\n");
+    assert!(scratch.exists("second"));
+    let total = read_pool(&server, async |pool| pool.max_tasks().await.unwrap());
+    assert_eq!(total, Some(1), "the restarted Redis has the run's -j again");
+    let records = report(&scratch, "r.jsonl");
+    assert_eq!(
+        statuses(&records),
+        [(1, "succeeded".to_owned()), (2, "succeeded".to_owned())]
+    );
+}
+
+/// A dry run with `--redis` does not connect, and says that limits it does not give are the
+/// pool's.
+#[test]
+fn a_dry_run_does_not_ask_redis() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "db :: true\n");
+    scratch
+        .run(&[
+            "run",
+            "--redis",
+            "redis://127.0.0.1:1/",
+            "-l",
+            "db=2",
+            "--dry-run",
+            "jobs.txt",
+        ])
+        .assert_code(0)
+        .assert_stdout_contains("\n[total]     1   none\ndb          1      2\n")
+        .assert_stdout_contains("where it gives none, the pool's own apply");
+}
