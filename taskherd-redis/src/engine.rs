@@ -87,6 +87,9 @@ struct Waiter {
     wake: Arc<Notify>,
     /// Set by the notifier's poll, so the woken future need not poll again.
     status: Option<Status>,
+    /// Its `admit.lua` call answered: Redis knows it. Until then, renewals and polls skip it
+    /// (they would find it gone, and it would queue again while its first entry stayed).
+    queued: bool,
 }
 
 #[derive(Default)]
@@ -304,9 +307,17 @@ impl Engine {
             Waiter {
                 wake: Arc::clone(&wake),
                 status: None,
+                queued: false,
             },
         );
         wake
+    }
+
+    /// A waiter's `admit.lua` call answered that it waits: renewals and polls include it.
+    pub(crate) fn queued(&self, id: &str) {
+        if let Some(waiter) = self.local.lock().waiters.get_mut(id) {
+            waiter.queued = true;
+        }
     }
 
     /// The status the notifier's poll found for a waiter, if any.
@@ -401,13 +412,13 @@ impl Engine {
         self.renewal_stopped.store(true, Ordering::Relaxed);
     }
 
-    /// The ids to renew: every holder and waiter of this process.
+    /// The ids to renew: every holder and queued waiter of this process.
     fn live_ids(&self) -> Vec<String> {
         let local = self.local.lock();
         local
             .holders
             .keys()
-            .chain(local.waiters.keys())
+            .chain(queued_ids(&local.waiters))
             .cloned()
             .collect()
     }
@@ -463,6 +474,11 @@ impl Engine {
             waiter.wake.notify_one();
         }
     }
+}
+
+/// The waiters whose `admit.lua` call answered (the others are not in Redis yet).
+fn queued_ids(waiters: &HashMap<String, Waiter>) -> impl Iterator<Item = &String> {
+    waiters.iter().filter(|(_, w)| w.queued).map(|(id, _)| id)
 }
 
 fn parse_stats(row: &[String]) -> taskherd::GroupStats {
@@ -558,7 +574,7 @@ async fn notifier(engine: Weak<Engine>, mut conn: ConnectionManager) {
         match popped {
             Ok(Some((_, id))) => engine.wake(&id, None),
             Ok(None) => {
-                let ids: Vec<String> = engine.local.lock().waiters.keys().cloned().collect();
+                let ids: Vec<String> = queued_ids(&engine.local.lock().waiters).cloned().collect();
                 if ids.is_empty() {
                     continue;
                 }

@@ -271,7 +271,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                     let lost = engine.waiter_to_holder(&id);
                     return Ok(Held { id, lost });
                 }
-                Admitted::Full(_) | Admitted::Waiting => {}
+                Admitted::Full(_) | Admitted::Waiting => engine.queued(pending.id()),
             }
             loop {
                 wake.notified().await;
