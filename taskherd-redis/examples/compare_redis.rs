@@ -4,10 +4,11 @@
 //! (tasks on one 2-worker runtime, sharing one connection each) naming 1 and 3 groups plus the
 //! total; server calls per admission and per release (`INFO commandstats`); renewal calls per
 //! interval for 1,000 held leases (the slow log, set to log every command, tells a renewal
-//! carrying 1,000 ids from a reaper's call). Prints ratios.
+//! carrying 1,000 ids from a reaper's call). Prints ratios; each throughput is the median of 3
+//! measurements interleaved with the other limiters'.
 //!
 //! ```sh
-//! cargo run --release -p taskherd-redis --example compare_redis [seconds per figure, 1.5]
+//! cargo run --release -p taskherd-redis --example compare_redis [seconds per measurement, 1]
 //! ```
 //!
 //! See `benches/common/mod.rs` for what one cycle is.
@@ -25,7 +26,7 @@ use common::{Limiter, Naive};
 async fn main() {
     let seconds: f64 = std::env::args()
         .nth(1)
-        .map_or(1.5, |s| s.parse().expect("seconds per figure"));
+        .map_or(1.0, |s| s.parse().expect("seconds per measurement"));
     let server = support::Server::start();
     let url = server.url();
     let mut conn = common::connection(&url).await;
@@ -40,7 +41,7 @@ async fn main() {
         .unwrap_or("?")
         .to_owned();
     println!(
-        "redis-server {version} on 127.0.0.1:{}, {seconds} s per figure",
+        "redis-server {version} on 127.0.0.1:{}, {seconds} s per measurement, median of {ROUNDS}",
         server.port
     );
 
@@ -56,11 +57,20 @@ async fn main() {
     let naive = Naive::new(&url).await;
     for groups in [1, 3] {
         for clients in [1, 4, 16] {
-            let mut run =
-                async |limiter| measure(&mut conn, &limiter, clients, groups, seconds).await;
-            let ours = run(Limiter::Pool(pool.clone())).await;
-            let used = run(Limiter::PoolBackground(pool.clone())).await;
-            let theirs = run(Limiter::Naive(naive.clone())).await;
+            let limiters = [
+                Limiter::Pool(pool.clone()),
+                Limiter::PoolBackground(pool.clone()),
+                Limiter::Naive(naive.clone()),
+            ];
+            // Rounds interleave the three, and each figure is the median of its rounds: this
+            // machine's speed moves while it runs.
+            let mut rounds: [Vec<(f64, f64)>; 3] = Default::default();
+            for _ in 0..ROUNDS {
+                for (limiter, figures) in limiters.iter().zip(&mut rounds) {
+                    figures.push(measure(&mut conn, limiter, clients, groups, seconds).await);
+                }
+            }
+            let [ours, used, theirs] = rounds.map(median);
             println!(
                 "{groups:>6} {clients:>7} {:>10.0} {:>10.0} {:>10.0} {:>7.2}x {:>7.2}x {:>6.2} {:>6.2}",
                 ours.0,
@@ -154,6 +164,15 @@ async fn main() {
     drop(held);
     renewing.flush().await;
     pool.flush().await;
+}
+
+/// Measurements of each figure; the median is printed.
+const ROUNDS: usize = 3;
+
+/// The measurement with the median rate.
+fn median(mut figures: Vec<(f64, f64)>) -> (f64, f64) {
+    figures.sort_by(|a, b| a.0.total_cmp(&b.0));
+    figures[figures.len() / 2]
 }
 
 /// Cycles per second over about `seconds`, and server calls per cycle.
