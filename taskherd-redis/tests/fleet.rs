@@ -502,7 +502,11 @@ async fn a_redis_restart_reports_lost_leases_and_the_same_pools_recover() {
         .await
         .expect("the task of a lost lease kept running");
     assert!(aborted.unwrap_err().is_cancelled());
-    assert_eq!((one.lost_leases(), two.lost_leases()), (2, 1));
+    // The count is added just after the signals are sent (engine::lost_ids): wait for it.
+    until("lost_leases counts 2 and 1", async || {
+        (one.lost_leases(), two.lost_leases()) == (2, 1)
+    })
+    .await;
 
     // The same pools admit again; holders with live leases never exceed the limit of `db`.
     let live = Arc::new(AtomicUsize::new(0));
