@@ -85,11 +85,11 @@ struct Holder {
 /// A waiter of this process.
 struct Waiter {
     wake: Arc<Notify>,
+    /// Its `admit.lua` call returned "waiting": only then do renewals and the fallback poll
+    /// ask about it (before, Redis does not know it yet, and would call it gone).
+    queued: bool,
     /// Set by the notifier's poll, so the woken future need not poll again.
     status: Option<Status>,
-    /// Its `admit.lua` call answered: Redis knows it. Until then, renewals and polls skip it
-    /// (they would find it gone, and it would queue again while its first entry stayed).
-    queued: bool,
 }
 
 #[derive(Default)]
@@ -306,15 +306,15 @@ impl Engine {
             id.to_owned(),
             Waiter {
                 wake: Arc::clone(&wake),
-                status: None,
                 queued: false,
+                status: None,
             },
         );
         wake
     }
 
-    /// A waiter's `admit.lua` call answered that it waits: renewals and polls include it.
-    pub(crate) fn queued(&self, id: &str) {
+    /// The waiter's `admit.lua` call returned: it is queued in Redis.
+    pub(crate) fn mark_queued(&self, id: &str) {
         if let Some(waiter) = self.local.lock().waiters.get_mut(id) {
             waiter.queued = true;
         }
@@ -333,11 +333,6 @@ impl Engine {
     pub(crate) fn waiter_to_holder(&self, id: &str) -> watch::Receiver<bool> {
         self.local.lock().waiters.remove(id);
         self.hold(id)
-    }
-
-    /// A waiter is gone (its lease expired): forget it locally.
-    pub(crate) fn forget_waiter(&self, id: &str) {
-        self.local.lock().waiters.remove(id);
     }
 
     /// One `poll.lua` call.
@@ -418,7 +413,7 @@ impl Engine {
         local
             .holders
             .keys()
-            .chain(queued_ids(&local.waiters))
+            .chain(queued(&local.waiters))
             .cloned()
             .collect()
     }
@@ -476,9 +471,12 @@ impl Engine {
     }
 }
 
-/// The waiters whose `admit.lua` call answered (the others are not in Redis yet).
-fn queued_ids(waiters: &HashMap<String, Waiter>) -> impl Iterator<Item = &String> {
-    waiters.iter().filter(|(_, w)| w.queued).map(|(id, _)| id)
+/// The ids of the waiters that Redis knows.
+fn queued(waiters: &HashMap<String, Waiter>) -> impl Iterator<Item = &String> {
+    waiters
+        .iter()
+        .filter(|(_, waiter)| waiter.queued)
+        .map(|(id, _)| id)
 }
 
 fn parse_stats(row: &[String]) -> taskherd::GroupStats {
@@ -574,7 +572,7 @@ async fn notifier(engine: Weak<Engine>, mut conn: ConnectionManager) {
         match popped {
             Ok(Some((_, id))) => engine.wake(&id, None),
             Ok(None) => {
-                let ids: Vec<String> = queued_ids(&engine.local.lock().waiters).cloned().collect();
+                let ids: Vec<String> = queued(&engine.local.lock().waiters).cloned().collect();
                 if ids.is_empty() {
                     continue;
                 }

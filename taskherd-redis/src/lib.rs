@@ -19,6 +19,37 @@
 //! waiters are leased on the Redis server's clock and renewed in one call per interval for the
 //! whole process; a crashed process's slots come back within the lease.
 //!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use taskherd::LimitChanges;
+//! use taskherd_redis::RedisPool;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // Every worker of the fleet opens the pool "jobs" on the same Redis.
+//! let pool: RedisPool<&str> = RedisPool::builder("redis://127.0.0.1:6379/", "jobs")
+//!     .lease(Duration::from_secs(15))
+//!     .build()
+//!     .await?;
+//! pool.set_limits(LimitChanges::new().max_tasks(500).default_limit(20).limit("db-7", 2))
+//!     .await?;
+//!
+//! match pool.try_spawn(["tenant-3", "db-7"], async { /* the job */ }).await {
+//!     Ok(task) => task.await?,
+//!     Err(refused) if refused.is_unavailable() => eprintln!("Redis is down: {refused}"),
+//!     Err(refused) => println!("full: {:?}", refused.full_group()),
+//! }
+//!
+//! // Waiting, first come first served across the fleet; the permit says if Redis lost it.
+//! let permit = pool.acquire(["db-7"]).await?;
+//! assert!(!permit.is_lost());
+//! drop(permit);
+//! // Before exiting: hand the last slots back now rather than when their leases expire.
+//! pool.flush().await;
+//! # Ok(()) }
+//! ```
+//!
 //! # When not to use it
 //!
 //! - One process: use [`taskherd::TaskPool`], which admits in nanoseconds, not a round trip.
@@ -32,7 +63,8 @@
 //! forgets the leases: every process finds out at its next renewal, its spawned tasks are
 //! aborted (by default) and its permits report [`lost`](RedisPermit::lost); until then, work
 //! admitted before the restart runs uncounted, so the limits may be exceeded for up to a third
-//! of a lease.
+//! of a lease. The limits are stored in Redis as well: such a restart forgets them, and the
+//! pool is unlimited until they are set again. Waiting calls queue again by themselves.
 //!
 //! # Features
 //!

@@ -271,7 +271,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                     let lost = engine.waiter_to_holder(&id);
                     return Ok(Held { id, lost });
                 }
-                Admitted::Full(_) | Admitted::Waiting => engine.queued(pending.id()),
+                Admitted::Full(_) | Admitted::Waiting => engine.mark_queued(pending.id()),
             }
             loop {
                 wake.notified().await;
@@ -294,9 +294,9 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                     }
                     Status::Gone => {
                         // Its lease expired (Redis restarted, or this process was paused):
-                        // queue again, behind everyone.
-                        engine.forget_waiter(pending.id());
-                        pending.settle();
+                        // queue again, behind everyone. The old id is released all the same
+                        // (a no-op if it is really gone), so that it can never hold a slot.
+                        drop(pending);
                         tracing::warn!("a waiter's lease was lost; it queues again");
                         break;
                     }

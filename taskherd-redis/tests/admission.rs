@@ -104,6 +104,56 @@ async fn debug_output_redacts_credentials() {
         !shown.contains("s3cret") && !shown.contains("user"),
         "{shown}"
     );
+    // The server has no such user: the error says so, without the credentials.
+    let err = builder.build().await.unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
     let pool = pool(&server, "p", Duration::from_secs(5)).await;
     assert!(!format!("{pool:?}").contains("s3cret"));
+}
+
+/// `abort_group` reaches only that group's tasks (their slots come back); `close` fails the
+/// waiting calls of this pool, which leave their queues, and refuses new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_group_and_close() {
+    let server = Server::start();
+    // Another process on the same pool.
+    let other = pool(&server, "abort", Duration::from_secs(5)).await;
+    let pool = pool(&server, "abort", Duration::from_secs(5)).await;
+    pool.set_limit("db", 1).await.unwrap();
+    let a = pool
+        .try_spawn(["a"], std::future::pending::<()>())
+        .await
+        .unwrap();
+    let db = pool
+        .try_spawn(["db"], std::future::pending::<()>())
+        .await
+        .unwrap();
+    assert_eq!(pool.abort_group(&"a"), 1);
+    assert!(a.await.unwrap_err().is_cancelled());
+    pool.flush().await;
+    assert_eq!(pool.task_count(&"a").await.unwrap(), 0);
+    assert_eq!(pool.task_count(&"db").await.unwrap(), 1);
+
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.acquire(["db"]).await.map(drop) }
+    });
+    while pool.stats(&"db").await.unwrap().waiting == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(pool.close());
+    assert!(!pool.close(), "already closed");
+    assert!(waiter.await.unwrap().unwrap_err().is_closed());
+    pool.flush().await;
+    assert_eq!(
+        pool.stats(&"db").await.unwrap().waiting,
+        0,
+        "it left the queue"
+    );
+    assert!(pool.try_acquire(["b"]).await.unwrap_err().is_closed());
+    // Another process is not closed.
+    assert!(other.try_acquire(["b"]).await.is_ok());
+    assert_eq!(pool.abort_all(), 1);
+    assert!(db.await.unwrap_err().is_cancelled());
 }

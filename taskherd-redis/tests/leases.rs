@@ -123,3 +123,33 @@ async fn redis_down_is_unavailable_and_the_pool_recovers_by_itself() {
     assert!(recovered.is_some(), "the pool never recovered");
     assert_eq!(pool.stats(&"a").await.unwrap().running, 1);
 }
+
+/// A waiter whose lease Redis lost (FLUSHALL) queues again by itself and is admitted; its old
+/// id holds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_lease_is_lost_queues_again() {
+    let server = Server::start();
+    let pool = pool(&server, "leases", Duration::from_millis(600)).await;
+    pool.set_limit("db", 1).await.unwrap();
+    let held = pool.try_acquire(["db"]).await.unwrap();
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.acquire(["db"]).await }
+    });
+    while pool.stats(&"db").await.unwrap().waiting == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.cmd(&["FLUSHALL"]).unwrap();
+    // The limits went with everything else: whoever configures the fleet sets them again.
+    pool.set_limit("db", 1).await.unwrap();
+    let permit = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiter never queued again")
+        .unwrap()
+        .unwrap();
+    held.lost().await;
+    pool.flush().await;
+    let db = pool.stats(&"db").await.unwrap();
+    assert_eq!((db.running, db.waiting), (1, 0));
+    drop(permit);
+}

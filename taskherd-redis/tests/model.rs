@@ -2,7 +2,9 @@
 //! `TaskPool` (the reference) and a `RedisPool` give the same admissions, refusals, statistics
 //! and grant order.
 //!
-//! `TASKHERD_MODEL_CASES` sets the number of cases (16 by default, for CI).
+//! `TASKHERD_MODEL_CASES` sets the number of cases (16 by default, for CI). Rare orders need
+//! more: a take-back of the oldest holder instead of the youngest, planted in `limits.lua`, was
+//! found with `TASKHERD_MODEL_CASES=300` (sequences of up to 60 operations), not with 16.
 
 mod support;
 
@@ -45,7 +47,7 @@ fn limit() -> impl Strategy<Value = Option<usize>> {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => groups().prop_map(Op::Try),
-        3 => groups().prop_map(Op::Wait),
+        5 => groups().prop_map(Op::Wait),
         3 => any::<usize>().prop_map(Op::Drop),
         1 => any::<usize>().prop_map(Op::Cancel),
         2 => (
@@ -235,7 +237,7 @@ fn the_redis_pool_behaves_like_the_in_process_pool() {
     });
     let case = std::sync::atomic::AtomicUsize::new(0);
     runner
-        .run(&proptest::collection::vec(op(), 1..30), |ops| {
+        .run(&proptest::collection::vec(op(), 1..60), |ops| {
             let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             run_case(&rt, &server, n, ops);
             Ok(())
