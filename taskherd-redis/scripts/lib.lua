@@ -175,8 +175,11 @@ local function grant(w, now)
   w.ph = 'g'
   w.tp = 'o'
   wput(w)
+  -- The holder keeps the waiter's lease (its process renews both alike): a crashed
+  -- process's waiter granted a slot must not hold it for a fresh lease.
+  local expiry = tonumber(redis.call('ZSCORE', K_WL, w.id)) or (now + w.ls)
   redis.call('ZREM', K_WL, w.id)
-  redis.call('ZADD', K_H, now + w.ls, w.id)
+  redis.call('ZADD', K_H, expiry, w.id)
   redis.call('HSET', K_HG, w.id, w.gs or '')
   local n = P .. 'n:' .. w.o
   redis.call('RPUSH', n, w.id)
@@ -270,13 +273,14 @@ local function release_id(id, now)
   return 0
 end
 
--- Releases expired holders and cancels expired waiters, at most `max` of each.
+-- Cancels expired waiters, then releases expired holders, at most `max` of each. Waiters
+-- first: a slot freed by an expired holder must not go to an expired waiter.
 local function reap(now, max)
   local n = 0
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_H, '-inf', now, 'LIMIT', 0, max)) do
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_WL, '-inf', now, 'LIMIT', 0, max)) do
     n = n + release_id(id, now)
   end
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_WL, '-inf', now, 'LIMIT', 0, max)) do
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_H, '-inf', now, 'LIMIT', 0, max)) do
     n = n + release_id(id, now)
   end
   return n
