@@ -27,19 +27,43 @@ end
 local segs = {}
 for i = 6, #ARGV do segs[#segs + 1] = ARGV[i] end
 
--- Try: the total first, then each group in the caller's order.
+-- Try: the total first, then each group in the caller's order. The limits and counts of every
+-- group are read in three commands (one per hash), not three per group.
+local names = { 't' }
+for i, seg in ipairs(segs) do names[i + 1] = 'g:' .. seg end
+local limits = redis.call('HMGET', K_LIM, 'd', unpack(names))
+local running = redis.call('HMGET', K_RUN, unpack(names))
+local reserved = redis.call('HMGET', K_RES, unpack(names))
+local default = limits[1]
 local full = nil
-if not thas_room() then
+-- (No reservation of the total exists between transitions: T.tres is 0 here.)
+if limits[2] and num(running[1]) >= tonumber(limits[2]) then
   full = 0
 else
-  for i, seg in ipairs(segs) do
-    if not ghas_room(seg) then full = i break end
+  for i = 1, #segs do
+    local limit = limits[i + 2] or default
+    if limit and num(running[i + 1]) + num(reserved[i + 1]) >= tonumber(limit) then
+      full = i
+      break
+    end
   end
 end
 
 if full == nil then
-  admit_one('t')
-  for _, seg in ipairs(segs) do admit_one('g:' .. seg) end
+  -- Count in the total and every group; peaks are read and written once for all of them.
+  local peaks = {}
+  for i, name in ipairs(names) do peaks[i] = 'p:' .. name end
+  local old_peaks = redis.call('HMGET', K_ST, unpack(peaks))
+  local new_peaks = {}
+  for i, name in ipairs(names) do
+    local r = redis.call('HINCRBY', K_RUN, name, 1)
+    redis.call('HINCRBY', K_ST, 'a:' .. name, 1)
+    if r > num(old_peaks[i]) then
+      new_peaks[#new_peaks + 1] = peaks[i]
+      new_peaks[#new_peaks + 1] = r
+    end
+  end
+  if #new_peaks > 0 then redis.call('HSET', K_ST, unpack(new_peaks)) end
   redis.call('ZADD', K_H, now + lease, id)
   redis.call('HSET', K_HG, id, table.concat(segs, '\n'))
   return { 1 }

@@ -134,6 +134,9 @@ end
 -- Hands free slots of a group to its oldest queued waiters; waiters now ready go to `granted`.
 local function gpump(seg, granted)
   local q = qkey(seg)
+  -- Nobody queued (the common release): nothing to hand out, one command. (A group's segment
+  -- is in `qg` only while its queue is not empty, so there is nothing to tidy either.)
+  if redis.call('ZCARD', q) == 0 then return end
   while ghas_room(seg) do
     local popped = redis.call('ZPOPMIN', q)
     if #popped == 0 then break end
@@ -151,6 +154,8 @@ local function gpump(seg, granted)
 end
 
 local function tpump(granted)
+  -- Nobody queued for the total (the common release): nothing to hand out, one command.
+  if redis.call('ZCARD', K_QT) == 0 then return end
   while thas_room() do
     local popped = redis.call('ZPOPMIN', K_QT)
     if #popped == 0 then break end
@@ -222,9 +227,10 @@ local function release_groups(groups, now)
   add(K_RUN, 't', -1)
   tpump(granted)
   for _, seg in ipairs(groups) do
-    add(K_RUN, 'g:' .. seg, -1)
+    local running = add(K_RUN, 'g:' .. seg, -1)
     gpump(seg, granted)
-    reclaim(seg)
+    -- A group with admissions still running is not idle: no need to look further.
+    if running <= 0 then reclaim(seg) end
   end
   grant_all(granted, now)
 end

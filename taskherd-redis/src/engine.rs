@@ -428,6 +428,10 @@ impl Engine {
                 // An id released since the renewal was sent is not in the map any more.
                 if let Some(holder) = local.holders.remove(&id) {
                     lost += 1;
+                    // Counted before the holder is told, so that whoever sees `lost()` resolve
+                    // reads a count that includes it. Relaxed: a statistic, ordered for that
+                    // reader by the watch channel's own synchronisation.
+                    self.lost.fetch_add(1, Ordering::Relaxed);
                     holder.lost.send_replace(true);
                     aborts.extend(holder.abort);
                 } else if let Some(waiter) = local.waiters.get_mut(&id) {
@@ -439,8 +443,6 @@ impl Engine {
         if lost == 0 {
             return;
         }
-        // Relaxed: a statistic.
-        self.lost.fetch_add(lost, Ordering::Relaxed);
         if self.abort_on_lost {
             tracing::warn!(lost, "leases lost: their tasks are aborted");
             for abort in aborts {
