@@ -32,7 +32,8 @@
 //! - One global limit and nothing else: a [`Semaphore`](https://docs.rs/tokio/1/tokio/sync/struct.Semaphore.html) is enough.
 //! - Tracking tasks without limiting them: use [`tokio::task::JoinSet`] or `tokio_util`'s
 //!   `TaskTracker`.
-//! - Limits shared between processes or machines: this pool counts only its own process.
+//! - Limits shared between processes or machines: this pool counts only its own process; the
+//!   `taskherd-redis` crate shares the same limits across a fleet, on Redis.
 //!
 //! # Example
 //!
