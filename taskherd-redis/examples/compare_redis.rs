@@ -3,7 +3,9 @@
 //! each key, `DECR` back on refusal, `DECR` on release), with 1, 4 and 16 concurrent clients
 //! (tasks on one 2-worker runtime, sharing one connection each) naming 1 and 3 groups plus the
 //! total; server calls per admission and per release (`INFO commandstats`); renewal calls per
-//! interval for 1,000 held leases (the slow log, set to log every command, tells a renewal
+//! interval for 1,000 held leases; the server's CPU time per cycle (`INFO cpu`: what bounds
+//! throughput once the server's one thread is busy, and steadier than throughput on a shared
+//! machine) (the slow log, set to log every command, tells a renewal
 //! carrying 1,000 ids from a reaper's call). Prints ratios; each throughput is the median of 3
 //! measurements interleaved with the other limiters'.
 //!
@@ -47,11 +49,23 @@ async fn main() {
 
     println!(
         "\nadmissions + releases per second (cycles/s); server calls per cycle (EVALSHA and \
-         BLPOP for taskherd, INCR and DECR for naive)"
+         BLPOP for taskherd, INCR and DECR for naive); the server's and this process's CPU time per cycle (µs)"
     );
     println!(
-        "{:>6} {:>7} {:>10} {:>10} {:>10} {:>8} {:>8} {:>6} {:>6}",
-        "groups", "clients", "taskherd", "as used", "naive", "ratio", "as used", "calls", "naive"
+        "{:>6} {:>7} {:>10} {:>10} {:>10} {:>8} {:>8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
+        "groups",
+        "clients",
+        "taskherd",
+        "as used",
+        "naive",
+        "ratio",
+        "as used",
+        "calls",
+        "naive",
+        "srv µs",
+        "naive",
+        "cli µs",
+        "naive"
     );
     let pool = common::pool(&url, "compare", Duration::from_secs(15)).await;
     let naive = Naive::new(&url).await;
@@ -64,7 +78,7 @@ async fn main() {
             ];
             // Rounds interleave the three, and each figure is the median of its rounds: this
             // machine's speed moves while it runs.
-            let mut rounds: [Vec<(f64, f64)>; 3] = Default::default();
+            let mut rounds: [Vec<(f64, f64, f64, f64)>; 3] = Default::default();
             for _ in 0..ROUNDS {
                 for (limiter, figures) in limiters.iter().zip(&mut rounds) {
                     figures.push(measure(&mut conn, limiter, clients, groups, seconds).await);
@@ -72,14 +86,18 @@ async fn main() {
             }
             let [ours, used, theirs] = rounds.map(median);
             println!(
-                "{groups:>6} {clients:>7} {:>10.0} {:>10.0} {:>10.0} {:>7.2}x {:>7.2}x {:>6.2} {:>6.2}",
+                "{groups:>6} {clients:>7} {:>10.0} {:>10.0} {:>10.0} {:>7.2}x {:>7.2}x {:>6.2} {:>6.2} {:>6.1} {:>6.1} {:>6.1} {:>6.1}",
                 ours.0,
                 used.0,
                 theirs.0,
                 ours.0 / theirs.0,
                 used.0 / theirs.0,
                 ours.1,
-                theirs.1
+                theirs.1,
+                ours.2,
+                theirs.2,
+                ours.3,
+                theirs.3
             );
         }
     }
@@ -170,28 +188,35 @@ async fn main() {
 const ROUNDS: usize = 3;
 
 /// The measurement with the median rate.
-fn median(mut figures: Vec<(f64, f64)>) -> (f64, f64) {
+fn median(mut figures: Vec<(f64, f64, f64, f64)>) -> (f64, f64, f64, f64) {
     figures.sort_by(|a, b| a.0.total_cmp(&b.0));
     figures[figures.len() / 2]
 }
 
-/// Cycles per second over about `seconds`, and server calls per cycle.
+/// Cycles per second over about `seconds`, server calls per cycle, and the server's and this
+/// process's CPU time per cycle in microseconds.
 async fn measure(
     conn: &mut redis::aio::MultiplexedConnection,
     limiter: &Limiter,
     clients: usize,
     groups: usize,
     seconds: f64,
-) -> (f64, f64) {
+) -> (f64, f64, f64, f64) {
     // Warm up, and size the run from it.
     let warm = common::run_cycles(limiter, clients, groups, 200).await;
     let cycles = ((seconds / warm.as_secs_f64()) * 200.0).max(200.0) as u64;
     common::reset_stats(conn).await;
+    let cpu = common::server_cpu(conn).await;
+    let own = common::own_cpu();
     let took = common::run_cycles(limiter, clients, groups, cycles).await;
+    let own = common::own_cpu() - own;
+    let cpu = common::server_cpu(conn).await - cpu;
     let calls = common::client_calls(&common::command_calls(conn).await);
     (
         cycles as f64 / took.as_secs_f64(),
         calls as f64 / cycles as f64,
+        cpu * 1e6 / cycles as f64,
+        own * 1e6 / cycles as f64,
     )
 }
 

@@ -194,6 +194,42 @@ pub async fn command_calls(conn: &mut MultiplexedConnection) -> Vec<(String, u64
     calls
 }
 
+/// CPU seconds the server has used so far, user and system, all its threads (`INFO cpu`).
+pub async fn server_cpu(conn: &mut MultiplexedConnection) -> f64 {
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            line.strip_prefix("used_cpu_user:")
+                .or_else(|| line.strip_prefix("used_cpu_sys:"))
+        })
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum()
+}
+
+/// CPU seconds this process has used so far, user and system (`/proc/self/stat`, in clock
+/// ticks of 10 ms: measure over a second or more); NaN where that file does not exist.
+pub fn own_cpu() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // The fields after the command name (which is in parentheses and may hold spaces):
+    // utime and stime are the 14th and 15th fields of the line.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return f64::NAN;
+    };
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / 100.0
+}
+
 pub async fn reset_stats(conn: &mut MultiplexedConnection) {
     run(conn, &["CONFIG", "RESETSTAT"]).await;
 }
