@@ -1,109 +1,166 @@
--- admit.lua: one admission, all or nothing, across the total and every named group.
+-- admit.lua: admissions, each all or nothing across the total and every named group, in
+-- the order given (several callers of one process share a call when they come together).
 --
 -- KEYS[1]  the pool's prefix `taskherd:{<pool>}:` (every key is derived from it; see lib.lua)
--- ARGV[1]  mode: `try` (refuse when full) or `wait` (become a waiter when full)
--- ARGV[2]  the new holder's id (unique in the fleet: the process id and a counter)
--- ARGV[3]  lease in milliseconds (expiry = the server's TIME + lease)
--- ARGV[4]  the calling process's id (whose `n:<proc>` list is told when a waiter is granted)
--- ARGV[5]  how many expired holders and waiters to reap first (at most)
--- ARGV[6..] the group segments, deduplicated, in the caller's order
+-- ARGV[1]  lease in milliseconds (expiry = the server's TIME + lease)
+-- ARGV[2]  the calling process's id (whose `n:<proc>` list is told when a waiter is granted)
+-- ARGV[3]  how many expired holders and waiters to reap (at most) when a group is full
+-- ARGV[4..] the admissions, one after the other, each as:
+--          mode: `try` (refuse when full) or `wait` (become a waiter when full);
+--          the new holder's id (unique in the fleet: the process id and a counter);
+--          n, the number of group segments; then the n segments, deduplicated, in the
+--          caller's order
 --
--- Returns {1} admitted (the id holds a lease), {0, i} refused, the first full group being the
--- total (i = 0) or the i-th segment (try mode only; counted in the statistics), or {2} waiting
--- (the id is a waiter, leased; poll.lua or the `n:<proc>` list tells when it is granted).
--- Repeating a call with an id that already exists returns its state and changes nothing.
+-- Returns two integers per admission, in order: 1, 0 admitted (the id holds a lease); 0, i
+-- refused, the first full group being the total (i = 0) or the i-th segment (try mode only;
+-- counted in the statistics); 2, 0 waiting (the id is a waiter, leased; poll.lua or the
+-- `n:<proc>` list tells when it is granted).
+-- Repeating an admission with an id that already exists returns its state and changes nothing
+-- (a try-mode admission checks only for a holder: only wait mode makes waiters, under fresh
+-- ids).
 
-local mode, id, lease, owner = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local lease, owner, reap_max = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
-reap(now, tonumber(ARGV[5]))
 
-if redis.call('ZSCORE', K_H, id) then return { 1 } end
-local existing = wget(id)
-if existing then
-  if existing.ph == 'g' then return { 1 } end
-  return { 2 }
+-- Reaps at most once per call (a refusal's reap found everything there was to find).
+local reaped = false
+local function reap_once()
+  if reaped then return 0 end
+  reaped = true
+  return reap(now, reap_max)
 end
 
-local segs = {}
-for i = 6, #ARGV do segs[#segs + 1] = ARGV[i] end
-
--- Try: the total first, then each group in the caller's order. The limits and counts of every
--- group are read in three commands (one per hash), not three per group.
-local names = { 't' }
-for i, seg in ipairs(segs) do names[i + 1] = 'g:' .. seg end
-local limits = redis.call('HMGET', K_LIM, 'd', unpack(names))
-local running = redis.call('HMGET', K_RUN, unpack(names))
-local reserved = redis.call('HMGET', K_RES, unpack(names))
-local default = limits[1]
-local full = nil
--- (No reservation of the total exists between transitions: T.tres is 0 here.)
-if limits[2] and num(running[1]) >= tonumber(limits[2]) then
-  full = 0
-else
-  for i = 1, #segs do
-    local limit = limits[i + 2] or default
-    if limit and num(running[i + 1]) + num(reserved[i + 1]) >= tonumber(limit) then
-      full = i
-      break
+local function admit(mode, id, segs)
+  if redis.call('ZSCORE', K_H, id) then return 1, 0 end
+  -- Only a wait-mode call makes a waiter: a try-mode id (always fresh) cannot name one.
+  if mode == 'wait' then
+    local existing = wget(id)
+    if existing then
+      if existing.ph == 'g' then return 1, 0 end
+      return 2, 0
     end
   end
-end
 
-if full == nil then
-  -- Count in the total and every group; peaks are read and written once for all of them.
-  local peaks = {}
-  for i, name in ipairs(names) do peaks[i] = 'p:' .. name end
-  local old_peaks = redis.call('HMGET', K_ST, unpack(peaks))
-  local new_peaks = {}
-  for i, name in ipairs(names) do
-    local r = redis.call('HINCRBY', K_RUN, name, 1)
-    redis.call('HINCRBY', K_ST, 'a:' .. name, 1)
-    if r > num(old_peaks[i]) then
-      new_peaks[#new_peaks + 1] = peaks[i]
-      new_peaks[#new_peaks + 1] = r
+  -- The fields of the total (`t`) and of every group (`g:<seg>`), the total first.
+  local names = { 't' }
+  for i, seg in ipairs(segs) do names[i + 1] = 'g:' .. seg end
+
+  -- Counts the admission in the total, then in each group in the caller's order, checking
+  -- each against its limit as it goes (counting first spares reading and parsing the counts:
+  -- HINCRBY answers with a number). At the first that has no room, takes back what it
+  -- counted and returns that place (0 the total, i the i-th segment) and the group's count
+  -- before the call; returns nil and the new counts when all had room. The limits and the
+  -- groups' reservations are read in one command per hash; the total has no reservation
+  -- between transitions (T.tres is 0 here).
+  local limits, reserved
+  local function take()
+    limits = redis.call('HMGET', K_LIM, 'd', unpack(names))
+    reserved = redis.call('HMGET', K_RES, unpack(names))
+    local default = limits[1] and tonumber(limits[1])
+    local counts = {}
+    for i, name in ipairs(names) do
+      local r = redis.call('HINCRBY', K_RUN, name, 1)
+      local limit
+      if i == 1 then
+        limit = limits[2] and tonumber(limits[2])
+      elseif limits[i + 1] then
+        limit = tonumber(limits[i + 1])
+      else
+        limit = default
+      end
+      if limit and r + num(reserved[i]) > limit then
+        for j = 1, i do add(K_RUN, names[j], -1) end
+        return i - 1, r - 1
+      end
+      counts[i] = r
+    end
+    return nil, counts
+  end
+
+  -- `got`: the new counts if admitted, else the full group's count before the call.
+  local full, got = take()
+  -- Expired leases are reaped by every process on a timer; an admission that finds a group
+  -- full reaps first itself, so that it never waits or is refused for a slot a crashed holder
+  -- left. (With room, reaping first would change nothing: it frees slots and hands them to
+  -- queued waiters, and a group with queued waiters has no room.)
+  if full ~= nil and reap_once() > 0 then full, got = take() end
+
+  if full == nil then
+    -- Statistics: one more admitted in the total and every group; a peak read and written
+    -- only where the count passed it.
+    local peaks = {}
+    for i, name in ipairs(names) do
+      redis.call('HINCRBY', K_ST, 'a:' .. name, 1)
+      peaks[i] = 'p:' .. name
+    end
+    local old = redis.call('HMGET', K_ST, unpack(peaks))
+    local new = {}
+    for i, r in ipairs(got) do
+      if not old[i] or r > tonumber(old[i]) then
+        new[#new + 1] = peaks[i]
+        new[#new + 1] = r
+      end
+    end
+    if #new > 0 then redis.call('HSET', K_ST, unpack(new)) end
+    redis.call('ZADD', K_H, now + lease, id)
+    redis.call('HSET', K_HG, id, table.concat(segs, '\n'))
+    return 1, 0
+  end
+
+  if mode ~= 'wait' then
+    -- A refusal counts in the total, and in the group that refused if it exists (has running
+    -- admissions, reservations, an explicit limit or a queue).
+    redis.call('HINCRBY', K_ST, 'x:t', 1)
+    if full > 0 then
+      local seg = segs[full]
+      if got > 0 or reserved[full + 1] or limits[full + 2]
+          or redis.call('EXISTS', qkey(seg)) == 1 then
+        redis.call('HINCRBY', K_ST, 'x:g:' .. seg, 1)
+      end
+    end
+    return 0, full
+  end
+
+  -- Wait: join every named group (a slot if it has room and nobody queues, else the queue).
+  local ticket = redis.call('INCR', K_SEQ)
+  local w = { id = id, t = ticket, g = segs, gs = table.concat(segs, '\n'), pl = '', m = #segs,
+              tp = 'o', ph = 'w', o = owner, ls = lease }
+  local places = {}
+  for i, seg in ipairs(segs) do
+    if redis.call('EXISTS', qkey(seg)) == 0 and ghas_room(seg) then
+      redis.call('HINCRBY', K_RES, 'g:' .. seg, 1)
+      places[i] = 'r'
+      w.m = w.m - 1
+    else
+      redis.call('ZADD', qkey(seg), ticket, id)
+      redis.call('SADD', K_QG, seg)
+      places[i] = 'q'
     end
   end
-  if #new_peaks > 0 then redis.call('HSET', K_ST, unpack(new_peaks)) end
-  redis.call('ZADD', K_H, now + lease, id)
-  redis.call('HSET', K_HG, id, table.concat(segs, '\n'))
-  return { 1 }
+  w.pl = table.concat(places)
+  redis.call('HSET', wkey(id), 't', ticket, 'g', w.gs, 'pl', w.pl, 'm', w.m, 'tp', 'o', 'ph', 'w',
+    'o', owner, 'ls', lease)
+  redis.call('ZADD', K_WL, now + lease, id)
+  if w.m == 0 then tjoin(w) end
+  if w.m == 0 and w.tp == 'r' then
+    -- Not reached (the try above would have admitted); handled rather than assumed.
+    grant(w, now)
+    redis.call('DEL', wkey(id))
+    redis.call('LREM', P .. 'n:' .. owner, 0, id)
+    return 1, 0
+  end
+  return 2, 0
 end
 
-if mode ~= 'wait' then
-  -- A refusal counts in the total, and in the group that refused if it exists.
-  redis.call('HINCRBY', K_ST, 'x:t', 1)
-  if full > 0 and not gidle(segs[full]) then
-    redis.call('HINCRBY', K_ST, 'x:g:' .. segs[full], 1)
-  end
-  return { 0, full }
+local out = {}
+local i = 4
+while i <= #ARGV do
+  local mode, id, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local segs = {}
+  for j = 1, n do segs[j] = ARGV[i + 2 + j] end
+  i = i + 3 + n
+  local code, at = admit(mode, id, segs)
+  out[#out + 1] = code
+  out[#out + 1] = at
 end
-
--- Wait: join every named group (a slot if it has room and nobody queues, else the queue).
-local ticket = redis.call('INCR', K_SEQ)
-local w = { id = id, t = ticket, g = segs, gs = table.concat(segs, '\n'), pl = '', m = #segs,
-            tp = 'o', ph = 'w', o = owner, ls = lease }
-local places = {}
-for i, seg in ipairs(segs) do
-  if redis.call('EXISTS', qkey(seg)) == 0 and ghas_room(seg) then
-    redis.call('HINCRBY', K_RES, 'g:' .. seg, 1)
-    places[i] = 'r'
-    w.m = w.m - 1
-  else
-    redis.call('ZADD', qkey(seg), ticket, id)
-    redis.call('SADD', K_QG, seg)
-    places[i] = 'q'
-  end
-end
-w.pl = table.concat(places)
-redis.call('HSET', wkey(id), 't', ticket, 'g', w.gs, 'pl', w.pl, 'm', w.m, 'tp', 'o', 'ph', 'w',
-  'o', owner, 'ls', lease)
-redis.call('ZADD', K_WL, now + lease, id)
-if w.m == 0 then tjoin(w) end
-if w.m == 0 and w.tp == 'r' then
-  -- Not reached (the try above would have admitted); handled rather than assumed.
-  grant(w, now)
-  redis.call('DEL', wkey(id))
-  redis.call('LREM', P .. 'n:' .. owner, 0, id)
-  return { 1 }
-end
-return { 2 }
+return out

@@ -16,7 +16,8 @@
 --   qt         ZSET  waiters queued for the total, scored by the order they became ready
 --   seq        STRING counter: tickets and ready order
 --   h          ZSET  holder id -> lease expiry (ms, the server's TIME)
---   hg         HASH  holder id -> its groups (segments joined by "\n")
+--   hg         HASH  holder id -> its groups (segments joined by "\n"), after a byte 0x01 if the
+--                    holder was a waiter (its record `w:<id>` may still exist)
 --   w:<id>     HASH  a waiter: t ticket, g groups, pl places (one char per group: r reserved,
 --                    q queued), m named groups still missing, tp total place (o outside,
 --                    q queued), ph phase (w waiting, g granted), o owner process, ls lease ms
@@ -37,6 +38,9 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+
+-- Starts a granted waiter's groups in `hg` (no segment has a control character).
+local GRANTED_MARK = 1
 
 local function split(s)
   local out = {}
@@ -185,7 +189,7 @@ local function grant(w, now)
   local expiry = tonumber(redis.call('ZSCORE', K_WL, w.id)) or (now + w.ls)
   redis.call('ZREM', K_WL, w.id)
   redis.call('ZADD', K_H, expiry, w.id)
-  redis.call('HSET', K_HG, w.id, w.gs or '')
+  redis.call('HSET', K_HG, w.id, string.char(GRANTED_MARK) .. (w.gs or ''))
   local n = P .. 'n:' .. w.o
   redis.call('RPUSH', n, w.id)
   redis.call('PEXPIRE', n, 3 * w.ls)
@@ -204,8 +208,10 @@ local function tjoin(w)
 end
 
 -- Completes the waiters a transition gave slots to, oldest ticket first.
+-- `now` may be nil (a release that had no need of the clock): read only if someone is granted.
 local function grant_all(granted, now)
   if #granted == 0 then return end
+  now = now or now_ms()
   local ws, seen = {}, {}
   for _, id in ipairs(granted) do
     if not seen[id] then
@@ -223,15 +229,36 @@ end
 
 -- Gives back one holder's slots and pumps: the total first, then each group.
 local function release_groups(groups, now)
-  local granted = {}
   add(K_RUN, 't', -1)
-  tpump(granted)
+  local idle = {}
   for _, seg in ipairs(groups) do
-    local running = add(K_RUN, 'g:' .. seg, -1)
-    gpump(seg, granted)
-    -- A group with admissions still running is not idle: no need to look further.
-    if running <= 0 then reclaim(seg) end
+    if add(K_RUN, 'g:' .. seg, -1) <= 0 then idle[#idle + 1] = seg end
   end
+  -- Nobody waits (the common release): no queue and no reservation exists anywhere, so there
+  -- is nothing to hand out, and a group without running admissions is idle unless it has an
+  -- explicit limit. (Every waiter not granted yet, queued or holding reservations, is in `wl`.)
+  if redis.call('ZCARD', K_WL) == 0 then
+    if #idle == 0 then return end
+    local fields = {}
+    for i, seg in ipairs(idle) do fields[i] = 'g:' .. seg end
+    local explicit = redis.call('HMGET', K_LIM, unpack(fields))
+    local stats = {}
+    for i, seg in ipairs(idle) do
+      if not explicit[i] then
+        stats[#stats + 1] = 'a:g:' .. seg
+        stats[#stats + 1] = 'x:g:' .. seg
+        stats[#stats + 1] = 'p:g:' .. seg
+      end
+    end
+    if #stats > 0 then redis.call('HDEL', K_ST, unpack(stats)) end
+    return
+  end
+  -- Counts first, then the pumps (each pump looks at its own group's counts only, so the
+  -- hand-out is the same as decrementing and pumping group by group).
+  local granted = {}
+  tpump(granted)
+  for _, seg in ipairs(groups) do gpump(seg, granted) end
+  for _, seg in ipairs(idle) do reclaim(seg) end
   grant_all(granted, now)
 end
 
@@ -263,12 +290,15 @@ end
 -- Releases a holder (a granted waiter not collected yet included) or cancels a waiter, by id.
 -- Idempotent: an unknown id is a no-op. Returns 1 if something was given back.
 local function release_id(id, now)
-  if redis.call('ZSCORE', K_H, id) then
-    local groups = split(redis.call('HGET', K_HG, id))
-    redis.call('ZREM', K_H, id)
+  if redis.call('ZREM', K_H, id) == 1 then
+    local groups = redis.call('HGET', K_HG, id) or ''
     redis.call('HDEL', K_HG, id)
-    redis.call('DEL', wkey(id))
-    release_groups(groups, now)
+    if string.byte(groups, 1) == GRANTED_MARK then
+      -- A granted waiter: its record is still there if its process has not collected it.
+      redis.call('DEL', wkey(id))
+      groups = string.sub(groups, 2)
+    end
+    release_groups(split(groups), now)
     return 1
   end
   local w = wget(id)

@@ -10,6 +10,9 @@
 //! - its **waiters** (ids queued in Redis), renewed with the holders and woken by the
 //!   notifier, which `BLPOP`s this process's list `n:<process>` on a connection of its own and,
 //!   after each second without a notification, polls every local waiter in one `poll.lua` call;
+//! - an **admitter** that sends the admissions of callers who come together in one
+//!   `admit.lua` call (a caller waits for the call in flight at most: with one caller, each
+//!   admission is its own call), and releases what a caller that went away was given;
 //! - a **releaser** that batches the ids of ended holders and cancelled waiters into one
 //!   `release.lua` call, retrying while Redis is unreachable until the lease would have
 //!   expired anyway; dropping a guard only queues its id, so a task's exit never blocks.
@@ -41,6 +44,22 @@ const NOTIFY_TIMEOUT_SECS: f64 = 1.0;
 #[derive(Debug)]
 pub(crate) struct Unavailable(pub(crate) redis::RedisError);
 
+impl Unavailable {
+    /// An error of the client's own making (a reply it cannot read, a task that ended).
+    fn lost(what: &'static str) -> Self {
+        Self(redis::RedisError::from((redis::ErrorKind::Client, what)))
+    }
+
+    /// The same error again, for each caller of a shared call.
+    fn copy(&self) -> Self {
+        Self(redis::RedisError::from((
+            self.0.kind(),
+            "admission call failed",
+            self.0.to_string(),
+        )))
+    }
+}
+
 impl From<redis::RedisError> for Unavailable {
     fn from(error: redis::RedisError) -> Self {
         Self(error)
@@ -65,6 +84,17 @@ pub(crate) enum Status {
     Waiting,
     Gone,
 }
+
+/// An admission for the admitter.
+struct AdmitRequest {
+    id: String,
+    wait: bool,
+    segments: Vec<String>,
+    reply: oneshot::Sender<Result<Admitted, Unavailable>>,
+}
+
+/// At most this many admissions share one `admit.lua` call.
+const ADMIT_BATCH: usize = 64;
 
 /// A message to the releaser.
 pub(crate) enum Release {
@@ -108,6 +138,7 @@ pub(crate) struct Engine {
     pub(crate) lease: Duration,
     pub(crate) abort_on_lost: bool,
     local: Mutex<Local>,
+    admit_tx: mpsc::UnboundedSender<AdmitRequest>,
     release_tx: mpsc::UnboundedSender<Release>,
     lost: AtomicU64,
     /// Test hook: renewals stop (as if the process were paused).
@@ -184,14 +215,28 @@ impl Engine {
         )
         .await?;
         let (release_tx, release_rx) = mpsc::unbounded_channel();
+        let (admit_tx, admit_rx) = mpsc::unbounded_channel();
+        let prefix = format!("taskherd:{{{}}}:", crate::key::encode_segment(pool));
+        let process = format!("{:016x}", random_u64());
+        tokio::spawn(admitter(
+            Admitter {
+                conn: conn.clone(),
+                prefix: prefix.clone(),
+                process: process.clone(),
+                lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
+                release_tx: release_tx.clone(),
+            },
+            admit_rx,
+        ));
         let engine = Arc::new(Self {
             conn: conn.clone(),
-            prefix: format!("taskherd:{{{}}}:", crate::key::encode_segment(pool)),
-            process: format!("{:016x}", random_u64()),
+            prefix,
+            process,
             next_id: AtomicU64::new(0),
             lease,
             abort_on_lost,
             local: Mutex::new(Local::default()),
+            admit_tx,
             release_tx,
             lost: AtomicU64::new(0),
             renewal_stopped: AtomicBool::new(false),
@@ -216,39 +261,32 @@ impl Engine {
         u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// One `admit.lua` call. In wait mode, register the id as a waiter first, so that a grant
-    /// notification is never missed. On an error the call may still have run: the caller
-    /// releases the id.
+    /// One admission, in the admitter's next `admit.lua` call. In wait mode, register the id
+    /// as a waiter first, so that a grant notification is never missed. On an error the call
+    /// may still have run: the caller releases the id.
+    ///
+    /// Cancel safety: if this future is dropped, the admitter releases whatever the call
+    /// gave the id (the caller's own release may reach Redis first, as a no-op).
     pub(crate) async fn admit(
         &self,
         id: &str,
         wait: bool,
         segments: &[String],
     ) -> Result<Admitted, Unavailable> {
-        let mut invocation = scripts::ADMIT.key(&self.prefix);
-        invocation
-            .arg(if wait { "wait" } else { "try" })
-            .arg(id)
-            .arg(self.lease_ms())
-            .arg(&self.process)
-            .arg(REAP_BATCH);
-        for segment in segments {
-            invocation.arg(segment);
+        let (reply, admitted) = oneshot::channel();
+        let request = AdmitRequest {
+            id: id.to_owned(),
+            wait,
+            segments: segments.to_vec(),
+            reply,
+        };
+        // The admitter ends only after every sender (this engine) is gone.
+        if self.admit_tx.send(request).is_err() {
+            return Err(Unavailable::lost("the admitter has ended"));
         }
-        let mut conn = self.conn.clone();
-        let reply: Result<Vec<i64>, _> = invocation.invoke_async(&mut conn).await;
-        match reply {
-            Ok(reply) => match reply.as_slice() {
-                [1] => Ok(Admitted::Now),
-                [2] => Ok(Admitted::Waiting),
-                [0, i] => Ok(Admitted::Full(usize::try_from(*i).unwrap_or(0))),
-                _ => Err(Unavailable(redis::RedisError::from((
-                    redis::ErrorKind::Parse,
-                    "unexpected reply from admit.lua",
-                )))),
-            },
-            Err(error) => Err(Unavailable(error)),
-        }
+        admitted
+            .await
+            .unwrap_or_else(|_| Err(Unavailable::lost("the admitter has ended")))
     }
 
     /// Records a new holder; returns the receiver of its lost signal.
@@ -499,6 +537,66 @@ fn parse_stats(row: &[String]) -> taskherd::GroupStats {
     }
 }
 
+/// What the admitter needs of the engine (it holds no reference to the engine itself, so
+/// that it ends when the engine's sender is dropped).
+struct Admitter {
+    conn: ConnectionManager,
+    prefix: String,
+    process: String,
+    lease_ms: u64,
+    release_tx: mpsc::UnboundedSender<Release>,
+}
+
+impl Admitter {
+    /// One `admit.lua` call for `batch`: each admission's outcome, in order.
+    async fn call(&mut self, batch: &[AdmitRequest]) -> Result<Vec<Admitted>, Unavailable> {
+        let mut invocation = scripts::ADMIT.key(&self.prefix);
+        invocation
+            .arg(self.lease_ms)
+            .arg(&self.process)
+            .arg(REAP_BATCH);
+        for request in batch {
+            invocation
+                .arg(if request.wait { "wait" } else { "try" })
+                .arg(&request.id)
+                .arg(request.segments.len())
+                .arg(&request.segments);
+        }
+        let reply: Vec<i64> = invocation.invoke_async(&mut self.conn).await?;
+        if reply.len() != 2 * batch.len() {
+            return Err(Unavailable::lost("unexpected reply from admit.lua"));
+        }
+        reply
+            .chunks_exact(2)
+            .map(|pair| match *pair {
+                [1, _] => Ok(Admitted::Now),
+                [2, _] => Ok(Admitted::Waiting),
+                [0, i] => Ok(Admitted::Full(usize::try_from(i).unwrap_or(0))),
+                _ => Err(Unavailable::lost("unexpected reply from admit.lua")),
+            })
+            .collect()
+    }
+}
+
+/// Sends the admissions queued while the previous call was in flight in one call, and hands
+/// each caller its outcome. A caller that went away (its future dropped) gets its id released:
+/// whatever the call gave it goes back.
+async fn admitter(mut admitter: Admitter, mut rx: mpsc::UnboundedReceiver<AdmitRequest>) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, ADMIT_BATCH).await > 0 {
+        let outcomes = admitter.call(&batch).await;
+        for (i, request) in batch.drain(..).enumerate() {
+            let outcome = match &outcomes {
+                Ok(outcomes) => Ok(outcomes[i]),
+                Err(error) => Err(error.copy()),
+            };
+            if request.reply.send(outcome).is_err() {
+                let _ = admitter.release_tx.send(Release::Id(request.id));
+            }
+        }
+    }
+}
+
 /// Renews every lease of the process in one call per `lease / 3`.
 async fn renewer(engine: Weak<Engine>) {
     let period = match engine.upgrade() {
@@ -543,14 +641,26 @@ async fn reaper(engine: Weak<Engine>) {
         let Some(engine) = engine.upgrade() else {
             return;
         };
-        let mut invocation = scripts::REAP.key(&engine.prefix);
-        invocation.arg(REAP_BATCH);
-        let mut conn = engine.conn.clone();
-        let reaped: Result<i64, _> = invocation.invoke_async(&mut conn).await;
-        match reaped {
-            Ok(0) => {}
-            Ok(reaped) => tracing::debug!(reaped, "expired leases reaped"),
-            Err(error) => tracing::debug!(%error, "reaping failed; retried"),
+        // A call that reaped a whole batch may have left more (a crashed process's leases
+        // expire together): the next call follows at once.
+        loop {
+            let mut invocation = scripts::REAP.key(&engine.prefix);
+            invocation.arg(REAP_BATCH);
+            let mut conn = engine.conn.clone();
+            let reaped: Result<i64, _> = invocation.invoke_async(&mut conn).await;
+            match reaped {
+                Ok(0) => break,
+                Ok(reaped) => {
+                    tracing::debug!(reaped, "expired leases reaped");
+                    if usize::try_from(reaped).unwrap_or(0) < REAP_BATCH {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "reaping failed; retried");
+                    break;
+                }
+            }
         }
     }
 }
