@@ -13,8 +13,9 @@
 //! - [`UnavailableError`]: Redis unreachable, for calls that are not admissions (admissions
 //!   use `taskherd`'s error types, whose `is_unavailable()` says so).
 //!
-//! Every decision is one server-side Lua script call (one round trip): an admission checks the
-//! total and every named group and takes a slot in all or none; waiting is FIFO per group with
+//! Every decision is made in one server-side Lua script call (one round trip): an admission
+//! checks the total and every named group and takes a slot in all or none (admissions that one
+//! process's callers make at the same moment share a call, each still all or none); waiting is FIFO per group with
 //! one ticket order for the pool, cancel safe and deadlock free, as in-process. Admissions and
 //! waiters are leased on the Redis server's clock and renewed in one call per interval for the
 //! whole process; a crashed process's slots come back within the lease.

@@ -27,7 +27,9 @@ use crate::{RedisKey, RedisPermit, UnavailableError};
 /// cancel safe and deadlock free. The differences come from the network:
 ///
 /// - Calls that need Redis are `async` (one round trip each): `try_spawn(..).await`,
-///   `try_acquire(..).await`, `set_limit(..).await`, `stats(..).await`.
+///   `try_acquire(..).await`, `set_limit(..).await`, `stats(..).await`. Admissions that the
+///   process's callers make while its previous admission call is in flight go together in the
+///   next call (at most 64): one round trip each, shared.
 /// - Redis unreachable is its own error (`is_unavailable()` on `taskherd`'s error types, or
 ///   [`UnavailableError`]), never "full"; the work is handed back and nothing is admitted
 ///   without Redis. The pool reconnects by itself.
