@@ -125,12 +125,13 @@
 //! else is kept out: keys are hashed before locking (`K: Hash`); keys for new entries are
 //! moved in (a spawned task's own keys, a limit's key) or cloned before locking (`K: Clone`,
 //! for permits, on a second try when the first found entries missing); wakers are cloned
-//! before locking and woken and dropped after; removed keys, the keys of task records and
-//! waiter records are dropped after (a released task's abort handle is dropped under the
-//! lock: the task holds its own reference while it releases, so that drop only decrements a
-//! count and runs no task code); releases, cancellations and grants find
-//! entries by their serial number, not by comparing keys. Tracing events are emitted after
-//! unlocking. If `K`'s `Hash` or `Eq` is inconsistent, lookups by key may miss (as with
+//! before locking and woken and dropped after; removed keys and the keys of waiter records
+//! are dropped after (a task record holds no key: a spawned task's keys not taken by new
+//! entries are dropped right after its admission, outside the lock; a released task's abort
+//! handle is dropped under the lock: the task holds its own reference while it releases, so
+//! that drop only decrements a count and runs no task code); releases, cancellations and
+//! grants find entries by their serial number, not by comparing keys. Tracing events are
+//! emitted after unlocking. If `K`'s `Hash` or `Eq` is inconsistent, lookups by key may miss (as with
 //! `std::collections::HashMap`), but an admission always releases the entries it counted in.
 
 mod deferred;
@@ -150,7 +151,7 @@ use std::task::{Context, Poll, Waker};
 use tokio::task::AbortHandle;
 
 use crate::error::{Group, Refusal};
-use crate::group_set::{GroupSet, KeyIter, Spares};
+use crate::group_set::{GroupSet, Item, KeyIter, Spares};
 use crate::limits::LimitChanges;
 use crate::stats::GroupStats;
 use crate::sync::Mutex;
@@ -209,7 +210,10 @@ impl<K: Eq, S> Admission<K, S> {
 impl<K: Eq, S> Drop for Admission<K, S> {
     fn drop(&mut self) {
         let mut out = Deferred::new();
-        self.core.state.lock().release(&self.groups, &mut out);
+        self.core
+            .state
+            .lock()
+            .release(self.groups.iter().map(Item::entry), &mut out);
         out.finish();
     }
 }
@@ -279,12 +283,12 @@ impl<K: Eq, S> Collect<K, S> for TaskAdmission<K, S> {
         state: &mut State<K>,
         core: &Arc<Core<K, S>>,
         held: Held<K>,
-        _out: &mut Deferred<K>,
+        out: &mut Deferred<K>,
     ) -> Self {
         let task = match held {
             Held::Task(task) => task,
             // Admitted without waiting: the record is made now, under the same lock.
-            Held::Groups(groups) => state.track(groups),
+            Held::Groups(groups) => state.track(groups, out),
         };
         TaskAdmission {
             core: Arc::clone(core),
@@ -384,22 +388,27 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
     /// a task record (for release and `abort_group`), and its keys into the entries it makes.
     pub(crate) fn try_admit_task(
         core: &Arc<Self>,
-        groups: GroupSet<K>,
+        mut groups: GroupSet<K>,
     ) -> Result<TaskAdmission<K, S>, Refusal<K>> {
         let admitted = {
             let mut state = core.state.lock();
-            let admitted = state.try_admit_task(groups);
-            if let Err((groups, refused)) = &admitted {
-                state.record_rejection(groups, refused);
+            let admitted = state.try_admit_task(&mut groups);
+            if let Err(refused) = &admitted {
+                state.record_rejection(&groups, refused);
             }
             admitted
         };
         match admitted {
-            Ok(task) => Ok(TaskAdmission {
-                core: Arc::clone(core),
-                task,
-            }),
-            Err((groups, refused)) => Err(core.refusal(groups, refused)),
+            Ok(task) => {
+                // The keys no new entry took are dropped here, after unlocking: the task
+                // record keeps only where its entries are.
+                drop(groups);
+                Ok(TaskAdmission {
+                    core: Arc::clone(core),
+                    task,
+                })
+            }
+            Err(refused) => Err(core.refusal(groups, refused)),
         }
     }
 

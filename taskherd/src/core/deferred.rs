@@ -76,24 +76,20 @@ impl<K> Deferred<K> {
         self.groups(std::mem::take(&mut waiter.groups));
     }
 
-    /// A task record removed by its own task's guard (a release): its keys are dropped after
-    /// unlocking. Its abort handle is dropped now: that only decrements the task's reference
-    /// count, never to zero, because the guard runs inside the task (its future completing, or
-    /// being dropped by tokio), which holds its own reference meanwhile; so no task output or
-    /// future is dropped here.
+    /// A task record removed by its own task's guard (a release): dropped now. It holds no
+    /// key, and its abort handle only decrements the task's reference count, never to zero,
+    /// because the guard runs inside the task (its future completing, or being dropped by
+    /// tokio), which holds its own reference meanwhile; so no task output or future is dropped
+    /// here.
     #[inline]
-    pub(crate) fn released_task(&mut self, record: TaskRecord<K>) {
-        let (groups, abort) = record.into_parts();
-        self.groups(groups);
-        drop(abort);
+    pub(crate) fn released_task(&mut self, record: TaskRecord) {
+        drop(record);
     }
 
-    /// Any other removed task record: keys and abort handle are dropped after unlocking.
+    /// Any other removed task record: its abort handle is dropped after unlocking.
     #[inline]
-    pub(crate) fn task(&mut self, record: TaskRecord<K>) {
-        let (groups, abort) = record.into_parts();
-        self.groups(groups);
-        self.aborts.extend(abort);
+    pub(crate) fn task(&mut self, record: TaskRecord) {
+        self.aborts.extend(record.into_abort());
     }
 
     /// Whether there is nothing to wake or drop (then nothing was ever pushed, so nothing

@@ -13,7 +13,7 @@ use super::deferred::Deferred;
 use super::records::{MIN_RETAINED_CAPACITY, RecordRef, Records};
 use super::tasks::{Attached, TaskRef, Tasks};
 use super::waiters::{LinkRef, List, Phase, Place, Waiter, Waiters};
-use crate::group_set::{GroupSet, Item, Spares};
+use crate::group_set::{EntryRef, GroupSet, Item, Spares};
 use crate::stats::GroupStats;
 
 /// Waiters that received a slot that may complete them during one transition.
@@ -281,7 +281,7 @@ pub(crate) struct State<K> {
     /// The next entry's serial (0 is never used: it marks an unresolved group).
     next_serial: u64,
     /// Spawned tasks with their groups, for release and for `abort_group` and `abort_all`.
-    tasks: Tasks<K>,
+    tasks: Tasks,
     /// `wait` futures: their wakers, and whether the pool was closed and empty since they
     /// registered.
     idle_waiters: Records<IdleWaiter>,
@@ -487,17 +487,13 @@ impl<K: Eq> State<K> {
         Ok(())
     }
 
-    /// [`try_admit`](Self::try_admit) for a task to be spawned: on success its groups move into
-    /// a task record under the same lock; on refusal they come back. Never needs clones: the
-    /// task's keys move into the entries it creates.
-    pub(crate) fn try_admit_task(
-        &mut self,
-        mut groups: GroupSet<K>,
-    ) -> Result<TaskRef, (GroupSet<K>, Refused)> {
-        match self.try_admit(&mut groups, Keys::Move) {
-            Ok(()) => Ok(self.tasks.insert(groups)),
-            Err(refused) => Err((groups, refused)),
-        }
+    /// [`try_admit`](Self::try_admit) for a task to be spawned: on success a task record under
+    /// the same lock keeps where its entries are, and the groups come back with the keys no
+    /// entry took, to be dropped after unlocking; on refusal they come back whole. Never needs
+    /// clones: the task's keys move into the entries it creates.
+    pub(crate) fn try_admit_task(&mut self, groups: &mut GroupSet<K>) -> Result<TaskRef, Refused> {
+        self.try_admit(groups, Keys::Move)?;
+        Ok(self.tasks.insert(groups.entries()))
     }
 
     /// Counts a refused `try_*` call in the total and in the group that refused it. A group
@@ -520,16 +516,19 @@ impl<K: Eq> State<K> {
     }
 
     /// Turns an admission into a task record (an admission granted at once to a waiting
-    /// `spawn`).
-    pub(crate) fn track(&mut self, groups: GroupSet<K>) -> TaskRef {
-        self.tasks.insert(groups)
+    /// `spawn`); its keys are dropped after unlocking.
+    pub(crate) fn track(&mut self, groups: GroupSet<K>, out: &mut Deferred<K>) -> TaskRef {
+        let task = self.tasks.insert(groups.entries());
+        out.groups(groups);
+        task
     }
 
-    /// Turns a task record back into a permit's groups (the counts stay taken).
+    /// Turns a task record back into a permit's groups (the counts stay taken), without their
+    /// keys (the record does not keep them).
     pub(crate) fn untrack(&mut self, task: TaskRef, out: &mut Deferred<K>) -> GroupSet<K> {
         match self.tasks.remove(task) {
-            Some(mut record) => {
-                let groups = std::mem::take(&mut record.groups);
+            Some(record) => {
+                let groups = GroupSet::from_entries(&record.groups);
                 out.task(record);
                 groups
             }
@@ -677,9 +676,9 @@ impl<K: Eq> State<K> {
             }
         }
         if waiter.track {
-            // A task to be spawned is a task from now on: `abort_group` must reach it.
-            let groups = std::mem::take(&mut waiter.groups);
-            waiter.task = Some(self.tasks.insert(groups));
+            // A task to be spawned is a task from now on: `abort_group` must reach it. Its
+            // keys stay in the waiter record, dropped after unlocking when it is removed.
+            waiter.task = Some(self.tasks.insert(waiter.groups.entries()));
         }
     }
 
@@ -701,7 +700,7 @@ impl<K: Eq> State<K> {
     fn release_held(&mut self, held: Held<K>, out: &mut Deferred<K>) {
         match held {
             Held::Groups(groups) => {
-                self.release(&groups, out);
+                self.release(groups.iter().map(Item::entry), out);
                 out.groups(groups);
             }
             Held::Task(task) => self.release_task(task, out),
@@ -863,7 +862,11 @@ impl<K: Eq> State<K> {
 
     /// Gives back one admission's slots and hands them to the oldest waiters (invariants 1, 5).
     /// O(groups named) plus the waiters this grants. Finds entries by serial: no user code.
-    pub(crate) fn release(&mut self, groups: &GroupSet<K>, out: &mut Deferred<K>) {
+    pub(crate) fn release(
+        &mut self,
+        groups: impl IntoIterator<Item = EntryRef>,
+        out: &mut Deferred<K>,
+    ) {
         let mut granted = Granted::new();
         self.total.release_one(out);
         if self.closed && self.total.running == 0 {
@@ -872,7 +875,7 @@ impl<K: Eq> State<K> {
         self.total
             .pump(self.max_tasks, &mut self.waiters, &mut granted);
         let mut reclaimed = false;
-        for item in groups.iter() {
+        for item in groups {
             let serial = item.serial;
             match self.groups.find_entry(item.hash, |e| e.serial == serial) {
                 Ok(mut occupied) => {
@@ -899,7 +902,7 @@ impl<K: Eq> State<K> {
     pub(crate) fn release_task(&mut self, task: TaskRef, out: &mut Deferred<K>) {
         match self.tasks.remove(task) {
             Some(record) => {
-                self.release(&record.groups, out);
+                self.release(record.groups.iter().copied(), out);
                 out.released_task(record);
             }
             None => out.underflow = true,
@@ -1351,13 +1354,13 @@ mod tests {
             .try_admit(&mut groups, Keys::Spare(&mut spares))
             .unwrap_or_else(|refused| panic!("{refused:?}"));
         let mut out = Deferred::new();
-        state.release(&groups, &mut out);
+        state.release(groups.iter().map(Item::entry), &mut out);
         assert!(!out.underflow, "the first release is fine");
         out.finish();
 
         // Released again: the total's count is 0, and the group's entry is gone.
         let mut out = Deferred::new();
-        state.release(&groups, &mut out);
+        state.release(groups.iter().map(Item::entry), &mut out);
         assert!(out.underflow);
         assert_eq!(state.total.running, 0, "left at zero, not wrapped");
         let panic = catch_unwind(AssertUnwindSafe(|| out.finish())).unwrap_err();

@@ -2,7 +2,10 @@
 //!
 //! A spawned task's groups live here, in a record created under the lock at admission, rather
 //! than in the task: the task's future then carries only an 8-byte id, which keeps it
-//! small (it is moved several times on its way into tokio). The task's `AbortHandle` is
+//! small (it is moved several times on its way into tokio). The record keeps where each group's
+//! entry is (hash and serial), not the keys: the task's keys were moved into the entries they
+//! created or are dropped right after admission, outside the lock, so a record is small (a
+//! burst keeps one per live task) and dropping it runs no user code. The task's `AbortHandle` is
 //! attached right after `tokio::spawn` returns; an abort requested in between is remembered and
 //! carried out when the handle arrives, so no task escapes an `abort_all`.
 //!
@@ -15,24 +18,24 @@ use hashbrown::HashTable;
 use tokio::task::AbortHandle;
 
 use super::records::{MIN_RETAINED_CAPACITY, id_hash};
-use crate::group_set::GroupSet;
+use crate::group_set::EntryRefs;
 
 /// Identifies one task record: its id, unique for the life of the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TaskRef(u64);
 
-pub(crate) struct TaskRecord<K> {
+pub(crate) struct TaskRecord {
     id: u64,
-    pub(crate) groups: GroupSet<K>,
+    pub(crate) groups: EntryRefs,
     abort: Option<AbortHandle>,
     /// An abort was requested before the handle was attached.
     abort_requested: bool,
 }
 
-impl<K> TaskRecord<K> {
-    /// The parts of a removed record that may run code when dropped.
-    pub(crate) fn into_parts(self) -> (GroupSet<K>, Option<AbortHandle>) {
-        (self.groups, self.abort)
+impl TaskRecord {
+    /// The part of a removed record that may run code when dropped.
+    pub(crate) fn into_abort(self) -> Option<AbortHandle> {
+        self.abort
     }
 }
 
@@ -47,12 +50,12 @@ pub(crate) enum Attached {
 }
 
 /// Spawned tasks that are still counted.
-pub(crate) struct Tasks<K> {
-    records: HashTable<TaskRecord<K>>,
+pub(crate) struct Tasks {
+    records: HashTable<TaskRecord>,
     next_id: u64,
 }
 
-impl<K> Default for Tasks<K> {
+impl Default for Tasks {
     fn default() -> Self {
         Self {
             records: HashTable::new(),
@@ -61,9 +64,9 @@ impl<K> Default for Tasks<K> {
     }
 }
 
-impl<K> Tasks<K> {
+impl Tasks {
     #[inline]
-    pub(crate) fn insert(&mut self, groups: GroupSet<K>) -> TaskRef {
+    pub(crate) fn insert(&mut self, groups: EntryRefs) -> TaskRef {
         let id = self.next_id;
         self.next_id += 1;
         self.records.insert_unique(
@@ -99,7 +102,7 @@ impl<K> Tasks<K> {
     /// Removes a task's record and returns it (to be dropped after unlocking: it holds keys
     /// and an abort handle); `None` if it was removed already.
     #[inline]
-    pub(crate) fn remove(&mut self, task: TaskRef) -> Option<TaskRecord<K>> {
+    pub(crate) fn remove(&mut self, task: TaskRef) -> Option<TaskRecord> {
         let (record, _) = self
             .records
             .find_entry(id_hash(task.0), |record| record.id == task.0)
@@ -166,6 +169,7 @@ mod tests {
     use std::hash::RandomState;
 
     use super::*;
+    use crate::group_set::GroupSet;
 
     fn groups(keys: &[&'static str], serial: u64) -> GroupSet<&'static str> {
         let mut set = GroupSet::new(keys.iter().copied(), &RandomState::new());
@@ -178,7 +182,7 @@ mod tests {
     #[tokio::test]
     async fn an_abort_requested_before_attach_is_carried_out_on_attach() {
         let mut tasks = Tasks::default();
-        let task = tasks.insert(groups(&["a"], 1));
+        let task = tasks.insert(groups(&["a"], 1).entries());
         let mut handles = Vec::new();
         assert_eq!(tasks.abort(None, &mut handles), 1, "the task is signalled");
         assert!(handles.is_empty(), "no handle to abort yet");
@@ -199,8 +203,8 @@ mod tests {
         let mut b = groups(&["b"], 2);
         a.get_mut(0).hash = 42;
         b.get_mut(0).hash = 42;
-        let _a = tasks.insert(a);
-        let _b = tasks.insert(b);
+        let _a = tasks.insert(a.entries());
+        let _b = tasks.insert(b.entries());
         let mut handles = Vec::new();
         assert_eq!(tasks.abort(Some((42, 1)), &mut handles), 1);
     }
@@ -208,7 +212,7 @@ mod tests {
     #[tokio::test]
     async fn attach_after_the_task_ended_hands_the_handle_back() {
         let mut tasks = Tasks::default();
-        let task = tasks.insert(groups(&["a"], 1));
+        let task = tasks.insert(groups(&["a"], 1).entries());
         assert!(tasks.remove(task).is_some());
         assert!(tasks.remove(task).is_none(), "a record is removed once");
         let spawned = tokio::spawn(async {});
@@ -223,7 +227,7 @@ mod tests {
     async fn records_shrink_after_a_burst() {
         let mut tasks = Tasks::default();
         let refs: Vec<TaskRef> = (0..10_000)
-            .map(|_| tasks.insert(groups(&["a"], 1)))
+            .map(|_| tasks.insert(groups(&["a"], 1).entries()))
             .collect();
         let last = *refs.last().unwrap();
         for task in &refs[..refs.len() - 1] {
