@@ -26,10 +26,9 @@
 //! 4. An entry exists in the group table only while it has running admissions, reservations,
 //!    queued waiters or an explicit limit, so memory is bounded by live state, not by the number
 //!    of keys ever seen; the table's capacity is shrunk when it becomes mostly empty. The same
-//!    holds for task records, waiter records and `wait` registrations after a burst: task
-//!    records live in a table keyed by id that shrinks like the group table; waiters and
-//!    `wait` registrations in [`Records`](records::Records), compacted once an eighth full, so
-//!    memory comes back to a small multiple of what is live.
+//!    holds for task records, waiter records and `wait` registrations after a burst: they
+//!    live in [`Records`](records::Records), compacted once an eighth full, so memory comes
+//!    back to a small multiple of what is live.
 //! 5. Waiting is FIFO per group, and groups never keep free room while someone queues on them:
 //!    if `queue(g)` is not empty then `running(g) + reserved(g) >= limit(g)`. Every transition
 //!    that can make room (a release, a given-back reservation, a higher or cleared limit, a new

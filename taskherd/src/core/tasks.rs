@@ -9,23 +9,20 @@
 //! attached right after `tokio::spawn` returns; an abort requested in between is remembered and
 //! carried out when the handle arrives, so no task escapes an `abort_all`.
 //!
-//! Records are found by a unique id in a hash table, not by an index into a slab: nothing
-//! outside the table knows where a record is, so the table can shrink after a burst by
-//! rehashing (invariant 4) without moving anything its holders point at. (A slab must move
-//! live records to shrink, and then forward every holder's stale index.)
+//! Records live in [`Records`], a slab that compacts itself once mostly empty (invariant 4)
+//! and forwards the holders of moved records: insert and removal are O(1) without hashing,
+//! and growing the slab reallocates one array (large ones are remapped by the allocator, not
+//! copied), where a hash table keyed by id rehashed every record at each growth and shrink.
 
-use hashbrown::HashTable;
 use tokio::task::AbortHandle;
 
-use super::records::{MIN_RETAINED_CAPACITY, id_hash};
+use super::records::{RecordRef, Records};
 use crate::group_set::EntryRefs;
 
-/// Identifies one task record: its id, unique for the life of the pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TaskRef(u64);
+/// Identifies one task record.
+pub(crate) type TaskRef = RecordRef;
 
 pub(crate) struct TaskRecord {
-    id: u64,
     pub(crate) groups: EntryRefs,
     abort: Option<AbortHandle>,
     /// An abort was requested before the handle was attached.
@@ -50,47 +47,28 @@ pub(crate) enum Attached {
 }
 
 /// Spawned tasks that are still counted.
+#[derive(Default)]
 pub(crate) struct Tasks {
-    records: HashTable<TaskRecord>,
-    next_id: u64,
-}
-
-impl Default for Tasks {
-    fn default() -> Self {
-        Self {
-            records: HashTable::new(),
-            next_id: 0,
-        }
-    }
+    records: Records<TaskRecord>,
 }
 
 impl Tasks {
     #[inline]
     pub(crate) fn insert(&mut self, groups: EntryRefs) -> TaskRef {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.records.insert_unique(
-            id_hash(id),
-            TaskRecord {
-                id,
-                groups,
-                abort: None,
-                abort_requested: false,
-            },
-            |record| id_hash(record.id),
-        );
-        TaskRef(id)
+        self.records.insert(TaskRecord {
+            groups,
+            abort: None,
+            abort_requested: false,
+        })
     }
 
     /// Attaches the task's abort handle.
     #[inline]
     pub(crate) fn attach(&mut self, task: TaskRef, abort: AbortHandle) -> Attached {
-        let Some(record) = self
-            .records
-            .find_mut(id_hash(task.0), |record| record.id == task.0)
-        else {
+        let Some(index) = self.records.find(task) else {
             return Attached::Ended(abort);
         };
+        let record = &mut self.records[index];
         if record.abort_requested {
             Attached::Abort(abort)
         } else {
@@ -99,40 +77,21 @@ impl Tasks {
         }
     }
 
-    /// Removes a task's record and returns it (to be dropped after unlocking: it holds keys
-    /// and an abort handle); `None` if it was removed already.
+    /// Removes a task's record and returns it (its abort handle is for the caller to drop);
+    /// `None` if it was removed already. Gives memory back once the records are mostly empty
+    /// (amortised O(1) per removal).
     #[inline]
     pub(crate) fn remove(&mut self, task: TaskRef) -> Option<TaskRecord> {
-        let (record, _) = self
-            .records
-            .find_entry(id_hash(task.0), |record| record.id == task.0)
-            .ok()?
-            .remove();
-        self.maybe_shrink();
-        Some(record)
-    }
-
-    /// Gives memory back once the table is mostly empty: rehashes the live records into a
-    /// table twice their number. Amortised O(1) per removal, like the group table.
-    #[inline]
-    fn maybe_shrink(&mut self) {
-        let capacity = self.records.capacity();
-        if capacity > MIN_RETAINED_CAPACITY && self.records.len() < capacity / 4 {
-            self.shrink();
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn shrink(&mut self) {
-        let target = (self.records.len() * 2).max(MIN_RETAINED_CAPACITY);
-        self.records.shrink_to(target, |record| id_hash(record.id));
+        let index = self.records.find(task)?;
+        let record = self.records.remove(index);
+        self.records.maybe_compact();
+        record
     }
 
     /// The number of records (for tests of memory bounds).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.records.len()
+        self.records.iter().count()
     }
 
     /// Signals every task in the group whose entry has `hash` and `serial` (every task if
@@ -145,7 +104,7 @@ impl Tasks {
         handles: &mut Vec<AbortHandle>,
     ) -> usize {
         let mut signalled = 0;
-        for record in self.records.iter_mut() {
+        for (_, record) in self.records.iter_mut() {
             if let Some((hash, serial)) = group
                 && !record.groups.names(hash, serial)
             {
