@@ -52,6 +52,7 @@ impl Counts {
     }
 
     /// Counts one new admission.
+    #[inline]
     fn admit_one(&mut self) {
         self.running += 1;
         self.admitted += 1;
@@ -60,6 +61,7 @@ impl Counts {
 
     /// Counts one admission gone; a count that is already zero is corruption (reported after
     /// unlocking, never clamped silently).
+    #[inline]
     fn release_one<K>(&mut self, out: &mut Deferred<K>) {
         match self.running.checked_sub(1) {
             Some(running) => self.running = running,
@@ -89,6 +91,7 @@ impl Counts {
     }
 
     /// Whether one more slot may be taken under `limit` (`None` = unbounded).
+    #[inline]
     fn has_room(&self, limit: Option<usize>) -> bool {
         limit.is_none_or(|limit| self.running + self.reserved < limit)
     }
@@ -106,7 +109,20 @@ impl Counts {
     /// (invariant 5). O(1) per slot handed out. Waiters that now hold every slot, or every
     /// slot but the total's (they are now ready to ask for the total), go to `granted`; see
     /// [`State::grant_all`].
+    #[inline]
     fn pump<K>(&mut self, limit: Option<usize>, waiters: &mut Waiters<K>, granted: &mut Granted) {
+        // The common case, inline: nobody queues.
+        if !self.queue.is_empty() {
+            self.pump_queue(limit, waiters, granted);
+        }
+    }
+
+    fn pump_queue<K>(
+        &mut self,
+        limit: Option<usize>,
+        waiters: &mut Waiters<K>,
+        granted: &mut Granted,
+    ) {
         while !self.queue.is_empty() && self.has_room(limit) {
             let Some(at) = self.queue.pop_front(waiters) else {
                 break;
