@@ -378,49 +378,45 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
                 }
                 // New entries need keys of their own; `K::clone` never runs under the lock.
                 Err(Refused::NeedKeys(missing)) => spares.fill(&groups, &missing),
-                Err(refused) => return Err(core.refusal(groups, refused)),
+                Err(refused) => return Err(core.refusal(&mut groups, refused)),
             }
         }
     }
 
-    /// Like [`try_admit`](Self::try_admit), for a task about to be spawned: its groups move into
-    /// a task record (for release and `abort_group`), and its keys into the entries it makes.
+    /// Like [`try_admit`](Self::try_admit), for a task about to be spawned: a task record keeps
+    /// where its entries are (for release and `abort_group`), and its keys move into the
+    /// entries it makes; the keys left in `groups` are the caller's to drop, after unlocking.
+    /// Refused, `groups` are as they were: [`refusal`](Self::refusal) says which one refused.
+    /// (`groups` is borrowed, not moved in and out: each move copied it.)
     pub(crate) fn try_admit_task(
         core: &Arc<Self>,
-        mut groups: GroupSet<K>,
-    ) -> Result<TaskAdmission<K, S>, Refusal<K>> {
+        groups: &mut GroupSet<K>,
+    ) -> Result<TaskAdmission<K, S>, Refused> {
         let admitted = {
             let mut state = core.state.lock();
-            let admitted = state.try_admit_task(&mut groups);
+            let admitted = state.try_admit_task(groups);
             if let Err(refused) = &admitted {
-                state.record_rejection(&groups, refused);
+                state.record_rejection(groups, refused);
             }
             admitted
         };
-        match admitted {
-            Ok(task) => {
-                // The keys no new entry took are dropped here, after unlocking: the task
-                // record keeps only where its entries are.
-                drop(groups);
-                Ok(TaskAdmission {
-                    core: Arc::clone(core),
-                    task,
-                })
-            }
-            Err(refused) => Err(core.refusal(groups, refused)),
-        }
+        admitted.map(|task| TaskAdmission {
+            core: Arc::clone(core),
+            task,
+        })
     }
 
-    /// Turns the reason a `try_*` was refused into the group to report, and logs it.
+    /// Turns the reason a `try_*` was refused into the group to report (taking its key out of
+    /// `groups`), and logs it.
     #[cold]
-    fn refusal(&self, groups: GroupSet<K>, refused: Refused) -> Refusal<K> {
+    pub(crate) fn refusal(&self, groups: &mut GroupSet<K>, refused: Refused) -> Refusal<K> {
         let group = match refused {
             Refused::Closed => {
                 tracing::debug!("task refused: pool closed");
                 return Refusal::Closed;
             }
             Refused::Total => Group::Total,
-            Refused::Key(i) => match groups.into_key(i) {
+            Refused::Key(i) => match groups.take_key(i) {
                 Some(key) => Group::Key(key),
                 None => {
                     debug_assert!(false, "refused at a position the group set does not have");

@@ -84,7 +84,10 @@ impl<K: Eq + Hash> GroupSet<K> {
     /// Cost is O(n) for n groups (pairwise comparison for small n, where it is cheaper than a
     /// table). Allocates only when more than [`INLINE_GROUPS`] distinct groups are named.
     pub(crate) fn new<S: BuildHasher>(groups: impl IntoIterator<Item = K>, hasher: &S) -> Self {
-        let mut items: SmallVec<[Item<K>; INLINE_GROUPS]> = SmallVec::new();
+        // Built in place: a set built as a local and then moved into `Self` was copied (168
+        // bytes with `String` keys).
+        let mut set = Self::default();
+        let items = &mut set.items;
         let mut seen: Option<HashTable<usize>> = None;
         for key in groups {
             let hash = hasher.hash_one(&key);
@@ -112,7 +115,7 @@ impl<K: Eq + Hash> GroupSet<K> {
                 key: Some(key),
             });
         }
-        Self { items }
+        set
     }
 }
 
@@ -187,9 +190,9 @@ impl<K> GroupSet<K> {
         }
     }
 
-    /// Takes the key at `index` (in the caller's order), dropping the rest.
-    pub(crate) fn into_key(self, index: usize) -> Option<K> {
-        self.items.into_iter().nth(index).and_then(|item| item.key)
+    /// Takes the key at `index` (in the caller's order).
+    pub(crate) fn take_key(&mut self, index: usize) -> Option<K> {
+        self.items.get_mut(index).and_then(|item| item.key.take())
     }
 }
 
