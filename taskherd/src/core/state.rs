@@ -359,19 +359,6 @@ impl<K: Eq> State<K> {
         groups.iter().map(|item| self.find_bucket(item)).collect()
     }
 
-    /// Makes room in the table for the entries `buckets` says are missing, so that creating
-    /// them moves no bucket found: if the table must grow, it grows now (no user code: it
-    /// rehashes with stored hashes) and the buckets are found again (`K: Eq`, still before
-    /// any change). Reserving only what will be created keeps a refused or failed admission
-    /// from leaving the table grown (invariant 4).
-    fn make_room(&mut self, groups: &GroupSet<K>, buckets: &mut SmallVec<[Option<usize>; 4]>) {
-        let missing = buckets.iter().filter(|bucket| bucket.is_none()).count();
-        if missing > self.groups.capacity() - self.groups.len() {
-            self.groups.reserve(missing, |e| e.hash);
-            *buckets = self.find_buckets(groups);
-        }
-    }
-
     /// Like [`find_buckets`](Self::find_buckets), but stops at the first group without room
     /// and returns its position.
     fn find_buckets_with_room(
@@ -432,9 +419,14 @@ impl<K: Eq> State<K> {
 
     /// Records in `groups` the serial of every entry found in `buckets` and makes the missing
     /// entries (with keys checked by [`keys_for_new_entries`](Self::keys_for_new_entries)).
-    /// No user code runs. With `admit`, also counts one admission in each group. The table
-    /// has room for every new entry ([`find_buckets`](Self::find_buckets) reserved it), so
-    /// inserting one moves no other: the buckets found stay valid throughout.
+    /// No user code runs. With `admit`, also counts one admission in each group. The entries
+    /// found are settled first, then the new ones inserted: an insertion may grow or rehash
+    /// the table (with the stored hashes: no user code) and move every bucket, and by then no
+    /// bucket found is used any more. (Reserving room beforehand, as before, rehashed the
+    /// table in place whenever deleted entries had used up its growth room, which inserting
+    /// into a deleted slot does not need: 240 instructions per admission in a flow whose
+    /// entries come and go.) Only a committed admission creates entries, so a refused one
+    /// never grows the table (invariant 4).
     #[inline(always)]
     fn settle_entries(
         &mut self,
@@ -443,12 +435,23 @@ impl<K: Eq> State<K> {
         mut keys: Keys<'_, K>,
         admit: bool,
     ) {
-        for (i, (item, bucket)) in groups.iter_mut().zip(buckets).enumerate() {
-            if let Some(entry) = bucket.and_then(|b| self.groups.get_bucket_mut(b)) {
-                item.serial = entry.serial;
-                if admit {
-                    entry.counts.admit_one();
+        let mut missing = false;
+        for (item, bucket) in groups.iter_mut().zip(buckets) {
+            match bucket.and_then(|b| self.groups.get_bucket_mut(b)) {
+                Some(entry) => {
+                    item.serial = entry.serial;
+                    if admit {
+                        entry.counts.admit_one();
+                    }
                 }
+                None => missing = true,
+            }
+        }
+        if !missing {
+            return;
+        }
+        for (i, (item, bucket)) in groups.iter_mut().zip(buckets).enumerate() {
+            if bucket.is_some() {
                 continue;
             }
             let key = match &mut keys {
@@ -492,10 +495,9 @@ impl<K: Eq> State<K> {
             self.total.admit_one();
             return Ok(());
         }
-        let mut buckets = self.find_buckets_with_room(groups).map_err(Refused::Key)?;
+        let buckets = self.find_buckets_with_room(groups).map_err(Refused::Key)?;
         if buckets.iter().any(Option::is_none) {
             Self::keys_for_new_entries(groups, &buckets, &keys)?;
-            self.make_room(groups, &mut buckets);
         }
         // Commit: no user code from here on.
         self.total.admit_one();
@@ -614,12 +616,11 @@ impl<K: Eq> State<K> {
         } else {
             Keys::Spare(spares)
         };
-        let mut buckets = self.find_buckets(groups);
+        let buckets = self.find_buckets(groups);
         if let Err(Refused::NeedKeys(missing)) = Self::keys_for_new_entries(groups, &buckets, &keys)
         {
             return Started::NeedKeys(missing);
         }
-        self.make_room(groups, &mut buckets);
         // No user code from here on.
         self.settle_entries(groups, &buckets, keys, false);
         let waker = waker.take().unwrap_or_else(|| Waker::noop().clone());
