@@ -11,8 +11,8 @@
 //!
 //! Records live in [`Records`], a slab that compacts itself once mostly empty (invariant 4)
 //! and forwards the holders of moved records: insert and removal are O(1) without hashing,
-//! and growing the slab reallocates one array (large ones are remapped by the allocator, not
-//! copied), where a hash table keyed by id rehashed every record at each growth and shrink.
+//! and growing the slab reallocates one array (amortised like a `Vec`'s), where a hash table
+//! keyed by id rehashed every record at each growth and shrink.
 
 use tokio::task::AbortHandle;
 
