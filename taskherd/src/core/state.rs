@@ -588,7 +588,10 @@ impl<K: Eq> State<K> {
     /// of them (invariant 5).
     ///
     /// `groups` stay with the caller until it is admitted or queued (a panic in `K: Eq` leaves
-    /// them, and the state, as they were). `waker` is taken if the waiter queues.
+    /// them, and the state, as they were). `waker` is taken if the waiter queues. A task
+    /// (`track`) admitted at once gets its record here, and its keys that no new entry took
+    /// stay in `groups`, for the caller to drop after unlocking: not moved out and through
+    /// [`Deferred`], which copied the set twice and ran `finish` for nothing but them.
     pub(crate) fn start_wait(
         &mut self,
         groups: &mut GroupSet<K>,
@@ -603,6 +606,9 @@ impl<K: Eq> State<K> {
             Keys::Spare(spares)
         };
         match self.try_admit(groups, keys) {
+            Ok(()) if track => {
+                return Started::Admitted(Held::Task(self.tasks.insert(groups.entries())));
+            }
             Ok(()) => return Started::Admitted(Held::Groups(std::mem::take(groups))),
             Err(Refused::Closed) => {
                 self.record_rejection(groups, &Refused::Closed);
