@@ -26,10 +26,9 @@
 //! 4. An entry exists in the group table only while it has running admissions, reservations,
 //!    queued waiters or an explicit limit, so memory is bounded by live state, not by the number
 //!    of keys ever seen; the table's capacity is shrunk when it becomes mostly empty. The same
-//!    holds for task records, waiter records and `wait` registrations after a burst: task
-//!    records live in a table keyed by id that shrinks like the group table; waiters and
-//!    `wait` registrations in [`Records`](records::Records), compacted once an eighth full, so
-//!    memory comes back to a small multiple of what is live.
+//!    holds for task records, waiter records and `wait` registrations after a burst: they
+//!    live in [`Records`](records::Records), compacted once an eighth full, so memory comes
+//!    back to a small multiple of what is live.
 //! 5. Waiting is FIFO per group, and groups never keep free room while someone queues on them:
 //!    if `queue(g)` is not empty then `running(g) + reserved(g) >= limit(g)`. Every transition
 //!    that can make room (a release, a given-back reservation, a higher or cleared limit, a new
@@ -125,12 +124,13 @@
 //! else is kept out: keys are hashed before locking (`K: Hash`); keys for new entries are
 //! moved in (a spawned task's own keys, a limit's key) or cloned before locking (`K: Clone`,
 //! for permits, on a second try when the first found entries missing); wakers are cloned
-//! before locking and woken and dropped after; removed keys, the keys of task records and
-//! waiter records are dropped after (a released task's abort handle is dropped under the
-//! lock: the task holds its own reference while it releases, so that drop only decrements a
-//! count and runs no task code); releases, cancellations and grants find
-//! entries by their serial number, not by comparing keys. Tracing events are emitted after
-//! unlocking. If `K`'s `Hash` or `Eq` is inconsistent, lookups by key may miss (as with
+//! before locking and woken and dropped after; removed keys and the keys of waiter records
+//! are dropped after (a task record holds no key: a spawned task's keys not taken by new
+//! entries are dropped right after its admission, outside the lock; a released task's abort
+//! handle is dropped under the lock: the task holds its own reference while it releases, so
+//! that drop only decrements a count and runs no task code); releases, cancellations and
+//! grants find entries by their serial number, not by comparing keys. Tracing events are
+//! emitted after unlocking. If `K`'s `Hash` or `Eq` is inconsistent, lookups by key may miss (as with
 //! `std::collections::HashMap`), but an admission always releases the entries it counted in.
 
 mod deferred;
@@ -150,7 +150,7 @@ use std::task::{Context, Poll, Waker};
 use tokio::task::AbortHandle;
 
 use crate::error::{Group, Refusal};
-use crate::group_set::{GroupSet, KeyIter, Spares};
+use crate::group_set::{GroupSet, Item, KeyIter, Spares};
 use crate::limits::LimitChanges;
 use crate::stats::GroupStats;
 use crate::sync::Mutex;
@@ -209,7 +209,10 @@ impl<K: Eq, S> Admission<K, S> {
 impl<K: Eq, S> Drop for Admission<K, S> {
     fn drop(&mut self) {
         let mut out = Deferred::new();
-        self.core.state.lock().release(&self.groups, &mut out);
+        self.core
+            .state
+            .lock()
+            .release(self.groups.iter().map(Item::entry), &mut out);
         out.finish();
     }
 }
@@ -279,12 +282,12 @@ impl<K: Eq, S> Collect<K, S> for TaskAdmission<K, S> {
         state: &mut State<K>,
         core: &Arc<Core<K, S>>,
         held: Held<K>,
-        _out: &mut Deferred<K>,
+        out: &mut Deferred<K>,
     ) -> Self {
         let task = match held {
             Held::Task(task) => task,
             // Admitted without waiting: the record is made now, under the same lock.
-            Held::Groups(groups) => state.track(groups),
+            Held::Groups(groups) => state.track(groups, out),
         };
         TaskAdmission {
             core: Arc::clone(core),
@@ -375,44 +378,45 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
                 }
                 // New entries need keys of their own; `K::clone` never runs under the lock.
                 Err(Refused::NeedKeys(missing)) => spares.fill(&groups, &missing),
-                Err(refused) => return Err(core.refusal(groups, refused)),
+                Err(refused) => return Err(core.refusal(&mut groups, refused)),
             }
         }
     }
 
-    /// Like [`try_admit`](Self::try_admit), for a task about to be spawned: its groups move into
-    /// a task record (for release and `abort_group`), and its keys into the entries it makes.
+    /// Like [`try_admit`](Self::try_admit), for a task about to be spawned: a task record keeps
+    /// where its entries are (for release and `abort_group`), and its keys move into the
+    /// entries it makes; the keys left in `groups` are the caller's to drop, after unlocking.
+    /// Refused, `groups` are as they were: [`refusal`](Self::refusal) says which one refused.
+    /// (`groups` is borrowed, not moved in and out: each move copied it.)
     pub(crate) fn try_admit_task(
         core: &Arc<Self>,
-        groups: GroupSet<K>,
-    ) -> Result<TaskAdmission<K, S>, Refusal<K>> {
+        groups: &mut GroupSet<K>,
+    ) -> Result<TaskAdmission<K, S>, Refused> {
         let admitted = {
             let mut state = core.state.lock();
             let admitted = state.try_admit_task(groups);
-            if let Err((groups, refused)) = &admitted {
+            if let Err(refused) = &admitted {
                 state.record_rejection(groups, refused);
             }
             admitted
         };
-        match admitted {
-            Ok(task) => Ok(TaskAdmission {
-                core: Arc::clone(core),
-                task,
-            }),
-            Err((groups, refused)) => Err(core.refusal(groups, refused)),
-        }
+        admitted.map(|task| TaskAdmission {
+            core: Arc::clone(core),
+            task,
+        })
     }
 
-    /// Turns the reason a `try_*` was refused into the group to report, and logs it.
+    /// Turns the reason a `try_*` was refused into the group to report (taking its key out of
+    /// `groups`), and logs it.
     #[cold]
-    fn refusal(&self, groups: GroupSet<K>, refused: Refused) -> Refusal<K> {
+    pub(crate) fn refusal(&self, groups: &mut GroupSet<K>, refused: Refused) -> Refusal<K> {
         let group = match refused {
             Refused::Closed => {
                 tracing::debug!("task refused: pool closed");
                 return Refusal::Closed;
             }
             Refused::Total => Group::Total,
-            Refused::Key(i) => match groups.into_key(i) {
+            Refused::Key(i) => match groups.take_key(i) {
                 Some(key) => Group::Key(key),
                 None => {
                     debug_assert!(false, "refused at a position the group set does not have");

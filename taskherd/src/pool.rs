@@ -480,11 +480,18 @@ where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let groups = self.core.group_set(groups);
+        let mut groups = self.core.group_set(groups);
         let span = self.core.task_span(&groups);
-        match Core::try_admit_task(&self.core, groups) {
-            Ok(admission) => Ok(spawn_admitted(&self.core, admission, span, future)),
-            Err(refusal) => Err(TrySpawnError::new(refusal, future)),
+        match Core::try_admit_task(&self.core, &mut groups) {
+            Ok(admission) => {
+                // The keys no new entry took, after unlocking.
+                drop(groups);
+                Ok(spawn_admitted(&self.core, admission, span, future))
+            }
+            Err(refused) => {
+                let refusal = self.core.refusal(&mut groups, refused);
+                Err(TrySpawnError::new(refusal, future))
+            }
         }
     }
 
@@ -527,11 +534,17 @@ where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let groups = self.core.group_set(groups);
+        let mut groups = self.core.group_set(groups);
         let span = self.core.task_span(&groups);
-        match Core::try_admit_task(&self.core, groups) {
-            Ok(admission) => Ok(spawn_admitted(&self.core, admission, span, make())),
-            Err(refusal) => Err(TrySpawnError::new(refusal, make)),
+        match Core::try_admit_task(&self.core, &mut groups) {
+            Ok(admission) => {
+                drop(groups);
+                Ok(spawn_admitted(&self.core, admission, span, make()))
+            }
+            Err(refused) => {
+                let refusal = self.core.refusal(&mut groups, refused);
+                Err(TrySpawnError::new(refusal, make))
+            }
         }
     }
 

@@ -13,7 +13,7 @@ use super::deferred::Deferred;
 use super::records::{MIN_RETAINED_CAPACITY, RecordRef, Records};
 use super::tasks::{Attached, TaskRef, Tasks};
 use super::waiters::{LinkRef, List, Phase, Place, Waiter, Waiters};
-use crate::group_set::{GroupSet, Item, Spares};
+use crate::group_set::{EntryRef, GroupSet, Item, Spares};
 use crate::stats::GroupStats;
 
 /// Waiters that received a slot that may complete them during one transition.
@@ -52,6 +52,7 @@ impl Counts {
     }
 
     /// Counts one new admission.
+    #[inline]
     fn admit_one(&mut self) {
         self.running += 1;
         self.admitted += 1;
@@ -60,6 +61,7 @@ impl Counts {
 
     /// Counts one admission gone; a count that is already zero is corruption (reported after
     /// unlocking, never clamped silently).
+    #[inline]
     fn release_one<K>(&mut self, out: &mut Deferred<K>) {
         match self.running.checked_sub(1) {
             Some(running) => self.running = running,
@@ -89,6 +91,7 @@ impl Counts {
     }
 
     /// Whether one more slot may be taken under `limit` (`None` = unbounded).
+    #[inline]
     fn has_room(&self, limit: Option<usize>) -> bool {
         limit.is_none_or(|limit| self.running + self.reserved < limit)
     }
@@ -106,7 +109,20 @@ impl Counts {
     /// (invariant 5). O(1) per slot handed out. Waiters that now hold every slot, or every
     /// slot but the total's (they are now ready to ask for the total), go to `granted`; see
     /// [`State::grant_all`].
+    #[inline]
     fn pump<K>(&mut self, limit: Option<usize>, waiters: &mut Waiters<K>, granted: &mut Granted) {
+        // The common case, inline: nobody queues.
+        if !self.queue.is_empty() {
+            self.pump_queue(limit, waiters, granted);
+        }
+    }
+
+    fn pump_queue<K>(
+        &mut self,
+        limit: Option<usize>,
+        waiters: &mut Waiters<K>,
+        granted: &mut Granted,
+    ) {
         while !self.queue.is_empty() && self.has_room(limit) {
             let Some(at) = self.queue.pop_front(waiters) else {
                 break;
@@ -281,7 +297,7 @@ pub(crate) struct State<K> {
     /// The next entry's serial (0 is never used: it marks an unresolved group).
     next_serial: u64,
     /// Spawned tasks with their groups, for release and for `abort_group` and `abort_all`.
-    tasks: Tasks<K>,
+    tasks: Tasks,
     /// `wait` futures: their wakers, and whether the pool was closed and empty since they
     /// registered.
     idle_waiters: Records<IdleWaiter>,
@@ -341,19 +357,6 @@ impl<K: Eq> State<K> {
     /// it comes before any change: a panic leaves the state as it was.
     fn find_buckets(&self, groups: &GroupSet<K>) -> SmallVec<[Option<usize>; 4]> {
         groups.iter().map(|item| self.find_bucket(item)).collect()
-    }
-
-    /// Makes room in the table for the entries `buckets` says are missing, so that creating
-    /// them moves no bucket found: if the table must grow, it grows now (no user code: it
-    /// rehashes with stored hashes) and the buckets are found again (`K: Eq`, still before
-    /// any change). Reserving only what will be created keeps a refused or failed admission
-    /// from leaving the table grown (invariant 4).
-    fn make_room(&mut self, groups: &GroupSet<K>, buckets: &mut SmallVec<[Option<usize>; 4]>) {
-        let missing = buckets.iter().filter(|bucket| bucket.is_none()).count();
-        if missing > self.groups.capacity() - self.groups.len() {
-            self.groups.reserve(missing, |e| e.hash);
-            *buckets = self.find_buckets(groups);
-        }
     }
 
     /// Like [`find_buckets`](Self::find_buckets), but stops at the first group without room
@@ -416,9 +419,14 @@ impl<K: Eq> State<K> {
 
     /// Records in `groups` the serial of every entry found in `buckets` and makes the missing
     /// entries (with keys checked by [`keys_for_new_entries`](Self::keys_for_new_entries)).
-    /// No user code runs. With `admit`, also counts one admission in each group. The table
-    /// has room for every new entry ([`find_buckets`](Self::find_buckets) reserved it), so
-    /// inserting one moves no other: the buckets found stay valid throughout.
+    /// No user code runs. With `admit`, also counts one admission in each group. The entries
+    /// found are settled first, then the new ones inserted: an insertion may grow or rehash
+    /// the table (with the stored hashes: no user code) and move every bucket, and by then no
+    /// bucket found is used any more. (Reserving room beforehand, as before, rehashed the
+    /// table in place whenever deleted entries had used up its growth room, which inserting
+    /// into a deleted slot does not need: 240 instructions per admission in a flow whose
+    /// entries come and go.) Only a committed admission creates entries, so a refused one
+    /// never grows the table (invariant 4).
     #[inline(always)]
     fn settle_entries(
         &mut self,
@@ -427,12 +435,23 @@ impl<K: Eq> State<K> {
         mut keys: Keys<'_, K>,
         admit: bool,
     ) {
-        for (i, (item, bucket)) in groups.iter_mut().zip(buckets).enumerate() {
-            if let Some(entry) = bucket.and_then(|b| self.groups.get_bucket_mut(b)) {
-                item.serial = entry.serial;
-                if admit {
-                    entry.counts.admit_one();
+        let mut missing = false;
+        for (item, bucket) in groups.iter_mut().zip(buckets) {
+            match bucket.and_then(|b| self.groups.get_bucket_mut(b)) {
+                Some(entry) => {
+                    item.serial = entry.serial;
+                    if admit {
+                        entry.counts.admit_one();
+                    }
                 }
+                None => missing = true,
+            }
+        }
+        if !missing {
+            return;
+        }
+        for (i, (item, bucket)) in groups.iter_mut().zip(buckets).enumerate() {
+            if bucket.is_some() {
                 continue;
             }
             let key = match &mut keys {
@@ -476,10 +495,9 @@ impl<K: Eq> State<K> {
             self.total.admit_one();
             return Ok(());
         }
-        let mut buckets = self.find_buckets_with_room(groups).map_err(Refused::Key)?;
+        let buckets = self.find_buckets_with_room(groups).map_err(Refused::Key)?;
         if buckets.iter().any(Option::is_none) {
             Self::keys_for_new_entries(groups, &buckets, &keys)?;
-            self.make_room(groups, &mut buckets);
         }
         // Commit: no user code from here on.
         self.total.admit_one();
@@ -487,17 +505,13 @@ impl<K: Eq> State<K> {
         Ok(())
     }
 
-    /// [`try_admit`](Self::try_admit) for a task to be spawned: on success its groups move into
-    /// a task record under the same lock; on refusal they come back. Never needs clones: the
-    /// task's keys move into the entries it creates.
-    pub(crate) fn try_admit_task(
-        &mut self,
-        mut groups: GroupSet<K>,
-    ) -> Result<TaskRef, (GroupSet<K>, Refused)> {
-        match self.try_admit(&mut groups, Keys::Move) {
-            Ok(()) => Ok(self.tasks.insert(groups)),
-            Err(refused) => Err((groups, refused)),
-        }
+    /// [`try_admit`](Self::try_admit) for a task to be spawned: on success a task record under
+    /// the same lock keeps where its entries are, and the groups come back with the keys no
+    /// entry took, to be dropped after unlocking; on refusal they come back whole. Never needs
+    /// clones: the task's keys move into the entries it creates.
+    pub(crate) fn try_admit_task(&mut self, groups: &mut GroupSet<K>) -> Result<TaskRef, Refused> {
+        self.try_admit(groups, Keys::Move)?;
+        Ok(self.tasks.insert(groups.entries()))
     }
 
     /// Counts a refused `try_*` call in the total and in the group that refused it. A group
@@ -520,16 +534,19 @@ impl<K: Eq> State<K> {
     }
 
     /// Turns an admission into a task record (an admission granted at once to a waiting
-    /// `spawn`).
-    pub(crate) fn track(&mut self, groups: GroupSet<K>) -> TaskRef {
-        self.tasks.insert(groups)
+    /// `spawn`); its keys are dropped after unlocking.
+    pub(crate) fn track(&mut self, groups: GroupSet<K>, out: &mut Deferred<K>) -> TaskRef {
+        let task = self.tasks.insert(groups.entries());
+        out.groups(groups);
+        task
     }
 
-    /// Turns a task record back into a permit's groups (the counts stay taken).
+    /// Turns a task record back into a permit's groups (the counts stay taken), without their
+    /// keys (the record does not keep them).
     pub(crate) fn untrack(&mut self, task: TaskRef, out: &mut Deferred<K>) -> GroupSet<K> {
         match self.tasks.remove(task) {
-            Some(mut record) => {
-                let groups = std::mem::take(&mut record.groups);
+            Some(record) => {
+                let groups = GroupSet::from_entries(&record.groups);
                 out.task(record);
                 groups
             }
@@ -571,7 +588,10 @@ impl<K: Eq> State<K> {
     /// of them (invariant 5).
     ///
     /// `groups` stay with the caller until it is admitted or queued (a panic in `K: Eq` leaves
-    /// them, and the state, as they were). `waker` is taken if the waiter queues.
+    /// them, and the state, as they were). `waker` is taken if the waiter queues. A task
+    /// (`track`) admitted at once gets its record here, and its keys that no new entry took
+    /// stay in `groups`, for the caller to drop after unlocking: not moved out and through
+    /// [`Deferred`], which copied the set twice and ran `finish` for nothing but them.
     pub(crate) fn start_wait(
         &mut self,
         groups: &mut GroupSet<K>,
@@ -586,6 +606,9 @@ impl<K: Eq> State<K> {
             Keys::Spare(spares)
         };
         match self.try_admit(groups, keys) {
+            Ok(()) if track => {
+                return Started::Admitted(Held::Task(self.tasks.insert(groups.entries())));
+            }
             Ok(()) => return Started::Admitted(Held::Groups(std::mem::take(groups))),
             Err(Refused::Closed) => {
                 self.record_rejection(groups, &Refused::Closed);
@@ -599,12 +622,11 @@ impl<K: Eq> State<K> {
         } else {
             Keys::Spare(spares)
         };
-        let mut buckets = self.find_buckets(groups);
+        let buckets = self.find_buckets(groups);
         if let Err(Refused::NeedKeys(missing)) = Self::keys_for_new_entries(groups, &buckets, &keys)
         {
             return Started::NeedKeys(missing);
         }
-        self.make_room(groups, &mut buckets);
         // No user code from here on.
         self.settle_entries(groups, &buckets, keys, false);
         let waker = waker.take().unwrap_or_else(|| Waker::noop().clone());
@@ -677,9 +699,9 @@ impl<K: Eq> State<K> {
             }
         }
         if waiter.track {
-            // A task to be spawned is a task from now on: `abort_group` must reach it.
-            let groups = std::mem::take(&mut waiter.groups);
-            waiter.task = Some(self.tasks.insert(groups));
+            // A task to be spawned is a task from now on: `abort_group` must reach it. Its
+            // keys stay in the waiter record, dropped after unlocking when it is removed.
+            waiter.task = Some(self.tasks.insert(waiter.groups.entries()));
         }
     }
 
@@ -701,7 +723,7 @@ impl<K: Eq> State<K> {
     fn release_held(&mut self, held: Held<K>, out: &mut Deferred<K>) {
         match held {
             Held::Groups(groups) => {
-                self.release(&groups, out);
+                self.release(groups.iter().map(Item::entry), out);
                 out.groups(groups);
             }
             Held::Task(task) => self.release_task(task, out),
@@ -863,7 +885,11 @@ impl<K: Eq> State<K> {
 
     /// Gives back one admission's slots and hands them to the oldest waiters (invariants 1, 5).
     /// O(groups named) plus the waiters this grants. Finds entries by serial: no user code.
-    pub(crate) fn release(&mut self, groups: &GroupSet<K>, out: &mut Deferred<K>) {
+    pub(crate) fn release(
+        &mut self,
+        groups: impl IntoIterator<Item = EntryRef>,
+        out: &mut Deferred<K>,
+    ) {
         let mut granted = Granted::new();
         self.total.release_one(out);
         if self.closed && self.total.running == 0 {
@@ -872,7 +898,7 @@ impl<K: Eq> State<K> {
         self.total
             .pump(self.max_tasks, &mut self.waiters, &mut granted);
         let mut reclaimed = false;
-        for item in groups.iter() {
+        for item in groups {
             let serial = item.serial;
             match self.groups.find_entry(item.hash, |e| e.serial == serial) {
                 Ok(mut occupied) => {
@@ -899,7 +925,7 @@ impl<K: Eq> State<K> {
     pub(crate) fn release_task(&mut self, task: TaskRef, out: &mut Deferred<K>) {
         match self.tasks.remove(task) {
             Some(record) => {
-                self.release(&record.groups, out);
+                self.release(record.groups.iter().copied(), out);
                 out.released_task(record);
             }
             None => out.underflow = true,
@@ -1351,13 +1377,13 @@ mod tests {
             .try_admit(&mut groups, Keys::Spare(&mut spares))
             .unwrap_or_else(|refused| panic!("{refused:?}"));
         let mut out = Deferred::new();
-        state.release(&groups, &mut out);
+        state.release(groups.iter().map(Item::entry), &mut out);
         assert!(!out.underflow, "the first release is fine");
         out.finish();
 
         // Released again: the total's count is 0, and the group's entry is gone.
         let mut out = Deferred::new();
-        state.release(&groups, &mut out);
+        state.release(groups.iter().map(Item::entry), &mut out);
         assert!(out.underflow);
         assert_eq!(state.total.running, 0, "left at zero, not wrapped");
         let panic = catch_unwind(AssertUnwindSafe(|| out.finish())).unwrap_err();

@@ -2,37 +2,37 @@
 //!
 //! A spawned task's groups live here, in a record created under the lock at admission, rather
 //! than in the task: the task's future then carries only an 8-byte id, which keeps it
-//! small (it is moved several times on its way into tokio). The task's `AbortHandle` is
+//! small (it is moved several times on its way into tokio). The record keeps where each group's
+//! entry is (hash and serial), not the keys: the task's keys were moved into the entries they
+//! created or are dropped right after admission, outside the lock, so a record is small (a
+//! burst keeps one per live task) and dropping it runs no user code. The task's `AbortHandle` is
 //! attached right after `tokio::spawn` returns; an abort requested in between is remembered and
 //! carried out when the handle arrives, so no task escapes an `abort_all`.
 //!
-//! Records are found by a unique id in a hash table, not by an index into a slab: nothing
-//! outside the table knows where a record is, so the table can shrink after a burst by
-//! rehashing (invariant 4) without moving anything its holders point at. (A slab must move
-//! live records to shrink, and then forward every holder's stale index.)
+//! Records live in [`Records`], a slab that compacts itself once mostly empty (invariant 4)
+//! and forwards the holders of moved records: insert and removal are O(1) without hashing,
+//! and growing the slab reallocates one array (amortised like a `Vec`'s), where a hash table
+//! keyed by id rehashed every record at each growth and shrink.
 
-use hashbrown::HashTable;
 use tokio::task::AbortHandle;
 
-use super::records::{MIN_RETAINED_CAPACITY, id_hash};
-use crate::group_set::GroupSet;
+use super::records::{RecordRef, Records};
+use crate::group_set::EntryRefs;
 
-/// Identifies one task record: its id, unique for the life of the pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TaskRef(u64);
+/// Identifies one task record.
+pub(crate) type TaskRef = RecordRef;
 
-pub(crate) struct TaskRecord<K> {
-    id: u64,
-    pub(crate) groups: GroupSet<K>,
+pub(crate) struct TaskRecord {
+    pub(crate) groups: EntryRefs,
     abort: Option<AbortHandle>,
     /// An abort was requested before the handle was attached.
     abort_requested: bool,
 }
 
-impl<K> TaskRecord<K> {
-    /// The parts of a removed record that may run code when dropped.
-    pub(crate) fn into_parts(self) -> (GroupSet<K>, Option<AbortHandle>) {
-        (self.groups, self.abort)
+impl TaskRecord {
+    /// The part of a removed record that may run code when dropped.
+    pub(crate) fn into_abort(self) -> Option<AbortHandle> {
+        self.abort
     }
 }
 
@@ -47,47 +47,28 @@ pub(crate) enum Attached {
 }
 
 /// Spawned tasks that are still counted.
-pub(crate) struct Tasks<K> {
-    records: HashTable<TaskRecord<K>>,
-    next_id: u64,
+#[derive(Default)]
+pub(crate) struct Tasks {
+    records: Records<TaskRecord>,
 }
 
-impl<K> Default for Tasks<K> {
-    fn default() -> Self {
-        Self {
-            records: HashTable::new(),
-            next_id: 0,
-        }
-    }
-}
-
-impl<K> Tasks<K> {
+impl Tasks {
     #[inline]
-    pub(crate) fn insert(&mut self, groups: GroupSet<K>) -> TaskRef {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.records.insert_unique(
-            id_hash(id),
-            TaskRecord {
-                id,
-                groups,
-                abort: None,
-                abort_requested: false,
-            },
-            |record| id_hash(record.id),
-        );
-        TaskRef(id)
+    pub(crate) fn insert(&mut self, groups: EntryRefs) -> TaskRef {
+        self.records.insert(TaskRecord {
+            groups,
+            abort: None,
+            abort_requested: false,
+        })
     }
 
     /// Attaches the task's abort handle.
     #[inline]
     pub(crate) fn attach(&mut self, task: TaskRef, abort: AbortHandle) -> Attached {
-        let Some(record) = self
-            .records
-            .find_mut(id_hash(task.0), |record| record.id == task.0)
-        else {
+        let Some(index) = self.records.find(task) else {
             return Attached::Ended(abort);
         };
+        let record = &mut self.records[index];
         if record.abort_requested {
             Attached::Abort(abort)
         } else {
@@ -96,40 +77,21 @@ impl<K> Tasks<K> {
         }
     }
 
-    /// Removes a task's record and returns it (to be dropped after unlocking: it holds keys
-    /// and an abort handle); `None` if it was removed already.
+    /// Removes a task's record and returns it (its abort handle is for the caller to drop);
+    /// `None` if it was removed already. Gives memory back once the records are mostly empty
+    /// (amortised O(1) per removal).
     #[inline]
-    pub(crate) fn remove(&mut self, task: TaskRef) -> Option<TaskRecord<K>> {
-        let (record, _) = self
-            .records
-            .find_entry(id_hash(task.0), |record| record.id == task.0)
-            .ok()?
-            .remove();
-        self.maybe_shrink();
-        Some(record)
-    }
-
-    /// Gives memory back once the table is mostly empty: rehashes the live records into a
-    /// table twice their number. Amortised O(1) per removal, like the group table.
-    #[inline]
-    fn maybe_shrink(&mut self) {
-        let capacity = self.records.capacity();
-        if capacity > MIN_RETAINED_CAPACITY && self.records.len() < capacity / 4 {
-            self.shrink();
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn shrink(&mut self) {
-        let target = (self.records.len() * 2).max(MIN_RETAINED_CAPACITY);
-        self.records.shrink_to(target, |record| id_hash(record.id));
+    pub(crate) fn remove(&mut self, task: TaskRef) -> Option<TaskRecord> {
+        let index = self.records.find(task)?;
+        let record = self.records.remove(index);
+        self.records.maybe_compact();
+        record
     }
 
     /// The number of records (for tests of memory bounds).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.records.len()
+        self.records.iter().count()
     }
 
     /// Signals every task in the group whose entry has `hash` and `serial` (every task if
@@ -142,7 +104,7 @@ impl<K> Tasks<K> {
         handles: &mut Vec<AbortHandle>,
     ) -> usize {
         let mut signalled = 0;
-        for record in self.records.iter_mut() {
+        for (_, record) in self.records.iter_mut() {
             if let Some((hash, serial)) = group
                 && !record.groups.names(hash, serial)
             {
@@ -166,6 +128,7 @@ mod tests {
     use std::hash::RandomState;
 
     use super::*;
+    use crate::group_set::GroupSet;
 
     fn groups(keys: &[&'static str], serial: u64) -> GroupSet<&'static str> {
         let mut set = GroupSet::new(keys.iter().copied(), &RandomState::new());
@@ -178,7 +141,7 @@ mod tests {
     #[tokio::test]
     async fn an_abort_requested_before_attach_is_carried_out_on_attach() {
         let mut tasks = Tasks::default();
-        let task = tasks.insert(groups(&["a"], 1));
+        let task = tasks.insert(groups(&["a"], 1).entries());
         let mut handles = Vec::new();
         assert_eq!(tasks.abort(None, &mut handles), 1, "the task is signalled");
         assert!(handles.is_empty(), "no handle to abort yet");
@@ -199,8 +162,8 @@ mod tests {
         let mut b = groups(&["b"], 2);
         a.get_mut(0).hash = 42;
         b.get_mut(0).hash = 42;
-        let _a = tasks.insert(a);
-        let _b = tasks.insert(b);
+        let _a = tasks.insert(a.entries());
+        let _b = tasks.insert(b.entries());
         let mut handles = Vec::new();
         assert_eq!(tasks.abort(Some((42, 1)), &mut handles), 1);
     }
@@ -208,7 +171,7 @@ mod tests {
     #[tokio::test]
     async fn attach_after_the_task_ended_hands_the_handle_back() {
         let mut tasks = Tasks::default();
-        let task = tasks.insert(groups(&["a"], 1));
+        let task = tasks.insert(groups(&["a"], 1).entries());
         assert!(tasks.remove(task).is_some());
         assert!(tasks.remove(task).is_none(), "a record is removed once");
         let spawned = tokio::spawn(async {});
@@ -223,7 +186,7 @@ mod tests {
     async fn records_shrink_after_a_burst() {
         let mut tasks = Tasks::default();
         let refs: Vec<TaskRef> = (0..10_000)
-            .map(|_| tasks.insert(groups(&["a"], 1)))
+            .map(|_| tasks.insert(groups(&["a"], 1).entries()))
             .collect();
         let last = *refs.last().unwrap();
         for task in &refs[..refs.len() - 1] {
