@@ -1,7 +1,9 @@
 //! Configuring a pool before it starts.
 
 use std::fmt;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash};
+
+use crate::DefaultHashBuilder;
 
 use crate::TaskPool;
 use crate::core::{Config, KeyFmt};
@@ -28,7 +30,7 @@ use crate::core::{Config, KeyFmt};
 /// assert_eq!(pool.effective_limit(&"10.0.0.7"), Some(16));
 /// ```
 #[must_use = "a builder does nothing until `build` is called"]
-pub struct Builder<K, S = RandomState> {
+pub struct Builder<K, S = DefaultHashBuilder> {
     config: Config<K, S>,
 }
 
@@ -36,7 +38,7 @@ impl<K> Builder<K> {
     pub(crate) fn new() -> Self {
         Self {
             config: Config {
-                hasher: RandomState::new(),
+                hasher: DefaultHashBuilder::new(),
                 key_fmt: None,
                 max_tasks: None,
                 default_limit: None,
@@ -97,7 +99,7 @@ impl<K, S> Builder<K, S> {
         self
     }
 
-    /// Uses `hasher` for group keys instead of the default [`RandomState`].
+    /// Uses `hasher` for group keys instead of the default [`DefaultHashBuilder`].
     ///
     /// The default resists attacker-chosen keys (HashDoS); pick a faster hasher only if keys
     /// cannot be chosen by an adversary.

@@ -19,6 +19,8 @@
 //! - [`Builder`]: limits and hasher before the pool starts.
 //! - [`Permit`]: an admission held by the caller, for work that is not a spawned task.
 //! - [`GroupStats`]: a consistent snapshot of one group's counts and history.
+//! - [`DefaultHashBuilder`]: the default hasher of group keys (keyed at random, resistant to
+//!   attacker-chosen keys).
 //! - [`TrySpawnError`], [`TryAcquireError`], [`SpawnError`], [`AcquireError`] and [`Group`]: why
 //!   work was refused (which group was full, or that the pool is closed), and the work itself back.
 //! - [`backend`]: the task side and the errors, for pools that decide admission elsewhere (a
@@ -66,6 +68,7 @@ mod builder;
 mod core;
 mod error;
 mod group_set;
+mod hasher;
 mod limits;
 mod permit;
 mod pool;
@@ -74,6 +77,7 @@ mod sync;
 
 pub use builder::Builder;
 pub use error::{AcquireError, Group, SpawnError, TryAcquireError, TrySpawnError};
+pub use hasher::{DefaultHashBuilder, DefaultKeyHasher};
 pub use limits::LimitChanges;
 pub use permit::Permit;
 pub use pool::TaskPool;

@@ -1,8 +1,8 @@
 //! Permits: admissions held by the caller instead of a spawned task.
 
 use std::fmt;
-use std::hash::RandomState;
 
+use crate::DefaultHashBuilder;
 use crate::core::Admission;
 
 /// An admission held by the caller: counted in its groups and the total exactly like a running
@@ -30,7 +30,7 @@ use crate::core::Admission;
 /// ```
 #[must_use = "the permit is released as soon as it is dropped"]
 #[clippy::has_significant_drop]
-pub struct Permit<K: Eq, S = RandomState> {
+pub struct Permit<K: Eq, S = DefaultHashBuilder> {
     admission: Admission<K, S>,
 }
 

@@ -2,7 +2,9 @@
 
 use std::fmt;
 use std::future::Future;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash};
+
+use crate::DefaultHashBuilder;
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
@@ -34,7 +36,7 @@ use crate::stats::GroupStats;
 ///
 /// A group that has no running tasks and no explicit limit holds no memory, so keys can be as
 /// fine-grained and short-lived as peers, requests or tenants. Keys are hashed with a
-/// HashDoS-resistant hasher by default ([`RandomState`]); see [`with_hasher`](Self::with_hasher).
+/// HashDoS-resistant hasher by default ([`DefaultHashBuilder`]); see [`with_hasher`](Self::with_hasher).
 ///
 /// # Comparison with neighbours
 ///
@@ -80,7 +82,7 @@ use crate::stats::GroupStats;
 /// assert_eq!(pool.task_count(&"bob"), 0);
 /// # }
 /// ```
-pub struct TaskPool<K, S = RandomState> {
+pub struct TaskPool<K, S = DefaultHashBuilder> {
     core: Arc<Core<K, S>>,
 }
 
@@ -144,7 +146,7 @@ where
 {
     /// Creates a pool with no limits that hashes keys with `hasher`.
     ///
-    /// The default [`RandomState`] resists attacker-chosen keys; choose another hasher only if
+    /// The default [`DefaultHashBuilder`] resists attacker-chosen keys; choose another hasher only if
     /// keys cannot be chosen by an adversary. With limits, use [`Builder::hasher`].
     ///
     /// # Examples
