@@ -174,6 +174,11 @@ pub(crate) fn redact(url: &str) -> String {
     }
 }
 
+/// A duration in whole milliseconds, as the scripts take leases.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// A random 64-bit value from the standard library's per-process hash keys.
 fn random_u64() -> u64 {
     let mut hasher = RandomState::new().build_hasher();
@@ -223,7 +228,7 @@ impl Engine {
                 conn: conn.clone(),
                 prefix: prefix.clone(),
                 process: process.clone(),
-                lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
+                lease_ms: millis(lease),
                 release_tx: release_tx.clone(),
             },
             admit_rx,
@@ -255,10 +260,6 @@ impl Engine {
         // Relaxed: only uniqueness matters, which the atomic increment gives.
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         format!("{}-{n}", self.process)
-    }
-
-    fn lease_ms(&self) -> u64 {
-        u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// One admission, in the admitter's next `admit.lua` call. In wait mode, register the id
@@ -618,7 +619,7 @@ async fn renewer(engine: Weak<Engine>) {
             continue;
         }
         let mut invocation = scripts::RENEW.key(&engine.prefix);
-        invocation.arg(engine.lease_ms());
+        invocation.arg(millis(engine.lease));
         for id in &ids {
             invocation.arg(id);
         }
