@@ -1,53 +1,49 @@
-//! How long the pool's one lock is held per admission and release, measured from outside the
-//! library (issue #13, "Beyond this machine"), with 0, 1, 3 and 8 groups.
+//! How long the pool's one lock is held per admission and release (issue #13, "Beyond this
+//! machine"), with 0, 1, 3 and 8 groups, and what one lock means for throughput.
 //!
-//! The library is not instrumented, so the hold time is not read off the lock; it is estimated
-//! from outside in three ways, none exact:
+//! Two measurements:
 //!
-//! 1. Subtraction, one thread, no contention (table 1). `try_acquire` + drop of the permit in a
-//!    tight loop on a pool whose groups have explicit (never reached) limits, so their entries
-//!    stay in the table and every cycle takes the lock exactly twice (admission, release;
-//!    nothing to create or reclaim). From the time per cycle we subtract the parts that run
-//!    outside the lock, each timed alone in the same run: building the group set (hashing
-//!    every key with the pool's default `RandomState`, pairwise de-duplication into a small
-//!    vector of `(hash, serial, key)`, as `GroupSet::new` does; 8 groups spill it to the heap),
-//!    two uncontended lock + unlock pairs of a `parking_lot::Mutex` (the lock operations
-//!    themselves: on the critical path under contention, but not "holding"), and one `Arc`
-//!    clone + drop (the permit's handle on the pool). What remains estimates the work done
-//!    while holding the lock per admission + release. The replicas are not the library's code
-//!    (inlining and cache state differ), and everything not replicated (the permit's moves,
-//!    `Result` plumbing, the deferred-work buffer) is counted as held, so it leans high; on a
-//!    shared machine it is also noisy.
-//! 2. Instruction counts (not printed here: run the loop alone under callgrind with
-//!    `LOCK_HOLD_ONLY=<groups>`). `State::try_admit` and `State::release` are exactly the
-//!    work under the lock of an admission and a release (their inclusive counts), against the
-//!    instructions of the whole cycle. Their share of the cycle, times the cycle's time, is an
-//!    estimate of the hold time that assumes the same speed inside and outside the lock.
-//! 3. Throughput, 1 and 2 threads (table 2). Each thread runs the same loop on its own keys;
-//!    either all threads share one pool (one lock, one total) or each has a pool of its own.
-//!    If the lock were free, sharing would cost nothing; the shared/separate ratio shows what
-//!    the one lock (and the cache line it lives on) costs with 2 threads. This machine has
+//! 1. Hold times, read off the lock (tables 1a-1c). Built with
+//!    `RUSTFLAGS="--cfg taskherd_lock_hold"`, the library's mutex reads the CPU's time-stamp
+//!    counter when the lock is taken and again just before it is released, and logs the
+//!    difference per call site of `lock()` (a normal build has none of this). This example
+//!    runs one kind of work at a time on one thread, tells the critical sections apart by
+//!    their call site (in the order the sites first appear: an admission comes before its
+//!    release), converts ticks to nanoseconds against `Instant`, and subtracts what an empty
+//!    section of the same timed mutex holds (the two counter reads). Each figure is the mean of
+//!    the fastest 99% of the sections: a section interrupted by the machine's other work
+//!    hardly moves it, and unlike a median it is not stuck on the counter's steps (26 ticks,
+//!    10 ns, on this project's virtual machines). The work measured:
+//!    a permit's `try_acquire` + drop (two sections); a `try_spawn`ed task (three: admission
+//!    with its task record, attaching the abort handle, release), in batches of 1,000 on a
+//!    current-thread runtime; both with entries that stay (explicit limits, never reached)
+//!    and, for tasks, with a fresh key per group per task (each admission makes its entries,
+//!    each release removes them, as with one-off peers).
+//! 2. Throughput with 1 and 2 threads (table 2). Each thread runs the permit loop on its own
+//!    keys; either all threads share one pool (one lock, one total) or each has a pool of its
+//!    own. If the lock were free, sharing would cost nothing; the shared/separate ratio shows
+//!    what the one lock (and the cache line it lives on) costs with 2 threads. This machine has
 //!    2 cores, shared with other work: the 2-thread figures are noisy, and they say nothing
 //!    direct about 32 or 64 cores, where moving the lock's cache line between cores (and
 //!    sockets) adds to every hand-over of the lock.
 //!
-//! `try_spawn` takes the lock three times per task (admission + task record, attaching the
-//! abort handle, release); this measures the two a permit takes, which do the counting.
+//! Run with:
 //!
-//! Run with: `cargo run --release -p taskherd --example lock_hold`
-//! (`LOCK_HOLD_CYCLES` cycles per measurement, default 1,000,000; `LOCK_HOLD_REPS` runs, median
-//! reported, default 5; `LOCK_HOLD_ONLY=<groups>` runs only the single-thread pool loop with
-//! that many groups, e.g. `LOCK_HOLD_ONLY=3 LOCK_HOLD_CYCLES=100000 LOCK_HOLD_REPS=1 valgrind
-//! --tool=callgrind target/release/examples/lock_hold`.) About 30 seconds on a 2-core machine.
+//! ```sh
+//! RUSTFLAGS="--cfg taskherd_lock_hold" cargo run --release -p taskherd --example lock_hold \
+//!     --target-dir target/lock_hold
+//! ```
+//!
+//! (its own target directory, so the normal build is not rebuilt). Without the `cfg`, only
+//! table 2 is printed. `LOCK_HOLD_CYCLES` cycles per measurement (default 1,000,000),
+//! `LOCK_HOLD_REPS` runs of table 2, median reported (default 5). About a minute on a 2-core
+//! machine.
 
-use std::hash::{BuildHasher, RandomState};
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-use smallvec::SmallVec;
 use taskherd::TaskPool;
 
 /// Group counts measured.
@@ -87,46 +83,6 @@ fn admit_release(pool: &TaskPool<u64>, keys: &[u64], cycles: usize) -> Duration 
             .expect("loose limits");
         black_box(&permit);
         drop(permit);
-    }
-    start.elapsed()
-}
-
-/// What `GroupSet::new` does outside the lock, replicated: hash each key, de-duplicate
-/// pairwise, push `(hash, serial, key)` into a vector of 4 inline items; then drop it.
-fn group_set(hasher: &RandomState, keys: &[u64], cycles: usize) -> Duration {
-    let start = Instant::now();
-    for _ in 0..cycles {
-        let mut items: SmallVec<[(u64, u64, Option<u64>); 4]> = SmallVec::new();
-        for &key in black_box(keys) {
-            let hash = hasher.hash_one(key);
-            if items.iter().any(|i| i.0 == hash && i.2 == Some(key)) {
-                continue;
-            }
-            items.push((hash, 0, Some(key)));
-        }
-        black_box(&items);
-    }
-    start.elapsed()
-}
-
-/// Two uncontended lock + unlock pairs per cycle, as an admission and its release take.
-fn lock_pairs(cycles: usize) -> Duration {
-    let lock = Mutex::new(0u64);
-    let start = Instant::now();
-    for _ in 0..cycles {
-        *black_box(&lock).lock() += 1;
-        *black_box(&lock).lock() += 1;
-    }
-    black_box(lock.into_inner());
-    start.elapsed()
-}
-
-/// One `Arc` clone + drop per cycle.
-fn arc_clone(cycles: usize) -> Duration {
-    let shared = Arc::new(0u64);
-    let start = Instant::now();
-    for _ in 0..cycles {
-        drop(black_box(Arc::clone(&shared)));
     }
     start.elapsed()
 }
@@ -179,56 +135,213 @@ fn throughput(threads: usize, groups: usize, shared: bool, cycles: usize, reps: 
     threads as f64 / ns * 1e9
 }
 
+#[cfg(taskherd_lock_hold)]
+mod hold {
+    //! Table 1: hold times read off the instrumented lock.
+
+    use std::hint::black_box;
+    use std::time::{Duration, Instant};
+
+    use taskherd::TaskPool;
+    use taskherd::lock_hold::{empty_section, take, ticks, typical};
+
+    use super::{GROUP_COUNTS, pool, thread_keys};
+
+    /// Time-stamp counter ticks per nanosecond, against `Instant` over 200 ms.
+    fn ticks_per_ns() -> f64 {
+        let (t0, i0) = (ticks(), Instant::now());
+        while i0.elapsed() < Duration::from_millis(200) {
+            std::hint::spin_loop();
+        }
+        let (t1, elapsed) = (ticks(), i0.elapsed());
+        (t1 - t0) as f64 / elapsed.as_nanos() as f64
+    }
+
+    /// Typical ticks held at each call site of this thread's log (see `typical`), in the order
+    /// the sites first appear, with the number of sections.
+    fn sections() -> Vec<(String, usize, f64)> {
+        let mut sites: Vec<(&'static std::panic::Location<'static>, Vec<u64>)> = Vec::new();
+        for (site, held) in take() {
+            match sites.iter_mut().find(|(s, _)| *s == site) {
+                Some((_, all)) => all.push(held),
+                None => sites.push((site, vec![held])),
+            }
+        }
+        sites
+            .into_iter()
+            .map(|(site, mut all)| {
+                let name = format!("{}:{}", site.file(), site.line());
+                (name, all.len(), typical(&mut all))
+            })
+            .collect()
+    }
+
+    /// Runs `work`, then returns the typical nanoseconds held per section, per call site,
+    /// checking that exactly `expected` sites took the lock `cycles` times each.
+    fn measure(
+        what: &str,
+        expected: usize,
+        cycles: usize,
+        scale: (f64, f64),
+        work: impl FnOnce(),
+    ) -> Vec<f64> {
+        let (per_ns, empty) = scale;
+        let _ = take();
+        work();
+        let sites = sections();
+        let held: Vec<f64> = sites
+            .iter()
+            .map(|(_, _, ticks)| (ticks - empty).max(0.0) / per_ns)
+            .collect();
+        let detail: Vec<String> = sites
+            .iter()
+            .zip(&held)
+            .map(|((site, n, _), ns)| format!("{site} x{n}: {ns:.1} ns"))
+            .collect();
+        eprintln!("  {what}: {}", detail.join("; "));
+        assert_eq!(sites.len(), expected, "{what}: sections {detail:?}");
+        assert!(
+            sites.iter().all(|(_, n, _)| *n == cycles),
+            "{what}: every section once per cycle: {detail:?}"
+        );
+        held
+    }
+
+    fn permits(groups: usize, cycles: usize, scale: (f64, f64)) -> Vec<f64> {
+        let pool = pool(1, groups);
+        let keys = thread_keys(0, groups);
+        super::admit_release(&pool, &keys, cycles / 10); // warm-up
+        measure(
+            &format!("permit, {groups} groups"),
+            2,
+            cycles,
+            scale,
+            || {
+                super::admit_release(&pool, &keys, cycles);
+            },
+        )
+    }
+
+    /// `cycles` tasks spawned with `try_spawn` in batches of 1,000, each batch awaited;
+    /// `keys(i)` names task `i`'s groups.
+    fn tasks(
+        what: &str,
+        pool: &TaskPool<u64>,
+        cycles: usize,
+        scale: (f64, f64),
+        keys: impl Fn(usize) -> Vec<u64>,
+    ) -> Vec<f64> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime");
+        let run = |range: std::ops::Range<usize>| {
+            rt.block_on(async {
+                let mut handles = Vec::with_capacity(1_000);
+                for chunk in range.collect::<Vec<_>>().chunks(1_000) {
+                    for &i in chunk {
+                        let handle = pool
+                            .try_spawn(keys(i), async move { black_box(i) })
+                            .unwrap_or_else(|_| panic!("loose limits refused a task"));
+                        handles.push(handle);
+                    }
+                    for handle in handles.drain(..) {
+                        black_box(handle.await.expect("task panicked"));
+                    }
+                }
+            })
+        };
+        run(0..cycles / 10); // warm-up
+        let held = measure(what, 3, cycles, scale, || run(cycles..2 * cycles));
+        assert!(pool.is_empty(), "every task was released");
+        held
+    }
+
+    pub(super) fn tables(cycles: usize) {
+        let per_ns = ticks_per_ns();
+        let empty = empty_section(1_000_000);
+        let scale = (per_ns, empty);
+        println!(
+            "1. Lock hold time read off the lock (--cfg taskherd_lock_hold), ns per critical section, {cycles} cycles each; one thread; the counter runs at {per_ns:.3} ticks/ns, an empty section reads {empty:.1} ticks (subtracted); mean of the fastest 99%"
+        );
+        println!();
+        println!("1a. Permit (try_acquire + drop), entries kept (explicit limits):");
+        println!("| groups | admission | release | held per permit | ceiling, one lock |");
+        println!("|---|---|---|---|---|");
+        for groups in GROUP_COUNTS {
+            let held = permits(groups, cycles, scale);
+            let sum: f64 = held.iter().sum();
+            println!(
+                "| {groups} | {:.1} | {:.1} | {sum:.1} | {:.1} M/s |",
+                held[0],
+                held[1],
+                1e3 / sum
+            );
+        }
+        println!();
+        println!("1b. try_spawn, entries kept (explicit limits), batches of 1,000 tasks:");
+        println!(
+            "| groups | admission + task record | attach abort handle | release | held per task | ceiling, one lock |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for groups in GROUP_COUNTS {
+            let pool = pool(1, groups);
+            let keys = thread_keys(0, groups);
+            let held = tasks(
+                &format!("task, {groups} groups"),
+                &pool,
+                cycles,
+                scale,
+                |_| keys.clone(),
+            );
+            let sum: f64 = held.iter().sum();
+            println!(
+                "| {groups} | {:.1} | {:.1} | {:.1} | {sum:.1} | {:.1} M/s |",
+                held[0],
+                held[1],
+                held[2],
+                1e3 / sum
+            );
+        }
+        println!();
+        println!(
+            "1c. try_spawn, a fresh key per group per task (entries made at admission, removed at release):"
+        );
+        println!(
+            "| groups | admission + task record | attach abort handle | release | held per task | ceiling, one lock |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for groups in GROUP_COUNTS.into_iter().filter(|&g| g > 0) {
+            let pool = TaskPool::<u64>::new();
+            let held = tasks(
+                &format!("task, {groups} fresh groups"),
+                &pool,
+                cycles,
+                scale,
+                |i| (0..groups).map(|g| (i * groups + g) as u64).collect(),
+            );
+            let sum: f64 = held.iter().sum();
+            println!(
+                "| {groups} | {:.1} | {:.1} | {:.1} | {sum:.1} | {:.1} M/s |",
+                held[0],
+                held[1],
+                held[2],
+                1e3 / sum
+            );
+        }
+        println!();
+    }
+}
+
 fn main() {
     let cycles = env_usize("LOCK_HOLD_CYCLES", 1_000_000);
     let reps = env_usize("LOCK_HOLD_REPS", 5).max(1);
-    if let Some(groups) = std::env::var("LOCK_HOLD_ONLY")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        let pool = pool(1, groups);
-        let keys = thread_keys(0, groups);
-        let ns = median_ns(reps, cycles, || admit_release(&pool, &keys, cycles));
-        println!("{groups} groups: {ns:.1} ns per try_acquire + drop");
-        return;
-    }
 
+    #[cfg(taskherd_lock_hold)]
+    hold::tables(cycles);
+    #[cfg(not(taskherd_lock_hold))]
     println!(
-        "1. One thread, no contention: ns per admission + release (try_acquire + drop), {cycles} cycles, median of {reps} after a warm-up; wall clock, shared 2-core machine"
+        "(Hold times: build with RUSTFLAGS=\"--cfg taskherd_lock_hold\", see this example's documentation.)\n"
     );
-    println!(
-        "| groups | try_acquire + drop | group set (outside) | 2 lock+unlock pairs | Arc clone+drop | left: held, estimate | ceiling, one lock |"
-    );
-    println!("|---|---|---|---|---|---|---|");
-    let hasher = RandomState::new();
-    for groups in GROUP_COUNTS {
-        let pool = pool(1, groups);
-        let keys = thread_keys(0, groups);
-        // Each run times the cycle and every part back to back, so that the subtraction is made
-        // within one run (this machine switches speeds from one second to the next); the
-        // medians of the parts and of the per-run differences are reported.
-        let once = || {
-            let per = |time: Duration| time.as_secs_f64() * 1e9 / cycles as f64;
-            let cycle = per(admit_release(&pool, &keys, cycles));
-            let set = per(group_set(&hasher, &keys, cycles));
-            let locks = per(lock_pairs(cycles));
-            let arc = per(arc_clone(cycles));
-            [cycle, set, locks, arc, cycle - set - locks - arc]
-        };
-        once();
-        let runs: Vec<[f64; 5]> = (0..reps).map(|_| once()).collect();
-        assert!(pool.is_empty(), "every permit was released");
-        let [cycle, set, locks, arc, held] = [0, 1, 2, 3, 4].map(|column| {
-            let mut values: Vec<f64> = runs.iter().map(|run| run[column]).collect();
-            values.sort_by(f64::total_cmp);
-            values[reps / 2]
-        });
-        println!(
-            "| {groups} | {cycle:.1} | {set:.1} | {locks:.1} | {arc:.1} | {held:.1} | {:.1} M/s |",
-            1e3 / held
-        );
-    }
-    println!();
 
     let contended_cycles = cycles / 2;
     println!(
