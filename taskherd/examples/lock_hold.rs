@@ -157,9 +157,18 @@ mod hold {
         (t1 - t0) as f64 / elapsed.as_nanos() as f64
     }
 
-    /// Typical ticks held at each call site of this thread's log (see `typical`), in the order
-    /// the sites first appear, with the number of sections.
-    fn sections() -> Vec<(String, usize, f64)> {
+    /// One call site's critical sections.
+    struct Site {
+        name: String,
+        count: usize,
+        /// Mean of the fastest 99% (see `typical`), in ticks.
+        typical: f64,
+        /// The longest, in ticks.
+        longest: u64,
+    }
+
+    /// This thread's log by call site, in the order the sites first appear.
+    fn sections() -> Vec<Site> {
         let mut sites: Vec<(&'static std::panic::Location<'static>, Vec<u64>)> = Vec::new();
         for (site, held) in take() {
             match sites.iter_mut().find(|(s, _)| *s == site) {
@@ -169,45 +178,62 @@ mod hold {
         }
         sites
             .into_iter()
-            .map(|(site, mut all)| {
-                let name = format!("{}:{}", site.file(), site.line());
-                (name, all.len(), typical(&mut all))
+            .map(|(site, mut all)| Site {
+                name: format!("{}:{}", site.file(), site.line()),
+                count: all.len(),
+                typical: typical(&mut all),
+                longest: all.last().copied().unwrap_or(0),
             })
             .collect()
     }
 
-    /// Runs `work`, then returns the typical nanoseconds held per section, per call site,
-    /// checking that exactly `expected` sites took the lock `cycles` times each.
+    /// Held per section at one call site, in nanoseconds, the measurement's cost subtracted.
+    #[derive(Clone, Copy)]
+    struct Held {
+        typical: f64,
+        longest: f64,
+    }
+
+    /// Runs `work`, then returns what was held per section, per call site, checking that
+    /// exactly `expected` sites took the lock `cycles` times each.
     fn measure(
         what: &str,
         expected: usize,
         cycles: usize,
         scale: (f64, f64),
         work: impl FnOnce(),
-    ) -> Vec<f64> {
+    ) -> Vec<Held> {
         let (per_ns, empty) = scale;
         let _ = take();
         work();
         let sites = sections();
-        let held: Vec<f64> = sites
+        let held: Vec<Held> = sites
             .iter()
-            .map(|(_, _, ticks)| (ticks - empty).max(0.0) / per_ns)
+            .map(|site| Held {
+                typical: (site.typical - empty).max(0.0) / per_ns,
+                longest: (site.longest as f64 - empty).max(0.0) / per_ns,
+            })
             .collect();
         let detail: Vec<String> = sites
             .iter()
             .zip(&held)
-            .map(|((site, n, _), ns)| format!("{site} x{n}: {ns:.1} ns"))
+            .map(|(site, held)| {
+                format!(
+                    "{} x{}: {:.1} ns, longest {:.0} ns",
+                    site.name, site.count, held.typical, held.longest
+                )
+            })
             .collect();
         eprintln!("  {what}: {}", detail.join("; "));
         assert_eq!(sites.len(), expected, "{what}: sections {detail:?}");
         assert!(
-            sites.iter().all(|(_, n, _)| *n == cycles),
+            sites.iter().all(|site| site.count == cycles),
             "{what}: every section once per cycle: {detail:?}"
         );
         held
     }
 
-    fn permits(groups: usize, cycles: usize, scale: (f64, f64)) -> Vec<f64> {
+    fn permits(groups: usize, cycles: usize, scale: (f64, f64)) -> Vec<Held> {
         let pool = pool(1, groups);
         let keys = thread_keys(0, groups);
         super::admit_release(&pool, &keys, cycles / 10); // warm-up
@@ -222,22 +248,22 @@ mod hold {
         )
     }
 
-    /// `cycles` tasks spawned with `try_spawn` in batches of 1,000, each batch awaited;
-    /// `keys(i)` names task `i`'s groups.
+    /// `cycles` tasks spawned with `try_spawn` in batches of `batch`, each batch awaited;
+    /// `keys(i)` names task `i`'s groups. After a warm-up of a tenth as many tasks if `warm`.
     fn tasks(
         what: &str,
         pool: &TaskPool<u64>,
-        cycles: usize,
+        (cycles, batch, warm): (usize, usize, bool),
         scale: (f64, f64),
         keys: impl Fn(usize) -> Vec<u64>,
-    ) -> Vec<f64> {
+    ) -> Vec<Held> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("a current-thread runtime");
         let run = |range: std::ops::Range<usize>| {
             rt.block_on(async {
-                let mut handles = Vec::with_capacity(1_000);
-                for chunk in range.collect::<Vec<_>>().chunks(1_000) {
+                let mut handles = Vec::with_capacity(batch);
+                for chunk in range.collect::<Vec<_>>().chunks(batch) {
                     for &i in chunk {
                         let handle = pool
                             .try_spawn(keys(i), async move { black_box(i) })
@@ -250,10 +276,24 @@ mod hold {
                 }
             })
         };
-        run(0..cycles / 10); // warm-up
+        if warm {
+            run(0..cycles / 10);
+        }
         let held = measure(what, 3, cycles, scale, || run(cycles..2 * cycles));
         assert!(pool.is_empty(), "every task was released");
         held
+    }
+
+    /// One row of tables 1b and 1c.
+    fn task_row(groups: usize, held: &[Held]) {
+        let sum: f64 = held.iter().map(|h| h.typical).sum();
+        println!(
+            "| {groups} | {:.1} | {:.1} | {:.1} | {sum:.1} | {:.1} M/s |",
+            held[0].typical,
+            held[1].typical,
+            held[2].typical,
+            1e3 / sum
+        );
     }
 
     pub(super) fn tables(cycles: usize) {
@@ -269,64 +309,79 @@ mod hold {
         println!("|---|---|---|---|---|");
         for groups in GROUP_COUNTS {
             let held = permits(groups, cycles, scale);
-            let sum: f64 = held.iter().sum();
+            let sum = held[0].typical + held[1].typical;
             println!(
                 "| {groups} | {:.1} | {:.1} | {sum:.1} | {:.1} M/s |",
-                held[0],
-                held[1],
+                held[0].typical,
+                held[1].typical,
                 1e3 / sum
             );
         }
         println!();
+        let task_header = || {
+            println!(
+                "| groups | admission + task record | attach abort handle | release | held per task | ceiling, one lock |"
+            );
+            println!("|---|---|---|---|---|---|");
+        };
         println!("1b. try_spawn, entries kept (explicit limits), batches of 1,000 tasks:");
-        println!(
-            "| groups | admission + task record | attach abort handle | release | held per task | ceiling, one lock |"
-        );
-        println!("|---|---|---|---|---|---|");
+        task_header();
         for groups in GROUP_COUNTS {
             let pool = pool(1, groups);
             let keys = thread_keys(0, groups);
-            let held = tasks(
-                &format!("task, {groups} groups"),
-                &pool,
-                cycles,
-                scale,
-                |_| keys.clone(),
-            );
-            let sum: f64 = held.iter().sum();
-            println!(
-                "| {groups} | {:.1} | {:.1} | {:.1} | {sum:.1} | {:.1} M/s |",
-                held[0],
-                held[1],
-                held[2],
-                1e3 / sum
-            );
+            let what = format!("task, {groups} groups");
+            let held = tasks(&what, &pool, (cycles, 1_000, true), scale, |_| keys.clone());
+            task_row(groups, &held);
         }
         println!();
         println!(
-            "1c. try_spawn, a fresh key per group per task (entries made at admission, removed at release):"
+            "1c. try_spawn, a fresh key per group per task (entries made at admission, removed at release), batches of 1,000:"
         );
-        println!(
-            "| groups | admission + task record | attach abort handle | release | held per task | ceiling, one lock |"
-        );
-        println!("|---|---|---|---|---|---|");
+        task_header();
         for groups in GROUP_COUNTS.into_iter().filter(|&g| g > 0) {
             let pool = TaskPool::<u64>::new();
-            let held = tasks(
-                &format!("task, {groups} fresh groups"),
-                &pool,
-                cycles,
-                scale,
-                |i| (0..groups).map(|g| (i * groups + g) as u64).collect(),
-            );
-            let sum: f64 = held.iter().sum();
-            println!(
-                "| {groups} | {:.1} | {:.1} | {:.1} | {sum:.1} | {:.1} M/s |",
-                held[0],
-                held[1],
-                held[2],
-                1e3 / sum
-            );
+            let what = format!("task, {groups} fresh groups");
+            let held = tasks(&what, &pool, (cycles, 1_000, true), scale, |i| {
+                (0..groups).map(|g| (i * groups + g) as u64).collect()
+            });
+            task_row(groups, &held);
+        }
+        println!();
+        let burst = cycles / 5;
+        println!(
+            "1d. One burst of {burst} try_spawns on a new pool, then every task awaited: the longest critical sections, microseconds (tables grow during the burst and shrink after it)"
+        );
+        println!(
+            "| groups | entries | admission: typical ns | longest admission | longest release |"
+        );
+        println!("|---|---|---|---|---|");
+        for groups in [0, 3] {
+            for fresh in [false, true] {
+                if groups == 0 && fresh {
+                    continue;
+                }
+                let pool = if fresh {
+                    TaskPool::<u64>::new()
+                } else {
+                    pool(1, groups)
+                };
+                let keys = thread_keys(0, groups);
+                let what = format!("burst, {groups} groups, fresh {fresh}");
+                let held = tasks(&what, &pool, (burst, burst, false), scale, |i| {
+                    if fresh {
+                        (0..groups).map(|g| (i * groups + g) as u64).collect()
+                    } else {
+                        keys.clone()
+                    }
+                });
+                println!(
+                    "| {groups} | {} | {:.1} | {:.1} | {:.1} |",
+                    if fresh { "fresh" } else { "kept" },
+                    held[0].typical,
+                    held[0].longest / 1e3,
+                    held[2].longest / 1e3
+                );
+            }
         }
         println!();
     }

@@ -135,6 +135,7 @@
 
 mod deferred;
 mod records;
+mod slots;
 mod state;
 mod tasks;
 mod waiters;

@@ -1,11 +1,12 @@
 //! A slab of records that gives its memory back after a burst.
 //!
-//! Waiters and `wait` registrations live in [`Records`]: O(1) insert, lookup and
-//! removal by index, like a [`Slab`]. A plain slab keeps its peak capacity for as long as one
+//! Task records, waiters and `wait` registrations live in [`Records`]: O(1) insert, lookup
+//! and removal by index, like a slab, in [`Slots`] (chunks that never move, so growing never
+//! copies the records under the lock). A plain slab keeps its peak capacity for as long as one
 //! record lives (it cannot move live records), so after a burst of 100,000 waiters with one
 //! left it kept tens of megabytes. `Records` compacts instead: once it is less than an eighth
-//! full, live records move down and the capacity shrinks to fit (invariant 4), amortised O(1)
-//! per removal. (An eighth rather than a quarter: a burst drained oldest first leaves its live
+//! full, live records move down and the chunks left empty are freed (invariant 4), amortised
+//! O(1) per removal. (An eighth rather than a quarter: a burst drained oldest first leaves its live
 //! records at the end, so nearly all of them move at each compaction; compacting less often
 //! halves that work, and memory stays within eight times what is live.)
 //!
@@ -17,8 +18,8 @@
 //! what is live. Internal references between records (the waiters' queue links) are fixed up
 //! by the caller from the list of moves.
 
+use super::slots::Slots;
 use hashbrown::HashTable;
-use slab::Slab;
 
 /// Records at most this many slots large are never compacted (tiny tables only churn).
 pub(crate) const MIN_RETAINED_CAPACITY: usize = 64;
@@ -45,7 +46,7 @@ struct Slot<T> {
 }
 
 pub(crate) struct Records<T> {
-    slab: Slab<Slot<T>>,
+    slots: Slots<Slot<T>>,
     next_id: u64,
     /// `(id, index)` of records moved by a compaction.
     moved: HashTable<(u64, usize)>,
@@ -54,7 +55,7 @@ pub(crate) struct Records<T> {
 impl<T> Default for Records<T> {
     fn default() -> Self {
         Self {
-            slab: Slab::new(),
+            slots: Slots::default(),
             next_id: 0,
             moved: HashTable::new(),
         }
@@ -71,7 +72,7 @@ impl<T> Records<T> {
     pub(crate) fn insert(&mut self, value: T) -> RecordRef {
         let id = self.next_id;
         self.next_id += 1;
-        let index = self.slab.insert(Slot {
+        let index = self.slots.insert(Slot {
             id,
             moved: false,
             value,
@@ -82,7 +83,7 @@ impl<T> Records<T> {
     /// The current index of the record `at` refers to, or `None` if it was removed.
     #[inline]
     pub(crate) fn find(&self, at: RecordRef) -> Option<usize> {
-        match self.slab.get(at.index) {
+        match self.slots.get(at.index) {
             Some(slot) if slot.id == at.id => Some(at.index),
             _ if self.moved.is_empty() => None,
             _ => self.find_moved(at.id),
@@ -106,13 +107,13 @@ impl<T> Records<T> {
     }
 
     pub(crate) fn get(&self, index: usize) -> Option<&T> {
-        self.slab.get(index).map(|slot| &slot.value)
+        self.slots.get(index).map(|slot| &slot.value)
     }
 
     /// Removes the record at `index` and returns it (for the caller to drop after unlocking).
     #[inline]
     pub(crate) fn remove(&mut self, index: usize) -> Option<T> {
-        let slot = self.slab.try_remove(index)?;
+        let slot = self.slots.try_remove(index)?;
         if slot.moved {
             self.forget_move(slot.id);
         }
@@ -132,21 +133,21 @@ impl<T> Records<T> {
 
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
-        self.slab.is_empty()
+        self.slots.is_empty()
     }
 
     /// Allocated record slots (for tests of memory bounds).
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
-        self.slab.capacity()
+        self.slots.capacity()
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &T)> {
-        self.slab.iter().map(|(index, slot)| (index, &slot.value))
+        self.slots.iter().map(|(index, slot)| (index, &slot.value))
     }
 
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut T)> {
-        self.slab
+        self.slots
             .iter_mut()
             .map(|(index, slot)| (index, &mut slot.value))
     }
@@ -154,8 +155,8 @@ impl<T> Records<T> {
     /// Whether [`compact`](Self::compact) would give memory back.
     #[inline]
     pub(crate) fn wants_compaction(&self) -> bool {
-        let capacity = self.slab.capacity();
-        capacity > MIN_RETAINED_CAPACITY && self.slab.len() < capacity / 8
+        let capacity = self.slots.capacity();
+        capacity > MIN_RETAINED_CAPACITY && self.slots.len() < capacity / 8
     }
 
     /// Moves live records down and shrinks the capacity to fit; appends every move as
@@ -166,9 +167,9 @@ impl<T> Records<T> {
 
     fn compact_with(&mut self, mut on_move: impl FnMut(usize, usize)) {
         // At most every live record moves: one allocation for the forwarding table.
-        self.moved.reserve(self.slab.len(), |&(id, _)| id_hash(id));
+        self.moved.reserve(self.slots.len(), |&(id, _)| id_hash(id));
         let moved = &mut self.moved;
-        self.slab.compact(|slot, from, to| {
+        self.slots.compact(MIN_RETAINED_CAPACITY, |slot, from, to| {
             on_move(from, to);
             if slot.moved {
                 if let Some(entry) = moved.find_mut(id_hash(slot.id), |&(id, _)| id == slot.id) {
@@ -178,7 +179,6 @@ impl<T> Records<T> {
                 slot.moved = true;
                 moved.insert_unique(id_hash(slot.id), (slot.id, to), |&(id, _)| id_hash(id));
             }
-            true
         });
         let capacity = self.moved.capacity();
         if capacity > MIN_RETAINED_CAPACITY && self.moved.len() < capacity / 4 {
@@ -206,13 +206,13 @@ impl<T> std::ops::Index<usize> for Records<T> {
     type Output = T;
 
     fn index(&self, index: usize) -> &T {
-        &self.slab[index].value
+        &self.slots[index].value
     }
 }
 
 impl<T> std::ops::IndexMut<usize> for Records<T> {
     fn index_mut(&mut self, index: usize) -> &mut T {
-        &mut self.slab[index].value
+        &mut self.slots[index].value
     }
 }
 
