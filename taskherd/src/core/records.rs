@@ -160,45 +160,60 @@ impl<T> Records<T> {
     }
 
     /// Moves live records down and shrinks the capacity to fit; appends every move as
-    /// `(from, to)` to `moves`. No user code runs: records are moved, not dropped.
+    /// `(from, to)` to `moves`. No user code runs: records are moved, not dropped. O(records
+    /// ever live since the last compaction), in one critical section: for waiters, whose queue
+    /// links the caller fixes up from `moves`.
     pub(crate) fn compact(&mut self, moves: &mut Vec<(usize, usize)>) {
-        self.compact_with(|from, to| moves.push((from, to)));
-    }
-
-    fn compact_with(&mut self, mut on_move: impl FnMut(usize, usize)) {
         // At most every live record moves: one allocation for the forwarding table.
         self.moved.reserve(self.slots.len(), |&(id, _)| id_hash(id));
         let moved = &mut self.moved;
         self.slots.compact(MIN_RETAINED_CAPACITY, |slot, from, to| {
-            on_move(from, to);
-            if slot.moved {
-                if let Some(entry) = moved.find_mut(id_hash(slot.id), |&(id, _)| id == slot.id) {
-                    entry.1 = to;
-                }
-            } else {
-                slot.moved = true;
-                moved.insert_unique(id_hash(slot.id), (slot.id, to), |&(id, _)| id_hash(id));
-            }
+            moves.push((from, to));
+            Self::forward(moved, slot, to);
         });
+        self.shrink_forwarding();
+    }
+
+    /// Enters a record's move in the forwarding table (or updates it).
+    fn forward(moved: &mut HashTable<(u64, usize)>, slot: &mut Slot<T>, to: usize) {
+        if slot.moved {
+            if let Some(entry) = moved.find_mut(id_hash(slot.id), |&(id, _)| id == slot.id) {
+                entry.1 = to;
+            }
+        } else {
+            slot.moved = true;
+            moved.insert_unique(id_hash(slot.id), (slot.id, to), |&(id, _)| id_hash(id));
+        }
+    }
+
+    fn shrink_forwarding(&mut self) {
         let capacity = self.moved.capacity();
         if capacity > MIN_RETAINED_CAPACITY && self.moved.len() < capacity / 4 {
             self.moved.shrink_to_fit(|&(id, _)| id_hash(id));
         }
     }
 
-    /// Compacts if the records are mostly empty, without tracking moves (for records nothing
-    /// inside the state refers to).
+    /// Compacts by one bounded step if the records are mostly empty, without reporting moves
+    /// (for records nothing inside the state refers to): each step moves at most
+    /// [`CHUNK`](super::slots::CHUNK) records, so no removal holds the lock for long however
+    /// large the burst was; the steps continue at later removals while the records stay
+    /// mostly empty.
     #[inline]
     pub(crate) fn maybe_compact(&mut self) {
         if self.wants_compaction() {
-            self.compact_untracked();
+            self.compact_step();
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn compact_untracked(&mut self) {
-        self.compact_with(|_, _| {});
+    fn compact_step(&mut self) {
+        let moved = &mut self.moved;
+        self.slots
+            .compact_step(MIN_RETAINED_CAPACITY, |slot, _, to| {
+                Self::forward(moved, slot, to)
+            });
+        self.shrink_forwarding();
     }
 }
 
