@@ -134,6 +134,7 @@
 //! `std::collections::HashMap`), but an admission always releases the entries it counted in.
 
 mod deferred;
+mod group_table;
 mod records;
 mod slots;
 mod state;
@@ -159,6 +160,17 @@ use deferred::Deferred;
 use records::RecordRef;
 use state::{Batch, Held, IdlePolled, Keys, Polled, Refused, Started, State, WaiterRef};
 use tasks::{Attached, TaskRef};
+
+/// A small deterministic generator for the core's randomized unit tests (xorshift64).
+#[cfg(test)]
+pub(crate) fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
 
 /// Formats a key for tracing events; set by [`Builder::log_keys`](crate::Builder::log_keys).
 pub(crate) type KeyFmt<K> = fn(&K, &mut fmt::Formatter<'_>) -> fmt::Result;

@@ -11,9 +11,11 @@ use std::mem::{ManuallyDrop, take};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::task::Waker;
 
+use hashbrown::HashTable;
 use smallvec::SmallVec;
 use tokio::task::AbortHandle;
 
+use super::state::Entry;
 use super::tasks::TaskRecord;
 use super::waiters::Waiter;
 use crate::group_set::GroupSet;
@@ -37,6 +39,9 @@ pub(crate) struct Deferred<K> {
     groups: ManuallyDrop<SmallVec<[GroupSet<K>; 1]>>,
     /// Abort handles of removed task records.
     pub(crate) aborts: ManuallyDrop<SmallVec<[AbortHandle; 1]>>,
+    /// Group tables emptied by moves (see `GroupTable`): empty, so dropping them runs no user
+    /// code, but freeing a large one takes milliseconds.
+    tables: Option<Vec<HashTable<Entry<K>>>>,
     /// A count would have gone below zero: the state is corrupt.
     pub(crate) underflow: bool,
 }
@@ -50,8 +55,19 @@ impl<K> Deferred<K> {
             keys: ManuallyDrop::default(),
             groups: ManuallyDrop::default(),
             aborts: ManuallyDrop::default(),
+            tables: None,
             underflow: false,
         }
+    }
+
+    /// Emptied group tables, freed after unlocking.
+    #[cold]
+    pub(crate) fn tables(&mut self, tables: Vec<HashTable<Entry<K>>>) {
+        debug_assert!(
+            tables.iter().all(HashTable::is_empty),
+            "only emptied tables"
+        );
+        self.tables.get_or_insert_default().extend(tables);
     }
 
     /// How many wakers will be woken.
@@ -109,6 +125,7 @@ impl<K> Deferred<K> {
             && self.keys.is_empty()
             && self.groups.is_empty()
             && self.aborts.is_empty()
+            && self.tables.is_none()
             && !self.underflow
     }
 
@@ -139,6 +156,7 @@ impl<K> Deferred<K> {
         let keys = take(&mut *self.keys);
         let groups = take(&mut *self.groups);
         let aborts = take(&mut *self.aborts);
+        let tables = self.tables.take();
         let underflow = std::mem::replace(&mut self.underflow, false);
         let mut panicked = 0_usize;
         for waker in wake {
@@ -152,7 +170,7 @@ impl<K> Deferred<K> {
                 "a waiter's waker panicked when woken; the other wakers were woken"
             );
         }
-        drop((wakers, keys, groups, aborts));
+        drop((wakers, keys, groups, aborts, tables));
         if std::thread::panicking() {
             return;
         }

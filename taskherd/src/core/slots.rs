@@ -597,13 +597,7 @@ mod tests {
     fn matches_a_model_through_random_operations() {
         let mut slots = Slots::default();
         let mut model: HashMap<usize, u64> = HashMap::new();
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::core::xorshift(0x2545_f491_4f6c_dd1d_u64);
         for round in 0..200_000u64 {
             let r = next();
             // Phases of growth and of draining, so that chunks come and go.
@@ -612,7 +606,7 @@ mod tests {
                 0..=3 => {
                     let mut moves = Vec::new();
                     let on_move = |value: &mut u64, from, to| moves.push((from, to, *value));
-                    if r % 100 == 0 {
+                    if r.is_multiple_of(100) {
                         slots.compact(64, on_move);
                     } else {
                         slots.compact_step(64, on_move);

@@ -6,10 +6,10 @@
 
 use std::task::Waker;
 
-use hashbrown::HashTable;
 use smallvec::SmallVec;
 
 use super::deferred::Deferred;
+use super::group_table::{GroupTable, Hashed};
 use super::records::{MIN_RETAINED_CAPACITY, RecordRef, Records};
 use super::tasks::{Attached, TaskRef, Tasks};
 use super::waiters::{LinkRef, List, Phase, Place, Waiter, Waiters};
@@ -196,6 +196,12 @@ pub(crate) struct Entry<K> {
     pub(crate) limit: Option<usize>,
 }
 
+impl<K> Hashed for Entry<K> {
+    fn stored_hash(&self) -> u64 {
+        self.hash
+    }
+}
+
 impl<K> Entry<K> {
     fn new(hash: u64, serial: u64, key: K, limit: Option<usize>) -> Self {
         Self {
@@ -281,7 +287,7 @@ pub(crate) struct Batch<K> {
 pub(crate) struct State<K> {
     /// Named groups that have running admissions, reservations, waiters or an explicit limit
     /// (invariant 4).
-    pub(crate) groups: HashTable<Entry<K>>,
+    pub(crate) groups: GroupTable<Entry<K>>,
     /// The total group: every admission counts here.
     pub(crate) total: Counts,
     /// The total group's limit.
@@ -321,7 +327,7 @@ pub(crate) enum IdlePolled {
 impl<K: Eq> State<K> {
     pub(crate) fn new(max_tasks: Option<usize>, default_limit: Option<usize>) -> Self {
         Self {
-            groups: HashTable::new(),
+            groups: GroupTable::default(),
             total: Counts::default(),
             max_tasks,
             default_limit,
@@ -346,7 +352,7 @@ impl<K: Eq> State<K> {
 
     /// Finds an entry by the serial an admission or waiter recorded (no user code).
     fn entry_mut<'a>(
-        groups: &'a mut HashTable<Entry<K>>,
+        groups: &'a mut GroupTable<Entry<K>>,
         item: &Item<K>,
     ) -> Option<&'a mut Entry<K>> {
         let serial = item.serial;
@@ -469,7 +475,7 @@ impl<K: Eq> State<K> {
             if admit {
                 entry.counts.admit_one();
             }
-            self.groups.insert_unique(item.hash, entry, |e| e.hash);
+            self.groups.insert_unique(item.hash, entry);
         }
     }
 
@@ -502,6 +508,8 @@ impl<K: Eq> State<K> {
         // Commit: no user code from here on.
         self.total.admit_one();
         self.settle_entries(groups, &buckets, keys, true);
+        // The buckets found are used: the group table may move some entries on.
+        self.groups.step();
         Ok(())
     }
 
@@ -629,6 +637,7 @@ impl<K: Eq> State<K> {
         }
         // No user code from here on.
         self.settle_entries(groups, &buckets, keys, false);
+        self.step_groups(out);
         let waker = waker.take().unwrap_or_else(|| Waker::noop().clone());
         let at = self
             .waiters
@@ -853,7 +862,7 @@ impl<K: Eq> State<K> {
                     let item = self.waiters[id].groups.get(slot - 1);
                     let serial = item.serial;
                     match self.groups.find_entry(item.hash, |e| e.serial == serial) {
-                        Ok(mut occupied) => {
+                        Some(mut occupied) => {
                             let entry = occupied.get_mut();
                             let limit = entry.limit.or(default_limit);
                             let at = LinkRef { waiter: id, slot };
@@ -865,7 +874,7 @@ impl<K: Eq> State<K> {
                                 reclaimed = true;
                             }
                         }
-                        Err(_) => out.underflow = true,
+                        None => out.underflow = true,
                     }
                 }
                 // The granted list may name waiters by index: grant before removing (removal
@@ -878,6 +887,7 @@ impl<K: Eq> State<K> {
                 if reclaimed {
                     self.maybe_shrink_groups();
                 }
+                self.step_groups(out);
             }
         }
         self.maybe_compact_waiters();
@@ -901,7 +911,7 @@ impl<K: Eq> State<K> {
         for item in groups {
             let serial = item.serial;
             match self.groups.find_entry(item.hash, |e| e.serial == serial) {
-                Ok(mut occupied) => {
+                Some(mut occupied) => {
                     let entry = occupied.get_mut();
                     entry.counts.release_one(out);
                     let limit = entry.limit.or(self.default_limit);
@@ -912,13 +922,14 @@ impl<K: Eq> State<K> {
                     }
                 }
                 // An admission always counts in its entries, which keeps them alive.
-                Err(_) => out.underflow = true,
+                None => out.underflow = true,
             }
         }
         self.grant_all(granted, out);
         if reclaimed {
             self.maybe_shrink_groups();
         }
+        self.step_groups(out);
     }
 
     /// Releases a spawned task's admission and removes its record (dropped after unlocking).
@@ -941,7 +952,7 @@ impl<K: Eq> State<K> {
     /// are rare; admissions and releases never pay this.
     pub(crate) fn set_limits(&mut self, batch: Batch<K>, out: &mut Deferred<K>) {
         // Lookups first: `K: Eq` is the only user code, and it runs before any change.
-        let find = |groups: &HashTable<Entry<K>>| -> SmallVec<[Option<usize>; 4]> {
+        let find = |groups: &GroupTable<Entry<K>>| -> SmallVec<[Option<usize>; 4]> {
             batch
                 .groups
                 .iter()
@@ -957,8 +968,7 @@ impl<K: Eq> State<K> {
             .zip(&buckets)
             .filter(|((_, _, limit), bucket)| limit.is_some() && bucket.is_none())
             .count();
-        if created > self.groups.capacity() - self.groups.len() {
-            self.groups.reserve(created, |e| e.hash);
+        if self.groups.reserve(created) {
             buckets = find(&self.groups);
         }
         if let Some(max_tasks) = batch.max_tasks {
@@ -983,7 +993,7 @@ impl<K: Eq> State<K> {
                     let serial = self.next_serial;
                     self.next_serial += 1;
                     self.groups
-                        .insert_unique(hash, Entry::new(hash, serial, key, limit), |e| e.hash);
+                        .insert_unique(hash, Entry::new(hash, serial, key, limit));
                 }
                 None => out.key(key),
             }
@@ -1030,7 +1040,7 @@ impl<K: Eq> State<K> {
         }
         let mut reclaimed = false;
         for &(hash, serial) in &touched {
-            if let Ok(mut occupied) = self.groups.find_entry(hash, |e| e.serial == serial) {
+            if let Some(mut occupied) = self.groups.find_entry(hash, |e| e.serial == serial) {
                 let entry = occupied.get_mut();
                 let limit = entry.limit.or(default_limit);
                 entry.counts.pump(limit, &mut self.waiters, &mut granted);
@@ -1044,6 +1054,7 @@ impl<K: Eq> State<K> {
         if reclaimed {
             self.maybe_shrink_groups();
         }
+        self.step_groups(out);
     }
 
     /// Takes back `excess` reserved slots in each group `(hash, serial, excess)`, youngest
@@ -1145,7 +1156,7 @@ impl<K: Eq> State<K> {
                 let item = self.waiters[id].groups.get(slot - 1);
                 let serial = item.serial;
                 match self.groups.find_entry(item.hash, |e| e.serial == serial) {
-                    Ok(mut occupied) => {
+                    Some(mut occupied) => {
                         let at = LinkRef { waiter: id, slot };
                         occupied
                             .get_mut()
@@ -1155,7 +1166,7 @@ impl<K: Eq> State<K> {
                             out.key(occupied.remove().0.key);
                         }
                     }
-                    Err(_) => out.underflow = true,
+                    None => out.underflow = true,
                 }
             }
             self.total.rejected += 1;
@@ -1266,15 +1277,21 @@ impl<K: Eq> State<K> {
         }
     }
 
-    /// Gives memory back once the group table is mostly empty. Amortised O(1) per removal:
-    /// after a shrink to twice the live entries, a quarter of the new capacity must be removed
-    /// again before the next one.
-    fn maybe_shrink_groups(&mut self) {
-        let capacity = self.groups.capacity();
-        if capacity > MIN_RETAINED_CAPACITY && self.groups.len() < capacity / 4 {
-            let target = (self.groups.len() * 2).max(MIN_RETAINED_CAPACITY);
-            self.groups.shrink_to(target, |e| e.hash);
+    /// Moves a few group entries on if the group table is being resized (see [`GroupTable`]);
+    /// a table it empties is freed after unlocking. Call at the end of a transition.
+    #[inline]
+    fn step_groups(&mut self, out: &mut Deferred<K>) {
+        self.groups.step();
+        if let Some(tables) = self.groups.take_emptied() {
+            out.tables(tables);
         }
+    }
+
+    /// Gives memory back once the group table is mostly empty (invariant 4): below a quarter
+    /// full, the entries start moving to a table for twice as many, a few per transition (see
+    /// [`GroupTable`]). Amortised O(1) per removal.
+    fn maybe_shrink_groups(&mut self) {
+        self.groups.maybe_shrink(MIN_RETAINED_CAPACITY);
     }
 
     /// Gives the waiter records' memory back once they are mostly empty (invariant 4), and

@@ -1,0 +1,460 @@
+//! The group table: a hash table that resizes a little at a time.
+//!
+//! A `hashbrown` table grows (and shrinks) all at once: every entry is rehashed into a new
+//! allocation in the call that found it full. Under the pool's lock, that call was an
+//! admission that held the lock for 70 ms when a burst of tasks created 600,000 groups
+//! (`examples/lock_hold.rs`, table 1d), and every other thread waited. [`GroupTable`] resizes
+//! the way Redis's dictionaries do: a full table becomes the *old* table, a new one of the
+//! right size takes every insertion, and each transition that calls [`step`](GroupTable::step)
+//! moves a few entries over (more when it inserted more), until the old table is empty and
+//! freed. Shrinking a mostly empty table works the same way. Lookups search both tables while
+//! a move is under way.
+//!
+//! Bucket indexes (found in a lookup, used later in the same transition) carry which table
+//! they point into. A bucket stays valid until the next [`step`](GroupTable::step),
+//! [`reserve`](GroupTable::reserve) or [`insert_unique`](GroupTable::insert_unique) that
+//! starts a move (only when the new table is full), so callers find their buckets, use them,
+//! and only then insert (or reserve first and find again), and call `step` at the end of a
+//! transition.
+
+use hashbrown::HashTable;
+use hashbrown::hash_table::OccupiedEntry;
+
+/// What the table needs to know about its values: their stored hash (no user code runs to
+/// move them).
+pub(crate) trait Hashed {
+    fn stored_hash(&self) -> u64;
+}
+
+/// Marks a bucket index of the old table.
+const OLD: usize = 1 << (usize::BITS - 1);
+
+/// Tables of fewer entries resize at once, in `hashbrown`'s own way (in place, cheaper per
+/// entry than moving it between tables: moving small tables made a flow whose groups come and
+/// go in waves 17% slower); the longest such resize holds the lock for about a tenth of a
+/// millisecond. Larger tables move a step at a time.
+const MOVE_FROM: usize = 8_192;
+
+/// Entries moved per [`step`](GroupTable::step) at least (twice the entries inserted since
+/// the previous step, if more), and buckets of the old table looked at per step at most
+/// (beyond those, a step stops even if it moved fewer).
+const STEP_ENTRIES: usize = 32;
+const STEP_BUCKETS: usize = 256;
+
+/// See the [module documentation](self).
+pub(crate) struct GroupTable<T> {
+    /// Takes every insertion.
+    table: HashTable<T>,
+    /// Entries still to move into `table` (empty when no move is under way).
+    old: HashTable<T>,
+    /// The next bucket of `old` to look at.
+    cursor: usize,
+    /// Entries inserted since the last step (counted from the start of a move).
+    inserted: usize,
+    /// Old tables once emptied, for the caller to free after unlocking
+    /// ([`take_emptied`](Self::take_emptied)): freeing a large table returns its memory to
+    /// the system, which held the lock for 12 ms after a table of 600,000 entries. Kept until
+    /// a transition that can free them takes them (an admission cannot; the release that
+    /// follows it can), so a burst of admissions keeps at most its tables' total size here.
+    emptied: Vec<HashTable<T>>,
+}
+
+impl<T> Default for GroupTable<T> {
+    fn default() -> Self {
+        Self {
+            table: HashTable::new(),
+            old: HashTable::new(),
+            cursor: 0,
+            inserted: 0,
+            emptied: Vec::new(),
+        }
+    }
+}
+
+impl<T: Hashed> GroupTable<T> {
+    pub(crate) fn len(&self) -> usize {
+        self.table.len() + self.old.len()
+    }
+
+    /// Whether a move between tables is under way.
+    pub(crate) fn is_moving(&self) -> bool {
+        !self.old.is_empty()
+    }
+
+    /// Entries the tables can hold without allocating (the new table's, during a move).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.table.capacity()
+    }
+
+    #[inline]
+    pub(crate) fn find(&self, hash: u64, mut eq: impl FnMut(&T) -> bool) -> Option<&T> {
+        if self.old.is_empty() {
+            return self.table.find(hash, eq);
+        }
+        match self.table.find(hash, &mut eq) {
+            Some(value) => Some(value),
+            None => self.old.find(hash, eq),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn find_mut(&mut self, hash: u64, mut eq: impl FnMut(&T) -> bool) -> Option<&mut T> {
+        if self.old.is_empty() {
+            return self.table.find_mut(hash, eq);
+        }
+        match self.table.find_mut(hash, &mut eq) {
+            Some(value) => Some(value),
+            None => self.old.find_mut(hash, eq),
+        }
+    }
+
+    /// The entry of a value, to read, change or remove it.
+    #[inline]
+    pub(crate) fn find_entry(
+        &mut self,
+        hash: u64,
+        mut eq: impl FnMut(&T) -> bool,
+    ) -> Option<OccupiedEntry<'_, T>> {
+        if self.old.is_empty() {
+            return self.table.find_entry(hash, eq).ok();
+        }
+        match self.table.find_entry(hash, &mut eq) {
+            Ok(entry) => Some(entry),
+            Err(_) => self.old.find_entry(hash, eq).ok(),
+        }
+    }
+
+    /// A bucket index for [`get_bucket`](Self::get_bucket) and
+    /// [`get_bucket_mut`](Self::get_bucket_mut), valid until the next `step`, `reserve` or
+    /// `insert_unique`.
+    #[inline]
+    pub(crate) fn find_bucket_index(
+        &self,
+        hash: u64,
+        mut eq: impl FnMut(&T) -> bool,
+    ) -> Option<usize> {
+        if self.old.is_empty() {
+            return self.table.find_bucket_index(hash, eq);
+        }
+        match self.table.find_bucket_index(hash, &mut eq) {
+            Some(bucket) => Some(bucket),
+            None => self
+                .old
+                .find_bucket_index(hash, eq)
+                .map(|bucket| bucket | OLD),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn get_bucket(&self, bucket: usize) -> Option<&T> {
+        if bucket & OLD == 0 {
+            self.table.get_bucket(bucket)
+        } else {
+            self.old.get_bucket(bucket & !OLD)
+        }
+    }
+
+    #[inline]
+    pub(crate) fn get_bucket_mut(&mut self, bucket: usize) -> Option<&mut T> {
+        if bucket & OLD == 0 {
+            self.table.get_bucket_mut(bucket)
+        } else {
+            self.old.get_bucket_mut(bucket & !OLD)
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.table.iter().chain(self.old.iter())
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.table.iter_mut().chain(self.old.iter_mut())
+    }
+
+    /// Inserts a value no other equals. If the table is full, a move to a table twice the size
+    /// starts first: bucket indexes found before are invalid afterwards.
+    #[inline]
+    pub(crate) fn insert_unique(&mut self, hash: u64, value: T) {
+        if self.table.len() == self.table.capacity() && self.len() >= MOVE_FROM {
+            self.start_move(self.len() + 1);
+        }
+        self.table.insert_unique(hash, value, T::stored_hash);
+        self.inserted = self.inserted.wrapping_add(1);
+    }
+
+    /// Makes room for `additional` insertions that start no move. Returns whether it started
+    /// one itself: then bucket indexes found before are invalid.
+    pub(crate) fn reserve(&mut self, additional: usize) -> bool {
+        if self.table.capacity() - self.table.len() >= additional {
+            false
+        } else if self.len() + additional >= MOVE_FROM {
+            self.start_move(self.len() + additional);
+            true
+        } else {
+            self.table.reserve(additional, T::stored_hash);
+            true
+        }
+    }
+
+    /// Moves the old table's entries into a new one sized for `needed` (twice that, so that
+    /// the move ends long before the new table fills), finishing a move under way first.
+    #[cold]
+    #[inline(never)]
+    fn start_move(&mut self, needed: usize) {
+        if self.is_moving() {
+            // Insertions outran the steps (each step moves at least twice what was inserted
+            // since the last, so only a huge `reserve` gets here): finish the move at once.
+            self.table.reserve(self.old.len(), T::stored_hash);
+            self.step_by(usize::MAX, usize::MAX);
+        }
+        let capacity = (2 * needed).max(4);
+        let full = std::mem::replace(&mut self.table, HashTable::with_capacity(capacity));
+        self.old = full;
+        self.cursor = 0;
+        self.inserted = 0;
+        if self.old.is_empty() {
+            self.old = HashTable::new();
+        }
+    }
+
+    /// Gives memory back once the table is mostly empty: below a quarter full, starts a move
+    /// to a table for twice the entries (at least `min_capacity`), if that is at most half
+    /// the size. Amortised O(1) per removal, like the growth. Does nothing during a move.
+    pub(crate) fn maybe_shrink(&mut self, min_capacity: usize) {
+        let capacity = self.table.capacity();
+        let needed = self.table.len().max(min_capacity / 2);
+        if !self.is_moving() && capacity > min_capacity && 4 * needed <= capacity {
+            if capacity > MOVE_FROM {
+                self.start_move(needed);
+            } else {
+                self.table.shrink_to(2 * needed, T::stored_hash);
+            }
+        }
+    }
+
+    /// Moves some entries of the old table into the new one: at least `STEP_ENTRIES`, or
+    /// twice the entries inserted since the last step, looking at a bounded number of buckets.
+    /// Call at the end of a transition (it invalidates bucket indexes).
+    #[inline]
+    pub(crate) fn step(&mut self) {
+        if self.is_moving() {
+            let entries = STEP_ENTRIES.max(2 * std::mem::take(&mut self.inserted));
+            self.step_by(entries, STEP_BUCKETS.max(8 * entries));
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn step_by(&mut self, mut entries: usize, mut buckets: usize) {
+        let end = self.old.num_buckets();
+        while entries > 0 && buckets > 0 && self.cursor < end && !self.old.is_empty() {
+            if let Ok(entry) = self.old.get_bucket_entry(self.cursor) {
+                if self.table.len() == self.table.capacity() {
+                    // Never grow the new table in a step; `insert_unique` handles it.
+                    return;
+                }
+                let (value, _) = entry.remove();
+                let hash = value.stored_hash();
+                self.table.insert_unique(hash, value, T::stored_hash);
+                entries -= 1;
+            }
+            self.cursor += 1;
+            buckets -= 1;
+        }
+        if self.old.is_empty() {
+            self.emptied.push(std::mem::take(&mut self.old));
+            self.cursor = 0;
+        }
+    }
+
+    /// The old tables moves have emptied, to be dropped after unlocking.
+    #[inline]
+    pub(crate) fn take_emptied(&mut self) -> Option<Vec<HashTable<T>>> {
+        if self.emptied.is_empty() {
+            None
+        } else {
+            Some(std::mem::take(&mut self.emptied))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct Value {
+        hash: u64,
+        id: u64,
+    }
+
+    impl Hashed for Value {
+        fn stored_hash(&self) -> u64 {
+            self.hash
+        }
+    }
+
+    fn hash(id: u64) -> u64 {
+        id.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    fn value(id: u64) -> Value {
+        Value { hash: hash(id), id }
+    }
+
+    #[test]
+    fn growing_moves_a_bounded_number_of_entries_per_step() {
+        let mut table = GroupTable::default();
+        let mut largest_move = 0;
+        for id in 0..100_000 {
+            let before = table.table.len();
+            let moving = table.is_moving();
+            table.insert_unique(hash(id), value(id));
+            if moving && table.is_moving() {
+                // No rehash of the new table: it only gained the one value.
+                assert_eq!(table.table.len(), before + 1);
+            }
+            let old_before = table.old.len();
+            table.step();
+            largest_move = largest_move.max(old_before - table.old.len());
+            assert_eq!(table.len(), id as usize + 1);
+        }
+        assert!(
+            largest_move <= STEP_ENTRIES,
+            "moved {largest_move} in one step"
+        );
+        for id in 0..100_000 {
+            assert_eq!(table.find(hash(id), |v| v.id == id), Some(&value(id)));
+        }
+        assert_eq!(table.iter().count(), 100_000);
+    }
+
+    #[test]
+    fn buckets_point_into_the_table_that_holds_the_value() {
+        let mut table = GroupTable::default();
+        for id in 0..1_000 {
+            table.insert_unique(hash(id), value(id));
+        }
+        // Start a move by filling the table, then look values up in both tables.
+        let mut id = 1_000;
+        while !table.is_moving() {
+            table.insert_unique(hash(id), value(id));
+            id += 1;
+        }
+        assert!(!table.old.is_empty() && !table.table.is_empty());
+        let mut in_old = 0;
+        for id in 0..id {
+            let bucket = table.find_bucket_index(hash(id), |v| v.id == id).unwrap();
+            in_old += usize::from(bucket & OLD != 0);
+            assert_eq!(table.get_bucket(bucket).unwrap().id, id);
+            table.get_bucket_mut(bucket).unwrap().hash = hash(id);
+        }
+        assert!(in_old > 0);
+        assert_eq!(table.find_bucket_index(hash(id), |v| v.id == id), None);
+    }
+
+    #[test]
+    fn shrinking_is_a_move_too_and_frees_memory() {
+        let mut table = GroupTable::default();
+        for id in 0..10_000 {
+            table.insert_unique(hash(id), value(id));
+            table.step();
+        }
+        while table.is_moving() {
+            table.step();
+        }
+        let full = table.capacity();
+        for id in 0..9_990 {
+            let entry = table.find_entry(hash(id), |v| v.id == id).unwrap();
+            assert_eq!(entry.remove().0.id, id);
+            table.maybe_shrink(64);
+            table.step();
+        }
+        while table.is_moving() {
+            table.step();
+        }
+        assert!(
+            table.capacity() < full / 8,
+            "{} of {full}",
+            table.capacity()
+        );
+        assert_eq!(table.len(), 10);
+        for id in 9_990..10_000 {
+            assert!(table.find(hash(id), |v| v.id == id).is_some());
+        }
+        for id in 9_990..10_000 {
+            table.find_entry(hash(id), |v| v.id == id).unwrap().remove();
+            table.maybe_shrink(64);
+        }
+        while table.is_moving() {
+            table.step();
+        }
+        assert_eq!(table.len(), 0);
+        assert!(table.capacity() <= 128, "{}", table.capacity());
+    }
+
+    #[test]
+    fn a_reserve_larger_than_the_room_finishes_a_move_under_way() {
+        let mut table = GroupTable::default();
+        let mut id = 0;
+        while !table.is_moving() || table.old.len() < 100 {
+            table.insert_unique(hash(id), value(id));
+            id += 1;
+        }
+        table.reserve(100_000);
+        assert!(table.capacity() - table.table.len() >= 100_000);
+        for new in id..id + 100_000 {
+            let moving = table.is_moving();
+            let old = table.old.len();
+            table.insert_unique(hash(new), value(new));
+            assert_eq!(
+                (table.is_moving(), table.old.len()),
+                (moving, old),
+                "no move started"
+            );
+        }
+        assert_eq!(table.len(), id as usize + 100_000);
+    }
+
+    /// Random insertions, removals, shrinks and steps against a map.
+    #[test]
+    fn matches_a_model_through_random_operations() {
+        let mut table = GroupTable::default();
+        let mut model: HashMap<u64, Value> = HashMap::new();
+        let mut next = crate::core::xorshift(0x9E37_79B9_7F4A_7C15_u64);
+        let mut next_id = 0;
+        for round in 0..300_000u64 {
+            let r = next();
+            let grow = (round / 30_000) % 2 == 0;
+            if (r % 100 < 60) == grow || model.is_empty() {
+                table.insert_unique(hash(next_id), value(next_id));
+                model.insert(next_id, value(next_id));
+                next_id += 1;
+            } else {
+                let id = *model.keys().nth((r as usize / 100) % model.len()).unwrap();
+                let removed = table
+                    .find_entry(hash(id), |v| v.id == id)
+                    .map(|e| e.remove().0);
+                assert_eq!(removed, model.remove(&id));
+                table.maybe_shrink(64);
+            }
+            if !r.is_multiple_of(3) {
+                table.step();
+            }
+            if round % 997 == 0 {
+                assert_eq!(table.len(), model.len());
+                for (id, v) in &model {
+                    assert_eq!(table.find(hash(*id), |x| x.id == *id), Some(v));
+                }
+                let mut ids: Vec<u64> = table.iter().map(|v| v.id).collect();
+                ids.sort_unstable();
+                let mut expected: Vec<u64> = model.keys().copied().collect();
+                expected.sort_unstable();
+                assert_eq!(ids, expected);
+            }
+        }
+    }
+}
