@@ -25,10 +25,12 @@
 //!    after every check passed, under the same lock).
 //! 4. An entry exists in the group table only while it has running admissions, reservations,
 //!    queued waiters or an explicit limit, so memory is bounded by live state, not by the number
-//!    of keys ever seen; the table's capacity is shrunk when it becomes mostly empty. The same
-//!    holds for task records, waiter records and `wait` registrations after a burst: they
-//!    live in [`Records`](records::Records), compacted once an eighth full, so memory comes
-//!    back to a small multiple of what is live.
+//!    of keys ever seen; the table's capacity is shrunk when it becomes mostly empty (a large
+//!    table a few entries per transition, so no transition holds the lock for long). The
+//!    same holds for task records, waiter records and `wait` registrations after a burst:
+//!    they live in [`Records`](records::Records), compacted while less than an eighth full
+//!    (task records and registrations one chunk per removal), so memory comes back to a
+//!    small multiple of what is live.
 //! 5. Waiting is FIFO per group, and groups never keep free room while someone queues on them:
 //!    if `queue(g)` is not empty then `running(g) + reserved(g) >= limit(g)`. Every transition
 //!    that can make room (a release, a given-back reservation, a higher or cleared limit, a new

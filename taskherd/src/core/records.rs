@@ -4,9 +4,11 @@
 //! and removal by index, like a slab, in [`Slots`] (chunks that never move, so growing never
 //! copies the records under the lock). A plain slab keeps its peak capacity for as long as one
 //! record lives (it cannot move live records), so after a burst of 100,000 waiters with one
-//! left it kept tens of megabytes. `Records` compacts instead: once it is less than an eighth
+//! left it kept tens of megabytes. `Records` compacts instead: while it is less than an eighth
 //! full, live records move down and the chunks left empty are freed (invariant 4), amortised
-//! O(1) per removal. (An eighth rather than a quarter: a burst drained oldest first leaves its live
+//! O(1) per removal: all at once for waiters ([`compact`](Records::compact), whose moves the
+//! caller fixes up), one chunk per removal for the others
+//! ([`maybe_compact`](Records::maybe_compact)). (An eighth rather than a quarter: a burst drained oldest first leaves its live
 //! records at the end, so nearly all of them move at each compaction; compacting less often
 //! halves that work, and memory stays within eight times what is live.)
 //!

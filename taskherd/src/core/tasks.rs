@@ -11,8 +11,9 @@
 //!
 //! Records live in [`Records`], a slab that compacts itself once mostly empty (invariant 4)
 //! and forwards the holders of moved records: insert and removal are O(1) without hashing,
-//! and growing the slab reallocates one array (amortised like a `Vec`'s), where a hash table
-//! keyed by id rehashed every record at each growth and shrink.
+//! growing it adds a chunk and copies no record, and shrinking it moves at most one chunk's
+//! records per removal, where a hash table keyed by id rehashed every record at each growth
+//! and shrink, under the lock.
 
 use tokio::task::AbortHandle;
 
