@@ -18,7 +18,8 @@
 //!   at the end;
 //! - `table`: plain-text tables.
 
-// The only unsafe code: the call to killpg in `signals`, and to sysconf in `arg_limits`.
+// The only unsafe code: the calls to killpg and fcntl in `signals`, and to sysconf in
+// `arg_limits`.
 #![deny(unsafe_code)]
 
 #[cfg(unix)]

@@ -22,28 +22,25 @@
 use std::collections::HashSet;
 use std::io::{self, BufRead, Write};
 use std::process::{ChildStdin, Command, ExitCode, Stdio};
-use std::sync::{Mutex, mpsc};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::signals;
 
-/// Messages waiting for the helper at most; past that, the helper is taken to be stuck.
-const BACKLOG: usize = 4096;
-
 /// The running side: tells the helper which process groups are running.
 ///
-/// Messages go through a bounded channel to a thread that writes them to the pipe, so a job's
-/// start or end never blocks on the pipe (a helper that stopped reading, say one stopped with
-/// SIGSTOP, would fill it and block the runtime).
+/// Each message is written to the pipe at once, by the thread that started or reaped the job,
+/// so the helper's list is up to date by the time `started` returns (when a thread wrote them
+/// instead, a job could run, and taskherd be killed, while its `+PGID` still waited for that
+/// thread: on a loaded machine the job then outlived taskherd). The pipe is non-blocking, so a
+/// job's start or end never blocks on it: a helper that stopped reading (say, stopped with
+/// SIGSTOP) fills the pipe's buffer (thousands of messages), and taskherd then warns and stops
+/// telling it.
 #[derive(Debug)]
 pub struct Reaper {
-    messages: Mutex<Option<mpsc::SyncSender<(char, i32)>>>,
-    /// Says when the writing thread has written everything.
-    written: Mutex<Option<mpsc::Receiver<()>>>,
+    /// `None` once the run is over or the helper can no longer be told.
+    pipe: Mutex<Option<ChildStdin>>,
 }
-
-/// How long [`Reaper::finish`] waits for the last messages to reach the helper.
-const FINISH_WAIT: Duration = Duration::from_secs(2);
 
 impl Reaper {
     /// Starts the helper; `grace` is its time between SIGTERM and SIGKILL.
@@ -69,44 +66,27 @@ impl Reaper {
             .stdin
             .take()
             .ok_or_else(|| io::Error::other("the helper has no standard input"))?;
+        signals::set_nonblocking(&pipe)?;
         // The helper is not waited for: it outlives taskherd on purpose, and its exit status
         // says nothing. Dropping `Child` does not kill it.
         drop(child);
-        let (sender, receiver) = mpsc::sync_channel(BACKLOG);
-        let (done, written) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("taskherd-reaper-pipe".to_owned())
-            .spawn(move || {
-                write_messages(pipe, &receiver);
-                let _ = done.send(());
-            })?;
         Ok(Reaper {
-            messages: Mutex::new(Some(sender)),
-            written: Mutex::new(Some(written)),
+            pipe: Mutex::new(Some(pipe)),
         })
     }
 
     /// The run is over and every job has ended: tells the helper to exit without ending
-    /// anything, and waits (briefly) until it has been told. Without this, messages still on
-    /// their way when taskherd exits would be lost, and the helper would signal process groups
-    /// of jobs that have ended (whose ids may be reused).
+    /// anything. Without this, the helper would signal the process groups of jobs that have
+    /// ended (whose ids may be reused) when taskherd exits.
     pub fn finish(&self) {
-        let sender = self
-            .messages
+        let pipe = self
+            .pipe
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
-        let Some(sender) = sender else { return };
-        // Full: the helper is stuck; it gets the end of its input when taskherd exits.
-        let _ = sender.try_send(('=', 0));
-        drop(sender);
-        let written = self
-            .written
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(written) = written {
-            let _ = written.recv_timeout(FINISH_WAIT);
+        // A full pipe: the helper is stuck; it gets the end of its input when taskherd exits.
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.write_all(b"=0\n");
         }
     }
 
@@ -121,33 +101,25 @@ impl Reaper {
     }
 
     fn send(&self, sign: char, pgid: i32) {
-        let mut messages = self
-            .messages
+        let mut pipe = self
+            .pipe
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(sender) = messages.as_ref() else {
+        let Some(writer) = pipe.as_mut() else {
             return;
         };
-        let why = match sender.try_send((sign, pgid)) {
-            Ok(()) => return,
-            Err(mpsc::TrySendError::Full(_)) => "it stopped reading",
-            // The writing thread ended: the pipe is broken.
-            Err(mpsc::TrySendError::Disconnected(_)) => "it is gone",
+        let message = format!("{sign}{pgid}\n");
+        // A write to a pipe of at most `PIPE_BUF` bytes is atomic: all of it or nothing.
+        let why = match writer.write(message.as_bytes()) {
+            Ok(n) if n == message.len() => return,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => "it stopped reading",
+            Ok(_) | Err(_) => "it is gone",
         };
         eprintln!(
             "taskherd: warning: the helper that ends the jobs if taskherd dies is not told of \
              them any more ({why}); jobs would outlive a killed taskherd"
         );
-        *messages = None;
-    }
-}
-
-/// The writing thread: each message to the pipe, until the pipe breaks or taskherd is done.
-fn write_messages(mut pipe: ChildStdin, messages: &mpsc::Receiver<(char, i32)>) {
-    for (sign, pgid) in messages {
-        if writeln!(pipe, "{sign}{pgid}").is_err() {
-            return;
-        }
+        *pipe = None;
     }
 }
 

@@ -169,9 +169,45 @@ pub fn killpg(pgid: i32, signal: i32) -> io::Result<()> {
     }
 }
 
+/// Makes writes to `file` (a pipe) return `WouldBlock` instead of waiting when it is full.
+#[allow(unsafe_code)]
+pub fn set_nonblocking(file: &impl std::os::fd::AsRawFd) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl with F_GETFL/F_SETFL on a descriptor the caller owns (borrowed for the
+    // call) reads and sets its status flags; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_nonblocking_pipe_refuses_instead_of_waiting() {
+        use std::io::Write;
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        set_nonblocking(&writer).unwrap();
+        let chunk = [b'+'; 1024];
+        let mut written = 0;
+        let error = loop {
+            match writer.write(&chunk) {
+                Ok(n) => written += n,
+                Err(error) => break error,
+            }
+            assert!(written < 64 << 20, "a pipe buffer is not this large");
+        };
+        assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
+        assert!(written >= 4096, "a pipe holds at least a page: {written}");
+        drop(reader);
+    }
 
     #[test]
     fn signals_reach_the_whole_process_group() {
