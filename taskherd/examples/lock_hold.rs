@@ -18,7 +18,8 @@
 //!    with its task record, attaching the abort handle, release), in batches of 1,000 on a
 //!    current-thread runtime; both with entries that stay (explicit limits, never reached)
 //!    and, for tasks, with a fresh key per group per task (each admission makes its entries,
-//!    each release removes them, as with one-off peers).
+//!    each release removes them, as with one-off peers); the longest sections of a burst of
+//!    tasks, and of 100,000 waiting spawns draining.
 //! 2. Throughput with 1 and 2 threads (table 2). Each thread runs the permit loop on its own
 //!    keys; either all threads share one pool (one lock, one total) or each has a pool of its
 //!    own. If the lock were free, sharing would cost nothing; the shared/separate ratio shows
@@ -296,6 +297,46 @@ mod hold {
         );
     }
 
+    /// `n` waiting spawns on one group of limit 1, queued behind a permit, then drained one
+    /// by one; returns what the sites held, in the order they first appear after the permit
+    /// is dropped (the permit's release, then the waiters' polls and the tasks' releases).
+    fn drain_waiters(n: usize, scale: (f64, f64)) -> Vec<(String, Held)> {
+        let (per_ns, empty) = scale;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime");
+        rt.block_on(async {
+            let pool = TaskPool::<u64>::builder().limit(7, 1).build();
+            let holder = pool.try_acquire([7]).expect("an empty group");
+            let mut waiting = Vec::with_capacity(n);
+            for i in 0..n {
+                let pool = pool.clone();
+                waiting.push(tokio::spawn(async move {
+                    let task = pool.spawn([7], async move { black_box(i) }).await;
+                    task.expect("never closed").await.expect("task panicked")
+                }));
+            }
+            while pool.waiting_len() < n {
+                tokio::task::yield_now().await;
+            }
+            let _ = take();
+            drop(holder);
+            for task in waiting {
+                black_box(task.await.expect("waiter panicked"));
+            }
+            sections()
+                .into_iter()
+                .map(|site| {
+                    let held = Held {
+                        typical: (site.typical - empty).max(0.0) / per_ns,
+                        longest: (site.longest as f64 - empty).max(0.0) / per_ns,
+                    };
+                    (site.name, held)
+                })
+                .collect()
+        })
+    }
+
     pub(super) fn tables(cycles: usize) {
         let per_ns = ticks_per_ns();
         let empty = empty_section(1_000_000);
@@ -382,6 +423,20 @@ mod hold {
                     held[2].longest / 1e3
                 );
             }
+        }
+        println!();
+        let waiters = cycles / 10;
+        println!(
+            "1e. {waiters} waiting spawns on one group of limit 1, drained one by one (waiter records shrink as they go): per call site, typical ns and the longest section in microseconds"
+        );
+        println!("| call site | typical ns | longest |");
+        println!("|---|---|---|");
+        for (site, held) in drain_waiters(waiters, scale) {
+            println!(
+                "| {site} | {:.1} | {:.1} |",
+                held.typical,
+                held.longest / 1e3
+            );
         }
         println!();
     }

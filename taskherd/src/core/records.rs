@@ -5,10 +5,10 @@
 //! copies the records under the lock). A plain slab keeps its peak capacity for as long as one
 //! record lives (it cannot move live records), so after a burst of 100,000 waiters with one
 //! left it kept tens of megabytes. `Records` compacts instead: while it is less than an eighth
-//! full, live records move down and the chunks left empty are freed (invariant 4), amortised
-//! O(1) per removal: all at once for waiters ([`compact`](Records::compact), whose moves the
-//! caller fixes up), one chunk per removal for the others
-//! ([`maybe_compact`](Records::maybe_compact)). (An eighth rather than a quarter: a burst drained oldest first leaves its live
+//! full, live records move down and the chunks left empty are freed (invariant 4), at most one
+//! chunk per removal, amortised O(1) per removal: [`compact`](Records::compact) reports the
+//! moves (for waiters, whose queue links the caller fixes up),
+//! [`maybe_compact`](Records::maybe_compact) does not. (An eighth rather than a quarter: a burst drained oldest first leaves its live
 //! records at the end, so nearly all of them move at each compaction; compacting less often
 //! halves that work, and memory stays within eight times what is live.)
 //!
@@ -161,18 +161,17 @@ impl<T> Records<T> {
         capacity > MIN_RETAINED_CAPACITY && self.slots.len() < capacity / 8
     }
 
-    /// Moves live records down and shrinks the capacity to fit; appends every move as
-    /// `(from, to)` to `moves`. No user code runs: records are moved, not dropped. O(records
-    /// ever live since the last compaction), in one critical section: for waiters, whose queue
-    /// links the caller fixes up from `moves`.
+    /// One bounded step of compaction (see [`Slots::compact_step`]: at most one chunk of
+    /// records moves); appends every move as `(from, to)` to `moves`, for the caller to fix
+    /// up references between records (the waiters' queue links). No user code runs: records
+    /// are moved, not dropped.
     pub(crate) fn compact(&mut self, moves: &mut Vec<(usize, usize)>) {
-        // At most every live record moves: one allocation for the forwarding table.
-        self.moved.reserve(self.slots.len(), |&(id, _)| id_hash(id));
         let moved = &mut self.moved;
-        self.slots.compact(MIN_RETAINED_CAPACITY, |slot, from, to| {
-            moves.push((from, to));
-            Self::forward(moved, slot, to);
-        });
+        self.slots
+            .compact_step(MIN_RETAINED_CAPACITY, |slot, from, to| {
+                moves.push((from, to));
+                Self::forward(moved, slot, to);
+            });
         self.shrink_forwarding();
     }
 
@@ -250,7 +249,9 @@ mod tests {
         }
         assert!(records.wants_compaction());
         let mut moves = Vec::new();
-        records.compact(&mut moves);
+        while records.wants_compaction() {
+            records.compact(&mut moves);
+        }
         assert!(
             records.capacity() <= 64,
             "shrunk to fit: {}",

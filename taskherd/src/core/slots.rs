@@ -18,11 +18,10 @@
 //! lowest chunk that has one (most recently freed first within it), so records gather in the
 //! low chunks and the last chunk empties as they end; a last chunk left empty is freed at
 //! once. Memory of scattered survivors comes back by moving them:
-//! [`compact`](Slots::compact) packs every live slot at the bottom in one go (O(slots), for
-//! records whose moves the caller must fix up), and [`compact_step`](Slots::compact_step)
-//! empties the last chunk into holes below it (at most [`CHUNK`] moves, so no critical
-//! section grows with the table: draining a burst of 200,000 tasks held the lock 6.4 ms in
-//! the one compaction that moved every survivor).
+//! [`compact_step`](Slots::compact_step) empties the last chunk into holes below it (at most
+//! [`CHUNK`] moves, so no critical section grows with the table: draining a burst of 200,000
+//! tasks held the lock 6.4 ms in the one compaction that moved every survivor), or packs a
+//! lone first chunk ([`compact`](Slots::compact), which can also pack everything at once).
 
 use std::mem;
 

@@ -133,12 +133,6 @@ impl<K> Waiter<K> {
             }
         }
     }
-
-    /// Whether the link in `slot` is the first / last of its list.
-    pub(crate) fn ends(&self, slot: usize) -> (bool, bool) {
-        let link = &self.links[slot];
-        (link.prev == LinkRef::NIL, link.next == LinkRef::NIL)
-    }
 }
 
 pub(crate) type Waiters<K> = Records<Waiter<K>>;
@@ -229,6 +223,21 @@ impl List {
             None => self.tail = prev,
         }
         self.len -= 1;
+    }
+
+    /// Points the neighbours of `at` back at it, after its waiter moved there and its own
+    /// links were rewritten (a compaction); returns whether `at` is the first / last of its
+    /// list, whose ends the caller fixes with [`relink_end`](Self::relink_end).
+    pub(crate) fn relink_neighbours<K>(waiters: &mut Waiters<K>, at: LinkRef) -> (bool, bool) {
+        let link = &waiters[at.waiter].links[at.slot];
+        let (prev, next) = (link.prev, link.next);
+        if let Some(prev) = prev.get() {
+            waiters[prev.waiter].links[prev.slot].next = at;
+        }
+        if let Some(next) = next.get() {
+            waiters[next.waiter].links[next.slot].prev = at;
+        }
+        (prev == LinkRef::NIL, next == LinkRef::NIL)
     }
 
     /// Points the list's ends at a waiter that moved from `from` to `to` (after a compaction).
