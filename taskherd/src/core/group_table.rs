@@ -208,13 +208,14 @@ impl<T: Hashed> GroupTable<T> {
             self.table.reserve(self.old.len(), T::stored_hash);
             self.step_by(usize::MAX, usize::MAX);
         }
+        // Whatever the old table holds now is empty: freed after unlocking, not here.
+        self.retire_old();
         let capacity = (2 * needed).max(4);
         let full = std::mem::replace(&mut self.table, HashTable::with_capacity(capacity));
         self.old = full;
-        self.cursor = 0;
         self.inserted = 0;
         if self.old.is_empty() {
-            self.old = HashTable::new();
+            self.retire_old();
         }
     }
 
@@ -241,7 +242,20 @@ impl<T: Hashed> GroupTable<T> {
         if self.is_moving() {
             let entries = STEP_ENTRIES.max(2 * std::mem::take(&mut self.inserted));
             self.step_by(entries, STEP_BUCKETS.max(8 * entries));
+        } else if self.old.num_buckets() > 1 {
+            // Removals emptied the old table before the steps did.
+            self.retire_old();
         }
+    }
+
+    /// Hands the (empty) old table over for freeing after unlocking.
+    #[cold]
+    fn retire_old(&mut self) {
+        let old = std::mem::take(&mut self.old);
+        if old.num_buckets() > 1 {
+            self.emptied.push(old);
+        }
+        self.cursor = 0;
     }
 
     #[cold]
@@ -263,8 +277,7 @@ impl<T: Hashed> GroupTable<T> {
             buckets -= 1;
         }
         if self.old.is_empty() {
-            self.emptied.push(std::mem::take(&mut self.old));
-            self.cursor = 0;
+            self.retire_old();
         }
     }
 
@@ -417,6 +430,56 @@ mod tests {
             );
         }
         assert_eq!(table.len(), id as usize + 100_000);
+    }
+
+    /// An old table that removals empty before the steps do is still handed over to be freed
+    /// after unlocking, not kept, and not freed under the lock by the next move.
+    #[test]
+    fn an_old_table_emptied_by_removals_is_handed_over() {
+        let mut table = GroupTable::default();
+        for id in 0..14_000 {
+            table.insert_unique(hash(id), value(id));
+            table.step();
+        }
+        while table.is_moving() {
+            table.step();
+        }
+        let mut id = 0;
+        while !table.is_moving() {
+            table.find_entry(hash(id), |v| v.id == id).unwrap().remove();
+            table.maybe_shrink(64);
+            id += 1;
+        }
+        // Remove everything still in the old table in one transition, then step.
+        let left: Vec<u64> = table.old.iter().map(|v| v.id).collect();
+        assert!(!left.is_empty());
+        for id in left {
+            table.find_entry(hash(id), |v| v.id == id).unwrap().remove();
+        }
+        assert!(!table.is_moving());
+        table.step();
+        let handed = table
+            .take_emptied()
+            .expect("the emptied old table is handed over");
+        assert!(handed.iter().all(|t| t.is_empty()));
+        assert!(handed.iter().any(|t| t.num_buckets() > 1));
+        assert_eq!(table.old.num_buckets(), 1, "no allocation kept");
+        // A move that starts while an emptied old table is still allocated hands it over too.
+        let mut table = GroupTable::default();
+        let mut next = 0;
+        while !table.is_moving() {
+            table.insert_unique(hash(next), value(next));
+            next += 1;
+        }
+        let in_old: Vec<u64> = table.old.iter().map(|v| v.id).collect();
+        for id in in_old {
+            table.find_entry(hash(id), |v| v.id == id).unwrap().remove();
+        }
+        assert!(table.reserve(table.capacity()), "a move starts");
+        let handed = table
+            .take_emptied()
+            .expect("handed over, not dropped in start_move");
+        assert!(handed.iter().all(|t| t.is_empty()));
     }
 
     /// Random insertions, removals, shrinks and steps against a map.

@@ -158,8 +158,13 @@ impl<T> Slots<T> {
         }
         let base = self.chunks.len().saturating_sub(1) * CHUNK;
         match self.chunks.last_mut() {
-            // The first chunk grows like a `Vec` (`push` doubles it), never past `CHUNK`.
+            // The first chunk grows like a `Vec`, never past `CHUNK` (a compaction may have
+            // shrunk it to any size, from which plain doubling would overshoot).
             Some(last) if last.slots.len() < CHUNK => {
+                if last.slots.len() == last.slots.capacity() {
+                    let want = (2 * last.slots.capacity()).clamp(4, CHUNK);
+                    last.slots.reserve_exact(want - last.slots.len());
+                }
                 last.slots.push(Slot::Occupied(value));
                 last.live += 1;
                 base + last.slots.len() - 1
@@ -454,6 +459,28 @@ mod tests {
             "the first chunk stayed put"
         );
         assert!(slots.chunks.iter().all(|c| c.slots.capacity() == CHUNK));
+    }
+
+    #[test]
+    fn a_shrunk_first_chunk_grows_back_to_one_chunk_exactly() {
+        let mut slots = Slots::default();
+        for i in 0..1_000 {
+            slots.insert(i);
+        }
+        for i in 0..900 {
+            slots.try_remove(i);
+        }
+        slots.compact_step(64, |_, _, _| {});
+        assert_eq!(slots.capacity(), 100);
+        for i in 0..5_000 {
+            slots.insert(i);
+        }
+        assert_eq!(
+            slots.chunks[0].slots.capacity(),
+            CHUNK,
+            "never past one chunk"
+        );
+        assert_eq!(slots.capacity(), 2 * CHUNK);
     }
 
     #[test]
