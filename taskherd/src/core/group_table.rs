@@ -239,13 +239,18 @@ impl<T: Hashed> GroupTable<T> {
     /// Call at the end of a transition (it invalidates bucket indexes).
     #[inline]
     pub(crate) fn step(&mut self) {
-        if self.is_moving() {
-            let entries = STEP_ENTRIES.max(2 * std::mem::take(&mut self.inserted));
-            self.step_by(entries, STEP_BUCKETS.max(8 * entries));
-        } else if self.old.num_buckets() > 1 {
-            // Removals emptied the old table before the steps did.
-            self.retire_old();
+        // One check on the hot path: the old table has an allocation only during a move, or
+        // once removals emptied it before the steps did.
+        if self.old.num_buckets() > 1 {
+            self.step_slow();
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn step_slow(&mut self) {
+        let entries = STEP_ENTRIES.max(2 * std::mem::take(&mut self.inserted));
+        self.step_by(entries, STEP_BUCKETS.max(8 * entries));
     }
 
     /// Hands the (empty) old table over for freeing after unlocking.

@@ -166,10 +166,16 @@ impl<T> Records<T> {
     /// up references between records (the waiters' queue links). No user code runs: records
     /// are moved, not dropped.
     pub(crate) fn compact(&mut self, moves: &mut Vec<(usize, usize)>) {
+        self.step_with(|from, to| moves.push((from, to)));
+    }
+
+    /// One step of compaction, entering every move in the forwarding table and reporting it
+    /// to `on_move(from, to)`.
+    fn step_with(&mut self, mut on_move: impl FnMut(usize, usize)) {
         let moved = &mut self.moved;
         self.slots
             .compact_step(MIN_RETAINED_CAPACITY, |slot, from, to| {
-                moves.push((from, to));
+                on_move(from, to);
                 Self::forward(moved, slot, to);
             });
         self.shrink_forwarding();
@@ -209,12 +215,7 @@ impl<T> Records<T> {
     #[cold]
     #[inline(never)]
     fn compact_step(&mut self) {
-        let moved = &mut self.moved;
-        self.slots
-            .compact_step(MIN_RETAINED_CAPACITY, |slot, _, to| {
-                Self::forward(moved, slot, to)
-            });
-        self.shrink_forwarding();
+        self.step_with(|_, _| {});
     }
 }
 
