@@ -29,7 +29,7 @@
 //!    table a few entries per transition, so no transition holds the lock for long). The
 //!    same holds for task records, waiter records and `wait` registrations after a burst:
 //!    they live in [`Records`](records::Records), compacted while less than an eighth full
-//!    (task records and registrations one chunk per removal), so memory comes back to a
+//!    (a bounded number of records moved per removal), so memory comes back to a
 //!    small multiple of what is live.
 //! 5. Waiting is FIFO per group, and groups never keep free room while someone queues on them:
 //!    if `queue(g)` is not empty then `running(g) + reserved(g) >= limit(g)`. Every transition

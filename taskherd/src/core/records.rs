@@ -5,8 +5,8 @@
 //! copies the records under the lock). A plain slab keeps its peak capacity for as long as one
 //! record lives (it cannot move live records), so after a burst of 100,000 waiters with one
 //! left it kept tens of megabytes. `Records` compacts instead: while it is less than an eighth
-//! full, live records move down and the chunks left empty are freed (invariant 4), at most one
-//! chunk per removal, amortised O(1) per removal: [`compact`](Records::compact) reports the
+//! full, live records move down and the chunks left empty are freed (invariant 4), at most
+//! [`STEP_MOVES`](super::slots::STEP_MOVES) records per removal, amortised O(1) per removal: [`compact`](Records::compact) reports the
 //! moves (for waiters, whose queue links the caller fixes up),
 //! [`maybe_compact`](Records::maybe_compact) does not. (An eighth rather than a quarter: a burst drained oldest first leaves its live
 //! records at the end, so nearly all of them move at each compaction; compacting less often
@@ -161,8 +161,8 @@ impl<T> Records<T> {
         capacity > MIN_RETAINED_CAPACITY && self.slots.len() < capacity / 8
     }
 
-    /// One bounded step of compaction (see [`Slots::compact_step`]: at most one chunk of
-    /// records moves); appends every move as `(from, to)` to `moves`, for the caller to fix
+    /// One bounded step of compaction (see [`Slots::compact_step`]: at most
+    /// [`STEP_MOVES`](super::slots::STEP_MOVES) records move); appends every move as `(from, to)` to `moves`, for the caller to fix
     /// up references between records (the waiters' queue links). No user code runs: records
     /// are moved, not dropped.
     pub(crate) fn compact(&mut self, moves: &mut Vec<(usize, usize)>) {
@@ -202,7 +202,7 @@ impl<T> Records<T> {
 
     /// Compacts by one bounded step if the records are mostly empty, without reporting moves
     /// (for records nothing inside the state refers to): each step moves at most
-    /// [`CHUNK`](super::slots::CHUNK) records, so no removal holds the lock for long however
+    /// [`STEP_MOVES`](super::slots::STEP_MOVES) records, so no removal holds the lock for long however
     /// large the burst was; the steps continue at later removals while the records stay
     /// mostly empty.
     #[inline]

@@ -18,10 +18,11 @@
 //! lowest chunk that has one (most recently freed first within it), so records gather in the
 //! low chunks and the last chunk empties as they end; a last chunk left empty is freed at
 //! once. Memory of scattered survivors comes back by moving them:
-//! [`compact_step`](Slots::compact_step) empties the last chunk into holes below it (at most
-//! [`CHUNK`] moves, so no critical section grows with the table: draining a burst of 200,000
-//! tasks held the lock 6.4 ms in the one compaction that moved every survivor), or packs a
-//! lone first chunk ([`compact`](Slots::compact), which can also pack everything at once).
+//! [`compact_step`](Slots::compact_step) empties the last chunk into holes below it, at most
+//! [`STEP_MOVES`] values per step (no critical section grows with the table: draining a burst
+//! of 200,000 tasks held the lock 6.4 ms in the one compaction that moved every survivor, and
+//! still 0.6 to 1.5 ms when a step emptied a whole chunk of 4,096), or packs a lone first chunk
+//! ([`compact`](Slots::compact), which can also pack everything at once).
 
 use std::mem;
 
@@ -32,6 +33,10 @@ const MASK: usize = CHUNK - 1;
 
 /// No slot (end of a free list).
 const NONE: usize = usize::MAX;
+
+/// Values moved, and slots looked at, by one [`compact_step`](Slots::compact_step) at most.
+pub(crate) const STEP_MOVES: usize = 256;
+const STEP_SLOTS: usize = 8 * STEP_MOVES;
 
 enum Slot<T> {
     /// Free; the offset of the next free slot of the same chunk (`NONE`: none).
@@ -63,8 +68,12 @@ pub(crate) struct Slots<T> {
     chunks: Vec<Chunk<T>>,
     /// Occupied slots.
     len: usize,
-    /// Bit `c` is set while chunk `c` has a free slot.
+    /// Bit `c` is set while chunk `c` has a free slot, except the chunk being evacuated.
     has_free: Vec<u64>,
+    /// While [`compact_step`](Self::compact_step)s empty the last chunk: every slot of it below
+    /// this offset is vacant. Its `has_free` bit stays clear meanwhile, so no value is put in
+    /// it but at its end (and those, above the offset, move down in later steps).
+    evacuating: Option<usize>,
 }
 
 impl<T> Default for Slots<T> {
@@ -73,6 +82,7 @@ impl<T> Default for Slots<T> {
             chunks: Vec::new(),
             len: 0,
             has_free: Vec::new(),
+            evacuating: None,
         }
     }
 }
@@ -99,8 +109,8 @@ impl<T> Slots<T> {
         }
     }
 
-    /// Whether there is more than one chunk (a [`compact_step`](Self::compact_step) empties
-    /// the last); with one, compacting packs it and shrinks it.
+    /// Whether there is more than one chunk ([`compact_step`](Self::compact_step)s empty the
+    /// last); with one, compacting packs it and shrinks it.
     #[inline]
     pub(crate) fn is_chunked(&self) -> bool {
         self.chunks.len() > 1
@@ -178,6 +188,8 @@ impl<T> Slots<T> {
     #[cold]
     #[inline(never)]
     fn push_chunk(&mut self, value: T) -> usize {
+        // The chunk being evacuated is no longer the last: it takes values again.
+        self.stop_evacuating();
         let mut chunk = Chunk::new(if self.chunks.is_empty() { 0 } else { CHUNK });
         chunk.slots.push(Slot::Occupied(value));
         chunk.live = 1;
@@ -232,7 +244,7 @@ impl<T> Slots<T> {
         c.live -= 1;
         let emptied = c.live == 0;
         self.len -= 1;
-        if !had_free {
+        if !had_free && !self.is_evacuating(chunk) {
             self.set_free(chunk, true);
         }
         if emptied && chunk > 0 && chunk == self.chunks.len() - 1 {
@@ -245,6 +257,7 @@ impl<T> Slots<T> {
     #[cold]
     fn pop_empty_chunks(&mut self) {
         while self.chunks.len() > 1 && self.chunks.last().is_some_and(|c| c.live == 0) {
+            self.evacuating = None;
             self.chunks.pop();
             self.set_free(self.chunks.len(), false);
         }
@@ -341,13 +354,33 @@ impl<T> Slots<T> {
             first.slots.shrink_to(len.max(min_capacity));
         }
         self.has_free.clear();
+        self.evacuating = None;
         self.trim_bits();
     }
 
-    /// One bounded step of compaction: with several chunks, moves the last chunk's values into
-    /// the lowest free slots below it (calling `on_move(value, from, to)` for each) and frees
-    /// it, at most [`CHUNK`] moves; with one chunk, [`compact`](Self::compact)s it (also at
-    /// most [`CHUNK`] slots). Does nothing if the chunks below have too few free slots.
+    /// Whether `chunk` is the last one, being evacuated.
+    #[inline]
+    fn is_evacuating(&self, chunk: usize) -> bool {
+        self.evacuating.is_some() && chunk + 1 == self.chunks.len()
+    }
+
+    /// Ends an evacuation under way: the last chunk takes values again.
+    fn stop_evacuating(&mut self) {
+        if self.evacuating.take().is_some()
+            && let Some(last) = self.chunks.len().checked_sub(1)
+            && self.chunks[last].free != NONE
+        {
+            self.set_free(last, true);
+        }
+    }
+
+    /// One bounded step of compaction: with several chunks, moves values of the last chunk
+    /// into the lowest free slots below it (calling `on_move(value, from, to)` for each), at
+    /// most [`STEP_MOVES`] of them, looking at most at `STEP_SLOTS` slots, and frees the chunk
+    /// once it is empty: later steps go on where this one stopped. With one chunk,
+    /// [`compact`](Self::compact)s it (at most [`CHUNK`] slots). Does nothing (and stops an
+    /// evacuation under way) if the chunks below have too few free slots for the last
+    /// chunk's values.
     pub(crate) fn compact_step(
         &mut self,
         min_capacity: usize,
@@ -360,30 +393,39 @@ impl<T> Slots<T> {
         let last = self.chunks.len() - 1;
         let live_below = self.len - self.chunks[last].live;
         if last * CHUNK - live_below < self.chunks[last].live {
+            self.stop_evacuating();
             return;
         }
-        // The last chunk takes no value any more.
+        // The last chunk takes no value any more (but at its end), and gives its values up.
         self.set_free(last, false);
-        let Some(mut evacuated) = self.chunks.pop() else {
-            return;
-        };
-        for (offset, slot) in evacuated.slots.iter_mut().enumerate() {
-            if let Slot::Occupied(_) = slot {
-                let Slot::Occupied(mut value) = mem::replace(slot, Slot::Vacant(NONE)) else {
+        let mut offset = self.evacuating.unwrap_or(0);
+        let end = self.chunks[last].slots.len();
+        let (mut moves, mut looked) = (0, 0);
+        while offset < end && moves < STEP_MOVES && looked < STEP_SLOTS {
+            let c = &mut self.chunks[last];
+            if let Slot::Occupied(_) = c.slots[offset] {
+                let Slot::Occupied(mut value) =
+                    mem::replace(&mut c.slots[offset], Slot::Vacant(c.free))
+                else {
                     unreachable!("matched as occupied")
                 };
+                c.free = offset;
+                c.live -= 1;
                 let Some(chunk) = self.first_free() else {
                     unreachable!("counted enough free slots below")
                 };
                 let to_offset = self.chunks[chunk].free;
                 on_move(&mut value, last * CHUNK + offset, chunk * CHUNK + to_offset);
                 self.fill_hole(chunk, value);
+                moves += 1;
             }
+            offset += 1;
+            looked += 1;
         }
-        drop(evacuated);
-        if self.chunks.last().is_some_and(|c| c.live == 0) {
+        if self.chunks[last].live == 0 {
             self.pop_empty_chunks();
         } else {
+            self.evacuating = Some(offset);
             self.trim_bits();
         }
     }
@@ -546,7 +588,7 @@ mod tests {
     }
 
     #[test]
-    fn a_compaction_step_empties_only_the_last_chunk() {
+    fn compaction_steps_empty_only_the_last_chunk() {
         let mut slots = Slots::default();
         for i in 0..4 * CHUNK {
             slots.insert(i);
@@ -560,10 +602,19 @@ mod tests {
         let live = slots.len();
         assert_eq!(live, 32);
         let mut moves = Vec::new();
-        slots.compact_step(64, |value, from, to| {
-            assert_eq!(*value, from);
-            moves.push((from, to));
-        });
+        let mut steps = 0;
+        while slots.capacity() == 4 * CHUNK {
+            slots.compact_step(64, |value, from, to| {
+                assert_eq!(*value, from);
+                moves.push((from, to));
+            });
+            steps += 1;
+        }
+        assert_eq!(
+            steps,
+            CHUNK / STEP_SLOTS,
+            "each step looks at a bounded number of slots"
+        );
         assert_eq!(
             moves.len(),
             CHUNK / 512,
@@ -580,14 +631,84 @@ mod tests {
             assert_eq!(slots[*to], *from);
         }
         // Further steps empty the chunks one at a time, then pack the first.
-        slots.compact_step(64, |_, _, _| {});
-        slots.compact_step(64, |_, _, _| {});
+        while slots.is_chunked() {
+            slots.compact_step(64, |_, _, _| {});
+        }
         assert_eq!(slots.capacity(), CHUNK);
         slots.compact_step(64, |_, _, _| {});
         assert_eq!(slots.capacity(), 64);
         let mut values: Vec<usize> = slots.iter().map(|(_, &v)| v).collect();
         values.sort_unstable();
         assert_eq!(values, (0..4 * CHUNK).step_by(512).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_compaction_step_moves_a_bounded_number_of_values() {
+        let mut slots = Slots::default();
+        for i in 0..2 * CHUNK {
+            slots.insert(i);
+        }
+        // The first chunk empty, the last full.
+        for i in 0..CHUNK {
+            slots.try_remove(i);
+        }
+        let mut steps = 0;
+        while slots.is_chunked() {
+            let mut moved = 0;
+            slots.compact_step(64, |value, from, to| {
+                assert_eq!(*value, from);
+                assert!(from >= CHUNK && to < CHUNK);
+                moved += 1;
+            });
+            assert!(moved <= STEP_MOVES, "{moved} values moved in one step");
+            steps += 1;
+            assert_eq!(slots.len(), CHUNK);
+        }
+        assert_eq!(steps, CHUNK / STEP_MOVES);
+        assert_eq!(slots.capacity(), CHUNK);
+        let mut values: Vec<usize> = slots.iter().map(|(_, &v)| v).collect();
+        values.sort_unstable();
+        assert_eq!(values, (CHUNK..2 * CHUNK).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_chunk_being_evacuated_takes_no_value_until_it_must() {
+        let mut slots = Slots::default();
+        for i in 0..2 * CHUNK {
+            slots.insert(i);
+        }
+        for i in 0..CHUNK {
+            slots.try_remove(i);
+        }
+        slots.compact_step(64, |_, _, _| {});
+        assert!(
+            slots.evacuating.is_some(),
+            "a step emptied part of the last chunk"
+        );
+        // A value freed in the last chunk, and new values: they go below it.
+        assert_eq!(slots.try_remove(2 * CHUNK - 1), Some(2 * CHUNK - 1));
+        let index = slots.insert(7);
+        assert!(
+            index < CHUNK,
+            "put below the chunk being evacuated, at {index}"
+        );
+        // Fill every free slot below: the next value has nowhere to go but a new chunk, and
+        // the last chunk takes values again.
+        while slots.first_free().is_some() {
+            let index = slots.insert(8);
+            assert!(
+                index < CHUNK,
+                "put below the chunk being evacuated, at {index}"
+            );
+        }
+        let beyond = slots.insert(9);
+        assert_eq!(beyond, 2 * CHUNK, "a new chunk");
+        assert!(slots.evacuating.is_none());
+        let freed = slots.insert(10);
+        assert!(
+            (CHUNK..2 * CHUNK).contains(&freed),
+            "the chunk no longer evacuated reuses its free slots, got {freed}"
+        );
     }
 
     #[test]

@@ -1295,7 +1295,7 @@ impl<K: Eq> State<K> {
     }
 
     /// Gives the waiter records' memory back once they are mostly empty (invariant 4), one
-    /// bounded step at a time (at most one chunk of waiters moves), and re-points the queue
+    /// bounded step at a time (at most `STEP_MOVES` waiters move), and re-points the queue
     /// links of the waiters that moved and of their neighbours. O(moved waiters × groups they
     /// name), amortised O(groups per waiter) per removal: rewriting every waiter's links, as
     /// before, held the lock 19 ms while 100,000 waiters drained. Call only at the end of a

@@ -11,7 +11,7 @@
 //!
 //! Records live in [`Records`], a slab that compacts itself once mostly empty (invariant 4)
 //! and forwards the holders of moved records: insert and removal are O(1) without hashing,
-//! growing it adds a chunk and copies no record, and shrinking it moves at most one chunk's
+//! growing it adds a chunk and copies no record, and shrinking it moves a bounded number of
 //! records per removal, where a hash table keyed by id rehashed every record at each growth
 //! and shrink, under the lock.
 
