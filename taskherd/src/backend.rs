@@ -119,6 +119,9 @@ enum Attach {
     AbortPending,
 }
 
+/// Capacity a [`Tasks`] registry keeps however empty it gets.
+const MIN_RETAINED: usize = 64;
+
 /// A task's entry in a [`Tasks`] registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TaskId(u64);
@@ -157,19 +160,25 @@ impl<K: Eq + Hash> Tasks<K> {
     }
 
     /// Gives task `id` its abort handle once spawned; aborts it at once if an abort was asked
-    /// for meanwhile. Does nothing if the task was already removed (it ended).
+    /// for meanwhile. Does nothing if the task was already removed (it ended). Attaching a
+    /// second handle replaces the first.
     pub fn attach(&self, id: TaskId, handle: AbortHandle) {
-        let abort_now = {
+        // A replaced handle is dropped after unlocking: dropping the last reference to a task
+        // drops its output, which is user code.
+        let (abort_now, _replaced) = {
             let mut inner = self.inner.lock();
             match inner.tasks.get_mut(&id.0) {
                 Some(record) => match record.abort {
-                    Attach::AbortPending => true,
-                    Attach::Pending | Attach::Handle(_) => {
-                        record.abort = Attach::Handle(handle.clone());
-                        false
-                    }
+                    Attach::AbortPending => (true, None),
+                    Attach::Pending | Attach::Handle(_) => (
+                        false,
+                        Some(std::mem::replace(
+                            &mut record.abort,
+                            Attach::Handle(handle.clone()),
+                        )),
+                    ),
                 },
-                None => false,
+                None => (false, None),
             }
         };
         if abort_now {
@@ -178,9 +187,20 @@ impl<K: Eq + Hash> Tasks<K> {
     }
 
     /// Forgets task `id` (its admission was released). Returns `false` if it was not there.
+    /// Gives memory back once the registry is mostly empty (amortised O(1)).
     pub fn remove(&self, id: TaskId) -> bool {
         // The record (keys and handle) is dropped after unlocking.
-        let removed = self.inner.lock().tasks.remove(&id.0);
+        let removed = {
+            let mut inner = self.inner.lock();
+            let removed = inner.tasks.remove(&id.0);
+            let tasks = &mut inner.tasks;
+            if tasks.capacity() > MIN_RETAINED && tasks.len() < tasks.capacity() / 4 {
+                // Rehashes the records left (moves, no user code): O(tasks), once per
+                // halving of the capacity.
+                tasks.shrink_to(2 * tasks.len());
+            }
+            removed
+        };
         removed.is_some()
     }
 
@@ -217,14 +237,22 @@ impl<K: Eq + Hash> Tasks<K> {
 
     fn abort_where(&self, mut pick: impl FnMut(&[K]) -> bool) -> usize {
         let mut handles = Vec::new();
-        let mut count = 0;
+        let count;
         {
             let mut inner = self.inner.lock();
-            for record in inner.tasks.values_mut() {
-                if !pick(&record.groups) {
+            // Which tasks first (`pick` runs `K: Eq`, which may panic), then the changes: a
+            // panic leaves every record as it was, not half of them marked.
+            let picked: Vec<u64> = inner
+                .tasks
+                .iter()
+                .filter(|(_, record)| pick(&record.groups))
+                .map(|(&id, _)| id)
+                .collect();
+            count = picked.len();
+            for id in picked {
+                let Some(record) = inner.tasks.get_mut(&id) else {
                     continue;
-                }
-                count += 1;
+                };
                 match &record.abort {
                     Attach::Handle(handle) => handles.push(handle.clone()),
                     Attach::Pending | Attach::AbortPending => {
@@ -367,6 +395,65 @@ mod tests {
         assert!(err.is_unavailable() && !err.is_closed());
         assert_ne!(err, acquire_closed());
         assert!(Error::source(&acquire_closed()).is_none());
+    }
+
+    #[test]
+    fn the_registry_gives_memory_back_after_a_burst() {
+        let tasks = Tasks::new();
+        let ids: Vec<TaskId> = (0..10_000).map(|i| tasks.insert(vec![i])).collect();
+        assert!(tasks.inner.lock().tasks.capacity() >= 10_000);
+        let (last, rest) = ids.split_last().unwrap();
+        for id in rest {
+            assert!(tasks.remove(*id));
+        }
+        assert_eq!(tasks.len(), 1);
+        let capacity = tasks.inner.lock().tasks.capacity();
+        assert!(
+            capacity <= 2 * MIN_RETAINED,
+            "kept room for {capacity} tasks"
+        );
+        assert!(tasks.remove(*last), "the survivor is still found");
+    }
+
+    /// A key whose `Eq` panics when it meets `Key(0)`.
+    #[derive(Debug)]
+    struct Key(u32);
+
+    impl std::hash::Hash for Key {
+        fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+            self.0.hash(state);
+        }
+    }
+
+    impl PartialEq for Key {
+        fn eq(&self, other: &Self) -> bool {
+            assert!(self.0 != 0 && other.0 != 0, "Eq panicked");
+            self.0 == other.0
+        }
+    }
+
+    impl Eq for Key {}
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_abort_group_whose_eq_panics_changes_nothing() {
+        let tasks = Tasks::new();
+        // Many tasks in group 1 not yet attached, and one in group 0 whose key panics when
+        // compared: whatever order the records are visited in, none may be marked.
+        let pending: Vec<TaskId> = (0..50).map(|_| tasks.insert(vec![Key(1)])).collect();
+        tasks.insert(vec![Key(0)]);
+        let panicked =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tasks.abort_group(&Key(1))));
+        assert!(panicked.is_err(), "the key's Eq panicked");
+        for id in pending {
+            let handle = tokio::spawn(async { 7 });
+            tasks.attach(id, handle.abort_handle());
+            assert_eq!(
+                handle
+                    .await
+                    .expect("not aborted: the failed abort_group marked nothing"),
+                7
+            );
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]
