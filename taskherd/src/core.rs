@@ -325,8 +325,9 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
         for (key, limit) in config.limits {
             changes = changes.limit(key, limit);
         }
+        let mut batch = core.batch(changes);
         let mut out = Deferred::new();
-        core.state.lock().set_limits(core.batch(changes), &mut out);
+        core.state.lock().set_limits(&mut batch, &mut out);
         debug_assert_eq!(out.woken(), 0, "a new pool has no waiters to wake");
         out.finish();
         core
@@ -498,9 +499,11 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
     /// Applies a batch of limit changes as one (invariant 9).
     pub(crate) fn set_limits(&self, changes: LimitChanges<K>) {
         let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| changes.clone());
-        let batch = self.batch(changes);
+        // Declared before the lock is taken, so dropped after it is released if `K: Eq`
+        // panics in a lookup (invariant 8).
+        let mut batch = self.batch(changes);
         let mut out = Deferred::new();
-        self.state.lock().set_limits(batch, &mut out);
+        self.state.lock().set_limits(&mut batch, &mut out);
         let woken = out.woken();
         out.finish();
         if let Some(changes) = logged {

@@ -865,6 +865,98 @@ fn an_eq_panic_while_applying_a_batch_leaves_the_pool_consistent() {
     panic!("eq was called more than 200 times for one batch");
 }
 
+/// A key whose `Eq` panics when armed and whose `Drop`, once the pool is set, checks from
+/// another thread that the pool's lock is free (it is never taken twice by one thread: a drop
+/// under the lock that reached the pool would deadlock).
+struct Probe {
+    id: u32,
+    probe: Arc<ProbeState>,
+}
+
+#[derive(Default)]
+struct ProbeState {
+    eq_panics: AtomicBool,
+    pool: std::sync::OnceLock<TaskPool<Probe>>,
+    dropped_under_lock: AtomicUsize,
+}
+
+impl PartialEq for Probe {
+    fn eq(&self, other: &Self) -> bool {
+        assert!(
+            !self.probe.eq_panics.load(Ordering::SeqCst),
+            "Probe::eq panics on purpose"
+        );
+        self.id == other.id
+    }
+}
+
+impl Eq for Probe {}
+
+impl Hash for Probe {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+impl Clone for Probe {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id,
+            probe: Arc::clone(&self.probe),
+        }
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let Some(pool) = self.probe.pool.get() else {
+            return;
+        };
+        let pool = pool.clone();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = pool.len();
+            let _ = done.send(());
+        });
+        if finished.recv_timeout(Duration::from_secs(2)).is_err() {
+            self.probe.dropped_under_lock.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Invariant 8: when `Eq` panics while a batch is applied, the batch's keys are dropped after
+/// the lock is released, not while unwinding under it.
+#[test]
+fn a_batch_whose_eq_panics_drops_its_keys_after_unlocking() {
+    let probe = Arc::new(ProbeState::default());
+    let key = |id| Probe {
+        id,
+        probe: Arc::clone(&probe),
+    };
+    let pool = TaskPool::builder().limit(key(1), 2).build();
+    assert!(probe.pool.set(pool.clone()).is_ok());
+    probe.eq_panics.store(true, Ordering::SeqCst);
+    // Key 1 has an entry: looking it up compares keys, and the comparison panics.
+    let panic = panicked(|| {
+        pool.set_limits(
+            taskherd::LimitChanges::new()
+                .limit(key(2), 5)
+                .limit(key(1), 3),
+        )
+    });
+    probe.eq_panics.store(false, Ordering::SeqCst);
+    assert!(panic, "Eq panicked in a lookup");
+    assert_eq!(
+        probe.dropped_under_lock.load(Ordering::SeqCst),
+        0,
+        "a key of the batch was dropped while the pool's lock was held"
+    );
+    assert_eq!(pool.limit(&key(1)), Some(2), "nothing of the batch applied");
+    assert_eq!(pool.limit(&key(2)), None);
+    // The pool inside the probe state refers to itself through its keys: break the cycle.
+    pool.clear_limit(&key(1));
+}
+
 /// `Hash` panics at each of its calls in turn while a batch is made and applied: nothing of the
 /// batch is applied (keys are hashed before anything changes).
 #[test]

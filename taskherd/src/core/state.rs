@@ -950,7 +950,10 @@ impl<K: Eq> State<K> {
     /// O(groups changed), plus O(named groups in the pool) if the default limit changes
     /// (every group without an explicit limit may have gained or lost room). Limit changes
     /// are rare; admissions and releases never pay this.
-    pub(crate) fn set_limits(&mut self, batch: Batch<K>, out: &mut Deferred<K>) {
+    ///
+    /// The batch stays the caller's until its lookups are done (`K: Eq` is the only user code
+    /// here): if one panics, its keys are dropped by the caller, after unlocking (invariant 8).
+    pub(crate) fn set_limits(&mut self, batch: &mut Batch<K>, out: &mut Deferred<K>) {
         // Lookups first: `K: Eq` is the only user code, and it runs before any change.
         let find = |groups: &GroupTable<Entry<K>>| -> SmallVec<[Option<usize>; 4]> {
             batch
@@ -982,7 +985,9 @@ impl<K: Eq> State<K> {
             _ => false,
         };
         let mut touched: SmallVec<[(u64, u64); 4]> = SmallVec::new();
-        for ((hash, key, limit), bucket) in batch.groups.into_iter().zip(buckets) {
+        for ((hash, key, limit), bucket) in
+            std::mem::take(&mut batch.groups).into_iter().zip(buckets)
+        {
             match bucket.and_then(|b| self.groups.get_bucket_mut(b)) {
                 Some(entry) => {
                     entry.limit = limit;
@@ -1368,7 +1373,7 @@ mod tests {
         let mut state: State<u32> = State::new(None, None);
         let mut out = Deferred::new();
         state.set_limits(
-            Batch {
+            &mut Batch {
                 max_tasks: None,
                 default_limit: None,
                 groups: vec![(hasher.hash_one(0u32), 0, Some(0))],
