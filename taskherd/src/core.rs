@@ -149,6 +149,7 @@ use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 
 use tokio::task::AbortHandle;
@@ -157,7 +158,7 @@ use crate::error::{Group, Refusal};
 use crate::group_set::{GroupSet, Item, KeyIter, Spares};
 use crate::limits::LimitChanges;
 use crate::stats::GroupStats;
-use crate::sync::Mutex;
+use crate::sync::{AtomicU64, Mutex};
 use deferred::Deferred;
 use records::RecordRef;
 use state::{Batch, Held, IdlePolled, Keys, Polled, Refused, Started, State, WaiterRef};
@@ -181,6 +182,8 @@ pub(crate) type KeyFmt<K> = fn(&K, &mut fmt::Formatter<'_>) -> fmt::Result;
 pub(crate) struct Core<K, S> {
     hasher: S,
     key_fmt: Option<KeyFmt<K>>,
+    /// `State::closes`, for waiting admissions to note when they are made, without the lock.
+    closes: AtomicU64,
     state: CacheLine<Mutex<State<K>>>,
 }
 
@@ -316,6 +319,7 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
         let core = Self {
             hasher: config.hasher,
             key_fmt: config.key_fmt,
+            closes: AtomicU64::new(0),
             state: CacheLine(Mutex::new(State::new(
                 config.max_tasks,
                 config.default_limit,
@@ -456,6 +460,7 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
     ) -> WaitAdmission<K, S, A> {
         WaitAdmission {
             core: Arc::clone(core),
+            closes_seen: core.closes.load(Ordering::Acquire),
             phase: WaitPhase::Start(groups),
             collect: PhantomData,
         }
@@ -570,7 +575,13 @@ impl<K: Eq, S> Core<K, S> {
 
     pub(crate) fn close(&self) -> bool {
         let mut out = Deferred::new();
-        let closed = self.state.lock().close(&mut out);
+        let closed = {
+            let mut state = self.state.lock();
+            let closed = state.close(&mut out);
+            // Before `close` returns: an admission made after it sees the new count.
+            self.closes.store(state.closes, Ordering::Release);
+            closed
+        };
         let failed = out.woken();
         out.finish();
         if closed {
@@ -653,6 +664,9 @@ pub(crate) struct Summary {
 /// gives that back.
 pub(crate) struct WaitAdmission<K: Eq, S, A> {
     core: Arc<Core<K, S>>,
+    /// How many times the pool had been closed when this was made: a `close` since fails it
+    /// at its first poll, even if the pool was reopened in between.
+    closes_seen: u64,
     phase: WaitPhase<K>,
     /// What the admission becomes: a permit's [`Admission`] or a [`TaskAdmission`].
     collect: PhantomData<fn() -> A>,
@@ -704,8 +718,14 @@ impl<K: Eq + Hash + Clone, S: BuildHasher, A: Collect<K, S>> Future for WaitAdmi
                 let mut state = this.core.state.lock();
                 match &mut this.phase {
                     WaitPhase::Start(groups) => {
-                        match state.start_wait(groups, &mut waker, A::TRACK, &mut spares, &mut out)
-                        {
+                        match state.start_wait(
+                            groups,
+                            this.closes_seen,
+                            &mut waker,
+                            A::TRACK,
+                            &mut spares,
+                            &mut out,
+                        ) {
                             Started::Admitted(held) => {
                                 Step::Ready(A::collect(&mut state, &this.core, held, &mut out))
                             }

@@ -192,7 +192,7 @@ where
     ///
     /// # Panics
     ///
-    /// Panics if `K`'s `Eq` panics; the limits are then unchanged.
+    /// Panics if `K`'s `Hash` or `Eq` panics; the limits are then unchanged.
     ///
     /// # Examples
     ///
@@ -446,10 +446,13 @@ where
     ///
     /// # Errors
     ///
-    /// Returns a [`TrySpawnError`] if the total or a named group is at its limit. Its
-    /// [`full_group`](TrySpawnError::full_group) names the total if that is full, else the first
-    /// full group in `groups`' order, and [`into_inner`](TrySpawnError::into_inner) returns
-    /// `future`, never polled. No count changed.
+    /// Returns a [`TrySpawnError`] if the pool is [closed](Self::close)
+    /// ([`is_closed`](TrySpawnError::is_closed)), or if the total or a named group has no room:
+    /// it is at its limit, or its free slots are promised to waiters queued on it (a `try_*`
+    /// call never takes a slot a waiter is owed). Its
+    /// [`full_group`](TrySpawnError::full_group) names the total if that has no room, else the
+    /// first such group in `groups`' order, and [`into_inner`](TrySpawnError::into_inner)
+    /// returns `future`, never polled. No count changed.
     ///
     /// # Panics
     ///
@@ -504,8 +507,8 @@ where
     ///
     /// # Errors
     ///
-    /// Returns a [`TrySpawnError`] holding `make`, never called, if the total or a named group is
-    /// at its limit; see [`try_spawn`](Self::try_spawn).
+    /// Returns a [`TrySpawnError`] holding `make`, never called, if the pool is closed or the
+    /// total or a named group has no room; see [`try_spawn`](Self::try_spawn).
     ///
     /// # Panics
     ///
@@ -580,9 +583,11 @@ where
     ///
     /// # Errors
     ///
-    /// Returns a [`SpawnError`] holding `future`, never polled, if the pool is closed before the
-    /// task is admitted, including when its slots were granted but the future was not polled
-    /// again before [`close`](Self::close).
+    /// Returns a [`SpawnError`] holding `future`, never polled, if the pool is
+    /// [closed](Self::close) after this future was made and before the task is admitted
+    /// (including when its slots were granted but the future was not polled again before
+    /// `close`, and when the pool was reopened before it was polled), or is closed when it is
+    /// first polled.
     ///
     /// # Panics
     ///
@@ -648,8 +653,9 @@ where
     ///
     /// # Errors
     ///
-    /// Returns a [`TryAcquireError`] if the total or a named group is at its limit or has
-    /// waiters queued (a `try_*` call never takes a slot a waiter is owed). Its
+    /// Returns a [`TryAcquireError`] if the pool is [closed](Self::close)
+    /// ([`is_closed`](TryAcquireError::is_closed)), or if the total or a named group is at its
+    /// limit or has waiters queued (a `try_*` call never takes a slot a waiter is owed). Its
     /// [`full_group`](TryAcquireError::full_group) names the total first, then the first such
     /// group in `groups`' order. No count changed.
     ///
@@ -684,8 +690,9 @@ where
     ///
     /// # Errors
     ///
-    /// Returns an [`AcquireError`] if the pool is [closed](Self::close) before this future
-    /// returns the permit.
+    /// Returns an [`AcquireError`] if the pool is [closed](Self::close) after this future was
+    /// made and before it returns the permit (even if the pool was reopened meanwhile), or is
+    /// closed when it is first polled.
     ///
     /// # Panics
     ///
@@ -768,9 +775,10 @@ where
     /// Closes the pool: new admissions are refused, and waiting `spawn`s and `acquire`s fail.
     ///
     /// Tasks and permits already admitted carry on. `try_spawn` and `try_acquire` return errors
-    /// whose `is_closed()` is `true`; every `spawn` and `acquire` future that has not completed
-    /// yet, including one whose slots were granted but that was not polled since, returns an
-    /// error (a `spawn` hands its future back, never polled); the slots they held are released
+    /// whose `is_closed()` is `true`; every `spawn` and `acquire` future made before this call
+    /// that has not completed yet returns an error, whether it was waiting, was granted its
+    /// slots but not polled since, or was never polled at all, even if the pool is reopened
+    /// before it is next polled (a `spawn` hands its future back, never polled); the slots they held are released
     /// at once, so [`wait`](Self::wait) does not depend on those futures being polled again. Limits and
     /// counts are kept. [`wait`](Self::wait) resolves once the pool is closed and empty.
     ///

@@ -10,6 +10,13 @@ pub(crate) use self::loom_mutex::Mutex;
 #[cfg(all(taskherd_lock_hold, not(taskherd_loom)))]
 pub(crate) use self::timed::Mutex;
 
+/// Counts the pool's closings, read outside the lock (loom's own under `--cfg taskherd_loom`).
+#[cfg(not(taskherd_loom))]
+pub(crate) use std::sync::atomic::AtomicU64;
+
+#[cfg(taskherd_loom)]
+pub(crate) use loom::sync::atomic::AtomicU64;
+
 #[cfg(taskherd_loom)]
 mod loom_mutex {
     /// loom's mutex with `parking_lot`'s signature: `lock` cannot fail (no poisoning).

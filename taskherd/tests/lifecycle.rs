@@ -418,6 +418,39 @@ fn granted_but_unpolled_acquire_fails_even_if_the_pool_is_reopened_before_it_is_
     assert_counts(&pool, &[("a", 0), ("b", 0)], 0, 0);
 }
 
+/// A `spawn` or `acquire` future made before `close` and first polled after `reopen` fails
+/// too: `close` fails every such future that has not completed, polled or not. One made after
+/// the `close` (even while the pool is closed) is admitted once the pool is reopened.
+#[tokio::test]
+async fn futures_made_before_close_fail_even_if_first_polled_after_reopen() {
+    let pool = Pool::new();
+    let mut acquire = mock(pool.acquire(["a"]));
+    let spawned = Arc::new(AtomicBool::new(false));
+    let ran = Arc::clone(&spawned);
+    let mut spawn = mock(pool.spawn(["a"], async move { ran.store(true, Ordering::SeqCst) }));
+    pool.close();
+    let mut made_while_closed = mock(pool.acquire(["a"]));
+    pool.reopen();
+
+    let _: AcquireError = assert_ready_err!(acquire.poll());
+    let error = assert_ready_err!(spawn.poll());
+    assert!(error.is_closed());
+    drop(error.into_inner());
+    assert!(
+        !spawned.load(Ordering::SeqCst),
+        "the future is handed back, never polled"
+    );
+    let permit = assert_ready_ok!(made_while_closed.poll());
+    assert_eq!(pool.task_count(&"a"), 1);
+    drop(permit);
+    assert_counts(&pool, &[("a", 0)], 0, 0);
+    assert_eq!(
+        pool.total_stats().rejected,
+        2,
+        "both failed futures count as refused"
+    );
+}
+
 #[tokio::test]
 async fn reopen_admits_again() {
     let pool = Pool::builder().limit("a", 1).build();

@@ -298,6 +298,9 @@ pub(crate) struct State<K> {
     waiters: Waiters<K>,
     /// Refuses new admissions; set by `close`.
     pub(crate) closed: bool,
+    /// How many times the pool was closed: a waiting admission made before a `close` fails at
+    /// its first poll, even if the pool was reopened since.
+    pub(crate) closes: u64,
     /// Waiters not granted yet (queued or holding reservations anywhere).
     pub(crate) waiting: usize,
     /// The next entry's serial (0 is never used: it marks an unresolved group).
@@ -333,6 +336,7 @@ impl<K: Eq> State<K> {
             default_limit,
             waiters: Records::default(),
             closed: false,
+            closes: 0,
             waiting: 0,
             next_serial: 1,
             tasks: Tasks::default(),
@@ -603,11 +607,18 @@ impl<K: Eq> State<K> {
     pub(crate) fn start_wait(
         &mut self,
         groups: &mut GroupSet<K>,
+        closes_seen: u64,
         waker: &mut Option<Waker>,
         track: bool,
         spares: &mut Spares<K>,
         out: &mut Deferred<K>,
     ) -> Started<K> {
+        if self.closes != closes_seen {
+            // Closed after the admission was made (and maybe reopened since): it fails like
+            // the waiters `close` failed.
+            self.record_rejection(groups, &Refused::Closed);
+            return Started::Closed;
+        }
         let keys = if track {
             Keys::Move
         } else {
@@ -1140,6 +1151,7 @@ impl<K: Eq> State<K> {
             return false;
         }
         self.closed = true;
+        self.closes += 1;
         let mut waiting: Vec<usize> = Vec::new();
         let mut granted: Vec<usize> = Vec::new();
         for (id, waiter) in self.waiters.iter() {
