@@ -16,7 +16,7 @@ pub use combine::{And, MapKey, Optional, Or};
 pub use extension::Extension;
 pub use header::Header;
 pub use path::PathSegment;
-pub use peer::PeerIp;
+pub use peer::{ForwardedHeader, PeerIp};
 
 /// Maps a request to the groups it counts in: a client IP, an API key, a tenant, a route…
 ///

@@ -16,7 +16,7 @@
 //! - [`LimitLayer`] / [`LimitService`]: the layer and its service; [`ResponseFuture`] and
 //!   [`LimitedBody`]: its response future and the body holding the admission.
 //! - [`Classify`]: which groups a request counts in; ready-made [`PeerIp`] (with trusted
-//!   proxies, [`Cidr`]), [`Header`], [`PathSegment`], [`Extension`], combined with
+//!   proxies, [`Cidr`], [`ForwardedHeader`]), [`Header`], [`PathSegment`], [`Extension`], combined with
 //!   [`ClassifyExt`] ([`And`], [`Or`], [`Optional`], [`MapKey`]). [`Groups`] and
 //!   [`Unclassified`] are what a classifier returns.
 //! - [`Admit`]: what the layer needs from a pool, implemented for [`taskherd::TaskPool`];
@@ -75,8 +75,8 @@ mod service;
 pub use admit::{Admit, Refused};
 pub use body::LimitedBody;
 pub use classify::{
-    And, Cidr, Classify, ClassifyExt, Extension, Groups, Header, InvalidCidr, MapKey, Optional, Or,
-    PathSegment, PeerIp, Unclassified,
+    And, Cidr, Classify, ClassifyExt, Extension, ForwardedHeader, Groups, Header, InvalidCidr,
+    MapKey, Optional, Or, PathSegment, PeerIp, Unclassified,
 };
 pub use future::ResponseFuture;
 pub use layer::LimitLayer;

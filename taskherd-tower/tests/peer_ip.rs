@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::{Router, routing::get};
 use http::StatusCode;
 use taskherd::TaskPool;
-use taskherd_tower::{LimitLayer, PeerIp};
+use taskherd_tower::{Cidr, ForwardedHeader, LimitLayer, PeerIp};
 
 use support::{Gate, wait_until};
 
@@ -100,24 +100,33 @@ async fn forwarded_headers_from_a_trusted_proxy_name_the_client() {
     }
 }
 
-#[test]
-fn forwarding_headers_are_read_right_to_left_through_trusted_proxies_only() {
+/// What `classify` makes of a request from `peer` with `headers`.
+fn key(classify: &PeerIp, peer: &str, headers: &[(&str, &str)]) -> IpAddr {
     use taskherd_tower::Classify;
 
+    let mut request = http::Request::new(());
+    for (name, value) in headers {
+        let name = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+        request.headers_mut().append(name, value.parse().unwrap());
+    }
+    request
+        .extensions_mut()
+        .insert(SocketAddr::new(peer.parse().unwrap(), 443));
+    classify.classify(&request).unwrap().as_slice()[0]
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+#[test]
+fn forwarding_headers_are_read_right_to_left_through_trusted_proxies_only() {
     let classify =
         PeerIp::new().trust_proxies(["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()]);
-    let client = |peer: &str, headers: &[(&str, &str)]| {
-        let mut request = http::Request::new(());
-        for (name, value) in headers {
-            let name = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
-            request.headers_mut().append(name, value.parse().unwrap());
-        }
-        request
-            .extensions_mut()
-            .insert(SocketAddr::new(peer.parse().unwrap(), 443));
-        classify.classify(&request).unwrap().as_slice()[0]
-    };
-    let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+    let rfc_7239 = classify
+        .clone()
+        .forwarded_header(ForwardedHeader::Forwarded);
+    let client = |peer: &str, headers: &[(&str, &str)]| key(&classify, peer, headers);
 
     // Two trusted hops, the client before them; what the client wrote further left is ignored.
     assert_eq!(
@@ -138,19 +147,18 @@ fn forwarding_headers_are_read_right_to_left_through_trusted_proxies_only() {
         ),
         ip("203.0.113.5")
     );
-    // Forwarded wins over X-Forwarded-For; quoted IPv6 with a port, and IPv4 with a port.
+    // Forwarded: quoted IPv6 with a port, and IPv4 with a port.
     assert_eq!(
-        client(
+        key(
+            &rfc_7239,
             "10.0.0.1",
-            &[
-                ("forwarded", r#"for="[2001:db8::7]:4711";proto=https"#),
-                ("x-forwarded-for", "1.1.1.1")
-            ]
+            &[("forwarded", r#"for="[2001:db8::7]:4711";proto=https"#)]
         ),
         ip("2001:db8::7")
     );
     assert_eq!(
-        client(
+        key(
+            &rfc_7239,
             "fd00::1",
             &[("forwarded", "for=192.0.2.60:80, for=10.0.0.3")]
         ),
@@ -158,7 +166,11 @@ fn forwarding_headers_are_read_right_to_left_through_trusted_proxies_only() {
     );
     // An entry that is not an address stops the walk at the last trusted hop.
     assert_eq!(
-        client("10.0.0.1", &[("forwarded", "for=unknown, for=10.0.0.4")]),
+        key(
+            &rfc_7239,
+            "10.0.0.1",
+            &[("forwarded", "for=unknown, for=10.0.0.4")]
+        ),
         ip("10.0.0.4")
     );
     assert_eq!(
@@ -171,13 +183,64 @@ fn forwarding_headers_are_read_right_to_left_through_trusted_proxies_only() {
         ip("10.1.1.1")
     );
     assert_eq!(client("10.0.0.1", &[]), ip("10.0.0.1"));
-    // An untrusted peer (IPv4-mapped or not) is the client, whatever it sends.
+    // An untrusted peer is the client, whatever it sends.
     assert_eq!(
         client("192.0.2.1", &[("forwarded", "for=203.0.113.5")]),
         ip("192.0.2.1")
     );
     assert_eq!(
+        client("192.0.2.1", &[("x-forwarded-for", "203.0.113.5")]),
+        ip("192.0.2.1")
+    );
+    // A trusted proxy's address in its IPv4-mapped form is still trusted.
+    assert_eq!(
         client("::ffff:10.0.0.1", &[("x-forwarded-for", "203.0.113.5")]),
         ip("203.0.113.5")
+    );
+}
+
+/// nginx and the AWS load balancers append to `X-Forwarded-For` and pass a `Forwarded` header
+/// through as the client wrote it (and the other way round for a proxy that writes
+/// `Forwarded`): only the header the operator named is read, with no fallback to the other.
+#[test]
+fn only_the_header_the_trusted_proxies_write_is_read() {
+    let proxy: Cidr = "10.0.0.0/8".parse().unwrap();
+    let x_forwarded_for = PeerIp::new().trust_proxies([proxy]);
+    let forwarded = PeerIp::new()
+        .trust_proxies([proxy])
+        .forwarded_header(ForwardedHeader::Forwarded);
+
+    // Behind an X-Forwarded-For proxy (the default): the client's `Forwarded` is ignored.
+    let spoofed = [
+        ("forwarded", "for=198.51.100.77"),
+        ("x-forwarded-for", "203.0.113.5"),
+    ];
+    assert_eq!(
+        key(&x_forwarded_for, "10.0.0.1", &spoofed),
+        ip("203.0.113.5")
+    );
+    // ... and so is a `Forwarded` header alone: the request counts for the proxy.
+    assert_eq!(
+        key(
+            &x_forwarded_for,
+            "10.0.0.1",
+            &[("forwarded", "for=198.51.100.77")]
+        ),
+        ip("10.0.0.1")
+    );
+
+    // Behind a Forwarded proxy: the client's `X-Forwarded-For` is ignored.
+    let spoofed = [
+        ("x-forwarded-for", "198.51.100.77"),
+        ("forwarded", "for=203.0.113.5"),
+    ];
+    assert_eq!(key(&forwarded, "10.0.0.1", &spoofed), ip("203.0.113.5"));
+    assert_eq!(
+        key(
+            &forwarded,
+            "10.0.0.1",
+            &[("x-forwarded-for", "198.51.100.77")]
+        ),
+        ip("10.0.0.1")
     );
 }

@@ -18,16 +18,23 @@ use crate::{Cidr, Classify, Groups, Unclassified};
 ///
 /// # Proxies
 ///
-/// Behind a reverse proxy every connection comes from the proxy. The `Forwarded` and
-/// `X-Forwarded-For` headers say where the request came from, but anyone can send them: a
-/// client that made up a new address per request would escape its limit and use up other
-/// clients'. So they are believed only when the connection comes from a proxy named with
+/// Behind a reverse proxy every connection comes from the proxy. The `X-Forwarded-For` and
+/// `Forwarded` headers say where the request came from, but anyone can send them: a client
+/// that made up a new address per request would escape its limit and use up other clients'.
+/// So they are believed only when the connection comes from a proxy named with
 /// [`trust_proxies`](Self::trust_proxies), and only as far as the chain of trusted proxies
 /// goes: the addresses are read from right to left (each proxy appends the address it saw),
 /// trusted proxies are skipped, and the first other address is the client's. If every
 /// address is a trusted proxy's, the leftmost one is the client; an entry that is not an IP
-/// address (`unknown`, an obfuscated name) stops the walk at the last address seen, which is a
-/// trusted proxy. `Forwarded` (RFC 7239) is used if present, else `X-Forwarded-For`.
+/// address (`unknown`, an obfuscated name) stops the walk at the last address seen, which is
+/// a trusted proxy's.
+///
+/// Only one of the two headers is read: the one your trusted proxies write, named with
+/// [`forwarded_header`](Self::forwarded_header) ([`ForwardedHeader::XForwardedFor`] unless you
+/// say otherwise, which is what nginx, HAProxy, Envoy and the AWS, Google Cloud and Azure load
+/// balancers append). The other header is ignored, even when the chosen one is missing (the
+/// request then counts for the proxy's own address): a proxy passes a header it does not write
+/// through unchanged, so whatever it holds was written by the client.
 ///
 /// # Examples
 ///
@@ -53,6 +60,35 @@ use crate::{Cidr, Classify, Groups, Unclassified};
 #[derive(Debug, Clone, Default)]
 pub struct PeerIp {
     trusted: Arc<[Cidr]>,
+    header: ForwardedHeader,
+}
+
+/// The forwarding header that a [`PeerIp`] reads on connections from trusted proxies: the one
+/// those proxies write. Chosen with [`PeerIp::forwarded_header`].
+///
+/// There is no "either": a proxy that writes one of the headers passes the other through as
+/// the client sent it, so reading both would let a client choose its own key.
+///
+/// # Examples
+///
+/// ```
+/// use taskherd_tower::{ForwardedHeader, PeerIp};
+///
+/// assert_eq!(ForwardedHeader::default(), ForwardedHeader::XForwardedFor);
+/// let _behind_rfc_7239_proxy = PeerIp::new()
+///     .trust_proxies(["10.0.0.0/8".parse().unwrap()])
+///     .forwarded_header(ForwardedHeader::Forwarded);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2` (the default): written by nginx
+    /// (`$proxy_add_x_forwarded_for`), HAProxy (`option forwardfor`), Envoy, and the AWS, Google
+    /// Cloud and Azure load balancers.
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239): the `for=` parameter of each element.
+    Forwarded,
 }
 
 impl PeerIp {
@@ -68,7 +104,8 @@ impl PeerIp {
         Self::default()
     }
 
-    /// Believes forwarding headers on connections from these proxies (see "Proxies" above).
+    /// Believes the forwarding header (see [`forwarded_header`](Self::forwarded_header)) on
+    /// connections from these proxies (see "Proxies" above).
     ///
     /// # Examples
     ///
@@ -82,6 +119,33 @@ impl PeerIp {
         self
     }
 
+    /// Reads `header` on connections from trusted proxies, and never the other forwarding
+    /// header (see "Proxies" above). The default is [`ForwardedHeader::XForwardedFor`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::{IpAddr, SocketAddr};
+    /// use http::Request;
+    /// use taskherd_tower::{Classify, ForwardedHeader, PeerIp};
+    ///
+    /// let classify = PeerIp::new()
+    ///     .trust_proxies(["10.0.0.0/8".parse().unwrap()])
+    ///     .forwarded_header(ForwardedHeader::Forwarded);
+    /// let mut request = Request::builder()
+    ///     .header("forwarded", "for=198.51.100.4;proto=https")
+    ///     .header("x-forwarded-for", "203.0.113.9") // sent by the client: ignored
+    ///     .body(())
+    ///     .unwrap();
+    /// request.extensions_mut().insert(SocketAddr::from(([10, 0, 0, 2], 50000)));
+    /// assert_eq!(classify.classify(&request).unwrap().as_slice(), ["198.51.100.4".parse::<IpAddr>().unwrap()]);
+    /// ```
+    #[must_use]
+    pub fn forwarded_header(mut self, header: ForwardedHeader) -> Self {
+        self.header = header;
+        self
+    }
+
     fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted.iter().any(|block| block.contains(ip))
     }
@@ -92,11 +156,9 @@ impl PeerIp {
             return peer;
         }
         let mut last = peer;
-        let forwarded = forwarded_for(headers);
-        let chain: Vec<Option<IpAddr>> = if forwarded.is_empty() {
-            x_forwarded_for(headers)
-        } else {
-            forwarded
+        let chain = match self.header {
+            ForwardedHeader::XForwardedFor => x_forwarded_for(headers),
+            ForwardedHeader::Forwarded => forwarded_for(headers),
         };
         for hop in chain.into_iter().rev() {
             match hop {
