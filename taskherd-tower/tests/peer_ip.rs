@@ -244,3 +244,50 @@ fn only_the_header_the_trusted_proxies_write_is_read() {
         ip("10.0.0.1")
     );
 }
+
+/// nginx's `$proxy_add_x_forwarded_for` appends ", <client>" to the client's own value on the
+/// same line: bytes that are not text in the client's part must not hide the address the proxy
+/// appended (the request would count for the proxy itself, escaping the client's limit).
+#[test]
+fn bytes_that_are_not_text_hide_only_their_own_entry() {
+    use taskherd_tower::Classify;
+
+    let classify = PeerIp::new().trust_proxies(["10.0.0.0/8".parse().unwrap()]);
+    let rfc_7239 = classify
+        .clone()
+        .forwarded_header(ForwardedHeader::Forwarded);
+    let key = |classify: &PeerIp, name: &str, value: &[u8]| {
+        let mut request = http::Request::new(());
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            http::HeaderValue::from_bytes(value).unwrap(),
+        );
+        request
+            .extensions_mut()
+            .insert(SocketAddr::new(ip("10.0.0.1"), 443));
+        classify.classify(&request).unwrap().as_slice()[0]
+    };
+
+    assert_eq!(
+        key(&classify, "x-forwarded-for", b"\xff, 203.0.113.5"),
+        ip("203.0.113.5")
+    );
+    assert_eq!(
+        key(&rfc_7239, "forwarded", b"for=\"\xff\", for=203.0.113.5"),
+        ip("203.0.113.5")
+    );
+    // Such an entry is an unknown hop: to its right, behind trusted proxies only, the walk
+    // stops at the last trusted proxy (fail closed, never the entry further left).
+    assert_eq!(
+        key(
+            &classify,
+            "x-forwarded-for",
+            b"198.51.100.1, \xff, 10.0.0.7"
+        ),
+        ip("10.0.0.7")
+    );
+    assert_eq!(
+        key(&classify, "x-forwarded-for", b"198.51.100.1, \xff"),
+        ip("10.0.0.1")
+    );
+}

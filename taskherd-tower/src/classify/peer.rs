@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::Request;
-use http::header::{FORWARDED, HeaderMap};
+use http::header::{AsHeaderName, FORWARDED, HeaderMap};
 
 use crate::{Cidr, Classify, Groups, Unclassified};
 
@@ -26,8 +26,9 @@ use crate::{Cidr, Classify, Groups, Unclassified};
 /// goes: the addresses are read from right to left (each proxy appends the address it saw),
 /// trusted proxies are skipped, and the first other address is the client's. If every
 /// address is a trusted proxy's, the leftmost one is the client; an entry that is not an IP
-/// address (`unknown`, an obfuscated name) stops the walk at the last address seen, which is
-/// a trusted proxy's.
+/// address (`unknown`, an obfuscated name, bytes that are not text) stops the walk at the last
+/// address seen, which is a trusted proxy's; an entry to the left of it (what the client
+/// wrote) does not hide the entries the proxies appended.
 ///
 /// Only one of the two headers is read: the one your trusted proxies write, named with
 /// [`forwarded_header`](Self::forwarded_header) ([`ForwardedHeader::XForwardedFor`] unless you
@@ -195,30 +196,36 @@ fn peer_addr<B>(request: &Request<B>) -> Option<SocketAddr> {
 
 /// The `X-Forwarded-For` addresses, left to right; `None` for an entry that is not one.
 fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .flat_map(|value| value.to_str().unwrap_or("?").split(','))
-        .map(|entry| parse_node(entry.trim()))
+    elements(headers, "x-forwarded-for")
+        .map(|entry| entry.and_then(|entry| parse_node(entry.trim())))
         .collect()
 }
 
 /// The `for=` addresses of the `Forwarded` elements, left to right; `None` for an element
 /// whose `for=` is not an address (or that has none).
 fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    headers
-        .get_all(FORWARDED)
-        .iter()
-        .flat_map(|value| value.to_str().unwrap_or("?").split(','))
+    elements(headers, FORWARDED)
         .map(|element| {
-            element.split(';').find_map(|pair| {
+            element?.split(';').find_map(|pair| {
                 let (name, value) = pair.trim().split_once('=')?;
-                name.eq_ignore_ascii_case("for")
-                    .then(|| value.trim_matches('"'))
+                name.trim()
+                    .eq_ignore_ascii_case("for")
+                    .then(|| value.trim().trim_matches('"'))
             })
         })
         .map(|node| node.and_then(parse_node))
         .collect()
+}
+
+/// The comma-separated elements of every `name` header, left to right, each decoded on its
+/// own: `None` for an element that is not text, so that bytes a client wrote into its part of
+/// the list do not hide the elements the proxies appended after it.
+fn elements(headers: &HeaderMap, name: impl AsHeaderName) -> impl Iterator<Item = Option<&str>> {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
+        .map(|element| std::str::from_utf8(element).ok())
 }
 
 /// An address as proxies write it: `192.0.2.1`, `192.0.2.1:4711`, `2001:db8::1`,
