@@ -291,3 +291,46 @@ fn bytes_that_are_not_text_hide_only_their_own_entry() {
         ip("10.0.0.1")
     );
 }
+
+/// A dual-stack `[::]` listener sees an IPv4 client as `::ffff:a.b.c.d`: the key is its IPv4
+/// address, so that a limit set for that address applies, and the client has the same key
+/// whether it connects directly or through a proxy.
+#[test]
+fn an_ipv4_mapped_address_counts_as_its_ipv4_address() {
+    let classify = PeerIp::new().trust_proxies(["10.0.0.0/8".parse().unwrap()]);
+    let rfc_7239 = classify
+        .clone()
+        .forwarded_header(ForwardedHeader::Forwarded);
+
+    // Untrusted peer, whatever it sends.
+    assert_eq!(key(&classify, "::ffff:192.0.2.1", &[]), ip("192.0.2.1"));
+    assert_eq!(
+        key(
+            &classify,
+            "::ffff:192.0.2.1",
+            &[("x-forwarded-for", "203.0.113.5")]
+        ),
+        ip("192.0.2.1")
+    );
+    // Written by a trusted proxy, in either header.
+    assert_eq!(
+        key(
+            &classify,
+            "10.0.0.1",
+            &[("x-forwarded-for", "::ffff:203.0.113.5")]
+        ),
+        ip("203.0.113.5")
+    );
+    assert_eq!(
+        key(
+            &rfc_7239,
+            "10.0.0.1",
+            &[("forwarded", r#"for="[::ffff:203.0.113.5]:4711""#)]
+        ),
+        ip("203.0.113.5")
+    );
+    // A trusted proxy's own address, when the chain ends at it.
+    assert_eq!(key(&classify, "::ffff:10.0.0.1", &[]), ip("10.0.0.1"));
+    // An IPv6 address is left alone.
+    assert_eq!(key(&classify, "2001:db8::1", &[]), ip("2001:db8::1"));
+}

@@ -16,6 +16,10 @@ use crate::{Cidr, Classify, Groups, Unclassified};
 /// extension (insert it yourself when serving with hyper). A request with neither is
 /// [`Unclassified`].
 ///
+/// The key is the address in its canonical form: an IPv4 address mapped into IPv6
+/// (`::ffff:192.0.2.1`, as a dual-stack `[::]` listener sees IPv4 clients, or as a proxy may
+/// write them) is its IPv4 address (`192.0.2.1`), so a limit set for `192.0.2.1` applies to it.
+///
 /// # Proxies
 ///
 /// Behind a reverse proxy every connection comes from the proxy. The `X-Forwarded-For` and
@@ -179,7 +183,10 @@ impl<B> Classify<B> for PeerIp {
         let peer = peer_addr(request).ok_or(Unclassified::new(
             "the peer address is not in the request's extensions",
         ))?;
-        Ok(Groups::one(self.client(peer.ip(), request.headers())))
+        // A dual-stack listener sees IPv4 clients as `::ffff:a.b.c.d`: one key per client,
+        // whichever way it connected or was forwarded, so a limit set for its IPv4 address applies.
+        let client = self.client(peer.ip(), request.headers());
+        Ok(Groups::one(client.to_canonical()))
     }
 }
 
