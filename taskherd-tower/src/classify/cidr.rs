@@ -48,30 +48,51 @@ impl Cidr {
     }
 
     /// `true` if `ip` is in the block. An IPv4 address mapped into IPv6 (`::ffff:a.b.c.d`)
-    /// counts as the IPv4 address.
+    /// counts as the IPv4 address, and a block written in that form as the IPv4 block:
+    /// `::ffff:10.0.0.0/104` is `10.0.0.0/8` (96 bits fewer), and a mapped block with a prefix
+    /// shorter than 96 (`::ffff:0:0/80`) holds every IPv4 address.
     ///
     /// # Examples
     ///
     /// ```
     /// let proxy: taskherd_tower::Cidr = "192.0.2.7".parse().unwrap();
     /// assert!(proxy.contains("::ffff:192.0.2.7".parse().unwrap()));
+    ///
+    /// let private: taskherd_tower::Cidr = "::ffff:10.0.0.0/104".parse().unwrap();
+    /// assert!(private.contains("10.1.2.3".parse().unwrap()));
+    /// assert!(!private.contains("11.0.0.1".parse().unwrap()));
     /// ```
     #[must_use]
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        let (ours, theirs, bits) = match (self.address.to_canonical(), ip) {
+        let (address, prefix) = self.canonical();
+        let (ours, theirs, bits) = match (address, ip.to_canonical()) {
             (IpAddr::V4(a), IpAddr::V4(b)) => {
                 (u128::from(a.to_bits()), u128::from(b.to_bits()), 32)
             }
             (IpAddr::V6(a), IpAddr::V6(b)) => (a.to_bits(), b.to_bits(), 128),
             _ => return false,
         };
-        let prefix = u32::from(self.prefix.min(bits));
+        debug_assert!(
+            prefix <= bits,
+            "Cidr::new checks the prefix against the address"
+        );
         if prefix == 0 {
             return true;
         }
-        let shift = u32::from(bits) - prefix;
+        let shift = u32::from(bits - prefix);
         (ours >> shift) == (theirs >> shift)
+    }
+
+    /// The block with an IPv4-mapped address as the IPv4 block: the address unmapped, the
+    /// prefix 96 bits shorter (all of IPv4 if it was shorter than 96).
+    fn canonical(&self) -> (IpAddr, u8) {
+        match self.address {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => (IpAddr::V4(v4), self.prefix.saturating_sub(96)),
+                None => (self.address, self.prefix),
+            },
+            IpAddr::V4(_) => (self.address, self.prefix),
+        }
     }
 }
 
@@ -130,3 +151,67 @@ impl fmt::Display for InvalidCidr {
 }
 
 impl std::error::Error for InvalidCidr {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(text: &str) -> Cidr {
+        text.parse().unwrap()
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn an_ipv4_mapped_block_is_the_ipv4_block_96_bits_shorter() {
+        let private = block("::ffff:10.0.0.0/104");
+        for inside in ["10.0.0.1", "10.255.255.255", "::ffff:10.1.2.3"] {
+            assert!(private.contains(ip(inside)), "{inside} is in {private}");
+        }
+        for outside in ["11.0.0.1", "9.255.255.255", "::ffff:11.0.0.1", "::a00:1"] {
+            assert!(
+                !private.contains(ip(outside)),
+                "{outside} is not in {private}"
+            );
+        }
+
+        let one = block("::ffff:192.0.2.7");
+        assert!(one.contains(ip("192.0.2.7")));
+        assert!(!one.contains(ip("192.0.2.8")));
+
+        let slash_120 = block("::ffff:192.0.2.0/120");
+        assert!(slash_120.contains(ip("192.0.2.200")));
+        assert!(!slash_120.contains(ip("192.0.3.1")));
+    }
+
+    #[test]
+    fn an_ipv4_mapped_block_shorter_than_96_bits_holds_all_of_ipv4_only() {
+        for text in [
+            "::ffff:0.0.0.0/96",
+            "::ffff:10.0.0.0/95",
+            "::ffff:10.0.0.0/80",
+        ] {
+            let all = block(text);
+            for inside in ["0.0.0.0", "10.0.0.1", "255.255.255.255", "::ffff:192.0.2.1"] {
+                assert!(all.contains(ip(inside)), "{inside} is in {text}");
+            }
+            for outside in ["::1", "2001:db8::1"] {
+                assert!(!all.contains(ip(outside)), "{outside} is not in {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn other_blocks_keep_their_family() {
+        assert!(block("10.0.0.0/8").contains(ip("::ffff:10.9.9.9")));
+        assert!(!block("10.0.0.0/8").contains(ip("2001:db8::1")));
+        assert!(block("2001:db8::/32").contains(ip("2001:db8:1::1")));
+        assert!(!block("2001:db8::/32").contains(ip("10.0.0.1")));
+        assert!(block("::/0").contains(ip("2001:db8::1")));
+        assert!(!block("::/0").contains(ip("10.0.0.1")));
+        assert!(block("0.0.0.0/0").contains(ip("10.0.0.1")));
+        assert!(!block("0.0.0.0/0").contains(ip("2001:db8::1")));
+    }
+}
