@@ -67,10 +67,15 @@ impl<B, P> LimitedBody<B, P> {
         }
     }
 
-    /// A refusal's body.
+    /// A refusal's body. An empty one is at its end from the start: a gRPC refusal is
+    /// "trailers-only", which hyper sends as one HTTP/2 HEADERS frame with END_STREAM only if
+    /// the body says it has ended (else HEADERS, `content-length: 0` and an empty DATA frame,
+    /// which strict gRPC clients report as `INTERNAL`).
     pub(crate) fn refusal(data: Bytes) -> Self {
         Self {
-            kind: Kind::Refusal { data: Some(data) },
+            kind: Kind::Refusal {
+                data: (!data.is_empty()).then_some(data),
+            },
             permit: None,
         }
     }

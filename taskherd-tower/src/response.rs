@@ -101,6 +101,10 @@ impl Refusal {
     /// a plain HTTP `429` or `503` as a less precise error (`UNAVAILABLE`, or `INTERNAL` when the
     /// body is not gRPC).
     ///
+    /// The layer sends a refusal with an empty body as a body that has already ended, so over
+    /// HTTP/2 hyper sends this response as a single HEADERS frame that ends the stream, as
+    /// "trailers-only" requires.
+    ///
     /// # Examples
     ///
     /// ```

@@ -1,15 +1,20 @@
 //! A tonic gRPC service (tonic-health, no code generation) behind the layer: a streaming call
-//! holds its slot while it streams, a refused call reaches the client as a gRPC status.
+//! holds its slot while it streams, a refused call reaches the client as a gRPC status, sent
+//! "trailers-only" (one HEADERS frame that ends the stream).
 
 mod support;
 
-use http::Request;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body as _;
+use http_body_util::Full;
 use taskherd::TaskPool;
-use taskherd_tower::{Groups, LimitLayer, Refusal, Unclassified};
+use taskherd_tower::{Groups, Header, LimitLayer, Refusal, Unclassified};
 use tonic::Code;
 use tonic::transport::{Channel, Server, server::TcpIncoming};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
+use tower::{Layer, ServiceExt, service_fn};
 
 use support::wait_until;
 
@@ -65,4 +70,66 @@ async fn a_grpc_stream_holds_its_slot_and_a_refusal_is_an_error_status() {
     .await;
     client.check(check).await.unwrap();
     assert_eq!(pool.stats(&"grpc").admitted, 3);
+}
+
+/// A refusal whose body is empty (a gRPC one) is at the end of its stream from the start, so
+/// that hyper can send it as a "trailers-only" response.
+#[tokio::test]
+async fn an_empty_refusal_body_is_at_the_end_of_its_stream() {
+    let pool = TaskPool::<String>::builder()
+        .limit("c".to_owned(), 0)
+        .build();
+    let service = LimitLayer::new(pool, Header::new("x-client"))
+        .refusal_response(Refusal::grpc_response)
+        .layer(service_fn(|_request: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::new())))
+        }));
+    let request = Request::builder().header("x-client", "c").body(()).unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.headers()["grpc-status"], "8");
+    assert!(response.body().is_end_stream());
+    assert_eq!(response.body().size_hint().exact(), Some(0));
+}
+
+/// On the wire, to a tonic server: what a strict gRPC client (grpc-go, grpc-java) sees is one
+/// HEADERS frame carrying `grpc-status` and END_STREAM, no DATA frame and no trailers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_refusal_is_trailers_only_on_the_wire() {
+    let pool = TaskPool::<&'static str>::builder().limit("grpc", 0).build();
+    let classify =
+        |_request: &Request<tonic::body::Body>| Ok::<_, Unclassified>(Groups::one("grpc"));
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = Server::builder()
+        .layer(LimitLayer::new(pool, classify).refusal_response(Refusal::grpc_response))
+        .add_service(health)
+        .serve_with_incoming(TcpIncoming::from(listener));
+    tokio::spawn(async move { server.await.unwrap() });
+
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let request = Request::post(format!("http://{addr}/grpc.health.v1.Health/Check"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, mut send) = client.send_request(request, false).unwrap();
+    // An empty HealthCheckRequest: no compression, length 0.
+    send.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .unwrap();
+    let response = response.await.unwrap();
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["grpc-status"], "8");
+    assert!(!response.headers().contains_key("content-length"));
+    let mut body = response.into_body();
+    // h2 reports END_STREAM on the HEADERS frame as a body already at its end.
+    assert!(body.is_end_stream(), "HEADERS did not end the stream");
+    assert!(body.data().await.is_none(), "a DATA frame followed HEADERS");
+    assert!(body.trailers().await.unwrap().is_none());
 }
