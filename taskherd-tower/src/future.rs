@@ -74,6 +74,8 @@ pin_project! {
     enum Decision<T, W> {
         Trying { #[pin] admit: T },
         Waiting { #[pin] admit: W, #[pin] deadline: Sleep },
+        // Between the end of the wait and the last try: the waiting future has been dropped.
+        GaveUp,
     }
 }
 
@@ -139,22 +141,32 @@ where
             match this.decision.as_mut().project() {
                 DecisionProj::Trying { admit } => return admit.poll(cx),
                 DecisionProj::Waiting { admit, deadline } => {
+                    // The deadline first, then the admission, so that the admission is polled
+                    // once more after the deadline passed: slots granted to this request until
+                    // then are used, not thrown away.
+                    let expired = deadline.poll(cx).is_ready();
                     if let Poll::Ready(decided) = admit.poll(cx) {
                         return Poll::Ready(decided);
                     }
-                    ready!(deadline.poll(cx));
-                    // Waited long enough: give the place up (dropping the waiting future),
-                    // then try once more, so that the refusal names the limit that is still
-                    // full (429 or 503), or the request is served after all if room appeared
-                    // at the last moment.
+                    if !expired {
+                        return Poll::Pending;
+                    }
+                    // Waited long enough: give the place up first (dropping the waiting future
+                    // releases whatever was reserved or granted for it), then try once more, so
+                    // that the refusal names the limit that is still full (429 or 503), or the
+                    // request is served after all if room appeared at the last moment.
                     let (pool, groups) = this
                         .retry
                         .take()
                         .expect("the wait deadline passes only once");
+                    this.decision.set(Decision::GaveUp);
                     this.decision.set(Decision::Trying {
                         admit: pool.try_admit(groups),
                     });
                 }
+                // Only if the pool's `try_admit` panicked and the future is polled again:
+                // nothing is held, and the request is not admitted.
+                DecisionProj::GaveUp => return Poll::Ready(Err(Refused::Unavailable)),
             }
         }
     }
@@ -224,6 +236,7 @@ where
             State::Admitting { admitting } => match admitting.decision {
                 Decision::Trying { .. } => "trying",
                 Decision::Waiting { .. } => "waiting",
+                Decision::GaveUp => "trying",
             },
             State::Refused { .. } => "refused",
         };

@@ -148,3 +148,92 @@ async fn the_maximum_wait_turns_into_the_refusal_response() {
     assert_eq!(held_b.await.unwrap().status, StatusCode::OK);
     assert_eq!(*seen.order.lock().unwrap(), ["a", "b"]);
 }
+
+/// A slot granted to a waiting request at the moment its maximum wait ends is used: the
+/// docs promise that "if room appeared at that moment, it is served".
+mod at_the_deadline {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::task::Poll;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::{Request, Response, StatusCode};
+    use http_body_util::Full;
+    use taskherd::{Permit, TaskPool};
+    use taskherd_tower::{Admit, Groups, Header, LimitLayer, Refused};
+    use tower::{Layer, ServiceExt, service_fn};
+
+    type Admission = Pin<Box<dyn Future<Output = Result<Permit<String>, Refused<String>>> + Send>>;
+
+    /// A `TaskPool` whose waiting admission, once armed, drops the holder's permit right
+    /// after it returned `Pending`: what a release on another worker thread does at that
+    /// instant. The pool grants the freed slot to the waiter at once.
+    #[derive(Clone)]
+    struct ReleaseWhileWaiting {
+        pool: TaskPool<String>,
+        holder: Arc<Mutex<Option<Permit<String>>>>,
+        armed: Arc<AtomicBool>,
+    }
+
+    impl Admit<String> for ReleaseWhileWaiting {
+        type Permit = Permit<String>;
+        type TryAdmit = <TaskPool<String> as Admit<String>>::TryAdmit;
+        type Admit = Admission;
+
+        fn try_admit(&self, groups: Groups<String>) -> Self::TryAdmit {
+            self.pool.try_admit(groups)
+        }
+
+        fn admit(&self, groups: Groups<String>) -> Admission {
+            let mut inner = self.pool.admit(groups);
+            let (holder, armed) = (self.holder.clone(), self.armed.clone());
+            Box::pin(std::future::poll_fn(move |cx| {
+                let polled = inner.as_mut().poll(cx);
+                // SeqCst: a test flag, where clarity beats speed.
+                if polled.is_pending() && armed.load(Ordering::SeqCst) {
+                    drop(holder.lock().unwrap().take());
+                }
+                polled
+            }))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_granted_at_the_deadline_is_used() {
+        let a = "a".to_owned();
+        let pool = TaskPool::<String>::builder().limit(a.clone(), 1).build();
+        let admit = ReleaseWhileWaiting {
+            pool: pool.clone(),
+            holder: Arc::new(Mutex::new(Some(pool.try_acquire([a.clone()]).unwrap()))),
+            armed: Arc::new(AtomicBool::new(false)),
+        };
+        let service = LimitLayer::new(admit.clone(), Header::new("x-client"))
+            .wait(Duration::from_secs(1))
+            .layer(service_fn(|_request: Request<()>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::new())))
+            }));
+        let request = Request::builder().header("x-client", "a").body(()).unwrap();
+        let mut response = tokio_test::task::spawn(service.oneshot(request));
+        tokio_test::assert_pending!(response.poll());
+        assert_eq!(pool.waiting_count(&a), 1);
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        admit.armed.store(true, Ordering::SeqCst);
+        let Poll::Ready(response) = response.poll() else {
+            panic!("the wait is over: the request is decided");
+        };
+        let response = response.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "the slot was granted to the request, yet it was refused"
+        );
+        assert_eq!(pool.waiting_count(&a), 0);
+        assert_eq!(pool.task_count(&a), 1, "its body holds the slot");
+        drop(response);
+        assert_eq!(pool.task_count(&a), 0);
+    }
+}
