@@ -91,14 +91,38 @@ async fn a_full_tenant_gets_429_and_a_full_total_503() {
 }
 
 #[tokio::test]
-async fn an_unclassifiable_request_gets_400_and_a_custom_response_replaces_the_default() {
+async fn an_unclassifiable_request_gets_400_and_retry_after_sets_the_default_header() {
+    let pool = TaskPool::<String>::builder().default_limit(0).build();
+    let app = Router::new()
+        .route("/", get(|| async { "hi" }))
+        .layer(LimitLayer::new(pool.clone(), Header::new("x-tenant")).retry_after(9));
+    let addr = support::serve(app).await;
+    let client = support::client();
+
+    let unclassified = support::get(&client, addr, "/", &[]).await;
+    assert_eq!(unclassified.status, StatusCode::BAD_REQUEST);
+    assert!(!unclassified.headers.contains_key("retry-after"));
+
+    // The default response, with the configured Retry-After (not the default 1).
+    let refused = support::get(&client, addr, "/", &[("x-tenant", "a")]).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers["retry-after"], "9");
+    assert_eq!(
+        refused.body,
+        "too many requests in flight for this client\n"
+    );
+    assert_eq!(pool.total_stats().running, 0);
+}
+
+#[tokio::test]
+async fn a_custom_response_replaces_the_default() {
     let pool = TaskPool::<String>::builder().default_limit(0).build();
     let app = Router::new().route("/", get(|| async { "hi" })).layer(
         LimitLayer::new(pool.clone(), Header::new("x-tenant"))
-            .retry_after(7)
+            .retry_after(9)
             .refusal_response(|refusal| {
-                let mut response = refusal.default_response(7);
-                *response.body_mut() = "custom\n".into();
+                let mut response = refusal.default_response(4);
+                *response.body_mut() = format!("custom {}\n", refusal.status().as_u16()).into();
                 response
             }),
     );
@@ -107,12 +131,13 @@ async fn an_unclassifiable_request_gets_400_and_a_custom_response_replaces_the_d
 
     let unclassified = support::get(&client, addr, "/", &[]).await;
     assert_eq!(unclassified.status, StatusCode::BAD_REQUEST);
-    assert!(!unclassified.headers.contains_key("retry-after"));
+    assert_eq!(unclassified.body, "custom 400\n");
 
+    // The function's response as it made it: its own Retry-After, not the layer's.
     let refused = support::get(&client, addr, "/", &[("x-tenant", "a")]).await;
     assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(refused.headers["retry-after"], "7");
-    assert_eq!(refused.body, "custom\n");
+    assert_eq!(refused.headers["retry-after"], "4");
+    assert_eq!(refused.body, "custom 429\n");
     assert_eq!(pool.total_stats().running, 0);
 }
 
