@@ -8,8 +8,8 @@ use axum::body::Body;
 use http::{Request, Response};
 use taskherd::{Permit, TaskPool};
 use taskherd_tower::{
-    Cidr, Groups, Header, LimitLayer, LimitService, LimitedBody, PeerIp, Refusal, Refused,
-    ResponseFuture, Unclassified,
+    Cidr, ForwardedHeader, Groups, Header, LimitLayer, LimitService, LimitedBody, PeerIp, Refusal,
+    Refused, ResponseFuture, Unclassified,
 };
 use tower::util::BoxCloneSyncService;
 
@@ -29,6 +29,7 @@ fn public_types_cross_threads() {
     send_sync_clone::<Header>();
     send_sync_clone::<PeerIp>();
     send_sync_clone::<Cidr>();
+    send_sync_clone::<ForwardedHeader>();
     send_sync_clone::<Groups<String>>();
     send_sync_clone::<Unclassified>();
     send_sync_clone::<Refusal>();
