@@ -19,6 +19,16 @@
 //!
 //! Background tasks hold a `Weak` reference and end once the last pool, permit and task of
 //! this engine are gone (the releaser ends once it has flushed the ids queued before that).
+//!
+//! # Deadlock safety
+//!
+//! `local` is the only lock, and no user code runs while it is held (invariant 8 of the
+//! design): under it the engine only reads and moves its own records. Signalling a holder's
+//! lost flag, waking a waiter's `Notify` (both run the wakers of whoever waits on them), and
+//! dropping a removed holder (its watch sender wakes its receivers, and its abort handle may
+//! be the last reference to a task whose future holds a permit) all happen after the guard is
+//! dropped. A waker that drops a permit re-enters [`Engine::release_later`], which takes the
+//! lock again: under the lock, that would deadlock the whole pool.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -293,10 +303,13 @@ impl Engine {
     /// Records a new holder; returns the receiver of its lost signal.
     pub(crate) fn hold(&self, id: &str) -> watch::Receiver<bool> {
         let (lost, rx) = watch::channel(false);
-        self.local
+        let replaced = self
+            .local
             .lock()
             .holders
             .insert(id.to_owned(), Holder { lost, abort: None });
+        // Ids are unique, so nothing is replaced; if it were, it is dropped unlocked.
+        drop(replaced);
         rx
     }
 
@@ -306,6 +319,7 @@ impl Engine {
             let mut local = self.local.lock();
             match local.holders.get_mut(id) {
                 Some(holder) if !*holder.lost.borrow() => {
+                    // `abort` was `None` (one task per holder): nothing is dropped here.
                     holder.abort = Some(abort);
                     return;
                 }
@@ -320,11 +334,12 @@ impl Engine {
 
     /// Forgets a holder or waiter and queues its release (never blocks, never fails).
     pub(crate) fn release_later(&self, id: String) {
-        {
+        let removed = {
             let mut local = self.local.lock();
-            local.holders.remove(&id);
-            local.waiters.remove(&id);
-        }
+            (local.holders.remove(&id), local.waiters.remove(&id))
+        };
+        // Dropped unlocked: a holder's watch sender wakes its receivers.
+        drop(removed);
         // The releaser ends only after every sender (this engine) is gone.
         let _ = self.release_tx.send(Release::Id(id));
     }
@@ -341,7 +356,7 @@ impl Engine {
     /// Registers a waiter before its `admit.lua` call.
     pub(crate) fn register_waiter(&self, id: &str) -> Arc<Notify> {
         let wake = Arc::new(Notify::new());
-        self.local.lock().waiters.insert(
+        let replaced = self.local.lock().waiters.insert(
             id.to_owned(),
             Waiter {
                 wake: Arc::clone(&wake),
@@ -349,6 +364,8 @@ impl Engine {
                 status: None,
             },
         );
+        // Ids are unique, so nothing is replaced; if it were, it is dropped unlocked.
+        drop(replaced);
         wake
     }
 
@@ -370,7 +387,8 @@ impl Engine {
 
     /// A waiter was granted: it is a holder now, under the same id.
     pub(crate) fn waiter_to_holder(&self, id: &str) -> watch::Receiver<bool> {
-        self.local.lock().waiters.remove(id);
+        let waiter = self.local.lock().waiters.remove(id);
+        drop(waiter);
         self.hold(id)
     }
 
@@ -459,55 +477,81 @@ impl Engine {
 
     /// Handles the ids a renewal found gone: lost leases.
     fn lost_ids(&self, gone: Vec<String>) {
-        let mut aborts = Vec::new();
-        let mut lost = 0u64;
+        let mut holders = Vec::new();
+        let mut wakes = Vec::new();
         {
             let mut local = self.local.lock();
             for id in gone {
                 // An id released since the renewal was sent is not in the map any more.
                 if let Some(holder) = local.holders.remove(&id) {
-                    lost += 1;
-                    // Counted before the holder is told, so that whoever sees `lost()` resolve
-                    // reads a count that includes it. Relaxed: a statistic, ordered for that
-                    // reader by the watch channel's own synchronisation.
-                    self.lost.fetch_add(1, Ordering::Relaxed);
-                    holder.lost.send_replace(true);
-                    aborts.extend(holder.abort);
+                    holders.push(holder);
                 } else if let Some(waiter) = local.waiters.get_mut(&id) {
                     waiter.status = Some(Status::Gone);
-                    waiter.wake.notify_one();
+                    wakes.push(Arc::clone(&waiter.wake));
                 }
             }
         }
-        if lost == 0 {
+        // Unlocked from here on: the wakers woken (and the holders dropped) are user code.
+        for wake in wakes {
+            wake.notify_one();
+        }
+        self.holders_lost(holders, "leases lost");
+    }
+
+    /// Tells removed holders that their lease is lost, aborts their tasks (unless the pool
+    /// keeps them running) and drops them. Never called under the lock.
+    fn holders_lost(&self, holders: Vec<Holder>, why: &'static str) {
+        if holders.is_empty() {
             return;
         }
+        let lost = holders.len();
+        // Counted before the holders are told, so that whoever sees `lost()` resolve reads a
+        // count that includes it. Relaxed: a statistic, ordered for that reader by the watch
+        // channel's own synchronisation.
+        self.lost
+            .fetch_add(u64::try_from(lost).unwrap_or(u64::MAX), Ordering::Relaxed);
         if self.abort_on_lost {
-            tracing::warn!(lost, "leases lost: their tasks are aborted");
-            for abort in aborts {
+            tracing::warn!(lost, "{why}: their tasks are aborted");
+        } else {
+            tracing::warn!(lost, "{why}: their tasks keep running, uncounted by Redis");
+        }
+        for holder in holders {
+            holder.lost.send_replace(true);
+            if self.abort_on_lost
+                && let Some(abort) = &holder.abort
+            {
                 abort.abort();
             }
-        } else {
-            tracing::warn!(
-                lost,
-                "leases lost: their tasks keep running, uncounted by Redis"
-            );
+            // The watch sender and the abort handle are dropped here, unlocked.
+            drop(holder);
         }
     }
 
     /// Wakes every local waiter (the pool closed: they check and fail).
     pub(crate) fn wake_all(&self) {
-        for waiter in self.local.lock().waiters.values() {
-            waiter.wake.notify_one();
+        let wakes: Vec<Arc<Notify>> = self
+            .local
+            .lock()
+            .waiters
+            .values()
+            .map(|waiter| Arc::clone(&waiter.wake))
+            .collect();
+        // Unlocked: notifying runs the waiters' wakers.
+        for wake in wakes {
+            wake.notify_one();
         }
     }
 
     fn wake(&self, id: &str, status: Option<Status>) {
-        if let Some(waiter) = self.local.lock().waiters.get_mut(id) {
+        let wake = self.local.lock().waiters.get_mut(id).map(|waiter| {
             if status.is_some() {
                 waiter.status = status;
             }
-            waiter.wake.notify_one();
+            Arc::clone(&waiter.wake)
+        });
+        // Unlocked: notifying runs the waiter's waker.
+        if let Some(wake) = wake {
+            wake.notify_one();
         }
     }
 }

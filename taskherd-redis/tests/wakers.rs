@@ -1,0 +1,158 @@
+//! Invariant 8: no user code runs under the engine's lock. A waker woken (or dropped) under
+//! it that drops a permit of the same pool (as an executor's waker that owns a task holding a
+//! permit would) re-enters the lock: the pool would deadlock for good.
+
+mod support;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use taskherd_redis::{RedisPermit, RedisPool};
+
+use support::{Server, pool};
+
+/// A waker that, once armed, drops a permit of the pool when woken.
+struct DropOnWake {
+    armed: AtomicBool,
+    permit: Mutex<Option<RedisPermit<&'static str>>>,
+}
+
+impl DropOnWake {
+    fn new(permit: RedisPermit<&'static str>, armed: bool) -> Arc<Self> {
+        Arc::new(Self {
+            armed: AtomicBool::new(armed),
+            permit: Mutex::new(Some(permit)),
+        })
+    }
+
+    fn dropped(&self) -> bool {
+        self.permit.lock().unwrap().is_none()
+    }
+}
+
+impl Wake for DropOnWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.armed.load(Ordering::SeqCst) {
+            let permit = self.permit.lock().unwrap().take();
+            // RedisPermit::drop takes the engine's lock.
+            drop(permit);
+        }
+    }
+}
+
+/// Runs `f` on a thread of its own; `false` if it has not returned within 5 s (it is then
+/// left blocked: the test fails, and the process ends with the test binary).
+fn returns_in_time(f: impl FnOnce() + Send + 'static) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(5)).is_ok()
+}
+
+/// Whether the engine's lock can be taken (`Debug` takes it).
+fn lock_is_free(pool: &RedisPool<&'static str>) -> bool {
+    let pool = pool.clone();
+    returns_in_time(move || drop(format!("{pool:?}")))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A renewal finds a lease lost: the permit's `lost()` waker is woken after the lock is
+/// released, so it may drop another permit.
+#[test]
+fn a_waker_woken_by_a_lost_lease_may_drop_a_permit() {
+    let server = Server::start();
+    let rt = runtime();
+    let pool = rt.block_on(pool(&server, "wakers", Duration::from_millis(300)));
+    let watched = rt.block_on(pool.try_acquire(["a"])).unwrap();
+    let other = rt.block_on(pool.try_acquire(["b"])).unwrap();
+    let state = DropOnWake::new(other, true);
+    let waker = Waker::from(Arc::clone(&state));
+    let mut lost = Box::pin(watched.lost());
+    assert!(
+        lost.as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+    );
+
+    // The next renewal (every 100 ms) finds both leases gone.
+    server.cmd(&["FLUSHALL"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !state.dropped() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(state.dropped(), "the lost lease never woke its waiter");
+    if !lock_is_free(&pool) {
+        // A worker thread is blocked for good on the lock: dropping the runtime would wait
+        // for it. Leave everything behind.
+        std::mem::forget(lost);
+        std::mem::forget((watched, pool, rt));
+        panic!("deadlock: the waker was woken under the engine's lock");
+    }
+    assert!(
+        lost.as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_ready()
+    );
+    assert!(watched.is_lost());
+}
+
+/// `close()` wakes the waiting acquires after the lock is released, so a waker may drop a
+/// permit.
+#[test]
+fn a_waker_woken_by_close_may_drop_a_permit() {
+    let server = Server::start();
+    let rt = runtime();
+    let pool = rt.block_on(pool(&server, "wakers", Duration::from_secs(5)));
+    rt.block_on(pool.set_limit("db", 1)).unwrap();
+    let held = rt.block_on(pool.try_acquire(["db"])).unwrap();
+    let other = rt.block_on(pool.try_acquire(["b"])).unwrap();
+    let state = DropOnWake::new(other, false);
+    let waker = Waker::from(Arc::clone(&state));
+    let mut cx = Context::from_waker(&waker);
+    let mut waiting = Box::pin(pool.acquire(["db"]));
+    assert!(waiting.as_mut().poll(&mut cx).is_pending());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rt.block_on(pool.stats(&"db")).unwrap().waiting == 0 {
+        assert!(Instant::now() < deadline, "the acquire never queued");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Its admission call has answered: polled again, it waits on its wake-up.
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+    }
+    state.armed.store(true, Ordering::SeqCst);
+
+    let closer = pool.clone();
+    if !returns_in_time(move || {
+        closer.close();
+    }) || !lock_is_free(&pool)
+    {
+        std::mem::forget(waiting);
+        std::mem::forget((held, pool, rt));
+        panic!("deadlock: close() woke a waiter under the engine's lock");
+    }
+    assert!(state.dropped(), "close() woke the waiting acquire");
+    let closed = waiting.as_mut().poll(&mut cx);
+    assert!(
+        matches!(closed, std::task::Poll::Ready(Err(_))),
+        "{closed:?}"
+    );
+    drop(held);
+}
