@@ -42,11 +42,22 @@ end
 -- Starts a granted waiter's groups in `hg` (no segment has a control character).
 local GRANTED_MARK = 1
 
+-- The segments of a group list joined by "\n" (`hg`, a waiter's `g`). Every field is kept,
+-- even an empty one (clients never send an empty segment: the empty key is encoded as `%`);
+-- only the empty string is the empty list (a holder of no named group).
 local function split(s)
   local out = {}
   if s == nil or s == false or s == '' then return out end
-  for part in string.gmatch(s, '([^\n]+)') do out[#out + 1] = part end
-  return out
+  local from = 1
+  while true do
+    local at = string.find(s, '\n', from, true)
+    if not at then
+      out[#out + 1] = string.sub(s, from)
+      return out
+    end
+    out[#out + 1] = string.sub(s, from, at - 1)
+    from = at + 1
+  end
 end
 
 local function num(v) if v then return tonumber(v) end return 0 end

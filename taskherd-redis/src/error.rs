@@ -3,31 +3,67 @@
 use std::error::Error;
 use std::fmt;
 
-/// Redis could not be reached, or answered with an error.
+use crate::key::InvalidKey;
+
+/// Redis could not be reached, or answered with an error; or the call could not be sent
+/// because a custom [`RedisKey`](crate::RedisKey) gave an invalid segment
+/// ([`is_invalid_key`](Self::is_invalid_key)).
 ///
-/// Admissions report the same condition through `taskherd`'s error types
-/// (`is_unavailable()`), with the work handed back. Never contains credentials: the URL is
-/// not part of it.
+/// Admissions report the same conditions through `taskherd`'s error types
+/// (`is_unavailable()`, with this error as the source), with the work handed back. Never
+/// contains credentials: the URL is not part of it.
 #[derive(Debug)]
 pub struct UnavailableError {
-    source: redis::RedisError,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Redis(redis::RedisError),
+    InvalidKey(InvalidKey),
 }
 
 impl UnavailableError {
     pub(crate) fn new(source: redis::RedisError) -> Self {
-        Self { source }
+        Self {
+            kind: Kind::Redis(source),
+        }
+    }
+
+    /// Returns `true` if nothing was sent to Redis because a group key's
+    /// [`segment`](crate::RedisKey::segment) was empty or contained a control character (only
+    /// a custom [`RedisKey`](crate::RedisKey) implementation can do that).
+    #[must_use]
+    pub fn is_invalid_key(&self) -> bool {
+        matches!(self.kind, Kind::InvalidKey(_))
     }
 }
 
 impl fmt::Display for UnavailableError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Redis is unavailable: {}", self.source)
+        match &self.kind {
+            Kind::Redis(source) => write!(f, "Redis is unavailable: {source}"),
+            Kind::InvalidKey(InvalidKey(why)) => {
+                write!(f, "invalid group key: {why}; nothing was sent to Redis")
+            }
+        }
     }
 }
 
 impl Error for UnavailableError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
-        Some(&self.source)
+        match &self.kind {
+            Kind::Redis(source) => Some(source),
+            Kind::InvalidKey(_) => None,
+        }
+    }
+}
+
+impl From<InvalidKey> for UnavailableError {
+    fn from(error: InvalidKey) -> Self {
+        Self {
+            kind: Kind::InvalidKey(error),
+        }
     }
 }
 

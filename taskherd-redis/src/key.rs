@@ -15,7 +15,9 @@ use std::sync::Arc;
 /// - control characters (`U+0000`–`U+001F`, `U+007F`, including `\n`, which separates the
 ///   groups of a holder in Redis) and the braces `{` `}` (which delimit a Redis Cluster hash tag)
 ///   become `%XX`, their byte in upper-case hexadecimal;
-/// - every other character stands for itself.
+/// - every other character stands for itself;
+/// - the empty string becomes a lone `%` (which no other text encodes to: every other `%` is
+///   followed by two hexadecimal digits), so that no segment is empty.
 ///
 /// Decoding undoes exactly this, so the encoding is injective: no key is invalid, and there is
 /// no error case. Integers are written in decimal (they never need escaping).
@@ -24,6 +26,15 @@ use std::sync::Arc;
 /// Implement it for your own key types by writing a segment that is unique to each key (for
 /// example by encoding a string form of the key with [`encode_segment`]).
 ///
+/// # Errors
+///
+/// A segment must not be empty nor contain a control character (`U+0000`–`U+001F`,
+/// `U+007F`): Redis stores a holder's groups as one string separated by `\n`. Every segment
+/// [`encode_segment`] makes qualifies. A call given a key whose segment does not is refused
+/// with an [`UnavailableError`](crate::UnavailableError) whose
+/// [`is_invalid_key`](crate::UnavailableError::is_invalid_key) is `true` (an admission hands
+/// the work back): nothing is admitted and nothing is changed in Redis.
+///
 /// # Examples
 ///
 /// ```
@@ -31,6 +42,7 @@ use std::sync::Arc;
 ///
 /// assert_eq!("db-7".segment(), "db-7");
 /// assert_eq!("50%\n".segment(), "50%25%0A");
+/// assert_eq!("".segment(), "%");
 /// assert_eq!(42u16.segment(), "42");
 /// ```
 pub trait RedisKey {
@@ -39,7 +51,8 @@ pub trait RedisKey {
 }
 
 /// Encodes `text` as a segment with the codec of [`RedisKey`]: `%`, control characters and
-/// braces are escaped as `%XX`. Borrows when nothing needs escaping.
+/// braces are escaped as `%XX`, and the empty string becomes `%`. Borrows when nothing needs
+/// escaping.
 ///
 /// # Examples
 ///
@@ -47,9 +60,15 @@ pub trait RedisKey {
 /// use taskherd_redis::encode_segment;
 ///
 /// assert_eq!(encode_segment("tenant:{a}"), "tenant:%7Ba%7D");
+/// assert_eq!(encode_segment(""), "%");
 /// ```
 #[must_use]
 pub fn encode_segment(text: &str) -> Cow<'_, str> {
+    if text.is_empty() {
+        // Never empty: the scripts keep a holder's segments joined by "\n". A lone `%` is no
+        // other text's segment (every escape is `%` and two hexadecimal digits).
+        return Cow::Borrowed("%");
+    }
     let escaped = |c: char| c == '%' || c == '{' || c == '}' || c.is_ascii_control();
     if !text.contains(escaped) {
         return Cow::Borrowed(text);
@@ -90,6 +109,25 @@ impl RedisKey for Box<str> {
     }
 }
 
+/// A key's segment, checked: never empty, no control character (see [`RedisKey`]'s
+/// `# Errors`). Only a custom [`RedisKey`] implementation can fail this.
+pub(crate) fn checked_segment<K: RedisKey + ?Sized>(key: &K) -> Result<String, InvalidKey> {
+    let segment = key.segment().into_owned();
+    if segment.is_empty() {
+        return Err(InvalidKey("RedisKey::segment returned an empty segment"));
+    }
+    if segment.contains(|c: char| c.is_ascii_control()) {
+        return Err(InvalidKey(
+            "RedisKey::segment returned a segment with a control character",
+        ));
+    }
+    Ok(segment)
+}
+
+/// Why a custom [`RedisKey`]'s segment cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InvalidKey(pub(crate) &'static str);
+
 macro_rules! integer_keys {
     ($($t:ty),*) => {$(
         impl RedisKey for $t {
@@ -110,6 +148,9 @@ mod tests {
 
     /// Decodes a segment (the inverse of the codec), to check that it is injective.
     fn decode(segment: &str) -> String {
+        if segment == "%" {
+            return String::new();
+        }
         let bytes = segment.as_bytes();
         let mut out = Vec::new();
         let mut i = 0;
@@ -142,7 +183,9 @@ mod tests {
             let segment = encode_segment(text);
             assert_eq!(decode(&segment), text);
             assert!(!segment.contains(['\n', '{', '}']), "{segment:?}");
+            assert_eq!(checked_segment(&text), Ok(segment.into_owned()));
         }
         assert_ne!(encode_segment("%25"), encode_segment("%"));
+        assert_ne!(encode_segment(""), encode_segment("%"));
     }
 }

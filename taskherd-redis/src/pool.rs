@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::builder::RedisPoolBuilder;
 use crate::engine::{Admitted, Engine, Status, Unavailable};
+use crate::key::{InvalidKey, checked_segment};
 use crate::{RedisKey, RedisPermit, UnavailableError};
 
 /// A pool of tasks and permits whose limits are shared by every process that opens a pool of
@@ -136,19 +137,28 @@ impl From<Unavailable> for Refused {
     }
 }
 
-/// The caller's groups without repeats (first occurrence wins), and their segments.
-fn dedup<K: RedisKey>(groups: impl IntoIterator<Item = K>) -> (Vec<K>, Vec<String>) {
+impl From<InvalidKey> for Refused {
+    fn from(error: InvalidKey) -> Self {
+        Self::Unavailable(error.into())
+    }
+}
+
+/// The caller's groups without repeats (first occurrence wins), and their segments; an
+/// error if a key's segment is invalid (see [`checked_segment`]).
+fn dedup<K: RedisKey>(
+    groups: impl IntoIterator<Item = K>,
+) -> Result<(Vec<K>, Vec<String>), InvalidKey> {
     let mut seen = HashSet::new();
     let mut keys = Vec::new();
     let mut segments = Vec::new();
     for key in groups {
-        let segment = key.segment().into_owned();
+        let segment = checked_segment(&key)?;
         if seen.insert(segment.clone()) {
             segments.push(segment);
             keys.push(key);
         }
     }
-    (keys, segments)
+    Ok((keys, segments))
 }
 
 /// The group a refusal names: 0 is the total, `i` the `i`-th key.
@@ -238,6 +248,22 @@ impl<K> RedisPool<K> {
 }
 
 impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
+    /// The caller's groups (without repeats) and one admission of them; no admission if a
+    /// key's segment is invalid.
+    async fn admit_groups(
+        &self,
+        groups: impl IntoIterator<Item = K>,
+        wait: bool,
+    ) -> (Vec<K>, Result<Held, Refused>) {
+        match dedup(groups) {
+            Ok((keys, segments)) => {
+                let admitted = self.admit(&segments, wait).await;
+                (keys, admitted)
+            }
+            Err(invalid) => (Vec::new(), Err(invalid.into())),
+        }
+    }
+
     /// One try-mode or wait-mode admission of `segments`, with a fresh id.
     async fn admit(&self, segments: &[String], wait: bool) -> Result<Held, Refused> {
         if self.is_closed() {
@@ -340,7 +366,8 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     /// # Errors
     ///
     /// [`TrySpawnError`]: the first full group (the total first, then `groups` in order),
-    /// closed, or unavailable (Redis unreachable; nothing was admitted). The future is in it.
+    /// closed, or unavailable (Redis unreachable, or a key whose segment is invalid: see
+    /// [`RedisKey`]; nothing was admitted). The future is in it.
     ///
     /// # Cancel safety
     ///
@@ -356,10 +383,9 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let (keys, segments) = dedup(groups);
-        match self.admit(&segments, false).await {
-            Ok(held) => Ok(self.spawn_held(held, keys, future)),
-            Err(refused) => Err(try_spawn_error(refused, keys, future)),
+        match self.admit_groups(groups, false).await {
+            (keys, Ok(held)) => Ok(self.spawn_held(held, keys, future)),
+            (keys, Err(refused)) => Err(try_spawn_error(refused, keys, future)),
         }
     }
 
@@ -384,10 +410,9 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let (keys, segments) = dedup(groups);
-        match self.admit(&segments, false).await {
-            Ok(held) => Ok(self.spawn_held(held, keys, make())),
-            Err(refused) => Err(try_spawn_error(refused, keys, make)),
+        match self.admit_groups(groups, false).await {
+            (keys, Ok(held)) => Ok(self.spawn_held(held, keys, make())),
+            (keys, Err(refused)) => Err(try_spawn_error(refused, keys, make)),
         }
     }
 
@@ -397,8 +422,8 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     ///
     /// # Errors
     ///
-    /// [`SpawnError`] if this pool is closed while it waits, or Redis is unreachable; the
-    /// future is in it.
+    /// [`SpawnError`] if this pool is closed while it waits, or Redis is unreachable (or a
+    /// key's segment is invalid: see [`RedisKey`]); the future is in it.
     ///
     /// # Cancel safety
     ///
@@ -414,11 +439,10 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let (keys, segments) = dedup(groups);
-        match self.admit(&segments, true).await {
-            Ok(held) => Ok(self.spawn_held(held, keys, future)),
-            Err(Refused::Closed | Refused::Full(_)) => Err(backend::spawn_closed(future)),
-            Err(Refused::Unavailable(error)) => Err(backend::spawn_unavailable(error, future)),
+        match self.admit_groups(groups, true).await {
+            (keys, Ok(held)) => Ok(self.spawn_held(held, keys, future)),
+            (_, Err(Refused::Closed | Refused::Full(_))) => Err(backend::spawn_closed(future)),
+            (_, Err(Refused::Unavailable(error))) => Err(backend::spawn_unavailable(error, future)),
         }
     }
 
@@ -427,7 +451,8 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     ///
     /// # Errors
     ///
-    /// [`TryAcquireError`]: the first full group, closed, or unavailable.
+    /// [`TryAcquireError`]: the first full group, closed, or unavailable (Redis unreachable,
+    /// or a key's segment is invalid: see [`RedisKey`]).
     ///
     /// # Cancel safety
     ///
@@ -436,12 +461,11 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     where
         I: IntoIterator<Item = K>,
     {
-        let (keys, segments) = dedup(groups);
-        match self.admit(&segments, false).await {
-            Ok(held) => Ok(self.permit(held, keys)),
-            Err(Refused::Full(at)) => Err(backend::try_acquire_full(full_group(keys, at))),
-            Err(Refused::Closed) => Err(backend::try_acquire_closed()),
-            Err(Refused::Unavailable(error)) => Err(backend::try_acquire_unavailable(error)),
+        match self.admit_groups(groups, false).await {
+            (keys, Ok(held)) => Ok(self.permit(held, keys)),
+            (keys, Err(Refused::Full(at))) => Err(backend::try_acquire_full(full_group(keys, at))),
+            (_, Err(Refused::Closed)) => Err(backend::try_acquire_closed()),
+            (_, Err(Refused::Unavailable(error))) => Err(backend::try_acquire_unavailable(error)),
         }
     }
 
@@ -449,7 +473,8 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     ///
     /// # Errors
     ///
-    /// [`AcquireError`] if this pool is closed while it waits, or Redis is unreachable.
+    /// [`AcquireError`] if this pool is closed while it waits, or Redis is unreachable (or a
+    /// key's segment is invalid: see [`RedisKey`]).
     ///
     /// # Cancel safety
     ///
@@ -458,11 +483,10 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     where
         I: IntoIterator<Item = K>,
     {
-        let (keys, segments) = dedup(groups);
-        match self.admit(&segments, true).await {
-            Ok(held) => Ok(self.permit(held, keys)),
-            Err(Refused::Closed | Refused::Full(_)) => Err(backend::acquire_closed()),
-            Err(Refused::Unavailable(error)) => Err(backend::acquire_unavailable(error)),
+        match self.admit_groups(groups, true).await {
+            (keys, Ok(held)) => Ok(self.permit(held, keys)),
+            (_, Err(Refused::Closed | Refused::Full(_))) => Err(backend::acquire_closed()),
+            (_, Err(Refused::Unavailable(error))) => Err(backend::acquire_unavailable(error)),
         }
     }
 
@@ -473,13 +497,14 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     /// # Errors
     ///
     /// [`UnavailableError`]; then nothing changed, or everything did (the script is atomic).
+    /// Nothing changed if a key's segment is invalid ([`UnavailableError::is_invalid_key`]).
     pub async fn set_limits(&self, changes: LimitChanges<K>) -> Result<usize, UnavailableError> {
         let (max_tasks, default_limit, groups) = changes.into_parts();
         // The last change of a segment wins; each is sent once, in first-seen order.
         let mut order: Vec<(String, Option<usize>)> = Vec::new();
         let mut index = std::collections::HashMap::new();
         for (key, limit) in groups {
-            let segment = key.segment().into_owned();
+            let segment = checked_segment(&key)?;
             match index.get(&segment) {
                 Some(&i) => order[i] = (segment, limit),
                 None => {
@@ -499,7 +524,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     ///
     /// # Errors
     ///
-    /// [`UnavailableError`].
+    /// [`UnavailableError`] (also if `key`'s segment is invalid: see [`RedisKey`]).
     pub async fn set_limit(
         &self,
         key: K,
@@ -514,9 +539,9 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     ///
     /// # Errors
     ///
-    /// [`UnavailableError`].
+    /// [`UnavailableError`] (also if `key`'s segment is invalid: see [`RedisKey`]).
     pub async fn clear_limit(&self, key: &K) -> Result<(), UnavailableError> {
-        let segment = key.segment().into_owned();
+        let segment = checked_segment(key)?;
         self.shared
             .engine
             .set_limits(None, None, &[(segment, None)])
@@ -557,9 +582,9 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     ///
     /// # Errors
     ///
-    /// [`UnavailableError`].
+    /// [`UnavailableError`] (also if `key`'s segment is invalid: see [`RedisKey`]).
     pub async fn limit(&self, key: &K) -> Result<Option<usize>, UnavailableError> {
-        let field = format!("g:{}", key.segment());
+        let field = format!("g:{}", checked_segment(key)?);
         Ok(self.shared.engine.limit_field(&field).await?)
     }
 
@@ -585,7 +610,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     ///
     /// # Errors
     ///
-    /// [`UnavailableError`].
+    /// [`UnavailableError`] (also if `key`'s segment is invalid: see [`RedisKey`]).
     pub async fn task_count(&self, key: &K) -> Result<usize, UnavailableError> {
         Ok(self.stats(key).await?.running)
     }
@@ -594,13 +619,9 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     ///
     /// # Errors
     ///
-    /// [`UnavailableError`].
+    /// [`UnavailableError`] (also if `key`'s segment is invalid: see [`RedisKey`]).
     pub async fn stats(&self, key: &K) -> Result<GroupStats, UnavailableError> {
-        let rows = self
-            .shared
-            .engine
-            .stats(&[key.segment().into_owned()])
-            .await?;
+        let rows = self.shared.engine.stats(&[checked_segment(key)?]).await?;
         Ok(rows.get(1).copied().unwrap_or_default())
     }
 

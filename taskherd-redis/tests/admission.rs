@@ -260,3 +260,102 @@ async fn a_dropped_admission_gives_its_slot_back_promptly() {
     let holders = server.cmd(&["EXISTS", "taskherd:{dropped}:h"]).unwrap();
     assert_eq!(holders, ":0\r\n", "a holder was left behind");
 }
+
+/// The empty key is a group like any other: a permit in it gives its slot back when dropped
+/// (its segment used to be empty, which the scripts dropped from the holder's groups: the
+/// slot leaked for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_empty_key_gives_its_slot_back() {
+    let server = Server::start();
+    let pool = pool(&server, "empty", Duration::from_secs(5)).await;
+    pool.set_limit("", 1).await.unwrap();
+    assert_eq!(pool.limit(&"").await.unwrap(), Some(1));
+    let permit = pool.try_acquire(["", "a"]).await.unwrap();
+    let full = pool.try_acquire(["b", ""]).await.unwrap_err();
+    assert_eq!(full.full_group(), Some(&Group::Key("")));
+    drop(permit);
+    pool.flush().await;
+    assert_eq!(
+        pool.stats(&"").await.unwrap().running,
+        0,
+        "the slot of \"\" leaked"
+    );
+    assert_eq!(pool.total_stats().await.unwrap().running, 0);
+    let again = pool
+        .try_acquire([""])
+        .await
+        .expect("\"\" stays full for ever");
+    drop(again);
+}
+
+/// A waiter on the empty key (with another group) is granted, and gives back its slot and
+/// its reservation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_on_the_empty_key_is_granted_and_released() {
+    let server = Server::start();
+    let pool = pool(&server, "empty", Duration::from_secs(5)).await;
+    pool.set_limit("", 1).await.unwrap();
+    let first = pool.try_acquire([""]).await.unwrap();
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.acquire(["", "b"]).await }
+    });
+    while pool.stats(&"").await.unwrap().waiting == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(first);
+    let permit = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiter on \"\" was never granted")
+        .unwrap()
+        .unwrap();
+    drop(permit);
+    pool.flush().await;
+    let empty = pool.stats(&"").await.unwrap();
+    assert_eq!((empty.running, empty.reserved, empty.waiting), (0, 0, 0));
+    assert_eq!(pool.stats(&"b").await.unwrap().running, 0);
+}
+
+/// A custom key whose segment is empty (or has a control character) is refused with a clear
+/// error, the work handed back, nothing admitted and nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_key_with_an_invalid_segment_is_an_error() {
+    use std::borrow::Cow;
+    use taskherd_redis::RedisKey;
+
+    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    struct Raw(&'static str);
+    impl RedisKey for Raw {
+        fn segment(&self) -> Cow<'_, str> {
+            Cow::Borrowed(self.0)
+        }
+    }
+
+    let server = Server::start();
+    let pool: RedisPool<Raw> = RedisPool::builder(&server.url(), "custom")
+        .build()
+        .await
+        .unwrap();
+    for bad in ["", "a\nb"] {
+        let err = pool
+            .try_spawn([Raw("ok"), Raw(bad)], async { 5 })
+            .await
+            .unwrap_err();
+        assert!(err.is_unavailable() && !err.is_full(), "{err:?}");
+        let source = std::error::Error::source(&err)
+            .and_then(|source| source.downcast_ref::<taskherd_redis::UnavailableError>())
+            .expect("the source is an UnavailableError");
+        assert!(source.is_invalid_key(), "{source}");
+        assert!(source.to_string().contains("invalid group key"), "{source}");
+        assert_eq!(err.into_inner().await, 5, "the work is handed back");
+
+        let err = pool.acquire([Raw(bad)]).await.unwrap_err();
+        assert!(err.is_unavailable(), "{err:?}");
+        let err = pool.set_limit(Raw(bad), 1).await.unwrap_err();
+        assert!(err.is_invalid_key(), "{err}");
+        assert!(pool.stats(&Raw(bad)).await.unwrap_err().is_invalid_key());
+    }
+    let total = pool.total_stats().await.unwrap();
+    assert_eq!((total.running, total.waiting, total.admitted), (0, 0, 0));
+    assert_eq!(server.cmd(&["DBSIZE"]).unwrap().trim(), ":0");
+}

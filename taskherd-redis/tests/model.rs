@@ -21,7 +21,8 @@ use tokio::task::JoinHandle;
 
 use support::Server;
 
-const KEYS: [&str; 3] = ["a", "b", "c"];
+/// The empty key and a key that needs escaping are groups like the others.
+const KEYS: [&str; 5] = ["a", "b", "c", "", "50%\n{x}"];
 
 #[derive(Debug, Clone)]
 enum Op {
