@@ -314,20 +314,24 @@ impl Engine {
     }
 
     /// Attaches a spawned task to its holder, for abort on a lost lease.
+    ///
+    /// A holder that is not in the map any more was either released by the task's own guard
+    /// (the task has ended: aborting it does nothing) or found lost since its admission (the
+    /// lost signal and the count are done; the task, spawned too late to be aborted with the
+    /// others, is aborted here). Either way the task is aborted if the pool aborts tasks of
+    /// lost leases.
     pub(crate) fn attach(&self, id: &str, abort: AbortHandle) {
-        let lost = {
+        {
             let mut local = self.local.lock();
-            match local.holders.get_mut(id) {
-                Some(holder) if !*holder.lost.borrow() => {
-                    // `abort` was `None` (one task per holder): nothing is dropped here.
-                    holder.abort = Some(abort);
-                    return;
-                }
-                Some(_) => true,
-                None => false,
+            if let Some(holder) = local.holders.get_mut(id)
+                && !*holder.lost.borrow()
+            {
+                // `abort` was `None` (one task per holder): nothing is dropped here.
+                holder.abort = Some(abort);
+                return;
             }
-        };
-        if lost && self.abort_on_lost {
+        }
+        if self.abort_on_lost {
             abort.abort();
         }
     }

@@ -153,3 +153,26 @@ async fn a_waiter_whose_lease_is_lost_queues_again() {
     assert_eq!((db.running, db.waiting), (1, 0));
     drop(permit);
 }
+
+/// A lease lost between the admission and the spawn (here while `make` of `try_spawn_with`
+/// runs): the task spawned afterwards is aborted like any other of a lost lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_lost_before_its_task_is_spawned_aborts_the_task() {
+    let server = Server::start();
+    let lease = Duration::from_millis(300);
+    let pool = pool(&server, "attach", lease).await;
+    let task = pool
+        .try_spawn_with(["a"], || {
+            server.cmd(&["FLUSHALL"]).unwrap();
+            // The renewer (on the other worker) finds the lease gone meanwhile.
+            std::thread::sleep(lease * 2);
+            std::future::pending::<()>()
+        })
+        .await
+        .unwrap();
+    let aborted = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("a task whose lease was reported lost is still running");
+    assert!(aborted.unwrap_err().is_cancelled());
+    assert_eq!(pool.lost_leases(), 1);
+}
