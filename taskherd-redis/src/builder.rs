@@ -31,7 +31,9 @@ impl<K> RedisPoolBuilder<K> {
     /// How long an admission (or a waiter) stays counted without being renewed; 15 s by
     /// default. Every lease of the process is renewed every `lease / 3`, in one call. A
     /// process that dies gives its slots back within the lease (plus about half a second for
-    /// the reaper).
+    /// the reaper). A process that cannot get a renewal confirmed presumes its leases lost
+    /// after 90% of the lease (fail closed): a longer lease rides out longer outages of
+    /// Redis, a shorter one gives slots back sooner.
     ///
     /// # Panics
     ///

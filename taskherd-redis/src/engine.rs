@@ -6,7 +6,10 @@
 //! The engine keeps what the process must know locally:
 //!
 //! - its **holders** (admitted ids, with the signal a permit watches and the abort handle of a
-//!   spawned task), renewed all together in one `renew.lua` call every `lease / 3`;
+//!   spawned task), renewed all together in one `renew.lua` call every `lease / 3`; an
+//!   **expirer** presumes a holder lost (fail closed) once no renewal of it has been confirmed
+//!   for [`presumed_lost_after`] the lease, counted from when the last confirmed call was
+//!   *sent* (so a process cut off from Redis stops its work before the fleet reaps it);
 //! - its **waiters** (ids queued in Redis), renewed with the holders and woken by the
 //!   notifier, which `BLPOP`s this process's list `n:<process>` on a connection of its own and,
 //!   after each second without a notification, polls every local waiter in one `poll.lua` call;
@@ -47,6 +50,16 @@ use crate::scripts::{self, REAP_BATCH};
 
 /// How often expired leases are reaped (by every process: whoever comes first does it).
 const REAP_EVERY: Duration = Duration::from_millis(500);
+
+/// How long after the last confirmed renewal of a holder was sent (or its admission, if none
+/// was confirmed yet) this process presumes its lease lost: 90% of the lease. Redis computes
+/// the expiry from its own clock when it runs the call, which is after the call was sent, so
+/// the lease cannot have expired in Redis before this, as long as the two clocks run at rates
+/// within 10% of each other (a margin far above real clock drift) and Redis's clock does not
+/// jump. The expirer also runs at least every tenth of a lease.
+pub(crate) fn presumed_lost_after(lease: Duration) -> Duration {
+    lease - lease / 10
+}
 /// How long the notifier blocks on its list before polling every local waiter.
 const NOTIFY_TIMEOUT_SECS: f64 = 1.0;
 
@@ -120,11 +133,16 @@ struct Holder {
     lost: watch::Sender<bool>,
     /// The spawned task, aborted when its lease is lost (unless the pool keeps it running).
     abort: Option<AbortHandle>,
+    /// No later than when the last call that set its lease in Redis (its admission, or a
+    /// renewal confirmed since) was sent: the lease lasts at least `lease` from here.
+    valid_from: Instant,
 }
 
 /// A waiter of this process.
 struct Waiter {
     wake: Arc<Notify>,
+    /// As [`Holder::valid_from`], for the waiter's lease (which a granted waiter keeps).
+    valid_from: Instant,
     /// Its `admit.lua` call returned "waiting": only then do renewals and the fallback poll
     /// ask about it (before, Redis does not know it yet, and would call it gone).
     queued: bool,
@@ -260,6 +278,7 @@ impl Engine {
         let weak = Arc::downgrade(&engine);
         tokio::spawn(releaser(conn, engine.prefix.clone(), lease, release_rx));
         tokio::spawn(renewer(weak.clone()));
+        tokio::spawn(expirer(weak.clone()));
         tokio::spawn(reaper(weak.clone()));
         tokio::spawn(notifier(weak, notify_conn));
         Ok(engine)
@@ -300,14 +319,16 @@ impl Engine {
             .unwrap_or_else(|_| Err(Unavailable::lost("the admitter has ended")))
     }
 
-    /// Records a new holder; returns the receiver of its lost signal.
-    pub(crate) fn hold(&self, id: &str) -> watch::Receiver<bool> {
+    /// Records a new holder, whose admission call was sent no earlier than `valid_from`;
+    /// returns the receiver of its lost signal.
+    pub(crate) fn hold(&self, id: &str, valid_from: Instant) -> watch::Receiver<bool> {
         let (lost, rx) = watch::channel(false);
-        let replaced = self
-            .local
-            .lock()
-            .holders
-            .insert(id.to_owned(), Holder { lost, abort: None });
+        let holder = Holder {
+            lost,
+            abort: None,
+            valid_from,
+        };
+        let replaced = self.local.lock().holders.insert(id.to_owned(), holder);
         // Ids are unique, so nothing is replaced; if it were, it is dropped unlocked.
         drop(replaced);
         rx
@@ -364,6 +385,7 @@ impl Engine {
             id.to_owned(),
             Waiter {
                 wake: Arc::clone(&wake),
+                valid_from: Instant::now(),
                 queued: false,
                 status: None,
             },
@@ -390,10 +412,16 @@ impl Engine {
     }
 
     /// A waiter was granted: it is a holder now, under the same id.
+    /// The holder keeps the waiter's lease (in Redis as here).
     pub(crate) fn waiter_to_holder(&self, id: &str) -> watch::Receiver<bool> {
         let waiter = self.local.lock().waiters.remove(id);
+        // Registered before its admission call, so a waiter is always found; if it were not,
+        // the lease is taken to start now.
+        let valid_from = waiter
+            .as_ref()
+            .map_or_else(Instant::now, |waiter| waiter.valid_from);
         drop(waiter);
-        self.hold(id)
+        self.hold(id, valid_from)
     }
 
     /// One `poll.lua` call.
@@ -477,6 +505,54 @@ impl Engine {
             .chain(queued(&local.waiters))
             .cloned()
             .collect()
+    }
+
+    /// Records a confirmed renewal of `ids` (sent no earlier than `sent`): their leases last
+    /// at least `lease` from `sent`.
+    fn renewed(&self, ids: &[String], sent: Instant) {
+        let mut local = self.local.lock();
+        for id in ids {
+            if let Some(holder) = local.holders.get_mut(id) {
+                holder.valid_from = holder.valid_from.max(sent);
+            } else if let Some(waiter) = local.waiters.get_mut(id) {
+                waiter.valid_from = waiter.valid_from.max(sent);
+            }
+        }
+    }
+
+    /// Presumes lost every holder whose lease may have expired in Redis without this process
+    /// knowing (no renewal confirmed for [`presumed_lost_after`] the lease: Redis unreachable,
+    /// or too slow to answer). Their ids are released too (a no-op where Redis reaped them).
+    /// Returns the earliest `valid_from` of the holders that remain.
+    fn expire_overdue(&self) -> Option<Instant> {
+        let after = presumed_lost_after(self.lease);
+        let now = Instant::now();
+        let mut earliest: Option<Instant> = None;
+        let expired: Vec<(String, Holder)> = {
+            let mut local = self.local.lock();
+            local
+                .holders
+                .extract_if(|_, holder| {
+                    let overdue = now.saturating_duration_since(holder.valid_from) >= after;
+                    if !overdue {
+                        earliest =
+                            Some(earliest.map_or(holder.valid_from, |e| e.min(holder.valid_from)));
+                    }
+                    overdue
+                })
+                .collect()
+        };
+        let mut holders = Vec::with_capacity(expired.len());
+        for (id, holder) in expired {
+            // The releaser ends only after every sender (this engine) is gone.
+            let _ = self.release_tx.send(Release::Id(id));
+            holders.push(holder);
+        }
+        self.holders_lost(
+            holders,
+            "no renewal confirmed within the lease (Redis unreachable?): leases presumed lost",
+        );
+        earliest
     }
 
     /// Handles the ids a renewal found gone: lost leases.
@@ -662,6 +738,9 @@ async fn renewer(engine: Weak<Engine>) {
         if engine.renewal_stopped.load(Ordering::Relaxed) {
             continue;
         }
+        // Taken before the ids are read: every id renewed was live at this instant, and the
+        // call is sent after it.
+        let sent = Instant::now();
         let ids = engine.live_ids();
         if ids.is_empty() {
             continue;
@@ -674,9 +753,32 @@ async fn renewer(engine: Weak<Engine>) {
         let mut conn = engine.conn.clone();
         let reply: Result<Vec<String>, _> = invocation.invoke_async(&mut conn).await;
         match reply {
-            Ok(gone) => engine.lost_ids(gone),
+            Ok(gone) => {
+                engine.lost_ids(gone);
+                engine.renewed(&ids, sent);
+            }
+            // The expirer presumes the holders lost if this lasts (fail closed).
             Err(error) => tracing::warn!(%error, "renewal failed; retried next interval"),
         }
+    }
+}
+
+/// Presumes lost the holders whose renewal has not been confirmed for
+/// [`presumed_lost_after`] the lease: at the earliest such instant, and at least every tenth
+/// of a lease (for holders added meanwhile).
+async fn expirer(engine: Weak<Engine>) {
+    let (after, period) = match engine.upgrade() {
+        Some(engine) => (presumed_lost_after(engine.lease), engine.lease / 10),
+        None => return,
+    };
+    loop {
+        let earliest = match engine.upgrade() {
+            Some(engine) => engine.expire_overdue(),
+            None => return,
+        };
+        let next = Instant::now() + period;
+        let wake = earliest.map_or(next, |from| (from + after).min(next));
+        tokio::time::sleep_until(wake).await;
     }
 }
 

@@ -15,7 +15,9 @@ use crate::engine::Engine;
 /// is dropped. Its lease is renewed by the pool's background task; if Redis loses it (a
 /// restart without persistence, a failover, a process paused longer than the lease), the
 /// next renewal finds out: [`lost`](Self::lost) resolves and [`is_lost`](Self::is_lost) turns
-/// `true`. The work it guards is then no longer counted anywhere.
+/// `true`. The same happens, without Redis saying so, when no renewal has been confirmed for
+/// 90% of the lease (Redis unreachable from this process): the lease may be about to expire
+/// there. The work it guards is then no longer counted anywhere: stop it.
 ///
 /// Dropping it releases the admission in the background (one batched `release.lua` call,
 /// retried while Redis is unreachable); the drop never blocks.

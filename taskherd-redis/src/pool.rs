@@ -39,6 +39,12 @@ use crate::{RedisKey, RedisPermit, UnavailableError};
 ///   dies gives its slots back within the lease; one that loses its lease (a Redis restart
 ///   without persistence, a failover, a long pause) finds out at the next renewal: its spawned
 ///   task is aborted (by default) and its permit's [`lost`](RedisPermit::lost) resolves.
+/// - Failing closed: a process that cannot get a renewal confirmed (Redis unreachable from it,
+///   or too slow) presumes its leases lost once 90% of the lease has passed since the last
+///   confirmed renewal was sent, the same way (tasks aborted, `lost` resolves), so that its
+///   work stops before the rest of the fleet can reap those leases and admit others in its
+///   place. The 10% margin covers the rate difference between this machine's clock and
+///   Redis's (not a jump of Redis's clock).
 ///
 /// Cheap to clone (an `Arc`); background tasks end when the last clone, permit and task of it
 /// are gone. Needs a tokio runtime with the `time` driver.
@@ -272,10 +278,12 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
         let engine = &self.shared.engine;
         if !wait {
             let pending = Pending::new(engine);
+            // The lease starts when the call runs in Redis, after this.
+            let sent = tokio::time::Instant::now();
             return match engine.admit(pending.id(), false, segments).await? {
                 Admitted::Now => {
                     let id = pending.settle();
-                    let lost = engine.hold(&id);
+                    let lost = engine.hold(&id, sent);
                     Ok(Held { id, lost })
                 }
                 Admitted::Full(at) => {

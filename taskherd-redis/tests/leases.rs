@@ -2,6 +2,8 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use taskherd_redis::RedisPool;
@@ -175,4 +177,108 @@ async fn a_lease_lost_before_its_task_is_spawned_aborts_the_task() {
         .expect("a task whose lease was reported lost is still running");
     assert!(aborted.unwrap_err().is_cancelled());
     assert_eq!(pool.lost_leases(), 1);
+}
+
+/// A TCP proxy to the server that can be cut: a network partition between one process and
+/// Redis, while the others still reach it. Cutting closes every connection through it and
+/// refuses new ones.
+async fn cuttable_proxy(port: u16) -> (u16, Arc<AtomicBool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = listener.local_addr().unwrap().port();
+    let cut = Arc::new(AtomicBool::new(false));
+    let cut_accept = Arc::clone(&cut);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            if cut_accept.load(Ordering::SeqCst) {
+                continue;
+            }
+            let cut = Arc::clone(&cut_accept);
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                else {
+                    return;
+                };
+                let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                tokio::pin!(copy);
+                while !cut.load(Ordering::SeqCst) {
+                    tokio::select! {
+                        _ = &mut copy => return,
+                        () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                    }
+                }
+            });
+        }
+    });
+    (local, cut)
+}
+
+/// Fail closed: a process cut off from Redis cannot renew; once no renewal has been confirmed
+/// for 90% of a lease it presumes its leases lost (its permit's `lost()` resolves, its task
+/// is aborted), before the fleet can reap them and hand the slots to someone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_cut_off_from_redis_stops_its_work_before_its_lease_ends() {
+    let server = Server::start();
+    let lease = Duration::from_millis(1500);
+    let (port, cut) = cuttable_proxy(server.port).await;
+    let cut_off: RedisPool<&'static str> =
+        RedisPool::builder(&format!("redis://127.0.0.1:{port}/"), "partition")
+            .lease(lease)
+            .build()
+            .await
+            .unwrap();
+    let other = pool(&server, "partition", lease).await;
+    other
+        .set_limits(taskherd::LimitChanges::new().limit("db", 1).limit("job", 1))
+        .await
+        .unwrap();
+    let permit = cut_off.try_acquire(["db"]).await.unwrap();
+    let task = cut_off
+        .try_spawn(["job"], std::future::pending::<()>())
+        .await
+        .unwrap();
+    let permit = Arc::new(permit);
+    let lost_at = tokio::spawn({
+        let permit = Arc::clone(&permit);
+        async move {
+            permit.lost().await;
+            tokio::time::Instant::now()
+        }
+    });
+
+    cut.store(true, Ordering::SeqCst);
+    let cut_at = tokio::time::Instant::now();
+    // The other process gets both slots once the cut-off leases have expired in Redis.
+    let db = tokio::time::timeout(lease * 4, other.acquire(["db"]))
+        .await
+        .expect("the cut-off process's slot never came back")
+        .unwrap();
+    let granted_at = tokio::time::Instant::now();
+    let job = tokio::time::timeout(lease * 4, other.acquire(["job"]))
+        .await
+        .expect("the cut-off process's slot never came back")
+        .unwrap();
+
+    assert!(
+        permit.is_lost(),
+        "the cut-off permit still believes it holds its slot"
+    );
+    let lost_at = lost_at.await.unwrap();
+    assert!(
+        lost_at <= granted_at,
+        "the cut-off permit learnt of its loss {:?} after the cut, {:?} after its slot went \
+         to another process",
+        lost_at - cut_at,
+        lost_at - granted_at,
+    );
+    assert!(lost_at - cut_at < lease, "{:?}", lost_at - cut_at);
+    let aborted = tokio::time::timeout(Duration::from_secs(1), task)
+        .await
+        .expect("the cut-off task kept running: two holders of a limit-1 group");
+    assert!(aborted.unwrap_err().is_cancelled());
+    assert_eq!(cut_off.lost_leases(), 2);
+    assert_eq!(other.lost_leases(), 0);
+    drop((db, job));
 }
