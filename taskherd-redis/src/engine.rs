@@ -395,6 +395,12 @@ impl Engine {
         wake
     }
 
+    /// Forgets a waiter whose `admit.lua` call was never made (nothing to release).
+    pub(crate) fn unregister_waiter(&self, id: &str) {
+        let waiter = self.local.lock().waiters.remove(id);
+        drop(waiter);
+    }
+
     /// The waiter's `admit.lua` call returned: it is queued in Redis.
     pub(crate) fn mark_queued(&self, id: &str) {
         if let Some(waiter) = self.local.lock().waiters.get_mut(id) {

@@ -301,6 +301,14 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
         loop {
             let pending = Pending::new(engine);
             let wake = engine.register_waiter(pending.id());
+            // Checked after registering, on every round (a waiter that queues again after its
+            // lease was lost included): a `close()` that set the flag before this reads it is
+            // seen here; one after wakes the waiter just registered. Checked only before
+            // registering, a `close()` in between would leave it waiting.
+            if self.is_closed() {
+                engine.unregister_waiter(&pending.settle());
+                return Err(Refused::Closed);
+            }
             match engine.admit(pending.id(), true, segments).await? {
                 Admitted::Now => {
                     let id = pending.settle();
