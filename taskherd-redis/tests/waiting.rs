@@ -45,13 +45,56 @@ async fn waiters_of_two_processes_are_served_first_come_first_served() {
         // Each one queued before the next one starts.
         until_waiting(&one, "db", i + 1).await;
     }
-    // No barging: a try finds no room while waiters queue, even after the holder leaves.
     drop(held);
-    assert!(two.try_acquire(["db"]).await.is_err());
     for handle in handles {
         handle.await.unwrap();
     }
     assert_eq!(*order.lock().await, vec![0, 1, 2, 3, 4, 5]);
+}
+
+/// No barging: a slot freed in a group goes to the oldest waiter queued on it, reserved for
+/// it while it still waits for another group, and a `try_*` of any process finds no room
+/// there (the waiter holds a partial reservation: `db` reserved, `other` queued).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_try_never_takes_a_slot_reserved_for_a_waiter() {
+    let server = Server::start();
+    let one = pool(&server, "waiting", Duration::from_secs(5)).await;
+    let two = pool(&server, "waiting", Duration::from_secs(5)).await;
+    one.set_limits(
+        taskherd::LimitChanges::new()
+            .limit("db", 1)
+            .limit("other", 1),
+    )
+    .await
+    .unwrap();
+    let held_db = one.try_acquire(["db"]).await.unwrap();
+    let held_other = one.try_acquire(["other"]).await.unwrap();
+    let waiter = tokio::spawn({
+        let one = one.clone();
+        async move { one.acquire(["other", "db"]).await }
+    });
+    until_waiting(&one, "db", 1).await;
+
+    drop(held_db);
+    // The release has reached Redis: `db` has no admission, one reservation.
+    one.flush().await;
+    let db = two.stats(&"db").await.unwrap();
+    assert_eq!((db.running, db.reserved, db.waiting), (0, 1, 1));
+    let refused = two.try_acquire(["db"]).await.unwrap_err();
+    assert_eq!(refused.full_group(), Some(&taskherd::Group::Key("db")));
+    let refused = one.try_spawn(["db"], async {}).await.unwrap_err();
+    assert!(refused.is_full());
+    assert!(!waiter.is_finished(), "granted without `other`");
+
+    drop(held_other);
+    let permit = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiter was never granted")
+        .unwrap()
+        .unwrap();
+    let db = one.stats(&"db").await.unwrap();
+    assert_eq!((db.running, db.reserved, db.waiting), (1, 0, 0));
+    drop(permit);
 }
 
 /// A dropped waiting future leaves the queue at once: the waiter behind it gets the slot.
