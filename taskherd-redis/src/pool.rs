@@ -284,7 +284,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                 Admitted::Now => {
                     let id = pending.settle();
                     let lost = engine.hold(&id, sent);
-                    Ok(Held { id, lost })
+                    Ok(Held::new(engine, id, lost))
                 }
                 Admitted::Full(at) => {
                     pending.settle();
@@ -313,7 +313,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                 Admitted::Now => {
                     let id = pending.settle();
                     let lost = engine.waiter_to_holder(&id);
-                    return Ok(Held { id, lost });
+                    return Ok(Held::new(engine, id, lost));
                 }
                 Admitted::Full(_) | Admitted::Waiting => engine.mark_queued(pending.id()),
             }
@@ -334,7 +334,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                     Status::Granted => {
                         let id = pending.settle();
                         let lost = engine.waiter_to_holder(&id);
-                        return Ok(Held { id, lost });
+                        return Ok(Held::new(engine, id, lost));
                     }
                     Status::Gone => {
                         // Its lease expired (Redis restarted, or this process was paused):
@@ -350,11 +350,12 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     }
 
     fn permit(&self, held: Held, groups: Vec<K>) -> RedisPermit<K> {
+        let (id, lost) = held.into_parts();
         RedisPermit {
             engine: Arc::clone(&self.shared.engine),
-            id: held.id,
+            id,
             groups,
-            lost: held.lost,
+            lost,
         }
     }
 
@@ -364,15 +365,17 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
         F::Output: Send + 'static,
     {
         let task = self.shared.tasks.insert(groups);
+        // From here the task's guard releases the id.
+        let (id, lost) = held.into_parts();
         let guard = TaskGuard {
             shared: Arc::clone(&self.shared),
-            id: held.id.clone(),
+            id: id.clone(),
             task,
         };
         let handle = backend::spawn_guarded(guard, future);
         self.shared.tasks.attach(task, handle.abort_handle());
-        self.shared.engine.attach(&held.id, handle.abort_handle());
-        drop(held.lost);
+        self.shared.engine.attach(&id, handle.abort_handle());
+        drop(lost);
         handle
     }
 
@@ -671,8 +674,35 @@ fn try_spawn_error<K, T>(refused: Refused, keys: Vec<K>, inner: T) -> TrySpawnEr
     }
 }
 
-/// An admission made: its id and its lost signal.
+/// An admission made: its id and its lost signal. Released in the background if dropped
+/// before a permit or a task's guard took it over (`make` of `try_spawn_with`, or a key's
+/// `Hash`, panicked in between).
 struct Held {
+    engine: Arc<Engine>,
+    /// Empty once taken over (ids are never empty).
     id: String,
     lost: watch::Receiver<bool>,
+}
+
+impl Held {
+    fn new(engine: &Arc<Engine>, id: String, lost: watch::Receiver<bool>) -> Self {
+        Self {
+            engine: Arc::clone(engine),
+            id,
+            lost,
+        }
+    }
+
+    /// The id and the lost signal, for the permit or task guard that releases the id.
+    fn into_parts(mut self) -> (String, watch::Receiver<bool>) {
+        (std::mem::take(&mut self.id), self.lost.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if !self.id.is_empty() {
+            self.engine.release_later(std::mem::take(&mut self.id));
+        }
+    }
 }

@@ -359,3 +359,26 @@ async fn a_custom_key_with_an_invalid_segment_is_an_error() {
     assert_eq!((total.running, total.waiting, total.admitted), (0, 0, 0));
     assert_eq!(server.cmd(&["DBSIZE"]).unwrap().trim(), ":0");
 }
+
+/// `make` of `try_spawn_with` panics after the admission: the slot goes back (it used to stay
+/// held, renewed, for the life of the process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_make_gives_its_slot_back() {
+    let server = Server::start();
+    let pool = pool(&server, "make", Duration::from_secs(5)).await;
+    let spawning = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let made = pool
+                .try_spawn_with(["a"], || -> std::future::Ready<()> {
+                    panic!("make failed")
+                })
+                .await;
+            drop(made);
+        }
+    });
+    assert!(spawning.await.unwrap_err().is_panic());
+    pool.flush().await;
+    assert_eq!(pool.total_stats().await.unwrap().running, 0);
+    assert_eq!(pool.stats(&"a").await.unwrap().running, 0);
+}
