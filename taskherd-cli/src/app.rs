@@ -15,7 +15,7 @@ use crate::fleet::{self, Fleet, Pool};
 use crate::jobfile::{Group, Job, LineError, Reader};
 use crate::joblog::{self, Joblog};
 use crate::limits::{self, Limits, Settings, Target};
-use crate::output::Writer;
+use crate::output::{Notices, Writer};
 use crate::plan;
 use crate::progress::{self, Progress};
 use crate::reaper::Reaper;
@@ -323,7 +323,7 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
             return EXIT_USAGE;
         }
     };
-    let signals = match signals::listen() {
+    let mut signals = match signals::listen() {
         Ok(signals) => signals,
         Err(error) => {
             eprintln!("taskherd: cannot listen for signals: {error}");
@@ -380,13 +380,15 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
             }
         },
     };
+    let (notices, relay) = Notices::start(writer.sender());
     let finished = runner::run(
         input,
         pool.clone(),
         config,
         writer.sender(),
+        notices,
         setup.report,
-        signals,
+        &mut signals,
         &progress,
         setup.joblog.as_mut(),
         reaper,
@@ -395,8 +397,30 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
     for task in [watcher, guard].into_iter().flatten() {
         task.abort();
     }
-    writer.finish().await;
+    // The output still queued is written, however slow its reader; but once termination was
+    // asked for, only for the grace period, and another signal gives up at once.
+    let written = async {
+        relay.finish().await;
+        writer.finish().await;
+    };
+    let patience = async {
+        match finished.terminated {
+            true => tokio::time::sleep(args.kill_grace).await,
+            false => std::future::pending().await,
+        }
+    };
+    let gave_up = tokio::select! {
+        () = written => false,
+        () = patience => true,
+        Some(_) = signals.recv() => true,
+    };
     progress.finish();
+    if gave_up {
+        eprintln!(
+            "taskherd: standard output is not being read: the job output still queued for it is \
+             dropped"
+        );
+    }
     if let Pool::Fleet(fleet) = &pool {
         // The other runs get this run's slots back now, not when their leases expire; and
         // the summary shows the fleet's limits as they are now.

@@ -69,12 +69,115 @@ impl Writer {
     }
 }
 
+/// Notices sent without waiting: from the code that handles signals and ends jobs, which must
+/// never wait for a slow (or stopped) reader of taskherd's output.
+///
+/// A relay task passes them on to the writer in order. When even the relay's queue is full,
+/// a notice is dropped and counted, and the count is said once the output moves again: a
+/// notice may come late or be lost under back-pressure, but its sender never waits.
+#[derive(Debug)]
+pub struct Notices {
+    /// `None` once closed.
+    queue: std::sync::Mutex<Option<mpsc::Sender<String>>>,
+    /// Notices dropped since the relay last said how many.
+    dropped: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Notices queued for the relay at most.
+const NOTICES_QUEUED: usize = 64;
+
+/// The task that passes [`Notices`] on to the writer.
+#[derive(Debug)]
+pub struct Relay {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Notices {
+    /// Starts the relay to `sender`. It ends once [`close`](Self::close) is called (or the
+    /// `Notices` dropped), after passing on what was sent.
+    pub fn start(sender: Sender) -> (Notices, Relay) {
+        use std::sync::atomic::Ordering;
+
+        let (queue, mut receiver) = mpsc::channel::<String>(NOTICES_QUEUED);
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = std::sync::Arc::clone(&dropped);
+        let task = tokio::spawn(async move {
+            // Says how many notices were dropped since it last said so; false once the writer
+            // is gone.
+            let say_dropped = async || {
+                // Relaxed: only the count matters.
+                let lost = counted.swap(0, Ordering::Relaxed);
+                lost == 0 || {
+                    let text = format!(
+                        "{lost} of taskherd's messages were dropped: its output was not being read"
+                    );
+                    sender.send(Msg::Notice(text)).await.is_ok()
+                }
+            };
+            while let Some(text) = receiver.recv().await {
+                if sender.send(Msg::Notice(text)).await.is_err() || !say_dropped().await {
+                    return;
+                }
+            }
+            say_dropped().await;
+        });
+        let queue = std::sync::Mutex::new(Some(queue));
+        (Notices { queue, dropped }, Relay { task })
+    }
+
+    /// Sends a notice without waiting (see [`Notices`]).
+    pub fn send(&self, text: String) {
+        let queue = self.lock();
+        let Some(queue) = queue.as_ref() else {
+            debug_assert!(false, "a notice sent after the run ended: {text}");
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = queue.try_send(text) {
+            // Relaxed: only the count matters.
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// No more notices: the relay ends once it has passed on those sent.
+    pub fn close(&self) {
+        self.lock().take();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<mpsc::Sender<String>>> {
+        // The sender is only taken whole; a poisoned lock still holds a consistent value.
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Relay {
+    /// Waits until every notice sent has reached the writer; call [`Notices::close`] first,
+    /// or this waits for ever.
+    pub async fn finish(self) {
+        // A panic in the relay is not worth surfacing: only notices would be lost.
+        let _ = self.task.await;
+    }
+}
+
 /// Runs a batch of writes with the progress display hidden.
 pub type Suspend = Box<dyn Fn(&mut dyn FnMut()) + Send>;
 
 fn write_loop(mut receiver: mpsc::Receiver<Msg>, suspend: Option<Suspend>, jobs_to_stderr: bool) {
+    use std::io::IsTerminal;
+
+    // The progress display is on standard error. With standard output elsewhere (a pipe, a
+    // file), writing it needs no hiding of the display: hiding it only for standard error
+    // keeps a stalled reader of standard output from holding the display (and the progress
+    // updates of the loop that handles signals) while a write waits.
+    let (suspend, err_suspend) = match io::stdout().is_terminal() {
+        true => (suspend, None),
+        false => (None, suspend),
+    };
     let mut state = WriteState {
         jobs_to_stderr,
+        err_suspend,
         ..WriteState::default()
     };
     let mut batch = Vec::with_capacity(BATCH);
@@ -106,6 +209,9 @@ struct WriteState {
     jobs_to_stderr: bool,
     out: Vec<u8>,
     err: Vec<u8>,
+    /// Wraps each write to standard error (when standard output is not a terminal: then only
+    /// those writes hide the progress display).
+    err_suspend: Option<Suspend>,
 }
 
 impl WriteState {
@@ -167,9 +273,16 @@ impl WriteState {
         if self.err.is_empty() {
             return;
         }
-        let mut stderr = io::stderr().lock();
-        // Nowhere left to complain to if standard error is gone.
-        let _ = stderr.write_all(&self.err).and_then(|()| stderr.flush());
+        let err = &self.err;
+        let mut write = || {
+            let mut stderr = io::stderr().lock();
+            // Nowhere left to complain to if standard error is gone.
+            let _ = stderr.write_all(err).and_then(|()| stderr.flush());
+        };
+        match &self.err_suspend {
+            Some(suspend) => suspend(&mut write),
+            None => write(),
+        }
         self.err.clear();
     }
 }
@@ -395,6 +508,41 @@ mod tests {
                 "[3] last without newline\n"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn notices_never_wait_and_say_what_they_dropped() {
+        // The writer's queue is full: nobody reads it yet.
+        let (sender, mut receiver) = mpsc::channel(1);
+        sender.try_send(Msg::Notice("first".into())).unwrap();
+        let (notices, relay) = Notices::start(sender);
+        for n in 0..NOTICES_QUEUED * 3 {
+            notices.send(format!("notice {n}"));
+        }
+        notices.close();
+        let mut got = Vec::new();
+        let reading = async {
+            while let Some(msg) = receiver.recv().await {
+                match msg {
+                    Msg::Notice(text) => got.push(text),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        };
+        tokio::join!(relay.finish(), reading);
+        assert_eq!(got[0], "first");
+        let (dropped, kept): (Vec<&String>, Vec<&String>) = got[1..]
+            .iter()
+            .partition(|text| text.ends_with("were dropped: its output was not being read"));
+        assert_eq!(dropped.len(), 1, "{got:?}");
+        let lost: usize = dropped[0].split(' ').next().unwrap().parse().unwrap();
+        let numbers: Vec<usize> = kept
+            .iter()
+            .map(|text| text.strip_prefix("notice ").unwrap().parse().unwrap())
+            .collect();
+        assert!(numbers.is_sorted(), "kept in order: {numbers:?}");
+        let kept = numbers.len();
+        assert_eq!(kept + lost, NOTICES_QUEUED * 3, "each one kept or counted");
     }
 
     #[tokio::test]

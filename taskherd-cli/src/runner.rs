@@ -104,6 +104,8 @@ pub struct Finished {
     pub counts: Snapshot,
     /// Why the run stopped early, if it did.
     pub stopped: Option<Reason>,
+    /// Termination was asked for (a second Ctrl-C, SIGTERM or SIGHUP).
+    pub terminated: bool,
     /// The first error writing the report, if any.
     pub report_error: Option<std::io::Error>,
     /// A line of streamed input was bad (or could not be read): the run stopped there.
@@ -155,6 +157,9 @@ struct Shared {
     tally: Tally,
     outcomes: mpsc::UnboundedSender<Note>,
     output: output::Sender,
+    /// Notices that must not wait for the output: from the collector (which handles the
+    /// signals) and from the code that terminates jobs.
+    notices: output::Notices,
     /// The process groups of running jobs.
     groups: Groups,
     /// Set once every running job was sent SIGKILL: their output is not waited for any more.
@@ -195,24 +200,35 @@ impl Shared {
         true
     }
 
+    /// Shows a notice, waiting for room in the output (back-pressure on the caller).
     async fn notice(&self, text: String) {
         // Fails only once the writer is gone, at the very end.
         let _ = self.output.send(Msg::Notice(text)).await;
+    }
+
+    /// Shows a notice without waiting: for the collector's loop, which must handle signals
+    /// and SIGKILL deadlines even while nobody reads taskherd's output, and for the code that
+    /// terminates jobs. The notice may come late, or be dropped when the output is stalled.
+    fn notice_now(&self, text: String) {
+        self.notices.send(text);
     }
 }
 
 /// Runs every job; returns when each has an outcome, written to `report`.
 ///
-/// `signals` delivers Ctrl-C and termination requests (see `signals::listen`). Each job that
-/// ran gets a line in `joblog`, which stays the caller's (to see whether a write failed).
+/// `signals` delivers Ctrl-C and termination requests (see `signals::listen`); they are acted
+/// on at once, even while the output waits for a slow reader (notices about them go through
+/// `notices`, which never waits, and is closed when the run ends). Each job that ran gets a
+/// line in `joblog`, which stays the caller's (to see whether a write failed).
 #[allow(clippy::too_many_arguments)] // each is a distinct part of the run set up by `app`
 pub async fn run(
     input: Input,
     pool: Pool,
     config: Config,
     output: output::Sender,
+    notices: output::Notices,
     mut report: Option<Report>,
-    mut signals: mpsc::UnboundedReceiver<Event>,
+    signals: &mut mpsc::UnboundedReceiver<Event>,
     progress: &Progress,
     mut joblog: Option<&mut Joblog>,
     reaper: MaybeReaper,
@@ -230,6 +246,7 @@ pub async fn run(
         stop: RwLock::new(None),
         outcomes,
         output,
+        notices,
         groups: Groups::new(reaper),
         killed: watch::Sender::new(false),
         grouped: tokio::sync::Mutex::new(()),
@@ -267,12 +284,14 @@ pub async fn run(
                     fleet.refresh_in_background(groups.collect());
                 }
                 if let Some(line) = progress.update(&counts, |group| shared.pool.effective_limit(group)) {
-                    shared.notice(line).await;
+                    // Never waits: when the output is full, this status line is dropped (the
+                    // next one comes 2 s later).
+                    let _ = shared.output.try_send(Msg::Notice(line));
                 }
                 continue;
             }
             Some(event) = signals.recv() => {
-                interrupts.on(event, &shared).await;
+                interrupts.on(event, &shared);
                 continue;
             }
             // A panic in the submitting loop is a bug: surface it rather than wait for ever for
@@ -286,12 +305,12 @@ pub async fn run(
             }
             () = shared.halt_now.notified() => {
                 // As a second Ctrl-C would: the run is stopped already, with its reason.
-                interrupts.on(Event::Terminate, &shared).await;
+                interrupts.on(Event::Terminate, &shared);
                 continue;
             }
             () = sleep_until(interrupts.kill_at.unwrap_or_else(far_future)), if interrupts.kill_at.is_some() => {
                 interrupts.kill_at = None;
-                kill_all(&shared, "still running after the grace period").await;
+                kill_all(&shared, "still running after the grace period");
                 continue;
             }
         };
@@ -304,9 +323,7 @@ pub async fn run(
                     && let Err(error) = report.write_skipped(&job.job, job.done)
                     && report_error.is_none()
                 {
-                    shared
-                        .notice(format!("error: cannot write the report: {error}"))
-                        .await;
+                    shared.notice_now(format!("error: cannot write the report: {error}"));
                     report_error = Some(error);
                 }
                 continue;
@@ -325,17 +342,13 @@ pub async fn run(
             && let Err(error) = report.write(&job, &outcome)
             && report_error.is_none()
         {
-            shared
-                .notice(format!("error: cannot write the report: {error}"))
-                .await;
+            shared.notice_now(format!("error: cannot write the report: {error}"));
             report_error = Some(error);
         }
         if let Some(joblog) = joblog.as_deref_mut() {
             // Only the first error is returned; the caller sees `joblog.failed()`.
             if let Some(error) = joblog.write(&job, &outcome) {
-                shared
-                    .notice(format!("error: cannot write the joblog: {error}"))
-                    .await;
+                shared.notice_now(format!("error: cannot write the joblog: {error}"));
             }
         }
     }
@@ -345,9 +358,11 @@ pub async fn run(
     }
     // Every job has ended.
     shared.groups.finish();
+    shared.notices.close();
     Finished {
         counts: shared.tally.snapshot(),
         stopped: shared.stop_reason(),
+        terminated: interrupts.level >= 2,
         report_error,
         bad_input,
         skipped,
@@ -364,7 +379,8 @@ struct Interrupts {
 }
 
 impl Interrupts {
-    async fn on(&mut self, event: Event, shared: &Shared) {
+    /// Acts on `event`. Never waits: signals are sent first, then the notice saying so.
+    fn on(&mut self, event: Event, shared: &Shared) {
         // SIGTERM and SIGHUP go straight to terminating the jobs.
         self.level = match event {
             Event::Interrupt => self.level + 1,
@@ -374,12 +390,10 @@ impl Interrupts {
         match self.level {
             1 => {
                 shared.stop(Reason::Interrupted);
-                shared
-                    .notice(format!(
-                        "interrupted: starting no more jobs, {}",
-                        waiting_for(running, " (Ctrl-C again to terminate them)")
-                    ))
-                    .await;
+                shared.notice_now(format!(
+                    "interrupted: starting no more jobs, {}",
+                    waiting_for(running, " (Ctrl-C again to terminate them)")
+                ));
             }
             2 => {
                 shared.stop(Reason::Interrupted);
@@ -389,30 +403,26 @@ impl Interrupts {
                 let signalled = shared.groups.signal_all(libc::SIGTERM);
                 let grace = shared.config.kill_grace;
                 self.kill_at = Some(tokio::time::Instant::now() + grace);
-                shared
-                    .notice(format!(
-                        "terminating {} (SIGTERM; SIGKILL after {}; Ctrl-C again to kill now)",
-                        table::count(signalled, "running job"),
-                        table::duration(grace),
-                    ))
-                    .await;
+                shared.notice_now(format!(
+                    "terminating {} (SIGTERM; SIGKILL after {}; Ctrl-C again to kill now)",
+                    table::count(signalled, "running job"),
+                    table::duration(grace),
+                ));
             }
             _ => {
                 self.kill_at = None;
-                kill_all(shared, "killed at once").await;
+                kill_all(shared, "killed at once");
             }
         }
     }
 }
 
 /// Sends SIGKILL to every running job.
-async fn kill_all(shared: &Shared, why: &str) {
+fn kill_all(shared: &Shared, why: &str) {
     let signalled = shared.groups.signal_all(libc::SIGKILL);
     shared.killed.send_replace(true);
     if signalled > 0 {
-        shared
-            .notice(format!("{} {why}: SIGKILL", table::count(signalled, "job")))
-            .await;
+        shared.notice_now(format!("{} {why}: SIGKILL", table::count(signalled, "job")));
     }
 }
 
@@ -966,20 +976,19 @@ async fn wait(
 }
 
 /// Terminates job `index` (of line `line`): SIGTERM to its process group, saying `why`, then
-/// SIGKILL after the grace period if it is still running.
+/// SIGKILL after the grace period if it is still running. The notices never hold the signals
+/// up.
 async fn terminate(shared: &Shared, index: usize, line: usize, why: String) {
     if shared.groups.signal(index, libc::SIGTERM) {
-        shared.notice(format!("{why}: SIGTERM")).await;
+        shared.notice_now(format!("{why}: SIGTERM"));
     }
     let grace = shared.config.kill_grace;
     tokio::time::sleep(grace).await;
     if shared.groups.signal(index, libc::SIGKILL) {
-        shared
-            .notice(format!(
-                "line {line} still running {} after SIGTERM: SIGKILL",
-                table::duration(grace)
-            ))
-            .await;
+        shared.notice_now(format!(
+            "line {line} still running {} after SIGTERM: SIGKILL",
+            table::duration(grace)
+        ));
     }
 }
 
@@ -1061,11 +1070,10 @@ async fn fail(shared: &Shared, job: &Job, status: &Status) {
         Halt::Now => "terminating the running jobs".to_owned(),
         Halt::After(_) => waiting_for(running, ""),
     };
-    shared
-        .notice(format!(
-            "{after}; --halt-on-error: starting no more jobs, {then}"
-        ))
-        .await;
+    // Not waiting for the output: `now` must terminate the jobs even while it is stalled.
+    shared.notice_now(format!(
+        "{after}; --halt-on-error: starting no more jobs, {then}"
+    ));
     if halt == Halt::Now {
         shared.halt_now.notify_one();
     }

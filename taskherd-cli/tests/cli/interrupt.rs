@@ -160,3 +160,55 @@ fn assert_no_process_with(marker: &str) {
         String::from_utf8_lossy(&output.stdout)
     );
 }
+
+/// Ctrl-C, Ctrl-C and SIGTERM still end the jobs, and taskherd, while nobody reads taskherd's
+/// standard output (its output queue is full): signals never wait for the output.
+#[test]
+fn terminating_works_when_stdout_is_stalled() {
+    let scratch = Scratch::new();
+    let marker = unique_duration(33);
+    scratch.write(
+        "jobs.txt",
+        &format!(
+            "touch s1; yes | head -c 20000000\n\
+             touch s2; sleep {marker}; touch slept\n"
+        ),
+    );
+    let (reader, writer) = std::io::pipe().unwrap(); // never read
+    let mut child = scratch
+        .command(&["run", "--no-progress", "--kill-grace", "500ms", "jobs.txt"])
+        .stdout(writer)
+        .spawn()
+        .unwrap();
+    wait_for_files(&scratch, &["s1", "s2"]);
+    // Job 1 fills the pipe and taskherd's output queue in far less than this.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let pid = child.id();
+    for signal in ["INT", "INT", "TERM"] {
+        send_signal(pid, signal);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Generous: only a hang fails this.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let exited = loop {
+        if child.try_wait().unwrap().is_some() {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    if !exited {
+        // Its helper then ends the jobs.
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    drop(reader);
+    assert!(
+        exited,
+        "taskherd still running 30 s after Ctrl-C, Ctrl-C, SIGTERM"
+    );
+    assert!(!scratch.exists("slept"));
+    assert_no_process_with(&marker);
+}
