@@ -372,9 +372,9 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
     let streamed = prepared.stream.is_some();
     let input = match prepared.stream {
         None => runner::Input::Checked(prepared.jobs),
-        Some(stream) => match stream.start() {
-            Ok(arrivals) => runner::Input::Streaming(arrivals),
-            Err(error) => {
+        Some(stream) => match (stream.resume.clone(), stream.start()) {
+            (resumed, Ok(arrivals)) => runner::Input::Streaming { arrivals, resumed },
+            (_, Err(error)) => {
                 eprintln!("taskherd: cannot start reading the jobs: {error}");
                 return EXIT_USAGE;
             }
@@ -588,7 +588,7 @@ pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
             match streamed {
                 None => resume::select(jobs, previous, mode),
                 Some(_) => {
-                    resume = Some((mode, previous));
+                    resume = Some(resume::Streamed::new(mode, previous));
                     (jobs, Vec::new())
                 }
             }

@@ -32,10 +32,11 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Deserialize;
 
-use crate::jobfile::{Job, LineError};
+use crate::jobfile::{Group, Job, LineError};
 use crate::table;
 
 /// Which jobs an earlier report selects.
@@ -274,6 +275,101 @@ pub fn skips(previous: &mut Previous, job: &Job, mode: Mode) -> Option<bool> {
         (Mode::Resume, true) => Some(true),
         (Mode::ResumeFailed, false) => Some(take(&mut previous.done)),
         _ => None,
+    }
+}
+
+/// The earlier report of a job file read as it is written, shared by the thread that reads
+/// it (which takes the records its lines match) and the runner.
+///
+/// When the run stops before the input's end, the lines not read yet are not jobs of the run,
+/// but the records of jobs done among them must not be lost: [`carry_over`](Self::carry_over)
+/// returns them, to be written as `skipped`, so that a later `--resume` from the new report
+/// still skips those jobs.
+///
+/// # Invariant
+///
+/// A record of a job done is either taken by a line whose [`Skipped`] the runner received,
+/// or returned by `carry_over`, never both: the reader holds the lock from matching a line
+/// until its arrival is sent (or refused, and the record given back), and the runner closes
+/// the channel before it takes the rest.
+#[derive(Debug, Clone)]
+pub struct Streamed {
+    mode: Mode,
+    state: Arc<Mutex<StreamedState>>,
+}
+
+/// See [`Streamed`].
+#[derive(Debug)]
+pub struct StreamedState {
+    mode: Mode,
+    /// `None` once carried over.
+    previous: Option<Previous>,
+    /// Jobs done that were matched, but whose arrival the runner refused.
+    given_back: Vec<Job>,
+}
+
+impl Streamed {
+    pub fn new(mode: Mode, previous: Previous) -> Streamed {
+        let state = StreamedState {
+            mode,
+            previous: Some(previous),
+            given_back: Vec::new(),
+        };
+        Streamed {
+            mode,
+            state: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    /// The records, locked: hold the guard until the decision about the line is sent.
+    pub fn lock(&self) -> MutexGuard<'_, StreamedState> {
+        // Every change under the lock leaves the state whole; a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The jobs done that no line read took (and those given back), in line order; the
+    /// records are gone afterwards. Close the channel of arrivals first (see the invariant).
+    pub fn carry_over(&self) -> Vec<Job> {
+        let mut state = self.lock();
+        let mut jobs = std::mem::take(&mut state.given_back);
+        if let Some(previous) = state.previous.take() {
+            let done = match self.mode {
+                Mode::Resume => previous.wanted,
+                Mode::ResumeFailed => previous.done,
+            };
+            for ((command, groups), lines) in done {
+                for line in lines {
+                    jobs.push(Job {
+                        line,
+                        groups: groups
+                            .iter()
+                            .map(|group| Group::from(group.as_str()))
+                            .collect(),
+                        command: command.clone().into_bytes(),
+                        separated: !groups.is_empty(),
+                        timeout: None,
+                        retries: None,
+                    });
+                }
+            }
+        }
+        jobs.sort_by(|a, b| (a.line, &a.command).cmp(&(b.line, &b.command)));
+        jobs
+    }
+}
+
+impl StreamedState {
+    /// As [`skips`]; `None` too once the records were carried over (the run has stopped).
+    pub fn skips(&mut self, job: &Job) -> Option<bool> {
+        let mode = self.mode;
+        skips(self.previous.as_mut()?, job, mode)
+    }
+
+    /// A job done that [`skips`](Self::skips) matched, but that the runner did not take.
+    pub fn give_back(&mut self, job: Job) {
+        self.given_back.push(job);
     }
 }
 

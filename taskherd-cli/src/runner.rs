@@ -68,7 +68,7 @@ use crate::outcome::{Attempt, Outcome, Reason, Status, Times};
 use crate::output::{self, Msg, Spool, Stream};
 use crate::progress::Progress;
 use crate::report::Report;
-use crate::resume::Skipped;
+use crate::resume::{Skipped, Streamed};
 use crate::signals::{Event, Groups};
 use crate::table;
 use crate::tally::{Snapshot, Tally};
@@ -119,8 +119,13 @@ pub struct Finished {
 pub enum Input {
     /// Every job, read and checked before the run.
     Checked(Vec<Job>),
-    /// Jobs checked as their lines arrive (a job file that is a pipe).
-    Streaming(mpsc::Receiver<Arrival>),
+    /// Jobs checked as their lines arrive (a job file that is a pipe), with the earlier report
+    /// of `--resume` or `--resume-failed`, whose records of jobs done are carried into the
+    /// new report if the run stops before the input's end.
+    Streaming {
+        arrivals: mpsc::Receiver<Arrival>,
+        resumed: Option<Streamed>,
+    },
 }
 
 /// What the reader of a streamed job file sends.
@@ -144,6 +149,9 @@ enum Note {
     /// A job skipped by `--resume` in streamed input (skipped jobs of a checked job file are
     /// written before the run).
     Skipped(Skipped),
+    /// A job done before, on a line of streamed input that the run stopped before reading:
+    /// not a job of the run, but its `skipped` record keeps it done for a later `--resume`.
+    CarriedOver(Job),
     /// The submitting loop has submitted its last job: the number of jobs, and whether the
     /// input ended on a bad line.
     Submitted { jobs: usize, bad_input: bool },
@@ -237,7 +245,7 @@ pub async fn run(
     let tally = match &input {
         Input::Checked(jobs) => Tally::new(jobs),
         // Counted as they arrive.
-        Input::Streaming(_) => Tally::new(&[]),
+        Input::Streaming { .. } => Tally::new(&[]),
     };
     let shared = Arc::new(Shared {
         tally,
@@ -321,6 +329,16 @@ pub async fn run(
                 skipped += 1;
                 if let Some(report) = &mut report
                     && let Err(error) = report.write_skipped(&job.job, job.done)
+                    && report_error.is_none()
+                {
+                    shared.notice_now(format!("error: cannot write the report: {error}"));
+                    report_error = Some(error);
+                }
+                continue;
+            }
+            Note::CarriedOver(job) => {
+                if let Some(report) = &mut report
+                    && let Err(error) = report.write_skipped(&job, true)
                     && report_error.is_none()
                 {
                     shared.notice_now(format!("error: cannot write the report: {error}"));
@@ -436,10 +454,12 @@ async fn submit(shared: Arc<Shared>, input: Input) {
     let window = Arc::new(Semaphore::new(MAX_QUEUED));
     let mut submitted = 0;
     let mut bad_input = false;
-    let (mut checked, mut streaming) = match input {
-        Input::Checked(jobs) => (Some(jobs.into_iter()), None),
-        Input::Streaming(arrivals) => (None, Some(arrivals)),
+    let (mut checked, mut streaming, resumed) = match input {
+        Input::Checked(jobs) => (Some(jobs.into_iter()), None, None),
+        Input::Streaming { arrivals, resumed } => (None, Some(arrivals), resumed),
     };
+    // The streamed input was read to its end.
+    let mut input_ended = false;
     loop {
         let slot = Arc::clone(&window)
             .acquire_owned()
@@ -450,7 +470,7 @@ async fn submit(shared: Arc<Shared>, input: Input) {
                 Some(job) => job,
                 None => break,
             },
-            (_, Some(arrivals)) => match next_arrival(&shared, arrivals).await {
+            (_, Some(arrivals)) => match next_arrival(&shared, arrivals, &mut input_ended).await {
                 Some(job) => {
                     shared.tally.add(&job);
                     job
@@ -486,6 +506,21 @@ async fn submit(shared: Arc<Shared>, input: Input) {
         bad_input = shared.stop_reason() == Some(Reason::BadInput);
         // Nothing more is read: the reader stops at its next line.
         arrivals.close();
+        // Stopped before the end of the input: the records of jobs done that no line read
+        // took are carried over (the channel is closed first: see `Streamed`). Lines read but
+        // not received yet are not jobs of the run either; those done are carried over too.
+        if !input_ended && let Some(resumed) = &resumed {
+            let mut carried = Vec::new();
+            while let Ok(arrival) = arrivals.try_recv() {
+                if let Arrival::Skipped(Skipped { job, done: true }) = arrival {
+                    carried.push(job);
+                }
+            }
+            carried.extend(resumed.carry_over());
+            for job in carried {
+                let _ = shared.outcomes.send(Note::CarriedOver(job));
+            }
+        }
     }
     let _ = shared.outcomes.send(Note::Submitted {
         jobs: submitted,
@@ -566,12 +601,23 @@ async fn admit(shared: &Arc<Shared>, groups: Vec<Group>) -> Result<Admission, Ac
 }
 
 /// The next job of streamed input, after passing on warnings and skipped jobs; `None` at the
-/// end of the input, after a bad line (which stops the run), or once the run stops.
-async fn next_arrival(shared: &Shared, arrivals: &mut mpsc::Receiver<Arrival>) -> Option<Job> {
+/// end of the input (setting `ended`), after a bad line (which stops the run), or once the run
+/// stops.
+async fn next_arrival(
+    shared: &Shared,
+    arrivals: &mut mpsc::Receiver<Arrival>,
+    ended: &mut bool,
+) -> Option<Job> {
     let mut stopped = shared.stopped.subscribe();
     loop {
         let arrival = tokio::select! {
-            arrival = arrivals.recv() => arrival?,
+            arrival = arrivals.recv() => match arrival {
+                Some(arrival) => arrival,
+                None => {
+                    *ended = true;
+                    return None;
+                }
+            },
             // Stopping: lines not read yet are never read.
             _ = stopped.wait_for(|stopped| *stopped) => return None,
         };

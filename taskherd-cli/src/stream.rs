@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::arg_limits::ArgLimits;
 use crate::jobfile::Reader;
-use crate::resume::{self, Mode, Previous, Skipped};
+use crate::resume::{Skipped, Streamed};
 use crate::runner::Arrival;
 
 /// Jobs read ahead of the runner at most.
@@ -26,8 +26,8 @@ pub struct Stream {
     pub source: String,
     pub input: Box<dyn Read + Send>,
     pub arg_limits: ArgLimits,
-    /// `--resume` or `--resume-failed`, with the earlier report.
-    pub resume: Option<(Mode, Previous)>,
+    /// `--resume` or `--resume-failed`, with the earlier report (shared with the runner).
+    pub resume: Option<Streamed>,
 }
 
 impl std::fmt::Debug for Stream {
@@ -52,7 +52,7 @@ impl Stream {
         Ok(receiver)
     }
 
-    fn read(mut self, sender: &mpsc::Sender<Arrival>) {
+    fn read(self, sender: &mpsc::Sender<Arrival>) {
         let source = self.source.clone();
         let mut reader = Reader::new(BufReader::new(self.input));
         while let Some(next) = reader.next_job() {
@@ -93,16 +93,21 @@ impl Stream {
             {
                 return;
             }
-            let skipped = self
-                .resume
-                .as_mut()
-                .and_then(|(mode, previous)| resume::skips(previous, &job, *mode));
+            // Held until the arrival is sent: see `Streamed`'s invariant.
+            let mut records = self.resume.as_ref().map(Streamed::lock);
+            let skipped = records.as_mut().and_then(|records| records.skips(&job));
             let arrival = match skipped {
                 Some(done) => Arrival::Skipped(Skipped { job, done }),
                 None => Arrival::Job(job),
             };
-            // An error: the runner has stopped reading (the run is stopping).
-            if sender.blocking_send(arrival).is_err() {
+            // An error: the runner has stopped reading (the run is stopping). A record of a
+            // job done that this line took goes back, to be carried over.
+            if let Err(refused) = sender.blocking_send(arrival) {
+                if let (Arrival::Skipped(Skipped { job, done: true }), Some(records)) =
+                    (refused.0, records.as_mut())
+                {
+                    records.give_back(job);
+                }
                 return;
             }
         }

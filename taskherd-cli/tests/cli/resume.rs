@@ -361,3 +361,51 @@ fn dry_run_shows_the_jobs_skipped() {
     );
     assert!(!scratch.exists("ran"));
 }
+
+/// A streamed run that stops before reading every line, writing the report it resumes from,
+/// keeps the records of the jobs done on the lines it did not read: the next `--resume` from
+/// that report does not run them again.
+#[test]
+fn stopped_streamed_resume_keeps_done_jobs_done() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "echo 1 >> ran\necho 2 >> ran\n");
+    scratch
+        .run(&["run", "--report", "r.jsonl", "jobs.txt"])
+        .assert_code(0);
+    forget_ran(&scratch);
+    // The lines after `false` are written only once the run has halted on its failure (its
+    // record is in the new report), so they are never read.
+    let script = format!(
+        "(echo false; n=0; until grep -q '\"failed\"' r.jsonl || [ $n -ge 600 ]; do \
+         sleep 0.05; n=$((n+1)); done; echo 'echo 1 >> ran'; echo 'echo 2 >> ran') | {} run \
+         --halt-on-error=1 --resume r.jsonl --report r.jsonl",
+        env!("CARGO_BIN_EXE_taskherd")
+    );
+    let second = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(scratch.dir())
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1), "{second:?}");
+    assert_eq!(
+        ran(&scratch),
+        [0_u32; 0],
+        "no job of the first run ran again"
+    );
+    let records = report(&scratch, "r.jsonl");
+    let mut kept: Vec<(u64, String)> = statuses(&records);
+    kept.sort();
+    assert_eq!(
+        kept,
+        expect(&[(1, "failed"), (1, "skipped"), (2, "skipped")])
+    );
+    let third = scratch.run(&[
+        "run", "--resume", "r.jsonl", "--report", "r3.jsonl", "jobs.txt",
+    ]);
+    third.assert_code(0);
+    assert_eq!(
+        ran(&scratch),
+        [0_u32; 0],
+        "jobs done in the first run ran again"
+    );
+}
