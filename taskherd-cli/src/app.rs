@@ -187,27 +187,13 @@ struct Setup {
 }
 
 impl Setup {
-    /// Creates the joblog, the report file, then the output directory (so a bad report path
-    /// leaves no directory behind). The checks of a dry run come first: a path that cannot
-    /// work fails before anything is created, and before the report (maybe the one `--resume`
-    /// just read) is truncated.
+    /// Creates the output directory, then opens (or creates) the joblog and the report file,
+    /// emptying neither: that waits for [`start`](Self::start), once nothing else can fail
+    /// before the run, so that a failed setup loses no earlier report (maybe the one
+    /// `--resume` just read) or joblog. The checks of a dry run come first: a path that cannot
+    /// work fails before anything is created.
     fn create(args: &RunArgs) -> Result<Setup, Fatal> {
         Self::check(args)?;
-        let joblog = match &args.joblog {
-            None => None,
-            Some(path) => Some(Joblog::create(path).map_err(|error| {
-                Fatal::one(format!("cannot create joblog {}: {error}", path.display()))
-            })?),
-        };
-        let report = match &args.report {
-            None => None,
-            Some(path) => Some(Report::create(path).map_err(|error| {
-                Fatal::one(format!(
-                    "cannot create report file {}: {error}",
-                    path.display()
-                ))
-            })?),
-        };
         if let OutputMode::Dir(dir) = &args.output {
             std::fs::create_dir_all(dir).map_err(|error| {
                 Fatal::one(format!(
@@ -216,7 +202,40 @@ impl Setup {
                 ))
             })?;
         }
+        let joblog = match &args.joblog {
+            None => None,
+            Some(path) => Some(Joblog::open(path).map_err(|error| {
+                Fatal::one(format!("cannot create joblog {}: {error}", path.display()))
+            })?),
+        };
+        let report = match &args.report {
+            None => None,
+            Some(path) => Some(Report::open(path).map_err(|error| {
+                Fatal::one(format!(
+                    "cannot create report file {}: {error}",
+                    path.display()
+                ))
+            })?),
+        };
         Ok(Setup { report, joblog })
+    }
+
+    /// The run starts: empties the report file and the joblog (writing its header).
+    fn start(&mut self, args: &RunArgs) -> Result<(), Fatal> {
+        if let (Some(report), Some(path)) = (&mut self.report, &args.report) {
+            report.start().map_err(|error| {
+                Fatal::one(format!(
+                    "cannot create report file {}: {error}",
+                    path.display()
+                ))
+            })?;
+        }
+        if let (Some(joblog), Some(path)) = (&mut self.joblog, &args.joblog) {
+            joblog.start().map_err(|error| {
+                Fatal::one(format!("cannot create joblog {}: {error}", path.display()))
+            })?;
+        }
+        Ok(())
     }
 
     /// For `--dry-run`: the checks `create` would fail, without creating anything.
@@ -289,17 +308,6 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// Runs the jobs; returns the exit status.
 async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Pool) -> u8 {
     let began = Instant::now();
-    // Skipped jobs are known before anything runs: their records come first.
-    let mut skipped_error = false;
-    if let Some(report) = &mut setup.report {
-        for skipped in &prepared.skipped {
-            if let Err(error) = report.write_skipped(&skipped.job, skipped.done) {
-                eprintln!("taskherd: error: cannot write the report: {error}");
-                skipped_error = true;
-                break;
-            }
-        }
-    }
     let limits = prepared.initial_limits();
     // The groups named: not known yet for a streamed job file.
     let named: Option<BTreeSet<Group>> = prepared.stream.is_none().then(|| {
@@ -381,6 +389,24 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
         },
     };
     let (notices, relay) = Notices::start(writer.sender());
+    // Nothing can fail before the run any more: the report and the joblog are emptied now.
+    if let Err(Fatal(lines)) = setup.start(args) {
+        for line in lines {
+            eprintln!("taskherd: {line}");
+        }
+        return EXIT_USAGE;
+    }
+    // Skipped jobs are known before anything runs: their records come first.
+    let mut skipped_error = false;
+    if let Some(report) = &mut setup.report {
+        for skipped in &prepared.skipped {
+            if let Err(error) = report.write_skipped(&skipped.job, skipped.done) {
+                eprintln!("taskherd: error: cannot write the report: {error}");
+                skipped_error = true;
+                break;
+            }
+        }
+    }
     let finished = runner::run(
         input,
         pool.clone(),

@@ -58,15 +58,27 @@ pub fn check_path(path: &Path) -> Result<(), String> {
 }
 
 impl Joblog {
-    /// Creates (or truncates) the file and writes the header.
-    pub fn create(path: &Path) -> io::Result<Joblog> {
-        let mut file = BufWriter::new(File::create(path)?);
-        file.write_all(HEADER.as_bytes())?;
-        file.flush()?;
+    /// Opens (or creates) the file, leaving what it holds as it is until [`start`](Self::start):
+    /// a run that fails before it starts loses no earlier joblog.
+    pub fn open(path: &Path) -> io::Result<Joblog> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
         Ok(Joblog {
-            file,
+            file: BufWriter::new(file),
             failed: false,
         })
+    }
+
+    /// Empties the file and writes the header: the run starts.
+    pub fn start(&mut self) -> io::Result<()> {
+        use std::io::Seek;
+        self.file.get_ref().set_len(0)?;
+        self.file.get_mut().rewind()?;
+        self.file.write_all(HEADER.as_bytes())?;
+        self.file.flush()
     }
 
     /// Writes and flushes the line of a job that ran; does nothing for a job that did not.

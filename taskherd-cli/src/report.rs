@@ -43,6 +43,8 @@ use crate::outcome::{Outcome, Reason, Status, Times};
 /// Writes report records to a file, or to standard output.
 pub struct Report {
     file: BufWriter<Box<dyn Write + Send>>,
+    /// The report file, to empty when the run starts (`None` for standard output).
+    to_empty: Option<File>,
 }
 
 impl std::fmt::Debug for Report {
@@ -57,16 +59,36 @@ pub fn is_stdout(path: &Path) -> bool {
 }
 
 impl Report {
-    /// Creates (or truncates) the report file; `-` is standard output.
-    pub fn create(path: &Path) -> io::Result<Report> {
-        let sink: Box<dyn Write + Send> = if is_stdout(path) {
-            Box::new(io::stdout())
+    /// Opens (or creates) the report file, leaving what it holds as it is until
+    /// [`start`](Self::start): a run that fails before it starts loses no earlier report (maybe
+    /// the one `--resume` read). `-` is standard output.
+    pub fn open(path: &Path) -> io::Result<Report> {
+        let (sink, to_empty): (Box<dyn Write + Send>, _) = if is_stdout(path) {
+            (Box::new(io::stdout()), None)
         } else {
-            Box::new(File::create(path)?)
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?;
+            let to_empty = file.try_clone()?;
+            (Box::new(file), Some(to_empty))
         };
         Ok(Report {
             file: BufWriter::new(sink),
+            to_empty,
         })
+    }
+
+    /// Empties the report file: the run starts.
+    pub fn start(&mut self) -> io::Result<()> {
+        use std::io::Seek;
+        if let Some(file) = &mut self.to_empty {
+            file.set_len(0)?;
+            // The clone shares the file position with the writer's file.
+            file.rewind()?;
+        }
+        Ok(())
     }
 
     /// Writes and flushes the record of one job.

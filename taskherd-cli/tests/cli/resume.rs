@@ -409,3 +409,45 @@ fn stopped_streamed_resume_keeps_done_jobs_done() {
         "jobs done in the first run ran again"
     );
 }
+
+/// A run that fails in its setup (here: creating `--output dir:PATH`) runs nothing and leaves
+/// the report it resumes from, and the joblog, as they were.
+#[test]
+fn failed_setup_keeps_the_resumed_report() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "echo 1 >> ran\nfalse\n");
+    scratch
+        .run(&[
+            "run", "--report", "r.jsonl", "--joblog", "j.log", "jobs.txt",
+        ])
+        .assert_code(1);
+    forget_ran(&scratch);
+    let (report_before, joblog_before) = (scratch.read("r.jsonl"), scratch.read("j.log"));
+    scratch.write("not-a-dir", "");
+    let second = scratch.run(&[
+        "run",
+        "--resume",
+        "r.jsonl",
+        "--report",
+        "r.jsonl",
+        "--joblog",
+        "j.log",
+        "--output",
+        "dir:not-a-dir/out",
+        "jobs.txt",
+    ]);
+    second
+        .assert_code(2)
+        .assert_stderr_contains("cannot create output directory not-a-dir/out");
+    assert_eq!(ran(&scratch), [0_u32; 0]);
+    assert_eq!(
+        scratch.read("r.jsonl"),
+        report_before,
+        "the report was emptied"
+    );
+    assert_eq!(
+        scratch.read("j.log"),
+        joblog_before,
+        "the joblog was emptied"
+    );
+}
