@@ -127,7 +127,7 @@ pub struct RunArgs {
     pub retry_delay: Duration,
 
     /// Job output: `prefixed` (each line as it comes, prefixed with the job's line number; a
-    /// line over 1 MiB is cut into pieces, each prefixed), `grouped` (each job's output in one
+    /// line over 64 KiB is cut into pieces, each prefixed), `grouped` (each job's output in one
     /// piece when it ends; past 1 MiB it waits in a temporary file) or `dir:PATH`
     /// (PATH/LINE.log). Output without a final newline gets one.
     #[arg(long, value_name = "MODE", default_value = "prefixed", value_parser = parse_output)]

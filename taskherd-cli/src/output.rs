@@ -10,8 +10,13 @@ use std::thread::JoinHandle;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::sync::mpsc;
 
-/// Messages buffered between the jobs and the writer thread.
+/// Messages buffered between the jobs and the writer thread. With no message of job output
+/// longer than [`MAX_PIECE`] (plus a line prefix), at most about 64 MiB wait for a slow reader.
 const CHANNEL_CAPACITY: usize = 1024;
+
+/// The most bytes of job output in one message: longer lines, and `grouped` output, are cut
+/// into pieces of this size, so that what waits in the channel stays bounded in bytes.
+pub const MAX_PIECE: usize = 64 << 10;
 /// Messages written in one go at most.
 const BATCH: usize = 256;
 
@@ -305,7 +310,7 @@ impl Stream {
 
 /// The longest line forwarded in one piece: a longer one is cut into pieces of this size, each
 /// with the prefix, so that a job writing without newlines cannot fill taskherd's memory.
-pub const MAX_LINE: usize = 1 << 20;
+pub const MAX_LINE: usize = MAX_PIECE;
 
 /// Forwards a job's pipe line by line, each line prefixed; a last line without a newline gets
 /// one. Returns when the pipe closes (or cannot be read).
@@ -415,7 +420,7 @@ impl Spool {
         self.file.is_some()
     }
 
-    /// Sends the whole output as `stream`, in pieces of at most [`SPOOL_MEMORY`] bytes, with a
+    /// Sends the whole output as `stream`, in pieces of at most [`MAX_PIECE`] bytes, with a
     /// newline at its end if it lacks one (as `prefixed` mode does), so it is not glued to
     /// the next job's. The caller keeps other jobs' output out in the meantime.
     pub async fn send(self, stream: Stream, sender: &Sender) {
@@ -431,7 +436,7 @@ impl Spool {
                 Err(_) => false,
             };
             if rewound {
-                let mut piece = vec![0; SPOOL_MEMORY];
+                let mut piece = vec![0; MAX_PIECE];
                 loop {
                     match file.read(&mut piece).await {
                         Ok(0) | Err(_) => break,
@@ -446,8 +451,8 @@ impl Spool {
         if last != b'\n' {
             rest.push(b'\n');
         }
-        if !rest.is_empty() {
-            let _ = sender.send(stream.msg(rest)).await;
+        for piece in rest.chunks(MAX_PIECE) {
+            let _ = sender.send(stream.msg(piece.to_vec())).await;
         }
     }
 }
@@ -573,6 +578,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn what_waits_for_the_writer_is_bounded_in_bytes() {
+        // A job writing 4 MiB without a newline: every message is one piece of at most 64 KiB
+        // (with its prefix and newline), so a full channel holds at most about 64 MiB.
+        let input = vec![b'x'; 4 << 20];
+        let (sender, mut receiver) = mpsc::channel(CHANNEL_CAPACITY);
+        forward_lines(&input[..], Stream::Stdout, b"[7] ", &sender).await;
+        drop(sender);
+        let mut total = 0;
+        while let Some(Msg::Stdout(bytes)) = receiver.recv().await {
+            assert!(
+                bytes.len() <= (64 << 10) + 5,
+                "a piece of {} bytes",
+                bytes.len()
+            );
+            total += bytes.len() - 5;
+        }
+        assert_eq!(total, input.len());
+    }
+
+    #[tokio::test]
     async fn a_large_grouped_output_spills_to_a_file_and_comes_back_whole() {
         let big: Vec<u8> = (0..3 * SPOOL_MEMORY + 123)
             .map(|i| b'a' + (i % 26) as u8)
@@ -587,7 +612,7 @@ mod tests {
         while let Some(msg) = receiver.recv().await {
             match msg {
                 Msg::Stdout(bytes) => {
-                    assert!(bytes.len() <= SPOOL_MEMORY + 1);
+                    assert!(bytes.len() <= MAX_PIECE, "bounded pieces");
                     got.extend_from_slice(&bytes);
                 }
                 other => panic!("unexpected {other:?}"),
