@@ -61,7 +61,7 @@ impl Job {
         }
         let command = String::from_utf8_lossy(&self.command);
         let suspect = command
-            .split_whitespace()
+            .split_ascii_whitespace()
             .take_while(|word| check_group_name(word.trim_end_matches(':')).is_ok())
             .find(|word| word.ends_with(':'))?;
         Some(format!(
@@ -344,7 +344,9 @@ fn parse_line(text: &[u8]) -> Result<Option<Parsed<'_>>, String> {
             let groups = std::str::from_utf8(&text[..at])
                 .map_err(|_| "group names are not valid UTF-8".to_owned())?;
             (
-                groups.split_whitespace().collect(),
+                // ASCII whitespace only, as around the `::`: a name holding other whitespace
+                // (a no-break space) is refused by the name check, not split in two.
+                groups.split_ascii_whitespace().collect(),
                 text[at + 2..].trim_ascii_start(),
                 true,
             )
@@ -557,6 +559,20 @@ mod tests {
         assert_eq!(ok[0].command, b"echo \xff\xfe caf\xe9");
         assert_eq!(ok[1].command, b"echo \xe9t\xe9");
         assert!(ok[1].groups.is_empty());
+    }
+
+    #[test]
+    fn non_ascii_whitespace_in_a_group_name_is_an_error_not_a_split() {
+        let errors = parse("web1\u{a0}db :: echo x\n".as_bytes()).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].line, 1);
+        assert!(
+            errors[0].message.contains("contains '\\u{a0}'"),
+            "{:?}",
+            errors[0].message
+        );
+        let jobs = parse(b"web1\tdb :: echo x\n").unwrap();
+        assert_eq!(jobs[0].groups, [Group::from("web1"), Group::from("db")]);
     }
 
     #[test]
