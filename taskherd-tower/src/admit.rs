@@ -9,11 +9,15 @@ use taskherd::{Group, Permit, TaskPool};
 
 use crate::Groups;
 
+#[cfg(feature = "redis")]
+mod redis;
+
 /// A pool that admits requests: what the layer needs from a pool, and nothing more.
 ///
-/// Implemented for the in-process [`TaskPool`]. A pool shared by a fleet of processes (one
-/// whose admission is a round trip to a store) implements it too: both methods return futures,
-/// and [`Refused::Unavailable`] says that the pool could not decide (its store is unreachable),
+/// Implemented for the in-process [`TaskPool`] and, with the feature `redis`, for
+/// `taskherd_redis::RedisPool`, whose limits are shared by a fleet of servers. A pool whose
+/// admission is a round trip to a store returns futures that are not ready at once, and
+/// [`Refused::Unavailable`] says that the pool could not decide (its store is unreachable),
 /// which the layer answers with `503 Service Unavailable` (fail closed, never admit blindly).
 ///
 /// The permit is held for as long as the request is in flight: until its response body has

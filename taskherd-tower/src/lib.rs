@@ -19,7 +19,8 @@
 //!   proxies, [`Cidr`], [`ForwardedHeader`]), [`Header`], [`PathSegment`], [`Extension`], combined with
 //!   [`ClassifyExt`] ([`And`], [`Or`], [`Optional`], [`MapKey`]). [`Groups`] and
 //!   [`Unclassified`] are what a classifier returns.
-//! - [`Admit`]: what the layer needs from a pool, implemented for [`taskherd::TaskPool`];
+//! - [`Admit`]: what the layer needs from a pool, implemented for [`taskherd::TaskPool`] and
+//!   (feature `redis`) `taskherd_redis::RedisPool`;
 //!   [`Refused`] says why a pool did not admit, [`Refusal`] what the client is told
 //!   ([`Refusal::default_response`]: plain HTTP; [`Refusal::grpc_response`]: a gRPC status, for
 //!   tonic).
@@ -60,6 +61,9 @@
 //! - `axum` (default): [`PeerIp`] also reads axum's `ConnectInfo<SocketAddr>` extension. Without
 //!   it, the crate does not depend on axum and [`PeerIp`] reads a plain [`SocketAddr`](std::net::SocketAddr)
 //!   extension only (what a hyper server inserts itself).
+//! - `redis`: [`Admit`] for `taskherd_redis::RedisPool`, so that the limits are shared by a
+//!   fleet of servers on Redis (a round trip per admission; Redis unreachable is `503`). Off by
+//!   default: it brings in the `redis` client.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]

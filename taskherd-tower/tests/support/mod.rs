@@ -2,6 +2,8 @@
 //! server on 127.0.0.1, a real HTTP client, and a gate that holds handlers.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

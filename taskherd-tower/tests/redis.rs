@@ -1,0 +1,344 @@
+//! The layer on a [`RedisPool`] over real HTTP, with a real `redis-server`: a full group is
+//! `429`, the full total `503`; wait mode queues and serves; a streaming body holds its slot
+//! until it ends; Redis stopped is `503` (fail closed). Needs the feature `redis`.
+#![cfg(feature = "redis")]
+
+mod support;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::{Router, routing::get};
+use bytes::Bytes;
+use http::StatusCode;
+use http_body::Frame;
+use http_body_util::BodyExt;
+use taskherd::LimitChanges;
+use taskherd_redis::{RedisPermit, RedisPool};
+use taskherd_tower::{Admit, Groups, Header, LimitLayer, LimitedBody, Refused, ResponseFuture};
+use tokio::sync::mpsc;
+
+use support::Gate;
+use support::redis_server::Server;
+
+/// A pool named `name` on `server`.
+async fn pool(server: &Server, name: &str) -> RedisPool<String> {
+    RedisPool::builder(&server.url(), name)
+        .lease(Duration::from_secs(10))
+        .build()
+        .await
+        .expect("the test server is up")
+}
+
+/// Polls the async `condition` until it holds; the bound only stops a test that would hang.
+async fn eventually<F: Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
+    for _ in 0..2000 {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+/// Requests of `tenant` in flight across the fleet.
+async fn running(pool: &RedisPool<String>, tenant: &str) -> usize {
+    pool.task_count(&tenant.to_owned()).await.unwrap()
+}
+
+/// A response body fed chunk by chunk by the test; ends when the sender is dropped.
+struct Chunks(mpsc::Receiver<Bytes>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|chunk| Ok(Frame::data(chunk))))
+    }
+}
+
+/// Senders of the streams the handler started, for the test to feed.
+type Streams = Arc<Mutex<Vec<mpsc::Sender<Bytes>>>>;
+
+/// A server limited per `x-tenant` through `pool`: `/held` waits for the gate, `/stream`
+/// streams what the test sends.
+async fn server(pool: RedisPool<String>, wait: Option<Duration>) -> (SocketAddr, Gate, Streams) {
+    let gate = Gate::new();
+    let streams = Streams::default();
+    let (held, started) = (gate.clone(), Arc::clone(&streams));
+    let mut layer = LimitLayer::new(pool, Header::new("x-tenant"));
+    if let Some(wait) = wait {
+        layer = layer.wait(wait);
+    }
+    let app = Router::new()
+        .route(
+            "/held",
+            get(move || async move {
+                held.pass().await;
+                "done"
+            }),
+        )
+        .route(
+            "/stream",
+            get(move || async move {
+                let (sender, receiver) = mpsc::channel(4);
+                started.lock().unwrap().push(sender);
+                Body::new(Chunks(receiver))
+            }),
+        )
+        .layer(layer);
+    (support::serve(app).await, gate, streams)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_group_is_429_and_the_full_total_503() {
+    let redis = Server::start();
+    let pool = pool(&redis, "refuse").await;
+    pool.set_limits(LimitChanges::new().max_tasks(2).limit("a".to_owned(), 1))
+        .await
+        .unwrap();
+    let (addr, gate, _streams) = server(pool.clone(), None).await;
+    let client = support::client();
+
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { support::get(&client, addr, "/held", &[("x-tenant", "a")]).await }
+    });
+    eventually("a's first request is admitted", || async {
+        running(&pool, "a").await == 1
+    })
+    .await;
+    let over_group = support::get(&client, addr, "/held", &[("x-tenant", "a")]).await;
+    assert_eq!(over_group.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(over_group.headers.contains_key("retry-after"));
+
+    let second = tokio::spawn({
+        let client = client.clone();
+        async move { support::get(&client, addr, "/held", &[("x-tenant", "b")]).await }
+    });
+    eventually("b's request is admitted", || async {
+        running(&pool, "b").await == 1
+    })
+    .await;
+    let over_total = support::get(&client, addr, "/held", &[("x-tenant", "c")]).await;
+    assert_eq!(over_total.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(pool.total_stats().await.unwrap().running, 2);
+
+    gate.open();
+    assert_eq!(first.await.unwrap().status, StatusCode::OK);
+    assert_eq!(second.await.unwrap().status, StatusCode::OK);
+    eventually("every slot is given back", || async {
+        pool.total_stats().await.unwrap().running == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_mode_queues_and_serves_when_a_slot_frees() {
+    let redis = Server::start();
+    let pool = pool(&redis, "wait").await;
+    pool.set_limit("a".to_owned(), 1).await.unwrap();
+    let (addr, gate, _streams) = server(pool.clone(), Some(Duration::from_secs(60))).await;
+    let client = support::client();
+
+    let mut requests = Vec::new();
+    for _ in 0..2 {
+        let client = client.clone();
+        requests.push(tokio::spawn(async move {
+            support::get(&client, addr, "/held", &[("x-tenant", "a")]).await
+        }));
+    }
+    let a = "a".to_owned();
+    eventually("one request runs and one waits", || async {
+        let stats = pool.stats(&a).await.unwrap();
+        stats.running == 1 && stats.waiting == 1
+    })
+    .await;
+
+    gate.open();
+    for request in requests {
+        let answer = request.await.unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.body, "done");
+    }
+    let stats = pool.stats(&a).await.unwrap();
+    assert_eq!(stats.admitted, 2);
+    assert_eq!(stats.peak, 1, "never above the limit");
+    eventually("every slot is given back", || async {
+        running(&pool, "a").await == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_mode_refuses_once_the_maximum_wait_is_over() {
+    let redis = Server::start();
+    let pool = pool(&redis, "wait-max").await;
+    pool.set_limit("a".to_owned(), 1).await.unwrap();
+    let (addr, gate, _streams) = server(pool.clone(), Some(Duration::from_millis(200))).await;
+    let client = support::client();
+
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { support::get(&client, addr, "/held", &[("x-tenant", "a")]).await }
+    });
+    eventually("a's first request is admitted", || async {
+        running(&pool, "a").await == 1
+    })
+    .await;
+    let late = support::get(&client, addr, "/held", &[("x-tenant", "a")]).await;
+    assert_eq!(late.status, StatusCode::TOO_MANY_REQUESTS);
+    let a = "a".to_owned();
+    eventually("the refused request left the queue", || async {
+        pool.stats(&a).await.unwrap().waiting == 0
+    })
+    .await;
+
+    gate.open();
+    assert_eq!(first.await.unwrap().status, StatusCode::OK);
+    eventually("every slot is given back", || async {
+        running(&pool, "a").await == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_response_body_keeps_its_slot_until_it_ends() {
+    let redis = Server::start();
+    let pool = pool(&redis, "stream").await;
+    pool.set_limit("a".to_owned(), 1).await.unwrap();
+    let (addr, _gate, streams) = server(pool.clone(), None).await;
+    let client = support::client();
+
+    let request = http::Request::get(format!("http://{addr}/stream"))
+        .header("x-tenant", "a")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let stream = streams.lock().unwrap()[0].clone();
+    stream.send(Bytes::from("first")).await.unwrap();
+    let frame = body.frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), "first");
+    // The handler has returned; the body streams on and holds the slot.
+    assert_eq!(running(&pool, "a").await, 1);
+    let second = support::get(&client, addr, "/stream", &[("x-tenant", "a")]).await;
+    assert_eq!(
+        second.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the stream still counts"
+    );
+
+    stream.send(Bytes::from("last")).await.unwrap();
+    drop(stream);
+    streams.lock().unwrap().clear();
+    assert_eq!(body.collect().await.unwrap().to_bytes(), "last");
+    eventually("the slot is released at the end of the stream", || async {
+        running(&pool, "a").await == 0
+    })
+    .await;
+    let request = http::Request::get(format!("http://{addr}/stream"))
+        .header("x-tenant", "a")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let third = client.request(request).await.unwrap();
+    assert_eq!(third.status(), StatusCode::OK, "the slot is free again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_is_503_in_both_modes() {
+    let mut redis = Server::start();
+    let pool = pool(&redis, "down").await;
+    let (refuse, refuse_gate, _streams) = server(pool.clone(), None).await;
+    let (wait, wait_gate, _streams) = server(pool.clone(), Some(Duration::from_secs(60))).await;
+    // Handlers answer at once: a request admitted without Redis would be `200`.
+    refuse_gate.open();
+    wait_gate.open();
+    let client = support::client();
+    for addr in [refuse, wait] {
+        let answer = support::get(&client, addr, "/held", &[("x-tenant", "a")]).await;
+        assert_eq!(answer.status, StatusCode::OK, "Redis is up");
+    }
+
+    redis.stop();
+    for addr in [refuse, wait] {
+        let answer = support::get(&client, addr, "/held", &[("x-tenant", "a")]).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "fail closed: nothing is admitted without Redis"
+        );
+        assert_eq!(answer.body, "service unavailable\n");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_admits_through_the_trait() {
+    let redis = Server::start();
+    let pool = pool(&redis, "trait").await;
+    pool.set_limits(LimitChanges::new().max_tasks(1).limit("a".to_owned(), 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        pool.try_admit(Groups::one("a".to_owned()))
+            .await
+            .unwrap_err(),
+        Refused::Group("a".to_owned())
+    );
+    let permit = pool.try_admit(Groups::none()).await.unwrap();
+    assert_eq!(
+        pool.try_admit(Groups::one("b".to_owned()))
+            .await
+            .unwrap_err(),
+        Refused::Total
+    );
+    // Dropping a waiting admission leaves the queue: nothing leaks.
+    let mut waiting = tokio_test::task::spawn(pool.admit(Groups::one("b".to_owned())));
+    let b = "b".to_owned();
+    eventually("the admission queues", || {
+        let _ = waiting.poll();
+        async { pool.stats(&b).await.unwrap().waiting == 1 }
+    })
+    .await;
+    drop(waiting);
+    drop(permit);
+    eventually("the queue is empty and the slot given back", || async {
+        let stats = pool.total_stats().await.unwrap();
+        stats.running == 0 && stats.waiting == 0
+    })
+    .await;
+    assert!(pool.close());
+    assert_eq!(
+        pool.try_admit(Groups::none()).await.unwrap_err(),
+        Refused::Unavailable
+    );
+    assert_eq!(
+        pool.admit(Groups::none()).await.unwrap_err(),
+        Refused::Unavailable
+    );
+}
+
+#[test]
+fn the_layer_on_a_redis_pool_crosses_threads() {
+    fn send<T: Send>() {}
+    type Inner = tower::util::BoxCloneSyncService<
+        http::Request<Body>,
+        http::Response<Body>,
+        std::convert::Infallible,
+    >;
+    send::<ResponseFuture<Inner, Body, RedisPool<String>, String>>();
+    send::<LimitedBody<Body, RedisPermit<String>>>();
+    send::<taskherd_tower::LimitService<Inner, RedisPool<String>, Header>>();
+}
