@@ -25,7 +25,7 @@ use crate::runner;
 use crate::signals;
 use crate::stream::Stream;
 use crate::summary;
-use crate::watch::Watcher;
+use crate::watch::{Fingerprint, Watcher};
 
 /// Exit status: every job succeeded.
 pub const EXIT_OK: u8 = 0;
@@ -84,8 +84,9 @@ pub struct Prepared {
     pub stream: Option<Stream>,
     /// Limits from the command line.
     pub base_limits: Limits,
-    /// The limits file and its settings when it was first read.
-    pub limits_file: Option<(PathBuf, Settings)>,
+    /// The limits file, its settings when it was first read, and its fingerprint taken just
+    /// before.
+    pub limits_file: Option<(PathBuf, Settings, Option<Fingerprint>)>,
     /// Warnings to show before running.
     pub warnings: Vec<String>,
 }
@@ -94,7 +95,7 @@ impl Prepared {
     /// The limits in force at the start: the command line overlaid with the limits file.
     pub fn initial_limits(&self) -> Limits {
         match &self.limits_file {
-            Some((_, settings)) => self.base_limits.overlay(settings),
+            Some((_, settings, _)) => self.base_limits.overlay(settings),
             None => self.base_limits.clone(),
         }
     }
@@ -338,9 +339,10 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
             return EXIT_USAGE;
         }
     };
-    let watcher = prepared.limits_file.as_ref().map(|(path, _)| {
+    let watcher = prepared.limits_file.as_ref().map(|(path, _, fingerprint)| {
         let watcher = Watcher::new(
             path.clone(),
+            *fingerprint,
             prepared.base_limits.clone(),
             limits.clone(),
             named,
@@ -580,6 +582,8 @@ pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
     let limits_file = match &args.limits_file {
         None => None,
         Some(path) => {
+            // Before reading: a change made after this is seen by the watcher and applied.
+            let fingerprint = Fingerprint::of_path(path);
             let text = std::fs::read(path).map_err(|error| {
                 Fatal::one(format!(
                     "cannot read limits file {}: {error}",
@@ -591,7 +595,7 @@ pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
             if streamed.is_none() {
                 warnings.extend(unknown_groups(path, &settings, &named));
             }
-            Some((path.clone(), settings))
+            Some((path.clone(), settings, fingerprint))
         }
     };
 

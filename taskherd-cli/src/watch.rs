@@ -33,7 +33,7 @@ pub const POLL: Duration = Duration::from_millis(250);
 
 /// What identifies one version of the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Fingerprint {
+pub struct Fingerprint {
     modified: (i64, i64),
     changed: (i64, i64),
     len: u64,
@@ -41,6 +41,13 @@ struct Fingerprint {
 }
 
 impl Fingerprint {
+    /// The file's fingerprint now, if it can be read.
+    pub fn of_path(path: &std::path::Path) -> Option<Fingerprint> {
+        std::fs::metadata(path)
+            .ok()
+            .map(|metadata| Fingerprint::of(&metadata))
+    }
+
     fn of(metadata: &std::fs::Metadata) -> Fingerprint {
         Fingerprint {
             modified: (metadata.mtime(), metadata.mtime_nsec()),
@@ -74,14 +81,16 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Watches `path`, whose settings were already applied to make `current`.
+    /// Watches `path`, whose settings were already applied to make `current`; `applied` is
+    /// the file's fingerprint taken *before* those settings were read, so that a change made
+    /// since (while the run was starting) is seen at the first polls and applied.
     pub fn new(
         path: PathBuf,
+        applied: Option<Fingerprint>,
         base: Limits,
         current: Limits,
         named: Option<BTreeSet<Group>>,
     ) -> Watcher {
-        let applied = std::fs::metadata(&path).ok().map(|m| Fingerprint::of(&m));
         Watcher {
             path,
             base,
@@ -242,6 +251,37 @@ mod tests {
         file.set_modified(time).unwrap();
     }
 
+    /// A change made while the run starts (after the file was read, before the watcher
+    /// starts) is applied: the watcher starts from the fingerprint taken before the read.
+    #[test]
+    fn a_change_made_while_the_run_starts_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("limits");
+        std::fs::write(&path, "g=1\n").unwrap();
+        let fingerprint = Fingerprint::of_path(&path);
+        let settings = limits::parse_limits_file(&std::fs::read(&path).unwrap()).unwrap();
+        let base = Limits::default();
+        let current = base.overlay(&settings);
+        let g: Group = Arc::from("g");
+        let pool = TaskPool::builder().limit(g.clone(), 1).build();
+
+        std::fs::write(&path, "g=4\n").unwrap();
+        bump_mtime(&path, 1);
+        let mut watcher = Watcher::new(
+            path.clone(),
+            fingerprint,
+            base,
+            current,
+            Some([g.clone()].into()),
+        );
+        assert!(poll(&mut watcher, &pool).is_empty(), "seen, not yet still");
+        assert_eq!(
+            poll(&mut watcher, &pool),
+            [format!("limits file {} changed: g 1 -> 4", path.display())]
+        );
+        assert_eq!(pool.limit(&g), Some(4));
+    }
+
     #[test]
     fn applies_a_changed_file_once_it_holds_still() {
         let dir = tempfile::tempdir().unwrap();
@@ -259,7 +299,8 @@ mod tests {
             .limit(Arc::from("db"), 1)
             .build();
         let named = [Arc::from("db")].into();
-        let mut watcher = Watcher::new(path.clone(), base, current, Some(named));
+        let fingerprint = Fingerprint::of_path(&path);
+        let mut watcher = Watcher::new(path.clone(), fingerprint, base, current, Some(named));
         assert!(poll(&mut watcher, &pool).is_empty(), "nothing changed");
 
         std::fs::write(&path, "db=3\n[total]=none\nweb=2\n").unwrap();
@@ -334,7 +375,8 @@ mod tests {
         let g: Group = Arc::from("g");
         let pool = TaskPool::builder().default_limit(1).build();
         let named = [g.clone()].into();
-        let mut watcher = Watcher::new(path.clone(), base, current, Some(named));
+        let fingerprint = Fingerprint::of_path(&path);
+        let mut watcher = Watcher::new(path.clone(), fingerprint, base, current, Some(named));
 
         let _running = pool.try_acquire([g.clone()]).unwrap();
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
