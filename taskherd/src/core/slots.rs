@@ -226,8 +226,9 @@ impl<T> Slots<T> {
         }
     }
 
-    /// Removes and returns the value at `index`, if one is there. Frees the last chunk (and
-    /// any empty ones before it, but never the first) once it is empty.
+    /// Removes and returns the value at `index`, if one is there. Frees the last chunk (never
+    /// the first) once it is empty; empty chunks below it are freed by later
+    /// [`compact_step`](Self::compact_step)s.
     #[inline]
     pub(crate) fn try_remove(&mut self, index: usize) -> Option<T> {
         let (chunk, offset) = (index >> SHIFT, index & MASK);
@@ -248,15 +249,19 @@ impl<T> Slots<T> {
             self.set_free(chunk, true);
         }
         if emptied && chunk > 0 && chunk == self.chunks.len() - 1 {
-            self.pop_empty_chunks();
+            self.pop_empty_chunk();
         }
         Some(value)
     }
 
-    /// Frees the last chunks while they are empty, down to the first.
+    /// Frees the last chunk if it is empty (never the first). One chunk per call: freeing
+    /// a chunk gives its memory back to the system, tens of microseconds each, and a drained
+    /// burst can leave dozens of empty chunks under the last one (freeing 38 at once held the
+    /// lock 1 to 3 ms); the empty chunks below are freed by the next
+    /// [`compact_step`](Self::compact_step)s, one each.
     #[cold]
-    fn pop_empty_chunks(&mut self) {
-        while self.chunks.len() > 1 && self.chunks.last().is_some_and(|c| c.live == 0) {
+    fn pop_empty_chunk(&mut self) {
+        if self.chunks.len() > 1 && self.chunks.last().is_some_and(|c| c.live == 0) {
             self.evacuating = None;
             self.chunks.pop();
             self.set_free(self.chunks.len(), false);
@@ -391,6 +396,11 @@ impl<T> Slots<T> {
             return;
         }
         let last = self.chunks.len() - 1;
+        if self.chunks[last].live == 0 {
+            // An empty chunk left by the last step or removal: this step frees it.
+            self.pop_empty_chunk();
+            return;
+        }
         let live_below = self.len - self.chunks[last].live;
         if last * CHUNK - live_below < self.chunks[last].live {
             self.stop_evacuating();
@@ -423,7 +433,7 @@ impl<T> Slots<T> {
             looked += 1;
         }
         if self.chunks[last].live == 0 {
-            self.pop_empty_chunks();
+            self.pop_empty_chunk();
         } else {
             self.evacuating = Some(offset);
             self.trim_bits();
@@ -536,10 +546,13 @@ mod tests {
             slots.try_remove(i);
         }
         assert_eq!(slots.capacity(), 3 * CHUNK);
-        // Emptying the last frees it and the empty one before it, nothing moved.
+        // Emptying the last frees it at once, nothing moved; the empty one before it goes at
+        // the next compaction step (one chunk freed per call).
         for i in 2 * CHUNK..3 * CHUNK {
             slots.try_remove(i);
         }
+        assert_eq!(slots.capacity(), 2 * CHUNK);
+        slots.compact_step(64, |_, _, _| panic!("nothing to move"));
         assert_eq!(slots.capacity(), CHUNK);
         assert_eq!(slots.len(), CHUNK);
         assert!((0..CHUNK).all(|i| slots[i] == i));
