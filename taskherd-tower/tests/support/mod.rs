@@ -2,6 +2,10 @@
 //! server on 127.0.0.1, a real HTTP client, and a gate that holds handlers.
 #![allow(dead_code)]
 
+// The redis-server helper of taskherd-redis's tests, shared rather than copied (its `pool`
+// function needs taskherd-redis, a dependency of the feature `redis` only).
+#[cfg(feature = "redis")]
+#[path = "../../../taskherd-redis/tests/support/mod.rs"]
 pub mod redis_server;
 
 use std::net::SocketAddr;
