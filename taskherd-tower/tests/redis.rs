@@ -5,26 +5,22 @@
 
 mod support;
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::{Router, routing::get};
 use bytes::Bytes;
 use http::StatusCode;
-use http_body::Frame;
 use http_body_util::BodyExt;
 use taskherd::LimitChanges;
 use taskherd_redis::{RedisPermit, RedisPool};
 use taskherd_tower::{Admit, Groups, Header, LimitLayer, LimitedBody, Refused, ResponseFuture};
 use tokio::sync::mpsc;
 
-use support::Gate;
 use support::redis_server::Server;
+use support::{Chunks, Gate, Streams, eventually};
 
 /// A pool named `name` on `server`.
 async fn pool(server: &Server, name: &str) -> RedisPool<String> {
@@ -35,41 +31,10 @@ async fn pool(server: &Server, name: &str) -> RedisPool<String> {
         .expect("the test server is up")
 }
 
-/// Polls the async `condition` until it holds; the bound only stops a test that would hang.
-async fn eventually<F: Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
-    for _ in 0..2000 {
-        if condition().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("never happened: {what}");
-}
-
 /// Requests of `tenant` in flight across the fleet.
 async fn running(pool: &RedisPool<String>, tenant: &str) -> usize {
     pool.task_count(&tenant.to_owned()).await.unwrap()
 }
-
-/// A response body fed chunk by chunk by the test; ends when the sender is dropped.
-struct Chunks(mpsc::Receiver<Bytes>);
-
-impl http_body::Body for Chunks {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|chunk| Ok(Frame::data(chunk))))
-    }
-}
-
-/// Senders of the streams the handler started, for the test to feed.
-type Streams = Arc<Mutex<Vec<mpsc::Sender<Bytes>>>>;
 
 /// A server limited per `x-tenant` through `pool`: `/held` waits for the gate, `/stream`
 /// streams what the test sends.

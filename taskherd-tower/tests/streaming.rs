@@ -4,16 +4,13 @@
 
 mod support;
 
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::{Router, routing::get};
 use bytes::Bytes;
 use http::StatusCode;
-use http_body::Frame;
 use http_body_util::BodyExt;
 use taskherd::TaskPool;
 use taskherd_tower::{Header, LimitLayer};
@@ -21,27 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use support::{Gate, wait_until};
-
-/// A response body fed chunk by chunk by the test; ends when the sender is dropped.
-struct Chunks(mpsc::Receiver<Bytes>);
-
-impl http_body::Body for Chunks {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|chunk| Ok(Frame::data(chunk))))
-    }
-}
-
-/// Senders of the streams the handler started, for the test to feed.
-type Streams = Arc<Mutex<Vec<mpsc::Sender<Bytes>>>>;
+use support::{Chunks, Gate, Streams, wait_until};
 
 async fn streaming_server(
     pool: TaskPool<String>,

@@ -9,16 +9,20 @@
 pub mod redis_server;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
+use http_body::Frame;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// Serves `app` on a free port of 127.0.0.1, with the peer address in `ConnectInfo`.
 pub async fn serve(app: Router) -> SocketAddr {
@@ -75,14 +79,42 @@ pub async fn get(
 /// Polls `condition` until it holds. Not a timing assertion: the bound only stops a test that
 /// would otherwise hang, with a message saying what never happened.
 pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    eventually(what, || std::future::ready(condition())).await;
+}
+
+/// Polls the async `condition` until it holds; the bound only stops a test that would hang.
+pub async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut condition: impl FnMut() -> F,
+) {
     for _ in 0..2000 {
-        if condition() {
+        if condition().await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     panic!("never happened: {what}");
 }
+
+/// A response body fed chunk by chunk by the test; ends when the sender is dropped.
+pub struct Chunks(pub mpsc::Receiver<Bytes>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|chunk| Ok(Frame::data(chunk))))
+    }
+}
+
+/// Senders of the streams a handler started, for the test to feed.
+pub type Streams = Arc<Mutex<Vec<mpsc::Sender<Bytes>>>>;
 
 /// Holds handlers until opened.
 #[derive(Clone, Default)]
