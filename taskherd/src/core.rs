@@ -675,6 +675,13 @@ pub(crate) struct WaitAdmission<K: Eq, S, A> {
 // Never pin-projected: the future is moved freely, whatever `K` is.
 impl<K: Eq, S, A> Unpin for WaitAdmission<K, S, A> {}
 
+impl<K: Eq, S, A> WaitAdmission<K, S, A> {
+    /// The pool's core.
+    pub(crate) fn core(&self) -> &Arc<Core<K, S>> {
+        &self.core
+    }
+}
+
 enum WaitPhase<K> {
     /// Not polled yet (or its first poll panicked before it queued).
     Start(GroupSet<K>),
@@ -705,6 +712,12 @@ impl<K: Eq + Hash + Clone, S: BuildHasher, A: Collect<K, S>> Future for WaitAdmi
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        // Also after a panic ended the poll that completed it: its admission was given back
+        // during the unwinding, and there is nothing left to wait for.
+        assert!(
+            !matches!(this.phase, WaitPhase::Done),
+            "a waiting admission polled after it completed"
+        );
         // User code (`Waker::clone`, `K::clone`) runs only here, outside the lock, and before
         // anything changes; `K: Eq` runs under the lock before anything changes. A first poll
         // almost always needs a waker (it queues unless the groups have room): clone it now
@@ -744,10 +757,8 @@ impl<K: Eq + Hash + Clone, S: BuildHasher, A: Collect<K, S>> Future for WaitAdmi
                             Polled::Closed => Step::Closed,
                         }
                     }
-                    WaitPhase::Done => {
-                        debug_assert!(false, "a waiting admission was polled after it resolved");
-                        Step::Closed
-                    }
+                    // Checked before locking; not reached.
+                    WaitPhase::Done => Step::Closed,
                 }
             };
             // The phase follows the state at once, before anything that can panic (waking and
@@ -761,14 +772,25 @@ impl<K: Eq + Hash + Clone, S: BuildHasher, A: Collect<K, S>> Future for WaitAdmi
             // The lock is released: wake and drop what the transition left.
             out.finish();
             match step {
-                Step::Ready(admission) => return Poll::Ready(Ok(admission)),
-                Step::Closed => return Poll::Ready(Err(Closed)),
-                Step::Waiting(_) | Step::Pending => return Poll::Pending,
                 Step::NeedWaker => waker = Some(cx.waker().clone()),
                 Step::NeedKeys(missing) => {
                     if let WaitPhase::Start(groups) = &this.phase {
                         spares.fill(groups, &missing);
                     }
+                }
+                done => {
+                    // The waker copy and the spare keys go before the result is made: if a
+                    // drop panics, the result (an admission) is still a local and is dropped
+                    // in the unwinding, giving its slots back. Dropped as `poll` returned, they
+                    // leaked it: a value being returned is not dropped when a local's
+                    // destructor panics (rust-lang/rust#47949).
+                    drop(waker);
+                    drop(spares);
+                    return match done {
+                        Step::Ready(admission) => Poll::Ready(Ok(admission)),
+                        Step::Closed => Poll::Ready(Err(Closed)),
+                        _ => Poll::Pending,
+                    };
                 }
             }
         }

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hash};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use crate::DefaultHashBuilder;
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::builder::Builder;
-use crate::core::{Admission, Config, Core, TaskAdmission};
+use crate::core::{Admission, Config, Core, TaskAdmission, WaitAdmission};
 use crate::error::{AcquireError, SpawnError, TryAcquireError, TrySpawnError};
 use crate::limits::LimitChanges;
 use crate::permit::Permit;
@@ -591,10 +593,14 @@ where
     ///
     /// # Panics
     ///
-    /// Panics if the task is admitted outside a tokio runtime, like [`tokio::spawn`]. A panic
-    /// in user code while the future is polled (a key's `Eq` or `Clone`, the waker's `clone`)
-    /// reaches the caller and ends the future; dropping it gives back whatever it held, so the
-    /// pool stays consistent.
+    /// Panics if the task is admitted outside a tokio runtime, like [`tokio::spawn`], and if the
+    /// future is polled again after it completed. A panic in user code while the future waits
+    /// (a key's `Eq` or `Clone`, the waker's `clone` or `drop`) reaches the caller; the future
+    /// still owns exactly what the pool holds for it, so it can be polled again or dropped
+    /// (which gives it all back). A panic in the poll that admits it (a waker's or a key's
+    /// `drop` once the slots are taken) ends it: the admission is given back in the unwinding
+    /// (`future` is dropped unpolled with the future), and polling it again panics. Either way
+    /// the pool stays consistent.
     ///
     /// # Cancel safety
     ///
@@ -636,13 +642,9 @@ where
     {
         let groups = self.core.group_set(groups);
         let span = self.core.task_span(&groups);
-        let admission = Core::wait_admission::<TaskAdmission<K, S>>(&self.core, groups);
-        let core = Arc::clone(&self.core);
-        async move {
-            match admission.await {
-                Ok(admission) => Ok(spawn_admitted(&core, admission, span, future)),
-                Err(_closed) => Err(SpawnError::new(future)),
-            }
+        Spawn {
+            admission: Core::wait_admission(&self.core, groups),
+            task: Some((future, span)),
         }
     }
 
@@ -696,9 +698,13 @@ where
     ///
     /// # Panics
     ///
-    /// A panic in user code while the future is polled (a key's `Eq` or `Clone`, the waker's
-    /// `clone`) reaches the caller and ends the future; dropping it gives back whatever it
-    /// held, so the pool stays consistent.
+    /// Panics if the future is polled again after it completed. A panic in user code while the
+    /// future waits (a key's `Eq` or `Clone`, the waker's `clone` or `drop`) reaches the
+    /// caller; the future still owns exactly what the pool holds for it, so it can be polled
+    /// again or dropped (which gives it all back). A panic in the poll that grants the permit
+    /// (a waker's or a key's `drop` once the slots are taken) ends it: the permit is given
+    /// back in the unwinding, and polling it again panics. Either way the pool stays
+    /// consistent.
     ///
     /// # Cancel safety
     ///
@@ -731,13 +737,8 @@ where
     where
         I: IntoIterator<Item = K>,
     {
-        let admission =
-            Core::wait_admission::<Admission<K, S>>(&self.core, self.core.group_set(groups));
-        async move {
-            admission
-                .await
-                .map(Permit::new)
-                .map_err(|_closed| AcquireError::closed())
+        Acquire {
+            admission: Core::wait_admission(&self.core, self.core.group_set(groups)),
         }
     }
 
@@ -985,6 +986,70 @@ where
     #[must_use]
     pub fn total_stats(&self) -> GroupStats {
         self.core.total_stats()
+    }
+}
+
+/// The future [`TaskPool::spawn`] returns: a waiting admission, then the spawn. A named
+/// future rather than an `async` block, which kept the admission twice in its layout (328
+/// bytes for a 16-byte task and three `u32` keys, moved by value into the caller's future)
+/// and cost the waiting flow of `examples/compare.rs` more instructions per task.
+struct Spawn<K: Eq, S, F> {
+    admission: WaitAdmission<K, S, TaskAdmission<K, S>>,
+    /// The task and its span, until it is spawned or handed back.
+    task: Option<(F, tracing::Span)>,
+}
+
+// Never pin-projected: the task's future is only moved (into `tokio::spawn` or the error),
+// never polled here, so `Spawn` may move whatever `F` is.
+impl<K: Eq, S, F> Unpin for Spawn<K, S, F> {}
+
+impl<K, S, F> Future for Spawn<K, S, F>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    type Output = Result<JoinHandle<F::Output>, SpawnError<F>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        // Polled after it completed, the admission panics first.
+        let admitted = ready!(Pin::new(&mut this.admission).poll(cx));
+        let Some((future, span)) = this.task.take() else {
+            unreachable!("the task is taken only once its admission has completed")
+        };
+        Poll::Ready(match admitted {
+            Ok(admission) => Ok(spawn_admitted(
+                this.admission.core(),
+                admission,
+                span,
+                future,
+            )),
+            Err(_closed) => Err(SpawnError::new(future)),
+        })
+    }
+}
+
+/// The future [`TaskPool::acquire`] returns (named, like [`Spawn`], so that it is no larger
+/// than its waiting admission).
+struct Acquire<K: Eq, S> {
+    admission: WaitAdmission<K, S, Admission<K, S>>,
+}
+
+impl<K, S> Future for Acquire<K, S>
+where
+    K: Eq + Hash + Clone,
+    S: BuildHasher,
+{
+    type Output = Result<Permit<K, S>, AcquireError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.admission).poll(cx).map(|admitted| {
+            admitted
+                .map(Permit::new)
+                .map_err(|_closed| AcquireError::closed())
+        })
     }
 }
 

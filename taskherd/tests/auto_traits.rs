@@ -203,15 +203,19 @@ fn group_stats_is_copy_send_sync_and_comparable() {
 async fn spawn_acquire_and_wait_futures_are_send_and_static() {
     let pool = TaskPool::<&'static str>::new();
 
+    // Unpin even when the task's future is not (an async block): it is only moved, never
+    // polled in place, so these can be polled in `select!` without pinning them first.
     let spawn = pool.spawn(["a"], async { 1u8 });
     assert_future(&spawn);
     assert_send(&spawn);
     assert_static(&spawn);
+    assert_unpin(&spawn);
 
     let acquire = pool.acquire(["a"]);
     assert_future(&acquire);
     assert_send(&acquire);
     assert_static(&acquire);
+    assert_unpin(&acquire);
 
     let wait = pool.wait();
     assert_future(&wait);

@@ -2,8 +2,8 @@
 //!
 //! - A key's `Drop` that panics while a closed waiter's record is dropped, after the future
 //!   has seen that it is closed: the future must already know it holds nothing, so that its
-//!   own drop (during the unwinding of that panic, as `acquire`'s `async` block drops its
-//!   locals) does not try to give back a waiter that is gone. Before the fix it hit a debug
+//!   own drop (after that panic, or during its unwinding when the future's owner unwinds too)
+//!   does not try to give back a waiter that is gone. Before the fix it hit a debug
 //!   assertion while panicking, which aborts the process. A test that aborts would take the
 //!   whole test binary down, so the scenario runs in a child process (this binary, re-run on
 //!   one test) and the parent checks how it ended.

@@ -721,9 +721,9 @@ fn a_panicking_wake_in_close_does_not_stop_the_other_wake_ups() {
 }
 
 /// A waker whose drop panics when the pool replaces it (a re-poll with another waker) while
-/// the future holds a reservation in g and queues on h. The panic reaches the caller; a
-/// future whose poll panicked is finished (the `acquire` future, an `async` block, drops what
-/// it holds while unwinding), so its reservation goes on to the next waiter, which is woken.
+/// the future holds a reservation in g and queues on h. The panic reaches the caller; the
+/// future still owns its place in the queues (it can be polled again: the new waker is the
+/// one kept), and once dropped its reservation goes on to the next waiter, which is woken.
 #[test]
 fn a_waker_drop_panic_on_a_repoll_loses_nothing() {
     let pool = StrPool::builder().limit("g", 1).limit("h", 0).build();
@@ -748,16 +748,26 @@ fn a_waker_drop_panic_on_a_repoll_loses_nothing() {
         1,
         "no clone of the stale waker is kept"
     );
-    // The waiter is gone; its g went on to the next waiter, which is granted.
+    // The waiter is still queued, owned by its future, and woken through the waker it was
+    // last polled with.
+    assert_eq!(pool.waiting_len(), 2);
+    assert_eq!(pool.stats(&"h").waiting, 1);
+    assert_pending!(poll_with(waiter.as_mut(), &plain));
+    pool.set_limit("h", 1);
+    assert_eq!(
+        counter.0.load(Ordering::SeqCst),
+        1,
+        "woken through the new waker"
+    );
+    drop(assert_ready_ok!(poll_with(waiter.as_mut(), &plain)));
+    // Its g went on to the next waiter, which was woken.
     assert_eq!(pool.waiting_len(), 0, "no waiter nobody owns");
-    assert_eq!(pool.stats(&"h").waiting, 0);
-    assert_eq!(pool.task_count(&"g"), 1);
-    drop(waiter);
     assert!(
         next.is_woken(),
         "g's slot went on to the next waiter, which was woken"
     );
     drop(assert_ready_ok!(next.poll()));
+    drop(waiter);
     pool.clear_limit(&"h");
     str_pool_is_clean(&pool, &["g", "h"]);
 }
@@ -993,4 +1003,34 @@ fn a_hash_panic_in_a_batch_applies_nothing() {
             .clear_limit(key(2)),
     );
     nothing_left_behind(&pool, &[key(1), key(2)]);
+}
+
+/// A waker whose drop panics in the poll that admits at once (the copy of the waker taken in
+/// case the call had to queue is dropped as the poll ends): the admission is given back in the
+/// unwinding, not leaked, and the future is over (polled again, it panics). Before, the waker
+/// copy was dropped as `poll` returned its result, and a value being returned is not dropped
+/// when a local's destructor panics: the slot stayed taken for good.
+#[tokio::test]
+async fn a_waker_drop_panic_in_the_admitting_poll_gives_the_slot_back() {
+    /// Polls `admit` (admitted at once in `g`) with a waker whose drop panics, then again.
+    fn check<F: Future>(pool: &StrPool, admit: F, what: &str) {
+        let (waker, fragile) = fragile_waker();
+        let mut admit = Box::pin(admit);
+        fragile.drop_panics.store(true, Ordering::SeqCst);
+        assert!(panicked(|| poll_with(admit.as_mut(), &waker).is_pending()));
+        assert_eq!(
+            (pool.len(), pool.task_count(&"g")),
+            (0, 0),
+            "{what}: the slot given back"
+        );
+        assert!(
+            panicked(|| poll_with(admit.as_mut(), &waker).is_pending()),
+            "{what}: polled after it completed"
+        );
+    }
+
+    let pool = StrPool::builder().limit("g", 1).build();
+    check(&pool, pool.acquire(["g"]), "acquire");
+    check(&pool, pool.spawn(["g"], async { 5u8 }), "spawn");
+    str_pool_is_clean(&pool, &["g"]);
 }
