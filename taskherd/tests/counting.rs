@@ -475,3 +475,40 @@ async fn count_is_released_before_the_handle_resolves_after_a_panic_on_a_multi_t
         assert_eq!(pool.task_count(&"a"), 0, "iteration {i}");
     }
 }
+
+/// More groups than an admission keeps inline (four), with a duplicate: refused at the first
+/// full group in the caller's order, whole or not at all, then admitted and counted in each
+/// group once, by `try_spawn` and by a waiting `spawn`, and released from each.
+#[tokio::test]
+async fn a_task_naming_many_groups_counts_in_each_once() {
+    let groups = ["a", "b", "c", "d", "e", "f", "c"];
+    let pool = TaskPool::builder().limit("e", 1).limit("f", 1).build();
+    let (block, blocker) = spawn_held(&pool, &["f"]);
+
+    let error = pool.try_spawn(groups, async {}).unwrap_err();
+    assert_eq!(error.full_group(), Some(&Group::Key("f")));
+    for group in ["a", "b", "c", "d", "e"] {
+        assert_eq!(pool.task_count(&group), 0, "nothing taken in {group}");
+    }
+
+    let waiting = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.spawn(groups, async {}).await.unwrap().await }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(pool.waiting_count(&"f"), 1);
+    block.send(()).unwrap();
+    blocker.await.unwrap();
+    waiting.await.unwrap().unwrap();
+
+    let (done, held) = spawn_held(&pool, &groups);
+    for group in ["a", "b", "c", "d", "e", "f"] {
+        assert_eq!(pool.task_count(&group), 1, "counted once in {group}");
+    }
+    done.send(()).unwrap();
+    held.await.unwrap();
+    assert!(pool.is_empty());
+    for group in ["a", "b", "c", "d", "e", "f"] {
+        assert_eq!(pool.task_count(&group), 0, "released from {group}");
+    }
+}

@@ -19,6 +19,45 @@ use crate::stats::GroupStats;
 /// Waiters that received a slot that may complete them during one transition.
 type Granted = SmallVec<[usize; 4]>;
 
+/// The buckets of one admission's groups, found before anything changes. Up to four are kept
+/// inline and filled by index, without the capacity checks of a `SmallVec`'s pushes.
+enum Buckets {
+    Inline(usize, [Option<usize>; 4]),
+    Heap(Vec<Option<usize>>),
+}
+
+impl Buckets {
+    /// `len` buckets, none found yet.
+    #[inline]
+    fn new(len: usize) -> Self {
+        if len <= 4 {
+            Buckets::Inline(len, [None; 4])
+        } else {
+            Buckets::Heap(vec![None; len])
+        }
+    }
+
+    #[inline]
+    fn as_mut_slice(&mut self) -> &mut [Option<usize>] {
+        match self {
+            Buckets::Inline(len, buckets) => &mut buckets[..*len],
+            Buckets::Heap(buckets) => buckets,
+        }
+    }
+}
+
+impl std::ops::Deref for Buckets {
+    type Target = [Option<usize>];
+
+    #[inline]
+    fn deref(&self) -> &[Option<usize>] {
+        match self {
+            Buckets::Inline(len, buckets) => &buckets[..*len],
+            Buckets::Heap(buckets) => buckets,
+        }
+    }
+}
+
 /// Identifies a waiter for its future.
 pub(crate) type WaiterRef = RecordRef;
 
@@ -365,18 +404,24 @@ impl<K: Eq> State<K> {
 
     /// The bucket of each group's entry, or `None` for a group without one. Runs `K: Eq`, so
     /// it comes before any change: a panic leaves the state as it was.
-    fn find_buckets(&self, groups: &GroupSet<K>) -> SmallVec<[Option<usize>; 4]> {
-        groups.iter().map(|item| self.find_bucket(item)).collect()
+    fn find_buckets(&self, groups: &GroupSet<K>) -> Buckets {
+        let mut buckets = Buckets::new(groups.len());
+        for (bucket, item) in buckets.as_mut_slice().iter_mut().zip(groups.iter()) {
+            *bucket = self.find_bucket(item);
+        }
+        buckets
     }
 
     /// Like [`find_buckets`](Self::find_buckets), but stops at the first group without room
     /// and returns its position.
-    fn find_buckets_with_room(
-        &self,
-        groups: &GroupSet<K>,
-    ) -> Result<SmallVec<[Option<usize>; 4]>, usize> {
-        let mut buckets = SmallVec::with_capacity(groups.len());
-        for (i, item) in groups.iter().enumerate() {
+    fn find_buckets_with_room(&self, groups: &GroupSet<K>) -> Result<Buckets, usize> {
+        let mut buckets = Buckets::new(groups.len());
+        for (i, (slot, item)) in buckets
+            .as_mut_slice()
+            .iter_mut()
+            .zip(groups.iter())
+            .enumerate()
+        {
             let bucket = self.find_bucket(item);
             let has_room = match bucket.and_then(|b| self.groups.get_bucket(b)) {
                 Some(entry) => entry.counts.has_room(self.effective(entry.limit)),
@@ -385,7 +430,7 @@ impl<K: Eq> State<K> {
             if !has_room {
                 return Err(i);
             }
-            buckets.push(bucket);
+            *slot = bucket;
         }
         Ok(buckets)
     }
