@@ -36,6 +36,13 @@
 //!   every task reachable to abort): `try_acquire_owned` on a global `Semaphore`, the permit
 //!   moved into a task spawned on a `JoinSet`, the tasks collected with `join_next`. (Indexed
 //!   after the refusals so that the indices above keep their meaning.)
+//! - 17 / 18 `hand-rolled wait, idle keys removed`: the hand-rolled wait, but giving a key's
+//!   semaphore back once nothing holds it, as the pool gives back an idle group's entry
+//!   (invariant 4); the plain hand-rolled map keeps a semaphore for every key it has ever
+//!   seen. Each per-key permit keeps a clone of its key and, released, removes the key's
+//!   semaphore if only the map still holds it.
+//! - 19 / 20 `hand-rolled try, idle keys removed`: the hand-rolled try, giving idle keys back
+//!   the same way.
 //!
 //! Run with:
 //! `cargo run --release -p taskherd --example compare`
@@ -138,15 +145,19 @@ struct HandRolled<K> {
     per_key_limit: usize,
 }
 
-impl<K: Hash + Eq + Ord> HandRolled<K> {
-    fn new(total: usize, per_key_limit: usize) -> Self {
-        Self {
-            global: Arc::new(Semaphore::new(total)),
-            per_key: Mutex::new(HashMap::new()),
-            per_key_limit,
-        }
-    }
+/// The two ways the hand-rolled contenders take a task's permits.
+trait Limits<K>: Sized {
+    /// What a task holds until it ends.
+    type Permits: Send + 'static;
 
+    fn new(total: usize, per_key_limit: usize) -> Self;
+
+    fn try_permits(&self, keys: [K; GROUPS]) -> Option<Self::Permits>;
+
+    async fn permits(&self, keys: [K; GROUPS]) -> Self::Permits;
+}
+
+impl<K: Hash + Eq> HandRolled<K> {
     /// The key's semaphore; the key is moved in (and dropped if the map has it already).
     fn semaphore(&self, key: K) -> Arc<Semaphore> {
         let mut map = self.per_key.lock().unwrap();
@@ -154,6 +165,18 @@ impl<K: Hash + Eq + Ord> HandRolled<K> {
             map.entry(key)
                 .or_insert_with(|| Arc::new(Semaphore::new(self.per_key_limit))),
         )
+    }
+}
+
+impl<K: Hash + Eq + Ord + Send + Sync + 'static> Limits<K> for HandRolled<K> {
+    type Permits = Vec<OwnedSemaphorePermit>;
+
+    fn new(total: usize, per_key_limit: usize) -> Self {
+        Self {
+            global: Arc::new(Semaphore::new(total)),
+            per_key: Mutex::new(HashMap::new()),
+            per_key_limit,
+        }
     }
 
     fn try_permits(&self, keys: [K; GROUPS]) -> Option<Vec<OwnedSemaphorePermit>> {
@@ -173,6 +196,107 @@ impl<K: Hash + Eq + Ord> HandRolled<K> {
             permits.push(self.semaphore(key).acquire_owned().await.unwrap());
         }
         permits
+    }
+}
+
+/// [`HandRolled`], but giving a key's semaphore back once nothing holds it,
+/// as the pool does with its groups (invariant 4): [`HandRolled`] keeps a semaphore for every
+/// key it has seen, which is why a pool of one-off keys grows without bound with it. Each
+/// per-key permit keeps a clone of its key; released, it drops the permit, then removes the
+/// key's semaphore from the map if the map's is the only reference left (checked under the
+/// map's lock, under which every other reference is made). A `permits` call dropped while
+/// waiting can leave its key's semaphore behind; the comparison never drops one.
+struct TidyHandRolled<K> {
+    global: Arc<Semaphore>,
+    per_key: Arc<Mutex<HashMap<K, Arc<Semaphore>>>>,
+    per_key_limit: usize,
+}
+
+/// A per-key permit of [`TidyHandRolled`].
+struct TidyPermit<K: Hash + Eq> {
+    permit: Option<OwnedSemaphorePermit>,
+    key: K,
+    map: Arc<Mutex<HashMap<K, Arc<Semaphore>>>>,
+}
+
+/// What [`TidyHandRolled`]'s calls return: the global permit and one per key.
+type TidyPermits<K> = (OwnedSemaphorePermit, Vec<TidyPermit<K>>);
+
+/// Removes `key`'s semaphore if only the map holds it.
+fn remove_if_idle<K: Hash + Eq>(map: &Mutex<HashMap<K, Arc<Semaphore>>>, key: &K) {
+    let mut map = map.lock().unwrap();
+    if map
+        .get(key)
+        .is_some_and(|semaphore| Arc::strong_count(semaphore) == 1)
+    {
+        map.remove(key);
+    }
+}
+
+impl<K: Hash + Eq> Drop for TidyPermit<K> {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        remove_if_idle(&self.map, &self.key);
+    }
+}
+
+impl<K: Hash + Eq + Ord + Clone> TidyHandRolled<K> {
+    /// The key's semaphore (made if the map has none); the key is kept by the caller, so the
+    /// map gets a clone of it (dropped if it has the key already).
+    fn semaphore(&self, key: &K) -> Arc<Semaphore> {
+        let mut map = self.per_key.lock().unwrap();
+        Arc::clone(
+            map.entry(key.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_key_limit))),
+        )
+    }
+
+    fn tidy(&self, key: K, permit: OwnedSemaphorePermit) -> TidyPermit<K> {
+        TidyPermit {
+            permit: Some(permit),
+            key,
+            map: Arc::clone(&self.per_key),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Ord + Clone + Send + Sync + 'static> Limits<K> for TidyHandRolled<K> {
+    type Permits = TidyPermits<K>;
+
+    fn new(total: usize, per_key_limit: usize) -> Self {
+        Self {
+            global: Arc::new(Semaphore::new(total)),
+            per_key: Arc::new(Mutex::new(HashMap::new())),
+            per_key_limit,
+        }
+    }
+
+    fn try_permits(&self, keys: [K; GROUPS]) -> Option<TidyPermits<K>> {
+        let global = Arc::clone(&self.global).try_acquire_owned().ok()?;
+        let mut permits = Vec::with_capacity(GROUPS);
+        for key in keys {
+            let permit = match self.semaphore(&key).try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    // Made for nothing, perhaps: tidied like a released key.
+                    remove_if_idle(&self.per_key, &key);
+                    return None;
+                }
+            };
+            permits.push(self.tidy(key, permit));
+        }
+        Some((global, permits))
+    }
+
+    async fn permits(&self, mut keys: [K; GROUPS]) -> TidyPermits<K> {
+        keys.sort_unstable();
+        let global = Arc::clone(&self.global).acquire_owned().await.unwrap();
+        let mut permits = Vec::with_capacity(GROUPS);
+        for key in keys {
+            let permit = self.semaphore(&key).acquire_owned().await.unwrap();
+            permits.push(self.tidy(key, permit));
+        }
+        (global, permits)
     }
 }
 
@@ -203,10 +327,20 @@ enum Contender {
     TaskherdTry(usize),
     TaskherdWait,
     JoinSetSemaphore,
+    TidyHandRolledWait,
+    TidyHandRolledTry,
 }
 
-/// The contenders of one shape, in `TASKHERD_COMPARE_ONLY` order (then the `JoinSet`, from
-/// 15).
+/// The contenders of one shape, in `TASKHERD_COMPARE_ONLY` order (then
+/// [`EXTRA_CONTENDERS`], from 15).
+/// Like-for-like references added after the goal was set, indexed after the refusals (15 / 16,
+/// 17 / 18, 19 / 20) so that the indices above keep their meaning.
+const EXTRA_CONTENDERS: [Contender; 3] = [
+    Contender::JoinSetSemaphore,
+    Contender::TidyHandRolledWait,
+    Contender::TidyHandRolledTry,
+];
+
 const CONTENDERS: [Contender; 6] = [
     Contender::Bare,
     Contender::HandRolledTry,
@@ -225,6 +359,8 @@ impl Contender {
             Contender::TaskherdTry(n) => format!("taskherd try_spawn, {n} groups"),
             Contender::TaskherdWait => "taskherd spawn().await, 3 groups, tight".into(),
             Contender::JoinSetSemaphore => "JoinSet + Semaphore, 0 groups".into(),
+            Contender::TidyHandRolledWait => "hand-rolled wait, idle keys removed".into(),
+            Contender::TidyHandRolledTry => "hand-rolled try, idle keys removed".into(),
         }
     }
 
@@ -237,7 +373,10 @@ impl Contender {
     }
 
     fn waits(self) -> bool {
-        matches!(self, Contender::HandRolledWait | Contender::TaskherdWait)
+        matches!(
+            self,
+            Contender::HandRolledWait | Contender::TaskherdWait | Contender::TidyHandRolledWait
+        )
     }
 
     /// Spawns `tasks` trivial tasks from the caller's future, moving `keys[i]` into task `i`'s
@@ -257,23 +396,10 @@ impl Contender {
                 }
             }
             Contender::HandRolledTry | Contender::HandRolledWait => {
-                let waits = self.waits();
-                let limits = if waits {
-                    HandRolled::new(tight.0, tight.1)
-                } else {
-                    HandRolled::new(LOOSE, LOOSE)
-                };
-                for (i, keys) in keys.into_iter().enumerate() {
-                    let permits = if waits {
-                        limits.permits(keys).await
-                    } else {
-                        limits.try_permits(keys).expect("loose limits")
-                    };
-                    handles.push(tokio::spawn(async move {
-                        let _permits = permits;
-                        black_box(i)
-                    }));
-                }
+                hand_rolled::<K, HandRolled<K>>(self.waits(), keys, tight, &mut handles).await;
+            }
+            Contender::TidyHandRolledTry | Contender::TidyHandRolledWait => {
+                hand_rolled::<K, TidyHandRolled<K>>(self.waits(), keys, tight, &mut handles).await;
             }
             Contender::JoinSetSemaphore => {
                 let total = Arc::new(Semaphore::new(LOOSE));
@@ -335,6 +461,33 @@ impl Contender {
             black_box(handle.await.expect("task panicked"));
         }
         start.elapsed()
+    }
+}
+
+/// Spawns a task per set of `keys` under the hand-rolled limits `L`, waiting for its permits
+/// (under the tight limits) or taking them at once (under loose ones), the permits moved into
+/// the task.
+async fn hand_rolled<K, L: Limits<K>>(
+    waits: bool,
+    keys: Vec<[K; GROUPS]>,
+    tight: (usize, usize),
+    handles: &mut Vec<tokio::task::JoinHandle<usize>>,
+) {
+    let limits = if waits {
+        L::new(tight.0, tight.1)
+    } else {
+        L::new(LOOSE, LOOSE)
+    };
+    for (i, keys) in keys.into_iter().enumerate() {
+        let permits = if waits {
+            limits.permits(keys).await
+        } else {
+            limits.try_permits(keys).expect("loose limits")
+        };
+        handles.push(tokio::spawn(async move {
+            let _permits = permits;
+            black_box(i)
+        }));
     }
 }
 
@@ -499,6 +652,12 @@ struct Ratios {
     wait_vs_hand: f64,
     /// Not one of the goal's ratios: 0 groups against tokio's own way to cap and abort.
     zero_vs_join_set: f64,
+    /// Not one of the goal's ratios: waiting against a hand-rolled wait that, like the pool,
+    /// gives back what it keeps for a key once the key is idle.
+    wait_vs_tidy: f64,
+    /// Not one of the goal's ratios: 3 groups against a hand-rolled try that gives back idle
+    /// keys.
+    three_vs_tidy: f64,
 }
 
 /// Measures every contender of `shape` on `rt`, prints its table, returns the goal's ratios.
@@ -511,11 +670,20 @@ fn shape_table(
 ) -> Ratios {
     let times: Vec<(Contender, f64)> = CONTENDERS
         .iter()
-        .chain([&Contender::JoinSetSemaphore])
+        .chain(&EXTRA_CONTENDERS)
         .map(|&c| (c, measure(rt, shape, c, tasks, reps).as_secs_f64()))
         .collect();
-    let [floor, hand_try, hand_wait, zero, three, wait, join_set] =
-        [0, 1, 2, 3, 4, 5, 6].map(|i| times[i].1);
+    let [
+        floor,
+        hand_try,
+        hand_wait,
+        zero,
+        three,
+        wait,
+        join_set,
+        tidy_wait,
+        tidy_try,
+    ] = [0, 1, 2, 3, 4, 5, 6, 7, 8].map(|i| times[i].1);
     println!("{}, {runtime}:", shape.name());
     println!(
         "{:<42} {:>10} {:>9} {:>9} {:>13}",
@@ -545,6 +713,8 @@ fn shape_table(
         three_vs_hand: three / hand_try,
         wait_vs_hand: wait / hand_wait,
         zero_vs_join_set: zero / join_set,
+        wait_vs_tidy: wait / tidy_wait,
+        three_vs_tidy: three / tidy_try,
     }
 }
 
@@ -566,13 +736,19 @@ fn main() {
             multi_thread()
         };
         let n = CONTENDERS.len();
-        let join_set = 2 * n + REFUSING.len();
-        if only < 2 * n || (join_set..join_set + 2).contains(&only) {
+        let extra = 2 * n + REFUSING.len();
+        if only < 2 * n || (extra..extra + 2 * EXTRA_CONTENDERS.len()).contains(&only) {
             let (shape, contender) = match only {
                 i if i < n => (Shape::Steady, CONTENDERS[i]),
                 i if i < 2 * n => (Shape::Burst, CONTENDERS[i - n]),
-                i if i == join_set => (Shape::Steady, Contender::JoinSetSemaphore),
-                _ => (Shape::Burst, Contender::JoinSetSemaphore),
+                i => {
+                    let shape = if (i - extra).is_multiple_of(2) {
+                        Shape::Steady
+                    } else {
+                        Shape::Burst
+                    };
+                    (shape, EXTRA_CONTENDERS[(i - extra) / 2])
+                }
             };
             let time = measure(&rt, shape, contender, tasks, reps);
             println!(
@@ -620,25 +796,27 @@ fn main() {
     }
 
     println!(
-        "Issue #13's ratios (goal: <= 1.15, <= 1.35, <= 0.8 burst / 1.0 steady, <= 0.9; the last column is not a goal):"
+        "Issue #13's ratios (goal: <= 1.15, <= 1.35, <= 0.8 burst / 1.0 steady, <= 0.9; the last three columns are not goals):"
     );
     println!(
-        "| runtime | shape | 0 groups / bare spawn | 3 groups / bare spawn | 3 groups / hand-rolled try | waiting / hand-rolled wait | 0 groups / JoinSet + Semaphore |"
+        "| runtime | shape | 0 groups / bare spawn | 3 groups / bare spawn | 3 groups / hand-rolled try | waiting / hand-rolled wait | 0 groups / JoinSet + Semaphore | 3 groups / hand-rolled try, idle keys removed | waiting / hand-rolled wait, idle keys removed |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in &ratios {
         let shape = match r.shape {
             Shape::Steady => "steady",
             Shape::Burst => "burst",
         };
         println!(
-            "| {} | {shape} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {shape} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
             r.runtime,
             r.zero_vs_bare,
             r.three_vs_bare,
             r.three_vs_hand,
             r.wait_vs_hand,
-            r.zero_vs_join_set
+            r.zero_vs_join_set,
+            r.three_vs_tidy,
+            r.wait_vs_tidy
         );
     }
     println!();
