@@ -48,7 +48,8 @@ impl<K> RedisPoolBuilder<K> {
     }
 
     /// Whether a spawned task whose lease is lost is aborted (the default) or keeps running
-    /// with a `tracing` warning, uncounted.
+    /// with a `tracing` warning, uncounted. `taskherd-tower`'s layer follows the same setting
+    /// for the requests it admits through the pool ([`RedisPool::aborts_on_lost`]).
     pub fn abort_on_lost(mut self, abort: bool) -> Self {
         self.abort_on_lost = abort;
         self

@@ -45,13 +45,19 @@ impl<K> RedisPermit<K> {
 
     /// Resolves once a renewal finds this permit's lease gone (never, while it is held).
     ///
+    /// The future does not borrow the permit: it can be kept beside it, or moved into another
+    /// task, to stop the work the permit guards (`taskherd-tower` keeps one in each response
+    /// whose pool [aborts on lost](crate::RedisPoolBuilder::abort_on_lost)).
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: it only watches.
-    pub async fn lost(&self) {
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut lost = self.lost.clone();
-        if lost.wait_for(|lost| *lost).await.is_err() {
-            std::future::pending::<()>().await;
+        async move {
+            if lost.wait_for(|lost| *lost).await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }
     }
 

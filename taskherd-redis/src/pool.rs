@@ -208,6 +208,15 @@ impl<K> RedisPool<K> {
         }
     }
 
+    /// Whether a spawned task whose lease is lost is aborted, as set by
+    /// [`abort_on_lost`](crate::RedisPoolBuilder::abort_on_lost) (`true` by default). Work
+    /// guarded by a [`RedisPermit`](crate::RedisPermit) is the holder's to stop; code that
+    /// holds permits for others (`taskherd-tower`'s layer) reads this to do as the pool does.
+    #[must_use]
+    pub fn aborts_on_lost(&self) -> bool {
+        self.shared.engine.abort_on_lost
+    }
+
     /// Leases of this process found lost by a renewal so far (tasks and permits).
     #[must_use]
     pub fn lost_leases(&self) -> u64 {

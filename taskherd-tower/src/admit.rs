@@ -78,7 +78,65 @@ pub trait Admit<K> {
     /// Must be cancel safe: a dropped future gives up its place in the queues at once, and
     /// whatever was reserved for it goes to the next waiter.
     fn admit(&self, groups: Groups<K>) -> Self::Admit;
+
+    /// For a pool whose admission can end before its permit is dropped (a fleet's lease that
+    /// the store lost): a future that resolves once `permit`'s admission has ended, for the
+    /// layer to stop the request it admitted, which no limit counts any more. `None` (the
+    /// default) for a pool whose permits count until they are dropped, like [`TaskPool`]'s.
+    ///
+    /// The layer asks once per admitted request, and stops a request whose future resolves:
+    /// before the inner service has answered, its future is dropped and the client gets the
+    /// [`Refusal::Unavailable`](crate::Refusal::Unavailable) response (`503`, or gRPC
+    /// `UNAVAILABLE`); while the body streams, the body is dropped and the stream ends with
+    /// an [`AdmissionLost`](crate::AdmissionLost) error, so that the client sees an
+    /// incomplete response, never a short one that looks whole.
+    ///
+    /// # Cancel safety
+    ///
+    /// The future must be cancel safe: the layer drops it when the request ends first.
+    ///
+    /// # Examples
+    ///
+    /// See [`Lost`].
+    fn lost(&self, permit: &Self::Permit) -> Option<Lost> {
+        let _ = permit;
+        None
+    }
 }
+
+/// What [`Admit::lost`] returns: resolves once an admission has ended without its permit
+/// being dropped.
+///
+/// # Examples
+///
+/// A pool whose permits can be revoked from elsewhere (a test's, or a store's):
+///
+/// ```
+/// use std::future::{Ready, ready};
+/// use taskherd_tower::{Admit, Groups, Lost, Refused};
+/// use tokio::sync::watch;
+///
+/// #[derive(Clone, Debug)]
+/// struct Revocable(watch::Sender<bool>);
+///
+/// impl Admit<String> for Revocable {
+///     type Permit = watch::Receiver<bool>;
+///     type TryAdmit = Ready<Result<Self::Permit, Refused<String>>>;
+///     type Admit = Ready<Result<Self::Permit, Refused<String>>>;
+///     fn try_admit(&self, _groups: Groups<String>) -> Self::TryAdmit { ready(Ok(self.0.subscribe())) }
+///     fn admit(&self, _groups: Groups<String>) -> Self::Admit { ready(Ok(self.0.subscribe())) }
+///     fn lost(&self, permit: &Self::Permit) -> Option<Lost> {
+///         let mut revoked = permit.clone();
+///         Some(Box::pin(async move {
+///             // A closed channel revokes nothing.
+///             if revoked.wait_for(|revoked| *revoked).await.is_err() {
+///                 std::future::pending::<()>().await;
+///             }
+///         }))
+///     }
+/// }
+/// ```
+pub type Lost = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// Why a pool did not admit a request.
 ///

@@ -7,6 +7,37 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use sync_wrapper::SyncWrapper;
+
+use crate::Lost;
+
+/// The error type of [`LimitedBody`]: the service's body's own error, or [`AdmissionLost`].
+/// What hyper, axum and tonic take as a body error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The error a [`LimitedBody`] ends with when its request's admission was lost while it
+/// streamed ([`Admit::lost`](crate::Admit::lost): a fleet's lease that Redis no longer
+/// holds). The server then resets the stream (HTTP/2) or closes the connection (HTTP/1.1), so
+/// that the client sees an incomplete response.
+///
+/// # Examples
+///
+/// ```
+/// use taskherd_tower::{AdmissionLost, BoxError};
+///
+/// let error: BoxError = AdmissionLost.into();
+/// assert!(error.is::<AdmissionLost>());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AdmissionLost;
+
+impl fmt::Display for AdmissionLost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the response was stopped: its admission was lost while it streamed")
+    }
+}
+
+impl std::error::Error for AdmissionLost {}
 
 pin_project! {
     /// The body of a response from [`LimitService`](crate::LimitService): the service's own
@@ -17,8 +48,12 @@ pin_project! {
     /// the server drops the body. So a streaming response or a server-sent event stream counts
     /// against its groups for as long as it streams, not just while the handler runs.
     ///
-    /// It has the same `Data` and `Error` types as the service's body, so axum, hyper and
-    /// tonic serve it as they would the original.
+    /// If the pool can lose an admission before its permit is dropped ([`Admit::lost`](crate::Admit::lost),
+    /// a fleet's lease that Redis lost), the body is dropped when that happens and the stream
+    /// ends with an [`AdmissionLost`] error.
+    ///
+    /// It has the same `Data` type as the service's body; its `Error` is a [`BoxError`] (the
+    /// service's body's error, boxed, or [`AdmissionLost`]), which axum, hyper and tonic take.
     ///
     /// # Examples
     ///
@@ -47,6 +82,9 @@ pin_project! {
         #[pin]
         kind: Kind<B>,
         permit: Option<P>,
+        // Resolves if the admission is lost while the body streams; dropped with the permit.
+        // Only ever polled through `&mut`, so the wrapper makes the body `Sync`.
+        lost: Option<SyncWrapper<Lost>>,
     }
 }
 
@@ -55,15 +93,19 @@ pin_project! {
     enum Kind<B> {
         Inner { #[pin] body: B },
         Refusal { data: Option<Bytes> },
+        // The admission was lost: the service's body has been dropped, the error sent.
+        Stopped,
     }
 }
 
 impl<B, P> LimitedBody<B, P> {
-    /// The service's body, holding `permit` until it ends or is dropped.
-    pub(crate) fn admitted(body: B, permit: P) -> Self {
+    /// The service's body, holding `permit` until it ends or is dropped, and stopped if
+    /// `lost` resolves first.
+    pub(crate) fn admitted(body: B, permit: P, lost: Option<Lost>) -> Self {
         Self {
             kind: Kind::Inner { body },
             permit: Some(permit),
+            lost: lost.map(SyncWrapper::new),
         }
     }
 
@@ -77,6 +119,7 @@ impl<B, P> LimitedBody<B, P> {
                 data: (!data.is_empty()).then_some(data),
             },
             permit: None,
+            lost: None,
         }
     }
 
@@ -112,27 +155,42 @@ impl<B, P> Body for LimitedBody<B, P>
 where
     B: Body,
     B::Data: From<Bytes>,
+    B::Error: Into<BoxError>,
 {
     type Data = B::Data;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        match this.kind.project() {
+        let mut this = self.project();
+        match this.kind.as_mut().project() {
             KindProj::Inner { mut body } => {
+                // The admission first: a body that always has a frame ready must not stream
+                // on uncounted.
+                if let Some(lost) = this.lost.as_mut()
+                    && lost.get_mut().as_mut().poll(cx).is_ready()
+                {
+                    // The service's body goes first (it may be what holds the work), then
+                    // the permit (whose admission is gone; dropping it tells the pool).
+                    this.kind.set(Kind::Stopped);
+                    drop(this.permit.take());
+                    *this.lost = None;
+                    return Poll::Ready(Some(Err(AdmissionLost.into())));
+                }
                 let frame = std::task::ready!(body.as_mut().poll_frame(cx));
                 // The last frame, an error or the end: the response is done with its slot.
                 if !matches!(frame, Some(Ok(_))) || body.is_end_stream() {
                     drop(this.permit.take());
+                    *this.lost = None;
                 }
-                Poll::Ready(frame)
+                Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
             }
             KindProj::Refusal { data } => {
                 Poll::Ready(data.take().map(|data| Ok(Frame::data(data.into()))))
             }
+            KindProj::Stopped => Poll::Ready(None),
         }
     }
 
@@ -140,6 +198,7 @@ where
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
             Kind::Refusal { data } => data.is_none(),
+            Kind::Stopped => true,
         }
     }
 
@@ -149,6 +208,7 @@ where
             Kind::Refusal { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |data| data.len() as u64))
             }
+            Kind::Stopped => SizeHint::with_exact(0),
         }
     }
 }
@@ -158,6 +218,7 @@ impl<B, P> fmt::Debug for LimitedBody<B, P> {
         let kind = match &self.kind {
             Kind::Inner { .. } => "service",
             Kind::Refusal { .. } => "refusal",
+            Kind::Stopped => "stopped",
         };
         f.debug_struct("LimitedBody")
             .field("kind", &kind)

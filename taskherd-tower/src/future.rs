@@ -12,7 +12,7 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 use crate::response::Config;
-use crate::{Admit, Groups, LimitedBody, Refusal, Refused};
+use crate::{Admit, Groups, LimitedBody, Lost, Refusal, Refused};
 
 pin_project! {
     /// The future returned by [`LimitService`](crate::LimitService): the inner service's call
@@ -21,7 +21,9 @@ pin_project! {
     ///
     /// Dropping it (the client went away) before the request is admitted gives up its place in
     /// the queues at once; after, it drops the inner service's future and releases the
-    /// admission.
+    /// admission. If the pool loses the admission while the inner service runs
+    /// ([`Admit::lost`]), the inner service's future is dropped and the request is answered
+    /// as [`Refusal::Unavailable`].
     ///
     /// # Cancel safety
     ///
@@ -45,7 +47,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F, P, D> {
         // Admitted: the inner service runs.
-        Calling { #[pin] future: F, permit: Option<P> },
+        Calling { #[pin] future: F, permit: Option<P>, lost: Option<Lost> },
         // Not decided when `call` returned. Boxed, so that the usual case (decided at once)
         // moves a small future around.
         Admitting { admitting: D },
@@ -64,8 +66,10 @@ pin_project! {
         decision: Decision<A::TryAdmit, A::Admit>,
         // The readied inner service and the request, until admitted.
         call: Option<(S, Request<B>)>,
+        // Asked for the last try in wait mode, and whether the admission can be lost.
+        pool: A,
         // In wait mode, until the maximum wait is over: what the last try needs.
-        retry: Option<(A, Groups<K>)>,
+        retry: Option<Groups<K>>,
     }
 }
 
@@ -81,12 +85,12 @@ pin_project! {
 
 /// What `call` knew when it returned.
 pub(crate) enum Start<F, A: Admit<K>, K> {
-    /// Admitted at once: the inner service's future.
-    Calling(F, A::Permit),
+    /// Admitted at once: the inner service's future, and whether the admission can be lost.
+    Calling(F, A::Permit, Option<Lost>),
     /// Refused at once (or unclassified).
     Refused(Refusal),
-    /// A try the pool has not decided yet.
-    Trying(A::TryAdmit),
+    /// A try the pool has not decided yet, and its pool.
+    Trying(A::TryAdmit, A),
     /// A wait that did not end at once, with its deadline and what the last try needs.
     Waiting(A::Admit, Sleep, A, Groups<K>),
 }
@@ -103,24 +107,26 @@ where
         pending: Option<(S, Request<B>)>,
         config: Arc<Config>,
     ) -> Self {
-        let admitting = |decision, retry| State::Admitting {
+        let admitting = |decision, pool, retry| State::Admitting {
             admitting: Box::pin(Admitting {
                 decision,
                 call: pending,
+                pool,
                 retry,
             }),
         };
         let state = match start {
-            Start::Calling(future, permit) => State::Calling {
+            Start::Calling(future, permit, lost) => State::Calling {
                 future,
                 permit: Some(permit),
+                lost,
             },
             Start::Refused(refusal) => State::Refused {
                 refusal: Some(refusal),
             },
-            Start::Trying(admit) => admitting(Decision::Trying { admit }, None),
+            Start::Trying(admit, pool) => admitting(Decision::Trying { admit }, pool, None),
             Start::Waiting(admit, deadline, pool, groups) => {
-                admitting(Decision::Waiting { admit, deadline }, Some((pool, groups)))
+                admitting(Decision::Waiting { admit, deadline }, pool, Some(groups))
             }
         };
         Self { state, config }
@@ -155,13 +161,13 @@ where
                     // releases whatever was reserved or granted for it), then try once more, so
                     // that the refusal names the limit that is still full (429 or 503), or the
                     // request is served after all if room appeared at the last moment.
-                    let (pool, groups) = this
+                    let groups = this
                         .retry
                         .take()
                         .expect("the wait deadline passes only once");
                     this.decision.set(Decision::GaveUp);
                     this.decision.set(Decision::Trying {
-                        admit: pool.try_admit(groups),
+                        admit: this.pool.try_admit(groups),
                     });
                 }
                 // Only if the pool's `try_admit` panicked and the future is polled again:
@@ -183,17 +189,36 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Calling { future, permit } => {
-                    let result = ready!(future.poll(cx));
+                StateProj::Calling {
+                    future,
+                    permit,
+                    lost,
+                } => {
+                    let result = match future.poll(cx) {
+                        Poll::Ready(result) => result,
+                        Poll::Pending => {
+                            if let Some(watch) = lost
+                                && watch.as_mut().poll(cx).is_ready()
+                            {
+                                // Nothing counts the request any more: drop the service's
+                                // future (and the permit, which tells the pool), answer as
+                                // unavailable.
+                                this.state.set(State::Refused {
+                                    refusal: Some(Refusal::Unavailable),
+                                });
+                                continue;
+                            }
+                            return Poll::Pending;
+                        }
+                    };
                     let permit = permit
                         .take()
                         .expect("ResponseFuture polled after it completed");
+                    let lost = lost.take();
                     // On an error the permit is dropped here: nothing will stream.
-                    return Poll::Ready(
-                        result.map(|response| {
-                            response.map(|body| LimitedBody::admitted(body, permit))
-                        }),
-                    );
+                    return Poll::Ready(result.map(|response| {
+                        response.map(|body| LimitedBody::admitted(body, permit, lost))
+                    }));
                 }
                 StateProj::Refused { refusal } => {
                     let refusal = refusal
@@ -209,9 +234,11 @@ where
                         Ok(permit) => {
                             let (mut service, request) =
                                 call.expect("a request is admitted only once");
+                            let lost = admitting.pool.lost(&permit);
                             State::Calling {
                                 future: service.call(request),
                                 permit: Some(permit),
+                                lost,
                             }
                         }
                         Err(refused) => State::Refused {

@@ -10,17 +10,21 @@
 //!   refuse; a client that disconnects gives up its place at once.
 //!
 //! The admission is held until the response body has been sent to the end or dropped, so a
-//! streaming response counts while it streams. Limits changed on the pool at run time apply
+//! streaming response counts while it streams. On a pool that can lose an admission before it
+//! ends (a fleet's lease that Redis lost, [`Admit::lost`]), the layer stops the request: `503`
+//! before the service has answered, the body ended with [`AdmissionLost`] after. Limits changed on the pool at run time apply
 //! to the next request. Refusals are ordinary responses: no `HandleErrorLayer` needed.
 //!
 //! - [`LimitLayer`] / [`LimitService`]: the layer and its service; [`ResponseFuture`] and
-//!   [`LimitedBody`]: its response future and the body holding the admission.
+//!   [`LimitedBody`]: its response future and the body holding the admission (its error a
+//!   [`BoxError`]).
 //! - [`Classify`]: which groups a request counts in; ready-made [`PeerIp`] (with trusted
 //!   proxies, [`Cidr`], [`ForwardedHeader`]), [`Header`], [`PathSegment`], [`Extension`], combined with
 //!   [`ClassifyExt`] ([`And`], [`Or`], [`Optional`], [`MapKey`]). [`Groups`] and
 //!   [`Unclassified`] are what a classifier returns.
 //! - [`Admit`]: what the layer needs from a pool, implemented for [`taskherd::TaskPool`] and
-//!   (feature `redis`) `taskherd_redis::RedisPool`;
+//!   (feature `redis`) `taskherd_redis::RedisPool`; [`Lost`] is how a pool says an admission
+//!   ended before its permit was dropped;
 //!   [`Refused`] says why a pool did not admit, [`Refusal`] what the client is told
 //!   ([`Refusal::default_response`]: plain HTTP; [`Refusal::grpc_response`]: a gRPC status, for
 //!   tonic).
@@ -76,8 +80,8 @@ mod layer;
 mod response;
 mod service;
 
-pub use admit::{Admit, Refused};
-pub use body::LimitedBody;
+pub use admit::{Admit, Lost, Refused};
+pub use body::{AdmissionLost, BoxError, LimitedBody};
 pub use classify::{
     And, Cidr, Classify, ClassifyExt, Extension, ForwardedHeader, Groups, Header, InvalidCidr,
     MapKey, Optional, Or, PathSegment, PeerIp, Unclassified,

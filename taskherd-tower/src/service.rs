@@ -155,7 +155,7 @@ where
                 let mut admit = self.pool.try_admit(groups);
                 match Pin::new(&mut admit).poll(&mut cx) {
                     Poll::Ready(decided) => return self.decided(decided, request, config),
-                    Poll::Pending => Start::Trying(admit),
+                    Poll::Pending => Start::Trying(admit, self.pool.clone()),
                 }
             }
             Some(max) => {
@@ -191,7 +191,10 @@ impl<S, A, C> LimitService<S, A, C> {
         A: Admit<K>,
     {
         let start = match decided {
-            Ok(permit) => Start::Calling(self.inner.call(request), permit),
+            Ok(permit) => {
+                let lost = self.pool.lost(&permit);
+                Start::Calling(self.inner.call(request), permit, lost)
+            }
             Err(refused) => Start::Refused(Refusal::from(&refused)),
         };
         ResponseFuture::new(start, None, config)

@@ -1,6 +1,7 @@
 //! The layer on a [`RedisPool`] over real HTTP, with a real `redis-server`: a full group is
 //! `429`, the full total `503`; wait mode queues and serves; a streaming body holds its slot
-//! until it ends; Redis stopped is `503` (fail closed). Needs the feature `redis`.
+//! until it ends; Redis stopped is `503` (fail closed); a request whose lease Redis lost is
+//! stopped, unless the pool keeps such work running. Needs the feature `redis`.
 #![cfg(feature = "redis")]
 
 mod support;
@@ -34,6 +35,41 @@ async fn pool(server: &Server, name: &str) -> RedisPool<String> {
 /// Requests of `tenant` in flight across the fleet.
 async fn running(pool: &RedisPool<String>, tenant: &str) -> usize {
     pool.task_count(&tenant.to_owned()).await.unwrap()
+}
+
+/// Opens `/stream` as tenant `a` (the first stream of the server) and receives its first
+/// chunk: the handler has returned, the body streams on.
+async fn first_chunk(
+    client: &support::HttpClient,
+    addr: SocketAddr,
+    streams: &Streams,
+) -> (hyper::body::Incoming, mpsc::Sender<Bytes>) {
+    let response = support::open(client, addr, "/stream", "a").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let stream = streams.lock().unwrap()[0].clone();
+    stream.send(Bytes::from("first")).await.unwrap();
+    let frame = body.frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), "first");
+    (body, stream)
+}
+
+/// Sends `/held` as tenant `a` in the background (its handler waits for the gate) and waits
+/// until the fleet counts it, `a`'s only request in flight.
+async fn held(
+    client: &support::HttpClient,
+    addr: SocketAddr,
+    pool: &RedisPool<String>,
+) -> tokio::task::JoinHandle<support::Answer> {
+    let request = tokio::spawn({
+        let client = client.clone();
+        async move { support::get(&client, addr, "/held", &[("x-tenant", "a")]).await }
+    });
+    eventually("a's request is admitted", || async {
+        running(pool, "a").await == 1
+    })
+    .await;
+    request
 }
 
 /// A server limited per `x-tenant` through `pool`: `/held` waits for the gate, `/stream`
@@ -76,14 +112,7 @@ async fn a_full_group_is_429_and_the_full_total_503() {
     let (addr, gate, _streams) = server(pool.clone(), None).await;
     let client = support::client();
 
-    let first = tokio::spawn({
-        let client = client.clone();
-        async move { support::get(&client, addr, "/held", &[("x-tenant", "a")]).await }
-    });
-    eventually("a's first request is admitted", || async {
-        running(&pool, "a").await == 1
-    })
-    .await;
+    let first = held(&client, addr, &pool).await;
     let over_group = support::get(&client, addr, "/held", &[("x-tenant", "a")]).await;
     assert_eq!(over_group.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(over_group.headers.contains_key("retry-after"));
@@ -154,14 +183,7 @@ async fn wait_mode_refuses_once_the_maximum_wait_is_over() {
     let (addr, gate, _streams) = server(pool.clone(), Some(Duration::from_millis(200))).await;
     let client = support::client();
 
-    let first = tokio::spawn({
-        let client = client.clone();
-        async move { support::get(&client, addr, "/held", &[("x-tenant", "a")]).await }
-    });
-    eventually("a's first request is admitted", || async {
-        running(&pool, "a").await == 1
-    })
-    .await;
+    let first = held(&client, addr, &pool).await;
     let late = support::get(&client, addr, "/held", &[("x-tenant", "a")]).await;
     assert_eq!(late.status, StatusCode::TOO_MANY_REQUESTS);
     let a = "a".to_owned();
@@ -186,17 +208,7 @@ async fn an_open_response_body_keeps_its_slot_until_it_ends() {
     let (addr, _gate, streams) = server(pool.clone(), None).await;
     let client = support::client();
 
-    let request = http::Request::get(format!("http://{addr}/stream"))
-        .header("x-tenant", "a")
-        .body(http_body_util::Empty::new())
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let mut body = response.into_body();
-    let stream = streams.lock().unwrap()[0].clone();
-    stream.send(Bytes::from("first")).await.unwrap();
-    let frame = body.frame().await.unwrap().unwrap();
-    assert_eq!(frame.into_data().unwrap(), "first");
+    let (body, stream) = first_chunk(&client, addr, &streams).await;
     // The handler has returned; the body streams on and holds the slot.
     assert_eq!(running(&pool, "a").await, 1);
     let second = support::get(&client, addr, "/stream", &[("x-tenant", "a")]).await;
@@ -214,11 +226,7 @@ async fn an_open_response_body_keeps_its_slot_until_it_ends() {
         running(&pool, "a").await == 0
     })
     .await;
-    let request = http::Request::get(format!("http://{addr}/stream"))
-        .header("x-tenant", "a")
-        .body(http_body_util::Empty::new())
-        .unwrap();
-    let third = client.request(request).await.unwrap();
+    let third = support::open(&client, addr, "/stream", "a").await;
     assert_eq!(third.status(), StatusCode::OK, "the slot is free again");
 }
 
@@ -293,6 +301,99 @@ async fn the_pool_admits_through_the_trait() {
         pool.admit(Groups::none()).await.unwrap_err(),
         Refused::Unavailable
     );
+}
+
+/// A request to `/held` (whose handler waits for the gate) admitted on a pool whose leases
+/// last 600 ms, so that a lost one is noticed within a second; then Redis forgets every lease
+/// (FLUSHALL, as a restart without persistence would).
+struct LeaseLost {
+    redis: Server,
+    pool: RedisPool<String>,
+    addr: SocketAddr,
+    gate: Gate,
+    streams: Streams,
+    client: support::HttpClient,
+    held: tokio::task::JoinHandle<support::Answer>,
+}
+
+impl LeaseLost {
+    async fn start(name: &str, abort_on_lost: bool) -> Self {
+        let redis = Server::start();
+        let pool = RedisPool::builder(&redis.url(), name)
+            .lease(Duration::from_millis(600))
+            .abort_on_lost(abort_on_lost)
+            .build()
+            .await
+            .expect("the test server is up");
+        let (addr, gate, streams) = server(pool.clone(), None).await;
+        let client = support::client();
+        let held = held(&client, addr, &pool).await;
+        redis.cmd(&["FLUSHALL"]).unwrap();
+        Self {
+            redis,
+            pool,
+            addr,
+            gate,
+            streams,
+            client,
+            held,
+        }
+    }
+}
+
+/// Redis forgets the leases: a request whose handler still runs is answered `503` (its
+/// handler dropped), and a response that streams ends with an error the client sees, its body
+/// dropped. Nothing goes on uncounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_lease_is_lost_is_stopped() {
+    let LeaseLost {
+        redis,
+        pool,
+        addr,
+        streams,
+        client,
+        held,
+        ..
+    } = LeaseLost::start("lost", true).await;
+    let answer = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("a request whose lease was lost went on")
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.body, "service unavailable\n");
+    assert_eq!(pool.lost_leases(), 1);
+
+    let (body, stream) = first_chunk(&client, addr, &streams).await;
+    redis.cmd(&["FLUSHALL"]).unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), body.collect())
+        .await
+        .expect("a stream whose lease was lost went on");
+    assert!(
+        end.is_err(),
+        "the client sees an incomplete response, not a short one that looks whole"
+    );
+    assert_eq!(pool.lost_leases(), 2);
+    tokio::time::timeout(Duration::from_secs(10), stream.closed())
+        .await
+        .expect("the service's body was dropped");
+}
+
+/// With `abort_on_lost(false)`, the layer does as the pool does with its tasks: a request whose
+/// lease is lost goes on, uncounted, to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_abort_on_lost_false_a_request_whose_lease_is_lost_goes_on() {
+    let LeaseLost {
+        pool, gate, held, ..
+    } = LeaseLost::start("kept", false).await;
+    support::wait_until("the lease is found lost", || pool.lost_leases() == 1).await;
+    // Counted before the holders are told: give a layer that watched the permit the time to
+    // act on it (this would be the 503 above).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!held.is_finished(), "the request goes on");
+    gate.open();
+    let answer = held.await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, "done");
 }
 
 #[test]

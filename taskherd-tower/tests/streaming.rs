@@ -64,11 +64,7 @@ async fn a_streaming_response_holds_its_slot_until_the_last_chunk() {
     let client = support::client();
     let a = "a".to_owned();
 
-    let request = http::Request::get(format!("http://{addr}/stream"))
-        .header("x-tenant", "a")
-        .body(http_body_util::Empty::new())
-        .unwrap();
-    let response = client.request(request).await.unwrap();
+    let response = support::open(&client, addr, "/stream", "a").await;
     assert_eq!(response.status(), StatusCode::OK);
     // The handler has returned; the body streams on and holds the slot.
     assert_eq!(pool.task_count(&a), 1);

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use taskherd::{Group, TryAcquireError};
 use taskherd_redis::{RedisKey, RedisPermit, RedisPool};
 
-use crate::{Admit, Groups, Refused};
+use crate::{Admit, Groups, Lost, Refused};
 
 /// The boxed future of a [`RedisPool`] admission: its `try_acquire` and `acquire` futures
 /// have no name to store, and borrow the pool.
@@ -29,9 +29,12 @@ type BoxAdmit<K> = Pin<Box<dyn Future<Output = Result<RedisPermit<K>, Refused<K>
 /// `call` (never in `poll_ready`). The response future then waits for the reply.
 ///
 /// The [`RedisPermit`] moves into the response body and is released (in the background) when
-/// the body ends or is dropped. The layer does not watch [`RedisPermit::lost`]: a response
-/// whose lease was lost (Redis restarted without persistence, or unreachable for most of a
-/// lease) goes on uncounted until it ends.
+/// the body ends or is dropped. A request whose lease is lost (Redis restarted without
+/// persistence, or unreachable for most of a lease) is no longer counted anywhere in the
+/// fleet: the layer stops it as the pool aborts its own tasks ([`Admit::lost`]: `503`
+/// before the service has answered, the body ended with an error after), unless the pool was
+/// built with [`abort_on_lost(false)`](taskherd_redis::RedisPoolBuilder::abort_on_lost), in
+/// which case it goes on, uncounted, until it ends.
 ///
 /// # Cancel safety
 ///
@@ -88,6 +91,13 @@ where
                 .await
                 .map_err(|_closed_or_unavailable| Refused::Unavailable)
         })
+    }
+
+    /// [`RedisPermit::lost`], if the pool [aborts on lost](RedisPool::aborts_on_lost) (the
+    /// default).
+    fn lost(&self, permit: &RedisPermit<K>) -> Option<Lost> {
+        self.aborts_on_lost()
+            .then(|| Box::pin(permit.lost()) as Lost)
     }
 }
 

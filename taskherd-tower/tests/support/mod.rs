@@ -76,6 +76,21 @@ pub async fn get(
     }
 }
 
+/// `GET http://addr{path}` as tenant `tenant`, the response's head received and its body not
+/// read (a stream to follow frame by frame).
+pub async fn open(
+    client: &HttpClient,
+    addr: SocketAddr,
+    path: &str,
+    tenant: &str,
+) -> http::Response<hyper::body::Incoming> {
+    let request = Request::get(format!("http://{addr}{path}"))
+        .header("x-tenant", tenant)
+        .body(Empty::new())
+        .unwrap();
+    client.request(request).await.unwrap()
+}
+
 /// Polls `condition` until it holds. Not a timing assertion: the bound only stops a test that
 /// would otherwise hang, with a message saying what never happened.
 pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {

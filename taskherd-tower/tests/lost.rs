@@ -1,0 +1,344 @@
+//! A pool that can lose an admission before its permit is dropped (`Admit::lost`, a fleet's
+//! lease that Redis lost): the layer stops the request, poll by poll. Before the service has
+//! answered, its future is dropped and the client gets `503`; while the body streams, the body
+//! is dropped and the stream ends with `AdmissionLost`. The pool here is a small in-process
+//! one whose admissions the test revokes; `tests/redis.rs` does the same over HTTP with a real
+//! `redis-server`.
+
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use taskherd_tower::{
+    AdmissionLost, Admit, BoxError, Groups, Header, LimitLayer, LimitedBody, Lost, Refused,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_test::task;
+use tokio_test::{assert_pending, assert_ready};
+use tower::{Layer, Service};
+
+/// Admits everything; every admission is lost when the test says so. Counts its live permits.
+#[derive(Clone, Debug)]
+struct Revocable {
+    revoke: Arc<watch::Sender<bool>>,
+    live: Arc<AtomicUsize>,
+    /// `admit` resolves only when this is polled a second time (the layer's response future
+    /// polls it then), to take the path where the pool decides after `call`.
+    late: bool,
+}
+
+#[derive(Debug)]
+struct RevocablePermit {
+    revoked: watch::Receiver<bool>,
+    live: Arc<AtomicUsize>,
+}
+
+impl Drop for RevocablePermit {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Revocable {
+    fn new(late: bool) -> Self {
+        Self {
+            revoke: Arc::new(watch::Sender::new(false)),
+            live: Arc::new(AtomicUsize::new(0)),
+            late,
+        }
+    }
+
+    fn permit(&self) -> RevocablePermit {
+        self.live.fetch_add(1, Ordering::SeqCst);
+        RevocablePermit {
+            revoked: self.revoke.subscribe(),
+            live: Arc::clone(&self.live),
+        }
+    }
+
+    fn live(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+
+    fn revoke(&self) {
+        self.revoke.send_replace(true);
+    }
+}
+
+type Decided = Result<RevocablePermit, Refused<String>>;
+
+/// Pending at its first poll (waking itself), ready at the next.
+struct Late(Option<Decided>, bool);
+
+impl Future for Late {
+    type Output = Decided;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Decided> {
+        if !self.1 {
+            self.1 = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(self.0.take().expect("polled after it resolved"))
+    }
+}
+
+impl Admit<String> for Revocable {
+    type Permit = RevocablePermit;
+    type TryAdmit = Ready<Decided>;
+    type Admit = Late;
+
+    fn try_admit(&self, _groups: Groups<String>) -> Self::TryAdmit {
+        ready(Ok(self.permit()))
+    }
+
+    fn admit(&self, _groups: Groups<String>) -> Self::Admit {
+        Late(Some(Ok(self.permit())), !self.late)
+    }
+
+    fn lost(&self, permit: &RevocablePermit) -> Option<Lost> {
+        let mut revoked = permit.revoked.clone();
+        Some(Box::pin(async move {
+            if revoked.wait_for(|revoked| *revoked).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }))
+    }
+}
+
+/// Counts its drops: whether the layer dropped the service's future or body.
+#[derive(Clone, Default)]
+struct Drops(Arc<AtomicUsize>);
+
+impl Drops {
+    fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+struct Tracked<T>(T, Drops);
+
+impl<T> Drop for Tracked<T> {
+    fn drop(&mut self) {
+        (self.1).0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A streaming body: the frames the test sends, then the end when the sender is dropped; an
+/// `Err` sent is the body's own error.
+struct Stream(Tracked<mpsc::Receiver<Result<Bytes, std::io::Error>>>);
+
+impl Body for Stream {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.0
+            .0
+            .poll_recv(cx)
+            .map(|item| item.map(|item| item.map(Frame::data)))
+    }
+}
+
+/// A body that always has a frame ready.
+struct Endless {
+    _tracked: Tracked<()>,
+}
+
+impl Body for Endless {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"more")))))
+    }
+}
+
+fn request() -> Request<()> {
+    Request::builder().header("x-tenant", "a").body(()).unwrap()
+}
+
+/// One poll of a body's next frame.
+type Polled<B> = Poll<Option<Result<Frame<<B as Body>::Data>, <B as Body>::Error>>>;
+
+fn poll_body<B: Body + Unpin>(body: &mut B) -> Polled<B> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    Pin::new(body).poll_frame(&mut cx)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_admission_lost_while_the_service_runs_is_answered_unavailable() {
+    for late in [false, true] {
+        let pool = Revocable::new(late);
+        let drops = Drops::default();
+        let handler = drops.clone();
+        let mut layer = LimitLayer::new(pool.clone(), Header::new("x-tenant"));
+        if late {
+            layer = layer.wait(std::time::Duration::from_secs(60));
+        }
+        let mut service = layer.layer(tower::service_fn(move |_request: Request<()>| {
+            let guard = Tracked((), handler.clone());
+            async move {
+                let _guard = guard;
+                std::future::pending::<Result<Response<String>, Infallible>>().await
+            }
+        }));
+        let mut response = task::spawn(service.call(request()));
+        // Late: the poll in `call` left the admission pending; this one admits it and calls
+        // the service.
+        assert_pending!(response.poll());
+        assert_eq!(pool.live(), 1, "admitted (late: {late})");
+        assert_eq!(drops.count(), 0, "the service runs");
+
+        pool.revoke();
+        assert!(response.is_woken(), "the loss wakes the response future");
+        let response = assert_ready!(response.poll()).unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!response.body().is_admitted());
+        assert_eq!(drops.count(), 1, "the service's future was dropped");
+        assert_eq!(pool.live(), 0, "the permit was dropped");
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_answer_ready_with_the_loss_is_served() {
+    // The service's future is polled first: work that has finished is not thrown away.
+    let pool = Revocable::new(false);
+    let (tx, rx) = mpsc::channel(1);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let mut service = LimitLayer::new(pool.clone(), Header::new("x-tenant")).layer(
+        tower::service_fn(move |_request: Request<()>| {
+            let rx = Arc::clone(&rx);
+            async move {
+                rx.lock().await.recv().await;
+                Ok::<_, Infallible>(Response::new(String::from("done")))
+            }
+        }),
+    );
+    let mut response = task::spawn(service.call(request()));
+    assert_pending!(response.poll());
+    tx.send(()).await.unwrap();
+    pool.revoke();
+    let response = assert_ready!(response.poll()).unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// A streaming response admitted by `pool`, its sender, and the body's drop counter.
+async fn streaming(
+    pool: &Revocable,
+) -> (
+    LimitedBody<Stream, RevocablePermit>,
+    mpsc::Sender<Result<Bytes, std::io::Error>>,
+    Drops,
+) {
+    let drops = Drops::default();
+    let (tx, rx) = mpsc::channel(4);
+    let body = Arc::new(std::sync::Mutex::new(Some(Stream(Tracked(
+        rx,
+        drops.clone(),
+    )))));
+    let mut service = LimitLayer::new(pool.clone(), Header::new("x-tenant")).layer(
+        tower::service_fn(move |_request: Request<()>| {
+            let body = body.lock().unwrap().take().expect("one request");
+            async move { Ok::<_, Infallible>(Response::new(body)) }
+        }),
+    );
+    let response = service.call(request()).await.unwrap();
+    (response.into_body(), tx, drops)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_body_whose_admission_is_lost_ends_with_an_error() {
+    let pool = Revocable::new(false);
+    let (mut body, tx, drops) = streaming(&pool).await;
+    tx.send(Ok(Bytes::from("first"))).await.unwrap();
+    let frame = assert_ready!(poll_body(&mut body)).unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), "first");
+    assert!(body.is_admitted());
+    assert_pending!(poll_body(&mut body));
+
+    pool.revoke();
+    // A frame already queued is not sent: the loss comes first.
+    tx.send(Ok(Bytes::from("uncounted"))).await.unwrap();
+    let error: BoxError = assert_ready!(poll_body(&mut body)).unwrap().unwrap_err();
+    assert!(error.is::<AdmissionLost>(), "{error}");
+    assert_eq!(drops.count(), 1, "the service's body was dropped");
+    assert_eq!(pool.live(), 0, "the permit was dropped");
+    assert!(!body.is_admitted());
+    assert!(body.is_end_stream());
+    assert!(
+        assert_ready!(poll_body(&mut body)).is_none(),
+        "then the end"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_body_that_is_always_ready_is_stopped_too() {
+    let pool = Revocable::new(false);
+    let drops = Drops::default();
+    let made = drops.clone();
+    let mut service = LimitLayer::new(pool.clone(), Header::new("x-tenant")).layer(
+        tower::service_fn(move |_request: Request<()>| {
+            let body = Endless {
+                _tracked: Tracked((), made.clone()),
+            };
+            async move { Ok::<_, Infallible>(Response::new(body)) }
+        }),
+    );
+    let mut body = service.call(request()).await.unwrap().into_body();
+    for _ in 0..3 {
+        assert!(assert_ready!(poll_body(&mut body)).unwrap().is_ok());
+    }
+    pool.revoke();
+    let error = assert_ready!(poll_body(&mut body)).unwrap().unwrap_err();
+    assert!(error.is::<AdmissionLost>());
+    assert_eq!((drops.count(), pool.live()), (1, 0));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_loss_after_the_end_of_the_stream_changes_nothing() {
+    let pool = Revocable::new(false);
+    let (mut body, tx, drops) = streaming(&pool).await;
+    tx.send(Ok(Bytes::from("all"))).await.unwrap();
+    drop(tx);
+    assert!(assert_ready!(poll_body(&mut body)).unwrap().is_ok());
+    assert!(assert_ready!(poll_body(&mut body)).is_none());
+    assert_eq!(pool.live(), 0, "released at the end");
+    pool.revoke();
+    assert!(assert_ready!(poll_body(&mut body)).is_none());
+    assert_eq!(drops.count(), 0, "the body is its owner's to drop");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_bodys_own_error_is_passed_on_boxed() {
+    let pool = Revocable::new(false);
+    let (mut body, tx, _drops) = streaming(&pool).await;
+    tx.send(Err(std::io::Error::other("disk gone")))
+        .await
+        .unwrap();
+    let error = assert_ready!(poll_body(&mut body)).unwrap().unwrap_err();
+    let own = error
+        .downcast_ref::<std::io::Error>()
+        .expect("the body's own error");
+    assert_eq!(own.to_string(), "disk gone");
+    assert_eq!(pool.live(), 0, "an error ends the stream and releases");
+}
+
+#[test]
+fn a_pool_that_cannot_lose_admissions_says_so() {
+    let pool = taskherd::TaskPool::<String>::new();
+    let permit = pool.try_acquire(["a".to_owned()]).unwrap();
+    assert!(Admit::lost(&pool, &permit).is_none());
+}
