@@ -43,7 +43,9 @@ impl<K> RedisPermit<K> {
         *self.lost.borrow()
     }
 
-    /// Resolves once a renewal finds this permit's lease gone (never, while it is held).
+    /// Resolves once a renewal finds this permit's lease gone (never, while it is held). A
+    /// future made before the permit was dropped resolves if the loss was found before the
+    /// drop, and never after it.
     ///
     /// The future does not borrow the permit: it can be kept beside it, or moved into another
     /// task, to stop the work the permit guards (`taskherd-tower` keeps one in each response

@@ -85,10 +85,10 @@ pub trait Admit<K> {
     /// default) for a pool whose permits count until they are dropped, like [`TaskPool`]'s.
     ///
     /// The layer asks once per admitted request, and stops a request whose future resolves:
-    /// before the inner service has answered, its future is dropped and the client gets the
-    /// [`Refusal::Unavailable`](crate::Refusal::Unavailable) response (`503`, or gRPC
-    /// `UNAVAILABLE`); while the body streams, the body is dropped and the stream ends with
-    /// an [`AdmissionLost`](crate::AdmissionLost) error, so that the client sees an
+    /// up to the moment the inner service has answered, its future (or its answer) is dropped
+    /// and the client gets the [`Refusal::Stopped`](crate::Refusal::Stopped) response (`503`,
+    /// or gRPC `UNAVAILABLE`); after, the body is dropped at its next poll and the stream ends
+    /// with an [`AdmissionLost`](crate::AdmissionLost) error, so that the client sees an
     /// incomplete response, never a short one that looks whole.
     ///
     /// # Cancel safety
@@ -123,8 +123,12 @@ pub trait Admit<K> {
 ///     type Permit = watch::Receiver<bool>;
 ///     type TryAdmit = Ready<Result<Self::Permit, Refused<String>>>;
 ///     type Admit = Ready<Result<Self::Permit, Refused<String>>>;
-///     fn try_admit(&self, _groups: Groups<String>) -> Self::TryAdmit { ready(Ok(self.0.subscribe())) }
-///     fn admit(&self, _groups: Groups<String>) -> Self::Admit { ready(Ok(self.0.subscribe())) }
+///     fn try_admit(&self, _groups: Groups<String>) -> Self::TryAdmit {
+///         ready(Ok(self.0.subscribe()))
+///     }
+///     fn admit(&self, _groups: Groups<String>) -> Self::Admit {
+///         ready(Ok(self.0.subscribe()))
+///     }
 ///     fn lost(&self, permit: &Self::Permit) -> Option<Lost> {
 ///         let mut revoked = permit.clone();
 ///         Some(Box::pin(async move {

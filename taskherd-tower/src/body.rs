@@ -48,9 +48,10 @@ pin_project! {
     /// the server drops the body. So a streaming response or a server-sent event stream counts
     /// against its groups for as long as it streams, not just while the handler runs.
     ///
-    /// If the pool can lose an admission before its permit is dropped ([`Admit::lost`](crate::Admit::lost),
-    /// a fleet's lease that Redis lost), the body is dropped when that happens and the stream
-    /// ends with an [`AdmissionLost`] error.
+    /// If the pool can lose an admission before its permit is dropped
+    /// ([`Admit::lost`](crate::Admit::lost), a fleet's lease that Redis lost), the service's
+    /// body is dropped at the first poll after that happens (the server polls the body as the
+    /// client takes the data) and the stream ends with an [`AdmissionLost`] error.
     ///
     /// It has the same `Data` type as the service's body; its `Error` is a [`BoxError`] (the
     /// service's body's error, boxed, or [`AdmissionLost`]), which axum, hyper and tonic take.

@@ -22,8 +22,8 @@ pin_project! {
     /// Dropping it (the client went away) before the request is admitted gives up its place in
     /// the queues at once; after, it drops the inner service's future and releases the
     /// admission. If the pool loses the admission while the inner service runs
-    /// ([`Admit::lost`]), the inner service's future is dropped and the request is answered
-    /// as [`Refusal::Unavailable`].
+    /// ([`Admit::lost`]), or by the time it answers, the inner service's future (or its
+    /// answer) is dropped and the request is answered as [`Refusal::Stopped`].
     ///
     /// # Cancel safety
     ///
@@ -194,22 +194,22 @@ where
                     permit,
                     lost,
                 } => {
-                    let result = match future.poll(cx) {
-                        Poll::Ready(result) => result,
-                        Poll::Pending => {
-                            if let Some(watch) = lost
-                                && watch.as_mut().poll(cx).is_ready()
-                            {
-                                // Nothing counts the request any more: drop the service's
-                                // future (and the permit, which tells the pool), answer as
-                                // unavailable.
-                                this.state.set(State::Refused {
-                                    refusal: Some(Refusal::Unavailable),
-                                });
-                                continue;
-                            }
-                            return Poll::Pending;
-                        }
+                    let answered = future.poll(cx);
+                    // Also when the service has just answered: its response, not sent yet,
+                    // would otherwise be a `200` whose body fails at once.
+                    if let Some(watch) = lost
+                        && watch.as_mut().poll(cx).is_ready()
+                    {
+                        // Nothing counts the request any more: drop the service's future (or
+                        // its answer), then the permit (which tells the pool); answer 503.
+                        drop(answered);
+                        this.state.set(State::Refused {
+                            refusal: Some(Refusal::Stopped),
+                        });
+                        continue;
+                    }
+                    let Poll::Ready(result) = answered else {
+                        return Poll::Pending;
                     };
                     let permit = permit
                         .take()

@@ -10,10 +10,11 @@
 //!   refuse; a client that disconnects gives up its place at once.
 //!
 //! The admission is held until the response body has been sent to the end or dropped, so a
-//! streaming response counts while it streams. On a pool that can lose an admission before it
-//! ends (a fleet's lease that Redis lost, [`Admit::lost`]), the layer stops the request: `503`
-//! before the service has answered, the body ended with [`AdmissionLost`] after. Limits changed on the pool at run time apply
-//! to the next request. Refusals are ordinary responses: no `HandleErrorLayer` needed.
+//! streaming response counts while it streams. On a pool that can lose an admission before
+//! it ends (a fleet's lease that Redis lost, [`Admit::lost`]), the layer stops the request:
+//! `503` up to the service's answer, the body ended with [`AdmissionLost`] after. Limits
+//! changed on the pool at run time apply to the next request. Refusals are ordinary
+//! responses: no `HandleErrorLayer` needed.
 //!
 //! - [`LimitLayer`] / [`LimitService`]: the layer and its service; [`ResponseFuture`] and
 //!   [`LimitedBody`]: its response future and the body holding the admission (its error a

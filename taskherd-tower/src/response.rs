@@ -28,17 +28,23 @@ pub enum Refusal {
     GroupFull,
     /// The server's total limit is reached.
     TotalFull,
-    /// The pool cannot admit anything (closed, or its store unreachable), or the request's
-    /// admission was lost before the service answered ([`Admit::lost`](crate::Admit::lost)).
+    /// The pool cannot admit anything (closed, or its store unreachable).
     Unavailable,
     /// The classifier could not tell which groups the request belongs to.
     Unclassified,
+    /// The request was admitted, but its admission was lost before the service answered (a
+    /// fleet's lease that Redis lost, [`Admit::lost`](crate::Admit::lost)): the layer dropped
+    /// the service's future. Unlike the other refusals, the service had started on the
+    /// request, so it may have done part of its work: a client that retries (`503` and gRPC
+    /// `UNAVAILABLE` invite it) may repeat that part, which matters for requests that are not
+    /// idempotent.
+    Stopped,
 }
 
 impl Refusal {
     /// The default status: `429` for [`GroupFull`](Self::GroupFull), `503` for
-    /// [`TotalFull`](Self::TotalFull) and [`Unavailable`](Self::Unavailable), `400` for
-    /// [`Unclassified`](Self::Unclassified).
+    /// [`TotalFull`](Self::TotalFull), [`Unavailable`](Self::Unavailable) and
+    /// [`Stopped`](Self::Stopped), `400` for [`Unclassified`](Self::Unclassified).
     ///
     /// # Examples
     ///
@@ -51,7 +57,9 @@ impl Refusal {
     pub fn status(self) -> StatusCode {
         match self {
             Refusal::GroupFull => StatusCode::TOO_MANY_REQUESTS,
-            Refusal::TotalFull | Refusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::TotalFull | Refusal::Unavailable | Refusal::Stopped => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Refusal::Unclassified => StatusCode::BAD_REQUEST,
         }
     }
@@ -77,6 +85,7 @@ impl Refusal {
             Refusal::TotalFull => "server busy\n",
             Refusal::Unavailable => "service unavailable\n",
             Refusal::Unclassified => "request not understood\n",
+            Refusal::Stopped => "request stopped: its admission was lost\n",
         };
         let mut response = Response::new(Bytes::from_static(body.as_bytes()));
         *response.status_mut() = self.status();
@@ -96,8 +105,9 @@ impl Refusal {
     /// A refusal for a gRPC client (use it with
     /// [`refusal_response`](crate::LimitLayer::refusal_response) in front of a tonic server):
     /// a "trailers-only" gRPC response, HTTP `200` with `grpc-status` `RESOURCE_EXHAUSTED` (8)
-    /// for [`GroupFull`](Self::GroupFull), `UNAVAILABLE` (14) for [`TotalFull`](Self::TotalFull)
-    /// and [`Unavailable`](Self::Unavailable), `INVALID_ARGUMENT` (3) for
+    /// for [`GroupFull`](Self::GroupFull), `UNAVAILABLE` (14) for
+    /// [`TotalFull`](Self::TotalFull), [`Unavailable`](Self::Unavailable) and
+    /// [`Stopped`](Self::Stopped), `INVALID_ARGUMENT` (3) for
     /// [`Unclassified`](Self::Unclassified), and a short `grpc-message`. A gRPC client shows
     /// a plain HTTP `429` or `503` as a less precise error (`UNAVAILABLE`, or `INTERNAL` when the
     /// body is not gRPC).
@@ -123,6 +133,7 @@ impl Refusal {
             Refusal::TotalFull => ("14", "server busy"),
             Refusal::Unavailable => ("14", "service unavailable"),
             Refusal::Unclassified => ("3", "request not understood"),
+            Refusal::Stopped => ("14", "request stopped: its admission was lost"),
         };
         let mut response = Response::new(Bytes::new());
         let headers = response.headers_mut();

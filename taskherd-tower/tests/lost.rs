@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
+use http_body_util::BodyExt;
+
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
@@ -112,13 +114,37 @@ impl Admit<String> for Revocable {
     }
 }
 
-/// Counts its drops: whether the layer dropped the service's future or body.
-#[derive(Clone, Default)]
-struct Drops(Arc<AtomicUsize>);
+/// Counts the drops of what the service made (its future, its body), and how many of the
+/// pool's permits were live at the last one: the layer drops the service's work before the
+/// permit, which tells the pool the admission is over.
+#[derive(Clone)]
+struct Drops {
+    count: Arc<AtomicUsize>,
+    pool_live: Arc<AtomicUsize>,
+    live_at_drop: Arc<AtomicUsize>,
+}
 
 impl Drops {
+    fn new(pool: &Revocable) -> Self {
+        Self {
+            count: Arc::new(AtomicUsize::new(0)),
+            pool_live: Arc::clone(&pool.live),
+            live_at_drop: Arc::new(AtomicUsize::new(usize::MAX)),
+        }
+    }
+
     fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Asserts that the service's work was dropped once, while its permit was still live.
+    fn assert_dropped_before_the_permit(&self) {
+        assert_eq!(self.count(), 1, "the service's work was dropped");
+        assert_eq!(
+            self.live_at_drop.load(Ordering::SeqCst),
+            1,
+            "the service's work is dropped before the permit"
+        );
     }
 }
 
@@ -126,7 +152,10 @@ struct Tracked<T>(T, Drops);
 
 impl<T> Drop for Tracked<T> {
     fn drop(&mut self) {
-        (self.1).0.fetch_add(1, Ordering::SeqCst);
+        let drops = &self.1;
+        let live = drops.pool_live.load(Ordering::SeqCst);
+        drops.live_at_drop.store(live, Ordering::SeqCst);
+        drops.count.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -173,16 +202,28 @@ fn request() -> Request<()> {
 /// One poll of a body's next frame.
 type Polled<B> = Poll<Option<Result<Frame<<B as Body>::Data>, <B as Body>::Error>>>;
 
-fn poll_body<B: Body + Unpin>(body: &mut B) -> Polled<B> {
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    Pin::new(body).poll_frame(&mut cx)
+/// Polls bodies with a waker that records whether it was woken.
+struct Poller(task::Spawn<()>);
+
+impl Poller {
+    fn new() -> Self {
+        Self(task::spawn(()))
+    }
+
+    fn poll<B: Body + Unpin>(&mut self, body: &mut B) -> Polled<B> {
+        self.0.enter(|cx, _| Pin::new(body).poll_frame(cx))
+    }
+
+    fn is_woken(&self) -> bool {
+        self.0.is_woken()
+    }
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn an_admission_lost_while_the_service_runs_is_answered_unavailable() {
     for late in [false, true] {
         let pool = Revocable::new(late);
-        let drops = Drops::default();
+        let drops = Drops::new(&pool);
         let handler = drops.clone();
         let mut layer = LimitLayer::new(pool.clone(), Header::new("x-tenant"));
         if late {
@@ -207,14 +248,16 @@ async fn an_admission_lost_while_the_service_runs_is_answered_unavailable() {
         let response = assert_ready!(response.poll()).unwrap();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(!response.body().is_admitted());
-        assert_eq!(drops.count(), 1, "the service's future was dropped");
+        drops.assert_dropped_before_the_permit();
         assert_eq!(pool.live(), 0, "the permit was dropped");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "request stopped: its admission was lost\n");
     }
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn an_answer_ready_with_the_loss_is_served() {
-    // The service's future is polled first: work that has finished is not thrown away.
+async fn a_loss_seen_as_the_service_answers_is_answered_unavailable() {
+    // The answer is not sent yet: served, it would be a `200` whose body fails at once.
     let pool = Revocable::new(false);
     let (tx, rx) = mpsc::channel(1);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
@@ -232,7 +275,27 @@ async fn an_answer_ready_with_the_loss_is_served() {
     tx.send(()).await.unwrap();
     pool.revoke();
     let response = assert_ready!(response.poll()).unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(pool.live(), 0);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_answer_before_the_loss_is_served_whole() {
+    let pool = Revocable::new(false);
+    let mut service = LimitLayer::new(pool.clone(), Header::new("x-tenant")).layer(
+        tower::service_fn(|_request: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(String::from("done")))
+        }),
+    );
+    let response = service.call(request()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let mut poller = Poller::new();
+    let frame = assert_ready!(poller.poll(&mut body)).unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), "done");
+    assert_eq!(pool.live(), 0, "released with the last frame");
+    pool.revoke();
+    assert!(assert_ready!(poller.poll(&mut body)).is_none());
 }
 
 /// A streaming response admitted by `pool`, its sender, and the body's drop counter.
@@ -243,7 +306,7 @@ async fn streaming(
     mpsc::Sender<Result<Bytes, std::io::Error>>,
     Drops,
 ) {
-    let drops = Drops::default();
+    let drops = Drops::new(pool);
     let (tx, rx) = mpsc::channel(4);
     let body = Arc::new(std::sync::Mutex::new(Some(Stream(Tracked(
         rx,
@@ -263,23 +326,28 @@ async fn streaming(
 async fn a_body_whose_admission_is_lost_ends_with_an_error() {
     let pool = Revocable::new(false);
     let (mut body, tx, drops) = streaming(&pool).await;
+    let mut poller = Poller::new();
     tx.send(Ok(Bytes::from("first"))).await.unwrap();
-    let frame = assert_ready!(poll_body(&mut body)).unwrap().unwrap();
+    let frame = assert_ready!(poller.poll(&mut body)).unwrap().unwrap();
     assert_eq!(frame.into_data().unwrap(), "first");
     assert!(body.is_admitted());
-    assert_pending!(poll_body(&mut body));
+    assert_pending!(poller.poll(&mut body));
 
     pool.revoke();
+    assert!(
+        poller.is_woken(),
+        "the loss wakes a body waiting for its next frame"
+    );
     // A frame already queued is not sent: the loss comes first.
     tx.send(Ok(Bytes::from("uncounted"))).await.unwrap();
-    let error: BoxError = assert_ready!(poll_body(&mut body)).unwrap().unwrap_err();
+    let error: BoxError = assert_ready!(poller.poll(&mut body)).unwrap().unwrap_err();
     assert!(error.is::<AdmissionLost>(), "{error}");
-    assert_eq!(drops.count(), 1, "the service's body was dropped");
+    drops.assert_dropped_before_the_permit();
     assert_eq!(pool.live(), 0, "the permit was dropped");
     assert!(!body.is_admitted());
     assert!(body.is_end_stream());
     assert!(
-        assert_ready!(poll_body(&mut body)).is_none(),
+        assert_ready!(poller.poll(&mut body)).is_none(),
         "then the end"
     );
 }
@@ -287,7 +355,7 @@ async fn a_body_whose_admission_is_lost_ends_with_an_error() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_body_that_is_always_ready_is_stopped_too() {
     let pool = Revocable::new(false);
-    let drops = Drops::default();
+    let drops = Drops::new(&pool);
     let made = drops.clone();
     let mut service = LimitLayer::new(pool.clone(), Header::new("x-tenant")).layer(
         tower::service_fn(move |_request: Request<()>| {
@@ -298,26 +366,29 @@ async fn a_body_that_is_always_ready_is_stopped_too() {
         }),
     );
     let mut body = service.call(request()).await.unwrap().into_body();
+    let mut poller = Poller::new();
     for _ in 0..3 {
-        assert!(assert_ready!(poll_body(&mut body)).unwrap().is_ok());
+        assert!(assert_ready!(poller.poll(&mut body)).unwrap().is_ok());
     }
     pool.revoke();
-    let error = assert_ready!(poll_body(&mut body)).unwrap().unwrap_err();
+    let error = assert_ready!(poller.poll(&mut body)).unwrap().unwrap_err();
     assert!(error.is::<AdmissionLost>());
-    assert_eq!((drops.count(), pool.live()), (1, 0));
+    drops.assert_dropped_before_the_permit();
+    assert_eq!(pool.live(), 0);
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_loss_after_the_end_of_the_stream_changes_nothing() {
     let pool = Revocable::new(false);
     let (mut body, tx, drops) = streaming(&pool).await;
+    let mut poller = Poller::new();
     tx.send(Ok(Bytes::from("all"))).await.unwrap();
     drop(tx);
-    assert!(assert_ready!(poll_body(&mut body)).unwrap().is_ok());
-    assert!(assert_ready!(poll_body(&mut body)).is_none());
+    assert!(assert_ready!(poller.poll(&mut body)).unwrap().is_ok());
+    assert!(assert_ready!(poller.poll(&mut body)).is_none());
     assert_eq!(pool.live(), 0, "released at the end");
     pool.revoke();
-    assert!(assert_ready!(poll_body(&mut body)).is_none());
+    assert!(assert_ready!(poller.poll(&mut body)).is_none());
     assert_eq!(drops.count(), 0, "the body is its owner's to drop");
 }
 
@@ -328,7 +399,9 @@ async fn the_bodys_own_error_is_passed_on_boxed() {
     tx.send(Err(std::io::Error::other("disk gone")))
         .await
         .unwrap();
-    let error = assert_ready!(poll_body(&mut body)).unwrap().unwrap_err();
+    let error = assert_ready!(Poller::new().poll(&mut body))
+        .unwrap()
+        .unwrap_err();
     let own = error
         .downcast_ref::<std::io::Error>()
         .expect("the body's own error");

@@ -360,7 +360,7 @@ async fn a_request_whose_lease_is_lost_is_stopped() {
         .expect("a request whose lease was lost went on")
         .unwrap();
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(answer.body, "service unavailable\n");
+    assert_eq!(answer.body, "request stopped: its admission was lost\n");
     assert_eq!(pool.lost_leases(), 1);
 
     let (body, stream) = first_chunk(&client, addr, &streams).await;
@@ -382,8 +382,15 @@ async fn a_request_whose_lease_is_lost_is_stopped() {
 /// lease is lost goes on, uncounted, to its end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_abort_on_lost_false_a_request_whose_lease_is_lost_goes_on() {
+    // Every field bound: the server (Redis) and the client live to the end of the test.
     let LeaseLost {
-        pool, gate, held, ..
+        redis: _redis,
+        pool,
+        addr: _addr,
+        gate,
+        streams: _streams,
+        client: _client,
+        held,
     } = LeaseLost::start("kept", false).await;
     support::wait_until("the lease is found lost", || pool.lost_leases() == 1).await;
     // Counted before the holders are told: give a layer that watched the permit the time to
@@ -394,6 +401,22 @@ async fn with_abort_on_lost_false_a_request_whose_lease_is_lost_goes_on() {
     let answer = held.await.unwrap();
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.body, "done");
+}
+
+/// The layer watches a permit's lease only if the pool aborts its own tasks on a loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layer_watches_leases_as_the_pool_is_built_to() {
+    let redis = Server::start();
+    for abort_on_lost in [true, false] {
+        let pool = RedisPool::<String>::builder(&redis.url(), "watch")
+            .abort_on_lost(abort_on_lost)
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(pool.aborts_on_lost(), abort_on_lost);
+        let permit = pool.try_admit(Groups::none()).await.unwrap();
+        assert_eq!(Admit::lost(&pool, &permit).is_some(), abort_on_lost);
+    }
 }
 
 #[test]
