@@ -100,7 +100,8 @@ impl Report {
 
     /// Writes and flushes the record of a job skipped by `--resume` or `--resume-failed`:
     /// status `skipped` if it was `done` before, else `not_started`; reason `resumed`;
-    /// otherwise like a job that did not start.
+    /// otherwise like a job that did not start (with its earlier failure as
+    /// `previous_status`, for a job `--resume-failed` was to run on a line never read).
     pub fn write_skipped(&mut self, job: &Job, done: bool) -> io::Result<()> {
         let outcome = Outcome::not_started(None);
         let mut record = Record::new(job, &outcome);
@@ -126,6 +127,8 @@ struct Record<'a> {
     last: AttemptRecord<'a>,
     /// Every attempt, the last one included; empty for a job that never started.
     attempts: Vec<AttemptRecord<'a>>,
+    /// With `--resume-failed`: the earlier failure this job was run again for.
+    previous_status: Option<&'static str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -205,6 +208,7 @@ impl<'a> Record<'a> {
             ran: outcome.status.ran() || !outcome.attempts.is_empty(),
             last: last(),
             attempts,
+            previous_status: job.resumed,
         }
     }
 }

@@ -16,10 +16,15 @@
 //! - `--resume`: a job matching a record `succeeded` or `skipped` (done before that run) is
 //!   skipped; everything else runs (failures, jobs never started, jobs the report lacks).
 //! - `--resume-failed`: only a job matching a failure (`failed`, `killed`, `timed_out`,
-//!   `error`) runs; everything else is skipped, jobs never started and jobs the report lacks
-//!   included. The skipped jobs that were done get a `skipped` record; the others (never
-//!   started, or not in the report) get a `not_started` record with reason `resumed`, so that a
-//!   later `--resume` from the new report runs them. (GNU parallel's `--resume-failed` also runs the jobs not yet run: here that is
+//!   `error`, or `not_started` with such a `previous_status`: a failure that an earlier
+//!   `--resume-failed` run was to run again and did not start) runs; everything else is
+//!   skipped, jobs never started and jobs the report lacks included. A job it runs keeps the
+//!   failure it matched as `previous_status` in the new report, and so does a job of a pipe's
+//!   line that a stopped run never read (carried over as `not_started`), so that failures
+//!   are not forgotten by a run that stops early. The skipped jobs that were done get a
+//!   `skipped` record; the others (never started, or not in the report) get a `not_started`
+//!   record with reason `resumed`, so that a later `--resume` from the new report runs them.
+//!   (GNU parallel's `--resume-failed` also runs the jobs not yet run: here that is
 //!   `--resume`.)
 //!
 //! Report statuses are matched as strings, so a report may hold any status taskherd writes.
@@ -74,11 +79,13 @@ impl Mode {
     fn wants(self, status: &str) -> bool {
         match self {
             Mode::Resume => matches!(status, "succeeded" | "skipped"),
-            Mode::ResumeFailed => {
-                matches!(status, "failed" | "killed" | "timed_out" | "error")
-            }
+            Mode::ResumeFailed => is_failure(status),
         }
     }
+}
+
+fn is_failure(status: &str) -> bool {
+    matches!(status, "failed" | "killed" | "timed_out" | "error")
 }
 
 /// Every status a report record may have.
@@ -92,6 +99,11 @@ const STATUSES: &[&str] = &[
     "skipped",
 ];
 
+/// `status` as the static string of [`STATUSES`], if it is one.
+fn known(status: &str) -> Option<&'static str> {
+    STATUSES.iter().copied().find(|known| *known == status)
+}
+
 /// What identifies a job across runs: its command (lossy UTF-8) and its groups.
 type Key = (String, Vec<String>);
 
@@ -102,6 +114,9 @@ struct Record {
     groups: Vec<String>,
     command: String,
     status: String,
+    /// Absent from reports written before it was added.
+    #[serde(default)]
+    previous_status: Option<String>,
 }
 
 /// The records of a report that the mode looks for.
@@ -109,6 +124,8 @@ struct Record {
 pub struct Previous {
     /// The line numbers of the wanted records, by command and groups.
     wanted: HashMap<Key, Vec<usize>>,
+    /// For `--resume-failed`: the failure of each wanted record, by command, groups and line.
+    failures: HashMap<(Key, usize), &'static str>,
     /// The line numbers of the records of jobs done (`succeeded`, or `skipped` as done
     /// before), by command and groups: for `--resume-failed`, which of the jobs it skips were
     /// done (the others never ran).
@@ -134,8 +151,9 @@ pub fn load(path: &Path, mode: Mode) -> Result<Previous, LoadError> {
 pub fn parse(text: &[u8], mode: Mode, source: &str) -> Result<Previous, Vec<LineError>> {
     let mut errors = Vec::new();
     let mut warning = None;
-    // The last record of each job (line, command, groups).
-    let mut last: HashMap<(usize, Key), String> = HashMap::new();
+    // The last record of each job (line, command, groups): its status, and its failure for
+    // `--resume-failed` (its status, or the failure a `not_started` record keeps).
+    let mut last: HashMap<(usize, Key), (&'static str, Option<&'static str>)> = HashMap::new();
     let pieces: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
     // A final '\n' ends the last line: the empty piece after it is no line.
     let count = pieces.len() - usize::from(text.ends_with(b"\n") || text.is_empty());
@@ -159,33 +177,62 @@ pub fn parse(text: &[u8], mode: Mode, source: &str) -> Result<Previous, Vec<Line
                 continue;
             }
         };
-        if !STATUSES.contains(&record.status.as_str()) {
+        let Some(status) = known(&record.status) else {
             errors.push(LineError {
                 line,
                 message: format!("unknown status {:?}", record.status),
             });
             continue;
-        }
+        };
+        let previous = match record.previous_status.as_deref().map(known) {
+            None => None,
+            Some(Some(previous)) => Some(previous),
+            Some(None) => {
+                errors.push(LineError {
+                    line,
+                    message: format!(
+                        "unknown previous_status {:?}",
+                        record.previous_status.unwrap_or_default()
+                    ),
+                });
+                continue;
+            }
+        };
+        let failure = if is_failure(status) {
+            Some(status)
+        } else if status == "not_started" {
+            previous.filter(|previous| is_failure(previous))
+        } else {
+            None
+        };
         last.insert(
             (record.line, (record.command, record.groups)),
-            record.status,
+            (status, failure),
         );
     }
     if !errors.is_empty() {
         return Err(errors);
     }
     let mut wanted: HashMap<Key, Vec<usize>> = HashMap::new();
+    let mut failures = HashMap::new();
     let mut done: HashMap<Key, Vec<usize>> = HashMap::new();
-    for ((line, key), status) in last {
-        if mode == Mode::ResumeFailed && Mode::Resume.wants(&status) {
-            done.entry(key.clone()).or_default().push(line);
-        }
-        if mode.wants(&status) {
-            wanted.entry(key).or_default().push(line);
+    for ((line, key), (status, failure)) in last {
+        match mode {
+            Mode::Resume if mode.wants(status) => wanted.entry(key).or_default().push(line),
+            Mode::Resume => {}
+            Mode::ResumeFailed => {
+                if let Some(failure) = failure {
+                    failures.insert((key.clone(), line), failure);
+                    wanted.entry(key).or_default().push(line);
+                } else if Mode::Resume.wants(status) {
+                    done.entry(key).or_default().push(line);
+                }
+            }
         }
     }
     Ok(Previous {
         wanted,
+        failures,
         done,
         warning,
     })
@@ -207,22 +254,26 @@ pub fn select(jobs: Vec<Job>, mut previous: Previous, mode: Mode) -> (Vec<Job>, 
     let matched = match_records(&jobs, &keys, &mut previous.wanted);
     let (mut run, mut skipped) = (Vec::new(), Vec::new());
     let mut unmatched = Vec::new();
-    for ((job, key), matched) in jobs.into_iter().zip(keys).zip(matched) {
+    for ((mut job, key), matched) in jobs.into_iter().zip(keys).zip(matched) {
         // --resume skips what matched a success; --resume-failed runs what matched a failure.
         match (mode, matched) {
-            (Mode::Resume, true) => skipped.push((job, true)),
-            (Mode::ResumeFailed, false) => {
+            (Mode::Resume, Some(_)) => skipped.push((job, true)),
+            (Mode::ResumeFailed, None) => {
                 unmatched.push(key);
                 skipped.push((job, false));
             }
-            _ => run.push(job),
+            (Mode::ResumeFailed, Some(line)) => {
+                job.resumed = previous.failures.get(&(key, line)).copied();
+                run.push(job);
+            }
+            (Mode::Resume, None) => run.push(job),
         }
     }
     if mode == Mode::ResumeFailed {
         let jobs: Vec<Job> = skipped.iter().map(|(job, _)| job.clone()).collect();
         let done = match_records(&jobs, &unmatched, &mut previous.done);
         for ((_, was_done), done) in skipped.iter_mut().zip(done) {
-            *was_done = done;
+            *was_done = done.is_some();
         }
     }
     let skipped = skipped
@@ -232,49 +283,54 @@ pub fn select(jobs: Vec<Job>, mut previous: Previous, mode: Mode) -> (Vec<Job>, 
     (run, skipped)
 }
 
-/// Which of `jobs` (with their `keys`) match a record in `records`, each record used once: the
-/// records with a job's own line first, then any other copy.
-fn match_records(jobs: &[Job], keys: &[Key], records: &mut HashMap<Key, Vec<usize>>) -> Vec<bool> {
-    let mut matched = vec![false; jobs.len()];
+/// The record of `records` each of `jobs` (with their `keys`) matches, by the record's line,
+/// each record used once: the records with a job's own line first, then any other copy.
+fn match_records(
+    jobs: &[Job],
+    keys: &[Key],
+    records: &mut HashMap<Key, Vec<usize>>,
+) -> Vec<Option<usize>> {
+    let mut matched = vec![None; jobs.len()];
     for (index, job) in jobs.iter().enumerate() {
         if let Some(lines) = records.get_mut(&keys[index])
             && let Some(at) = lines.iter().position(|&line| line == job.line)
         {
-            lines.swap_remove(at);
-            matched[index] = true;
+            matched[index] = Some(lines.swap_remove(at));
         }
     }
     for (index, key) in keys.iter().enumerate() {
-        if !matched[index]
+        if matched[index].is_none()
             && let Some(lines) = records.get_mut(key)
         {
-            matched[index] = lines.pop().is_some();
+            matched[index] = lines.pop();
         }
     }
     matched
 }
 
-/// For a job file read as it is written: `None` if `job`, just read, runs; else whether it was
-/// done (see [`Skipped::done`]). A record with the job's own line is used if there is one,
-/// else any copy: lines read later cannot be waited for, so among identical lines (same
-/// command and groups) which copy runs may differ from a job file read whole.
-pub fn skips(previous: &mut Previous, job: &Job, mode: Mode) -> Option<bool> {
+/// For a job file read as it is written: `None` if `job`, just read, runs (with
+/// `--resume-failed`, its [`resumed`](Job::resumed) failure set); else whether it was done
+/// (see [`Skipped::done`]). A record with the job's own line is used if there is one, else any
+/// copy: lines read later cannot be waited for, so among identical lines (same command and
+/// groups) which copy runs may differ from a job file read whole.
+pub fn skips(previous: &mut Previous, job: &mut Job, mode: Mode) -> Option<bool> {
     let key = key(job);
+    let own = job.line;
     let take = |records: &mut HashMap<Key, Vec<usize>>| {
-        records.get_mut(&key).is_some_and(|lines| {
-            match lines.iter().position(|&line| line == job.line) {
-                Some(at) => {
-                    lines.swap_remove(at);
-                    true
-                }
-                None => lines.pop().is_some(),
-            }
-        })
+        let lines = records.get_mut(&key)?;
+        match lines.iter().position(|&line| line == own) {
+            Some(at) => Some(lines.swap_remove(at)),
+            None => lines.pop(),
+        }
     };
     match (mode, take(&mut previous.wanted)) {
-        (Mode::Resume, true) => Some(true),
-        (Mode::ResumeFailed, false) => Some(take(&mut previous.done)),
-        _ => None,
+        (Mode::Resume, Some(_)) => Some(true),
+        (Mode::Resume, None) => None,
+        (Mode::ResumeFailed, None) => Some(take(&mut previous.done).is_some()),
+        (Mode::ResumeFailed, Some(line)) => {
+            job.resumed = previous.failures.remove(&(key, line));
+            None
+        }
     }
 }
 
@@ -282,16 +338,18 @@ pub fn skips(previous: &mut Previous, job: &Job, mode: Mode) -> Option<bool> {
 /// it (which takes the records its lines match) and the runner.
 ///
 /// When the run stops before the input's end, the lines not read yet are not jobs of the run,
-/// but the records of jobs done among them must not be lost: [`carry_over`](Self::carry_over)
-/// returns them, to be written as `skipped`, so that a later `--resume` from the new report
-/// still skips those jobs.
+/// but the records of jobs done among them must not be lost, nor (with `--resume-failed`)
+/// those of the failures it was to run again: [`carry_over`](Self::carry_over) returns them,
+/// to be written as `skipped` (done) or as `not_started` keeping the failure as
+/// `previous_status`, so that a later `--resume` still skips the jobs done and a later
+/// `--resume-failed` still runs the failures.
 ///
 /// # Invariant
 ///
-/// A record of a job done is either taken by a line whose [`Skipped`] the runner received,
-/// or returned by `carry_over`, never both: the reader holds the lock from matching a line
-/// until its arrival is sent (or refused, and the record given back), and the runner closes
-/// the channel before it takes the rest.
+/// Such a record is either taken by a line whose arrival the runner received, or returned by
+/// `carry_over`, never both: the reader holds the lock from matching a line until its arrival
+/// is sent (or refused, and the record given back), and the runner closes the channel before
+/// it takes the rest (and carries over the arrivals it did not receive).
 #[derive(Debug, Clone)]
 pub struct Streamed {
     mode: Mode,
@@ -304,7 +362,8 @@ pub struct StreamedState {
     mode: Mode,
     /// `None` once carried over.
     previous: Option<Previous>,
-    /// Jobs done that were matched, but whose arrival the runner refused.
+    /// Jobs done, or failures to run again, that were matched, but whose arrival the runner
+    /// refused.
     given_back: Vec<Job>,
 }
 
@@ -329,30 +388,43 @@ impl Streamed {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The jobs done that no line read took (and those given back), in line order; the
-    /// records are gone afterwards. Close the channel of arrivals first (see the invariant).
+    /// The jobs done, and with `--resume-failed` the failures to run again, that no line read
+    /// took (and those given back), in line order: a job with a [`resumed`](Job::resumed)
+    /// failure is one of the failures, the others were done. The records are gone afterwards.
+    /// Close the channel of arrivals first (see the invariant).
     pub fn carry_over(&self) -> Vec<Job> {
         let mut state = self.lock();
         let mut jobs = std::mem::take(&mut state.given_back);
-        if let Some(previous) = state.previous.take() {
+        if let Some(mut previous) = state.previous.take() {
+            let mut records: Vec<(Key, usize, Option<&'static str>)> = Vec::new();
             let done = match self.mode {
-                Mode::Resume => previous.wanted,
-                Mode::ResumeFailed => previous.done,
-            };
-            for ((command, groups), lines) in done {
-                for line in lines {
-                    jobs.push(Job {
-                        line,
-                        groups: groups
-                            .iter()
-                            .map(|group| Group::from(group.as_str()))
-                            .collect(),
-                        command: command.clone().into_bytes(),
-                        separated: !groups.is_empty(),
-                        timeout: None,
-                        retries: None,
-                    });
+                Mode::Resume => std::mem::take(&mut previous.wanted),
+                Mode::ResumeFailed => {
+                    for (key, lines) in std::mem::take(&mut previous.wanted) {
+                        for line in lines {
+                            let failure = previous.failures.remove(&(key.clone(), line));
+                            records.push((key.clone(), line, failure));
+                        }
+                    }
+                    previous.done
                 }
+            };
+            for (key, lines) in done {
+                records.extend(lines.into_iter().map(|line| (key.clone(), line, None)));
+            }
+            for ((command, groups), line, resumed) in records {
+                jobs.push(Job {
+                    line,
+                    groups: groups
+                        .iter()
+                        .map(|group| Group::from(group.as_str()))
+                        .collect(),
+                    command: command.into_bytes(),
+                    separated: !groups.is_empty(),
+                    timeout: None,
+                    retries: None,
+                    resumed,
+                });
             }
         }
         jobs.sort_by(|a, b| (a.line, &a.command).cmp(&(b.line, &b.command)));
@@ -362,12 +434,13 @@ impl Streamed {
 
 impl StreamedState {
     /// As [`skips`]; `None` too once the records were carried over (the run has stopped).
-    pub fn skips(&mut self, job: &Job) -> Option<bool> {
+    pub fn skips(&mut self, job: &mut Job) -> Option<bool> {
         let mode = self.mode;
         skips(self.previous.as_mut()?, job, mode)
     }
 
-    /// A job done that [`skips`](Self::skips) matched, but that the runner did not take.
+    /// A job done, or a failure to run again, that [`skips`](Self::skips) matched, but that
+    /// the runner did not take.
     pub fn give_back(&mut self, job: Job) {
         self.given_back.push(job);
     }
@@ -471,6 +544,42 @@ mod tests {
         // One copy of `a :: x` succeeded, on line 2: that one is skipped, line 1 runs.
         assert_eq!(skipped_lines(&skipped), [(2, true), (4, true)]);
         assert_eq!(lines(&run), [1, 3, 5]);
+    }
+
+    #[test]
+    fn a_failure_kept_as_previous_status_is_still_a_failure() {
+        let jobs = jobfile::parse(b"x\ny\nz\n").unwrap();
+        let kept = |line: usize, command: &str, previous: &str| {
+            format!(
+                "{{\"line\":{line},\"groups\":[],\"command\":{command:?},\"ran\":false,\
+                 \"status\":\"not_started\",\"previous_status\":{previous}}}\n"
+            )
+        };
+        let report = [
+            kept(1, "x", "\"timed_out\""),
+            // Never run, and no failure before: not wanted.
+            kept(2, "y", "null"),
+            record(3, "[]", "z", "killed"),
+        ]
+        .concat();
+        let previous = parse(report.as_bytes(), Mode::ResumeFailed, "r").unwrap();
+        let (run, skipped) = select(jobs.clone(), previous, Mode::ResumeFailed);
+        assert_eq!(lines(&run), [1, 3]);
+        let resumed: Vec<_> = run.iter().map(|job| job.resumed).collect();
+        assert_eq!(resumed, [Some("timed_out"), Some("killed")]);
+        assert_eq!(skipped_lines(&skipped), [(2, false)]);
+        // To `--resume`, a job kept failed is not done: it runs.
+        let previous = parse(report.as_bytes(), Mode::Resume, "r").unwrap();
+        let (run, skipped) = select(jobs, previous, Mode::Resume);
+        assert_eq!(lines(&run), [1, 2, 3]);
+        assert!(skipped.is_empty());
+        // A status taskherd never writes is an error, as for `status`.
+        let bad = kept(1, "x", "\"flaky\"");
+        let errors = parse(bad.as_bytes(), Mode::ResumeFailed, "r").unwrap_err();
+        assert!(
+            errors[0].message.contains("unknown previous_status"),
+            "{errors:?}"
+        );
     }
 
     #[test]

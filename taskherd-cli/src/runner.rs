@@ -149,8 +149,10 @@ enum Note {
     /// A job skipped by `--resume` in streamed input (skipped jobs of a checked job file are
     /// written before the run).
     Skipped(Skipped),
-    /// A job done before, on a line of streamed input that the run stopped before reading:
-    /// not a job of the run, but its `skipped` record keeps it done for a later `--resume`.
+    /// A job done before, or a failure `--resume-failed` was to run again, on a line of
+    /// streamed input that the run stopped before reading: not a job of the run, but its record
+    /// (`skipped`, or `not_started` with the failure as `previous_status`) keeps it done for
+    /// a later `--resume`, or failed for a later `--resume-failed`.
     CarriedOver(Job),
     /// The submitting loop has submitted its last job: the number of jobs, and whether the
     /// input ended on a bad line.
@@ -337,8 +339,9 @@ pub async fn run(
                 continue;
             }
             Note::CarriedOver(job) => {
+                let done = job.resumed.is_none();
                 if let Some(report) = &mut report
-                    && let Err(error) = report.write_skipped(&job, true)
+                    && let Err(error) = report.write_skipped(&job, done)
                     && report_error.is_none()
                 {
                     shared.notice_now(format!("error: cannot write the report: {error}"));
@@ -512,8 +515,10 @@ async fn submit(shared: Arc<Shared>, input: Input) {
         if !input_ended && let Some(resumed) = &resumed {
             let mut carried = Vec::new();
             while let Ok(arrival) = arrivals.try_recv() {
-                if let Arrival::Skipped(Skipped { job, done: true }) = arrival {
-                    carried.push(job);
+                match arrival {
+                    Arrival::Skipped(Skipped { job, done: true }) => carried.push(job),
+                    Arrival::Job(job) if job.resumed.is_some() => carried.push(job),
+                    _ => {}
                 }
             }
             carried.extend(resumed.carry_over());

@@ -94,19 +94,25 @@ impl Stream {
                 return;
             }
             // Held until the arrival is sent: see `Streamed`'s invariant.
+            let mut job = job;
             let mut records = self.resume.as_ref().map(Streamed::lock);
-            let skipped = records.as_mut().and_then(|records| records.skips(&job));
+            let skipped = records.as_mut().and_then(|records| records.skips(&mut job));
             let arrival = match skipped {
                 Some(done) => Arrival::Skipped(Skipped { job, done }),
                 None => Arrival::Job(job),
             };
             // An error: the runner has stopped reading (the run is stopping). A record of a
-            // job done that this line took goes back, to be carried over.
+            // job done, or of a failure to run again, that this line took goes back, to be
+            // carried over.
             if let Err(refused) = sender.blocking_send(arrival) {
-                if let (Arrival::Skipped(Skipped { job, done: true }), Some(records)) =
-                    (refused.0, records.as_mut())
-                {
-                    records.give_back(job);
+                match (refused.0, records.as_mut()) {
+                    (Arrival::Skipped(Skipped { job, done: true }), Some(records)) => {
+                        records.give_back(job);
+                    }
+                    (Arrival::Job(job), Some(records)) if job.resumed.is_some() => {
+                        records.give_back(job);
+                    }
+                    _ => {}
                 }
                 return;
             }

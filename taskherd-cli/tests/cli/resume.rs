@@ -362,6 +362,25 @@ fn dry_run_shows_the_jobs_skipped() {
     assert!(!scratch.exists("ran"));
 }
 
+/// Runs `taskherd run --halt-on-error=1 ARGS` on a pipe whose first line is `first` (a job that
+/// fails) and whose `rest` is written only once `report` holds a failure, the run having halted
+/// on it: the rest is never read. Asserts the run's exit status 1.
+fn halt_before_reading(scratch: &Scratch, first: &str, rest: &[&str], args: &str, report: &str) {
+    let rest: String = rest.iter().map(|line| format!("echo '{line}'; ")).collect();
+    let script = format!(
+        "(echo '{first}'; n=0; \
+         until grep -q '\"status\":\"failed\"' {report} 2>/dev/null || [ $n -ge 600 ]; do \
+         sleep 0.05; n=$((n+1)); done; {rest}) | {} run --halt-on-error=1 {args}",
+        env!("CARGO_BIN_EXE_taskherd")
+    );
+    let run = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(scratch.dir())
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+}
+
 /// A streamed run that stops before reading every line, writing the report it resumes from,
 /// keeps the records of the jobs done on the lines it did not read: the next `--resume` from
 /// that report does not run them again.
@@ -373,20 +392,13 @@ fn stopped_streamed_resume_keeps_done_jobs_done() {
         .run(&["run", "--report", "r.jsonl", "jobs.txt"])
         .assert_code(0);
     forget_ran(&scratch);
-    // The lines after `false` are written only once the run has halted on its failure (its
-    // record is in the new report), so they are never read.
-    let script = format!(
-        "(echo false; n=0; until grep -q '\"failed\"' r.jsonl || [ $n -ge 600 ]; do \
-         sleep 0.05; n=$((n+1)); done; echo 'echo 1 >> ran'; echo 'echo 2 >> ran') | {} run \
-         --halt-on-error=1 --resume r.jsonl --report r.jsonl",
-        env!("CARGO_BIN_EXE_taskherd")
+    halt_before_reading(
+        &scratch,
+        "false",
+        &["echo 1 >> ran", "echo 2 >> ran"],
+        "--resume r.jsonl --report r.jsonl",
+        "r.jsonl",
     );
-    let second = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .current_dir(scratch.dir())
-        .output()
-        .unwrap();
-    assert_eq!(second.status.code(), Some(1), "{second:?}");
     assert_eq!(
         ran(&scratch),
         [0_u32; 0],
@@ -408,6 +420,97 @@ fn stopped_streamed_resume_keeps_done_jobs_done() {
         [0_u32; 0],
         "jobs done in the first run ran again"
     );
+}
+
+/// Jobs 1 and 2 fail until the file `fixed` exists; job 3 succeeds.
+const TWO_FAILURES: &str = "echo 1 >> ran; test -e fixed\n\
+                            echo 2 >> ran; test -e fixed\n\
+                            echo 3 >> ran\n";
+
+/// Runs [`TWO_FAILURES`] once, one job at a time, with the report `r1.jsonl`: 1 and 2 fail.
+/// Then forgets which jobs ran.
+fn two_failures() -> Scratch {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", TWO_FAILURES);
+    scratch
+        .run(&["run", "-j", "1", "--report", "r1.jsonl", "jobs.txt"])
+        .assert_code(1);
+    forget_ran(&scratch);
+    scratch
+}
+
+/// The `previous_status` of each record of `name`, by line.
+fn previous_statuses(scratch: &Scratch, name: &str) -> Vec<(u64, Option<String>)> {
+    let mut previous: Vec<(u64, Option<String>)> = report(scratch, name)
+        .iter()
+        .map(|r| {
+            (
+                r["line"].as_u64().unwrap(),
+                r["previous_status"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    previous.sort();
+    previous
+}
+
+/// A `--resume-failed` run that halts before starting every failure it was to run again does
+/// not forget them: their `not_started` records keep the failure as `previous_status`, and the
+/// next `--resume-failed` from that report runs them.
+#[test]
+fn resume_failed_remembers_the_failures_a_halted_run_did_not_start() {
+    let scratch = two_failures();
+    let args = "run -j 1 --halt-on-error --resume-failed r1.jsonl --report r2.jsonl jobs.txt";
+    scratch
+        .run(&args.split(' ').collect::<Vec<_>>())
+        .assert_code(1);
+    assert_failure_kept_and_run_again(&scratch);
+}
+
+/// After [`two_failures`] and a `--resume-failed` run from `r1.jsonl` that ran job 1 (which
+/// failed again) and stopped before job 2: `r2.jsonl` keeps job 2's failure, and the next
+/// `--resume-failed` from it, with `fixed` written, runs both failures and only them.
+fn assert_failure_kept_and_run_again(scratch: &Scratch) {
+    assert_eq!(ran(scratch), [1], "stopped after job 1's failure");
+    let mut second = statuses(&report(scratch, "r2.jsonl"));
+    second.sort();
+    assert_eq!(
+        second,
+        expect(&[(1, "failed"), (2, "not_started"), (3, "skipped")])
+    );
+    let failed = || Some("failed".to_owned());
+    assert_eq!(
+        previous_statuses(scratch, "r2.jsonl"),
+        [(1, failed()), (2, failed()), (3, None)]
+    );
+    forget_ran(scratch);
+
+    scratch.write("fixed", "");
+    let args = "run --resume-failed r2.jsonl --report r3.jsonl jobs.txt";
+    scratch
+        .run(&args.split(' ').collect::<Vec<_>>())
+        .assert_code(0);
+    assert_eq!(
+        ran(scratch),
+        [1, 2],
+        "both failures ran again, the success did not"
+    );
+}
+
+/// A streamed `--resume-failed` run that stops before reading every line carries the failures
+/// of the lines it did not read into its report (`not_started`, with the failure as
+/// `previous_status`), so that the next `--resume-failed` still runs them.
+#[test]
+fn stopped_streamed_resume_failed_keeps_unread_failures() {
+    let scratch = two_failures();
+    halt_before_reading(
+        &scratch,
+        "echo 1 >> ran; test -e fixed",
+        &["echo 2 >> ran; test -e fixed", "echo 3 >> ran"],
+        "--resume-failed r1.jsonl --report r2.jsonl",
+        "r2.jsonl",
+    );
+    assert_failure_kept_and_run_again(&scratch);
 }
 
 /// A run that fails in its setup (here: creating `--output dir:PATH`) runs nothing and leaves
