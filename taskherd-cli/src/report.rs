@@ -23,6 +23,7 @@
 //! | `output`        | string or null    | with `--output dir:PATH`, the file holding the job's output   |
 //! | `timeout_secs`  | number or null    | for `timed_out`: the timeout the job ran past                 |
 //! | `attempts`      | array of objects  | every attempt (`--retries`), the last included, each with the fields from `status` to `timeout_secs`; empty if the job never started |
+//! | `previous_status` | string or null  | with `--resume-failed`: the earlier failure the job was run again for |
 //!
 //! The fields from `status` to `timeout_secs` are the last attempt's.
 //!

@@ -548,7 +548,7 @@ mod tests {
 
     #[test]
     fn a_failure_kept_as_previous_status_is_still_a_failure() {
-        let jobs = jobfile::parse(b"x\ny\nz\n").unwrap();
+        let jobs = jobfile::parse(b"x\ny\nz\nw\n").unwrap();
         let kept = |line: usize, command: &str, previous: &str| {
             format!(
                 "{{\"line\":{line},\"groups\":[],\"command\":{command:?},\"ran\":false,\
@@ -560,6 +560,10 @@ mod tests {
             // Never run, and no failure before: not wanted.
             kept(2, "y", "null"),
             record(3, "[]", "z", "killed"),
+            // Run again for a failure, and succeeded: done.
+            "{\"line\":4,\"groups\":[],\"command\":\"w\",\"ran\":true,\
+             \"status\":\"succeeded\",\"previous_status\":\"failed\"}\n"
+                .to_owned(),
         ]
         .concat();
         let previous = parse(report.as_bytes(), Mode::ResumeFailed, "r").unwrap();
@@ -567,12 +571,12 @@ mod tests {
         assert_eq!(lines(&run), [1, 3]);
         let resumed: Vec<_> = run.iter().map(|job| job.resumed).collect();
         assert_eq!(resumed, [Some("timed_out"), Some("killed")]);
-        assert_eq!(skipped_lines(&skipped), [(2, false)]);
+        assert_eq!(skipped_lines(&skipped), [(2, false), (4, true)]);
         // To `--resume`, a job kept failed is not done: it runs.
         let previous = parse(report.as_bytes(), Mode::Resume, "r").unwrap();
         let (run, skipped) = select(jobs, previous, Mode::Resume);
         assert_eq!(lines(&run), [1, 2, 3]);
-        assert!(skipped.is_empty());
+        assert_eq!(skipped_lines(&skipped), [(4, true)]);
         // A status taskherd never writes is an error, as for `status`.
         let bad = kept(1, "x", "\"flaky\"");
         let errors = parse(bad.as_bytes(), Mode::ResumeFailed, "r").unwrap_err();

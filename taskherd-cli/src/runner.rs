@@ -514,7 +514,10 @@ async fn submit(shared: Arc<Shared>, input: Input) {
         // not received yet are not jobs of the run either; those done are carried over too.
         if !input_ended && let Some(resumed) = &resumed {
             let mut carried = Vec::new();
-            while let Ok(arrival) = arrivals.try_recv() {
+            // `recv`, not `try_recv`: after `close`, it also waits for a send that reserved
+            // its place before the close and has not pushed yet (whose record the reader
+            // took, and which it will not give back, the send succeeding).
+            while let Some(arrival) = arrivals.recv().await {
                 match arrival {
                     Arrival::Skipped(Skipped { job, done: true }) => carried.push(job),
                     Arrival::Job(job) if job.resumed.is_some() => carried.push(job),
