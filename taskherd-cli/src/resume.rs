@@ -119,17 +119,24 @@ struct Record {
     previous_status: Option<String>,
 }
 
+/// A record a job can take: its line, and for a record `--resume-failed` wants, its failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Taken {
+    line: usize,
+    failure: Option<&'static str>,
+}
+
+/// Records by command and groups.
+type Records = HashMap<Key, Vec<Taken>>;
+
 /// The records of a report that the mode looks for.
 #[derive(Debug, Default)]
 pub struct Previous {
-    /// The line numbers of the wanted records, by command and groups.
-    wanted: HashMap<Key, Vec<usize>>,
-    /// For `--resume-failed`: the failure of each wanted record, by command, groups and line.
-    failures: HashMap<(Key, usize), &'static str>,
-    /// The line numbers of the records of jobs done (`succeeded`, or `skipped` as done
-    /// before), by command and groups: for `--resume-failed`, which of the jobs it skips were
-    /// done (the others never ran).
-    done: HashMap<Key, Vec<usize>>,
+    /// The wanted records.
+    wanted: Records,
+    /// The records of jobs done (`succeeded`, or `skipped` as done before): for
+    /// `--resume-failed`, which of the jobs it skips were done (the others never ran).
+    done: Records,
     /// A warning about a last line cut short.
     pub warning: Option<String>,
 }
@@ -213,26 +220,22 @@ pub fn parse(text: &[u8], mode: Mode, source: &str) -> Result<Previous, Vec<Line
     if !errors.is_empty() {
         return Err(errors);
     }
-    let mut wanted: HashMap<Key, Vec<usize>> = HashMap::new();
-    let mut failures = HashMap::new();
-    let mut done: HashMap<Key, Vec<usize>> = HashMap::new();
+    let mut wanted = Records::new();
+    let mut done = Records::new();
     for ((line, key), (status, failure)) in last {
+        let taken = Taken { line, failure };
         match mode {
-            Mode::Resume if mode.wants(status) => wanted.entry(key).or_default().push(line),
+            Mode::Resume if mode.wants(status) => wanted.entry(key).or_default().push(taken),
             Mode::Resume => {}
-            Mode::ResumeFailed => {
-                if let Some(failure) = failure {
-                    failures.insert((key.clone(), line), failure);
-                    wanted.entry(key).or_default().push(line);
-                } else if Mode::Resume.wants(status) {
-                    done.entry(key).or_default().push(line);
-                }
+            Mode::ResumeFailed if failure.is_some() => wanted.entry(key).or_default().push(taken),
+            Mode::ResumeFailed if Mode::Resume.wants(status) => {
+                done.entry(key).or_default().push(taken);
             }
+            Mode::ResumeFailed => {}
         }
     }
     Ok(Previous {
         wanted,
-        failures,
         done,
         warning,
     })
@@ -262,8 +265,8 @@ pub fn select(jobs: Vec<Job>, mut previous: Previous, mode: Mode) -> (Vec<Job>, 
                 unmatched.push(key);
                 skipped.push((job, false));
             }
-            (Mode::ResumeFailed, Some(line)) => {
-                job.resumed = previous.failures.get(&(key, line)).copied();
+            (Mode::ResumeFailed, Some(taken)) => {
+                job.resumed = taken.failure;
                 run.push(job);
             }
             (Mode::Resume, None) => run.push(job),
@@ -283,26 +286,22 @@ pub fn select(jobs: Vec<Job>, mut previous: Previous, mode: Mode) -> (Vec<Job>, 
     (run, skipped)
 }
 
-/// The record of `records` each of `jobs` (with their `keys`) matches, by the record's line,
-/// each record used once: the records with a job's own line first, then any other copy.
-fn match_records(
-    jobs: &[Job],
-    keys: &[Key],
-    records: &mut HashMap<Key, Vec<usize>>,
-) -> Vec<Option<usize>> {
+/// The record of `records` each of `jobs` (with their `keys`) takes, each record used once:
+/// the records with a job's own line first, then any other copy.
+fn match_records(jobs: &[Job], keys: &[Key], records: &mut Records) -> Vec<Option<Taken>> {
     let mut matched = vec![None; jobs.len()];
     for (index, job) in jobs.iter().enumerate() {
-        if let Some(lines) = records.get_mut(&keys[index])
-            && let Some(at) = lines.iter().position(|&line| line == job.line)
+        if let Some(taken) = records.get_mut(&keys[index])
+            && let Some(at) = taken.iter().position(|taken| taken.line == job.line)
         {
-            matched[index] = Some(lines.swap_remove(at));
+            matched[index] = Some(taken.swap_remove(at));
         }
     }
     for (index, key) in keys.iter().enumerate() {
         if matched[index].is_none()
-            && let Some(lines) = records.get_mut(key)
+            && let Some(taken) = records.get_mut(key)
         {
-            matched[index] = lines.pop();
+            matched[index] = taken.pop();
         }
     }
     matched
@@ -316,19 +315,19 @@ fn match_records(
 pub fn skips(previous: &mut Previous, job: &mut Job, mode: Mode) -> Option<bool> {
     let key = key(job);
     let own = job.line;
-    let take = |records: &mut HashMap<Key, Vec<usize>>| {
-        let lines = records.get_mut(&key)?;
-        match lines.iter().position(|&line| line == own) {
-            Some(at) => Some(lines.swap_remove(at)),
-            None => lines.pop(),
+    let take = |records: &mut Records| {
+        let taken = records.get_mut(&key)?;
+        match taken.iter().position(|taken| taken.line == own) {
+            Some(at) => Some(taken.swap_remove(at)),
+            None => taken.pop(),
         }
     };
     match (mode, take(&mut previous.wanted)) {
         (Mode::Resume, Some(_)) => Some(true),
         (Mode::Resume, None) => None,
         (Mode::ResumeFailed, None) => Some(take(&mut previous.done).is_some()),
-        (Mode::ResumeFailed, Some(line)) => {
-            job.resumed = previous.failures.remove(&(key, line));
+        (Mode::ResumeFailed, Some(taken)) => {
+            job.resumed = taken.failure;
             None
         }
     }
@@ -395,36 +394,28 @@ impl Streamed {
     pub fn carry_over(&self) -> Vec<Job> {
         let mut state = self.lock();
         let mut jobs = std::mem::take(&mut state.given_back);
-        if let Some(mut previous) = state.previous.take() {
-            let mut records: Vec<(Key, usize, Option<&'static str>)> = Vec::new();
-            let done = match self.mode {
-                Mode::Resume => std::mem::take(&mut previous.wanted),
-                Mode::ResumeFailed => {
-                    for (key, lines) in std::mem::take(&mut previous.wanted) {
-                        for line in lines {
-                            let failure = previous.failures.remove(&(key.clone(), line));
-                            records.push((key.clone(), line, failure));
-                        }
-                    }
-                    previous.done
-                }
+        if let Some(previous) = state.previous.take() {
+            // `--resume`: the jobs done are the wanted records. `--resume-failed`: the
+            // failures (wanted) and the jobs done; a record's failure tells them apart.
+            let records = match self.mode {
+                Mode::Resume => vec![previous.wanted],
+                Mode::ResumeFailed => vec![previous.wanted, previous.done],
             };
-            for (key, lines) in done {
-                records.extend(lines.into_iter().map(|line| (key.clone(), line, None)));
-            }
-            for ((command, groups), line, resumed) in records {
-                jobs.push(Job {
-                    line,
-                    groups: groups
-                        .iter()
-                        .map(|group| Group::from(group.as_str()))
-                        .collect(),
-                    command: command.into_bytes(),
-                    separated: !groups.is_empty(),
-                    timeout: None,
-                    retries: None,
-                    resumed,
-                });
+            for ((command, groups), taken) in records.into_iter().flatten() {
+                for Taken { line, failure } in taken {
+                    jobs.push(Job {
+                        line,
+                        groups: groups
+                            .iter()
+                            .map(|group| Group::from(group.as_str()))
+                            .collect(),
+                        command: command.clone().into_bytes(),
+                        separated: !groups.is_empty(),
+                        timeout: None,
+                        retries: None,
+                        resumed: failure,
+                    });
+                }
             }
         }
         jobs.sort_by(|a, b| (a.line, &a.command).cmp(&(b.line, &b.command)));

@@ -141,6 +141,19 @@ pub enum Arrival {
     Bad(Vec<String>),
 }
 
+impl Arrival {
+    /// The job of an arrival the runner did not take, if its line took a record of the report
+    /// resumed from that must be carried over (see [`Streamed`]): a job done, or a failure
+    /// `--resume-failed` was to run again.
+    pub fn into_carried(self) -> Option<Job> {
+        match self {
+            Arrival::Skipped(Skipped { job, done: true }) => Some(job),
+            Arrival::Job(job) if job.resumed.is_some() => Some(job),
+            _ => None,
+        }
+    }
+}
+
 /// What reaches the collector.
 #[derive(Debug)]
 enum Note {
@@ -518,11 +531,7 @@ async fn submit(shared: Arc<Shared>, input: Input) {
             // its place before the close and has not pushed yet (whose record the reader
             // took, and which it will not give back, the send succeeding).
             while let Some(arrival) = arrivals.recv().await {
-                match arrival {
-                    Arrival::Skipped(Skipped { job, done: true }) => carried.push(job),
-                    Arrival::Job(job) if job.resumed.is_some() => carried.push(job),
-                    _ => {}
-                }
+                carried.extend(arrival.into_carried());
             }
             carried.extend(resumed.carry_over());
             for job in carried {

@@ -105,14 +105,8 @@ impl Stream {
             // job done, or of a failure to run again, that this line took goes back, to be
             // carried over.
             if let Err(refused) = sender.blocking_send(arrival) {
-                match (refused.0, records.as_mut()) {
-                    (Arrival::Skipped(Skipped { job, done: true }), Some(records)) => {
-                        records.give_back(job);
-                    }
-                    (Arrival::Job(job), Some(records)) if job.resumed.is_some() => {
-                        records.give_back(job);
-                    }
-                    _ => {}
+                if let (Some(job), Some(records)) = (refused.0.into_carried(), records.as_mut()) {
+                    records.give_back(job);
                 }
                 return;
             }
