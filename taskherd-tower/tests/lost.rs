@@ -71,6 +71,16 @@ impl Revocable {
     fn revoke(&self) {
         self.revoke.send_replace(true);
     }
+
+    /// The layer on this pool, per `x-tenant`: waiting (so admitting after `call`) if `late`.
+    fn layer(&self) -> LimitLayer<Revocable, Header> {
+        let layer = LimitLayer::new(self.clone(), Header::new("x-tenant"));
+        if self.late {
+            layer.wait(std::time::Duration::from_secs(60))
+        } else {
+            layer
+        }
+    }
 }
 
 type Decided = Result<RevocablePermit, Refused<String>>;
@@ -225,17 +235,15 @@ async fn an_admission_lost_while_the_service_runs_is_answered_unavailable() {
         let pool = Revocable::new(late);
         let drops = Drops::new(&pool);
         let handler = drops.clone();
-        let mut layer = LimitLayer::new(pool.clone(), Header::new("x-tenant"));
-        if late {
-            layer = layer.wait(std::time::Duration::from_secs(60));
-        }
-        let mut service = layer.layer(tower::service_fn(move |_request: Request<()>| {
-            let guard = Tracked((), handler.clone());
-            async move {
-                let _guard = guard;
-                std::future::pending::<Result<Response<String>, Infallible>>().await
-            }
-        }));
+        let mut service = pool
+            .layer()
+            .layer(tower::service_fn(move |_request: Request<()>| {
+                let guard = Tracked((), handler.clone());
+                async move {
+                    let _guard = guard;
+                    std::future::pending::<Result<Response<String>, Infallible>>().await
+                }
+            }));
         let mut response = task::spawn(service.call(request()));
         // Late: the poll in `call` left the admission pending; this one admits it and calls
         // the service.
@@ -261,15 +269,15 @@ async fn a_loss_seen_as_the_service_answers_is_answered_unavailable() {
     let pool = Revocable::new(false);
     let (tx, rx) = mpsc::channel(1);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
-    let mut service = LimitLayer::new(pool.clone(), Header::new("x-tenant")).layer(
-        tower::service_fn(move |_request: Request<()>| {
+    let mut service = pool
+        .layer()
+        .layer(tower::service_fn(move |_request: Request<()>| {
             let rx = Arc::clone(&rx);
             async move {
                 rx.lock().await.recv().await;
                 Ok::<_, Infallible>(Response::new(String::from("done")))
             }
-        }),
-    );
+        }));
     let mut response = task::spawn(service.call(request()));
     assert_pending!(response.poll());
     tx.send(()).await.unwrap();
@@ -282,11 +290,11 @@ async fn a_loss_seen_as_the_service_answers_is_answered_unavailable() {
 #[tokio::test(flavor = "current_thread")]
 async fn an_answer_before_the_loss_is_served_whole() {
     let pool = Revocable::new(false);
-    let mut service = LimitLayer::new(pool.clone(), Header::new("x-tenant")).layer(
-        tower::service_fn(|_request: Request<()>| async {
+    let mut service = pool
+        .layer()
+        .layer(tower::service_fn(|_request: Request<()>| async {
             Ok::<_, Infallible>(Response::new(String::from("done")))
-        }),
-    );
+        }));
     let response = service.call(request()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let mut body = response.into_body();
@@ -312,12 +320,12 @@ async fn streaming(
         rx,
         drops.clone(),
     )))));
-    let mut service = LimitLayer::new(pool.clone(), Header::new("x-tenant")).layer(
-        tower::service_fn(move |_request: Request<()>| {
+    let mut service = pool
+        .layer()
+        .layer(tower::service_fn(move |_request: Request<()>| {
             let body = body.lock().unwrap().take().expect("one request");
             async move { Ok::<_, Infallible>(Response::new(body)) }
-        }),
-    );
+        }));
     let response = service.call(request()).await.unwrap();
     (response.into_body(), tx, drops)
 }
@@ -357,14 +365,14 @@ async fn a_body_that_is_always_ready_is_stopped_too() {
     let pool = Revocable::new(false);
     let drops = Drops::new(&pool);
     let made = drops.clone();
-    let mut service = LimitLayer::new(pool.clone(), Header::new("x-tenant")).layer(
-        tower::service_fn(move |_request: Request<()>| {
+    let mut service = pool
+        .layer()
+        .layer(tower::service_fn(move |_request: Request<()>| {
             let body = Endless {
                 _tracked: Tracked((), made.clone()),
             };
             async move { Ok::<_, Infallible>(Response::new(body)) }
-        }),
-    );
+        }));
     let mut body = service.call(request()).await.unwrap().into_body();
     let mut poller = Poller::new();
     for _ in 0..3 {
