@@ -45,8 +45,8 @@ pub struct Job {
     pub timeout: Option<Option<Duration>>,
     /// `retries=N` on the line; `None` if the line has none (then `--retries` applies).
     pub retries: Option<u32>,
-    /// With `--resume-failed`: the failure (`failed`, `killed`, `timed_out`, `error`) of the
-    /// earlier record this job was matched to, which is why it runs again. Its report record
+    /// With `--resume` or `--resume-failed`: the failure (`failed`, `killed`, `timed_out`,
+    /// `error`) of the earlier record this job was matched to, which is why it runs again. Its report record
     /// keeps it as `previous_status`, so that a job this run does not start (a halt, Ctrl-C, a
     /// line of a pipe never read) is still a failure to a later `--resume-failed`.
     pub resumed: Option<&'static str>,

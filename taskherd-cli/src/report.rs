@@ -23,7 +23,7 @@
 //! | `output`        | string or null    | with `--output dir:PATH`, the file holding the job's output   |
 //! | `timeout_secs`  | number or null    | for `timed_out`: the timeout the job ran past                 |
 //! | `attempts`      | array of objects  | every attempt (`--retries`), the last included, each with the fields from `status` to `timeout_secs`; empty if the job never started |
-//! | `previous_status` | string or null  | with `--resume-failed`: the earlier failure the job was run again for |
+//! | `previous_status` | string or null  | with `--resume` or `--resume-failed`: the earlier failure the job was run again for |
 //!
 //! The fields from `status` to `timeout_secs` are the last attempt's.
 //!
@@ -102,7 +102,7 @@ impl Report {
     /// Writes and flushes the record of a job skipped by `--resume` or `--resume-failed`:
     /// status `skipped` if it was `done` before, else `not_started`; reason `resumed`;
     /// otherwise like a job that did not start (with its earlier failure as
-    /// `previous_status`, for a job `--resume-failed` was to run on a line never read).
+    /// `previous_status`, for a failure the run was to run again on a line never read).
     pub fn write_skipped(&mut self, job: &Job, done: bool) -> io::Result<()> {
         let outcome = Outcome::not_started(None);
         let mut record = Record::new(job, &outcome);

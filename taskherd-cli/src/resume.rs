@@ -17,11 +17,14 @@
 //!   skipped; everything else runs (failures, jobs never started, jobs the report lacks).
 //! - `--resume-failed`: only a job matching a failure (`failed`, `killed`, `timed_out`,
 //!   `error`, or `not_started` with such a `previous_status`: a failure that an earlier
-//!   `--resume-failed` run was to run again and did not start) runs; everything else is
-//!   skipped, jobs never started and jobs the report lacks included. A job it runs keeps the
-//!   failure it matched as `previous_status` in the new report, and so does a job of a pipe's
-//!   line that a stopped run never read (carried over as `not_started`), so that failures
-//!   are not forgotten by a run that stops early. The skipped jobs that were done get a
+//!   run was to run again and did not start) runs; everything else is skipped, jobs never
+//!   started and jobs the report lacks included.
+//!
+//! In both modes a job run again for a failure it matched keeps that failure as
+//! `previous_status` in the new report, and so does a job of a pipe's line that a stopped
+//! run never read (carried over as `not_started`), so that failures are not forgotten by a
+//! run that stops early, whichever mode the next run uses. With `--resume-failed`, the
+//! skipped jobs that were done get a
 //!   `skipped` record; the others (never started, or not in the report) get a `not_started`
 //!   record with reason `resumed`, so that a later `--resume` from the new report runs them.
 //!   (GNU parallel's `--resume-failed` also runs the jobs not yet run: here that is
@@ -132,11 +135,14 @@ type Records = HashMap<Key, Vec<Taken>>;
 /// The records of a report that the mode looks for.
 #[derive(Debug, Default)]
 pub struct Previous {
-    /// The wanted records.
+    /// The wanted records: jobs done (`--resume` skips them), or failures (`--resume-failed`
+    /// runs them again).
     wanted: Records,
-    /// The records of jobs done (`succeeded`, or `skipped` as done before): for
-    /// `--resume-failed`, which of the jobs it skips were done (the others never ran).
-    done: Records,
+    /// The records the mode does not want but must not forget. `--resume`: the failures, so
+    /// that a job it runs again keeps its failure as `previous_status`. `--resume-failed`: the
+    /// jobs done (`succeeded`, or `skipped` as done before), so that it knows which of the
+    /// jobs it skips were done (the others never ran).
+    kept: Records,
     /// A warning about a last line cut short.
     pub warning: Option<String>,
 }
@@ -221,22 +227,24 @@ pub fn parse(text: &[u8], mode: Mode, source: &str) -> Result<Previous, Vec<Line
         return Err(errors);
     }
     let mut wanted = Records::new();
-    let mut done = Records::new();
+    let mut kept = Records::new();
     for ((line, key), (status, failure)) in last {
-        let taken = Taken { line, failure };
-        match mode {
-            Mode::Resume if mode.wants(status) => wanted.entry(key).or_default().push(taken),
-            Mode::Resume => {}
-            Mode::ResumeFailed if failure.is_some() => wanted.entry(key).or_default().push(taken),
-            Mode::ResumeFailed if Mode::Resume.wants(status) => {
-                done.entry(key).or_default().push(taken);
-            }
-            Mode::ResumeFailed => {}
-        }
+        let done = Mode::Resume.wants(status);
+        let records = match (mode, failure) {
+            (Mode::Resume, _) if done => &mut wanted,
+            (Mode::Resume, Some(_)) => &mut kept,
+            (Mode::ResumeFailed, Some(_)) => &mut wanted,
+            (Mode::ResumeFailed, None) if done => &mut kept,
+            _ => continue,
+        };
+        records
+            .entry(key)
+            .or_default()
+            .push(Taken { line, failure });
     }
     Ok(Previous {
         wanted,
-        done,
+        kept,
         warning,
     })
 }
@@ -256,29 +264,34 @@ pub fn select(jobs: Vec<Job>, mut previous: Previous, mode: Mode) -> (Vec<Job>, 
     let keys: Vec<Key> = jobs.iter().map(key).collect();
     let matched = match_records(&jobs, &keys, &mut previous.wanted);
     let (mut run, mut skipped) = (Vec::new(), Vec::new());
+    // The jobs that matched no wanted record, and their keys: they are looked up in the kept
+    // records next.
     let mut unmatched = Vec::new();
     for ((mut job, key), matched) in jobs.into_iter().zip(keys).zip(matched) {
         // --resume skips what matched a success; --resume-failed runs what matched a failure.
         match (mode, matched) {
             (Mode::Resume, Some(_)) => skipped.push((job, true)),
-            (Mode::ResumeFailed, None) => {
-                unmatched.push(key);
-                skipped.push((job, false));
-            }
             (Mode::ResumeFailed, Some(taken)) => {
                 job.resumed = taken.failure;
                 run.push(job);
             }
-            (Mode::Resume, None) => run.push(job),
+            (_, None) => unmatched.push((job, key)),
         }
     }
-    if mode == Mode::ResumeFailed {
-        let jobs: Vec<Job> = skipped.iter().map(|(job, _)| job.clone()).collect();
-        let done = match_records(&jobs, &unmatched, &mut previous.done);
-        for ((_, was_done), done) in skipped.iter_mut().zip(done) {
-            *was_done = done.is_some();
+    let (jobs, keys): (Vec<Job>, Vec<Key>) = unmatched.into_iter().unzip();
+    let kept = match_records(&jobs, &keys, &mut previous.kept);
+    for (mut job, kept) in jobs.into_iter().zip(kept) {
+        match mode {
+            // A job run again for a failure keeps it (`previous_status`).
+            Mode::Resume => {
+                job.resumed = kept.and_then(|taken| taken.failure);
+                run.push(job);
+            }
+            Mode::ResumeFailed => skipped.push((job, kept.is_some())),
         }
     }
+    run.sort_by_key(|job| job.line);
+    skipped.sort_by_key(|(job, _)| job.line);
     let skipped = skipped
         .into_iter()
         .map(|(job, done)| Skipped { job, done })
@@ -307,8 +320,8 @@ fn match_records(jobs: &[Job], keys: &[Key], records: &mut Records) -> Vec<Optio
     matched
 }
 
-/// For a job file read as it is written: `None` if `job`, just read, runs (with
-/// `--resume-failed`, its [`resumed`](Job::resumed) failure set); else whether it was done
+/// For a job file read as it is written: `None` if `job`, just read, runs (its
+/// [`resumed`](Job::resumed) failure set if it matched one); else whether it was done
 /// (see [`Skipped::done`]). A record with the job's own line is used if there is one, else any
 /// copy: lines read later cannot be waited for, so among identical lines (same command and
 /// groups) which copy runs may differ from a job file read whole.
@@ -324,8 +337,11 @@ pub fn skips(previous: &mut Previous, job: &mut Job, mode: Mode) -> Option<bool>
     };
     match (mode, take(&mut previous.wanted)) {
         (Mode::Resume, Some(_)) => Some(true),
-        (Mode::Resume, None) => None,
-        (Mode::ResumeFailed, None) => Some(take(&mut previous.done).is_some()),
+        (Mode::Resume, None) => {
+            job.resumed = take(&mut previous.kept).and_then(|taken| taken.failure);
+            None
+        }
+        (Mode::ResumeFailed, None) => Some(take(&mut previous.kept).is_some()),
         (Mode::ResumeFailed, Some(taken)) => {
             job.resumed = taken.failure;
             None
@@ -337,8 +353,8 @@ pub fn skips(previous: &mut Previous, job: &mut Job, mode: Mode) -> Option<bool>
 /// it (which takes the records its lines match) and the runner.
 ///
 /// When the run stops before the input's end, the lines not read yet are not jobs of the run,
-/// but the records of jobs done among them must not be lost, nor (with `--resume-failed`)
-/// those of the failures it was to run again: [`carry_over`](Self::carry_over) returns them,
+/// but the records of jobs done among them must not be lost, nor those of the failures it was
+/// to run again: [`carry_over`](Self::carry_over) returns them,
 /// to be written as `skipped` (done) or as `not_started` keeping the failure as
 /// `previous_status`, so that a later `--resume` still skips the jobs done and a later
 /// `--resume-failed` still runs the failures.
@@ -351,7 +367,6 @@ pub fn skips(previous: &mut Previous, job: &mut Job, mode: Mode) -> Option<bool>
 /// it takes the rest (and carries over the arrivals it did not receive).
 #[derive(Debug, Clone)]
 pub struct Streamed {
-    mode: Mode,
     state: Arc<Mutex<StreamedState>>,
 }
 
@@ -374,7 +389,6 @@ impl Streamed {
             given_back: Vec::new(),
         };
         Streamed {
-            mode,
             state: Arc::new(Mutex::new(state)),
         }
     }
@@ -387,7 +401,7 @@ impl Streamed {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The jobs done, and with `--resume-failed` the failures to run again, that no line read
+    /// The jobs done, and the failures to run again, that no line read
     /// took (and those given back), in line order: a job with a [`resumed`](Job::resumed)
     /// failure is one of the failures, the others were done. The records are gone afterwards.
     /// Close the channel of arrivals first (see the invariant).
@@ -395,13 +409,10 @@ impl Streamed {
         let mut state = self.lock();
         let mut jobs = std::mem::take(&mut state.given_back);
         if let Some(previous) = state.previous.take() {
-            // `--resume`: the jobs done are the wanted records. `--resume-failed`: the
-            // failures (wanted) and the jobs done; a record's failure tells them apart.
-            let records = match self.mode {
-                Mode::Resume => vec![previous.wanted],
-                Mode::ResumeFailed => vec![previous.wanted, previous.done],
-            };
-            for ((command, groups), taken) in records.into_iter().flatten() {
+            // The jobs done and the failures, wanted or kept: a record's failure tells them
+            // apart.
+            for ((command, groups), taken) in [previous.wanted, previous.kept].into_iter().flatten()
+            {
                 for Taken { line, failure } in taken {
                     jobs.push(Job {
                         line,
@@ -563,10 +574,13 @@ mod tests {
         let resumed: Vec<_> = run.iter().map(|job| job.resumed).collect();
         assert_eq!(resumed, [Some("timed_out"), Some("killed")]);
         assert_eq!(skipped_lines(&skipped), [(2, false), (4, true)]);
-        // To `--resume`, a job kept failed is not done: it runs.
+        // To `--resume`, a job kept failed is not done: it runs, and keeps its failure as
+        // `--resume-failed` does.
         let previous = parse(report.as_bytes(), Mode::Resume, "r").unwrap();
         let (run, skipped) = select(jobs, previous, Mode::Resume);
         assert_eq!(lines(&run), [1, 2, 3]);
+        let resumed: Vec<_> = run.iter().map(|job| job.resumed).collect();
+        assert_eq!(resumed, [Some("timed_out"), None, Some("killed")]);
         assert_eq!(skipped_lines(&skipped), [(4, true)]);
         // A status taskherd never writes is an error, as for `status`.
         let bad = kept(1, "x", "\"flaky\"");

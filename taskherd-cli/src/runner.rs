@@ -144,7 +144,7 @@ pub enum Arrival {
 impl Arrival {
     /// The job of an arrival the runner did not take, if its line took a record of the report
     /// resumed from that must be carried over (see [`Streamed`]): a job done, or a failure
-    /// `--resume-failed` was to run again.
+    /// the run was to run again.
     pub fn into_carried(self) -> Option<Job> {
         match self {
             Arrival::Skipped(Skipped { job, done: true }) => Some(job),
@@ -162,7 +162,7 @@ enum Note {
     /// A job skipped by `--resume` in streamed input (skipped jobs of a checked job file are
     /// written before the run).
     Skipped(Skipped),
-    /// A job done before, or a failure `--resume-failed` was to run again, on a line of
+    /// A job done before, or a failure the run was to run again, on a line of
     /// streamed input that the run stopped before reading: not a job of the run, but its record
     /// (`skipped`, or `not_started` with the failure as `previous_status`) keeps it done for
     /// a later `--resume`, or failed for a later `--resume-failed`.

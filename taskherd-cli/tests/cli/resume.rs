@@ -467,9 +467,22 @@ fn resume_failed_remembers_the_failures_a_halted_run_did_not_start() {
     assert_failure_kept_and_run_again(&scratch);
 }
 
-/// After [`two_failures`] and a `--resume-failed` run from `r1.jsonl` that ran job 1 (which
-/// failed again) and stopped before job 2: `r2.jsonl` keeps job 2's failure, and the next
-/// `--resume-failed` from it, with `fixed` written, runs both failures and only them.
+/// The same for a `--resume` run: it runs the failures (and what never ran) and keeps each
+/// failure as `previous_status`, so a halt does not turn a failure it did not start into a job
+/// that merely never ran, which the next `--resume-failed` would skip.
+#[test]
+fn resume_remembers_the_failures_a_halted_run_did_not_start() {
+    let scratch = two_failures();
+    let args = "run -j 1 --halt-on-error --resume r1.jsonl --report r2.jsonl jobs.txt";
+    scratch
+        .run(&args.split(' ').collect::<Vec<_>>())
+        .assert_code(1);
+    assert_failure_kept_and_run_again(&scratch);
+}
+
+/// After [`two_failures`] and a `--resume-failed` (or `--resume`) run from `r1.jsonl` that ran
+/// job 1 (which failed again) and stopped before job 2: `r2.jsonl` keeps job 2's failure, and
+/// the next `--resume-failed` from it, with `fixed` written, runs both failures and only them.
 fn assert_failure_kept_and_run_again(scratch: &Scratch) {
     assert_eq!(ran(scratch), [1], "stopped after job 1's failure");
     let mut second = statuses(&report(scratch, "r2.jsonl"));
@@ -508,6 +521,20 @@ fn stopped_streamed_resume_failed_keeps_unread_failures() {
         "echo 1 >> ran; test -e fixed",
         &["echo 2 >> ran; test -e fixed", "echo 3 >> ran"],
         "--resume-failed r1.jsonl --report r2.jsonl",
+        "r2.jsonl",
+    );
+    assert_failure_kept_and_run_again(&scratch);
+}
+
+/// The same for a streamed `--resume` run.
+#[test]
+fn stopped_streamed_resume_keeps_unread_failures() {
+    let scratch = two_failures();
+    halt_before_reading(
+        &scratch,
+        "echo 1 >> ran; test -e fixed",
+        &["echo 2 >> ran; test -e fixed", "echo 3 >> ran"],
+        "--resume r1.jsonl --report r2.jsonl",
         "r2.jsonl",
     );
     assert_failure_kept_and_run_again(&scratch);
