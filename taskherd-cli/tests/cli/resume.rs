@@ -459,12 +459,7 @@ fn previous_statuses(scratch: &Scratch, name: &str) -> Vec<(u64, Option<String>)
 /// next `--resume-failed` from that report runs them.
 #[test]
 fn resume_failed_remembers_the_failures_a_halted_run_did_not_start() {
-    let scratch = two_failures();
-    let args = "run -j 1 --halt-on-error --resume-failed r1.jsonl --report r2.jsonl jobs.txt";
-    scratch
-        .run(&args.split(' ').collect::<Vec<_>>())
-        .assert_code(1);
-    assert_failure_kept_and_run_again(&scratch);
+    halt_after_job_1("--resume-failed");
 }
 
 /// The same for a `--resume` run: it runs the failures (and what never ran) and keeps each
@@ -472,8 +467,13 @@ fn resume_failed_remembers_the_failures_a_halted_run_did_not_start() {
 /// that merely never ran, which the next `--resume-failed` would skip.
 #[test]
 fn resume_remembers_the_failures_a_halted_run_did_not_start() {
+    halt_after_job_1("--resume");
+}
+
+/// After [`two_failures`], a run with `option` from `r1.jsonl` that halts on job 1's failure.
+fn halt_after_job_1(option: &str) {
     let scratch = two_failures();
-    let args = "run -j 1 --halt-on-error --resume r1.jsonl --report r2.jsonl jobs.txt";
+    let args = format!("run -j 1 --halt-on-error {option} r1.jsonl --report r2.jsonl jobs.txt");
     scratch
         .run(&args.split(' ').collect::<Vec<_>>())
         .assert_code(1);
