@@ -50,8 +50,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for job in jobs {
         job.await?;
     }
-    // Releases go out in the background: hand the last slots back before exiting.
-    pool.flush().await;
+    // Releases go out in the background: close this process's share, wait for it, and hand
+    // the last slots back before exiting.
+    pool.shutdown().await;
     println!("{name}: done");
     Ok(())
 }

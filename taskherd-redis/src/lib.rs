@@ -46,8 +46,9 @@
 //! let permit = pool.acquire(["db-7"]).await?;
 //! assert!(!permit.is_lost());
 //! drop(permit);
-//! // Before exiting: hand the last slots back now rather than when their leases expire.
-//! pool.flush().await;
+//! // Before exiting: stop this process's share (close here, abort its tasks, wait for them)
+//! // and hand the last slots back now rather than when their leases expire.
+//! pool.shutdown().await;
 //! # Ok(()) }
 //! ```
 //!
@@ -81,6 +82,7 @@ mod builder;
 mod engine;
 mod error;
 mod key;
+mod life;
 mod permit;
 mod pool;
 mod scripts;

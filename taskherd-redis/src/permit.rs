@@ -28,6 +28,8 @@ pub struct RedisPermit<K> {
     pub(crate) id: String,
     pub(crate) groups: Vec<K>,
     pub(crate) lost: watch::Receiver<bool>,
+    /// Counts the permit in this process ([`RedisPool::wait`](crate::RedisPool::wait)).
+    pub(crate) _hold: crate::life::Hold,
 }
 
 impl<K> RedisPermit<K> {

@@ -5,7 +5,6 @@ use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use taskherd::backend::{self, TaskId, Tasks};
 use taskherd::{
@@ -17,6 +16,7 @@ use tokio::task::JoinHandle;
 use crate::builder::RedisPoolBuilder;
 use crate::engine::{Admitted, Engine, Status, Unavailable};
 use crate::key::{InvalidKey, checked_segment};
+use crate::life::{Hold, Life};
 use crate::{RedisKey, RedisPermit, UnavailableError};
 
 /// A pool of tasks and permits whose limits are shared by every process that opens a pool of
@@ -61,7 +61,7 @@ pub struct RedisPool<K> {
 struct Shared<K> {
     engine: Arc<Engine>,
     tasks: Tasks<K>,
-    closed: AtomicBool,
+    life: Arc<Life>,
 }
 
 impl<K> Clone for RedisPool<K> {
@@ -76,7 +76,8 @@ impl<K> fmt::Debug for RedisPool<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisPool")
             .field("engine", &self.shared.engine)
-            .field("closed", &self.shared.closed.load(Ordering::Relaxed))
+            .field("closed", &self.shared.life.is_closed())
+            .field("local_len", &self.shared.life.held())
             .finish_non_exhaustive()
     }
 }
@@ -90,9 +91,14 @@ struct Pending {
 
 impl Pending {
     fn new(engine: &Arc<Engine>) -> Self {
+        Self::of(engine, engine.new_id())
+    }
+
+    /// `id`, admitted but not settled yet.
+    fn of(engine: &Arc<Engine>, id: String) -> Self {
         Self {
             engine: Arc::clone(engine),
-            id: Some(engine.new_id()),
+            id: Some(id),
         }
     }
 
@@ -119,6 +125,8 @@ struct TaskGuard<K: Eq + Hash> {
     shared: Arc<Shared<K>>,
     id: String,
     task: TaskId,
+    /// Dropped after the release is queued: `wait` resolves after it.
+    _hold: Hold,
 }
 
 impl<K: Eq + Hash> Drop for TaskGuard<K> {
@@ -203,7 +211,7 @@ impl<K> RedisPool<K> {
             shared: Arc::new(Shared {
                 engine,
                 tasks: Tasks::default(),
-                closed: AtomicBool::new(false),
+                life: Arc::default(),
             }),
         }
     }
@@ -243,22 +251,63 @@ impl<K> RedisPool<K> {
         self.shared.engine.stop_renewal();
     }
 
-    /// Refuses new admissions from this handle's pool in this process (other processes are
-    /// not affected) and fails its waiting `spawn`s and `acquire`s, which leave their queues.
-    /// Running tasks and permits keep their slots. Returns `false` if it was already closed.
+    /// Refuses new admissions from this pool in this process (every clone of this handle; other
+    /// processes, and other pools opened on the same name, are not affected) and fails its
+    /// waiting `spawn`s and `acquire`s, which leave their queues. Running tasks and permits
+    /// keep their slots.
+    ///
+    /// As with [`TaskPool::close`](taskherd::TaskPool::close), every admission call of this
+    /// pool that has not returned yet fails with a closed error, even one whose slots Redis
+    /// granted after this call (a `try_*` call in flight, a waiter granted meanwhile): the
+    /// slots are given back (in the background) and a `spawn`'s future is handed back, never
+    /// polled. So once [`wait`](Self::wait) resolves, nothing of this pool is admitted in
+    /// this process until [`reopen`](Self::reopen).
+    ///
+    /// Returns `true` if this call closed the pool, `false` if it was already closed.
     pub fn close(&self) -> bool {
-        // SeqCst: a waiter that checks the flag after its wake-up must see it.
-        let was = self.shared.closed.swap(true, Ordering::SeqCst);
-        if !was {
+        let closed = self.shared.life.close();
+        if closed {
             self.shared.engine.wake_all();
         }
-        !was
+        closed
     }
 
-    /// Whether [`close`](Self::close) was called.
+    /// Whether [`close`](Self::close) was called (and [`reopen`](Self::reopen) not since).
     #[must_use]
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::SeqCst)
+        self.shared.life.is_closed()
+    }
+
+    /// Reopens a pool closed in this process: it admits work again.
+    ///
+    /// Returns `true` if this call reopened the pool, `false` if it was open.
+    pub fn reopen(&self) -> bool {
+        self.shared.life.reopen()
+    }
+
+    /// The tasks running and permits held in this process from this pool (every clone of this
+    /// handle). The fleet's count is [`len`](Self::len).
+    #[must_use]
+    pub fn local_len(&self) -> usize {
+        self.shared.life.held()
+    }
+
+    /// Waits until this pool is closed in this process and nothing of it is held here: no
+    /// task running, no permit held.
+    ///
+    /// Like [`TaskPool::wait`](taskherd::TaskPool::wait) (and `tokio_util`'s
+    /// `TaskTracker::wait`), for this process's share of the fleet: it does not close the
+    /// pool, and it does not resolve while the pool is open, even if nothing is held. Once
+    /// the pool has been closed with nothing held at some moment after `wait` was called, the
+    /// future resolves, even if the pool was reopened since. The releases of the last tasks
+    /// and permits may still be on their way to Redis: [`flush`](Self::flush) waits for them
+    /// ([`shutdown`](Self::shutdown) does both).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future changes nothing.
+    pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static + use<K> {
+        self.shared.life.wait()
     }
 }
 
@@ -293,7 +342,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                 Admitted::Now => {
                     let id = pending.settle();
                     let lost = engine.hold(&id, sent);
-                    Ok(Held::new(engine, id, lost))
+                    self.granted(id, lost)
                 }
                 Admitted::Full(at) => {
                     pending.settle();
@@ -322,7 +371,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                 Admitted::Now => {
                     let id = pending.settle();
                     let lost = engine.waiter_to_holder(&id);
-                    return Ok(Held::new(engine, id, lost));
+                    return self.granted(id, lost);
                 }
                 Admitted::Full(_) | Admitted::Waiting => engine.mark_queued(pending.id()),
             }
@@ -343,7 +392,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                     Status::Granted => {
                         let id = pending.settle();
                         let lost = engine.waiter_to_holder(&id);
-                        return Ok(Held::new(engine, id, lost));
+                        return self.granted(id, lost);
                     }
                     Status::Gone => {
                         // Its lease expired (Redis restarted, or this process was paused):
@@ -358,13 +407,31 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
         }
     }
 
+    /// An admission Redis granted, counted in this process ([`Life::hold`]); given back
+    /// instead if the pool was closed meanwhile (see [`close`](Self::close)).
+    fn granted(&self, id: String, lost: watch::Receiver<bool>) -> Result<Held, Refused> {
+        let engine = &self.shared.engine;
+        match self.shared.life.hold() {
+            Some(hold) => Ok(Held {
+                id: Pending::of(engine, id),
+                lost,
+                hold,
+            }),
+            None => {
+                engine.release_later(id);
+                Err(Refused::Closed)
+            }
+        }
+    }
+
     fn permit(&self, held: Held, groups: Vec<K>) -> RedisPermit<K> {
-        let (id, lost) = held.into_parts();
+        let (id, lost, hold) = held.into_parts();
         RedisPermit {
             engine: Arc::clone(&self.shared.engine),
             id,
             groups,
             lost,
+            _hold: hold,
         }
     }
 
@@ -375,11 +442,12 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     {
         let task = self.shared.tasks.insert(groups);
         // From here the task's guard releases the id.
-        let (id, lost) = held.into_parts();
+        let (id, lost, hold) = held.into_parts();
         let guard = TaskGuard {
             shared: Arc::clone(&self.shared),
             id: id.clone(),
             task,
+            _hold: hold,
         };
         let handle = backend::spawn_guarded(guard, future);
         self.shared.tasks.attach(task, handle.abort_handle());
@@ -663,6 +731,75 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
         Ok(rows.first().copied().unwrap_or_default())
     }
 
+    /// Admissions counted in the total across the fleet: tasks and permits of every process.
+    /// This process's share is [`local_len`](Self::local_len).
+    ///
+    /// # Errors
+    ///
+    /// [`UnavailableError`].
+    pub async fn len(&self) -> Result<usize, UnavailableError> {
+        Ok(self.total_stats().await?.running)
+    }
+
+    /// Whether nothing is counted in the total across the fleet.
+    ///
+    /// # Errors
+    ///
+    /// [`UnavailableError`].
+    pub async fn is_empty(&self) -> Result<bool, UnavailableError> {
+        Ok(self.len().await? == 0)
+    }
+
+    /// The limit in force for group `key` across the fleet: its explicit limit, else the
+    /// default limit.
+    ///
+    /// # Errors
+    ///
+    /// [`UnavailableError`] (also if `key`'s segment is invalid: see [`RedisKey`]).
+    pub async fn effective_limit(&self, key: &K) -> Result<Option<usize>, UnavailableError> {
+        Ok(self.stats(key).await?.limit)
+    }
+
+    /// Waiting `spawn`s and `acquire`s of every process that name group `key` (queued for
+    /// it, or holding a slot of it promised to them while they wait for another group).
+    ///
+    /// # Errors
+    ///
+    /// [`UnavailableError`] (also if `key`'s segment is invalid: see [`RedisKey`]).
+    pub async fn waiting_count(&self, key: &K) -> Result<usize, UnavailableError> {
+        Ok(self.stats(key).await?.waiting)
+    }
+
+    /// Waiting `spawn`s and `acquire`s in the whole pool, across the fleet. Not counted in
+    /// [`len`](Self::len).
+    ///
+    /// # Errors
+    ///
+    /// [`UnavailableError`].
+    pub async fn waiting_len(&self) -> Result<usize, UnavailableError> {
+        Ok(self.total_stats().await?.waiting)
+    }
+
+    /// Shuts this process's share of the pool down: closes it here, aborts the tasks this
+    /// process spawned from it, waits until none runs and no permit is held (permits are their
+    /// holders' to drop), then waits until every release has reached Redis, so that the fleet
+    /// gets the slots back at once. Call it before a process exits. Other processes go on.
+    ///
+    /// While Redis is unreachable, the last step waits until it is back or the leases have
+    /// expired (see [`flush`](Self::flush)).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future stops only the waiting. If it was polled, the pool
+    /// stays closed and its tasks stay aborted; nothing happens before the first poll.
+    pub async fn shutdown(&self) {
+        self.close();
+        let wait = self.wait();
+        self.shared.tasks.abort_all();
+        wait.await;
+        self.flush().await;
+    }
+
     /// Aborts the tasks this process spawned in group `key`; returns how many.
     pub fn abort_group(&self, key: &K) -> usize {
         self.shared.tasks.abort_group(key)
@@ -683,35 +820,19 @@ fn try_spawn_error<K, T>(refused: Refused, keys: Vec<K>, inner: T) -> TrySpawnEr
     }
 }
 
-/// An admission made: its id and its lost signal. Released in the background if dropped
-/// before a permit or a task's guard took it over (`make` of `try_spawn_with`, or a key's
-/// `Hash`, panicked in between).
+/// An admission made: its id, its lost signal, and its count in this process. The id is
+/// released in the background if dropped before a permit or a task's guard took it over
+/// (`make` of `try_spawn_with`, or a key's `Hash`, panicked in between).
 struct Held {
-    engine: Arc<Engine>,
-    /// Empty once taken over (ids are never empty).
-    id: String,
+    id: Pending,
     lost: watch::Receiver<bool>,
+    hold: Hold,
 }
 
 impl Held {
-    fn new(engine: &Arc<Engine>, id: String, lost: watch::Receiver<bool>) -> Self {
-        Self {
-            engine: Arc::clone(engine),
-            id,
-            lost,
-        }
-    }
-
-    /// The id and the lost signal, for the permit or task guard that releases the id.
-    fn into_parts(mut self) -> (String, watch::Receiver<bool>) {
-        (std::mem::take(&mut self.id), self.lost.clone())
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if !self.id.is_empty() {
-            self.engine.release_later(std::mem::take(&mut self.id));
-        }
+    /// The id, the lost signal and the count, for the permit or task guard that releases the
+    /// id.
+    fn into_parts(self) -> (String, watch::Receiver<bool>, Hold) {
+        (self.id.settle(), self.lost, self.hold)
     }
 }

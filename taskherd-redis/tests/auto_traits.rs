@@ -17,6 +17,12 @@ fn futures_are_send(pool: RedisPool<String>, permit: RedisPermit<String>) {
     send(&pool.set_limits(taskherd::LimitChanges::new()));
     send(&pool.stats(&"a".to_owned()));
     send(&pool.flush());
+    send(&pool.wait());
+    send(&pool.shutdown());
+    send(&pool.len());
+    send(&pool.effective_limit(&"a".to_owned()));
+    send(&pool.waiting_count(&"a".to_owned()));
+    send(&pool.waiting_len());
     send(&permit.lost());
     send(&RedisPool::<String>::builder("redis://127.0.0.1/", "p").build());
 }

@@ -1,0 +1,135 @@
+//! This process's side of a pool's life: closed or open, and what it holds (tasks running and
+//! permits held) — what [`RedisPool::wait`](crate::RedisPool::wait) waits for.
+//!
+//! # Invariant
+//!
+//! No [`Hold`] is made while the pool is closed: [`Life::hold`] checks the flag and counts
+//! the hold under one lock, and [`Life::close`] sets the flag under it. So once `wait` has seen
+//! the pool closed with nothing held, nothing is held here until it is reopened: an admission
+//! that Redis granted after `close` (a call in flight, a waiter granted meanwhile) finds the pool
+//! closed when it asks for its hold, and gives its slot back instead of becoming a task or a
+//! permit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+pub(crate) struct Life {
+    state: Mutex<State>,
+    /// `state.closed`, readable without the lock (its writes happen under it).
+    closed: AtomicBool,
+    /// Counts the moments the pool became closed with nothing held; `wait` waits for a change.
+    idle: watch::Sender<u64>,
+}
+
+struct State {
+    closed: bool,
+    /// Tasks running and permits held, in this process.
+    held: usize,
+}
+
+impl Default for Life {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(State {
+                closed: false,
+                held: 0,
+            }),
+            closed: AtomicBool::new(false),
+            idle: watch::Sender::new(0),
+        }
+    }
+}
+
+impl Life {
+    pub(crate) fn is_closed(&self) -> bool {
+        // SeqCst: a waiter that checks the flag after its wake-up must see it.
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Closes; `false` if it was closed already.
+    pub(crate) fn close(&self) -> bool {
+        let idle = {
+            let mut state = self.state.lock();
+            if state.closed {
+                return false;
+            }
+            state.closed = true;
+            self.closed.store(true, Ordering::SeqCst);
+            state.held == 0
+        };
+        if idle {
+            self.became_idle();
+        }
+        true
+    }
+
+    /// Reopens; `false` if it was open.
+    pub(crate) fn reopen(&self) -> bool {
+        let mut state = self.state.lock();
+        let was = state.closed;
+        state.closed = false;
+        self.closed.store(false, Ordering::SeqCst);
+        was
+    }
+
+    /// Counts one task or permit until the hold is dropped; `None` if the pool is closed.
+    pub(crate) fn hold(self: &Arc<Self>) -> Option<Hold> {
+        let mut state = self.state.lock();
+        if state.closed {
+            return None;
+        }
+        state.held += 1;
+        Some(Hold {
+            life: Arc::clone(self),
+        })
+    }
+
+    pub(crate) fn held(&self) -> usize {
+        self.state.lock().held
+    }
+
+    /// Resolves once the pool is closed with nothing held, at some moment after this call.
+    pub(crate) fn wait(self: &Arc<Self>) -> impl Future<Output = ()> + Send + 'static + use<> {
+        // Subscribed before the state is read: a moment after the read is seen as a change.
+        let mut idle = self.idle.subscribe();
+        let now = {
+            let state = self.state.lock();
+            state.closed && state.held == 0
+        };
+        let life = Arc::clone(self);
+        async move {
+            if !now {
+                // The sender lives in `life`, kept alive here: `changed` returns no error.
+                let _ = idle.changed().await;
+            }
+            drop(life);
+        }
+    }
+
+    /// Tells the `wait`s; called after unlocking (waking runs wakers).
+    fn became_idle(&self) {
+        self.idle
+            .send_modify(|moments| *moments = moments.wrapping_add(1));
+    }
+}
+
+/// One task running or permit held in this process; see [`Life::hold`].
+pub(crate) struct Hold {
+    life: Arc<Life>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let idle = {
+            let mut state = self.life.state.lock();
+            state.held -= 1;
+            state.closed && state.held == 0
+        };
+        if idle {
+            self.life.became_idle();
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! This process's side of a pool's life (`close`, `reopen`, `wait`, `shutdown`, `local_len`)
+//! and the fleet's counts (`len`, `effective_limit`, `waiting_count`, `waiting_len`), against a
+//! real redis-server.
+
+mod support;
+
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::task::{Context, Waker};
+use std::time::Duration;
+
+use taskherd::LimitChanges;
+use tokio::sync::oneshot;
+
+use support::{Server, pool};
+
+/// Polls `future` once; whether it is ready. `wait` depends on this process's state only (no
+/// I/O), so its readiness can be checked poll by poll.
+fn ready(future: Pin<&mut impl Future<Output = ()>>) -> bool {
+    future
+        .poll(&mut Context::from_waker(Waker::noop()))
+        .is_ready()
+}
+
+/// `wait` resolves once the pool is closed here and neither a task nor a permit of it is held
+/// here; not before, however empty the pool is while open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_resolves_once_closed_with_no_task_or_permit_left() {
+    let server = Server::start();
+    let pool = pool(&server, "wait", Duration::from_secs(5)).await;
+
+    let mut idle = pin!(pool.wait());
+    assert!(
+        !ready(idle.as_mut()),
+        "open and empty: wait does not resolve"
+    );
+
+    let (finish, finished) = oneshot::channel::<()>();
+    let task = pool
+        .try_spawn(["a"], async move {
+            let _ = finished.await;
+        })
+        .await
+        .unwrap();
+    let permit = pool.try_acquire(["b"]).await.unwrap();
+    assert_eq!(pool.local_len(), 2);
+    let mut wait = pin!(pool.wait());
+    assert!(!ready(wait.as_mut()));
+
+    assert!(pool.close());
+    assert!(
+        !ready(wait.as_mut()),
+        "closed, but a task and a permit are held"
+    );
+    drop(permit);
+    assert_eq!(pool.local_len(), 1);
+    assert!(!ready(wait.as_mut()), "closed, but a task runs");
+    finish.send(()).unwrap();
+    task.await.unwrap();
+    assert_eq!(pool.local_len(), 0);
+    assert!(ready(wait.as_mut()), "closed and nothing held");
+    assert!(
+        ready(idle.as_mut()),
+        "a wait made before anything ran resolves too"
+    );
+    // A wait made now, while closed and empty, resolves at once.
+    assert!(ready(pin!(pool.wait()).as_mut()));
+
+    // The fleet gets the slots back once the releases are flushed.
+    pool.flush().await;
+    assert_eq!(pool.len().await.unwrap(), 0);
+    assert!(pool.is_empty().await.unwrap());
+}
+
+/// A pool closed and empty at some moment after `wait` was called resolves it, even if it was
+/// reopened and used since; `reopen` admits again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_remembers_a_moment_closed_and_empty_across_reopen() {
+    let server = Server::start();
+    let pool = pool(&server, "reopen", Duration::from_secs(5)).await;
+    let permit = pool.try_acquire(["a"]).await.unwrap();
+    let mut wait = pin!(pool.wait());
+    assert!(pool.close());
+    assert!(!pool.close(), "already closed");
+    assert!(pool.try_acquire(["a"]).await.unwrap_err().is_closed());
+    drop(permit);
+    assert!(pool.reopen());
+    assert!(!pool.reopen(), "already open");
+    assert!(!pool.is_closed());
+    let again = pool.try_acquire(["a"]).await.unwrap();
+    assert!(
+        ready(wait.as_mut()),
+        "closed and empty for a moment after wait was called"
+    );
+    // A wait made now, open, does not resolve.
+    assert!(!ready(pin!(pool.wait()).as_mut()));
+    drop(again);
+    pool.flush().await;
+}
+
+/// An admission that Redis grants after `close` (here: a `try_spawn` in flight when the pool is
+/// closed) fails as closed, hands its future back and gives its slot back: nothing is
+/// admitted here once `wait` could have resolved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admission_granted_after_close_fails_and_gives_its_slot_back() {
+    let server = Server::start();
+    let pool = pool(&server, "inflight", Duration::from_secs(5)).await;
+    let mut attempt = pin!(pool.try_spawn(["a"], async { 7 }));
+    // The first poll sends the call to Redis; its reply needs a round trip.
+    let first = attempt
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()));
+    assert!(first.is_pending(), "answered without a round trip");
+    assert!(pool.close());
+    assert!(
+        ready(pin!(pool.wait()).as_mut()),
+        "nothing is held here: wait resolves at once"
+    );
+    let err = attempt.await.unwrap_err();
+    assert!(err.is_closed(), "{err:?}");
+    assert_eq!(err.into_inner().await, 7, "the future is handed back");
+    assert_eq!(pool.local_len(), 0);
+    pool.flush().await;
+    let total = pool.total_stats().await.unwrap();
+    assert_eq!(
+        total.running, 0,
+        "the slot granted after close was given back"
+    );
+}
+
+/// A waiting `spawn` fails on `close` and does not hold `wait` up; `shutdown` aborts the tasks
+/// this process spawned, waits for them, and flushes their releases to Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_aborts_waits_and_flushes() {
+    let server = Server::start();
+    let pool = pool(&server, "shutdown", Duration::from_secs(5)).await;
+    pool.set_limit("a", 1).await.unwrap();
+    let running = pool
+        .try_spawn(["a"], std::future::pending::<()>())
+        .await
+        .unwrap();
+    let waiting = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.spawn(["a"], async {}).await.map(drop) }
+    });
+    // The waiter is queued in Redis before the shutdown.
+    while pool.waiting_len().await.unwrap() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(pool.waiting_count(&"a").await.unwrap(), 1);
+
+    pool.shutdown().await;
+    assert!(pool.is_closed());
+    assert_eq!(pool.local_len(), 0);
+    // No flush needed: shutdown waited for the task's release to reach Redis.
+    assert_eq!(pool.len().await.unwrap(), 0);
+    assert!(running.await.unwrap_err().is_cancelled());
+    let failed = waiting.await.unwrap().unwrap_err();
+    assert!(failed.is_closed(), "{failed:?}");
+    // The waiter left its queue when it failed (it is not counted here, so shutdown did not
+    // wait for it).
+    pool.flush().await;
+    assert_eq!(pool.waiting_len().await.unwrap(), 0);
+}
+
+/// The fleet's counts: every process's tasks and permits, the limit in force, the waiters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_counts_cover_every_process() {
+    let server = Server::start();
+    let here = pool(&server, "counts", Duration::from_secs(5)).await;
+    // Another process: a pool of the same name, built on its own.
+    let there = pool(&server, "counts", Duration::from_secs(5)).await;
+    here.set_limits(LimitChanges::new().default_limit(1).limit("b", 3))
+        .await
+        .unwrap();
+    assert_eq!(here.effective_limit(&"a").await.unwrap(), Some(1));
+    assert_eq!(here.effective_limit(&"b").await.unwrap(), Some(3));
+    assert_eq!(here.limit(&"a").await.unwrap(), None, "no explicit limit");
+
+    let a = there.try_acquire(["a"]).await.unwrap();
+    let b = here.try_acquire(["b"]).await.unwrap();
+    assert_eq!(here.len().await.unwrap(), 2);
+    assert!(!here.is_empty().await.unwrap());
+    assert_eq!((here.local_len(), there.local_len()), (1, 1));
+
+    let waiter = tokio::spawn({
+        let here = here.clone();
+        async move { here.acquire(["a", "b"]).await.map(drop) }
+    });
+    while here.waiting_len().await.unwrap() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(there.waiting_len().await.unwrap(), 1);
+    assert_eq!(there.waiting_count(&"a").await.unwrap(), 1);
+    assert_eq!(there.waiting_count(&"c").await.unwrap(), 0);
+    drop(a);
+    waiter.await.unwrap().unwrap();
+    drop(b);
+    here.flush().await;
+    there.flush().await;
+    assert_eq!(here.len().await.unwrap(), 0);
+    assert_eq!(here.waiting_len().await.unwrap(), 0);
+}
+
+/// The invariant under concurrency: callers spawn in a loop on both worker threads (`try_spawn`
+/// and waiting `spawn`, with a limit so that some wait) while the pool is closed; once `wait`
+/// has resolved, no task of the pool starts in this process, every call ends, and nothing is
+/// left counted in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_starts_after_wait_resolved() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let server = Server::start();
+    let pool = pool(&server, "race", Duration::from_secs(5)).await;
+    pool.set_limit("a", 4).await.unwrap();
+    let waited = Arc::new(AtomicBool::new(false));
+    let (started, late) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let callers: Vec<_> = (0..16)
+        .map(|caller| {
+            let (pool, waited) = (pool.clone(), Arc::clone(&waited));
+            let (started, late) = (Arc::clone(&started), Arc::clone(&late));
+            tokio::spawn(async move {
+                loop {
+                    let (waited, started, late) =
+                        (Arc::clone(&waited), Arc::clone(&started), Arc::clone(&late));
+                    let task = async move {
+                        if waited.load(Ordering::SeqCst) {
+                            late.fetch_add(1, Ordering::SeqCst);
+                        }
+                        started.fetch_add(1, Ordering::SeqCst);
+                    };
+                    let closed = if caller % 2 == 0 {
+                        match pool.try_spawn(["a"], task).await {
+                            Ok(_) => false,
+                            Err(err) => err.is_closed(),
+                        }
+                    } else {
+                        match pool.spawn(["a"], task).await {
+                            Ok(_) => false,
+                            Err(err) => err.is_closed(),
+                        }
+                    };
+                    if closed {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    while started.load(Ordering::SeqCst) < 100 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    pool.close();
+    pool.wait().await;
+    waited.store(true, Ordering::SeqCst);
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    // Give any task that slipped through the time to start and be counted.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(late.load(Ordering::SeqCst), 0, "a task started after wait");
+    assert_eq!(pool.local_len(), 0);
+    pool.flush().await;
+    let total = pool.total_stats().await.unwrap();
+    assert_eq!((total.running, total.waiting), (0, 0));
+}
