@@ -44,6 +44,9 @@ local function admit(mode, id, segs)
   -- The fields of the total (`t`) and of every group (`g:<seg>`), the total first.
   local names = { 't' }
   for i, seg in ipairs(segs) do names[i + 1] = 'g:' .. seg end
+  -- The fields of the limits to read: the default, then the names.
+  local limit_fields = { 'd', 't' }
+  for i = 2, #names do limit_fields[i + 1] = names[i] end
 
   -- Counts the admission in the total, then in each group in the caller's order, checking
   -- each against its limit as it goes (counting first spares reading and parsing the counts:
@@ -54,8 +57,8 @@ local function admit(mode, id, segs)
   -- between transitions (T.tres is 0 here).
   local limits, reserved
   local function take()
-    limits = redis.call('HMGET', K_LIM, 'd', unpack(names))
-    reserved = redis.call('HMGET', K_RES, unpack(names))
+    limits = call_chunked('HMGET', K_LIM, limit_fields)
+    reserved = call_chunked('HMGET', K_RES, names)
     local default = limits[1] and tonumber(limits[1])
     local counts = {}
     for i, name in ipairs(names) do
@@ -93,7 +96,7 @@ local function admit(mode, id, segs)
       redis.call('HINCRBY', K_ST, 'a:' .. name, 1)
       peaks[i] = 'p:' .. name
     end
-    local old = redis.call('HMGET', K_ST, unpack(peaks))
+    local old = call_chunked('HMGET', K_ST, peaks)
     local new = {}
     for i, r in ipairs(got) do
       if not old[i] or r > tonumber(old[i]) then
@@ -101,7 +104,7 @@ local function admit(mode, id, segs)
         new[#new + 1] = r
       end
     end
-    if #new > 0 then redis.call('HSET', K_ST, unpack(new)) end
+    call_chunked('HSET', K_ST, new)
     redis.call('ZADD', K_H, now + lease, id)
     redis.call('HSET', K_HG, id, table.concat(segs, '\n'))
     return 1, 0

@@ -33,6 +33,22 @@ local K_LIM, K_RUN, K_RES, K_ST = P .. 'lim', P .. 'run', P .. 'res', P .. 'st'
 local K_QG, K_QT, K_SEQ = P .. 'qg', P .. 'qt', P .. 'seq'
 local K_H, K_HG, K_WL = P .. 'h', P .. 'hg', P .. 'wl'
 
+-- `redis.call(cmd, key, args...)` in calls of at most 1,000 arguments each, the replies
+-- (HMGET's values) joined in order. Lua's `unpack` fails past about 8,000 values, and one
+-- admission may name thousands of groups: failing halfway through a script would leave its
+-- earlier writes (Redis does not roll a script back). The chunk is even, so HSET's
+-- field-value pairs stay together. Does nothing for no arguments.
+local function call_chunked(cmd, key, args)
+  local out = {}
+  for from = 1, #args, 1000 do
+    local reply = redis.call(cmd, key, unpack(args, from, math.min(from + 999, #args)))
+    if type(reply) == 'table' then
+      for _, value in ipairs(reply) do out[#out + 1] = value end
+    end
+  end
+  return out
+end
+
 -- The server's clock, in milliseconds. Never a client's.
 local function now_ms()
   local t = redis.call('TIME')
@@ -252,7 +268,7 @@ local function release_groups(groups, now)
     if #idle == 0 then return end
     local fields = {}
     for i, seg in ipairs(idle) do fields[i] = 'g:' .. seg end
-    local explicit = redis.call('HMGET', K_LIM, unpack(fields))
+    local explicit = call_chunked('HMGET', K_LIM, fields)
     local stats = {}
     for i, seg in ipairs(idle) do
       if not explicit[i] then
@@ -261,7 +277,7 @@ local function release_groups(groups, now)
         stats[#stats + 1] = 'p:g:' .. seg
       end
     end
-    if #stats > 0 then redis.call('HDEL', K_ST, unpack(stats)) end
+    call_chunked('HDEL', K_ST, stats)
     return
   end
   -- Counts first, then the pumps (each pump looks at its own group's counts only, so the

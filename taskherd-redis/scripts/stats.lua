@@ -8,18 +8,29 @@
 -- The total's waiting counts every waiter not granted; a group's counts its queued and
 -- reserved waiters. Limits are the ones in force (explicit, else the default).
 
-local function s(v) if v == nil then return '' end return tostring(v) end
+-- Values stored in Redis (counts, limits) are returned as stored, not through a Lua number:
+-- `tostring` of a number of 15 digits or more gives `1e+14`, which a client cannot read
+-- back (a limit of `usize::MAX` included). Numbers counted here are formatted in full.
+local function s(v)
+  if v == nil or v == false then return '' end
+  if type(v) == 'number' then return string.format('%.0f', v) end
+  return v
+end
 local out = {}
 local function row(field, running, waiting, reserved, limit)
   return { s(running), s(waiting), s(reserved), s(limit),
-           s(num(redis.call('HGET', K_ST, 'a:' .. field))),
-           s(num(redis.call('HGET', K_ST, 'x:' .. field))),
-           s(num(redis.call('HGET', K_ST, 'p:' .. field))) }
+           s(redis.call('HGET', K_ST, 'a:' .. field)),
+           s(redis.call('HGET', K_ST, 'x:' .. field)),
+           s(redis.call('HGET', K_ST, 'p:' .. field)) }
 end
-out[1] = row('t', num(redis.call('HGET', K_RUN, 't')), redis.call('ZCARD', K_WL), 0, tlimit())
+out[1] = row('t', redis.call('HGET', K_RUN, 't'), redis.call('ZCARD', K_WL), 0,
+  redis.call('HGET', K_LIM, 't'))
 for i = 1, #ARGV do
   local seg = ARGV[i]
   local r = gres(seg)
-  out[i + 1] = row('g:' .. seg, grun(seg), redis.call('ZCARD', qkey(seg)) + r, r, glimit(seg))
+  local limit = redis.call('HGET', K_LIM, 'g:' .. seg)
+  if not limit then limit = redis.call('HGET', K_LIM, 'd') end
+  out[i + 1] = row('g:' .. seg, redis.call('HGET', K_RUN, 'g:' .. seg),
+    redis.call('ZCARD', qkey(seg)) + r, r, limit)
 end
 return out

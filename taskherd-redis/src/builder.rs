@@ -7,6 +7,10 @@ use std::time::Duration;
 use crate::engine::{Engine, redact};
 use crate::{RedisPool, UnavailableError};
 
+/// The longest lease: deadlines are computed by adding it to the time now, which a lease of
+/// `Duration::MAX` would overflow.
+const MAX_LEASE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// Builds a [`RedisPool`]: made by [`RedisPool::builder`].
 #[must_use = "a builder does nothing until build() is awaited"]
 pub struct RedisPoolBuilder<K> {
@@ -33,7 +37,8 @@ impl<K> RedisPoolBuilder<K> {
     /// process that dies gives its slots back within the lease (plus about half a second for
     /// the reaper). A process that cannot get a renewal confirmed presumes its leases lost
     /// after 90% of the lease (fail closed): a longer lease rides out longer outages of
-    /// Redis, a shorter one gives slots back sooner.
+    /// Redis, a shorter one gives slots back sooner. A lease longer than a year (up to
+    /// `Duration::MAX`, for "never expires") is cut to a year.
     ///
     /// # Panics
     ///
@@ -43,7 +48,7 @@ impl<K> RedisPoolBuilder<K> {
             lease >= Duration::from_millis(30),
             "a lease shorter than 30 ms is not a lease; give it at least seconds"
         );
-        self.lease = lease;
+        self.lease = lease.min(MAX_LEASE);
         self
     }
 

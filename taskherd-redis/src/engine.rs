@@ -12,7 +12,7 @@
 //!   *sent* (so a process cut off from Redis stops its work before the fleet reaps it);
 //! - its **waiters** (ids queued in Redis), renewed with the holders and woken by the
 //!   notifier, which `BLPOP`s this process's list `n:<process>` on a connection of its own and,
-//!   after each second without a notification, polls every local waiter in one `poll.lua` call;
+//!   every second whatever arrives, polls every local waiter in one `poll.lua` call;
 //! - an **admitter** that sends the admissions of callers who come together in one
 //!   `admit.lua` call (a caller waits for the call in flight at most: with one caller, each
 //!   admission is its own call), and releases what a caller that went away was given;
@@ -195,8 +195,10 @@ pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "<redis url>".to_owned();
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    // The last `@` anywhere, not only in the authority: a password written with a `/`, `?`
+    // or `#` not percent-encoded would end the authority early. (A path or query with an
+    // `@` is redacted too: too much rather than too little.)
+    match rest.rfind('@') {
         Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
         None => url.to_owned(),
     }
@@ -822,13 +824,17 @@ async fn reaper(engine: Weak<Engine>) {
     }
 }
 
-/// Wakes this process's granted waiters: `BLPOP n:<process>` on its own connection, and after
-/// each second without a notification, one `poll.lua` call for every local waiter.
+/// Wakes this process's granted waiters: `BLPOP n:<process>` on its own connection, and every
+/// second, one `poll.lua` call for every local waiter queued: a notification can be lost (the
+/// connection dropped after Redis popped it), and a process that keeps being notified for
+/// other waiters must still find that grant.
 async fn notifier(engine: Weak<Engine>, mut conn: ConnectionManager) {
     let list = match engine.upgrade() {
         Some(engine) => format!("{}n:{}", engine.prefix, engine.process),
         None => return,
     };
+    let poll_every = Duration::from_secs_f64(NOTIFY_TIMEOUT_SECS);
+    let mut polled = Instant::now();
     loop {
         let popped: Result<Option<(String, String)>, _> = redis::cmd("BLPOP")
             .arg(&list)
@@ -840,23 +846,27 @@ async fn notifier(engine: Weak<Engine>, mut conn: ConnectionManager) {
         };
         match popped {
             Ok(Some((_, id))) => engine.wake(&id, None),
-            Ok(None) => {
-                let ids: Vec<String> = queued(&engine.local.lock().waiters).cloned().collect();
-                if ids.is_empty() {
-                    continue;
-                }
-                if let Ok(statuses) = engine.poll(&ids).await {
-                    for (id, status) in ids.iter().zip(statuses) {
-                        if status != Status::Waiting {
-                            engine.wake(id, Some(status));
-                        }
-                    }
-                }
-            }
+            Ok(None) => {}
             Err(error) => {
                 tracing::debug!(%error, "notifier: Redis unreachable; retrying");
                 drop(engine);
                 tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        }
+        if polled.elapsed() < poll_every {
+            continue;
+        }
+        polled = Instant::now();
+        let ids: Vec<String> = queued(&engine.local.lock().waiters).cloned().collect();
+        if ids.is_empty() {
+            continue;
+        }
+        if let Ok(statuses) = engine.poll(&ids).await {
+            for (id, status) in ids.iter().zip(statuses) {
+                if status != Status::Waiting {
+                    engine.wake(id, Some(status));
+                }
             }
         }
     }

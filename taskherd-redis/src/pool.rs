@@ -131,10 +131,13 @@ struct TaskGuard<K: Eq + Hash> {
 
 impl<K: Eq + Hash> Drop for TaskGuard<K> {
     fn drop(&mut self) {
-        self.shared.tasks.remove(self.task);
+        // The release first: forgetting the task drops its keys, user code that may panic
+        // (invariant 8: the slot is given back all the same; the hold, a field, is dropped
+        // during the unwinding too).
         self.shared
             .engine
             .release_later(std::mem::take(&mut self.id));
+        self.shared.tasks.remove(self.task);
     }
 }
 
@@ -523,8 +526,10 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: dropping the returned future leaves every queue at once and hands any
-    /// slot it was promised to the next waiter.
+    /// Cancel safe: dropping the returned future takes it out of every queue and hands any
+    /// slot it was promised to the next waiter, in one `release.lua` call sent at once in the
+    /// background (while Redis is unreachable from this process, the waiter keeps its place
+    /// until that call lands or its lease expires).
     pub async fn spawn<I, F>(
         &self,
         groups: I,
@@ -574,7 +579,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: dropping the returned future leaves every queue at once.
+    /// Cancel safe: as [`spawn`](Self::spawn).
     pub async fn acquire<I>(&self, groups: I) -> Result<RedisPermit<K>, AcquireError>
     where
         I: IntoIterator<Item = K>,

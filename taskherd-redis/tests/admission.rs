@@ -110,6 +110,12 @@ async fn debug_output_redacts_credentials() {
     assert!(!shown.contains("s3cret"), "{shown}");
     let pool = pool(&server, "p", Duration::from_secs(5)).await;
     assert!(!format!("{pool:?}").contains("s3cret"));
+    // A password written with a `/`, `?` or `#` (not percent-encoded) is redacted too.
+    for password in ["s3c/ret", "s3c?ret", "s3c#ret"] {
+        let url = format!("redis://user:{password}@127.0.0.1:{}/0", server.port);
+        let shown = format!("{:?}", RedisPool::<&str>::builder(&url, "p"));
+        assert!(!shown.contains("s3c"), "{shown}");
+    }
 }
 
 /// `abort_group` reaches only that group's tasks (their slots come back); `close` fails the
@@ -381,4 +387,57 @@ async fn a_panicking_make_gives_its_slot_back() {
     pool.flush().await;
     assert_eq!(pool.total_stats().await.unwrap().running, 0);
     assert_eq!(pool.stats(&"a").await.unwrap().running, 0);
+}
+
+/// An admission may name thousands of groups, as in-process: the scripts pass their fields to
+/// Redis in chunks (Lua's `unpack` fails past about 8,000 values, and a script that fails
+/// halfway keeps its earlier writes: here the counts, taken before the holder was recorded,
+/// which nobody could ever have released). The release deletes every idle group's statistics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admission_may_name_thousands_of_groups() {
+    let server = Server::start();
+    let pool: RedisPool<String> = RedisPool::builder(&server.url(), "many")
+        .build()
+        .await
+        .unwrap();
+    let groups: Vec<String> = (0..5000).map(|i| format!("g{i}")).collect();
+    let permit = pool.try_acquire(groups.clone()).await.unwrap();
+    for key in ["g0", "g4999"] {
+        assert_eq!(pool.task_count(&key.to_owned()).await.unwrap(), 1);
+    }
+    // A second one fills nothing (no limit) and is refused by nothing: both count.
+    let task = pool.try_spawn(groups, async { 3 }).await.unwrap();
+    assert_eq!(task.await.unwrap(), 3);
+    drop(permit);
+    pool.flush().await;
+    assert_eq!(pool.len().await.unwrap(), 0);
+    assert_eq!(pool.task_count(&"g2500".to_owned()).await.unwrap(), 0);
+    // Only the total's statistics are left (admitted and peak).
+    let fields = server.cmd(&["HLEN", "taskherd:{many}:st"]).unwrap();
+    assert_eq!(fields, ":2\r\n", "idle groups kept their statistics");
+}
+
+/// A limit of 10^14 or more (`usize::MAX` for "no real limit" included) reads back whole from
+/// `stats`, as from `limit`: the script returns it as stored, not through a Lua number
+/// (whose `tostring` gives `1e+14`, read as no limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_report_large_limits_whole() {
+    let server = Server::start();
+    let pool = pool(&server, "large", Duration::from_secs(5)).await;
+    let big = 100_000_000_000_000;
+    pool.set_limits(
+        taskherd::LimitChanges::new()
+            .max_tasks(big)
+            .limit("a", usize::MAX)
+            .default_limit(big + 1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pool.limit(&"a").await.unwrap(), Some(usize::MAX));
+    assert_eq!(pool.stats(&"a").await.unwrap().limit, Some(usize::MAX));
+    assert_eq!(pool.effective_limit(&"b").await.unwrap(), Some(big + 1));
+    assert_eq!(pool.total_stats().await.unwrap().limit, Some(big));
+    let _permit = pool.try_acquire(["a", "b"]).await.unwrap();
+    let stats = pool.stats(&"a").await.unwrap();
+    assert_eq!((stats.running, stats.admitted, stats.peak), (1, 1, 1));
 }

@@ -282,3 +282,66 @@ async fn a_process_cut_off_from_redis_stops_its_work_before_its_lease_ends() {
     assert_eq!(other.lost_leases(), 0);
     drop((db, job));
 }
+
+/// A key whose `Drop` panics once it is armed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Bomb(&'static str);
+
+impl taskherd_redis::RedisKey for Bomb {
+    fn segment(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(self.0)
+    }
+}
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        if self.0 == "bomb" && !std::thread::panicking() {
+            panic!("a key's Drop panicked");
+        }
+    }
+}
+
+/// Invariant 8: a key whose `Drop` panics when the task's record is forgotten fails that task
+/// (it ends in a panic, as in-process) but gives its slot back, at once: the task's guard
+/// queues the release before it drops the keys. (It used to skip the release, and the slot
+/// stayed held in the fleet, renewed by this process, for as long as it lived.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_whose_drop_panics_still_gives_the_task_slot_back() {
+    let server = Server::start();
+    let pool: RedisPool<Bomb> = RedisPool::builder(&server.url(), "bomb")
+        .build()
+        .await
+        .unwrap();
+    let Ok(task) = pool.try_spawn([Bomb("bomb")], async {}).await else {
+        panic!("refused")
+    };
+    assert!(task.await.unwrap_err().is_panic());
+    assert_eq!(pool.local_len(), 0);
+    pool.flush().await;
+    assert_eq!(
+        pool.len().await.unwrap(),
+        0,
+        "the task's slot is still held"
+    );
+}
+
+/// A lease of `Duration::MAX` ("never expires") is cut to a year: the background tasks that
+/// add it to the time now do not overflow, and releases still reach Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_of_duration_max_works() {
+    let server = Server::start();
+    let pool = pool(&server, "forever", Duration::MAX).await;
+    let permit = pool.try_acquire(["a"]).await.unwrap();
+    let task = pool.try_spawn(["a"], async { 1 }).await.unwrap();
+    assert_eq!(task.await.unwrap(), 1);
+    drop(permit);
+    tokio::time::timeout(Duration::from_secs(10), pool.flush())
+        .await
+        .expect("flush returns");
+    assert_eq!(pool.len().await.unwrap(), 0);
+    let long = format!(
+        "{:?}",
+        RedisPool::<&str>::builder("redis://h/", "p").lease(Duration::MAX)
+    );
+    assert!(long.contains("31536000s"), "{long}");
+}

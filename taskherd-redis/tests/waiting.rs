@@ -168,3 +168,107 @@ async fn crossing_group_sets_all_finish() {
     assert_eq!((total.running, total.waiting, total.admitted), (0, 0, 12));
     assert!(total.peak <= 2);
 }
+
+/// A raw connection that never times out a reply (for `BLPOP` with no timeout).
+async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new().set_response_timeout(None),
+        )
+        .await
+        .unwrap()
+}
+
+/// A grant notification that never reaches the process (here taken off its list by another
+/// client, as a `BLPOP` reply lost with its connection would be) is made up for by the
+/// process's poll of its waiters every second, even while it keeps being notified of other
+/// things. (The poll used to run only after a whole second without any notification: a busy
+/// process left such a waiter asleep, counted in Redis as a holder and renewed, for good.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_notification_is_made_up_for_in_a_busy_process() {
+    let server = Server::start();
+    let pool = pool(&server, "busy", Duration::from_secs(3)).await;
+    pool.set_limit("g", 1).await.unwrap();
+    let holder = pool.try_acquire(["g"]).await.unwrap();
+    // Ids are `<process>-<counter>`; the process's list of wake-ups is `n:<process>`.
+    let process = holder.id().split('-').next().unwrap().to_owned();
+    let list = format!("taskherd:{{busy}}:n:{process}");
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.acquire(["g"]).await.map(drop) }
+    });
+    until_waiting(&pool, "g", 1).await;
+
+    // A thief blocked on the list takes items until the first that is not a "prime".
+    let (taken_tx, mut taken) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn({
+        let (url, list) = (server.url(), list.clone());
+        async move {
+            let mut conn = raw(&url).await;
+            loop {
+                let Ok((_, item)): redis::RedisResult<(String, String)> = redis::cmd("BLPOP")
+                    .arg(&list)
+                    .arg(0)
+                    .query_async(&mut conn)
+                    .await
+                else {
+                    return;
+                };
+                let prime = item.starts_with("prime");
+                let _ = taken_tx.send(item);
+                if !prime {
+                    return;
+                }
+            }
+        }
+    });
+    // Redis serves the clients blocked on a list oldest first: once the thief is blocked, push
+    // primes until the process (not the thief) takes one, so that the thief is first in line
+    // for the next item.
+    while server
+        .cmd(&["CLIENT", "LIST"])
+        .unwrap()
+        .matches("cmd=blpop")
+        .count()
+        < 2
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for n in 0.. {
+        server.cmd(&["RPUSH", &list, &format!("prime{n}")]).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if taken.try_recv().is_err() {
+            break;
+        }
+    }
+    // The holder goes: Redis grants the waiter and tells the list; the thief takes it.
+    drop(holder);
+    pool.flush().await;
+    let stolen = tokio::time::timeout(Duration::from_secs(5), taken.recv())
+        .await
+        .expect("the grant was notified")
+        .unwrap();
+    assert!(!stolen.starts_with("prime"), "{stolen}");
+    // The process keeps being notified (of ids it does not know), every 300 ms.
+    let noise = tokio::spawn({
+        let list = list.clone();
+        let port = server.port;
+        async move {
+            loop {
+                let _ = tokio::task::spawn_blocking({
+                    let list = list.clone();
+                    move || support::cmd_on(port, &["RPUSH", &list, "noise"])
+                })
+                .await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    });
+    let woken = tokio::time::timeout(Duration::from_secs(10), waiter).await;
+    noise.abort();
+    woken
+        .expect("the granted waiter was woken by the poll")
+        .unwrap()
+        .unwrap();
+}

@@ -86,17 +86,7 @@ impl Server {
 
     /// Sends one command with RESP over a plain socket and returns the raw reply.
     pub fn cmd(&self, args: &[&str]) -> std::io::Result<String> {
-        use std::io::{Read, Write};
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        let mut request = format!("*{}\r\n", args.len());
-        for arg in args {
-            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-        }
-        stream.write_all(request.as_bytes())?;
-        let mut buf = [0u8; 4096];
-        let n = stream.read(&mut buf)?;
-        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+        cmd_on(self.port, args)
     }
 
     /// Stops the server now (kill + wait).
@@ -106,6 +96,22 @@ impl Server {
             let _ = child.wait();
         }
     }
+}
+
+/// [`Server::cmd`], to the server on `port` (for threads that do not hold the server).
+#[allow(dead_code)]
+pub fn cmd_on(port: u16, args: &[&str]) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes())?;
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 impl Drop for Server {
