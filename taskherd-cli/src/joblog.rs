@@ -74,9 +74,7 @@ impl Joblog {
 
     /// Empties the file and writes the header: the run starts.
     pub fn start(&mut self) -> io::Result<()> {
-        use std::io::Seek;
-        self.file.get_ref().set_len(0)?;
-        self.file.get_mut().rewind()?;
+        crate::report::empty(self.file.get_mut())?;
         self.file.write_all(HEADER.as_bytes())?;
         self.file.flush()
     }

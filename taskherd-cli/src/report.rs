@@ -54,6 +54,18 @@ impl std::fmt::Debug for Report {
     }
 }
 
+/// Empties a report or joblog file opened without truncation, once the run starts. Only a
+/// regular file is emptied: a pipe (`>(...)`, a FIFO) or a device (`/dev/null`,
+/// `/dev/stdout`) has nothing to empty, and cannot be truncated or rewound.
+pub fn empty(file: &mut File) -> io::Result<()> {
+    use std::io::Seek;
+    if file.metadata()?.is_file() {
+        file.set_len(0)?;
+        file.rewind()?;
+    }
+    Ok(())
+}
+
 /// Whether a `--report` path means standard output (`-`).
 pub fn is_stdout(path: &Path) -> bool {
     path.as_os_str() == "-"
@@ -83,13 +95,11 @@ impl Report {
 
     /// Empties the report file: the run starts.
     pub fn start(&mut self) -> io::Result<()> {
-        use std::io::Seek;
-        if let Some(file) = &mut self.to_empty {
-            file.set_len(0)?;
+        match &mut self.to_empty {
             // The clone shares the file position with the writer's file.
-            file.rewind()?;
+            Some(file) => empty(file),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Writes and flushes the record of one job.

@@ -212,3 +212,42 @@ fn the_joblog_may_not_be_the_report_or_the_report_resumed_from() {
     );
     assert!(!scratch.exists("ran") && !scratch.exists("x"));
 }
+
+/// The joblog and the report may be pipes (a FIFO, `>(...)`) or devices (`/dev/null`): only a
+/// regular file is emptied when the run starts (truncating the others fails, and made the run
+/// refuse them with exit status 2).
+#[test]
+fn the_joblog_and_the_report_may_be_pipes_or_devices() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "true\n");
+    let fifos = ["log.fifo", "report.fifo"].map(|name| {
+        let path = scratch.path(name);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // The reader opens its end first (opening blocks until both ends are open).
+        std::thread::spawn(move || std::fs::read_to_string(path).unwrap())
+    });
+    scratch
+        .run(&[
+            "run",
+            "--joblog",
+            "log.fifo",
+            "--report",
+            "report.fifo",
+            "jobs.txt",
+        ])
+        .assert_code(0);
+    let [log, report] = fifos.map(|reader| reader.join().unwrap());
+    assert!(log.starts_with(HEADER), "{log}");
+    assert_eq!(log.lines().count(), 2, "{log}");
+    assert!(report.contains("\"status\":\"succeeded\""), "{report}");
+    scratch
+        .run(&["run", "--report", "/dev/null", "jobs.txt"])
+        .assert_code(0);
+    scratch
+        .run(&["run", "--joblog", "/dev/null", "jobs.txt"])
+        .assert_code(0);
+}
