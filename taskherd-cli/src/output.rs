@@ -5,10 +5,11 @@
 //! them in order, many at a time.
 
 use std::io::{self, Write};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Messages buffered between the jobs and the writer thread. With no message of job output
 /// longer than [`MAX_PIECE`] (plus a line prefix), at most about 64 MiB wait for a slow reader.
@@ -33,8 +34,65 @@ pub enum Msg {
     Shutdown,
 }
 
-/// A handle to send messages to the writer thread.
-pub type Sender = mpsc::Sender<Msg>;
+/// A handle to send messages to the writer thread: it waits for room in the channel (the
+/// back-pressure of a slow reader) until the run [abandons](Self::abandon) the output.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    channel: mpsc::Sender<Msg>,
+    /// Set once a message that finds no room is to be dropped rather than wait.
+    abandoned: Arc<watch::Sender<bool>>,
+}
+
+/// Why [`Sender::send`] did not queue a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsent {
+    /// The writer is gone (the very end of the run).
+    Closed,
+    /// No room, and the output was abandoned.
+    Dropped,
+}
+
+impl Sender {
+    /// A channel for `capacity` messages, not abandoned.
+    pub fn channel(capacity: usize) -> (Sender, mpsc::Receiver<Msg>) {
+        let (channel, receiver) = mpsc::channel(capacity);
+        let sender = Sender {
+            channel,
+            abandoned: Arc::new(watch::Sender::new(false)),
+        };
+        (sender, receiver)
+    }
+
+    /// Queues `msg`, waiting for room; once the output is abandoned, a message that finds no
+    /// room is dropped instead. A message that finds room is always queued.
+    pub async fn send(&self, msg: Msg) -> Result<(), Unsent> {
+        let mut abandoned = self.abandoned.subscribe();
+        tokio::select! {
+            biased;
+            permit = self.channel.reserve() => match permit {
+                Ok(permit) => {
+                    permit.send(msg);
+                    Ok(())
+                }
+                Err(_) => Err(Unsent::Closed),
+            },
+            // An error would mean the sender is gone, but this handle holds it.
+            _ = abandoned.wait_for(|abandoned| *abandoned) => Err(Unsent::Dropped),
+        }
+    }
+
+    /// Queues `msg` if there is room, without waiting.
+    pub fn try_send(&self, msg: Msg) -> Result<(), mpsc::error::TrySendError<Msg>> {
+        self.channel.try_send(msg)
+    }
+
+    /// From now on, messages that find no room are dropped instead of waiting: the run is
+    /// killing its jobs, and output nobody reads must not hold their ends (and taskherd's exit)
+    /// up. Every handle (clone) of this writer is affected.
+    pub fn abandon(&self) {
+        self.abandoned.send_replace(true);
+    }
+}
 
 /// The writer thread.
 #[derive(Debug)]
@@ -48,7 +106,7 @@ impl Writer {
     /// hides itself during them); `None` writes directly. With `jobs_to_stderr`, the jobs'
     /// standard output goes to standard error too (the report has standard output).
     pub fn start(suspend: Option<Suspend>, jobs_to_stderr: bool) -> io::Result<Writer> {
-        let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+        let (sender, receiver) = Sender::channel(CHANNEL_CAPACITY);
         let thread = std::thread::Builder::new()
             .name("taskherd-output".to_owned())
             .spawn(move || write_loop(receiver, suspend, jobs_to_stderr))?;
@@ -65,8 +123,9 @@ impl Writer {
 
     /// Writes everything sent so far, then stops the thread.
     pub async fn finish(mut self) {
-        // If the thread is gone the send fails, and there is nothing left to wait for.
-        let _ = self.sender.send(Msg::Shutdown).await;
+        // If the thread is gone the send fails, and there is nothing left to wait for. Waits
+        // for room even if the output was abandoned: the caller bounds the wait.
+        let _ = self.sender.channel.send(Msg::Shutdown).await;
         if let Some(thread) = self.thread.take() {
             // Joining blocks, but only until the last batch is written.
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
@@ -116,11 +175,20 @@ impl Notices {
                     let text = format!(
                         "{lost} of taskherd's messages were dropped: its output was not being read"
                     );
-                    sender.send(Msg::Notice(text)).await.is_ok()
+                    sender.send(Msg::Notice(text)).await != Err(Unsent::Closed)
                 }
             };
             while let Some(text) = receiver.recv().await {
-                if sender.send(Msg::Notice(text)).await.is_err() || !say_dropped().await {
+                match sender.send(Msg::Notice(text)).await {
+                    Err(Unsent::Closed) => return,
+                    // Counted, and said when the output moves again.
+                    Err(Unsent::Dropped) => {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    Ok(()) => {}
+                }
+                if !say_dropped().await {
                     return;
                 }
             }
@@ -441,7 +509,14 @@ impl Spool {
                     match file.read(&mut piece).await {
                         Ok(0) | Err(_) => break,
                         Ok(read) => {
-                            let _ = sender.send(stream.msg(piece[..read].to_vec())).await;
+                            // The rest would be dropped too (or the writer is gone).
+                            if sender
+                                .send(stream.msg(piece[..read].to_vec()))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
                         }
                     }
                 }
@@ -452,7 +527,9 @@ impl Spool {
             rest.push(b'\n');
         }
         for piece in rest.chunks(MAX_PIECE) {
-            let _ = sender.send(stream.msg(piece.to_vec())).await;
+            if sender.send(stream.msg(piece.to_vec())).await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -493,7 +570,7 @@ mod tests {
 
     #[tokio::test]
     async fn forwards_lines_with_prefix() {
-        let (sender, mut receiver) = mpsc::channel(16);
+        let (sender, mut receiver) = Sender::channel(16);
         let input: &[u8] = b"one\ntwo\n\nlast without newline";
         forward_lines(input, Stream::Stderr, b"[3] ", &sender).await;
         drop(sender);
@@ -515,10 +592,38 @@ mod tests {
         );
     }
 
+    /// Once abandoned, a send that finds no room drops its message instead of waiting (every
+    /// clone of the sender, a send already waiting included); one that finds room still queues.
+    #[tokio::test]
+    async fn an_abandoned_output_drops_what_finds_no_room() {
+        let (sender, mut receiver) = Sender::channel(1);
+        sender.send(Msg::Notice("queued".into())).await.unwrap();
+        let waiting = tokio::spawn({
+            let sender = sender.clone();
+            async move { sender.send(Msg::Notice("waits".into())).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "no room: it waits");
+        sender.abandon();
+        assert_eq!(waiting.await.unwrap(), Err(Unsent::Dropped));
+        assert_eq!(
+            sender.send(Msg::Notice("dropped".into())).await,
+            Err(Unsent::Dropped)
+        );
+        assert!(matches!(receiver.recv().await, Some(Msg::Notice(text)) if text == "queued"));
+        sender.send(Msg::Notice("room".into())).await.unwrap();
+        assert!(matches!(receiver.recv().await, Some(Msg::Notice(text)) if text == "room"));
+        drop(receiver);
+        assert_eq!(
+            sender.send(Msg::Notice("closed".into())).await,
+            Err(Unsent::Closed)
+        );
+    }
+
     #[tokio::test]
     async fn notices_never_wait_and_say_what_they_dropped() {
         // The writer's queue is full: nobody reads it yet.
-        let (sender, mut receiver) = mpsc::channel(1);
+        let (sender, mut receiver) = Sender::channel(1);
         sender.try_send(Msg::Notice("first".into())).unwrap();
         let (notices, relay) = Notices::start(sender);
         for n in 0..NOTICES_QUEUED * 3 {
@@ -552,7 +657,7 @@ mod tests {
 
     #[tokio::test]
     async fn forwarding_keeps_invalid_utf8_bytes() {
-        let (sender, mut receiver) = mpsc::channel(16);
+        let (sender, mut receiver) = Sender::channel(16);
         let input: &[u8] = b"\xff\xfe\n";
         forward_lines(input, Stream::Stdout, b"> ", &sender).await;
         match receiver.recv().await {
@@ -563,7 +668,7 @@ mod tests {
 
     #[tokio::test]
     async fn cuts_overlong_lines() {
-        let (sender, mut receiver) = mpsc::channel(16);
+        let (sender, mut receiver) = Sender::channel(16);
         let mut input = vec![b'x'; MAX_LINE * 2 + 10];
         input.extend_from_slice(b"\nend\n");
         let input: &[u8] = &input;
@@ -582,7 +687,7 @@ mod tests {
         // A job writing 4 MiB without a newline: every message is one piece of at most 64 KiB
         // (with its prefix and newline), so a full channel holds at most about 64 MiB.
         let input = vec![b'x'; 4 << 20];
-        let (sender, mut receiver) = mpsc::channel(CHANNEL_CAPACITY);
+        let (sender, mut receiver) = Sender::channel(CHANNEL_CAPACITY);
         forward_lines(&input[..], Stream::Stdout, b"[7] ", &sender).await;
         drop(sender);
         let mut total = 0;
@@ -606,7 +711,7 @@ mod tests {
         spool.fill(&big[..]).await;
         assert!(spool.spilled(), "more than SPOOL_MEMORY goes to a file");
         assert!(spool.memory.len() <= SPOOL_MEMORY);
-        let (sender, mut receiver) = mpsc::channel(16);
+        let (sender, mut receiver) = Sender::channel(16);
         let sending = tokio::spawn(async move { spool.send(Stream::Stdout, &sender).await });
         let mut got = Vec::new();
         while let Some(msg) = receiver.recv().await {
@@ -633,7 +738,7 @@ mod tests {
             let mut spool = Spool::default();
             spool.fill(input).await;
             assert!(!spool.spilled());
-            let (sender, mut receiver) = mpsc::channel(4);
+            let (sender, mut receiver) = Sender::channel(4);
             spool.send(Stream::Stderr, &sender).await;
             drop(sender);
             match receiver.recv().await {
@@ -641,7 +746,7 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
-        let (sender, mut receiver) = mpsc::channel(4);
+        let (sender, mut receiver) = Sender::channel(4);
         Spool::default().send(Stream::Stdout, &sender).await;
         drop(sender);
         assert!(receiver.recv().await.is_none(), "no output, nothing sent");

@@ -455,6 +455,9 @@ impl Interrupts {
 fn kill_all(shared: &Shared, why: &str) {
     let signalled = shared.groups.signal_all(libc::SIGKILL);
     shared.killed.send_replace(true);
+    // Output that cannot be written (nobody reads taskherd's standard output) no longer holds
+    // anything up: the jobs' ends and their outcomes, the notices, taskherd's exit.
+    shared.output.abandon();
     if signalled > 0 {
         shared.notice_now(format!("{} {why}: SIGKILL", table::count(signalled, "job")));
     }

@@ -210,7 +210,7 @@ impl Watcher {
         loop {
             ticks.tick().await;
             for message in self.poll(&pool).await {
-                if output.send(Msg::Notice(message)).await.is_err() {
+                if output.send(Msg::Notice(message)).await == Err(output::Unsent::Closed) {
                     return;
                 }
             }

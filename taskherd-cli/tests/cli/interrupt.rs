@@ -3,7 +3,9 @@
 
 use std::process::Child;
 
-use crate::support::{Finished, Scratch, report, send_signal, statuses, wait_for_files};
+use crate::support::{
+    Finished, Scratch, finish_within, report, send_signal, statuses, wait_for_files,
+};
 
 fn finish(child: Child) -> Finished {
     Finished::from(child.wait_with_output().expect("cannot wait for taskherd"))
@@ -211,4 +213,57 @@ fn terminating_works_when_stdout_is_stalled() {
     );
     assert!(!scratch.exists("slept"));
     assert_no_process_with(&marker);
+}
+
+/// Runs `taskherd run ARGS jobs.txt` (`jobs`) with its standard output a pipe nobody reads,
+/// sends SIGTERM once `wait` has passed and the files `started` exist, and asserts that
+/// taskherd ends by itself (a generous bound: only a hang fails), with a record for every job.
+fn sigterm_ends_a_run_whose_output_is_stalled(
+    args: &[&str],
+    jobs: &str,
+    started: &[&str],
+    wait: std::time::Duration,
+) {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", jobs);
+    let mut all = vec!["run", "--no-progress", "--kill-grace", "500ms"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--report", "r.jsonl", "jobs.txt"]);
+    let (reader, writer) = std::io::pipe().unwrap(); // never read
+    let child = scratch.command(&all).stdout(writer).spawn().unwrap();
+    wait_for_files(&scratch, started);
+    std::thread::sleep(wait);
+    send_signal(child.id(), "TERM");
+    let finished = finish_within(child, std::time::Duration::from_secs(30));
+    drop(reader);
+    // Whatever the jobs made of it: 0 if every job succeeded, else 1.
+    assert!(matches!(finished.code, Some(0 | 1)), "{finished:?}");
+    let records = report(&scratch, "r.jsonl");
+    assert_eq!(records.len(), jobs.lines().count(), "{records:?}");
+}
+
+/// A job's `grouped` output waiting for room in the output queue when SIGTERM comes is dropped
+/// once the jobs are killed (`--kill-grace` later): it used to hold the job's end, and
+/// taskherd, for as long as nobody read its output.
+#[test]
+fn sigterm_ends_a_grouped_run_whose_output_is_stalled() {
+    sigterm_ends_a_run_whose_output_is_stalled(
+        &["--output", "grouped"],
+        // More than the output queue holds (1,024 pieces of 64 KiB).
+        "touch s1; head -c 100000000 /dev/zero\n",
+        &["s1"],
+        std::time::Duration::from_secs(2),
+    );
+}
+
+/// The same for a notice that waits for room (here: a retry's), which held the job's end.
+#[test]
+fn sigterm_ends_a_run_whose_retry_notice_waits_for_the_output() {
+    sigterm_ends_a_run_whose_output_is_stalled(
+        &["--retries", "1", "--retry-delay", "0"],
+        "touch s1; yes | head -c 20000000\n\
+         touch s2; sleep 0.5; false\n",
+        &["s1", "s2"],
+        std::time::Duration::from_millis(1500),
+    );
 }
