@@ -379,7 +379,6 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
             None
         }
     };
-    let streamed = prepared.stream.is_some();
     let input = match prepared.stream {
         None => runner::Input::Checked(prepared.jobs),
         Some(stream) => match (stream.resume.clone(), stream.start()) {
@@ -483,7 +482,7 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
         return EXIT_USAGE;
     }
     // A streamed job file was not read to its end: jobs may be missing from the counts.
-    let unread = streamed && finished.stopped.is_some();
+    let unread = finished.unread;
     let total = finished.counts.total;
     let joblog_failed = setup.joblog.as_ref().is_some_and(Joblog::failed);
     if total.succeeded == total.jobs

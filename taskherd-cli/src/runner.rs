@@ -110,6 +110,9 @@ pub struct Finished {
     pub report_error: Option<std::io::Error>,
     /// A line of streamed input was bad (or could not be read): the run stopped there.
     pub bad_input: bool,
+    /// Streamed input was not read to its end (the run stopped first): jobs may be missing
+    /// from the counts.
+    pub unread: bool,
     /// Jobs of streamed input that `--resume` skipped.
     pub skipped: usize,
 }
@@ -167,9 +170,13 @@ enum Note {
     /// (`skipped`, or `not_started` with the failure as `previous_status`) keeps it done for
     /// a later `--resume`, or failed for a later `--resume-failed`.
     CarriedOver(Job),
-    /// The submitting loop has submitted its last job: the number of jobs, and whether the
-    /// input ended on a bad line.
-    Submitted { jobs: usize, bad_input: bool },
+    /// The submitting loop has submitted its last job: the number of jobs, whether the
+    /// input ended on a bad line, and whether streamed input was left unread.
+    Submitted {
+        jobs: usize,
+        bad_input: bool,
+        unread: bool,
+    },
 }
 
 /// State shared by the collector, the submitting loop and the job tasks.
@@ -285,6 +292,7 @@ pub async fn run(
     // How many jobs there are, once the submitting loop knows.
     let mut jobs: Option<usize> = None;
     let mut bad_input = false;
+    let mut unread = false;
     let mut skipped = 0;
     let mut interrupts = Interrupts::default();
     // With --redis, progress shows the fleet's limits, read back every so often.
@@ -365,9 +373,11 @@ pub async fn run(
             Note::Submitted {
                 jobs: n,
                 bad_input: bad,
+                unread: left,
             } => {
                 jobs = Some(n);
                 bad_input = bad;
+                unread = left;
                 continue;
             }
         };
@@ -399,6 +409,7 @@ pub async fn run(
         terminated: interrupts.level >= 2,
         report_error,
         bad_input,
+        unread,
         skipped,
     }
 }
@@ -545,6 +556,7 @@ async fn submit(shared: Arc<Shared>, input: Input) {
     let _ = shared.outcomes.send(Note::Submitted {
         jobs: submitted,
         bad_input,
+        unread: streaming.is_some() && !input_ended,
     });
 }
 

@@ -120,6 +120,28 @@ fn a_named_pipe_is_read_as_it_is_written_and_ctrl_c_stops_waiting_for_lines() {
     );
 }
 
+/// A pipe read to its end before a Ctrl-C has no job missing from the counts: with every job
+/// succeeded, the exit status is 0, as for a job file read whole (it was 1).
+#[test]
+fn ctrl_c_after_the_end_of_a_pipe_exits_0_when_every_job_succeeded() {
+    let scratch = Scratch::new();
+    let mut child = spawn_with_stdin(&scratch, &["run", "--report", "r.jsonl", "-"]);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "touch started; sleep 1").unwrap();
+    drop(stdin);
+    wait_for_files(&scratch, &["started"]);
+    // The end of the input is read as soon as it comes; the job runs on for a second.
+    std::thread::sleep(Duration::from_millis(200));
+    send_signal(child.id(), "INT");
+    let run = finish(child);
+    run.assert_code(0)
+        .assert_stderr_contains(": 1 succeeded (interrupted)");
+    assert_eq!(
+        statuses(&report(&scratch, "r.jsonl")),
+        [(1, "succeeded".into())]
+    );
+}
+
 #[test]
 fn resume_works_on_streamed_input() {
     let scratch = Scratch::new();
