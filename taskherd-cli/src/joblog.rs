@@ -104,10 +104,13 @@ impl Joblog {
     }
 }
 
-/// The joblog line of a job, or `None` for a job that did not run.
+/// The joblog line of a job, or `None` for a job that did not run. A job whose last attempt
+/// did not run (a retry that could not start) is logged with its last attempt that did.
 pub fn line(job: &Job, outcome: &Outcome) -> Option<Vec<u8>> {
-    let times = outcome.times.as_ref()?;
-    let (exitval, signal) = match &outcome.status {
+    let (status, times) = std::iter::once((&outcome.status, &outcome.times))
+        .chain(outcome.attempts.iter().rev().map(|a| (&a.status, &a.times)))
+        .find_map(|(status, times)| Some((status, times.as_ref()?)))?;
+    let (exitval, signal) = match status {
         Status::Succeeded => (0, 0),
         Status::Failed { code } => (*code, 0),
         Status::Killed { signal } => (128 + *signal, *signal),
@@ -194,6 +197,32 @@ mod tests {
             ..Outcome::not_started(None)
         };
         assert!(line(&jobs[0], &error).is_none());
+    }
+
+    /// A job whose retry could not start ran once: the attempt that ran is logged.
+    #[test]
+    fn a_retry_that_could_not_start_logs_the_attempt_that_ran() {
+        let jobs = parse(b"true\n").unwrap();
+        let error = Outcome {
+            status: Status::Error {
+                message: "no".into(),
+            },
+            ..Outcome::not_started(None)
+        };
+        let earlier = ran(Status::Failed { code: 4 }, 1_000_000_000, 2_000_000);
+        let retried = Outcome {
+            attempts: vec![crate::outcome::Attempt {
+                status: earlier.status,
+                reason: None,
+                times: earlier.times,
+                output: None,
+            }],
+            ..error
+        };
+        assert_eq!(
+            line(&jobs[0], &retried).unwrap(),
+            b"1\t:\t1.000\t     0.002\t0\t0\t4\t0\ttrue\n"
+        );
     }
 
     #[test]
