@@ -109,24 +109,28 @@ impl Groups {
     /// reaped, a moment in which a pid could only be reused by a process of a fresh group.
     pub fn signal_all(&self, signal: i32) -> usize {
         let mut running = self.lock();
+        let mut signalled = 0;
         for entry in running.values_mut() {
-            entry.signalled = true;
-            // A group that is gone already (ESRCH) needs nothing more.
-            let _ = killpg(entry.pgid, signal);
+            // A group that is gone already (ESRCH: its processes ended, its output is still
+            // being passed on) needs nothing more, and is not counted: it was not killed.
+            if killpg(entry.pgid, signal).is_ok() {
+                entry.signalled = true;
+                signalled += 1;
+            }
         }
-        running.len()
+        signalled
     }
 
     /// Sends `signal` to the process group of job `index`, if it is running; returns whether
-    /// it was (see [`signal_all`](Self::signal_all) for why its group id is still its own).
+    /// it was (see [`signal_all`](Self::signal_all) for why its group id is still its own, and
+    /// why a group whose processes are all gone does not count).
     pub fn signal(&self, index: usize, signal: i32) -> bool {
         match self.lock().get_mut(&index) {
-            Some(entry) => {
+            Some(entry) if killpg(entry.pgid, signal).is_ok() => {
                 entry.signalled = true;
-                let _ = killpg(entry.pgid, signal);
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
@@ -189,6 +193,31 @@ pub fn set_nonblocking(file: &impl std::os::fd::AsRawFd) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A job whose processes have all ended (its output still being passed on) is neither
+    /// counted as signalled nor marked as killed by taskherd; a running one is.
+    #[test]
+    fn only_groups_with_a_process_count_as_signalled() {
+        use std::os::unix::process::CommandExt;
+        let spawn = |command: &str| {
+            std::process::Command::new("sh")
+                .args(["-c", command])
+                .process_group(0)
+                .spawn()
+                .unwrap()
+        };
+        let mut ended = spawn("true");
+        ended.wait().unwrap();
+        let mut running = spawn("sleep 30");
+        let groups = Groups::new(None);
+        groups.insert(0, ended.id());
+        groups.insert(1, running.id());
+        assert_eq!(groups.signal_all(libc::SIGKILL), 1);
+        assert!(!groups.signal(0, libc::SIGKILL));
+        running.wait().unwrap();
+        assert!(!groups.remove(0), "not killed by taskherd");
+        assert!(groups.remove(1), "killed by taskherd");
+    }
 
     #[test]
     fn a_full_nonblocking_pipe_refuses_instead_of_waiting() {
