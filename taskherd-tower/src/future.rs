@@ -80,8 +80,16 @@ pin_project! {
         Waiting { #[pin] admit: W, #[pin] deadline: Sleep },
         // Between the end of the wait and the last try: the waiting future has been dropped.
         GaveUp,
+        // The try after the wait, which has [`LAST_TRY`] to answer.
+        LastTry { #[pin] admit: T, #[pin] deadline: Sleep },
     }
 }
+
+/// How long the try after a maximum wait may take: an in-process pool answers at once, a
+/// fleet's pool in one round trip to Redis; a store slower than this (stalled, or unreachable
+/// until its client's timeout) must not stretch the maximum wait, and the request is
+/// answered as [`Refusal::Unavailable`].
+pub(crate) const LAST_TRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What `call` knew when it returned.
 pub(crate) enum Start<F, A: Admit<K>, K> {
@@ -166,9 +174,19 @@ where
                         .take()
                         .expect("the wait deadline passes only once");
                     this.decision.set(Decision::GaveUp);
-                    this.decision.set(Decision::Trying {
+                    this.decision.set(Decision::LastTry {
                         admit: this.pool.try_admit(groups),
+                        deadline: tokio::time::sleep(LAST_TRY),
                     });
+                }
+                DecisionProj::LastTry { admit, deadline } => {
+                    // The try first: an answer that is there is used, even late.
+                    if let Poll::Ready(decided) = admit.poll(cx) {
+                        return Poll::Ready(decided);
+                    }
+                    ready!(deadline.poll(cx));
+                    // Dropping the try (with this future) gives back any slot it took.
+                    return Poll::Ready(Err(Refused::Unavailable));
                 }
                 // Only if the pool's `try_admit` panicked and the future is polled again:
                 // nothing is held, and the request is not admitted.
@@ -263,7 +281,7 @@ where
             State::Admitting { admitting } => match admitting.decision {
                 Decision::Trying { .. } => "trying",
                 Decision::Waiting { .. } => "waiting",
-                Decision::GaveUp => "trying",
+                Decision::GaveUp | Decision::LastTry { .. } => "trying",
             },
             State::Refused { .. } => "refused",
         };

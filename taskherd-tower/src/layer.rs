@@ -82,8 +82,15 @@ impl<A, C> LimitLayer<A, C> {
     /// When `max` has passed, the request gives up its place and tries once more without
     /// waiting: if it still finds no room, the limit that refuses it decides the response
     /// (`429` for one of its groups, `503` for the total), as in refuse mode; if room appeared
-    /// at that moment, it is served. A request whose client disconnects while it waits gives
-    /// up its place at once.
+    /// at that moment, it is served. That try is answered at once by an in-process pool, and
+    /// in one round trip by a fleet's pool on Redis; if the store has not answered within
+    /// 100 ms (stalled, or unreachable), the request gets the `Unavailable` response (`503`),
+    /// so the answer comes at most 100 ms after `max`.
+    ///
+    /// A request whose client disconnects while it waits gives up its place at once, if the
+    /// server notices: hyper does while the request waits with its body read to the end (or
+    /// with none), but not while a client is still sending a body that nobody reads yet (an
+    /// upload); such a request keeps its place until `max`.
     ///
     /// # Panics
     ///

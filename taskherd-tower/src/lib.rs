@@ -7,7 +7,8 @@
 //! - **refuse** at once (default): `429 Too Many Requests` when one of the request's own groups
 //!   is full, `503 Service Unavailable` when the total is, both with `Retry-After`; or
 //! - **wait** fairly (first come, first served in each group) for at most a given time, then
-//!   refuse; a client that disconnects gives up its place at once.
+//!   refuse; a client that disconnects gives up its place at once (once the server notices:
+//!   see [`LimitLayer::wait`]).
 //!
 //! The admission is held until the response body has been sent to the end or dropped, so a
 //! streaming response counts while it streams. On a pool that can lose an admission before

@@ -132,3 +132,37 @@ async fn a_grpc_refusal_is_trailers_only_on_the_wire() {
     assert!(body.data().await.is_none(), "a DATA frame followed HEADERS");
     assert!(body.trailers().await.unwrap().is_none());
 }
+
+/// With the `tonic` feature, `PeerIp` reads a tonic server's peer address (`TcpConnectInfo`):
+/// calls are counted per client IP (every call was unclassified, `INVALID_ARGUMENT`).
+#[cfg(feature = "tonic")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_ip_classifies_calls_on_a_tonic_server() {
+    use std::net::IpAddr;
+    use taskherd_tower::PeerIp;
+
+    let local = IpAddr::from([127, 0, 0, 1]);
+    // An explicit limit keeps the group's statistics while it is idle.
+    let pool = TaskPool::<IpAddr>::builder().limit(local, 4).build();
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = Server::builder()
+        .layer(
+            LimitLayer::new(pool.clone(), PeerIp::new()).refusal_response(Refusal::grpc_response),
+        )
+        .add_service(health)
+        .serve_with_incoming(TcpIncoming::from(listener));
+    tokio::spawn(async move { server.await.unwrap() });
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let check = HealthCheckRequest {
+        service: String::new(),
+    };
+    client.check(check).await.unwrap();
+    assert_eq!(pool.stats(&local).admitted, 1);
+}

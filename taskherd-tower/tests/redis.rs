@@ -200,6 +200,39 @@ async fn wait_mode_refuses_once_the_maximum_wait_is_over() {
     .await;
 }
 
+/// The maximum wait holds when Redis is slow: a request that waited `max` gets one last try,
+/// which has 100 ms to answer; Redis stalled (here `CLIENT PAUSE` for 3 s, as a fork, a slow
+/// script or a network stall does) answers `503` then, not when Redis comes back (the request
+/// was answered after the pause, up to the client's response timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_maximum_wait_holds_when_redis_stalls() {
+    let redis = Server::start();
+    let pool = pool(&redis, "stall").await;
+    pool.set_limit("a".to_owned(), 1).await.unwrap();
+    let (addr, gate, _streams) = server(pool.clone(), Some(Duration::from_millis(200))).await;
+    let client = support::client();
+    let first = held(&client, addr, &pool).await;
+
+    redis.cmd(&["CLIENT", "PAUSE", "3000", "ALL"]).unwrap();
+    let asked = std::time::Instant::now();
+    let late = support::get(&client, addr, "/held", &[("x-tenant", "a")]).await;
+    let took = asked.elapsed();
+    assert_eq!(late.status, StatusCode::SERVICE_UNAVAILABLE);
+    // 200 ms of waiting and 100 ms for the last try; a bound far above it and below the
+    // pause tells the two apart on a loaded machine.
+    assert!(
+        took < Duration::from_millis(2500),
+        "answered after {took:?}"
+    );
+
+    gate.open();
+    assert_eq!(first.await.unwrap().status, StatusCode::OK);
+    eventually("every slot is given back", || async {
+        running(&pool, "a").await == 0
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_response_body_keeps_its_slot_until_it_ends() {
     let redis = Server::start();

@@ -33,7 +33,8 @@ pub struct Header {
 }
 
 impl Header {
-    /// Groups by the value of header `name`.
+    /// Groups by the value of header `name`, in any case (header names are case-insensitive:
+    /// `X-Tenant` is `x-tenant`).
     ///
     /// # Panics
     ///
@@ -43,11 +44,14 @@ impl Header {
     /// # Examples
     ///
     /// ```
-    /// let _by_tenant = taskherd_tower::Header::new("x-tenant");
+    /// let _by_tenant = taskherd_tower::Header::new("X-Tenant");
     /// ```
     #[must_use]
-    pub fn new(name: &'static str) -> Self {
-        Self::from_name(HeaderName::from_static(name))
+    pub fn new(name: &str) -> Self {
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(name) => Self::from_name(name),
+            Err(_) => panic!("not a valid header name: {name:?}"),
+        }
     }
 
     /// Groups by the value of header `name`.
@@ -74,5 +78,28 @@ impl<B> Classify<B> for Header {
             .to_str()
             .map_err(|_| Unclassified::new("a header the groups come from is not ASCII"))?;
         Ok(Groups::one(value.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Header names are case-insensitive: `X-Tenant` reads `x-tenant` (it panicked, as
+    /// `HeaderName::from_static` takes lowercase names only).
+    #[test]
+    fn a_mixed_case_name_reads_the_header() {
+        let request = Request::builder()
+            .header("x-tenant", "t1")
+            .body(())
+            .unwrap();
+        let groups = Header::new("X-Tenant").classify(&request).unwrap();
+        assert_eq!(groups.into_iter().collect::<Vec<_>>(), ["t1".to_owned()]);
+    }
+
+    #[test]
+    #[should_panic(expected = "not a valid header name")]
+    fn an_invalid_name_panics_saying_so() {
+        let _ = Header::new("x tenant");
     }
 }

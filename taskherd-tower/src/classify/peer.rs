@@ -11,10 +11,12 @@ use crate::{Cidr, Classify, Groups, Unclassified};
 /// One group per client IP address, taken from the connection.
 ///
 /// The peer address is read from the request's extensions: axum's
-/// `ConnectInfo<SocketAddr>` (with the `axum` feature; serve the router with
-/// `into_make_service_with_connect_info::<SocketAddr>()`), else a plain [`SocketAddr`]
-/// extension (insert it yourself when serving with hyper). A request with neither is
-/// [`Unclassified`].
+/// `ConnectInfo<SocketAddr>` (with the `axum` feature, on by default; serve the router with
+/// `into_make_service_with_connect_info::<SocketAddr>()`), tonic's `TcpConnectInfo` (with the
+/// `tonic` feature; a tonic server over TCP inserts it; with tonic's own TLS, whose extension
+/// is `TlsConnectInfo<TcpConnectInfo>`, classify with a closure), else a plain [`SocketAddr`]
+/// extension (insert it yourself when serving with hyper). A request with none of them is
+/// [`Unclassified`] (refused with `400`, or gRPC `INVALID_ARGUMENT`).
 ///
 /// The key is the address in its canonical form: an IPv4 address mapped into IPv6
 /// (`::ffff:192.0.2.1`, as a dual-stack `[::]` listener sees IPv4 clients, or as a proxy may
@@ -197,6 +199,14 @@ fn peer_addr<B>(request: &Request<B>) -> Option<SocketAddr> {
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
     {
         return Some(info.0);
+    }
+    #[cfg(feature = "tonic")]
+    if let Some(addr) = request
+        .extensions()
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .and_then(tonic::transport::server::TcpConnectInfo::remote_addr)
+    {
+        return Some(addr);
     }
     request.extensions().get::<SocketAddr>().copied()
 }
