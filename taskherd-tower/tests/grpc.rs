@@ -18,28 +18,42 @@ use tower::{Layer, ServiceExt, service_fn};
 
 use support::wait_until;
 
+/// Serves tonic-health behind `$layer` on a free loopback port; the server's address, and the
+/// health reporter (kept for as long as the server should report).
+macro_rules! serve_health {
+    ($layer:expr) => {{
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = Server::builder()
+            .layer($layer)
+            .add_service(health)
+            .serve_with_incoming(TcpIncoming::from(listener));
+        tokio::spawn(async move { server.await.unwrap() });
+        (addr, reporter)
+    }};
+}
+
+/// A health client of the server at `addr`.
+async fn health_client(addr: std::net::SocketAddr) -> HealthClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    HealthClient::new(channel)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_stream_holds_its_slot_and_a_refusal_is_an_error_status() {
     // Every call counts in group "grpc", limited to 1.
     let pool = TaskPool::<&'static str>::builder().limit("grpc", 1).build();
     let classify =
         |_request: &Request<tonic::body::Body>| Ok::<_, Unclassified>(Groups::one("grpc"));
-    let (_reporter, health) = tonic_health::server::health_reporter();
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = Server::builder()
-        .layer(LimitLayer::new(pool.clone(), classify).refusal_response(Refusal::grpc_response))
-        .add_service(health)
-        .serve_with_incoming(TcpIncoming::from(listener));
-    tokio::spawn(async move { server.await.unwrap() });
-
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = HealthClient::new(channel);
+    let (addr, _reporter) = serve_health!(
+        LimitLayer::new(pool.clone(), classify).refusal_response(Refusal::grpc_response)
+    );
+    let mut client = health_client(addr).await;
     let check = HealthCheckRequest {
         service: String::new(),
     };
@@ -98,14 +112,8 @@ async fn a_grpc_refusal_is_trailers_only_on_the_wire() {
     let pool = TaskPool::<&'static str>::builder().limit("grpc", 0).build();
     let classify =
         |_request: &Request<tonic::body::Body>| Ok::<_, Unclassified>(Groups::one("grpc"));
-    let (_reporter, health) = tonic_health::server::health_reporter();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = Server::builder()
-        .layer(LimitLayer::new(pool, classify).refusal_response(Refusal::grpc_response))
-        .add_service(health)
-        .serve_with_incoming(TcpIncoming::from(listener));
-    tokio::spawn(async move { server.await.unwrap() });
+    let (addr, _reporter) =
+        serve_health!(LimitLayer::new(pool, classify).refusal_response(Refusal::grpc_response));
 
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (client, connection) = h2::client::handshake(tcp).await.unwrap();
@@ -144,22 +152,10 @@ async fn peer_ip_classifies_calls_on_a_tonic_server() {
     let local = IpAddr::from([127, 0, 0, 1]);
     // An explicit limit keeps the group's statistics while it is idle.
     let pool = TaskPool::<IpAddr>::builder().limit(local, 4).build();
-    let (_reporter, health) = tonic_health::server::health_reporter();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = Server::builder()
-        .layer(
-            LimitLayer::new(pool.clone(), PeerIp::new()).refusal_response(Refusal::grpc_response),
-        )
-        .add_service(health)
-        .serve_with_incoming(TcpIncoming::from(listener));
-    tokio::spawn(async move { server.await.unwrap() });
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = HealthClient::new(channel);
+    let (addr, _reporter) = serve_health!(
+        LimitLayer::new(pool.clone(), PeerIp::new()).refusal_response(Refusal::grpc_response)
+    );
+    let mut client = health_client(addr).await;
     let check = HealthCheckRequest {
         service: String::new(),
     };
