@@ -46,6 +46,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use crate::life::Life;
 use crate::scripts::{self, REAP_BATCH};
 
 /// How often expired leases are reaped (by every process: whoever comes first does it).
@@ -98,6 +99,8 @@ pub(crate) enum Admitted {
     Full(usize),
     /// The id is a waiter.
     Waiting,
+    /// Not sent: the pool was closed in this process when the admitter took the request.
+    Closed,
 }
 
 /// A waiter's state, from `poll.lua`.
@@ -114,6 +117,14 @@ struct AdmitRequest {
     wait: bool,
     segments: Vec<String>,
     reply: oneshot::Sender<Result<Admitted, Unavailable>>,
+}
+
+/// A message to the admitter.
+enum ToAdmitter {
+    Admit(AdmitRequest),
+    /// Answer once every admission sent before this message has been answered (its call, if
+    /// any, has run in Redis).
+    Barrier(oneshot::Sender<()>),
 }
 
 /// At most this many admissions share one `admit.lua` call.
@@ -166,8 +177,10 @@ pub(crate) struct Engine {
     pub(crate) lease: Duration,
     pub(crate) abort_on_lost: bool,
     local: Mutex<Local>,
-    admit_tx: mpsc::UnboundedSender<AdmitRequest>,
+    admit_tx: mpsc::UnboundedSender<ToAdmitter>,
     release_tx: mpsc::UnboundedSender<Release>,
+    /// This process's side of the pool's life (closed or open, what it holds).
+    pub(crate) life: Arc<Life>,
     lost: AtomicU64,
     /// Test hook: renewals stop (as if the process were paused).
     renewal_stopped: AtomicBool,
@@ -251,6 +264,7 @@ impl Engine {
         .await?;
         let (release_tx, release_rx) = mpsc::unbounded_channel();
         let (admit_tx, admit_rx) = mpsc::unbounded_channel();
+        let life = Arc::new(Life::default());
         let prefix = format!("taskherd:{{{}}}:", crate::key::encode_segment(pool));
         let process = format!("{:016x}", random_u64());
         tokio::spawn(admitter(
@@ -260,6 +274,7 @@ impl Engine {
                 process: process.clone(),
                 lease_ms: millis(lease),
                 release_tx: release_tx.clone(),
+                life: Arc::clone(&life),
             },
             admit_rx,
         ));
@@ -273,6 +288,7 @@ impl Engine {
             local: Mutex::new(Local::default()),
             admit_tx,
             release_tx,
+            life,
             lost: AtomicU64::new(0),
             renewal_stopped: AtomicBool::new(false),
             redacted_url: redact(url),
@@ -313,7 +329,7 @@ impl Engine {
             reply,
         };
         // The admitter ends only after every sender (this engine) is gone.
-        if self.admit_tx.send(request).is_err() {
+        if self.admit_tx.send(ToAdmitter::Admit(request)).is_err() {
             return Err(Unavailable::lost("the admitter has ended"));
         }
         admitted
@@ -369,6 +385,24 @@ impl Engine {
         drop(removed);
         // The releaser ends only after every sender (this engine) is gone.
         let _ = self.release_tx.send(Release::Id(id));
+    }
+
+    /// Waits until every admission sent to the admitter so far has been answered: the call
+    /// that carried it, if any, has run in Redis.
+    pub(crate) async fn admitted_so_far(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.admit_tx.send(ToAdmitter::Barrier(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Releases (in the background) every waiter of this process, and forgets them: their
+    /// futures find the pool closed when they next run (see `RedisPool::shutdown`).
+    pub(crate) fn release_waiters(&self) {
+        let ids: Vec<String> = self.local.lock().waiters.keys().cloned().collect();
+        for id in ids {
+            self.release_later(id);
+        }
     }
 
     /// Waits until every release queued so far has reached Redis (or was given up, its lease
@@ -678,6 +712,7 @@ struct Admitter {
     process: String,
     lease_ms: u64,
     release_tx: mpsc::UnboundedSender<Release>,
+    life: Arc<Life>,
 }
 
 impl Admitter {
@@ -714,18 +749,37 @@ impl Admitter {
 /// Sends the admissions queued while the previous call was in flight in one call, and hands
 /// each caller its outcome. A caller that went away (its future dropped) gets its id released:
 /// whatever the call gave it goes back.
-async fn admitter(mut admitter: Admitter, mut rx: mpsc::UnboundedReceiver<AdmitRequest>) {
+async fn admitter(mut admitter: Admitter, mut rx: mpsc::UnboundedReceiver<ToAdmitter>) {
+    let mut received = Vec::new();
     let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, ADMIT_BATCH).await > 0 {
-        let outcomes = admitter.call(&batch).await;
-        for (i, request) in batch.drain(..).enumerate() {
-            let outcome = match &outcomes {
-                Ok(outcomes) => Ok(outcomes[i]),
-                Err(error) => Err(error.copy()),
-            };
-            if request.reply.send(outcome).is_err() {
-                let _ = admitter.release_tx.send(Release::Id(request.id));
+    let mut barriers = Vec::new();
+    while rx.recv_many(&mut received, ADMIT_BATCH).await > 0 {
+        // Once the pool is closed here, nothing more is sent: after `shutdown`'s barrier no
+        // admission can reach Redis behind the releases of this process's waiters.
+        let closed = admitter.life.is_closed();
+        for message in received.drain(..) {
+            match message {
+                ToAdmitter::Admit(request) if closed => {
+                    let _ = request.reply.send(Ok(Admitted::Closed));
+                }
+                ToAdmitter::Admit(request) => batch.push(request),
+                ToAdmitter::Barrier(done) => barriers.push(done),
             }
+        }
+        if !batch.is_empty() {
+            let outcomes = admitter.call(&batch).await;
+            for (i, request) in batch.drain(..).enumerate() {
+                let outcome = match &outcomes {
+                    Ok(outcomes) => Ok(outcomes[i]),
+                    Err(error) => Err(error.copy()),
+                };
+                if request.reply.send(outcome).is_err() {
+                    let _ = admitter.release_tx.send(Release::Id(request.id));
+                }
+            }
+        }
+        for done in barriers.drain(..) {
+            let _ = done.send(());
         }
     }
 }

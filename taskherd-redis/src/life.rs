@@ -20,6 +20,8 @@ pub(crate) struct Life {
     state: Mutex<State>,
     /// `state.closed`, readable without the lock (its writes happen under it).
     closed: AtomicBool,
+    /// `shutdown` was called (and `reopen` not since): a task spawned now is aborted.
+    shutting_down: AtomicBool,
     /// Counts the moments the pool became closed with nothing held; `wait` waits for a change.
     idle: watch::Sender<u64>,
 }
@@ -38,6 +40,7 @@ impl Default for Life {
                 held: 0,
             }),
             closed: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
             idle: watch::Sender::new(0),
         }
     }
@@ -72,7 +75,19 @@ impl Life {
         let was = state.closed;
         state.closed = false;
         self.closed.store(false, Ordering::SeqCst);
+        self.shutting_down.store(false, Ordering::SeqCst);
         was
+    }
+
+    /// `shutdown` began: tasks spawned from now on (admitted before the pool closed) are
+    /// aborted as soon as they are registered. SeqCst, with the check after registering: the
+    /// shutdown's `abort_all` sees the task, or the task sees this flag.
+    pub(crate) fn shut_down(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
     }
 
     /// Counts one task or permit until the hold is dropped; `None` if the pool is closed.

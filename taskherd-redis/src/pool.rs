@@ -212,9 +212,9 @@ impl<K> RedisPool<K> {
     pub(crate) fn from_engine(engine: Arc<Engine>) -> Self {
         Self {
             shared: Arc::new(Shared {
+                life: Arc::clone(&engine.life),
                 engine,
                 tasks: Tasks::default(),
-                life: Arc::default(),
             }),
         }
     }
@@ -263,8 +263,10 @@ impl<K> RedisPool<K> {
     /// pool that has not returned yet fails with a closed error, even one whose slots Redis
     /// granted after this call (a `try_*` call in flight, a waiter granted meanwhile): the
     /// slots are given back (in the background) and a `spawn`'s future is handed back, never
-    /// polled. So once [`wait`](Self::wait) resolves, nothing of this pool is admitted in
-    /// this process until [`reopen`](Self::reopen).
+    /// polled. No admission is sent to Redis after this call. So once [`wait`](Self::wait)
+    /// resolves, nothing of this pool is admitted in this process until
+    /// [`reopen`](Self::reopen). A waiting call leaves Redis's queues when its future next
+    /// runs (it is woken now); [`shutdown`](Self::shutdown) takes them out at once.
     ///
     /// Returns `true` if this call closed the pool, `false` if it was already closed.
     pub fn close(&self) -> bool {
@@ -351,6 +353,11 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                     pending.settle();
                     Err(Refused::Full(at))
                 }
+                // Not sent: nothing to release.
+                Admitted::Closed => {
+                    pending.settle();
+                    Err(Refused::Closed)
+                }
                 Admitted::Waiting => Err(Refused::Unavailable(UnavailableError::new(
                     redis::RedisError::from((
                         redis::ErrorKind::Parse,
@@ -377,6 +384,11 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                     return self.granted(id, lost);
                 }
                 Admitted::Full(_) | Admitted::Waiting => engine.mark_queued(pending.id()),
+                // Not sent: nothing to release.
+                Admitted::Closed => {
+                    engine.unregister_waiter(&pending.settle());
+                    return Err(Refused::Closed);
+                }
             }
             loop {
                 wake.notified().await;
@@ -454,6 +466,12 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
         };
         let handle = backend::spawn_guarded(guard, future);
         self.shared.tasks.attach(task, handle.abort_handle());
+        // A `shutdown` whose `abort_all` ran before the record above was made (the task was
+        // admitted, then `make` ran or this thread was preempted) finds it here: the flag is
+        // set before `abort_all` looks at the records.
+        if self.shared.life.is_shutting_down() {
+            handle.abort();
+        }
         self.shared.engine.attach(&id, handle.abort_handle());
         drop(lost);
         handle
@@ -786,9 +804,12 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     }
 
     /// Shuts this process's share of the pool down: closes it here, aborts the tasks this
-    /// process spawned from it, waits until none runs and no permit is held (permits are their
+    /// process spawned from it (a task admitted before and spawned after is aborted as it is
+    /// spawned), takes this process's waiters out of Redis's queues (whether or not their
+    /// futures run again), waits until no task runs and no permit is held (permits are their
     /// holders' to drop), then waits until every release has reached Redis, so that the fleet
-    /// gets the slots back at once. Call it before a process exits. Other processes go on.
+    /// gets the slots back at once. Call it before a process exits: nothing of this process is
+    /// then left counted or queued in Redis. Other processes go on.
     ///
     /// While Redis is unreachable, the last step waits until it is back or the leases have
     /// expired (see [`flush`](Self::flush)).
@@ -799,8 +820,14 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     /// stays closed and its tasks stay aborted; nothing happens before the first poll.
     pub async fn shutdown(&self) {
         self.close();
+        self.shared.life.shut_down();
         let wait = self.wait();
-        self.shared.tasks.abort_all();
+        self.abort_all();
+        // No admission is sent once closed; the one in flight, if any, has run in Redis after
+        // this. Then the waiters it (or an earlier call) queued are released behind it, on the
+        // same connection, whether or not their futures run again before the process exits.
+        self.shared.engine.admitted_so_far().await;
+        self.shared.engine.release_waiters();
         wait.await;
         self.flush().await;
     }

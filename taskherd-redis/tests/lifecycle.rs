@@ -265,3 +265,113 @@ async fn nothing_starts_after_wait_resolved() {
     let total = pool.total_stats().await.unwrap();
     assert_eq!((total.running, total.waiting), (0, 0));
 }
+
+/// `shutdown` aborts a task admitted before it began but registered after its `abort_all`
+/// (here `try_spawn_with`'s `make` runs while `shutdown` goes on another thread): the task is
+/// aborted as soon as it is registered. It used to run on, and `shutdown` waited for it for
+/// ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_aborts_a_task_admitted_before_it_began() {
+    let server = Server::start();
+    let pool = pool(&server, "sd-race", Duration::from_secs(5)).await;
+    let (go, gone) = oneshot::channel::<()>();
+    let shutdown = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            gone.await.unwrap();
+            pool.shutdown().await;
+        }
+    });
+    let watcher = pool.clone();
+    let task = pool
+        .try_spawn_with(["a"], move || {
+            // Admitted (counted here); `shutdown` starts on the other worker thread.
+            go.send(()).unwrap();
+            while !watcher.is_closed() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // Its `abort_all` runs right after the close, while this still blocks.
+            std::thread::sleep(Duration::from_millis(200));
+            std::future::pending::<()>()
+        })
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), shutdown)
+        .await
+        .expect("shutdown returns")
+        .unwrap();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert_eq!(pool.len().await.unwrap(), 0);
+}
+
+/// Once `shutdown` has returned, no waiter of this process is queued in Redis, whether or not
+/// its future ran since (its release used to be queued only when it did, so `shutdown`'s
+/// flush could miss it and a process exiting then left a ghost waiter that the next free slot
+/// was granted to, lost for a lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_shutdown_no_waiter_of_this_process_is_queued() {
+    let server = Server::start();
+    let pool = pool(&server, "sd-wait", Duration::from_secs(30)).await;
+    let other = support::pool(&server, "sd-wait", Duration::from_secs(30)).await;
+    other.set_limit("a", 1).await.unwrap();
+    let _held = other.try_acquire(["a"]).await.unwrap();
+    for round in 0..20 {
+        let waiter = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.acquire(["a"]).await.map(drop) }
+        });
+        while other.waiting_count(&"a").await.unwrap() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        pool.shutdown().await;
+        assert_eq!(
+            other.waiting_count(&"a").await.unwrap(),
+            0,
+            "round {round}: a waiter is still queued in Redis after shutdown"
+        );
+        assert!(waiter.await.unwrap().unwrap_err().is_closed());
+        assert!(pool.reopen());
+    }
+}
+
+/// The same seen from the fleet: a process that calls `shutdown` and exits (its runtime
+/// dropped at once) while one of its `acquire`s waits leaves no waiter that the next free slot
+/// would go to.
+#[test]
+fn a_process_exiting_after_shutdown_leaves_no_ghost_waiter() {
+    let server = Server::start();
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let main = runtime();
+    let other = main.block_on(pool(&server, "ghost", Duration::from_secs(30)));
+    main.block_on(other.set_default_limit(1)).unwrap();
+    for round in 0..10 {
+        let group: &'static str = Box::leak(format!("g{round}").into_boxed_str());
+        let held = main.block_on(other.try_acquire([group])).unwrap();
+        // Another process: its own runtime, dropped right after `shutdown` returned.
+        let process = runtime();
+        process.block_on(async {
+            let pool = pool(&server, "ghost", Duration::from_secs(30)).await;
+            tokio::spawn({
+                let pool = pool.clone();
+                async move { pool.acquire([group]).await.map(drop) }
+            });
+            while other.waiting_count(&group).await.unwrap() == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            pool.shutdown().await;
+        });
+        drop(process);
+        drop(held);
+        main.block_on(other.flush());
+        assert!(
+            main.block_on(other.try_acquire([group])).is_ok(),
+            "round {round}: {group}'s free slot went to the waiter of a process that exited"
+        );
+    }
+}
