@@ -70,6 +70,8 @@ pin_project! {
         pool: A,
         // In wait mode, until the maximum wait is over: what the last try needs.
         retry: Option<Groups<K>>,
+        // How long the last try may take.
+        last_try: std::time::Duration,
     }
 }
 
@@ -80,15 +82,16 @@ pin_project! {
         Waiting { #[pin] admit: W, #[pin] deadline: Sleep },
         // Between the end of the wait and the last try: the waiting future has been dropped.
         GaveUp,
-        // The try after the wait, which has [`LAST_TRY`] to answer.
+        // The try after the wait, which has the layer's `last_try` to answer.
         LastTry { #[pin] admit: T, #[pin] deadline: Sleep },
     }
 }
 
-/// How long the try after a maximum wait may take: an in-process pool answers at once, a
-/// fleet's pool in one round trip to Redis; a store slower than this (stalled, or unreachable
-/// until its client's timeout) must not stretch the maximum wait, and the request is
-/// answered as [`Refusal::Unavailable`].
+/// How long the try after a maximum wait may take by default
+/// ([`LimitLayer::last_try`](crate::LimitLayer::last_try)): an in-process pool answers at
+/// once, a fleet's pool in one round trip to Redis; a store slower than this (stalled, or
+/// unreachable until its client's timeout) must not stretch the maximum wait, and the
+/// request is answered as [`Refusal::Unavailable`].
 pub(crate) const LAST_TRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What `call` knew when it returned.
@@ -115,12 +118,14 @@ where
         pending: Option<(S, Request<B>)>,
         config: Arc<Config>,
     ) -> Self {
+        let last_try = config.last_try;
         let admitting = |decision, pool, retry| State::Admitting {
             admitting: Box::pin(Admitting {
                 decision,
                 call: pending,
                 pool,
                 retry,
+                last_try,
             }),
         };
         let state = match start {
@@ -176,7 +181,7 @@ where
                     this.decision.set(Decision::GaveUp);
                     this.decision.set(Decision::LastTry {
                         admit: this.pool.try_admit(groups),
-                        deadline: tokio::time::sleep(LAST_TRY),
+                        deadline: tokio::time::sleep(*this.last_try),
                     });
                 }
                 DecisionProj::LastTry { admit, deadline } => {

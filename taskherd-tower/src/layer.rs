@@ -84,8 +84,9 @@ impl<A, C> LimitLayer<A, C> {
     /// (`429` for one of its groups, `503` for the total), as in refuse mode; if room appeared
     /// at that moment, it is served. That try is answered at once by an in-process pool, and
     /// in one round trip by a fleet's pool on Redis; if the store has not answered within
-    /// 100 ms (stalled, or unreachable), the request gets the `Unavailable` response (`503`),
-    /// so the answer comes at most 100 ms after `max`.
+    /// [`last_try`](Self::last_try) (100 ms by default: stalled, or unreachable), the request
+    /// gets the `Unavailable` response (`503`), so the answer comes at most that long after
+    /// `max`.
     ///
     /// A request whose client disconnects while it waits gives up its place at once, if the
     /// server notices: hyper does while the request waits with its body read to the end (or
@@ -109,6 +110,29 @@ impl<A, C> LimitLayer<A, C> {
     #[must_use]
     pub fn wait(mut self, max: Duration) -> Self {
         Arc::make_mut(&mut self.config).wait = Some(max);
+        self
+    }
+
+    /// How long the try after the maximum [`wait`](Self::wait) may take before the request
+    /// gets the `Unavailable` response (`503`); 100 ms by default. An in-process pool answers
+    /// at once; a fleet's pool needs a round trip to Redis, after the admission call already
+    /// in flight: raise it for a Redis far away (more than about 50 ms), or timed-out requests
+    /// get `503` rather than the `429` naming their full group.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskherd::TaskPool;
+    /// use taskherd_tower::{LimitLayer, PeerIp};
+    ///
+    /// let _far = LimitLayer::new(TaskPool::<std::net::IpAddr>::new(), PeerIp::new())
+    ///     .wait(Duration::from_secs(2))
+    ///     .last_try(Duration::from_millis(300));
+    /// ```
+    #[must_use]
+    pub fn last_try(mut self, within: Duration) -> Self {
+        Arc::make_mut(&mut self.config).last_try = within;
         self
     }
 

@@ -162,6 +162,8 @@ pub(crate) type Respond = Arc<dyn Fn(Refusal) -> Response<Bytes> + Send + Sync>;
 pub(crate) struct Config {
     /// `None`: refuse at once; `Some(max)`: wait at most `max`.
     pub(crate) wait: Option<std::time::Duration>,
+    /// How long the try after the maximum wait may take.
+    pub(crate) last_try: std::time::Duration,
     pub(crate) retry_after: u32,
     pub(crate) respond: Option<Respond>,
 }
@@ -170,6 +172,7 @@ impl Config {
     pub(crate) fn new() -> Self {
         Self {
             wait: None,
+            last_try: crate::future::LAST_TRY,
             retry_after: 1,
             respond: None,
         }
@@ -187,6 +190,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("wait", &self.wait)
+            .field("last_try", &self.last_try)
             .field("retry_after", &self.retry_after)
             .field("custom_response", &self.respond.is_some())
             .finish()
