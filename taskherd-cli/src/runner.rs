@@ -883,8 +883,11 @@ async fn finish_attempt(
         output,
     } = started;
     let timeout = job.timeout.unwrap_or(shared.config.timeout);
-    let (exit, timed_out, lease_lost) =
-        wait(child, job.line, index, timeout, admission, shared).await;
+    let exited_at = std::sync::OnceLock::new();
+    let (exit, timed_out, lease_lost) = wait(
+        child, job.line, index, timeout, admission, shared, &exited_at,
+    )
+    .await;
     let status = match exit {
         Ok(exit) if timed_out => Status::timed_out(timeout.unwrap_or_default(), exit),
         Ok(exit) => Status::of(exit),
@@ -893,10 +896,16 @@ async fn finish_attempt(
         },
     };
     let signalled = shared.groups.remove(index);
+    // Until its process exited, not until its output was passed on (which a slow reader of
+    // taskherd's output can make much later).
+    let duration = exited_at.get().map_or_else(
+        || started.elapsed(),
+        |exited| exited.duration_since(started),
+    );
     let times = Times {
         start,
-        end: SystemTime::now(),
-        duration: started.elapsed(),
+        end: start + duration,
+        duration,
     };
     // Terminated by taskherd, other than for its own timeout: because its lease was lost, or
     // because the run is stopping.
@@ -998,6 +1007,7 @@ async fn wait(
     timeout: Option<Duration>,
     admission: &Admission,
     shared: &Shared,
+    exited_at: &std::sync::OnceLock<Instant>,
 ) -> (std::io::Result<std::process::ExitStatus>, bool, bool) {
     // Set and read by this task only; atomic only because the future must be `Send`.
     let timed_out = AtomicBool::new(false);
@@ -1006,6 +1016,10 @@ async fn wait(
     // The job runs only while it is counted: once its lease is lost, it is terminated.
     let lease = async {
         admission.lost().await;
+        if !shared.groups.alive(index) {
+            // It has ended; only its output is still being passed on.
+            return std::future::pending().await;
+        }
         lease_lost.store(true, Ordering::Relaxed);
         let why = format!("line {line}: Redis lost its admission (lease-lost)");
         terminate(shared, index, line, why).await;
@@ -1017,6 +1031,10 @@ async fn wait(
             return std::future::pending().await;
         };
         tokio::time::sleep(timeout).await;
+        if !shared.groups.alive(index) {
+            // It ended in time; only its output is still being passed on (to a slow reader).
+            return std::future::pending().await;
+        }
         timed_out.store(true, Ordering::Relaxed);
         let why = format!("line {line} timed out after {}", table::duration(timeout));
         terminate(shared, index, line, why).await;
@@ -1034,10 +1052,17 @@ async fn wait(
     let exit = async {
         match (child.stdout.take(), child.stderr.take()) {
             (Some(stdout), Some(stderr)) => {
-                read_output(&mut child, stdout, stderr, line, given_up, shared).await
+                read_output(
+                    &mut child, stdout, stderr, line, given_up, shared, exited_at,
+                )
+                .await
             }
             // Output goes to a file.
-            _ => child.wait().await,
+            _ => {
+                let exit = child.wait().await;
+                let _ = exited_at.set(Instant::now());
+                exit
+            }
         }
     };
     // The timer and the lease never end by themselves: the job's exit decides.
@@ -1079,13 +1104,20 @@ async fn read_output(
     line: usize,
     given_up: impl Future<Output = ()>,
     shared: &Shared,
+    exited_at: &std::sync::OnceLock<Instant>,
 ) -> std::io::Result<std::process::ExitStatus> {
     let sender = &shared.output;
+    // The process's exit, noted when it comes (its output may take longer).
+    let exited = async {
+        let exit = child.wait().await;
+        let _ = exited_at.set(Instant::now());
+        exit
+    };
     match shared.config.output {
         OutputMode::Grouped => {
             let (mut out, mut err) = (Spool::default(), Spool::default());
             let read = async { tokio::join!(out.fill(stdout), err.fill(stderr)) };
-            let (exit, ()) = tokio::join!(child.wait(), async {
+            let (exit, ()) = tokio::join!(exited, async {
                 tokio::select! {
                     _ = read => {}
                     () = given_up => {}
@@ -1105,7 +1137,7 @@ async fn read_output(
                     output::forward_lines(stderr, Stream::Stderr, prefix.as_bytes(), sender)
                 )
             };
-            let (exit, ()) = tokio::join!(child.wait(), async {
+            let (exit, ()) = tokio::join!(exited, async {
                 tokio::select! {
                     _ = forward => {}
                     () = given_up => {}

@@ -134,6 +134,15 @@ impl Groups {
         }
     }
 
+    /// Whether job `index`'s process group still has a process (its shell, or anything it
+    /// left running): a job whose processes have all ended may still have output to pass on,
+    /// but is not running any more.
+    pub fn alive(&self, index: usize) -> bool {
+        self.lock()
+            .get(&index)
+            .is_some_and(|entry| killpg(entry.pgid, 0).is_ok())
+    }
+
     /// The run is over: the helper that ends jobs if taskherd dies exits.
     pub fn finish(&self) {
         if let Some(reaper) = &self.reaper {

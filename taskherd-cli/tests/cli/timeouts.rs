@@ -103,3 +103,57 @@ fn bad_timeouts_are_refused_before_anything_runs() {
         .assert_stderr_contains("above 0");
     assert!(!scratch.exists("ran"));
 }
+
+/// The timeout is for the job's processes, not for passing its output on: a job that ended in
+/// time while taskherd's own standard output was not being read (a pager, a slow consumer) is
+/// not timed out, is not run again by `--retries`, keeps its output, and its duration is its
+/// process's. It used to be reported `timed_out` (exit code 0), run a second time, and its
+/// output dropped.
+#[test]
+fn a_job_that_ended_in_time_is_not_timed_out_while_its_output_waits() {
+    use std::io::Read;
+    let scratch = Scratch::new();
+    scratch.write(
+        "jobs.txt",
+        // Line 1 fills taskherd's output queue; line 2 ends after 0.3 s, its output queued.
+        "seq 1 3000000\n\
+         sleep 0.3; echo ran >> ran.log; echo hi\n",
+    );
+    let mut child = scratch
+        .command(&[
+            "run",
+            "-j",
+            "2",
+            "--timeout",
+            "1s",
+            "--kill-grace",
+            "500ms",
+            "--retries",
+            "1",
+            "--retry-delay",
+            "0",
+            "--no-progress",
+            "--report",
+            "r.jsonl",
+            "jobs.txt",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    // Nobody reads for well past the timeout (and its grace period).
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let mut output = Vec::new();
+    stdout.read_to_end(&mut output).unwrap();
+    // Line 1, still running (blocked writing its output) at its timeout, is timed out.
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+    assert_eq!(scratch.read("ran.log"), "ran\n", "line 2 ran once");
+    let output = String::from_utf8_lossy(&output);
+    assert!(output.contains("[2] hi\n"), "line 2's output is kept");
+    let records = report(&scratch, "r.jsonl");
+    let line2 = records.iter().find(|r| r["line"] == 2).unwrap();
+    assert_eq!(line2["status"], "succeeded", "{line2}");
+    assert_eq!(line2["attempts"].as_array().unwrap().len(), 1, "{line2}");
+    let duration = line2["duration_secs"].as_f64().unwrap();
+    assert!(duration < 1.0, "its process's duration: {duration}");
+}
