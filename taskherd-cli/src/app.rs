@@ -450,15 +450,30 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
     }
     if let Pool::Fleet(fleet) = &pool {
         // The other runs get this run's slots back now, not when their leases expire; and
-        // the summary shows the fleet's limits as they are now.
-        fleet.pool.flush().await;
-        if !args.no_summary {
-            let groups = finished
-                .counts
-                .groups
-                .iter()
-                .map(|(group, _)| group.clone());
-            fleet.refresh(groups.collect::<Vec<_>>()).await;
+        // the summary shows the fleet's limits as they are now. With Redis unreachable,
+        // neither can be done: waited for at most --kill-grace (or until a signal), after
+        // which the slots come back as their leases expire.
+        let goodbye = async {
+            fleet.pool.flush().await;
+            if !args.no_summary {
+                let groups = finished
+                    .counts
+                    .groups
+                    .iter()
+                    .map(|(group, _)| group.clone());
+                fleet.refresh(groups.collect::<Vec<_>>()).await;
+            }
+        };
+        let done = tokio::select! {
+            () = goodbye => true,
+            () = tokio::time::sleep(args.kill_grace) => false,
+            Some(_) = signals.recv() => false,
+        };
+        if !done {
+            eprintln!(
+                "taskherd: Redis did not answer: this run's slots come back to the other runs \
+                 when their leases expire"
+            );
         }
     }
 

@@ -318,6 +318,37 @@ fn a_job_waits_while_redis_is_down_and_runs_when_it_is_back() {
     );
 }
 
+/// Redis gone when the run ends: handing the slots back (and reading the fleet's limits for
+/// the summary) is waited for at most `--kill-grace`, then the run says the slots come back
+/// with their leases, and exits. It used to wait up to the lease (40 s here), deaf to signals.
+#[test]
+fn a_run_ending_while_redis_is_down_exits_after_the_grace_period() {
+    let (mut server, url, scratch) = server_with_jobs(
+        "touch started; sleep 1
+",
+    );
+    let child = scratch
+        .command(&[
+            "run",
+            "--redis",
+            &url,
+            "--lease",
+            "40s",
+            "--kill-grace",
+            "1s",
+            "jobs.txt",
+        ])
+        .spawn()
+        .unwrap();
+    wait_for_files(&scratch, &["started"]);
+    server.stop();
+    // Generous: the job's second, the grace period, and a loaded machine; far below the lease.
+    let finished = finish_within(child, Duration::from_secs(20));
+    finished.assert_code(0).assert_stderr_contains(
+        "this run's slots come back to the other runs when their leases expire",
+    );
+}
+
 /// A dry run with `--redis` does not connect, and says that limits it does not give are the
 /// pool's.
 #[test]
