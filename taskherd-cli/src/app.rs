@@ -524,12 +524,20 @@ async fn join_fleet(
     let fleet = Fleet::connect(url, name, args.lease)
         .await
         .map_err(|message| Fatal::one(format!("--redis: {message}; nothing was run")))?;
-    fleet.write(limits).await.map_err(|error| {
-        Fatal::one(format!(
-            "--redis: cannot write the limits to pool {name} at {}: {error}; nothing was run",
-            fleet::redacted(url)
-        ))
-    })?;
+    // A limits file's `none` settings are written too, as a change of the file would be.
+    let settings = match &prepared.limits_file {
+        Some((_, settings, _)) => settings.clone(),
+        None => Vec::new(),
+    };
+    fleet
+        .write_clearing(limits, &settings)
+        .await
+        .map_err(|error| {
+            Fatal::one(format!(
+                "--redis: cannot write the limits to pool {name} at {}: {error}; nothing was run",
+                fleet::redacted(url)
+            ))
+        })?;
     // Loads the admission script on the server now (an admission of no group, dropped at
     // once), so that the first jobs' admission calls are not sent twice, out of file order.
     drop(fleet.pool.try_acquire(std::iter::empty()).await);

@@ -32,7 +32,7 @@ use taskherd::{LimitChanges, Permit, TaskPool};
 use taskherd_redis::{RedisPermit, RedisPool, UnavailableError};
 
 use crate::jobfile::Group;
-use crate::limits::Limits;
+use crate::limits::{Limits, Settings};
 
 /// The pool name `--pool` defaults to.
 pub const DEFAULT_POOL: &str = "taskherd-run";
@@ -182,7 +182,19 @@ impl Fleet {
     ///
     /// Redis is unreachable; nothing was changed.
     pub async fn write(&self, limits: &Limits) -> Result<(), UnavailableError> {
-        self.pool.set_limits(limits.batch()).await?;
+        self.write_clearing(limits, &Vec::new()).await
+    }
+
+    /// As [`write`](Self::write), and "no limit" for the targets `settings` leave without
+    /// one (see [`Limits::batch_clearing`]).
+    pub async fn write_clearing(
+        &self,
+        limits: &Limits,
+        settings: &Settings,
+    ) -> Result<(), UnavailableError> {
+        self.pool
+            .set_limits(limits.batch_clearing(settings))
+            .await?;
         self.remember(limits);
         Ok(())
     }
@@ -195,17 +207,17 @@ impl Fleet {
     }
 
     /// Until the run ends, every [`RETRY`]: says when Redis becomes unreachable and when it is
-    /// back (a job waiting for admission meanwhile just waits); and if Redis forgot the limits
-    /// (a renewal found leases of this run lost, or none of the limits this run gave is in the
-    /// pool any more: Redis restarted without its data, or failed over), writes the limits this
-    /// run was given again and says so. `notice` shows a message.
+    /// back (a job waiting for admission meanwhile just waits); and if Redis forgot the pool
+    /// (Redis restarted without its data, or failed over: see [`forgotten`](Self::forgotten)),
+    /// writes the limits this run was given again and says so. `notice` shows a message.
     pub async fn guard(self: Arc<Self>, notice: impl AsyncFn(String)) {
         let mut seen = self.pool.lost_leases();
+        let mut admitted = 0;
         let mut ticks = tokio::time::interval(RETRY);
         loop {
             ticks.tick().await;
             let lost = self.pool.lost_leases();
-            let forgotten = match self.forgotten().await {
+            let forgotten = match self.forgotten(&mut admitted).await {
                 Ok(forgotten) => forgotten,
                 Err(error) => {
                     if let Some(text) = self.went_down(&error) {
@@ -240,9 +252,23 @@ impl Fleet {
             .clone()
     }
 
-    /// Whether none of the limits this run gave is in the pool (`false` if it gave none).
-    /// Usually one call: the total is there.
-    async fn forgotten(&self) -> Result<bool, UnavailableError> {
+    /// Whether Redis forgot the pool since the last call, which saw `admitted` admissions
+    /// counted in it (updated): the count went down (it never does otherwise: the total's
+    /// statistics are never reclaimed), or, in a pool that has admitted nothing yet, none of
+    /// the limits this run gave is there (`false` if it gave none). A pool whose count goes
+    /// on had its limits changed on purpose by another run (a "no limit" written by its
+    /// limits file), which this run must not undo. (A renewal that finds this run's leases
+    /// lost is the other sign, checked by the caller.)
+    async fn forgotten(&self, admitted: &mut u64) -> Result<bool, UnavailableError> {
+        let now = self.pool.total_stats().await?.admitted;
+        let went_down = now < *admitted;
+        *admitted = now;
+        if went_down {
+            return Ok(true);
+        }
+        if now > 0 {
+            return Ok(false);
+        }
         let given = self.given();
         if given.total.is_some() && self.pool.max_tasks().await?.is_some() {
             return Ok(false);

@@ -158,6 +158,24 @@ impl Limits {
         batch
     }
 
+    /// [`batch`](Self::batch), and "no limit" for each setting of `settings` that leaves its
+    /// target without one (a limits file's explicit `none`, which a run writes to a fleet's
+    /// pool at the start as it would write the change during the run).
+    pub fn batch_clearing(&self, settings: &Settings) -> LimitChanges<Group> {
+        let mut batch = self.batch();
+        for (target, _) in settings {
+            match target {
+                Target::Total if self.total.is_none() => batch = batch.max_tasks(None),
+                Target::Default if self.default.is_none() => batch = batch.default_limit(None),
+                Target::Group(group) if !self.groups.contains_key(group) => {
+                    batch = batch.limit(group.clone(), None);
+                }
+                _ => {}
+            }
+        }
+        batch
+    }
+
     /// These limits with `settings` applied on top.
     #[must_use]
     pub fn overlay(&self, settings: &Settings) -> Limits {

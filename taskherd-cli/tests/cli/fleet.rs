@@ -369,3 +369,69 @@ fn a_dry_run_does_not_ask_redis() {
         .assert_stdout_contains("\n[total]     1   none\ndb          1      2\n")
         .assert_stdout_contains("where it gives none, the pool's own apply");
 }
+
+/// A limits file's `none` settings are written to the pool at the start, as the same settings
+/// edited in during a run are: the file overrides the command line and the pool's earlier
+/// limits (they were left in place).
+#[test]
+fn a_limits_file_clears_limits_at_the_start() {
+    let (server, url, scratch) = server_with_jobs("db :: true\n");
+    scratch
+        .run(&["run", "--redis", &url, "-j", "1", "-l", "db=1", "jobs.txt"])
+        .assert_code(0);
+    scratch.write("limits", "[total]=none\ndb=none\n");
+    scratch
+        .run(&[
+            "run",
+            "--redis",
+            &url,
+            "--limits-file",
+            "limits",
+            "jobs.txt",
+        ])
+        .assert_code(0);
+    let (total, db) = read_pool(&server, async |pool| {
+        (
+            pool.max_tasks().await.unwrap(),
+            pool.limit(&"db").await.unwrap(),
+        )
+    });
+    assert_eq!((total, db), (None, None));
+}
+
+/// A run does not take another run's "no limit" for Redis forgetting the pool: it writes its
+/// own limits again only when Redis lost its data (its count of admissions went back, or its
+/// leases were lost), not when the limits it gave were removed on purpose (it used to write
+/// them back within a second, undoing the other run's change).
+#[test]
+fn another_runs_no_limit_is_not_undone() {
+    let (server, url, scratch) = server_with_jobs("touch started; sleep 4\n");
+    let first = scratch
+        .command(&["run", "--redis", &url, "-l", "db=1", "jobs.txt"])
+        .spawn()
+        .unwrap();
+    wait_for_files(&scratch, &["started"]);
+    scratch.write("limits", "db=none\n");
+    scratch.write("other.txt", "true\n");
+    scratch
+        .run(&[
+            "run",
+            "--redis",
+            &url,
+            "--limits-file",
+            "limits",
+            "other.txt",
+        ])
+        .assert_code(0);
+    // The first run checks every second.
+    std::thread::sleep(Duration::from_millis(2500));
+    let db = read_pool(&server, async |pool| pool.limit(&"db").await.unwrap());
+    assert_eq!(db, None, "the other run's no-limit was undone");
+    let finished = finish_within(first, Duration::from_secs(30));
+    finished.assert_code(0);
+    assert!(
+        !finished.stderr.contains("Redis forgot"),
+        "{}",
+        finished.stderr
+    );
+}
