@@ -370,6 +370,14 @@ fn a_dry_run_does_not_ask_redis() {
         .assert_stdout_contains("where it gives none, the pool's own apply");
 }
 
+/// Runs `jobs` on the pool at `url` with a limits file holding `limits`; it succeeds.
+fn run_with_limits_file(scratch: &Scratch, url: &str, limits: &str, jobs: &str) {
+    scratch.write("limits", limits);
+    scratch
+        .run(&["run", "--redis", url, "--limits-file", "limits", jobs])
+        .assert_code(0);
+}
+
 /// A limits file's `none` settings are written to the pool at the start, as the same settings
 /// edited in during a run are: the file overrides the command line and the pool's earlier
 /// limits (they were left in place).
@@ -379,17 +387,7 @@ fn a_limits_file_clears_limits_at_the_start() {
     scratch
         .run(&["run", "--redis", &url, "-j", "1", "-l", "db=1", "jobs.txt"])
         .assert_code(0);
-    scratch.write("limits", "[total]=none\ndb=none\n");
-    scratch
-        .run(&[
-            "run",
-            "--redis",
-            &url,
-            "--limits-file",
-            "limits",
-            "jobs.txt",
-        ])
-        .assert_code(0);
+    run_with_limits_file(&scratch, &url, "[total]=none\ndb=none\n", "jobs.txt");
     let (total, db) = read_pool(&server, async |pool| {
         (
             pool.max_tasks().await.unwrap(),
@@ -411,18 +409,8 @@ fn another_runs_no_limit_is_not_undone() {
         .spawn()
         .unwrap();
     wait_for_files(&scratch, &["started"]);
-    scratch.write("limits", "db=none\n");
     scratch.write("other.txt", "true\n");
-    scratch
-        .run(&[
-            "run",
-            "--redis",
-            &url,
-            "--limits-file",
-            "limits",
-            "other.txt",
-        ])
-        .assert_code(0);
+    run_with_limits_file(&scratch, &url, "db=none\n", "other.txt");
     // The first run checks every second.
     std::thread::sleep(Duration::from_millis(2500));
     let db = read_pool(&server, async |pool| pool.limit(&"db").await.unwrap());
