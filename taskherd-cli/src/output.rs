@@ -274,10 +274,62 @@ fn write_loop(mut receiver: mpsc::Receiver<Msg>, suspend: Option<Suspend>, jobs_
     }
 }
 
+/// Keeps taskherd's notices out of the middle of a job's line: `grouped` output comes in
+/// pieces cut anywhere, and a notice on standard error would land inside the line on a
+/// terminal that shows both streams. A notice that comes while a job's output stream is in
+/// the middle of a line waits until both streams are at the start of one (a job's `grouped`
+/// output always ends with a newline), or until the writer stops.
+#[derive(Debug, Default)]
+struct NoticeHold {
+    /// The jobs' standard output, and standard error, last ended mid-line.
+    out_mid_line: bool,
+    err_mid_line: bool,
+    held: Vec<String>,
+}
+
+impl NoticeHold {
+    /// Passes `msg` on to `emit` now, or holds it (a notice mid-line); after a job's output
+    /// that ends a line, passes on the notices held.
+    fn pass(&mut self, msg: Msg, mut emit: impl FnMut(Msg)) {
+        match &msg {
+            Msg::Notice(_) if self.out_mid_line || self.err_mid_line => {
+                if let Msg::Notice(text) = msg {
+                    self.held.push(text);
+                }
+                return;
+            }
+            Msg::Stdout(bytes) => self.out_mid_line = ends_mid_line(bytes, self.out_mid_line),
+            Msg::Stderr(bytes) => self.err_mid_line = ends_mid_line(bytes, self.err_mid_line),
+            Msg::Notice(_) => {}
+            Msg::Shutdown => {
+                // Nothing more comes: the notices go out whatever the streams' state.
+                self.out_mid_line = false;
+                self.err_mid_line = false;
+                for text in self.held.drain(..) {
+                    emit(Msg::Notice(text));
+                }
+            }
+        }
+        emit(msg);
+        if !self.out_mid_line && !self.err_mid_line {
+            for text in self.held.drain(..) {
+                emit(Msg::Notice(text));
+            }
+        }
+    }
+}
+
+/// Whether a stream is mid-line after `bytes` (an empty piece changes nothing).
+fn ends_mid_line(bytes: &[u8], before: bool) -> bool {
+    bytes.last().map_or(before, |&last| last != b'\n')
+}
+
 #[derive(Default)]
 struct WriteState {
     /// Standard output could not be written (a closed pipe): job output is dropped from then on.
     stdout_broken: bool,
+    /// Notices held while a job's line is unfinished.
+    hold: NoticeHold,
     /// The jobs' standard output goes to standard error (`--report -` has standard output).
     jobs_to_stderr: bool,
     out: Vec<u8>,
@@ -294,7 +346,11 @@ impl WriteState {
     /// the streams is kept.
     fn write_batch(&mut self, batch: &mut Vec<Msg>) -> bool {
         let mut shutdown = false;
+        let mut ordered = Vec::with_capacity(batch.len());
         for msg in batch.drain(..) {
+            self.hold.pass(msg, |msg| ordered.push(msg));
+        }
+        for msg in ordered {
             match msg {
                 Msg::Stdout(bytes) if self.jobs_to_stderr => {
                     self.flush_out();
@@ -588,6 +644,53 @@ mod tests {
                 "[3] two\n",
                 "[3] \n",
                 "[3] last without newline\n"
+            ]
+        );
+    }
+
+    /// A notice that comes while a job's `grouped` output is mid-line (pieces are cut
+    /// anywhere) waits for the end of the line; one between lines goes out at once; the
+    /// writer's end lets out what is held.
+    #[test]
+    fn notices_never_land_inside_a_jobs_line() {
+        let mut hold = NoticeHold::default();
+        let mut out = Vec::new();
+        let mut pass = |hold: &mut NoticeHold, msg| hold.pass(msg, |msg| out.push(msg));
+        pass(&mut hold, Msg::Stdout(b"1111".to_vec()));
+        pass(&mut hold, Msg::Notice("timed out".into()));
+        pass(&mut hold, Msg::Stdout(b"2222".to_vec()));
+        pass(&mut hold, Msg::Stderr(b"half".to_vec()));
+        pass(&mut hold, Msg::Stdout(b"33\n".to_vec()));
+        // Standard error is still mid-line.
+        pass(&mut hold, Msg::Notice("SIGKILL".into()));
+        pass(&mut hold, Msg::Stderr(b" done\n".to_vec()));
+        pass(&mut hold, Msg::Notice("between lines".into()));
+        pass(&mut hold, Msg::Stdout(b"cut".to_vec()));
+        pass(&mut hold, Msg::Notice("held to the end".into()));
+        pass(&mut hold, Msg::Shutdown);
+        let shown: Vec<String> = out
+            .iter()
+            .map(|msg| match msg {
+                Msg::Stdout(bytes) => format!("out:{}", String::from_utf8_lossy(bytes)),
+                Msg::Stderr(bytes) => format!("err:{}", String::from_utf8_lossy(bytes)),
+                Msg::Notice(text) => format!("notice:{text}"),
+                Msg::Shutdown => "shutdown".to_owned(),
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "out:1111",
+                "out:2222",
+                "err:half",
+                "out:33\n",
+                "err: done\n",
+                "notice:timed out",
+                "notice:SIGKILL",
+                "notice:between lines",
+                "out:cut",
+                "notice:held to the end",
+                "shutdown",
             ]
         );
     }
