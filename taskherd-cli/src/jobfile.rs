@@ -12,7 +12,7 @@
 //!   are settings of the job, overriding `--timeout` and `--retries` for it; they are not
 //!   groups (a group name cannot contain `=`). Any other `NAME=VALUE` word is an error.
 //! - Blank lines, and lines whose first non-blank character is `#`, are skipped.
-//! - Line endings may be `\n` or `\r\n`.
+//! - Line endings may be `\n` or `\r\n`; a UTF-8 byte-order mark at the start is skipped.
 //! - A command may hold any bytes but NUL: it is passed to `sh -c` as it is, so commands in a
 //!   legacy encoding work. Group names must be UTF-8.
 //!
@@ -144,6 +144,9 @@ pub fn parse(text: &[u8]) -> Result<Vec<Job>, Vec<LineError>> {
     }
 }
 
+/// The UTF-8 byte-order mark, skipped at the start of a job file or limits file.
+pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// The longest line a job file may have. (A longer command could not be passed to the shell
 /// anyway: Linux limits one argument to 128 KiB, and every system all of them to `ARG_MAX`.)
 pub const MAX_LINE: usize = 4 << 20;
@@ -193,6 +196,11 @@ impl<R: std::io::BufRead> Reader<R> {
             }
             let raw = self.buffer.strip_suffix(b"\n").unwrap_or(&self.buffer);
             let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            // A UTF-8 byte-order mark (some Windows editors write one) is not part of the job.
+            let raw = match line {
+                1 => raw.strip_prefix(UTF8_BOM).unwrap_or(raw),
+                _ => raw,
+            };
             match parse_line(raw) {
                 Ok(None) => continue,
                 Ok(Some(parsed)) => return Some(Ok(build(line, parsed, &mut self.interned))),
@@ -449,6 +457,23 @@ mod tests {
                 (1, owned(&["g"]), "echo :: x".to_owned()),
                 (2, owned(&[]), "echo :: y".to_owned()),
                 (3, owned(&[]), "echo tab".to_owned()),
+            ]
+        );
+    }
+
+    /// A UTF-8 byte-order mark at the start (some Windows editors write one) is skipped: a
+    /// first line that is a comment stays one (it ran as a command), and a first job's groups
+    /// are its own. Elsewhere it is part of the line.
+    #[test]
+    fn a_byte_order_mark_at_the_start_is_skipped() {
+        let text = "\u{feff}# nightly jobs\r\na :: echo one\r\n";
+        assert_eq!(jobs(text), [(2, owned(&["a"]), "echo one".to_owned())]);
+        let text = "\u{feff}a :: echo one\n\u{feff}x\n";
+        assert_eq!(
+            jobs(text),
+            [
+                (1, owned(&["a"]), "echo one".to_owned()),
+                (2, owned(&[]), "\u{feff}x".to_owned()),
             ]
         );
     }

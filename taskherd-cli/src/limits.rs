@@ -91,6 +91,7 @@ pub fn parse_limit_arg(text: &str) -> Result<(Group, usize), String> {
 pub fn parse_limits_file(text: &[u8]) -> Result<Settings, Vec<LineError>> {
     let mut settings = Vec::new();
     let mut errors = Vec::new();
+    let text = text.strip_prefix(crate::jobfile::UTF8_BOM).unwrap_or(text);
     for (index, raw) in text.split(|&b| b == b'\n').enumerate() {
         let line = index + 1;
         let Ok(text) = std::str::from_utf8(raw) else {
@@ -278,6 +279,11 @@ mod tests {
                 (group("web"), Some(0)),
                 (group("web"), None),
             ]
+        );
+        // A UTF-8 byte-order mark at the start is skipped.
+        assert_eq!(
+            parse_limits_file(b"\xEF\xBB\xBFdb=2\n").unwrap(),
+            [(group("db"), Some(2))]
         );
     }
 
