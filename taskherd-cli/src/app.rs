@@ -128,21 +128,18 @@ pub fn main(args: &RunArgs) -> ExitCode {
             None => &prepared.counts,
             Some(_) => &plan::Counts::of(&prepared.jobs),
         };
-        print!(
-            "{}",
-            plan::render(&prepared.source, counts, &prepared.initial_limits())
-        );
+        let mut plan = plan::render(&prepared.source, counts, &prepared.initial_limits());
         if let Some((mode, path)) = resume_of(args) {
             let run = prepared.jobs.len();
-            print!("{}", resume::plan_line(mode, path, &prepared.skipped, run));
+            plan.push_str(&resume::plan_line(mode, path, &prepared.skipped, run));
         }
         if args.redis.is_some() {
-            println!(
+            plan.push_str(
                 "--redis: the limits above are those this run would write to the pool; where \
-                 it gives none, the pool's own apply (Redis is not asked in a dry run)"
+                 it gives none, the pool's own apply (Redis is not asked in a dry run)\n",
             );
         }
-        return ExitCode::from(EXIT_OK);
+        return write_plan(&plan);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -509,6 +506,24 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
         EXIT_OK
     } else {
         EXIT_JOB_FAILED
+    }
+}
+
+/// Writes a dry run's plan to standard output. A reader that closed it early (`| head`) wanted
+/// no more: not an error. Any other write error is said, and the exit status is 1.
+fn write_plan(plan: &str) -> ExitCode {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(plan.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(EXIT_OK),
+        Err(error) => {
+            eprintln!("taskherd: cannot write the plan to standard output: {error}");
+            ExitCode::from(EXIT_JOB_FAILED)
+        }
     }
 }
 

@@ -255,6 +255,10 @@ fn build(
     interned: &mut HashMap<Box<str>, Group>,
 ) -> Result<Job, Vec<LineError>> {
     let mut job_groups: Vec<Group> = Vec::with_capacity(groups.len());
+    // The names taken, for a line of many groups (a line may hold hundreds of thousands: the
+    // list alone made checking it quadratic).
+    let mut taken: Option<std::collections::HashSet<&str>> =
+        (groups.len() > 16).then(std::collections::HashSet::new);
     let mut errors = Vec::new();
     let mut settings = Settings::default();
     for name in groups {
@@ -268,12 +272,16 @@ fn build(
             errors.push(LineError { line, message });
             continue;
         }
-        let group = interned
-            .entry(name.into())
-            .or_insert_with(|| Arc::from(name))
-            .clone();
         // The pool counts a group named twice once; keep the job's list the same.
-        if !job_groups.contains(&group) {
+        let new = match &mut taken {
+            Some(taken) => taken.insert(name),
+            None => !job_groups.iter().any(|group| **group == *name),
+        };
+        if new {
+            let group = interned
+                .entry(name.into())
+                .or_insert_with(|| Arc::from(name))
+                .clone();
             job_groups.push(group);
         }
     }
@@ -459,6 +467,21 @@ mod tests {
                 (3, owned(&[]), "echo tab".to_owned()),
             ]
         );
+    }
+
+    /// A group named twice counts once, in the order first named, on a short line and on a
+    /// line of many groups (checked through a set there: the list alone was quadratic).
+    #[test]
+    fn a_group_named_twice_counts_once() {
+        assert_eq!(
+            jobs("b a b a :: x\n"),
+            [(1, owned(&["b", "a"]), "x".to_owned())]
+        );
+        let names: Vec<String> = (0..40).map(|i| format!("g{}", i % 25)).collect();
+        let line = format!("{} :: x\n", names.join(" "));
+        let expected: Vec<String> = (0..25).map(|i| format!("g{i}")).collect();
+        let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+        assert_eq!(jobs(&line), [(1, owned(&expected), "x".to_owned())]);
     }
 
     /// A UTF-8 byte-order mark at the start (some Windows editors write one) is skipped: a

@@ -219,3 +219,39 @@ fn wait_with_max_rss(pid: u32) -> (i32, i64) {
     assert!(libc::WIFEXITED(status));
     (libc::WEXITSTATUS(status), usage.ru_maxrss)
 }
+
+/// A plan whose reader stops early (`| head -1`) is not an error (it panicked, exit status
+/// 101); a plan that cannot be written at all (a full disk) is said, exit status 1.
+#[test]
+fn a_plan_whose_reader_stops_early_is_no_error() {
+    let scratch = Scratch::new();
+    let jobs: String = (0..20_000).map(|i| format!("g{i} :: true\n")).collect();
+    scratch.write("jobs.txt", &jobs);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader); // closed before anything is written
+    let mut child = scratch
+        .command(&["run", "--dry-run", "jobs.txt"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    if std::path::Path::new("/dev/full").exists() {
+        let full = std::fs::File::options()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let run = scratch
+            .command(&["run", "--dry-run", "jobs.txt"])
+            .stdout(full)
+            .output()
+            .unwrap();
+        assert_eq!(run.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(stderr.contains("cannot write the plan"), "{stderr}");
+    }
+}
