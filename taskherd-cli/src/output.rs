@@ -432,6 +432,36 @@ impl Stream {
     }
 }
 
+/// Tells a job's output readers that its processes have ended while something outside them
+/// may still hold its pipes (a daemon it started in a session of its own): from then on a
+/// reader reads what is there, and stops at the first read that would wait, instead of
+/// waiting for an end of the pipe that may never come. What was read is still passed on.
+#[derive(Debug, Clone)]
+pub struct Drain(Option<watch::Receiver<bool>>);
+
+impl Drain {
+    /// Set by `sender` (to `true`).
+    pub fn new(sender: &watch::Sender<bool>) -> Drain {
+        Drain(Some(sender.subscribe()))
+    }
+
+    /// Never set: the pipes are read to their end.
+    #[cfg(test)]
+    pub fn never() -> Drain {
+        Drain(None)
+    }
+
+    /// Resolves once set (never if its sender is gone unset).
+    async fn set(&mut self) {
+        if let Some(receiver) = &mut self.0
+            && receiver.wait_for(|set| *set).await.is_ok()
+        {
+            return;
+        }
+        std::future::pending().await
+    }
+}
+
 /// The longest line forwarded in one piece: a longer one is cut into pieces of this size, each
 /// with the prefix, so that a job writing without newlines cannot fill taskherd's memory.
 pub const MAX_LINE: usize = MAX_PIECE;
@@ -443,11 +473,18 @@ pub async fn forward_lines(
     stream: Stream,
     prefix: &[u8],
     sender: &Sender,
+    mut drain: Drain,
 ) {
     let mut reader = BufReader::new(pipe);
     let mut line = Vec::from(prefix);
     loop {
-        let chunk = match reader.fill_buf().await {
+        // What is there first; once drained, a read that would wait ends the forwarding.
+        let read = tokio::select! {
+            biased;
+            read = reader.fill_buf() => read,
+            () = drain.set() => break,
+        };
+        let chunk = match read {
             Ok([]) | Err(_) => break,
             Ok(chunk) => chunk,
         };
@@ -502,10 +539,16 @@ pub struct Spool {
 impl Spool {
     /// Reads a job's pipe to its end. If the future is dropped early, what was read so far is
     /// kept; what a read error leaves in the pipe is lost.
-    pub async fn fill(&mut self, mut pipe: impl AsyncRead + Unpin) {
+    pub async fn fill(&mut self, mut pipe: impl AsyncRead + Unpin, mut drain: Drain) {
         let mut buffer = vec![0; 64 * 1024];
         loop {
-            match pipe.read(&mut buffer).await {
+            // As in `forward_lines`: once drained, a read that would wait ends it.
+            let read = tokio::select! {
+                biased;
+                read = pipe.read(&mut buffer) => read,
+                () = drain.set() => return,
+            };
+            match read {
                 Ok(0) | Err(_) => return,
                 Ok(read) => self.push(&buffer[..read]).await,
             }
@@ -628,7 +671,7 @@ mod tests {
     async fn forwards_lines_with_prefix() {
         let (sender, mut receiver) = Sender::channel(16);
         let input: &[u8] = b"one\ntwo\n\nlast without newline";
-        forward_lines(input, Stream::Stderr, b"[3] ", &sender).await;
+        forward_lines(input, Stream::Stderr, b"[3] ", &sender, Drain::never()).await;
         drop(sender);
         let mut lines = Vec::new();
         while let Some(msg) = receiver.recv().await {
@@ -762,7 +805,7 @@ mod tests {
     async fn forwarding_keeps_invalid_utf8_bytes() {
         let (sender, mut receiver) = Sender::channel(16);
         let input: &[u8] = b"\xff\xfe\n";
-        forward_lines(input, Stream::Stdout, b"> ", &sender).await;
+        forward_lines(input, Stream::Stdout, b"> ", &sender, Drain::never()).await;
         match receiver.recv().await {
             Some(Msg::Stdout(bytes)) => assert_eq!(bytes, b"> \xff\xfe\n"),
             other => panic!("unexpected {other:?}"),
@@ -775,7 +818,7 @@ mod tests {
         let mut input = vec![b'x'; MAX_LINE * 2 + 10];
         input.extend_from_slice(b"\nend\n");
         let input: &[u8] = &input;
-        forward_lines(input, Stream::Stdout, b"> ", &sender).await;
+        forward_lines(input, Stream::Stdout, b"> ", &sender, Drain::never()).await;
         drop(sender);
         let mut lengths = Vec::new();
         while let Some(Msg::Stdout(bytes)) = receiver.recv().await {
@@ -791,7 +834,7 @@ mod tests {
         // (with its prefix and newline), so a full channel holds at most about 64 MiB.
         let input = vec![b'x'; 4 << 20];
         let (sender, mut receiver) = Sender::channel(CHANNEL_CAPACITY);
-        forward_lines(&input[..], Stream::Stdout, b"[7] ", &sender).await;
+        forward_lines(&input[..], Stream::Stdout, b"[7] ", &sender, Drain::never()).await;
         drop(sender);
         let mut total = 0;
         while let Some(Msg::Stdout(bytes)) = receiver.recv().await {
@@ -811,7 +854,7 @@ mod tests {
             .map(|i| b'a' + (i % 26) as u8)
             .collect();
         let mut spool = Spool::default();
-        spool.fill(&big[..]).await;
+        spool.fill(&big[..], Drain::never()).await;
         assert!(spool.spilled(), "more than SPOOL_MEMORY goes to a file");
         assert!(spool.memory.len() <= SPOOL_MEMORY);
         let (sender, mut receiver) = Sender::channel(16);
@@ -839,7 +882,7 @@ mod tests {
             (b"no newline", b"no newline\n"),
         ] {
             let mut spool = Spool::default();
-            spool.fill(input).await;
+            spool.fill(input, Drain::never()).await;
             assert!(!spool.spilled());
             let (sender, mut receiver) = Sender::channel(4);
             spool.send(Stream::Stderr, &sender).await;

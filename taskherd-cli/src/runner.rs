@@ -65,7 +65,7 @@ use crate::fleet::{self, Admission, Fleet, Pool};
 use crate::jobfile::{Group, Job};
 use crate::joblog::Joblog;
 use crate::outcome::{Attempt, Outcome, Reason, Status, Times};
-use crate::output::{self, Msg, Spool, Stream};
+use crate::output::{self, Drain, Msg, Spool, Stream};
 use crate::progress::Progress;
 use crate::report::Report;
 use crate::resume::{Skipped, Streamed};
@@ -896,12 +896,15 @@ async fn finish_attempt(
         },
     };
     let signalled = shared.groups.remove(index);
-    // Until its process exited, not until its output was passed on (which a slow reader of
-    // taskherd's output can make much later).
-    let duration = exited_at.get().map_or_else(
-        || started.elapsed(),
-        |exited| exited.duration_since(started),
-    );
+    // A job that ended by itself: until its process exited, not until its output was passed
+    // on (which a slow reader of taskherd's output can make much later). One that taskherd
+    // ended (its timeout, a lost lease, the run stopping): until it was ended, processes it
+    // left behind included.
+    let ended_by_itself = !timed_out && !lease_lost && !signalled;
+    let duration = match exited_at.get() {
+        Some(exited) if ended_by_itself => exited.duration_since(started),
+        _ => started.elapsed(),
+    };
     let times = Times {
         start,
         end: start + duration,
@@ -1013,11 +1016,16 @@ async fn wait(
     let timed_out = AtomicBool::new(false);
     let lease_lost = AtomicBool::new(false);
     let job_killed = Notify::new();
+    // Set when the job's processes turn out to have ended while its output is still being
+    // read: what is in the pipes is passed on, a pipe held open by something that left the
+    // job's process group (a daemon) is not waited for.
+    let drain = watch::Sender::new(false);
     // The job runs only while it is counted: once its lease is lost, it is terminated.
     let lease = async {
         admission.lost().await;
         if !shared.groups.alive(index) {
             // It has ended; only its output is still being passed on.
+            drain.send_replace(true);
             return std::future::pending().await;
         }
         lease_lost.store(true, Ordering::Relaxed);
@@ -1032,7 +1040,9 @@ async fn wait(
         };
         tokio::time::sleep(timeout).await;
         if !shared.groups.alive(index) {
-            // It ended in time; only its output is still being passed on (to a slow reader).
+            // It ended in time; only its output is still being passed on (to a slow reader,
+            // or held open by a daemon it started: not waited for past its timeout).
+            drain.send_replace(true);
             return std::future::pending().await;
         }
         timed_out.store(true, Ordering::Relaxed);
@@ -1052,10 +1062,9 @@ async fn wait(
     let exit = async {
         match (child.stdout.take(), child.stderr.take()) {
             (Some(stdout), Some(stderr)) => {
-                read_output(
-                    &mut child, stdout, stderr, line, given_up, shared, exited_at,
-                )
-                .await
+                let drains = (Drain::new(&drain), Drain::new(&drain));
+                let pipes = (stdout, stderr);
+                read_output(&mut child, pipes, line, given_up, shared, exited_at, drains).await
             }
             // Output goes to a file.
             _ => {
@@ -1099,12 +1108,12 @@ async fn terminate(shared: &Shared, index: usize, line: usize, why: String) {
 /// output or until `given_up`.
 async fn read_output(
     child: &mut Child,
-    stdout: ChildStdout,
-    stderr: ChildStderr,
+    (stdout, stderr): (ChildStdout, ChildStderr),
     line: usize,
     given_up: impl Future<Output = ()>,
     shared: &Shared,
     exited_at: &std::sync::OnceLock<Instant>,
+    (drain_out, drain_err): (Drain, Drain),
 ) -> std::io::Result<std::process::ExitStatus> {
     let sender = &shared.output;
     // The process's exit, noted when it comes (its output may take longer).
@@ -1116,7 +1125,8 @@ async fn read_output(
     match shared.config.output {
         OutputMode::Grouped => {
             let (mut out, mut err) = (Spool::default(), Spool::default());
-            let read = async { tokio::join!(out.fill(stdout), err.fill(stderr)) };
+            let read =
+                async { tokio::join!(out.fill(stdout, drain_out), err.fill(stderr, drain_err)) };
             let (exit, ()) = tokio::join!(exited, async {
                 tokio::select! {
                     _ = read => {}
@@ -1133,8 +1143,20 @@ async fn read_output(
             let prefix = format!("[{line}] ");
             let forward = async {
                 tokio::join!(
-                    output::forward_lines(stdout, Stream::Stdout, prefix.as_bytes(), sender),
-                    output::forward_lines(stderr, Stream::Stderr, prefix.as_bytes(), sender)
+                    output::forward_lines(
+                        stdout,
+                        Stream::Stdout,
+                        prefix.as_bytes(),
+                        sender,
+                        drain_out
+                    ),
+                    output::forward_lines(
+                        stderr,
+                        Stream::Stderr,
+                        prefix.as_bytes(),
+                        sender,
+                        drain_err
+                    )
                 )
             };
             let (exit, ()) = tokio::join!(exited, async {

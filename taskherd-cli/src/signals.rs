@@ -134,13 +134,16 @@ impl Groups {
         }
     }
 
-    /// Whether job `index`'s process group still has a process (its shell, or anything it
-    /// left running): a job whose processes have all ended may still have output to pass on,
-    /// but is not running any more.
+    /// Whether job `index`'s process group still has a running process (its shell, or
+    /// anything it left running): a job whose processes have all ended may still have output
+    /// to pass on, but is not running any more. A process that ended but is not reaped yet (a
+    /// zombie: an orphan waits for its new parent to reap it, which in a container may never
+    /// happen) does not count.
     pub fn alive(&self, index: usize) -> bool {
-        self.lock()
-            .get(&index)
-            .is_some_and(|entry| killpg(entry.pgid, 0).is_ok())
+        let Some(pgid) = self.lock().get(&index).map(|entry| entry.pgid) else {
+            return false;
+        };
+        killpg(pgid, 0).is_ok() && group_has_running_process(pgid)
     }
 
     /// The run is over: the helper that ends jobs if taskherd dies exits.
@@ -161,6 +164,41 @@ impl Groups {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Whether process group `pgid` has a process that is not a zombie, from `/proc` (Linux);
+/// `true` where `/proc` cannot be read (then every member counts).
+fn group_has_running_process(pgid: i32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    let mut read_any = false;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        // Gone since the directory was listed: skipped.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        read_any = true;
+        // `pid (comm) state ppid pgrp ...`: the command may hold spaces and parentheses,
+        // the fields after its last `)` do not.
+        let Some((_, fields)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = fields.split_ascii_whitespace();
+        let (state, pgrp) = (fields.next(), fields.nth(1));
+        if pgrp.and_then(|pgrp| pgrp.parse::<i32>().ok()) == Some(pgid) && state != Some("Z") {
+            return true;
+        }
+    }
+    // Nothing readable (a /proc without process entries): cannot tell, so it counts.
+    !read_any
 }
 
 /// Sends `signal` to process group `pgid`.
@@ -202,6 +240,36 @@ pub fn set_nonblocking(file: &impl std::os::fd::AsRawFd) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A process group whose only member has ended but is not reaped yet (a zombie) has no
+    /// running process, though signalling it still succeeds; a running one has.
+    #[test]
+    fn a_group_of_zombies_is_not_running() {
+        use std::os::unix::process::CommandExt;
+        let mut ended = std::process::Command::new("true")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = i32::try_from(ended.id()).unwrap();
+        // Not waited for: it stays a zombie until `wait` below.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while group_has_running_process(pgid) {
+            assert!(std::time::Instant::now() < deadline, "`true` did not end");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(killpg(pgid, 0).is_ok(), "the zombie is still there");
+        ended.wait().unwrap();
+        let mut running = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        assert!(group_has_running_process(
+            i32::try_from(running.id()).unwrap()
+        ));
+        running.kill().unwrap();
+        running.wait().unwrap();
+    }
 
     /// A job whose processes have all ended (its output still being passed on) is neither
     /// counted as signalled nor marked as killed by taskherd; a running one is.

@@ -1,7 +1,7 @@
 //! `--timeout` and a line's `timeout=`: a job running too long is terminated, its whole
 //! process group, and reported as `timed_out`.
 
-use crate::support::{Scratch, report, statuses};
+use crate::support::{Scratch, finish_within, report, statuses};
 
 #[test]
 fn a_job_past_its_timeout_is_terminated_and_reported() {
@@ -156,4 +156,72 @@ fn a_job_that_ended_in_time_is_not_timed_out_while_its_output_waits() {
     assert_eq!(line2["attempts"].as_array().unwrap().len(), 1, "{line2}");
     let duration = line2["duration_secs"].as_f64().unwrap();
     assert!(duration < 1.0, "its process's duration: {duration}");
+}
+
+/// A job whose processes ended in time but left a daemon (in a session of its own) holding its
+/// output pipes is not waited for past its timeout: what it wrote is passed on, and it ends
+/// with its own status. (Waiting for the end of output that was only being passed on made the
+/// run wait for the daemon: 10 minutes here.)
+#[test]
+fn a_daemon_holding_the_output_is_not_waited_for_past_the_timeout() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "jobs.txt",
+        "setsid sh -c 'echo $$ > daemon.pid; exec sleep 600' & echo launched\n",
+    );
+    /// Kills the daemon however the test ends.
+    struct Daemon<'a>(&'a Scratch);
+    impl Drop for Daemon<'_> {
+        fn drop(&mut self) {
+            if let Ok(pid) = std::fs::read_to_string(self.0.path("daemon.pid")) {
+                let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+            }
+        }
+    }
+    let _daemon = Daemon(&scratch);
+    let child = scratch
+        .command(&[
+            "run",
+            "--timeout",
+            "1s",
+            "--kill-grace",
+            "500ms",
+            "--report",
+            "r.jsonl",
+            "jobs.txt",
+        ])
+        .spawn()
+        .unwrap();
+    // Generous: only waiting for the daemon fails this.
+    let run = finish_within(child, std::time::Duration::from_secs(60));
+    run.assert_code(0);
+    assert!(run.stdout.contains("[1] launched"), "{}", run.stdout);
+    assert_eq!(
+        statuses(&report(&scratch, "r.jsonl")),
+        [(1, "succeeded".to_owned())]
+    );
+}
+
+/// A job timed out because something it left in its process group ran on has run until it was
+/// ended: its duration is not the few milliseconds its shell took.
+#[test]
+fn a_timed_out_jobs_duration_runs_until_it_was_ended() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "sleep 5 & echo bg\n");
+    scratch
+        .run(&[
+            "run",
+            "--timeout",
+            "1s",
+            "--kill-grace",
+            "500ms",
+            "--report",
+            "r.jsonl",
+            "jobs.txt",
+        ])
+        .assert_code(1);
+    let records = report(&scratch, "r.jsonl");
+    assert_eq!(records[0]["status"], "timed_out");
+    let duration = records[0]["duration_secs"].as_f64().unwrap();
+    assert!(duration >= 1.0, "duration {duration}");
 }
