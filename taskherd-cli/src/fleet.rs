@@ -211,12 +211,14 @@ impl Fleet {
     /// (Redis restarted without its data, or failed over: see [`forgotten`](Self::forgotten)),
     /// writes the limits this run was given again and says so. `notice` shows a message.
     pub async fn guard(self: Arc<Self>, notice: impl AsyncFn(String)) {
-        let mut seen = self.pool.lost_leases();
+        // Leases lost, of jobs running or waiting: a sign that Redis lost its data.
+        let lost_now = || self.pool.lost_leases() + self.pool.lost_waits();
+        let mut seen = lost_now();
         let mut admitted = 0;
         let mut ticks = tokio::time::interval(RETRY);
         loop {
             ticks.tick().await;
-            let lost = self.pool.lost_leases();
+            let lost = lost_now();
             let forgotten = match self.forgotten(&mut admitted).await {
                 Ok(forgotten) => forgotten,
                 Err(error) => {
@@ -257,8 +259,8 @@ impl Fleet {
     /// statistics are never reclaimed), or, in a pool that has admitted nothing yet, none of
     /// the limits this run gave is there (`false` if it gave none). A pool whose count goes
     /// on had its limits changed on purpose by another run (a "no limit" written by its
-    /// limits file), which this run must not undo. (A renewal that finds this run's leases
-    /// lost is the other sign, checked by the caller.)
+    /// limits file), which this run must not undo. (The other sign, checked by the caller:
+    /// leases of this run's jobs found lost, running or waiting.)
     async fn forgotten(&self, admitted: &mut u64) -> Result<bool, UnavailableError> {
         let now = self.pool.total_stats().await?.admitted;
         let went_down = now < *admitted;

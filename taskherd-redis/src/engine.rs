@@ -182,6 +182,8 @@ pub(crate) struct Engine {
     /// This process's side of the pool's life (closed or open, what it holds).
     pub(crate) life: Arc<Life>,
     lost: AtomicU64,
+    /// Waiters that found their place lost and queued again.
+    lost_waits: AtomicU64,
     /// Test hook: renewals stop (as if the process were paused).
     renewal_stopped: AtomicBool,
     /// For `Debug`: the URL without credentials.
@@ -290,6 +292,7 @@ impl Engine {
             release_tx,
             life,
             lost: AtomicU64::new(0),
+            lost_waits: AtomicU64::new(0),
             renewal_stopped: AtomicBool::new(false),
             redacted_url: redact(url),
         });
@@ -532,6 +535,16 @@ impl Engine {
 
     pub(crate) fn lost_count(&self) -> u64 {
         self.lost.load(Ordering::Relaxed)
+    }
+
+    /// A waiter found its place lost, and queues again.
+    pub(crate) fn waiter_lost(&self) {
+        // Relaxed: a statistic.
+        self.lost_waits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn lost_waits(&self) -> u64 {
+        self.lost_waits.load(Ordering::Relaxed)
     }
 
     pub(crate) fn stop_renewal(&self) {

@@ -234,6 +234,15 @@ impl<K> RedisPool<K> {
         self.shared.engine.lost_count()
     }
 
+    /// Waiting `spawn`s and `acquire`s of this process that found their place in Redis's
+    /// queues lost so far (a Redis restart without its data, a failover, a pause longer than
+    /// the lease); each queued again, behind everyone. Like [`lost_leases`](Self::lost_leases),
+    /// a sign that Redis lost its data, for a process that has work waiting but none running.
+    #[must_use]
+    pub fn lost_waits(&self) -> u64 {
+        self.shared.engine.lost_waits()
+    }
+
     /// Waits until every release this process queued so far (tasks ended, permits dropped,
     /// waits cancelled) has reached Redis. Releases are sent in the background, so that no
     /// task's exit waits for a round trip; call this before a process exits, so that the fleet
@@ -414,6 +423,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                         // queue again, behind everyone. The old id is released all the same
                         // (a no-op if it is really gone), so that it can never hold a slot.
                         drop(pending);
+                        engine.waiter_lost();
                         tracing::warn!("a waiter's lease was lost; it queues again");
                         break;
                     }

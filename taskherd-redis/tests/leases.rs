@@ -153,6 +153,11 @@ async fn a_waiter_whose_lease_is_lost_queues_again() {
     pool.flush().await;
     let db = pool.stats(&"db").await.unwrap();
     assert_eq!((db.running, db.waiting), (1, 0));
+    assert_eq!(
+        pool.lost_waits(),
+        1,
+        "the waiter that queued again is counted"
+    );
     drop(permit);
 }
 

@@ -423,3 +423,63 @@ fn another_runs_no_limit_is_not_undone() {
         finished.stderr
     );
 }
+
+/// Redis losing its data while every job of the run waits (none runs, so no lease of a job is
+/// found lost) is still seen: the waiting jobs' places are lost, and the run writes its limits
+/// again. (Detected only by the pool's count of admissions going back, it was missed when the
+/// jobs admitted at once in the empty pool pushed the count past its old value.)
+#[test]
+fn a_loss_of_redis_data_while_jobs_wait_is_seen() {
+    let (server, url, scratch) = server_with_jobs(&"db :: sleep 3\n".repeat(4));
+    scratch.write("limits", "db=0\n");
+    let child = scratch
+        .command(&[
+            "run",
+            "--redis",
+            &url,
+            "--limits-file",
+            "limits",
+            "-j",
+            "1",
+            "--lease",
+            "1s",
+            "--kill-grace",
+            "500ms",
+            "jobs.txt",
+        ])
+        .spawn()
+        .unwrap();
+    // The jobs wait (db=0).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while read_pool(&server, async |pool| pool.waiting_len().await.unwrap()) < 4 {
+        assert!(Instant::now() < deadline, "the jobs never queued");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.cmd(&["FLUSHALL"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (total, db) = read_pool(&server, async |pool| {
+            (
+                pool.max_tasks().await.unwrap(),
+                pool.limit(&"db").await.unwrap(),
+            )
+        });
+        if (total, db) == (Some(1), Some(0)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the limits were not written again"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Ctrl-C twice: the jobs that waited, or ran meanwhile, end.
+    crate::support::send_signal(child.id(), "INT");
+    crate::support::send_signal(child.id(), "INT");
+    let finished = finish_within(child, Duration::from_secs(30));
+    assert!(
+        finished.stderr.contains("Redis forgot"),
+        "{}",
+        finished.stderr
+    );
+}
