@@ -432,10 +432,9 @@ impl Stream {
     }
 }
 
-/// Tells a job's output readers that its processes have ended while something outside them
-/// may still hold its pipes (a daemon it started in a session of its own): from then on a
-/// reader reads what is there, and stops at the first read that would wait, instead of
-/// waiting for an end of the pipe that may never come. What was read is still passed on.
+/// Tells a job's output readers to stop reading its pipes: its processes ended in time, but
+/// something outside them (a daemon it started in a session of its own) may hold the pipes
+/// open for ever. What was read is still passed on; the rest of the pipes is not read.
 #[derive(Debug, Clone)]
 pub struct Drain(Option<watch::Receiver<bool>>);
 
@@ -478,11 +477,12 @@ pub async fn forward_lines(
     let mut reader = BufReader::new(pipe);
     let mut line = Vec::from(prefix);
     loop {
-        // What is there first; once drained, a read that would wait ends the forwarding.
+        // Once drained, no more reading (a daemon may write for ever); what was read and is
+        // being sent is sent.
         let read = tokio::select! {
             biased;
-            read = reader.fill_buf() => read,
             () = drain.set() => break,
+            read = reader.fill_buf() => read,
         };
         let chunk = match read {
             Ok([]) | Err(_) => break,
@@ -542,11 +542,11 @@ impl Spool {
     pub async fn fill(&mut self, mut pipe: impl AsyncRead + Unpin, mut drain: Drain) {
         let mut buffer = vec![0; 64 * 1024];
         loop {
-            // As in `forward_lines`: once drained, a read that would wait ends it.
+            // As in `forward_lines`: once drained, no more reading.
             let read = tokio::select! {
                 biased;
-                read = pipe.read(&mut buffer) => read,
                 () = drain.set() => return,
+                read = pipe.read(&mut buffer) => read,
             };
             match read {
                 Ok(0) | Err(_) => return,

@@ -895,16 +895,21 @@ async fn finish_attempt(
             message: format!("cannot wait for the command: {error}"),
         },
     };
-    let signalled = shared.groups.remove(index);
+    let signalled_at = shared.groups.remove(index);
+    let signalled = signalled_at.is_some();
     // A job that ended by itself: until its process exited, not until its output was passed
     // on (which a slow reader of taskherd's output can make much later). One that taskherd
     // ended (its timeout, a lost lease, the run stopping): until it was ended, processes it
     // left behind included.
     let ended_by_itself = !timed_out && !lease_lost && !signalled;
-    let duration = match exited_at.get() {
-        Some(exited) if ended_by_itself => exited.duration_since(started),
-        _ => started.elapsed(),
+    let ended = match (exited_at.get(), signalled_at) {
+        (Some(&exited), _) if ended_by_itself => Some(exited),
+        // Ended by taskherd: its shell's exit, or the last signal sent to what it left running,
+        // whichever came later.
+        (Some(&exited), Some(signal)) => Some(exited.max(signal)),
+        (exited, signal) => exited.copied().or(signal),
     };
+    let duration = ended.map_or_else(|| started.elapsed(), |ended| ended.duration_since(started));
     let times = Times {
         start,
         end: start + duration,
@@ -1025,7 +1030,7 @@ async fn wait(
         admission.lost().await;
         if !shared.groups.alive(index) {
             // It has ended; only its output is still being passed on.
-            drain.send_replace(true);
+            drain_after_grace(shared, &drain).await;
             return std::future::pending().await;
         }
         lease_lost.store(true, Ordering::Relaxed);
@@ -1041,8 +1046,8 @@ async fn wait(
         tokio::time::sleep(timeout).await;
         if !shared.groups.alive(index) {
             // It ended in time; only its output is still being passed on (to a slow reader,
-            // or held open by a daemon it started: not waited for past its timeout).
-            drain.send_replace(true);
+            // or held open by a daemon it started: not read past the grace period).
+            drain_after_grace(shared, &drain).await;
             return std::future::pending().await;
         }
         timed_out.store(true, Ordering::Relaxed);
@@ -1085,6 +1090,12 @@ async fn wait(
         timed_out.load(Ordering::Relaxed),
         lease_lost.load(Ordering::Relaxed),
     )
+}
+
+/// After the grace period, stops the reading of a job's pipes (see [`Drain`]).
+async fn drain_after_grace(shared: &Shared, drain: &watch::Sender<bool>) {
+    tokio::time::sleep(shared.config.kill_grace).await;
+    drain.send_replace(true);
 }
 
 /// Terminates job `index` (of line `line`): SIGTERM to its process group, saying `why`, then

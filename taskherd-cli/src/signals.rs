@@ -60,8 +60,8 @@ pub struct Groups {
 #[derive(Debug)]
 struct Entry {
     pgid: i32,
-    /// taskherd sent it a signal.
-    signalled: bool,
+    /// When taskherd last sent it a signal, if it did.
+    signalled: Option<std::time::Instant>,
 }
 
 impl Groups {
@@ -83,7 +83,7 @@ impl Groups {
             index,
             Entry {
                 pgid,
-                signalled: false,
+                signalled: None,
             },
         );
         if let Some(reaper) = &self.reaper {
@@ -91,13 +91,13 @@ impl Groups {
         }
     }
 
-    /// A job ended; returns whether taskherd signalled it.
-    pub fn remove(&self, index: usize) -> bool {
+    /// A job ended; returns when taskherd last signalled it, if it did.
+    pub fn remove(&self, index: usize) -> Option<std::time::Instant> {
         let entry = self.lock().remove(&index);
         if let (Some(entry), Some(reaper)) = (&entry, &self.reaper) {
             reaper.ended(entry.pgid);
         }
-        entry.is_some_and(|entry| entry.signalled)
+        entry.and_then(|entry| entry.signalled)
     }
 
     /// Sends `signal` to every running job's process group; returns how many were signalled.
@@ -114,7 +114,7 @@ impl Groups {
             // A group that is gone already (ESRCH: its processes ended, its output is still
             // being passed on) needs nothing more, and is not counted: it was not killed.
             if killpg(entry.pgid, signal).is_ok() {
-                entry.signalled = true;
+                entry.signalled = Some(std::time::Instant::now());
                 signalled += 1;
             }
         }
@@ -127,23 +127,20 @@ impl Groups {
     pub fn signal(&self, index: usize, signal: i32) -> bool {
         match self.lock().get_mut(&index) {
             Some(entry) if killpg(entry.pgid, signal).is_ok() => {
-                entry.signalled = true;
+                entry.signalled = Some(std::time::Instant::now());
                 true
             }
             _ => false,
         }
     }
 
-    /// Whether job `index`'s process group still has a running process (its shell, or
-    /// anything it left running): a job whose processes have all ended may still have output
-    /// to pass on, but is not running any more. A process that ended but is not reaped yet (a
-    /// zombie: an orphan waits for its new parent to reap it, which in a container may never
-    /// happen) does not count.
+    /// Whether job `index`'s process group still has a process (its shell, or anything it
+    /// left running): a job whose processes have all ended may still have output to pass on,
+    /// but is not running any more.
     pub fn alive(&self, index: usize) -> bool {
-        let Some(pgid) = self.lock().get(&index).map(|entry| entry.pgid) else {
-            return false;
-        };
-        killpg(pgid, 0).is_ok() && group_has_running_process(pgid)
+        self.lock()
+            .get(&index)
+            .is_some_and(|entry| killpg(entry.pgid, 0).is_ok())
     }
 
     /// The run is over: the helper that ends jobs if taskherd dies exits.
@@ -164,41 +161,6 @@ impl Groups {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-/// Whether process group `pgid` has a process that is not a zombie, from `/proc` (Linux);
-/// `true` where `/proc` cannot be read (then every member counts).
-fn group_has_running_process(pgid: i32) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return true;
-    };
-    let mut read_any = false;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
-        // Gone since the directory was listed: skipped.
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        read_any = true;
-        // `pid (comm) state ppid pgrp ...`: the command may hold spaces and parentheses,
-        // the fields after its last `)` do not.
-        let Some((_, fields)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let mut fields = fields.split_ascii_whitespace();
-        let (state, pgrp) = (fields.next(), fields.nth(1));
-        if pgrp.and_then(|pgrp| pgrp.parse::<i32>().ok()) == Some(pgid) && state != Some("Z") {
-            return true;
-        }
-    }
-    // Nothing readable (a /proc without process entries): cannot tell, so it counts.
-    !read_any
 }
 
 /// Sends `signal` to process group `pgid`.
@@ -241,36 +203,6 @@ pub fn set_nonblocking(file: &impl std::os::fd::AsRawFd) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    /// A process group whose only member has ended but is not reaped yet (a zombie) has no
-    /// running process, though signalling it still succeeds; a running one has.
-    #[test]
-    fn a_group_of_zombies_is_not_running() {
-        use std::os::unix::process::CommandExt;
-        let mut ended = std::process::Command::new("true")
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let pgid = i32::try_from(ended.id()).unwrap();
-        // Not waited for: it stays a zombie until `wait` below.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while group_has_running_process(pgid) {
-            assert!(std::time::Instant::now() < deadline, "`true` did not end");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        assert!(killpg(pgid, 0).is_ok(), "the zombie is still there");
-        ended.wait().unwrap();
-        let mut running = std::process::Command::new("sleep")
-            .arg("30")
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        assert!(group_has_running_process(
-            i32::try_from(running.id()).unwrap()
-        ));
-        running.kill().unwrap();
-        running.wait().unwrap();
-    }
-
     /// A job whose processes have all ended (its output still being passed on) is neither
     /// counted as signalled nor marked as killed by taskherd; a running one is.
     #[test]
@@ -292,8 +224,8 @@ mod tests {
         assert_eq!(groups.signal_all(libc::SIGKILL), 1);
         assert!(!groups.signal(0, libc::SIGKILL));
         running.wait().unwrap();
-        assert!(!groups.remove(0), "not killed by taskherd");
-        assert!(groups.remove(1), "killed by taskherd");
+        assert!(groups.remove(0).is_none(), "not killed by taskherd");
+        assert!(groups.remove(1).is_some(), "killed by taskherd");
     }
 
     #[test]
@@ -329,8 +261,8 @@ mod tests {
         assert_eq!(groups.signal_all(libc::SIGKILL), 1);
         let status = child.wait().unwrap();
         assert_eq!(status.signal(), Some(libc::SIGKILL));
-        assert!(groups.remove(7), "the job was signalled");
+        assert!(groups.remove(7).is_some(), "the job was signalled");
         assert_eq!(groups.len(), 0);
-        assert!(!groups.remove(7));
+        assert!(groups.remove(7).is_none());
     }
 }

@@ -225,3 +225,78 @@ fn a_timed_out_jobs_duration_runs_until_it_was_ended() {
     let duration = records[0]["duration_secs"].as_f64().unwrap();
     assert!(duration >= 1.0, "duration {duration}");
 }
+
+/// Jobs that write their last line just before their timeout keep it: the readers of a job
+/// found ended at its timeout go on reading for the grace period (stopping at the first read
+/// that would wait lost a line that had just come, now and then).
+#[test]
+fn output_written_just_before_the_timeout_is_kept() {
+    let scratch = Scratch::new();
+    let jobs: String = (0..100)
+        .map(|i| {
+            format!(
+                "timeout={:.4}s :: printf 'A\\n'; sleep 0.3; printf 'END\\n'\n",
+                0.3 + f64::from(i) * 0.0002
+            )
+        })
+        .collect();
+    scratch.write("jobs.txt", &jobs);
+    let run = scratch.run(&[
+        "run",
+        "-j",
+        "25",
+        "--no-progress",
+        "--no-summary",
+        "--report",
+        "r.jsonl",
+        "jobs.txt",
+    ]);
+    for record in report(&scratch, "r.jsonl") {
+        if record["status"] == "succeeded" {
+            let line = record["line"].as_u64().unwrap();
+            assert!(
+                run.stdout.contains(&format!("[{line}] END\n")),
+                "line {line} succeeded but its last line is lost"
+            );
+        }
+    }
+}
+
+/// A job timed out while the output queue waited for a slow reader (`grouped` output of
+/// another job) has run until it was ended, not until its output was passed on.
+#[test]
+fn a_timed_out_jobs_duration_does_not_include_waiting_for_output() {
+    use std::io::Read;
+    let scratch = Scratch::new();
+    scratch.write(
+        "jobs.txt",
+        "head -c 80000000 /dev/zero\ntimeout=1s :: sleep 30\n",
+    );
+    let mut child = scratch
+        .command(&[
+            "run",
+            "-j",
+            "2",
+            "--output",
+            "grouped",
+            "--no-progress",
+            "--kill-grace",
+            "500ms",
+            "--report",
+            "r.jsonl",
+            "jobs.txt",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    std::io::copy(&mut stdout, &mut std::io::sink()).unwrap();
+    let _ = stdout.read(&mut [0; 1]);
+    child.wait().unwrap();
+    let records = report(&scratch, "r.jsonl");
+    let line2 = records.iter().find(|r| r["line"] == 2).unwrap();
+    assert_eq!(line2["status"], "timed_out");
+    let duration = line2["duration_secs"].as_f64().unwrap();
+    assert!(duration < 3.0, "duration {duration}");
+}
