@@ -66,6 +66,12 @@ impl Sender {
     /// Queues `msg`, waiting for room; once the output is abandoned, a message that finds no
     /// room is dropped instead. A message that finds room is always queued.
     pub async fn send(&self, msg: Msg) -> Result<(), Unsent> {
+        // Room at once (the usual case): no need to watch for the abandonment.
+        let msg = match self.channel.try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Unsent::Closed),
+            Err(mpsc::error::TrySendError::Full(msg)) => msg,
+        };
         let mut abandoned = self.abandoned.subscribe();
         tokio::select! {
             biased;
@@ -291,13 +297,14 @@ impl NoticeHold {
     /// Passes `msg` on to `emit` now, or holds it (a notice mid-line); after a job's output
     /// that ends a line, passes on the notices held.
     fn pass(&mut self, msg: Msg, mut emit: impl FnMut(Msg)) {
-        match &msg {
-            Msg::Notice(_) if self.out_mid_line || self.err_mid_line => {
-                if let Msg::Notice(text) = msg {
-                    self.held.push(text);
-                }
+        let msg = match msg {
+            Msg::Notice(text) if self.out_mid_line || self.err_mid_line => {
+                self.held.push(text);
                 return;
             }
+            msg => msg,
+        };
+        match &msg {
             Msg::Stdout(bytes) => self.out_mid_line = ends_mid_line(bytes, self.out_mid_line),
             Msg::Stderr(bytes) => self.err_mid_line = ends_mid_line(bytes, self.err_mid_line),
             Msg::Notice(_) => {}

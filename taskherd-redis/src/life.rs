@@ -17,8 +17,10 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 pub(crate) struct Life {
-    state: Mutex<State>,
-    /// `state.closed`, readable without the lock (its writes happen under it).
+    /// Tasks running and permits held, in this process.
+    held: Mutex<usize>,
+    /// Written only under `held`'s lock (so that a hold and a close are ordered), read
+    /// without it.
     closed: AtomicBool,
     /// `shutdown` was called (and `reopen` not since): a task spawned now is aborted.
     shutting_down: AtomicBool,
@@ -26,19 +28,10 @@ pub(crate) struct Life {
     idle: watch::Sender<u64>,
 }
 
-struct State {
-    closed: bool,
-    /// Tasks running and permits held, in this process.
-    held: usize,
-}
-
 impl Default for Life {
     fn default() -> Self {
         Self {
-            state: Mutex::new(State {
-                closed: false,
-                held: 0,
-            }),
+            held: Mutex::new(0),
             closed: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             idle: watch::Sender::new(0),
@@ -55,13 +48,11 @@ impl Life {
     /// Closes; `false` if it was closed already.
     pub(crate) fn close(&self) -> bool {
         let idle = {
-            let mut state = self.state.lock();
-            if state.closed {
+            let held = self.held.lock();
+            if self.closed.swap(true, Ordering::SeqCst) {
                 return false;
             }
-            state.closed = true;
-            self.closed.store(true, Ordering::SeqCst);
-            state.held == 0
+            *held == 0
         };
         if idle {
             self.became_idle();
@@ -71,12 +62,9 @@ impl Life {
 
     /// Reopens; `false` if it was open.
     pub(crate) fn reopen(&self) -> bool {
-        let mut state = self.state.lock();
-        let was = state.closed;
-        state.closed = false;
-        self.closed.store(false, Ordering::SeqCst);
+        let _held = self.held.lock();
         self.shutting_down.store(false, Ordering::SeqCst);
-        was
+        self.closed.swap(false, Ordering::SeqCst)
     }
 
     /// `shutdown` began: tasks spawned from now on (admitted before the pool closed) are
@@ -92,18 +80,18 @@ impl Life {
 
     /// Counts one task or permit until the hold is dropped; `None` if the pool is closed.
     pub(crate) fn hold(self: &Arc<Self>) -> Option<Hold> {
-        let mut state = self.state.lock();
-        if state.closed {
+        let mut held = self.held.lock();
+        if self.closed.load(Ordering::SeqCst) {
             return None;
         }
-        state.held += 1;
+        *held += 1;
         Some(Hold {
             life: Arc::clone(self),
         })
     }
 
     pub(crate) fn held(&self) -> usize {
-        self.state.lock().held
+        *self.held.lock()
     }
 
     /// Resolves once the pool is closed with nothing held, at some moment after this call.
@@ -111,8 +99,8 @@ impl Life {
         // Subscribed before the state is read: a moment after the read is seen as a change.
         let mut idle = self.idle.subscribe();
         let now = {
-            let state = self.state.lock();
-            state.closed && state.held == 0
+            let held = self.held.lock();
+            self.closed.load(Ordering::SeqCst) && *held == 0
         };
         let life = Arc::clone(self);
         async move {
@@ -139,9 +127,9 @@ pub(crate) struct Hold {
 impl Drop for Hold {
     fn drop(&mut self) {
         let idle = {
-            let mut state = self.life.state.lock();
-            state.held -= 1;
-            state.closed && state.held == 0
+            let mut held = self.life.held.lock();
+            *held -= 1;
+            self.life.closed.load(Ordering::SeqCst) && *held == 0
         };
         if idle {
             self.life.became_idle();

@@ -104,6 +104,30 @@ fn bad_timeouts_are_refused_before_anything_runs() {
     assert!(!scratch.exists("ran"));
 }
 
+/// Runs `taskherd run ARGS --no-progress --report r.jsonl jobs.txt` with its standard output
+/// a pipe that nobody reads for `secs` seconds, then read to its end; the output and the
+/// exit status.
+fn run_read_late(
+    scratch: &Scratch,
+    args: &[&str],
+    secs: u64,
+) -> (Vec<u8>, std::process::ExitStatus) {
+    use std::io::Read;
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--no-progress", "--report", "r.jsonl", "jobs.txt"]);
+    let mut child = scratch
+        .command(&all)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(secs));
+    let mut output = Vec::new();
+    stdout.read_to_end(&mut output).unwrap();
+    (output, child.wait().unwrap())
+}
+
 /// The timeout is for the job's processes, not for passing its output on: a job that ended in
 /// time while taskherd's own standard output was not being read (a pager, a slow consumer) is
 /// not timed out, is not run again by `--retries`, keeps its output, and its duration is its
@@ -111,7 +135,6 @@ fn bad_timeouts_are_refused_before_anything_runs() {
 /// output dropped.
 #[test]
 fn a_job_that_ended_in_time_is_not_timed_out_while_its_output_waits() {
-    use std::io::Read;
     let scratch = Scratch::new();
     scratch.write(
         "jobs.txt",
@@ -119,9 +142,10 @@ fn a_job_that_ended_in_time_is_not_timed_out_while_its_output_waits() {
         "seq 1 3000000\n\
          sleep 0.3; echo ran >> ran.log; echo hi\n",
     );
-    let mut child = scratch
-        .command(&[
-            "run",
+    // Nobody reads for well past the timeout (and its grace period).
+    let (output, status) = run_read_late(
+        &scratch,
+        &[
             "-j",
             "2",
             "--timeout",
@@ -132,21 +156,11 @@ fn a_job_that_ended_in_time_is_not_timed_out_while_its_output_waits() {
             "1",
             "--retry-delay",
             "0",
-            "--no-progress",
-            "--report",
-            "r.jsonl",
-            "jobs.txt",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    // Nobody reads for well past the timeout (and its grace period).
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    let mut output = Vec::new();
-    stdout.read_to_end(&mut output).unwrap();
+        ],
+        3,
+    );
     // Line 1, still running (blocked writing its output) at its timeout, is timed out.
-    assert_eq!(child.wait().unwrap().code(), Some(1));
+    assert_eq!(status.code(), Some(1));
     assert_eq!(scratch.read("ran.log"), "ran\n", "line 2 ran once");
     let output = String::from_utf8_lossy(&output);
     assert!(output.contains("[2] hi\n"), "line 2's output is kept");
@@ -266,34 +280,16 @@ fn output_written_just_before_the_timeout_is_kept() {
 /// another job) has run until it was ended, not until its output was passed on.
 #[test]
 fn a_timed_out_jobs_duration_does_not_include_waiting_for_output() {
-    use std::io::Read;
     let scratch = Scratch::new();
     scratch.write(
         "jobs.txt",
         "head -c 80000000 /dev/zero\ntimeout=1s :: sleep 30\n",
     );
-    let mut child = scratch
-        .command(&[
-            "run",
-            "-j",
-            "2",
-            "--output",
-            "grouped",
-            "--no-progress",
-            "--kill-grace",
-            "500ms",
-            "--report",
-            "r.jsonl",
-            "jobs.txt",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(4));
-    std::io::copy(&mut stdout, &mut std::io::sink()).unwrap();
-    let _ = stdout.read(&mut [0; 1]);
-    child.wait().unwrap();
+    run_read_late(
+        &scratch,
+        &["-j", "2", "--output", "grouped", "--kill-grace", "500ms"],
+        4,
+    );
     let records = report(&scratch, "r.jsonl");
     let line2 = records.iter().find(|r| r["line"] == 2).unwrap();
     assert_eq!(line2["status"], "timed_out");
