@@ -282,6 +282,41 @@ mod tests {
         assert!(records.moved.is_empty());
     }
 
+    /// A burst drained oldest first (tasks that end in the order they were spawned) empties
+    /// its low chunks first: they are freed as they empty, so memory comes back without
+    /// moving the survivors (each move costs a forwarding entry and slower lookups). Only the
+    /// last chunk's survivors move, once they fit an eighth of what is left, into the first
+    /// chunk (which is never freed).
+    #[test]
+    fn a_burst_drained_oldest_first_moves_almost_no_record() {
+        use super::super::slots::CHUNK;
+        let mut records = Records::default();
+        let n = 10 * CHUNK + CHUNK / 2;
+        let refs: Vec<RecordRef> = (0..n).map(|i| records.insert(i)).collect();
+        let mut moves = Vec::new();
+        for (i, at) in refs.iter().enumerate() {
+            let index = records.find(*at).expect("a live record is found");
+            assert_eq!(records.remove(index), Some(i));
+            if records.wants_compaction() {
+                records.compact(&mut moves);
+            }
+            let live = n - i - 1;
+            // The first chunk and the chunks that hold a live record, one partly empty.
+            assert!(
+                records.capacity() <= CHUNK + live.div_ceil(CHUNK) * CHUNK + CHUNK,
+                "{} slots kept for {live} records",
+                records.capacity()
+            );
+        }
+        assert!(records.is_empty());
+        assert!(records.capacity() <= CHUNK);
+        assert!(
+            moves.len() <= CHUNK / 2,
+            "{} records moved, of {n}",
+            moves.len()
+        );
+    }
+
     #[test]
     fn a_record_moved_twice_is_still_found() {
         let mut records = Records::default();
