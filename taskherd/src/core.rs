@@ -382,10 +382,10 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
             let admitted = {
                 let mut state = core.state.lock();
                 let admitted = state.try_admit(&mut groups, Keys::Spare(&mut spares));
-                if let Err(refused @ (Refused::Closed | Refused::Total | Refused::Key(_))) =
+                if let Err(refused @ (Refused::Closed | Refused::Total | Refused::Key { .. })) =
                     &admitted
                 {
-                    state.record_rejection(&groups, refused);
+                    state.record_rejection(refused);
                 }
                 admitted
             };
@@ -416,7 +416,7 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
             let mut state = core.state.lock();
             let admitted = state.try_admit_task(groups);
             if let Err(refused) = &admitted {
-                state.record_rejection(groups, refused);
+                state.record_rejection(refused);
             }
             admitted
         };
@@ -436,7 +436,7 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
                 return Refusal::Closed;
             }
             Refused::Total => Group::Total,
-            Refused::Key(i) => match groups.take_key(i) {
+            Refused::Key { index, .. } => match groups.take_key(index) {
                 Some(key) => Group::Key(key),
                 None => {
                     debug_assert!(false, "refused at a position the group set does not have");

@@ -268,8 +268,10 @@ pub(crate) enum Refused {
     Closed,
     /// The total has no room.
     Total,
-    /// The i-th of the caller's distinct groups has no room.
-    Key(usize),
+    /// The `index`-th of the caller's distinct groups has no room. `bucket` is where its entry
+    /// is (`None`: it has none), valid only under the lock that refused: a refusal recorded
+    /// under it counts in the entry without looking it up again.
+    Key { index: usize, bucket: Option<usize> },
     /// The admission needs new entries for these groups and has no keys for them: clone them
     /// outside the lock and try again.
     NeedKeys(SmallVec<[usize; 4]>),
@@ -413,8 +415,8 @@ impl<K: Eq> State<K> {
     }
 
     /// Like [`find_buckets`](Self::find_buckets), but stops at the first group without room
-    /// and returns its position.
-    fn find_buckets_with_room(&self, groups: &GroupSet<K>) -> Result<Buckets, usize> {
+    /// and returns why.
+    fn find_buckets_with_room(&self, groups: &GroupSet<K>) -> Result<Buckets, Refused> {
         let mut buckets = Buckets::new(groups.len());
         for (i, (slot, item)) in buckets
             .as_mut_slice()
@@ -428,7 +430,7 @@ impl<K: Eq> State<K> {
                 None => Counts::default().has_room(self.default_limit),
             };
             if !has_room {
-                return Err(i);
+                return Err(Refused::Key { index: i, bucket });
             }
             *slot = bucket;
         }
@@ -550,7 +552,7 @@ impl<K: Eq> State<K> {
             self.total.admit_one();
             return Ok(());
         }
-        let buckets = self.find_buckets_with_room(groups).map_err(Refused::Key)?;
+        let buckets = self.find_buckets_with_room(groups)?;
         if buckets.iter().any(Option::is_none) {
             Self::keys_for_new_entries(groups, &buckets, &keys)?;
         }
@@ -572,16 +574,12 @@ impl<K: Eq> State<K> {
     }
 
     /// Counts a refused `try_*` call in the total and in the group that refused it. A group
-    /// without an entry (idle, no explicit limit) keeps no statistics (invariant 4).
-    pub(crate) fn record_rejection(&mut self, groups: &GroupSet<K>, refused: &Refused) {
+    /// without an entry (idle, no explicit limit) keeps no statistics (invariant 4). Call it
+    /// under the lock that refused: the entry is the bucket the refusal found, not looked up
+    /// again.
+    pub(crate) fn record_rejection(&mut self, refused: &Refused) {
         let group = match refused {
-            Refused::Key(i) => {
-                let item = groups.get(*i);
-                match &item.key {
-                    Some(key) => self.groups.find_bucket_index(item.hash, |e| e.key == *key),
-                    None => None,
-                }
-            }
+            Refused::Key { bucket, .. } => *bucket,
             _ => None,
         };
         self.total.rejected += 1;
@@ -661,7 +659,7 @@ impl<K: Eq> State<K> {
         if self.closes != closes_seen {
             // Closed after the admission was made (and maybe reopened since): it fails like
             // the waiters `close` failed.
-            self.record_rejection(groups, &Refused::Closed);
+            self.record_rejection(&Refused::Closed);
             return Started::Closed;
         }
         let keys = if track {
@@ -675,11 +673,11 @@ impl<K: Eq> State<K> {
             }
             Ok(()) => return Started::Admitted(Held::Groups(std::mem::take(groups))),
             Err(Refused::Closed) => {
-                self.record_rejection(groups, &Refused::Closed);
+                self.record_rejection(&Refused::Closed);
                 return Started::Closed;
             }
             Err(Refused::NeedKeys(missing)) => return Started::NeedKeys(missing),
-            Err(Refused::Total | Refused::Key(_)) => {}
+            Err(Refused::Total | Refused::Key { .. }) => {}
         }
         let keys = if track {
             Keys::Move
@@ -1441,7 +1439,10 @@ mod tests {
         let before = state.groups.capacity();
         let mut groups = GroupSet::new(0..100_000u32, &hasher);
         let refused = state.try_admit(&mut groups, Keys::Move);
-        assert_eq!(refused, Err(Refused::Key(0)), "group 0 is full");
+        assert!(
+            matches!(refused, Err(Refused::Key { index: 0, .. })),
+            "group 0 is full"
+        );
         assert_eq!(state.groups.len(), 1, "nothing was created");
         let after = state.groups.capacity();
         assert!(
