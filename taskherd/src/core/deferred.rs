@@ -110,6 +110,13 @@ impl<K> Deferred<K> {
         drop(record);
     }
 
+    /// The abort handle of a task in no group removed by its own task's guard: dropped now,
+    /// like [`released_task`](Self::released_task)'s.
+    #[inline]
+    pub(crate) fn released_abort(&mut self, abort: Option<AbortHandle>) {
+        drop(abort);
+    }
+
     /// Any other removed task record: its abort handle is dropped after unlocking.
     #[inline]
     pub(crate) fn task(&mut self, record: TaskRecord) {

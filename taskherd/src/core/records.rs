@@ -34,7 +34,8 @@ pub(crate) struct RecordRef {
 }
 
 impl RecordRef {
-    /// The record's unique id; ids grow with insertion order.
+    /// The record's unique id; ids grow with insertion order, by 2: even in a table made
+    /// with [`Records::default`], odd in one made with [`Records::odd`].
     pub(crate) fn id(&self) -> u64 {
         self.id
     }
@@ -70,10 +71,19 @@ pub(crate) fn id_hash(id: u64) -> u64 {
 }
 
 impl<T> Records<T> {
+    /// Records whose ids are odd, so that a [`RecordRef`] tells which of two tables it is
+    /// from.
+    pub(crate) fn odd() -> Self {
+        Self {
+            next_id: 1,
+            ..Self::default()
+        }
+    }
+
     #[inline]
     pub(crate) fn insert(&mut self, value: T) -> RecordRef {
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id += 2;
         let index = self.slots.insert(Slot {
             id,
             moved: false,

@@ -570,7 +570,7 @@ impl<K: Eq> State<K> {
     /// clones: the task's keys move into the entries it creates.
     pub(crate) fn try_admit_task(&mut self, groups: &mut GroupSet<K>) -> Result<TaskRef, Refused> {
         self.try_admit(groups, Keys::Move)?;
-        Ok(self.tasks.insert(groups.entries()))
+        Ok(self.tasks.insert(groups))
     }
 
     /// Counts a refused `try_*` call in the total and in the group that refused it. A group
@@ -591,7 +591,7 @@ impl<K: Eq> State<K> {
     /// Turns an admission into a task record (an admission granted at once to a waiting
     /// `spawn`); its keys are dropped after unlocking.
     pub(crate) fn track(&mut self, groups: GroupSet<K>, out: &mut Deferred<K>) -> TaskRef {
-        let task = self.tasks.insert(groups.entries());
+        let task = self.tasks.insert(&groups);
         out.groups(groups);
         task
     }
@@ -599,6 +599,12 @@ impl<K: Eq> State<K> {
     /// Turns a task record back into a permit's groups (the counts stay taken), without their
     /// keys (the record does not keep them).
     pub(crate) fn untrack(&mut self, task: TaskRef, out: &mut Deferred<K>) -> GroupSet<K> {
+        if Tasks::names_no_group(task)
+            && let Some(abort) = self.tasks.remove_ungrouped(task)
+        {
+            out.aborts.extend(abort);
+            return GroupSet::default();
+        }
         match self.tasks.remove(task) {
             Some(record) => {
                 let groups = GroupSet::from_entries(&record.groups);
@@ -669,7 +675,7 @@ impl<K: Eq> State<K> {
         };
         match self.try_admit(groups, keys) {
             Ok(()) if track => {
-                return Started::Admitted(Held::Task(self.tasks.insert(groups.entries())));
+                return Started::Admitted(Held::Task(self.tasks.insert(groups)));
             }
             Ok(()) => return Started::Admitted(Held::Groups(std::mem::take(groups))),
             Err(Refused::Closed) => {
@@ -764,7 +770,7 @@ impl<K: Eq> State<K> {
         if waiter.track {
             // A task to be spawned is a task from now on: `abort_group` must reach it. Its
             // keys stay in the waiter record, dropped after unlocking when it is removed.
-            waiter.task = Some(self.tasks.insert(waiter.groups.entries()));
+            waiter.task = Some(self.tasks.insert(&waiter.groups));
         }
     }
 
@@ -988,6 +994,16 @@ impl<K: Eq> State<K> {
 
     /// Releases a spawned task's admission and removes its record (dropped after unlocking).
     pub(crate) fn release_task(&mut self, task: TaskRef, out: &mut Deferred<K>) {
+        if Tasks::names_no_group(task) {
+            match self.tasks.remove_ungrouped(task) {
+                Some(abort) => {
+                    self.release(std::iter::empty(), out);
+                    out.released_abort(abort);
+                }
+                None => out.underflow = true,
+            }
+            return;
+        }
         match self.tasks.remove(task) {
             Some(record) => {
                 self.release(record.groups.iter().copied(), out);
