@@ -697,6 +697,20 @@ mod tests {
         );
     }
 
+    /// `chunks` full chunks, then chunk 1 emptied (so dead), each value its own index.
+    fn with_chunk_1_dead(chunks: usize) -> Slots<usize> {
+        let mut slots = Slots::default();
+        for i in 0..chunks * CHUNK {
+            slots.insert(i);
+        }
+        for i in CHUNK..2 * CHUNK {
+            assert_eq!(slots.try_remove(i), Some(i));
+        }
+        assert_eq!(slots.dead, 1);
+        slots.check();
+        slots
+    }
+
     /// Packs `slots` with [`Slots::compact`], checking every move and the result.
     fn compact_and_check(slots: &mut Slots<usize>) {
         let mut before: Vec<usize> = slots.iter().map(|(_, &v)| v).collect();
@@ -733,14 +747,7 @@ mod tests {
         compact_and_check(&mut slots);
 
         // A dead chunk below: it takes values again.
-        let mut slots = Slots::default();
-        for i in 0..4 * CHUNK {
-            slots.insert(i);
-        }
-        for i in CHUNK..2 * CHUNK {
-            slots.try_remove(i);
-        }
-        assert_eq!(slots.dead, 1);
+        let mut slots = with_chunk_1_dead(4);
         compact_and_check(&mut slots);
         assert_eq!(slots.len(), 3 * CHUNK);
     }
@@ -752,14 +759,7 @@ mod tests {
     /// against 85 µs when the boundary is a last chunk).
     #[test]
     fn a_chunk_killed_and_revived_again_and_again_is_not_reallocated() {
-        let mut slots = Slots::default();
-        for i in 0..3 * CHUNK {
-            slots.insert(i);
-        }
-        for i in CHUNK..2 * CHUNK {
-            slots.try_remove(i);
-        }
-        assert_eq!(slots.dead, 1);
+        let mut slots = with_chunk_1_dead(3);
         let allocated = slots.allocated;
         for i in 0..1_000 {
             let index = slots.insert(i);
