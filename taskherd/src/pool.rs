@@ -878,8 +878,9 @@ where
     /// it is spawned.
     ///
     /// Returns how many tasks were signalled (tasks that had already finished, or were already
-    /// aborted but not yet dropped, may be counted). Costs O(tasks in the pool): it is an
-    /// operator's action, and keeping the hot path free of per-group task lists is worth it.
+    /// aborted but not yet dropped, may be counted). Costs O(tasks in the pool that name a
+    /// group): it is an operator's action, and keeping the hot path free of per-group task
+    /// lists is worth it.
     ///
     /// # Examples
     ///
