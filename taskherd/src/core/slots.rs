@@ -231,11 +231,7 @@ impl<T> Slots<T> {
                 {
                     self.allocated += 1;
                 }
-                let mut slots = Vec::with_capacity(CHUNK);
-                // The free list runs from the first slot up.
-                slots.extend((1..CHUNK).map(Slot::Vacant));
-                slots.push(Slot::Vacant(NONE));
-                (slots, 0)
+                (Self::vacant_chunk(), 0)
             }
         };
         let c = &mut self.chunks[chunk];
@@ -243,6 +239,14 @@ impl<T> Slots<T> {
         c.free = free;
         self.set_free(chunk, true);
         chunk * CHUNK + self.fill_hole(chunk, value)
+    }
+
+    /// A chunk's worth of vacant slots, their free list running from the first slot up.
+    fn vacant_chunk() -> Vec<Slot<T>> {
+        let mut slots = Vec::with_capacity(CHUNK);
+        slots.extend((1..CHUNK).map(Slot::Vacant));
+        slots.push(Slot::Vacant(NONE));
+        slots
     }
 
     /// Frees the memory of `chunk`, empty and neither the first nor the last: it stays as a
@@ -411,12 +415,12 @@ impl<T> Slots<T> {
     ) {
         let len = self.len;
         // The chunks that will hold `0..len` need their slots: dead ones among them are
-        // allocated again (their slots free); the others are dropped below.
+        // allocated again (their slots free; every free list is reset below); the others are
+        // dropped below.
         for chunk in 0..len.div_ceil(CHUNK).min(self.chunks.len()) {
             let c = &mut self.chunks[chunk];
             if c.is_dead() {
-                c.slots.reserve_exact(CHUNK);
-                c.slots.extend((0..CHUNK).map(|_| Slot::Vacant(NONE)));
+                c.slots = Self::vacant_chunk();
             }
         }
         // Two cursors: `hole` climbs to the next vacant slot below `len`, `top` descends to the
