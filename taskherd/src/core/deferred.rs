@@ -30,20 +30,24 @@ use crate::group_set::GroupSet;
 #[must_use = "finish it after releasing the lock"]
 pub(crate) struct Deferred<K> {
     /// Wakers of waiters granted, failed by `close`, and of `wait` futures that fired.
-    pub(crate) wake: ManuallyDrop<SmallVec<[Waker; 2]>>,
+    wake: ManuallyDrop<SmallVec<[Waker; 2]>>,
     /// Wakers replaced or forgotten.
-    pub(crate) wakers: ManuallyDrop<SmallVec<[Waker; 1]>>,
+    wakers: ManuallyDrop<SmallVec<[Waker; 1]>>,
     /// Keys of removed group entries, and keys handed in but not kept.
     keys: ManuallyDrop<SmallVec<[K; 1]>>,
     /// Groups of released admissions (their keys).
     groups: ManuallyDrop<SmallVec<[GroupSet<K>; 1]>>,
     /// Abort handles of removed task records.
-    pub(crate) aborts: ManuallyDrop<SmallVec<[AbortHandle; 1]>>,
+    aborts: ManuallyDrop<SmallVec<[AbortHandle; 1]>>,
     /// Group tables emptied by moves (see `GroupTable`): empty, so dropping them runs no user
     /// code, but freeing a large one takes milliseconds.
     tables: Option<Vec<HashTable<Entry<K>>>>,
     /// A count would have gone below zero: the state is corrupt.
-    pub(crate) underflow: bool,
+    underflow: bool,
+    /// Something was pushed (or `underflow` set) since the last `finish`: every addition
+    /// goes through a method that sets it, so the common `finish` with nothing to do reads
+    /// one flag instead of the length of every list (twice: `finish`, then `Drop`).
+    dirty: bool,
 }
 
 impl<K> Deferred<K> {
@@ -57,7 +61,48 @@ impl<K> Deferred<K> {
             aborts: ManuallyDrop::default(),
             tables: None,
             underflow: false,
+            dirty: false,
         }
+    }
+
+    /// A waker to wake after unlocking (nothing if `None`).
+    #[inline]
+    pub(crate) fn wake(&mut self, waker: impl Into<Option<Waker>>) {
+        if let Some(waker) = waker.into() {
+            self.wake.push(waker);
+            self.dirty = true;
+        }
+    }
+
+    /// A waker replaced or forgotten, dropped after unlocking (nothing if `None`).
+    #[inline]
+    pub(crate) fn drop_waker(&mut self, waker: impl Into<Option<Waker>>) {
+        if let Some(waker) = waker.into() {
+            self.wakers.push(waker);
+            self.dirty = true;
+        }
+    }
+
+    /// An abort handle of a removed task record, dropped after unlocking (nothing if `None`).
+    #[inline]
+    pub(crate) fn abort(&mut self, abort: Option<AbortHandle>) {
+        if let Some(abort) = abort {
+            self.aborts.push(abort);
+            self.dirty = true;
+        }
+    }
+
+    /// A count would have gone below zero: `finish` panics with a bug report.
+    #[cold]
+    pub(crate) fn underflow(&mut self) {
+        self.underflow = true;
+        self.dirty = true;
+    }
+
+    /// Whether [`underflow`](Self::underflow) was called.
+    #[cfg(test)]
+    pub(crate) fn underflowed(&self) -> bool {
+        self.underflow
     }
 
     /// Emptied group tables, freed after unlocking.
@@ -68,6 +113,7 @@ impl<K> Deferred<K> {
             "only emptied tables"
         );
         self.tables.get_or_insert_default().extend(tables);
+        self.dirty = true;
     }
 
     /// How many wakers will be woken.
@@ -80,6 +126,7 @@ impl<K> Deferred<K> {
     pub(crate) fn key(&mut self, key: K) {
         if std::mem::needs_drop::<K>() {
             self.keys.push(key);
+            self.dirty = true;
         }
     }
 
@@ -89,6 +136,7 @@ impl<K> Deferred<K> {
     pub(crate) fn groups(&mut self, groups: GroupSet<K>) {
         if std::mem::needs_drop::<K>() && groups.len() > 0 {
             self.groups.push(groups);
+            self.dirty = true;
         }
     }
 
@@ -96,7 +144,7 @@ impl<K> Deferred<K> {
     /// (links, counters) now, which runs no user code.
     #[inline]
     pub(crate) fn waiter(&mut self, mut waiter: Waiter<K>) {
-        self.wakers.extend(waiter.waker.take());
+        self.drop_waker(waiter.waker.take());
         self.groups(std::mem::take(&mut waiter.groups));
     }
 
@@ -120,13 +168,22 @@ impl<K> Deferred<K> {
     /// Any other removed task record: its abort handle is dropped after unlocking.
     #[inline]
     pub(crate) fn task(&mut self, record: TaskRecord) {
-        self.aborts.extend(record.into_abort());
+        self.abort(record.into_abort());
     }
 
     /// Whether there is nothing to wake or drop (then nothing was ever pushed, so nothing
     /// spilled to the heap).
     #[inline]
     fn is_empty(&self) -> bool {
+        debug_assert!(
+            self.dirty || self.nothing_held(),
+            "something was added to a Deferred without marking it"
+        );
+        !self.dirty
+    }
+
+    /// Whether every list is empty, read list by list (for the check above).
+    fn nothing_held(&self) -> bool {
         self.wake.is_empty()
             && self.wakers.is_empty()
             && self.keys.is_empty()
@@ -165,6 +222,7 @@ impl<K> Deferred<K> {
         let aborts = take(&mut *self.aborts);
         let tables = self.tables.take();
         let underflow = std::mem::replace(&mut self.underflow, false);
+        self.dirty = false;
         let mut panicked = 0_usize;
         for waker in wake {
             if catch_unwind(AssertUnwindSafe(|| waker.wake())).is_err() {
@@ -196,5 +254,134 @@ impl<K> Drop for Deferred<K> {
     #[inline]
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::{Hash, Hasher};
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
+
+    use super::Deferred;
+    use crate::group_set::GroupSet;
+    use crate::hasher::DefaultHashBuilder;
+
+    /// Counts its wake-ups; its `Arc`'s strong count says whether a clone is still held.
+    #[derive(Default)]
+    struct Counter(AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn waker() -> (Arc<Counter>, Waker) {
+        let counter = Arc::new(Counter::default());
+        let waker = Waker::from(Arc::clone(&counter));
+        (counter, waker)
+    }
+
+    /// A key whose drop is counted (so `Deferred` keeps it for after unlocking).
+    struct Key(u32, Arc<AtomicUsize>);
+
+    impl Drop for Key {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl PartialEq for Key {
+        fn eq(&self, other: &Self) -> bool {
+            self.0 == other.0
+        }
+    }
+
+    impl Eq for Key {}
+
+    impl Hash for Key {
+        fn hash<H: Hasher>(&self, state: &mut H) {
+            self.0.hash(state);
+        }
+    }
+
+    /// Each way of adding to a `Deferred` makes `finish` do its work, after, never before:
+    /// `finish` skips a `Deferred` nothing was added to by a flag, which every adder sets.
+    #[test]
+    fn every_addition_is_carried_out_by_finish() {
+        let (woken, wake) = waker();
+        let (dropped, drop_later) = waker();
+        let keys = Arc::new(AtomicUsize::new(0));
+        let mut out = Deferred::<Key>::new();
+        out.wake(wake);
+        out.drop_waker(drop_later);
+        out.key(Key(1, Arc::clone(&keys)));
+        let set = GroupSet::new(
+            [Key(2, Arc::clone(&keys)), Key(3, Arc::clone(&keys))],
+            &DefaultHashBuilder::new(),
+        );
+        out.groups(set);
+        assert_eq!(woken.0.load(Ordering::SeqCst), 0);
+        assert_eq!(Arc::strong_count(&dropped), 2, "held until finish");
+        assert_eq!(keys.load(Ordering::SeqCst), 0, "held until finish");
+        out.finish();
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        assert_eq!(Arc::strong_count(&woken), 1, "woken by value");
+        assert_eq!(dropped.0.load(Ordering::SeqCst), 0, "dropped, not woken");
+        assert_eq!(Arc::strong_count(&dropped), 1);
+        assert_eq!(keys.load(Ordering::SeqCst), 3);
+        // Finished, it is empty: a second finish (its drop) does nothing more.
+        drop(out);
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        assert_eq!(keys.load(Ordering::SeqCst), 3);
+    }
+
+    /// Each adder alone is enough (not only the first one of a `Deferred`), and one that
+    /// adds nothing (`None`) leaves nothing to do.
+    #[test]
+    fn each_addition_alone_is_carried_out() {
+        let (woken, wake) = waker();
+        let mut out = Deferred::<Key>::new();
+        out.wake(None);
+        out.drop_waker(None);
+        out.abort(None);
+        assert!(out.is_empty());
+        out.wake(Some(wake));
+        out.finish();
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+
+        let (dropped, drop_later) = waker();
+        let mut out = Deferred::<Key>::new();
+        out.drop_waker(Some(drop_later));
+        out.finish();
+        assert_eq!(Arc::strong_count(&dropped), 1);
+
+        let keys = Arc::new(AtomicUsize::new(0));
+        let mut out = Deferred::<Key>::new();
+        out.key(Key(1, Arc::clone(&keys)));
+        out.finish();
+        assert_eq!(keys.load(Ordering::SeqCst), 1);
+
+        let mut out = Deferred::<Key>::new();
+        out.groups(GroupSet::new(
+            [Key(2, Arc::clone(&keys))],
+            &DefaultHashBuilder::new(),
+        ));
+        out.finish();
+        assert_eq!(keys.load(Ordering::SeqCst), 2);
+    }
+
+    /// An underflow alone makes `finish` panic, once: the state is corrupt.
+    #[test]
+    fn an_underflow_alone_panics_at_finish() {
+        let mut out = Deferred::<u32>::new();
+        out.underflow();
+        let panicked = catch_unwind(AssertUnwindSafe(|| out.finish()));
+        assert!(panicked.is_err());
+        // Reported once: the drop that follows finds nothing to do.
+        drop(out);
     }
 }

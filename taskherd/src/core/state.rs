@@ -104,7 +104,7 @@ impl Counts {
     fn release_one<K>(&mut self, out: &mut Deferred<K>) {
         match self.running.checked_sub(1) {
             Some(running) => self.running = running,
-            None => out.underflow = true,
+            None => out.underflow(),
         }
     }
 
@@ -112,7 +112,7 @@ impl Counts {
     fn unreserve<K>(&mut self, out: &mut Deferred<K>) {
         match self.reserved.checked_sub(1) {
             Some(reserved) => self.reserved = reserved,
-            None => out.underflow = true,
+            None => out.underflow(),
         }
     }
 
@@ -602,7 +602,7 @@ impl<K: Eq> State<K> {
         if Tasks::names_no_group(task)
             && let Some(abort) = self.tasks.remove_ungrouped(task)
         {
-            out.aborts.extend(abort);
+            out.abort(abort);
             return GroupSet::default();
         }
         match self.tasks.remove(task) {
@@ -747,9 +747,9 @@ impl<K: Eq> State<K> {
         waiter.phase = Phase::Granted;
         if let Some(waker) = waiter.waker.take() {
             if wake {
-                out.wake.push(waker);
+                out.wake(waker);
             } else {
-                out.wakers.push(waker);
+                out.drop_waker(waker);
             }
         }
         let waiter = &mut self.waiters[id];
@@ -764,7 +764,7 @@ impl<K: Eq> State<K> {
                     entry.counts.unreserve(out);
                     entry.counts.admit_one();
                 }
-                None => out.underflow = true,
+                None => out.underflow(),
             }
         }
         if waiter.track {
@@ -837,7 +837,7 @@ impl<K: Eq> State<K> {
     fn one_less_waiting(&mut self, out: &mut Deferred<K>) {
         match self.waiting.checked_sub(1) {
             Some(waiting) => self.waiting = waiting,
-            None => out.underflow = true,
+            None => out.underflow(),
         }
     }
 
@@ -868,7 +868,7 @@ impl<K: Eq> State<K> {
                 let Some(new) = new.take() else {
                     return Polled::NeedWaker;
                 };
-                out.wakers.extend(waiter.waker.replace(new));
+                out.drop_waker(waiter.waker.replace(new));
                 return Polled::Pending;
             }
             // `close` turns every granted waiter into a closed one, so the pool is open.
@@ -934,7 +934,7 @@ impl<K: Eq> State<K> {
                                 reclaimed = true;
                             }
                         }
-                        None => out.underflow = true,
+                        None => out.underflow(),
                     }
                 }
                 // The granted list may name waiters by index: grant before removing (removal
@@ -982,7 +982,7 @@ impl<K: Eq> State<K> {
                     }
                 }
                 // An admission always counts in its entries, which keeps them alive.
-                None => out.underflow = true,
+                None => out.underflow(),
             }
         }
         self.grant_all(granted, out);
@@ -1000,7 +1000,7 @@ impl<K: Eq> State<K> {
                     self.release(std::iter::empty(), out);
                     out.released_abort(abort);
                 }
-                None => out.underflow = true,
+                None => out.underflow(),
             }
             return;
         }
@@ -1009,7 +1009,7 @@ impl<K: Eq> State<K> {
                 self.release(record.groups.iter().copied(), out);
                 out.released_task(record);
             }
-            None => out.underflow = true,
+            None => out.underflow(),
         }
     }
 
@@ -1171,7 +1171,7 @@ impl<K: Eq> State<K> {
             left[group] -= 1;
             let (hash, serial, _) = over[group];
             let Some(entry) = self.groups.find_mut(hash, |e| e.serial == serial) else {
-                out.underflow = true;
+                out.underflow();
                 continue;
             };
             entry.counts.unreserve(out);
@@ -1242,14 +1242,14 @@ impl<K: Eq> State<K> {
                             out.key(occupied.remove().0.key);
                         }
                     }
-                    None => out.underflow = true,
+                    None => out.underflow(),
                 }
             }
             self.total.rejected += 1;
             self.one_less_waiting(out);
             let waiter = &mut self.waiters[id];
             waiter.phase = Phase::Closed;
-            out.wake.extend(waiter.waker.take());
+            out.wake(waiter.waker.take());
         }
         // Granted waiters whose future has not collected the admission yet fail too (their
         // future was already woken): their slots are released now, so `wait` does not depend
@@ -1281,7 +1281,7 @@ impl<K: Eq> State<K> {
         for (_, idle) in self.idle_waiters.iter_mut() {
             if !idle.fired {
                 idle.fired = true;
-                out.wake.extend(idle.waker.take());
+                out.wake(idle.waker.take());
             }
         }
     }
@@ -1309,7 +1309,7 @@ impl<K: Eq> State<K> {
         let idle = &mut self.idle_waiters[index];
         if idle.fired {
             if let Some(idle) = self.idle_waiters.remove(index) {
-                out.wakers.extend(idle.waker);
+                out.drop_waker(idle.waker);
             }
             self.idle_waiters.maybe_compact();
             return IdlePolled::Ready;
@@ -1319,7 +1319,7 @@ impl<K: Eq> State<K> {
         }
         match new.take() {
             Some(new) => {
-                out.wakers.extend(idle.waker.replace(new));
+                out.drop_waker(idle.waker.replace(new));
                 IdlePolled::Pending
             }
             None => IdlePolled::NeedWaker,
@@ -1330,7 +1330,7 @@ impl<K: Eq> State<K> {
     pub(crate) fn cancel_idle(&mut self, at: RecordRef, out: &mut Deferred<K>) {
         if let Some(index) = self.idle_waiters.find(at) {
             if let Some(idle) = self.idle_waiters.remove(index) {
-                out.wakers.extend(idle.waker);
+                out.drop_waker(idle.waker);
             }
             self.idle_waiters.maybe_compact();
         }
@@ -1480,13 +1480,13 @@ mod tests {
             .unwrap_or_else(|refused| panic!("{refused:?}"));
         let mut out = Deferred::new();
         state.release(groups.iter().map(Item::entry), &mut out);
-        assert!(!out.underflow, "the first release is fine");
+        assert!(!out.underflowed(), "the first release is fine");
         out.finish();
 
         // Released again: the total's count is 0, and the group's entry is gone.
         let mut out = Deferred::new();
         state.release(groups.iter().map(Item::entry), &mut out);
-        assert!(out.underflow);
+        assert!(out.underflowed());
         assert_eq!(state.total.running, 0, "left at zero, not wrapped");
         let panic = catch_unwind(AssertUnwindSafe(|| out.finish())).unwrap_err();
         let message = panic.downcast_ref::<&str>().copied().unwrap_or_default();
