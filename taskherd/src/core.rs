@@ -408,6 +408,7 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
     /// entries it makes; the keys left in `groups` are the caller's to drop, after unlocking.
     /// Refused, `groups` are as they were: [`refusal`](Self::refusal) says which one refused.
     /// (`groups` is borrowed, not moved in and out: each move copied it.)
+    #[inline]
     pub(crate) fn try_admit_task(
         core: &Arc<Self>,
         groups: &mut GroupSet<K>,

@@ -568,6 +568,7 @@ impl<K: Eq> State<K> {
     /// the same lock keeps where its entries are, and the groups come back with the keys no
     /// entry took, to be dropped after unlocking; on refusal they come back whole. Never needs
     /// clones: the task's keys move into the entries it creates.
+    #[inline]
     pub(crate) fn try_admit_task(&mut self, groups: &mut GroupSet<K>) -> Result<TaskRef, Refused> {
         self.try_admit(groups, Keys::Move)?;
         Ok(self.tasks.insert(groups))
