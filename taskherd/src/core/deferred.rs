@@ -20,6 +20,7 @@ use super::tasks::TaskRecord;
 use super::waiters::Waiter;
 use crate::group_set::GroupSet;
 
+/// What one critical section leaves to do once the lock is released.
 ///
 /// [`finish`](Self::finish) takes it by reference, and its lists are `ManuallyDrop`: taken by
 /// value, the whole `Deferred` (300 bytes with `String` keys) was copied on every call, even
@@ -171,8 +172,8 @@ impl<K> Deferred<K> {
         self.abort(record.into_abort());
     }
 
-    /// Whether there is nothing to wake or drop (then nothing was ever pushed, so nothing
-    /// spilled to the heap).
+    /// Whether there is nothing to wake or drop (then nothing was pushed since the last
+    /// `finish`, which emptied the lists, so none of them owns heap memory).
     #[inline]
     fn is_empty(&self) -> bool {
         debug_assert!(
@@ -265,7 +266,9 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::{Wake, Waker};
 
-    use super::Deferred;
+    use hashbrown::HashTable;
+
+    use super::{Deferred, Entry};
     use crate::group_set::GroupSet;
     use crate::hasher::DefaultHashBuilder;
 
@@ -339,8 +342,9 @@ mod tests {
         assert_eq!(keys.load(Ordering::SeqCst), 3);
     }
 
-    /// Each adder alone is enough (not only the first one of a `Deferred`), and one that
-    /// adds nothing (`None`) leaves nothing to do.
+    /// Each adder of wakers and keys alone is enough (not only the first one of a
+    /// `Deferred`), and one that adds nothing (`None`) leaves nothing to do. (Abort handles
+    /// and tables: the two tests below.)
     #[test]
     fn each_addition_alone_is_carried_out() {
         let (woken, wake) = waker();
@@ -372,6 +376,30 @@ mod tests {
         ));
         out.finish();
         assert_eq!(keys.load(Ordering::SeqCst), 2);
+    }
+
+    /// An abort handle alone is dropped by `finish` (its list is `ManuallyDrop`: missed, the
+    /// handle would leak, and with it the task's memory).
+    #[test]
+    fn an_abort_handle_alone_is_dropped_by_finish() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime");
+        let task = rt.spawn(std::future::pending::<()>());
+        let mut out = Deferred::<u32>::new();
+        out.abort(Some(task.abort_handle()));
+        assert_eq!(out.aborts.len(), 1);
+        out.finish();
+        assert!(out.aborts.is_empty(), "dropped by finish");
+    }
+
+    /// Emptied group tables alone are freed by `finish`.
+    #[test]
+    fn emptied_tables_alone_are_freed_by_finish() {
+        let mut out = Deferred::<u32>::new();
+        out.tables(vec![HashTable::<Entry<u32>>::with_capacity(64)]);
+        out.finish();
+        assert!(out.tables.is_none(), "freed by finish");
     }
 
     /// An underflow alone makes `finish` panic, once: the state is corrupt.
