@@ -3,15 +3,17 @@
 //!
 //! # Invariant
 //!
-//! No [`Hold`] is made while the pool is closed: [`Life::hold`] checks the flag and counts
-//! the hold under one lock, and [`Life::close`] sets the flag under it. So once `wait` has seen
-//! the pool closed with nothing held, nothing is held here until it is reopened: an admission
-//! that Redis granted after `close` (a call in flight, a waiter granted meanwhile) finds the pool
-//! closed when it asks for its hold, and gives its slot back instead of becoming a task or a
-//! permit.
+//! No [`Hold`] is made while the pool is closed, nor for an admission call that a `close`
+//! happened during: every call notes the [`generation`](Life::generation) (the closes so far)
+//! when it is made, and [`Life::hold`] checks the flag and that count and counts the hold under
+//! one lock, under which [`Life::close`] sets the flag and counts the close. So once `wait` has
+//! seen the pool closed with nothing held, nothing is held here until it is reopened; and an
+//! admission that Redis granted after `close` (a call in flight, a waiter granted meanwhile)
+//! gives its slot back instead of becoming a task or a permit, even if the pool was reopened
+//! since (as in the in-process pool).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -22,6 +24,8 @@ pub(crate) struct Life {
     /// Written only under `held`'s lock (so that a hold and a close are ordered), read
     /// without it.
     closed: AtomicBool,
+    /// How many times the pool was closed; written only under `held`'s lock, with `closed`.
+    closes: AtomicU64,
     /// `shutdown` was called (and `reopen` not since): a task spawned now is aborted.
     shutting_down: AtomicBool,
     /// Counts the moments the pool became closed with nothing held; `wait` waits for a change.
@@ -33,6 +37,7 @@ impl Default for Life {
         Self {
             held: Mutex::new(0),
             closed: AtomicBool::new(false),
+            closes: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
             idle: watch::Sender::new(0),
         }
@@ -41,7 +46,6 @@ impl Default for Life {
 
 impl Life {
     pub(crate) fn is_closed(&self) -> bool {
-        // SeqCst: a waiter that checks the flag after its wake-up must see it.
         self.closed.load(Ordering::SeqCst)
     }
 
@@ -52,6 +56,7 @@ impl Life {
             if self.closed.swap(true, Ordering::SeqCst) {
                 return false;
             }
+            self.closes.fetch_add(1, Ordering::SeqCst);
             *held == 0
         };
         if idle {
@@ -78,10 +83,23 @@ impl Life {
         self.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// Counts one task or permit until the hold is dropped; `None` if the pool is closed.
-    pub(crate) fn hold(self: &Arc<Self>) -> Option<Hold> {
+    /// The closes so far: an admission call notes it when it is made, and fails if it
+    /// changed before the call returns ([`closed_since`](Self::closed_since)).
+    pub(crate) fn generation(&self) -> u64 {
+        self.closes.load(Ordering::SeqCst)
+    }
+
+    /// Whether the pool is closed, or was closed (and maybe reopened) since `generation`.
+    pub(crate) fn closed_since(&self, generation: u64) -> bool {
+        // SeqCst: a waiter that checks after its wake-up by `close` must see it.
+        self.closed.load(Ordering::SeqCst) || self.closes.load(Ordering::SeqCst) != generation
+    }
+
+    /// Counts one task or permit until the hold is dropped, for an admission call made at
+    /// `generation`; `None` if the pool is closed or was closed since.
+    pub(crate) fn hold(self: &Arc<Self>, generation: u64) -> Option<Hold> {
         let mut held = self.held.lock();
-        if self.closed.load(Ordering::SeqCst) {
+        if self.closed_since(generation) {
             return None;
         }
         *held += 1;

@@ -270,9 +270,14 @@ impl<K> RedisPool<K> {
     ///
     /// As with [`TaskPool::close`](taskherd::TaskPool::close), every admission call of this
     /// pool that has not returned yet fails with a closed error, even one whose slots Redis
-    /// granted after this call (a `try_*` call in flight, a waiter granted meanwhile): the
-    /// slots are given back (in the background) and a `spawn`'s future is handed back, never
-    /// polled. No admission is sent to Redis after this call. So once [`wait`](Self::wait)
+    /// granted after this call (a `try_*` call in flight, a waiter granted meanwhile), and
+    /// even if the pool is reopened before it returns (a call is made when `try_spawn`,
+    /// `spawn`, `try_acquire` or `acquire` is called, not when its future is first polled):
+    /// the slots are given back (in the background) and a `spawn`'s future is handed back,
+    /// never polled. No admission is sent to Redis after this call. These refusals are decided
+    /// in this process and never reach Redis, so the fleet's statistics
+    /// ([`total_stats`](Self::total_stats)) do not count them (the in-process pool counts them
+    /// in its total's `rejected`). So once [`wait`](Self::wait)
     /// resolves, nothing of this pool is admitted in this process until
     /// [`reopen`](Self::reopen). A waiting call leaves Redis's queues when its future next
     /// runs (it is woken now); [`shutdown`](Self::shutdown) takes them out at once.
@@ -327,24 +332,33 @@ impl<K> RedisPool<K> {
 
 impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     /// The caller's groups (without repeats) and one admission of them; no admission if a
-    /// key's segment is invalid.
+    /// key's segment is invalid. `generation` is the pool's [`Life::generation`] when the
+    /// call was made: closed since, the call fails as closed.
     async fn admit_groups(
         &self,
         groups: impl IntoIterator<Item = K>,
         wait: bool,
+        generation: u64,
     ) -> (Vec<K>, Result<Held, Refused>) {
         match dedup(groups) {
             Ok((keys, segments)) => {
-                let admitted = self.admit(&segments, wait).await;
+                let admitted = self.admit(&segments, wait, generation).await;
                 (keys, admitted)
             }
             Err(invalid) => (Vec::new(), Err(invalid.into())),
         }
     }
 
-    /// One try-mode or wait-mode admission of `segments`, with a fresh id.
-    async fn admit(&self, segments: &[String], wait: bool) -> Result<Held, Refused> {
-        if self.is_closed() {
+    /// One try-mode or wait-mode admission of `segments`, with a fresh id, for a call made
+    /// at `generation`.
+    async fn admit(
+        &self,
+        segments: &[String],
+        wait: bool,
+        generation: u64,
+    ) -> Result<Held, Refused> {
+        let life = &self.shared.life;
+        if life.closed_since(generation) {
             return Err(Refused::Closed);
         }
         let engine = &self.shared.engine;
@@ -356,11 +370,17 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                 Admitted::Now => {
                     let id = pending.settle();
                     let lost = engine.hold(&id, sent);
-                    self.granted(id, lost)
+                    self.granted(id, lost, generation)
                 }
                 Admitted::Full(at) => {
                     pending.settle();
-                    Err(Refused::Full(at))
+                    // A call in flight when the pool closed fails as closed, whatever Redis
+                    // answered.
+                    if life.closed_since(generation) {
+                        Err(Refused::Closed)
+                    } else {
+                        Err(Refused::Full(at))
+                    }
                 }
                 // Not sent: nothing to release.
                 Admitted::Closed => {
@@ -382,7 +402,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
             // lease was lost included): a `close()` that set the flag before this reads it is
             // seen here; one after wakes the waiter just registered. Checked only before
             // registering, a `close()` in between would leave it waiting.
-            if self.is_closed() {
+            if life.closed_since(generation) {
                 engine.unregister_waiter(&pending.settle());
                 return Err(Refused::Closed);
             }
@@ -390,7 +410,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                 Admitted::Now => {
                     let id = pending.settle();
                     let lost = engine.waiter_to_holder(&id);
-                    return self.granted(id, lost);
+                    return self.granted(id, lost, generation);
                 }
                 Admitted::Full(_) | Admitted::Waiting => engine.mark_queued(pending.id()),
                 // Not sent: nothing to release.
@@ -401,7 +421,9 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
             }
             loop {
                 wake.notified().await;
-                if self.is_closed() {
+                // Closed since the call was made, even if reopened since (`close` wakes every
+                // waiter): it leaves the queues as it is dropped.
+                if life.closed_since(generation) {
                     return Err(Refused::Closed);
                 }
                 let status = match engine.take_status(pending.id()) {
@@ -416,7 +438,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                     Status::Granted => {
                         let id = pending.settle();
                         let lost = engine.waiter_to_holder(&id);
-                        return self.granted(id, lost);
+                        return self.granted(id, lost, generation);
                     }
                     Status::Gone => {
                         // Its lease expired (Redis restarted, or this process was paused):
@@ -433,10 +455,16 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     }
 
     /// An admission Redis granted, counted in this process ([`Life::hold`]); given back
-    /// instead if the pool was closed meanwhile (see [`close`](Self::close)).
-    fn granted(&self, id: String, lost: watch::Receiver<bool>) -> Result<Held, Refused> {
+    /// instead if the pool was closed since the call was made at `generation` (see
+    /// [`close`](Self::close)).
+    fn granted(
+        &self,
+        id: String,
+        lost: watch::Receiver<bool>,
+        generation: u64,
+    ) -> Result<Held, Refused> {
         let engine = &self.shared.engine;
-        match self.shared.life.hold() {
+        match self.shared.life.hold(generation) {
             Some(hold) => Ok(Held {
                 id: Pending::of(engine, id),
                 lost,
@@ -500,19 +528,22 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     ///
     /// Dropping the returned future before it resolves drops `future` and gives back any
     /// slot its call took (in the background).
-    pub async fn try_spawn<I, F>(
+    pub fn try_spawn<I, F>(
         &self,
         groups: I,
         future: F,
-    ) -> Result<JoinHandle<F::Output>, TrySpawnError<K, F>>
+    ) -> impl Future<Output = Result<JoinHandle<F::Output>, TrySpawnError<K, F>>>
     where
         I: IntoIterator<Item = K>,
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match self.admit_groups(groups, false).await {
-            (keys, Ok(held)) => Ok(self.spawn_held(held, keys, future)),
-            (keys, Err(refused)) => Err(try_spawn_error(refused, keys, future)),
+        let generation = self.shared.life.generation();
+        async move {
+            match self.admit_groups(groups, false, generation).await {
+                (keys, Ok(held)) => Ok(self.spawn_held(held, keys, future)),
+                (keys, Err(refused)) => Err(try_spawn_error(refused, keys, future)),
+            }
         }
     }
 
@@ -526,20 +557,23 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     /// # Cancel safety
     ///
     /// As [`try_spawn`](Self::try_spawn).
-    pub async fn try_spawn_with<I, M, F>(
+    pub fn try_spawn_with<I, M, F>(
         &self,
         groups: I,
         make: M,
-    ) -> Result<JoinHandle<F::Output>, TrySpawnError<K, M>>
+    ) -> impl Future<Output = Result<JoinHandle<F::Output>, TrySpawnError<K, M>>>
     where
         I: IntoIterator<Item = K>,
         M: FnOnce() -> F,
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match self.admit_groups(groups, false).await {
-            (keys, Ok(held)) => Ok(self.spawn_held(held, keys, make())),
-            (keys, Err(refused)) => Err(try_spawn_error(refused, keys, make)),
+        let generation = self.shared.life.generation();
+        async move {
+            match self.admit_groups(groups, false, generation).await {
+                (keys, Ok(held)) => Ok(self.spawn_held(held, keys, make())),
+                (keys, Err(refused)) => Err(try_spawn_error(refused, keys, make)),
+            }
         }
     }
 
@@ -558,20 +592,25 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     /// slot it was promised to the next waiter, in one `release.lua` call sent at once in the
     /// background (while Redis is unreachable from this process, the waiter keeps its place
     /// until that call lands or its lease expires).
-    pub async fn spawn<I, F>(
+    pub fn spawn<I, F>(
         &self,
         groups: I,
         future: F,
-    ) -> Result<JoinHandle<F::Output>, SpawnError<F>>
+    ) -> impl Future<Output = Result<JoinHandle<F::Output>, SpawnError<F>>>
     where
         I: IntoIterator<Item = K>,
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match self.admit_groups(groups, true).await {
-            (keys, Ok(held)) => Ok(self.spawn_held(held, keys, future)),
-            (_, Err(Refused::Closed | Refused::Full(_))) => Err(backend::spawn_closed(future)),
-            (_, Err(Refused::Unavailable(error))) => Err(backend::spawn_unavailable(error, future)),
+        let generation = self.shared.life.generation();
+        async move {
+            match self.admit_groups(groups, true, generation).await {
+                (keys, Ok(held)) => Ok(self.spawn_held(held, keys, future)),
+                (_, Err(Refused::Closed | Refused::Full(_))) => Err(backend::spawn_closed(future)),
+                (_, Err(Refused::Unavailable(error))) => {
+                    Err(backend::spawn_unavailable(error, future))
+                }
+            }
         }
     }
 
@@ -586,15 +625,25 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     /// # Cancel safety
     ///
     /// Dropping the returned future gives back any slot its call took (in the background).
-    pub async fn try_acquire<I>(&self, groups: I) -> Result<RedisPermit<K>, TryAcquireError<K>>
+    pub fn try_acquire<I>(
+        &self,
+        groups: I,
+    ) -> impl Future<Output = Result<RedisPermit<K>, TryAcquireError<K>>>
     where
         I: IntoIterator<Item = K>,
     {
-        match self.admit_groups(groups, false).await {
-            (keys, Ok(held)) => Ok(self.permit(held, keys)),
-            (keys, Err(Refused::Full(at))) => Err(backend::try_acquire_full(full_group(keys, at))),
-            (_, Err(Refused::Closed)) => Err(backend::try_acquire_closed()),
-            (_, Err(Refused::Unavailable(error))) => Err(backend::try_acquire_unavailable(error)),
+        let generation = self.shared.life.generation();
+        async move {
+            match self.admit_groups(groups, false, generation).await {
+                (keys, Ok(held)) => Ok(self.permit(held, keys)),
+                (keys, Err(Refused::Full(at))) => {
+                    Err(backend::try_acquire_full(full_group(keys, at)))
+                }
+                (_, Err(Refused::Closed)) => Err(backend::try_acquire_closed()),
+                (_, Err(Refused::Unavailable(error))) => {
+                    Err(backend::try_acquire_unavailable(error))
+                }
+            }
         }
     }
 
@@ -608,14 +657,20 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     /// # Cancel safety
     ///
     /// Cancel safe: as [`spawn`](Self::spawn).
-    pub async fn acquire<I>(&self, groups: I) -> Result<RedisPermit<K>, AcquireError>
+    pub fn acquire<I>(
+        &self,
+        groups: I,
+    ) -> impl Future<Output = Result<RedisPermit<K>, AcquireError>>
     where
         I: IntoIterator<Item = K>,
     {
-        match self.admit_groups(groups, true).await {
-            (keys, Ok(held)) => Ok(self.permit(held, keys)),
-            (_, Err(Refused::Closed | Refused::Full(_))) => Err(backend::acquire_closed()),
-            (_, Err(Refused::Unavailable(error))) => Err(backend::acquire_unavailable(error)),
+        let generation = self.shared.life.generation();
+        async move {
+            match self.admit_groups(groups, true, generation).await {
+                (keys, Ok(held)) => Ok(self.permit(held, keys)),
+                (_, Err(Refused::Closed | Refused::Full(_))) => Err(backend::acquire_closed()),
+                (_, Err(Refused::Unavailable(error))) => Err(backend::acquire_unavailable(error)),
+            }
         }
     }
 
@@ -754,7 +809,9 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
         Ok(rows.get(1).copied().unwrap_or_default())
     }
 
-    /// Statistics of the total across the fleet.
+    /// Statistics of the total across the fleet. Its `rejected` counts the refusals Redis
+    /// decided (a full group or total); a call refused because its own process closed the
+    /// pool is not sent to Redis and not counted (see [`close`](Self::close)).
     ///
     /// # Errors
     ///

@@ -128,6 +128,109 @@ async fn an_admission_granted_after_close_fails_and_gives_its_slot_back() {
     );
 }
 
+/// A `try_*` call in flight when the pool is closed fails as closed even when Redis answers
+/// that a group is full (as every admission call that has not returned yet). Redis is held
+/// with `CLIENT PAUSE` so that the call is sent, and waits there, when `close` runs. A refusal
+/// by this process's close, decided here and never sent, is not counted in the fleet's
+/// statistics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_in_flight_when_closed_fails_as_closed_even_if_redis_found_it_full() {
+    let server = Server::start();
+    let pool = pool(&server, "inflight-full", Duration::from_secs(5)).await;
+    pool.set_limit("a", 0).await.unwrap();
+    assert!(
+        server
+            .cmd(&["CLIENT", "PAUSE", "5000", "WRITE"])
+            .unwrap()
+            .starts_with("+OK")
+    );
+    let attempt = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.try_acquire(["a"]).await.map(drop) }
+    });
+    // Long enough for the call to be sent (it then waits in Redis until the pause ends).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!attempt.is_finished(), "answered during the pause");
+    assert!(pool.close());
+    assert!(
+        server
+            .cmd(&["CLIENT", "UNPAUSE"])
+            .unwrap()
+            .starts_with("+OK")
+    );
+    let err = attempt.await.unwrap().unwrap_err();
+    assert!(err.is_closed(), "in flight at close(), yet: {err:?}");
+
+    let rejected = pool.total_stats().await.unwrap().rejected;
+    let closed = pool.try_acquire(["b"]).await.unwrap_err();
+    assert!(closed.is_closed(), "{closed:?}");
+    assert_eq!(
+        pool.total_stats().await.unwrap().rejected,
+        rejected,
+        "a refusal by this process's close never reaches Redis"
+    );
+}
+
+/// A call made before `close` fails as closed even if the pool is reopened before it
+/// returns, as in the in-process pool: a future made before (not polled yet), a call in flight
+/// that Redis grants, and a waiter queued before. Their slots go back, and a call made after
+/// `reopen` is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_made_before_close_fails_even_if_the_pool_is_reopened() {
+    let server = Server::start();
+    let pool = pool(&server, "reopened", Duration::from_secs(5)).await;
+    pool.set_limit("a", 1).await.unwrap();
+
+    // Made, not polled.
+    let made = pool.try_spawn(["b"], async { 7 });
+    // In flight, granted by Redis.
+    let mut in_flight = pin!(pool.try_acquire(["c"]));
+    let first = in_flight
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()));
+    assert!(first.is_pending(), "answered without a round trip");
+    // Queued.
+    let held = pool.try_acquire(["a"]).await.unwrap();
+    let queued = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.acquire(["a"]).await.map(drop) }
+    });
+    for _ in 0..500 {
+        if pool.waiting_count(&"a").await.unwrap() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(pool.waiting_count(&"a").await.unwrap(), 1);
+
+    // No await in between: none of them runs until the pool is open again.
+    assert!(pool.close());
+    assert!(pool.reopen());
+
+    let err = made.await.unwrap_err();
+    assert!(err.is_closed(), "made before close: {err:?}");
+    assert_eq!(err.into_inner().await, 7, "the future is handed back");
+    let err = in_flight.await.unwrap_err();
+    assert!(err.is_closed(), "in flight at close: {err:?}");
+    drop(held);
+    let outcome = tokio::time::timeout(Duration::from_secs(5), queued)
+        .await
+        .expect("the waiter neither failed nor was granted")
+        .unwrap();
+    assert!(outcome.is_err(), "a waiter from before close() was granted");
+
+    // Every slot went back; a call made after reopen is served.
+    pool.flush().await;
+    assert_eq!(pool.local_len(), 0);
+    let permit = tokio::time::timeout(Duration::from_secs(5), pool.acquire(["a"]))
+        .await
+        .expect("the slot of a went back")
+        .unwrap();
+    assert_eq!(pool.waiting_count(&"a").await.unwrap(), 0);
+    assert_eq!(pool.total_stats().await.unwrap().running, 1);
+    drop(permit);
+}
+
 /// A waiting `spawn` fails on `close` and does not hold `wait` up; `shutdown` aborts the tasks
 /// this process spawned, waits for them, and flushes their releases to Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
