@@ -272,7 +272,8 @@ impl<K> RedisPool<K> {
     /// pool that has not returned yet fails with a closed error, even one whose slots Redis
     /// granted after this call (a `try_*` call in flight, a waiter granted meanwhile), and
     /// even if the pool is reopened before it returns (a call is made when `try_spawn`,
-    /// `spawn`, `try_acquire` or `acquire` is called, not when its future is first polled):
+    /// `try_spawn_with`, `spawn`, `try_acquire` or `acquire` is called, not when its future is
+    /// first polled):
     /// the slots are given back (in the background) and a `spawn`'s future is handed back,
     /// never polled. No admission is sent to Redis after this call. These refusals are decided
     /// in this process and never reach Redis, so the fleet's statistics
