@@ -22,6 +22,13 @@ fn ready(future: Pin<&mut impl Future<Output = ()>>) -> bool {
         .is_ready()
 }
 
+/// Polls an admission call once, which sends it to Redis; its reply needs a round trip, so it
+/// is then in flight.
+fn send<T>(call: Pin<&mut impl Future<Output = T>>) {
+    let first = call.poll(&mut Context::from_waker(Waker::noop()));
+    assert!(first.is_pending(), "answered without a round trip");
+}
+
 /// `wait` resolves once the pool is closed here and neither a task nor a permit of it is held
 /// here; not before, however empty the pool is while open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,11 +113,7 @@ async fn an_admission_granted_after_close_fails_and_gives_its_slot_back() {
     let server = Server::start();
     let pool = pool(&server, "inflight", Duration::from_secs(5)).await;
     let mut attempt = pin!(pool.try_spawn(["a"], async { 7 }));
-    // The first poll sends the call to Redis; its reply needs a round trip.
-    let first = attempt
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()));
-    assert!(first.is_pending(), "answered without a round trip");
+    send(attempt.as_mut());
     assert!(pool.close());
     assert!(
         ready(pin!(pool.wait()).as_mut()),
@@ -185,10 +188,7 @@ async fn a_call_made_before_close_fails_even_if_the_pool_is_reopened() {
     let made = pool.try_spawn(["b"], async { 7 });
     // In flight, granted by Redis.
     let mut in_flight = pin!(pool.try_acquire(["c"]));
-    let first = in_flight
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()));
-    assert!(first.is_pending(), "answered without a round trip");
+    send(in_flight.as_mut());
     // Queued.
     let held = pool.try_acquire(["a"]).await.unwrap();
     let queued = tokio::spawn({
