@@ -18,9 +18,9 @@
 //! - Redis unreachable while a job waits for admission: the job keeps waiting, retrying every
 //!   [`RETRY`], and never runs without an admission (fail closed); the run says so once per
 //!   outage.
-//! - Redis restarted without persistence forgets the limits with the leases: once a renewal
-//!   finds this run's leases lost, the run writes the limits it was given again
-//!   ([`Fleet::guard`]).
+//! - Redis restarted without persistence forgets the limits with the leases: once the pool's
+//!   count of admissions went back, or a renewal found this run's leases lost and one of the
+//!   limits it was given is missing, the run writes them again ([`Fleet::guard`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -211,7 +211,8 @@ impl Fleet {
     /// (Redis restarted without its data, or failed over: see [`forgotten`](Self::forgotten)),
     /// writes the limits this run was given again and says so. `notice` shows a message.
     pub async fn guard(self: Arc<Self>, notice: impl AsyncFn(String)) {
-        // Leases lost, of jobs running or waiting: a sign that Redis lost its data.
+        // Leases lost, of jobs running or waiting: Redis lost its data, or this run was too
+        // slow to renew them (paused longer than a lease); `forgotten` tells which.
         let lost_now = || self.pool.lost_leases() + self.pool.lost_waits();
         let mut seen = lost_now();
         let mut admitted = 0;
@@ -219,7 +220,7 @@ impl Fleet {
         loop {
             ticks.tick().await;
             let lost = lost_now();
-            let forgotten = match self.forgotten(&mut admitted).await {
+            let forgotten = match self.forgotten(&mut admitted, lost != seen).await {
                 Ok(forgotten) => forgotten,
                 Err(error) => {
                     if let Some(text) = self.went_down(&error) {
@@ -231,7 +232,9 @@ impl Fleet {
             if let Some(text) = self.came_back() {
                 notice(text).await;
             }
-            if lost == seen && !forgotten {
+            if !forgotten {
+                // Leases lost while Redis kept the pool: nothing to write again.
+                seen = lost;
                 continue;
             }
             let given = self.given();
@@ -255,35 +258,53 @@ impl Fleet {
     }
 
     /// Whether Redis forgot the pool since the last call, which saw `admitted` admissions
-    /// counted in it (updated): the count went down (it never does otherwise: the total's
-    /// statistics are never reclaimed), or, in a pool that has admitted nothing yet, none of
-    /// the limits this run gave is there (`false` if it gave none). A pool whose count goes
-    /// on had its limits changed on purpose by another run (a "no limit" written by its
-    /// limits file), which this run must not undo. (The other sign, checked by the caller:
-    /// leases of this run's jobs found lost, running or waiting.)
-    async fn forgotten(&self, admitted: &mut u64) -> Result<bool, UnavailableError> {
+    /// counted in it (updated).
+    ///
+    /// - The count went down: forgotten (it never does otherwise: the total's statistics are
+    ///   never reclaimed).
+    /// - Leases of this run's jobs were found lost since (`leases_lost`): forgotten if one of
+    ///   the limits this run gave is not in the pool. A run paused longer than its lease finds
+    ///   its leases lost too, while Redis kept everything, so lost leases alone are no sign:
+    ///   the limits another run changed meanwhile stay as it wrote them. A limit missing from
+    ///   the pool is written again even if another run removed it on purpose meanwhile (after
+    ///   a loss of data, another run may have written its own limits back first, and this
+    ///   run's must not stay missing).
+    /// - Otherwise, in a pool that has admitted nothing yet: forgotten if none of the limits
+    ///   this run gave is there. A pool whose count goes on had its limits changed on purpose
+    ///   by another run (a "no limit" written by its limits file), which this run must not
+    ///   undo.
+    ///
+    /// `false` if this run gave no limit.
+    async fn forgotten(
+        &self,
+        admitted: &mut u64,
+        leases_lost: bool,
+    ) -> Result<bool, UnavailableError> {
         let now = self.pool.total_stats().await?.admitted;
         let went_down = now < *admitted;
         *admitted = now;
         if went_down {
             return Ok(true);
         }
-        if now > 0 {
+        if now > 0 && !leases_lost {
             return Ok(false);
         }
         let given = self.given();
-        if given.total.is_some() && self.pool.max_tasks().await?.is_some() {
-            return Ok(false);
+        let mut present = Vec::new();
+        if given.total.is_some() {
+            present.push(self.pool.max_tasks().await?.is_some());
         }
-        if given.default.is_some() && self.pool.default_limit().await?.is_some() {
-            return Ok(false);
+        if given.default.is_some() {
+            present.push(self.pool.default_limit().await?.is_some());
         }
         for group in given.groups.keys() {
-            if self.pool.limit(group).await?.is_some() {
-                return Ok(false);
-            }
+            present.push(self.pool.limit(group).await?.is_some());
         }
-        Ok(given.total.is_some() || given.default.is_some() || !given.groups.is_empty())
+        Ok(if leases_lost {
+            present.contains(&false)
+        } else {
+            !present.is_empty() && !present.contains(&true)
+        })
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, Limits> {

@@ -483,3 +483,102 @@ fn a_loss_of_redis_data_while_jobs_wait_is_seen() {
         finished.stderr
     );
 }
+
+/// Starts a run of `jobs.txt` on the pool at `url` with leases of a second, `--kill-grace`
+/// `grace`, and `args`.
+fn leased_run(scratch: &Scratch, url: &str, grace: &str, args: &[&str]) -> std::process::Child {
+    let leased = [
+        "run",
+        "--redis",
+        url,
+        "--lease",
+        "1s",
+        "--kill-grace",
+        grace,
+    ];
+    scratch
+        .command(&[&leased[..], args, &["jobs.txt"]].concat())
+        .spawn()
+        .unwrap()
+}
+
+/// A run paused longer than its lease (SIGSTOP, a debugger, a VM frozen) finds its leases lost,
+/// running and waiting, when it resumes, but Redis forgot nothing: the limit another run (here a
+/// library user) changed meanwhile is not overwritten with this run's own. (Lost leases alone
+/// used to make the run write its limits again.)
+#[test]
+fn a_run_paused_past_its_lease_does_not_undo_limits_changed_meanwhile() {
+    // Line 2 waits for line 1 (db=1): one lease of a running job, one of a waiting one.
+    let (server, url, scratch) =
+        server_with_jobs("db :: touch started; sleep 4\ndb :: touch second\n");
+    let child = leased_run(&scratch, &url, "500ms", &["-l", "db=1"]);
+    wait_for_files(&scratch, &["started"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while read_pool(&server, async |pool| pool.waiting_len().await.unwrap()) < 1 {
+        assert!(Instant::now() < deadline, "line 2 never queued");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    crate::support::send_signal(child.id(), "STOP");
+    // Well past the lease.
+    std::thread::sleep(Duration::from_millis(2500));
+    read_pool(&server, async |pool| {
+        pool.set_limit("db", Some(5)).await.unwrap();
+    });
+    crate::support::send_signal(child.id(), "CONT");
+    // The run renews (every third of the lease) and checks Redis (every second).
+    std::thread::sleep(Duration::from_millis(3000));
+    let db = read_pool(&server, async |pool| pool.limit(&"db").await.unwrap());
+    assert_eq!(
+        db,
+        Some(5),
+        "the limit changed while the run was paused was undone"
+    );
+    let finished = finish_within(child, Duration::from_secs(30));
+    assert!(
+        !finished.stderr.contains("Redis forgot"),
+        "{}",
+        finished.stderr
+    );
+    assert!(scratch.exists("second"), "line 2 did not run");
+}
+
+/// After Redis lost its data, another run may write its limits back first: a run that finds
+/// its leases lost and one of its own limits missing writes its limits again, though another
+/// of them is there (here `db`, written back by a library user before the run noticed).
+#[test]
+fn a_loss_of_redis_data_is_seen_when_another_run_wrote_some_limits_back_first() {
+    // It ignores SIGTERM: the run lasts the grace period after the loss, for the rewrite.
+    let (server, url, scratch) =
+        server_with_jobs("db :: touch started; trap '' TERM; sleep 30 & wait\n");
+    let child = leased_run(&scratch, &url, "3s", &["-j", "2", "-l", "db=1"]);
+    wait_for_files(&scratch, &["started"]);
+    // While the run is stopped, so that it checks only once all is done: the loss, `db`
+    // written back, and one admission, which brings the pool's count of admissions back to
+    // where the run saw it (the count going back is the run's other sign of a loss).
+    crate::support::send_signal(child.id(), "STOP");
+    let before = read_pool(&server, async |pool| {
+        pool.total_stats().await.unwrap().admitted
+    });
+    server.cmd(&["FLUSHALL"]).unwrap();
+    read_pool(&server, async |pool| {
+        pool.set_limit("db", Some(7)).await.unwrap();
+        for _ in 0..before {
+            drop(pool.try_acquire(["other"]).await.unwrap());
+        }
+        pool.flush().await;
+        assert_eq!(pool.total_stats().await.unwrap().admitted, before);
+    });
+    crate::support::send_signal(child.id(), "CONT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while read_pool(&server, async |pool| pool.max_tasks().await.unwrap()) != Some(2) {
+        assert!(
+            Instant::now() < deadline,
+            "the run's total was not written again"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let finished = finish_within(child, Duration::from_secs(30));
+    finished
+        .assert_code(1)
+        .assert_stderr_contains("this run's limits are written to the pool again");
+}
