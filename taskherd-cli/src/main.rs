@@ -10,7 +10,8 @@
 //!   with `--redis` a pool shared with other runs), one process per job, one `outcome` per job;
 //! - `watch`: re-reads the limits file while jobs run;
 //! - `signals`: Ctrl-C, and signals to the jobs' process groups; `reaper`: a helper process
-//!   that ends the jobs if taskherd dies;
+//!   that ends the jobs if taskherd dies; `orphans`: reaps what jobs leave behind when
+//!   taskherd is their parent (the first process of a container);
 //! - `output`: job output and taskherd's messages, from one writer thread;
 //! - `report`: the JSON Lines report; `joblog`: GNU parallel's joblog; `resume`: which jobs
 //!   an earlier report says to skip;
@@ -18,8 +19,8 @@
 //!   at the end;
 //! - `table`: plain-text tables.
 
-// The only unsafe code: the calls to killpg and fcntl in `signals`, and to sysconf in
-// `arg_limits`.
+// The only unsafe code: the calls to killpg and fcntl in `signals`, to sysconf in
+// `arg_limits`, and to prctl and waitpid in `orphans`.
 #![deny(unsafe_code)]
 
 #[cfg(unix)]
@@ -38,6 +39,8 @@ mod jobfile;
 mod joblog;
 #[cfg(unix)]
 mod limits;
+#[cfg(unix)]
+mod orphans;
 #[cfg(unix)]
 mod outcome;
 #[cfg(unix)]

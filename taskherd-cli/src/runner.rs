@@ -284,6 +284,11 @@ pub async fn run(
         failures: AtomicUsize::new(0),
         halt_now: Notify::new(),
     });
+    // Reaps what the jobs leave behind, if taskherd adopts orphans (see `orphans`).
+    let sweeper = shared
+        .groups
+        .orphans()
+        .map(|orphans| tokio::spawn(orphans.sweep()));
     let mut submitter = tokio::spawn(submit(Arc::clone(&shared), input));
     let mut submitted = false;
 
@@ -402,6 +407,9 @@ pub async fn run(
     }
     // Every job has ended.
     shared.groups.finish();
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
+    }
     shared.notices.close();
     Finished {
         counts: shared.tally.snapshot(),

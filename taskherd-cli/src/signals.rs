@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
+use crate::orphans::Orphans;
 use crate::reaper::Reaper;
 
 /// A signal taskherd acts on.
@@ -55,6 +56,9 @@ pub struct Groups {
     running: Mutex<HashMap<usize, Entry>>,
     /// Told of every group, to end them if taskherd dies.
     reaper: Option<Reaper>,
+    /// The jobs' orphans, if taskherd adopts them: reaped before a group is checked or
+    /// signalled, so that a group whose processes all ended counts as ended.
+    orphans: Option<Orphans>,
 }
 
 #[derive(Debug)]
@@ -70,6 +74,19 @@ impl Groups {
         Groups {
             running: Mutex::default(),
             reaper,
+            orphans: Orphans::adopted(),
+        }
+    }
+
+    /// The jobs' orphans, if taskherd adopts them (see [`Orphans`]).
+    pub fn orphans(&self) -> Option<Orphans> {
+        self.orphans
+    }
+
+    /// Reaps the orphans that ended, if taskherd adopts them.
+    fn reap_orphans(&self) {
+        if let Some(orphans) = self.orphans {
+            orphans.reap();
         }
     }
 
@@ -108,6 +125,7 @@ impl Groups {
     /// process group id). A job whose output goes to a file leaves right after its shell is
     /// reaped, a moment in which a pid could only be reused by a process of a fresh group.
     pub fn signal_all(&self, signal: i32) -> usize {
+        self.reap_orphans();
         let mut running = self.lock();
         let mut signalled = 0;
         for entry in running.values_mut() {
@@ -125,6 +143,7 @@ impl Groups {
     /// it was (see [`signal_all`](Self::signal_all) for why its group id is still its own, and
     /// why a group whose processes are all gone does not count).
     pub fn signal(&self, index: usize, signal: i32) -> bool {
+        self.reap_orphans();
         match self.lock().get_mut(&index) {
             Some(entry) if killpg(entry.pgid, signal).is_ok() => {
                 entry.signalled = Some(std::time::Instant::now());
@@ -138,6 +157,7 @@ impl Groups {
     /// left running): a job whose processes have all ended may still have output to pass on,
     /// but is not running any more.
     pub fn alive(&self, index: usize) -> bool {
+        self.reap_orphans();
         self.lock()
             .get(&index)
             .is_some_and(|entry| killpg(entry.pgid, 0).is_ok())

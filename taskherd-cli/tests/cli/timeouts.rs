@@ -1,7 +1,7 @@
 //! `--timeout` and a line's `timeout=`: a job running too long is terminated, its whole
 //! process group, and reported as `timed_out`.
 
-use crate::support::{Scratch, finish_within, report, statuses};
+use crate::support::{Finished, Scratch, finish_within, report, statuses, wait_for_files};
 
 #[test]
 fn a_job_past_its_timeout_is_terminated_and_reported() {
@@ -172,6 +172,32 @@ fn a_job_that_ended_in_time_is_not_timed_out_while_its_output_waits() {
     assert!(duration < 1.0, "its process's duration: {duration}");
 }
 
+/// Kills the daemon a job started (its pid in `daemon.pid`) however the test ends.
+struct Daemon<'a>(&'a Scratch);
+
+impl Drop for Daemon<'_> {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.0.path("daemon.pid")) {
+            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+/// A run of `jobs.txt` with a timeout of a second, a grace period of half a second, and a
+/// report in `r.jsonl`.
+fn timed_run(scratch: &Scratch) -> std::process::Command {
+    scratch.command(&[
+        "run",
+        "--timeout",
+        "1s",
+        "--kill-grace",
+        "500ms",
+        "--report",
+        "r.jsonl",
+        "jobs.txt",
+    ])
+}
+
 /// A job whose processes ended in time but left a daemon (in a session of its own) holding its
 /// output pipes is not waited for past its timeout: what it wrote is passed on, and it ends
 /// with its own status. (Waiting for the end of output that was only being passed on made the
@@ -183,29 +209,8 @@ fn a_daemon_holding_the_output_is_not_waited_for_past_the_timeout() {
         "jobs.txt",
         "setsid sh -c 'echo $$ > daemon.pid; exec sleep 600' & echo launched\n",
     );
-    /// Kills the daemon however the test ends.
-    struct Daemon<'a>(&'a Scratch);
-    impl Drop for Daemon<'_> {
-        fn drop(&mut self) {
-            if let Ok(pid) = std::fs::read_to_string(self.0.path("daemon.pid")) {
-                let _ = std::process::Command::new("kill").arg(pid.trim()).status();
-            }
-        }
-    }
     let _daemon = Daemon(&scratch);
-    let child = scratch
-        .command(&[
-            "run",
-            "--timeout",
-            "1s",
-            "--kill-grace",
-            "500ms",
-            "--report",
-            "r.jsonl",
-            "jobs.txt",
-        ])
-        .spawn()
-        .unwrap();
+    let child = timed_run(&scratch).spawn().unwrap();
     // Generous: only waiting for the daemon fails this.
     let run = finish_within(child, std::time::Duration::from_secs(60));
     run.assert_code(0);
@@ -222,18 +227,7 @@ fn a_daemon_holding_the_output_is_not_waited_for_past_the_timeout() {
 fn a_timed_out_jobs_duration_runs_until_it_was_ended() {
     let scratch = Scratch::new();
     scratch.write("jobs.txt", "sleep 5 & echo bg\n");
-    scratch
-        .run(&[
-            "run",
-            "--timeout",
-            "1s",
-            "--kill-grace",
-            "500ms",
-            "--report",
-            "r.jsonl",
-            "jobs.txt",
-        ])
-        .assert_code(1);
+    Finished::from(timed_run(&scratch).output().unwrap()).assert_code(1);
     let records = report(&scratch, "r.jsonl");
     assert_eq!(records[0]["status"], "timed_out");
     let duration = records[0]["duration_secs"].as_f64().unwrap();
@@ -295,4 +289,56 @@ fn a_timed_out_jobs_duration_does_not_include_waiting_for_output() {
     assert_eq!(line2["status"], "timed_out");
     let duration = line2["duration_secs"].as_f64().unwrap();
     assert!(duration < 3.0, "duration {duration}");
+}
+
+/// taskherd as the one that adopts orphans (a container's first process, or, as here, a child
+/// subreaper): the processes a job leaves behind are reaped when they end, not left as zombies
+/// (which would fill the process table over a long run), and a zombie does not count as the
+/// job still running when its timeout comes. Here the job leaves a short-lived process in its
+/// group (`sleep 0.2`) and a daemon holding its output past the timeout; the job ends with its
+/// own status, as without a subreaper (it was `timed_out`: the zombie kept its group alive).
+#[cfg(target_os = "linux")]
+#[test]
+fn orphans_are_reaped_when_taskherd_adopts_them() {
+    use std::os::unix::process::CommandExt;
+    let scratch = Scratch::new();
+    scratch.write(
+        "jobs.txt",
+        "setsid sh -c 'echo $$ > daemon.pid; exec sleep 600' & sleep 0.2 & echo $! > orphan.pid; \
+         echo launched\ntimeout=none :: sleep 2\n",
+    );
+    let _daemon = Daemon(&scratch);
+    let mut command = timed_run(&scratch);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let child = command.spawn().unwrap();
+    let taskherd = child.id().to_string();
+    wait_for_files(&scratch, &["orphan.pid"]);
+    let orphan = scratch.read("orphan.pid").trim().to_owned();
+    // The orphan ends 0.2 s after it started; line 2 keeps taskherd running for 2 s.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{orphan}/stat")) {
+        let fields: Vec<&str> = stat
+            .rsplit_once(") ")
+            .map_or(Vec::new(), |(_, rest)| rest.split(' ').collect());
+        assert!(
+            !(fields.first() == Some(&"Z") && fields.get(1) == Some(&taskherd.as_str())),
+            "the job's orphan {orphan} is a zombie of taskherd: {stat}"
+        );
+    }
+    let run = finish_within(child, std::time::Duration::from_secs(60));
+    run.assert_code(0);
+    assert_eq!(
+        statuses(&report(&scratch, "r.jsonl")),
+        [(1, "succeeded".to_owned()), (2, "succeeded".to_owned())]
+    );
 }
