@@ -5,7 +5,11 @@
 -- ARGV[1]  lease in milliseconds (expiry = the server's TIME + lease)
 -- ARGV[2]  the calling process's id (whose `n:<proc>` list is told when a waiter is granted)
 -- ARGV[3]  how many expired holders and waiters to reap (at most) when a group is full
--- ARGV[4..] the admissions, one after the other, each as:
+-- ARGV[4]  r, how many ids to release first (holders and waiters this process gave back
+--          since its last call, as release.lua releases them: what it gave back is free for
+--          the admissions that follow, as in the in-process pool)
+-- ARGV[5..4+r] those ids
+-- ARGV[5+r..] the admissions, one after the other, each as:
 --          mode: `try` (refuse when full) or `wait` (become a waiter when full);
 --          the new holder's id (unique in the fleet: the process id and a counter);
 --          n, the number of group segments; then the n segments, deduplicated, in the
@@ -155,8 +159,11 @@ local function admit(mode, id, segs)
   return 2, 0
 end
 
+local released = tonumber(ARGV[4])
+for j = 1, released do release_id(ARGV[4 + j], now) end
+
 local out = {}
-local i = 4
+local i = 5 + released
 while i <= #ARGV do
   local mode, id, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local segs = {}

@@ -18,7 +18,10 @@
 //!   admission is its own call), and releases what a caller that went away was given;
 //! - a **releaser** that batches the ids of ended holders and cancelled waiters into one
 //!   `release.lua` call, retrying while Redis is unreachable until the lease would have
-//!   expired anyway; dropping a guard only queues its id, so a task's exit never blocks.
+//!   expired anyway; dropping a guard only queues its id, so a task's exit never blocks. The
+//!   admitter's next call takes the ids queued and not yet taken, and releases them before
+//!   its admissions (after the releaser's call in flight, if any, was answered): what this
+//!   process gave back is free for what it asks next.
 //!
 //! Background tasks hold a `Weak` reference and end once the last pool, permit and task of
 //! this engine are gone (the releaser ends once it has flushed the ids queued before that).
@@ -130,12 +133,65 @@ enum ToAdmitter {
 /// At most this many admissions share one `admit.lua` call.
 const ADMIT_BATCH: usize = 64;
 
+/// At most this many queued releases ride along with one `admit.lua` call.
+const RELEASE_BATCH: usize = 512;
+
 /// A message to the releaser.
-pub(crate) enum Release {
-    /// Release this id.
-    Id(String),
-    /// Answer once every id queued before this message was released (or given up).
+enum Release {
+    /// Ids were queued in [`Fresh`] while it was empty: take them.
+    Fresh,
+    /// Ids an `admit.lua` call carried but that may not have reached Redis (the call failed):
+    /// release them (each with the instant it was queued).
+    Retry(Vec<(String, Instant)>),
+    /// Answer once every id queued before this message was released (or given up). Sent
+    /// only once every admission call in flight has been answered (see [`Engine::flush`]),
+    /// so that the ids such a call carried are released or sent back (`Retry`) by then.
     Flush(oneshot::Sender<()>),
+}
+
+/// Ids to release, each with the instant it was queued, not yet taken by a call. Whichever
+/// call comes first takes them: the admitter's next `admit.lua` call, which releases them
+/// before its admissions (so what this process gave back is free for what it asks next, as
+/// in `TaskPool`: a release queued in the background no longer reaches Redis after an
+/// admission made later), or the releaser's next `release.lua` call.
+type Fresh = Mutex<Vec<(String, Instant)>>;
+
+/// Where the engine and the admitter queue ids to release.
+struct Releases {
+    fresh: Arc<Fresh>,
+    /// Held by the releaser from taking ids until its call for them has been answered, and by
+    /// the admitter while it takes ids: ids the releaser took before an admission call
+    /// reached Redis before it.
+    sending: Arc<tokio::sync::Mutex<()>>,
+    /// To the releaser; it ends once every sender is gone.
+    tx: mpsc::UnboundedSender<Release>,
+}
+
+impl Releases {
+    /// Queues `id` for release (never blocks, never fails).
+    fn queue(&self, id: String) {
+        let was_empty = {
+            let mut fresh = self.fresh.lock();
+            fresh.push((id, Instant::now()));
+            fresh.len() == 1
+        };
+        // While the list is not empty, the releaser has been told and takes everything in it
+        // once it reads the message: one message per run of ids.
+        if was_empty {
+            let _ = self.tx.send(Release::Fresh);
+        }
+    }
+
+    /// Takes at most `max` queued ids, the oldest first, once the releaser's call in flight
+    /// (if any) has been answered: every id queued until now is then released, or taken
+    /// here. What is left, the releaser takes (it was told when the first of them was queued,
+    /// and has not taken them yet).
+    async fn take(&self, max: usize) -> Vec<(String, Instant)> {
+        let _sending = self.sending.lock().await;
+        let mut fresh = self.fresh.lock();
+        let n = fresh.len().min(max);
+        fresh.drain(..n).collect()
+    }
 }
 
 /// A lease this process holds.
@@ -178,7 +234,7 @@ pub(crate) struct Engine {
     pub(crate) abort_on_lost: bool,
     local: Mutex<Local>,
     admit_tx: mpsc::UnboundedSender<ToAdmitter>,
-    release_tx: mpsc::UnboundedSender<Release>,
+    releases: Arc<Releases>,
     /// This process's side of the pool's life (closed or open, what it holds).
     pub(crate) life: Arc<Life>,
     lost: AtomicU64,
@@ -265,6 +321,13 @@ impl Engine {
         )
         .await?;
         let (release_tx, release_rx) = mpsc::unbounded_channel();
+        let fresh = Arc::new(Fresh::default());
+        let sending = Arc::new(tokio::sync::Mutex::new(()));
+        let releases = Arc::new(Releases {
+            fresh: Arc::clone(&fresh),
+            sending: Arc::clone(&sending),
+            tx: release_tx,
+        });
         let (admit_tx, admit_rx) = mpsc::unbounded_channel();
         let life = Arc::new(Life::default());
         let prefix = format!("taskherd:{{{}}}:", crate::key::encode_segment(pool));
@@ -275,7 +338,7 @@ impl Engine {
                 prefix: prefix.clone(),
                 process: process.clone(),
                 lease_ms: millis(lease),
-                release_tx: release_tx.clone(),
+                releases: Arc::clone(&releases),
                 life: Arc::clone(&life),
             },
             admit_rx,
@@ -289,7 +352,7 @@ impl Engine {
             abort_on_lost,
             local: Mutex::new(Local::default()),
             admit_tx,
-            release_tx,
+            releases,
             life,
             lost: AtomicU64::new(0),
             lost_waits: AtomicU64::new(0),
@@ -297,7 +360,12 @@ impl Engine {
             redacted_url: redact(url),
         });
         let weak = Arc::downgrade(&engine);
-        tokio::spawn(releaser(conn, engine.prefix.clone(), lease, release_rx));
+        let queue = ReleaseQueue {
+            fresh,
+            sending,
+            rx: release_rx,
+        };
+        tokio::spawn(releaser(conn, engine.prefix.clone(), lease, queue));
         tokio::spawn(renewer(weak.clone()));
         tokio::spawn(expirer(weak.clone()));
         tokio::spawn(reaper(weak.clone()));
@@ -386,8 +454,7 @@ impl Engine {
         };
         // Dropped unlocked: a holder's watch sender wakes its receivers.
         drop(removed);
-        // The releaser ends only after every sender (this engine) is gone.
-        let _ = self.release_tx.send(Release::Id(id));
+        self.releases.queue(id);
     }
 
     /// Waits until every admission sent to the admitter so far has been answered: the call
@@ -411,8 +478,11 @@ impl Engine {
     /// Waits until every release queued so far has reached Redis (or was given up, its lease
     /// having expired meanwhile).
     pub(crate) async fn flush(&self) {
+        // The ids an admission call in flight carries are released with it, or sent back to
+        // the releaser if it failed, by the time it is answered.
+        self.admitted_so_far().await;
         let (tx, rx) = oneshot::channel();
-        if self.release_tx.send(Release::Flush(tx)).is_ok() {
+        if self.releases.tx.send(Release::Flush(tx)).is_ok() {
             let _ = rx.await;
         }
     }
@@ -599,8 +669,7 @@ impl Engine {
         };
         let mut holders = Vec::with_capacity(expired.len());
         for (id, holder) in expired {
-            // The releaser ends only after every sender (this engine) is gone.
-            let _ = self.release_tx.send(Release::Id(id));
+            self.releases.queue(id);
             holders.push(holder);
         }
         self.holders_lost(
@@ -724,18 +793,27 @@ struct Admitter {
     prefix: String,
     process: String,
     lease_ms: u64,
-    release_tx: mpsc::UnboundedSender<Release>,
+    releases: Arc<Releases>,
     life: Arc<Life>,
 }
 
 impl Admitter {
-    /// One `admit.lua` call for `batch`: each admission's outcome, in order.
-    async fn call(&mut self, batch: &[AdmitRequest]) -> Result<Vec<Admitted>, Unavailable> {
+    /// One `admit.lua` call for `batch`, which first releases `released`: each admission's
+    /// outcome, in order.
+    async fn call(
+        &mut self,
+        released: &[(String, Instant)],
+        batch: &[AdmitRequest],
+    ) -> Result<Vec<Admitted>, Unavailable> {
         let mut invocation = scripts::ADMIT.key(&self.prefix);
         invocation
             .arg(self.lease_ms)
             .arg(&self.process)
-            .arg(REAP_BATCH);
+            .arg(REAP_BATCH)
+            .arg(released.len());
+        for (id, _) in released {
+            invocation.arg(id);
+        }
         for request in batch {
             invocation
                 .arg(if request.wait { "wait" } else { "try" })
@@ -775,19 +853,27 @@ async fn admitter(mut admitter: Admitter, mut rx: mpsc::UnboundedReceiver<ToAdmi
                 ToAdmitter::Admit(request) if closed => {
                     let _ = request.reply.send(Ok(Admitted::Closed));
                 }
+                // Its caller went away before it was sent: nothing to send, nothing to release.
+                ToAdmitter::Admit(request) if request.reply.is_closed() => {}
                 ToAdmitter::Admit(request) => batch.push(request),
                 ToAdmitter::Barrier(done) => barriers.push(done),
             }
         }
         if !batch.is_empty() {
-            let outcomes = admitter.call(&batch).await;
+            // What this process gave back before these admissions were made goes back first,
+            // in the same call.
+            let released = admitter.releases.take(RELEASE_BATCH).await;
+            let outcomes = admitter.call(&released, &batch).await;
+            if outcomes.is_err() && !released.is_empty() {
+                let _ = admitter.releases.tx.send(Release::Retry(released));
+            }
             for (i, request) in batch.drain(..).enumerate() {
                 let outcome = match &outcomes {
                     Ok(outcomes) => Ok(outcomes[i]),
                     Err(error) => Err(error.copy()),
                 };
                 if request.reply.send(outcome).is_err() {
-                    let _ = admitter.release_tx.send(Release::Id(request.id));
+                    admitter.releases.queue(request.id);
                 }
             }
         }
@@ -939,14 +1025,28 @@ async fn notifier(engine: Weak<Engine>, mut conn: ConnectionManager) {
     }
 }
 
-/// Releases ids in batches (one `release.lua` call each), retrying while Redis is unreachable
-/// until the lease of an id would have expired anyway (then its lease ends it).
+/// Releases the ids queued in `fresh` (or sent back by the admitter) in batches, one
+/// `release.lua` call each, retrying while Redis is unreachable until the lease of an id would
+/// have expired anyway (then its lease ends it).
+/// The releaser's side of [`Releases`].
+struct ReleaseQueue {
+    fresh: Arc<Fresh>,
+    sending: Arc<tokio::sync::Mutex<()>>,
+    rx: mpsc::UnboundedReceiver<Release>,
+}
+
 async fn releaser(
     mut conn: ConnectionManager,
     prefix: String,
     lease: Duration,
-    mut rx: mpsc::UnboundedReceiver<Release>,
+    queue: ReleaseQueue,
 ) {
+    let ReleaseQueue {
+        fresh,
+        sending,
+        mut rx,
+    } = queue;
+    // Each id with the instant it was queued.
     let mut pending: Vec<(String, Instant)> = Vec::new();
     let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
     let mut batch = Vec::new();
@@ -961,20 +1061,28 @@ async fn releaser(
                 batch.push(message);
             }
         }
-        let now = Instant::now();
         for message in batch.drain(..) {
             match message {
-                Release::Id(id) => pending.push((id, now + lease)),
+                // Taken below, with whatever was queued since.
+                Release::Fresh => {}
+                Release::Retry(ids) => pending.extend(ids),
                 Release::Flush(done) => flushes.push(done),
             }
         }
-        pending.retain(|(_, deadline)| *deadline > now);
+        // Held until the call is answered (see `Releases::sending`).
+        let held = sending.lock().await;
+        // After the messages: every id queued before a `Fresh` or `Flush` just read is either
+        // here, or was taken by an admission call (see `Release::Flush`).
+        pending.append(&mut fresh.lock());
+        let now = Instant::now();
+        pending.retain(|(_, queued)| *queued + lease > now);
         if !pending.is_empty() {
             let mut invocation = scripts::RELEASE.key(&prefix);
             for (id, _) in &pending {
                 invocation.arg(id);
             }
             let released: Result<i64, _> = invocation.invoke_async(&mut conn).await;
+            drop(held);
             match released {
                 Ok(_) => pending.clear(),
                 Err(error) => {

@@ -441,3 +441,50 @@ async fn stats_report_large_limits_whole() {
     let stats = pool.stats(&"a").await.unwrap();
     assert_eq!((stats.running, stats.admitted, stats.peak), (1, 1, 1));
 }
+
+/// What this process gave back is free for its next admission, as in `TaskPool`: a permit
+/// dropped, or a task awaited, then the same group asked for again at once, with limit 1, is
+/// never refused (found by a review of `taskherd-tower`: a client sending one request at a
+/// time was refused now and then, its previous request's release still queued behind the next
+/// admission).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_this_process_gave_back_is_free_for_its_next_admission() {
+    let server = Server::start();
+    let pool = pool(&server, "ordered", Duration::from_secs(15)).await;
+    pool.set_limit("a", Some(1)).await.unwrap();
+    let mut refused = (0, 0, 0);
+    for _ in 0..200 {
+        match pool.try_acquire(["a"]).await {
+            Ok(permit) => drop(permit),
+            Err(_) => refused.0 += 1,
+        }
+    }
+    for _ in 0..200 {
+        match pool.try_spawn(["a"], async {}).await {
+            Ok(task) => task.await.unwrap(),
+            Err(_) => refused.1 += 1,
+        }
+    }
+    // A waiting admission whose call is in flight, dropped: what Redis gave it goes back
+    // before the next admission of this process.
+    for _ in 0..100 {
+        let mut waiting = Box::pin(pool.acquire(["a"]));
+        let polled = waiting
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        // Answered already (the thread was descheduled for a round trip): nothing in flight.
+        if let std::task::Poll::Ready(permit) = polled {
+            drop(permit);
+            continue;
+        }
+        drop(waiting);
+        if pool.try_acquire(["a"]).await.is_err() {
+            refused.2 += 1;
+        }
+    }
+    assert_eq!(
+        refused,
+        (0, 0, 0),
+        "refused: after a permit, a task, a dropped wait"
+    );
+}
