@@ -588,7 +588,7 @@ pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
     let (jobs, counts, mut warnings, streamed) = if pipe && !args.dry_run {
         (Vec::new(), plan::Counts::default(), Vec::new(), Some(input))
     } else {
-        let (jobs, counts, warnings) = read_jobs(&source, input, &arg_limits, keep)?;
+        let (jobs, counts, warnings) = read_jobs(&source, input, pipe, &arg_limits, keep)?;
         (jobs, counts, warnings, None)
     };
 
@@ -755,10 +755,12 @@ fn open_jobs(path: Option<&Path>) -> Result<(String, Box<dyn Read + Send>, bool)
 
 /// Reads and checks a whole job file, line by line (it is never in memory whole): every bad
 /// line is reported, and nothing runs if there is one. Returns the jobs (none unless `keep`),
-/// their counts, and the warnings about lines.
+/// their counts, and the warnings about lines. From a `pipe`, a last job line without its
+/// newline is an error (as when a run reads it).
 fn read_jobs(
     source: &str,
     input: Box<dyn Read + Send>,
+    pipe: bool,
     arg_limits: &ArgLimits,
     keep: bool,
 ) -> Result<(Vec<Job>, plan::Counts, Vec<String>), Fatal> {
@@ -770,6 +772,10 @@ fn read_jobs(
     while let Some(next) = reader.next_job() {
         match next {
             Ok(Ok(job)) => {
+                // As when the pipe is read while the jobs run (a dry run reads it whole).
+                if pipe && !reader.line_complete() {
+                    errors.push(LineError::cut_off(job.line));
+                }
                 // A command the system would refuse to pass to the shell fails now, not when
                 // its turn comes.
                 errors.extend(arg_limits.check(std::slice::from_ref(&job)));

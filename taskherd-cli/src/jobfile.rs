@@ -87,6 +87,19 @@ pub struct LineError {
     pub message: String,
 }
 
+impl LineError {
+    /// A job on a last line without its newline, read from a pipe: most likely cut off (its
+    /// writer died), so the piece may be another command than the one meant; it does not run.
+    pub fn cut_off(line: usize) -> LineError {
+        LineError {
+            line,
+            message: "the input ended in the middle of this line (no newline at its end), so it \
+                      does not run; end every line with a newline"
+                .to_owned(),
+        }
+    }
+}
+
 impl fmt::Display for LineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.line, self.message)
@@ -219,7 +232,8 @@ impl<R: std::io::BufRead> Reader<R> {
     /// `Ok(Some(false))` for a line over [`MAX_LINE`] (read to its end, kept in part only).
     fn read_line(&mut self) -> std::io::Result<Option<bool>> {
         self.buffer.clear();
-        let mut fits = true;
+        // Read to the end of the line; kept while it and its ending fit.
+        let mut kept = true;
         loop {
             let available = match self.input.fill_buf() {
                 Ok(available) => available,
@@ -228,23 +242,32 @@ impl<R: std::io::BufRead> Reader<R> {
             };
             if available.is_empty() {
                 // The end of the input: a last line without '\n' is still a line.
-                return Ok((!self.buffer.is_empty() || !fits).then_some(fits));
+                return Ok((!self.buffer.is_empty() || !kept).then(|| kept && self.fits()));
             }
             let (piece, done) = match available.iter().position(|&b| b == b'\n') {
                 Some(at) => (&available[..=at], true),
                 None => (available, false),
             };
             let used = piece.len();
-            if self.buffer.len() + used <= MAX_LINE {
+            // The longest line, and its "\r\n".
+            if kept && self.buffer.len() + used <= MAX_LINE + 2 {
                 self.buffer.extend_from_slice(piece);
             } else {
-                fits = false;
+                kept = false;
             }
             self.input.consume(used);
             if done {
-                return Ok(Some(fits));
+                return Ok(Some(kept && self.fits()));
             }
         }
+    }
+
+    /// Whether the line in the buffer, without its ending ('\n', '\r' as `next_job` strips
+    /// them), is at most [`MAX_LINE`] long.
+    fn fits(&self) -> bool {
+        let text = self.buffer.strip_suffix(b"\n").unwrap_or(&self.buffer);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        text.len() <= MAX_LINE
     }
 }
 
@@ -636,6 +659,21 @@ mod tests {
         assert!(check_group_name("[total]").is_err());
         assert!(check_group_name("a b").is_err());
         assert!(check_group_name("a#b").is_err());
+    }
+
+    #[test]
+    fn a_line_of_exactly_4_mib_is_not_too_long_whatever_its_ending() {
+        for ending in [&b"\n"[..], b"\r\n", b""] {
+            let mut text = b"#".to_vec();
+            text.extend(std::iter::repeat_n(b'y', MAX_LINE - 1));
+            text.extend(ending);
+            let jobs = parse(&text).unwrap_or_else(|errors| panic!("{ending:?}: {errors:?}"));
+            assert!(jobs.is_empty());
+            text.extend(b"a :: x\n");
+            if !ending.is_empty() {
+                assert_eq!(parse(&text).unwrap().len(), 1);
+            }
+        }
     }
 
     #[test]

@@ -483,6 +483,9 @@ pub async fn forward_lines(
 ) {
     let mut reader = BufReader::new(pipe);
     let mut line = Vec::from(prefix);
+    // The last line sent was cut at its longest: a newline right after it ends that line, it
+    // is no blank line of its own.
+    let mut cut = false;
     loop {
         // Once drained, no more reading (a daemon may write for ever); what was read and is
         // being sent is sent.
@@ -495,12 +498,17 @@ pub async fn forward_lines(
             Ok([]) | Err(_) => break,
             Ok(chunk) => chunk,
         };
+        if std::mem::take(&mut cut) && chunk[0] == b'\n' {
+            reader.consume(1);
+            continue;
+        }
         let room = MAX_LINE + prefix.len() - line.len();
         let (taken, complete) = match chunk.iter().take(room).position(|&b| b == b'\n') {
             Some(newline) => (newline + 1, true),
             None => {
                 let taken = chunk.len().min(room);
-                (taken, taken == room)
+                cut = taken == room;
+                (taken, cut)
             }
         };
         line.extend_from_slice(&chunk[..taken]);

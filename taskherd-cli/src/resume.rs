@@ -175,7 +175,10 @@ pub fn parse(text: &[u8], mode: Mode, source: &str) -> Result<Previous, Vec<Line
         let record = match serde_json::from_slice::<Record>(piece) {
             Ok(record) => record,
             Err(error) => {
-                let cut_short = line == count && !text.ends_with(b"\n") && error.is_eof();
+                // Cut short: the last line, without its newline, whose text ended before it
+                // could be read (the end of the input, or a number ended by the cut, as `0.`).
+                let at_end = error.is_eof() || (error.line() == 1 && error.column() >= piece.len());
+                let cut_short = line == count && !text.ends_with(b"\n") && at_end;
                 if cut_short {
                     warning = Some(format!(
                         "{source}:{line}: the last record is cut short (taskherd stopped while \
@@ -529,6 +532,29 @@ mod tests {
 
     fn skipped_lines(skipped: &[Skipped]) -> Vec<(usize, bool)> {
         skipped.iter().map(|s| (s.job.line, s.done)).collect()
+    }
+
+    /// However a last record without its newline was cut (taskherd killed while writing it),
+    /// it is ignored with a warning, never an error: cut at every byte of a record holding
+    /// every kind of value (a cut right after a number's decimal point, `0.`, was an error:
+    /// `serde_json` calls it an invalid number, not the end of the input).
+    #[test]
+    fn a_last_record_cut_anywhere_is_ignored_with_a_warning() {
+        let first = record(1, "[]", "x", "succeeded");
+        let last = r#"{"line":2,"groups":["db","h\u00e9"],"command":"echo \"\u00fc\" ü","ran":true,"status":"failed","exit_code":1,"signal":null,"duration_secs":0.25,"retry":-1.5e-3,"attempts":[{"n":false}]}"#;
+        let whole = format!("{first}{last}\n");
+        assert!(parse(whole.as_bytes(), Mode::Resume, "r").is_ok_and(|p| p.warning.is_none()));
+        for cut in (1..last.len()).filter(|&cut| last.is_char_boundary(cut)) {
+            let text = format!("{first}{}", &last[..cut]);
+            match parse(text.as_bytes(), Mode::Resume, "r") {
+                Ok(previous) => assert!(
+                    previous.warning.is_some(),
+                    "no warning, cut after {:?}",
+                    &last[..cut]
+                ),
+                Err(errors) => panic!("cut after {:?}: {errors:?}", &last[..cut]),
+            }
+        }
     }
 
     #[test]

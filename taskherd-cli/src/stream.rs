@@ -13,7 +13,7 @@ use std::io::{BufReader, Read};
 use tokio::sync::mpsc;
 
 use crate::arg_limits::ArgLimits;
-use crate::jobfile::Reader;
+use crate::jobfile::{LineError, Reader};
 use crate::resume::{Skipped, Streamed};
 use crate::runner::Arrival;
 
@@ -69,14 +69,8 @@ impl Stream {
                     return;
                 }
             };
-            // A pipe that ends in the middle of a line was most likely cut off (its writer died):
-            // the piece may be a different command than the one meant, so it does not run.
             if !reader.line_complete() {
-                let line = format!(
-                    "{source}:{}: the input ended in the middle of this line (no newline at its \
-                     end), so it does not run; end every line with a newline",
-                    job.line
-                );
+                let line = format!("{source}:{}", LineError::cut_off(job.line));
                 let _ = sender.blocking_send(Arrival::Bad(vec![line]));
                 return;
             }

@@ -181,3 +181,19 @@ fn grouped_output_comes_whole_with_a_final_newline_however_large() {
         .count();
     assert_eq!(leftovers, 0);
 }
+
+/// A line of exactly 64 KiB is not over 64 KiB: it comes as one prefixed line, and a blank
+/// line after it stays one blank line. (Its newline, one byte past the longest piece, was
+/// taken for a blank line of its own.)
+#[test]
+fn a_line_of_exactly_64_kib_comes_whole() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "jobs.txt",
+        "head -c 65536 /dev/zero | tr '\\000' x; echo; echo; echo y\n",
+    );
+    let run = scratch.run(&["run", "--no-summary", "jobs.txt"]);
+    run.assert_code(0);
+    let lengths: Vec<usize> = run.stdout.lines().map(str::len).collect();
+    assert_eq!(lengths, ["[1] ".len() + 65536, "[1] ".len(), "[1] y".len()]);
+}

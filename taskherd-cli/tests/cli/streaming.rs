@@ -197,6 +197,21 @@ fn a_dry_run_reads_a_pipe_to_its_end_and_checks_every_line_first() {
         .assert_stderr_contains("<stdin>:2: group name \"bad*\"");
 }
 
+/// A dry run checks a pipe as a run does: a last line cut off (no newline at its end) is an
+/// error, which the run would report (it used to plan the piece as a job).
+#[test]
+fn a_dry_run_of_a_pipe_cut_off_in_the_middle_of_a_line_is_an_error() {
+    let scratch = Scratch::new();
+    let mut child = spawn_with_stdin(&scratch, &["run", "--dry-run", "-"]);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"echo a\n# a comment\necho b").unwrap();
+    drop(stdin);
+    finish(child).assert_code(2).assert_stderr_contains(
+        "<stdin>:3: the input ended in the middle of this line (no newline at its end), so \
+         it does not run; end every line with a newline",
+    );
+}
+
 #[test]
 fn a_piped_input_cut_off_in_the_middle_of_a_line_does_not_run_the_piece() {
     let scratch = Scratch::new();
