@@ -421,11 +421,22 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
     for task in [watcher, guard].into_iter().flatten() {
         task.abort();
     }
-    // The output still queued is written, however slow its reader; but once termination was
-    // asked for, only for the grace period, and another signal gives up at once.
+    // The output and the report records still queued are written, however slow their
+    // readers; but once termination was asked for, only for the grace period, and another
+    // signal gives up at once.
+    let mut finished = finished;
+    let report = finished.report.take();
+    let mut report_error = None;
+    // Whose reader stopped reading, if the wait is given up.
+    let mut waiting_for =
+        "standard output is not being read: the job output still queued for it is dropped";
     let written = async {
         relay.finish().await;
         writer.finish().await;
+        if let Some(report) = report {
+            waiting_for = "the report is not being read: its records still queued are dropped";
+            report_error = report.finish().await;
+        }
     };
     let patience = async {
         match finished.terminated {
@@ -440,10 +451,13 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
     };
     progress.finish();
     if gave_up {
-        eprintln!(
-            "taskherd: standard output is not being read: the job output still queued for it is \
-             dropped"
-        );
+        eprintln!("taskherd: {waiting_for}");
+    }
+    if let Some(error) = report_error
+        && finished.report_error.is_none()
+    {
+        eprintln!("taskherd: error: cannot write the report: {error}");
+        finished.report_error = Some(error);
     }
     if let Pool::Fleet(fleet) = &pool {
         // The other runs get this run's slots back now, not when their leases expire; and

@@ -30,10 +30,16 @@
 //! A job skipped by `--resume` or `--resume-failed` gets a record too, with `reason` `resumed`
 //! and `status` `skipped` if it was done before, `not_started` if it never ran (see
 //! [`Report::write_skipped`]).
+//!
+//! Records are written by a thread of their own, so that a report nobody reads (`--report -`
+//! or a pipe, its reader stalled) holds up no part of the run: signals are acted on at once.
+//! After a failed write nothing more is written (a later record would follow a line cut in
+//! the middle).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -43,9 +49,16 @@ use crate::outcome::{Outcome, Reason, Status, Times};
 
 /// Writes report records to a file, or to standard output.
 pub struct Report {
-    file: BufWriter<Box<dyn Write + Send>>,
+    /// Until the run starts; then the writing thread has it.
+    file: Option<BufWriter<Box<dyn Write + Send>>>,
     /// The report file, to empty when the run starts (`None` for standard output).
     to_empty: Option<File>,
+    /// Once the run started: the records for the writing thread.
+    records: Option<mpsc::Sender<Vec<u8>>>,
+    /// The first error writing, until it is said.
+    error: Arc<Mutex<Option<io::Error>>>,
+    /// Resolves once the writing thread has written every record sent (or failed).
+    written: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl std::fmt::Debug for Report {
@@ -88,28 +101,90 @@ impl Report {
             (Box::new(file), Some(to_empty))
         };
         Ok(Report {
-            file: BufWriter::new(sink),
+            file: Some(BufWriter::new(sink)),
             to_empty,
+            records: None,
+            error: Arc::default(),
+            written: None,
         })
     }
 
-    /// Empties the report file: the run starts.
+    /// Empties the report file and starts the thread that writes the records: the run starts.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be emptied, or the thread cannot be started.
     pub fn start(&mut self) -> io::Result<()> {
-        match &mut self.to_empty {
+        if let Some(file) = &mut self.to_empty {
             // The clone shares the file position with the writer's file.
-            Some(file) => empty(file),
-            None => Ok(()),
+            empty(file)?;
         }
+        let Some(mut file) = self.file.take() else {
+            return Ok(());
+        };
+        let (records, received) = mpsc::channel::<Vec<u8>>();
+        let (done, written) = tokio::sync::oneshot::channel();
+        let error = Arc::clone(&self.error);
+        std::thread::Builder::new()
+            .name("taskherd-report".to_owned())
+            .spawn(move || {
+                for record in received {
+                    if let Err(failed) = file.write_all(&record).and_then(|()| file.flush()) {
+                        *error
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(failed);
+                        break;
+                    }
+                }
+                let _ = done.send(());
+            })?;
+        self.records = Some(records);
+        self.written = Some(written);
+        Ok(())
     }
 
-    /// Writes and flushes the record of one job.
+    /// Queues the record of one job, written and flushed by the report's thread.
+    ///
+    /// # Errors
+    ///
+    /// An earlier record could not be written (said once; nothing is written after it).
     pub fn write(&mut self, job: &Job, outcome: &Outcome) -> io::Result<()> {
-        serde_json::to_writer(&mut self.file, &Record::new(job, outcome))?;
-        self.file.write_all(b"\n")?;
-        self.file.flush()
+        self.send(&Record::new(job, outcome))
     }
 
-    /// Writes and flushes the record of a job skipped by `--resume` or `--resume-failed`:
+    fn send(&mut self, record: &Record<'_>) -> io::Result<()> {
+        if let Some(error) = self.take_error() {
+            return Err(error);
+        }
+        let mut line = serde_json::to_vec(record)?;
+        line.push(b'\n');
+        if let Some(records) = &self.records {
+            // The thread is gone only after a failed write, said by the next call.
+            let _ = records.send(line);
+        }
+        Ok(())
+    }
+
+    fn take_error(&self) -> Option<io::Error> {
+        self.error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
+
+    /// Waits until every record queued is written; returns the error writing one, if it was
+    /// not said yet. (Never resolves while the reader of a pipe reads nothing: the caller
+    /// bounds the wait.)
+    pub async fn finish(mut self) -> Option<io::Error> {
+        drop(self.records.take());
+        if let Some(written) = self.written.take() {
+            let _ = written.await;
+        }
+        self.take_error()
+    }
+
+    /// Queues the record of a job skipped by `--resume` or `--resume-failed` (as
+    /// [`write`](Self::write)):
     /// status `skipped` if it was `done` before, else `not_started`; reason `resumed`;
     /// otherwise like a job that did not start (with its earlier failure as
     /// `previous_status`, for a failure the run was to run again on a line never read).
@@ -120,9 +195,7 @@ impl Report {
             record.last.status = "skipped";
         }
         record.last.reason = Some("resumed");
-        serde_json::to_writer(&mut self.file, &record)?;
-        self.file.write_all(b"\n")?;
-        self.file.flush()
+        self.send(&record)
     }
 }
 

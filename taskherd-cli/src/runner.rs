@@ -106,8 +106,10 @@ pub struct Finished {
     pub stopped: Option<Reason>,
     /// Termination was asked for (a second Ctrl-C, SIGTERM or SIGHUP).
     pub terminated: bool,
-    /// The first error writing the report, if any.
+    /// The first error writing the report, if any was found during the run.
     pub report_error: Option<std::io::Error>,
+    /// The report, its last records maybe still being written (see [`Report::finish`]).
+    pub report: Option<Report>,
     /// A line of streamed input was bad (or could not be read): the run stopped there.
     pub bad_input: bool,
     /// Streamed input was not read to its end (the run stopped first): jobs may be missing
@@ -416,6 +418,7 @@ pub async fn run(
         stopped: shared.stop_reason(),
         terminated: interrupts.level >= 2,
         report_error,
+        report,
         bad_input,
         unread,
         skipped,

@@ -267,3 +267,48 @@ fn sigterm_ends_a_run_whose_retry_notice_waits_for_the_output() {
         std::time::Duration::from_millis(1500),
     );
 }
+
+/// Signals are acted on while nobody reads the report on standard output (`--report -`): the
+/// records that do not fit in the pipe wait, the run does not. (The report was written by the
+/// loop that also acts on signals, which then waited for the reader: SIGTERM reached the jobs
+/// only once someone read the report.)
+#[test]
+fn sigterm_is_acted_on_while_the_report_on_standard_output_is_not_read() {
+    let scratch = Scratch::new();
+    // 400 records fill the pipe (about 200 KiB); then a job that says when it is terminated.
+    let mut jobs = "true\n".repeat(400);
+    jobs.push_str("trap 'touch terminated; exit 1' TERM; touch started; sleep 60 & wait\n");
+    scratch.write("jobs.txt", &jobs);
+    let (unread, stdout) = std::io::pipe().unwrap();
+    let child = scratch
+        .command(&[
+            "run",
+            "-j",
+            "4",
+            "--kill-grace",
+            "1s",
+            "--report",
+            "-",
+            "jobs.txt",
+        ])
+        .stdout(stdout)
+        .spawn()
+        .unwrap();
+    wait_for_files(&scratch, &["started"]);
+    send_signal(child.id(), "TERM");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !scratch.exists("terminated") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let terminated = scratch.exists("terminated");
+    // Read now: the run ends either way.
+    let reader = std::thread::spawn(move || std::io::read_to_string(unread).unwrap());
+    let finished = finish_within(child, std::time::Duration::from_secs(30));
+    let report = reader.join().unwrap();
+    assert!(
+        terminated,
+        "the job was not terminated while the report was not read"
+    );
+    finished.assert_code(1);
+    assert_eq!(report.lines().count(), 401, "one record per job");
+}

@@ -242,3 +242,21 @@ fn a_failure_that_a_retry_repairs_does_not_halt() {
         .assert_code(0);
     assert!(scratch.exists("ran2"));
 }
+
+/// A report that cannot be written (a full disk: `/dev/full`) is said once, the jobs still
+/// run, and the exit status is 1.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_report_that_cannot_be_written_is_said_once_and_fails_the_run() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "touch one\ntouch two\ntouch three\n");
+    let run = scratch.run(&["run", "-j", "1", "--report", "/dev/full", "jobs.txt"]);
+    run.assert_code(1);
+    assert_eq!(
+        run.stderr.matches("cannot write the report: ").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert!(["one", "two", "three"].iter().all(|file| scratch.exists(file)));
+}
