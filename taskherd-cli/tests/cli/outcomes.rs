@@ -258,5 +258,9 @@ fn a_report_that_cannot_be_written_is_said_once_and_fails_the_run() {
         "{}",
         run.stderr
     );
-    assert!(["one", "two", "three"].iter().all(|file| scratch.exists(file)));
+    assert!(
+        ["one", "two", "three"]
+            .iter()
+            .all(|file| scratch.exists(file))
+    );
 }
