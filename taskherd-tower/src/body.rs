@@ -4,7 +4,7 @@ use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use sync_wrapper::SyncWrapper;
@@ -46,7 +46,11 @@ pin_project! {
     /// The admission is released when the body has sent its last frame (or reports the end
     /// of the stream, or fails), or when it is dropped: when the client went away mid-stream,
     /// the server drops the body. So a streaming response or a server-sent event stream counts
-    /// against its groups for as long as it streams, not just while the handler runs.
+    /// against its groups for as long as it streams, not just while the handler runs. A
+    /// frame larger than 64 KiB (a whole file or a large `Vec<u8>` answered in one piece) is
+    /// passed on in pieces of 64 KiB, which the server takes as its connection drains: such a
+    /// response too counts until all of it but what the server buffers (some hundreds of KiB
+    /// with hyper) has gone out, not from the moment the server has it.
     ///
     /// If the pool can lose an admission before its permit is dropped
     /// ([`Admit::lost`](crate::Admit::lost), a fleet's lease that Redis lost), the service's
@@ -89,10 +93,14 @@ pin_project! {
     }
 }
 
+/// The largest piece of data passed on at once (see [`LimitedBody`]).
+const PIECE: usize = 64 << 10;
+
 pin_project! {
     #[project = KindProj]
     enum Kind<B> {
-        Inner { #[pin] body: B },
+        // `rest`: what is left of a frame larger than `PIECE`, passed on before the next.
+        Inner { #[pin] body: B, rest: Option<Bytes> },
         Refusal { data: Option<Bytes> },
         // The admission was lost: the service's body has been dropped, the error sent.
         Stopped,
@@ -104,7 +112,7 @@ impl<B, P> LimitedBody<B, P> {
     /// `lost` resolves first.
     pub(crate) fn admitted(body: B, permit: P, lost: Option<Lost>) -> Self {
         Self {
-            kind: Kind::Inner { body },
+            kind: Kind::Inner { body, rest: None },
             permit: Some(permit),
             lost: lost.map(SyncWrapper::new),
         }
@@ -167,7 +175,7 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
         match this.kind.as_mut().project() {
-            KindProj::Inner { mut body } => {
+            KindProj::Inner { mut body, rest } => {
                 // The admission first: a body that always has a frame ready must not stream
                 // on uncounted.
                 if let Some(lost) = this.lost.as_mut()
@@ -180,9 +188,24 @@ where
                     *this.lost = None;
                     return Poll::Ready(Some(Err(AdmissionLost.into())));
                 }
-                let frame = std::task::ready!(body.as_mut().poll_frame(cx));
+                // A large piece of data goes out in pieces: the rest waits for the next poll,
+                // which the server makes once it has room for more.
+                let frame = match rest.take() {
+                    Some(data) => Some(Ok(piece_of(data, rest))),
+                    None => match std::task::ready!(body.as_mut().poll_frame(cx)) {
+                        Some(Ok(frame)) => Some(Ok(match frame.into_data() {
+                            // Without a copy when the data is `Bytes` (as with axum, tonic).
+                            Ok(mut data) if data.remaining() > PIECE => {
+                                piece_of(data.copy_to_bytes(data.remaining()), rest)
+                            }
+                            Ok(data) => Frame::data(data),
+                            Err(frame) => frame,
+                        })),
+                        other => other,
+                    },
+                };
                 // The last frame, an error or the end: the response is done with its slot.
-                if !matches!(frame, Some(Ok(_))) || body.is_end_stream() {
+                if !matches!(frame, Some(Ok(_))) || (rest.is_none() && body.is_end_stream()) {
                     drop(this.permit.take());
                     *this.lost = None;
                 }
@@ -197,7 +220,7 @@ where
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Inner { body, rest } => rest.is_none() && body.is_end_stream(),
             Kind::Refusal { data } => data.is_none(),
             Kind::Stopped => true,
         }
@@ -205,13 +228,30 @@ where
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Inner { body } => body.size_hint(),
+            Kind::Inner { body, rest } => {
+                let rest = rest.as_ref().map_or(0, |rest| rest.remaining() as u64);
+                let inner = body.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower().saturating_add(rest));
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper.saturating_add(rest));
+                }
+                hint
+            }
             Kind::Refusal { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |data| data.len() as u64))
             }
             Kind::Stopped => SizeHint::with_exact(0),
         }
     }
+}
+
+/// The first [`PIECE`] of `data` as a frame; what is left in `rest`.
+fn piece_of<D: From<Bytes>>(mut data: Bytes, rest: &mut Option<Bytes>) -> Frame<D> {
+    if data.len() > PIECE {
+        *rest = Some(data.split_off(PIECE));
+    }
+    Frame::data(D::from(data))
 }
 
 impl<B, P> fmt::Debug for LimitedBody<B, P> {

@@ -11,7 +11,8 @@
 //!   see [`LimitLayer::wait`]).
 //!
 //! The admission is held until the response body has been sent to the end or dropped, so a
-//! streaming response counts while it streams. On a pool that can lose an admission before
+//! streaming response counts while it streams (and a body answered in one large piece while
+//! it goes out: see [`LimitedBody`]). On a pool that can lose an admission before
 //! it ends (a fleet's lease that Redis lost, [`Admit::lost`]), the layer stops the request:
 //! `503` up to the service's answer, the body ended with [`AdmissionLost`] after. Limits
 //! changed on the pool at run time apply to the next request. Refusals are ordinary

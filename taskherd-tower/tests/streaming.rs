@@ -157,3 +157,70 @@ async fn a_client_gone_while_waiting_gives_its_place_up() {
     wait_until("everything is released", || pool.total_stats().running == 0).await;
     assert_eq!(pool.stats(&a).admitted, 1);
 }
+
+/// A large response sent as one piece (a `Vec<u8>`, a `String`) holds its slot while it goes
+/// out, as a streamed one does: not only until the server takes it from the handler. Here 64
+/// MiB that the client has not read: the slot is still taken, a second request of the tenant
+/// is refused; once the client read it all, the slot is free. (The whole body was one frame,
+/// and its slot was given back as soon as the server had it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_in_one_piece_holds_its_slot_until_it_is_sent() {
+    const SIZE: usize = 64 << 20;
+    let pool = TaskPool::<String>::builder()
+        .limit("a".to_owned(), 1)
+        .build();
+    let app = Router::new()
+        .route("/big", get(|| async { vec![b'x'; SIZE] }))
+        .layer(LimitLayer::new(pool.clone(), Header::new("x-tenant")));
+    let addr = support::serve(app).await;
+    let client = support::client();
+    let first = support::open(&client, addr, "/big", "a").await;
+    assert_eq!(first.status(), StatusCode::OK);
+    // Time for the server to send what the connection takes while nobody reads.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a = "a".to_owned();
+    assert_eq!(
+        pool.task_count(&a),
+        1,
+        "the slot was given back before the body was sent"
+    );
+    let second = support::open(&client, addr, "/big", "a").await;
+    assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body = first.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), SIZE);
+    wait_until("the slot is given back", || pool.task_count(&a) == 0).await;
+}
+
+/// Frame by frame: a body answered in one piece of 200 KiB and a byte goes out in pieces of
+/// 64 KiB; the slot is held until the server takes the last one, and the size hint counts
+/// what is left.
+#[tokio::test]
+async fn a_large_frame_goes_out_in_pieces_holding_the_slot_until_the_last() {
+    use http_body::Body as _;
+    use tower::{Layer, ServiceExt, service_fn};
+    const SIZE: usize = (200 << 10) + 1;
+    let pool = TaskPool::<String>::builder().build();
+    let service = LimitLayer::new(pool.clone(), Header::new("x-tenant")).layer(service_fn(
+        |_request: http::Request<()>| async {
+            let body = http_body_util::Full::new(Bytes::from(vec![b'x'; SIZE]));
+            Ok::<_, std::convert::Infallible>(http::Response::new(body))
+        },
+    ));
+    let request = http::Request::builder()
+        .header("x-tenant", "a")
+        .body(())
+        .unwrap();
+    let mut body = service.oneshot(request).await.unwrap().into_body();
+    let a = "a".to_owned();
+    let mut pieces = Vec::new();
+    let mut left = SIZE;
+    while let Some(frame) = body.frame().await {
+        let piece = frame.unwrap().into_data().unwrap().len();
+        left -= piece;
+        pieces.push((piece, pool.task_count(&a)));
+        assert_eq!(body.size_hint().exact(), Some(left as u64));
+        assert_eq!(body.is_end_stream(), left == 0);
+    }
+    let k = 64 << 10;
+    assert_eq!(pieces, [(k, 1), (k, 1), (k, 1), ((8 << 10) + 1, 0)]);
+}
