@@ -550,7 +550,7 @@ async fn join_fleet(
     prepared: &Prepared,
 ) -> Result<Arc<Fleet>, Fatal> {
     let name = args.pool.as_deref().unwrap_or(fleet::DEFAULT_POOL);
-    let fleet = Fleet::connect(url, name, args.lease)
+    let fleet = Fleet::connect(url, name, args.lease, redis_tls(args)?)
         .await
         .map_err(|message| Fatal::one(format!("--redis: {message}; nothing was run")))?;
     // A limits file's `none` settings are written too, as a change of the file would be.
@@ -586,11 +586,26 @@ fn build_pool(limits: &Limits) -> TaskPool<Group> {
     pool
 }
 
+/// The certificates of a `rediss://` connection, read from the files named.
+fn redis_tls(args: &RunArgs) -> Result<fleet::Tls, Fatal> {
+    fleet::Tls::read(
+        args.redis_ca.as_deref(),
+        args.redis_cert.as_deref(),
+        args.redis_key.as_deref(),
+    )
+    .map_err(Fatal::one)
+}
+
 /// Reads and checks the job file, the limits and the limits file.
 pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
     let shell = check_shell(&args.shell)?;
     if let Some(path) = &args.joblog {
         joblog::check_path(path).map_err(Fatal::one)?;
+    }
+    if let Some(url) = &args.redis {
+        // Checked without connecting, so that a dry run says so too.
+        fleet::check_url(url).map_err(Fatal::one)?;
+        redis_tls(args)?;
     }
     let (source, input, pipe) = open_jobs(args.jobfile.as_deref())?;
     let arg_limits = ArgLimits::of_this_system(&shell);

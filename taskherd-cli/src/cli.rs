@@ -191,9 +191,23 @@ pub struct RunArgs {
     pub resume_failed: Option<PathBuf>,
 
     /// Share limits with other runs through the Redis at URL (`redis://[USER:PASSWORD@]HOST
-    /// [:PORT][/DB]`): see "Sharing limits between runs" below.
+    /// [:PORT][/DB]`, `rediss://` for TLS): see "Sharing limits between runs" below.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+
+    /// With a `rediss://` URL: the certificates (PEM) the server's certificate must chain to,
+    /// instead of the system's root certificates (a private certificate authority).
+    #[arg(long, value_name = "FILE", requires = "redis")]
+    pub redis_ca: Option<PathBuf>,
+
+    /// With a `rediss://` URL: this client's certificate chain (PEM), for a Redis that
+    /// authenticates clients by certificate (`tls-auth-clients`); with --redis-key.
+    #[arg(long, value_name = "FILE", requires_all = ["redis", "redis_key"])]
+    pub redis_cert: Option<PathBuf>,
+
+    /// With --redis-cert: the client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "redis_cert")]
+    pub redis_key: Option<PathBuf>,
 
     /// With --redis: the name of the shared pool; runs with the same name share their limits.
     /// [default: taskherd-run]

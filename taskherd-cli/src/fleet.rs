@@ -24,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -151,16 +152,28 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Connects to the pool `name` on the Redis at `url`.
+    /// Connects to the pool `name` on the Redis at `url`, with the certificates `tls` for a
+    /// `rediss://` URL.
     ///
     /// # Errors
     ///
     /// The URL is malformed or Redis cannot be reached: the message to show (without
     /// credentials).
-    pub async fn connect(url: &str, name: &str, lease: Option<Duration>) -> Result<Fleet, String> {
+    pub async fn connect(
+        url: &str,
+        name: &str,
+        lease: Option<Duration>,
+        tls: Tls,
+    ) -> Result<Fleet, String> {
         let mut builder = RedisPool::builder(url, name);
         if let Some(lease) = lease {
             builder = builder.lease(lease);
+        }
+        if let Some(roots) = tls.roots {
+            builder = builder.tls_root_certificates(roots);
+        }
+        if let Some((certificate, key)) = tls.client {
+            builder = builder.tls_client_certificate(certificate, key);
         }
         let pool = builder
             .build()
@@ -369,6 +382,53 @@ impl Fleet {
         (self.down.load(Ordering::Acquire) && self.down.swap(false, Ordering::AcqRel))
             .then(|| "Redis is reachable again: jobs are admitted again".to_owned())
     }
+}
+
+/// The certificates of a `rediss://` connection (`--redis-ca`, `--redis-cert`, `--redis-key`).
+#[derive(Debug, Default)]
+pub struct Tls {
+    roots: Option<Vec<u8>>,
+    client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Tls {
+    /// Reads the files named (`ca`, and `cert` with `key`).
+    ///
+    /// # Errors
+    ///
+    /// A file cannot be read: the message to show.
+    pub fn read(ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>) -> Result<Tls, String> {
+        let read = |option: &str, path: &Path| {
+            std::fs::read(path)
+                .map_err(|error| format!("{option} {}: cannot read it: {error}", path.display()))
+        };
+        let roots = ca.map(|path| read("--redis-ca", path)).transpose()?;
+        let client = match (cert, key) {
+            (Some(cert), Some(key)) => {
+                Some((read("--redis-cert", cert)?, read("--redis-key", key)?))
+            }
+            // The arguments require both.
+            _ => None,
+        };
+        Ok(Tls { roots, client })
+    }
+}
+
+/// Checks that `url` is a Redis URL (`redis://`, `rediss://`, `redis+unix://`, `unix://`),
+/// without connecting.
+///
+/// # Errors
+///
+/// The message to show: what is wrong, without the URL (it may hold a password).
+pub fn check_url(url: &str) -> Result<(), String> {
+    use redis::IntoConnectionInfo;
+    url.into_connection_info().map(drop).map_err(|error| {
+        format!(
+            "--redis: not a Redis URL ({}); expected redis://[USER:PASSWORD@]HOST[:PORT][/DB] \
+             or rediss:// for TLS",
+            error
+        )
+    })
 }
 
 /// The Redis a URL names, for messages: the address and database, never credentials.

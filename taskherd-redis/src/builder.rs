@@ -18,7 +18,17 @@ pub struct RedisPoolBuilder<K> {
     pool: String,
     lease: Duration,
     abort_on_lost: bool,
+    tls: Tls,
     keys: PhantomData<fn() -> K>,
+}
+
+/// Certificates for `rediss://` URLs.
+#[derive(Clone, Default)]
+pub(crate) struct Tls {
+    /// PEM: the certificates the server's must chain to, instead of the system's.
+    pub(crate) roots: Option<Vec<u8>>,
+    /// PEM: this client's certificate chain and private key.
+    pub(crate) client: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl<K> RedisPoolBuilder<K> {
@@ -28,6 +38,7 @@ impl<K> RedisPoolBuilder<K> {
             pool: pool.to_owned(),
             lease: Duration::from_secs(15),
             abort_on_lost: true,
+            tls: Tls::default(),
             keys: PhantomData,
         }
     }
@@ -60,13 +71,57 @@ impl<K> RedisPoolBuilder<K> {
         self
     }
 
+    /// For a `rediss://` URL: the certificates (PEM, one or more) that the server's
+    /// certificate must chain to, instead of the system's root certificates (a private
+    /// certificate authority, or a self-signed server). Needs the `tls` feature.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use taskherd_redis::RedisPool;
+    ///
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = RedisPool::<String>::builder("rediss://redis.internal:6380/", "api")
+    ///     .tls_root_certificates(std::fs::read("/etc/redis/ca.pem")?)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.roots = Some(pem.into());
+        self
+    }
+
+    /// For a `rediss://` URL: this client's certificate chain and private key (PEM), for a
+    /// Redis that authenticates its clients by certificate (`tls-auth-clients`, on by default
+    /// once Redis serves TLS). Needs the `tls` feature.
+    #[cfg(feature = "tls")]
+    pub fn tls_client_certificate(
+        mut self,
+        certificate_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls.client = Some((certificate_pem.into(), key_pem.into()));
+        self
+    }
+
     /// Connects and starts the background tasks (renewal, reaping, releases, wake-ups).
     ///
     /// # Errors
     ///
-    /// [`UnavailableError`] if the URL is malformed or Redis cannot be reached.
+    /// [`UnavailableError`] if the URL is malformed or Redis cannot be reached, or for a
+    /// `rediss://` URL, if this crate was built without the `tls` feature, the certificates
+    /// given are not PEM, or the server's certificate is not trusted.
     pub async fn build(self) -> Result<RedisPool<K>, UnavailableError> {
-        let engine = Engine::start(&self.url, &self.pool, self.lease, self.abort_on_lost).await?;
+        let engine = Engine::start(
+            &self.url,
+            &self.pool,
+            self.lease,
+            self.abort_on_lost,
+            &self.tls,
+        )
+        .await?;
         Ok(RedisPool::<K>::from_engine(engine))
     }
 }
@@ -78,6 +133,8 @@ impl<K> fmt::Debug for RedisPoolBuilder<K> {
             .field("pool", &self.pool)
             .field("lease", &self.lease)
             .field("abort_on_lost", &self.abort_on_lost)
+            .field("tls_root_certificates", &self.tls.roots.is_some())
+            .field("tls_client_certificate", &self.tls.client.is_some())
             .finish()
     }
 }

@@ -292,6 +292,31 @@ fn random_u64() -> u64 {
     hasher.finish()
 }
 
+/// The client for `url`, with the certificates of `tls` if any were given.
+#[cfg(feature = "tls")]
+fn client(url: &str, tls: &crate::builder::Tls) -> Result<redis::Client, Unavailable> {
+    if tls.roots.is_none() && tls.client.is_none() {
+        return Ok(redis::Client::open(url)?);
+    }
+    let certificates = redis::TlsCertificates {
+        client_tls: tls
+            .client
+            .clone()
+            .map(|(client_cert, client_key)| redis::ClientTlsConfig {
+                client_cert,
+                client_key,
+            }),
+        root_cert: tls.roots.clone(),
+    };
+    Ok(redis::Client::build_with_tls(url, certificates)?)
+}
+
+/// The client for `url` (without the `tls` feature there are no certificates to give).
+#[cfg(not(feature = "tls"))]
+fn client(url: &str, _tls: &crate::builder::Tls) -> Result<redis::Client, Unavailable> {
+    Ok(redis::Client::open(url)?)
+}
+
 fn manager_config(response_timeout: Option<Duration>) -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(1)))
@@ -308,8 +333,9 @@ impl Engine {
         pool: &str,
         lease: Duration,
         abort_on_lost: bool,
+        tls: &crate::builder::Tls,
     ) -> Result<Arc<Self>, Unavailable> {
-        let client = redis::Client::open(url)?;
+        let client = client(url, tls)?;
         let conn =
             ConnectionManager::new_with_config(client.clone(), manager_config(Some(lease / 3)))
                 .await?;

@@ -20,6 +20,13 @@
 //! waiters are leased on the Redis server's clock and renewed in one call per interval for the
 //! whole process; a crashed process's slots come back within the lease.
 //!
+//! # Features
+//!
+//! - `tls`: `rediss://` URLs, over rustls (with its `ring` provider): the server's certificate
+//!   is checked against the system's root certificates or those given to
+//!   `RedisPoolBuilder::tls_root_certificates`, and `RedisPoolBuilder::tls_client_certificate`
+//!   presents a client certificate. Off by default.
+//!
 //! # Example
 //!
 //! ```no_run

@@ -188,8 +188,9 @@ fn full_group<K>(mut keys: Vec<K>, at: usize) -> Group<K> {
 }
 
 impl<K> RedisPool<K> {
-    /// Starts building a pool named `pool` on the Redis at `url` (`redis://`, `rediss://` for
-    /// TLS if the `redis` crate is built with it, `redis://user:password@host:port/db`).
+    /// Starts building a pool named `pool` on the Redis at `url` (`redis://`,
+    /// `redis://user:password@host:port/db`, `rediss://` for TLS with the `tls` feature: see
+    /// `RedisPoolBuilder::tls_root_certificates`).
     /// Credentials never appear in logs, errors or `Debug` output.
     ///
     /// # Examples

@@ -582,3 +582,51 @@ fn a_loss_of_redis_data_is_seen_when_another_run_wrote_some_limits_back_first() 
         .assert_code(1)
         .assert_stderr_contains("this run's limits are written to the pool again");
 }
+
+/// `rediss://`: a run over TLS, with the server's certificate authority (`--redis-ca`) and a
+/// client certificate (`--redis-cert`, `--redis-key`), runs its jobs under the fleet's limits;
+/// without the client certificate Redis refuses it, and nothing runs (exit status 2).
+#[test]
+fn a_run_over_tls_with_certificates() {
+    let certs = crate::certs::Certs::new();
+    let (_server, port) = Server::start_tls(
+        &certs.path("server.pem"),
+        &certs.path("server.key"),
+        &certs.path("ca.pem"),
+    );
+    let url = format!("rediss://127.0.0.1:{port}/");
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "db :: touch one\ndb :: touch two\n");
+    let paths = ["ca.pem", "client.pem", "client.key"]
+        .map(|name| certs.path(name).to_str().unwrap().to_owned());
+    let tls = [
+        "--redis-ca",
+        &paths[0],
+        "--redis-cert",
+        &paths[1],
+        "--redis-key",
+        &paths[2],
+    ];
+    let run = |tls: &[&str]| {
+        scratch.run(&[&["run", "--redis", &url, "-l", "db=1"], tls, &["jobs.txt"]].concat())
+    };
+    run(&tls[..2])
+        .assert_code(2)
+        .assert_stderr_contains("--redis: cannot reach Redis at 127.0.0.1:");
+    assert!(!scratch.exists("one"));
+    run(&tls).assert_code(0);
+    assert!(scratch.exists("one") && scratch.exists("two"));
+    // A certificate file that cannot be read: said before anything runs, in a dry run too.
+    scratch
+        .run(&[
+            "run",
+            "--redis",
+            &url,
+            "--redis-ca",
+            "missing.pem",
+            "--dry-run",
+            "jobs.txt",
+        ])
+        .assert_code(2)
+        .assert_stderr_contains("--redis-ca missing.pem: cannot read it");
+}

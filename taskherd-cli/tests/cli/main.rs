@@ -10,6 +10,9 @@ mod support;
 // per test, on 127.0.0.1 on a free port, with no persistence, stopped when dropped.
 #[path = "../../../taskherd-redis/tests/support/mod.rs"]
 mod redis_server;
+// Its certificates for `rediss://`.
+#[path = "../../../taskherd-redis/tests/support/certs.rs"]
+mod certs;
 
 mod dry_run;
 mod errors;

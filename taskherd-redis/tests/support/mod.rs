@@ -41,9 +41,38 @@ impl Server {
 
     /// Starts a server on `port` (to restart one where the pools expect it).
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, &[])
+    }
+
+    /// Starts a server on a free port that also serves TLS on another free port, returned,
+    /// with the certificate and key in PEM files `cert` and `key`, and clients authenticated
+    /// by certificates that chain to `ca` (Redis's default once it serves TLS).
+    pub fn start_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+    ) -> (Self, u16) {
+        let tls_port = free_port();
+        let paths = [cert, key, ca].map(|path| path.to_str().expect("a UTF-8 path").to_owned());
+        let args = [
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            &paths[0],
+            "--tls-key-file",
+            &paths[1],
+            "--tls-ca-cert-file",
+            &paths[2],
+        ]
+        .map(str::to_owned);
+        (Self::start_with(free_port(), &args), tls_port)
+    }
+
+    fn start_with(port: u16, extra: &[String]) -> Self {
         let dir = temp_dir();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(extra)
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&dir)
