@@ -630,3 +630,25 @@ fn a_run_over_tls_with_certificates() {
         .assert_code(2)
         .assert_stderr_contains("--redis-ca missing.pem: cannot read it");
 }
+
+/// A malformed `--redis` URL is refused before anything runs, by a dry run as by a run, and
+/// the message does not repeat the URL (it may hold a password).
+#[test]
+fn a_malformed_redis_url_is_refused_by_a_dry_run_too() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "touch ran\n");
+    for dry_run in [&["--dry-run"][..], &[]] {
+        let run = scratch.run(
+            &[
+                &["run", "--redis", "http://user:secret@host/"][..],
+                dry_run,
+                &["jobs.txt"],
+            ]
+            .concat(),
+        );
+        run.assert_code(2)
+            .assert_stderr_contains("--redis: not a Redis URL");
+        assert!(!run.stderr.contains("secret"), "{}", run.stderr);
+        assert!(!scratch.exists("ran"));
+    }
+}
