@@ -16,7 +16,8 @@ enum Key {
 
 #[tokio::main]
 async fn main() {
-    // At most 8 requests in flight per IP and per API key, 256 in all; key "k-big" gets 64.
+    // At most 8 requests in flight per IP and per API key, 256 in all; key "k-big" gets 64
+    // (each request counts in its IP's group too: 64 from 8 or more addresses).
     let pool = TaskPool::<Key>::builder()
         .max_tasks(256)
         .default_limit(8)
