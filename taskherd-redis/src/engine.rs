@@ -39,7 +39,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher, RandomState};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -159,6 +159,10 @@ type Fresh = Mutex<Vec<(String, Instant)>>;
 /// Where the engine and the admitter queue ids to release.
 struct Releases {
     fresh: Arc<Fresh>,
+    /// Admissions sent to the admitter and not answered yet. While there are any, the releaser
+    /// leaves the ids queued to the admitter's next call (one round trip for both; the
+    /// admitter tells the releaser when it leaves ids behind).
+    admitting: Arc<AtomicUsize>,
     /// Held by the releaser from taking ids until its call for them has been answered, and by
     /// the admitter while it takes ids: ids the releaser took before an admission call
     /// reached Redis before it.
@@ -349,8 +353,10 @@ impl Engine {
         let (release_tx, release_rx) = mpsc::unbounded_channel();
         let fresh = Arc::new(Fresh::default());
         let sending = Arc::new(tokio::sync::Mutex::new(()));
+        let admitting = Arc::new(AtomicUsize::new(0));
         let releases = Arc::new(Releases {
             fresh: Arc::clone(&fresh),
+            admitting: Arc::clone(&admitting),
             sending: Arc::clone(&sending),
             tx: release_tx,
         });
@@ -388,6 +394,7 @@ impl Engine {
         let weak = Arc::downgrade(&engine);
         let queue = ReleaseQueue {
             fresh,
+            admitting,
             sending,
             rx: release_rx,
         };
@@ -425,8 +432,11 @@ impl Engine {
             segments: segments.to_vec(),
             reply,
         };
+        // Counted before it is sent; the admitter counts it off once answered.
+        self.releases.admitting.fetch_add(1, Ordering::AcqRel);
         // The admitter ends only after every sender (this engine) is gone.
         if self.admit_tx.send(ToAdmitter::Admit(request)).is_err() {
+            self.releases.admitting.fetch_sub(1, Ordering::AcqRel);
             return Err(Unavailable::lost("the admitter has ended"));
         }
         admitted
@@ -874,6 +884,10 @@ async fn admitter(mut admitter: Admitter, mut rx: mpsc::UnboundedReceiver<ToAdmi
         // Once the pool is closed here, nothing more is sent: after `shutdown`'s barrier no
         // admission can reach Redis behind the releases of this process's waiters.
         let closed = admitter.life.is_closed();
+        let admissions = received
+            .iter()
+            .filter(|message| matches!(message, ToAdmitter::Admit(_)))
+            .count();
         for message in received.drain(..) {
             match message {
                 ToAdmitter::Admit(request) if closed => {
@@ -902,6 +916,15 @@ async fn admitter(mut admitter: Admitter, mut rx: mpsc::UnboundedReceiver<ToAdmi
                     admitter.releases.queue(request.id);
                 }
             }
+        }
+        admitter
+            .releases
+            .admitting
+            .fetch_sub(admissions, Ordering::AcqRel);
+        // Ids the releaser left to this call came after it took them (or no call was made):
+        // the releaser takes them now, unless more admissions carry them first.
+        if !admitter.releases.fresh.lock().is_empty() {
+            let _ = admitter.releases.tx.send(Release::Fresh);
         }
         for done in barriers.drain(..) {
             let _ = done.send(());
@@ -1057,6 +1080,7 @@ async fn notifier(engine: Weak<Engine>, mut conn: ConnectionManager) {
 /// The releaser's side of [`Releases`].
 struct ReleaseQueue {
     fresh: Arc<Fresh>,
+    admitting: Arc<AtomicUsize>,
     sending: Arc<tokio::sync::Mutex<()>>,
     rx: mpsc::UnboundedReceiver<Release>,
 }
@@ -1069,6 +1093,7 @@ async fn releaser(
 ) {
     let ReleaseQueue {
         fresh,
+        admitting,
         sending,
         mut rx,
     } = queue;
@@ -1098,8 +1123,12 @@ async fn releaser(
         // Held until the call is answered (see `Releases::sending`).
         let held = sending.lock().await;
         // After the messages: every id queued before a `Fresh` or `Flush` just read is either
-        // here, or was taken by an admission call (see `Release::Flush`).
-        pending.append(&mut fresh.lock());
+        // here, or was taken by an admission call (see `Release::Flush`). While admissions are
+        // on their way, their call takes the ids (see `Releases::admitting`), unless a flush
+        // waits.
+        if !flushes.is_empty() || admitting.load(Ordering::Acquire) == 0 {
+            pending.append(&mut fresh.lock());
+        }
         let now = Instant::now();
         pending.retain(|(_, queued)| *queued + lease > now);
         if !pending.is_empty() {

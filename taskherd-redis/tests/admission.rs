@@ -488,3 +488,34 @@ async fn what_this_process_gave_back_is_free_for_its_next_admission() {
         "refused: after a permit, a task, a dropped wait"
     );
 }
+
+/// A release queued while admissions are on their way rides in their call, or, if none takes
+/// it (the admissions went away unsent, or were sent before it), the releaser sends it: with
+/// no later admission and no `flush`, it still reaches Redis at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_left_to_admissions_still_reaches_redis_without_them() {
+    let server = Server::start();
+    let pool = pool(&server, "left", Duration::from_secs(15)).await;
+    for round in 0..50 {
+        let held = pool.try_acquire(["a"]).await.unwrap();
+        // Admissions on their way when the permit is dropped: one answered, one whose caller
+        // goes away at once.
+        let answered = pool.try_acquire(["b"]);
+        let mut abandoned = Box::pin(pool.try_acquire(["c"]));
+        let _ = abandoned
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        drop(held);
+        drop(abandoned);
+        drop(answered.await.unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while pool.task_count(&"a").await.unwrap() != 0 || pool.task_count(&"b").await.unwrap() != 0
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: a release was left unsent"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
