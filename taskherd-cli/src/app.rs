@@ -427,6 +427,7 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
     let mut finished = finished;
     let report = finished.report.take();
     let mut report_error = None;
+    let mut report_written = report.is_none();
     // Whose reader stopped reading, if the wait is given up.
     let mut waiting_for =
         "standard output is not being read: the job output still queued for it is dropped";
@@ -436,6 +437,7 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
         if let Some(report) = report {
             waiting_for = "the report is not being read: its records still queued are dropped";
             report_error = report.finish().await;
+            report_written = true;
         }
     };
     let patience = async {
@@ -452,6 +454,10 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
     progress.finish();
     if gave_up {
         eprintln!("taskherd: {waiting_for}");
+        // A report missing records fails the run, as one that could not be written.
+        if !report_written && report_error.is_none() {
+            report_error = Some(std::io::Error::other("records still queued were dropped"));
+        }
     }
     if let Some(error) = report_error
         && finished.report_error.is_none()
@@ -605,6 +611,14 @@ pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
     if let Some(url) = &args.redis {
         // Checked without connecting, so that a dry run says so too.
         fleet::check_url(url).map_err(Fatal::one)?;
+        let tls = [&args.redis_ca, &args.redis_cert]
+            .iter()
+            .any(|path| path.is_some());
+        if tls && !fleet::is_tls(url) {
+            return Err(Fatal::one(
+                "--redis-ca and --redis-cert need a rediss:// URL (TLS)".to_owned(),
+            ));
+        }
         redis_tls(args)?;
     }
     let (source, input, pipe) = open_jobs(args.jobfile.as_deref())?;

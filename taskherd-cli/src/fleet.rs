@@ -431,6 +431,12 @@ pub fn check_url(url: &str) -> Result<(), String> {
     })
 }
 
+/// Whether `url` is a `rediss://` (TLS) URL.
+pub fn is_tls(url: &str) -> bool {
+    url.get(..9)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
+}
+
 /// The Redis a URL names, for messages: the address and database, never credentials.
 pub fn redacted(url: &str) -> String {
     use redis::IntoConnectionInfo;

@@ -86,6 +86,13 @@ mod imp {
 
     /// Reaps the zombie children of `me` that lead no process group (found in `/proc`).
     pub fn reap(me: i32) -> usize {
+        // One sweep at a time: between one sweep's reading of a zombie's state and its
+        // `waitpid`, another sweep could reap that zombie, and its pid be reused by a new
+        // child that another part of taskherd waits for.
+        static SWEEP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _sweep = SWEEP
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut reaped = 0;
         for pid in children().unwrap_or_else(every_process) {
             // Gone already, or not readable: not ours to reap.

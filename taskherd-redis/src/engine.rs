@@ -133,19 +133,14 @@ enum ToAdmitter {
 /// At most this many admissions share one `admit.lua` call.
 const ADMIT_BATCH: usize = 64;
 
-/// At most this many queued releases ride along with one `admit.lua` call.
-const RELEASE_BATCH: usize = 512;
-
 /// A message to the releaser.
 enum Release {
-    /// Ids were queued in [`Fresh`] while it was empty: take them.
+    /// Ids were queued in [`Fresh`] while it was empty, or left there: take them.
     Fresh,
-    /// Ids an `admit.lua` call carried but that may not have reached Redis (the call failed):
-    /// release them (each with the instant it was queued).
-    Retry(Vec<(String, Instant)>),
-    /// Answer once every id queued before this message was released (or given up). Sent
-    /// only once every admission call in flight has been answered (see [`Engine::flush`]),
-    /// so that the ids such a call carried are released or sent back (`Retry`) by then.
+    /// Answer once every id queued before this message was released (or given up). The ids an
+    /// admission call carries are released with it, or put back in [`Fresh`] if it failed,
+    /// before the call lets go of [`Releases::sending`], which the releaser takes before it
+    /// takes the ids.
     Flush(oneshot::Sender<()>),
 }
 
@@ -163,9 +158,9 @@ struct Releases {
     /// leaves the ids queued to the admitter's next call (one round trip for both; the
     /// admitter tells the releaser when it leaves ids behind).
     admitting: Arc<AtomicUsize>,
-    /// Held by the releaser from taking ids until its call for them has been answered, and by
-    /// the admitter while it takes ids: ids the releaser took before an admission call
-    /// reached Redis before it.
+    /// Held by whichever call carries ids, from taking them until it has been answered (and
+    /// the ids put back if it failed): ids the releaser took before an admission call reach
+    /// Redis before it, and a flush waits for the ids an admission call carries.
     sending: Arc<tokio::sync::Mutex<()>>,
     /// To the releaser; it ends once every sender is gone.
     tx: mpsc::UnboundedSender<Release>,
@@ -186,15 +181,26 @@ impl Releases {
         }
     }
 
-    /// Takes at most `max` queued ids, the oldest first, once the releaser's call in flight
-    /// (if any) has been answered: every id queued until now is then released, or taken
-    /// here. What is left, the releaser takes (it was told when the first of them was queued,
-    /// and has not taken them yet).
-    async fn take(&self, max: usize) -> Vec<(String, Instant)> {
-        let _sending = self.sending.lock().await;
-        let mut fresh = self.fresh.lock();
-        let n = fresh.len().min(max);
-        fresh.drain(..n).collect()
+    /// Takes every queued id, once the releaser's call in flight (if any) has been answered:
+    /// every id queued until now is then released, or taken here. The guard is to be held
+    /// until the call carrying them has been answered (see [`sending`](Self::sending)).
+    async fn take(&self) -> (tokio::sync::OwnedMutexGuard<()>, Vec<(String, Instant)>) {
+        let sending = Arc::clone(&self.sending).lock_owned().await;
+        let ids = std::mem::take(&mut *self.fresh.lock());
+        (sending, ids)
+    }
+
+    /// Puts back ids whose call failed, first in line, and tells the releaser.
+    fn put_back(&self, ids: Vec<(String, Instant)>) {
+        put_back(&self.fresh, ids);
+        let _ = self.tx.send(Release::Fresh);
+    }
+}
+
+/// Puts `ids` back at the front of `fresh`, in their order: the next call carries them.
+fn put_back(fresh: &Fresh, ids: Vec<(String, Instant)>) {
+    if !ids.is_empty() {
+        fresh.lock().splice(0..0, ids);
     }
 }
 
@@ -299,6 +305,17 @@ fn random_u64() -> u64 {
 /// The client for `url`, with the certificates of `tls` if any were given.
 #[cfg(feature = "tls")]
 fn client(url: &str, tls: &crate::builder::Tls) -> Result<redis::Client, Unavailable> {
+    if url
+        .get(..9)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
+    {
+        // The redis crate's rustls support takes the process's crypto provider, which rustls
+        // chooses by its features only when exactly one is built in: an application whose
+        // other dependencies build in `aws-lc-rs` too would panic at connecting. So ring's is
+        // installed, unless the application installed one of its own (then this fails, and
+        // its own is used).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
     if tls.roots.is_none() && tls.client.is_none() {
         return Ok(redis::Client::open(url)?);
     }
@@ -514,9 +531,6 @@ impl Engine {
     /// Waits until every release queued so far has reached Redis (or was given up, its lease
     /// having expired meanwhile).
     pub(crate) async fn flush(&self) {
-        // The ids an admission call in flight carries are released with it, or sent back to
-        // the releaser if it failed, by the time it is answered.
-        self.admitted_so_far().await;
         let (tx, rx) = oneshot::channel();
         if self.releases.tx.send(Release::Flush(tx)).is_ok() {
             let _ = rx.await;
@@ -902,11 +916,13 @@ async fn admitter(mut admitter: Admitter, mut rx: mpsc::UnboundedReceiver<ToAdmi
         if !batch.is_empty() {
             // What this process gave back before these admissions were made goes back first,
             // in the same call.
-            let released = admitter.releases.take(RELEASE_BATCH).await;
+            let (sending, released) = admitter.releases.take().await;
             let outcomes = admitter.call(&released, &batch).await;
             if outcomes.is_err() && !released.is_empty() {
-                let _ = admitter.releases.tx.send(Release::Retry(released));
+                // Maybe not released: the next call carries them.
+                admitter.releases.put_back(released);
             }
+            drop(sending);
             for (i, request) in batch.drain(..).enumerate() {
                 let outcome = match &outcomes {
                     Ok(outcomes) => Ok(outcomes[i]),
@@ -1074,9 +1090,6 @@ async fn notifier(engine: Weak<Engine>, mut conn: ConnectionManager) {
     }
 }
 
-/// Releases the ids queued in `fresh` (or sent back by the admitter) in batches, one
-/// `release.lua` call each, retrying while Redis is unreachable until the lease of an id would
-/// have expired anyway (then its lease ends it).
 /// The releaser's side of [`Releases`].
 struct ReleaseQueue {
     fresh: Arc<Fresh>,
@@ -1085,6 +1098,10 @@ struct ReleaseQueue {
     rx: mpsc::UnboundedReceiver<Release>,
 }
 
+/// Releases the ids queued in `fresh` that no admission call carries, in batches, one
+/// `release.lua` call each; after a failed call the ids go back to `fresh` (so the next
+/// admission carries them, or this retries them 100 ms later), until the lease of an id would
+/// have expired anyway (then its lease ends it).
 async fn releaser(
     mut conn: ConnectionManager,
     prefix: String,
@@ -1097,38 +1114,37 @@ async fn releaser(
         sending,
         mut rx,
     } = queue;
-    // Each id with the instant it was queued.
-    let mut pending: Vec<(String, Instant)> = Vec::new();
     let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
     let mut batch = Vec::new();
+    // A call failed: look at `fresh` again without waiting for a message.
+    let mut retrying = false;
     loop {
-        if pending.is_empty() && flushes.is_empty() {
-            if rx.recv_many(&mut batch, 512).await == 0 {
-                return;
-            }
-        } else {
-            // Collect whatever else is queued, without waiting.
-            while let Ok(message) = rx.try_recv() {
-                batch.push(message);
-            }
+        if flushes.is_empty() && !retrying && rx.recv_many(&mut batch, 512).await == 0 {
+            return;
+        }
+        retrying = false;
+        // Held until the call is answered (see `Releases::sending`).
+        let held = sending.lock().await;
+        // The messages, those that came while an admission call held the lock included: every
+        // id queued before a `Fresh` or `Flush` read here is in `fresh` now, or was released
+        // by an admission call.
+        while let Ok(message) = rx.try_recv() {
+            batch.push(message);
         }
         for message in batch.drain(..) {
             match message {
                 // Taken below, with whatever was queued since.
                 Release::Fresh => {}
-                Release::Retry(ids) => pending.extend(ids),
                 Release::Flush(done) => flushes.push(done),
             }
         }
-        // Held until the call is answered (see `Releases::sending`).
-        let held = sending.lock().await;
-        // After the messages: every id queued before a `Fresh` or `Flush` just read is either
-        // here, or was taken by an admission call (see `Release::Flush`). While admissions are
-        // on their way, their call takes the ids (see `Releases::admitting`), unless a flush
-        // waits.
-        if !flushes.is_empty() || admitting.load(Ordering::Acquire) == 0 {
-            pending.append(&mut fresh.lock());
-        }
+        // While admissions are on their way, their call takes the ids (see
+        // `Releases::admitting`), unless a flush waits.
+        let mut pending = if !flushes.is_empty() || admitting.load(Ordering::Acquire) == 0 {
+            std::mem::take(&mut *fresh.lock())
+        } else {
+            Vec::new()
+        };
         let now = Instant::now();
         pending.retain(|(_, queued)| *queued + lease > now);
         if !pending.is_empty() {
@@ -1137,16 +1153,17 @@ async fn releaser(
                 invocation.arg(id);
             }
             let released: Result<i64, _> = invocation.invoke_async(&mut conn).await;
-            drop(held);
-            match released {
-                Ok(_) => pending.clear(),
-                Err(error) => {
-                    tracing::debug!(%error, ids = pending.len(), "release failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+            if let Err(error) = released {
+                tracing::debug!(%error, ids = pending.len(), "release failed; retrying");
+                // First in line for the next call, this one's or an admission's.
+                put_back(&fresh, pending);
+                drop(held);
+                retrying = true;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
         }
+        drop(held);
         // Everything queued before these flushes is released.
         for done in flushes.drain(..) {
             let _ = done.send(());

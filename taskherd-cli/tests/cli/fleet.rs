@@ -616,6 +616,19 @@ fn a_run_over_tls_with_certificates() {
     assert!(!scratch.exists("one"));
     run(&tls).assert_code(0);
     assert!(scratch.exists("one") && scratch.exists("two"));
+    // Certificates with a URL that is not TLS: refused before anything runs.
+    scratch
+        .run(&[
+            "run",
+            "--redis",
+            "redis://127.0.0.1:1/",
+            "--redis-ca",
+            &paths[0],
+            "--dry-run",
+            "jobs.txt",
+        ])
+        .assert_code(2)
+        .assert_stderr_contains("--redis-ca and --redis-cert need a rediss:// URL");
     // A certificate file that cannot be read: said before anything runs, in a dry run too.
     scratch
         .run(&[

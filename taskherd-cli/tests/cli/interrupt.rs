@@ -312,3 +312,27 @@ fn sigterm_is_acted_on_while_the_report_on_standard_output_is_not_read() {
     finished.assert_code(1);
     assert_eq!(report.lines().count(), 401, "one record per job");
 }
+
+/// A run whose report nobody reads waits at its end for the records still queued; a signal
+/// then gives them up, and the run fails (exit status 1), though every job succeeded: the
+/// report misses records, which `--resume` would miss too.
+#[test]
+fn a_report_given_up_at_the_end_fails_the_run() {
+    let scratch = Scratch::new();
+    let mut jobs = "true\n".repeat(400);
+    jobs.push_str("touch done\n");
+    scratch.write("jobs.txt", &jobs);
+    let (unread, stdout) = std::io::pipe().unwrap();
+    let child = scratch
+        .command(&["run", "-j", "1", "--report", "-", "jobs.txt"])
+        .stdout(stdout)
+        .spawn()
+        .unwrap();
+    wait_for_files(&scratch, &["done"]);
+    send_signal(child.id(), "TERM");
+    let finished = finish_within(child, std::time::Duration::from_secs(30));
+    drop(unread);
+    finished.assert_code(1).assert_stderr_contains(
+        "the report is not being read: its records still queued are dropped",
+    );
+}
