@@ -922,7 +922,6 @@ async fn admitter(mut admitter: Admitter, mut rx: mpsc::UnboundedReceiver<ToAdmi
                 // Maybe not released: the next call carries them.
                 admitter.releases.put_back(released);
             }
-            drop(sending);
             for (i, request) in batch.drain(..).enumerate() {
                 let outcome = match &outcomes {
                     Ok(outcomes) => Ok(outcomes[i]),
@@ -932,6 +931,9 @@ async fn admitter(mut admitter: Admitter, mut rx: mpsc::UnboundedReceiver<ToAdmi
                     admitter.releases.queue(request.id);
                 }
             }
+            // Only now: a flush waiting for this call also sees what its callers that went
+            // away were given.
+            drop(sending);
         }
         admitter
             .releases

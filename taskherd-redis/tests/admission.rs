@@ -519,3 +519,21 @@ async fn a_release_left_to_admissions_still_reaches_redis_without_them() {
         }
     }
 }
+
+/// `flush` waits for what an admission call in flight gave a caller that went away: once it
+/// returns, Redis has it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_gives_back_what_a_call_in_flight_gave_a_caller_that_left() {
+    let server = Server::start();
+    let pool = pool(&server, "left-flush", Duration::from_secs(15)).await;
+    for round in 0..100 {
+        let mut call = Box::pin(pool.try_acquire(["a"]));
+        let first = call
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        drop(first);
+        drop(call);
+        pool.flush().await;
+        assert_eq!(pool.task_count(&"a").await.unwrap(), 0, "round {round}");
+    }
+}
