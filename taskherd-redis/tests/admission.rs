@@ -469,9 +469,7 @@ async fn what_this_process_gave_back_is_free_for_its_next_admission() {
     // before the next admission of this process.
     for _ in 0..100 {
         let mut waiting = Box::pin(pool.acquire(["a"]));
-        let polled = waiting
-            .as_mut()
-            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        let polled = poll_once(&mut waiting);
         // Answered already (the thread was descheduled for a round trip): nothing in flight.
         if let std::task::Poll::Ready(permit) = polled {
             drop(permit);
@@ -502,9 +500,7 @@ async fn a_release_left_to_admissions_still_reaches_redis_without_them() {
         // goes away at once.
         let answered = pool.try_acquire(["b"]);
         let mut abandoned = Box::pin(pool.try_acquire(["c"]));
-        let _ = abandoned
-            .as_mut()
-            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        let _ = poll_once(&mut abandoned);
         drop(held);
         drop(abandoned);
         drop(answered.await.unwrap());
@@ -528,12 +524,17 @@ async fn flush_gives_back_what_a_call_in_flight_gave_a_caller_that_left() {
     let pool = pool(&server, "left-flush", Duration::from_secs(15)).await;
     for round in 0..100 {
         let mut call = Box::pin(pool.try_acquire(["a"]));
-        let first = call
-            .as_mut()
-            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
-        drop(first);
+        drop(poll_once(&mut call));
         drop(call);
         pool.flush().await;
         assert_eq!(pool.task_count(&"a").await.unwrap(), 0, "round {round}");
     }
+}
+
+/// Polls `call` once (which sends an admission to Redis), with a waker that does nothing.
+fn poll_once<F: std::future::Future>(
+    call: &mut std::pin::Pin<Box<F>>,
+) -> std::task::Poll<F::Output> {
+    call.as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
 }

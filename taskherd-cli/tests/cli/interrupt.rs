@@ -268,6 +268,18 @@ fn sigterm_ends_a_run_whose_retry_notice_waits_for_the_output() {
     );
 }
 
+/// Starts a run of `jobs.txt` with `args` and `--report -`, its standard output a pipe that
+/// nothing reads until the test reads the returned end.
+fn reporting_to_an_unread_pipe(scratch: &Scratch, args: &[&str]) -> (Child, std::io::PipeReader) {
+    let (unread, stdout) = std::io::pipe().unwrap();
+    let child = scratch
+        .command(&[&["run"], args, &["--report", "-", "jobs.txt"]].concat())
+        .stdout(stdout)
+        .spawn()
+        .unwrap();
+    (child, unread)
+}
+
 /// Signals are acted on while nobody reads the report on standard output (`--report -`): the
 /// records that do not fit in the pipe wait, the run does not. (The report was written by the
 /// loop that also acts on signals, which then waited for the reader: SIGTERM reached the jobs
@@ -279,21 +291,7 @@ fn sigterm_is_acted_on_while_the_report_on_standard_output_is_not_read() {
     let mut jobs = "true\n".repeat(400);
     jobs.push_str("trap 'touch terminated; exit 1' TERM; touch started; sleep 60 & wait\n");
     scratch.write("jobs.txt", &jobs);
-    let (unread, stdout) = std::io::pipe().unwrap();
-    let child = scratch
-        .command(&[
-            "run",
-            "-j",
-            "4",
-            "--kill-grace",
-            "1s",
-            "--report",
-            "-",
-            "jobs.txt",
-        ])
-        .stdout(stdout)
-        .spawn()
-        .unwrap();
+    let (child, unread) = reporting_to_an_unread_pipe(&scratch, &["-j", "4", "--kill-grace", "1s"]);
     wait_for_files(&scratch, &["started"]);
     send_signal(child.id(), "TERM");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -322,12 +320,7 @@ fn a_report_given_up_at_the_end_fails_the_run() {
     let mut jobs = "true\n".repeat(400);
     jobs.push_str("touch done\n");
     scratch.write("jobs.txt", &jobs);
-    let (unread, stdout) = std::io::pipe().unwrap();
-    let child = scratch
-        .command(&["run", "-j", "1", "--report", "-", "jobs.txt"])
-        .stdout(stdout)
-        .spawn()
-        .unwrap();
+    let (child, unread) = reporting_to_an_unread_pipe(&scratch, &["-j", "1"]);
     wait_for_files(&scratch, &["done"]);
     send_signal(child.id(), "TERM");
     let finished = finish_within(child, std::time::Duration::from_secs(30));
