@@ -431,6 +431,9 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
     // Whose reader stopped reading, if the wait is given up.
     let mut waiting_for =
         "standard output is not being read: the job output still queued for it is dropped";
+    let mut joblog_error = None;
+    let mut joblog_written = setup.joblog.is_none();
+    let joblog = setup.joblog.as_mut();
     let written = async {
         relay.finish().await;
         writer.finish().await;
@@ -438,6 +441,11 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
             waiting_for = "the report is not being read: its records still queued are dropped";
             report_error = report.finish().await;
             report_written = true;
+        }
+        if let Some(joblog) = joblog {
+            waiting_for = "the joblog is not being read: its lines still queued are dropped";
+            joblog_error = joblog.finish().await;
+            joblog_written = true;
         }
     };
     let patience = async {
@@ -458,6 +466,12 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
         if !report_written && report_error.is_none() {
             report_error = Some(std::io::Error::other("records still queued were dropped"));
         }
+        if !joblog_written && joblog_error.is_none() {
+            joblog_error = Some(std::io::Error::other("lines still queued were dropped"));
+        }
+    }
+    if let Some(error) = &joblog_error {
+        eprintln!("taskherd: error: cannot write the joblog: {error}");
     }
     if let Some(error) = report_error
         && finished.report_error.is_none()
@@ -516,7 +530,7 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
     // A streamed job file was not read to its end: jobs may be missing from the counts.
     let unread = finished.unread;
     let total = finished.counts.total;
-    let joblog_failed = setup.joblog.as_ref().is_some_and(Joblog::failed);
+    let joblog_failed = joblog_error.is_some() || setup.joblog.as_ref().is_some_and(Joblog::failed);
     if total.succeeded == total.jobs
         && finished.report_error.is_none()
         && !skipped_error

@@ -20,31 +20,27 @@
 //! The run time is cut to whole milliseconds, as GNU parallel does; it comes from a monotonic
 //! clock.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::jobfile::Job;
 use crate::outcome::{Outcome, Status};
+use crate::record_writer::{Backlog, RecordWriter};
 
 /// The header line, as GNU parallel writes it.
 pub const HEADER: &str =
     "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n";
 
-/// Writes joblog lines to a file.
+/// Writes joblog lines to a file, from a thread of its own once the run started (as the
+/// report: a joblog nobody reads, a FIFO or `>(...)` whose reader stalled, holds up no part of
+/// the run; see [`crate::record_writer`]).
+#[derive(Debug)]
 pub struct Joblog {
-    file: BufWriter<File>,
-    /// Set at the first write error; nothing more is written after it.
-    failed: bool,
-}
-
-impl std::fmt::Debug for Joblog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Joblog")
-            .field("failed", &self.failed)
-            .finish_non_exhaustive()
-    }
+    lines: RecordWriter,
+    /// The file, to empty when the run starts.
+    to_empty: std::fs::File,
 }
 
 /// Whether a `--joblog` path is one taskherd refuses: `-` (standard output is not supported).
@@ -66,41 +62,53 @@ impl Joblog {
             .create(true)
             .truncate(false)
             .open(path)?;
+        let to_empty = file.try_clone()?;
         Ok(Joblog {
-            file: BufWriter::new(file),
-            failed: false,
+            lines: RecordWriter::new("joblog", Box::new(file)),
+            to_empty,
         })
     }
 
-    /// Empties the file and writes the header: the run starts.
+    /// Empties the file, writes the header and starts the thread that writes the lines: the
+    /// run starts.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be emptied or written, or the thread cannot be started.
     pub fn start(&mut self) -> io::Result<()> {
-        crate::report::empty(self.file.get_mut())?;
-        self.file.write_all(HEADER.as_bytes())?;
-        self.file.flush()
+        // The clone shares the file position with the writer's file.
+        crate::report::empty(&mut self.to_empty)?;
+        if let Some(file) = self.lines.file() {
+            file.write_all(HEADER.as_bytes())?;
+            file.flush()?;
+        }
+        self.lines.start("taskherd-joblog")
     }
 
-    /// Writes and flushes the line of a job that ran; does nothing for a job that did not.
+    /// The lines waiting to be written, for the run to hold back new jobs.
+    pub fn backlog(&self) -> Arc<Backlog> {
+        self.lines.backlog()
+    }
+
+    /// Queues the line of a job that ran, written and flushed by the joblog's thread; does
+    /// nothing for a job that did not.
     ///
-    /// Returns the error of the first write that fails; after it nothing more is written and
-    /// `None` is returned, so the caller reports one error.
+    /// Returns the error of the first write that failed, once; after it nothing more is
+    /// written and `None` is returned, so the caller reports one error.
     pub fn write(&mut self, job: &Job, outcome: &Outcome) -> Option<io::Error> {
-        if self.failed {
-            return None;
-        }
-        let line = line(job, outcome)?;
-        let written = self.file.write_all(&line).and_then(|()| self.file.flush());
-        match written {
-            Ok(()) => None,
-            Err(error) => {
-                self.failed = true;
-                Some(error)
-            }
-        }
+        self.lines.send(line(job, outcome)?).err()
+    }
+
+    /// Waits until every line queued is written; returns the error writing one, if it was
+    /// not said yet. (Never resolves while the reader of a pipe reads nothing: the caller
+    /// bounds the wait.)
+    pub async fn finish(&mut self) -> Option<io::Error> {
+        self.lines.finish().await
     }
 
     /// Whether a write failed.
     pub fn failed(&self) -> bool {
-        self.failed
+        self.lines.failed()
     }
 }
 

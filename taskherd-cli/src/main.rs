@@ -13,8 +13,8 @@
 //!   that ends the jobs if taskherd dies; `orphans`: reaps what jobs leave behind when
 //!   taskherd is their parent (the first process of a container);
 //! - `output`: job output and taskherd's messages, from one writer thread;
-//! - `report`: the JSON Lines report; `joblog`: GNU parallel's joblog; `resume`: which jobs
-//!   an earlier report says to skip;
+//! - `report`: the JSON Lines report; `joblog`: GNU parallel's joblog (both written by a
+//!   thread of their own, `record_writer`); `resume`: which jobs an earlier report says to skip;
 //! - `tally`, `progress` and `summary`: counts per group, live progress, and the table printed
 //!   at the end;
 //! - `table`: plain-text tables.
@@ -51,6 +51,8 @@ mod plan;
 mod progress;
 #[cfg(unix)]
 mod reaper;
+#[cfg(unix)]
+mod record_writer;
 #[cfg(unix)]
 mod report;
 #[cfg(unix)]

@@ -31,40 +31,30 @@
 //! and `status` `skipped` if it was done before, `not_started` if it never ran (see
 //! [`Report::write_skipped`]).
 //!
-//! Records are written by a thread of their own, so that a report nobody reads (`--report -`
-//! or a pipe, its reader stalled) holds up no part of the run: signals are acted on at once.
-//! After a failed write nothing more is written (a later record would follow a line cut in
-//! the middle).
+//! Records are written by a thread of their own (see [`crate::record_writer`]), so that a report
+//! nobody reads (`--report -` or a pipe, its reader stalled) holds up no part of the run:
+//! signals are acted on at once. Past a bound of records waiting, no new job starts until the
+//! reader reads. After a failed write nothing more is written (a later record would follow a
+//! line cut in the middle).
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::path::Path;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::jobfile::Job;
 use crate::outcome::{Outcome, Reason, Status, Times};
+use crate::record_writer::{Backlog, RecordWriter};
 
 /// Writes report records to a file, or to standard output.
+#[derive(Debug)]
 pub struct Report {
-    /// Until the run starts; then the writing thread has it.
-    file: Option<BufWriter<Box<dyn Write + Send>>>,
+    records: RecordWriter,
     /// The report file, to empty when the run starts (`None` for standard output).
     to_empty: Option<File>,
-    /// Once the run started: the records for the writing thread.
-    records: Option<mpsc::Sender<Vec<u8>>>,
-    /// The first error writing, until it is said.
-    error: Arc<Mutex<Option<io::Error>>>,
-    /// Resolves once the writing thread has written every record sent (or failed).
-    written: Option<tokio::sync::oneshot::Receiver<()>>,
-}
-
-impl std::fmt::Debug for Report {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Report").finish_non_exhaustive()
-    }
 }
 
 /// Empties a report or joblog file opened without truncation, once the run starts. Only a
@@ -89,7 +79,7 @@ impl Report {
     /// [`start`](Self::start): a run that fails before it starts loses no earlier report (maybe
     /// the one `--resume` read). `-` is standard output.
     pub fn open(path: &Path) -> io::Result<Report> {
-        let (sink, to_empty): (Box<dyn Write + Send>, _) = if is_stdout(path) {
+        let (sink, to_empty): (Box<dyn io::Write + Send>, _) = if is_stdout(path) {
             (Box::new(io::stdout()), None)
         } else {
             let file = std::fs::OpenOptions::new()
@@ -101,11 +91,8 @@ impl Report {
             (Box::new(file), Some(to_empty))
         };
         Ok(Report {
-            file: Some(BufWriter::new(sink)),
+            records: RecordWriter::new("report", sink),
             to_empty,
-            records: None,
-            error: Arc::default(),
-            written: None,
         })
     }
 
@@ -119,28 +106,12 @@ impl Report {
             // The clone shares the file position with the writer's file.
             empty(file)?;
         }
-        let Some(mut file) = self.file.take() else {
-            return Ok(());
-        };
-        let (records, received) = mpsc::channel::<Vec<u8>>();
-        let (done, written) = tokio::sync::oneshot::channel();
-        let error = Arc::clone(&self.error);
-        std::thread::Builder::new()
-            .name("taskherd-report".to_owned())
-            .spawn(move || {
-                for record in received {
-                    if let Err(failed) = file.write_all(&record).and_then(|()| file.flush()) {
-                        *error
-                            .lock()
-                            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(failed);
-                        break;
-                    }
-                }
-                let _ = done.send(());
-            })?;
-        self.records = Some(records);
-        self.written = Some(written);
-        Ok(())
+        self.records.start("taskherd-report")
+    }
+
+    /// The records waiting to be written, for the run to hold back new jobs.
+    pub fn backlog(&self) -> Arc<Backlog> {
+        self.records.backlog()
     }
 
     /// Queues the record of one job, written and flushed by the report's thread.
@@ -153,34 +124,16 @@ impl Report {
     }
 
     fn send(&mut self, record: &Record<'_>) -> io::Result<()> {
-        if let Some(error) = self.take_error() {
-            return Err(error);
-        }
         let mut line = serde_json::to_vec(record)?;
         line.push(b'\n');
-        if let Some(records) = &self.records {
-            // The thread is gone only after a failed write, said by the next call.
-            let _ = records.send(line);
-        }
-        Ok(())
-    }
-
-    fn take_error(&self) -> Option<io::Error> {
-        self.error
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take()
+        self.records.send(line)
     }
 
     /// Waits until every record queued is written; returns the error writing one, if it was
     /// not said yet. (Never resolves while the reader of a pipe reads nothing: the caller
     /// bounds the wait.)
     pub async fn finish(mut self) -> Option<io::Error> {
-        drop(self.records.take());
-        if let Some(written) = self.written.take() {
-            let _ = written.await;
-        }
-        self.take_error()
+        self.records.finish().await
     }
 
     /// Queues the record of a job skipped by `--resume` or `--resume-failed` (as

@@ -67,6 +67,7 @@ use crate::joblog::Joblog;
 use crate::outcome::{Attempt, Outcome, Reason, Status, Times};
 use crate::output::{self, Drain, Msg, Spool, Stream};
 use crate::progress::Progress;
+use crate::record_writer::{self, Backlog};
 use crate::report::Report;
 use crate::resume::{Skipped, Streamed};
 use crate::signals::{Event, Groups};
@@ -204,6 +205,11 @@ struct Shared {
     failures: AtomicUsize,
     /// Notified when `--halt-on-error now` stops the run: the collector terminates the jobs.
     halt_now: Notify,
+    /// What the report's and the joblog's threads have not written yet: past a bound, no new
+    /// job starts (see `record_writer`).
+    backlogs: Vec<Arc<Backlog>>,
+    /// Set once the run said that it holds back jobs for a backlog.
+    held_back: AtomicBool,
 }
 
 impl Shared {
@@ -230,6 +236,37 @@ impl Shared {
         self.pool.close();
         self.stopped.send_replace(true);
         true
+    }
+
+    /// Waits until the report and the joblog have room for more lines, or the run stops: past
+    /// a bound of lines waiting to be written (their reader reads nothing, or more slowly than
+    /// jobs end), no new job starts, so that memory stays bounded (see `record_writer`). Says so once
+    /// per run.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    async fn room_for_records(&self) {
+        for backlog in &self.backlogs {
+            if backlog.has_room() {
+                continue;
+            }
+            let mut stopped = self.stopped.subscribe();
+            if *stopped.borrow() {
+                return;
+            }
+            if !self.held_back.swap(true, Ordering::Relaxed) {
+                let name = backlog.name();
+                self.notice_now(format!(
+                    "no job starts until the {name} is read: {} MiB of it wait to be written",
+                    record_writer::BOUND >> 20
+                ));
+            }
+            tokio::select! {
+                () = backlog.room() => {}
+                _ = stopped.wait_for(|stopped| *stopped) => return,
+            }
+        }
     }
 
     /// Shows a notice, waiting for room in the output (back-pressure on the caller).
@@ -285,6 +322,12 @@ pub async fn run(
         stopped: watch::Sender::new(false),
         failures: AtomicUsize::new(0),
         halt_now: Notify::new(),
+        backlogs: report
+            .iter()
+            .map(Report::backlog)
+            .chain(joblog.iter().map(|joblog| joblog.backlog()))
+            .collect(),
+        held_back: AtomicBool::new(false),
     });
     // Reaps what the jobs leave behind, if taskherd adopts orphans (see `orphans`).
     let sweeper = shared
@@ -653,6 +696,8 @@ async fn next_arrival(
 ) -> Option<Job> {
     let mut stopped = shared.stopped.subscribe();
     loop {
+        // Skipped lines have records too.
+        shared.room_for_records().await;
         let arrival = tokio::select! {
             arrival = arrivals.recv() => match arrival {
                 Some(arrival) => arrival,
@@ -769,6 +814,8 @@ async fn run_job(account: Account, admitted: Result<Admission, AcquireError>) {
         // The pool closes only when the run stops.
         return account.not_started(shared.stop_reason());
     };
+    // Admitted: starts once the report and the joblog have room for its lines.
+    shared.room_for_records().await;
     let retries = job.retries.unwrap_or(shared.config.retries);
     // The attempts before the current one.
     let mut earlier: Vec<Attempt> = Vec::new();

@@ -4,7 +4,7 @@
 use std::process::Child;
 
 use crate::support::{
-    Finished, Scratch, finish_within, report, send_signal, statuses, wait_for_files,
+    Finished, Scratch, finish_within, make_fifo, report, send_signal, statuses, wait_for_files,
 };
 
 fn finish(child: Child) -> Finished {
@@ -287,12 +287,31 @@ fn reporting_to_an_unread_pipe(scratch: &Scratch, args: &[&str]) -> (Child, std:
 #[test]
 fn sigterm_is_acted_on_while_the_report_on_standard_output_is_not_read() {
     let scratch = Scratch::new();
-    // 400 records fill the pipe (about 200 KiB); then a job that says when it is terminated.
-    let mut jobs = "true\n".repeat(400);
-    jobs.push_str("trap 'touch terminated; exit 1' TERM; touch started; sleep 60 & wait\n");
-    scratch.write("jobs.txt", &jobs);
+    // 400 records fill the pipe (about 200 KiB).
+    scratch.write("jobs.txt", &fill_then_trap("true\n"));
     let (child, unread) = reporting_to_an_unread_pipe(&scratch, &["-j", "4", "--kill-grace", "1s"]);
-    wait_for_files(&scratch, &["started"]);
+    let report = terminate_while_unread(&scratch, child, unread, "report");
+    assert_eq!(report.lines().count(), 401, "one record per job");
+}
+
+/// 400 jobs `line`, then one that touches `started`, and `terminated` when it is.
+fn fill_then_trap(line: &str) -> String {
+    let mut jobs = line.repeat(400);
+    jobs.push_str("trap 'touch terminated; exit 1' TERM; touch started; sleep 60 & wait\n");
+    jobs
+}
+
+/// Sends SIGTERM to the run `child` of [`fill_then_trap`]'s jobs once its last job started,
+/// and asserts that the job is terminated before anything reads `unread` (the run's `what`),
+/// then that the run fails (exit status 1); returns what was read from `unread`.
+#[track_caller]
+fn terminate_while_unread(
+    scratch: &Scratch,
+    child: Child,
+    unread: impl std::io::Read + Send + 'static,
+    what: &str,
+) -> String {
+    wait_for_files(scratch, &["started"]);
     send_signal(child.id(), "TERM");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !scratch.exists("terminated") && std::time::Instant::now() < deadline {
@@ -302,13 +321,13 @@ fn sigterm_is_acted_on_while_the_report_on_standard_output_is_not_read() {
     // Read now: the run ends either way.
     let reader = std::thread::spawn(move || std::io::read_to_string(unread).unwrap());
     let finished = finish_within(child, std::time::Duration::from_secs(30));
-    let report = reader.join().unwrap();
+    let read = reader.join().unwrap();
     assert!(
         terminated,
-        "the job was not terminated while the report was not read"
+        "the job was not terminated while the {what} was not read"
     );
     finished.assert_code(1);
-    assert_eq!(report.lines().count(), 401, "one record per job");
+    read
 }
 
 /// A run whose report nobody reads waits at its end for the records still queued; a signal
@@ -328,4 +347,116 @@ fn a_report_given_up_at_the_end_fails_the_run() {
     finished.assert_code(1).assert_stderr_contains(
         "the report is not being read: its records still queued are dropped",
     );
+}
+
+/// Makes the FIFO `name` and opens its reading end once taskherd opens the other (in a thread:
+/// opening blocks until both ends are open); the test then reads nothing from it.
+fn unread_fifo(scratch: &Scratch, name: &str) -> std::thread::JoinHandle<std::fs::File> {
+    let path = make_fifo(scratch, name);
+    std::thread::spawn(move || std::fs::File::open(path).unwrap())
+}
+
+/// Signals are acted on while nobody reads the joblog (a FIFO, or `>(...)`, whose reader
+/// stalled), as while nobody reads the report: the joblog was written by the loop that also
+/// acts on signals, which then waited for the reader.
+#[test]
+fn sigterm_is_acted_on_while_the_joblog_is_not_read() {
+    let scratch = Scratch::new();
+    // 400 lines of about 270 bytes fill the pipe.
+    scratch.write(
+        "jobs.txt",
+        &fill_then_trap(&format!("true {}\n", "x".repeat(200))),
+    );
+    let opened = unread_fifo(&scratch, "log.fifo");
+    let child = scratch
+        .command(&[
+            "run",
+            "-j",
+            "4",
+            "--kill-grace",
+            "1s",
+            "--joblog",
+            "log.fifo",
+            "jobs.txt",
+        ])
+        .spawn()
+        .unwrap();
+    let log = terminate_while_unread(&scratch, child, opened.join().unwrap(), "joblog");
+    assert_eq!(log.lines().count(), 402, "the header, and a line per job");
+}
+
+/// While nobody reads the report, records wait in memory only up to a bound: then no new job
+/// starts until the reader reads (as a job's output waits for standard output). Every job
+/// runs and has its record once it does.
+#[test]
+fn no_job_starts_while_the_report_waits_for_its_reader() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", &padded_jobs());
+    let (child, unread) = reporting_to_an_unread_pipe(&scratch, &["-j", "8"]);
+    let report = held_back_until_read(&scratch, child, unread, "report");
+    assert_eq!(report.lines().count(), PADDED_JOBS, "one record per job");
+}
+
+/// The same for the joblog.
+#[test]
+fn no_job_starts_while_the_joblog_waits_for_its_reader() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", &padded_jobs());
+    let opened = unread_fifo(&scratch, "log.fifo");
+    let child = scratch
+        .command(&["run", "-j", "8", "--joblog", "log.fifo", "jobs.txt"])
+        .spawn()
+        .unwrap();
+    let log = held_back_until_read(&scratch, child, opened.join().unwrap(), "joblog");
+    assert_eq!(
+        log.lines().count(),
+        PADDED_JOBS + 1,
+        "the header, and a line per job"
+    );
+}
+
+const PADDED_JOBS: usize = 3_000;
+
+/// [`PADDED_JOBS`] jobs that each append a byte to `ran`, with commands of about 1,000
+/// bytes: records and joblog lines of every job come to 3 to 4 MB, far more than the bound.
+fn padded_jobs() -> String {
+    format!("printf x >> ran # {}\n", "x".repeat(1_000)).repeat(PADDED_JOBS)
+}
+
+/// Waits until the run `child` of [`padded_jobs`] starts no job for a second, asserts that
+/// fewer than half of them started, then reads `unread` (the run's `what`): every job runs
+/// and the run succeeds, having said that it held jobs back. Returns what was read.
+#[track_caller]
+fn held_back_until_read(
+    scratch: &Scratch,
+    child: Child,
+    unread: impl std::io::Read + Send + 'static,
+    what: &str,
+) -> String {
+    let ran = || std::fs::metadata(scratch.path("ran")).map_or(0, |m| m.len() as usize);
+    // Wait until no job has started for a second (or every job ran: the bug).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut last = (usize::MAX, std::time::Instant::now());
+    while ran() < PADDED_JOBS && std::time::Instant::now() < deadline {
+        let now = ran();
+        if now != last.0 {
+            last = (now, std::time::Instant::now());
+        } else if last.1.elapsed() > std::time::Duration::from_secs(1) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let held_back = ran();
+    let reader = std::thread::spawn(move || std::io::read_to_string(unread).unwrap());
+    let finished = finish_within(child, std::time::Duration::from_secs(120));
+    let read = reader.join().unwrap();
+    assert!(
+        held_back < PADDED_JOBS / 2,
+        "{held_back} of {PADDED_JOBS} jobs started while nobody read the {what}"
+    );
+    finished
+        .assert_code(0)
+        .assert_stderr_contains(&format!("no job starts until the {what} is read"));
+    assert_eq!(ran(), PADDED_JOBS);
+    read
 }

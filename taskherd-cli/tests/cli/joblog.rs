@@ -2,7 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::support::Scratch;
+use crate::support::{Scratch, assert_said_once_and_every_job_ran, make_fifo};
 
 const HEADER: &str = "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand";
 
@@ -221,12 +221,7 @@ fn the_joblog_and_the_report_may_be_pipes_or_devices() {
     let scratch = Scratch::new();
     scratch.write("jobs.txt", "true\n");
     let fifos = ["log.fifo", "report.fifo"].map(|name| {
-        let path = scratch.path(name);
-        let made = std::process::Command::new("mkfifo")
-            .arg(&path)
-            .status()
-            .unwrap();
-        assert!(made.success());
+        let path = make_fifo(&scratch, name);
         // The reader opens its end first (opening blocks until both ends are open).
         std::thread::spawn(move || std::fs::read_to_string(path).unwrap())
     });
@@ -250,4 +245,25 @@ fn the_joblog_and_the_report_may_be_pipes_or_devices() {
     scratch
         .run(&["run", "--joblog", "/dev/null", "jobs.txt"])
         .assert_code(0);
+}
+
+/// A joblog line that cannot be written (its reader went away) is said once, the jobs still
+/// run, and the exit status is 1, whether the failure is found while jobs run or at the end.
+#[test]
+fn a_joblog_that_cannot_be_written_is_said_once_and_fails_the_run() {
+    use std::io::BufRead;
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "sleep 0.5; touch one\ntouch two\ntouch three\n");
+    let path = make_fifo(&scratch, "log.fifo");
+    // Reads the header, then closes its end before the first job ends.
+    let reader = std::thread::spawn(move || {
+        let mut header = String::new();
+        std::io::BufReader::new(std::fs::File::open(path).unwrap())
+            .read_line(&mut header)
+            .unwrap();
+        header
+    });
+    let run = scratch.run(&["run", "-j", "1", "--joblog", "log.fifo", "jobs.txt"]);
+    assert_eq!(reader.join().unwrap(), format!("{HEADER}\n"));
+    assert_said_once_and_every_job_ran(&scratch, &run, "joblog");
 }

@@ -6,7 +6,7 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use crate::support::{
-    Finished, Scratch, finish_within, report, send_signal, statuses, wait_for_files,
+    Finished, Scratch, finish_within, make_fifo, report, send_signal, statuses, wait_for_files,
 };
 
 fn spawn_with_stdin(scratch: &Scratch, args: &[&str]) -> Child {
@@ -92,12 +92,7 @@ fn a_bad_line_stops_new_starts_and_exits_2_after_running_jobs_end() {
 #[test]
 fn a_named_pipe_is_read_as_it_is_written_and_ctrl_c_stops_waiting_for_lines() {
     let scratch = Scratch::new();
-    let fifo = scratch.path("jobs.fifo");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    let fifo = make_fifo(&scratch, "jobs.fifo");
     let child = scratch
         .command(&["run", "--report", "r.jsonl", "jobs.fifo"])
         .spawn()

@@ -238,3 +238,35 @@ pub fn finish_within(mut child: std::process::Child, limit: std::time::Duration)
     }
     Finished::from(child.wait_with_output().expect("cannot wait for taskherd"))
 }
+
+/// Makes the named pipe `name` in the scratch directory; returns its path.
+pub fn make_fifo(scratch: &Scratch, name: &str) -> PathBuf {
+    let path = scratch.path(name);
+    let made = Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .expect("cannot run mkfifo");
+    assert!(made.success(), "mkfifo {name} failed");
+    path
+}
+
+/// For a run of jobs `touch one`, `touch two`, `touch three` whose `what` (`report`,
+/// `joblog`) could not be written: the error was said once, every job ran, and the exit
+/// status is 1.
+#[track_caller]
+pub fn assert_said_once_and_every_job_ran(scratch: &Scratch, run: &Finished, what: &str) {
+    run.assert_code(1);
+    assert_eq!(
+        run.stderr
+            .matches(&format!("cannot write the {what}: "))
+            .count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert!(
+        ["one", "two", "three"]
+            .iter()
+            .all(|file| scratch.exists(file))
+    );
+}
