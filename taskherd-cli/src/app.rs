@@ -421,32 +421,37 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
     for task in [watcher, guard].into_iter().flatten() {
         task.abort();
     }
-    // The output and the report records still queued are written, however slow their
-    // readers; but once termination was asked for, only for the grace period, and another
-    // signal gives up at once.
+    // The output, the report records and the joblog lines still queued are written, however
+    // slow their readers (each on its own: one stalled reader holds up none of the others);
+    // but once termination was asked for, only for the grace period, and another signal
+    // gives up at once.
     let mut finished = finished;
     let report = finished.report.take();
     let mut report_error = None;
     let mut report_written = report.is_none();
-    // Whose reader stopped reading, if the wait is given up.
-    let mut waiting_for =
-        "standard output is not being read: the job output still queued for it is dropped";
+    let mut output_written = false;
     let mut joblog_error = None;
     let mut joblog_written = setup.joblog.is_none();
     let joblog = setup.joblog.as_mut();
     let written = async {
-        relay.finish().await;
-        writer.finish().await;
-        if let Some(report) = report {
-            waiting_for = "the report is not being read: its records still queued are dropped";
-            report_error = report.finish().await;
-            report_written = true;
-        }
-        if let Some(joblog) = joblog {
-            waiting_for = "the joblog is not being read: its lines still queued are dropped";
-            joblog_error = joblog.finish().await;
-            joblog_written = true;
-        }
+        let output = async {
+            relay.finish().await;
+            writer.finish().await;
+            output_written = true;
+        };
+        let report = async {
+            if let Some(report) = report {
+                report_error = report.finish().await;
+                report_written = true;
+            }
+        };
+        let joblog = async {
+            if let Some(joblog) = joblog {
+                joblog_error = joblog.finish().await;
+                joblog_written = true;
+            }
+        };
+        tokio::join!(output, report, joblog);
     };
     let patience = async {
         match finished.terminated {
@@ -461,13 +466,27 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
     };
     progress.finish();
     if gave_up {
-        eprintln!("taskherd: {waiting_for}");
-        // A report missing records fails the run, as one that could not be written.
-        if !report_written && report_error.is_none() {
-            report_error = Some(std::io::Error::other("records still queued were dropped"));
+        // Whose readers stopped reading.
+        if !output_written {
+            eprintln!(
+                "taskherd: standard output is not being read: the job output still queued for \
+                 it is dropped"
+            );
         }
-        if !joblog_written && joblog_error.is_none() {
-            joblog_error = Some(std::io::Error::other("lines still queued were dropped"));
+        // A report missing records fails the run, as one that could not be written.
+        if !report_written {
+            eprintln!(
+                "taskherd: the report is not being read: its records still queued are dropped"
+            );
+            if report_error.is_none() {
+                report_error = Some(std::io::Error::other("records still queued were dropped"));
+            }
+        }
+        if !joblog_written {
+            eprintln!("taskherd: the joblog is not being read: its lines still queued are dropped");
+            if joblog_error.is_none() {
+                joblog_error = Some(std::io::Error::other("lines still queued were dropped"));
+            }
         }
     }
     if let Some(error) = &joblog_error {
