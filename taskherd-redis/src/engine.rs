@@ -93,14 +93,23 @@ impl From<redis::RedisError> for Unavailable {
     }
 }
 
-/// What an admission script call decided.
+/// What an admission script call decided, for one admission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Admitted {
-    /// The id holds a lease.
+enum Decision {
     Now,
+    Full(usize),
+    Waiting,
+}
+
+/// What an admission came to, as its caller reads it.
+#[derive(Debug)]
+pub(crate) enum Admitted {
+    /// The id holds a lease, already a holder of this process (renewed from the moment the
+    /// answer arrived): the receiver of its lost signal.
+    Now(watch::Receiver<bool>),
     /// Refused: 0 for the total, `i` for the `i`-th segment (1-based).
     Full(usize),
-    /// The id is a waiter.
+    /// The id is a waiter, already marked queued (renewed, and polled by the notifier).
     Waiting,
     /// Not sent: the pool was closed in this process when the admitter took the request.
     Closed,
@@ -381,32 +390,39 @@ impl Engine {
         let life = Arc::new(Life::default());
         let prefix = format!("taskherd:{{{}}}:", crate::key::encode_segment(pool));
         let process = format!("{:016x}", random_u64());
-        tokio::spawn(admitter(
-            Admitter {
-                conn: conn.clone(),
-                prefix: prefix.clone(),
-                process: process.clone(),
-                lease_ms: millis(lease),
-                releases: Arc::clone(&releases),
-                life: Arc::clone(&life),
-            },
-            admit_rx,
-        ));
-        let engine = Arc::new(Self {
+        let admitter_parts = Admitter {
             conn: conn.clone(),
-            prefix,
-            process,
-            next_id: AtomicU64::new(0),
-            lease,
-            abort_on_lost,
-            local: Mutex::new(Local::default()),
-            admit_tx,
-            releases,
-            life,
-            lost: AtomicU64::new(0),
-            lost_waits: AtomicU64::new(0),
-            renewal_stopped: AtomicBool::new(false),
-            redacted_url: redact(url),
+            prefix: prefix.clone(),
+            process: process.clone(),
+            lease_ms: millis(lease),
+            releases: Arc::clone(&releases),
+            life: Arc::clone(&life),
+            engine: Weak::new(),
+        };
+        let engine = Arc::new_cyclic(|engine| {
+            tokio::spawn(admitter(
+                Admitter {
+                    engine: Weak::clone(engine),
+                    ..admitter_parts
+                },
+                admit_rx,
+            ));
+            Self {
+                conn: conn.clone(),
+                prefix,
+                process,
+                next_id: AtomicU64::new(0),
+                lease,
+                abort_on_lost,
+                local: Mutex::new(Local::default()),
+                admit_tx,
+                releases,
+                life,
+                lost: AtomicU64::new(0),
+                lost_waits: AtomicU64::new(0),
+                renewal_stopped: AtomicBool::new(false),
+                redacted_url: redact(url),
+            }
         });
         let weak = Arc::downgrade(&engine);
         let queue = ReleaseQueue {
@@ -463,6 +479,10 @@ impl Engine {
 
     /// Records a new holder, whose admission call was sent no earlier than `valid_from`;
     /// returns the receiver of its lost signal.
+    ///
+    /// A lease not confirmed for [`presumed_lost_after`] already (a grant read long after
+    /// the waiter's last renewal, Redis unreachable since) is lost at once, as the expirer
+    /// would find it a moment later: never handed out as held.
     pub(crate) fn hold(&self, id: &str, valid_from: Instant) -> watch::Receiver<bool> {
         let (lost, rx) = watch::channel(false);
         let holder = Holder {
@@ -470,10 +490,38 @@ impl Engine {
             abort: None,
             valid_from,
         };
+        if Instant::now().saturating_duration_since(valid_from) >= presumed_lost_after(self.lease) {
+            // Released too (a no-op where Redis reaped it).
+            self.releases.queue(id.to_owned());
+            self.holders_lost(
+                vec![holder],
+                "no renewal confirmed within the lease before the grant was read: lease \
+                 presumed lost",
+            );
+            return rx;
+        }
         let replaced = self.local.lock().holders.insert(id.to_owned(), holder);
         // Ids are unique, so nothing is replaced; if it were, it is dropped unlocked.
         drop(replaced);
         rx
+    }
+
+    /// Records what Redis answered admission `request` (its call sent no earlier than
+    /// `sent`) before its caller reads it, which may be much later (its future not polled for
+    /// a while: a busy worker, a `select!` branch): a holder for an admission made, a waiter
+    /// marked queued for one that waits, so that renewals keep their leases from the moment
+    /// the answer arrived.
+    fn answered(&self, request: &AdmitRequest, decision: Decision, sent: Instant) -> Admitted {
+        match decision {
+            Decision::Now if request.wait => Admitted::Now(self.waiter_to_holder(&request.id)),
+            Decision::Now => Admitted::Now(self.hold(&request.id, sent)),
+            Decision::Full(_) | Decision::Waiting if request.wait => {
+                self.mark_queued(&request.id);
+                Admitted::Waiting
+            }
+            Decision::Full(at) => Admitted::Full(at),
+            Decision::Waiting => Admitted::Waiting,
+        }
     }
 
     /// Attaches a spawned task to its holder, for abort on a lost lease.
@@ -845,6 +893,8 @@ struct Admitter {
     lease_ms: u64,
     releases: Arc<Releases>,
     life: Arc<Life>,
+    /// To record answers as they arrive (see [`Engine::answered`]).
+    engine: Weak<Engine>,
 }
 
 impl Admitter {
@@ -854,7 +904,7 @@ impl Admitter {
         &mut self,
         released: &[(String, Instant)],
         batch: &[AdmitRequest],
-    ) -> Result<Vec<Admitted>, Unavailable> {
+    ) -> Result<Vec<Decision>, Unavailable> {
         let mut invocation = scripts::ADMIT.key(&self.prefix);
         invocation
             .arg(self.lease_ms)
@@ -878,9 +928,9 @@ impl Admitter {
         reply
             .chunks_exact(2)
             .map(|pair| match *pair {
-                [1, _] => Ok(Admitted::Now),
-                [2, _] => Ok(Admitted::Waiting),
-                [0, i] => Ok(Admitted::Full(usize::try_from(i).unwrap_or(0))),
+                [1, _] => Ok(Decision::Now),
+                [2, _] => Ok(Decision::Waiting),
+                [0, i] => Ok(Decision::Full(usize::try_from(i).unwrap_or(0))),
                 _ => Err(Unavailable::lost("unexpected reply from admit.lua")),
             })
             .collect()
@@ -917,19 +967,24 @@ async fn admitter(mut admitter: Admitter, mut rx: mpsc::UnboundedReceiver<ToAdmi
             // What this process gave back before these admissions were made goes back first,
             // in the same call.
             let (sending, released) = admitter.releases.take().await;
-            let outcomes = admitter.call(&released, &batch).await;
-            if outcomes.is_err() && !released.is_empty() {
-                // Maybe not released: the next call carries them.
-                admitter.releases.put_back(released);
-            }
-            for (i, request) in batch.drain(..).enumerate() {
-                let outcome = match &outcomes {
-                    Ok(outcomes) => Ok(outcomes[i]),
-                    Err(error) => Err(error.copy()),
-                };
-                if request.reply.send(outcome).is_err() {
-                    admitter.releases.queue(request.id);
+            if admitter.life.is_closed() {
+                // Closed while a release call in flight held this one back: nothing is sent
+                // after `close()` (the releaser takes the ids again).
+                if !released.is_empty() {
+                    admitter.releases.put_back(released);
                 }
+                for request in batch.drain(..) {
+                    let _ = request.reply.send(Ok(Admitted::Closed));
+                }
+            } else {
+                // The leases start when the call runs in Redis, after this.
+                let sent = Instant::now();
+                let outcomes = admitter.call(&released, &batch).await;
+                if outcomes.is_err() && !released.is_empty() {
+                    // Maybe not released: the next call carries them.
+                    admitter.releases.put_back(released);
+                }
+                answer(&admitter, batch.drain(..), &outcomes, sent);
             }
             // Only now: a flush waiting for this call also sees what its callers that went
             // away were given.
@@ -946,6 +1001,32 @@ async fn admitter(mut admitter: Admitter, mut rx: mpsc::UnboundedReceiver<ToAdmi
         }
         for done in barriers.drain(..) {
             let _ = done.send(());
+        }
+    }
+}
+
+/// Hands each caller of `batch` its outcome, recorded first (see [`Engine::answered`]); a
+/// caller that went away gets its id released: whatever the call gave it goes back.
+fn answer(
+    admitter: &Admitter,
+    batch: impl Iterator<Item = AdmitRequest>,
+    outcomes: &Result<Vec<Decision>, Unavailable>,
+    sent: Instant,
+) {
+    // Gone only once every caller is (each holds the engine).
+    let engine = admitter.engine.upgrade();
+    for (i, request) in batch.enumerate() {
+        let outcome = match (outcomes, &engine) {
+            (Ok(decisions), Some(engine)) => Ok(engine.answered(&request, decisions[i], sent)),
+            (Ok(_), None) => Err(Unavailable::lost("the pool has ended")),
+            (Err(error), _) => Err(error.copy()),
+        };
+        if request.reply.send(outcome).is_err() {
+            match &engine {
+                // Forgets the holder or waiter recorded for it, too.
+                Some(engine) => engine.release_later(request.id),
+                None => admitter.releases.queue(request.id),
+            }
         }
     }
 }

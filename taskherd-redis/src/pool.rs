@@ -366,14 +366,9 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
         let engine = &self.shared.engine;
         if !wait {
             let pending = Pending::new(engine);
-            // The lease starts when the call runs in Redis, after this.
-            let sent = tokio::time::Instant::now();
             return match engine.admit(pending.id(), false, segments).await? {
-                Admitted::Now => {
-                    let id = pending.settle();
-                    let lost = engine.hold(&id, sent);
-                    self.granted(id, lost, generation)
-                }
+                // A holder already (renewed from the moment the answer arrived).
+                Admitted::Now(lost) => self.granted(pending.settle(), lost, generation),
                 Admitted::Full(at) => {
                     pending.settle();
                     // A call in flight when the pool closed fails as closed, whatever Redis
@@ -409,12 +404,10 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                 return Err(Refused::Closed);
             }
             match engine.admit(pending.id(), true, segments).await? {
-                Admitted::Now => {
-                    let id = pending.settle();
-                    let lost = engine.waiter_to_holder(&id);
-                    return self.granted(id, lost, generation);
-                }
-                Admitted::Full(_) | Admitted::Waiting => engine.mark_queued(pending.id()),
+                // A holder already (renewed from the moment the answer arrived).
+                Admitted::Now(lost) => return self.granted(pending.settle(), lost, generation),
+                // Marked queued already: renewed, and polled by the notifier.
+                Admitted::Full(_) | Admitted::Waiting => {}
                 // Not sent: nothing to release.
                 Admitted::Closed => {
                     engine.unregister_waiter(&pending.settle());

@@ -7,7 +7,7 @@ use std::time::Duration;
 use taskherd::Group;
 use taskherd_redis::RedisPool;
 
-use support::{Server, pool};
+use support::{Server, poll_once, pool};
 
 /// Issue #12, semantics 1: a refusal names the first full group (the total first, then the
 /// caller's order) and takes no slot anywhere.
@@ -529,12 +529,4 @@ async fn flush_gives_back_what_a_call_in_flight_gave_a_caller_that_left() {
         pool.flush().await;
         assert_eq!(pool.task_count(&"a").await.unwrap(), 0, "round {round}");
     }
-}
-
-/// Polls `call` once (which sends an admission to Redis), with a waker that does nothing.
-fn poll_once<F: std::future::Future>(
-    call: &mut std::pin::Pin<Box<F>>,
-) -> std::task::Poll<F::Output> {
-    call.as_mut()
-        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
 }

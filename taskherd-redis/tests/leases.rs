@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use taskherd_redis::RedisPool;
 
-use support::{Server, pool};
+use support::{Server, poll_once, pool};
 
 /// Issue #12, semantics 2 and 5: a holder whose process stops renewing loses its slot after
 /// the lease, and a waiter of another process gets it (the reaper runs every 500 ms), while
@@ -349,4 +349,122 @@ async fn a_lease_of_duration_max_works() {
         RedisPool::<&str>::builder("redis://h/", "p").lease(Duration::MAX)
     );
     assert!(long.contains("31536000s"), "{long}");
+}
+
+/// Polls `pool`'s statistics of `group` until `ready` holds for them (or fails the test).
+async fn until_stats(
+    pool: &RedisPool<&'static str>,
+    group: &'static str,
+    ready: impl Fn(&taskherd::GroupStats) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = pool.stats(&group).await.unwrap();
+        if ready(&stats) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{stats:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A caller whose future does not run for several leases after Redis answered its admission
+/// (a busy worker thread, a `select!` branch not polled) still holds its slot: the lease is
+/// renewed from the moment the answer arrives, not from when the caller reads it. (Renewals
+/// covered only what callers had read: the slot was reaped, another process was admitted in
+/// its place, and the late caller then got a permit too: two holders under a limit of 1.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admission_read_late_keeps_its_slot() {
+    let server = Server::start();
+    let lease = Duration::from_millis(600);
+    let late = pool(&server, "read-late", lease).await;
+    let other = pool(&server, "read-late", lease).await;
+    other.set_limit("db", 1).await.unwrap();
+    let mut call = Box::pin(late.try_acquire(["db"]));
+    assert!(poll_once(&mut call).is_pending(), "answered without Redis");
+    until_stats(&other, "db", |stats| stats.running == 1).await;
+    tokio::time::sleep(lease * 4).await;
+    let refused = other.try_acquire(["db"]).await.map(drop);
+    assert!(
+        refused.is_err_and(|error| error.is_full()),
+        "the late caller's slot was reaped and given to another process"
+    );
+    let permit = call.await.unwrap();
+    assert!(!permit.is_lost());
+    assert_eq!(late.lost_leases(), 0);
+    assert_eq!(other.stats(&"db").await.unwrap().running, 1);
+}
+
+/// The same for a waiter: queued, then not polled for several leases, it keeps its place (it
+/// lost it, and was to queue again behind everyone), and gets the slot once it frees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_not_polled_keeps_its_place() {
+    let server = Server::start();
+    let lease = Duration::from_millis(600);
+    let late = pool(&server, "wait-late", lease).await;
+    let other = pool(&server, "wait-late", lease).await;
+    other.set_limit("db", 1).await.unwrap();
+    let held = other.try_acquire(["db"]).await.unwrap();
+    let mut call = Box::pin(late.acquire(["db"]));
+    assert!(poll_once(&mut call).is_pending());
+    until_stats(&other, "db", |stats| stats.waiting == 1).await;
+    tokio::time::sleep(lease * 4).await;
+    assert_eq!(
+        other.stats(&"db").await.unwrap().waiting,
+        1,
+        "the waiter's place was reaped"
+    );
+    drop(held);
+    let permit = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the freed slot never reached the waiter")
+        .unwrap();
+    assert!(!permit.is_lost());
+    assert_eq!(late.lost_waits(), 0);
+}
+
+/// A grant read later than a lease can be trusted without a renewal (here the process was
+/// cut off from Redis after its waiter was granted, the future not polled) is a lost lease as
+/// soon as its caller reads it: the permit says so at once, rather than a tenth of a lease
+/// later, when Redis has already reaped the slot and another process holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_read_after_its_lease_expired_is_lost_at_once() {
+    let server = Server::start();
+    let lease = Duration::from_millis(1500);
+    let (port, cut) = cuttable_proxy(server.port).await;
+    let late: RedisPool<&'static str> =
+        RedisPool::builder(&format!("redis://127.0.0.1:{port}/"), "grant-late")
+            .lease(lease)
+            .build()
+            .await
+            .unwrap();
+    let other = pool(&server, "grant-late", lease).await;
+    other.set_limit("db", 1).await.unwrap();
+    let held = other.try_acquire(["db"]).await.unwrap();
+    let mut call = Box::pin(late.acquire(["db"]));
+    assert!(poll_once(&mut call).is_pending());
+    until_stats(&other, "db", |stats| stats.waiting == 1).await;
+    drop(held);
+    until_stats(&other, "db", |stats| {
+        stats.waiting == 0 && stats.running == 1
+    })
+    .await;
+    // The notifier's poll (once a second) finds the grant and keeps it for the future.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    cut.store(true, Ordering::SeqCst);
+    // The grant's lease expires in Redis, which reaps it: the other process gets the slot.
+    let taken = tokio::time::timeout(lease * 4, other.acquire(["db"]))
+        .await
+        .expect("the cut-off waiter's slot never came back")
+        .unwrap();
+    let permit = match poll_once(&mut call) {
+        std::task::Poll::Ready(Ok(permit)) => permit,
+        polled => panic!("the grant was not read: {polled:?}"),
+    };
+    assert!(
+        permit.is_lost(),
+        "a permit whose slot another process holds was handed out as held"
+    );
+    assert_eq!(late.lost_leases(), 1);
+    drop(taken);
 }

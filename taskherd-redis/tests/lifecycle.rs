@@ -12,7 +12,7 @@ use std::time::Duration;
 use taskherd::LimitChanges;
 use tokio::sync::oneshot;
 
-use support::{Server, pool};
+use support::{Server, poll_once, pool};
 
 /// Polls `future` once; whether it is ready. `wait` depends on this process's state only (no
 /// I/O), so its readiness can be checked poll by poll.
@@ -477,4 +477,38 @@ fn a_process_exiting_after_shutdown_leaves_no_ghost_waiter() {
             "round {round}: {group}'s free slot went to the waiter of a process that exited"
         );
     }
+}
+
+/// No admission reaches Redis after `close()` returns, even one the admission loop had
+/// already taken when `close()` was called, while it waited for a release call in flight
+/// (here held up by a Redis paused for writes). It was sent: counted in the fleet's
+/// statistics and holding a slot until its release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admission_waiting_behind_a_release_is_not_sent_after_close() {
+    let server = Server::start();
+    let pool = pool(&server, "close-behind", Duration::from_secs(30)).await;
+    let permit = pool.try_acquire(["x"]).await.unwrap();
+    let admitted = pool.total_stats().await.unwrap().admitted;
+    assert!(
+        server
+            .cmd(&["CLIENT", "PAUSE", "1000", "WRITE"])
+            .unwrap()
+            .starts_with("+OK")
+    );
+    // The release call goes out and waits in Redis.
+    drop(permit);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut call = Box::pin(pool.try_acquire(["y"]));
+    assert!(poll_once(&mut call).is_pending());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(pool.close());
+    let refused = call.await.map(drop).unwrap_err();
+    assert!(refused.is_closed(), "{refused:?}");
+    pool.flush().await;
+    assert_eq!(
+        pool.total_stats().await.unwrap().admitted,
+        admitted,
+        "an admission reached Redis after close()"
+    );
+    assert_eq!(pool.task_count(&"y").await.unwrap(), 0);
 }

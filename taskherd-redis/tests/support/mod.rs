@@ -162,3 +162,12 @@ pub async fn pool(
         .await
         .expect("the test server is up")
 }
+
+/// Polls `call` once (which sends its admission to Redis), with a waker that does nothing.
+#[allow(dead_code)]
+pub fn poll_once<F: std::future::Future>(
+    call: &mut std::pin::Pin<Box<F>>,
+) -> std::task::Poll<F::Output> {
+    call.as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+}
