@@ -222,6 +222,8 @@ struct Holder {
     /// No later than when the last call that set its lease in Redis (its admission, or a
     /// renewal confirmed since) was sent: the lease lasts at least `lease` from here.
     valid_from: Instant,
+    /// Its caller has read it (see [`Engine::claim`]); until then `shutdown` gives it back.
+    claimed: bool,
 }
 
 /// A waiter of this process.
@@ -477,18 +479,25 @@ impl Engine {
             .unwrap_or_else(|_| Err(Unavailable::lost("the admitter has ended")))
     }
 
-    /// Records a new holder, whose admission call was sent no earlier than `valid_from`;
-    /// returns the receiver of its lost signal.
+    /// Records a new holder, whose admission call was sent no earlier than `valid_from`
+    /// (`claimed` if its caller reads it now: see [`claim`](Self::claim)); returns the
+    /// receiver of its lost signal.
     ///
     /// A lease not confirmed for [`presumed_lost_after`] already (a grant read long after
     /// the waiter's last renewal, Redis unreachable since) is lost at once, as the expirer
     /// would find it a moment later: never handed out as held.
-    pub(crate) fn hold(&self, id: &str, valid_from: Instant) -> watch::Receiver<bool> {
+    pub(crate) fn hold(
+        &self,
+        id: &str,
+        valid_from: Instant,
+        claimed: bool,
+    ) -> watch::Receiver<bool> {
         let (lost, rx) = watch::channel(false);
         let holder = Holder {
             lost,
             abort: None,
             valid_from,
+            claimed,
         };
         if Instant::now().saturating_duration_since(valid_from) >= presumed_lost_after(self.lease) {
             // Released too (a no-op where Redis reaped it).
@@ -512,15 +521,28 @@ impl Engine {
     /// marked queued for one that waits, so that renewals keep their leases from the moment
     /// the answer arrived.
     fn answered(&self, request: &AdmitRequest, decision: Decision, sent: Instant) -> Admitted {
+        // Redis set the lease when the call ran, after `sent`.
         match decision {
-            Decision::Now if request.wait => Admitted::Now(self.waiter_to_holder(&request.id)),
-            Decision::Now => Admitted::Now(self.hold(&request.id, sent)),
+            Decision::Now if request.wait => {
+                Admitted::Now(self.waiter_to_holder(&request.id, Some(sent), false))
+            }
+            Decision::Now => Admitted::Now(self.hold(&request.id, sent, false)),
             Decision::Full(_) | Decision::Waiting if request.wait => {
-                self.mark_queued(&request.id);
+                self.mark_queued(&request.id, sent);
                 Admitted::Waiting
             }
             Decision::Full(at) => Admitted::Full(at),
             Decision::Waiting => Admitted::Waiting,
+        }
+    }
+
+    /// The caller of admission `id` reads it: from now on it is the caller's to give back,
+    /// and `shutdown` leaves it to the caller (who then holds a task or a permit, which
+    /// `shutdown` aborts or waits for). Does nothing if it is not a holder any more (lost, or
+    /// given back by `shutdown`: the caller finds the pool closed, or the lease lost).
+    pub(crate) fn claim(&self, id: &str) {
+        if let Some(holder) = self.local.lock().holders.get_mut(id) {
+            holder.claimed = true;
         }
     }
 
@@ -567,12 +589,31 @@ impl Engine {
         }
     }
 
-    /// Releases (in the background) every waiter of this process, and forgets them: their
-    /// futures find the pool closed when they next run (see `RedisPool::shutdown`).
-    pub(crate) fn release_waiters(&self) {
-        let ids: Vec<String> = self.local.lock().waiters.keys().cloned().collect();
+    /// Releases (in the background) every waiter of this process and every admission its
+    /// caller has not read yet, and forgets them: their futures find the pool closed when
+    /// they next run (see `RedisPool::shutdown`). The holders forgotten are told their lease
+    /// is lost (not counted as lost), for a caller that would not find the pool closed (one
+    /// that called after a `reopen` racing with the shutdown).
+    pub(crate) fn release_unclaimed(&self) {
+        let (ids, holders): (Vec<String>, Vec<Holder>) = {
+            let mut local = self.local.lock();
+            let mut ids: Vec<String> = local.waiters.drain().map(|(id, _)| id).collect();
+            let holders = local
+                .holders
+                .extract_if(|_, holder| !holder.claimed)
+                .map(|(id, holder)| {
+                    ids.push(id);
+                    holder
+                })
+                .collect();
+            (ids, holders)
+        };
+        // Unlocked from here on: the watch senders wake their receivers.
         for id in ids {
-            self.release_later(id);
+            self.releases.queue(id);
+        }
+        for holder in holders {
+            holder.lost.send_replace(true);
         }
     }
 
@@ -608,10 +649,12 @@ impl Engine {
         drop(waiter);
     }
 
-    /// The waiter's `admit.lua` call returned: it is queued in Redis.
-    pub(crate) fn mark_queued(&self, id: &str) {
+    /// The waiter's `admit.lua` call, sent no earlier than `sent`, returned: it is queued in
+    /// Redis, its lease set when the call ran.
+    fn mark_queued(&self, id: &str, sent: Instant) {
         if let Some(waiter) = self.local.lock().waiters.get_mut(id) {
             waiter.queued = true;
+            waiter.valid_from = waiter.valid_from.max(sent);
         }
     }
 
@@ -624,17 +667,24 @@ impl Engine {
             .and_then(|w| w.status.take())
     }
 
-    /// A waiter was granted: it is a holder now, under the same id.
-    /// The holder keeps the waiter's lease (in Redis as here).
-    pub(crate) fn waiter_to_holder(&self, id: &str) -> watch::Receiver<bool> {
+    /// A waiter was granted: it is a holder now, under the same id (`claimed` as in
+    /// [`hold`](Self::hold)). The holder keeps the waiter's lease (in Redis as here), set
+    /// again no earlier than `set` by the call that granted it, if one did.
+    pub(crate) fn waiter_to_holder(
+        &self,
+        id: &str,
+        set: Option<Instant>,
+        claimed: bool,
+    ) -> watch::Receiver<bool> {
         let waiter = self.local.lock().waiters.remove(id);
-        // Registered before its admission call, so a waiter is always found; if it were not,
-        // the lease is taken to start now.
+        // A waiter is registered before its admission call; one not found (its caller went
+        // away) is given back by the caller of this, and its lease taken to start now.
         let valid_from = waiter
             .as_ref()
             .map_or_else(Instant::now, |waiter| waiter.valid_from);
         drop(waiter);
-        self.hold(id, valid_from)
+        let valid_from = set.map_or(valid_from, |set| valid_from.max(set));
+        self.hold(id, valid_from, claimed)
     }
 
     /// One `poll.lua` call.

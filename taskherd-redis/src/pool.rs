@@ -281,8 +281,10 @@ impl<K> RedisPool<K> {
     /// ([`total_stats`](Self::total_stats)) do not count them (the in-process pool counts them
     /// in its total's `rejected`). So once [`wait`](Self::wait)
     /// resolves, nothing of this pool is admitted in this process until
-    /// [`reopen`](Self::reopen). A waiting call leaves Redis's queues when its future next
-    /// runs (it is woken now); [`shutdown`](Self::shutdown) takes them out at once.
+    /// [`reopen`](Self::reopen). A waiting call leaves Redis's queues, and a call whose
+    /// answer its future has not read yet gives its slots back, when its future next runs
+    /// or is dropped (a waiting call is woken now); [`shutdown`](Self::shutdown) takes both
+    /// out at once.
     ///
     /// Returns `true` if this call closed the pool, `false` if it was already closed.
     pub fn close(&self) -> bool {
@@ -432,7 +434,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                     Status::Waiting => {}
                     Status::Granted => {
                         let id = pending.settle();
-                        let lost = engine.waiter_to_holder(&id);
+                        let lost = engine.waiter_to_holder(&id, None, true);
                         return self.granted(id, lost, generation);
                     }
                     Status::Gone => {
@@ -459,6 +461,8 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
         generation: u64,
     ) -> Result<Held, Refused> {
         let engine = &self.shared.engine;
+        // Read: the caller's from now on (before `hold`, which a `shutdown` makes fail).
+        engine.claim(&id);
         match self.shared.life.hold(generation) {
             Some(hold) => Ok(Held {
                 id: Pending::of(engine, id),
@@ -867,7 +871,8 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
 
     /// Shuts this process's share of the pool down: closes it here, aborts the tasks this
     /// process spawned from it (a task admitted before and spawned after is aborted as it is
-    /// spawned), takes this process's waiters out of Redis's queues (whether or not their
+    /// spawned), takes this process's waiters out of Redis's queues and gives back what
+    /// Redis granted calls whose futures have not read the answer yet (whether or not those
     /// futures run again), waits until no task runs and no permit is held (permits are their
     /// holders' to drop), then waits until every release has reached Redis, so that the fleet
     /// gets the slots back at once. Call it before a process exits: nothing of this process is
@@ -889,7 +894,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
         // this. Then the waiters it (or an earlier call) queued are released behind it, on the
         // same connection, whether or not their futures run again before the process exits.
         self.shared.engine.admitted_so_far().await;
-        self.shared.engine.release_waiters();
+        self.shared.engine.release_unclaimed();
         wait.await;
         self.flush().await;
     }

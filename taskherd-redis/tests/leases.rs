@@ -468,3 +468,22 @@ async fn a_grant_read_after_its_lease_expired_is_lost_at_once() {
     assert_eq!(late.lost_leases(), 1);
     drop(taken);
 }
+
+/// A waiter granted at once by a call the admission loop sent late (its runtime busy, here
+/// a thread blocked for most of a lease after the waiter registered) holds a lease Redis set
+/// when the call ran: it is not lost. (Its lease was counted from the waiter's registration,
+/// and presumed lost at once.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_grant_sent_late_is_not_lost() {
+    let server = Server::start();
+    let lease = Duration::from_millis(600);
+    let pool = pool(&server, "sent-late", lease).await;
+    let mut call = Box::pin(pool.acquire(["a"]));
+    assert!(poll_once(&mut call).is_pending());
+    // Blocks the only thread: the admission loop sends the call after this.
+    std::thread::sleep(Duration::from_millis(560));
+    let permit = call.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(!permit.is_lost(), "a grant Redis just made handed out lost");
+    assert_eq!(pool.lost_leases(), 0);
+}

@@ -512,3 +512,36 @@ async fn an_admission_waiting_behind_a_release_is_not_sent_after_close() {
     );
     assert_eq!(pool.task_count(&"y").await.unwrap(), 0);
 }
+
+/// `shutdown` leaves nothing of this process counted in Redis, not even an admission Redis
+/// answered whose future has not run since (the admission is recorded as the answer arrives,
+/// and renewed: it stayed counted for as long as the future lived), in wait or try mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_gives_back_admissions_answered_but_not_read() {
+    let server = Server::start();
+    let lease = Duration::from_millis(600);
+    let pool = pool(&server, "unread-shutdown", lease).await;
+    let observer = support::pool(&server, "unread-shutdown", lease).await;
+    let mut waiting = Box::pin(pool.acquire(["a"]));
+    let mut trying = Box::pin(pool.try_acquire(["b"]));
+    assert!(poll_once(&mut waiting).is_pending());
+    assert!(poll_once(&mut trying).is_pending());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while observer.len().await.unwrap() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "never admitted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pool.shutdown().await;
+    assert_eq!(
+        observer.len().await.unwrap(),
+        0,
+        "left counted after shutdown"
+    );
+    // Not renewed either: still nothing counted several leases later.
+    tokio::time::sleep(lease * 3).await;
+    assert_eq!(observer.len().await.unwrap(), 0);
+    // Read now, they fail as closed.
+    assert!(waiting.await.map(drop).unwrap_err().is_closed());
+    assert!(trying.await.map(drop).unwrap_err().is_closed());
+    assert_eq!(pool.lost_leases(), 0);
+}
