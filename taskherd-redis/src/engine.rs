@@ -73,7 +73,7 @@ pub(crate) struct Unavailable(pub(crate) redis::RedisError);
 
 impl Unavailable {
     /// An error of the client's own making (a reply it cannot read, a task that ended).
-    fn lost(what: &'static str) -> Self {
+    pub(crate) fn lost(what: &'static str) -> Self {
         Self(redis::RedisError::from((redis::ErrorKind::Client, what)))
     }
 
@@ -122,6 +122,9 @@ pub(crate) enum Status {
     Waiting,
     Gone,
 }
+
+/// Where the answer to an admission comes (see [`Engine::send_admission`]).
+pub(crate) type Answer = oneshot::Receiver<Result<Admitted, Unavailable>>;
 
 /// An admission for the admitter.
 struct AdmitRequest {
@@ -448,19 +451,20 @@ impl Engine {
         format!("{}-{n}", self.process)
     }
 
-    /// One admission, in the admitter's next `admit.lua` call. In wait mode, register the id
-    /// as a waiter first, so that a grant notification is never missed. On an error the call
-    /// may still have run: the caller releases the id.
+    /// Sends one admission to the admitter, for its next `admit.lua` call; returns where its
+    /// answer comes. In wait mode, register the id as a waiter first, so that a grant
+    /// notification is never missed. On an error the call may still have run: the caller
+    /// releases the id.
     ///
-    /// Cancel safety: if this future is dropped, the admitter releases whatever the call
-    /// gave the id (the caller's own release may reach Redis first, as a no-op).
-    pub(crate) async fn admit(
+    /// If the receiver is dropped before the answer comes, the admitter gives back whatever
+    /// the call gave the id (the caller's own release may reach Redis first, as a no-op).
+    pub(crate) fn send_admission(
         &self,
         id: &str,
         wait: bool,
         segments: &[String],
-    ) -> Result<Admitted, Unavailable> {
-        let (reply, admitted) = oneshot::channel();
+    ) -> Result<Answer, Unavailable> {
+        let (reply, answer) = oneshot::channel();
         let request = AdmitRequest {
             id: id.to_owned(),
             wait,
@@ -474,9 +478,7 @@ impl Engine {
             self.releases.admitting.fetch_sub(1, Ordering::AcqRel);
             return Err(Unavailable::lost("the admitter has ended"));
         }
-        admitted
-            .await
-            .unwrap_or_else(|_| Err(Unavailable::lost("the admitter has ended")))
+        Ok(answer)
     }
 
     /// Records a new holder, whose admission call was sent no earlier than `valid_from`

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::builder::RedisPoolBuilder;
-use crate::engine::{Admitted, Engine, Status, Unavailable};
+use crate::engine::{Admitted, Answer, Engine, Status, Unavailable};
 use crate::key::{InvalidKey, checked_segment};
 use crate::life::{Hold, Life};
 use crate::{RedisKey, RedisPermit, UnavailableError};
@@ -87,6 +87,9 @@ impl<K> fmt::Debug for RedisPool<K> {
 struct Pending {
     engine: Arc<Engine>,
     id: Option<String>,
+    /// While its admission call is under way: where the answer comes. Dropped before the id
+    /// is released (see `Drop`).
+    answer: Option<Answer>,
 }
 
 impl Pending {
@@ -99,11 +102,30 @@ impl Pending {
         Self {
             engine: Arc::clone(engine),
             id: Some(id),
+            answer: None,
         }
     }
 
     fn id(&self) -> &str {
         self.id.as_deref().unwrap_or_default()
+    }
+
+    /// Sends the id's admission (in wait mode, registered as a waiter first) and waits for
+    /// the answer.
+    ///
+    /// Cancel safety: if the future is dropped, the id is released when `self` is (see
+    /// `Drop`).
+    async fn admit(&mut self, wait: bool, segments: &[String]) -> Result<Admitted, Unavailable> {
+        let answer = self.answer.insert(self.engine.send_admission(
+            self.id.as_deref().unwrap_or_default(),
+            wait,
+            segments,
+        )?);
+        let admitted = answer
+            .await
+            .unwrap_or_else(|_| Err(Unavailable::lost("the admitter has ended")));
+        self.answer = None;
+        admitted
     }
 
     /// Settles the id: nothing to release (refused), or held by a guard from now on.
@@ -114,6 +136,11 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
+        // The answer's receiver first: from then on the admitter finds the caller gone and
+        // gives back what it recorded for the id itself; an answer sent before was recorded
+        // before, and the release below takes it out (whatever order the caller's future
+        // drops its parts in).
+        drop(self.answer.take());
         if let Some(id) = self.id.take() {
             self.engine.release_later(id);
         }
@@ -367,8 +394,8 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
         }
         let engine = &self.shared.engine;
         if !wait {
-            let pending = Pending::new(engine);
-            return match engine.admit(pending.id(), false, segments).await? {
+            let mut pending = Pending::new(engine);
+            return match pending.admit(false, segments).await? {
                 // A holder already (renewed from the moment the answer arrived).
                 Admitted::Now(lost) => self.granted(pending.settle(), lost, generation),
                 Admitted::Full(at) => {
@@ -395,7 +422,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
             };
         }
         loop {
-            let pending = Pending::new(engine);
+            let mut pending = Pending::new(engine);
             let wake = engine.register_waiter(pending.id());
             // Checked after registering, on every round (a waiter that queues again after its
             // lease was lost included): a `close()` that set the flag before this reads it is
@@ -405,7 +432,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                 engine.unregister_waiter(&pending.settle());
                 return Err(Refused::Closed);
             }
-            match engine.admit(pending.id(), true, segments).await? {
+            match pending.admit(true, segments).await? {
                 // A holder already (renewed from the moment the answer arrived).
                 Admitted::Now(lost) => return self.granted(pending.settle(), lost, generation),
                 // Marked queued already: renewed, and polled by the notifier.

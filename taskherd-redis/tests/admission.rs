@@ -530,3 +530,41 @@ async fn flush_gives_back_what_a_call_in_flight_gave_a_caller_that_left() {
         assert_eq!(pool.task_count(&"a").await.unwrap(), 0, "round {round}");
     }
 }
+
+/// However late its caller drops an admission's future (before the call is sent, while it
+/// is in flight, just after the answer arrived and was recorded, or after it was read), the
+/// slot goes back and nothing of it stays recorded here: after `flush`, Redis counts nothing,
+/// and nothing is renewed (still nothing counted several leases later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admission_dropped_at_any_moment_leaves_nothing_behind() {
+    let server = Server::start();
+    let lease = Duration::from_millis(600);
+    let pool = pool(&server, "dropped-any", lease).await;
+    for round in 0..200u64 {
+        let mut waiting = Box::pin(pool.acquire(["a"]));
+        let mut trying = Box::pin(pool.try_acquire(["b"]));
+        let waiting_done = poll_once(&mut waiting).is_ready();
+        let trying_done = poll_once(&mut trying).is_ready();
+        // From nothing to a few round trips: the drops land at every stage.
+        tokio::time::sleep(Duration::from_micros(round * 13 % 1_500)).await;
+        if round % 3 == 0 {
+            // Some read their answer (a permit, dropped at once).
+            if !waiting_done {
+                drop(poll_once(&mut waiting));
+            }
+            if !trying_done {
+                drop(poll_once(&mut trying));
+            }
+        }
+        drop((waiting, trying));
+    }
+    pool.flush().await;
+    assert_eq!(pool.len().await.unwrap(), 0, "a slot stayed counted");
+    assert_eq!(
+        pool.waiting_len().await.unwrap(),
+        0,
+        "a waiter stayed queued"
+    );
+    tokio::time::sleep(lease * 3).await;
+    assert_eq!(pool.len().await.unwrap(), 0, "a slot stayed renewed");
+}
