@@ -73,6 +73,14 @@ pub enum Admission {
 }
 
 impl Admission {
+    /// Whether Redis lost this admission's lease (never for an in-process one).
+    pub fn is_lost(&self) -> bool {
+        match self {
+            Admission::Local(_) => false,
+            Admission::Fleet(permit) => permit.is_lost(),
+        }
+    }
+
     /// Resolves if Redis lost this admission's lease (never for an in-process one).
     pub async fn lost(&self) {
         match self {

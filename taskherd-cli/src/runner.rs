@@ -642,6 +642,19 @@ async fn queue<F, P>(
     });
 }
 
+/// Admits a job again in `groups`: its admission was lost before it started.
+async fn readmit(shared: &Arc<Shared>, groups: &[Group]) -> Result<Admission, AcquireError> {
+    match &shared.pool {
+        Pool::Local(pool) => pool
+            .acquire(groups.iter().cloned())
+            .await
+            .map(Admission::Local),
+        Pool::Fleet(fleet) => fleet_acquire(Arc::clone(shared), Arc::clone(fleet), groups.to_vec())
+            .await
+            .map(Admission::Fleet),
+    }
+}
+
 /// Waits for an admission in a fleet's pool. While Redis is unreachable, asks again every
 /// [`fleet::RETRY`] until the run stops: no job runs without an admission. Says so once per
 /// outage (as `Fleet::guard` does when no admission call fails), and again when Redis is back.
@@ -814,8 +827,22 @@ async fn run_job(account: Account, admitted: Result<Admission, AcquireError>) {
         // The pool closes only when the run stops.
         return account.not_started(shared.stop_reason());
     };
-    // Admitted: starts once the report and the joblog have room for its lines.
-    shared.room_for_records().await;
+    // Admitted: starts once the report and the joblog have room for its lines. An admission
+    // whose lease Redis lost meanwhile (restarted without its data) is made again, behind the
+    // jobs queued since: started on it, the job would be terminated at once (`lease-lost`),
+    // and the fleet may have admitted another in its place.
+    loop {
+        shared.room_for_records().await;
+        if !permit.is_lost() {
+            break;
+        }
+        drop(permit);
+        permit = match readmit(&shared, &job.groups).await {
+            Ok(admitted) => admitted,
+            // The pool closes only when the run stops.
+            Err(_) => return account.not_started(shared.stop_reason()),
+        };
+    }
     let retries = job.retries.unwrap_or(shared.config.retries);
     // The attempts before the current one.
     let mut earlier: Vec<Attempt> = Vec::new();

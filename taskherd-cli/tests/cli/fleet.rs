@@ -665,3 +665,57 @@ fn a_malformed_redis_url_is_refused_by_a_dry_run_too() {
         assert!(!scratch.exists("ran"));
     }
 }
+
+/// A job admitted while nobody reads the report waits to start (see "Report" in the README);
+/// if Redis loses its lease meanwhile (a restart without persistence), it is admitted again
+/// before it starts, rather than started on a lease already lost and terminated at once
+/// (`lease-lost`) while the fleet admits others in its place (`-j 4` then ran 8 jobs).
+#[test]
+fn a_job_that_lost_its_lease_while_waiting_to_start_is_admitted_again() {
+    const JOBS: usize = 200;
+    let job = format!("printf x >> ran; sleep 0.1 # {}\n", "x".repeat(10_000));
+    let (server, url, scratch) = server_with_jobs(&job.repeat(JOBS));
+    let fifo = crate::support::make_fifo(&scratch, "r.fifo");
+    let opened = std::thread::spawn(move || std::fs::File::open(fifo).unwrap());
+    let child = scratch
+        .command(&[
+            "run", "--redis", &url, "--lease", "1s", "-j", "4", "--report", "r.fifo", "jobs.txt",
+        ])
+        .spawn()
+        .unwrap();
+    let unread = opened.join().unwrap();
+    let ran = || std::fs::metadata(scratch.path("ran")).map_or(0, |m| m.len() as usize);
+    // Until no job has started for a second: the run waits for the report's reader.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut last = (usize::MAX, std::time::Instant::now());
+    while ran() < JOBS && std::time::Instant::now() < deadline {
+        let now = ran();
+        if now != last.0 {
+            last = (now, std::time::Instant::now());
+        } else if last.1.elapsed() > std::time::Duration::from_secs(1) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let held_back = ran();
+    assert!(held_back < JOBS, "no job was held back");
+    // The leases of the jobs waiting to start are lost with Redis's data.
+    let _server = restart(server);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let reader = std::thread::spawn(move || std::io::read_to_string(unread).unwrap());
+    let finished = finish_within(child, std::time::Duration::from_secs(120));
+    let report = reader.join().unwrap();
+    let lost: Vec<&str> = report
+        .lines()
+        .filter(|line| line.contains("lease-lost"))
+        .map(|line| &line[..line.len().min(120)])
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "held back at {held_back}: {lost:?}\nstderr: {}",
+        finished.stderr
+    );
+    finished.assert_code(0);
+    assert_eq!(ran(), JOBS);
+    assert_eq!(report.lines().count(), JOBS);
+}
