@@ -684,20 +684,8 @@ fn a_job_that_lost_its_lease_while_waiting_to_start_is_admitted_again() {
         .spawn()
         .unwrap();
     let unread = opened.join().unwrap();
-    let ran = || std::fs::metadata(scratch.path("ran")).map_or(0, |m| m.len() as usize);
-    // Until no job has started for a second: the run waits for the report's reader.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut last = (usize::MAX, std::time::Instant::now());
-    while ran() < JOBS && std::time::Instant::now() < deadline {
-        let now = ran();
-        if now != last.0 {
-            last = (now, std::time::Instant::now());
-        } else if last.1.elapsed() > std::time::Duration::from_secs(1) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let held_back = ran();
+    // The run waits for the report's reader.
+    let held_back = crate::support::started_until_held_back(&scratch, JOBS);
     assert!(held_back < JOBS, "no job was held back");
     // The leases of the jobs waiting to start are lost with Redis's data.
     let _server = restart(server);
@@ -716,6 +704,9 @@ fn a_job_that_lost_its_lease_while_waiting_to_start_is_admitted_again() {
         finished.stderr
     );
     finished.assert_code(0);
-    assert_eq!(ran(), JOBS);
+    assert_eq!(
+        crate::support::started_until_held_back(&scratch, JOBS),
+        JOBS
+    );
     assert_eq!(report.lines().count(), JOBS);
 }

@@ -4,7 +4,8 @@
 use std::process::Child;
 
 use crate::support::{
-    Finished, Scratch, finish_within, make_fifo, report, send_signal, statuses, wait_for_files,
+    Finished, Scratch, finish_within, make_fifo, report, send_signal, started_until_held_back,
+    statuses, wait_for_files,
 };
 
 fn finish(child: Child) -> Finished {
@@ -433,20 +434,8 @@ fn held_back_until_read(
     unread: impl std::io::Read + Send + 'static,
     what: &str,
 ) -> String {
-    let ran = || std::fs::metadata(scratch.path("ran")).map_or(0, |m| m.len() as usize);
-    // Wait until no job has started for a second (or every job ran: the bug).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut last = (usize::MAX, std::time::Instant::now());
-    while ran() < PADDED_JOBS && std::time::Instant::now() < deadline {
-        let now = ran();
-        if now != last.0 {
-            last = (now, std::time::Instant::now());
-        } else if last.1.elapsed() > std::time::Duration::from_secs(1) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let held_back = ran();
+    // Every job ran: the bug.
+    let held_back = started_until_held_back(scratch, PADDED_JOBS);
     let reader = std::thread::spawn(move || std::io::read_to_string(unread).unwrap());
     let finished = finish_within(child, std::time::Duration::from_secs(120));
     let read = reader.join().unwrap();
@@ -457,6 +446,6 @@ fn held_back_until_read(
     finished
         .assert_code(0)
         .assert_stderr_contains(&format!("no job starts until the {what} is read"));
-    assert_eq!(ran(), PADDED_JOBS);
+    assert_eq!(started_until_held_back(scratch, PADDED_JOBS), PADDED_JOBS);
     read
 }

@@ -270,3 +270,21 @@ pub fn assert_said_once_and_every_job_ran(scratch: &Scratch, run: &Finished, wha
             .all(|file| scratch.exists(file))
     );
 }
+
+/// How many jobs the run started (each appends a byte to `ran` in the scratch directory),
+/// once none has started for a second, or all `jobs` have (waiting at most a minute).
+pub fn started_until_held_back(scratch: &Scratch, jobs: usize) -> usize {
+    let ran = || std::fs::metadata(scratch.path("ran")).map_or(0, |m| m.len() as usize);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut last = (usize::MAX, std::time::Instant::now());
+    while ran() < jobs && std::time::Instant::now() < deadline {
+        let now = ran();
+        if now != last.0 {
+            last = (now, std::time::Instant::now());
+        } else if last.1.elapsed() > std::time::Duration::from_secs(1) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    ran()
+}
