@@ -642,19 +642,6 @@ async fn queue<F, P>(
     });
 }
 
-/// Admits a job again in `groups`: its admission was lost before it started.
-async fn readmit(shared: &Arc<Shared>, groups: &[Group]) -> Result<Admission, AcquireError> {
-    match &shared.pool {
-        Pool::Local(pool) => pool
-            .acquire(groups.iter().cloned())
-            .await
-            .map(Admission::Local),
-        Pool::Fleet(fleet) => fleet_acquire(Arc::clone(shared), Arc::clone(fleet), groups.to_vec())
-            .await
-            .map(Admission::Fleet),
-    }
-}
-
 /// Waits for an admission in a fleet's pool. While Redis is unreachable, asks again every
 /// [`fleet::RETRY`] until the run stops: no job runs without an admission. Says so once per
 /// outage (as `Fleet::guard` does when no admission call fails), and again when Redis is back.
@@ -689,7 +676,8 @@ async fn fleet_acquire(
     }
 }
 
-/// Waits for a job's next admission (a retry), in either kind of pool.
+/// Waits for a job's next admission (a retry, or one lost before the job started), in either
+/// kind of pool.
 async fn admit(shared: &Arc<Shared>, groups: Vec<Group>) -> Result<Admission, AcquireError> {
     match &shared.pool {
         Pool::Local(pool) => pool.acquire(groups).await.map(Admission::Local),
@@ -837,7 +825,7 @@ async fn run_job(account: Account, admitted: Result<Admission, AcquireError>) {
             break;
         }
         drop(permit);
-        permit = match readmit(&shared, &job.groups).await {
+        permit = match admit(&shared, job.groups.clone()).await {
             Ok(admitted) => admitted,
             // The pool closes only when the run stops.
             Err(_) => return account.not_started(shared.stop_reason()),
