@@ -131,6 +131,8 @@ struct AdmitRequest {
     id: String,
     wait: bool,
     segments: Vec<String>,
+    /// The pool's [`Life::generation`] when the call was made.
+    generation: u64,
     reply: oneshot::Sender<Result<Admitted, Unavailable>>,
 }
 
@@ -225,8 +227,9 @@ struct Holder {
     /// No later than when the last call that set its lease in Redis (its admission, or a
     /// renewal confirmed since) was sent: the lease lasts at least `lease` from here.
     valid_from: Instant,
-    /// Its caller has read it (see [`Engine::claim`]); until then `shutdown` gives it back.
-    claimed: bool,
+    /// Until its caller reads it (see [`Engine::claim`]): the pool's [`Life::generation`]
+    /// when the call was made, for `shutdown` to give it back if it was made before.
+    unclaimed: Option<u64>,
 }
 
 /// A waiter of this process.
@@ -239,6 +242,8 @@ struct Waiter {
     queued: bool,
     /// Set by the notifier's poll, so the woken future need not poll again.
     status: Option<Status>,
+    /// The pool's [`Life::generation`] when the call was made.
+    generation: u64,
 }
 
 #[derive(Default)]
@@ -463,12 +468,14 @@ impl Engine {
         id: &str,
         wait: bool,
         segments: &[String],
+        generation: u64,
     ) -> Result<Answer, Unavailable> {
         let (reply, answer) = oneshot::channel();
         let request = AdmitRequest {
             id: id.to_owned(),
             wait,
             segments: segments.to_vec(),
+            generation,
             reply,
         };
         // Counted before it is sent; the admitter counts it off once answered.
@@ -482,8 +489,8 @@ impl Engine {
     }
 
     /// Records a new holder, whose admission call was sent no earlier than `valid_from`
-    /// (`claimed` if its caller reads it now: see [`claim`](Self::claim)); returns the
-    /// receiver of its lost signal.
+    /// (`unclaimed`: the generation its call was made at, if its caller has not read it yet:
+    /// see [`claim`](Self::claim)); returns the receiver of its lost signal.
     ///
     /// A lease not confirmed for [`presumed_lost_after`] already (a grant read long after
     /// the waiter's last renewal, Redis unreachable since) is lost at once, as the expirer
@@ -492,14 +499,14 @@ impl Engine {
         &self,
         id: &str,
         valid_from: Instant,
-        claimed: bool,
+        unclaimed: Option<u64>,
     ) -> watch::Receiver<bool> {
         let (lost, rx) = watch::channel(false);
         let holder = Holder {
             lost,
             abort: None,
             valid_from,
-            claimed,
+            unclaimed,
         };
         if Instant::now().saturating_duration_since(valid_from) >= presumed_lost_after(self.lease) {
             // Released too (a no-op where Redis reaped it).
@@ -525,10 +532,12 @@ impl Engine {
     fn answered(&self, request: &AdmitRequest, decision: Decision, sent: Instant) -> Admitted {
         // Redis set the lease when the call ran, after `sent`.
         match decision {
-            Decision::Now if request.wait => {
-                Admitted::Now(self.waiter_to_holder(&request.id, Some(sent), false))
-            }
-            Decision::Now => Admitted::Now(self.hold(&request.id, sent, false)),
+            Decision::Now if request.wait => Admitted::Now(self.waiter_to_holder(
+                &request.id,
+                Some(sent),
+                Some(request.generation),
+            )),
+            Decision::Now => Admitted::Now(self.hold(&request.id, sent, Some(request.generation))),
             Decision::Full(_) | Decision::Waiting if request.wait => {
                 self.mark_queued(&request.id, sent);
                 Admitted::Waiting
@@ -544,7 +553,7 @@ impl Engine {
     /// given back by `shutdown`: the caller finds the pool closed, or the lease lost).
     pub(crate) fn claim(&self, id: &str) {
         if let Some(holder) = self.local.lock().holders.get_mut(id) {
-            holder.claimed = true;
+            holder.unclaimed = None;
         }
     }
 
@@ -592,30 +601,31 @@ impl Engine {
     }
 
     /// Releases (in the background) every waiter of this process and every admission its
-    /// caller has not read yet, and forgets them: their futures find the pool closed when
-    /// they next run (see `RedisPool::shutdown`). The holders forgotten are told their lease
-    /// is lost (not counted as lost), for a caller that would not find the pool closed (one
-    /// that called after a `reopen` racing with the shutdown).
-    pub(crate) fn release_unclaimed(&self) {
-        let (ids, holders): (Vec<String>, Vec<Holder>) = {
+    /// caller has not read yet, of the calls made before generation `before` (before
+    /// `shutdown`'s `close`: their futures find the pool closed when they next run), and
+    /// forgets them. A call made after a `reopen` racing with the shutdown keeps its place.
+    pub(crate) fn release_unclaimed(&self, before: u64) {
+        let (mut ids, holders): (Vec<String>, Vec<(String, Holder)>) = {
             let mut local = self.local.lock();
-            let mut ids: Vec<String> = local.waiters.drain().map(|(id, _)| id).collect();
+            let waiters = local
+                .waiters
+                .extract_if(|_, waiter| waiter.generation < before)
+                .map(|(id, _)| id)
+                .collect();
             let holders = local
                 .holders
-                .extract_if(|_, holder| !holder.claimed)
-                .map(|(id, holder)| {
-                    ids.push(id);
+                .extract_if(|_, holder| {
                     holder
+                        .unclaimed
+                        .is_some_and(|generation| generation < before)
                 })
                 .collect();
-            (ids, holders)
+            (waiters, holders)
         };
-        // Unlocked from here on: the watch senders wake their receivers.
+        // Unlocked: the holders' watch senders are dropped here.
+        ids.extend(holders.into_iter().map(|(id, _)| id));
         for id in ids {
             self.releases.queue(id);
-        }
-        for holder in holders {
-            holder.lost.send_replace(true);
         }
     }
 
@@ -628,8 +638,8 @@ impl Engine {
         }
     }
 
-    /// Registers a waiter before its `admit.lua` call.
-    pub(crate) fn register_waiter(&self, id: &str) -> Arc<Notify> {
+    /// Registers a waiter before its `admit.lua` call, made at `generation`.
+    pub(crate) fn register_waiter(&self, id: &str, generation: u64) -> Arc<Notify> {
         let wake = Arc::new(Notify::new());
         let replaced = self.local.lock().waiters.insert(
             id.to_owned(),
@@ -638,6 +648,7 @@ impl Engine {
                 valid_from: Instant::now(),
                 queued: false,
                 status: None,
+                generation,
             },
         );
         // Ids are unique, so nothing is replaced; if it were, it is dropped unlocked.
@@ -669,14 +680,14 @@ impl Engine {
             .and_then(|w| w.status.take())
     }
 
-    /// A waiter was granted: it is a holder now, under the same id (`claimed` as in
+    /// A waiter was granted: it is a holder now, under the same id (`unclaimed` as in
     /// [`hold`](Self::hold)). The holder keeps the waiter's lease (in Redis as here), set
     /// again no earlier than `set` by the call that granted it, if one did.
     pub(crate) fn waiter_to_holder(
         &self,
         id: &str,
         set: Option<Instant>,
-        claimed: bool,
+        unclaimed: Option<u64>,
     ) -> watch::Receiver<bool> {
         let waiter = self.local.lock().waiters.remove(id);
         // A waiter is registered before its admission call; one not found (its caller went
@@ -686,7 +697,7 @@ impl Engine {
             .map_or_else(Instant::now, |waiter| waiter.valid_from);
         drop(waiter);
         let valid_from = set.map_or(valid_from, |set| valid_from.max(set));
-        self.hold(id, valid_from, claimed)
+        self.hold(id, valid_from, unclaimed)
     }
 
     /// One `poll.lua` call.

@@ -115,11 +115,17 @@ impl Pending {
     ///
     /// Cancel safety: if the future is dropped, the id is released when `self` is (see
     /// `Drop`).
-    async fn admit(&mut self, wait: bool, segments: &[String]) -> Result<Admitted, Unavailable> {
+    async fn admit(
+        &mut self,
+        wait: bool,
+        segments: &[String],
+        generation: u64,
+    ) -> Result<Admitted, Unavailable> {
         let answer = self.answer.insert(self.engine.send_admission(
             self.id.as_deref().unwrap_or_default(),
             wait,
             segments,
+            generation,
         )?);
         let admitted = answer
             .await
@@ -395,7 +401,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
         let engine = &self.shared.engine;
         if !wait {
             let mut pending = Pending::new(engine);
-            return match pending.admit(false, segments).await? {
+            return match pending.admit(false, segments, generation).await? {
                 // A holder already (renewed from the moment the answer arrived).
                 Admitted::Now(lost) => self.granted(pending.settle(), lost, generation),
                 Admitted::Full(at) => {
@@ -423,7 +429,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
         }
         loop {
             let mut pending = Pending::new(engine);
-            let wake = engine.register_waiter(pending.id());
+            let wake = engine.register_waiter(pending.id(), generation);
             // Checked after registering, on every round (a waiter that queues again after its
             // lease was lost included): a `close()` that set the flag before this reads it is
             // seen here; one after wakes the waiter just registered. Checked only before
@@ -432,7 +438,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                 engine.unregister_waiter(&pending.settle());
                 return Err(Refused::Closed);
             }
-            match pending.admit(true, segments).await? {
+            match pending.admit(true, segments, generation).await? {
                 // A holder already (renewed from the moment the answer arrived).
                 Admitted::Now(lost) => return self.granted(pending.settle(), lost, generation),
                 // Marked queued already: renewed, and polled by the notifier.
@@ -461,7 +467,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                     Status::Waiting => {}
                     Status::Granted => {
                         let id = pending.settle();
-                        let lost = engine.waiter_to_holder(&id, None, true);
+                        let lost = engine.waiter_to_holder(&id, None, None);
                         return self.granted(id, lost, generation);
                     }
                     Status::Gone => {
@@ -914,6 +920,9 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     /// stays closed and its tasks stay aborted; nothing happens before the first poll.
     pub async fn shutdown(&self) {
         self.close();
+        // The calls made before this are closed since; one made after a `reopen` racing
+        // with this is not, and keeps its place.
+        let closed_at = self.shared.life.generation();
         self.shared.life.shut_down();
         let wait = self.wait();
         self.abort_all();
@@ -921,7 +930,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
         // this. Then the waiters it (or an earlier call) queued are released behind it, on the
         // same connection, whether or not their futures run again before the process exits.
         self.shared.engine.admitted_so_far().await;
-        self.shared.engine.release_unclaimed();
+        self.shared.engine.release_unclaimed(closed_at);
         wait.await;
         self.flush().await;
     }

@@ -545,3 +545,41 @@ async fn shutdown_gives_back_admissions_answered_but_not_read() {
     assert!(trying.await.map(drop).unwrap_err().is_closed());
     assert_eq!(pool.lost_leases(), 0);
 }
+
+/// A `shutdown` racing with a `reopen` gives back only what was asked before its `close`: a
+/// waiting call made after the `reopen` keeps its place and is served (it was taken out of
+/// the queues with the others, and waited for ever), and nothing is left counted in Redis
+/// for nobody (a waiter queued after being taken out was granted a slot nobody renewed).
+#[tokio::test(flavor = "current_thread")]
+async fn a_wait_made_after_a_reopen_racing_with_shutdown_is_served() {
+    for yields in [0, 10] {
+        let server = Server::start();
+        let lease = Duration::from_secs(5);
+        let pool = pool(&server, "reopen-race", lease).await;
+        let other = support::pool(&server, "reopen-race", lease).await;
+        other.set_limit("a", 1).await.unwrap();
+        let held = other.try_acquire(["a"]).await.unwrap();
+        let mut shutdown = Box::pin(pool.shutdown());
+        // Closed; the barrier sent (and, after the yields, answered).
+        assert!(poll_once(&mut shutdown).is_pending());
+        for _ in 0..yields {
+            tokio::task::yield_now().await;
+        }
+        assert!(pool.reopen());
+        let mut waiting = Box::pin(pool.acquire(["a"]));
+        assert!(poll_once(&mut waiting).is_pending());
+        shutdown.await;
+        assert!(!pool.is_closed());
+        drop(held);
+        other.flush().await;
+        let permit = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .unwrap_or_else(|_| panic!("({yields} yields) a wait made after reopen hangs"))
+            .unwrap();
+        assert!(!permit.is_lost());
+        assert_eq!(other.len().await.unwrap(), 1);
+        drop(permit);
+        pool.flush().await;
+        assert_eq!(other.len().await.unwrap(), 0, "({yields} yields)");
+    }
+}
