@@ -1008,16 +1008,17 @@ async fn admitter(mut admitter: Admitter, mut rx: mpsc::UnboundedReceiver<ToAdmi
     let mut batch = Vec::new();
     let mut barriers = Vec::new();
     while rx.recv_many(&mut received, ADMIT_BATCH).await > 0 {
-        // Once the pool is closed here, nothing more is sent: after `shutdown`'s barrier no
-        // admission can reach Redis behind the releases of this process's waiters.
-        let closed = admitter.life.is_closed();
+        // Once the pool is closed here, nothing more is sent (after `shutdown`'s barrier no
+        // admission can reach Redis behind the releases of this process's waiters), and no
+        // call made before a `close`, even if the pool was reopened since.
+        let life = Arc::clone(&admitter.life);
         let admissions = received
             .iter()
             .filter(|message| matches!(message, ToAdmitter::Admit(_)))
             .count();
         for message in received.drain(..) {
             match message {
-                ToAdmitter::Admit(request) if closed => {
+                ToAdmitter::Admit(request) if life.closed_since(request.generation) => {
                     let _ = request.reply.send(Ok(Admitted::Closed));
                 }
                 // Its caller went away before it was sent: nothing to send, nothing to release.
@@ -1030,14 +1031,15 @@ async fn admitter(mut admitter: Admitter, mut rx: mpsc::UnboundedReceiver<ToAdmi
             // What this process gave back before these admissions were made goes back first,
             // in the same call.
             let (sending, released) = admitter.releases.take().await;
-            if admitter.life.is_closed() {
-                // Closed while a release call in flight held this one back: nothing is sent
-                // after `close()` (the releaser takes the ids again).
+            // Closed while a release call in flight held this one back: nothing made before
+            // the `close()` is sent after it.
+            for request in batch.extract_if(.., |request| life.closed_since(request.generation)) {
+                let _ = request.reply.send(Ok(Admitted::Closed));
+            }
+            if batch.is_empty() {
+                // The releaser takes the ids again.
                 if !released.is_empty() {
                     admitter.releases.put_back(released);
-                }
-                for request in batch.drain(..) {
-                    let _ = request.reply.send(Ok(Admitted::Closed));
                 }
             } else {
                 // The leases start when the call runs in Redis, after this.

@@ -583,3 +583,35 @@ async fn a_wait_made_after_a_reopen_racing_with_shutdown_is_served() {
         assert_eq!(other.len().await.unwrap(), 0, "({yields} yields)");
     }
 }
+
+/// A call made before a `close` is never sent after it, even if the pool is reopened before
+/// the admission loop gets to it (here it waited for a release call in flight, Redis paused
+/// for writes): it was sent, counted in `admitted`, and its slot renewed for as long as its
+/// future lived unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admission_from_before_close_is_not_sent_after_close_and_reopen() {
+    let server = Server::start();
+    let pool = pool(&server, "close-reopen-behind", Duration::from_secs(30)).await;
+    let permit = pool.try_acquire(["x"]).await.unwrap();
+    let admitted = pool.total_stats().await.unwrap().admitted;
+    assert!(
+        server
+            .cmd(&["CLIENT", "PAUSE", "1000", "WRITE"])
+            .unwrap()
+            .starts_with("+OK")
+    );
+    // The release call goes out and waits in Redis.
+    drop(permit);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut call = Box::pin(pool.try_acquire(["y"]));
+    assert!(poll_once(&mut call).is_pending());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(pool.close());
+    assert!(pool.reopen());
+    // The pause ends; the future is not polled meanwhile.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let held = pool.task_count(&"y").await.unwrap();
+    let sent = pool.total_stats().await.unwrap().admitted - admitted;
+    assert!(call.await.map(drop).unwrap_err().is_closed());
+    assert_eq!((sent, held), (0, 0), "sent after close() returned");
+}
