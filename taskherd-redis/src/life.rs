@@ -72,11 +72,40 @@ impl Life {
         self.closed.swap(false, Ordering::SeqCst)
     }
 
-    /// `shutdown` began: tasks spawned from now on (admitted before the pool closed) are
-    /// aborted as soon as they are registered. SeqCst, with the check after registering: the
-    /// shutdown's `abort_all` sees the task, or the task sees this flag.
-    pub(crate) fn shut_down(&self) {
-        self.shutting_down.store(true, Ordering::SeqCst);
+    /// `shutdown` begins, in one step a `reopen` cannot cut into: closes (the first value:
+    /// whether this closed it), marks the shutdown (tasks spawned from now on, admitted before
+    /// the pool closed, are aborted as soon as they are registered; SeqCst, with the check
+    /// after registering: the shutdown's `abort_all` sees the task, or the task sees the
+    /// mark), and takes the moment to wait for (the third value: resolves once nothing is
+    /// held, at once if nothing is now, as [`wait`](Self::wait) would have just after this).
+    /// The second value is [`generation`](Self::generation) after the close.
+    ///
+    /// Done in three steps, a `reopen` between them left the reopened pool marked (aborting
+    /// every task it spawned), or the wait found the pool open and waited for a later close.
+    pub(crate) fn begin_shutdown(
+        self: &Arc<Self>,
+    ) -> (bool, u64, impl Future<Output = ()> + Send + 'static + use<>) {
+        let mut idle = self.idle.subscribe();
+        let (closed, generation, now) = {
+            let held = self.held.lock();
+            let closed = !self.closed.swap(true, Ordering::SeqCst);
+            if closed {
+                self.closes.fetch_add(1, Ordering::SeqCst);
+            }
+            self.shutting_down.store(true, Ordering::SeqCst);
+            (closed, self.closes.load(Ordering::SeqCst), *held == 0)
+        };
+        if closed && now {
+            self.became_idle();
+        }
+        let life = Arc::clone(self);
+        let wait = async move {
+            if !now {
+                let _ = idle.changed().await;
+            }
+            drop(life);
+        };
+        (closed, generation, wait)
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {

@@ -919,12 +919,12 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     /// Cancel safe: dropping the future stops only the waiting. If it was polled, the pool
     /// stays closed and its tasks stay aborted; nothing happens before the first poll.
     pub async fn shutdown(&self) {
-        self.close();
-        // The calls made before this are closed since; one made after a `reopen` racing
-        // with this is not, and keeps its place.
-        let closed_at = self.shared.life.generation();
-        self.shared.life.shut_down();
-        let wait = self.wait();
+        // The calls made before this are closed since `closed_at`; one made after a `reopen`
+        // racing with this is not, and keeps its place.
+        let (closed, closed_at, wait) = self.shared.life.begin_shutdown();
+        if closed {
+            self.shared.engine.wake_all();
+        }
         self.abort_all();
         // No admission is sent once closed; the one in flight, if any, has run in Redis after
         // this. Then the waiters it (or an earlier call) queued are released behind it, on the

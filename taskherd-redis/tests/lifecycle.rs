@@ -615,3 +615,33 @@ async fn an_admission_from_before_close_is_not_sent_after_close_and_reopen() {
     assert!(call.await.map(drop).unwrap_err().is_closed());
     assert_eq!((sent, held), (0, 0), "sent after close() returned");
 }
+
+/// A `reopen` racing with the first steps of `shutdown` (its close, marking the shutdown,
+/// taking the moment to wait for) neither hangs the shutdown (its wait found the pool open
+/// and waited for a later close) nor leaves the reopened pool aborting every task it spawns
+/// (the shutdown's mark set after the `reopen` cleared it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopen_racing_with_the_start_of_shutdown() {
+    let server = Server::start();
+    let pool = pool(&server, "reopen-shutting", Duration::from_secs(30)).await;
+    let (mut hung, mut aborted) = (0, 0);
+    for _ in 0..200 {
+        let other = pool.clone();
+        let reopener = std::thread::spawn(move || {
+            while !other.is_closed() {
+                std::hint::spin_loop();
+            }
+            assert!(other.reopen());
+        });
+        std::thread::sleep(Duration::from_micros(50));
+        let done = tokio::time::timeout(Duration::from_secs(2), pool.shutdown()).await;
+        reopener.join().unwrap();
+        hung += usize::from(done.is_err());
+        assert!(!pool.is_closed());
+        let Ok(handle) = pool.try_spawn(["a"], async { 7 }).await else {
+            panic!("the reopened pool refused a task")
+        };
+        aborted += usize::from(handle.await.is_err());
+    }
+    assert_eq!((hung, aborted), (0, 0), "(shutdowns hung, tasks aborted)");
+}
