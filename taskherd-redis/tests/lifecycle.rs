@@ -487,20 +487,7 @@ fn a_process_exiting_after_shutdown_leaves_no_ghost_waiter() {
 async fn an_admission_waiting_behind_a_release_is_not_sent_after_close() {
     let server = Server::start();
     let pool = pool(&server, "close-behind", Duration::from_secs(30)).await;
-    let permit = pool.try_acquire(["x"]).await.unwrap();
-    let admitted = pool.total_stats().await.unwrap().admitted;
-    assert!(
-        server
-            .cmd(&["CLIENT", "PAUSE", "1000", "WRITE"])
-            .unwrap()
-            .starts_with("+OK")
-    );
-    // The release call goes out and waits in Redis.
-    drop(permit);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut call = Box::pin(pool.try_acquire(["y"]));
-    assert!(poll_once(&mut call).is_pending());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (admitted, call) = held_behind_a_release(&server, &pool).await;
     assert!(pool.close());
     let refused = call.await.map(drop).unwrap_err();
     assert!(refused.is_closed(), "{refused:?}");
@@ -593,20 +580,7 @@ async fn a_wait_made_after_a_reopen_racing_with_shutdown_is_served() {
 async fn an_admission_from_before_close_is_not_sent_after_close_and_reopen() {
     let server = Server::start();
     let pool = pool(&server, "close-reopen-behind", Duration::from_secs(30)).await;
-    let permit = pool.try_acquire(["x"]).await.unwrap();
-    let admitted = pool.total_stats().await.unwrap().admitted;
-    assert!(
-        server
-            .cmd(&["CLIENT", "PAUSE", "1000", "WRITE"])
-            .unwrap()
-            .starts_with("+OK")
-    );
-    // The release call goes out and waits in Redis.
-    drop(permit);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut call = Box::pin(pool.try_acquire(["y"]));
-    assert!(poll_once(&mut call).is_pending());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (admitted, call) = held_behind_a_release(&server, &pool).await;
     assert!(pool.close());
     assert!(pool.reopen());
     // The pause ends; the future is not polled meanwhile.
@@ -645,4 +619,40 @@ async fn a_reopen_racing_with_the_start_of_shutdown() {
         aborted += usize::from(handle.await.is_err());
     }
     assert_eq!((hung, aborted), (0, 0), "(shutdowns hung, tasks aborted)");
+}
+
+/// A `try_acquire(["y"])` of `pool` taken by the admission loop and held back behind a release
+/// call in flight (Redis paused for writes for a second); returns the fleet's `admitted` count
+/// before it, and the call, polled once.
+async fn held_behind_a_release<'a>(
+    server: &Server,
+    pool: &'a taskherd_redis::RedisPool<&'static str>,
+) -> (
+    u64,
+    std::pin::Pin<
+        Box<
+            impl Future<
+                Output = Result<
+                    taskherd_redis::RedisPermit<&'static str>,
+                    taskherd::TryAcquireError<&'static str>,
+                >,
+            > + 'a,
+        >,
+    >,
+) {
+    let permit = pool.try_acquire(["x"]).await.unwrap();
+    let admitted = pool.total_stats().await.unwrap().admitted;
+    assert!(
+        server
+            .cmd(&["CLIENT", "PAUSE", "1000", "WRITE"])
+            .unwrap()
+            .starts_with("+OK")
+    );
+    // The release call goes out and waits in Redis.
+    drop(permit);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut call = Box::pin(pool.try_acquire(["y"]));
+    assert!(poll_once(&mut call).is_pending());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    (admitted, call)
 }
