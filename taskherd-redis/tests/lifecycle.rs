@@ -489,6 +489,7 @@ async fn an_admission_waiting_behind_a_release_is_not_sent_after_close() {
     let pool = pool(&server, "close-behind", Duration::from_secs(30)).await;
     let (admitted, call) = held_behind_a_release(&server, &pool).await;
     assert!(pool.close());
+    unpause(&server);
     let refused = call.await.map(drop).unwrap_err();
     assert!(refused.is_closed(), "{refused:?}");
     pool.flush().await;
@@ -583,8 +584,10 @@ async fn an_admission_from_before_close_is_not_sent_after_close_and_reopen() {
     let (admitted, call) = held_behind_a_release(&server, &pool).await;
     assert!(pool.close());
     assert!(pool.reopen());
-    // The pause ends; the future is not polled meanwhile.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    unpause(&server);
+    // Once the release call is answered, the admission loop has dealt with the call (it
+    // waited for the same lock as this flush, before it); the future is not polled meanwhile.
+    pool.flush().await;
     let held = pool.task_count(&"y").await.unwrap();
     let sent = pool.total_stats().await.unwrap().admitted - admitted;
     assert!(call.await.map(drop).unwrap_err().is_closed());
@@ -622,8 +625,8 @@ async fn a_reopen_racing_with_the_start_of_shutdown() {
 }
 
 /// A `try_acquire(["y"])` of `pool` taken by the admission loop and held back behind a release
-/// call in flight (Redis paused for writes for a second); returns the fleet's `admitted` count
-/// before it, and the call, polled once.
+/// call in flight (Redis paused for writes until the caller sends `CLIENT UNPAUSE`, at most
+/// 5 s); returns the fleet's `admitted` count before it, and the call, polled once.
 async fn held_behind_a_release<'a>(
     server: &Server,
     pool: &'a taskherd_redis::RedisPool<&'static str>,
@@ -642,17 +645,45 @@ async fn held_behind_a_release<'a>(
 ) {
     let permit = pool.try_acquire(["x"]).await.unwrap();
     let admitted = pool.total_stats().await.unwrap().admitted;
+    // Paused until the test unpauses it: no deadline that a loaded machine could pass before
+    // `close()` (a one-second pause let the release through first, and the admission with it).
     assert!(
         server
-            .cmd(&["CLIENT", "PAUSE", "1000", "WRITE"])
+            .cmd(&["CLIENT", "PAUSE", "5000", "WRITE"])
             .unwrap()
             .starts_with("+OK")
     );
-    // The release call goes out and waits in Redis.
+    // The release call goes out and waits in Redis: a paused client shows as blocked, with
+    // the command it waits to run (the notifier's BLPOP may be paused beside it).
     drop(permit);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let clients = server.cmd(&["CLIENT", "LIST"]).unwrap();
+        if clients
+            .lines()
+            .any(|client| client.contains(" flags=b ") && client.contains(" cmd=evalsha "))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the release call never reached Redis: {clients}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let mut call = Box::pin(pool.try_acquire(["y"]));
     assert!(poll_once(&mut call).is_pending());
+    // Time for the admission loop to take the call (had it not, `close()` refuses it anyway).
     tokio::time::sleep(Duration::from_millis(100)).await;
     (admitted, call)
+}
+
+/// Ends the pause [`held_behind_a_release`] started.
+fn unpause(server: &Server) {
+    assert!(
+        server
+            .cmd(&["CLIENT", "UNPAUSE"])
+            .unwrap()
+            .starts_with("+OK")
+    );
 }
