@@ -242,13 +242,31 @@ impl Setup {
             .report
             .as_deref()
             .filter(|path| !report::is_stdout(path));
+        let output_dir = match &args.output {
+            OutputMode::Dir(dir) => Some(dir.as_path()),
+            _ => None,
+        };
         for (what, path) in [("report file", report), ("joblog", args.joblog.as_deref())] {
             let Some(path) = path else { continue };
             let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-            if parent.is_some_and(|dir| !dir.is_dir()) || path.is_dir() {
+            // The output directory and its parents are created before the file is.
+            let made_by_run = |dir: &Path| output_dir.is_some_and(|out| made_by_run(dir, out));
+            if parent.is_some_and(|dir| !dir.is_dir() && !made_by_run(dir)) || path.is_dir() {
                 return Err(Fatal::one(format!(
                     "cannot create {what} {}: its directory does not exist or it is a directory",
                     path.display()
+                )));
+            }
+            let parent = parent.unwrap_or(Path::new("."));
+            if let Some(out) = output_dir
+                && same_dir(parent, out)
+                && path.file_name().is_some_and(is_output_file_name)
+            {
+                return Err(Fatal::one(format!(
+                    "cannot use {} as the {what}: job output files in {} are named LINE.log \
+                     and LINE.N.log, and one would overwrite it",
+                    path.display(),
+                    out.display()
                 )));
             }
         }
@@ -281,6 +299,42 @@ impl Setup {
             }
         }
         Ok(())
+    }
+}
+
+/// `path` without its `.` components: `./logs/new` and `logs/new` are one place.
+fn plain(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|part| !matches!(part, std::path::Component::CurDir))
+        .collect()
+}
+
+/// Whether `dir` exists once the run has created its output directory `out`: it is `out` or
+/// one of the directories above it (named the same way: `..` and links are not resolved).
+fn made_by_run(dir: &Path, out: &Path) -> bool {
+    plain(out).starts_with(plain(dir))
+}
+
+/// Whether two directories are one: the same device and inode if both exist, else the same
+/// path (without `.` components).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => plain(a) == plain(b),
+    }
+}
+
+/// Whether `name` is one [`output_file`](crate::runner::output_file) can give a job's output: `LINE.log` or
+/// `LINE.N.log`.
+fn is_output_file_name(name: &std::ffi::OsStr) -> bool {
+    let Some(stem) = name.to_str().and_then(|name| name.strip_suffix(".log")) else {
+        return false;
+    };
+    let number = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    match stem.split_once('.') {
+        None => number(stem),
+        Some((line, attempt)) => number(line) && number(attempt),
     }
 }
 
@@ -886,4 +940,40 @@ fn resume_of(args: &RunArgs) -> Option<(resume::Mode, &Path)> {
 
 fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_file_names_are_recognised() {
+        for name in ["1.log", "12.log", "3.2.log", "10.15.log"] {
+            assert!(is_output_file_name(name.as_ref()), "{name}");
+        }
+        for name in [
+            "r.jsonl",
+            "a.log",
+            ".log",
+            "1.",
+            "1..log",
+            ".1.log",
+            "1.2.3.log",
+            "1.x.log",
+            "1.log.1",
+        ] {
+            assert!(!is_output_file_name(name.as_ref()), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_directory_above_the_output_directory_is_made_by_the_run() {
+        let out = Path::new("./logs/new");
+        for dir in ["logs", "./logs", "logs/new", "logs/./new"] {
+            assert!(made_by_run(Path::new(dir), out), "{dir}");
+        }
+        for dir in ["logs/new/sub", "log", "other", "/logs"] {
+            assert!(!made_by_run(Path::new(dir), out), "{dir}");
+        }
+    }
 }

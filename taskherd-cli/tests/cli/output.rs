@@ -56,6 +56,50 @@ fn dir_output_writes_one_file_per_job() {
     assert_eq!(records[0]["output"], "logs/run1/2.log");
 }
 
+/// The report and the joblog may go into the output directory the run creates (they were
+/// refused: their directory did not exist yet when the paths were checked), a dry run
+/// included, which creates nothing.
+#[test]
+fn report_and_joblog_may_go_into_the_output_directory_the_run_creates() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "echo one\necho two\n");
+    let args = [
+        "run",
+        "--output",
+        "dir:./logs/new",
+        "--report",
+        "logs/new/r.jsonl",
+        "--joblog",
+        "logs/joblog.tsv",
+        "jobs.txt",
+    ];
+    let mut dry = args.to_vec();
+    dry.insert(1, "--dry-run");
+    scratch.run(&dry).assert_code(0);
+    assert!(!scratch.exists("logs"), "a dry run created the directory");
+    scratch.run(&args).assert_code(0);
+    assert_eq!(scratch.read("logs/new/2.log"), "two\n");
+    let records = report(&scratch, "logs/new/r.jsonl");
+    assert_eq!(records.len(), 2);
+    assert_eq!(scratch.read("logs/joblog.tsv").lines().count(), 3);
+}
+
+/// A report or joblog named like a job's output file in the output directory would be
+/// overwritten by that job's output: refused before anything runs.
+#[test]
+fn a_report_or_joblog_named_like_a_jobs_output_file_is_refused() {
+    for (option, name) in [("--report", "1.log"), ("--joblog", "2.3.log")] {
+        let scratch = Scratch::new();
+        scratch.write("jobs.txt", "touch ran\n");
+        let path = format!("logs/{name}");
+        scratch
+            .run(&["run", "--output", "dir:logs", option, &path, "jobs.txt"])
+            .assert_code(2)
+            .assert_stderr_contains("job output files");
+        assert!(!scratch.exists("ran"), "{option}");
+    }
+}
+
 #[test]
 fn dir_output_that_cannot_be_created_is_a_usage_error() {
     let scratch = Scratch::new();
