@@ -361,14 +361,12 @@ fn same_file(a: &Path, b: &Path) -> bool {
 async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Pool) -> u8 {
     let began = Instant::now();
     let limits = prepared.initial_limits();
-    // The groups named: not known yet for a streamed job file.
-    let named: Option<BTreeSet<Group>> = prepared.stream.is_none().then(|| {
-        prepared
-            .jobs
-            .iter()
-            .flat_map(|job| job.groups.iter().cloned())
-            .collect()
-    });
+    // The groups the job file names, those of the jobs `--resume` skips included (as when
+    // the limits file was first read): not known yet for a streamed job file.
+    let named: Option<BTreeSet<Group>> = prepared
+        .stream
+        .is_none()
+        .then(|| prepared.counts.per_group.keys().cloned().collect());
     let flag = match (args.progress, args.no_progress) {
         (true, _) => Some(true),
         (_, true) => Some(false),

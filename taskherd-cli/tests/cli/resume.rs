@@ -581,3 +581,37 @@ fn failed_setup_keeps_the_resumed_report() {
         "the joblog was emptied"
     );
 }
+
+/// A group named only by jobs `--resume` skips is still one the job file names: the limits
+/// file may set it without a warning, when the run starts and when the file changes during
+/// the run (the second warned that no job names it).
+#[test]
+fn a_limits_file_may_name_a_group_only_skipped_jobs_name() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "jobs.txt",
+        "skipme :: true\n\
+         test -e fixed && printf 'skipme=2\\n' > limits.new && mv limits.new limits.txt \
+         && sleep 0.9\n",
+    );
+    scratch.write("limits.txt", "skipme=1\n");
+    scratch
+        .run(&["run", "--report", "r1.jsonl", "jobs.txt"])
+        .assert_code(1);
+    scratch.write("fixed", "");
+    let run = scratch.run(&[
+        "run",
+        "--resume",
+        "r1.jsonl",
+        "--limits-file",
+        "limits.txt",
+        "jobs.txt",
+    ]);
+    run.assert_code(0)
+        .assert_stderr_contains("limits file limits.txt changed: skipme 1 -> 2");
+    assert!(
+        !run.stderr.contains("no job names group skipme"),
+        "{}",
+        run.stderr
+    );
+}
