@@ -217,12 +217,18 @@ where
                     permit,
                     lost,
                 } => {
-                    let answered = future.poll(cx);
+                    // The admission first: once its loss is known, the service's future is
+                    // not polled again (one more step of its work would count nowhere).
+                    let mut stopped = is_lost(lost, cx);
+                    let answered = if stopped {
+                        Poll::Pending
+                    } else {
+                        future.poll(cx)
+                    };
                     // Also when the service has just answered: its response, not sent yet,
                     // would otherwise be a `200` whose body fails at once.
-                    if let Some(watch) = lost
-                        && watch.as_mut().poll(cx).is_ready()
-                    {
+                    stopped = stopped || (answered.is_ready() && is_lost(lost, cx));
+                    if stopped {
                         // Nothing counts the request any more: drop the service's future (or
                         // its answer), then the permit (which tells the pool); answer 503.
                         drop(answered);
@@ -294,4 +300,10 @@ where
             .field("state", &state)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether the admission's loss, if it can be lost, is known (registers `cx` if not).
+fn is_lost(lost: &mut Option<Lost>, cx: &mut Context<'_>) -> bool {
+    lost.as_mut()
+        .is_some_and(|watch| watch.as_mut().poll(cx).is_ready())
 }

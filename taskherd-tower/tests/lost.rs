@@ -423,3 +423,33 @@ fn a_pool_that_cannot_lose_admissions_says_so() {
     let permit = pool.try_acquire(["a".to_owned()]).unwrap();
     assert!(Admit::lost(&pool, &permit).is_none());
 }
+
+/// Once the loss is known, the service's future is dropped without being polled again: it
+/// would otherwise do one more step of work that no limit counts (the body, likewise, checks
+/// the loss before it polls the service's body). Found by a review.
+#[tokio::test(flavor = "current_thread")]
+async fn a_service_future_is_not_polled_after_its_admission_is_lost() {
+    let pool = Revocable::new(false);
+    let polls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&polls);
+    let mut service = pool
+        .layer()
+        .layer(tower::service_fn(move |_request: Request<()>| {
+            let counted = Arc::clone(&counted);
+            std::future::poll_fn(move |_cx| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Poll::<Result<Response<String>, Infallible>>::Pending
+            })
+        }));
+    let mut response = task::spawn(service.call(request()));
+    assert_pending!(response.poll());
+    assert_eq!(polls.load(Ordering::SeqCst), 1);
+    pool.revoke();
+    let response = assert_ready!(response.poll()).unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        polls.load(Ordering::SeqCst),
+        1,
+        "the service's future was polled after its admission was lost"
+    );
+}
