@@ -141,12 +141,7 @@ async fn a_call_in_flight_when_closed_fails_as_closed_even_if_redis_found_it_ful
     let server = Server::start();
     let pool = pool(&server, "inflight-full", Duration::from_secs(5)).await;
     pool.set_limit("a", 0).await.unwrap();
-    assert!(
-        server
-            .cmd(&["CLIENT", "PAUSE", "5000", "WRITE"])
-            .unwrap()
-            .starts_with("+OK")
-    );
+    pause_writes(&server);
     let attempt = tokio::spawn({
         let pool = pool.clone();
         async move { pool.try_acquire(["a"]).await.map(drop) }
@@ -155,12 +150,7 @@ async fn a_call_in_flight_when_closed_fails_as_closed_even_if_redis_found_it_ful
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!attempt.is_finished(), "answered during the pause");
     assert!(pool.close());
-    assert!(
-        server
-            .cmd(&["CLIENT", "UNPAUSE"])
-            .unwrap()
-            .starts_with("+OK")
-    );
+    unpause(&server);
     let err = attempt.await.unwrap().unwrap_err();
     assert!(err.is_closed(), "in flight at close(), yet: {err:?}");
 
@@ -625,7 +615,7 @@ async fn a_reopen_racing_with_the_start_of_shutdown() {
 }
 
 /// A `try_acquire(["y"])` of `pool` taken by the admission loop and held back behind a release
-/// call in flight (Redis paused for writes until the caller sends `CLIENT UNPAUSE`, at most
+/// call in flight (Redis paused for writes until the caller calls [`unpause`], at most
 /// 5 s); returns the fleet's `admitted` count before it, and the call, polled once.
 async fn held_behind_a_release<'a>(
     server: &Server,
@@ -646,13 +636,8 @@ async fn held_behind_a_release<'a>(
     let permit = pool.try_acquire(["x"]).await.unwrap();
     let admitted = pool.total_stats().await.unwrap().admitted;
     // Paused until the test unpauses it: no deadline that a loaded machine could pass before
-    // `close()` (a one-second pause let the release through first, and the admission with it).
-    assert!(
-        server
-            .cmd(&["CLIENT", "PAUSE", "5000", "WRITE"])
-            .unwrap()
-            .starts_with("+OK")
-    );
+    // `close()`.
+    pause_writes(server);
     // The release call goes out and waits in Redis: a paused client shows as blocked, with
     // the command it waits to run (the notifier's BLPOP may be paused beside it).
     drop(permit);
@@ -678,7 +663,17 @@ async fn held_behind_a_release<'a>(
     (admitted, call)
 }
 
-/// Ends the pause [`held_behind_a_release`] started.
+/// Pauses `server` for writes (scripts included) until [`unpause`], at most 5 s.
+fn pause_writes(server: &Server) {
+    assert!(
+        server
+            .cmd(&["CLIENT", "PAUSE", "5000", "WRITE"])
+            .unwrap()
+            .starts_with("+OK")
+    );
+}
+
+/// Ends the pause [`pause_writes`] started.
 fn unpause(server: &Server) {
     assert!(
         server
