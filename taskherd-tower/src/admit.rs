@@ -84,8 +84,10 @@ pub trait Admit<K> {
     /// layer to stop the request it admitted, which no limit counts any more. `None` (the
     /// default) for a pool whose permits count until they are dropped, like [`TaskPool`]'s.
     ///
-    /// The layer asks once per admitted request, and stops a request whose future resolves:
-    /// up to the moment the inner service has answered, its future (or its answer) is dropped
+    /// The layer asks once per admitted request, and stops a request whose future resolves. If
+    /// it has resolved already when the permit is handed out, the inner service is not called
+    /// and the client gets the [`Refusal::Unavailable`](crate::Refusal::Unavailable) response;
+    /// from the call up to the moment the inner service has answered, its future (or its answer) is dropped
     /// and the client gets the [`Refusal::Stopped`](crate::Refusal::Stopped) response (`503`,
     /// or gRPC `UNAVAILABLE`); after, the body is dropped at its next poll and the stream ends
     /// with an [`AdmissionLost`](crate::AdmissionLost) error, so that the client sees an

@@ -23,7 +23,9 @@ pin_project! {
     /// the queues at once; after, it drops the inner service's future and releases the
     /// admission. If the pool loses the admission while the inner service runs
     /// ([`Admit::lost`]), or by the time it answers, the inner service's future (or its
-    /// answer) is dropped and the request is answered as [`Refusal::Stopped`].
+    /// answer) is dropped and the request is answered as [`Refusal::Stopped`]; if it was lost
+    /// before the inner service was called, the service is not called and the request is
+    /// answered as [`Refusal::Unavailable`].
     ///
     /// # Cancel safety
     ///
@@ -263,11 +265,21 @@ where
                         Ok(permit) => {
                             let (mut service, request) =
                                 call.expect("a request is admitted only once");
-                            let lost = admitting.pool.lost(&permit);
-                            State::Calling {
-                                future: service.call(request),
-                                permit: Some(permit),
-                                lost,
+                            let mut lost = admitting.pool.lost(&permit);
+                            if is_lost(&mut lost, cx) {
+                                // Lost before the call: nothing started, so the request is
+                                // refused as if the pool had not answered, and the readied
+                                // service is dropped uncalled.
+                                drop(permit);
+                                State::Refused {
+                                    refusal: Some(Refusal::Unavailable),
+                                }
+                            } else {
+                                State::Calling {
+                                    future: service.call(request),
+                                    permit: Some(permit),
+                                    lost,
+                                }
                             }
                         }
                         Err(refused) => State::Refused {
@@ -303,7 +315,7 @@ where
 }
 
 /// Whether the admission's loss, if it can be lost, is known (registers `cx` if not).
-fn is_lost(lost: &mut Option<Lost>, cx: &mut Context<'_>) -> bool {
+pub(crate) fn is_lost(lost: &mut Option<Lost>, cx: &mut Context<'_>) -> bool {
     lost.as_mut()
         .is_some_and(|watch| watch.as_mut().poll(cx).is_ready())
 }

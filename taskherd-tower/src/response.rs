@@ -28,7 +28,8 @@ pub enum Refusal {
     GroupFull,
     /// The server's total limit is reached.
     TotalFull,
-    /// The pool cannot admit anything (closed, or its store unreachable).
+    /// The pool cannot admit anything (closed, or its store unreachable), or the admission it
+    /// handed out was lost before the inner service was called ([`Admit::lost`](crate::Admit::lost)).
     Unavailable,
     /// The classifier could not tell which groups the request belongs to.
     Unclassified,

@@ -11,7 +11,7 @@ use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
-use crate::future::Start;
+use crate::future::{Start, is_lost};
 use crate::response::Config;
 use crate::{Admit, Classify, LimitedBody, Refusal, Refused, ResponseFuture};
 
@@ -39,10 +39,13 @@ use crate::{Admit, Classify, LimitedBody, Refusal, Refused, ResponseFuture};
 /// room), the service made ready by `poll_ready` is called right away, or not at all for a
 /// refusal. If not, that service moves into the response future, to be called once the
 /// request is admitted, and a clone stays in its place (the usual tower idiom for a service
-/// called after an `await`, hence the `Clone` bound). While a request waits for admission, the
-/// readied inner service waits with it: an inner service that reserves something in
-/// `poll_ready` (tower's `ConcurrencyLimit`) holds it meanwhile, so put such layers inside this
-/// one only in refuse mode.
+/// called after an `await`, hence the `Clone` bound). While a request's admission is not
+/// decided, the readied inner service waits with it: an inner service that reserves something
+/// in `poll_ready` (tower's `ConcurrencyLimit`) holds it meanwhile. In wait mode that is for
+/// the whole wait; with a pool that decides later, a fleet's
+/// `taskherd_redis::RedisPool` included, it is also in refuse mode, for a round
+/// trip to the store (up to its response timeout when the store stalls). Put such layers
+/// inside this one only with an in-process pool in refuse mode; otherwise put them outside it.
 ///
 /// # Examples
 ///
@@ -192,8 +195,15 @@ impl<S, A, C> LimitService<S, A, C> {
     {
         let start = match decided {
             Ok(permit) => {
-                let lost = self.pool.lost(&permit);
-                Start::Calling(self.inner.call(request), permit, lost)
+                let mut lost = self.pool.lost(&permit);
+                // Already lost (a fleet's grant read after its lease could have run out): the
+                // service is not called, and stays ready for the next request.
+                if is_lost(&mut lost, &mut Context::from_waker(Waker::noop())) {
+                    drop(permit);
+                    Start::Refused(Refusal::Unavailable)
+                } else {
+                    Start::Calling(self.inner.call(request), permit, lost)
+                }
             }
             Err(refused) => Start::Refused(Refusal::from(&refused)),
         };

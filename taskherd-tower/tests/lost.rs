@@ -453,3 +453,33 @@ async fn a_service_future_is_not_polled_after_its_admission_is_lost() {
         "the service's future was polled after its admission was lost"
     );
 }
+
+/// An admission already lost when the pool hands it out (a fleet's grant read after its lease
+/// could have expired) does not call the service at all: its synchronous part would run work
+/// that no limit counts. The request is answered unavailable, not "stopped": nothing started.
+/// Found by a review.
+#[tokio::test(flavor = "current_thread")]
+async fn an_admission_lost_before_the_call_does_not_call_the_service() {
+    for late in [false, true] {
+        let pool = Revocable::new(late);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let mut service = pool
+            .layer()
+            .layer(tower::service_fn(move |_request: Request<()>| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                std::future::ready(Ok::<_, Infallible>(Response::new(String::from("done"))))
+            }));
+        pool.revoke();
+        let response = service.call(request()).await.unwrap();
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "the service was called with a lost admission (late: {late})"
+        );
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(pool.live(), 0, "the permit was dropped (late: {late})");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "service unavailable\n", "late: {late}");
+    }
+}
