@@ -4,7 +4,8 @@
 -- KEYS[1]  the pool's prefix `taskherd:{<pool>}:` (every key is derived from it; see lib.lua)
 -- ARGV[1]  lease in milliseconds (expiry = the server's TIME + lease)
 -- ARGV[2]  the calling process's id (whose `n:<proc>` list is told when a waiter is granted)
--- ARGV[3]  how many expired holders and waiters to reap (at most) when a group is full
+-- ARGV[3]  how many expired holders and waiters to reap (at most) when a group is full, and
+--          expired waiters before the releases
 -- ARGV[4]  r, how many ids to release first (holders and waiters this process gave back
 --          since its last call, as release.lua releases them: what it gave back is free for
 --          the admissions that follow, as in the in-process pool)
@@ -160,6 +161,7 @@ local function admit(mode, id, segs)
 end
 
 local released = tonumber(ARGV[4])
+if released > 0 then reap_waiters_before_release(now, reap_max) end
 for j = 1, released do release_id(ARGV[4 + j], now) end
 
 local out = {}

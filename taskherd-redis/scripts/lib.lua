@@ -336,13 +336,32 @@ local function release_id(id, now)
   return 0
 end
 
--- Cancels expired waiters, then releases expired holders, at most `max` of each. Waiters
--- first: a slot freed by an expired holder must not go to an expired waiter.
-local function reap(now, max)
+-- Cancels at most `max` waiters whose lease expired (their reservations and places are handed
+-- on to live waiters). Returns how many.
+local function reap_waiters(now, max)
   local n = 0
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_WL, '-inf', now, 'LIMIT', 0, max)) do
     n = n + release_id(id, now)
   end
+  return n
+end
+
+-- Before a release (release.lua, or the releases an admission carries): cancels the expired
+-- waiters first, so that the slots given back go to live ones, not to a waiter whose process
+-- stopped renewing it (granted, it would hold the slot with its expired lease until the next
+-- reap, and count an admission nobody made). Nobody waits (the common release): one
+-- command, and the clock is not read. Returns the clock if it read it, else `now`.
+local function reap_waiters_before_release(now, max)
+  if redis.call('ZCARD', K_WL) == 0 then return now end
+  now = now or now_ms()
+  reap_waiters(now, max)
+  return now
+end
+
+-- Cancels expired waiters, then releases expired holders, at most `max` of each. Waiters
+-- first: a slot freed by an expired holder must not go to an expired waiter.
+local function reap(now, max)
+  local n = reap_waiters(now, max)
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_H, '-inf', now, 'LIMIT', 0, max)) do
     n = n + release_id(id, now)
   end

@@ -1297,6 +1297,7 @@ async fn releaser(
         pending.retain(|(_, queued)| *queued + lease > now);
         if !pending.is_empty() {
             let mut invocation = scripts::RELEASE.key(&prefix);
+            invocation.arg(REAP_BATCH);
             for (id, _) in &pending {
                 invocation.arg(id);
             }
