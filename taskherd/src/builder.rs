@@ -51,7 +51,8 @@ impl<K> Builder<K> {
 impl<K, S> Builder<K, S> {
     /// Limits the total number of tasks in the pool (the implicit group every task belongs to).
     ///
-    /// `0` refuses every task. See [`TaskPool::set_max_tasks`].
+    /// `0` admits nothing until it is raised: `try_*` calls are refused, `spawn` and `acquire`
+    /// wait. See [`TaskPool::set_max_tasks`].
     ///
     /// # Examples
     ///

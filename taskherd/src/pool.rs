@@ -40,6 +40,16 @@ use crate::stats::GroupStats;
 /// fine-grained and short-lived as peers, requests or tenants. Keys are hashed with a
 /// HashDoS-resistant hasher by default ([`DefaultHashBuilder`]); see [`with_hasher`](Self::with_hasher).
 ///
+/// # Keys that panic
+///
+/// A key type's `Hash`, `Eq` and `Clone` run before the pool changes anything: keys are hashed
+/// and cloned before its lock is taken and compared before a transition changes state. If one
+/// of them panics, the call that ran it panics and nothing else happens: no count, limit or
+/// place in a queue changed, a future passed to the call is dropped unpolled, and the pool
+/// stays usable (its lock does not poison). Keys are dropped after the lock is released, once
+/// the call's change is complete; a panic there reaches the caller with the change made. The
+/// `# Panics` section of each method names the key code it runs.
+///
 /// # Comparison with neighbours
 ///
 /// - A [`Semaphore`](https://docs.rs/tokio/1/tokio/sync/struct.Semaphore.html) limits one resource; taking permits from several semaphores
@@ -194,7 +204,8 @@ where
     ///
     /// # Panics
     ///
-    /// Panics if `K`'s `Hash` or `Eq` panics; the limits are then unchanged.
+    /// Panics if `K`'s `Hash` or `Eq` panics, or its `Clone` while a `DEBUG` subscriber logs the
+    /// change; the limits are then unchanged (see [Keys that panic](Self#keys-that-panic)).
     ///
     /// # Examples
     ///
@@ -226,7 +237,8 @@ where
     ///
     /// # Panics
     ///
-    /// Panics if `K`'s `Hash` or `Eq` panics; the limits are then unchanged.
+    /// Panics if `K`'s `Hash` or `Eq` panics, or its `Clone` while a `DEBUG` subscriber logs the
+    /// change; the limits are then unchanged (see [Keys that panic](Self#keys-that-panic)).
     ///
     /// # Examples
     ///
@@ -255,6 +267,10 @@ where
     /// The [default limit](Self::default_limit) is not reported here; see
     /// [`effective_limit`](Self::effective_limit).
     ///
+    /// # Panics
+    ///
+    /// Panics if `K`'s `Hash` or `Eq` panics; nothing changed (see [Keys that panic](Self#keys-that-panic)).
+    ///
     /// # Examples
     ///
     /// ```
@@ -272,6 +288,10 @@ where
 
     /// Returns the limit that applies to group `key`: its explicit limit, else the default limit.
     ///
+    /// # Panics
+    ///
+    /// Panics if `K`'s `Hash` or `Eq` panics; nothing changed (see [Keys that panic](Self#keys-that-panic)).
+    ///
     /// # Examples
     ///
     /// ```
@@ -288,6 +308,11 @@ where
 
     /// Clears the explicit limit of group `key`; the default limit applies again. Does nothing if
     /// the group has no explicit limit.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `K`'s `Clone`, `Hash` or `Eq` panics; the limits are then unchanged (see
+    /// [Keys that panic](Self#keys-that-panic)).
     ///
     /// # Examples
     ///
@@ -384,6 +409,10 @@ where
 
     /// Returns the number of tasks currently counted in group `key`; `0` for a group never seen.
     ///
+    /// # Panics
+    ///
+    /// Panics if `K`'s `Hash` or `Eq` panics; nothing changed (see [Keys that panic](Self#keys-that-panic)).
+    ///
     /// # Examples
     ///
     /// ```
@@ -459,7 +488,8 @@ where
     /// # Panics
     ///
     /// Panics if called outside a tokio runtime, like [`tokio::spawn`]. The admission is given
-    /// back before the panic propagates.
+    /// back before the panic propagates. Panics if `K`'s `Hash` or `Eq` panics: nothing is
+    /// counted and `future` is dropped unpolled (see [Keys that panic](Self#keys-that-panic)).
     ///
     /// # Examples
     ///
@@ -515,7 +545,8 @@ where
     /// # Panics
     ///
     /// Panics if called outside a tokio runtime. If `make` panics, the panic propagates to the
-    /// caller and the admission is given back.
+    /// caller and the admission is given back. Panics if `K`'s `Hash` or `Eq` panics: nothing
+    /// is counted and `make` is dropped uncalled (see [Keys that panic](Self#keys-that-panic)).
     ///
     /// # Examples
     ///
@@ -600,7 +631,8 @@ where
     /// (which gives it all back). A panic in the poll that admits it (a waker's or a key's
     /// `drop` once the slots are taken) ends it: the admission is given back in the unwinding
     /// (`future` is dropped unpolled with the future), and polling it again panics. Either way
-    /// the pool stays consistent.
+    /// the pool stays consistent. `spawn` itself panics if `K`'s `Hash` panics (the groups are
+    /// hashed when it is called), dropping `future`, with nothing counted.
     ///
     /// # Cancel safety
     ///
@@ -661,6 +693,10 @@ where
     /// [`full_group`](TryAcquireError::full_group) names the total first, then the first such
     /// group in `groups`' order. No count changed.
     ///
+    /// # Panics
+    ///
+    /// Panics if `K`'s `Hash` or `Eq` panics; nothing changed (see [Keys that panic](Self#keys-that-panic)).
+    ///
     /// # Examples
     ///
     /// Handling a request inline, at most one per peer:
@@ -704,7 +740,8 @@ where
     /// again or dropped (which gives it all back). A panic in the poll that grants the permit
     /// (a waker's or a key's `drop` once the slots are taken) ends it: the permit is given
     /// back in the unwinding, and polling it again panics. Either way the pool stays
-    /// consistent.
+    /// consistent. `acquire` itself panics if `K`'s `Hash` panics (the groups are hashed when
+    /// it is called), with nothing counted.
     ///
     /// # Cancel safety
     ///
@@ -744,6 +781,10 @@ where
 
     /// Returns the number of waiting `spawn`s and `acquire`s that name group `key` and are not
     /// admitted yet; `0` for a group never seen. Not counted in [`task_count`](Self::task_count).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `K`'s `Hash` or `Eq` panics; nothing changed (see [Keys that panic](Self#keys-that-panic)).
     ///
     /// # Examples
     ///
@@ -882,6 +923,10 @@ where
     /// group): it is an operator's action, and keeping the hot path free of per-group task
     /// lists is worth it.
     ///
+    /// # Panics
+    ///
+    /// Panics if `K`'s `Hash` or `Eq` panics; nothing changed (see [Keys that panic](Self#keys-that-panic)).
+    ///
     /// # Examples
     ///
     /// Cancelling everything a misbehaving peer started:
@@ -954,6 +999,10 @@ where
 
     /// Returns a consistent snapshot of group `key`'s counts, limit and history; see
     /// [`GroupStats`]. A group never seen (or reclaimed) has zeros and the default limit.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `K`'s `Hash` or `Eq` panics; nothing changed (see [Keys that panic](Self#keys-that-panic)).
     ///
     /// # Examples
     ///

@@ -1034,3 +1034,72 @@ async fn a_waker_drop_panic_in_the_admitting_poll_gives_the_slot_back() {
     check(&pool, pool.spawn(["g"], async { 5u8 }), "spawn");
     str_pool_is_clean(&pool, &["g"]);
 }
+
+/// What `TaskPool`'s "Keys that panic" section promises for the calls not covered above: a
+/// `Hash` panic in `try_spawn` and `try_spawn_with` counts nothing and drops the future (or
+/// `make`) unpolled; an `Eq` panic in a lookup (`stats`, `task_count`, `waiting_count`,
+/// `limit`, `effective_limit`, `abort_group`) changes nothing. Found missing from the docs by
+/// a review.
+#[tokio::test(flavor = "current_thread")]
+async fn a_key_panic_in_try_spawn_or_a_lookup_changes_nothing() {
+    let switches = Arc::new(Switches::default());
+    let key = |id| Touchy::new(id, &switches);
+    let pool: TouchyPool = TaskPool::builder().limit(key(1), 2).build();
+    let polled = Arc::new(AtomicBool::new(false));
+    let future = || {
+        let polled = Arc::clone(&polled);
+        async move { polled.store(true, Ordering::SeqCst) }
+    };
+
+    switches.arm_hash(1);
+    assert!(panicked(|| pool.try_spawn([key(1), key(2)], future())));
+    switches.arm_hash(2);
+    assert!(panicked(|| pool.try_spawn_with([key(1), key(2)], future)));
+    switches.disarm();
+    tokio::task::yield_now().await;
+    assert!(!polled.load(Ordering::SeqCst), "the future was polled");
+    assert_eq!(pool.len(), 0, "a task was counted");
+
+    let permit = pool.try_acquire([key(1)]).unwrap();
+    type Lookup<'a> = Box<dyn Fn(&TouchyPool) + 'a>;
+    let lookups: [(&str, Lookup<'_>); 6] = [
+        ("stats", Box::new(|pool| _ = pool.stats(&key(1)))),
+        ("task_count", Box::new(|pool| _ = pool.task_count(&key(1)))),
+        (
+            "waiting_count",
+            Box::new(|pool| _ = pool.waiting_count(&key(1))),
+        ),
+        ("limit", Box::new(|pool| _ = pool.limit(&key(1)))),
+        (
+            "effective_limit",
+            Box::new(|pool| _ = pool.effective_limit(&key(1))),
+        ),
+        (
+            "abort_group",
+            Box::new(|pool| _ = pool.abort_group(&key(1))),
+        ),
+    ];
+    for (name, lookup) in &lookups {
+        switches.arm_eq(1);
+        let panic = panicked(|| lookup(&pool));
+        let fired = switches.eq_countdown.load(Ordering::SeqCst) == 0;
+        switches.disarm();
+        assert!(fired && panic, "{name}: the Eq panic reaches the caller");
+        let stats = pool.stats(&key(1));
+        assert_eq!((stats.running, stats.limit), (1, Some(2)), "{name}");
+    }
+    drop(permit);
+    nothing_left_behind(&pool, &[key(1), key(2)]);
+}
+
+/// `clear_limit` clones its key: a `Clone` panic leaves the limit as it was.
+#[test]
+fn a_clone_panic_in_clear_limit_leaves_the_limit() {
+    let panics = Arc::new(AtomicBool::new(false));
+    let pool: TaskPool<Key> = TaskPool::builder().limit(Key::new(8, &panics), 1).build();
+    panics.store(true, Ordering::SeqCst);
+    let outcome = catch_unwind(AssertUnwindSafe(|| pool.clear_limit(&Key::new(8, &panics))));
+    panics.store(false, Ordering::SeqCst);
+    assert!(outcome.is_err(), "the panic reaches the caller");
+    assert_eq!(pool.limit(&Key::new(8, &panics)), Some(1));
+}
