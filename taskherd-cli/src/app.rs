@@ -257,9 +257,8 @@ impl Setup {
                     path.display()
                 )));
             }
-            let parent = parent.unwrap_or(Path::new("."));
             if let Some(out) = output_dir
-                && same_dir(parent, out)
+                && same_dir(dir_of(path), out)
                 && path.file_name().is_some_and(is_output_file_name)
             {
                 return Err(Fatal::one(format!(
@@ -268,6 +267,29 @@ impl Setup {
                     path.display(),
                     out.display()
                 )));
+            }
+        }
+        // The run's inputs: a job's output file must not replace them either.
+        let jobfile = args
+            .jobfile
+            .as_deref()
+            .filter(|path| path.as_os_str() != "-");
+        let inputs = [
+            ("the job file", jobfile),
+            ("--limits-file", args.limits_file.as_deref()),
+        ];
+        if let Some(out) = output_dir {
+            for (what, path) in inputs {
+                let Some(path) = path else { continue };
+                if same_dir(dir_of(path), out) && path.file_name().is_some_and(is_output_file_name)
+                {
+                    return Err(Fatal::one(format!(
+                        "cannot write job output into {}: {what} {} is there, and job output \
+                         files are named LINE.log and LINE.N.log, so one would overwrite it",
+                        out.display(),
+                        path.display()
+                    )));
+                }
             }
         }
         if let OutputMode::Dir(dir) = &args.output
@@ -279,14 +301,17 @@ impl Setup {
                 dir.display()
             )));
         }
-        // Two writers of one file would garble it, and writing the report being resumed from
-        // as a joblog would destroy it. (The report may be the one resumed from: it is read
-        // whole first.)
+        // Two writers of one file would garble it, and writing over an input (the report
+        // being resumed from as a joblog, the job file, the limits file) would destroy it. (The
+        // report may be the one resumed from: it is read whole first.)
         let resumed = resume_of(args).map(|(_, path)| path);
-        let clashes = [
+        let mut clashes = vec![
             ("--report", report, "--joblog", args.joblog.as_deref()),
             ("--joblog", args.joblog.as_deref(), "--resume", resumed),
         ];
+        for (what, path) in [("--report", report), ("--joblog", args.joblog.as_deref())] {
+            clashes.extend(inputs.map(|(input, input_path)| (what, path, input, input_path)));
+        }
         for (one, first, other, second) in clashes {
             if let (Some(first), Some(second)) = (first, second)
                 && same_file(first, second)
@@ -300,6 +325,13 @@ impl Setup {
         }
         Ok(())
     }
+}
+
+/// The directory `path` is in (`.` for a bare file name).
+fn dir_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// `path` without its `.` components: `./logs/new` and `logs/new` are one place.
@@ -346,10 +378,8 @@ fn same_file(a: &Path, b: &Path) -> bool {
         return a.dev() == b.dev() && a.ino() == b.ino();
     }
     let place = |path: &Path| {
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-        let dir = dir.unwrap_or(Path::new("."));
         (
-            std::fs::canonicalize(dir).ok(),
+            std::fs::canonicalize(dir_of(path)).ok(),
             path.file_name().map(ToOwned::to_owned),
         )
     };

@@ -23,6 +23,24 @@
 // `arg_limits`, and to prctl and waitpid in `orphans`.
 #![deny(unsafe_code)]
 
+// taskherd's own messages go to standard error, which may be a pipe whose reader has gone
+// (`taskherd run jobs.txt 2>&1 | head -1`). The standard macros panic when the write fails
+// (exit 101 instead of the jobs' status); these, defined before the modules so that every one
+// of them uses them, drop the message instead: it had nowhere to go.
+macro_rules! eprint {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 #[cfg(unix)]
 mod app;
 #[cfg(unix)]

@@ -159,3 +159,76 @@ fn a_command_too_long_for_the_system_is_refused_up_front() {
         .assert_code(0);
     assert!(scratch.exists("long-ran"));
 }
+
+/// The run's inputs are not among what it writes: a report or joblog named like the job file
+/// or the limits file, or a job file or limits file named like a job's output file in the
+/// output directory, is refused before anything runs (each of these replaced the input with
+/// what the run wrote, and the run exited 0). Found by a review.
+#[test]
+fn the_job_file_and_the_limits_file_are_not_overwritten() {
+    let scratch = Scratch::new();
+    for (args, said) in [
+        (
+            &["run", "--report", "jobs.txt", "jobs.txt"][..],
+            "the job file",
+        ),
+        (
+            &["run", "--joblog", "./jobs.txt", "jobs.txt"],
+            "the job file",
+        ),
+        (&["run", "--output", "dir:.", "1.log"], "the job file"),
+        (
+            &[
+                "run",
+                "--limits-file",
+                "limits",
+                "--report",
+                "limits",
+                "jobs.txt",
+            ],
+            "--limits-file",
+        ),
+        (
+            &[
+                "run",
+                "--limits-file",
+                "limits",
+                "--joblog",
+                "limits",
+                "jobs.txt",
+            ],
+            "--limits-file",
+        ),
+        (
+            &[
+                "run",
+                "--limits-file",
+                "2.1.log",
+                "--output",
+                "dir:.",
+                "jobs.txt",
+            ],
+            "--limits-file",
+        ),
+    ] {
+        scratch.write("jobs.txt", "true\n");
+        scratch.write("1.log", "true\n");
+        scratch.write("2.1.log", "[total]=1\n");
+        scratch.write("limits", "[total]=1\n");
+        for dry in [false, true] {
+            let args: Vec<&str> = args
+                .iter()
+                .copied()
+                .chain(dry.then_some("--dry-run"))
+                .collect();
+            scratch
+                .run(&args)
+                .assert_code(2)
+                .assert_stderr_contains(said);
+            assert_eq!(scratch.read("jobs.txt"), "true\n", "{args:?}");
+            assert_eq!(scratch.read("1.log"), "true\n", "{args:?}");
+            assert_eq!(scratch.read("2.1.log"), "[total]=1\n", "{args:?}");
+            assert_eq!(scratch.read("limits"), "[total]=1\n", "{args:?}");
+        }
+    }
+}

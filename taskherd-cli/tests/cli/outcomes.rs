@@ -253,3 +253,25 @@ fn a_report_that_cannot_be_written_is_said_once_and_fails_the_run() {
     let run = scratch.run(&["run", "-j", "1", "--report", "/dev/full", "jobs.txt"]);
     assert_said_once_and_every_job_ran(&scratch, &run, "report");
 }
+
+/// `taskherd run jobs.txt 2>&1 | head -1`: standard error is a pipe whose reader has gone.
+/// taskherd's own messages (the summary, a warning) are lost, but the run ends as it would
+/// have, with its jobs' exit status; it panicked (exit 101) writing the summary. Found by a
+/// review.
+#[test]
+fn a_closed_standard_error_changes_nothing_but_the_messages() {
+    let scratch = Scratch::new();
+    for (jobs, code) in [("true\n", 0), ("true\nfalse\n", 1)] {
+        scratch.write("jobs.txt", jobs);
+        // A warning too (a limit for a group no job names), written before anything runs.
+        for args in [
+            &["run", "jobs.txt"][..],
+            &["run", "-l", "nobody=1", "jobs.txt"],
+        ] {
+            let (reader, writer) = std::io::pipe().unwrap();
+            drop(reader);
+            let status = scratch.command(args).stderr(writer).status().unwrap();
+            assert_eq!(status.code(), Some(code), "{args:?} {jobs:?}: {status}");
+        }
+    }
+}
