@@ -210,6 +210,8 @@ struct Shared {
     backlogs: Vec<Arc<Backlog>>,
     /// Set once the run said that it holds back jobs for a backlog.
     held_back: AtomicBool,
+    /// Set once the run said that jobs wait for open files.
+    out_of_files_said: AtomicBool,
 }
 
 impl Shared {
@@ -328,6 +330,7 @@ pub async fn run(
             .chain(joblog.iter().map(|joblog| joblog.backlog()))
             .collect(),
         held_back: AtomicBool::new(false),
+        out_of_files_said: AtomicBool::new(false),
     });
     // Reaps what the jobs leave behind, if taskherd adopts orphans (see `orphans`).
     let sweeper = shared
@@ -836,7 +839,7 @@ async fn run_job(account: Account, admitted: Result<Admission, AcquireError>) {
     let mut earlier: Vec<Attempt> = Vec::new();
     loop {
         let number = earlier.len() + 1;
-        let attempt = match start(&shared, job, index, number) {
+        let attempt = match start_when_files_free(&shared, job, index, number).await {
             Ok(started) => {
                 shared.tally.start(job);
                 finish_attempt(&shared, job, index, started, &permit).await
@@ -849,7 +852,7 @@ async fn run_job(account: Account, admitted: Result<Admission, AcquireError>) {
                     Some(last) => give_up(account, last, earlier).await,
                 };
             }
-            Err(NotRun::Error(message)) => {
+            Err(NotRun::Error(message) | NotRun::OutOfFiles(message)) => {
                 let status = Status::Error { message };
                 shared.tally.end(job, &status, false);
                 fail(&shared, job, &status).await;
@@ -1010,6 +1013,65 @@ enum NotRun {
     Stopped(Reason),
     /// The process could not be started.
     Error(String),
+    /// Not now: taskherd (or the system) is out of open files (`EMFILE`, `ENFILE`), which
+    /// running jobs give back as they end.
+    OutOfFiles(String),
+}
+
+impl NotRun {
+    /// `message` about `error`: out of files, or another error.
+    fn from_io(message: String, error: &std::io::Error) -> NotRun {
+        match error.raw_os_error() {
+            Some(libc::EMFILE | libc::ENFILE) => NotRun::OutOfFiles(message),
+            _ => NotRun::Error(message),
+        }
+    }
+}
+
+/// [`start`], waiting while taskherd is out of open files and other jobs run: each takes about
+/// three (its output pipes, or files), and gives them back when it ends, so a `-j` above what
+/// `ulimit -n` allows makes jobs wait, not fail. Says so once per run. Out of files with no
+/// other job running (nothing will give files back), the job fails as if it could not start.
+async fn start_when_files_free(
+    shared: &Shared,
+    job: &Job,
+    index: usize,
+    number: usize,
+) -> Result<Started, NotRun> {
+    let mut pause = Duration::from_millis(5);
+    let mut alone = false;
+    loop {
+        let message = match start(shared, job, index, number) {
+            Err(NotRun::OutOfFiles(message)) => message,
+            other => return other,
+        };
+        if shared.groups.len() == 0 {
+            // Once more at once: the last other job may have ended since the failure.
+            if alone {
+                return Err(NotRun::Error(message));
+            }
+            alone = true;
+            continue;
+        }
+        alone = false;
+        if !shared.out_of_files_said.swap(true, Ordering::Relaxed) {
+            shared
+                .notice(format!(
+                    "warning: line {}: {message}; jobs wait to start until running ones end and \
+                     give their open files back (raise the limit on open files, `ulimit -n`, or \
+                     lower -j)",
+                    job.line
+                ))
+                .await;
+        }
+        let mut stopped = shared.stopped.subscribe();
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            // Then `start` says the run is stopping.
+            _ = stopped.wait_for(|stopped| *stopped) => {}
+        }
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
 }
 
 /// Spawns attempt `number` (from 1) of a job's process unless the run is stopping.
@@ -1042,7 +1104,7 @@ fn start(shared: &Shared, job: &Job, index: usize, number: usize) -> Result<Star
             let file = std::fs::File::create(&path)
                 .and_then(|file| Ok((file.try_clone()?, file)))
                 .map_err(|error| {
-                    NotRun::Error(format!("cannot create {}: {error}", path.display()))
+                    NotRun::from_io(format!("cannot create {}: {error}", path.display()), &error)
                 })?;
             command.stdout(file.0).stderr(file.1);
             Some(path)
@@ -1050,9 +1112,9 @@ fn start(shared: &Shared, job: &Job, index: usize, number: usize) -> Result<Star
     };
     let start = SystemTime::now();
     let started = Instant::now();
-    let child = command
-        .spawn()
-        .map_err(|error| NotRun::Error(format!("cannot start {}: {error}", shell.display())))?;
+    let child = command.spawn().map_err(|error| {
+        NotRun::from_io(format!("cannot start {}: {error}", shell.display()), &error)
+    })?;
     match child.id() {
         Some(pid) => shared.groups.insert(index, pid),
         None => debug_assert!(false, "a child just spawned has no pid"),

@@ -1,8 +1,9 @@
 //! How jobs are run: the shell (`--shell`) and jobs dying with taskherd.
 
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Scratch, send_signal, wait_for_files};
+use crate::support::{Finished, Scratch, report, send_signal, statuses, wait_for_files};
 
 #[test]
 fn shell_runs_each_command() {
@@ -118,5 +119,40 @@ fn alive(pid: &str) -> bool {
             Some('Z' | 'X')
         ),
         Err(_) => false,
+    }
+}
+
+/// Fewer open files allowed (`ulimit -n`) than `-j` jobs need at once (about three each):
+/// jobs wait to start until running ones end and give theirs back, instead of failing with
+/// "Too many open files" (they did, as `error`, never retried, and the run exited 1). The run
+/// says so once. In both output modes that open files per job. Found by a review.
+#[test]
+fn jobs_wait_for_open_files_instead_of_failing() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", &"sleep 0.2\n".repeat(40));
+    for output in ["prefixed", "dir:out"] {
+        let finished = Finished::from(
+            Command::new("sh")
+                .args(["-c", "ulimit -n 40 && exec \"$0\" \"$@\""])
+                .arg(env!("CARGO_BIN_EXE_taskherd"))
+                .args(["run", "-j", "40", "--output", output, "--report", "r.jsonl"])
+                .arg("jobs.txt")
+                .current_dir(scratch.dir())
+                .stdin(Stdio::null())
+                .output()
+                .unwrap(),
+        );
+        finished.assert_code(0);
+        assert_eq!(
+            finished.stderr.matches("jobs wait to start").count(),
+            1,
+            "said once ({output}): {finished:#?}"
+        );
+        let statuses = statuses(&report(&scratch, "r.jsonl"));
+        assert_eq!(statuses.len(), 40, "{output}");
+        assert!(
+            statuses.iter().all(|(_, status)| status == "succeeded"),
+            "{output}: {statuses:?}"
+        );
     }
 }
