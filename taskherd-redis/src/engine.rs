@@ -357,6 +357,18 @@ fn client(url: &str, _tls: &crate::builder::Tls) -> Result<redis::Client, Unavai
     Ok(redis::Client::open(url)?)
 }
 
+/// The longest a call waits for Redis's answer before it fails as unavailable.
+const MAX_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a call on the shared connection waits for Redis's answer: a third of the lease
+/// (so that a renewal fails before the next is due, every third of a lease), at most
+/// [`MAX_RESPONSE_TIMEOUT`]: a Redis that stops answering without closing the connection must
+/// make admissions fail as unavailable within seconds, not hang for a third of a long lease
+/// (each call holds back the process's later admissions, `flush` and `shutdown`).
+fn response_timeout(lease: Duration) -> Duration {
+    (lease / 3).min(MAX_RESPONSE_TIMEOUT)
+}
+
 fn manager_config(response_timeout: Option<Duration>) -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(1)))
@@ -376,9 +388,11 @@ impl Engine {
         tls: &crate::builder::Tls,
     ) -> Result<Arc<Self>, Unavailable> {
         let client = client(url, tls)?;
-        let conn =
-            ConnectionManager::new_with_config(client.clone(), manager_config(Some(lease / 3)))
-                .await?;
+        let conn = ConnectionManager::new_with_config(
+            client.clone(),
+            manager_config(Some(response_timeout(lease))),
+        )
+        .await?;
         // BLPOP blocks for a second: its connection must not be the shared one, and its
         // response timeout must exceed the block.
         let notify_conn = ConnectionManager::new_with_config(
@@ -1032,8 +1046,11 @@ async fn admitter(mut admitter: Admitter, mut rx: mpsc::UnboundedReceiver<ToAdmi
             // in the same call.
             let (sending, released) = admitter.releases.take().await;
             // Closed while a release call in flight held this one back: nothing made before
-            // the `close()` is sent after it.
-            for request in batch.extract_if(.., |request| life.closed_since(request.generation)) {
+            // the `close()` is sent after it. A caller that went away meanwhile is not sent
+            // either (its id, carried in `released` if its future queued it, releases nothing).
+            for request in batch.extract_if(.., |request| {
+                life.closed_since(request.generation) || request.reply.is_closed()
+            }) {
                 let _ = request.reply.send(Ok(Admitted::Closed));
             }
             if batch.is_empty() {
@@ -1201,24 +1218,40 @@ async fn notifier(engine: Weak<Engine>, mut conn: ConnectionManager) {
     };
     let poll_every = Duration::from_secs_f64(NOTIFY_TIMEOUT_SECS);
     let mut polled = Instant::now();
+    // `BLPOP` failed since it last answered (and this was said once).
+    let mut failing = false;
     loop {
         let popped: Result<Option<(String, String)>, _> = redis::cmd("BLPOP")
             .arg(&list)
             .arg(NOTIFY_TIMEOUT_SECS)
             .query_async(&mut conn)
             .await;
+        if let Err(error) = &popped {
+            if failing {
+                tracing::debug!(%error, "notifier: BLPOP failed again; retrying");
+            } else {
+                tracing::warn!(
+                    %error,
+                    "notifier: BLPOP failed; waiters are found granted by the poll every \
+                     second until it works again"
+                );
+            }
+            failing = true;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let Some(engine) = engine.upgrade() else {
             return;
         };
         match popped {
-            Ok(Some((_, id))) => engine.wake(&id, None),
-            Ok(None) => {}
-            Err(error) => {
-                tracing::debug!(%error, "notifier: Redis unreachable; retrying");
-                drop(engine);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
+            Ok(Some((_, id))) => {
+                failing = false;
+                engine.wake(&id, None);
             }
+            Ok(None) => failing = false,
+            // The poll below still runs, on its own connection: without it, a `BLPOP` that
+            // keeps failing (an ACL without blocking commands, a proxy that refuses them, a
+            // connection that keeps timing out) would leave granted waiters asleep.
+            Err(_) => {}
         }
         if polled.elapsed() < poll_every {
             continue;

@@ -488,3 +488,29 @@ async fn a_grant_sent_late_is_not_lost() {
     assert!(!permit.is_lost(), "a grant Redis just made handed out lost");
     assert_eq!(pool.lost_leases(), 0);
 }
+
+/// A Redis that stops answering without closing the connection (paused here; a frozen
+/// server or a black-holed path alike) makes an admission fail as unavailable within seconds,
+/// whatever the lease: every call waited a third of the lease, twenty minutes with a lease of
+/// an hour, holding back every admission, `flush` and `shutdown` of the process meanwhile.
+/// Found by a review.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_is_unavailable_within_seconds_whatever_the_lease() {
+    let server = Server::start();
+    let pool = pool(&server, "stalled", Duration::from_secs(3600)).await;
+    drop(pool.try_acquire(["a"]).await.unwrap());
+    assert!(
+        server
+            .cmd(&["CLIENT", "PAUSE", "60000", "ALL"])
+            .unwrap()
+            .starts_with("+OK")
+    );
+    let started = std::time::Instant::now();
+    let refused = tokio::time::timeout(Duration::from_secs(30), pool.try_acquire(["a"]))
+        .await
+        .expect("still waiting for Redis after 30 s")
+        .map(drop)
+        .unwrap_err();
+    assert!(refused.is_unavailable(), "{refused:?}");
+    eprintln!("unavailable after {:?}", started.elapsed());
+}

@@ -491,6 +491,29 @@ async fn an_admission_waiting_behind_a_release_is_not_sent_after_close() {
     assert_eq!(pool.task_count(&"y").await.unwrap(), 0);
 }
 
+/// An admission whose caller went away while the admission loop held it back (behind a
+/// release call in flight) is not sent: it was, taking the group's only slot until its
+/// release (a caller sent in the same call was refused for it), and the fleet counted an
+/// admission nobody made. The loop looked for callers that went away only before it waited.
+/// Found by a review.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admission_whose_caller_left_while_held_back_is_not_sent() {
+    let server = Server::start();
+    let pool = pool(&server, "left-behind", Duration::from_secs(30)).await;
+    pool.set_limit("y", 1).await.unwrap();
+    let (admitted, left) = held_behind_a_release(&server, &pool).await;
+    let mut later = Box::pin(pool.try_acquire(["y"]));
+    assert!(poll_once(&mut later).is_pending());
+    drop(left);
+    unpause(&server);
+    let permit = later
+        .await
+        .expect("refused for the slot of a caller that left");
+    pool.flush().await;
+    assert_eq!(pool.total_stats().await.unwrap().admitted, admitted + 1);
+    drop(permit);
+}
+
 /// `shutdown` leaves nothing of this process counted in Redis, not even an admission Redis
 /// answered whose future has not run since (the admission is recorded as the answer arrives,
 /// and renewed: it stayed counted for as long as the future lived), in wait or try mode.

@@ -272,3 +272,42 @@ async fn a_lost_notification_is_made_up_for_in_a_busy_process() {
         .unwrap()
         .unwrap();
 }
+
+/// A process whose notifications fail (here its Redis user may not run `BLPOP`, as under a
+/// common ACL hardening; a connection that keeps timing out does the same) still finds its
+/// waiters granted, by the once-a-second poll: a failed `BLPOP` skipped the poll, and the
+/// granted waiter slept forever while its process renewed the slot it never used. Found by a
+/// review.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_granted_waiter_is_woken_when_notifications_fail() {
+    let server = Server::start();
+    let user = [
+        "ACL", "SETUSER", "noblock", "on", ">pw", "~*", "&*", "+@all", "-blpop",
+    ];
+    assert!(server.cmd(&user).unwrap().contains("OK"));
+    let other = pool(&server, "acl", Duration::from_secs(3)).await;
+    other.set_limit("a", 1).await.unwrap();
+    let url = format!("redis://noblock:pw@127.0.0.1:{}/", server.port);
+    let limited: RedisPool<&'static str> = RedisPool::builder(&url, "acl")
+        .lease(Duration::from_secs(3))
+        .build()
+        .await
+        .unwrap();
+    let held = other.try_acquire(["a"]).await.unwrap();
+    let waiting = tokio::spawn({
+        let limited = limited.clone();
+        async move { limited.acquire(["a"]).await.map(drop) }
+    });
+    until_waiting(&other, "a", 1).await;
+    drop(held);
+    other.flush().await;
+    // Granted in Redis: counted as running there.
+    assert_eq!(other.stats(&"a").await.unwrap().running, 1);
+    tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the granted waiter was not woken (the poll runs every second)")
+        .unwrap()
+        .unwrap();
+    limited.flush().await;
+    assert_eq!(other.stats(&"a").await.unwrap().running, 0);
+}
