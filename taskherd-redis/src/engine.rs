@@ -178,6 +178,9 @@ struct Releases {
     sending: Arc<tokio::sync::Mutex<()>>,
     /// To the releaser; it ends once every sender is gone.
     tx: mpsc::UnboundedSender<Release>,
+    /// An id queued longer ago than this is given up: its lease has expired by now (Redis
+    /// reaps it), so releasing it would release nothing.
+    lease: Duration,
 }
 
 impl Releases {
@@ -198,9 +201,16 @@ impl Releases {
     /// Takes every queued id, once the releaser's call in flight (if any) has been answered:
     /// every id queued until now is then released, or taken here. The guard is to be held
     /// until the call carrying them has been answered (see [`sending`](Self::sending)).
+    ///
+    /// Ids whose lease has expired since they were queued are given up, as the releaser gives
+    /// them up: while Redis is unreachable every failed admission queues its id, and each
+    /// admission call that fails puts them all back, so without this an outage under steady
+    /// traffic grew the list (and the first call after it) without bound.
     async fn take(&self) -> (tokio::sync::OwnedMutexGuard<()>, Vec<(String, Instant)>) {
         let sending = Arc::clone(&self.sending).lock_owned().await;
-        let ids = std::mem::take(&mut *self.fresh.lock());
+        let mut ids = std::mem::take(&mut *self.fresh.lock());
+        let now = Instant::now();
+        ids.retain(|(_, queued)| *queued + self.lease > now);
         (sending, ids)
     }
 
@@ -409,6 +419,7 @@ impl Engine {
             admitting: Arc::clone(&admitting),
             sending: Arc::clone(&sending),
             tx: release_tx,
+            lease,
         });
         let (admit_tx, admit_rx) = mpsc::unbounded_channel();
         let life = Arc::new(Life::default());
@@ -1350,5 +1361,41 @@ async fn releaser(
         for done in flushes.drain(..) {
             let _ = done.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The admitter's calls give up ids queued longer ago than a lease, as the releaser does:
+    /// during an outage, every failed admission call puts back what it carried.
+    #[tokio::test]
+    async fn an_admission_call_gives_up_ids_whose_lease_has_expired() {
+        let lease = Duration::from_secs(2);
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let releases = Releases {
+            fresh: Arc::default(),
+            admitting: Arc::default(),
+            sending: Arc::default(),
+            tx,
+            lease,
+        };
+        let now = Instant::now();
+        let long_ago = now
+            .checked_sub(lease * 2)
+            .expect("the clock started long ago");
+        releases
+            .fresh
+            .lock()
+            .extend([("expired".to_owned(), long_ago), ("live".to_owned(), now)]);
+        let (sending, ids) = releases.take().await;
+        let ids: Vec<&str> = ids.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["live"]);
+        drop(sending);
+        // A failed call puts back what it took; the next takes it again, expired ones aside.
+        releases.put_back(vec![("again".to_owned(), long_ago)]);
+        let (_sending, ids) = releases.take().await;
+        assert!(ids.is_empty(), "{ids:?}");
     }
 }
