@@ -334,3 +334,36 @@ fn an_ipv4_mapped_address_counts_as_its_ipv4_address() {
     // An IPv6 address is left alone.
     assert_eq!(key(&classify, "2001:db8::1", &[]), ip("2001:db8::1"));
 }
+
+/// RFC 7239 values may be quoted strings holding `,` and `;`, and a proxy's element often
+/// carries `host=` copied from the client's `Host` header: a client could write a `for=` of
+/// its choosing inside it and be counted as that address (a key it chose: another client's
+/// group, or a fresh one each time). Quoted strings are one value now. Found by a review.
+#[test]
+fn a_quoted_forwarded_value_cannot_choose_the_client_address() {
+    let classify = PeerIp::new()
+        .trust_proxies(["10.0.0.0/8".parse().unwrap()])
+        .forwarded_header(ForwardedHeader::Forwarded);
+    // Proxy 10.0.0.2 saw client 198.51.100.9 whose Host was `evil, for=…`, or `x;for=…`.
+    for header in [
+        r#"for=198.51.100.9;host="evil, for=203.0.113.77""#,
+        r#"host="x;for=203.0.113.77";for=198.51.100.9"#,
+        r#"host="a\"b, for=203.0.113.77";for=198.51.100.9"#,
+    ] {
+        assert_eq!(
+            key(&classify, "10.0.0.2", &[("forwarded", header)]),
+            ip("198.51.100.9"),
+            "{header}"
+        );
+    }
+    // A quote the client left open swallows what follows in its header line: the walk stops
+    // at the last trusted hop, as for any element that is not an address.
+    assert_eq!(
+        key(
+            &classify,
+            "10.0.0.2",
+            &[("forwarded", r#"for="203.0.113.77, for=198.51.100.9"#)]
+        ),
+        ip("10.0.0.2")
+    );
+}

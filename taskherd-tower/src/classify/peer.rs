@@ -95,6 +95,11 @@ pub enum ForwardedHeader {
     #[default]
     XForwardedFor,
     /// `Forwarded: for=client, for=proxy1` (RFC 7239): the `for=` parameter of each element.
+    /// Quoted strings are read as one value (a `,` or `;` in them splits nothing), so a
+    /// client cannot pass a `for=` of its own through a value a proxy quoted, such as a
+    /// `host=` copied from its `Host` header. A proxy that copies such a value *unquoted*
+    /// lets the client write elements of its own: configure it to quote, or to leave
+    /// `host=` out.
     Forwarded,
 }
 
@@ -220,18 +225,63 @@ fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
 
 /// The `for=` addresses of the `Forwarded` elements, left to right; `None` for an element
 /// whose `for=` is not an address (or that has none).
+///
+/// Elements and their pairs are split outside quoted strings only (RFC 7239 values may be
+/// quoted strings holding `,` and `;`, and a proxy's `host=` is often the client's `Host`
+/// header): split everywhere, a client could write a `for=` of its choosing into a quoted
+/// value and be counted as that address.
 fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    elements(headers, FORWARDED)
+    headers
+        .get_all(FORWARDED)
+        .iter()
+        .flat_map(|value| split_unquoted(value.as_bytes(), b','))
         .map(|element| {
-            element?.split(';').find_map(|pair| {
+            split_unquoted(element, b';').into_iter().find_map(|pair| {
+                let pair = std::str::from_utf8(pair).ok()?;
                 let (name, value) = pair.trim().split_once('=')?;
                 name.trim()
                     .eq_ignore_ascii_case("for")
-                    .then(|| value.trim().trim_matches('"'))
+                    .then(|| unquote(value.trim()))
             })
         })
-        .map(|node| node.and_then(parse_node))
+        .map(|node| node.flatten().and_then(parse_node))
         .collect()
+}
+
+/// `value` split at each `separator` outside quoted strings (`"…"`, in which `\` escapes the
+/// next byte). A quote left open runs to the end of `value`.
+fn split_unquoted(value: &[u8], separator: u8) -> Vec<&[u8]> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (at, &byte) in value.iter().enumerate() {
+        if escaped {
+            escaped = false;
+        } else if quoted {
+            match byte {
+                b'\\' => escaped = true,
+                b'"' => quoted = false,
+                _ => {}
+            }
+        } else if byte == b'"' {
+            quoted = true;
+        } else if byte == separator {
+            parts.push(&value[start..at]);
+            start = at + 1;
+        }
+    }
+    parts.push(&value[start..]);
+    parts
+}
+
+/// A token, or the content of a quoted string without escapes; `None` for a quoted string
+/// that is not closed or holds an escape (no address needs one).
+fn unquote(value: &str) -> Option<&str> {
+    match value.strip_prefix('"') {
+        None => Some(value),
+        Some(rest) => rest
+            .strip_suffix('"')
+            .filter(|inner| !inner.contains(['"', '\\'])),
+    }
 }
 
 /// The comma-separated elements of every `name` header, left to right, each decoded on its
