@@ -6,7 +6,7 @@ mod support;
 use axum::{Router, routing::get};
 use http::StatusCode;
 use taskherd::TaskPool;
-use taskherd_tower::{Header, LimitLayer};
+use taskherd_tower::{Header, LimitLayer, PathSegment};
 
 use support::{Gate, wait_until};
 
@@ -156,4 +156,49 @@ async fn a_limit_changed_at_run_time_applies_to_the_next_request() {
     let after = support::get(&client, addr, "/", &[("x-tenant", "a")]).await;
     assert_eq!(after.status, StatusCode::OK);
     assert_eq!(after.body, "hi");
+}
+
+/// A tenant named in the path counts in one group however the client spells it:
+/// `PathSegment` decodes the segment as axum's `Path` does, so `/tenants/%61cme` is tenant
+/// `acme` for the limit as for the handler (it was a group of its own, a way around the
+/// tenant's limit). A segment that is not UTF-8 once decoded gets 400. Found by a review.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_percent_encoded_segment_counts_in_its_tenants_group() {
+    use axum::extract::{Path, State};
+    use support::{Chunks, Streams};
+
+    let pool = TaskPool::<String>::builder().default_limit(1).build();
+    let streams = Streams::default();
+    let app = Router::new()
+        .route(
+            "/tenants/{tenant}",
+            get(
+                |State(streams): State<Streams>, Path(tenant): Path<String>| async move {
+                    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+                    streams.lock().unwrap().push(sender);
+                    (
+                        [("x-tenant-seen", tenant)],
+                        axum::body::Body::new(Chunks(receiver)),
+                    )
+                },
+            ),
+        )
+        .layer(LimitLayer::new(pool.clone(), PathSegment::new(1)))
+        .with_state(streams.clone());
+    let addr = support::serve(app).await;
+    let client = support::client();
+    let first = support::open(&client, addr, "/tenants/acme", "-").await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.headers()["x-tenant-seen"], "acme");
+    let second = support::open(&client, addr, "/tenants/%61cme", "-").await;
+    assert_eq!(
+        second.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "admitted as tenant {:?}",
+        second.headers().get("x-tenant-seen")
+    );
+    assert_eq!(pool.task_count(&"acme".to_owned()), 1);
+    let bad = support::open(&client, addr, "/tenants/%FF", "-").await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    drop(streams.lock().unwrap().drain(..));
 }

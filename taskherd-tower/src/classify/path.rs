@@ -8,7 +8,10 @@ use crate::{Classify, Groups, Unclassified};
 /// `/tenants/acme/orders` counts in group `"acme"`.
 ///
 /// Segments are counted from 0 after the leading `/`; empty segments count. A path with too
-/// few segments is [`Unclassified`]. The segment is taken as sent (not percent-decoded).
+/// few segments is [`Unclassified`]. The segment is percent-decoded as axum's `Path` decodes
+/// it (`%61cme` is `acme`, `%2F` a `/` in the value; `+` stays `+`), so that a client cannot
+/// escape its group by spelling it another way; a segment that is not UTF-8 once decoded is
+/// [`Unclassified`] (`400`).
 ///
 /// # Examples
 ///
@@ -19,6 +22,8 @@ use crate::{Classify, Groups, Unclassified};
 /// let classify = PathSegment::new(1);
 /// let request = Request::builder().uri("/tenants/acme/orders?x=1").body(()).unwrap();
 /// assert_eq!(classify.classify(&request).unwrap().as_slice(), ["acme"]);
+/// let spelled = Request::builder().uri("/tenants/%61cme").body(()).unwrap();
+/// assert_eq!(classify.classify(&spelled).unwrap().as_slice(), ["acme"]);
 /// let short = Request::builder().uri("/health").body(()).unwrap();
 /// assert!(classify.classify(&short).is_err());
 /// ```
@@ -46,11 +51,15 @@ impl<B> Classify<B> for PathSegment {
 
     fn classify(&self, request: &Request<B>) -> Result<Groups<String>, Unclassified> {
         let path = request.uri().path();
-        path.strip_prefix('/')
+        let segment = path
+            .strip_prefix('/')
             .unwrap_or(path)
             .split('/')
             .nth(self.index)
-            .map(|segment| Groups::one(segment.to_owned()))
-            .ok_or(Unclassified::new("the path is too short"))
+            .ok_or(Unclassified::new("the path is too short"))?;
+        percent_encoding::percent_decode_str(segment)
+            .decode_utf8()
+            .map(|decoded| Groups::one(decoded.into_owned()))
+            .map_err(|_| Unclassified::new("the path segment is not UTF-8 once decoded"))
     }
 }
