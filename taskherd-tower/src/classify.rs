@@ -104,6 +104,11 @@ where
 /// ```
 pub trait ClassifyExt: Sized {
     /// Both classifiers' groups; unclassified if either is. See [`And`].
+    ///
+    /// Give each classifier a key space of its own (an enum variant, as above, or a prefix):
+    /// with one shared `String` space, a client that sends a header value spelled like
+    /// another classifier's key (`x-api-key: 192.0.2.1`) counts in that group. The same holds
+    /// for [`or`](Self::or).
     fn and<C>(self, other: C) -> And<Self, C> {
         And(self, other)
     }

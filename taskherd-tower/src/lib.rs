@@ -52,7 +52,11 @@
 //! // At most 4 requests in flight per API key, 256 in all; a request without a key counts
 //! // for its client IP. Wait up to half a second for room, then answer 429 or 503.
 //! let pool = TaskPool::builder().max_tasks(256).default_limit(4).build();
-//! let classify = Header::new("x-api-key").or(PeerIp::new().map_key(|ip: std::net::IpAddr| ip.to_string()));
+//! // Keys and addresses in key spaces of their own: a client sending `x-api-key: 192.0.2.1`
+//! // must not count in that address's group.
+//! let classify = Header::new("x-api-key")
+//!     .map_key(|key| format!("key:{key}"))
+//!     .or(PeerIp::new().map_key(|ip: std::net::IpAddr| format!("ip:{ip}")));
 //! let app: Router = Router::new()
 //!     .route("/", get(|| async { "hello" }))
 //!     .layer(LimitLayer::new(pool, classify).wait(Duration::from_millis(500)));

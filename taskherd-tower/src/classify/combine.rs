@@ -13,9 +13,12 @@ use crate::{Classify, Groups, Unclassified};
 /// use http::Request;
 /// use taskherd_tower::{Classify, ClassifyExt, Header};
 ///
-/// let classify = Header::new("x-tenant").and(Header::new("x-user"));
+/// // Each header in a key space of its own: a user named like a tenant is not that tenant.
+/// let classify = Header::new("x-tenant")
+///     .map_key(|tenant| format!("tenant:{tenant}"))
+///     .and(Header::new("x-user").map_key(|user| format!("user:{user}")));
 /// let request = Request::builder().header("x-tenant", "t").header("x-user", "u").body(()).unwrap();
-/// assert_eq!(classify.classify(&request).unwrap().as_slice(), ["t", "u"]);
+/// assert_eq!(classify.classify(&request).unwrap().as_slice(), ["tenant:t", "user:u"]);
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct And<A, B>(pub(crate) A, pub(crate) B);
@@ -43,9 +46,11 @@ where
 /// use http::Request;
 /// use taskherd_tower::{Classify, ClassifyExt, Header};
 ///
-/// let classify = Header::new("x-api-key").or(Header::new("x-client"));
+/// let classify = Header::new("x-api-key")
+///     .map_key(|key| format!("key:{key}"))
+///     .or(Header::new("x-client").map_key(|client| format!("client:{client}")));
 /// let request = Request::builder().header("x-client", "c").body(()).unwrap();
-/// assert_eq!(classify.classify(&request).unwrap().as_slice(), ["c"]);
+/// assert_eq!(classify.classify(&request).unwrap().as_slice(), ["client:c"]);
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Or<A, B>(pub(crate) A, pub(crate) B);
