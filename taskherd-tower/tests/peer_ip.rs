@@ -147,14 +147,14 @@ fn forwarding_headers_are_read_right_to_left_through_trusted_proxies_only() {
         ),
         ip("203.0.113.5")
     );
-    // Forwarded: quoted IPv6 with a port, and IPv4 with a port.
+    // Forwarded: quoted IPv6 with a port (counted by its /64), and IPv4 with a port.
     assert_eq!(
         key(
             &rfc_7239,
             "10.0.0.1",
-            &[("forwarded", r#"for="[2001:db8::7]:4711";proto=https"#)]
+            &[("forwarded", r#"for="[2001:db8:0:7::7]:4711";proto=https"#)]
         ),
-        ip("2001:db8::7")
+        ip("2001:db8:0:7::")
     );
     assert_eq!(
         key(
@@ -331,8 +331,8 @@ fn an_ipv4_mapped_address_counts_as_its_ipv4_address() {
     );
     // A trusted proxy's own address, when the chain ends at it.
     assert_eq!(key(&classify, "::ffff:10.0.0.1", &[]), ip("10.0.0.1"));
-    // An IPv6 address is left alone.
-    assert_eq!(key(&classify, "2001:db8::1", &[]), ip("2001:db8::1"));
+    // An IPv6 address is left alone (but for its /64: see below).
+    assert_eq!(key(&classify, "2001:db8::1", &[]), ip("2001:db8::"));
 }
 
 /// RFC 7239 values may be quoted strings holding `,` and `;`, and a proxy's element often
@@ -365,5 +365,54 @@ fn a_quoted_forwarded_value_cannot_choose_the_client_address() {
             &[("forwarded", r#"for="203.0.113.77, for=198.51.100.9"#)]
         ),
         ip("10.0.0.2")
+    );
+}
+
+/// An IPv6 host usually has a /64 to itself and may use any address in it (privacy
+/// addresses rotate by themselves): counted per address, one host had up to 2^64 times its
+/// limit. IPv6 clients are counted per /64 by default, keyed by the network's address;
+/// `ipv6_prefix` changes the length (128: per address). IPv4 is unchanged. Found by a review.
+#[test]
+fn ipv6_clients_are_counted_per_64_by_default() {
+    let by_default = PeerIp::new();
+    assert_eq!(
+        key(&by_default, "2001:db8:1:2::1", &[]),
+        ip("2001:db8:1:2::")
+    );
+    assert_eq!(
+        key(&by_default, "2001:db8:1:2:aaaa:bbbb:cccc:dddd", &[]),
+        ip("2001:db8:1:2::")
+    );
+    assert_eq!(
+        key(&by_default, "2001:db8:1:3::1", &[]),
+        ip("2001:db8:1:3::")
+    );
+    assert_eq!(key(&by_default, "192.0.2.7", &[]), ip("192.0.2.7"));
+    assert_eq!(key(&by_default, "::ffff:192.0.2.7", &[]), ip("192.0.2.7"));
+    // Forwarded addresses alike.
+    let behind = PeerIp::new().trust_proxies(["10.0.0.0/8".parse().unwrap()]);
+    assert_eq!(
+        key(
+            &behind,
+            "10.0.0.1",
+            &[("x-forwarded-for", "2001:db8:9:9::42")]
+        ),
+        ip("2001:db8:9:9::")
+    );
+    let per_address = PeerIp::new().ipv6_prefix(128);
+    assert_eq!(
+        key(&per_address, "2001:db8:1:2::1", &[]),
+        ip("2001:db8:1:2::1")
+    );
+    let per_48 = PeerIp::new().ipv6_prefix(48);
+    assert_eq!(key(&per_48, "2001:db8:1:2::1", &[]), ip("2001:db8:1::"));
+    // Longer than an address: per address; 0: one group for every IPv6 client.
+    assert_eq!(
+        key(&PeerIp::new().ipv6_prefix(200), "2001:db8::1", &[]),
+        ip("2001:db8::1")
+    );
+    assert_eq!(
+        key(&PeerIp::new().ipv6_prefix(0), "2001:db8::1", &[]),
+        ip("::")
     );
 }

@@ -22,6 +22,12 @@ use crate::{Cidr, Classify, Groups, Unclassified};
 /// (`::ffff:192.0.2.1`, as a dual-stack `[::]` listener sees IPv4 clients, or as a proxy may
 /// write them) is its IPv4 address (`192.0.2.1`), so a limit set for `192.0.2.1` applies to it.
 ///
+/// An IPv6 client is counted by its network, a /64 unless [`ipv6_prefix`](Self::ipv6_prefix)
+/// says otherwise, keyed by the network's address (`2001:db8:1:2::5` counts in
+/// `2001:db8:1:2::`; set limits for that key): an IPv6 host usually has a /64 to itself and
+/// may use any address in it (privacy addresses rotate by themselves), so one group per
+/// address would give one host its limit 2^64 times over.
+///
 /// # Proxies
 ///
 /// Behind a reverse proxy every connection comes from the proxy. The `X-Forwarded-For` and
@@ -64,10 +70,22 @@ use crate::{Cidr, Classify, Groups, Unclassified};
 /// request.extensions_mut().insert(SocketAddr::from(([192, 0, 2, 1], 50000)));
 /// assert_eq!(classify.classify(&request).unwrap().as_slice(), ["192.0.2.1".parse::<std::net::IpAddr>().unwrap()]);
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PeerIp {
     trusted: Arc<[Cidr]>,
     header: ForwardedHeader,
+    /// The leading bits of an IPv6 address that name its client.
+    ipv6_prefix: u8,
+}
+
+impl Default for PeerIp {
+    fn default() -> Self {
+        Self {
+            trusted: Arc::new([]),
+            header: ForwardedHeader::default(),
+            ipv6_prefix: 64,
+        }
+    }
 }
 
 /// The forwarding header that a [`PeerIp`] reads on connections from trusted proxies: the one
@@ -128,6 +146,31 @@ impl PeerIp {
     #[must_use]
     pub fn trust_proxies(mut self, proxies: impl IntoIterator<Item = Cidr>) -> Self {
         self.trusted = proxies.into_iter().collect();
+        self
+    }
+
+    /// Counts IPv6 clients by the first `prefix` bits of their address (64 by default, the
+    /// network a host usually has to itself); `128` counts each address apart, a longer
+    /// `prefix` is taken as `128`. The key is the network's address. IPv4 clients are counted
+    /// per address whatever this says.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::{IpAddr, SocketAddr};
+    /// use http::Request;
+    /// use taskherd_tower::{Classify, PeerIp};
+    ///
+    /// let mut request = Request::new(());
+    /// request.extensions_mut().insert("[2001:db8:1:2::5]:443".parse::<SocketAddr>().unwrap());
+    /// let per_64 = PeerIp::new().classify(&request).unwrap();
+    /// assert_eq!(per_64.as_slice(), ["2001:db8:1:2::".parse::<IpAddr>().unwrap()]);
+    /// let per_48 = PeerIp::new().ipv6_prefix(48).classify(&request).unwrap();
+    /// assert_eq!(per_48.as_slice(), ["2001:db8:1::".parse::<IpAddr>().unwrap()]);
+    /// ```
+    #[must_use]
+    pub fn ipv6_prefix(mut self, prefix: u8) -> Self {
+        self.ipv6_prefix = prefix.min(128);
         self
     }
 
@@ -192,8 +235,16 @@ impl<B> Classify<B> for PeerIp {
         ))?;
         // A dual-stack listener sees IPv4 clients as `::ffff:a.b.c.d`: one key per client,
         // whichever way it connected or was forwarded, so a limit set for its IPv4 address applies.
-        let client = self.client(peer.ip(), request.headers());
-        Ok(Groups::one(client.to_canonical()))
+        let client = match self.client(peer.ip(), request.headers()).to_canonical() {
+            IpAddr::V6(address) => {
+                let mask = u128::MAX
+                    .checked_shl(u32::from(128 - self.ipv6_prefix))
+                    .unwrap_or(0);
+                IpAddr::V6((u128::from(address) & mask).into())
+            }
+            v4 => v4,
+        };
+        Ok(Groups::one(client))
     }
 }
 
