@@ -367,6 +367,9 @@ fn client(url: &str, _tls: &crate::builder::Tls) -> Result<redis::Client, Unavai
     Ok(redis::Client::open(url)?)
 }
 
+/// How soon a failed renewal is tried again (or a third of the lease, if that is sooner).
+const RENEW_RETRY: Duration = Duration::from_millis(250);
+
 /// The longest a call waits for Redis's answer before it fails as unavailable.
 const MAX_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -1130,14 +1133,25 @@ async fn renewer(engine: Weak<Engine>) {
         Some(engine) => engine.lease / 3,
         None => return,
     };
+    // After a failed renewal, tried again this soon rather than at the next tick: an outage
+    // of two ticks (a restart that kept its data, a short network cut) would otherwise reach
+    // the moment the expirer presumes the leases lost (90% of a lease) before the third,
+    // even with Redis back for seconds.
+    let retry = period.min(RENEW_RETRY);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
     loop {
-        tick.tick().await;
+        if failing {
+            tokio::time::sleep(retry).await;
+        } else {
+            tick.tick().await;
+        }
         let Some(engine) = engine.upgrade() else {
             return;
         };
         if engine.renewal_stopped.load(Ordering::Relaxed) {
+            failing = false;
             continue;
         }
         // Taken before the ids are read: every id renewed was live at this instant, and the
@@ -1145,6 +1159,7 @@ async fn renewer(engine: Weak<Engine>) {
         let sent = Instant::now();
         let ids = engine.live_ids();
         if ids.is_empty() {
+            failing = false;
             continue;
         }
         let mut invocation = scripts::RENEW.key(&engine.prefix);
@@ -1158,9 +1173,18 @@ async fn renewer(engine: Weak<Engine>) {
             Ok(gone) => {
                 engine.lost_ids(gone);
                 engine.renewed(&ids, sent);
+                if failing {
+                    // The next renewal a whole period after this one.
+                    tick.reset();
+                    failing = false;
+                }
             }
             // The expirer presumes the holders lost if this lasts (fail closed).
-            Err(error) => tracing::warn!(%error, "renewal failed; retried next interval"),
+            Err(error) if failing => tracing::debug!(%error, "renewal failed again; retrying"),
+            Err(error) => {
+                tracing::warn!(%error, "renewal failed; retried every {retry:?} until it works");
+                failing = true;
+            }
         }
     }
 }
