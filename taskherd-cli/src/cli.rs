@@ -75,9 +75,10 @@ total). Every admission holds a lease (--lease, 15s by default), renewed while t
 if taskherd is killed (even by kill -9) its jobs are ended and its slots come back within the
 lease. A running job whose lease Redis lost (a Redis restart, a failover, a pause longer than
 the lease), or that could not be renewed for 90% of the lease (Redis unreachable that long),
-is terminated (SIGTERM, SIGKILL after --kill-grace), status killed, reason lease-lost. Redis unreachable at the start: exit status 2, nothing runs. Later, a job that
-cannot be admitted because Redis is unreachable waits and asks again every second; no job
-runs without an admission.
+is terminated (SIGTERM, SIGKILL after --kill-grace), status killed, reason lease-lost. Redis
+unreachable at the start: exit status 2, nothing runs. Later, a job that cannot be admitted
+because Redis is unreachable waits and asks again every second; no job runs without an
+admission.
 
 Exit status: 0 every job succeeded; 1 a job failed, was killed, timed out or did not start;
 2 bad arguments or job file, or Redis unreachable at the start (nothing was run), or a bad
