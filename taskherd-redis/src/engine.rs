@@ -209,8 +209,10 @@ impl Releases {
     async fn take(&self) -> (tokio::sync::OwnedMutexGuard<()>, Vec<(String, Instant)>) {
         let sending = Arc::clone(&self.sending).lock_owned().await;
         let mut ids = std::mem::take(&mut *self.fresh.lock());
-        let now = Instant::now();
-        ids.retain(|(_, queued)| *queued + self.lease > now);
+        if !ids.is_empty() {
+            let now = Instant::now();
+            ids.retain(|(_, queued)| *queued + self.lease > now);
+        }
         (sending, ids)
     }
 

@@ -265,21 +265,22 @@ where
                         Ok(permit) => {
                             let (mut service, request) =
                                 call.expect("a request is admitted only once");
-                            let mut lost = admitting.pool.lost(&permit);
-                            if is_lost(&mut lost, cx) {
-                                // Lost before the call: nothing started, so the request is
-                                // refused as if the pool had not answered, and the readied
-                                // service is dropped uncalled.
-                                drop(permit);
-                                State::Refused {
-                                    refusal: Some(Refusal::Unavailable),
-                                }
-                            } else {
-                                State::Calling {
-                                    future: service.call(request),
+                            // Lost already: the readied service is dropped uncalled.
+                            match call_unless_lost(
+                                &admitting.pool,
+                                permit,
+                                &mut service,
+                                request,
+                                cx,
+                            ) {
+                                Ok((future, permit, lost)) => State::Calling {
+                                    future,
                                     permit: Some(permit),
                                     lost,
-                                }
+                                },
+                                Err(refusal) => State::Refused {
+                                    refusal: Some(refusal),
+                                },
                             }
                         }
                         Err(refused) => State::Refused {
@@ -314,8 +315,35 @@ where
     }
 }
 
+/// What [`call_unless_lost`] returns: the service's future, the permit and the loss to watch,
+/// or the refusal.
+type Called<F, P> = Result<(F, P, Option<Lost>), Refusal>;
+
+/// Calls `service` with `request` under `permit`, unless the admission is lost already (a
+/// fleet's grant read after its lease could have run out): then nothing is called, since its
+/// work would count nowhere, and the request is refused as [`Refusal::Unavailable`], not
+/// `Stopped` (nothing started); the permit is dropped, which tells the pool. Registers `cx`
+/// with the loss if it is not known yet.
+pub(crate) fn call_unless_lost<S, B, A, K>(
+    pool: &A,
+    permit: A::Permit,
+    service: &mut S,
+    request: Request<B>,
+    cx: &mut Context<'_>,
+) -> Called<S::Future, A::Permit>
+where
+    S: Service<Request<B>>,
+    A: Admit<K>,
+{
+    let mut lost = pool.lost(&permit);
+    if is_lost(&mut lost, cx) {
+        return Err(Refusal::Unavailable);
+    }
+    Ok((service.call(request), permit, lost))
+}
+
 /// Whether the admission's loss, if it can be lost, is known (registers `cx` if not).
-pub(crate) fn is_lost(lost: &mut Option<Lost>, cx: &mut Context<'_>) -> bool {
+fn is_lost(lost: &mut Option<Lost>, cx: &mut Context<'_>) -> bool {
     lost.as_mut()
         .is_some_and(|watch| watch.as_mut().poll(cx).is_ready())
 }

@@ -11,7 +11,7 @@ use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
-use crate::future::{Start, is_lost};
+use crate::future::{Start, call_unless_lost};
 use crate::response::Config;
 use crate::{Admit, Classify, LimitedBody, Refusal, Refused, ResponseFuture};
 
@@ -194,15 +194,12 @@ impl<S, A, C> LimitService<S, A, C> {
         A: Admit<K>,
     {
         let start = match decided {
+            // Lost already: the service is not called, and stays ready for the next request.
             Ok(permit) => {
-                let mut lost = self.pool.lost(&permit);
-                // Already lost (a fleet's grant read after its lease could have run out): the
-                // service is not called, and stays ready for the next request.
-                if is_lost(&mut lost, &mut Context::from_waker(Waker::noop())) {
-                    drop(permit);
-                    Start::Refused(Refusal::Unavailable)
-                } else {
-                    Start::Calling(self.inner.call(request), permit, lost)
+                let mut cx = Context::from_waker(Waker::noop());
+                match call_unless_lost(&self.pool, permit, &mut self.inner, request, &mut cx) {
+                    Ok((future, permit, lost)) => Start::Calling(future, permit, lost),
+                    Err(refusal) => Start::Refused(refusal),
                 }
             }
             Err(refused) => Start::Refused(Refusal::from(&refused)),
