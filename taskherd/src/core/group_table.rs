@@ -37,11 +37,48 @@ const OLD: usize = 1 << (usize::BITS - 1);
 /// a time.
 const MOVE_FROM: usize = 8_192;
 
+/// Buckets a table keeps however empty it gets, once it has grown that far. A steady flow
+/// whose groups come and go in waves of a couple of hundred (tasks that end before the next
+/// ones start) shrank the table at the bottom of each wave and grew it again at the top,
+/// rehashing every entry twice per wave; a table kept at 256 buckets instead filled to three
+/// quarters at the top of each wave, and the tombstones removals leave at that load made
+/// `hashbrown` rehash it in place every few waves. Kept at 512 buckets (448 entries), the
+/// table stays below half full in such a flow, and removals leave hardly any tombstones:
+/// 3.5% of the instructions of the steady waiting flow of `examples/compare.rs` (3 groups
+/// per task, 64 tasks at a time). Tables larger than that still shrink back to it
+/// (invariant 4: memory bounded by live state, plus this).
+const RETAINED_BUCKETS: usize = 512;
+
+/// At most this many bytes are kept that way (62 KiB with a `u64` key, 69 KiB with a
+/// `String`): with entries over 159 bytes (larger keys held inline), fewer buckets.
+pub(crate) const RETAINED_BYTES: usize = 80 * 1024;
+
+/// The capacity [`GroupTable::maybe_shrink`] should keep for entries of type `T` (see
+/// [`RETAINED_BUCKETS`]), never below 112 (128 buckets).
+pub(crate) const fn retained_capacity<T>() -> usize {
+    let mut buckets = RETAINED_BUCKETS;
+    while buckets > 128 && buckets * (size_of::<T>() + 1) > RETAINED_BYTES {
+        buckets /= 2;
+    }
+    // `hashbrown` fills tables of 8 buckets or more to 7/8.
+    buckets / 8 * 7
+}
+
 /// Entries moved per [`step`](GroupTable::step) at least (twice the entries inserted since
 /// the previous step, if more), and buckets of the old table looked at per step at most
 /// (beyond those, a step stops even if it moved fewer).
 const STEP_ENTRIES: usize = 32;
 const STEP_BUCKETS: usize = 256;
+
+/// The entries a `hashbrown` table of `buckets` buckets holds: 7/8 of them, all but one in
+/// the smallest tables.
+fn full_capacity(buckets: usize) -> usize {
+    if buckets < 8 {
+        buckets - 1
+    } else {
+        buckets / 8 * 7
+    }
+}
 
 /// See the [module documentation](self).
 pub(crate) struct GroupTable<T> {
@@ -87,6 +124,13 @@ impl<T: Hashed> GroupTable<T> {
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
         self.table.capacity()
+    }
+
+    /// Buckets of the new table, during a move (`capacity` counts free buckets only, which
+    /// removals' tombstones lower).
+    #[cfg(test)]
+    pub(crate) fn buckets(&self) -> usize {
+        self.table.num_buckets()
     }
 
     #[inline]
@@ -224,15 +268,26 @@ impl<T: Hashed> GroupTable<T> {
     /// Gives memory back once the table is mostly empty: below a quarter full, starts a move
     /// to a table for twice the entries (at least `min_capacity`), if that is at most half
     /// the size. Amortised O(1) per removal, like the growth. Does nothing during a move.
+    ///
+    /// A table it keeps that is now empty is cleared of the tombstones removals left, at the
+    /// cost of writing one control byte per bucket: tombstones count against the room for
+    /// insertions, and a table that runs out of room with them grows (twice the buckets, when
+    /// more than half of its room is in use), so waves of groups that fill most of a kept
+    /// table grew it every few waves, and it shrank back at the bottom of the next.
     pub(crate) fn maybe_shrink(&mut self, min_capacity: usize) {
-        let capacity = self.table.capacity();
+        if self.is_moving() {
+            return;
+        }
+        let full = full_capacity(self.table.num_buckets());
         let needed = self.table.len().max(min_capacity / 2);
-        if !self.is_moving() && capacity > min_capacity && 4 * needed <= capacity {
-            if capacity > MOVE_FROM {
+        if full > min_capacity && 4 * needed <= full {
+            if full > MOVE_FROM {
                 self.start_move(needed);
             } else {
                 self.table.shrink_to(2 * needed, T::stored_hash);
             }
+        } else if self.table.is_empty() && self.table.capacity() < full {
+            self.table.clear();
         }
     }
 
@@ -487,6 +542,28 @@ mod tests {
             .take_emptied()
             .expect("handed over, not dropped in start_move");
         assert!(handed.iter().all(|t| t.is_empty()));
+    }
+
+    /// What a table keeps however empty it gets is bounded in bytes, whatever the entries.
+    #[test]
+    fn the_kept_size_is_bounded_in_bytes() {
+        for (capacity, entry) in [
+            (retained_capacity::<[u8; 120]>(), 120),
+            (retained_capacity::<[u8; 136]>(), 136),
+            (retained_capacity::<[u8; 200]>(), 200),
+            (retained_capacity::<[u8; 4096]>(), 4096),
+        ] {
+            let buckets = capacity / 7 * 8;
+            assert!(buckets.is_power_of_two(), "{capacity} for {entry} bytes");
+            assert!(
+                buckets * (entry + 1) <= RETAINED_BYTES || buckets == 128,
+                "{buckets} buckets of {entry} bytes"
+            );
+        }
+        assert_eq!(retained_capacity::<[u8; 120]>(), 448);
+        assert_eq!(retained_capacity::<[u8; 136]>(), 448);
+        assert_eq!(retained_capacity::<[u8; 200]>(), 224);
+        assert_eq!(retained_capacity::<[u8; 4096]>(), 112);
     }
 
     /// Random insertions, removals, shrinks and steps against a map.

@@ -9,8 +9,8 @@ use std::task::Waker;
 use smallvec::SmallVec;
 
 use super::deferred::Deferred;
-use super::group_table::{GroupTable, Hashed};
-use super::records::{MIN_RETAINED_CAPACITY, RecordRef, Records};
+use super::group_table::{GroupTable, Hashed, retained_capacity};
+use super::records::{RecordRef, Records};
 use super::tasks::{Attached, TaskRef, Tasks};
 use super::waiters::{LinkRef, List, Phase, Place, Waiter, Waiters};
 use crate::group_set::{EntryRef, GroupSet, Item, Spares};
@@ -1368,7 +1368,7 @@ impl<K: Eq> State<K> {
     /// full, the entries start moving to a table for twice as many, a few per transition (see
     /// [`GroupTable`]). Amortised O(1) per removal.
     fn maybe_shrink_groups(&mut self) {
-        self.groups.maybe_shrink(MIN_RETAINED_CAPACITY);
+        self.groups.maybe_shrink(retained_capacity::<Entry<K>>());
     }
 
     /// Gives the waiter records' memory back once they are mostly empty (invariant 4), one
@@ -1463,8 +1463,64 @@ mod tests {
         assert_eq!(state.groups.len(), 1, "nothing was created");
         let after = state.groups.capacity();
         assert!(
-            after <= 2 * MIN_RETAINED_CAPACITY,
+            after <= 2 * super::super::records::MIN_RETAINED_CAPACITY,
             "the group table grew from {before} to {after} slots for one refused call"
+        );
+    }
+
+    /// Admits one task in each of `keys` (one group each), then releases them all: a wave of
+    /// groups that come and go, as a steady flow's do when its tasks end before the next ones
+    /// start.
+    fn wave(state: &mut State<u32>, keys: std::ops::Range<u32>, hasher: &RandomState) {
+        let mut admitted = Vec::new();
+        for key in keys {
+            let mut groups = GroupSet::new([key], hasher);
+            state
+                .try_admit(&mut groups, Keys::Move)
+                .unwrap_or_else(|refused| panic!("{refused:?}"));
+            admitted.push(groups);
+        }
+        for groups in admitted {
+            let mut out = Deferred::new();
+            state.release(groups.iter().map(Item::entry), &mut out);
+            out.finish();
+        }
+        assert_eq!(
+            state.groups.len(),
+            0,
+            "every idle entry is gone (invariant 4)"
+        );
+    }
+
+    /// Groups that come and go in waves of a couple of hundred do not shrink and grow the
+    /// group table every wave (it rehashed every entry twice per wave), but a table that a
+    /// burst grew beyond what is kept still gives its memory back.
+    #[test]
+    fn the_group_table_keeps_its_size_through_waves_and_shrinks_after_a_burst() {
+        let hasher = RandomState::new();
+        let mut state: State<u32> = State::new(None, None);
+        let retained = retained_capacity::<Entry<u32>>();
+        assert_eq!(retained, 448);
+        let mut sizes = vec![];
+        for round in 0..50 {
+            wave(&mut state, round * 200..round * 200 + 200, &hasher);
+            if sizes.last() != Some(&state.groups.buckets()) {
+                sizes.push(state.groups.buckets());
+            }
+        }
+        // 256 buckets after the first wave; tombstones may grow it to 512 once.
+        assert!(
+            sizes == [256] || sizes == [256, 512],
+            "the table resized between waves: {sizes:?}"
+        );
+        wave(&mut state, 100_000..150_000, &hasher);
+        while state.groups.is_moving() {
+            state.groups.step();
+        }
+        assert!(
+            state.groups.buckets() <= 512,
+            "{} buckets kept after the burst",
+            state.groups.buckets()
         );
     }
 
