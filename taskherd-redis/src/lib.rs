@@ -77,10 +77,6 @@
 //! admitted before the restart runs uncounted, so the limits may be exceeded for up to a third
 //! of a lease. The limits are stored in Redis as well: such a restart forgets them, and the
 //! pool is unlimited until they are set again. Waiting calls queue again by themselves.
-//!
-//! # Features
-//!
-//! None. Depends on `redis` with tokio, the connection manager and scripts.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]

@@ -7,8 +7,8 @@
 //! - **refuse** at once (default): `429 Too Many Requests` when one of the request's own groups
 //!   is full, `503 Service Unavailable` when the total is, both with `Retry-After`; or
 //! - **wait** fairly (first come, first served in each group) for at most a given time, then
-//!   refuse; a client that disconnects gives up its place at once (once the server notices:
-//!   see [`LimitLayer::wait`]).
+//!   refuse; a client that disconnects gives up its place at once (once the server notices,
+//!   which hyper does not while a request body waits unread: see [`LimitLayer::wait`]).
 //!
 //! The admission is held until the response body has been sent to the end or dropped, so a
 //! streaming response counts while it streams (and a body answered in one large piece while
@@ -75,6 +75,8 @@
 //! - `redis`: [`Admit`] for `taskherd_redis::RedisPool`, so that the limits are shared by a
 //!   fleet of servers on Redis (a round trip per admission; Redis unreachable is `503`). Off by
 //!   default: it brings in the `redis` client.
+//! - `tonic`: [`PeerIp`] also reads tonic's `TcpConnectInfo` extension (the peer address a tonic
+//!   server inserts). Off by default: it brings in `tonic`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]

@@ -7,10 +7,11 @@ use crate::{Classify, Groups, Unclassified};
 
 /// One group per value of a request header (an API key, a tenant id), as a `String`.
 ///
-/// A request without the header, or whose value is not visible ASCII, is
-/// [`Unclassified`]; use [`optional`](crate::ClassifyExt::optional) or
-/// [`or`](crate::ClassifyExt::or) for a fallback. Only the first value of a repeated header
-/// counts.
+/// A request without the header, with an empty value, or with a value that is not ASCII
+/// (visible characters, spaces and tabs, as [`HeaderValue::to_str`](http::HeaderValue::to_str)
+/// takes them) is [`Unclassified`]; use [`optional`](crate::ClassifyExt::optional) or
+/// [`or`](crate::ClassifyExt::or) for a fallback. The value is the group as sent (HTTP
+/// parsers strip the spaces around it). Only the first value of a repeated header counts.
 ///
 /// Clients choose their headers: key on a header only if something you trust has checked it
 /// (an authentication layer in front of this one, a proxy that overwrites it), or a client
@@ -77,6 +78,9 @@ impl<B> Classify<B> for Header {
         let value = value
             .to_str()
             .map_err(|_| Unclassified::new("a header the groups come from is not ASCII"))?;
+        if value.is_empty() {
+            return Err(Unclassified::new("a header the groups come from is empty"));
+        }
         Ok(Groups::one(value.to_owned()))
     }
 }
@@ -95,6 +99,25 @@ mod tests {
             .unwrap();
         let groups = Header::new("X-Tenant").classify(&request).unwrap();
         assert_eq!(groups.into_iter().collect::<Vec<_>>(), ["t1".to_owned()]);
+    }
+
+    /// An empty value names no group, as a missing header does: it counted every client that
+    /// sent the header empty in one group `""`.
+    #[test]
+    fn an_empty_value_is_unclassified_and_a_tab_is_kept() {
+        let classify = Header::new("x-tenant");
+        let empty = Request::builder().header("x-tenant", "").body(()).unwrap();
+        let refused = classify.classify(&empty).unwrap_err();
+        assert!(refused.to_string().contains("empty"), "{refused}");
+        let tab = Request::builder()
+            .header("x-tenant", "a\tb c")
+            .body(())
+            .unwrap();
+        let groups = classify.classify(&tab).unwrap();
+        assert_eq!(
+            groups.into_iter().collect::<Vec<_>>(),
+            ["a\tb c".to_owned()]
+        );
     }
 
     #[test]
