@@ -839,25 +839,48 @@ impl Engine {
     /// Presumes lost every holder whose lease may have expired in Redis without this process
     /// knowing (no renewal confirmed for [`presumed_lost_after`] the lease: Redis unreachable,
     /// or too slow to answer). Their ids are released too (a no-op where Redis reaped them).
-    /// Returns the earliest `valid_from` of the holders that remain.
+    /// Queued waiters in the same case are told their place is gone, as a renewal that found
+    /// them gone would: each gives up its id (released) and queues again, which fails while
+    /// Redis is unreachable, so the caller gets its work back. Returns the earliest
+    /// `valid_from` of the holders and waiters that remain.
     fn expire_overdue(&self) -> Option<Instant> {
         let after = presumed_lost_after(self.lease);
         let now = Instant::now();
         let mut earliest: Option<Instant> = None;
+        let mut keep = |valid_from: Instant| {
+            let overdue = now.saturating_duration_since(valid_from) >= after;
+            if !overdue {
+                earliest = Some(earliest.map_or(valid_from, |e| e.min(valid_from)));
+            }
+            overdue
+        };
+        let mut wakes = Vec::new();
         let expired: Vec<(String, Holder)> = {
             let mut local = self.local.lock();
+            for waiter in local.waiters.values_mut() {
+                // Only waiters Redis knows have a lease, and one granted (its status read
+                // later) becomes a holder, presumed lost as such if it is overdue.
+                if waiter.queued && waiter.status.is_none() && keep(waiter.valid_from) {
+                    waiter.status = Some(Status::Gone);
+                    wakes.push(Arc::clone(&waiter.wake));
+                }
+            }
             local
                 .holders
-                .extract_if(|_, holder| {
-                    let overdue = now.saturating_duration_since(holder.valid_from) >= after;
-                    if !overdue {
-                        earliest =
-                            Some(earliest.map_or(holder.valid_from, |e| e.min(holder.valid_from)));
-                    }
-                    overdue
-                })
+                .extract_if(|_, holder| keep(holder.valid_from))
                 .collect()
         };
+        if !wakes.is_empty() {
+            tracing::warn!(
+                waiters = wakes.len(),
+                "no renewal confirmed within the lease (Redis unreachable?): waiters presumed \
+                 to have lost their place; they queue again, or fail while Redis is unreachable"
+            );
+        }
+        // Unlocked from here on: the wakers woken (and the holders dropped) are user code.
+        for wake in wakes {
+            wake.notify_one();
+        }
         let mut holders = Vec::with_capacity(expired.len());
         for (id, holder) in expired {
             self.releases.queue(id);

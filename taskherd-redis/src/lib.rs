@@ -70,7 +70,8 @@
 //! (the error says *unavailable*, never *full*) and the pool reconnects by itself. Work already
 //! admitted fails closed: once no renewal has been confirmed for 90% of the lease, the process
 //! presumes its leases lost (tasks aborted by default, permits' `lost()` resolves), before the
-//! rest of the fleet could reap them. A restart
+//! rest of the fleet could reap them; its waiting calls then give up their places and fail
+//! as unavailable (the work handed back) if Redis is still unreachable. A restart
 //! without persistence (or a failover to a replica that had not received the latest writes)
 //! forgets the leases: every process finds out at its next renewal, its spawned tasks are
 //! aborted (by default) and its permits report [`lost`](RedisPermit::lost); until then, work

@@ -44,7 +44,9 @@ use crate::{RedisKey, RedisPermit, UnavailableError};
 ///   confirmed renewal was sent, the same way (tasks aborted, `lost` resolves), so that its
 ///   work stops before the rest of the fleet can reap those leases and admit others in its
 ///   place. The 10% margin covers the rate difference between this machine's clock and
-///   Redis's (not a jump of Redis's clock).
+///   Redis's (not a jump of Redis's clock). A waiting call presumes its place in the queues
+///   lost at the same moment: it gives it up and queues again, which fails while Redis is
+///   unreachable (the work handed back, [`is_unavailable`](taskherd::SpawnError::is_unavailable)).
 ///
 /// Cheap to clone (an `Arc`); background tasks end when the last clone, permit and task of it
 /// are gone. Needs a tokio runtime with the `time` driver.
@@ -270,7 +272,8 @@ impl<K> RedisPool<K> {
 
     /// Waiting `spawn`s and `acquire`s of this process that found their place in Redis's
     /// queues lost so far (a Redis restart without its data, a failover, a pause longer than
-    /// the lease); each queued again, behind everyone. Like [`lost_leases`](Self::lost_leases),
+    /// the lease), or presumed it lost (no renewal confirmed for 90% of the lease); each
+    /// queued again, behind everyone (or failed, Redis being unreachable). Like [`lost_leases`](Self::lost_leases),
     /// a sign that Redis lost its data, for a process that has work waiting but none running.
     #[must_use]
     pub fn lost_waits(&self) -> u64 {
@@ -616,7 +619,10 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     /// # Errors
     ///
     /// [`SpawnError`] if this pool is closed while it waits, or Redis is unreachable (or a
-    /// key's segment is invalid: see [`RedisKey`]); the future is in it.
+    /// key's segment is invalid: see [`RedisKey`]); the future is in it. Unreachable means:
+    /// when the call is made, or, once it waits, for 90% of its lease (no renewal confirmed:
+    /// it gives up its place in the queues, as a holder presumes its lease lost, and its try
+    /// to queue again fails). An outage shorter than that keeps its place.
     ///
     /// # Cancel safety
     ///
@@ -684,7 +690,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     /// # Errors
     ///
     /// [`AcquireError`] if this pool is closed while it waits, or Redis is unreachable (or a
-    /// key's segment is invalid: see [`RedisKey`]).
+    /// key's segment is invalid: see [`RedisKey`]), as for [`spawn`](Self::spawn).
     ///
     /// # Cancel safety
     ///

@@ -547,3 +547,56 @@ async fn leases_survive_an_outage_shorter_than_the_lease() {
     assert_eq!(pool.lost_leases(), 0);
     assert_eq!(pool.task_count(&"db").await.unwrap(), 1);
 }
+
+/// A waiter cut off from Redis fails closed as a holder does: once no renewal of its lease has
+/// been confirmed for 90% of a lease, it gives up its place (its id is released when Redis is
+/// reachable again) and queues again, which fails while Redis is unreachable: `spawn` returns
+/// `is_unavailable()` with the future handed back. It used to wait through any outage without
+/// a word, against its documented `# Errors`. Found by a review.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_cut_off_from_redis_fails_with_its_work_handed_back() {
+    let server = Server::start();
+    let lease = Duration::from_millis(1500);
+    let (port, cut) = cuttable_proxy(server.port).await;
+    let cut_off: RedisPool<&'static str> =
+        RedisPool::builder(&format!("redis://127.0.0.1:{port}/"), "waiter-outage")
+            .lease(lease)
+            .build()
+            .await
+            .unwrap();
+    let other = pool(&server, "waiter-outage", lease).await;
+    other.set_limit("db", 0).await.unwrap();
+    let waiter = tokio::spawn({
+        let cut_off = cut_off.clone();
+        async move { cut_off.spawn(["db"], async { 7 }).await.map(drop) }
+    });
+    while other.stats(&"db").await.unwrap().waiting == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cut.store(true, Ordering::SeqCst);
+    let cut_at = tokio::time::Instant::now();
+    let failed = tokio::time::timeout(lease * 3, waiter)
+        .await
+        .expect("the waiter kept waiting with Redis unreachable")
+        .unwrap()
+        .unwrap_err();
+    assert!(failed.is_unavailable(), "{failed:?}");
+    assert!(
+        cut_at.elapsed() >= lease * 8 / 10,
+        "gave up {:?} after the cut, before its lease could be presumed lost",
+        cut_at.elapsed()
+    );
+    assert_eq!(failed.into_inner().await, 7, "the work is handed back");
+    assert_eq!(cut_off.lost_waits(), 1);
+
+    // Back in touch: the old waiter holds nothing, and takes nobody's place.
+    cut.store(false, Ordering::SeqCst);
+    cut_off.flush().await;
+    other.set_limit("db", 1).await.unwrap();
+    let permit = tokio::time::timeout(lease, other.acquire(["db"]))
+        .await
+        .expect("a waiter that gave up still held the slot")
+        .unwrap();
+    assert_eq!(other.stats(&"db").await.unwrap().waiting, 0);
+    drop(permit);
+}
