@@ -220,21 +220,35 @@ async fn cuttable_proxy(port: u16) -> (u16, Arc<AtomicBool>) {
     (local, cut)
 }
 
+/// A server, a pool cut off from it by a [`cuttable_proxy`] (not cut yet), and another pool
+/// of the same name with a direct connection: a fleet where one process can be partitioned.
+async fn partitioned(
+    name: &str,
+    lease: Duration,
+) -> (
+    Server,
+    Arc<AtomicBool>,
+    RedisPool<&'static str>,
+    RedisPool<&'static str>,
+) {
+    let server = Server::start();
+    let (port, cut) = cuttable_proxy(server.port).await;
+    let cut_off = RedisPool::builder(&format!("redis://127.0.0.1:{port}/"), name)
+        .lease(lease)
+        .build()
+        .await
+        .unwrap();
+    let other = pool(&server, name, lease).await;
+    (server, cut, cut_off, other)
+}
+
 /// Fail closed: a process cut off from Redis cannot renew; once no renewal has been confirmed
 /// for 90% of a lease it presumes its leases lost (its permit's `lost()` resolves, its task
 /// is aborted), before the fleet can reap them and hand the slots to someone else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_cut_off_from_redis_stops_its_work_before_its_lease_ends() {
-    let server = Server::start();
     let lease = Duration::from_millis(1500);
-    let (port, cut) = cuttable_proxy(server.port).await;
-    let cut_off: RedisPool<&'static str> =
-        RedisPool::builder(&format!("redis://127.0.0.1:{port}/"), "partition")
-            .lease(lease)
-            .build()
-            .await
-            .unwrap();
-    let other = pool(&server, "partition", lease).await;
+    let (_server, cut, cut_off, other) = partitioned("partition", lease).await;
     other
         .set_limits(taskherd::LimitChanges::new().limit("db", 1).limit("job", 1))
         .await
@@ -430,16 +444,8 @@ async fn a_waiter_not_polled_keeps_its_place() {
 /// later, when Redis has already reaped the slot and another process holds it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_read_after_its_lease_expired_is_lost_at_once() {
-    let server = Server::start();
     let lease = Duration::from_millis(1500);
-    let (port, cut) = cuttable_proxy(server.port).await;
-    let late: RedisPool<&'static str> =
-        RedisPool::builder(&format!("redis://127.0.0.1:{port}/"), "grant-late")
-            .lease(lease)
-            .build()
-            .await
-            .unwrap();
-    let other = pool(&server, "grant-late", lease).await;
+    let (_server, cut, late, other) = partitioned("grant-late", lease).await;
     other.set_limit("db", 1).await.unwrap();
     let held = other.try_acquire(["db"]).await.unwrap();
     let mut call = Box::pin(late.acquire(["db"]));
@@ -555,16 +561,8 @@ async fn leases_survive_an_outage_shorter_than_the_lease() {
 /// a word, against its documented `# Errors`. Found by a review.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_cut_off_from_redis_fails_with_its_work_handed_back() {
-    let server = Server::start();
     let lease = Duration::from_millis(1500);
-    let (port, cut) = cuttable_proxy(server.port).await;
-    let cut_off: RedisPool<&'static str> =
-        RedisPool::builder(&format!("redis://127.0.0.1:{port}/"), "waiter-outage")
-            .lease(lease)
-            .build()
-            .await
-            .unwrap();
-    let other = pool(&server, "waiter-outage", lease).await;
+    let (_server, cut, cut_off, other) = partitioned("waiter-outage", lease).await;
     other.set_limit("db", 0).await.unwrap();
     let waiter = tokio::spawn({
         let cut_off = cut_off.clone();
