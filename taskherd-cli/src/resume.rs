@@ -265,62 +265,81 @@ pub struct Skipped {
 /// Splits `jobs` into those to run and those skipped, both in file order.
 pub fn select(jobs: Vec<Job>, mut previous: Previous, mode: Mode) -> (Vec<Job>, Vec<Skipped>) {
     let keys: Vec<Key> = jobs.iter().map(key).collect();
-    let matched = match_records(&jobs, &keys, &mut previous.wanted);
+    let matched = match_records(&jobs, &keys, &mut previous);
     let (mut run, mut skipped) = (Vec::new(), Vec::new());
-    // The jobs that matched no wanted record, and their keys: they are looked up in the kept
-    // records next.
-    let mut unmatched = Vec::new();
-    for ((mut job, key), matched) in jobs.into_iter().zip(keys).zip(matched) {
-        // --resume skips what matched a success; --resume-failed runs what matched a failure.
-        match (mode, matched) {
-            (Mode::Resume, Some(_)) => skipped.push((job, true)),
-            (Mode::ResumeFailed, Some(taken)) => {
-                job.resumed = taken.failure;
-                run.push(job);
-            }
-            (_, None) => unmatched.push((job, key)),
+    for (mut job, matched) in jobs.into_iter().zip(matched) {
+        match decide(mode, &mut job, matched) {
+            None => run.push(job),
+            Some(done) => skipped.push(Skipped { job, done }),
         }
     }
-    let (jobs, keys): (Vec<Job>, Vec<Key>) = unmatched.into_iter().unzip();
-    let kept = match_records(&jobs, &keys, &mut previous.kept);
-    for (mut job, kept) in jobs.into_iter().zip(kept) {
-        match mode {
-            // A job run again for a failure keeps it (`previous_status`).
-            Mode::Resume => {
-                job.resumed = kept.and_then(|taken| taken.failure);
-                run.push(job);
-            }
-            Mode::ResumeFailed => skipped.push((job, kept.is_some())),
-        }
-    }
-    run.sort_by_key(|job| job.line);
-    skipped.sort_by_key(|(job, _)| job.line);
-    let skipped = skipped
-        .into_iter()
-        .map(|(job, done)| Skipped { job, done })
-        .collect();
     (run, skipped)
 }
 
-/// The record of `records` each of `jobs` (with their `keys`) takes, each record used once:
-/// the records with a job's own line first, then any other copy.
-fn match_records(jobs: &[Job], keys: &[Key], records: &mut Records) -> Vec<Option<Taken>> {
-    let mut matched = vec![None; jobs.len()];
-    for (index, job) in jobs.iter().enumerate() {
-        if let Some(taken) = records.get_mut(&keys[index])
-            && let Some(at) = taken.iter().position(|taken| taken.line == job.line)
-        {
-            matched[index] = Some(taken.swap_remove(at));
+/// Which record a job took: a wanted one, or one kept.
+enum Match {
+    Wanted(Taken),
+    Kept(Taken),
+}
+
+/// What the record a job took (if any) means for it: `None` if it runs (its
+/// [`resumed`](Job::resumed) failure set if it matched one); else whether it was done (see
+/// [`Skipped::done`]).
+fn decide(mode: Mode, job: &mut Job, matched: Option<Match>) -> Option<bool> {
+    match (mode, matched) {
+        // --resume skips what matched a success; a job run again for a failure keeps it
+        // (`previous_status`).
+        (Mode::Resume, Some(Match::Wanted(_))) => Some(true),
+        (Mode::Resume, Some(Match::Kept(taken))) => {
+            job.resumed = taken.failure;
+            None
         }
+        (Mode::Resume, None) => None,
+        // --resume-failed runs what matched a failure, and skips the rest: done before, or
+        // never run.
+        (Mode::ResumeFailed, Some(Match::Wanted(taken))) => {
+            job.resumed = taken.failure;
+            None
+        }
+        (Mode::ResumeFailed, Some(Match::Kept(_))) => Some(true),
+        (Mode::ResumeFailed, None) => Some(false),
     }
+}
+
+/// The record each of `jobs` (with their `keys`) takes, each record used once: first the
+/// records with a job's own line, wanted or kept, then any other copy, wanted ones first.
+fn match_records(jobs: &[Job], keys: &[Key], previous: &mut Previous) -> Vec<Option<Match>> {
+    let mut matched: Vec<Option<Match>> = jobs
+        .iter()
+        .zip(keys)
+        .map(|(job, key)| take_own(previous, key, job.line))
+        .collect();
     for (index, key) in keys.iter().enumerate() {
-        if matched[index].is_none()
-            && let Some(taken) = records.get_mut(key)
-        {
-            matched[index] = taken.pop();
+        if matched[index].is_none() {
+            matched[index] = take_any(previous, key);
         }
     }
     matched
+}
+
+/// The record of `key` with line `line`, wanted or kept, taken.
+fn take_own(previous: &mut Previous, key: &Key, line: usize) -> Option<Match> {
+    let take = |records: &mut Records| {
+        let taken = records.get_mut(key)?;
+        let at = taken.iter().position(|taken| taken.line == line)?;
+        Some(taken.swap_remove(at))
+    };
+    take(&mut previous.wanted)
+        .map(Match::Wanted)
+        .or_else(|| take(&mut previous.kept).map(Match::Kept))
+}
+
+/// Any record of `key` left, a wanted one first, taken.
+fn take_any(previous: &mut Previous, key: &Key) -> Option<Match> {
+    let take = |records: &mut Records| records.get_mut(key)?.pop();
+    take(&mut previous.wanted)
+        .map(Match::Wanted)
+        .or_else(|| take(&mut previous.kept).map(Match::Kept))
 }
 
 /// For a job file read as it is written: `None` if `job`, just read, runs (its
@@ -330,26 +349,8 @@ fn match_records(jobs: &[Job], keys: &[Key], records: &mut Records) -> Vec<Optio
 /// groups) which copy runs may differ from a job file read whole.
 pub fn skips(previous: &mut Previous, job: &mut Job, mode: Mode) -> Option<bool> {
     let key = key(job);
-    let own = job.line;
-    let take = |records: &mut Records| {
-        let taken = records.get_mut(&key)?;
-        match taken.iter().position(|taken| taken.line == own) {
-            Some(at) => Some(taken.swap_remove(at)),
-            None => taken.pop(),
-        }
-    };
-    match (mode, take(&mut previous.wanted)) {
-        (Mode::Resume, Some(_)) => Some(true),
-        (Mode::Resume, None) => {
-            job.resumed = take(&mut previous.kept).and_then(|taken| taken.failure);
-            None
-        }
-        (Mode::ResumeFailed, None) => Some(take(&mut previous.kept).is_some()),
-        (Mode::ResumeFailed, Some(taken)) => {
-            job.resumed = taken.failure;
-            None
-        }
-    }
+    let matched = take_own(previous, &key, job.line).or_else(|| take_any(previous, &key));
+    decide(mode, job, matched)
 }
 
 /// The earlier report of a job file read as it is written, shared by the thread that reads
@@ -630,6 +631,57 @@ mod tests {
         // Line 2 matches its own line; line 3 takes the other record.
         assert_eq!(skipped_lines(&skipped), [(2, true), (3, true)]);
         assert_eq!(lines(&run), [1, 4]);
+    }
+
+    /// Among copies, a job takes the record with its own line first whatever its status: a
+    /// job whose own record failed took another line's success (and was skipped) while the
+    /// copy whose own line succeeded ran, with the failure as its `previous_status`. Found by
+    /// a review.
+    #[test]
+    fn a_job_takes_its_own_line_first_whatever_its_status() {
+        let jobs = jobfile::parse(b"other\nx\nx\n").unwrap();
+        let report = [
+            record(1, "[]", "x", "succeeded"),
+            record(2, "[]", "x", "failed"),
+        ]
+        .concat();
+        for mode in [Mode::Resume, Mode::ResumeFailed] {
+            let previous = parse(report.as_bytes(), mode, "r").unwrap();
+            let (run, skipped) = select(jobs.clone(), previous, mode);
+            // Line 2 has its own record, the failure: `--resume` and `--resume-failed` run it;
+            // line 3 takes the success (line 1's record) and is skipped as done.
+            let resumed: Vec<_> = run.iter().map(|job| (job.line, job.resumed)).collect();
+            match mode {
+                Mode::Resume => {
+                    assert_eq!(resumed, [(1, None), (2, Some("failed"))]);
+                    assert_eq!(skipped_lines(&skipped), [(3, true)]);
+                }
+                Mode::ResumeFailed => {
+                    assert_eq!(resumed, [(2, Some("failed"))]);
+                    assert_eq!(skipped_lines(&skipped), [(1, false), (3, true)]);
+                }
+            }
+            // A job file that is a pipe: the same, line by line.
+            let mut previous = parse(report.as_bytes(), mode, "r").unwrap();
+            let mut streamed = Vec::new();
+            for mut job in jobs.clone() {
+                let skip = skips(&mut previous, &mut job, mode);
+                streamed.push((job.line, skip, job.resumed));
+            }
+            let other = match mode {
+                Mode::Resume => None,
+                Mode::ResumeFailed => Some(false),
+            };
+            assert_eq!(
+                streamed,
+                [
+                    (1, other, None),
+                    (2, None, Some("failed")),
+                    (3, Some(true), None)
+                ],
+                "{mode:?}"
+            );
+        }
     }
 
     #[test]

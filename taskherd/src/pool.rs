@@ -695,7 +695,9 @@ where
     ///
     /// # Panics
     ///
-    /// Panics if `K`'s `Hash` or `Eq` panics; nothing changed (see [Keys that panic](Self#keys-that-panic)).
+    /// Panics if `K`'s `Hash` or `Eq` panics, or its `Clone` (a group without an entry yet
+    /// gets a clone of its key: the permit keeps the keys); nothing changed (see [Keys that
+    /// panic](Self#keys-that-panic)).
     ///
     /// # Examples
     ///
