@@ -515,6 +515,7 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
     let mut joblog_error = None;
     let mut joblog_written = setup.joblog.is_none();
     let joblog = setup.joblog.as_mut();
+    let notices_dropped = relay.dropped();
     let written = async {
         let output = async {
             relay.finish().await;
@@ -548,11 +549,20 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
     };
     progress.finish();
     if gave_up {
+        // Standard error may be the stalled pipe too (`2>&1`): from now on, taskherd's
+        // messages are waited for at most --kill-grace (below), not for as long as the
+        // reader lives.
+        crate::stderr::bound();
         // Whose readers stopped reading.
         if !output_written {
+            // Relaxed: only the count matters.
+            let earlier = match notices_dropped.load(std::sync::atomic::Ordering::Relaxed) {
+                0 => String::new(),
+                n => format!(" ({n} more dropped earlier)"),
+            };
             eprintln!(
                 "taskherd: standard output is not being read: the job output still queued for \
-                 it is dropped"
+                 it is dropped, and so are taskherd's messages queued behind it{earlier}"
             );
         }
         // A report missing records fails the run, as one that could not be written.
@@ -625,6 +635,8 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
         }
         eprint!("{text}");
     }
+    // The messages since the output was given up, if it was: waited for at most --kill-grace.
+    crate::stderr::finish(args.kill_grace);
     if finished.bad_input {
         return EXIT_USAGE;
     }

@@ -16,7 +16,7 @@
 //! - `report`: the JSON Lines report; `joblog`: GNU parallel's joblog (both written by a
 //!   thread of their own, `record_writer`); `resume`: which jobs an earlier report says to skip;
 //! - `tally`, `progress` and `summary`: counts per group, live progress, and the table printed
-//!   at the end;
+//!   at the end; `stderr`: taskherd's own messages, which never keep it from exiting;
 //! - `table`: plain-text tables.
 
 // The only unsafe code: the calls to killpg and fcntl in `signals`, to sysconf in
@@ -24,20 +24,20 @@
 #![deny(unsafe_code)]
 
 // taskherd's own messages go to standard error, which may be a pipe whose reader has gone
-// (`taskherd run jobs.txt 2>&1 | head -1`). The standard macros panic when the write fails
-// (exit 101 instead of the jobs' status); these, defined before the modules so that every one
-// of them uses them, drop the message instead: it had nowhere to go.
+// (`taskherd run jobs.txt 2>&1 | head -1`), or one whose reader stopped reading. The standard
+// macros panic when the write fails (exit 101 instead of the jobs' status); these, defined
+// before the modules so that every one of them uses them, drop the message instead (it had
+// nowhere to go), and at the end of a run whose output was given up, never wait for the
+// reader for long (see `stderr`).
 macro_rules! eprint {
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = write!(std::io::stderr(), $($arg)*);
+        crate::stderr::write(format_args!($($arg)*));
     }};
 }
 
 macro_rules! eprintln {
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        crate::stderr::write(format_args!("{}\n", format_args!($($arg)*)));
     }};
 }
 
@@ -79,6 +79,7 @@ mod resume;
 mod runner;
 #[cfg(unix)]
 mod signals;
+mod stderr;
 #[cfg(unix)]
 mod stream;
 #[cfg(unix)]

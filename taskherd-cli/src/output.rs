@@ -160,6 +160,8 @@ const NOTICES_QUEUED: usize = 64;
 #[derive(Debug)]
 pub struct Relay {
     task: tokio::task::JoinHandle<()>,
+    /// [`Notices::dropped`].
+    dropped: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Notices {
@@ -201,7 +203,11 @@ impl Notices {
             say_dropped().await;
         });
         let queue = std::sync::Mutex::new(Some(queue));
-        (Notices { queue, dropped }, Relay { task })
+        let relay = Relay {
+            task,
+            dropped: std::sync::Arc::clone(&dropped),
+        };
+        (Notices { queue, dropped }, relay)
     }
 
     /// Sends a notice without waiting (see [`Notices`]).
@@ -232,6 +238,11 @@ impl Notices {
 }
 
 impl Relay {
+    /// How many notices were dropped and not said yet (see [`Notices`]), as it changes.
+    pub fn dropped(&self) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        std::sync::Arc::clone(&self.dropped)
+    }
+
     /// Waits until every notice sent has reached the writer; call [`Notices::close`] first,
     /// or this waits for ever.
     pub async fn finish(self) {

@@ -243,6 +243,43 @@ fn sigterm_ends_a_run_whose_output_is_stalled(
     assert_eq!(records.len(), jobs.lines().count(), "{records:?}");
 }
 
+/// With standard error the same unread pipe as standard output (`2>&1 | a-stalled-reader`),
+/// taskherd's last messages (that the output is given up, the summary) cannot be written
+/// either once the pipe is full: it exits all the same, `--kill-grace` after giving the
+/// output up. It waited in that write for as long as the reader lived. Found by a review.
+#[test]
+fn sigterm_ends_a_run_whose_output_and_messages_share_a_stalled_pipe() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "jobs.txt",
+        "touch s1; yes line | head -c 20000000\nsleep 60\n",
+    );
+    let (reader, writer) = std::io::pipe().unwrap(); // never read
+    let child = scratch
+        .command(&[
+            "run",
+            "-j",
+            "2",
+            "--no-progress",
+            "--kill-grace",
+            "500ms",
+            "--report",
+            "r.jsonl",
+            "jobs.txt",
+        ])
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    wait_for_files(&scratch, &["s1"]);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    send_signal(child.id(), "TERM");
+    let finished = finish_within(child, std::time::Duration::from_secs(20));
+    drop(reader);
+    finished.assert_code(1);
+    assert_eq!(report(&scratch, "r.jsonl").len(), 2);
+}
+
 /// A job's `grouped` output waiting for room in the output queue when SIGTERM comes is dropped
 /// once the jobs are killed (`--kill-grace` later): it used to hold the job's end, and
 /// taskherd, for as long as nobody read its output.
