@@ -196,9 +196,12 @@ where
     /// to waiters (reserved for a waiter that still waits for another group) beyond the new
     /// limit are taken back, youngest waiter first; those waiters go back to their place in
     /// the group's queue, ahead of every younger waiter, so they keep their turn. So from the
-    /// moment this returns, no work starts in the group above the new limit: after the change,
-    /// running plus promised slots are within the limit unless running work alone exceeds it.
-    /// A limit of `0` starts nothing new in the group until it is raised.
+    /// moment this returns, no work is admitted in the group above the new limit: after the
+    /// change, running plus promised slots are within the limit unless running work alone
+    /// exceeds it. A limit of `0` admits nothing new in the group until it is raised. A waiter
+    /// admitted before the change counts as running, though its future may not have been
+    /// polled since: a waiting [`spawn`](Self::spawn) admitted then still spawns its task when
+    /// it is next polled (unlike [`close`](Self::close), which fails such a waiter).
     ///
     /// To change several limits as one, use [`set_limits`](Self::set_limits).
     ///
