@@ -50,7 +50,8 @@ const MOVE_FROM: usize = 8_192;
 const RETAINED_BUCKETS: usize = 512;
 
 /// At most this many bytes are kept that way (62 KiB with a `u64` key, 69 KiB with a
-/// `String`): with entries over 159 bytes (larger keys held inline), fewer buckets.
+/// `String`): with entries over 159 bytes (larger keys held inline), fewer buckets, down to
+/// 128 (more than this only for entries over 639 bytes, as before this retention).
 pub(crate) const RETAINED_BYTES: usize = 80 * 1024;
 
 /// The capacity [`GroupTable::maybe_shrink`] should keep for entries of type `T` (see
@@ -269,11 +270,13 @@ impl<T: Hashed> GroupTable<T> {
     /// to a table for twice the entries (at least `min_capacity`), if that is at most half
     /// the size. Amortised O(1) per removal, like the growth. Does nothing during a move.
     ///
-    /// A table it keeps that is now empty is cleared of the tombstones removals left, at the
-    /// cost of writing one control byte per bucket: tombstones count against the room for
-    /// insertions, and a table that runs out of room with them grows (twice the buckets, when
-    /// more than half of its room is in use), so waves of groups that fill most of a kept
-    /// table grew it every few waves, and it shrank back at the bottom of the next.
+    /// A table it keeps that is now empty but holds tombstones (the marks removals leave,
+    /// which count against the room for insertions) is replaced by a fresh one of the same
+    /// size, the old one freed after unlocking: a table that runs out of room with tombstones
+    /// grows (twice the buckets, when more than half of its room is in use), so waves of
+    /// groups that fill most of a kept table grew it every few waves, and it shrank back at
+    /// the bottom of the next. (`HashTable::clear` does nothing to an empty table.)
+    #[inline]
     pub(crate) fn maybe_shrink(&mut self, min_capacity: usize) {
         if self.is_moving() {
             return;
@@ -281,14 +284,31 @@ impl<T: Hashed> GroupTable<T> {
         let full = full_capacity(self.table.num_buckets());
         let needed = self.table.len().max(min_capacity / 2);
         if full > min_capacity && 4 * needed <= full {
-            if full > MOVE_FROM {
-                self.start_move(needed);
-            } else {
-                self.table.shrink_to(2 * needed, T::stored_hash);
-            }
+            self.shrink(needed);
         } else if self.table.is_empty() && self.table.capacity() < full {
-            self.table.clear();
+            self.renew(full);
         }
+    }
+
+    /// Shrinks the table to room for `2 * needed` entries (see
+    /// [`maybe_shrink`](Self::maybe_shrink)).
+    #[cold]
+    #[inline(never)]
+    fn shrink(&mut self, needed: usize) {
+        if full_capacity(self.table.num_buckets()) > MOVE_FROM {
+            self.start_move(needed);
+        } else {
+            self.table.shrink_to(2 * needed, T::stored_hash);
+        }
+    }
+
+    /// Replaces the (empty) table by a fresh one for `full` entries, without tombstones; the
+    /// old one is freed after unlocking.
+    #[cold]
+    #[inline(never)]
+    fn renew(&mut self, full: usize) {
+        let used = std::mem::replace(&mut self.table, HashTable::with_capacity(full));
+        self.emptied.push(used);
     }
 
     /// Moves some entries of the old table into the new one: at least `STEP_ENTRIES`, or
