@@ -387,6 +387,9 @@ fn same_file(a: &Path, b: &Path) -> bool {
     a.0.is_some() && a == b
 }
 
+/// What taskherd's last messages are given at least, once termination was asked for.
+const LAST_WORDS: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs the jobs; returns the exit status.
 async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Pool) -> u8 {
     let began = Instant::now();
@@ -503,6 +506,10 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
     for task in [watcher, guard].into_iter().flatten() {
         task.abort();
     }
+    // taskherd's last messages (the summary, ...) may meet a standard error that is the same
+    // stalled pipe as the output (`2>&1`): written by a thread from now on, and waited for at
+    // the end only as long as the run may wait (see `stderr`).
+    crate::stderr::bound();
     // The output, the report records and the joblog lines still queued are written, however
     // slow their readers (each on its own: one stalled reader holds up none of the others);
     // but once termination was asked for, only for the grace period, and another signal
@@ -549,10 +556,6 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
     };
     progress.finish();
     if gave_up {
-        // Standard error may be the stalled pipe too (`2>&1`): from now on, taskherd's
-        // messages are waited for at most --kill-grace (below), not for as long as the
-        // reader lives.
-        crate::stderr::bound();
         // Whose readers stopped reading.
         if !output_written {
             // Relaxed: only the count matters.
@@ -635,8 +638,22 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
         }
         eprint!("{text}");
     }
-    // The messages since the output was given up, if it was: waited for at most --kill-grace.
-    crate::stderr::finish(args.kill_grace);
+    // The last messages: once termination was asked for, waited for at most --kill-grace (at
+    // least a second: time enough for a standard error that is read), else until written;
+    // another signal gives them up at once.
+    if let Some(written) = crate::stderr::close() {
+        let patience = async {
+            match finished.terminated {
+                true => tokio::time::sleep(args.kill_grace.max(LAST_WORDS)).await,
+                false => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = written => {}
+            () = patience => {}
+            Some(_) = signals.recv() => {}
+        }
+    }
     if finished.bad_input {
         return EXIT_USAGE;
     }

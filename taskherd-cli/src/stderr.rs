@@ -1,29 +1,32 @@
 //! taskherd's own messages on standard error, written so that a reader that stopped reading
-//! them cannot keep taskherd from exiting.
+//! them cannot keep taskherd from acting on a signal.
 //!
 //! Until [`bound`] is called, a message is written at once: during the run, the messages that
-//! could meet a stalled reader go through the output queue (`output`), which the run gives up
-//! on when it has to. Standard error may be the same pipe as standard output, though
-//! (`2>&1 | reader`): once the run has given up its output at its end, that pipe may be full,
-//! and a message written then would wait for as long as its reader lives. From [`bound`] on,
-//! every message is handed to a thread that writes it, and [`finish`] waits for that thread
-//! for a bounded time; what it has not written then is dropped as the process exits.
+//! could meet a stalled reader go through the output queue (`output`), which never holds up
+//! the handling of signals. Standard error may be the same pipe as standard output, though
+//! (`2>&1 | reader`), full once its reader stops reading: a message written directly at the
+//! end of the run (the summary) would wait for as long as the reader lives, deaf to signals.
+//! From [`bound`] on, every message is handed to a thread that writes it, and the caller
+//! waits for what [`close`] returns as long as it chooses (until a signal, or a grace period);
+//! what the thread has not written when the process exits is dropped.
 
 use std::fmt;
 use std::io::Write;
 use std::sync::mpsc;
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+
+use tokio::sync::oneshot;
 
 enum State {
     /// Written at once.
     Direct,
-    /// Handed to the writing thread; `done` says when it has written everything.
+    /// Handed to the writing thread, which sends on `done` once it has written everything
+    /// and the channel is closed.
     Bounded {
         messages: mpsc::Sender<String>,
-        done: mpsc::Receiver<()>,
+        done: oneshot::Receiver<()>,
     },
-    /// After [`finish`]: dropped.
+    /// After [`close`]: dropped.
     Closed,
 }
 
@@ -51,13 +54,14 @@ pub fn write(args: fmt::Arguments<'_>) {
 }
 
 /// From now on, messages are written by a thread of their own (see the module documentation).
+/// If the thread cannot be started, they are still written at once.
 pub fn bound() {
     let mut state = state();
     if !matches!(*state, State::Direct) {
         return;
     }
     let (messages, receiver) = mpsc::channel::<String>();
-    let (finished, done) = mpsc::channel();
+    let (finished, done) = oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name("taskherd-stderr".to_owned())
         .spawn(move || {
@@ -67,25 +71,22 @@ pub fn bound() {
             }
             let _ = finished.send(());
         });
-    *state = match spawned {
-        Ok(_) => State::Bounded { messages, done },
-        // Without the thread, a message could wait forever: dropped instead.
-        Err(_) => State::Closed,
-    };
+    if spawned.is_ok() {
+        *state = State::Bounded { messages, done };
+    }
 }
 
-/// Waits at most `within` for the messages handed over since [`bound`] to be written (returns
-/// at once if `bound` was not called); later ones are dropped.
-pub fn finish(within: Duration) {
+/// No more messages (later ones are dropped): returns what resolves once the thread started by
+/// [`bound`] has written those handed to it, or `None` if `bound` was not called (everything
+/// was written already).
+pub fn close() -> Option<oneshot::Receiver<()>> {
     let mut state = state();
     if matches!(*state, State::Direct) {
-        return;
+        return None;
     }
-    let previous = std::mem::replace(&mut *state, State::Closed);
-    drop(state);
-    if let State::Bounded { messages, done } = previous {
-        // Closing the channel ends the thread once it has written the rest.
-        drop(messages);
-        let _ = done.recv_timeout(within);
+    match std::mem::replace(&mut *state, State::Closed) {
+        // Dropping `messages` closes the channel: the thread ends once it has written the rest.
+        State::Bounded { done, .. } => Some(done),
+        State::Direct | State::Closed => None,
     }
 }

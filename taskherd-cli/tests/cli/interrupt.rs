@@ -249,11 +249,25 @@ fn sigterm_ends_a_run_whose_output_is_stalled(
 /// output up. It waited in that write for as long as the reader lived. Found by a review.
 #[test]
 fn sigterm_ends_a_run_whose_output_and_messages_share_a_stalled_pipe() {
-    let scratch = Scratch::new();
-    scratch.write(
-        "jobs.txt",
-        "touch s1; yes line | head -c 20000000\nsleep 60\n",
+    sigterm_ends_a_run_sharing_a_stalled_pipe("touch s1; yes line | head -c 20000000\nsleep 60\n");
+}
+
+/// The same when the job output fits in the pipe (so it is not given up) and the summary
+/// that follows does not: it was written directly, and waited for as long as the reader
+/// lived, whatever signal came. Found by a review.
+#[test]
+fn sigterm_ends_a_run_whose_summary_meets_a_stalled_pipe() {
+    sigterm_ends_a_run_sharing_a_stalled_pipe(
+        "touch s1; head -c 65378 /dev/zero | tr '\\0' x; echo\nsleep 60\n",
     );
+}
+
+/// Runs `jobs` (whose first job touches `s1`) with standard output and standard error one
+/// pipe nobody reads, sends SIGTERM a second after `s1` appears, and asserts that taskherd
+/// ends by itself (a generous bound: only a hang fails), with a record for every job.
+fn sigterm_ends_a_run_sharing_a_stalled_pipe(jobs: &str) {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", jobs);
     let (reader, writer) = std::io::pipe().unwrap(); // never read
     let child = scratch
         .command(&[
