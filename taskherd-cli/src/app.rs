@@ -638,12 +638,13 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
         }
         eprint!("{text}");
     }
-    // The last messages: once termination was asked for, waited for at most --kill-grace (at
-    // least a second: time enough for a standard error that is read), else until written;
-    // another signal gives them up at once.
+    // The last messages: once termination was asked for, or a signal (or that) made the run
+    // give its output up, waited for at most --kill-grace (at least a second: time enough for
+    // a standard error that is read), else until written; another signal gives them up at
+    // once.
     if let Some(written) = crate::stderr::close() {
         let patience = async {
-            match finished.terminated {
+            match finished.terminated || gave_up {
                 true => tokio::time::sleep(args.kill_grace.max(LAST_WORDS)).await,
                 false => std::future::pending().await,
             }

@@ -249,7 +249,22 @@ fn sigterm_ends_a_run_whose_output_is_stalled(
 /// output up. It waited in that write for as long as the reader lived. Found by a review.
 #[test]
 fn sigterm_ends_a_run_whose_output_and_messages_share_a_stalled_pipe() {
-    sigterm_ends_a_run_sharing_a_stalled_pipe("touch s1; yes line | head -c 20000000\nsleep 60\n");
+    sigterm_ends_a_run_sharing_a_stalled_pipe(
+        "touch s1; yes line | head -c 20000000\nsleep 60\n",
+        Some(1),
+    );
+}
+
+/// The same when every job has ended by itself, its output still queued for the pipe: the
+/// signal gives the output up, and the last messages are waited for only as long as after a
+/// termination. It waited for them until a second signal. Found by a review.
+#[test]
+fn sigterm_ends_a_run_whose_jobs_ended_and_whose_output_is_stalled() {
+    sigterm_ends_a_run_sharing_a_stalled_pipe(
+        "head -c 300000 /dev/zero | tr '\\0' x; echo; touch s1\n",
+        // Every job succeeded; what was dropped is output nobody read.
+        Some(0),
+    );
 }
 
 /// The same when the job output fits in the pipe (so it is not given up) and the summary
@@ -259,13 +274,15 @@ fn sigterm_ends_a_run_whose_output_and_messages_share_a_stalled_pipe() {
 fn sigterm_ends_a_run_whose_summary_meets_a_stalled_pipe() {
     sigterm_ends_a_run_sharing_a_stalled_pipe(
         "touch s1; head -c 65378 /dev/zero | tr '\\0' x; echo\nsleep 60\n",
+        Some(1),
     );
 }
 
-/// Runs `jobs` (whose first job touches `s1`) with standard output and standard error one
-/// pipe nobody reads, sends SIGTERM a second after `s1` appears, and asserts that taskherd
-/// ends by itself (a generous bound: only a hang fails), with a record for every job.
-fn sigterm_ends_a_run_sharing_a_stalled_pipe(jobs: &str) {
+/// Runs `jobs` (one of which touches `s1`) with standard output and standard error one pipe
+/// nobody reads, sends SIGTERM a second after `s1` appears, and asserts that taskherd ends by
+/// itself (a generous bound: only a hang fails) with exit status `code`, with a record for
+/// every job.
+fn sigterm_ends_a_run_sharing_a_stalled_pipe(jobs: &str, code: Option<i32>) {
     let scratch = Scratch::new();
     scratch.write("jobs.txt", jobs);
     let (reader, writer) = std::io::pipe().unwrap(); // never read
@@ -290,8 +307,8 @@ fn sigterm_ends_a_run_sharing_a_stalled_pipe(jobs: &str) {
     send_signal(child.id(), "TERM");
     let finished = finish_within(child, std::time::Duration::from_secs(20));
     drop(reader);
-    finished.assert_code(1);
-    assert_eq!(report(&scratch, "r.jsonl").len(), 2);
+    assert_eq!(finished.code, code, "{finished:?}");
+    assert_eq!(report(&scratch, "r.jsonl").len(), jobs.lines().count());
 }
 
 /// A job's `grouped` output waiting for room in the output queue when SIGTERM comes is dropped
