@@ -264,6 +264,51 @@ struct Local {
     waiters: HashMap<String, Waiter>,
 }
 
+/// What [`Overdue::take`] found overdue (taken under the lock, told unlocked).
+struct Overdue {
+    /// The wakers of the queued waiters presumed to have lost their place (marked gone).
+    wakes: Vec<Arc<Notify>>,
+    /// The holders presumed lost, removed.
+    holders: Vec<(String, Holder)>,
+    /// The earliest `valid_from` of the holders and waiters that remain.
+    earliest: Option<Instant>,
+}
+
+impl Overdue {
+    /// Takes every holder, and marks gone every queued waiter, whose lease may have expired
+    /// in Redis: no renewal confirmed for [`presumed_lost_after`] `lease`.
+    fn take(local: &mut Local, lease: Duration) -> Self {
+        let after = presumed_lost_after(lease);
+        let now = Instant::now();
+        let mut earliest: Option<Instant> = None;
+        let mut keep = |valid_from: Instant| {
+            let overdue = now.saturating_duration_since(valid_from) >= after;
+            if !overdue {
+                earliest = Some(earliest.map_or(valid_from, |e| e.min(valid_from)));
+            }
+            overdue
+        };
+        let mut wakes = Vec::new();
+        for waiter in local.waiters.values_mut() {
+            // Only waiters Redis knows have a lease, and one granted (its status read later)
+            // becomes a holder, presumed lost as such if it is overdue.
+            if waiter.queued && waiter.status.is_none() && keep(waiter.valid_from) {
+                waiter.status = Some(Status::Gone);
+                wakes.push(Arc::clone(&waiter.wake));
+            }
+        }
+        let holders = local
+            .holders
+            .extract_if(|_, holder| keep(holder.valid_from))
+            .collect();
+        Self {
+            wakes,
+            holders,
+            earliest,
+        }
+    }
+}
+
 pub(crate) struct Engine {
     conn: ConnectionManager,
     /// `taskherd:{<pool>}:`.
@@ -844,32 +889,47 @@ impl Engine {
     /// Redis is unreachable, so the caller gets its work back. Returns the earliest
     /// `valid_from` of the holders and waiters that remain.
     fn expire_overdue(&self) -> Option<Instant> {
-        let after = presumed_lost_after(self.lease);
-        let now = Instant::now();
-        let mut earliest: Option<Instant> = None;
-        let mut keep = |valid_from: Instant| {
-            let overdue = now.saturating_duration_since(valid_from) >= after;
-            if !overdue {
-                earliest = Some(earliest.map_or(valid_from, |e| e.min(valid_from)));
-            }
-            overdue
-        };
-        let mut wakes = Vec::new();
-        let expired: Vec<(String, Holder)> = {
+        let overdue = Overdue::take(&mut self.local.lock(), self.lease);
+        let earliest = overdue.earliest;
+        self.presume_lost(overdue);
+        earliest
+    }
+
+    /// Whether holder `id`'s lease is presumed lost now: it may have expired in Redis (no
+    /// renewal confirmed for [`presumed_lost_after`] the lease), and it was still held. Then
+    /// every overdue lease of this process is presumed lost at once, as the expirer does when
+    /// it runs: `id`'s lost signal is sent (and its task aborted, if the pool aborts tasks)
+    /// before this returns.
+    ///
+    /// For a process that resumes after a pause longer than its leases (SIGSTOP, a frozen VM,
+    /// a runtime whose threads were all blocked): the work may run again before the expirer
+    /// does, and must not commit as if it were still counted. `false` for an id that is not a
+    /// holder (released, or found lost already: its signal says so).
+    pub(crate) fn presume_lost_if_overdue(&self, id: &str) -> bool {
+        let overdue = {
             let mut local = self.local.lock();
-            for waiter in local.waiters.values_mut() {
-                // Only waiters Redis knows have a lease, and one granted (its status read
-                // later) becomes a holder, presumed lost as such if it is overdue.
-                if waiter.queued && waiter.status.is_none() && keep(waiter.valid_from) {
-                    waiter.status = Some(Status::Gone);
-                    wakes.push(Arc::clone(&waiter.wake));
-                }
+            let Some(holder) = local.holders.get(id) else {
+                return false;
+            };
+            let after = presumed_lost_after(self.lease);
+            if Instant::now().saturating_duration_since(holder.valid_from) < after {
+                return false;
             }
-            local
-                .holders
-                .extract_if(|_, holder| keep(holder.valid_from))
-                .collect()
+            // Checked and taken under one lock: a renewal confirmed in between cannot make
+            // this say lost while the holder stays.
+            Overdue::take(&mut local, self.lease)
         };
+        self.presume_lost(overdue);
+        true
+    }
+
+    /// Tells what [`Overdue::take`] took; never called under the lock.
+    fn presume_lost(&self, overdue: Overdue) {
+        let Overdue {
+            wakes,
+            holders: expired,
+            ..
+        } = overdue;
         if !wakes.is_empty() {
             tracing::warn!(
                 waiters = wakes.len(),
@@ -888,9 +948,9 @@ impl Engine {
         }
         self.holders_lost(
             holders,
-            "no renewal confirmed within the lease (Redis unreachable?): leases presumed lost",
+            "no renewal confirmed within the lease (Redis unreachable, or this process \
+             paused?): leases presumed lost",
         );
-        earliest
     }
 
     /// Handles the ids a renewal found gone: lost leases.

@@ -39,29 +39,48 @@ impl<K> RedisPermit<K> {
         self.groups.iter()
     }
 
-    /// Whether a renewal found this permit's lease gone.
+    /// Whether this permit's lease is lost: a renewal found it gone, or no renewal has been
+    /// confirmed for 90% of the lease (Redis unreachable, or this process paused: the lease
+    /// may have expired in Redis). The second is checked here, now, not only when the pool's
+    /// background task next runs: a process that resumes after a pause longer than the lease
+    /// sees `true` before its work goes on. Once `true`, it stays `true`.
     #[must_use]
     pub fn is_lost(&self) -> bool {
-        *self.lost.borrow()
+        self.engine.presume_lost_if_overdue(&self.id) || *self.lost.borrow()
     }
 
-    /// Resolves once a renewal finds this permit's lease gone (never, while it is held). A
-    /// future made before the permit was dropped resolves if the loss was found before the
-    /// drop, and never after it.
+    /// Resolves once this permit's lease is lost, as [`is_lost`](Self::is_lost) reads it
+    /// (never, while it is held): each poll checks the lease's age as `is_lost` does, so a
+    /// process that resumes after a pause longer than the lease finds it ready at its first
+    /// poll. A future made before the permit was dropped resolves if the loss was found
+    /// before the drop, and never after it.
     ///
     /// The future does not borrow the permit: it can be kept beside it, or moved into another
     /// task, to stop the work the permit guards (`taskherd-tower` keeps one in each response
-    /// whose pool [aborts on lost](crate::RedisPoolBuilder::abort_on_lost)).
+    /// whose pool [aborts on lost](crate::RedisPoolBuilder::abort_on_lost), and checks it
+    /// again before it answers).
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: it only watches.
     pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut lost = self.lost.clone();
+        let engine = Arc::downgrade(&self.engine);
+        let id = self.id.clone();
         async move {
-            if lost.wait_for(|lost| *lost).await.is_err() {
-                std::future::pending::<()>().await;
-            }
+            let mut signalled = std::pin::pin!(async move {
+                if lost.wait_for(|lost| *lost).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            });
+            std::future::poll_fn(|cx| {
+                // Sends the signal polled below if the lease is overdue now.
+                if let Some(engine) = engine.upgrade() {
+                    engine.presume_lost_if_overdue(&id);
+                }
+                signalled.as_mut().poll(cx)
+            })
+            .await;
         }
     }
 

@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::Arc;
+use std::task::Poll;
 
 use taskherd::backend::{self, TaskId, Tasks};
 use taskherd::{
@@ -37,8 +38,11 @@ use crate::{RedisKey, RedisPermit, UnavailableError};
 /// - Every admission is *leased*: its expiry is computed from the Redis server's clock, and
 ///   renewed for all of the process's admissions in one call every `lease / 3`. A process that
 ///   dies gives its slots back within the lease; one that loses its lease (a Redis restart
-///   without persistence, a failover, a long pause) finds out at the next renewal: its spawned
-///   task is aborted (by default) and its permit's [`lost`](RedisPermit::lost) resolves.
+///   without persistence, a failover) finds out at the next renewal: its spawned task is
+///   aborted (by default) and its permit's [`lost`](RedisPermit::lost) resolves. One paused
+///   longer than its lease finds out as it resumes: a spawned task checks its lease's age
+///   before each poll (and is aborted before the step runs), a permit when
+///   [`is_lost`](RedisPermit::is_lost) is called or `lost` polled.
 /// - Failing closed: a process that cannot get a renewal confirmed (Redis unreachable from it,
 ///   or too slow) presumes its leases lost once 90% of the lease has passed since the last
 ///   confirmed renewal was sent, the same way (tasks aborted, `lost` resolves), so that its
@@ -537,7 +541,8 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
             task,
             _hold: hold,
         };
-        let handle = backend::spawn_guarded(guard, future);
+        let handle =
+            backend::spawn_guarded(guard, watched(&self.shared.engine, id.clone(), future));
         self.shared.tasks.attach(task, handle.abort_handle());
         // A `shutdown` whose `abort_all` ran before the record above was made (the task was
         // admitted, then `make` ran or this thread was preempted) finds it here: the flag is
@@ -949,6 +954,35 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     /// Aborts every task this process spawned from this pool; returns how many.
     pub fn abort_all(&self) -> usize {
         self.shared.tasks.abort_all()
+    }
+}
+
+/// `future`, checked before each poll for a lease overdue (see
+/// [`Engine::presume_lost_if_overdue`]): a task woken after a pause of its process longer
+/// than its lease is presumed lost before its next step runs, so that the step does not run
+/// uncounted (the expirer, which would find it a moment later, may be scheduled after it).
+/// If the pool aborts tasks of lost leases, the task has been aborted then, and the step is
+/// not run (the abort takes effect as this poll returns); otherwise it goes on.
+///
+/// Costs a lock and a lookup per poll, next to the Redis round trip the admission took.
+fn watched<F: Future>(
+    engine: &Arc<Engine>,
+    id: String,
+    future: F,
+) -> impl Future<Output = F::Output> + use<F> {
+    let engine = Arc::downgrade(engine);
+    async move {
+        let mut future = std::pin::pin!(future);
+        std::future::poll_fn(|cx| {
+            if let Some(engine) = engine.upgrade()
+                && engine.presume_lost_if_overdue(&id)
+                && engine.abort_on_lost
+            {
+                return Poll::Pending;
+            }
+            future.as_mut().poll(cx)
+        })
+        .await
     }
 }
 

@@ -598,3 +598,83 @@ async fn a_waiter_cut_off_from_redis_fails_with_its_work_handed_back() {
     assert_eq!(other.stats(&"db").await.unwrap().waiting, 0);
     drop(permit);
 }
+
+/// A process paused longer than its lease (SIGSTOP, a VM frozen, a thread blocked): when it
+/// resumes, the work it guarded may run again before the pool's background tasks do. The
+/// permit tells the truth at once: `is_lost()` is `true` and `lost()` is ready on its first
+/// poll, before the expirer has run (here it cannot: the runtime's only thread was blocked for
+/// the whole lease, and nothing has yielded to it since). A caller that checks before
+/// committing its work (as `taskherd-tower` does before it answers) stops it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_permit_knows_its_lease_is_lost_as_soon_as_its_process_resumes() {
+    let server = Server::start();
+    let lease = Duration::from_secs(1);
+    let pool = pool(&server, "paused", lease).await;
+    let permit = pool.try_acquire(["db"]).await.unwrap();
+    let mut lost = Box::pin(permit.lost());
+    assert!(poll_once(&mut lost).is_pending());
+    assert!(!permit.is_lost());
+
+    // Paused: the renewer, the expirer and the reaper wait for this thread.
+    std::thread::sleep(lease);
+    assert!(
+        poll_once(&mut lost).is_ready(),
+        "lost() not ready after a pause longer than the lease"
+    );
+    assert!(
+        permit.is_lost(),
+        "a permit held through a pause longer than its lease"
+    );
+    assert_eq!(pool.lost_leases(), 1);
+    // A future made now, and `is_lost()` called first, agree.
+    let permit = pool.try_acquire(["db"]).await.unwrap();
+    std::thread::sleep(lease);
+    assert!(permit.is_lost());
+    assert!(poll_once(&mut Box::pin(permit.lost())).is_ready());
+    assert_eq!(pool.lost_leases(), 2);
+}
+
+/// The same for a spawned task: woken after a pause longer than its lease, it is aborted
+/// before its next step runs (it would run uncounted), even if it is scheduled before the
+/// expirer; a pool that keeps such tasks running lets it go on, its lease counted lost.
+#[tokio::test(flavor = "current_thread")]
+async fn a_task_does_not_go_on_after_a_pause_longer_than_its_lease() {
+    let server = Server::start();
+    let lease = Duration::from_secs(1);
+    for abort_on_lost in [true, false] {
+        let pool = RedisPool::builder(&server.url(), "paused")
+            .lease(lease)
+            .abort_on_lost(abort_on_lost)
+            .build()
+            .await
+            .unwrap();
+        let (go, resume) = tokio::sync::oneshot::channel::<()>();
+        let went_on = Arc::new(AtomicBool::new(false));
+        let task = pool
+            .try_spawn(["job"], {
+                let went_on = Arc::clone(&went_on);
+                async move {
+                    let _ = resume.await;
+                    went_on.store(true, Ordering::SeqCst);
+                }
+            })
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+
+        // Paused; then the task is woken first (the expirer waits for the timer driver).
+        std::thread::sleep(lease);
+        go.send(()).unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the task never ended");
+        if abort_on_lost {
+            assert!(ended.unwrap_err().is_cancelled(), "the task went on");
+            assert!(!went_on.load(Ordering::SeqCst), "a step ran uncounted");
+        } else {
+            ended.unwrap();
+            assert!(went_on.load(Ordering::SeqCst));
+        }
+        assert_eq!(pool.lost_leases(), 1);
+    }
+}

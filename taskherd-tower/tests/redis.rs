@@ -466,6 +466,37 @@ async fn a_request_whose_lease_is_lost_is_stopped() {
         .expect("the service's body was dropped");
 }
 
+/// A server paused longer than its lease (here its only thread blocked in the handler, as
+/// SIGSTOP or a frozen VM would stop it): when it resumes, the handler may answer before the
+/// pool's background tasks run, but its request's lease may have been reaped by the fleet
+/// meanwhile. It is answered `503`, not `200`: nothing is answered as done that ran
+/// uncounted.
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_answered_after_a_pause_longer_than_its_lease_is_stopped() {
+    let redis = Server::start();
+    let lease = Duration::from_secs(1);
+    let pool = RedisPool::builder(&redis.url(), "paused")
+        .lease(lease)
+        .build()
+        .await
+        .expect("the test server is up");
+    let app = Router::new()
+        .route(
+            "/paused",
+            get(move || async move {
+                std::thread::sleep(lease);
+                "done"
+            }),
+        )
+        .layer(LimitLayer::new(pool.clone(), Header::new("x-tenant")));
+    let addr = support::serve(app).await;
+    let client = support::client();
+    let answer = support::get(&client, addr, "/paused", &[("x-tenant", "a")]).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.body, "request stopped: its admission was lost\n");
+    assert_eq!(pool.lost_leases(), 1);
+}
+
 /// With `abort_on_lost(false)`, the layer does as the pool does with its tasks: a request whose
 /// lease is lost goes on, uncounted, to its end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
