@@ -49,6 +49,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use crate::lease::{LeaseView, ValidFrom};
 use crate::life::Life;
 use crate::scripts::{self, REAP_BATCH};
 
@@ -105,8 +106,8 @@ enum Decision {
 #[derive(Debug)]
 pub(crate) enum Admitted {
     /// The id holds a lease, already a holder of this process (renewed from the moment the
-    /// answer arrived): the receiver of its lost signal.
-    Now(watch::Receiver<bool>),
+    /// answer arrived): its lost signal and age, for its permit or task.
+    Now(LeaseView),
     /// Refused: 0 for the total, `i` for the `i`-th segment (1-based).
     Full(usize),
     /// The id is a waiter, already marked queued (renewed, and polled by the notifier).
@@ -237,8 +238,9 @@ struct Holder {
     /// The spawned task, aborted when its lease is lost (unless the pool keeps it running).
     abort: Option<AbortHandle>,
     /// No later than when the last call that set its lease in Redis (its admission, or a
-    /// renewal confirmed since) was sent: the lease lasts at least `lease` from here.
-    valid_from: Instant,
+    /// renewal confirmed since) was sent: the lease lasts at least `lease` from here. Shared
+    /// with its permit or task, which read it without the lock.
+    valid_from: Arc<ValidFrom>,
     /// Until its caller reads it (see [`Engine::claim`]): the pool's [`Life::generation`]
     /// when the call was made, for `shutdown` to give it back if it was made before.
     unclaimed: Option<u64>,
@@ -299,7 +301,7 @@ impl Overdue {
         }
         let holders = local
             .holders
-            .extract_if(|_, holder| keep(holder.valid_from))
+            .extract_if(|_, holder| keep(holder.valid_from.get()))
             .collect();
         Self {
             wakes,
@@ -565,22 +567,19 @@ impl Engine {
 
     /// Records a new holder, whose admission call was sent no earlier than `valid_from`
     /// (`unclaimed`: the generation its call was made at, if its caller has not read it yet:
-    /// see [`claim`](Self::claim)); returns the receiver of its lost signal.
+    /// see [`claim`](Self::claim)); returns its lost signal and age, for its permit or task.
     ///
     /// A lease not confirmed for [`presumed_lost_after`] already (a grant read long after
     /// the waiter's last renewal, Redis unreachable since) is lost at once, as the expirer
     /// would find it a moment later: never handed out as held.
-    pub(crate) fn hold(
-        &self,
-        id: &str,
-        valid_from: Instant,
-        unclaimed: Option<u64>,
-    ) -> watch::Receiver<bool> {
+    pub(crate) fn hold(&self, id: &str, valid_from: Instant, unclaimed: Option<u64>) -> LeaseView {
         let (lost, rx) = watch::channel(false);
+        let shared = Arc::new(ValidFrom::new(valid_from));
+        let view = LeaseView::new(rx, Arc::clone(&shared), self.lease);
         let holder = Holder {
             lost,
             abort: None,
-            valid_from,
+            valid_from: shared,
             unclaimed,
         };
         if Instant::now().saturating_duration_since(valid_from) >= presumed_lost_after(self.lease) {
@@ -591,12 +590,12 @@ impl Engine {
                 "no renewal confirmed within the lease before the grant was read: lease \
                  presumed lost",
             );
-            return rx;
+            return view;
         }
         let replaced = self.local.lock().holders.insert(id.to_owned(), holder);
         // Ids are unique, so nothing is replaced; if it were, it is dropped unlocked.
         drop(replaced);
-        rx
+        view
     }
 
     /// Records what Redis answered admission `request` (its call sent no earlier than
@@ -763,7 +762,7 @@ impl Engine {
         id: &str,
         set: Option<Instant>,
         unclaimed: Option<u64>,
-    ) -> watch::Receiver<bool> {
+    ) -> LeaseView {
         let waiter = self.local.lock().waiters.remove(id);
         // A waiter is registered before its admission call; one not found (its caller went
         // away) is given back by the caller of this, and its lease taken to start now.
@@ -874,7 +873,7 @@ impl Engine {
         let mut local = self.local.lock();
         for id in ids {
             if let Some(holder) = local.holders.get_mut(id) {
-                holder.valid_from = holder.valid_from.max(sent);
+                holder.valid_from.advance(sent);
             } else if let Some(waiter) = local.waiters.get_mut(id) {
                 waiter.valid_from = waiter.valid_from.max(sent);
             }
@@ -912,7 +911,7 @@ impl Engine {
                 return false;
             };
             let after = presumed_lost_after(self.lease);
-            if Instant::now().saturating_duration_since(holder.valid_from) < after {
+            if Instant::now().saturating_duration_since(holder.valid_from.get()) < after {
                 return false;
             }
             // Checked and taken under one lock: a renewal confirmed in between cannot make

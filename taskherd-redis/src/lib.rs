@@ -86,6 +86,7 @@ mod builder;
 mod engine;
 mod error;
 mod key;
+mod lease;
 mod life;
 mod permit;
 mod pool;

@@ -2,10 +2,10 @@
 
 use std::fmt;
 use std::sync::Arc;
-
-use tokio::sync::watch;
+use std::task::Poll;
 
 use crate::engine::Engine;
+use crate::lease::LeaseView;
 
 /// An admission held by the caller (for work that is not a spawned task), from
 /// [`RedisPool::try_acquire`](crate::RedisPool::try_acquire) or
@@ -13,11 +13,14 @@ use crate::engine::Engine;
 ///
 /// Counted in the total and in every group it names, in every process of the fleet, until it
 /// is dropped. Its lease is renewed by the pool's background task; if Redis loses it (a
-/// restart without persistence, a failover, a process paused longer than the lease), the
-/// next renewal finds out: [`lost`](Self::lost) resolves and [`is_lost`](Self::is_lost) turns
-/// `true`. The same happens, without Redis saying so, when no renewal has been confirmed for
-/// 90% of the lease (Redis unreachable from this process): the lease may be about to expire
-/// there. The work it guards is then no longer counted anywhere: stop it.
+/// restart without persistence, a failover), the next renewal finds out:
+/// [`lost`](Self::lost) resolves and [`is_lost`](Self::is_lost) turns `true`. The same
+/// happens, without Redis saying so, when no renewal has been confirmed for 90% of the lease
+/// (Redis unreachable from this process, or this process paused longer than that): the lease
+/// may be about to expire there, or have expired. `is_lost` and `lost` check that themselves,
+/// so a process resuming from such a pause finds out before the background task has run. The
+/// work it guards is then no longer counted anywhere: stop it; check `is_lost` before
+/// committing the work's result where an uncounted run would matter.
 ///
 /// Dropping it releases the admission in the background (one batched `release.lua` call,
 /// retried while Redis is unreachable); the drop never blocks.
@@ -27,7 +30,7 @@ pub struct RedisPermit<K> {
     pub(crate) engine: Arc<Engine>,
     pub(crate) id: String,
     pub(crate) groups: Vec<K>,
-    pub(crate) lost: watch::Receiver<bool>,
+    pub(crate) lost: LeaseView,
     /// Counts the permit in this process ([`RedisPool::wait`](crate::RedisPool::wait)).
     pub(crate) _hold: crate::life::Hold,
 }
@@ -46,7 +49,7 @@ impl<K> RedisPermit<K> {
     /// sees `true` before its work goes on. Once `true`, it stays `true`.
     #[must_use]
     pub fn is_lost(&self) -> bool {
-        self.engine.presume_lost_if_overdue(&self.id) || *self.lost.borrow()
+        self.lost.is_lost(&Arc::downgrade(&self.engine), &self.id)
     }
 
     /// Resolves once this permit's lease is lost, as [`is_lost`](Self::is_lost) reads it
@@ -64,7 +67,8 @@ impl<K> RedisPermit<K> {
     ///
     /// Cancel safe: it only watches.
     pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut lost = self.lost.clone();
+        let lease = self.lost.clone();
+        let mut lost = self.lost.lost.clone();
         let engine = Arc::downgrade(&self.engine);
         let id = self.id.clone();
         async move {
@@ -74,9 +78,8 @@ impl<K> RedisPermit<K> {
                 }
             });
             std::future::poll_fn(|cx| {
-                // Sends the signal polled below if the lease is overdue now.
-                if let Some(engine) = engine.upgrade() {
-                    engine.presume_lost_if_overdue(&id);
+                if lease.is_lost(&engine, &id) {
+                    return Poll::Ready(());
                 }
                 signalled.as_mut().poll(cx)
             })

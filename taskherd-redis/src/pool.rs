@@ -11,12 +11,12 @@ use taskherd::backend::{self, TaskId, Tasks};
 use taskherd::{
     AcquireError, Group, GroupStats, LimitChanges, SpawnError, TryAcquireError, TrySpawnError,
 };
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::builder::RedisPoolBuilder;
 use crate::engine::{Admitted, Answer, Engine, Status, Unavailable};
 use crate::key::{InvalidKey, checked_segment};
+use crate::lease::LeaseView;
 use crate::life::{Hold, Life};
 use crate::{RedisKey, RedisPermit, UnavailableError};
 
@@ -494,12 +494,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     /// An admission Redis granted, counted in this process ([`Life::hold`]); given back
     /// instead if the pool was closed since the call was made at `generation` (see
     /// [`close`](Self::close)).
-    fn granted(
-        &self,
-        id: String,
-        lost: watch::Receiver<bool>,
-        generation: u64,
-    ) -> Result<Held, Refused> {
+    fn granted(&self, id: String, lost: LeaseView, generation: u64) -> Result<Held, Refused> {
         let engine = &self.shared.engine;
         // Read: the caller's from now on (before `hold`, which a `shutdown` makes fail).
         engine.claim(&id);
@@ -541,8 +536,8 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
             task,
             _hold: hold,
         };
-        let handle =
-            backend::spawn_guarded(guard, watched(&self.shared.engine, id.clone(), future));
+        let watched = watched(&self.shared.engine, id.clone(), lost, future);
+        let handle = backend::spawn_guarded(guard, watched);
         self.shared.tasks.attach(task, handle.abort_handle());
         // A `shutdown` whose `abort_all` ran before the record above was made (the task was
         // admitted, then `make` ran or this thread was preempted) finds it here: the flag is
@@ -551,7 +546,6 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
             handle.abort();
         }
         self.shared.engine.attach(&id, handle.abort_handle());
-        drop(lost);
         handle
     }
 
@@ -957,27 +951,30 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     }
 }
 
-/// `future`, checked before each poll for a lease overdue (see
-/// [`Engine::presume_lost_if_overdue`]): a task woken after a pause of its process longer
-/// than its lease is presumed lost before its next step runs, so that the step does not run
-/// uncounted (the expirer, which would find it a moment later, may be scheduled after it).
-/// If the pool aborts tasks of lost leases, the task has been aborted then, and the step is
-/// not run (the abort takes effect as this poll returns); otherwise it goes on.
+/// `future`, its lease (`lease`, of holder `id`) checked before each poll: a task woken after
+/// a pause of its process longer than its lease is presumed lost before its next step runs,
+/// so that the step does not run uncounted (the expirer, which would find it a moment later,
+/// may be scheduled after it). If the pool aborts tasks of lost leases, a task whose lease is
+/// lost has been aborted (by whoever found the loss, or by [`Engine::attach`] if the task is
+/// not attached yet), and the step is not run: the abort takes effect as this poll returns.
+/// Otherwise it goes on, the loss counted.
 ///
-/// Costs a lock and a lookup per poll, next to the Redis round trip the admission took.
+/// Costs a clock read and an atomic load per poll; the engine's lock only for a lease that
+/// looks overdue (see [`LeaseView::is_lost`]).
 fn watched<F: Future>(
     engine: &Arc<Engine>,
     id: String,
+    lease: LeaseView,
     future: F,
 ) -> impl Future<Output = F::Output> + use<F> {
+    let abort_on_lost = engine.abort_on_lost;
     let engine = Arc::downgrade(engine);
     async move {
         let mut future = std::pin::pin!(future);
         std::future::poll_fn(|cx| {
-            if let Some(engine) = engine.upgrade()
-                && engine.presume_lost_if_overdue(&id)
-                && engine.abort_on_lost
-            {
+            // Checked with `abort_on_lost(false)` too: the loss is counted and said before
+            // the step runs uncounted.
+            if lease.is_lost(&engine, &id) && abort_on_lost {
                 return Poll::Pending;
             }
             future.as_mut().poll(cx)
@@ -1000,14 +997,14 @@ fn try_spawn_error<K, T>(refused: Refused, keys: Vec<K>, inner: T) -> TrySpawnEr
 /// (`make` of `try_spawn_with`, or a key's `Hash`, panicked in between).
 struct Held {
     id: Pending,
-    lost: watch::Receiver<bool>,
+    lost: LeaseView,
     hold: Hold,
 }
 
 impl Held {
     /// The id, the lost signal and the count, for the permit or task guard that releases the
     /// id.
-    fn into_parts(self) -> (String, watch::Receiver<bool>, Hold) {
+    fn into_parts(self) -> (String, LeaseView, Hold) {
         (self.id.settle(), self.lost, self.hold)
     }
 }
