@@ -266,6 +266,18 @@ struct Local {
     waiters: HashMap<String, Waiter>,
 }
 
+/// What [`Engine::check_lease`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeaseCheck {
+    /// Held, and not overdue.
+    Held,
+    /// Overdue: presumed lost now, its signal sent.
+    PresumedLost,
+    /// Not a holder any more: released, or found lost (its signal sent, or about to be: a
+    /// holder is taken out of the map under the lock and told after unlocking).
+    NotHeld,
+}
+
 /// What [`Overdue::take`] found overdue (taken under the lock, told unlocked).
 struct Overdue {
     /// The wakers of the queued waiters presumed to have lost their place (marked gone).
@@ -894,32 +906,30 @@ impl Engine {
         earliest
     }
 
-    /// Whether holder `id`'s lease is presumed lost now: it may have expired in Redis (no
-    /// renewal confirmed for [`presumed_lost_after`] the lease), and it was still held. Then
-    /// every overdue lease of this process is presumed lost at once, as the expirer does when
-    /// it runs: `id`'s lost signal is sent (and its task aborted, if the pool aborts tasks)
-    /// before this returns.
+    /// Checks holder `id`'s lease now. Overdue (it may have expired in Redis: no renewal
+    /// confirmed for [`presumed_lost_after`] the lease), every overdue lease of this process
+    /// is presumed lost at once, as the expirer does when it runs: `id`'s lost signal is sent
+    /// (and its task aborted, if the pool aborts tasks) before this returns.
     ///
     /// For a process that resumes after a pause longer than its leases (SIGSTOP, a frozen VM,
     /// a runtime whose threads were all blocked): the work may run again before the expirer
-    /// does, and must not commit as if it were still counted. `false` for an id that is not a
-    /// holder (released, or found lost already: its signal says so).
-    pub(crate) fn presume_lost_if_overdue(&self, id: &str) -> bool {
+    /// does, and must not commit as if it were still counted.
+    pub(crate) fn check_lease(&self, id: &str) -> LeaseCheck {
         let overdue = {
             let mut local = self.local.lock();
             let Some(holder) = local.holders.get(id) else {
-                return false;
+                return LeaseCheck::NotHeld;
             };
             let after = presumed_lost_after(self.lease);
             if Instant::now().saturating_duration_since(holder.valid_from.get()) < after {
-                return false;
+                return LeaseCheck::Held;
             }
             // Checked and taken under one lock: a renewal confirmed in between cannot make
             // this say lost while the holder stays.
             Overdue::take(&mut local, self.lease)
         };
         self.presume_lost(overdue);
-        true
+        LeaseCheck::PresumedLost
     }
 
     /// Tells what [`Overdue::take`] took; never called under the lock.

@@ -1,31 +1,38 @@
 //! A holder's lease as its permit or task sees it: the lost signal, and the moment from which
 //! the lease is known to last, readable without the engine's lock.
 //!
-//! # Invariant
+//! # Invariants
 //!
-//! [`ValidFrom`] only moves forward, and only under the engine's lock; a reader without the
-//! lock may see an older value, never a newer one than was written. So a lease that
-//! [`LeaseView::is_lost`] finds not overdue without the lock is not overdue, and one it finds
-//! overdue is checked again under the lock (where a renewal confirmed meanwhile counts) before
-//! anything is presumed lost.
+//! - [`ValidFrom`] only moves forward, and only under the engine's lock; a reader without the
+//!   lock may see an older value, never a newer one than was written. So a lease that
+//!   [`LeaseView::is_lost`] finds not overdue without the lock is not overdue, and one it
+//!   finds overdue is checked again under the lock (where a renewal confirmed meanwhile
+//!   counts) before anything is presumed lost.
+//! - While its permit or task lives, a holder leaves the engine's map only when its lease is
+//!   lost (the permit's drop and the task's guard release it afterwards); the lost signal
+//!   follows after the lock is released. So a view whose holder is gone while it was not
+//!   [given back](LeaseView::give_back) reads as lost, even before the signal arrives.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::engine::{Engine, presumed_lost_after};
+use crate::engine::{Engine, LeaseCheck, presumed_lost_after};
 
 /// No later than when the last call that set a lease in Redis (its admission, or a renewal
-/// confirmed since) was sent: the lease lasts at least the pool's lease from here.
+/// confirmed since) was sent: the lease lasts at least the pool's lease from here. Shared by
+/// the holder and the views of it; also says whether its permit was given back.
 #[derive(Debug)]
 pub(crate) struct ValidFrom {
     /// The first value.
     start: Instant,
     /// Nanoseconds after `start`.
     after_start: AtomicU64,
+    /// The permit was dropped: its holder leaves the map without being lost.
+    given_back: AtomicBool,
 }
 
 impl ValidFrom {
@@ -33,12 +40,13 @@ impl ValidFrom {
         Self {
             start: at,
             after_start: AtomicU64::new(0),
+            given_back: AtomicBool::new(false),
         }
     }
 
     pub(crate) fn get(&self) -> Instant {
         // Relaxed: a stale value is an older one, which only sends the reader to the locked
-        // check (see the module's invariant).
+        // check (see the module's invariants).
         self.start + Duration::from_nanos(self.after_start.load(Ordering::Relaxed))
     }
 
@@ -73,21 +81,46 @@ impl LeaseView {
         }
     }
 
+    /// Marks the holder given back by its permit: called before the permit's drop takes it
+    /// out of the map, so that a view that finds it gone afterwards does not read a loss.
+    pub(crate) fn give_back(&self) {
+        // Ordered before the view's read by the engine's lock (taken by the release after
+        // this, and by the view before it reads).
+        self.valid_from.given_back.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the lost signal was sent.
+    pub(crate) fn signalled(&self) -> bool {
+        *self.lost.borrow()
+    }
+
     /// Whether holder `id`'s lease is lost: found so, or overdue now (then presumed lost
     /// with every other overdue lease of the process, its signal sent and its task aborted if
     /// the pool aborts tasks, as the expirer would when it next runs: see
-    /// [`Engine::presume_lost_if_overdue`]). Takes the engine's lock only for a lease that
-    /// looks overdue. Never called under that lock.
+    /// [`Engine::check_lease`]), or taken out of the map by whoever found it lost and about
+    /// to be told. Takes the engine's lock only for a lease that looks overdue. Never called
+    /// under that lock.
     pub(crate) fn is_lost(&self, engine: &Weak<Engine>, id: &str) -> bool {
-        if *self.lost.borrow() {
+        if self.signalled() {
             return true;
         }
         if Instant::now().saturating_duration_since(self.valid_from.get()) < self.after {
             return false;
         }
-        engine
-            .upgrade()
-            .is_some_and(|engine| engine.presume_lost_if_overdue(id))
+        let Some(engine) = engine.upgrade() else {
+            return false;
+        };
+        match engine.check_lease(id) {
+            LeaseCheck::Held => false,
+            LeaseCheck::PresumedLost => true,
+            // Given back: lost only if the signal says so (it was found lost before).
+            LeaseCheck::NotHeld if self.valid_from.given_back.load(Ordering::Relaxed) => {
+                self.signalled()
+            }
+            // Gone while still held: found lost, the signal on its way (see the module's
+            // invariants).
+            LeaseCheck::NotHeld => true,
+        }
     }
 }
 

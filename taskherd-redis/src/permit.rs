@@ -96,6 +96,8 @@ impl<K> RedisPermit<K> {
 
 impl<K> Drop for RedisPermit<K> {
     fn drop(&mut self) {
+        // First: a `lost()` future that finds the holder gone then knows it was not lost.
+        self.lost.give_back();
         self.engine.release_later(std::mem::take(&mut self.id));
     }
 }
@@ -105,7 +107,8 @@ impl<K: fmt::Debug> fmt::Debug for RedisPermit<K> {
         f.debug_struct("RedisPermit")
             .field("id", &self.id)
             .field("groups", &self.groups)
-            .field("lost", &self.is_lost())
+            // The signal only: `is_lost` may presume leases lost, not for a formatter to do.
+            .field("lost", &self.lost.signalled())
             .finish()
     }
 }

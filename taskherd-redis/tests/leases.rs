@@ -678,3 +678,24 @@ async fn a_task_does_not_go_on_after_a_pause_longer_than_its_lease() {
         assert_eq!(pool.lost_leases(), 1);
     }
 }
+
+/// A `lost()` future made before its permit was dropped resolves only for a loss found before
+/// the drop: a permit given back, then a pause longer than the lease, is not a loss (its holder
+/// left the map because it was given back, not lost).
+#[tokio::test(flavor = "current_thread")]
+async fn a_permit_given_back_before_a_pause_is_not_lost() {
+    let server = Server::start();
+    let lease = Duration::from_secs(1);
+    let pool = pool(&server, "given-back", lease).await;
+    let permit = pool.try_acquire(["db"]).await.unwrap();
+    let mut lost = Box::pin(permit.lost());
+    drop(permit);
+    std::thread::sleep(lease);
+    assert!(
+        poll_once(&mut lost).is_pending(),
+        "a permit given back read as lost"
+    );
+    tokio::time::sleep(lease / 5).await;
+    assert!(poll_once(&mut lost).is_pending());
+    assert_eq!(pool.lost_leases(), 0);
+}
