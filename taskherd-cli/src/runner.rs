@@ -70,7 +70,7 @@ use crate::progress::Progress;
 use crate::record_writer::{self, Backlog};
 use crate::report::Report;
 use crate::resume::{Skipped, Streamed};
-use crate::signals::{Event, Groups};
+use crate::signals::{Event, Groups, LINGER_CHECK};
 use crate::table;
 use crate::tally::{Snapshot, Tally};
 
@@ -971,6 +971,7 @@ async fn finish_attempt(
             message: format!("cannot wait for the command: {error}"),
         },
     };
+    kill_leftovers(shared, index, job.line).await;
     let signalled_at = shared.groups.remove(index);
     let signalled = signalled_at.is_some();
     // A job that ended by itself: until its process exited, not until its output was passed
@@ -1225,6 +1226,35 @@ async fn wait(
         timed_out.load(Ordering::Relaxed),
         lease_lost.load(Ordering::Relaxed),
     )
+}
+
+/// Once the shell of job `index` (of line `line`) has ended: if taskherd sent its process
+/// group SIGTERM (its timeout, a lost lease, the run terminating) and not SIGKILL yet, what
+/// the job left in the group that ignores SIGTERM gets SIGKILL at the end of the grace period,
+/// as the README promises, even though no pipe of the job's holds it to the job. Returns at
+/// once for a job taskherd did not terminate, and as soon as the group is empty or killed
+/// (by the run's own SIGKILL too). Before this, such processes ran on after taskherd exited.
+async fn kill_leftovers(shared: &Shared, index: usize, line: usize) {
+    let grace = shared.config.kill_grace;
+    loop {
+        let Some(terminated) = shared.groups.terminating(index) else {
+            return;
+        };
+        if !shared.groups.alive(index) {
+            return;
+        }
+        let left = grace.saturating_sub(terminated.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        tokio::time::sleep(left.min(LINGER_CHECK)).await;
+    }
+    if shared.groups.signal(index, libc::SIGKILL) {
+        shared.notice_now(format!(
+            "line {line} still running {} after SIGTERM: SIGKILL",
+            table::duration(grace)
+        ));
+    }
 }
 
 /// After the grace period, stops the reading of a job's pipes (see [`Drain`]).

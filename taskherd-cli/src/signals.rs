@@ -50,6 +50,10 @@ pub fn listen() -> io::Result<mpsc::UnboundedReceiver<Event>> {
     Ok(receiver)
 }
 
+/// How often a job taskherd terminated is checked for processes left in its group, once its
+/// shell has ended, until the grace period is over.
+pub const LINGER_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The process groups of the jobs that are running, by job index.
 #[derive(Debug, Default)]
 pub struct Groups {
@@ -66,6 +70,31 @@ struct Entry {
     pgid: i32,
     /// When taskherd last sent it a signal, if it did.
     signalled: Option<std::time::Instant>,
+    /// When taskherd first sent it SIGTERM, if it did.
+    terminated: Option<std::time::Instant>,
+    /// Taskherd sent it SIGKILL.
+    killed: bool,
+}
+
+impl Entry {
+    /// Whether `signal` is SIGKILL and the group was sent it already (by the job's own
+    /// termination or the run's: one SIGKILL, one notice).
+    fn killed(&self, signal: i32) -> bool {
+        signal == libc::SIGKILL && self.killed
+    }
+
+    /// Notes that `signal` was sent to the group now.
+    fn signalled(&mut self, signal: i32) {
+        let now = std::time::Instant::now();
+        self.signalled = Some(now);
+        match signal {
+            libc::SIGTERM => {
+                self.terminated.get_or_insert(now);
+            }
+            libc::SIGKILL => self.killed = true,
+            _ => {}
+        }
+    }
 }
 
 impl Groups {
@@ -101,6 +130,8 @@ impl Groups {
             Entry {
                 pgid,
                 signalled: None,
+                terminated: None,
+                killed: false,
             },
         );
         if let Some(reaper) = &self.reaper {
@@ -118,21 +149,30 @@ impl Groups {
     }
 
     /// Sends `signal` to every running job's process group; returns how many were signalled.
+    /// SIGKILL goes to each group once.
     ///
     /// A job stays here until its process has exited and its output pipes are closed: until
     /// then its process group id cannot have been reused, as either the leader is unreaped or
     /// the group still has members holding the pipes (Linux reuses no pid that is still a
     /// process group id). A job whose output goes to a file leaves right after its shell is
-    /// reaped, a moment in which a pid could only be reused by a process of a fresh group.
+    /// reaped, a moment in which a pid could only be reused by a process of a fresh group. A
+    /// job taskherd sent SIGTERM to stays until its group is found empty (checked every
+    /// [`LINGER_CHECK`]) or has been sent SIGKILL at the end of the grace period: its group id
+    /// could be reused in between only by a new process that made itself a group leader within
+    /// one check of the group's last process ending, with the kernel's pid counter come round
+    /// to that very id.
     pub fn signal_all(&self, signal: i32) -> usize {
         self.reap_orphans();
         let mut running = self.lock();
         let mut signalled = 0;
         for entry in running.values_mut() {
+            if entry.killed(signal) {
+                continue;
+            }
             // A group that is gone already (ESRCH: its processes ended, its output is still
             // being passed on) needs nothing more, and is not counted: it was not killed.
             if killpg(entry.pgid, signal).is_ok() {
-                entry.signalled = Some(std::time::Instant::now());
+                entry.signalled(signal);
                 signalled += 1;
             }
         }
@@ -145,12 +185,22 @@ impl Groups {
     pub fn signal(&self, index: usize, signal: i32) -> bool {
         self.reap_orphans();
         match self.lock().get_mut(&index) {
-            Some(entry) if killpg(entry.pgid, signal).is_ok() => {
-                entry.signalled = Some(std::time::Instant::now());
+            Some(entry) if !entry.killed(signal) && killpg(entry.pgid, signal).is_ok() => {
+                entry.signalled(signal);
                 true
             }
             _ => false,
         }
+    }
+
+    /// When taskherd first sent job `index`'s process group SIGTERM, if it did and has not sent
+    /// it SIGKILL since: what the job left in its group that ignores SIGTERM is to get SIGKILL
+    /// at the end of the grace period, even once the job's shell has ended.
+    pub fn terminating(&self, index: usize) -> Option<std::time::Instant> {
+        self.lock()
+            .get(&index)
+            .filter(|entry| !entry.killed)
+            .and_then(|entry| entry.terminated)
     }
 
     /// Whether job `index`'s process group still has a process (its shell, or anything it

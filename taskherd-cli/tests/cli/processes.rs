@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Finished, Scratch, report, send_signal, statuses, wait_for_files};
+use crate::support::{Finished, Scratch, alive, report, send_signal, statuses, wait_for_files};
 
 #[test]
 fn shell_runs_each_command() {
@@ -106,19 +106,6 @@ fn jobs_die_when_taskherd_is_killed() {
             pids.iter().filter(|pid| alive(pid)).collect::<Vec<_>>()
         );
         std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Whether process `pid` exists and is not a zombie.
-fn alive(pid: &str) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name in parentheses: `Z` is a zombie, `X` dead.
-        Ok(stat) => !matches!(
-            stat.rsplit_once(") ")
-                .and_then(|(_, rest)| rest.chars().next()),
-            Some('Z' | 'X')
-        ),
-        Err(_) => false,
     }
 }
 

@@ -288,3 +288,28 @@ pub fn started_until_held_back(scratch: &Scratch, jobs: usize) -> usize {
     }
     ran()
 }
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn alive(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses: `Z` is a zombie, `X` dead.
+        Ok(stat) => !matches!(
+            stat.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next()),
+            Some('Z' | 'X')
+        ),
+        Err(_) => false,
+    }
+}
+
+/// Waits up to `limit` for process `pid` to end (or be a zombie); whether it did.
+pub fn ended_within(pid: &str, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while alive(pid) {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    true
+}

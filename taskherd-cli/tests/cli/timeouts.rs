@@ -1,7 +1,9 @@
 //! `--timeout` and a line's `timeout=`: a job running too long is terminated, its whole
 //! process group, and reported as `timed_out`.
 
-use crate::support::{Finished, Scratch, finish_within, report, statuses, wait_for_files};
+use crate::support::{
+    Finished, Scratch, ended_within, finish_within, report, send_signal, statuses, wait_for_files,
+};
 
 #[test]
 fn a_job_past_its_timeout_is_terminated_and_reported() {
@@ -340,5 +342,63 @@ fn orphans_are_reaped_when_taskherd_adopts_them() {
     assert_eq!(
         statuses(&report(&scratch, "r.jsonl")),
         [(1, "succeeded".to_owned()), (2, "succeeded".to_owned())]
+    );
+}
+
+/// A job line that leaves a process in its group which ignores SIGTERM and holds none of the
+/// job's output open (its pid in `daemon.pid`).
+const LEAVES_ONE_IGNORING_SIGTERM: &str =
+    "sh -c 'trap \"\" TERM; echo $$ > daemon.pid; exec sleep 60' > /dev/null 2>&1 & wait\n";
+
+/// What a timed-out job leaves in its process group gets SIGKILL after the grace period, as the
+/// job's own shell would: the shell died of the SIGTERM, and a process that ignored it (and held
+/// none of the job's output open) ran on after taskherd had exited. Found by a review.
+#[test]
+fn what_a_timed_out_job_leaves_in_its_group_gets_sigkill_after_the_grace_period() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", LEAVES_ONE_IGNORING_SIGTERM);
+    let _daemon = Daemon(&scratch);
+    let run = Finished::from(timed_run(&scratch).output().unwrap());
+    run.assert_code(1)
+        .assert_stderr_contains("taskherd: line 1 timed out after 1.00s: SIGTERM")
+        .assert_stderr_contains("taskherd: line 1 still running 0.50s after SIGTERM: SIGKILL");
+    let pid = scratch.read("daemon.pid");
+    assert!(
+        ended_within(pid.trim(), std::time::Duration::from_secs(5)),
+        "process {} of the timed-out job outlived taskherd",
+        pid.trim()
+    );
+    let records = report(&scratch, "r.jsonl");
+    assert_eq!(records[0]["status"], "timed_out");
+    let duration = records[0]["duration_secs"].as_f64().unwrap();
+    assert!(
+        duration >= 1.5,
+        "ended at its SIGKILL, not before: {duration}"
+    );
+}
+
+/// The same when the run terminates its jobs (SIGTERM to taskherd).
+#[test]
+fn what_a_job_leaves_in_its_group_gets_sigkill_when_the_run_terminates() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", LEAVES_ONE_IGNORING_SIGTERM);
+    let _daemon = Daemon(&scratch);
+    let child = scratch
+        .command(&["run", "--kill-grace", "500ms", "jobs.txt"])
+        .spawn()
+        .unwrap();
+    wait_for_files(&scratch, &["daemon.pid"]);
+    let pid = loop {
+        let text = scratch.read("daemon.pid");
+        if text.ends_with('\n') {
+            break text.trim().to_owned();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    send_signal(child.id(), "TERM");
+    finish_within(child, std::time::Duration::from_secs(30)).assert_code(1);
+    assert!(
+        ended_within(&pid, std::time::Duration::from_secs(5)),
+        "process {pid} of the terminated job outlived taskherd"
     );
 }
