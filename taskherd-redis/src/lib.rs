@@ -76,8 +76,14 @@
 //! forgets the leases: every process finds out at its next renewal, its spawned tasks are
 //! aborted (by default) and its permits report [`lost`](RedisPermit::lost); until then, work
 //! admitted before the restart runs uncounted, so the limits may be exceeded for up to a third
-//! of a lease. The limits are stored in Redis as well: such a restart forgets them, and the
-//! pool is unlimited until they are set again. Waiting calls queue again by themselves.
+//! of a lease (in a process paused across the restart, up to 90% of a lease: its first
+//! renewal after it resumes finds out, and its work may take a step before). A process paused
+//! for longer than that finds its leases lost as it resumes, before its tasks take another
+//! step ([`RedisPermit::is_lost`] checks too); the lease's age is read on the monotonic
+//! clock, which stands still while the machine itself is suspended, so after a suspend the
+//! next renewal finds out. The limits are stored in Redis as well: such a restart forgets
+//! them, and the pool is unlimited until they are set again. Waiting calls queue again by
+//! themselves.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
