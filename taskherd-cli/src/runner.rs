@@ -70,7 +70,7 @@ use crate::progress::Progress;
 use crate::record_writer::{self, Backlog};
 use crate::report::Report;
 use crate::resume::{Skipped, Streamed};
-use crate::signals::{Event, Groups, LINGER_CHECK};
+use crate::signals::{Event, Groups, LINGER_CHECK, LINGER_CHECK_MAX};
 use crate::table;
 use crate::tally::{Snapshot, Tally};
 
@@ -1232,22 +1232,32 @@ async fn wait(
 /// group SIGTERM (its timeout, a lost lease, the run terminating) and not SIGKILL yet, what
 /// the job left in the group that ignores SIGTERM gets SIGKILL at the end of the grace period,
 /// as the README promises, even though no pipe of the job's holds it to the job. Returns at
-/// once for a job taskherd did not terminate, and as soon as the group is empty or killed
-/// (by the run's own SIGKILL too). Before this, such processes ran on after taskherd exited.
+/// once for a job taskherd did not terminate, and as soon as the group has no live process
+/// (processes that ended and wait to be reaped by another parent do not count) or was sent
+/// SIGKILL. When the run terminated the job, the run sends the SIGKILL (and counts it in its
+/// notice); this only waits for it, with a second of slack before sending it itself. Before
+/// this, such processes ran on after taskherd exited.
 async fn kill_leftovers(shared: &Shared, index: usize, line: usize) {
     let grace = shared.config.kill_grace;
+    let mut check = LINGER_CHECK;
     loop {
-        let Some(terminated) = shared.groups.terminating(index) else {
+        let Some((terminated, by_the_run)) = shared.groups.terminating(index) else {
             return;
         };
-        if !shared.groups.alive(index) {
+        if !shared.groups.has_live_process(index) {
             return;
         }
-        let left = grace.saturating_sub(terminated.elapsed());
+        let deadline = if by_the_run {
+            grace.saturating_add(Duration::from_secs(1))
+        } else {
+            grace
+        };
+        let left = deadline.saturating_sub(terminated.elapsed());
         if left.is_zero() {
             break;
         }
-        tokio::time::sleep(left.min(LINGER_CHECK)).await;
+        tokio::time::sleep(left.min(check)).await;
+        check = (check * 2).min(LINGER_CHECK_MAX);
     }
     if shared.groups.signal(index, libc::SIGKILL) {
         shared.notice_now(format!(

@@ -50,9 +50,13 @@ pub fn listen() -> io::Result<mpsc::UnboundedReceiver<Event>> {
     Ok(receiver)
 }
 
-/// How often a job taskherd terminated is checked for processes left in its group, once its
-/// shell has ended, until the grace period is over.
+/// How often a job taskherd terminated is first checked for processes left in its group, once
+/// its shell has ended, until the grace period is over; the interval doubles after each check,
+/// up to [`LINGER_CHECK_MAX`] (a check may read `/proc`, one file per process of the machine).
 pub const LINGER_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The longest interval between two such checks.
+pub const LINGER_CHECK_MAX: std::time::Duration = std::time::Duration::from_millis(400);
 
 /// The process groups of the jobs that are running, by job index.
 #[derive(Debug, Default)]
@@ -72,6 +76,8 @@ struct Entry {
     signalled: Option<std::time::Instant>,
     /// When taskherd first sent it SIGTERM, if it did.
     terminated: Option<std::time::Instant>,
+    /// The run sent it SIGTERM ([`Groups::signal_all`]): the run sends the SIGKILL too.
+    by_the_run: bool,
     /// Taskherd sent it SIGKILL.
     killed: bool,
 }
@@ -131,6 +137,7 @@ impl Groups {
                 pgid,
                 signalled: None,
                 terminated: None,
+                by_the_run: false,
                 killed: false,
             },
         );
@@ -156,11 +163,14 @@ impl Groups {
     /// the group still has members holding the pipes (Linux reuses no pid that is still a
     /// process group id). A job whose output goes to a file leaves right after its shell is
     /// reaped, a moment in which a pid could only be reused by a process of a fresh group. A
-    /// job taskherd sent SIGTERM to stays until its group is found empty (checked every
-    /// [`LINGER_CHECK`]) or has been sent SIGKILL at the end of the grace period: its group id
-    /// could be reused in between only by a new process that made itself a group leader within
-    /// one check of the group's last process ending, with the kernel's pid counter come round
-    /// to that very id.
+    /// job taskherd sent SIGTERM to stays, once its shell has ended, until its group is found
+    /// with no live process (checked at intervals growing from [`LINGER_CHECK`] to
+    /// [`LINGER_CHECK_MAX`]) or has been sent SIGKILL at the end of the grace period: its group
+    /// id could be reused in between only if the group's last process ended and was reaped,
+    /// and a new process made itself the leader of a group with that very id (the kernel's pid
+    /// counter come round to it), all before the next check; the window is longer if taskherd
+    /// itself is paused then (SIGSTOP, a frozen VM), a risk the helper that ends the jobs of a
+    /// dead taskherd takes too during its grace period.
     pub fn signal_all(&self, signal: i32) -> usize {
         self.reap_orphans();
         let mut running = self.lock();
@@ -173,6 +183,7 @@ impl Groups {
             // being passed on) needs nothing more, and is not counted: it was not killed.
             if killpg(entry.pgid, signal).is_ok() {
                 entry.signalled(signal);
+                entry.by_the_run |= signal == libc::SIGTERM;
                 signalled += 1;
             }
         }
@@ -194,13 +205,27 @@ impl Groups {
     }
 
     /// When taskherd first sent job `index`'s process group SIGTERM, if it did and has not sent
-    /// it SIGKILL since: what the job left in its group that ignores SIGTERM is to get SIGKILL
-    /// at the end of the grace period, even once the job's shell has ended.
-    pub fn terminating(&self, index: usize) -> Option<std::time::Instant> {
+    /// it SIGKILL since, and whether the run did (and so sends the SIGKILL itself): what the
+    /// job left in its group that ignores SIGTERM is to get SIGKILL at the end of the grace
+    /// period, even once the job's shell has ended.
+    pub fn terminating(&self, index: usize) -> Option<(std::time::Instant, bool)> {
         self.lock()
             .get(&index)
             .filter(|entry| !entry.killed)
-            .and_then(|entry| entry.terminated)
+            .and_then(|entry| entry.terminated.map(|at| (at, entry.by_the_run)))
+    }
+
+    /// Whether job `index`'s process group has a process that has not ended: as
+    /// [`alive`](Self::alive), but a process that ended and waits to be reaped by its parent
+    /// (a zombie, which may wait for ever under an init that does not reap) does not count.
+    /// Reads `/proc` on Linux (every process's `stat`) when the group is not empty; elsewhere,
+    /// or if `/proc` cannot be read, the same as `alive`.
+    pub fn has_live_process(&self, index: usize) -> bool {
+        self.reap_orphans();
+        let Some(pgid) = self.lock().get(&index).map(|entry| entry.pgid) else {
+            return false;
+        };
+        killpg(pgid, 0).is_ok() && live_member(pgid).unwrap_or(true)
     }
 
     /// Whether job `index`'s process group still has a process (its shell, or anything it
@@ -231,6 +256,41 @@ impl Groups {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Whether process group `pgid` has a member that is not a zombie; `None` if `/proc` cannot be
+/// read (or elsewhere than on Linux).
+fn live_member(pgid: i32) -> Option<bool> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let processes = std::fs::read_dir("/proc").ok()?;
+    for process in processes.flatten() {
+        let name = process.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        // Gone since the listing: nothing to count.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // After the command name in parentheses (which may hold anything): state, parent,
+        // process group.
+        let Some((_, fields)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let mut fields = fields.split_ascii_whitespace();
+        let (state, pgrp) = (fields.next(), fields.nth(1));
+        if pgrp.and_then(|pgrp| pgrp.parse::<i32>().ok()) == Some(pgid)
+            && !matches!(state, Some("Z" | "X" | "x"))
+        {
+            return Some(true);
+        }
+    }
+    Some(false)
 }
 
 /// Sends `signal` to process group `pgid`.

@@ -377,7 +377,8 @@ fn what_a_timed_out_job_leaves_in_its_group_gets_sigkill_after_the_grace_period(
     );
 }
 
-/// The same when the run terminates its jobs (SIGTERM to taskherd).
+/// The same when the run terminates its jobs (SIGTERM to taskherd); the run sends the SIGKILL
+/// and says so once (the job's own wait and the run's raced for it in the first version).
 #[test]
 fn what_a_job_leaves_in_its_group_gets_sigkill_when_the_run_terminates() {
     let scratch = Scratch::new();
@@ -396,9 +397,54 @@ fn what_a_job_leaves_in_its_group_gets_sigkill_when_the_run_terminates() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     };
     send_signal(child.id(), "TERM");
-    finish_within(child, std::time::Duration::from_secs(30)).assert_code(1);
+    let run = finish_within(child, std::time::Duration::from_secs(30));
+    // The run's SIGKILL, counted in its notice (the job's own wait leaves it to the run).
+    run.assert_code(1)
+        .assert_stderr_contains("taskherd: 1 job still running after the grace period: SIGKILL");
+    assert!(
+        !run.stderr.contains("line 1 still running"),
+        "{}",
+        run.stderr
+    );
     assert!(
         ended_within(&pid, std::time::Duration::from_secs(5)),
         "process {pid} of the terminated job outlived taskherd"
     );
+}
+
+/// Processes a terminated job leaves that have ended, but wait to be reaped by a parent that
+/// never reaps them (here a child subreaper that waits only for its own child, as `sleep
+/// infinity` as a container's first process would), are not running: no SIGKILL, no notice,
+/// and neither the job nor the run waits the grace period for them. Found by a review of the
+/// first version of the SIGKILL for what a job leaves: it counted them as running.
+#[test]
+fn ended_processes_that_nobody_reaps_are_not_waited_for() {
+    let scratch = Scratch::new();
+    // The shell waits for `sleep`: both die of the SIGTERM, and `sleep` (an orphan then) goes
+    // to the wrapper, which never reaps it.
+    scratch.write("jobs.txt", "sleep 60; true\n");
+    const SUBREAPER: &str = "import ctypes, subprocess, sys\n\
+                             ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)\n\
+                             sys.exit(subprocess.call(sys.argv[1:]))\n";
+    let started = std::time::Instant::now();
+    let output = std::process::Command::new("python3")
+        .args(["-c", SUBREAPER, env!("CARGO_BIN_EXE_taskherd")])
+        .args(["run", "--timeout", "1s", "--kill-grace", "20s"])
+        .args(["--report", "r.jsonl", "jobs.txt"])
+        .current_dir(scratch.path("."))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("python3 runs (it is on the test machines)");
+    let run = Finished::from(output);
+    run.assert_code(1)
+        .assert_stderr_contains("taskherd: line 1 timed out after 1.00s: SIGTERM");
+    assert!(!run.stderr.contains("SIGKILL"), "{}", run.stderr);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the run waited the grace period for a zombie: {:?}",
+        started.elapsed()
+    );
+    let records = report(&scratch, "r.jsonl");
+    assert_eq!(records[0]["status"], "timed_out");
+    assert_eq!(records[0]["signal_name"], "SIGTERM");
 }
