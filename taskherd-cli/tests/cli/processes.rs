@@ -3,7 +3,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Finished, Scratch, alive, report, send_signal, statuses, wait_for_files};
+use crate::support::{
+    Finished, Scratch, alive, read_written_line, report, send_signal, statuses, wait_for_files,
+};
 
 #[test]
 fn shell_runs_each_command() {
@@ -70,15 +72,8 @@ fn jobs_die_when_taskherd_is_killed() {
     let pids: Vec<String> = ["pid1", "pid2", "pid3"]
         .iter()
         .flat_map(|name| {
-            // The file is created before the pids are written into it.
-            let text = loop {
-                let text = scratch.read(name);
-                if text.ends_with('\n') {
-                    break text;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            };
-            text.split_whitespace()
+            read_written_line(&scratch, name)
+                .split_whitespace()
                 .map(str::to_owned)
                 .collect::<Vec<_>>()
         })

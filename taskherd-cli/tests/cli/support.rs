@@ -313,3 +313,16 @@ pub fn ended_within(pid: &str, limit: std::time::Duration) -> bool {
     }
     true
 }
+
+/// Waits for file `name` and for its first line to be written whole (a job creates the file
+/// before it writes into it); its text.
+pub fn read_written_line(scratch: &Scratch, name: &str) -> String {
+    wait_for_files(scratch, &[name]);
+    loop {
+        let text = scratch.read(name);
+        if text.ends_with('\n') {
+            return text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

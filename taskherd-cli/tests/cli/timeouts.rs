@@ -2,7 +2,8 @@
 //! process group, and reported as `timed_out`.
 
 use crate::support::{
-    Finished, Scratch, ended_within, finish_within, report, send_signal, statuses, wait_for_files,
+    Finished, Scratch, ended_within, finish_within, read_written_line, report, send_signal,
+    statuses, wait_for_files,
 };
 
 #[test]
@@ -388,14 +389,7 @@ fn what_a_job_leaves_in_its_group_gets_sigkill_when_the_run_terminates() {
         .command(&["run", "--kill-grace", "500ms", "jobs.txt"])
         .spawn()
         .unwrap();
-    wait_for_files(&scratch, &["daemon.pid"]);
-    let pid = loop {
-        let text = scratch.read("daemon.pid");
-        if text.ends_with('\n') {
-            break text.trim().to_owned();
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    };
+    let pid = read_written_line(&scratch, "daemon.pid").trim().to_owned();
     send_signal(child.id(), "TERM");
     let run = finish_within(child, std::time::Duration::from_secs(30));
     // The run's SIGKILL, counted in its notice (the job's own wait leaves it to the run).
