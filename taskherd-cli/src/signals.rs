@@ -358,6 +358,38 @@ mod tests {
         assert!(groups.remove(1).is_some(), "killed by taskherd");
     }
 
+    /// A group whose only process has ended but is not reaped (a zombie) has no live
+    /// process, though `killpg(0)` still finds it; a running one has. Linux only (`/proc`).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_zombie_is_not_a_live_process() {
+        use std::os::unix::process::CommandExt;
+        // A name with a space and parentheses, as `/proc/PID/stat` shows it, is parsed too.
+        let dir = std::env::temp_dir().join(format!("taskherd-zombie-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let odd = dir.join("a (b) c");
+        std::os::unix::fs::symlink("/bin/sleep", &odd).unwrap();
+        let mut child = std::process::Command::new(&odd)
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let groups = Groups::new(None);
+        groups.insert(0, child.id());
+        assert!(groups.has_live_process(0));
+        killpg(i32::try_from(child.id()).unwrap(), libc::SIGKILL).unwrap();
+        // Not reaped: a zombie, still a member of its group.
+        let zombie = format!("/proc/{}/stat", child.id());
+        while !std::fs::read_to_string(&zombie).unwrap().contains(") Z ") {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(groups.alive(0), "killpg(0) still finds the zombie");
+        assert!(!groups.has_live_process(0), "a zombie counted as live");
+        child.wait().unwrap();
+        assert!(!groups.has_live_process(0));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_full_nonblocking_pipe_refuses_instead_of_waiting() {
         use std::io::Write;
