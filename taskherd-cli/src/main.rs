@@ -58,6 +58,8 @@ mod joblog;
 #[cfg(unix)]
 mod limits;
 #[cfg(unix)]
+mod members;
+#[cfg(unix)]
 mod orphans;
 #[cfg(unix)]
 mod outcome;

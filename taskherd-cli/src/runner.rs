@@ -64,6 +64,7 @@ use crate::cli::{Halt, OutputMode};
 use crate::fleet::{self, Admission, Fleet, Pool};
 use crate::jobfile::{Group, Job};
 use crate::joblog::Joblog;
+use crate::members::Members;
 use crate::outcome::{Attempt, Outcome, Reason, Status, Times};
 use crate::output::{self, Drain, Msg, Spool, Stream};
 use crate::progress::Progress;
@@ -1239,13 +1240,30 @@ async fn wait(
 /// this, such processes ran on after taskherd exited.
 async fn kill_leftovers(shared: &Shared, index: usize, line: usize) {
     let grace = shared.config.kill_grace;
+    let Some(pgid) = shared.groups.pgid(index) else {
+        return;
+    };
+    let mut members = Some(Members::new(pgid));
+    let mut killed = shared.killed.subscribe();
     let mut check = LINGER_CHECK;
     loop {
         let Some((terminated, by_the_run)) = shared.groups.terminating(index) else {
             return;
         };
-        if !shared.groups.has_live_process(index) {
+        // Empty (orphans taskherd adopted reaped first), or only zombies left.
+        if !shared.groups.alive(index) {
             return;
+        }
+        if let Some(mut looking) = members.take() {
+            // Blocking reads of `/proc`: off the runtime's threads.
+            let looked = tokio::task::spawn_blocking(move || (looking.any_live(), looking)).await;
+            if let Ok((live, looked)) = looked {
+                if live == Some(false) {
+                    return;
+                }
+                // No answer from `/proc`: `killpg` alone from now on.
+                members = live.map(|_| looked);
+            }
         }
         let deadline = if by_the_run {
             grace.saturating_add(Duration::from_secs(1))
@@ -1256,14 +1274,21 @@ async fn kill_leftovers(shared: &Shared, index: usize, line: usize) {
         if left.is_zero() {
             break;
         }
-        tokio::time::sleep(left.min(check)).await;
+        // The run's SIGKILL ends the wait at once.
+        tokio::select! {
+            () = tokio::time::sleep(left.min(check)) => {}
+            _ = killed.wait_for(|killed| *killed), if !*killed.borrow() => {}
+        }
         check = (check * 2).min(LINGER_CHECK_MAX);
     }
     if shared.groups.signal(index, libc::SIGKILL) {
-        shared.notice_now(format!(
-            "line {line} still running {} after SIGTERM: SIGKILL",
-            table::duration(grace)
-        ));
+        // Waited for: before the retry notice, if the job is retried, as things happened.
+        shared
+            .notice(format!(
+                "line {line} still running {} after SIGTERM: SIGKILL",
+                table::duration(grace)
+            ))
+            .await;
     }
 }
 

@@ -76,7 +76,8 @@ struct Entry {
     signalled: Option<std::time::Instant>,
     /// When taskherd first sent it SIGTERM, if it did.
     terminated: Option<std::time::Instant>,
-    /// The run sent it SIGTERM ([`Groups::signal_all`]): the run sends the SIGKILL too.
+    /// The run sent it its first SIGTERM ([`Groups::signal_all`]): the run sends the SIGKILL
+    /// too.
     by_the_run: bool,
     /// Taskherd sent it SIGKILL.
     killed: bool,
@@ -182,8 +183,9 @@ impl Groups {
             // A group that is gone already (ESRCH: its processes ended, its output is still
             // being passed on) needs nothing more, and is not counted: it was not killed.
             if killpg(entry.pgid, signal).is_ok() {
+                // The run's SIGTERM is the first (the job's own termination has not begun).
+                entry.by_the_run |= signal == libc::SIGTERM && entry.terminated.is_none();
                 entry.signalled(signal);
-                entry.by_the_run |= signal == libc::SIGTERM;
                 signalled += 1;
             }
         }
@@ -215,17 +217,9 @@ impl Groups {
             .and_then(|entry| entry.terminated.map(|at| (at, entry.by_the_run)))
     }
 
-    /// Whether job `index`'s process group has a process that has not ended: as
-    /// [`alive`](Self::alive), but a process that ended and waits to be reaped by its parent
-    /// (a zombie, which may wait for ever under an init that does not reap) does not count.
-    /// Reads `/proc` on Linux (every process's `stat`) when the group is not empty; elsewhere,
-    /// or if `/proc` cannot be read, the same as `alive`.
-    pub fn has_live_process(&self, index: usize) -> bool {
-        self.reap_orphans();
-        let Some(pgid) = self.lock().get(&index).map(|entry| entry.pgid) else {
-            return false;
-        };
-        killpg(pgid, 0).is_ok() && live_member(pgid).unwrap_or(true)
+    /// Job `index`'s process group id, while it is listed.
+    pub fn pgid(&self, index: usize) -> Option<i32> {
+        self.lock().get(&index).map(|entry| entry.pgid)
     }
 
     /// Whether job `index`'s process group still has a process (its shell, or anything it
@@ -256,41 +250,6 @@ impl Groups {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-/// Whether process group `pgid` has a member that is not a zombie; `None` if `/proc` cannot be
-/// read (or elsewhere than on Linux).
-fn live_member(pgid: i32) -> Option<bool> {
-    if !cfg!(target_os = "linux") {
-        return None;
-    }
-    let processes = std::fs::read_dir("/proc").ok()?;
-    for process in processes.flatten() {
-        let name = process.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
-        // Gone since the listing: nothing to count.
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // After the command name in parentheses (which may hold anything): state, parent,
-        // process group.
-        let Some((_, fields)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let mut fields = fields.split_ascii_whitespace();
-        let (state, pgrp) = (fields.next(), fields.nth(1));
-        if pgrp.and_then(|pgrp| pgrp.parse::<i32>().ok()) == Some(pgid)
-            && !matches!(state, Some("Z" | "X" | "x"))
-        {
-            return Some(true);
-        }
-    }
-    Some(false)
 }
 
 /// Sends `signal` to process group `pgid`.
@@ -356,38 +315,6 @@ mod tests {
         running.wait().unwrap();
         assert!(groups.remove(0).is_none(), "not killed by taskherd");
         assert!(groups.remove(1).is_some(), "killed by taskherd");
-    }
-
-    /// A group whose only process has ended but is not reaped (a zombie) has no live
-    /// process, though `killpg(0)` still finds it; a running one has. Linux only (`/proc`).
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn a_zombie_is_not_a_live_process() {
-        use std::os::unix::process::CommandExt;
-        // A name with a space and parentheses, as `/proc/PID/stat` shows it, is parsed too.
-        let dir = std::env::temp_dir().join(format!("taskherd-zombie-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let odd = dir.join("a (b) c");
-        std::os::unix::fs::symlink("/bin/sleep", &odd).unwrap();
-        let mut child = std::process::Command::new(&odd)
-            .arg("30")
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let groups = Groups::new(None);
-        groups.insert(0, child.id());
-        assert!(groups.has_live_process(0));
-        killpg(i32::try_from(child.id()).unwrap(), libc::SIGKILL).unwrap();
-        // Not reaped: a zombie, still a member of its group.
-        let zombie = format!("/proc/{}/stat", child.id());
-        while !std::fs::read_to_string(&zombie).unwrap().contains(") Z ") {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        assert!(groups.alive(0), "killpg(0) still finds the zombie");
-        assert!(!groups.has_live_process(0), "a zombie counted as live");
-        child.wait().unwrap();
-        assert!(!groups.has_live_process(0));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,0 +1,162 @@
+//! Whether a process group still has a running process, read from `/proc` (Linux).
+//!
+//! `killpg(pgid, 0)` succeeds as long as the group has a member, and a process that has ended
+//! but waits to be reaped by its parent (a zombie) is still one: under an init or a child
+//! subreaper that reaps late or never, a group of zombies would look alive for ever. So the
+//! wait for what a terminated job left behind (see `runner::kill_leftovers`) asks here, after
+//! `killpg` found the group.
+//!
+//! A member counts as live unless it is a zombie (or dead) whose threads have all ended (a
+//! thread-group leader that exited while its other threads run reads as a zombie, but its
+//! threads still run). The pids found live are read again first; the whole of `/proc` (one
+//! file per process of the machine: milliseconds with thousands of processes) is read only
+//! when none of them is live any more. `/proc` must be this process's own PID namespace's
+//! (its `self` is this process): otherwise, and elsewhere than on Linux, there is no answer and
+//! the caller goes by `killpg` alone.
+
+/// The live members of one process group, as last seen.
+#[derive(Debug)]
+pub struct Members {
+    pgid: i32,
+    /// Pids found live at the last look.
+    known: Vec<i32>,
+}
+
+impl Members {
+    pub fn new(pgid: i32) -> Members {
+        Members {
+            pgid,
+            known: Vec::new(),
+        }
+    }
+
+    /// Whether the group has a live member; `None` when `/proc` cannot tell. Blocking file
+    /// reads: call it off the async runtime's threads.
+    pub fn any_live(&mut self) -> Option<bool> {
+        if !cfg!(target_os = "linux") {
+            return None;
+        }
+        let pgid = self.pgid;
+        self.known.retain(|&pid| look(pid, pgid).unwrap_or(true));
+        if !self.known.is_empty() {
+            return Some(true);
+        }
+        if !own_namespace() {
+            return None;
+        }
+        let processes = std::fs::read_dir("/proc").ok()?;
+        for process in processes.flatten() {
+            let name = process.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|name| name.parse::<i32>().ok())
+                .filter(|&pid| pid > 0)
+            else {
+                continue;
+            };
+            // Unreadable for another reason than its end: counted, to be safe.
+            if look(pid, pgid).unwrap_or(true) {
+                self.known.push(pid);
+            }
+        }
+        Some(!self.known.is_empty())
+    }
+}
+
+/// Whether `/proc` shows this process's PID namespace.
+fn own_namespace() -> bool {
+    std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|link| link.to_str().and_then(|pid| pid.parse::<u32>().ok()))
+        == Some(std::process::id())
+}
+
+/// Whether process `pid` is a live member of group `pgid`: `Some(false)` if it has ended (or
+/// is in another group), `None` if its `stat` cannot be read for another reason.
+fn look(pid: i32, pgid: i32) -> Option<bool> {
+    let stat = match std::fs::read(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat,
+        Err(error)
+            if error.kind() == std::io::ErrorKind::NotFound
+                || error.raw_os_error() == Some(libc::ESRCH) =>
+        {
+            return Some(false);
+        }
+        Err(_) => return None,
+    };
+    Some(parse(&stat).is_some_and(|(state, pgrp, threads)| {
+        pgrp == pgid && (!matches!(state, b'Z' | b'X' | b'x') || threads > 1)
+    }))
+}
+
+/// State, process group and number of threads from a `/proc/PID/stat` line. The command name,
+/// in parentheses, may hold any byte but NUL (spaces, parentheses, newlines, bytes that are
+/// not UTF-8): the fields are read after its last `") "`.
+fn parse(stat: &[u8]) -> Option<(u8, i32, u32)> {
+    let end = stat.windows(2).rposition(|pair| pair == b") ")?;
+    let mut fields = stat[end + 2..]
+        .split(|&b| b == b' ')
+        .filter(|field| !field.is_empty());
+    // Fields 3 (state), 5 (process group) and 20 (threads), counted from 1 with the pid.
+    let state = *fields.next()?.first()?;
+    let pgrp = number(fields.nth(1)?)?;
+    let threads = number(fields.nth(14)?)?;
+    Some((state, pgrp, threads))
+}
+
+fn number<T: std::str::FromStr>(field: &[u8]) -> Option<T> {
+    std::str::from_utf8(field).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_are_read_after_the_last_parenthesis() {
+        let line = b"4242 (a ) (b\n\xff) S 1 777 777 0 -1 4194560 90 0 0 0 0 0 0 0 20 0 3 0 1 \
+                     2 3 4\n";
+        assert_eq!(parse(line), Some((b'S', 777, 3)));
+        let zombie = b"9 (sleep) Z 1 12 12 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0";
+        assert_eq!(parse(zombie), Some((b'Z', 12, 1)));
+        assert_eq!(parse(b"9 (sleep"), None);
+        assert_eq!(parse(b"9 (x) S 1"), None);
+    }
+
+    /// A group whose only process has ended but is not reaped (a zombie) has no live
+    /// member, though `killpg(0)` still finds it; a running one has. A command name with a
+    /// space, parentheses and bytes that are not UTF-8, as `/proc/PID/stat` shows it, too.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_zombie_is_not_a_live_member() {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::process::CommandExt;
+        let dir = std::env::temp_dir().join(format!("taskherd-zombie-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let odd = dir.join(std::ffi::OsStr::from_bytes(
+            b"a (b) \xc3\xa9\xc3\xa9\xc3\xa9\xc3",
+        ));
+        std::os::unix::fs::symlink("/bin/sleep", &odd).unwrap();
+        let mut child = std::process::Command::new(&odd)
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = i32::try_from(child.id()).unwrap();
+        let mut members = Members::new(pgid);
+        assert_eq!(members.any_live(), Some(true));
+        crate::signals::killpg(pgid, libc::SIGKILL).unwrap();
+        // Not reaped: a zombie, still a member of its group.
+        while look(pgid, pgid) != Some(false) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(
+            crate::signals::killpg(pgid, 0).is_ok(),
+            "killpg(0) still finds the zombie"
+        );
+        assert_eq!(members.any_live(), Some(false), "a zombie counted as live");
+        child.wait().unwrap();
+        assert_eq!(members.any_live(), Some(false));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
