@@ -11,7 +11,8 @@
 //! - `watch`: re-reads the limits file while jobs run;
 //! - `signals`: Ctrl-C, and signals to the jobs' process groups; `reaper`: a helper process
 //!   that ends the jobs if taskherd dies; `orphans`: reaps what jobs leave behind when
-//!   taskherd is their parent (the first process of a container);
+//!   taskherd is their parent (the first process of a container); `members`: whether a
+//!   terminated job's group still has a running process (zombies do not count);
 //! - `output`: job output and taskherd's messages, from one writer thread;
 //! - `report`: the JSON Lines report; `joblog`: GNU parallel's joblog (both written by a
 //!   thread of their own, `record_writer`); `resume`: which jobs an earlier report says to skip;
@@ -20,7 +21,7 @@
 //! - `table`: plain-text tables.
 
 // The only unsafe code: the calls to killpg and fcntl in `signals`, to sysconf in
-// `arg_limits`, and to prctl and waitpid in `orphans`.
+// `arg_limits`, to prctl and waitpid in `orphans`, and to getpgid in `members`.
 #![deny(unsafe_code)]
 
 // taskherd's own messages go to standard error, which may be a pipe whose reader has gone

@@ -72,7 +72,7 @@ fn own_namespace() -> bool {
 }
 
 /// Whether process `pid` is a live member of group `pgid`: `Some(false)` if it has ended (or
-/// is in another group), `None` if its `stat` cannot be read for another reason.
+/// is in another group), `None` if that cannot be told.
 fn look(pid: i32, pgid: i32) -> Option<bool> {
     let stat = match std::fs::read(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat,
@@ -82,7 +82,15 @@ fn look(pid: i32, pgid: i32) -> Option<bool> {
         {
             return Some(false);
         }
-        Err(_) => return None,
+        // Another user's process under `hidepid=1`: its group, at least, can be asked (its
+        // state cannot: a member counts as live).
+        Err(_) => {
+            return match group_of(pid) {
+                Ok(group) => Some(group == pgid),
+                Err(error) if error.raw_os_error() == Some(libc::ESRCH) => Some(false),
+                Err(_) => None,
+            };
+        }
     };
     Some(parse(&stat).is_some_and(|(state, pgrp, threads)| {
         pgrp == pgid && (!matches!(state, b'Z' | b'X' | b'x') || threads > 1)
@@ -102,6 +110,18 @@ fn parse(stat: &[u8]) -> Option<(u8, i32, u32)> {
     let pgrp = number(fields.nth(1)?)?;
     let threads = number(fields.nth(14)?)?;
     Some((state, pgrp, threads))
+}
+
+/// The process group of process `pid` (`getpgid`).
+#[allow(unsafe_code)]
+fn group_of(pid: i32) -> std::io::Result<i32> {
+    // SAFETY: getpgid has no memory-safety preconditions; it only reads a process's group.
+    let group = unsafe { libc::getpgid(pid) };
+    if group < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(group)
+    }
 }
 
 fn number<T: std::str::FromStr>(field: &[u8]) -> Option<T> {

@@ -1282,13 +1282,12 @@ async fn kill_leftovers(shared: &Shared, index: usize, line: usize) {
         check = (check * 2).min(LINGER_CHECK_MAX);
     }
     if shared.groups.signal(index, libc::SIGKILL) {
-        // Waited for: before the retry notice, if the job is retried, as things happened.
-        shared
-            .notice(format!(
-                "line {line} still running {} after SIGTERM: SIGKILL",
-                table::duration(grace)
-            ))
-            .await;
+        // Not waited for (the code that terminates jobs never waits for the output: a stalled
+        // reader would keep the job's slot), so a retry notice may come before it.
+        shared.notice_now(format!(
+            "line {line} still running {} after SIGTERM: SIGKILL",
+            table::duration(grace)
+        ));
     }
 }
 
