@@ -165,8 +165,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 
-    /// Time between SIGTERM and SIGKILL when taskherd terminates jobs (a timeout, a second
-    /// Ctrl-C).
+    /// Time between SIGTERM and SIGKILL when taskherd terminates jobs (a timeout, a lost
+    /// lease, --halt-on-error now, a second Ctrl-C, SIGTERM or SIGHUP); what a terminated job
+    /// left in its process group gets the SIGKILL too.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub kill_grace: Duration,
 

@@ -167,7 +167,12 @@ mod tests {
         assert_eq!(members.any_live(), Some(true));
         crate::signals::killpg(pgid, libc::SIGKILL).unwrap();
         // Not reaped: a zombie, still a member of its group.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while look(pgid, pgid) != Some(false) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "SIGKILL never ended it"
+            );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert!(

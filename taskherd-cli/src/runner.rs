@@ -1246,7 +1246,8 @@ async fn kill_leftovers(shared: &Shared, index: usize, line: usize) {
     let mut members = Some(Members::new(pgid));
     let mut killed = shared.killed.subscribe();
     let mut check = LINGER_CHECK;
-    loop {
+    // How long after the first SIGTERM the SIGKILL goes.
+    let after = loop {
         let Some((terminated, by_the_run)) = shared.groups.terminating(index) else {
             return;
         };
@@ -1265,14 +1266,14 @@ async fn kill_leftovers(shared: &Shared, index: usize, line: usize) {
                 members = live.map(|_| looked);
             }
         }
-        let deadline = if by_the_run {
+        let after = if by_the_run {
             grace.saturating_add(Duration::from_secs(1))
         } else {
             grace
         };
-        let left = deadline.saturating_sub(terminated.elapsed());
+        let left = after.saturating_sub(terminated.elapsed());
         if left.is_zero() {
-            break;
+            break after;
         }
         // The run's SIGKILL ends the wait at once.
         tokio::select! {
@@ -1280,13 +1281,13 @@ async fn kill_leftovers(shared: &Shared, index: usize, line: usize) {
             _ = killed.wait_for(|killed| *killed), if !*killed.borrow() => {}
         }
         check = (check * 2).min(LINGER_CHECK_MAX);
-    }
+    };
     if shared.groups.signal(index, libc::SIGKILL) {
         // Not waited for (the code that terminates jobs never waits for the output: a stalled
         // reader would keep the job's slot), so a retry notice may come before it.
         shared.notice_now(format!(
             "line {line} still running {} after SIGTERM: SIGKILL",
-            table::duration(grace)
+            table::duration(after)
         ));
     }
 }

@@ -10,8 +10,11 @@
 //!   counts) before anything is presumed lost.
 //! - While its permit or task lives, a holder leaves the engine's map only when its lease is
 //!   lost (the permit's drop and the task's guard release it afterwards); the lost signal
-//!   follows after the lock is released. So a view whose holder is gone while it was not
-//!   [given back](LeaseView::give_back) reads as lost, even before the signal arrives.
+//!   follows after the lock is released. So a view whose lease looks overdue and whose holder
+//!   is gone while it was not [given back](LeaseView::give_back) reads as lost, even before
+//!   the signal arrives. (A lease a renewal found gone in Redis, not overdue by age, reads as
+//!   lost once its signal is sent, a moment after its holder left the map: within the
+//!   documented window of such a loss.)
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -97,9 +100,9 @@ impl LeaseView {
     /// Whether holder `id`'s lease is lost: found so, or overdue now (then presumed lost
     /// with every other overdue lease of the process, its signal sent and its task aborted if
     /// the pool aborts tasks, as the expirer would when it next runs: see
-    /// [`Engine::check_lease`]), or taken out of the map by whoever found it lost and about
-    /// to be told. Takes the engine's lock only for a lease that looks overdue. Never called
-    /// under that lock.
+    /// [`Engine::check_lease`]), or, looking overdue, taken out of the map by whoever found it
+    /// lost and about to be told. Takes the engine's lock only for a lease that looks
+    /// overdue. Never called under that lock.
     pub(crate) fn is_lost(&self, engine: &Weak<Engine>, id: &str) -> bool {
         if self.signalled() {
             return true;

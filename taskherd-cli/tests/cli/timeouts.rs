@@ -175,13 +175,16 @@ fn a_job_that_ended_in_time_is_not_timed_out_while_its_output_waits() {
     assert!(duration < 1.0, "its process's duration: {duration}");
 }
 
-/// Kills the daemon a job started (its pid in `daemon.pid`) however the test ends.
+/// Kills the daemon a job started (its pid in `daemon.pid`) however the test ends, with
+/// SIGKILL (some ignore SIGTERM).
 struct Daemon<'a>(&'a Scratch);
 
 impl Drop for Daemon<'_> {
     fn drop(&mut self) {
         if let Ok(pid) = std::fs::read_to_string(self.0.path("daemon.pid")) {
-            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", pid.trim()])
+                .status();
         }
     }
 }
@@ -389,6 +392,8 @@ fn what_a_job_leaves_in_its_group_gets_sigkill_when_the_run_terminates() {
         .command(&["run", "--kill-grace", "500ms", "jobs.txt"])
         .spawn()
         .unwrap();
+    // If the test fails before the run ends, taskherd dies (and its helper ends the job).
+    let taskherd = KillOnDrop(child.id());
     let pid = read_written_line(&scratch, "daemon.pid").trim().to_owned();
     send_signal(child.id(), "TERM");
     let run = finish_within(child, std::time::Duration::from_secs(30));
@@ -404,6 +409,19 @@ fn what_a_job_leaves_in_its_group_gets_sigkill_when_the_run_terminates() {
         ended_within(&pid, std::time::Duration::from_secs(5)),
         "process {pid} of the terminated job outlived taskherd"
     );
+    std::mem::forget(taskherd);
+}
+
+/// Sends SIGKILL to process `0` when dropped (a test that failed), unless forgotten.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // No assertion here: this runs while a failed test unwinds.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
 }
 
 /// Processes a terminated job leaves that have ended, but wait to be reaped by a parent that
