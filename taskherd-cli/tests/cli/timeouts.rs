@@ -460,3 +460,30 @@ fn ended_processes_that_nobody_reaps_are_not_waited_for() {
     assert_eq!(records[0]["status"], "timed_out");
     assert_eq!(records[0]["signal_name"], "SIGTERM");
 }
+
+/// While nobody reads taskherd's output, a job whose leftover gets SIGKILL still ends and
+/// gives its slot back: the SIGKILL notice does not wait for the output (a version that
+/// awaited it kept the slot, and the next job never started: found by a review).
+#[test]
+fn a_job_whose_leftover_is_killed_ends_while_the_output_is_stalled() {
+    let scratch = Scratch::new();
+    // Line 1 fills the output queue and waits for it; line 3 runs once line 2 has ended.
+    scratch.write(
+        "jobs.txt",
+        &format!("seq 200000\ntimeout=1s :: {LEAVES_ONE_IGNORING_SIGTERM}touch third_ran\n"),
+    );
+    let _daemon = Daemon(&scratch);
+    let (reader, writer) = std::io::pipe().unwrap(); // never read
+    let mut child = scratch
+        .command(&["run", "-j", "2", "--kill-grace", "500ms", "jobs.txt"])
+        .stdout(writer)
+        .spawn()
+        .unwrap();
+    let taskherd = KillOnDrop(child.id());
+    // Generous: only a job that never ends fails this.
+    wait_for_files(&scratch, &["third_ran"]);
+    // Line 1 still waits for the output: the run is ended here (its helper ends the jobs).
+    drop(taskherd);
+    child.wait().unwrap();
+    drop(reader);
+}
