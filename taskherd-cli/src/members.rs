@@ -143,6 +143,41 @@ mod tests {
         assert_eq!(parse(b"9 (x) S 1"), None);
     }
 
+    /// A thread-group leader that has exited while another of its threads runs reads as a
+    /// zombie in `/proc`, but the process runs: a live member. (Made with python3, on the test
+    /// machines: its `ctypes` calls `pthread_exit` in the main thread.)
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_zombie_leader_with_running_threads_is_a_live_member() {
+        use std::os::unix::process::CommandExt;
+        const SCRIPT: &str = "import ctypes, threading, time\n\
+                              threading.Thread(target=time.sleep, args=(30,)).start()\n\
+                              ctypes.CDLL(None).pthread_exit(None)\n";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", SCRIPT])
+            .process_group(0)
+            .spawn()
+            .expect("python3 runs (it is on the test machines)");
+        let pgid = i32::try_from(child.id()).unwrap();
+        let stat = format!("/proc/{pgid}/stat");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while parse(&std::fs::read(&stat).unwrap()).map(|(state, ..)| state) != Some(b'Z') {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the main thread never exited"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let live = Members::new(pgid).any_live();
+        crate::signals::killpg(pgid, libc::SIGKILL).unwrap();
+        child.wait().unwrap();
+        assert_eq!(
+            live,
+            Some(true),
+            "a process whose threads run counted as ended"
+        );
+    }
+
     /// A group whose only process has ended but is not reaped (a zombie) has no live
     /// member, though `killpg(0)` still finds it; a running one has. A command name with a
     /// space, parentheses and bytes that are not UTF-8, as `/proc/PID/stat` shows it, too.
