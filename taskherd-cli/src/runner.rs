@@ -1282,14 +1282,8 @@ async fn kill_leftovers(shared: &Shared, index: usize, line: usize) {
         }
         check = (check * 2).min(LINGER_CHECK_MAX);
     };
-    if shared.groups.signal(index, libc::SIGKILL) {
-        // Not waited for (the code that terminates jobs never waits for the output: a stalled
-        // reader would keep the job's slot), so a retry notice may come before it.
-        shared.notice_now(format!(
-            "line {line} still running {} after SIGTERM: SIGKILL",
-            table::duration(after)
-        ));
-    }
+    // Its notice is not waited for, so a retry notice may come before it.
+    kill(shared, index, line, after);
 }
 
 /// After the grace period, stops the reading of a job's pipes (see [`Drain`]).
@@ -1307,10 +1301,17 @@ async fn terminate(shared: &Shared, index: usize, line: usize, why: String) {
     }
     let grace = shared.config.kill_grace;
     tokio::time::sleep(grace).await;
+    kill(shared, index, line, grace);
+}
+
+/// SIGKILL to job `index`'s process group (of line `line`), `after` its first SIGTERM, unless
+/// it was sent one already; says so without waiting for the output (the code that terminates
+/// jobs never waits for it: a stalled reader would keep the job's slot).
+fn kill(shared: &Shared, index: usize, line: usize, after: Duration) {
     if shared.groups.signal(index, libc::SIGKILL) {
         shared.notice_now(format!(
             "line {line} still running {} after SIGTERM: SIGKILL",
-            table::duration(grace)
+            table::duration(after)
         ));
     }
 }

@@ -86,7 +86,7 @@ struct Entry {
 impl Entry {
     /// Whether `signal` is SIGKILL and the group was sent it already (by the job's own
     /// termination or the run's: one SIGKILL, one notice).
-    fn killed(&self, signal: i32) -> bool {
+    fn already_killed(&self, signal: i32) -> bool {
         signal == libc::SIGKILL && self.killed
     }
 
@@ -177,7 +177,7 @@ impl Groups {
         let mut running = self.lock();
         let mut signalled = 0;
         for entry in running.values_mut() {
-            if entry.killed(signal) {
+            if entry.already_killed(signal) {
                 continue;
             }
             // A group that is gone already (ESRCH: its processes ended, its output is still
@@ -198,7 +198,7 @@ impl Groups {
     pub fn signal(&self, index: usize, signal: i32) -> bool {
         self.reap_orphans();
         match self.lock().get_mut(&index) {
-            Some(entry) if !entry.killed(signal) && killpg(entry.pgid, signal).is_ok() => {
+            Some(entry) if !entry.already_killed(signal) && killpg(entry.pgid, signal).is_ok() => {
                 entry.signalled(signal);
                 true
             }

@@ -30,7 +30,7 @@ pub struct RedisPermit<K> {
     pub(crate) engine: Arc<Engine>,
     pub(crate) id: String,
     pub(crate) groups: Vec<K>,
-    pub(crate) lost: LeaseView,
+    pub(crate) lease: LeaseView,
     /// Counts the permit in this process ([`RedisPool::wait`](crate::RedisPool::wait)).
     pub(crate) _hold: crate::life::Hold,
 }
@@ -49,7 +49,7 @@ impl<K> RedisPermit<K> {
     /// sees `true` before its work goes on. Once `true`, it stays `true`.
     #[must_use]
     pub fn is_lost(&self) -> bool {
-        self.lost.is_lost(&Arc::downgrade(&self.engine), &self.id)
+        self.lease.is_lost(&Arc::downgrade(&self.engine), &self.id)
     }
 
     /// Resolves once this permit's lease is lost, as [`is_lost`](Self::is_lost) reads it
@@ -67,8 +67,8 @@ impl<K> RedisPermit<K> {
     ///
     /// Cancel safe: it only watches.
     pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        let lease = self.lost.clone();
-        let mut lost = self.lost.lost.clone();
+        let lease = self.lease.clone();
+        let mut lost = self.lease.lost.clone();
         let engine = Arc::downgrade(&self.engine);
         let id = self.id.clone();
         async move {
@@ -97,7 +97,7 @@ impl<K> RedisPermit<K> {
 impl<K> Drop for RedisPermit<K> {
     fn drop(&mut self) {
         // First: a `lost()` future that finds the holder gone then knows it was not lost.
-        self.lost.give_back();
+        self.lease.give_back();
         self.engine.release_later(std::mem::take(&mut self.id));
     }
 }
@@ -108,7 +108,7 @@ impl<K: fmt::Debug> fmt::Debug for RedisPermit<K> {
             .field("id", &self.id)
             .field("groups", &self.groups)
             // The signal only: `is_lost` may presume leases lost, not for a formatter to do.
-            .field("lost", &self.lost.signalled())
+            .field("lost", &self.lease.signalled())
             .finish()
     }
 }

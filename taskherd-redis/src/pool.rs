@@ -494,14 +494,14 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     /// An admission Redis granted, counted in this process ([`Life::hold`]); given back
     /// instead if the pool was closed since the call was made at `generation` (see
     /// [`close`](Self::close)).
-    fn granted(&self, id: String, lost: LeaseView, generation: u64) -> Result<Held, Refused> {
+    fn granted(&self, id: String, lease: LeaseView, generation: u64) -> Result<Held, Refused> {
         let engine = &self.shared.engine;
         // Read: the caller's from now on (before `hold`, which a `shutdown` makes fail).
         engine.claim(&id);
         match self.shared.life.hold(generation) {
             Some(hold) => Ok(Held {
                 id: Pending::of(engine, id),
-                lost,
+                lease,
                 hold,
             }),
             None => {
@@ -512,12 +512,12 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     }
 
     fn permit(&self, held: Held, groups: Vec<K>) -> RedisPermit<K> {
-        let (id, lost, hold) = held.into_parts();
+        let (id, lease, hold) = held.into_parts();
         RedisPermit {
             engine: Arc::clone(&self.shared.engine),
             id,
             groups,
-            lost,
+            lease,
             _hold: hold,
         }
     }
@@ -529,14 +529,14 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     {
         let task = self.shared.tasks.insert(groups);
         // From here the task's guard releases the id.
-        let (id, lost, hold) = held.into_parts();
+        let (id, lease, hold) = held.into_parts();
         let guard = TaskGuard {
             shared: Arc::clone(&self.shared),
             id: id.clone(),
             task,
             _hold: hold,
         };
-        let watched = watched(&self.shared.engine, id.clone(), lost, future);
+        let watched = watched(&self.shared.engine, id.clone(), lease, future);
         let handle = backend::spawn_guarded(guard, watched);
         self.shared.tasks.attach(task, handle.abort_handle());
         // A `shutdown` whose `abort_all` ran before the record above was made (the task was
@@ -997,14 +997,14 @@ fn try_spawn_error<K, T>(refused: Refused, keys: Vec<K>, inner: T) -> TrySpawnEr
 /// (`make` of `try_spawn_with`, or a key's `Hash`, panicked in between).
 struct Held {
     id: Pending,
-    lost: LeaseView,
+    lease: LeaseView,
     hold: Hold,
 }
 
 impl Held {
-    /// The id, the lost signal and the count, for the permit or task guard that releases the
-    /// id.
+    /// The id, the lease (its lost signal and age) and the count, for the permit or task
+    /// guard that releases the id.
     fn into_parts(self) -> (String, LeaseView, Hold) {
-        (self.id.settle(), self.lost, self.hold)
+        (self.id.settle(), self.lease, self.hold)
     }
 }
