@@ -35,10 +35,21 @@
 //! be the last reference to a task whose future holds a permit) all happen after the guard is
 //! dropped. A waker that drops a permit re-enters [`Engine::release_later`], which takes the
 //! lock again: under the lock, that would deadlock the whole pool.
+//!
+//! # Wakers that panic
+//!
+//! A waker is user code too, and may panic when woken (or dropped). Every place that wakes
+//! another caller's waker (a reply handed to an admission call, a flush or shutdown told it is
+//! done, a waiter woken, a lost lease told) does it through [`woken`], which catches the panic:
+//! otherwise it would end the background task that woke it (the admitter, renewer, expirer,
+//! notifier or releaser: every later caller of the pool would fail or wait for ever), leave
+//! the other holders of the same batch untold (their tasks never aborted), or come out of an
+//! unrelated call (a permit's `is_lost()` that presumed another lease lost, `close()`).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher, RandomState};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -52,6 +63,17 @@ use tokio::time::Instant;
 use crate::lease::{LeaseView, ValidFrom};
 use crate::life::Life;
 use crate::scripts::{self, REAP_BATCH};
+
+/// Runs `wake`, which wakes (or drops) other callers' wakers, catching a panic of theirs
+/// (see [Wakers that panic](self#wakers-that-panic)): the panic hook has reported it, and it
+/// is logged as an `ERROR` event naming what was being told. Returns whether it panicked.
+fn woken(what: &'static str, wake: impl FnOnce()) -> bool {
+    let panicked = catch_unwind(AssertUnwindSafe(wake)).is_err();
+    if panicked {
+        tracing::error!("a waker panicked when woken ({what}); the pool carries on");
+    }
+    panicked
+}
 
 /// How often expired leases are reaped (by every process: whoever comes first does it).
 const REAP_EVERY: Duration = Duration::from_millis(500);
@@ -585,7 +607,21 @@ impl Engine {
     /// the waiter's last renewal, Redis unreachable since) is lost at once, as the expirer
     /// would find it a moment later: never handed out as held.
     pub(crate) fn hold(&self, id: &str, valid_from: Instant, unclaimed: Option<u64>) -> LeaseView {
+        self.hold_from(id, unclaimed, |_| (valid_from, None))
+    }
+
+    /// [`hold`](Self::hold), with the start of the lease found under the same lock as the
+    /// holder is recorded, by `valid_from`, which may take a waiter out (dropped unlocked):
+    /// a renewal recorded meanwhile finds the waiter or the holder, never neither.
+    fn hold_from(
+        &self,
+        id: &str,
+        unclaimed: Option<u64>,
+        valid_from: impl FnOnce(&mut Local) -> (Instant, Option<Waiter>),
+    ) -> LeaseView {
         let (lost, rx) = watch::channel(false);
+        let mut local = self.local.lock();
+        let (valid_from, waiter) = valid_from(&mut local);
         let shared = Arc::new(ValidFrom::new(valid_from));
         let view = LeaseView::new(rx, Arc::clone(&shared), self.lease);
         let holder = Holder {
@@ -595,6 +631,8 @@ impl Engine {
             unclaimed,
         };
         if Instant::now().saturating_duration_since(valid_from) >= presumed_lost_after(self.lease) {
+            drop(local);
+            drop(waiter);
             // Released too (a no-op where Redis reaped it).
             self.releases.queue(id.to_owned());
             self.holders_lost(
@@ -604,9 +642,10 @@ impl Engine {
             );
             return view;
         }
-        let replaced = self.local.lock().holders.insert(id.to_owned(), holder);
+        let replaced = local.holders.insert(id.to_owned(), holder);
+        drop(local);
         // Ids are unique, so nothing is replaced; if it were, it is dropped unlocked.
-        drop(replaced);
+        drop((replaced, waiter));
         view
     }
 
@@ -775,15 +814,18 @@ impl Engine {
         set: Option<Instant>,
         unclaimed: Option<u64>,
     ) -> LeaseView {
-        let waiter = self.local.lock().waiters.remove(id);
-        // A waiter is registered before its admission call; one not found (its caller went
-        // away) is given back by the caller of this, and its lease taken to start now.
-        let valid_from = waiter
-            .as_ref()
-            .map_or_else(Instant::now, |waiter| waiter.valid_from);
-        drop(waiter);
-        let valid_from = set.map_or(valid_from, |set| valid_from.max(set));
-        self.hold(id, valid_from, unclaimed)
+        // Under one lock: a renewal recorded between the waiter's removal and the holder's
+        // insertion would find neither, and its advance be lost.
+        self.hold_from(id, unclaimed, |local| {
+            let waiter = local.waiters.remove(id);
+            // A waiter is registered before its admission call; one not found (its caller
+            // went away) is given back by the caller of this, and its lease taken to start
+            // now.
+            let valid_from = waiter
+                .as_ref()
+                .map_or_else(Instant::now, |waiter| waiter.valid_from);
+            (set.map_or(valid_from, |set| valid_from.max(set)), waiter)
+        })
     }
 
     /// One `poll.lua` call.
@@ -881,8 +923,7 @@ impl Engine {
 
     /// Records a confirmed renewal of `ids` (sent no earlier than `sent`): their leases last
     /// at least `lease` from `sent`.
-    fn renewed(&self, ids: &[String], sent: Instant) {
-        let mut local = self.local.lock();
+    fn renewed(local: &mut Local, ids: &[String], sent: Instant) {
         for id in ids {
             if let Some(holder) = local.holders.get_mut(id) {
                 holder.valid_from.advance(sent);
@@ -948,7 +989,9 @@ impl Engine {
         }
         // Unlocked from here on: the wakers woken (and the holders dropped) are user code.
         for wake in wakes {
-            wake.notify_one();
+            woken("a waiter presumed to have lost its place", || {
+                wake.notify_one()
+            });
         }
         let mut holders = Vec::with_capacity(expired.len());
         for (id, holder) in expired {
@@ -962,12 +1005,18 @@ impl Engine {
         );
     }
 
-    /// Handles the ids a renewal found gone: lost leases.
-    fn lost_ids(&self, gone: Vec<String>) {
+    /// Records a renewal's answer: `ids` (the call sent no earlier than `sent`) renewed, but
+    /// for `gone`, the ids Redis no longer knew: lost leases. Both under one lock, the
+    /// renewals first: a check made while the losses are being told (logged, signalled,
+    /// aborted: user code, which takes its time) must find the others' renewal recorded, or
+    /// it would read a lease Redis just renewed as overdue and presume it lost.
+    fn renewal_answered(&self, ids: &[String], gone: Vec<String>, sent: Instant) {
         let mut holders = Vec::new();
         let mut wakes = Vec::new();
         {
             let mut local = self.local.lock();
+            // A gone id's holder is removed below, and a gone waiter gives its id up.
+            Self::renewed(&mut local, ids, sent);
             for id in gone {
                 // An id released since the renewal was sent is not in the map any more.
                 if let Some(holder) = local.holders.remove(&id) {
@@ -980,7 +1029,9 @@ impl Engine {
         }
         // Unlocked from here on: the wakers woken (and the holders dropped) are user code.
         for wake in wakes {
-            wake.notify_one();
+            woken("a waiter whose place a renewal found gone", || {
+                wake.notify_one();
+            });
         }
         self.holders_lost(holders, "leases lost");
     }
@@ -1003,14 +1054,20 @@ impl Engine {
             tracing::warn!(lost, "{why}: their tasks keep running, uncounted by Redis");
         }
         for holder in holders {
-            holder.lost.send_replace(true);
+            // The signal first; the abort and the drop happen even if one of its wakers
+            // panics.
+            woken("a lost lease's watcher", || {
+                holder.lost.send_replace(true);
+            });
             if self.abort_on_lost
                 && let Some(abort) = &holder.abort
             {
                 abort.abort();
             }
             // The watch sender and the abort handle are dropped here, unlocked.
-            drop(holder);
+            woken("a lost lease's watcher, as its signal was dropped", || {
+                drop(holder);
+            });
         }
     }
 
@@ -1025,7 +1082,7 @@ impl Engine {
             .collect();
         // Unlocked: notifying runs the waiters' wakers.
         for wake in wakes {
-            wake.notify_one();
+            woken("a waiter, as the pool closed", || wake.notify_one());
         }
     }
 
@@ -1038,7 +1095,7 @@ impl Engine {
         });
         // Unlocked: notifying runs the waiter's waker.
         if let Some(wake) = wake {
-            wake.notify_one();
+            woken("a waiter, as its status changed", || wake.notify_one());
         }
     }
 }
@@ -1141,7 +1198,9 @@ async fn admitter(mut admitter: Admitter, mut rx: mpsc::UnboundedReceiver<ToAdmi
         for message in received.drain(..) {
             match message {
                 ToAdmitter::Admit(request) if life.closed_since(request.generation) => {
-                    let _ = request.reply.send(Ok(Admitted::Closed));
+                    woken("an admission call, as the pool closed", || {
+                        let _ = request.reply.send(Ok(Admitted::Closed));
+                    });
                 }
                 // Its caller went away before it was sent: nothing to send, nothing to release.
                 ToAdmitter::Admit(request) if request.reply.is_closed() => {}
@@ -1159,7 +1218,9 @@ async fn admitter(mut admitter: Admitter, mut rx: mpsc::UnboundedReceiver<ToAdmi
             for request in batch.extract_if(.., |request| {
                 life.closed_since(request.generation) || request.reply.is_closed()
             }) {
-                let _ = request.reply.send(Ok(Admitted::Closed));
+                woken("an admission call, as the pool closed", || {
+                    let _ = request.reply.send(Ok(Admitted::Closed));
+                });
             }
             if batch.is_empty() {
                 // The releaser takes the ids again.
@@ -1190,7 +1251,9 @@ async fn admitter(mut admitter: Admitter, mut rx: mpsc::UnboundedReceiver<ToAdmi
             let _ = admitter.releases.tx.send(Release::Fresh);
         }
         for done in barriers.drain(..) {
-            let _ = done.send(());
+            woken("a flush or shutdown", || {
+                let _ = done.send(());
+            });
         }
     }
 }
@@ -1211,7 +1274,13 @@ fn answer(
             (Ok(_), None) => Err(Unavailable::lost("the pool has ended")),
             (Err(error), _) => Err(error.copy()),
         };
-        if request.reply.send(outcome).is_err() {
+        let reply = request.reply;
+        // A waker that panics was woken with the outcome stored: it is delivered.
+        let mut refused = false;
+        woken("an admission call, with its outcome", || {
+            refused = reply.send(outcome).is_err();
+        });
+        if refused {
             match &engine {
                 // Forgets the holder or waiter recorded for it, too.
                 Some(engine) => engine.release_later(request.id),
@@ -1265,8 +1334,7 @@ async fn renewer(engine: Weak<Engine>) {
         let reply: Result<Vec<String>, _> = invocation.invoke_async(&mut conn).await;
         match reply {
             Ok(gone) => {
-                engine.lost_ids(gone);
-                engine.renewed(&ids, sent);
+                engine.renewal_answered(&ids, gone, sent);
                 if failing {
                     // The next renewal a whole period after this one.
                     tick.reset();
@@ -1477,7 +1545,9 @@ async fn releaser(
         drop(held);
         // Everything queued before these flushes is released.
         for done in flushes.drain(..) {
-            let _ = done.send(());
+            woken("a flush", || {
+                let _ = done.send(());
+            });
         }
     }
 }

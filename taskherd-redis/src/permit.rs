@@ -63,9 +63,15 @@ impl<K> RedisPermit<K> {
     /// whose pool [aborts on lost](crate::RedisPoolBuilder::abort_on_lost), and checks it
     /// again before it answers).
     ///
+    /// Raced against the work in a `select!`, it must be polled first (`biased;` with this
+    /// branch first): after a pause both may be ready at once, and unbiased `select!` picks
+    /// one at random, so the work would finish uncounted about half the time.
+    ///
     /// # Cancel safety
     ///
-    /// Cancel safe: it only watches.
+    /// Cancel safe: it keeps no state between polls. A poll may presume this process's overdue
+    /// leases lost (as [`is_lost`](Self::is_lost) does), which tells their permits and aborts
+    /// their tasks whether or not the future is polled again.
     pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
         let lease = self.lease.clone();
         let mut lost = self.lease.lost.clone();

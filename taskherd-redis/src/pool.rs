@@ -268,7 +268,8 @@ impl<K> RedisPool<K> {
         self.shared.engine.abort_on_lost
     }
 
-    /// Leases of this process found lost by a renewal so far (tasks and permits).
+    /// Leases of this process lost so far (tasks and permits): found gone by a renewal, or
+    /// presumed lost once no renewal was confirmed for 90% of the lease.
     #[must_use]
     pub fn lost_leases(&self) -> u64 {
         self.shared.engine.lost_count()

@@ -11,8 +11,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tracing::field::{Field, Visit};
-
 use support::{Server, pool};
 
 /// Woken by the subscriber, from a thread outside the runtime, when the leases are presumed
@@ -20,42 +18,15 @@ use support::{Server, pool};
 static WAKE: OnceLock<Arc<tokio::sync::Notify>> = OnceLock::new();
 static STALLED: AtomicBool = AtomicBool::new(false);
 
-/// A `tracing` subscriber that, at the first "presumed lost" warning, wakes the task and
-/// stalls the thread that warns for 300 ms.
-struct SlowWriter;
-
-struct Message(String);
-
-impl Visit for Message {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            self.0 = format!("{value:?}");
-        }
-    }
-}
-
-impl tracing::Subscriber for SlowWriter {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut message = Message(String::new());
-        event.record(&mut message);
-        if message.0.contains("presumed lost") && !STALLED.swap(true, Ordering::SeqCst) {
-            let wake = Arc::clone(WAKE.get().expect("set before the pause"));
-            std::thread::spawn(move || wake.notify_one())
-                .join()
-                .unwrap();
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
+/// At the first "presumed lost" warning: wakes the task and stalls the thread that warns for
+/// 300 ms.
+fn wake_and_stall() {
+    STALLED.store(true, Ordering::SeqCst);
+    let wake = Arc::clone(WAKE.get().expect("set before the pause"));
+    std::thread::spawn(move || wake.notify_one())
+        .join()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
 }
 
 /// Found by a review of the first version of the check, which read a holder already taken out
@@ -65,7 +36,7 @@ impl tracing::Subscriber for SlowWriter {
 async fn a_task_takes_no_step_while_its_loss_is_being_told() {
     let wake = Arc::new(tokio::sync::Notify::new());
     WAKE.set(Arc::clone(&wake)).unwrap();
-    tracing::subscriber::set_global_default(SlowWriter).unwrap();
+    support::slow_writer("presumed lost", wake_and_stall);
     let server = Server::start();
     let lease = Duration::from_secs(1);
     let pool = pool(&server, "pause", lease).await;

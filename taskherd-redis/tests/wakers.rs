@@ -156,3 +156,107 @@ fn a_waker_woken_by_close_may_drop_a_permit() {
     );
     drop(held);
 }
+
+/// A foreign waker that panics when woken (user code: an executor's, a combinator's).
+struct PanicOnWake;
+
+impl Wake for PanicOnWake {
+    fn wake(self: Arc<Self>) {
+        panic!("a foreign waker panics when woken");
+    }
+}
+
+/// Polls `future` once with a [`PanicOnWake`] waker; it must be pending.
+fn arm<F: Future>(future: &mut std::pin::Pin<Box<F>>) {
+    let waker = Waker::from(Arc::new(PanicOnWake));
+    assert!(
+        future
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+    );
+}
+
+/// Another permit's `lost()` waker panics when its lease is presumed lost by this permit's
+/// `is_lost()` (a pause longer than the lease): the panic is the other waiter's, and must not
+/// come out of this call (found by a review: `is_lost()` panicked).
+#[tokio::test(flavor = "current_thread")]
+async fn a_panicking_waker_of_another_lost_lease_does_not_fail_is_lost() {
+    let server = Server::start();
+    let lease = Duration::from_secs(1);
+    let pool = pool(&server, "panic-is-lost", lease).await;
+    let a = pool.try_acquire(["a"]).await.unwrap();
+    let b = pool.try_acquire(["b"]).await.unwrap();
+    let mut b_lost = Box::pin(b.lost());
+    arm(&mut b_lost);
+    // Paused (the runtime's only thread blocked) for a lease.
+    std::thread::sleep(lease);
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.is_lost()));
+    assert!(
+        matches!(checked, Ok(true)),
+        "a.is_lost() panicked with B's waker's panic"
+    );
+    assert!(b.is_lost());
+    assert_eq!(pool.lost_leases(), 2);
+}
+
+/// The expirer presumes a lease lost whose `lost()` waker panics: it must go on telling the
+/// others and keep running, so that later losses still abort their tasks (found by a review:
+/// the expirer died of the panic and a task whose lease expired later ran on for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_waker_of_a_lost_lease_does_not_stop_the_expirer() {
+    let server = Server::start();
+    let lease = Duration::from_millis(600);
+    let pool = pool(&server, "panic-expirer", lease).await;
+    let b = pool.try_acquire(["b"]).await.unwrap();
+    let mut b_lost = Box::pin(b.lost());
+    arm(&mut b_lost);
+    // Cut off from Redis: the expirer presumes the lease lost.
+    pool.stop_renewal();
+    tokio::time::sleep(lease * 2).await;
+    assert!(b.is_lost());
+    assert_eq!(pool.lost_leases(), 1);
+    let task = pool
+        .try_spawn(["c"], std::future::pending::<()>())
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(lease * 4, task)
+        .await
+        .expect("the task was never aborted: the expirer died of B's waker's panic");
+    assert!(ended.unwrap_err().is_cancelled());
+}
+
+/// A granted waiter's waker panics when the notifier wakes it: the notifier must keep
+/// running, so that the next waiter granted is woken too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_waker_of_a_granted_waiter_does_not_stop_the_notifier() {
+    let server = Server::start();
+    let pool = pool(&server, "panic-notifier", Duration::from_secs(3)).await;
+    pool.set_limit("a", 1).await.unwrap();
+    pool.set_limit("b", 1).await.unwrap();
+    let a = pool.try_acquire(["a"]).await.unwrap();
+    let b = pool.try_acquire(["b"]).await.unwrap();
+    let mut first = Box::pin(pool.acquire(["a"]));
+    // Queued in Redis (its admission answered `wait`), with a waker that panics.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pool.waiting_count(&"a").await.unwrap() < 1 && Instant::now() < deadline {
+        arm(&mut first);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.acquire(["b"]).await.map(drop) }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Granted: its waker panics in whatever wakes it.
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(b);
+    let second = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .expect("the second waiter was never woken: its waker's panic stopped the notifier");
+    if let Err(error) = second.unwrap() {
+        panic!("the second waiter failed: {error}");
+    }
+    drop(first);
+}
