@@ -1269,6 +1269,9 @@ impl<K: Eq> State<K> {
             self.fire_idle(out);
         }
         self.maybe_shrink_groups();
+        // The table the shrink may have emptied is freed now: the failed waiters' polls and
+        // drops make no transition that would free it later.
+        self.step_groups(out);
         true
     }
 
