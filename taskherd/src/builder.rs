@@ -143,7 +143,8 @@ impl<K: fmt::Debug, S> Builder<K, S> {
     ///
     /// Off by default, because keys may be any type (not necessarily `Debug`) and may carry data
     /// that should not reach logs, such as peer addresses. Without it, events name a refused
-    /// group by its position in the task's list of groups. (Errors are separate: the `Debug`
+    /// group by its position in the task's list of groups (from 0, repeats left out) and
+    /// show a placeholder for other keys. (Errors are separate: the `Debug`
     /// and `Display` of [`TrySpawnError`](crate::TrySpawnError) show the key whenever `K: Debug`,
     /// because the caller chooses whether to log them.)
     ///

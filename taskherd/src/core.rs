@@ -431,6 +431,7 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
     /// `groups`), and logs it.
     #[cold]
     pub(crate) fn refusal(&self, groups: &mut GroupSet<K>, refused: Refused) -> Refusal<K> {
+        let mut position = None;
         let group = match refused {
             Refused::Closed => {
                 tracing::debug!("task refused: pool closed");
@@ -438,7 +439,10 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
             }
             Refused::Total => Group::Total,
             Refused::Key { index, .. } => match groups.take_key(index) {
-                Some(key) => Group::Key(key),
+                Some(key) => {
+                    position = Some(index);
+                    Group::Key(key)
+                }
                 None => {
                     debug_assert!(false, "refused at a position the group set does not have");
                     Group::Total
@@ -449,7 +453,11 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
                 Group::Total
             }
         };
-        tracing::debug!(group = ?self.label(group.key()), "task refused: group full");
+        let label = Label {
+            position,
+            ..self.label(group.key())
+        };
+        tracing::debug!(group = ?label, "task refused: group full");
         Refusal::Full(group)
     }
 
@@ -642,6 +650,7 @@ impl<K: Eq, S> Core<K, S> {
         Label {
             key,
             key_fmt: self.key_fmt,
+            position: None,
         }
     }
 }
@@ -855,10 +864,13 @@ impl<K: Eq, S> Drop for WaitIdle<K, S> {
     }
 }
 
-/// Shows a group in tracing events: its key if the pool can format keys, else a placeholder.
+/// Shows a group in tracing events: its key if the pool can format keys, else a placeholder
+/// (with the group's position among the admission's groups, if known).
 struct Label<'a, K> {
     key: Option<&'a K>,
     key_fmt: Option<KeyFmt<K>>,
+    /// The group's position among the admission's groups, repeats left out.
+    position: Option<usize>,
 }
 
 impl<K> fmt::Debug for Label<'_, K> {
@@ -866,7 +878,13 @@ impl<K> fmt::Debug for Label<'_, K> {
         match (self.key, self.key_fmt) {
             (None, _) => f.write_str("total"),
             (Some(key), Some(key_fmt)) => key_fmt(key, f),
-            (Some(_), None) => f.write_str("<key: build the pool with Builder::log_keys>"),
+            (Some(_), None) => match self.position {
+                Some(position) => write!(
+                    f,
+                    "<key at position {position}: build the pool with Builder::log_keys>"
+                ),
+                None => f.write_str("<key: build the pool with Builder::log_keys>"),
+            },
         }
     }
 }
@@ -890,6 +908,7 @@ impl<K> fmt::Debug for Labels<'_, K> {
             .entries(self.groups.keys().map(|key| Label {
                 key: Some(key),
                 key_fmt: self.key_fmt,
+                position: None,
             }))
             .finish()
     }
@@ -919,6 +938,7 @@ impl<K> fmt::Debug for LoggedChanges<'_, K> {
             let label = Label {
                 key: Some(key),
                 key_fmt: self.key_fmt,
+                position: None,
             };
             list.entry(&format_args!("{label:?}: {limit:?}"));
         }

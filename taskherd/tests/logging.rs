@@ -93,3 +93,23 @@ async fn log_keys_makes_events_print_keys() {
         "no tracing event printed the key although log_keys() was set; captured:\n{text}"
     );
 }
+
+/// Without `log_keys`, a refusal names the full group by its position among the task's groups,
+/// as `Builder::log_keys` documents (found by a review: every refusal logged the same
+/// placeholder, whichever group was full).
+#[tokio::test]
+async fn without_log_keys_a_refusal_names_the_position_of_the_full_group() {
+    let (capture, _guard) = capture_trace();
+    let pool = TaskPool::<&'static str>::builder().limit(SECRET, 0).build();
+    assert!(pool.try_acquire([SECRET, "free"]).is_err());
+    assert!(pool.try_acquire(["free", "other", SECRET]).is_err());
+    let text = capture.text();
+    assert!(!text.contains(SECRET), "a key was logged:\n{text}");
+    let refusals: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("task refused"))
+        .collect();
+    assert_eq!(refusals.len(), 2, "{text}");
+    assert!(refusals[0].contains("position 0"), "{text}");
+    assert!(refusals[1].contains("position 2"), "{text}");
+}
