@@ -5,6 +5,7 @@
 //! its own: it installs a global `tracing` subscriber that widens the window (it stalls the
 //! expirer in its warning, as a slow log writer would, after waking the task).
 
+mod slow_writer;
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -36,7 +37,7 @@ fn wake_and_stall() {
 async fn a_task_takes_no_step_while_its_loss_is_being_told() {
     let wake = Arc::new(tokio::sync::Notify::new());
     WAKE.set(Arc::clone(&wake)).unwrap();
-    support::slow_writer("presumed lost", wake_and_stall);
+    slow_writer::slow_writer("presumed lost", wake_and_stall);
     let server = Server::start();
     let lease = Duration::from_secs(1);
     let pool = pool(&server, "pause", lease).await;

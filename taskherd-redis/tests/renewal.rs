@@ -5,6 +5,7 @@
 //! its own: it installs a global `tracing` subscriber that widens the window (it stalls the
 //! renewer in its "leases lost" warning, as a slow log writer would).
 
+mod slow_writer;
 mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +25,7 @@ fn stall() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_renewed_by_the_renewal_that_found_another_gone_is_not_presumed_lost() {
-    support::slow_writer("leases lost:", stall);
+    slow_writer::slow_writer("leases lost:", stall);
     let server = Server::start();
     // Renewed every 200 ms, presumed lost 540 ms after its last confirmed renewal was sent.
     let lease = Duration::from_millis(600);
