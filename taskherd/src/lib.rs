@@ -85,7 +85,7 @@ pub use error::{AcquireError, Group, SpawnError, TryAcquireError, TrySpawnError}
 pub use hasher::{DefaultHashBuilder, DefaultKeyHasher};
 pub use limits::LimitChanges;
 pub use permit::Permit;
-pub use pool::TaskPool;
+pub use pool::{Acquire, Spawn, TaskPool};
 pub use stats::GroupStats;
 
 /// The README's example, compiled and run as a doc test.

@@ -665,11 +665,7 @@ where
     /// assert!(pool.is_empty());
     /// # }
     /// ```
-    pub fn spawn<I, F>(
-        &self,
-        groups: I,
-        future: F,
-    ) -> impl Future<Output = Result<JoinHandle<F::Output>, SpawnError<F>>> + use<K, S, I, F>
+    pub fn spawn<I, F>(&self, groups: I, future: F) -> Spawn<K, S, F>
     where
         I: IntoIterator<Item = K>,
         F: Future + Send + 'static,
@@ -772,10 +768,7 @@ where
     /// let _next = pool.acquire(["db"]).await.unwrap();
     /// # }
     /// ```
-    pub fn acquire<I>(
-        &self,
-        groups: I,
-    ) -> impl Future<Output = Result<Permit<K, S>, AcquireError>> + use<K, S, I>
+    pub fn acquire<I>(&self, groups: I) -> Acquire<K, S>
     where
         I: IntoIterator<Item = K>,
     {
@@ -1044,14 +1037,29 @@ where
     }
 }
 
-/// The future [`TaskPool::spawn`] returns: a waiting admission, then the spawn. A named
-/// future rather than an `async` block, which kept the admission twice in its layout (328
-/// bytes for a 16-byte task and three `u32` keys, moved by value into the caller's future)
-/// and cost the waiting flow of `examples/compare.rs` more instructions per task.
-struct Spawn<K: Eq, S, F> {
+/// The future [`TaskPool::spawn`] returns: it waits for the task's admission, then spawns it.
+///
+/// It owns the task's hashed groups and the task's future, and borrows nothing: it is
+/// `'static` when `K`, `S` and `F` are (whatever iterator the groups came from), and `Send`
+/// when they are. See [`TaskPool::spawn`] for what it resolves to, its fairness, errors and
+/// cancel safety.
+//
+// A named future rather than an `async` block, which kept the admission twice in its layout
+// (328 bytes for a 16-byte task and three `u32` keys, moved by value into the caller's future)
+// and cost the waiting flow of `examples/compare.rs` more instructions per task.
+#[must_use = "futures do nothing unless polled: the task is neither queued nor spawned"]
+pub struct Spawn<K: Eq, S, F> {
     admission: WaitAdmission<K, S, TaskAdmission<K, S>>,
     /// The task and its span, until it is spawned or handed back.
     task: Option<(F, tracing::Span)>,
+}
+
+impl<K: Eq, S, F> fmt::Debug for Spawn<K, S, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Spawn")
+            .field("spawned", &self.task.is_none())
+            .finish_non_exhaustive()
+    }
 }
 
 // Never pin-projected: the task's future is only moved (into `tokio::spawn` or the error),
@@ -1086,10 +1094,22 @@ where
     }
 }
 
-/// The future [`TaskPool::acquire`] returns (named, like [`Spawn`], so that it is no larger
-/// than its waiting admission).
-struct Acquire<K: Eq, S> {
+/// The future [`TaskPool::acquire`] returns: it waits for a [`Permit`].
+///
+/// It owns its hashed groups and borrows nothing: it is `'static` when `K` and `S` are
+/// (whatever iterator the groups came from), and `Send` when they are. See
+/// [`TaskPool::acquire`] for what it resolves to, its errors and cancel safety.
+//
+// Named, like `Spawn`, so that it is no larger than its waiting admission.
+#[must_use = "futures do nothing unless polled: no place is taken in the queues"]
+pub struct Acquire<K: Eq, S> {
     admission: WaitAdmission<K, S, Admission<K, S>>,
+}
+
+impl<K: Eq, S> fmt::Debug for Acquire<K, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acquire").finish_non_exhaustive()
+    }
 }
 
 impl<K, S> Future for Acquire<K, S>

@@ -301,3 +301,30 @@ fn limit_changes_are_send_sync_clone_unpin_default_and_debug() {
         (Some(4), Some(1))
     );
 }
+
+/// The futures of `spawn` and `acquire` own their hashed keys and never hold the iterator of
+/// groups they were given, so they are `'static` even when that iterator borrowed (found by a
+/// review: the returned `impl Future` captured the iterator's type, and a future made from
+/// `keys.iter().copied()` could not be passed to `tokio::spawn`).
+#[tokio::test]
+async fn spawn_and_acquire_futures_are_static_when_the_groups_iterator_borrowed() {
+    let pool = TaskPool::<u32>::new();
+    let spawn = {
+        let keys = [1u32, 2, 3];
+        pool.spawn(keys.iter().copied(), async {})
+    };
+    assert_static(&spawn);
+    assert_send(&spawn);
+    assert_debug(&spawn);
+    tokio::spawn(spawn).await.unwrap().unwrap().await.unwrap();
+    let acquire = {
+        let keys = [1u32, 2, 3];
+        pool.acquire(keys.iter().copied())
+    };
+    assert_static(&acquire);
+    assert_send(&acquire);
+    assert_debug(&acquire);
+    let permit = tokio::spawn(acquire).await.unwrap().unwrap();
+    assert_eq!(pool.task_count(&2), 1);
+    drop(permit);
+}
