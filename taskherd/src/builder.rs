@@ -10,7 +10,8 @@ use crate::core::{Config, KeyFmt};
 
 /// Builds a [`TaskPool`] with limits in place before the first task is admitted.
 ///
-/// Created by [`TaskPool::builder`]. Every setting can also be changed later on the pool itself.
+/// Created by [`TaskPool::builder`]. Every limit can also be changed later on the pool itself
+/// (the hasher and [`log_keys`](Builder::log_keys) cannot).
 ///
 /// # Examples
 ///

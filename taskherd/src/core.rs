@@ -391,14 +391,24 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> Core<K, S> {
             };
             match admitted {
                 Ok(()) => {
-                    return Ok(Admission {
+                    let admission = Admission {
                         core: Arc::clone(core),
                         groups,
-                    });
+                    };
+                    // Spare keys left unused (another caller made their entries) go while the
+                    // admission is still a local: if a drop panics, the admission is dropped
+                    // in the unwinding, giving its slots back. Dropped as this returned, they
+                    // leaked it (rust-lang/rust#47949).
+                    drop(spares);
+                    return Ok(admission);
                 }
                 // New entries need keys of their own; `K::clone` never runs under the lock.
                 Err(Refused::NeedKeys(missing)) => spares.fill(&groups, &missing),
-                Err(refused) => return Err(core.refusal(&mut groups, refused)),
+                Err(refused) => {
+                    let refusal = core.refusal(&mut groups, refused);
+                    drop(spares);
+                    return Err(refusal);
+                }
             }
         }
     }

@@ -46,8 +46,11 @@ use crate::stats::GroupStats;
 /// and cloned before its lock is taken and compared before a transition changes state. If one
 /// of them panics, the call that ran it panics and nothing else happens: no count, limit or
 /// place in a queue changed, a future passed to the call is dropped unpolled, and the pool
-/// stays usable (its lock does not poison). Keys are dropped after the lock is released, once
-/// the call's change is complete; a panic there reaches the caller with the change made. The
+/// stays usable (its lock does not poison). Keys are dropped after the lock is released, and a
+/// panic in a key's `Drop` reaches the caller too, with the pool consistent: an admission the
+/// call made is given back in the unwinding (no permit is returned, no task is spawned, and
+/// the future, or `make`, is dropped unpolled), a refused call's future is dropped rather than
+/// handed back, and any other change (a release, a cancel, a limit change) stays made. The
 /// `# Panics` section of each method names the key code it runs.
 ///
 /// # Comparison with neighbours
@@ -492,7 +495,9 @@ where
     ///
     /// Panics if called outside a tokio runtime, like [`tokio::spawn`]. The admission is given
     /// back before the panic propagates. Panics if `K`'s `Hash` or `Eq` panics: nothing is
-    /// counted and `future` is dropped unpolled (see [Keys that panic](Self#keys-that-panic)).
+    /// counted and `future` is dropped unpolled; if a key's `Drop` panics (the keys no new
+    /// group entry keeps are dropped before the task is spawned), the admission is given back
+    /// and `future` dropped unpolled (see [Keys that panic](Self#keys-that-panic)).
     ///
     /// # Examples
     ///
@@ -530,6 +535,9 @@ where
             }
             Err(refused) => {
                 let refusal = self.core.refusal(&mut groups, refused);
+                // Before the error is made: if a key's drop panics, `future` is dropped in the
+                // unwinding rather than leaked with the error being returned.
+                drop(groups);
                 Err(TrySpawnError::new(refusal, future))
             }
         }
@@ -549,7 +557,9 @@ where
     ///
     /// Panics if called outside a tokio runtime. If `make` panics, the panic propagates to the
     /// caller and the admission is given back. Panics if `K`'s `Hash` or `Eq` panics: nothing
-    /// is counted and `make` is dropped uncalled (see [Keys that panic](Self#keys-that-panic)).
+    /// is counted and `make` is dropped uncalled; if a key's `Drop` panics (before `make` is
+    /// called), the admission is given back and `make` dropped uncalled (see [Keys that
+    /// panic](Self#keys-that-panic)).
     ///
     /// # Examples
     ///
@@ -584,6 +594,7 @@ where
             }
             Err(refused) => {
                 let refusal = self.core.refusal(&mut groups, refused);
+                drop(groups);
                 Err(TrySpawnError::new(refusal, make))
             }
         }
@@ -695,7 +706,9 @@ where
     /// # Panics
     ///
     /// Panics if `K`'s `Hash` or `Eq` panics, or its `Clone` (a group without an entry yet
-    /// gets a clone of its key: the permit keeps the keys); nothing changed (see [Keys that
+    /// gets a clone of its key: the permit keeps the keys); nothing changed. Panics if a
+    /// key's `Drop` panics (a clone left unused because another caller made the entry
+    /// meanwhile); the admission is then given back (see [Keys that
     /// panic](Self#keys-that-panic)).
     ///
     /// # Examples

@@ -1103,3 +1103,165 @@ fn a_clone_panic_in_clear_limit_leaves_the_limit() {
     assert!(outcome.is_err(), "the panic reaches the caller");
     assert_eq!(pool.limit(&Key::new(8, &panics)), Some(1));
 }
+
+/// `try_acquire` clones the keys of groups without an entry before it locks; if another
+/// caller made the entry meanwhile, the spare clone is dropped unused. A panic in that drop
+/// must give the admission back: a value being returned is not dropped when a local's
+/// destructor panics (rust-lang/rust#47949), and the spares were dropped as `try_admit`
+/// returned (found by a review: the total kept counting a permit nobody held, and `wait()`
+/// never resolved after `close()`).
+#[test]
+fn a_spare_key_drop_panic_in_try_acquire_gives_the_slot_back() {
+    use std::cell::{Cell, RefCell};
+
+    thread_local! {
+        static POOL: RefCell<Option<TaskPool<Spare>>> = const { RefCell::new(None) };
+        static ARMED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// A key whose armed clone makes the group's entry (as another caller would, in the
+    /// moment no lock is held) and comes out as a clone whose drop panics.
+    struct Spare {
+        id: u32,
+        bomb: bool,
+    }
+    impl PartialEq for Spare {
+        fn eq(&self, other: &Self) -> bool {
+            self.id == other.id
+        }
+    }
+    impl Eq for Spare {}
+    impl Hash for Spare {
+        fn hash<H: Hasher>(&self, state: &mut H) {
+            self.id.hash(state);
+        }
+    }
+    impl Clone for Spare {
+        fn clone(&self) -> Self {
+            let armed = ARMED.with(|armed| armed.replace(false));
+            if armed {
+                POOL.with(|pool| {
+                    let key = Spare {
+                        id: self.id,
+                        bomb: false,
+                    };
+                    pool.borrow().as_ref().unwrap().set_limit(key, 5);
+                });
+            }
+            Spare {
+                id: self.id,
+                bomb: armed,
+            }
+        }
+    }
+    impl Drop for Spare {
+        fn drop(&mut self) {
+            if std::mem::take(&mut self.bomb) {
+                panic!("Spare::drop panics on purpose");
+            }
+        }
+    }
+
+    let pool = TaskPool::<Spare>::new();
+    POOL.with(|slot| *slot.borrow_mut() = Some(pool.clone()));
+    ARMED.with(|armed| armed.set(true));
+    let key = || Spare { id: 1, bomb: false };
+    let outcome = catch_unwind(AssertUnwindSafe(|| pool.try_acquire([key()]).is_ok()));
+    assert!(outcome.is_err(), "the spare key's drop panicked");
+    assert_eq!(pool.len(), 0, "the total counts a permit nobody holds");
+    assert_eq!(
+        pool.task_count(&key()),
+        0,
+        "the group counts a permit nobody holds"
+    );
+    assert!(pool.close());
+    let mut wait = mock(pool.wait());
+    assert_ready!(wait.poll(), "wait() never resolves: a slot nobody holds");
+    POOL.with(|slot| *slot.borrow_mut() = None);
+}
+
+/// A key whose drop panics, once, if it is the bomb. Equality and hashing use `id` only.
+struct Bomb {
+    id: u32,
+    bomb: bool,
+}
+
+impl PartialEq for Bomb {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for Bomb {}
+
+impl Hash for Bomb {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+impl Clone for Bomb {
+    fn clone(&self) -> Self {
+        Bomb {
+            id: self.id,
+            bomb: false,
+        }
+    }
+}
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        if std::mem::take(&mut self.bomb) {
+            panic!("Bomb::drop panics on purpose");
+        }
+    }
+}
+
+/// Sets its flag when dropped.
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// As documented under "Keys that panic": a key dropped by `try_spawn` (one no new entry
+/// keeps) that panics gives the admission back and drops the future unpolled, admitted or
+/// refused (refused, the future is dropped in the unwinding, not leaked with the error).
+#[tokio::test]
+async fn a_key_drop_panic_in_try_spawn_gives_everything_back() {
+    let pool = TaskPool::<Bomb>::new();
+    // The entries exist: the keys passed in are dropped, not kept.
+    pool.set_limit(Bomb { id: 1, bomb: false }, 5);
+    pool.set_limit(Bomb { id: 2, bomb: false }, 0);
+    // Admitted (group 3 is new: its key is kept), then refused at group 2; the bomb is
+    // group 1's key, dropped by the call either way.
+    for groups in [[3, 1], [2, 1]] {
+        let ran = Arc::new(AtomicBool::new(false));
+        let dropped = Arc::new(AtomicBool::new(false));
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let (ran, flag) = (Arc::clone(&ran), DropFlag(Arc::clone(&dropped)));
+            let keys = [
+                Bomb {
+                    id: groups[0],
+                    bomb: false,
+                },
+                Bomb {
+                    id: groups[1],
+                    bomb: true,
+                },
+            ];
+            let _ = pool.try_spawn(keys, async move {
+                let _flag = flag;
+                ran.store(true, Ordering::SeqCst);
+            });
+        }));
+        assert!(outcome.is_err(), "the key's drop panicked");
+        tokio::task::yield_now().await;
+        assert!(!ran.load(Ordering::SeqCst), "the task ran ({groups:?})");
+        assert!(dropped.load(Ordering::SeqCst), "the future leaked ({groups:?})");
+        assert_eq!(pool.len(), 0);
+        assert_eq!(pool.task_count(&Bomb { id: 1, bomb: false }), 0);
+    }
+}
