@@ -21,7 +21,8 @@
 //! - `table`: plain-text tables.
 
 // The only unsafe code: the calls to killpg and fcntl in `signals`, to sysconf in
-// `arg_limits`, to prctl and waitpid in `orphans`, and to getpgid in `members`.
+// `arg_limits`, to prctl and waitpid in `orphans`, to getpgid in `members`, and to ioctl
+// (FIONREAD) in `output`.
 #![deny(unsafe_code)]
 
 // taskherd's own messages go to standard error, which may be a pipe whose reader has gone

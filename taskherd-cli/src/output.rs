@@ -450,9 +450,11 @@ impl Stream {
     }
 }
 
-/// Tells a job's output readers to stop reading its pipes: its processes ended in time, but
-/// something outside them (a daemon it started in a session of its own) may hold the pipes
-/// open for ever. What was read is still passed on; the rest of the pipes is not read.
+/// Tells a job's output readers to stop waiting for the end of its pipes: its processes ended
+/// in time, but something outside them (a daemon it started in a session of its own) may hold
+/// the pipes open for ever. What was read, and what is in the pipes when it is set (the job's
+/// own output, waiting for a slow reader of taskherd's), is still passed on; whatever comes
+/// after is not read.
 #[derive(Debug, Clone)]
 pub struct Drain(Option<watch::Receiver<bool>>);
 
@@ -479,6 +481,77 @@ impl Drain {
     }
 }
 
+/// A job's pipe, which can say how many bytes wait in it to be read.
+pub trait Pipe: AsyncRead + Unpin {
+    /// The bytes written to the pipe and not read yet (0 if it cannot tell).
+    fn waiting(&self) -> usize;
+}
+
+impl Pipe for tokio::process::ChildStdout {
+    fn waiting(&self) -> usize {
+        waiting_in(std::os::fd::AsRawFd::as_raw_fd(self))
+    }
+}
+
+impl Pipe for tokio::process::ChildStderr {
+    fn waiting(&self) -> usize {
+        waiting_in(std::os::fd::AsRawFd::as_raw_fd(self))
+    }
+}
+
+/// For tests: all of it waits.
+#[cfg(test)]
+impl Pipe for &[u8] {
+    fn waiting(&self) -> usize {
+        self.len()
+    }
+}
+
+/// The bytes waiting in pipe `fd` (`FIONREAD`); 0 if it cannot tell.
+#[allow(unsafe_code)]
+fn waiting_in(fd: std::os::fd::RawFd) -> usize {
+    let mut waiting: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which points to a live local; `fd`
+    // is open, borrowed from the pipe for the call.
+    let result = unsafe { libc::ioctl(fd, libc::FIONREAD, &raw mut waiting) };
+    if result == 0 {
+        usize::try_from(waiting).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+/// How much of a pipe is still to be read once its [`Drain`] is set: what waited in it then.
+#[derive(Debug, Clone, Copy)]
+enum Left {
+    /// Not drained: read to the end.
+    All,
+    /// Drained: this many bytes more (whatever was in the pipe when it was set).
+    Bytes(usize),
+}
+
+impl Left {
+    /// Waits until the pipe may be read: `false` once drained and nothing is left to read.
+    /// Drained meanwhile, it counts what waits in `pipe`.
+    async fn readable(&mut self, drain: &mut Drain, pipe: &impl Pipe) -> bool {
+        if let Left::All = self {
+            tokio::select! {
+                biased;
+                () = drain.set() => *self = Left::Bytes(pipe.waiting()),
+                () = std::future::ready(()) => {}
+            }
+        }
+        !matches!(self, Left::Bytes(0))
+    }
+
+    /// `read` bytes were read from the pipe.
+    fn read(&mut self, read: usize) {
+        if let Left::Bytes(left) = self {
+            *left = left.saturating_sub(read);
+        }
+    }
+}
+
 /// The longest line forwarded in one piece: a longer one is cut into pieces of this size, each
 /// with the prefix, so that a job writing without newlines cannot fill taskherd's memory.
 pub const MAX_LINE: usize = MAX_PIECE;
@@ -486,7 +559,7 @@ pub const MAX_LINE: usize = MAX_PIECE;
 /// Forwards a job's pipe line by line, each line prefixed; a last line without a newline gets
 /// one. Returns when the pipe closes (or cannot be read).
 pub async fn forward_lines(
-    pipe: impl AsyncRead + Unpin,
+    pipe: impl Pipe,
     stream: Stream,
     prefix: &[u8],
     sender: &Sender,
@@ -497,15 +570,31 @@ pub async fn forward_lines(
     // The last line sent was cut at its longest: a newline right after it ends that line, it
     // is no blank line of its own.
     let mut cut = false;
+    let mut left = Left::All;
     loop {
-        // Once drained, no more reading (a daemon may write for ever); what was read and is
-        // being sent is sent.
-        let read = tokio::select! {
-            biased;
-            () = drain.set() => break,
-            read = reader.fill_buf() => read,
+        // Once drained, what was read and what waited in the pipe then are passed on, and no
+        // more is read (a daemon may write for ever).
+        let chunk = if reader.buffer().is_empty() {
+            if !left.readable(&mut drain, reader.get_ref()).await {
+                break;
+            }
+            let read = match left {
+                Left::All => tokio::select! {
+                    biased;
+                    () = drain.set() => continue,
+                    read = reader.fill_buf() => read,
+                },
+                // It waits in the pipe: the read does not block.
+                Left::Bytes(_) => reader.fill_buf().await,
+            };
+            if let Ok(chunk) = &read {
+                left.read(chunk.len());
+            }
+            read
+        } else {
+            reader.fill_buf().await
         };
-        let chunk = match read {
+        let chunk = match chunk {
             Ok([]) | Err(_) => break,
             Ok(chunk) => chunk,
         };
@@ -565,18 +654,31 @@ pub struct Spool {
 impl Spool {
     /// Reads a job's pipe to its end. If the future is dropped early, what was read so far is
     /// kept; what a read error leaves in the pipe is lost.
-    pub async fn fill(&mut self, mut pipe: impl AsyncRead + Unpin, mut drain: Drain) {
+    pub async fn fill(&mut self, mut pipe: impl Pipe, mut drain: Drain) {
         let mut buffer = vec![0; 64 * 1024];
+        let mut left = Left::All;
         loop {
-            // As in `forward_lines`: once drained, no more reading.
-            let read = tokio::select! {
-                biased;
-                () = drain.set() => return,
-                read = pipe.read(&mut buffer) => read,
+            // As in `forward_lines`: once drained, what waited in the pipe then, no more.
+            if !left.readable(&mut drain, &pipe).await {
+                return;
+            }
+            let read = match left {
+                Left::All => tokio::select! {
+                    biased;
+                    () = drain.set() => continue,
+                    read = pipe.read(&mut buffer) => read,
+                },
+                Left::Bytes(bytes) => {
+                    let bytes = bytes.min(buffer.len());
+                    pipe.read(&mut buffer[..bytes]).await
+                }
             };
             match read {
                 Ok(0) | Err(_) => return,
-                Ok(read) => self.push(&buffer[..read]).await,
+                Ok(read) => {
+                    left.read(read);
+                    self.push(&buffer[..read]).await;
+                }
             }
         }
     }
@@ -825,6 +927,42 @@ mod tests {
         assert!(numbers.is_sorted(), "kept in order: {numbers:?}");
         let kept = numbers.len();
         assert_eq!(kept + lost, NOTICES_QUEUED * 3, "each one kept or counted");
+    }
+
+    /// Drained while the pipe is held open (a daemon's): what waited in it then is passed
+    /// on, and the end of the pipe is not waited for.
+    #[tokio::test]
+    async fn a_drained_pipe_passes_on_what_waits_in_it_and_no_more() {
+        let mut child = tokio::process::Command::new("sh")
+            .args(["-c", "printf 'one\\ntwo\\nthree\\n'; exec sleep 30"])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while stdout.waiting() < 14 {
+            assert!(std::time::Instant::now() < deadline, "the lines never came");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let (sender, mut receiver) = Sender::channel(16);
+        let (drain, set) = {
+            let sender = watch::Sender::new(false);
+            (Drain::new(&sender), sender)
+        };
+        set.send_replace(true);
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            forward_lines(stdout, Stream::Stdout, b"> ", &sender, drain),
+        )
+        .await
+        .expect("waited for the end of a pipe held open");
+        drop(sender);
+        let mut lines = Vec::new();
+        while let Some(Msg::Stdout(bytes)) = receiver.recv().await {
+            lines.push(String::from_utf8(bytes).unwrap());
+        }
+        assert_eq!(lines, ["> one\n", "> two\n", "> three\n"]);
     }
 
     #[tokio::test]

@@ -1260,7 +1260,10 @@ async fn a_key_drop_panic_in_try_spawn_gives_everything_back() {
         assert!(outcome.is_err(), "the key's drop panicked");
         tokio::task::yield_now().await;
         assert!(!ran.load(Ordering::SeqCst), "the task ran ({groups:?})");
-        assert!(dropped.load(Ordering::SeqCst), "the future leaked ({groups:?})");
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the future leaked ({groups:?})"
+        );
         assert_eq!(pool.len(), 0);
         assert_eq!(pool.task_count(&Bomb { id: 1, bomb: false }), 0);
     }

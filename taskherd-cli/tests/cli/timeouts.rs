@@ -487,3 +487,47 @@ fn a_job_whose_leftover_is_killed_ends_while_the_output_is_stalled() {
     child.wait().unwrap();
     drop(reader);
 }
+
+/// A job that ended in time, whose output waits in its pipe for a slow reader of taskherd's
+/// output past its timeout and grace period, has all of it passed on: only a pipe held open by
+/// something else (a daemon) stops being read then (found by a review: 2,650 to 3,970 of these
+/// 10,000 lines were dropped, with status `succeeded` and nothing said).
+#[test]
+fn a_job_that_ended_in_time_loses_no_output_to_a_slow_reader() {
+    use std::io::Read;
+
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "seq 1 10000\n");
+    let mut child = scratch
+        .command(&[
+            "run",
+            "--timeout",
+            "1s",
+            "--kill-grace",
+            "500ms",
+            "--no-summary",
+            "--report",
+            "r.jsonl",
+            "jobs.txt",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nobody reads taskherd's output until well past the timeout and the grace period.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 10_000, "lines passed on");
+    assert_eq!(lines.last(), Some(&"[1] 10000"));
+    assert_eq!(
+        statuses(&report(&scratch, "r.jsonl")),
+        [(1, "succeeded".to_owned())]
+    );
+}
