@@ -62,8 +62,9 @@ process group, SIGKILL --kill-grace later, 5 s by default). Each job runs in its
 group with standard input from /dev/null and TASKHERD_LINE set to its line number.
 
 Limits file (--limits-file): lines `GROUP=N`, `[total]=N`, `[default]=N`, N a number (0 holds
-the group's jobs back) or `none`. It overrides the command line and is re-read whenever it
-changes; a bad file is reported and the limits in force are kept.
+the group's jobs back) or `none` (for a group: no limit of its own, the default applies). It
+overrides the command line and is re-read whenever it changes; a bad file is reported and the
+limits in force are kept.
 
 Sharing limits between runs (--redis URL): the run's pool lives in Redis, under the name
 --pool (default taskherd-run), so every run using the same Redis and pool name, on this

@@ -169,7 +169,8 @@ impl Watcher {
             let described: Vec<String> = changes
                 .iter()
                 .map(|(target, value)| {
-                    format!("{target} {} -> {}", Value(self.old(target)), Value(*value))
+                    let old = described_as(&self.current, target, self.old(target));
+                    format!("{target} {old} -> {}", described_as(&new, target, *value))
                 })
                 .collect();
             // One batch: no job may start under a mix of the old and the new file.
@@ -215,6 +216,15 @@ impl Watcher {
                 }
             }
         }
+    }
+}
+
+/// `value` of `target` as a change reports it: a group without a limit of its own says which
+/// default applies under `limits` (`none (default 1)`), as `none` alone reads as unlimited.
+fn described_as(limits: &Limits, target: &Target, value: Option<usize>) -> String {
+    match (target, value, limits.default) {
+        (Target::Group(_), None, Some(default)) => format!("none (default {default})"),
+        _ => Value(value).to_string(),
     }
 }
 

@@ -81,7 +81,7 @@ fn a_new_limits_file_takes_effect_as_one_change() {
     scratch.write("jobs.txt", &jobs.join("\n"));
     let run = scratch.run(&["run", "-j", "16", "--limits-file", "limits.txt", "jobs.txt"]);
     run.assert_code(0).assert_stderr_contains(
-        "taskherd: limits file limits.txt changed: [default] 1 -> 10, g none -> 1",
+        "taskherd: limits file limits.txt changed: [default] 1 -> 10, g none (default 1) -> 1",
     );
     let ran = intervals(&scratch);
     assert_eq!(ran.len(), 10);
@@ -99,4 +99,29 @@ fn a_new_limits_file_takes_effect_as_one_change() {
         .split_whitespace()
         .collect();
     assert_eq!(g_row[g_row.len() - 2..], ["1", "1"], "{run:#?}");
+}
+
+/// A group's own limit removed by the file falls back to the default: the change says which
+/// limit applies, not just `none`, which reads as "no limit" (found by a review: `g 3 -> none`
+/// was reported while `-d 1` held the group at 1).
+#[test]
+fn a_change_to_a_group_without_its_own_limit_names_the_default_that_applies() {
+    let scratch = Scratch::new();
+    scratch.write("limits.txt", "g=3\n");
+    let mut jobs = vec![rewriting_job("\\n")];
+    jobs.extend((0..3).map(|i| logged_job(&format!("w{i}"), "g", "0.3")));
+    scratch.write("jobs.txt", &jobs.join("\n"));
+    let run = scratch.run(&[
+        "run",
+        "-j",
+        "8",
+        "-d",
+        "1",
+        "--limits-file",
+        "limits.txt",
+        "jobs.txt",
+    ]);
+    run.assert_code(0).assert_stderr_contains(
+        "taskherd: limits file limits.txt changed: g 3 -> none (default 1)",
+    );
 }
