@@ -506,8 +506,16 @@ impl Interrupts {
                 let signalled = shared.groups.signal_all(libc::SIGTERM);
                 let grace = shared.config.kill_grace;
                 self.kill_at = Some(tokio::time::Instant::now() + grace);
+                // Jobs whose processes all ended count as running while their output is
+                // passed on (a daemon they left may hold it): nothing to signal, but said, as
+                // the first Ctrl-C counted them.
+                let ended = match running.saturating_sub(signalled) {
+                    0 => String::new(),
+                    1 => "; 1 job has ended, its output still being passed on".to_owned(),
+                    n => format!("; {n} jobs have ended, their output still being passed on"),
+                };
                 shared.notice_now(format!(
-                    "terminating {} (SIGTERM; SIGKILL after {}; Ctrl-C again to kill now)",
+                    "terminating {} (SIGTERM; SIGKILL after {}; Ctrl-C again to kill now){ended}",
                     table::count(signalled, "running job"),
                     table::duration(grace),
                 ));

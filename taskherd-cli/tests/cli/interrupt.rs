@@ -517,3 +517,34 @@ fn held_back_until_read(
     assert_eq!(started_until_held_back(scratch, PADDED_JOBS), PADDED_JOBS);
     read
 }
+
+/// A second Ctrl-C while a job that has ended still has its output passed on (a daemon it
+/// left holds its pipe): no job is running to terminate, and the notice says why the first
+/// one counted it (found by a review: "waiting for 1 running job", then "terminating 0
+/// running jobs", and nothing more).
+#[test]
+fn a_second_ctrl_c_says_which_jobs_only_have_output_left() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "jobs.txt",
+        "setsid sh -c 'echo $$ > daemon.pid; exec sleep 600' & touch started\n",
+    );
+    let child = scratch
+        .command(&["run", "--kill-grace", "0.5", "jobs.txt"])
+        .spawn()
+        .unwrap();
+    wait_for_files(&scratch, &["started", "daemon.pid"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid = child.id();
+    send_signal(pid, "INT");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    send_signal(pid, "INT");
+    let run = finish_within(child, std::time::Duration::from_secs(30));
+    let daemon = scratch.read("daemon.pid");
+    send_signal(daemon.trim().parse().unwrap(), "KILL");
+    run.assert_stderr_contains("waiting for 1 running job")
+        .assert_stderr_contains(
+            "terminating 0 running jobs (SIGTERM; SIGKILL after 0.50s; Ctrl-C again to kill \
+             now); 1 job has ended, its output still being passed on",
+        );
+}
