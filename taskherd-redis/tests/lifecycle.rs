@@ -23,9 +23,13 @@ fn ready(future: Pin<&mut impl Future<Output = ()>>) -> bool {
 }
 
 /// Polls an admission call once, which sends it to Redis; its reply needs a round trip, so it
-/// is then in flight.
-fn send<T>(call: Pin<&mut impl Future<Output = T>>) {
+/// is then in flight. Writes (scripts) are paused on `server` during that poll: on a loaded
+/// machine, the polling thread could otherwise be preempted long enough for the admitter's
+/// round trip to finish within it (seen once in CI).
+fn send<T>(server: &Server, call: Pin<&mut impl Future<Output = T>>) {
+    pause_writes(server);
     let first = call.poll(&mut Context::from_waker(Waker::noop()));
+    unpause(server);
     assert!(first.is_pending(), "answered without a round trip");
 }
 
@@ -113,7 +117,7 @@ async fn an_admission_granted_after_close_fails_and_gives_its_slot_back() {
     let server = Server::start();
     let pool = pool(&server, "inflight", Duration::from_secs(5)).await;
     let mut attempt = pin!(pool.try_spawn(["a"], async { 7 }));
-    send(attempt.as_mut());
+    send(&server, attempt.as_mut());
     assert!(pool.close());
     assert!(
         ready(pin!(pool.wait()).as_mut()),
@@ -176,9 +180,11 @@ async fn a_call_made_before_close_fails_even_if_the_pool_is_reopened() {
 
     // Made, not polled.
     let made = pool.try_spawn(["b"], async { 7 });
-    // In flight, granted by Redis.
+    // In flight, granted by Redis. Writes paused while it is sent: on a loaded machine, the
+    // thread polling it could otherwise be preempted long enough for the admitter's round trip
+    // to finish within that first poll.
     let mut in_flight = pin!(pool.try_acquire(["c"]));
-    send(in_flight.as_mut());
+    send(&server, in_flight.as_mut());
     // Queued.
     let held = pool.try_acquire(["a"]).await.unwrap();
     let queued = tokio::spawn({
