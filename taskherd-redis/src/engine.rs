@@ -163,8 +163,10 @@ struct AdmitRequest {
 enum ToAdmitter {
     Admit(AdmitRequest),
     /// Answer once every admission sent before this message has been answered (its call, if
-    /// any, has run in Redis).
-    Barrier(oneshot::Sender<()>),
+    /// any, has run in Redis), after releasing the calls made before generation `.1`, if set
+    /// (see [`Engine::release_unclaimed`]): done by the admitter, so that it happens even if
+    /// whoever sent this stops waiting for the answer.
+    Barrier(oneshot::Sender<()>, Option<u64>),
 }
 
 /// At most this many admissions share one `admit.lua` call.
@@ -716,12 +718,18 @@ impl Engine {
         self.releases.queue(id);
     }
 
-    /// Waits until every admission sent to the admitter so far has been answered: the call
-    /// that carried it, if any, has run in Redis.
-    pub(crate) async fn admitted_so_far(&self) {
+    /// Once every admission sent to the admitter so far has been answered (the call that
+    /// carried it, if any, has run in Redis), releases the calls made before generation
+    /// `before` ([`release_unclaimed`](Self::release_unclaimed)); waits for that. The admitter
+    /// does it as it reaches this request, whether or not this future is still there then.
+    pub(crate) async fn release_unclaimed_once_admitted(&self, before: u64) {
         let (tx, rx) = oneshot::channel();
-        if self.admit_tx.send(ToAdmitter::Barrier(tx)).is_ok() {
-            let _ = rx.await;
+        match self.admit_tx.send(ToAdmitter::Barrier(tx, Some(before))) {
+            Ok(()) => {
+                let _ = rx.await;
+            }
+            // No admitter: no call in flight either.
+            Err(_) => self.release_unclaimed(before),
         }
     }
 
@@ -747,8 +755,16 @@ impl Engine {
                 .collect();
             (waiters, holders)
         };
-        // Unlocked: the holders' watch senders are dropped here.
-        ids.extend(holders.into_iter().map(|(id, _)| id));
+        // Unlocked: the holders' watch senders are dropped here (their wakers, if any, run:
+        // see `woken`).
+        let (holder_ids, holders): (Vec<String>, Vec<Holder>) = holders.into_iter().unzip();
+        ids.extend(holder_ids);
+        woken(
+            "an unread admission's lease watcher, as it was given back",
+            || {
+                drop(holders);
+            },
+        );
         for id in ids {
             self.releases.queue(id);
         }
@@ -1205,7 +1221,7 @@ async fn admitter(mut admitter: Admitter, mut rx: mpsc::UnboundedReceiver<ToAdmi
                 // Its caller went away before it was sent: nothing to send, nothing to release.
                 ToAdmitter::Admit(request) if request.reply.is_closed() => {}
                 ToAdmitter::Admit(request) => batch.push(request),
-                ToAdmitter::Barrier(done) => barriers.push(done),
+                ToAdmitter::Barrier(done, release) => barriers.push((done, release)),
             }
         }
         if !batch.is_empty() {
@@ -1250,8 +1266,13 @@ async fn admitter(mut admitter: Admitter, mut rx: mpsc::UnboundedReceiver<ToAdmi
         if !admitter.releases.fresh.lock().is_empty() {
             let _ = admitter.releases.tx.send(Release::Fresh);
         }
-        for done in barriers.drain(..) {
-            woken("a flush or shutdown", || {
+        for (done, release) in barriers.drain(..) {
+            if let Some(before) = release
+                && let Some(engine) = admitter.engine.upgrade()
+            {
+                engine.release_unclaimed(before);
+            }
+            woken("a shutdown", || {
                 let _ = done.send(());
             });
         }

@@ -14,7 +14,7 @@ use taskherd::{
 use tokio::task::JoinHandle;
 
 use crate::builder::RedisPoolBuilder;
-use crate::engine::{Admitted, Answer, Engine, Status, Unavailable};
+use crate::engine::{Admitted, Answer, Engine, Status, Unavailable, presumed_lost_after};
 use crate::key::{InvalidKey, checked_segment};
 use crate::lease::LeaseView;
 use crate::life::{Hold, Life};
@@ -69,6 +69,10 @@ struct Shared<K> {
     tasks: Tasks<K>,
     life: Arc<Life>,
 }
+
+/// How soon a woken waiter whose status poll failed (Redis unreachable for a moment) polls
+/// again, unless woken before.
+const POLL_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl<K> Clone for RedisPool<K> {
     fn clone(&self) -> Self {
@@ -457,8 +461,16 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                     return Err(Refused::Closed);
                 }
             }
+            // Since when its own polls have failed, if they do.
+            let mut unreachable_since: Option<tokio::time::Instant> = None;
             loop {
-                wake.notified().await;
+                match unreachable_since {
+                    None => wake.notified().await,
+                    // Its poll failed: tried again soon, or at the next wake-up.
+                    Some(_) => {
+                        let _ = tokio::time::timeout(POLL_RETRY, wake.notified()).await;
+                    }
+                }
                 // Closed since the call was made, even if reopened since (`close` wakes every
                 // waiter): it leaves the queues as it is dropped.
                 if life.closed_since(generation) {
@@ -466,10 +478,24 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                 }
                 let status = match engine.take_status(pending.id()) {
                     Some(status) => status,
-                    None => {
-                        let polled = engine.poll(&[pending.id().to_owned()]).await?;
-                        polled.first().copied().unwrap_or(Status::Gone)
-                    }
+                    None => match engine.poll(&[pending.id().to_owned()]).await {
+                        Ok(polled) => {
+                            unreachable_since = None;
+                            polled.first().copied().unwrap_or(Status::Gone)
+                        }
+                        // An outage shorter than 90% of the lease keeps the place (it is
+                        // renewed, or presumed lost by the expirer, which wakes this with
+                        // `Gone`): only polls failing that long fail the call.
+                        Err(error) => {
+                            let since =
+                                *unreachable_since.get_or_insert_with(tokio::time::Instant::now);
+                            if since.elapsed() >= presumed_lost_after(engine.lease) {
+                                return Err(error.into());
+                            }
+                            tracing::debug!(error = %error.0, "a woken waiter's poll failed; retrying");
+                            continue;
+                        }
+                    },
                 };
                 match status {
                     Status::Waiting => {}
@@ -923,7 +949,9 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future stops only the waiting. If it was polled, the pool
-    /// stays closed and its tasks stay aborted; nothing happens before the first poll.
+    /// stays closed, its tasks stay aborted, and its waiters and unread admissions are still
+    /// given back (by the pool's background task, once the admission call in flight, if any,
+    /// has been answered); nothing happens before the first poll.
     pub async fn shutdown(&self) {
         // The calls made before this are closed since `closed_at`; one made after a `reopen`
         // racing with this is not, and keeps its place.
@@ -935,8 +963,10 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
         // No admission is sent once closed; the one in flight, if any, has run in Redis after
         // this. Then the waiters it (or an earlier call) queued are released behind it, on the
         // same connection, whether or not their futures run again before the process exits.
-        self.shared.engine.admitted_so_far().await;
-        self.shared.engine.release_unclaimed(closed_at);
+        self.shared
+            .engine
+            .release_unclaimed_once_admitted(closed_at)
+            .await;
         wait.await;
         self.flush().await;
     }

@@ -734,3 +734,50 @@ async fn a_permit_given_back_before_a_pause_is_not_lost() {
     assert!(poll_once(&mut lost).is_pending());
     assert_eq!(pool.lost_leases(), 0);
 }
+
+/// A waiter that Redis grants, woken by the notifier's `BLPOP`, checks its status with a poll
+/// of its own; an outage that starts right then, far shorter than 90% of its lease, must not
+/// make it fail (and give back the slot it was granted): the docs promise that such an outage
+/// keeps its place (found by a review: it failed at once, "broken pipe").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_granted_waiter_keeps_its_place_through_an_outage_shorter_than_its_lease() {
+    let lease = Duration::from_secs(3);
+    let (server, cut, cut_off, other) = partitioned("outage-grant", lease).await;
+    other.set_limit("g", 1).await.unwrap();
+    let held = other.try_acquire(["g"]).await.unwrap();
+    let mut call = Box::pin(cut_off.acquire(["g"]));
+    assert!(poll_once(&mut call).is_pending());
+    while other.waiting_len().await.unwrap() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(poll_once(&mut call).is_pending());
+    }
+    drop(held);
+    other.flush().await;
+    assert_eq!(other.waiting_len().await.unwrap(), 0, "granted in Redis");
+    // The notifier has popped the wake-up (its list is empty) ...
+    loop {
+        let lists = server
+            .cmd(&["KEYS", "taskherd:{outage-grant}:n:*"])
+            .unwrap();
+        if lists.starts_with("*0") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // ... and the outage starts before the woken waiter polls: 300 ms, far below 2.7 s.
+    cut.store(true, Ordering::SeqCst);
+    tokio::spawn({
+        let cut = Arc::clone(&cut);
+        async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            cut.store(false, Ordering::SeqCst);
+        }
+    });
+    let outcome = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the waiter neither got its permit nor failed");
+    match outcome {
+        Ok(permit) => assert!(!permit.is_lost()),
+        Err(error) => panic!("a 300 ms outage made a granted waiter fail: {error}"),
+    }
+}

@@ -711,3 +711,35 @@ fn unpause(server: &Server) {
             .starts_with("+OK")
     );
 }
+
+/// `shutdown` takes this process's waiters out of Redis's queues even if its future is dropped
+/// after its first poll (a `timeout`, a `select!`): its docs say dropping it stops only the
+/// waiting (found by a review: the waiter stayed queued, and renewed, for as long as its
+/// future lived).
+#[tokio::test(flavor = "current_thread")]
+async fn a_shutdown_dropped_after_its_first_poll_still_takes_the_waiters_out() {
+    let server = Server::start();
+    let lease = Duration::from_millis(900);
+    let pool = pool(&server, "shutdown-dropped", lease).await;
+    let other = support::pool(&server, "shutdown-dropped", lease).await;
+    other.set_limit("a", 1).await.unwrap();
+    let _held = other.try_acquire(["a"]).await.unwrap();
+    let mut waiting = Box::pin(pool.acquire(["a"]));
+    assert!(poll_once(&mut waiting).is_pending());
+    while other.waiting_len().await.unwrap() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut shutdown = Box::pin(pool.shutdown());
+    assert!(poll_once(&mut shutdown).is_pending());
+    drop(shutdown);
+    assert!(pool.is_closed());
+    // Several leases: a waiter left queued would be renewed all along.
+    tokio::time::sleep(lease * 4).await;
+    pool.flush().await;
+    assert_eq!(
+        other.waiting_len().await.unwrap(),
+        0,
+        "the waiter of a process whose shutdown was dropped is still queued in Redis"
+    );
+    drop(waiting);
+}
