@@ -40,8 +40,8 @@
 //!
 //! A waker is user code too, and may panic when woken (or dropped). Every place that wakes
 //! another caller's waker (a reply handed to an admission call, a flush or shutdown told it is
-//! done, a waiter woken, a lost lease told) does it through [`woken`], which catches the panic:
-//! otherwise it would end the background task that woke it (the admitter, renewer, expirer,
+//! done, a waiter woken, a lost lease told) does it through [`woken`], which catches the
+//! panic (see [`crate::wakers`]): otherwise it would end the background task that woke it (the admitter, renewer, expirer,
 //! notifier or releaser: every later caller of the pool would fail or wait for ever), leave
 //! the other holders of the same batch untold (their tasks never aborted), or come out of an
 //! unrelated call (a permit's `is_lost()` that presumed another lease lost, `close()`).
@@ -49,7 +49,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher, RandomState};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -63,17 +62,7 @@ use tokio::time::Instant;
 use crate::lease::{LeaseView, ValidFrom};
 use crate::life::Life;
 use crate::scripts::{self, REAP_BATCH};
-
-/// Runs `wake`, which wakes (or drops) other callers' wakers, catching a panic of theirs
-/// (see [Wakers that panic](self#wakers-that-panic)): the panic hook has reported it, and it
-/// is logged as an `ERROR` event naming what was being told. Returns whether it panicked.
-fn woken(what: &'static str, wake: impl FnOnce()) -> bool {
-    let panicked = catch_unwind(AssertUnwindSafe(wake)).is_err();
-    if panicked {
-        tracing::error!("a waker panicked when woken ({what}); the pool carries on");
-    }
-    panicked
-}
+use crate::wakers::woken;
 
 /// How often expired leases are reaped (by every process: whoever comes first does it).
 const REAP_EVERY: Duration = Duration::from_millis(500);

@@ -97,6 +97,7 @@ mod life;
 mod permit;
 mod pool;
 mod scripts;
+mod wakers;
 
 pub use builder::RedisPoolBuilder;
 pub use error::UnavailableError;

@@ -101,7 +101,7 @@ impl Life {
         let life = Arc::clone(self);
         let wait = async move {
             if !now {
-                let _ = idle.changed().await;
+                changed(&mut idle).await;
             }
             drop(life);
         };
@@ -153,16 +153,19 @@ impl Life {
         async move {
             if !now {
                 // The sender lives in `life`, kept alive here: `changed` returns no error.
-                let _ = idle.changed().await;
+                changed(&mut idle).await;
             }
             drop(life);
         }
     }
 
-    /// Tells the `wait`s; called after unlocking (waking runs wakers).
+    /// Tells the `wait`s; called after unlocking (waking runs wakers, whose panic is caught:
+    /// it would otherwise come out of `close`, `shutdown` or the drop of a permit).
     fn became_idle(&self) {
-        self.idle
-            .send_modify(|moments| *moments = moments.wrapping_add(1));
+        crate::wakers::woken("a wait(), as the pool became idle", || {
+            self.idle
+                .send_modify(|moments| *moments = moments.wrapping_add(1));
+        });
     }
 }
 
@@ -182,4 +185,12 @@ impl Drop for Hold {
             self.life.became_idle();
         }
     }
+}
+
+/// Waits for the next change of `idle`, with a waker that catches the caller's panic (see
+/// [`wakers`](crate::wakers)): every `wait()` is woken even if one of them panics. The sender
+/// lives as long as the `Life` its callers keep alive, so an error cannot come.
+async fn changed(idle: &mut tokio::sync::watch::Receiver<u64>) {
+    let mut changed = std::pin::pin!(idle.changed());
+    let _ = std::future::poll_fn(|cx| crate::wakers::poll_catching(changed.as_mut(), cx)).await;
 }

@@ -87,7 +87,9 @@ impl<K> RedisPermit<K> {
                 if lease.is_lost(&engine, &id) {
                     return Poll::Ready(());
                 }
-                signalled.as_mut().poll(cx)
+                // A panic of this caller's waker must not stop tokio waking the lease's other
+                // watchers (see `wakers`).
+                crate::wakers::poll_catching(signalled.as_mut(), cx)
             })
             .await;
         }

@@ -260,3 +260,76 @@ async fn a_panicking_waker_of_a_granted_waiter_does_not_stop_the_notifier() {
     }
     drop(first);
 }
+
+/// Sets its flag when woken.
+#[derive(Default)]
+struct Flag(AtomicBool);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A `wait()` whose waker panics when the pool becomes idle: `close()` must neither panic
+/// nor stop before it tells the waiting calls that the pool closed (found by a review: the
+/// panic came out of `close()` before it woke them, and a queued `acquire` hung for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_waker_of_wait_does_not_fail_close_nor_strand_waiters() {
+    let server = Server::start();
+    let pool = pool(&server, "panic-close", Duration::from_secs(3)).await;
+    pool.set_limit("a", 0).await.unwrap();
+    let waiting = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.acquire(["a"]).await.map(drop) }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pool.waiting_count(&"a").await.unwrap() < 1 {
+        assert!(Instant::now() < deadline, "the acquire never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut wait = Box::pin(pool.wait());
+    arm(&mut wait);
+    let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.close()));
+    assert!(
+        matches!(closed, Ok(true)),
+        "close() panicked with wait()'s waker's panic"
+    );
+    let told = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the waiting acquire was never told that the pool closed");
+    assert!(told.unwrap().is_err());
+}
+
+/// One `lost()` watcher's waker panics when the lease is lost: every other watcher of the
+/// lease is still woken (found by a review: tokio's wake loop dropped the rest of its batch,
+/// 8 of 64 watchers slept on, their work running uncounted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_lost_waker_does_not_leave_the_other_watchers_asleep() {
+    let server = Server::start();
+    let lease = Duration::from_millis(600);
+    let pool = pool(&server, "panic-watchers", lease).await;
+    let b = pool.try_acquire(["b"]).await.unwrap();
+    let mut panicking = Box::pin(b.lost());
+    arm(&mut panicking);
+    let mut others = Vec::new();
+    for _ in 0..64 {
+        let flag = Arc::new(Flag::default());
+        let mut lost = Box::pin(b.lost());
+        let waker = Waker::from(Arc::clone(&flag));
+        assert!(
+            lost.as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        others.push((flag, lost));
+    }
+    pool.stop_renewal();
+    tokio::time::sleep(lease * 3).await;
+    assert_eq!(pool.lost_leases(), 1);
+    let asleep = others
+        .iter()
+        .filter(|(flag, _)| !flag.0.load(Ordering::SeqCst))
+        .count();
+    assert_eq!(asleep, 0, "{asleep} of 64 lost() watchers were never woken");
+}

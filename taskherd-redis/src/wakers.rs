@@ -1,0 +1,63 @@
+//! Wakers are user code: one may panic when woken (or dropped). The pool must not let such a
+//! panic end one of its background tasks, come out of an unrelated call, or keep other
+//! callers from being woken.
+//!
+//! - Where the pool wakes one caller's waker itself (a reply to an admission call, a waiter's
+//!   `Notify`, a lost lease's signal, a flush), it does so through [`woken`], which catches the
+//!   panic and logs it.
+//! - Where many callers wait on one signal through tokio (a lease's `lost()` futures on its
+//!   watch channel, `wait()` futures on the pool's idle channel), one panicking waker inside
+//!   tokio's wake loop would leave the others of its batch unwoken: tokio drops the rest of the
+//!   batch as the panic unwinds. So those futures register a [`Catching`] waker in their place
+//!   ([`poll_catching`]), whose `wake` catches the caller's panic: tokio's loop never sees one.
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+/// Runs `wake`, which wakes (or drops) other callers' wakers, catching a panic of theirs: the
+/// panic hook has reported it, and it is logged as an `ERROR` event naming what was being
+/// told. Returns whether it panicked.
+pub(crate) fn woken(what: &'static str, wake: impl FnOnce()) -> bool {
+    let panicked = catch_unwind(AssertUnwindSafe(wake)).is_err();
+    if panicked {
+        tracing::error!("a waker panicked when woken ({what}); the pool carries on");
+    }
+    panicked
+}
+
+/// Polls `future` with a [`Catching`] waker standing in for `cx`'s.
+pub(crate) fn poll_catching<F: Future + ?Sized>(
+    future: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Poll<F::Output> {
+    let waker = Waker::from(Arc::new(Catching(Some(cx.waker().clone()))));
+    future.poll(&mut Context::from_waker(&waker))
+}
+
+/// Wakes the waker it holds, catching a panic of its `wake` (and of its `drop`).
+struct Catching(Option<Waker>);
+
+impl Wake for Catching {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(waker) = &self.0 {
+            woken("a watcher of a lost lease or of the pool's end", || {
+                waker.wake_by_ref();
+            });
+        }
+    }
+}
+
+impl Drop for Catching {
+    fn drop(&mut self) {
+        if let Some(waker) = self.0.take() {
+            woken("a watcher's waker, as it was dropped", || drop(waker));
+        }
+    }
+}
