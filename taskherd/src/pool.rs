@@ -1069,8 +1069,9 @@ pub struct Spawn<K: Eq, S, F> {
 
 impl<K: Eq, S, F> fmt::Debug for Spawn<K, S, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Completed: the task spawned, or handed back in a `SpawnError`.
         f.debug_struct("Spawn")
-            .field("spawned", &self.task.is_none())
+            .field("completed", &self.task.is_none())
             .finish_non_exhaustive()
     }
 }

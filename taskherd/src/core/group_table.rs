@@ -323,6 +323,15 @@ impl<T: Hashed> GroupTable<T> {
         }
     }
 
+    /// Moves every entry left in the old table at once, if a move is under way (`close`,
+    /// which removes many entries and after which no transition may come to step the move
+    /// on). Call at the end of a transition (it invalidates bucket indexes).
+    pub(crate) fn finish_move(&mut self) {
+        if self.old.num_buckets() > 1 {
+            self.step_by(usize::MAX, usize::MAX);
+        }
+    }
+
     #[cold]
     #[inline(never)]
     fn step_slow(&mut self) {

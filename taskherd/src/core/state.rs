@@ -1269,8 +1269,11 @@ impl<K: Eq> State<K> {
             self.fire_idle(out);
         }
         self.maybe_shrink_groups();
-        // The table the shrink may have emptied is freed now: the failed waiters' polls and
-        // drops make no transition that would free it later.
+        // The move the shrink may have started is finished, and the old table freed, now:
+        // the failed waiters' polls and drops make no transition that would step it on, and
+        // the entries of what still holds slots (a permit, a task) would keep it. `close` is
+        // O(waiters) already; this adds O(buckets of the old table).
+        self.groups.finish_move();
         self.step_groups(out);
         true
     }
