@@ -715,7 +715,11 @@ impl Engine {
         let (tx, rx) = oneshot::channel();
         match self.admit_tx.send(ToAdmitter::Barrier(tx, Some(before))) {
             Ok(()) => {
-                let _ = rx.await;
+                // The admitter ended before it reached the barrier (its runtime shut down):
+                // released here. (Twice is harmless: what was released is gone from the maps.)
+                if rx.await.is_err() {
+                    self.release_unclaimed(before);
+                }
             }
             // No admitter: no call in flight either.
             Err(_) => self.release_unclaimed(before),

@@ -192,5 +192,6 @@ impl Drop for Hold {
 /// lives as long as the `Life` its callers keep alive, so an error cannot come.
 async fn changed(idle: &mut tokio::sync::watch::Receiver<u64>) {
     let mut changed = std::pin::pin!(idle.changed());
-    let _ = std::future::poll_fn(|cx| crate::wakers::poll_catching(changed.as_mut(), cx)).await;
+    let mut catching = crate::wakers::CatchingWaker::default();
+    let _ = std::future::poll_fn(|cx| catching.poll(changed.as_mut(), cx)).await;
 }

@@ -83,13 +83,14 @@ impl<K> RedisPermit<K> {
                     std::future::pending::<()>().await;
                 }
             });
+            // A panic of this caller's waker must not stop tokio waking the lease's other
+            // watchers (see `wakers`).
+            let mut catching = crate::wakers::CatchingWaker::default();
             std::future::poll_fn(|cx| {
                 if lease.is_lost(&engine, &id) {
                     return Poll::Ready(());
                 }
-                // A panic of this caller's waker must not stop tokio waking the lease's other
-                // watchers (see `wakers`).
-                crate::wakers::poll_catching(signalled.as_mut(), cx)
+                catching.poll(signalled.as_mut(), cx)
             })
             .await;
         }

@@ -463,12 +463,17 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
             }
             // Since when its own polls have failed, if they do.
             let mut unreachable_since: Option<tokio::time::Instant> = None;
+            // The retry's timer is woken by tokio's time driver, many timers at a time: with
+            // the caller's waker as it is, its panic would abort the process (see `wakers`).
+            let mut catching = crate::wakers::CatchingWaker::default();
             loop {
                 match unreachable_since {
                     None => wake.notified().await,
                     // Its poll failed: tried again soon, or at the next wake-up.
                     Some(_) => {
-                        let _ = tokio::time::timeout(POLL_RETRY, wake.notified()).await;
+                        let mut retry =
+                            std::pin::pin!(tokio::time::timeout(POLL_RETRY, wake.notified()));
+                        let _ = std::future::poll_fn(|cx| catching.poll(retry.as_mut(), cx)).await;
                     }
                 }
                 // Closed since the call was made, even if reopened since (`close` wakes every
@@ -489,11 +494,18 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                         Err(error) => {
                             let since =
                                 *unreachable_since.get_or_insert_with(tokio::time::Instant::now);
-                            if since.elapsed() >= presumed_lost_after(engine.lease) {
-                                return Err(error.into());
+                            if since.elapsed() < presumed_lost_after(engine.lease) {
+                                tracing::debug!(
+                                    error = %error.0,
+                                    "a woken waiter's poll failed; retrying"
+                                );
+                                continue;
                             }
-                            tracing::debug!(error = %error.0, "a woken waiter's poll failed; retrying");
-                            continue;
+                            // A status the notifier recorded meanwhile (a grant) is not given up.
+                            match engine.take_status(pending.id()) {
+                                Some(status) => status,
+                                None => return Err(error.into()),
+                            }
                         }
                     },
                 };

@@ -9,7 +9,9 @@
 //!   watch channel, `wait()` futures on the pool's idle channel), one panicking waker inside
 //!   tokio's wake loop would leave the others of its batch unwoken: tokio drops the rest of the
 //!   batch as the panic unwinds. So those futures register a [`Catching`] waker in their place
-//!   ([`poll_catching`]), whose `wake` catches the caller's panic: tokio's loop never sees one.
+//!   ([`CatchingWaker`]), whose `wake` catches the caller's panic: tokio's loop never sees one.
+//!   So does a waiter's retry timer (tokio's time driver wakes a batch of timers the same way,
+//!   and on a multi-thread runtime a panic there aborts the process).
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -28,13 +30,36 @@ pub(crate) fn woken(what: &'static str, wake: impl FnOnce()) -> bool {
     panicked
 }
 
-/// Polls `future` with a [`Catching`] waker standing in for `cx`'s.
-pub(crate) fn poll_catching<F: Future + ?Sized>(
-    future: Pin<&mut F>,
-    cx: &mut Context<'_>,
-) -> Poll<F::Output> {
-    let waker = Waker::from(Arc::new(Catching(Some(cx.waker().clone()))));
-    future.poll(&mut Context::from_waker(&waker))
+/// Polls futures with a [`Catching`] waker standing in for the caller's, kept between polls
+/// and made again only when the caller's waker changes (`will_wake`): no allocation per poll,
+/// and tokio keeps the waker it registered.
+#[derive(Default)]
+pub(crate) struct CatchingWaker(Option<(Arc<Catching>, Waker)>);
+
+impl CatchingWaker {
+    /// Polls `future` with the catching waker for `cx`'s.
+    pub(crate) fn poll<F: Future + ?Sized>(
+        &mut self,
+        future: Pin<&mut F>,
+        cx: &mut Context<'_>,
+    ) -> Poll<F::Output> {
+        let same = self.0.as_ref().is_some_and(|(catching, _)| {
+            catching
+                .0
+                .as_ref()
+                .is_some_and(|waker| waker.will_wake(cx.waker()))
+        });
+        if !same {
+            let catching = Arc::new(Catching(Some(cx.waker().clone())));
+            let waker = Waker::from(Arc::clone(&catching));
+            // The previous caller's waker is dropped here, through `Catching::drop`.
+            self.0 = Some((catching, waker));
+        }
+        match &self.0 {
+            Some((_, waker)) => future.poll(&mut Context::from_waker(waker)),
+            None => unreachable!("set above"),
+        }
+    }
 }
 
 /// Wakes the waker it holds, catching a panic of its `wake` (and of its `drop`).

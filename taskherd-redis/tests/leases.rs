@@ -781,3 +781,73 @@ async fn a_granted_waiter_keeps_its_place_through_an_outage_shorter_than_its_lea
         Err(error) => panic!("a 300 ms outage made a granted waiter fail: {error}"),
     }
 }
+
+/// A waker that panics once armed.
+struct PanicOnWake(AtomicBool);
+
+impl std::task::Wake for PanicOnWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.0.load(Ordering::SeqCst) {
+            panic!("the caller's waker panicked");
+        }
+    }
+}
+
+/// A woken waiter whose poll failed retries on a timer, which tokio's time driver wakes with
+/// others: a panic of the caller's waker there must not abort the process (found by a review
+/// of the retry: on a multi-thread runtime, "worker thread panicking; aborting process").
+#[test]
+fn a_panicking_waker_of_a_retrying_waiter_does_not_abort_the_process() {
+    use std::future::Future;
+    use std::task::{Context, Waker};
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let lease = Duration::from_secs(3);
+    let (server, cut, cut_off, other) = rt.block_on(partitioned("retry-panic", lease));
+    rt.block_on(other.set_limit("g", 1)).unwrap();
+    let held = rt.block_on(other.try_acquire(["g"])).unwrap();
+    let state = Arc::new(PanicOnWake(AtomicBool::new(false)));
+    let waker = Waker::from(Arc::clone(&state));
+    let mut call = Box::pin(cut_off.acquire(["g"]));
+    let _guard = rt.enter();
+    let mut poll = || {
+        call.as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+    };
+    assert!(poll());
+    while rt.block_on(other.waiting_len()).unwrap() == 0 {
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(poll());
+    }
+    drop(held);
+    rt.block_on(other.flush());
+    // The notifier popped the wake-up; the woken waiter's own poll then fails.
+    while !server
+        .cmd(&["KEYS", "taskherd:{retry-panic}:n:*"])
+        .unwrap()
+        .starts_with("*0")
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    cut.store(true, Ordering::SeqCst);
+    for _ in 0..20 {
+        assert!(poll());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    state.0.store(true, Ordering::SeqCst);
+    // The 200 ms retry timer fires with the armed waker.
+    std::thread::sleep(Duration::from_millis(500));
+    cut.store(false, Ordering::SeqCst);
+    assert!(
+        rt.block_on(other.try_acquire(["h"])).is_ok(),
+        "the runtime still runs"
+    );
+}
