@@ -20,7 +20,10 @@ use crate::{LimitService, Refusal};
 /// queues instead. The pool is shared, not copied: limits changed on it at run time
 /// ([`TaskPool::set_limit`](taskherd::TaskPool::set_limit)) apply from the next request, and
 /// its statistics count every request it admits or refuses (not one answered `400` as
-/// [`Unclassified`](crate::Unclassified), which never reaches the pool).
+/// [`Unclassified`](crate::Unclassified), which never reaches the pool). With a fleet's
+/// `taskherd_redis::RedisPool` in wait mode, a request whose wait ends while its admission's
+/// round trip is still under way (Redis slower than the wait) can be counted twice: Redis
+/// counted the grant it then gives back, and the last try counts again.
 ///
 /// # Compared with tower's `ConcurrencyLimitLayer`
 ///

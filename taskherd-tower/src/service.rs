@@ -44,7 +44,8 @@ use crate::{Admit, Classify, LimitedBody, Refusal, Refused, ResponseFuture};
 /// in `poll_ready` (tower's `ConcurrencyLimit`) holds it meanwhile. In wait mode that is for
 /// the whole wait; with a pool that decides later, a fleet's
 /// `taskherd_redis::RedisPool` included, it is also in refuse mode, for a round
-/// trip to the store (up to its response timeout when the store stalls). Put such layers
+/// trip to the store (up to its response timeout when the store stalls, about twice that
+/// when another admission call is stalled ahead of it). Put such layers
 /// inside this one only with an in-process pool in refuse mode; otherwise put them outside it.
 ///
 /// # Examples

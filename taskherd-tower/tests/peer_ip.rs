@@ -356,13 +356,29 @@ fn a_quoted_forwarded_value_cannot_choose_the_client_address() {
             "{header}"
         );
     }
-    // A quote the client left open swallows what follows in its header line: the walk stops
-    // at the last trusted hop, as for any element that is not an address.
+    // A quote the client left open does not swallow what the proxy appended on its line (see
+    // `a_quote_left_open_does_not_hide_what_the_proxies_appended`): the proxy's element names
+    // the client.
     assert_eq!(
         key(
             &classify,
             "10.0.0.2",
             &[("forwarded", r#"for="203.0.113.77, for=198.51.100.9"#)]
+        ),
+        ip("198.51.100.9")
+    );
+    // A proxy that copies a `Host` ending in `\` into a quoted string without escaping it leaves
+    // its own element's quote open: what the client wrote after a comma in it is cut out into
+    // elements of their own, which are not well formed either, so no address comes from them
+    // (fail closed: the last trusted hop), never the one the client wrote.
+    assert_eq!(
+        key(
+            &classify,
+            "10.0.0.2",
+            &[(
+                "forwarded",
+                r#"for=198.51.100.9;host="evil, for=203.0.113.77;x=\""#
+            )]
         ),
         ip("10.0.0.2")
     );
@@ -414,5 +430,40 @@ fn ipv6_clients_are_counted_per_64_by_default() {
     assert_eq!(
         key(&PeerIp::new().ipv6_prefix(0), "2001:db8::1", &[]),
         ip("::")
+    );
+}
+
+/// A quoted string the client left open in its `Forwarded` element must not swallow the
+/// elements a trusted proxy appended on the same line: the walk still finds the address the
+/// proxy wrote (found by a review: `for="x` made the appended `, for=<client>` part of the
+/// open quote, the walk fell back to the proxy's own address, and the client escaped its
+/// limit, counted in the proxy's group instead).
+#[test]
+fn a_quote_left_open_does_not_hide_what_the_proxies_appended() {
+    use taskherd_tower::Classify;
+
+    let classify = PeerIp::new()
+        .trust_proxies(["10.0.0.0/8".parse().unwrap()])
+        .forwarded_header(ForwardedHeader::Forwarded);
+    let key = |value: &str| {
+        let mut request = http::Request::new(());
+        request
+            .headers_mut()
+            .insert("forwarded", http::HeaderValue::from_str(value).unwrap());
+        request
+            .extensions_mut()
+            .insert(SocketAddr::new(ip("10.0.0.2"), 443));
+        classify.classify(&request).unwrap().as_slice()[0]
+    };
+    assert_eq!(key("for=\"x, for=203.0.113.7"), ip("203.0.113.7"));
+    assert_eq!(key("for=\"x;by=y, for=203.0.113.7"), ip("203.0.113.7"));
+    assert_eq!(
+        key("for=\"x, for=203.0.113.7;proto=https, for=10.0.0.9"),
+        ip("203.0.113.7")
+    );
+    // A well-formed quoted element is still one element.
+    assert_eq!(
+        key("for=\"[2001:db8::1]:4711\", for=203.0.113.7"),
+        ip("203.0.113.7")
     );
 }

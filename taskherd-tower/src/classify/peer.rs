@@ -40,7 +40,9 @@ use crate::{Cidr, Classify, Groups, Unclassified};
 /// address is a trusted proxy's, the leftmost one is the client; an entry that is not an IP
 /// address (`unknown`, an obfuscated name, bytes that are not text) stops the walk at the last
 /// address seen, which is a trusted proxy's; an entry to the left of it (what the client
-/// wrote) does not hide the entries the proxies appended.
+/// wrote) does not hide the entries the proxies appended. In `Forwarded`, an element with a
+/// quoted string left open is such an entry, and does not run on into the elements after it
+/// (a client's `for="x` would otherwise swallow the element its proxy appended).
 ///
 /// Only one of the two headers is read: the one your trusted proxies write, named with
 /// [`forwarded_header`](Self::forwarded_header) ([`ForwardedHeader::XForwardedFor`] unless you
@@ -287,6 +289,11 @@ fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
         .iter()
         .flat_map(|value| split_unquoted(value.as_bytes(), b','))
         .map(|element| {
+            // A quote left open: not well formed, so not a proxy's (a client's, or cut out
+            // of one by the split after an open quote): no address read from it.
+            if open_quote(element) {
+                return None;
+            }
             split_unquoted(element, b';').into_iter().find_map(|pair| {
                 let pair = std::str::from_utf8(pair).ok()?;
                 let (name, value) = pair.trim().split_once('=')?;
@@ -300,7 +307,9 @@ fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
 }
 
 /// `value` split at each `separator` outside quoted strings (`"…"`, in which `\` escapes the
-/// next byte). A quote left open runs to the end of `value`.
+/// next byte). After a quote left open (malformed: what a client wrote), the rest is split at
+/// every `separator`, quoted or not: the open quote must not swallow the elements a proxy
+/// appended to the client's on the same line.
 fn split_unquoted(value: &[u8], separator: u8) -> Vec<&[u8]> {
     let mut parts = Vec::new();
     let (mut start, mut quoted, mut escaped) = (0, false, false);
@@ -320,8 +329,31 @@ fn split_unquoted(value: &[u8], separator: u8) -> Vec<&[u8]> {
             start = at + 1;
         }
     }
-    parts.push(&value[start..]);
+    if quoted {
+        parts.extend(value[start..].split(|&byte| byte == separator));
+    } else {
+        parts.push(&value[start..]);
+    }
     parts
+}
+
+/// Whether `value` ends inside a quoted string (one left open).
+fn open_quote(value: &[u8]) -> bool {
+    let (mut quoted, mut escaped) = (false, false);
+    for &byte in value {
+        if escaped {
+            escaped = false;
+        } else if quoted {
+            match byte {
+                b'\\' => escaped = true,
+                b'"' => quoted = false,
+                _ => {}
+            }
+        } else if byte == b'"' {
+            quoted = true;
+        }
+    }
+    quoted
 }
 
 /// A token, or the content of a quoted string without escapes; `None` for a quoted string
