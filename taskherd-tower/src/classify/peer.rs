@@ -115,11 +115,13 @@ pub enum ForwardedHeader {
     #[default]
     XForwardedFor,
     /// `Forwarded: for=client, for=proxy1` (RFC 7239): the `for=` parameter of each element.
-    /// Quoted strings are read as one value (a `,` or `;` in them splits nothing), so a
-    /// client cannot pass a `for=` of its own through a value a proxy quoted, such as a
-    /// `host=` copied from its `Host` header. A proxy that copies such a value *unquoted*
-    /// lets the client write elements of its own: configure it to quote, or to leave
-    /// `host=` out.
+    /// Quoted strings are read as one value (a `,` or `;` in them splits nothing), and an
+    /// element that does not follow RFC 7239's grammar gives no address (the walk stops at the
+    /// last trusted proxy), so a client cannot pass a `for=` of its own through a value a
+    /// proxy quoted, such as a `host=` copied from its `Host` header, even with quotes of its
+    /// own in its part of the header. A proxy that copies such a value *unquoted*, or quoted
+    /// without escaping `"` and `\` in it, lets the client write elements of its own:
+    /// configure it to escape, or to leave `host=` out.
     Forwarded,
 }
 
@@ -289,9 +291,11 @@ fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
         .iter()
         .flat_map(|value| split_unquoted(value.as_bytes(), b','))
         .map(|element| {
-            // A quote left open: not well formed, so not a proxy's (a client's, or cut out
-            // of one by the split after an open quote): no address read from it.
-            if open_quote(element) {
+            // Not well formed (a quote left open, a quote closed too early, a stray `\` or
+            // `"`): not a proxy's, which writes RFC 7239's grammar, but a client's, or cut out
+            // of one: no address read from it. Read loosely, quotes a client opened could
+            // pair with a proxy's and turn what the proxy quoted into elements of their own.
+            if !well_formed(element) {
                 return None;
             }
             split_unquoted(element, b';').into_iter().find_map(|pair| {
@@ -337,23 +341,51 @@ fn split_unquoted(value: &[u8], separator: u8) -> Vec<&[u8]> {
     parts
 }
 
-/// Whether `value` ends inside a quoted string (one left open).
-fn open_quote(value: &[u8]) -> bool {
-    let (mut quoted, mut escaped) = (false, false);
-    for &byte in value {
+/// Whether a `Forwarded` element follows RFC 7239's grammar: `;`-separated pairs `name=value`,
+/// each name a token, each value a token or one complete quoted string (nothing after its
+/// closing quote; `\` only inside it). Tokens may also hold `:`, `[` and `]`, which some proxies
+/// write unquoted in node names; they cannot open or close a quoted string.
+fn well_formed(element: &[u8]) -> bool {
+    split_unquoted(element, b';').into_iter().all(|pair| {
+        let pair = pair.trim_ascii();
+        if pair.is_empty() {
+            return true;
+        }
+        let Some(equals) = pair.iter().position(|&byte| byte == b'=') else {
+            return false;
+        };
+        let (name, value) = (pair[..equals].trim_ascii(), pair[equals + 1..].trim_ascii());
+        if name.is_empty() || !name.iter().copied().all(is_tchar) {
+            return false;
+        }
+        match value.split_first() {
+            Some((b'"', rest)) => closing_quote(rest).is_some_and(|at| at + 1 == rest.len()),
+            Some(_) => value
+                .iter()
+                .all(|&byte| is_tchar(byte) || matches!(byte, b':' | b'[' | b']')),
+            None => false,
+        }
+    })
+}
+
+/// Where the quoted string whose opening quote came just before `rest` closes, if it does.
+fn closing_quote(rest: &[u8]) -> Option<usize> {
+    let mut escaped = false;
+    for (at, &byte) in rest.iter().enumerate() {
         if escaped {
             escaped = false;
-        } else if quoted {
-            match byte {
-                b'\\' => escaped = true,
-                b'"' => quoted = false,
-                _ => {}
-            }
+        } else if byte == b'\\' {
+            escaped = true;
         } else if byte == b'"' {
-            quoted = true;
+            return Some(at);
         }
     }
-    quoted
+    None
+}
+
+/// An HTTP token character (RFC 9110).
+fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 /// A token, or the content of a quoted string without escapes; `None` for a quoted string
