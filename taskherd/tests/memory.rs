@@ -597,6 +597,37 @@ fn memory_comes_back_after_a_burst_of_wait_futures() {
     });
 }
 
+/// Queues `keys` waiters on `pool`, each in a group of its own (the pool must make them all
+/// wait), polled once; returns them.
+fn queued(
+    pool: &TaskPool<u64>,
+    keys: std::ops::Range<u64>,
+) -> Vec<
+    tokio_test::task::Spawn<
+        impl Future<Output = Result<taskherd::Permit<u64>, taskherd::AcquireError>> + use<>,
+    >,
+> {
+    let mut waiters: Vec<_> = keys.map(|k| mock(pool.acquire([k]))).collect();
+    for waiter in &mut waiters {
+        assert!(waiter.poll().is_pending());
+    }
+    waiters
+}
+
+/// Queues 50,000 waiters in groups of their own, closes `pool` (which fails them), polls and
+/// drops them; returns how many bytes more the pool holds than before they came.
+fn growth_after_close(pool: &TaskPool<u64>) -> isize {
+    let before = live_bytes();
+    let mut waiters = queued(pool, 1_000_000..1_050_000);
+    assert!(pool.close());
+    for waiter in &mut waiters {
+        assert!(matches!(waiter.poll(), std::task::Poll::Ready(Err(_))));
+    }
+    drop(waiters);
+    assert_eq!(pool.waiting_len(), 0);
+    live_bytes() - before
+}
+
 /// `close()` fails every waiter at once, and the group entries they queued in go with them:
 /// the group table, grown for them, is given back then, not at some later transition that an
 /// idle, closed pool never makes (found by a review: 50,000 waiters in groups of their own,
@@ -610,31 +641,12 @@ fn close_gives_back_the_group_table_of_the_waiters_it_fails() {
     // Default limit 0: every waiter queues, in a group of its own (an entry each).
     let pool = TaskPool::<u64>::builder().default_limit(0).build();
     // Warm-up: the group table grows to the size it keeps (448 entries) and back.
-    {
-        let mut warm: Vec<_> = (0..448u64).map(|k| mock(pool.acquire([k]))).collect();
-        for waiter in &mut warm {
-            assert!(waiter.poll().is_pending());
-        }
-    }
-    let before = live_bytes();
-    let mut waiters: Vec<_> = (0..50_000u64)
-        .map(|k| mock(pool.acquire([1_000_000 + k])))
-        .collect();
-    for waiter in &mut waiters {
-        assert!(waiter.poll().is_pending());
-    }
-    assert!(pool.close());
-    for waiter in &mut waiters {
-        assert!(matches!(waiter.poll(), std::task::Poll::Ready(Err(_))));
-    }
-    drop(waiters);
-    let after = live_bytes();
+    drop(queued(&pool, 0..448));
+    let growth = growth_after_close(&pool);
     assert_eq!(pool.len(), 0);
-    assert_eq!(pool.waiting_len(), 0);
     assert!(
-        after - before < SLACK,
-        "closed and idle, the pool keeps {} bytes more than before the waiters came",
-        after - before
+        growth < SLACK,
+        "closed and idle, the pool keeps {growth} bytes more than before the waiters came"
     );
 }
 
@@ -649,34 +661,15 @@ fn close_gives_back_the_group_table_while_a_permit_is_held() {
     let _measuring = Measuring::start();
     let pool = TaskPool::<u64>::builder().max_tasks(1).build();
     // Warm-up, as above, with the total full.
-    {
-        let held = pool.try_acquire([7u64]).unwrap();
-        let mut warm: Vec<_> = (0..448u64).map(|k| mock(pool.acquire([100 + k]))).collect();
-        for waiter in &mut warm {
-            assert!(waiter.poll().is_pending());
-        }
-        drop(warm);
-        drop(held);
-    }
     let held = pool.try_acquire([7u64]).unwrap();
-    let before = live_bytes();
-    let mut waiters: Vec<_> = (0..50_000u64)
-        .map(|k| mock(pool.acquire([1_000_000 + k])))
-        .collect();
-    for waiter in &mut waiters {
-        assert!(waiter.poll().is_pending());
-    }
-    assert!(pool.close());
-    for waiter in &mut waiters {
-        assert!(matches!(waiter.poll(), std::task::Poll::Ready(Err(_))));
-    }
-    drop(waiters);
-    let after = live_bytes();
+    drop(queued(&pool, 100..548));
+    drop(held);
+    let held = pool.try_acquire([7u64]).unwrap();
+    let growth = growth_after_close(&pool);
     assert_eq!(pool.len(), 1);
     assert!(
-        after - before < SLACK,
-        "closed, one permit held, the pool keeps {} bytes more than before the waiters came",
-        after - before
+        growth < SLACK,
+        "closed, one permit held, the pool keeps {growth} bytes more than before the waiters came"
     );
     drop(held);
 }
