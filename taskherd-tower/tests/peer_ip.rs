@@ -549,3 +549,112 @@ fn any_forwarding_header_value_is_classified_without_panicking() {
         }
     }
 }
+
+/// A client that opens a quote in its own `Forwarded` element and sends a `Host` holding a `,`
+/// or a `"` could make the element a compliant proxy appended (its `host=` quoted and escaped)
+/// unreadable, read from the left, and be counted as the trusted proxy (in a chain: whichever
+/// proxy it picked), escaping its own limit. Each line is read from the right now, where what
+/// the proxies wrote parses one way only (found by a review of the grammar check).
+#[test]
+fn a_clients_quotes_and_host_cannot_hide_the_element_its_proxy_appended() {
+    let classify = PeerIp::new()
+        .trust_proxies(["10.0.0.0/8".parse().unwrap()])
+        .forwarded_header(ForwardedHeader::Forwarded);
+    for header in [
+        // Client: `Forwarded: for="x`, `Host: a,b`; proxy appends `, for=198.51.100.9;host="a,b"`.
+        r#"for="x, for=198.51.100.9;host="a,b""#,
+        // Client: `Forwarded: for="x`, `Host: a"b`; proxy escapes: `host="a\"b"`.
+        r#"for="x, for=198.51.100.9;host="a\"b""#,
+        // Two proxies (10.0.0.5 then 10.0.0.2), both appending `host=`.
+        r#"for="x, for=198.51.100.9;host="a,b", for=10.0.0.5;host="a,b""#,
+        r#"for="x, for=198.51.100.9;host="a\"b", for=10.0.0.5;host="a\"b""#,
+        // `host=` first, spaces around the separators.
+        r#"for="x ,  host="a,b\\" ; for=198.51.100.9"#,
+    ] {
+        assert_eq!(
+            key(&classify, "10.0.0.2", &[("forwarded", header)]),
+            ip("198.51.100.9"),
+            "{header}"
+        );
+    }
+    // The client's own line apart from the proxy's: the proxy's line is read whole.
+    assert_eq!(
+        key(
+            &classify,
+            "10.0.0.2",
+            &[
+                ("forwarded", r#"for="x, host="#),
+                ("forwarded", r#"for=198.51.100.9;host="a;b""#)
+            ]
+        ),
+        ip("198.51.100.9")
+    );
+}
+
+/// Whatever a client writes into its own `Forwarded` header and its `Host`, a compliant proxy
+/// that appends `for=<client>;host="<Host, escaped>"` (on the same line, or on a line of its
+/// own) gets the client keyed by the address the proxy wrote: random values from a fixed seed.
+#[test]
+fn behind_a_compliant_proxy_the_client_is_keyed_by_the_address_the_proxy_wrote() {
+    const ALPHABET: &[u8] = b"\"\\,;= \tfor=[]:.19_xF\x80";
+    let classify = PeerIp::new()
+        .trust_proxies(["10.0.0.0/8".parse().unwrap()])
+        .forwarded_header(ForwardedHeader::Forwarded);
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut random = |max: u64| -> Vec<u8> {
+        let len = next() % max;
+        (0..len)
+            .map(|_| ALPHABET[usize::try_from(next()).unwrap() % ALPHABET.len()])
+            .collect()
+    };
+    for round in 0..20_000 {
+        let client = random(24);
+        let host = random(12);
+        let mut escaped = Vec::new();
+        for &byte in &host {
+            if matches!(byte, b'"' | b'\\') {
+                escaped.push(b'\\');
+            }
+            escaped.push(byte);
+        }
+        let mut proxy = b"for=198.51.100.9;host=\"".to_vec();
+        proxy.extend_from_slice(&escaped);
+        proxy.push(b'"');
+        let mut request = http::Request::new(());
+        if round % 2 == 0 {
+            let mut line = client.clone();
+            line.extend_from_slice(b", ");
+            line.extend_from_slice(&proxy);
+            let Ok(line) = http::HeaderValue::from_bytes(&line) else {
+                continue;
+            };
+            request.headers_mut().insert("forwarded", line);
+        } else {
+            let (Ok(client), Ok(proxy)) = (
+                http::HeaderValue::from_bytes(&client),
+                http::HeaderValue::from_bytes(&proxy),
+            ) else {
+                continue;
+            };
+            request.headers_mut().append("forwarded", client);
+            request.headers_mut().append("forwarded", proxy);
+        }
+        request
+            .extensions_mut()
+            .insert(SocketAddr::new(ip("10.0.0.2"), 443));
+        let key = taskherd_tower::Classify::classify(&classify, &request).unwrap();
+        assert_eq!(
+            key.as_slice()[0],
+            ip("198.51.100.9"),
+            "client {:?}, host {:?}",
+            String::from_utf8_lossy(&client),
+            String::from_utf8_lossy(&host)
+        );
+    }
+}

@@ -40,9 +40,10 @@ use crate::{Cidr, Classify, Groups, Unclassified};
 /// address is a trusted proxy's, the leftmost one is the client; an entry that is not an IP
 /// address (`unknown`, an obfuscated name, bytes that are not text) stops the walk at the last
 /// address seen, which is a trusted proxy's; an entry to the left of it (what the client
-/// wrote) does not hide the entries the proxies appended. In `Forwarded`, an element with a
-/// quoted string left open is such an entry, and does not run on into the elements after it
-/// (a client's `for="x` would otherwise swallow the element its proxy appended).
+/// wrote) does not hide the entries the proxies appended. `Forwarded` is read from the right
+/// end of each line with RFC 7239's grammar, so that quotes a client opened in its part of
+/// the line cannot swallow or reshape what its proxies appended; at a syntax error the
+/// reading stops, and what is left of it counts as one entry that is not an address.
 ///
 /// Only one of the two headers is read: the one your trusted proxies write, named with
 /// [`forwarded_header`](Self::forwarded_header) ([`ForwardedHeader::XForwardedFor`] unless you
@@ -115,13 +116,13 @@ pub enum ForwardedHeader {
     #[default]
     XForwardedFor,
     /// `Forwarded: for=client, for=proxy1` (RFC 7239): the `for=` parameter of each element.
-    /// Quoted strings are read as one value (a `,` or `;` in them splits nothing), and an
-    /// element that does not follow RFC 7239's grammar gives no address (the walk stops at the
-    /// last trusted proxy), so a client cannot pass a `for=` of its own through a value a
-    /// proxy quoted, such as a `host=` copied from its `Host` header, even with quotes of its
-    /// own in its part of the header. A proxy that copies such a value *unquoted*, or quoted
-    /// without escaping `"` and `\` in it, lets the client write elements of its own:
-    /// configure it to escape, or to leave `host=` out.
+    /// Each line is read from its right end with RFC 7239's grammar: quoted strings are one
+    /// value (a `,` or `;` in them splits nothing), so a client cannot pass a `for=` of its
+    /// own through a value a proxy quoted, such as a `host=` copied from its `Host` header,
+    /// nor hide the element its proxy appended with quotes of its own to the left of it. A
+    /// proxy that copies such a value *unquoted*, or quoted without escaping `"` and `\` in
+    /// it, lets the client write elements of its own: configure it to escape, or to leave
+    /// `host=` out.
     Forwarded,
 }
 
@@ -281,122 +282,150 @@ fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
 /// The `for=` addresses of the `Forwarded` elements, left to right; `None` for an element
 /// whose `for=` is not an address (or that has none).
 ///
-/// Elements and their pairs are split outside quoted strings only (RFC 7239 values may be
-/// quoted strings holding `,` and `;`, and a proxy's `host=` is often the client's `Host`
-/// header): split everywhere, a client could write a `for=` of its choosing into a quoted
-/// value and be counted as that address.
+/// Each header line is read from its right end with RFC 7239's grammar (elements split by
+/// `,`, pairs by `;`, `name=value` with a value a token or a quoted string). The proxies append
+/// to the right, and what they write is well formed, so read from the right it parses one way
+/// only, whatever the client wrote to its left: a quote the client left open cannot swallow
+/// a proxy's element, pair with a proxy's quotes, or make a `,` or `;` inside a value a proxy
+/// quoted (a `host=` copied from the client's `Host`) split anything. Read from the left, any
+/// of those let the client hide its proxy's element (and be counted as the proxy) or write a
+/// `for=` of its own. At the first syntax error the reading stops: everything to its left is
+/// one element with no address.
 fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    headers
-        .get_all(FORWARDED)
-        .iter()
-        .flat_map(|value| split_unquoted(value.as_bytes(), b','))
-        .map(|element| {
-            // Not well formed (a quote left open, a quote closed too early, a stray `\` or
-            // `"`): not a proxy's, which writes RFC 7239's grammar, but a client's, or cut out
-            // of one: no address read from it. Read loosely, quotes a client opened could
-            // pair with a proxy's and turn what the proxy quoted into elements of their own.
-            if !well_formed(element) {
-                return None;
-            }
-            split_unquoted(element, b';').into_iter().find_map(|pair| {
-                let pair = std::str::from_utf8(pair).ok()?;
-                let (name, value) = pair.trim().split_once('=')?;
-                name.trim()
-                    .eq_ignore_ascii_case("for")
-                    .then(|| unquote(value.trim()))
-            })
-        })
-        .map(|node| node.flatten().and_then(parse_node))
-        .collect()
+    let mut addresses = Vec::new();
+    for line in headers.get_all(FORWARDED) {
+        let start = addresses.len();
+        addresses.extend(
+            for_values_from_right(line.as_bytes())
+                .into_iter()
+                .map(|value| value.and_then(address_of)),
+        );
+        addresses[start..].reverse();
+    }
+    addresses
 }
 
-/// `value` split at each `separator` outside quoted strings (`"…"`, in which `\` escapes the
-/// next byte). After a quote left open (malformed: what a client wrote), the rest is split at
-/// every `separator`, quoted or not: the open quote must not swallow the elements a proxy
-/// appended to the client's on the same line.
-fn split_unquoted(value: &[u8], separator: u8) -> Vec<&[u8]> {
-    let mut parts = Vec::new();
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (at, &byte) in value.iter().enumerate() {
-        if escaped {
-            escaped = false;
-        } else if quoted {
-            match byte {
-                b'\\' => escaped = true,
-                b'"' => quoted = false,
-                _ => {}
+/// The address a `for=` value names: a token or a quoted string without escapes (no address
+/// needs one).
+fn address_of(value: &[u8]) -> Option<IpAddr> {
+    let value = std::str::from_utf8(value).ok()?;
+    let node = match value.strip_prefix('"') {
+        None => value,
+        Some(rest) => rest
+            .strip_suffix('"')
+            .filter(|inner| !inner.contains('\\'))?,
+    };
+    parse_node(node)
+}
+
+/// The `for=` value (raw: a token or a quoted string) of each element of one `Forwarded` line,
+/// right to left; `None` for an element without one, and one `None` for whatever is left of a
+/// syntax error.
+fn for_values_from_right(line: &[u8]) -> Vec<Option<&[u8]>> {
+    let mut elements = Vec::new();
+    let mut at = skip_whitespace_left(line, line.len());
+    // The `for=` of the element being read (its leftmost, as read from the left).
+    let mut found = None;
+    loop {
+        // One pair, or an empty one, ends at `at`.
+        if at > 0 && !matches!(line[at - 1], b';' | b',') {
+            let Some((name, value, rest)) = pair_from_right(line, at) else {
+                elements.push(None);
+                return elements;
+            };
+            if name.eq_ignore_ascii_case(b"for") {
+                found = Some(value);
             }
-        } else if byte == b'"' {
-            quoted = true;
-        } else if byte == separator {
-            parts.push(&value[start..at]);
-            start = at + 1;
+            at = skip_whitespace_left(line, rest);
+        }
+        match at.checked_sub(1).map(|before| line[before]) {
+            None => {
+                elements.push(found);
+                return elements;
+            }
+            Some(b';') => at = skip_whitespace_left(line, at - 1),
+            Some(b',') => {
+                elements.push(found.take());
+                at = skip_whitespace_left(line, at - 1);
+            }
+            Some(_) => {
+                elements.push(None);
+                return elements;
+            }
         }
     }
-    if quoted {
-        parts.extend(value[start..].split(|&byte| byte == separator));
+}
+
+/// The pair `name=value` ending at `end` (no whitespace before `end`): its name, its raw value
+/// and where it starts; `None` if it is not one.
+fn pair_from_right(line: &[u8], end: usize) -> Option<(&[u8], &[u8], usize)> {
+    let value_start = if line[end - 1] == b'"' {
+        // The closing quote must not be escaped; the opening quote is the first quote to its
+        // left that is not (an even number of `\` before it): in a well-formed quoted string,
+        // every other quote is escaped.
+        if !backslashes_before(line, end - 1).is_multiple_of(2) {
+            return None;
+        }
+        let mut at = end - 1;
+        loop {
+            at = line[..at].iter().rposition(|&byte| byte == b'"')?;
+            if backslashes_before(line, at).is_multiple_of(2) {
+                break at;
+            }
+        }
     } else {
-        parts.push(&value[start..]);
+        let token = line[..end]
+            .iter()
+            .rev()
+            .take_while(|&&byte| is_tchar(byte) || matches!(byte, b':' | b'[' | b']'))
+            .count();
+        end - token
+    };
+    let value = &line[value_start..end];
+    if value.is_empty() {
+        return None;
     }
-    parts
+    let equals = skip_whitespace_left(line, value_start).checked_sub(1)?;
+    if line[equals] != b'=' {
+        return None;
+    }
+    let name_end = skip_whitespace_left(line, equals);
+    let name_len = line[..name_end]
+        .iter()
+        .rev()
+        .take_while(|&&byte| is_tchar(byte))
+        .count();
+    if name_len == 0 {
+        return None;
+    }
+    Some((
+        &line[name_end - name_len..name_end],
+        value,
+        name_end - name_len,
+    ))
 }
 
-/// Whether a `Forwarded` element follows RFC 7239's grammar: `;`-separated pairs `name=value`,
-/// each name a token, each value a token or one complete quoted string (nothing after its
-/// closing quote; `\` only inside it). Tokens may also hold `:`, `[` and `]`, which some proxies
-/// write unquoted in node names; they cannot open or close a quoted string.
-fn well_formed(element: &[u8]) -> bool {
-    split_unquoted(element, b';').into_iter().all(|pair| {
-        let pair = pair.trim_ascii();
-        if pair.is_empty() {
-            return true;
-        }
-        let Some(equals) = pair.iter().position(|&byte| byte == b'=') else {
-            return false;
-        };
-        let (name, value) = (pair[..equals].trim_ascii(), pair[equals + 1..].trim_ascii());
-        if name.is_empty() || !name.iter().copied().all(is_tchar) {
-            return false;
-        }
-        match value.split_first() {
-            Some((b'"', rest)) => closing_quote(rest).is_some_and(|at| at + 1 == rest.len()),
-            Some(_) => value
-                .iter()
-                .all(|&byte| is_tchar(byte) || matches!(byte, b':' | b'[' | b']')),
-            None => false,
-        }
-    })
+/// How many `\` come right before `at`.
+fn backslashes_before(line: &[u8], at: usize) -> usize {
+    line[..at]
+        .iter()
+        .rev()
+        .take_while(|&&byte| byte == b'\\')
+        .count()
 }
 
-/// Where the quoted string whose opening quote came just before `rest` closes, if it does.
-fn closing_quote(rest: &[u8]) -> Option<usize> {
-    let mut escaped = false;
-    for (at, &byte) in rest.iter().enumerate() {
-        if escaped {
-            escaped = false;
-        } else if byte == b'\\' {
-            escaped = true;
-        } else if byte == b'"' {
-            return Some(at);
-        }
-    }
-    None
+/// `at` moved left past spaces and tabs.
+fn skip_whitespace_left(line: &[u8], at: usize) -> usize {
+    at - line[..at]
+        .iter()
+        .rev()
+        .take_while(|&&byte| matches!(byte, b' ' | b'\t'))
+        .count()
 }
 
 /// An HTTP token character (RFC 9110).
 fn is_tchar(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
-}
-
-/// A token, or the content of a quoted string without escapes; `None` for a quoted string
-/// that is not closed or holds an escape (no address needs one).
-fn unquote(value: &str) -> Option<&str> {
-    match value.strip_prefix('"') {
-        None => Some(value),
-        Some(rest) => rest
-            .strip_suffix('"')
-            .filter(|inner| !inner.contains(['"', '\\'])),
-    }
 }
 
 /// The comma-separated elements of every `name` header, left to right, each decoded on its
