@@ -470,6 +470,11 @@ impl Drain {
         Drain(None)
     }
 
+    /// Whether it is set.
+    fn is_set(&self) -> bool {
+        self.0.as_ref().is_some_and(|receiver| *receiver.borrow())
+    }
+
     /// Resolves once set (never if its sender is gone unset).
     async fn set(&mut self) {
         if let Some(receiver) = &mut self.0
@@ -531,15 +536,11 @@ enum Left {
 }
 
 impl Left {
-    /// Waits until the pipe may be read: `false` once drained and nothing is left to read.
-    /// Drained meanwhile, it counts what waits in `pipe`.
-    async fn readable(&mut self, drain: &mut Drain, pipe: &impl Pipe) -> bool {
-        if let Left::All = self {
-            tokio::select! {
-                biased;
-                () = drain.set() => *self = Left::Bytes(pipe.waiting()),
-                () = std::future::ready(()) => {}
-            }
+    /// Whether the pipe is still to be read: `false` once drained and nothing is left to
+    /// read. Drained since the last call, it counts what waits in `pipe`.
+    fn readable(&mut self, drain: &Drain, pipe: &impl Pipe) -> bool {
+        if matches!(self, Left::All) && drain.is_set() {
+            *self = Left::Bytes(pipe.waiting());
         }
         !matches!(self, Left::Bytes(0))
     }
@@ -575,7 +576,7 @@ pub async fn forward_lines(
         // Once drained, what was read and what waited in the pipe then are passed on, and no
         // more is read (a daemon may write for ever).
         let chunk = if reader.buffer().is_empty() {
-            if !left.readable(&mut drain, reader.get_ref()).await {
+            if !left.readable(&drain, reader.get_ref()) {
                 break;
             }
             let read = match left {
@@ -659,7 +660,7 @@ impl Spool {
         let mut left = Left::All;
         loop {
             // As in `forward_lines`: once drained, what waited in the pipe then, no more.
-            if !left.readable(&mut drain, &pipe).await {
+            if !left.readable(&drain, &pipe) {
                 return;
             }
             let read = match left {
