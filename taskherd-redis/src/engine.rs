@@ -89,6 +89,19 @@ impl Unavailable {
         Self(redis::RedisError::from((redis::ErrorKind::Client, what)))
     }
 
+    /// Whether the same call can succeed later with nobody changing Redis's data or
+    /// configuration: the connection failed, was refused or timed out, or the server is
+    /// loading, failing over, busy with a long script (`BUSY`) or out of memory (`OOM`).
+    /// Not: errors Redis will repeat until someone intervenes (a script error, `WRONGTYPE`,
+    /// `NOPERM` after an ACL change) and the client's own (a reply it cannot read, a task
+    /// that ended).
+    pub(crate) fn is_transient(&self) -> bool {
+        match self.0.retry_method() {
+            redis::RetryMethod::NoRetry => matches!(self.0.code(), Some("BUSY" | "OOM")),
+            _ => true,
+        }
+    }
+
     /// The same error again, for each caller of a shared call.
     fn copy(&self) -> Self {
         Self(redis::RedisError::from((

@@ -490,11 +490,14 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                         }
                         // An outage shorter than 90% of the lease keeps the place (it is
                         // renewed, or presumed lost by the expirer, which wakes this with
-                        // `Gone`): only polls failing that long fail the call.
+                        // `Gone`): only polls failing that long fail the call. An error
+                        // Redis will repeat (`WRONGTYPE`, `NOPERM`) fails it at once.
                         Err(error) => {
                             let since =
                                 *unreachable_since.get_or_insert_with(tokio::time::Instant::now);
-                            if since.elapsed() < presumed_lost_after(engine.lease) {
+                            if error.is_transient()
+                                && since.elapsed() < presumed_lost_after(engine.lease)
+                            {
                                 tracing::debug!(
                                     error = %error.0,
                                     "a woken waiter's poll failed; retrying"
@@ -660,7 +663,10 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     /// key's segment is invalid: see [`RedisKey`]); the future is in it. Unreachable means:
     /// when the call is made, or, once it waits, for 90% of its lease (no renewal confirmed:
     /// it gives up its place in the queues, as a holder presumes its lease lost, and its try
-    /// to queue again fails). An outage shorter than that keeps its place.
+    /// to queue again fails). An outage shorter than that keeps its place; so does a Redis
+    /// answering `BUSY`, `LOADING`, `OOM` or a failover's errors. An error Redis will repeat
+    /// until someone intervenes (`NOPERM` after an ACL change, `WRONGTYPE` from a key
+    /// overwritten by something else) fails the call as soon as it is seen.
     ///
     /// # Cancel safety
     ///

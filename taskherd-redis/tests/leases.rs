@@ -782,6 +782,117 @@ async fn a_granted_waiter_keeps_its_place_through_an_outage_shorter_than_its_lea
     }
 }
 
+/// A waiting `acquire` of a process cut off from Redis (lease 60 s) that Redis granted while
+/// it was cut off: returns the server, the cut (still cut: the waiter has not polled), the other
+/// process's pool and the call, spawned.
+async fn granted_while_cut_off(
+    name: &str,
+) -> (
+    Server,
+    Arc<AtomicBool>,
+    RedisPool<&'static str>,
+    tokio::task::JoinHandle<Result<(), taskherd::AcquireError>>,
+) {
+    let (server, cut, cut_off, other) = partitioned(name, Duration::from_secs(60)).await;
+    other.set_limit("g", 1).await.unwrap();
+    let held = other.try_acquire(["g"]).await.unwrap();
+    let call = tokio::spawn(async move { cut_off.acquire(["g"]).await.map(drop) });
+    while other.waiting_len().await.unwrap() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cut.store(true, Ordering::SeqCst);
+    drop(held);
+    other.flush().await;
+    assert_eq!(other.waiting_len().await.unwrap(), 0, "granted in Redis");
+    (server, cut, other, call)
+}
+
+/// Only a poll that cannot reach Redis is retried: one that Redis answers with an error that
+/// will not go away (here `WRONGTYPE`, as a key overwritten by something else; `NOPERM` after an
+/// ACL change is the same) fails the call at once, with Redis's error, not after 90% of the
+/// lease of retries every 200 ms (54 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiters_poll_that_redis_refuses_fails_the_call_at_once() {
+    let (server, cut, other, call) = granted_while_cut_off("poll-refused").await;
+    // Overwritten before the waiter can poll.
+    let waiters = server
+        .cmd(&["KEYS", "taskherd:{poll-refused}:w:*"])
+        .unwrap();
+    let record = waiters
+        .lines()
+        .find(|line| line.starts_with("taskherd:"))
+        .expect("one waiter record");
+    assert!(
+        server
+            .cmd(&["SET", record, "not a hash"])
+            .unwrap()
+            .starts_with("+OK")
+    );
+    cut.store(false, Ordering::SeqCst);
+    let outcome = tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("a poll refused by Redis was retried as if Redis were unreachable")
+        .unwrap();
+    let error = outcome.expect_err("the poll cannot succeed");
+    assert!(error.is_unavailable(), "{error}");
+    assert!(error.to_string().contains("WRONGTYPE"), "{error}");
+    // Nothing is lost: the failed call's id is released (its grant given back), long before
+    // its lease would have ended.
+    let permit = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(permit) = other.try_acquire(["g"]).await {
+                break permit;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the slot granted to the failed call was not given back");
+    drop(permit);
+}
+
+/// The other side: Redis answering `BUSY` (a script of someone else's running past the
+/// server's threshold) is an outage, not an error the waiter's poll should give up on; the
+/// waiter keeps its place and gets its permit once the script is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiters_poll_answered_busy_keeps_its_place() {
+    let (server, cut, _other, call) = granted_while_cut_off("poll-busy").await;
+    // Kept busy before the waiter can poll.
+    assert!(
+        server
+            .cmd(&["CONFIG", "SET", "busy-reply-threshold", "20"])
+            .unwrap()
+            .starts_with("+OK")
+    );
+    let port = server.port;
+    let busy = std::thread::spawn(move || {
+        support::cmd_on(port, &["EVAL", "while true do end", "0"]).unwrap_or_default()
+    });
+    while !server
+        .cmd(&["PING"])
+        .is_ok_and(|reply| reply.starts_with("-BUSY"))
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cut.store(false, Ordering::SeqCst);
+    // Long enough for the woken waiter to poll and be answered `BUSY` a few times.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !call.is_finished(),
+        "the waiter gave up while Redis was busy"
+    );
+    assert!(server.cmd(&["SCRIPT", "KILL"]).unwrap().starts_with("+OK"));
+    let killed = busy.join().unwrap();
+    assert!(killed.starts_with('-'), "the busy script ended: {killed}");
+    let outcome = tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("the waiter neither got its permit nor failed")
+        .unwrap();
+    if let Err(error) = outcome {
+        panic!("a busy Redis made a granted waiter fail: {error}");
+    }
+}
+
 /// A waker that panics once armed.
 struct PanicOnWake(AtomicBool);
 
