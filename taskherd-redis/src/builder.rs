@@ -114,13 +114,14 @@ impl<K> RedisPoolBuilder<K> {
     /// `rediss://` URL, if this crate was built without the `tls` feature, the certificates
     /// given are not PEM, or the server's certificate is not trusted.
     pub async fn build(self) -> Result<RedisPool<K>, UnavailableError> {
-        let engine = Engine::start(
+        // Connecting waits on the Redis client's tasks, as every call does (see `wakers`).
+        let engine = crate::wakers::caught(Engine::start(
             &self.url,
             &self.pool,
             self.lease,
             self.abort_on_lost,
             &self.tls,
-        )
+        ))
         .await?;
         Ok(RedisPool::<K>::from_engine(engine))
     }

@@ -62,7 +62,7 @@ use tokio::time::Instant;
 use crate::lease::{LeaseView, ValidFrom};
 use crate::life::Life;
 use crate::scripts::{self, REAP_BATCH};
-use crate::wakers::woken;
+use crate::wakers::{caught, woken};
 
 /// How often expired leases are reaped (by every process: whoever comes first does it).
 const REAP_EVERY: Duration = Duration::from_millis(500);
@@ -857,7 +857,7 @@ impl Engine {
             invocation.arg(id);
         }
         let mut conn = self.conn.clone();
-        let reply: Vec<String> = invocation.invoke_async(&mut conn).await?;
+        let reply: Vec<String> = caught(invocation.invoke_async(&mut conn)).await?;
         Ok(reply
             .iter()
             .map(|s| match s.as_str() {
@@ -886,7 +886,7 @@ impl Engine {
             invocation.arg(segment).arg(scripts::limit_arg(*limit));
         }
         let mut conn = self.conn.clone();
-        Ok(invocation.invoke_async(&mut conn).await?)
+        Ok(caught(invocation.invoke_async(&mut conn)).await?)
     }
 
     /// One `stats.lua` call: the total, then each segment.
@@ -899,18 +899,16 @@ impl Engine {
             invocation.arg(segment);
         }
         let mut conn = self.conn.clone();
-        let rows: Vec<Vec<String>> = invocation.invoke_async(&mut conn).await?;
+        let rows: Vec<Vec<String>> = caught(invocation.invoke_async(&mut conn)).await?;
         Ok(rows.iter().map(|row| parse_stats(row)).collect())
     }
 
     /// One `HGET` of a limit field (`t`, `d` or `g:<segment>`).
     pub(crate) async fn limit_field(&self, field: &str) -> Result<Option<usize>, Unavailable> {
         let mut conn = self.conn.clone();
-        let value: Option<usize> = redis::cmd("HGET")
-            .arg(format!("{}lim", self.prefix))
-            .arg(field)
-            .query_async(&mut conn)
-            .await?;
+        let mut hget = redis::cmd("HGET");
+        hget.arg(format!("{}lim", self.prefix)).arg(field);
+        let value: Option<usize> = caught(hget.query_async(&mut conn)).await?;
         Ok(value)
     }
 

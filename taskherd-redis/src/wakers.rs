@@ -11,7 +11,9 @@
 //!   batch as the panic unwinds. So those futures register a [`Catching`] waker in their place
 //!   ([`CatchingWaker`]), whose `wake` catches the caller's panic: tokio's loop never sees one.
 //!   So does a waiter's retry timer (tokio's time driver wakes a batch of timers the same way,
-//!   and on a multi-thread runtime a panic there aborts the process).
+//!   and on a multi-thread runtime a panic there aborts the process), and so do the calls to
+//!   Redis made from the caller's task (statistics, limits, a waiter's poll: [`caught`]),
+//!   whose answers the Redis client's connection task hands over.
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -28,6 +30,16 @@ pub(crate) fn woken(what: &'static str, wake: impl FnOnce()) -> bool {
         tracing::error!("a waker panicked when woken ({what}); the pool carries on");
     }
     panicked
+}
+
+/// Runs `call` (one call to Redis made from the caller's task) with a [`CatchingWaker`]: the
+/// Redis client's connection task, which reads every answer of the connection, wakes it; with
+/// the caller's waker as it is, a panic of that waker would end the connection task and fail
+/// every other call in flight on the connection.
+pub(crate) async fn caught<F: Future>(call: F) -> F::Output {
+    let mut call = std::pin::pin!(call);
+    let mut catching = CatchingWaker::default();
+    std::future::poll_fn(|cx| catching.poll(call.as_mut(), cx)).await
 }
 
 /// Polls futures with a [`Catching`] waker standing in for the caller's, kept between polls

@@ -333,3 +333,37 @@ async fn a_panicking_lost_waker_does_not_leave_the_other_watchers_asleep() {
         .count();
     assert_eq!(asleep, 0, "{asleep} of 64 lost() watchers were never woken");
 }
+
+/// A call that waits on Redis's answer from the caller's task (statistics, limits) is woken by
+/// the Redis client's connection task, which reads every answer of the connection: a caller's
+/// waker that panics there must not end that task, and with it every other call in flight on
+/// the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_waker_of_a_statistics_call_does_not_fail_the_others_in_flight() {
+    let server = Server::start();
+    let pool = pool(&server, "panic-stats", Duration::from_secs(3)).await;
+    pool.set_limit("a", 3).await.unwrap();
+    // Answers held back, so that both calls are in flight when they come.
+    assert!(
+        server
+            .cmd(&["CLIENT", "PAUSE", "500", "ALL"])
+            .unwrap()
+            .starts_with("+OK")
+    );
+    let mut stats = Box::pin(pool.stats(&"a"));
+    arm(&mut stats);
+    let other = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.limit(&"a").await }
+    });
+    let answered = tokio::time::timeout(Duration::from_secs(10), other)
+        .await
+        .expect("no answer")
+        .unwrap();
+    match answered {
+        Ok(limit) => assert_eq!(limit, Some(3)),
+        Err(error) => panic!("the other call failed with the caller's waker's panic: {error}"),
+    }
+    assert_eq!(pool.limit(&"a").await.unwrap(), Some(3));
+    drop(stats);
+}
