@@ -52,6 +52,10 @@ pin_project! {
     /// response too counts until all of it but what the server buffers (some hundreds of KiB
     /// with hyper) has gone out, not from the moment the server has it.
     ///
+    /// The body of a `101 Switching Protocols` (an upgrade to a WebSocket, say) is empty: the
+    /// admission ends as it is sent, and the upgraded connection is not counted (see
+    /// [Upgraded connections](crate#upgraded-connections)).
+    ///
     /// If the pool can lose an admission before its permit is dropped
     /// ([`Admit::lost`](crate::Admit::lost), a fleet's lease that Redis lost), the service's
     /// body is dropped at the first poll after that happens (the server polls the body as the

@@ -18,6 +18,9 @@
 //! changed on the pool at run time apply to the next request. Refusals are ordinary
 //! responses: no `HandleErrorLayer` needed.
 //!
+//! The layer never sees a connection upgraded to another protocol (a WebSocket): it is
+//! counted until its `101` response is sent, not while it lives ([below](#upgraded-connections)).
+//!
 //! - [`LimitLayer`] / [`LimitService`]: the layer and its service; [`ResponseFuture`] and
 //!   [`LimitedBody`]: its response future and the body holding the admission (its error a
 //!   [`BoxError`]).
@@ -31,6 +34,48 @@
 //!   [`Refused`] says why a pool did not admit, [`Refusal`] what the client is told
 //!   ([`Refusal::default_response`]: plain HTTP; [`Refusal::grpc_response`]: a gRPC status, for
 //!   tonic).
+//!
+//! # Upgraded connections
+//!
+//! A request upgraded to another protocol (a WebSocket's `101 Switching Protocols`, an HTTP/2
+//! `CONNECT`) counts in its groups until its response has been sent: the body of a `101` is
+//! empty, and the connection that lives on after it is served by the handler's own task,
+//! which the layer never sees. To count open connections too, take a permit in that task,
+//! once the upgrade is done, in the same pool and groups, and hold it while the connection
+//! lives: the layer then refuses (or queues) the client's next requests while it is open.
+//! Taken in the handler itself, before it answers, the permit would need a second slot of
+//! the request's groups, still held by the request (with a limit of 1, `acquire` would wait
+//! for ever, `try_acquire` would be refused).
+//!
+//! ```no_run
+//! use axum::extract::{Request, State};
+//! use axum::response::Response;
+//! use http::StatusCode;
+//! use taskherd::TaskPool;
+//!
+//! async fn websocket(State(pool): State<TaskPool<String>>, mut request: Request) -> Response {
+//!     let tenant = request.headers().get("x-tenant").and_then(|v| v.to_str().ok());
+//!     let tenant = tenant.unwrap_or_default().to_owned();
+//!     let on_upgrade = hyper::upgrade::on(&mut request);
+//!     tokio::spawn(async move {
+//!         let Ok(upgraded) = on_upgrade.await else { return };
+//!         // The request's admission ended with its `101`: this permit counts the connection.
+//!         let Ok(_permit) = pool.acquire([tenant]).await else { return };
+//!         serve_connection(upgraded).await;
+//!     });
+//!     Response::builder()
+//!         .status(StatusCode::SWITCHING_PROTOCOLS)
+//!         .header("connection", "upgrade")
+//!         .header("upgrade", "websocket")
+//!         .body(Default::default())
+//!         .unwrap()
+//! }
+//! # async fn serve_connection(_: hyper::upgrade::Upgraded) {}
+//! ```
+//!
+//! Between the `101` and the permit, the client's groups have a slot free: a request that
+//! arrives then is admitted, and the task that took its place waits (`acquire`) or can close
+//! the connection (`try_acquire`).
 //!
 //! # When not to use it
 //!

@@ -25,7 +25,9 @@ use crate::{Admit, Classify, LimitedBody, Refusal, Refused, ResponseFuture};
 ///    [`LimitLayer::wait`](crate::LimitLayer::wait)); refused: `429` if one of the request's
 ///    groups is full, `503` if the total is, both with `Retry-After`;
 /// 3. the inner service is called, and the admission moves into the response body
-///    ([`LimitedBody`]), released when the body ends or is dropped.
+///    ([`LimitedBody`]), released when the body ends or is dropped. A connection upgraded to
+///    another protocol (a WebSocket's `101`) is not followed: see
+///    [Upgraded connections](crate#upgraded-connections).
 ///
 /// Refusals are ordinary responses (`Ok`), so the service's error type is the inner
 /// service's: axum needs no `HandleErrorLayer`.
