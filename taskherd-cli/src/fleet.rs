@@ -18,9 +18,12 @@
 //! - Redis unreachable while a job waits for admission: the job keeps waiting, retrying every
 //!   [`RETRY`], and never runs without an admission (fail closed); the run says so once per
 //!   outage.
-//! - Redis restarted without persistence forgets the limits with the leases: once the pool's
-//!   count of admissions went back, or a renewal found this run's leases lost and one of the
-//!   limits it was given is missing, the run writes them again ([`Fleet::guard`]).
+//! - Redis restarted without persistence forgets the limits with the leases. The pool then
+//!   admits nothing for a process that saw them set (`UnavailableError::is_forgotten`): jobs
+//!   wait, as while Redis is unreachable, instead of all starting at once in a pool without
+//!   limits. Once an admission was refused so, the pool's count of admissions went back, or a
+//!   renewal found this run's leases lost and one of the limits it was given is missing, the
+//!   run writes them again ([`Fleet::guard`]), and the pool admits again under them.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -157,6 +160,9 @@ pub struct Fleet {
     down: AtomicBool,
     /// The limits this run wrote last (its command line overlaid with its limits file).
     given: std::sync::Mutex<Limits>,
+    /// An admission was refused because Redis lost the pool's limits
+    /// ([`UnavailableError::is_forgotten`]); the guard writes them again.
+    told_forgotten: AtomicBool,
 }
 
 impl Fleet {
@@ -193,6 +199,7 @@ impl Fleet {
             refreshing: AtomicBool::new(false),
             down: AtomicBool::new(false),
             given: std::sync::Mutex::new(Limits::default()),
+            told_forgotten: AtomicBool::new(false),
         })
     }
 
@@ -241,9 +248,14 @@ impl Fleet {
         loop {
             ticks.tick().await;
             let lost = lost_now();
+            // Acquire: pairs with `saw_forgotten`'s release (a flag; nothing else is passed).
+            let told = self.told_forgotten.swap(false, Ordering::AcqRel);
             let forgotten = match self.forgotten(&mut admitted, lost != seen).await {
-                Ok(forgotten) => forgotten,
+                Ok(forgotten) => forgotten || told,
                 Err(error) => {
+                    if told {
+                        self.saw_forgotten();
+                    }
                     if let Some(text) = self.went_down(&error) {
                         notice(text).await;
                     }
@@ -259,6 +271,8 @@ impl Fleet {
                 continue;
             }
             let given = self.given();
+            // Written even if this run was given no limit: the pool admits again (without
+            // limits, as nobody gave any; another run's guard writes its own).
             if self.write(&given).await.is_ok() {
                 seen = lost;
                 notice(
@@ -267,6 +281,8 @@ impl Fleet {
                         .to_owned(),
                 )
                 .await;
+            } else if told {
+                self.saw_forgotten();
             }
         }
     }
@@ -382,6 +398,12 @@ impl Fleet {
                  back"
             )
         })
+    }
+
+    /// An admission was refused because Redis lost the pool's limits: the guard writes them
+    /// again at its next tick.
+    pub fn saw_forgotten(&self) {
+        self.told_forgotten.store(true, Ordering::Release);
     }
 
     /// Records that Redis answered; the notice to show if it had been unreachable.

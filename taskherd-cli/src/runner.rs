@@ -55,7 +55,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use taskherd::AcquireError;
-use taskherd_redis::RedisPermit;
+use taskherd_redis::{RedisPermit, UnavailableError};
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::time::sleep_until;
@@ -671,10 +671,18 @@ async fn fleet_acquire(
                 return Ok(permit);
             }
             Err(error) if error.is_unavailable() && shared.stop_reason().is_none() => {
-                let source = std::error::Error::source(&error)
-                    .map_or_else(|| error.to_string(), ToString::to_string);
-                if let Some(text) = fleet.went_down(&source) {
-                    shared.notice(text).await;
+                let source = std::error::Error::source(&error);
+                let forgotten = source
+                    .and_then(|source| source.downcast_ref::<UnavailableError>())
+                    .is_some_and(UnavailableError::is_forgotten);
+                if forgotten {
+                    // Redis lost the pool's limits: the guard writes them again, and says so.
+                    fleet.saw_forgotten();
+                } else {
+                    let source = source.map_or_else(|| error.to_string(), ToString::to_string);
+                    if let Some(text) = fleet.went_down(&source) {
+                        shared.notice(text).await;
+                    }
                 }
                 let mut stopped = shared.stopped.subscribe();
                 tokio::select! {

@@ -6,11 +6,12 @@
 -- ARGV[2]  the calling process's id (whose `n:<proc>` list is told when a waiter is granted)
 -- ARGV[3]  how many expired holders and waiters to reap (at most) when a group is full, and
 --          expired waiters before the releases
--- ARGV[4]  r, how many ids to release first (holders and waiters this process gave back
+-- ARGV[4]  `1` if the calling process has seen the pool's limits set (`cfg`), else `0`
+-- ARGV[5]  r, how many ids to release first (holders and waiters this process gave back
 --          since its last call, as release.lua releases them: what it gave back is free for
 --          the admissions that follow, as in the in-process pool)
--- ARGV[5..4+r] those ids
--- ARGV[5+r..] the admissions, one after the other, each as:
+-- ARGV[6..5+r] those ids
+-- ARGV[6+r..] the admissions, one after the other, each as:
 --          mode: `try` (refuse when full) or `wait` (become a waiter when full);
 --          the new holder's id (unique in the fleet: the process id and a counter);
 --          n, the number of group segments; then the n segments, deduplicated, in the
@@ -19,7 +20,12 @@
 -- Returns two integers per admission, in order: 1, 0 admitted (the id holds a lease); 0, i
 -- refused, the first full group being the total (i = 0) or the i-th segment (try mode only;
 -- counted in the statistics); 2, 0 waiting (the id is a waiter, leased; poll.lua or the
--- `n:<proc>` list tells when it is granted).
+-- `n:<proc>` list tells when it is granted). Then one more integer: 1 if the pool's limits have
+-- been set (`cfg`), else 0.
+-- If the caller has seen the limits set (ARGV[4]) and `cfg` is gone, Redis has lost the pool's
+-- data and with it the limits: the ids are released, nothing is admitted, and the reply is the
+-- single integer -1 (fail closed: an admission into a pool without its limits would exceed
+-- them, a whole fleet's queue at once).
 -- Repeating an admission with an id that already exists returns its state and changes nothing
 -- (a try-mode admission checks only for a holder: only wait mode makes waiters, under fresh
 -- ids).
@@ -160,12 +166,15 @@ local function admit(mode, id, segs)
   return 2, 0
 end
 
-local released = tonumber(ARGV[4])
+local released = tonumber(ARGV[5])
 if released > 0 then reap_waiters_before_release(now, reap_max) end
-for j = 1, released do release_id(ARGV[4 + j], now) end
+for j = 1, released do release_id(ARGV[5 + j], now) end
+
+local configured = redis.call('EXISTS', K_CFG) == 1
+if ARGV[4] == '1' and not configured then return { -1 } end
 
 local out = {}
-local i = 5 + released
+local i = 6 + released
 while i <= #ARGV do
   local mode, id, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local segs = {}
@@ -175,4 +184,5 @@ while i <= #ARGV do
   out[#out + 1] = code
   out[#out + 1] = at
 end
+out[#out + 1] = configured and 1 or 0
 return out

@@ -32,6 +32,9 @@ local P = KEYS[1]
 local K_LIM, K_RUN, K_RES, K_ST = P .. 'lim', P .. 'run', P .. 'res', P .. 'st'
 local K_QG, K_QT, K_SEQ = P .. 'qg', P .. 'qt', P .. 'seq'
 local K_H, K_HG, K_WL = P .. 'h', P .. 'hg', P .. 'wl'
+-- Set by every limits.lua call: the pool's limits were set. Gone only if Redis lost the pool's
+-- data (restarted without persistence, flushed, failed over to a replica that lacked it).
+local K_CFG = P .. 'cfg'
 
 -- `redis.call(cmd, key, args...)` in calls of at most 1,000 arguments each, the replies
 -- (HMGET's values) joined in order. Lua's `unpack` fails past about 8,000 values, and one

@@ -12,6 +12,7 @@
 
 local now = now_ms()
 reap(now, tonumber(ARGV[1]))
+redis.call('SET', K_CFG, '1')
 
 local function set(field, v)
   if v == '' then redis.call('HDEL', K_LIM, field) else redis.call('HSET', K_LIM, field, v) end

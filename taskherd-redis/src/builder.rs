@@ -4,8 +4,12 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use taskherd::LimitChanges;
+
 use crate::engine::{Engine, redact};
-use crate::{RedisPool, UnavailableError};
+use crate::key::InvalidKey;
+use crate::scripts::LimitBatch;
+use crate::{RedisKey, RedisPool, UnavailableError};
 
 /// The longest lease: deadlines are computed by adding it to the time now, which a lease of
 /// `Duration::MAX` would overflow.
@@ -19,6 +23,8 @@ pub struct RedisPoolBuilder<K> {
     lease: Duration,
     abort_on_lost: bool,
     tls: Tls,
+    /// See [`restore_limits`](Self::restore_limits); an invalid key fails `build`.
+    restore: Option<Result<LimitBatch, InvalidKey>>,
     keys: PhantomData<fn() -> K>,
 }
 
@@ -39,6 +45,7 @@ impl<K> RedisPoolBuilder<K> {
             lease: Duration::from_secs(15),
             abort_on_lost: true,
             tls: Tls::default(),
+            restore: None,
             keys: PhantomData,
         }
     }
@@ -114,6 +121,7 @@ impl<K> RedisPoolBuilder<K> {
     /// `rediss://` URL, if this crate was built without the `tls` feature, the certificates
     /// given are not PEM, or the server's certificate is not trusted.
     pub async fn build(self) -> Result<RedisPool<K>, UnavailableError> {
+        let restore = self.restore.transpose()?;
         // Connecting waits on the Redis client's tasks, as every call does (see `wakers`).
         let engine = crate::wakers::caught(Engine::start(
             &self.url,
@@ -121,9 +129,49 @@ impl<K> RedisPoolBuilder<K> {
             self.lease,
             self.abort_on_lost,
             &self.tls,
+            restore,
         ))
         .await?;
         Ok(RedisPool::<K>::from_engine(engine))
+    }
+}
+
+impl<K: RedisKey> RedisPoolBuilder<K> {
+    /// Limits this process writes to the pool (one batch, as
+    /// [`RedisPool::set_limits`](crate::RedisPool::set_limits) writes it) whenever they are
+    /// not there: when it builds the pool and no limit was ever set in it (or Redis has lost
+    /// them), and whenever an admission finds that Redis has lost them since (restarted
+    /// without persistence, flushed: see [Redis loses its data](crate#redis-loses-its-data)),
+    /// before that admission goes on. Without it, admissions fail closed until some process
+    /// sets the limits again.
+    ///
+    /// Limits changed at run time by any process (with `set_limits`) stay as they are while
+    /// Redis keeps them: these are written only into a pool that has none. Processes given
+    /// different limits here restore each their own: the last one written holds, as with
+    /// `set_limits`.
+    ///
+    /// # Errors
+    ///
+    /// [`build`](Self::build) fails with [`UnavailableError::is_invalid_key`] if a key's
+    /// segment is invalid (only a custom [`RedisKey`] can make one), or as unavailable if the
+    /// limits are to be written and Redis cannot be reached.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use taskherd::LimitChanges;
+    /// use taskherd_redis::RedisPool;
+    ///
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = RedisPool::<String>::builder("redis://127.0.0.1:6379/", "api")
+    ///     .restore_limits(LimitChanges::new().max_tasks(100).default_limit(4))
+    ///     .build()
+    ///     .await?;
+    /// # drop(pool); Ok(()) }
+    /// ```
+    pub fn restore_limits(mut self, limits: LimitChanges<K>) -> Self {
+        self.restore = Some(LimitBatch::of(limits));
+        self
     }
 }
 

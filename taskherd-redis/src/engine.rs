@@ -61,7 +61,7 @@ use tokio::time::Instant;
 
 use crate::lease::{LeaseView, ValidFrom};
 use crate::life::Life;
-use crate::scripts::{self, REAP_BATCH};
+use crate::scripts::{self, LimitBatch, REAP_BATCH};
 use crate::wakers::{caught, woken};
 
 /// How often expired leases are reaped (by every process: whoever comes first does it).
@@ -79,14 +79,31 @@ pub(crate) fn presumed_lost_after(lease: Duration) -> Duration {
 /// How long the notifier blocks on its list before polling every local waiter.
 const NOTIFY_TIMEOUT_SECS: f64 = 1.0;
 
-/// Redis could not be reached, or answered with an error.
+/// Redis could not be reached, or answered with an error; or (`forgotten`) Redis has lost the
+/// pool's data, limits included, since this process saw them set.
 #[derive(Debug)]
-pub(crate) struct Unavailable(pub(crate) redis::RedisError);
+pub(crate) struct Unavailable(pub(crate) redis::RedisError, pub(crate) bool);
+
+/// Why `admit.lua` admitted nothing: the pool's limits are gone from Redis.
+pub(crate) const FORGOTTEN: &str = "Redis has lost this pool's data since this process saw its limits \
+     set (restarted without persistence, flushed, or failed over to a replica that lacked \
+     them): nothing is admitted until the limits are set again";
 
 impl Unavailable {
     /// An error of the client's own making (a reply it cannot read, a task that ended).
     pub(crate) fn lost(what: &'static str) -> Self {
-        Self(redis::RedisError::from((redis::ErrorKind::Client, what)))
+        Self(
+            redis::RedisError::from((redis::ErrorKind::Client, what)),
+            false,
+        )
+    }
+
+    /// Redis has lost the pool's limits (`admit.lua` answered -1).
+    fn forgotten() -> Self {
+        Self(
+            redis::RedisError::from((redis::ErrorKind::Client, FORGOTTEN)),
+            true,
+        )
     }
 
     /// Whether the same call can succeed later with nobody changing Redis's data or
@@ -104,17 +121,19 @@ impl Unavailable {
 
     /// The same error again, for each caller of a shared call.
     fn copy(&self) -> Self {
-        Self(redis::RedisError::from((
-            self.0.kind(),
-            "admission call failed",
-            self.0.to_string(),
-        )))
+        if self.1 {
+            return Self::forgotten();
+        }
+        Self(
+            redis::RedisError::from((self.0.kind(), "admission call failed", self.0.to_string())),
+            false,
+        )
     }
 }
 
 impl From<redis::RedisError> for Unavailable {
     fn from(error: redis::RedisError) -> Self {
-        Self(error)
+        Self(error, false)
     }
 }
 
@@ -368,6 +387,9 @@ pub(crate) struct Engine {
     lost_waits: AtomicU64,
     /// Test hook: renewals stop (as if the process were paused).
     renewal_stopped: AtomicBool,
+    /// Whether this process has seen the pool's limits set (`cfg` in Redis): from then on,
+    /// `admit.lua` admits nothing if they are gone (see [`Unavailable::forgotten`]).
+    configured: Arc<AtomicBool>,
     /// For `Debug`: the URL without credentials.
     pub(crate) redacted_url: String,
 }
@@ -486,6 +508,7 @@ impl Engine {
         lease: Duration,
         abort_on_lost: bool,
         tls: &crate::builder::Tls,
+        restore: Option<LimitBatch>,
     ) -> Result<Arc<Self>, Unavailable> {
         let client = client(url, tls)?;
         let conn = ConnectionManager::new_with_config(
@@ -514,6 +537,21 @@ impl Engine {
         let (admit_tx, admit_rx) = mpsc::unbounded_channel();
         let life = Arc::new(Life::default());
         let prefix = format!("taskherd:{{{}}}:", crate::key::encode_segment(pool));
+        // Limits set before this process started count as seen: a loss of Redis's data from
+        // now on makes its admissions fail closed.
+        let mut conn_for_check = conn.clone();
+        let mut configured: bool = redis::cmd("EXISTS")
+            .arg(format!("{prefix}cfg"))
+            .query_async(&mut conn_for_check)
+            .await?;
+        if !configured && let Some(restore) = &restore {
+            let _: usize = restore
+                .invocation(&prefix)
+                .invoke_async(&mut conn_for_check)
+                .await?;
+            configured = true;
+        }
+        let configured = Arc::new(AtomicBool::new(configured));
         let process = format!("{:016x}", random_u64());
         let admitter_parts = Admitter {
             conn: conn.clone(),
@@ -523,6 +561,8 @@ impl Engine {
             releases: Arc::clone(&releases),
             life: Arc::clone(&life),
             engine: Weak::new(),
+            configured: Arc::clone(&configured),
+            restore,
         };
         let engine = Arc::new_cyclic(|engine| {
             tokio::spawn(admitter(
@@ -546,6 +586,7 @@ impl Engine {
                 lost: AtomicU64::new(0),
                 lost_waits: AtomicU64::new(0),
                 renewal_stopped: AtomicBool::new(false),
+                configured,
                 redacted_url: redact(url),
             }
         });
@@ -868,25 +909,15 @@ impl Engine {
             .collect())
     }
 
-    /// One `limits.lua` call; `groups` are `(segment, limit)`, each segment once.
-    pub(crate) async fn set_limits(
-        &self,
-        max_tasks: Option<Option<usize>>,
-        default_limit: Option<Option<usize>>,
-        groups: &[(String, Option<usize>)],
-    ) -> Result<usize, Unavailable> {
-        let change =
-            |c: Option<Option<usize>>| c.map_or_else(|| "-".to_owned(), scripts::limit_arg);
-        let mut invocation = scripts::LIMITS.key(&self.prefix);
-        invocation
-            .arg(REAP_BATCH)
-            .arg(change(max_tasks))
-            .arg(change(default_limit));
-        for (segment, limit) in groups {
-            invocation.arg(segment).arg(scripts::limit_arg(*limit));
-        }
+    /// One `limits.lua` call.
+    pub(crate) async fn set_limits(&self, batch: &LimitBatch) -> Result<usize, Unavailable> {
+        let invocation = batch.invocation(&self.prefix);
         let mut conn = self.conn.clone();
-        Ok(caught(invocation.invoke_async(&mut conn)).await?)
+        let granted = caught(invocation.invoke_async(&mut conn)).await?;
+        // Relaxed: a flag read by later admission calls; a call racing with this one may send
+        // the old value, as if it had been sent first.
+        self.configured.store(true, Ordering::Relaxed);
+        Ok(granted)
     }
 
     /// One `stats.lua` call: the total, then each segment.
@@ -1157,9 +1188,41 @@ struct Admitter {
     life: Arc<Life>,
     /// To record answers as they arrive (see [`Engine::answered`]).
     engine: Weak<Engine>,
+    /// [`Engine::configured`].
+    configured: Arc<AtomicBool>,
+    /// The limits to write again when Redis has lost them
+    /// ([`RedisPoolBuilder::restore_limits`](crate::RedisPoolBuilder::restore_limits)).
+    restore: Option<LimitBatch>,
 }
 
 impl Admitter {
+    /// Writes the limits to restore, if any, after an admission call found them lost;
+    /// whether they were written.
+    async fn restore(&mut self) -> bool {
+        let Some(restore) = &self.restore else {
+            return false;
+        };
+        let written: Result<usize, _> = restore
+            .invocation(&self.prefix)
+            .invoke_async(&mut self.conn)
+            .await;
+        match written {
+            Ok(_) => {
+                tracing::warn!(
+                    "Redis had lost the pool's limits (restarted without its data?): this \
+                     process wrote its restore_limits again"
+                );
+                // Relaxed: see `Engine::set_limits`.
+                self.configured.store(true, Ordering::Relaxed);
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Redis has lost the pool's limits; writing them failed");
+                false
+            }
+        }
+    }
+
     /// One `admit.lua` call for `batch`, which first releases `released`: each admission's
     /// outcome, in order.
     async fn call(
@@ -1172,6 +1235,12 @@ impl Admitter {
             .arg(self.lease_ms)
             .arg(&self.process)
             .arg(REAP_BATCH)
+            // Relaxed: see `Engine::set_limits`.
+            .arg(if self.configured.load(Ordering::Relaxed) {
+                "1"
+            } else {
+                "0"
+            })
             .arg(released.len());
         for (id, _) in released {
             invocation.arg(id);
@@ -1184,10 +1253,18 @@ impl Admitter {
                 .arg(&request.segments);
         }
         let reply: Vec<i64> = invocation.invoke_async(&mut self.conn).await?;
-        if reply.len() != 2 * batch.len() {
-            return Err(Unavailable::lost("unexpected reply from admit.lua"));
+        let (decisions, configured) = match reply.split_last() {
+            Some((-1, [])) => return Err(Unavailable::forgotten()),
+            Some((&configured, decisions)) if decisions.len() == 2 * batch.len() => {
+                (decisions, configured == 1)
+            }
+            _ => return Err(Unavailable::lost("unexpected reply from admit.lua")),
+        };
+        if configured {
+            // Relaxed: see `Engine::set_limits`.
+            self.configured.store(true, Ordering::Relaxed);
         }
-        reply
+        decisions
             .chunks_exact(2)
             .map(|pair| match *pair {
                 [1, _] => Ok(Decision::Now),
@@ -1249,8 +1326,14 @@ async fn admitter(mut admitter: Admitter, mut rx: mpsc::UnboundedReceiver<ToAdmi
                 }
             } else {
                 // The leases start when the call runs in Redis, after this.
-                let sent = Instant::now();
-                let outcomes = admitter.call(&released, &batch).await;
+                let mut sent = Instant::now();
+                let mut outcomes = admitter.call(&released, &batch).await;
+                // Redis lost the limits (the releases were made): written again, if this
+                // process has limits to restore, then the same admissions once more.
+                if matches!(&outcomes, Err(Unavailable(_, true))) && admitter.restore().await {
+                    sent = Instant::now();
+                    outcomes = admitter.call(&[], &batch).await;
+                }
                 if outcomes.is_err() && !released.is_empty() {
                     // Maybe not released: the next call carries them.
                     admitter.releases.put_back(released);

@@ -7,7 +7,8 @@ use crate::key::InvalidKey;
 
 /// Redis could not be reached, or answered with an error; or the call could not be sent
 /// because a custom [`RedisKey`](crate::RedisKey) gave an invalid segment
-/// ([`is_invalid_key`](Self::is_invalid_key)).
+/// ([`is_invalid_key`](Self::is_invalid_key)); or Redis has lost the pool's data since this
+/// process saw its limits set ([`is_forgotten`](Self::is_forgotten)).
 ///
 /// Admissions report the same conditions through `taskherd`'s error types
 /// (`is_unavailable()`, with this error as the source), with the work handed back. Never
@@ -21,6 +22,8 @@ pub struct UnavailableError {
 enum Kind {
     Redis(redis::RedisError),
     InvalidKey(InvalidKey),
+    /// See [`UnavailableError::is_forgotten`].
+    Forgotten,
 }
 
 impl UnavailableError {
@@ -37,6 +40,18 @@ impl UnavailableError {
     pub fn is_invalid_key(&self) -> bool {
         matches!(self.kind, Kind::InvalidKey(_))
     }
+
+    /// Returns `true` if an admission was refused because Redis has lost the pool's data
+    /// (restarted without persistence, flushed, or failed over to a replica that lacked it)
+    /// since this process saw the pool's limits set: the limits are gone with it, and an
+    /// admission into a pool without them would exceed them (a whole fleet's queue at once).
+    /// Nothing is admitted by this process until the limits are set again
+    /// ([`RedisPool::set_limits`](crate::RedisPool::set_limits) or the other setters, by any
+    /// process of the fleet); see [Redis loses its data](crate#redis-loses-its-data).
+    #[must_use]
+    pub fn is_forgotten(&self) -> bool {
+        matches!(self.kind, Kind::Forgotten)
+    }
 }
 
 impl fmt::Display for UnavailableError {
@@ -46,6 +61,7 @@ impl fmt::Display for UnavailableError {
             Kind::InvalidKey(InvalidKey(why)) => {
                 write!(f, "invalid group key: {why}; nothing was sent to Redis")
             }
+            Kind::Forgotten => f.write_str(crate::engine::FORGOTTEN),
         }
     }
 }
@@ -54,7 +70,7 @@ impl Error for UnavailableError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match &self.kind {
             Kind::Redis(source) => Some(source),
-            Kind::InvalidKey(_) => None,
+            Kind::InvalidKey(_) | Kind::Forgotten => None,
         }
     }
 }
@@ -69,6 +85,11 @@ impl From<InvalidKey> for UnavailableError {
 
 impl From<crate::engine::Unavailable> for UnavailableError {
     fn from(error: crate::engine::Unavailable) -> Self {
-        Self::new(error.0)
+        match error {
+            crate::engine::Unavailable(_, true) => Self {
+                kind: Kind::Forgotten,
+            },
+            crate::engine::Unavailable(source, false) => Self::new(source),
+        }
     }
 }

@@ -81,9 +81,24 @@
 //! for longer than that finds its leases lost as it resumes, before its tasks take another
 //! step ([`RedisPermit::is_lost`] checks too); the lease's age is read on the monotonic
 //! clock, which stands still while the machine itself is suspended, so after a suspend the
-//! next renewal finds out. The limits are stored in Redis as well: such a restart forgets
-//! them, and the pool is unlimited until they are set again. Waiting calls queue again by
-//! themselves.
+//! next renewal finds out.
+//!
+//! # Redis loses its data
+//!
+//! The limits are stored in Redis as well: such a restart (or a `FLUSHALL`) forgets them. A
+//! process that has seen them set (by any process, before or since it built its pool) then
+//! admits nothing, failing closed: every admission fails as unavailable with
+//! [`UnavailableError::is_forgotten`] (the work handed back), waiting calls whose places were
+//! lost with the data included, until any process of the fleet sets the limits again
+//! ([`RedisPool::set_limits`] or another setter; an empty [`LimitChanges`](taskherd::LimitChanges)
+//! batch too, to go on without limits). Admitting into the pool without its limits would
+//! exceed them: every queued call of the fleet would be admitted at once. So whoever configures
+//! the fleet should write the limits again when that happens: a pool built with
+//! [`restore_limits`](RedisPoolBuilder::restore_limits) does it itself (at build into a pool
+//! without limits, and at the first admission that finds them lost, which then goes on under
+//! them), and so does `taskherd run --redis`. A process that has never seen the limits set
+//! (built after the loss, before they were set again, in a pool whose limits nobody had set
+//! before either) and has none to restore cannot tell, and admits.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]

@@ -18,6 +18,7 @@ use crate::engine::{Admitted, Answer, Engine, Status, Unavailable, presumed_lost
 use crate::key::{InvalidKey, checked_segment};
 use crate::lease::LeaseView;
 use crate::life::{Hold, Life};
+use crate::scripts::LimitBatch;
 use crate::{RedisKey, RedisPermit, UnavailableError};
 
 /// A pool of tasks and permits whose limits are shared by every process that opens a pool of
@@ -765,25 +766,9 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     /// [`UnavailableError`]; then nothing changed, or everything did (the script is atomic).
     /// Nothing changed if a key's segment is invalid ([`UnavailableError::is_invalid_key`]).
     pub async fn set_limits(&self, changes: LimitChanges<K>) -> Result<usize, UnavailableError> {
-        let (max_tasks, default_limit, groups) = changes.into_parts();
         // The last change of a segment wins; each is sent once, in first-seen order.
-        let mut order: Vec<(String, Option<usize>)> = Vec::new();
-        let mut index = std::collections::HashMap::new();
-        for (key, limit) in groups {
-            let segment = checked_segment(&key)?;
-            match index.get(&segment) {
-                Some(&i) => order[i] = (segment, limit),
-                None => {
-                    index.insert(segment.clone(), order.len());
-                    order.push((segment, limit));
-                }
-            }
-        }
-        Ok(self
-            .shared
-            .engine
-            .set_limits(max_tasks, default_limit, &order)
-            .await?)
+        let batch = LimitBatch::of(changes)?;
+        Ok(self.shared.engine.set_limits(&batch).await?)
     }
 
     /// Sets (or with `None` removes) the explicit limit of group `key` for the whole fleet.
@@ -810,7 +795,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
         let segment = checked_segment(key)?;
         self.shared
             .engine
-            .set_limits(None, None, &[(segment, None)])
+            .set_limits(&LimitBatch::clear(segment))
             .await?;
         Ok(())
     }

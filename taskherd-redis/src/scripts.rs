@@ -6,7 +6,11 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::{Script, ScriptInvocation};
+use taskherd::LimitChanges;
+
+use crate::RedisKey;
+use crate::key::{InvalidKey, checked_segment};
 
 macro_rules! script {
     ($name:ident, $file:literal) => {
@@ -34,4 +38,60 @@ pub(crate) const REAP_BATCH: usize = 100;
 /// A limit as the scripts read it: empty for none.
 pub(crate) fn limit_arg(limit: Option<usize>) -> String {
     limit.map_or_else(String::new, |limit| limit.to_string())
+}
+
+/// A batch of limit changes as `limits.lua` takes them: each segment once (the last change of
+/// a key wins), in the order first seen.
+#[derive(Debug, Clone)]
+pub(crate) struct LimitBatch {
+    max_tasks: Option<Option<usize>>,
+    default_limit: Option<Option<usize>>,
+    groups: Vec<(String, Option<usize>)>,
+}
+
+impl LimitBatch {
+    /// The batch of `changes`; an error if a key's segment is invalid.
+    pub(crate) fn of<K: RedisKey>(changes: LimitChanges<K>) -> Result<Self, InvalidKey> {
+        let (max_tasks, default_limit, changed) = changes.into_parts();
+        let mut groups: Vec<(String, Option<usize>)> = Vec::new();
+        let mut index = std::collections::HashMap::new();
+        for (key, limit) in changed {
+            let segment = checked_segment(&key)?;
+            match index.get(&segment) {
+                Some(&i) => groups[i] = (segment, limit),
+                None => {
+                    index.insert(segment.clone(), groups.len());
+                    groups.push((segment, limit));
+                }
+            }
+        }
+        Ok(Self {
+            max_tasks,
+            default_limit,
+            groups,
+        })
+    }
+
+    /// The batch removing the explicit limit of the group whose segment is `segment`.
+    pub(crate) fn clear(segment: String) -> Self {
+        Self {
+            max_tasks: None,
+            default_limit: None,
+            groups: vec![(segment, None)],
+        }
+    }
+
+    /// The `limits.lua` call applying this batch to the pool with key prefix `prefix`.
+    pub(crate) fn invocation(&self, prefix: &str) -> ScriptInvocation<'static> {
+        let change = |c: Option<Option<usize>>| c.map_or_else(|| "-".to_owned(), limit_arg);
+        let mut invocation = LIMITS.key(prefix);
+        invocation
+            .arg(REAP_BATCH)
+            .arg(change(self.max_tasks))
+            .arg(change(self.default_limit));
+        for (segment, limit) in &self.groups {
+            invocation.arg(segment).arg(limit_arg(*limit));
+        }
+        invocation
+    }
 }

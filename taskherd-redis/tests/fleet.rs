@@ -536,6 +536,129 @@ async fn a_redis_restart_reports_lost_leases_and_the_same_pools_recover() {
     assert_eq!(live_keys(&server, "restart").await, Vec::<String>::new());
 }
 
+/// Redis restarts without its data while a waiter queues behind a full group: the limits are
+/// gone with the data. A process that saw them set admits nothing into the pool without them
+/// (`is_forgotten()`), its waiter included, which would otherwise queue again into the
+/// unlimited pool and be admitted at once (a whole fleet's queue did: peaks of 27 against a
+/// limit of 1, found by a review of `taskherd run --redis`); once any process sets the limits
+/// again, admissions go on under them. A process that started after the loss and never saw the
+/// limits set cannot know them: it admits, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_whose_limits_redis_lost_admits_nothing_until_they_are_set_again() {
+    let lease = Duration::from_millis(1500);
+    let mut server = Server::start();
+    let port = server.port;
+    let one = support::pool(&server, "forgotten", lease).await;
+    let two = support::pool(&server, "forgotten", lease).await;
+    one.set_limit("db", 1).await.unwrap();
+    let held = one.try_acquire(["db"]).await.unwrap();
+    let waiting = tokio::spawn({
+        let two = two.clone();
+        async move { two.acquire(["db"]).await }
+    });
+    until("the waiter queues", async || {
+        one.waiting_len().await.unwrap() == 1
+    })
+    .await;
+
+    server.stop();
+    let _server = Server::start_on(port);
+    let forgotten = |error: &dyn std::error::Error| {
+        error
+            .source()
+            .and_then(|source| source.downcast_ref::<taskherd_redis::UnavailableError>())
+            .is_some_and(taskherd_redis::UnavailableError::is_forgotten)
+    };
+    // The waiter's place is gone with the data; it fails rather than being admitted.
+    let outcome = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("the waiter neither failed nor was admitted")
+        .unwrap();
+    let error = match outcome {
+        Ok(_) => panic!("a waiter was admitted into a pool whose limits Redis had lost"),
+        Err(error) => error,
+    };
+    assert!(error.is_unavailable() && forgotten(&error), "{error}");
+    assert!(
+        error.to_string().contains("lost this pool's data"),
+        "{error}"
+    );
+    // Once reconnected, every admission of the processes that saw the limits is refused so.
+    until("the pool reconnects", async || {
+        one.try_acquire(["db"])
+            .await
+            .is_err_and(|error| forgotten(&error))
+    })
+    .await;
+    let error = two.try_spawn(["other"], async { 7 }).await.unwrap_err();
+    assert!(forgotten(&error), "{error}");
+    assert_eq!(error.into_inner().await, 7, "the work is handed back");
+    assert_eq!(two.len().await.unwrap(), 0);
+    // A process that never saw the limits set has nothing to hold on to.
+    let newcomer = support::pool(&_server, "forgotten", lease).await;
+    drop(newcomer.try_acquire(["db"]).await.unwrap());
+    newcomer.flush().await;
+
+    // The limits set again (by any process): admissions go on under them.
+    two.set_limit("db", 1).await.unwrap();
+    let first = one.try_acquire(["db"]).await.unwrap();
+    let error = two.try_acquire(["db"]).await.unwrap_err();
+    assert!(error.is_full(), "{error}");
+    drop((first, held));
+}
+
+/// `restore_limits`: written when the pool is built into a Redis that has none, left alone
+/// while Redis keeps the limits (a change made at run time stays), and written again by the
+/// first admission that finds them lost, which then goes on under them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_limits_are_written_into_a_pool_without_limits_and_admit_under_them() {
+    let lease = Duration::from_millis(1500);
+    let mut server = Server::start();
+    let port = server.port;
+    let restoring = async |server: &Server| {
+        taskherd_redis::RedisPool::<&'static str>::builder(&server.url(), "restore")
+            .lease(lease)
+            .restore_limits(LimitChanges::new().max_tasks(5).limit("db", 1))
+            .build()
+            .await
+            .unwrap()
+    };
+    let one = restoring(&server).await;
+    let other = support::pool(&server, "restore", lease).await;
+    assert_eq!(other.limit(&"db").await.unwrap(), Some(1));
+    assert_eq!(other.max_tasks().await.unwrap(), Some(5));
+    // Changed at run time: a process built now leaves it as it is.
+    other.set_limit("db", 2).await.unwrap();
+    let two = restoring(&server).await;
+    assert_eq!(other.limit(&"db").await.unwrap(), Some(2));
+    other.set_limit("db", 1).await.unwrap();
+
+    server.stop();
+    let server = Server::start_on(port);
+    // The first admission after the loss writes the limits again and is admitted under them.
+    let held = loop {
+        match one.try_acquire(["db"]).await {
+            Ok(permit) => break permit,
+            Err(error) => {
+                assert!(error.is_unavailable(), "{error}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    for pool in [&other, &two] {
+        until("the pool reconnects", async || pool.len().await.is_ok()).await;
+    }
+    assert_eq!(other.limit(&"db").await.unwrap(), Some(1));
+    assert_eq!(other.max_tasks().await.unwrap(), Some(5));
+    assert!(two.try_acquire(["db"]).await.unwrap_err().is_full());
+    assert!(other.try_acquire(["db"]).await.unwrap_err().is_full());
+    drop(held);
+    one.flush().await;
+    drop(two.try_acquire(["db"]).await.unwrap());
+    two.flush().await;
+    assert_eq!(live_keys(&server, "restore").await, Vec::<String>::new());
+}
+
 /// The list `order` on the server.
 async fn order(server: &Server) -> Vec<String> {
     let mut conn = connection(&server.url()).await;

@@ -45,7 +45,7 @@ fn admit(
     eval(
         server,
         &admit_script(),
-        &[&lease, owner, "100", "0", mode, id, "1", group],
+        &[&lease, owner, "100", "0", "0", mode, id, "1", group],
     )
 }
 
@@ -70,7 +70,7 @@ fn held_with_a_dead_waiter_first() -> Server {
         ("live", "wait", "live:1", 2),
     ] {
         let reply = admit(&server, owner, Duration::from_secs(60), mode, id, "db");
-        assert_eq!(reply, format!("*2\r\n:{answer}\r\n:0\r\n"), "{id}");
+        assert_eq!(reply, format!("*3\r\n:{answer}\r\n:0\r\n:0\r\n"), "{id}");
     }
     let expired = server
         .cmd(&["ZADD", &format!("{PREFIX}wl"), "XX", "CH", "1", "dead:1"])
@@ -126,9 +126,10 @@ fn an_admissions_releases_do_not_hand_a_slot_to_a_waiter_whose_lease_ran_out() {
         &server,
         &admit_script(),
         &[
-            "60000", "p1", "100", "1", "p1:1", "try", "p1:2", "1", "other",
+            "60000", "p1", "100", "0", "1", "p1:1", "try", "p1:2", "1", "other",
         ],
     );
-    assert_eq!(reply, "*2\r\n:1\r\n:0\r\n");
+    // Admitted; the pool's limits were never set through limits.lua (no `cfg`).
+    assert_eq!(reply, "*3\r\n:1\r\n:0\r\n:0\r\n");
     assert_granted_to_the_live_waiter(&server);
 }

@@ -710,3 +710,44 @@ fn a_job_that_lost_its_lease_while_waiting_to_start_is_admitted_again() {
     );
     assert_eq!(report.lines().count(), JOBS);
 }
+
+/// Redis restarts without its data while jobs wait for admission: the limits are gone with the
+/// data, and the waiting jobs must not all start at once in a pool without them (they did:
+/// 8 jobs of `-j 1 -l db=1` overlapped, peaks of 27 against a limit of 1 across two runs;
+/// found by a review). The pool admits nothing for the run until it has written its limits
+/// again, and then only under them.
+#[test]
+fn waiting_jobs_do_not_all_start_when_redis_restarts_without_its_limits() {
+    let mut jobs = String::from("touch first; sleep 0.3\n");
+    for i in 0..8 {
+        jobs.push_str(&logged_job(&format!("j{i}"), "db", "1"));
+        jobs.push('\n');
+    }
+    let (server, url, scratch) = server_with_jobs(&jobs);
+    let child = scratch
+        .command(&[
+            "run", "--redis", &url, "-j", "1", "-l", "db=1", "--lease", "3s", "jobs.txt",
+        ])
+        .spawn()
+        .unwrap();
+    wait_for_files(&scratch, &["first"]);
+    let mut server = server;
+    let port = server.port;
+    server.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    let server = Server::start_on(port);
+    let finished = finish_within(child, Duration::from_secs(60));
+    let ran = intervals(&scratch);
+    assert_eq!(ran.len(), 8, "{}", finished.stderr);
+    assert_eq!(
+        max_overlap(ran.values()),
+        1,
+        "-j 1 and db=1 exceeded after the restart:\n{}",
+        finished.stderr
+    );
+    finished
+        .assert_code(0)
+        .assert_stderr_contains("this run's limits are written to the pool again");
+    let limit = read_pool(&server, async |pool| pool.limit(&"db").await.unwrap());
+    assert_eq!(limit, Some(1));
+}

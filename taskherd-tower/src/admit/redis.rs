@@ -21,7 +21,13 @@ type BoxAdmit<K> = Pin<Box<dyn Future<Output = Result<RedisPermit<K>, Refused<K>
 /// - Wait mode: [`RedisPool::acquire`], first come first served in each group across the
 ///   fleet.
 /// - Fail closed: Redis unreachable (or a key whose [`RedisKey::segment`] is invalid) and a
-///   closed pool are [`Refused::Unavailable`] (`503`): nothing is admitted without Redis.
+///   closed pool are [`Refused::Unavailable`] (`503`): nothing is admitted without Redis. So
+///   is a pool whose limits Redis has lost (restarted without persistence): every request
+///   gets `503` until some process sets the limits again (see
+///   [`UnavailableError::is_forgotten`](taskherd_redis::UnavailableError::is_forgotten)). A
+///   pool built with
+///   [`restore_limits`](taskherd_redis::RedisPoolBuilder::restore_limits) writes them again
+///   by itself, at the first request after the loss.
 ///
 /// Each admission is a boxed future (one allocation per request, plus a clone of the pool, an
 /// `Arc`). Nothing is sent when [`try_admit`](Admit::try_admit) or [`admit`](Admit::admit)
