@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use taskherd::TaskPool;
 
@@ -747,6 +747,25 @@ fn redis_tls(args: &RunArgs) -> Result<fleet::Tls, Fatal> {
     .map_err(Fatal::one)
 }
 
+/// With `--redis`: a run that dies (`kill -9`) has its jobs killed by its helper, SIGKILL
+/// `--kill-grace` after SIGTERM, while its slots go to other runs as their leases expire, from
+/// two thirds of a lease after its last renewal: a grace of at most half the lease leaves a
+/// sixth of it for the helper to notice and the kernel to end the jobs.
+fn check_grace(args: &RunArgs) -> Result<(), Fatal> {
+    let lease = args.lease.unwrap_or(fleet::DEFAULT_LEASE);
+    if args.kill_grace * 2 <= lease {
+        return Ok(());
+    }
+    let seconds = |duration: Duration| format!("{}s", duration.as_secs_f64());
+    Err(Fatal::one(format!(
+        "--kill-grace {} is longer than half of --lease {}: a job of a run that dies could still \
+         run when its slots go to another run; give --kill-grace {} or less, or a longer --lease",
+        seconds(args.kill_grace),
+        seconds(lease),
+        seconds(lease / 2),
+    )))
+}
+
 /// Reads and checks the job file, the limits and the limits file.
 pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
     let shell = check_shell(&args.shell)?;
@@ -765,6 +784,7 @@ pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
             ));
         }
         redis_tls(args)?;
+        check_grace(args)?;
     }
     let (source, input, pipe) = open_jobs(args.jobfile.as_deref())?;
     let arg_limits = ArgLimits::of_this_system(&shell);

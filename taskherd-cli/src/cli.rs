@@ -218,7 +218,9 @@ pub struct RunArgs {
     pub pool: Option<String>,
 
     /// With --redis: how long a killed run's slots stay taken (its admissions' lease, renewed
-    /// every third of it while the run lives); at least 1s. [default: 15s]
+    /// every third of it while the run lives); at least 1s, and at least twice --kill-grace
+    /// (a killed run's jobs are killed --kill-grace after SIGTERM, and its slots may go to
+    /// other runs from two thirds of a lease on). [default: 15s]
     #[arg(long, value_name = "DURATION", requires = "redis", value_parser = parse_lease)]
     pub lease: Option<Duration>,
 }

@@ -150,6 +150,9 @@ impl Pool {
     }
 }
 
+/// The lease of a run's admissions without `--lease` (taskherd-redis's default).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+
 /// A pool shared through Redis, and the fleet's limits as last read.
 pub struct Fleet {
     pub pool: RedisPool<Group>,
