@@ -150,6 +150,15 @@ impl Pool {
     }
 }
 
+/// What [`Fleet::guard`] found of a loss of Redis's data.
+enum Loss {
+    None,
+    /// The pool's count went back, or Redis refused an admission or a read as forgotten.
+    Certain,
+    /// A limit this run gave is missing, after its leases were lost.
+    Likely,
+}
+
 /// The lease of a run's admissions without `--lease` (taskherd-redis's default).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 
@@ -253,8 +262,11 @@ impl Fleet {
             let lost = lost_now();
             // Acquire: pairs with `saw_forgotten`'s release (a flag; nothing else is passed).
             let told = self.told_forgotten.swap(false, Ordering::AcqRel);
-            let forgotten = match self.forgotten(&mut admitted, lost != seen).await {
-                Ok(forgotten) => forgotten || told,
+            let loss = match self.forgotten(&mut admitted, lost != seen).await {
+                Ok(_) if told => Loss::Certain,
+                Ok(loss) => loss,
+                // A limit read refused: Redis lost the limits this run saw set.
+                Err(error) if error.is_forgotten() => Loss::Certain,
                 Err(error) => {
                     if told {
                         self.saw_forgotten();
@@ -268,15 +280,24 @@ impl Fleet {
             if let Some(text) = self.came_back() {
                 notice(text).await;
             }
-            if !forgotten {
-                // Leases lost while Redis kept the pool: nothing to write again.
-                seen = lost;
-                continue;
-            }
-            let given = self.given();
-            // Written even if this run was given no limit: the pool admits again (without
-            // limits, as nobody gave any; another run's guard writes its own).
-            if self.write(&given).await.is_ok() {
+            // Certainly lost: the fleet's limits as this run last read them, with its own on
+            // top (a run given no limit, or some, must not leave the pool without the rest:
+            // the pool admits again once any are written). Maybe lost: its own only.
+            let (limits, own) = match loss {
+                Loss::None => {
+                    // Leases lost while Redis kept the pool: nothing to write again.
+                    seen = lost;
+                    continue;
+                }
+                Loss::Certain => (self.given().over(&self.known()), false),
+                Loss::Likely => (self.given(), true),
+            };
+            let written = if own {
+                self.write(&limits).await
+            } else {
+                self.pool.set_limits(limits.batch()).await.map(drop)
+            };
+            if written.is_ok() {
                 seen = lost;
                 notice(
                     "Redis forgot this run's leases or limits (restarted without its data?): \
@@ -314,20 +335,20 @@ impl Fleet {
     ///   by another run (a "no limit" written by its limits file), which this run must not
     ///   undo.
     ///
-    /// `false` if this run gave no limit.
+    /// [`Loss::None`] if this run gave no limit (unless the count went down).
     async fn forgotten(
         &self,
         admitted: &mut u64,
         leases_lost: bool,
-    ) -> Result<bool, UnavailableError> {
+    ) -> Result<Loss, UnavailableError> {
         let now = self.pool.total_stats().await?.admitted;
         let went_down = now < *admitted;
         *admitted = now;
         if went_down {
-            return Ok(true);
+            return Ok(Loss::Certain);
         }
         if now > 0 && !leases_lost {
-            return Ok(false);
+            return Ok(Loss::None);
         }
         let given = self.given();
         let mut present = Vec::new();
@@ -340,11 +361,12 @@ impl Fleet {
         for group in given.groups.keys() {
             present.push(self.pool.limit(group).await?.is_some());
         }
-        Ok(if leases_lost {
+        let lost = if leases_lost {
             present.contains(&false)
         } else {
             !present.is_empty() && !present.contains(&true)
-        })
+        };
+        Ok(if lost { Loss::Likely } else { Loss::None })
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, Limits> {

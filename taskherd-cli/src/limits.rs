@@ -177,6 +177,21 @@ impl Limits {
         batch
     }
 
+    /// These limits on top of `under`: each one set here, and those of `under` this leaves
+    /// unset.
+    #[must_use]
+    pub fn over(&self, under: &Limits) -> Limits {
+        let mut limits = under.clone();
+        limits.total = self.total.or(under.total);
+        limits.default = self.default.or(under.default);
+        limits.groups.extend(
+            self.groups
+                .iter()
+                .map(|(group, &limit)| (group.clone(), limit)),
+        );
+        limits
+    }
+
     /// These limits with `settings` applied on top.
     #[must_use]
     pub fn overlay(&self, settings: &Settings) -> Limits {

@@ -6,7 +6,7 @@
 -- ARGV[2]  the calling process's id (whose `n:<proc>` list is told when a waiter is granted)
 -- ARGV[3]  how many expired holders and waiters to reap (at most) when a group is full, and
 --          expired waiters before the releases
--- ARGV[4]  `1` if the calling process has seen the pool's limits set (`cfg`), else `0`
+-- ARGV[4]  `1` if the calling process has seen the pool's limits set (`cfg` or `lim`), else `0`
 -- ARGV[5]  r, how many ids to release first (holders and waiters this process gave back
 --          since its last call, as release.lua releases them: what it gave back is free for
 --          the admissions that follow, as in the in-process pool)
@@ -21,8 +21,8 @@
 -- refused, the first full group being the total (i = 0) or the i-th segment (try mode only;
 -- counted in the statistics); 2, 0 waiting (the id is a waiter, leased; poll.lua or the
 -- `n:<proc>` list tells when it is granted). Then one more integer: 1 if the pool's limits have
--- been set (`cfg`), else 0.
--- If the caller has seen the limits set (ARGV[4]) and `cfg` is gone, Redis has lost the pool's
+-- been set (`cfg` or `lim`), else 0.
+-- If the caller has seen the limits set (ARGV[4]) and `cfg` and `lim` are gone, Redis has lost the pool's
 -- data and with it the limits: the ids are released, nothing is admitted, and the reply is the
 -- single integer -1 (fail closed: an admission into a pool without its limits would exceed
 -- them, a whole fleet's queue at once).
@@ -170,7 +170,8 @@ local released = tonumber(ARGV[5])
 if released > 0 then reap_waiters_before_release(now, reap_max) end
 for j = 1, released do release_id(ARGV[5 + j], now) end
 
-local configured = redis.call('EXISTS', K_CFG) == 1
+-- `lim` alone: limits set by a release that did not mark `cfg`.
+local configured = redis.call('EXISTS', K_CFG, K_LIM) > 0
 if ARGV[4] == '1' and not configured then return { -1 } end
 
 local out = {}

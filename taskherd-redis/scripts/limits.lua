@@ -3,27 +3,32 @@
 --
 -- KEYS[1]  the pool's prefix `taskherd:{<pool>}:` (every key is derived from it; see lib.lua)
 -- ARGV[1]  how many expired holders and waiters to reap first (at most)
--- ARGV[2]  the total's limit: `-` unchanged, `` (empty) none, or a number
--- ARGV[3]  the default limit: same encoding
--- ARGV[4..] pairs: a group segment, then its explicit limit (`` clears it, or a number); each
+-- ARGV[2]  `set`, or `restore`: only into a pool whose limits were never set or were lost
+--          with Redis's data (neither `cfg` nor `lim`; `lim` alone: set by a release that
+--          did not mark `cfg`), else nothing is changed
+-- ARGV[3]  the total's limit: `-` unchanged, `` (empty) none, or a number
+-- ARGV[4]  the default limit: same encoding
+-- ARGV[5..] pairs: a group segment, then its explicit limit (`` clears it, or a number); each
 --          segment at most once
 --
--- Returns the number of waiters granted.
+-- Marks the pool's limits set (`cfg`). Returns the number of waiters granted.
 
 local now = now_ms()
 reap(now, tonumber(ARGV[1]))
+local configured = redis.call('EXISTS', K_CFG, K_LIM) > 0
 redis.call('SET', K_CFG, '1')
+if ARGV[2] == 'restore' and configured then return 0 end
 
 local function set(field, v)
   if v == '' then redis.call('HDEL', K_LIM, field) else redis.call('HSET', K_LIM, field, v) end
 end
 
-if ARGV[2] ~= '-' then set('t', ARGV[2]) end
+if ARGV[3] ~= '-' then set('t', ARGV[3]) end
 local default_changed = false
-if ARGV[3] ~= '-' then
+if ARGV[4] ~= '-' then
   local old = redis.call('HGET', K_LIM, 'd') or ''
-  if old ~= ARGV[3] then
-    set('d', ARGV[3])
+  if old ~= ARGV[4] then
+    set('d', ARGV[4])
     default_changed = true
   end
 end
@@ -31,7 +36,7 @@ end
 -- Values. A group that exists is "touched" (its room may change); one that does not exist
 -- gets an entry only for an explicit limit (nothing to pump there).
 local touched = {}
-for i = 4, #ARGV - 1, 2 do
+for i = 5, #ARGV - 1, 2 do
   local seg, v = ARGV[i], ARGV[i + 1]
   local exists = not gidle(seg)
   set('g:' .. seg, v)

@@ -98,7 +98,7 @@ impl Unavailable {
         )
     }
 
-    /// Redis has lost the pool's limits (`admit.lua` answered -1).
+    /// Redis has lost the pool's limits (`admit.lua` answered -1, or a read found them gone).
     fn forgotten() -> Self {
         Self(
             redis::RedisError::from((redis::ErrorKind::Client, FORGOTTEN)),
@@ -538,19 +538,26 @@ impl Engine {
         let life = Arc::new(Life::default());
         let prefix = format!("taskherd:{{{}}}:", crate::key::encode_segment(pool));
         // Limits set before this process started count as seen: a loss of Redis's data from
-        // now on makes its admissions fail closed.
+        // now on makes its admissions fail closed. Limits to restore are written into a pool
+        // without limits, checked in the same script call.
         let mut conn_for_check = conn.clone();
-        let mut configured: bool = redis::cmd("EXISTS")
-            .arg(format!("{prefix}cfg"))
-            .query_async(&mut conn_for_check)
-            .await?;
-        if !configured && let Some(restore) = &restore {
-            let _: usize = restore
-                .invocation(&prefix)
-                .invoke_async(&mut conn_for_check)
-                .await?;
-            configured = true;
-        }
+        let configured = match &restore {
+            Some(restore) => {
+                let _: usize = restore
+                    .invocation(&prefix, true)
+                    .invoke_async(&mut conn_for_check)
+                    .await?;
+                true
+            }
+            None => {
+                let set: usize = redis::cmd("EXISTS")
+                    .arg(format!("{prefix}cfg"))
+                    .arg(format!("{prefix}lim"))
+                    .query_async(&mut conn_for_check)
+                    .await?;
+                set > 0
+            }
+        };
         let configured = Arc::new(AtomicBool::new(configured));
         let process = format!("{:016x}", random_u64());
         let admitter_parts = Admitter {
@@ -911,7 +918,7 @@ impl Engine {
 
     /// One `limits.lua` call.
     pub(crate) async fn set_limits(&self, batch: &LimitBatch) -> Result<usize, Unavailable> {
-        let invocation = batch.invocation(&self.prefix);
+        let invocation = batch.invocation(&self.prefix, false);
         let mut conn = self.conn.clone();
         let granted = caught(invocation.invoke_async(&mut conn)).await?;
         // Relaxed: a flag read by later admission calls; a call racing with this one may send
@@ -934,12 +941,26 @@ impl Engine {
         Ok(rows.iter().map(|row| parse_stats(row)).collect())
     }
 
-    /// One `HGET` of a limit field (`t`, `d` or `g:<segment>`).
+    /// One `HGET` of a limit field (`t`, `d` or `g:<segment>`), with whether the pool's limits
+    /// were set (`cfg`, `lim`) in the same round trip: a process that has seen them set
+    /// fails the read as [`Unavailable::forgotten`] if Redis has lost them (a "no limit"
+    /// would not be true), and one that had not has seen them now.
     pub(crate) async fn limit_field(&self, field: &str) -> Result<Option<usize>, Unavailable> {
         let mut conn = self.conn.clone();
-        let mut hget = redis::cmd("HGET");
-        hget.arg(format!("{}lim", self.prefix)).arg(field);
-        let value: Option<usize> = caught(hget.query_async(&mut conn)).await?;
+        let mut read = redis::pipe();
+        read.cmd("EXISTS")
+            .arg(format!("{}cfg", self.prefix))
+            .arg(format!("{}lim", self.prefix))
+            .cmd("HGET")
+            .arg(format!("{}lim", self.prefix))
+            .arg(field);
+        let (set, value): (usize, Option<usize>) = caught(read.query_async(&mut conn)).await?;
+        // Relaxed: see `set_limits`.
+        if set > 0 {
+            self.configured.store(true, Ordering::Relaxed);
+        } else if self.configured.load(Ordering::Relaxed) {
+            return Err(Unavailable::forgotten());
+        }
         Ok(value)
     }
 
@@ -1203,7 +1224,7 @@ impl Admitter {
             return false;
         };
         let written: Result<usize, _> = restore
-            .invocation(&self.prefix)
+            .invocation(&self.prefix, true)
             .invoke_async(&mut self.conn)
             .await;
         match written {

@@ -81,12 +81,15 @@ impl LimitBatch {
         }
     }
 
-    /// The `limits.lua` call applying this batch to the pool with key prefix `prefix`.
-    pub(crate) fn invocation(&self, prefix: &str) -> ScriptInvocation<'static> {
+    /// The `limits.lua` call applying this batch to the pool with key prefix `prefix`; with
+    /// `restore`, only if the pool has no limits (never set, or lost with Redis's data), in
+    /// the same script call as the check.
+    pub(crate) fn invocation(&self, prefix: &str, restore: bool) -> ScriptInvocation<'static> {
         let change = |c: Option<Option<usize>>| c.map_or_else(|| "-".to_owned(), limit_arg);
         let mut invocation = LIMITS.key(prefix);
         invocation
             .arg(REAP_BATCH)
+            .arg(if restore { "restore" } else { "set" })
             .arg(change(self.max_tasks))
             .arg(change(self.default_limit));
         for (segment, limit) in &self.groups {

@@ -659,6 +659,92 @@ async fn restore_limits_are_written_into_a_pool_without_limits_and_admit_under_t
     assert_eq!(live_keys(&server, "restore").await, Vec::<String>::new());
 }
 
+/// `restore_limits` writes only into a pool without limits, checked in the same script call as
+/// the write: not over limits a release that did not mark `cfg` wrote (`lim` alone), nor into
+/// a pool whose limits were all cleared on purpose (`cfg` alone). Its first version checked in
+/// one call and wrote in another, and took `lim` alone for "no limits" (found by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_limits_never_overwrite_limits_that_are_there() {
+    let server = Server::start();
+    let restoring = async |name: &str| {
+        taskherd_redis::RedisPool::<&'static str>::builder(&server.url(), name)
+            .restore_limits(LimitChanges::new().limit("db", 1))
+            .build()
+            .await
+            .unwrap()
+    };
+    // What an earlier release's `set_limit("db", 3)` left: `lim` only.
+    server
+        .cmd(&["HSET", "taskherd:{old}:lim", "g:db", "3"])
+        .unwrap();
+    let _restored = restoring("old").await;
+    let plain = support::pool(&server, "old", Duration::from_secs(3)).await;
+    assert_eq!(plain.limit(&"db").await.unwrap(), Some(3));
+    // Every limit cleared on purpose: the pool stays without.
+    let cleared = support::pool(&server, "cleared", Duration::from_secs(3)).await;
+    cleared.set_limit("db", 2).await.unwrap();
+    cleared.clear_limit(&"db").await.unwrap();
+    let _restored = restoring("cleared").await;
+    assert_eq!(cleared.limit(&"db").await.unwrap(), None);
+}
+
+/// A pool whose limits an earlier release wrote back after the loss (`lim` without `cfg`) has
+/// its limits: the processes that saw them set admit again (they refused everything, as
+/// forgotten, in the first version; found by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_written_back_by_an_earlier_release_end_the_refusals() {
+    let mut server = Server::start();
+    let port = server.port;
+    let pool = support::pool(&server, "mixed", Duration::from_secs(3)).await;
+    pool.set_limit("db", 1).await.unwrap();
+    server.stop();
+    let server = Server::start_on(port);
+    server
+        .cmd(&["HSET", "taskherd:{mixed}:lim", "g:db", "1"])
+        .unwrap();
+    let held = loop {
+        match pool.try_acquire(["db"]).await {
+            Ok(permit) => break permit,
+            Err(error) => {
+                assert!(
+                    error.is_unavailable() && !error.to_string().contains("lost this pool's"),
+                    "{error}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    assert!(pool.try_acquire(["db"]).await.unwrap_err().is_full());
+    drop(held);
+}
+
+/// A process that has only read the limits (built before they were set, no admission since)
+/// has seen them set: after the loss its reads and admissions fail as forgotten instead of
+/// reading "no limit" and admitting twice into `db` (limit 1; found by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_read_the_limits_fails_closed_after_the_loss() {
+    let mut server = Server::start();
+    let port = server.port;
+    let reader = support::pool(&server, "read", Duration::from_secs(3)).await;
+    let admin = support::pool(&server, "read", Duration::from_secs(3)).await;
+    admin.set_limit("db", 1).await.unwrap();
+    assert_eq!(reader.limit(&"db").await.unwrap(), Some(1));
+    server.stop();
+    let _server = Server::start_on(port);
+    until("the limit read fails as forgotten", async || {
+        reader
+            .limit(&"db")
+            .await
+            .is_err_and(|error| error.is_forgotten())
+    })
+    .await;
+    let error = reader.try_acquire(["db"]).await.unwrap_err();
+    assert!(
+        error.to_string().contains("lost this pool's data"),
+        "{error}"
+    );
+}
+
 /// The list `order` on the server.
 async fn order(server: &Server) -> Vec<String> {
     let mut conn = connection(&server.url()).await;

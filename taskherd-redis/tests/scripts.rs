@@ -70,7 +70,8 @@ fn held_with_a_dead_waiter_first() -> Server {
         ("live", "wait", "live:1", 2),
     ] {
         let reply = admit(&server, owner, Duration::from_secs(60), mode, id, "db");
-        assert_eq!(reply, format!("*3\r\n:{answer}\r\n:0\r\n:0\r\n"), "{id}");
+        // Then 1: the pool has limits (`lim`).
+        assert_eq!(reply, format!("*3\r\n:{answer}\r\n:0\r\n:1\r\n"), "{id}");
     }
     let expired = server
         .cmd(&["ZADD", &format!("{PREFIX}wl"), "XX", "CH", "1", "dead:1"])
@@ -129,7 +130,7 @@ fn an_admissions_releases_do_not_hand_a_slot_to_a_waiter_whose_lease_ran_out() {
             "60000", "p1", "100", "0", "1", "p1:1", "try", "p1:2", "1", "other",
         ],
     );
-    // Admitted; the pool's limits were never set through limits.lua (no `cfg`).
-    assert_eq!(reply, "*3\r\n:1\r\n:0\r\n:0\r\n");
+    // Admitted; the pool has limits (`lim`).
+    assert_eq!(reply, "*3\r\n:1\r\n:0\r\n:1\r\n");
     assert_granted_to_the_live_waiter(&server);
 }

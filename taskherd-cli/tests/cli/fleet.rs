@@ -31,9 +31,15 @@ fn server_with_jobs(jobs: &str) -> (Server, String, Scratch) {
 }
 
 /// Restarts `server` on its port, without its data (as a Redis without persistence).
-fn restart(mut server: Server) -> Server {
+fn restart(server: Server) -> Server {
+    restart_after(server, Duration::ZERO)
+}
+
+/// [`restart`], down for `down`.
+fn restart_after(mut server: Server, down: Duration) -> Server {
     let port = server.port;
     server.stop();
+    std::thread::sleep(down);
     Server::start_on(port)
 }
 
@@ -768,6 +774,41 @@ fn a_job_that_lost_its_lease_while_waiting_to_start_is_admitted_again() {
     assert_eq!(report.lines().count(), JOBS);
 }
 
+/// Runs a short first job then `n` logged `db` jobs of a second each with `args` (after `run
+/// --redis URL`, before the job file), restarting `server` without its data (down 1.5 s)
+/// once the first has run; asserts that all ran and never two at once, and returns the new
+/// server and how the run finished.
+fn db_jobs_through_a_restart(
+    server: Server,
+    url: &str,
+    scratch: &Scratch,
+    n: usize,
+    args: &[&str],
+) -> (Server, crate::support::Finished) {
+    let mut jobs = String::from("touch first; sleep 0.3\n");
+    for i in 0..n {
+        jobs.push_str(&logged_job(&format!("j{i}"), "db", "1"));
+        jobs.push('\n');
+    }
+    scratch.write("jobs.txt", &jobs);
+    let child = scratch
+        .command(&[&["run", "--redis", url][..], args, &["jobs.txt"]].concat())
+        .spawn()
+        .unwrap();
+    wait_for_files(scratch, &["first"]);
+    let server = restart_after(server, Duration::from_millis(1500));
+    let finished = finish_within(child, Duration::from_secs(60));
+    let ran = intervals(scratch);
+    assert_eq!(ran.len(), n, "{}", finished.stderr);
+    assert_eq!(
+        max_overlap(ran.values()),
+        1,
+        "the limit of 1 was exceeded after the restart:\n{}",
+        finished.stderr
+    );
+    (server, finished)
+}
+
 /// Redis restarts without its data while jobs wait for admission: the limits are gone with the
 /// data, and the waiting jobs must not all start at once in a pool without them (they did:
 /// 8 jobs of `-j 1 -l db=1` overlapped, peaks of 27 against a limit of 1 across two runs;
@@ -775,47 +816,38 @@ fn a_job_that_lost_its_lease_while_waiting_to_start_is_admitted_again() {
 /// again, and then only under them.
 #[test]
 fn waiting_jobs_do_not_all_start_when_redis_restarts_without_its_limits() {
-    let mut jobs = String::from("touch first; sleep 0.3\n");
-    for i in 0..8 {
-        jobs.push_str(&logged_job(&format!("j{i}"), "db", "1"));
-        jobs.push('\n');
-    }
-    let (server, url, scratch) = server_with_jobs(&jobs);
-    let child = scratch
-        .command(&[
-            "run",
-            "--redis",
-            &url,
-            "-j",
-            "1",
-            "-l",
-            "db=1",
-            "--lease",
-            "3s",
-            "--kill-grace",
-            "1s",
-            "jobs.txt",
-        ])
-        .spawn()
-        .unwrap();
-    wait_for_files(&scratch, &["first"]);
-    let mut server = server;
-    let port = server.port;
-    server.stop();
-    std::thread::sleep(Duration::from_millis(1500));
-    let server = Server::start_on(port);
-    let finished = finish_within(child, Duration::from_secs(60));
-    let ran = intervals(&scratch);
-    assert_eq!(ran.len(), 8, "{}", finished.stderr);
-    assert_eq!(
-        max_overlap(ran.values()),
-        1,
-        "-j 1 and db=1 exceeded after the restart:\n{}",
-        finished.stderr
-    );
+    let (server, url, scratch) = server_with_jobs("");
+    let args = [
+        "-j",
+        "1",
+        "-l",
+        "db=1",
+        "--lease",
+        "3s",
+        "--kill-grace",
+        "1s",
+    ];
+    let (server, finished) = db_jobs_through_a_restart(server, &url, &scratch, 8, &args);
     finished
         .assert_code(0)
         .assert_stderr_contains("this run's limits are written to the pool again");
+    let limit = read_pool(&server, async |pool| pool.limit(&"db").await.unwrap());
+    assert_eq!(limit, Some(1));
+}
+
+/// A run given no limit of its own runs under those another run wrote (`db=1` here). When
+/// Redis restarts without its data, it writes back the fleet's limits as it last read them,
+/// not just its own (none): its first version wrote an empty batch, and the waiting jobs all
+/// started, in a pool without limits from then on (found by a review).
+#[test]
+fn a_run_given_no_limits_restores_the_limits_it_ran_under() {
+    let (server, url, scratch) = server_with_jobs("true\n");
+    // The run that configures the pool; it ends.
+    scratch
+        .run(&["run", "--redis", &url, "-l", "db=1", "jobs.txt"])
+        .assert_code(0);
+    let args = ["--lease", "3s", "--kill-grace", "1s"];
+    let (server, _) = db_jobs_through_a_restart(server, &url, &scratch, 6, &args);
     let limit = read_pool(&server, async |pool| pool.limit(&"db").await.unwrap());
     assert_eq!(limit, Some(1));
 }
