@@ -27,10 +27,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let pool: RedisPool<String> = RedisPool::builder(&url, "example-fleet")
         .lease(Duration::from_secs(10))
+        // Written by the first worker into a pool without limits, and again by any worker
+        // that finds them lost (Redis restarted without its data); `set_limits` changes them.
+        .restore_limits(LimitChanges::new().max_tasks(2).default_limit(1))
         .build()
-        .await?;
-    // Every worker writes the same limits; the last write wins for the whole fleet.
-    pool.set_limits(LimitChanges::new().max_tasks(2).default_limit(1))
         .await?;
 
     let mut jobs = Vec::new();

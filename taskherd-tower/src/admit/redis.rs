@@ -65,10 +65,11 @@ type BoxAdmit<K> = Pin<Box<dyn Future<Output = Result<RedisPermit<K>, Refused<K>
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let pool: RedisPool<String> = RedisPool::builder("redis://127.0.0.1:6379/", "api")
 ///     .lease(Duration::from_secs(15))
+///     // 8 requests in flight per tenant, 256 in all: written by the first server, and again
+///     // if Redis loses them (an operator's `set_limits` later stays).
+///     .restore_limits(LimitChanges::new().max_tasks(256).default_limit(8))
 ///     .build()
 ///     .await?;
-/// // Once for the fleet: 8 requests in flight per tenant, 256 in all.
-/// pool.set_limits(LimitChanges::new().max_tasks(256).default_limit(8)).await?;
 /// let app: Router = Router::new()
 ///     .route("/", get(|| async { "hello" }))
 ///     .layer(LimitLayer::new(pool, Header::new("x-tenant")).wait(Duration::from_millis(200)));
