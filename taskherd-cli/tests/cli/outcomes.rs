@@ -160,6 +160,12 @@ fn a_job_that_cannot_start_says_why_on_standard_error() {
         .assert_stderr_contains("line 1 could not start: ");
     let records = report(&scratch, "r.jsonl");
     assert_eq!(statuses(&records), [(1, "error".into())]);
+    // As the README says: not run, its one attempt listed with the error.
+    assert_eq!(records[0]["ran"], false);
+    let attempts = records[0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0]["status"], "error");
+    assert!(attempts[0]["error"].is_string(), "{attempts:?}");
 }
 
 #[test]
