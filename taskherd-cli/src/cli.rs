@@ -168,7 +168,7 @@ pub struct RunArgs {
 
     /// Time between SIGTERM and SIGKILL when taskherd terminates jobs (a timeout, a lost
     /// lease, --halt-on-error now, a second Ctrl-C, SIGTERM or SIGHUP); what a terminated job
-    /// left in its process group gets the SIGKILL too.
+    /// left in its process group gets the SIGKILL too. With --redis, at most half of --lease.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub kill_grace: Duration,
 

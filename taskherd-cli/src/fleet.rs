@@ -142,8 +142,9 @@ impl Pool {
                 Ok(())
             }
             Pool::Fleet(fleet) => {
-                fleet.pool.set_limits(changes).await?;
+                fleet.pool.set_limits(changes.clone()).await?;
                 fleet.remember(given);
+                fleet.note_written(changes);
                 Ok(())
             }
         }
@@ -175,6 +176,8 @@ pub struct Fleet {
     /// An admission was refused because Redis lost the pool's limits
     /// ([`UnavailableError::is_forgotten`]); the guard writes them again.
     told_forgotten: AtomicBool,
+    /// The groups whose limits `known` has been read for (see [`learn`](Self::learn)).
+    learnt: std::sync::Mutex<std::collections::HashSet<Group>>,
 }
 
 impl Fleet {
@@ -212,6 +215,7 @@ impl Fleet {
             down: AtomicBool::new(false),
             given: std::sync::Mutex::new(Limits::default()),
             told_forgotten: AtomicBool::new(false),
+            learnt: std::sync::Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -232,11 +236,30 @@ impl Fleet {
         limits: &Limits,
         settings: &Settings,
     ) -> Result<(), UnavailableError> {
-        self.pool
-            .set_limits(limits.batch_clearing(settings))
-            .await?;
+        let batch = limits.batch_clearing(settings);
+        self.pool.set_limits(batch.clone()).await?;
         self.remember(limits);
+        self.note_written(batch);
         Ok(())
+    }
+
+    /// What this run wrote is the fleet's limits now, as a read would find them: a loss of
+    /// Redis's data later writes back these, not what the run read before.
+    fn note_written(&self, written: LimitChanges<Group>) {
+        let (total, default, groups) = written.into_parts();
+        let mut known = self.known();
+        if let Some(total) = total {
+            known.total = total;
+        }
+        if let Some(default) = default {
+            known.default = default;
+        }
+        for (group, limit) in groups {
+            match limit {
+                Some(limit) => known.groups.insert(group, limit),
+                None => known.groups.remove(&group),
+            };
+        }
     }
 
     fn remember(&self, given: &Limits) {
@@ -280,22 +303,19 @@ impl Fleet {
             if let Some(text) = self.came_back() {
                 notice(text).await;
             }
-            // Certainly lost: the fleet's limits as this run last read them, with its own on
-            // top (a run given no limit, or some, must not leave the pool without the rest:
-            // the pool admits again once any are written). Maybe lost: its own only.
-            let (limits, own) = match loss {
+            let written = match loss {
                 Loss::None => {
                     // Leases lost while Redis kept the pool: nothing to write again.
                     seen = lost;
                     continue;
                 }
-                Loss::Certain => (self.given().over(&self.known()), false),
-                Loss::Likely => (self.given(), true),
-            };
-            let written = if own {
-                self.write(&limits).await
-            } else {
-                self.pool.set_limits(limits.batch()).await.map(drop)
+                // Certainly lost: first the fleet's limits as this run last read them, with its
+                // own on top, but only into a pool without limits (`restore_limits`: another
+                // process may have restored newer ones first), so that a run given no limit,
+                // or some, does not re-open the pool without the rest; then its own.
+                Loss::Certain => self.restore().await,
+                // Maybe lost: its own only.
+                Loss::Likely => self.write(&self.given()).await,
             };
             if written.is_ok() {
                 seen = lost;
@@ -309,6 +329,15 @@ impl Fleet {
                 self.saw_forgotten();
             }
         }
+    }
+
+    /// After a certain loss of Redis's data: the limits this run last knew of the fleet with
+    /// its own on top, written only into a pool that has none (a process that restored its
+    /// own first keeps them), then this run's own, as always.
+    async fn restore(&self) -> Result<(), UnavailableError> {
+        let fleet = self.given().over(&self.known());
+        self.pool.restore_limits(fleet.batch()).await?;
+        self.write(&self.given()).await
     }
 
     fn given(&self) -> Limits {
@@ -400,6 +429,39 @@ impl Fleet {
                 None => known.groups.remove(&group),
             };
         }
+    }
+
+    /// Reads, in the background, the fleet's limits of those of `groups` it has not read yet
+    /// (a streamed job file's groups are known only as its lines come), so that what the
+    /// guard writes back after a loss of Redis's data includes them.
+    pub fn learn(self: &Arc<Self>, groups: &[Group]) {
+        let new: Vec<Group> = {
+            let mut learnt = self
+                .learnt
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            groups
+                .iter()
+                .filter(|group| learnt.insert((*group).clone()))
+                .cloned()
+                .collect()
+        };
+        if new.is_empty() {
+            return;
+        }
+        let fleet = Arc::clone(self);
+        tokio::spawn(async move {
+            for group in new {
+                // Unreadable now (Redis unreachable, or the limits lost): left as known.
+                if let Ok(limit) = fleet.pool.limit(&group).await {
+                    let mut known = fleet.known();
+                    match limit {
+                        Some(limit) => known.groups.insert(group, limit),
+                        None => known.groups.remove(&group),
+                    };
+                }
+            }
+        });
     }
 
     /// [`refresh`](Self::refresh) in the background, unless one is under way.

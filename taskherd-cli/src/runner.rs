@@ -593,6 +593,7 @@ async fn submit(shared: Arc<Shared>, input: Input) {
         match &shared.pool {
             Pool::Local(pool) => queue(pool.acquire(groups), Admission::Local, account, slot).await,
             Pool::Fleet(fleet) => {
+                fleet.learn(&groups);
                 let acquire = fleet_acquire(Arc::clone(&shared), Arc::clone(fleet), groups);
                 queue(acquire, Admission::Fleet, account, slot).await;
             }

@@ -11,13 +11,14 @@
 -- ARGV[5..] pairs: a group segment, then its explicit limit (`` clears it, or a number); each
 --          segment at most once
 --
--- Marks the pool's limits set (`cfg`). Returns the number of waiters granted.
+-- Marks the pool's limits set (`cfg`). Returns the number of waiters granted, or -1 if in
+-- `restore` mode the pool had limits (nothing changed).
 
 local now = now_ms()
 reap(now, tonumber(ARGV[1]))
 local configured = redis.call('EXISTS', K_CFG, K_LIM) > 0
 redis.call('SET', K_CFG, '1')
-if ARGV[2] == 'restore' and configured then return 0 end
+if ARGV[2] == 'restore' and configured then return -1 end
 
 local function set(field, v)
   if v == '' then redis.call('HDEL', K_LIM, field) else redis.call('HSET', K_LIM, field, v) end

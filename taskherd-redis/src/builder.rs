@@ -146,9 +146,9 @@ impl<K: RedisKey> RedisPoolBuilder<K> {
     /// sets the limits again.
     ///
     /// Limits changed at run time by any process (with `set_limits`) stay as they are while
-    /// Redis keeps them: these are written only into a pool that has none. Processes given
-    /// different limits here restore each their own: the last one written holds, as with
-    /// `set_limits`.
+    /// Redis keeps them: these are written only into a pool that has none (checked in the
+    /// same script call as the write). Of processes given different limits here, the first
+    /// to write after a loss wins: the others find limits there and write nothing.
     ///
     /// # Errors
     ///

@@ -543,7 +543,7 @@ impl Engine {
         let mut conn_for_check = conn.clone();
         let configured = match &restore {
             Some(restore) => {
-                let _: usize = restore
+                let _: i64 = restore
                     .invocation(&prefix, true)
                     .invoke_async(&mut conn_for_check)
                     .await?;
@@ -916,11 +916,17 @@ impl Engine {
             .collect())
     }
 
-    /// One `limits.lua` call.
-    pub(crate) async fn set_limits(&self, batch: &LimitBatch) -> Result<usize, Unavailable> {
-        let invocation = batch.invocation(&self.prefix, false);
+    /// One `limits.lua` call; with `restore`, only into a pool without limits. The number of
+    /// waiters granted, or `None` if in `restore` mode the pool had limits.
+    pub(crate) async fn set_limits(
+        &self,
+        batch: &LimitBatch,
+        restore: bool,
+    ) -> Result<Option<usize>, Unavailable> {
+        let invocation = batch.invocation(&self.prefix, restore);
         let mut conn = self.conn.clone();
-        let granted = caught(invocation.invoke_async(&mut conn)).await?;
+        let granted: i64 = caught(invocation.invoke_async(&mut conn)).await?;
+        let granted = usize::try_from(granted).ok();
         // Relaxed: a flag read by later admission calls; a call racing with this one may send
         // the old value, as if it had been sent first.
         self.configured.store(true, Ordering::Relaxed);
@@ -1223,16 +1229,22 @@ impl Admitter {
         let Some(restore) = &self.restore else {
             return false;
         };
-        let written: Result<usize, _> = restore
+        let written: Result<i64, _> = restore
             .invocation(&self.prefix, true)
             .invoke_async(&mut self.conn)
             .await;
         match written {
-            Ok(_) => {
-                tracing::warn!(
-                    "Redis had lost the pool's limits (restarted without its data?): this \
-                     process wrote its restore_limits again"
-                );
+            Ok(granted) => {
+                if granted >= 0 {
+                    tracing::warn!(
+                        "Redis had lost the pool's limits (restarted without its data?): this \
+                         process wrote its restore_limits again"
+                    );
+                } else {
+                    tracing::info!(
+                        "Redis had lost the pool's limits; another process has set them again"
+                    );
+                }
                 // Relaxed: see `Engine::set_limits`.
                 self.configured.store(true, Ordering::Relaxed);
                 true

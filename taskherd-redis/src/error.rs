@@ -41,7 +41,8 @@ impl UnavailableError {
         matches!(self.kind, Kind::InvalidKey(_))
     }
 
-    /// Returns `true` if an admission was refused because Redis has lost the pool's data
+    /// Returns `true` if an admission (or a limit read) was refused because Redis has lost the
+    /// pool's data
     /// (restarted without persistence, flushed, or failed over to a replica that lacked it)
     /// since this process saw the pool's limits set: the limits are gone with it, and an
     /// admission into a pool without them would exceed them (a whole fleet's queue at once).

@@ -768,7 +768,24 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     pub async fn set_limits(&self, changes: LimitChanges<K>) -> Result<usize, UnavailableError> {
         // The last change of a segment wins; each is sent once, in first-seen order.
         let batch = LimitBatch::of(changes)?;
-        Ok(self.shared.engine.set_limits(&batch).await?)
+        let granted = self.shared.engine.set_limits(&batch, false).await?;
+        Ok(granted.unwrap_or(0))
+    }
+
+    /// Applies `changes` as [`set_limits`](Self::set_limits) does, but only to a pool that has
+    /// no limits: never set, or lost with Redis's data (see
+    /// [Redis loses its data](crate#redis-loses-its-data)); checked in the same script call.
+    /// Returns whether they were written (`false`: the pool had limits, left as they are).
+    /// [`RedisPoolBuilder::restore_limits`](crate::RedisPoolBuilder::restore_limits) does
+    /// this by itself when needed.
+    ///
+    /// # Errors
+    ///
+    /// As [`set_limits`](Self::set_limits).
+    pub async fn restore_limits(&self, changes: LimitChanges<K>) -> Result<bool, UnavailableError> {
+        let batch = LimitBatch::of(changes)?;
+        let granted = self.shared.engine.set_limits(&batch, true).await?;
+        Ok(granted.is_some())
     }
 
     /// Sets (or with `None` removes) the explicit limit of group `key` for the whole fleet.
@@ -795,7 +812,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
         let segment = checked_segment(key)?;
         self.shared
             .engine
-            .set_limits(&LimitBatch::clear(segment))
+            .set_limits(&LimitBatch::clear(segment), false)
             .await?;
         Ok(())
     }

@@ -686,6 +686,12 @@ async fn restore_limits_never_overwrite_limits_that_are_there() {
     cleared.clear_limit(&"db").await.unwrap();
     let _restored = restoring("cleared").await;
     assert_eq!(cleared.limit(&"db").await.unwrap(), None);
+    // The same by hand: written into a pool without limits only, the first writer wins.
+    let fresh = support::pool(&server, "fresh", Duration::from_secs(3)).await;
+    let restore = |limit| fresh.restore_limits(LimitChanges::new().limit("db", limit));
+    assert!(restore(1).await.unwrap());
+    assert!(!restore(2).await.unwrap());
+    assert_eq!(fresh.limit(&"db").await.unwrap(), Some(1));
 }
 
 /// A pool whose limits an earlier release wrote back after the loss (`lim` without `cfg`) has
