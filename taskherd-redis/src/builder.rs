@@ -184,6 +184,7 @@ impl<K> fmt::Debug for RedisPoolBuilder<K> {
             .field("abort_on_lost", &self.abort_on_lost)
             .field("tls_root_certificates", &self.tls.roots.is_some())
             .field("tls_client_certificate", &self.tls.client.is_some())
+            .field("restore_limits", &self.restore.is_some())
             .finish()
     }
 }
