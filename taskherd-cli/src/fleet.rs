@@ -142,6 +142,11 @@ impl Pool {
                 Ok(())
             }
             Pool::Fleet(fleet) => {
+                // Into a pool whose limits Redis lost, the fleet's as this run knows them come
+                // first (in a pool that has limits, this writes nothing): a change written
+                // alone would let the pool admit under it alone.
+                let fleet_limits = given.over(&fleet.known());
+                fleet.pool.restore_limits(fleet_limits.batch()).await?;
                 fleet.pool.set_limits(changes.clone()).await?;
                 fleet.remember(given);
                 fleet.note_written(changes);
@@ -307,12 +312,17 @@ impl Fleet {
                 Loss::None => {
                     // Leases lost while Redis kept the pool: nothing to write again.
                     seen = lost;
+                    // What this run knows of the fleet's limits, kept fresh, written back after
+                    // a loss: read again at each check (in the background, one read per group
+                    // the run's jobs named, and none while one is under way, progress's
+                    // included).
+                    self.refresh_in_background(self.learnt_groups());
                     continue;
                 }
-                // Certainly lost: first the fleet's limits as this run last read them, with its
-                // own on top, but only into a pool without limits (`restore_limits`: another
-                // process may have restored newer ones first), so that a run given no limit,
-                // or some, does not re-open the pool without the rest; then its own.
+                // Certainly lost: first the fleet's limits as this run knows them, with its own
+                // on top, where the pool has none (`fill_limits`: another process may have
+                // written newer ones first), so that a run given no limit, or some, does not
+                // leave the rest missing; then its own.
                 Loss::Certain => self.restore().await,
                 // Maybe lost: its own only.
                 Loss::Likely => self.write(&self.given()).await,
@@ -331,12 +341,13 @@ impl Fleet {
         }
     }
 
-    /// After a certain loss of Redis's data: the limits this run last knew of the fleet with
-    /// its own on top, written only into a pool that has none (a process that restored its
-    /// own first keeps them), then this run's own, as always.
+    /// After a certain loss of Redis's data: each of the limits this run last knew of the
+    /// fleet, with its own on top, written where the pool has none (a process that wrote one
+    /// again first keeps its value; a run started since, or a limits file's change, may have
+    /// written only some), then this run's own, as always.
     async fn restore(&self) -> Result<(), UnavailableError> {
         let fleet = self.given().over(&self.known());
-        self.pool.restore_limits(fleet.batch()).await?;
+        self.pool.fill_limits(fleet.batch()).await?;
         self.write(&self.given()).await
     }
 
@@ -462,6 +473,16 @@ impl Fleet {
                 }
             }
         });
+    }
+
+    /// The groups [`learn`](Self::learn) has seen.
+    fn learnt_groups(&self) -> Vec<Group> {
+        self.learnt
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// [`refresh`](Self::refresh) in the background, unless one is under way.

@@ -3,9 +3,10 @@
 --
 -- KEYS[1]  the pool's prefix `taskherd:{<pool>}:` (every key is derived from it; see lib.lua)
 -- ARGV[1]  how many expired holders and waiters to reap first (at most)
--- ARGV[2]  `set`, or `restore`: only into a pool whose limits were never set or were lost
---          with Redis's data (neither `cfg` nor `lim`; `lim` alone: set by a release that
---          did not mark `cfg`), else nothing is changed
+-- ARGV[2]  `set`; `restore`: only into a pool whose limits were never set or were lost with
+--          Redis's data (neither `cfg` nor `lim`; `lim` alone: set by a release that did not
+--          mark `cfg`), else nothing is changed; or `fill`: each limit only where the pool has
+--          none (the total, the default, a group's explicit limit)
 -- ARGV[3]  the total's limit: `-` unchanged, `` (empty) none, or a number
 -- ARGV[4]  the default limit: same encoding
 -- ARGV[5..] pairs: a group segment, then its explicit limit (`` clears it, or a number); each
@@ -23,10 +24,13 @@ if ARGV[2] == 'restore' and configured then return -1 end
 local function set(field, v)
   if v == '' then redis.call('HDEL', K_LIM, field) else redis.call('HSET', K_LIM, field, v) end
 end
+-- Whether a field is to be written in this mode.
+local fill = ARGV[2] == 'fill'
+local function wanted(field) return not fill or redis.call('HEXISTS', K_LIM, field) == 0 end
 
-if ARGV[3] ~= '-' then set('t', ARGV[3]) end
+if ARGV[3] ~= '-' and wanted('t') then set('t', ARGV[3]) end
 local default_changed = false
-if ARGV[4] ~= '-' then
+if ARGV[4] ~= '-' and wanted('d') then
   local old = redis.call('HGET', K_LIM, 'd') or ''
   if old ~= ARGV[4] then
     set('d', ARGV[4])
@@ -39,9 +43,11 @@ end
 local touched = {}
 for i = 5, #ARGV - 1, 2 do
   local seg, v = ARGV[i], ARGV[i + 1]
-  local exists = not gidle(seg)
-  set('g:' .. seg, v)
-  if exists then touched[#touched + 1] = seg end
+  if wanted('g:' .. seg) then
+    local exists = not gidle(seg)
+    set('g:' .. seg, v)
+    if exists then touched[#touched + 1] = seg end
+  end
 end
 
 local function over_limit(seg)

@@ -61,7 +61,7 @@ use tokio::time::Instant;
 
 use crate::lease::{LeaseView, ValidFrom};
 use crate::life::Life;
-use crate::scripts::{self, LimitBatch, REAP_BATCH};
+use crate::scripts::{self, LimitBatch, LimitsMode, REAP_BATCH};
 use crate::wakers::{caught, woken};
 
 /// How often expired leases are reaped (by every process: whoever comes first does it).
@@ -544,7 +544,7 @@ impl Engine {
         let configured = match &restore {
             Some(restore) => {
                 let _: i64 = restore
-                    .invocation(&prefix, true)
+                    .invocation(&prefix, LimitsMode::Restore)
                     .invoke_async(&mut conn_for_check)
                     .await?;
                 true
@@ -916,14 +916,14 @@ impl Engine {
             .collect())
     }
 
-    /// One `limits.lua` call; with `restore`, only into a pool without limits. The number of
-    /// waiters granted, or `None` if in `restore` mode the pool had limits.
+    /// One `limits.lua` call in `mode`. The number of waiters granted, or `None` if in
+    /// [`LimitsMode::Restore`] the pool had limits.
     pub(crate) async fn set_limits(
         &self,
         batch: &LimitBatch,
-        restore: bool,
+        mode: LimitsMode,
     ) -> Result<Option<usize>, Unavailable> {
-        let invocation = batch.invocation(&self.prefix, restore);
+        let invocation = batch.invocation(&self.prefix, mode);
         let mut conn = self.conn.clone();
         let granted: i64 = caught(invocation.invoke_async(&mut conn)).await?;
         let granted = usize::try_from(granted).ok();
@@ -1230,7 +1230,7 @@ impl Admitter {
             return false;
         };
         let written: Result<i64, _> = restore
-            .invocation(&self.prefix, true)
+            .invocation(&self.prefix, LimitsMode::Restore)
             .invoke_async(&mut self.conn)
             .await;
         match written {

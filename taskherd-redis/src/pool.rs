@@ -18,7 +18,7 @@ use crate::engine::{Admitted, Answer, Engine, Status, Unavailable, presumed_lost
 use crate::key::{InvalidKey, checked_segment};
 use crate::lease::LeaseView;
 use crate::life::{Hold, Life};
-use crate::scripts::LimitBatch;
+use crate::scripts::{LimitBatch, LimitsMode};
 use crate::{RedisKey, RedisPermit, UnavailableError};
 
 /// A pool of tasks and permits whose limits are shared by every process that opens a pool of
@@ -768,7 +768,11 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     pub async fn set_limits(&self, changes: LimitChanges<K>) -> Result<usize, UnavailableError> {
         // The last change of a segment wins; each is sent once, in first-seen order.
         let batch = LimitBatch::of(changes)?;
-        let granted = self.shared.engine.set_limits(&batch, false).await?;
+        let granted = self
+            .shared
+            .engine
+            .set_limits(&batch, LimitsMode::Set)
+            .await?;
         Ok(granted.unwrap_or(0))
     }
 
@@ -784,8 +788,30 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     /// As [`set_limits`](Self::set_limits).
     pub async fn restore_limits(&self, changes: LimitChanges<K>) -> Result<bool, UnavailableError> {
         let batch = LimitBatch::of(changes)?;
-        let granted = self.shared.engine.set_limits(&batch, true).await?;
+        let granted = self
+            .shared
+            .engine
+            .set_limits(&batch, LimitsMode::Restore)
+            .await?;
         Ok(granted.is_some())
+    }
+
+    /// Applies each of `changes` only where the pool has no such limit (the total, the
+    /// default, a group's explicit limit), in one script call; the others are left as they
+    /// are. For a process that knows the fleet's limits and finds some of them lost with
+    /// Redis's data while others were written again since (`taskherd run --redis` does
+    /// this); a "no limit" in `changes` changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`set_limits`](Self::set_limits).
+    pub async fn fill_limits(&self, changes: LimitChanges<K>) -> Result<(), UnavailableError> {
+        let batch = LimitBatch::of(changes)?;
+        self.shared
+            .engine
+            .set_limits(&batch, LimitsMode::Fill)
+            .await?;
+        Ok(())
     }
 
     /// Sets (or with `None` removes) the explicit limit of group `key` for the whole fleet.
@@ -812,7 +838,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
         let segment = checked_segment(key)?;
         self.shared
             .engine
-            .set_limits(&LimitBatch::clear(segment), false)
+            .set_limits(&LimitBatch::clear(segment), LimitsMode::Set)
             .await?;
         Ok(())
     }

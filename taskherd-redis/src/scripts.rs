@@ -40,6 +40,17 @@ pub(crate) fn limit_arg(limit: Option<usize>) -> String {
     limit.map_or_else(String::new, |limit| limit.to_string())
 }
 
+/// How `limits.lua` applies a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LimitsMode {
+    /// Every change.
+    Set,
+    /// Every change, only into a pool without limits (never set, or lost with Redis's data).
+    Restore,
+    /// Each limit only where the pool has none.
+    Fill,
+}
+
 /// A batch of limit changes as `limits.lua` takes them: each segment once (the last change of
 /// a key wins), in the order first seen.
 #[derive(Debug, Clone)]
@@ -81,15 +92,18 @@ impl LimitBatch {
         }
     }
 
-    /// The `limits.lua` call applying this batch to the pool with key prefix `prefix`; with
-    /// `restore`, only if the pool has no limits (never set, or lost with Redis's data), in
-    /// the same script call as the check.
-    pub(crate) fn invocation(&self, prefix: &str, restore: bool) -> ScriptInvocation<'static> {
+    /// The `limits.lua` call applying this batch to the pool with key prefix `prefix`, in
+    /// `mode` (see [`LimitsMode`]), checked in the same script call as the write.
+    pub(crate) fn invocation(&self, prefix: &str, mode: LimitsMode) -> ScriptInvocation<'static> {
         let change = |c: Option<Option<usize>>| c.map_or_else(|| "-".to_owned(), limit_arg);
         let mut invocation = LIMITS.key(prefix);
         invocation
             .arg(REAP_BATCH)
-            .arg(if restore { "restore" } else { "set" })
+            .arg(match mode {
+                LimitsMode::Set => "set",
+                LimitsMode::Restore => "restore",
+                LimitsMode::Fill => "fill",
+            })
             .arg(change(self.max_tasks))
             .arg(change(self.default_limit));
         for (segment, limit) in &self.groups {

@@ -692,6 +692,19 @@ async fn restore_limits_never_overwrite_limits_that_are_there() {
     assert!(restore(1).await.unwrap());
     assert!(!restore(2).await.unwrap());
     assert_eq!(fresh.limit(&"db").await.unwrap(), Some(1));
+    // `fill_limits`: each limit only where the pool has none.
+    fresh
+        .fill_limits(
+            LimitChanges::new()
+                .max_tasks(5)
+                .limit("db", 2)
+                .limit("web", 3),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fresh.limit(&"db").await.unwrap(), Some(1));
+    assert_eq!(fresh.limit(&"web").await.unwrap(), Some(3));
+    assert_eq!(fresh.max_tasks().await.unwrap(), Some(5));
 }
 
 /// A pool whose limits an earlier release wrote back after the loss (`lim` without `cfg`) has

@@ -888,15 +888,7 @@ fn a_streamed_run_given_no_limits_restores_the_limits_it_ran_under() {
     wait_for_files(&scratch, &["first"]);
     let server = restart_after(server, Duration::from_millis(1500));
     let finished = finish_within(child, Duration::from_secs(60));
-    let ran = intervals(&scratch);
-    assert_eq!(ran.len(), 6, "{}", finished.stderr);
-    let limit = read_pool(&server, async |pool| pool.limit(&"db").await.unwrap());
-    assert_eq!(
-        (max_overlap(ran.values()), limit),
-        (1, Some(1)),
-        "(overlap, db limit after the run):\n{}",
-        finished.stderr
-    );
+    six_db_jobs_ran_one_at_a_time_under_db_1(&server, &scratch, &finished);
 }
 
 /// A run whose limits file removed `db`'s limit (`db=1` then `db=none`): after Redis loses
@@ -1010,6 +1002,134 @@ fn a_run_does_not_overwrite_limits_restored_by_another_process_with_stale_ones()
         limit,
         Some(3),
         "the restored db=3 was overwritten:\n{}",
+        finished.stderr
+    );
+}
+
+/// Writes `a.txt`: a first job, then 6 logged `db` jobs of 1 s.
+fn first_then_db_jobs(scratch: &Scratch) {
+    let mut jobs = String::from("touch first; sleep 0.3\n");
+    for i in 0..6 {
+        jobs.push_str(&logged_job(&format!("j{i}"), "db", "1"));
+        jobs.push('\n');
+    }
+    scratch.write("a.txt", &jobs);
+}
+
+/// Run A, given `web=2` by its limits file, runs `db` jobs under the fleet's `db=1` (written
+/// by a run that ended). The file changes (`web=3`) while Redis is down; Redis restarts
+/// without its data. The watcher retries the change every 250 ms and writes it before the
+/// guard's next check: it writes the fleet's limits as A knows them first (into the pool
+/// without limits), so `db=1` holds throughout. (Written alone, it re-opened the pool with
+/// `web=3` only and `db=1` was never restored: 5 jobs at once; found by a review.)
+#[test]
+fn a_limits_file_change_written_after_a_loss_restores_the_fleets_limits_first() {
+    let (mut server, url, scratch) = server_with_jobs("true\n");
+    scratch
+        .run(&["run", "--redis", &url, "-l", "db=1", "jobs.txt"])
+        .assert_code(0);
+    first_then_db_jobs(&scratch);
+    scratch.write("limits", "web=2\n");
+    let child = scratch
+        .command(&[
+            "run",
+            "--redis",
+            &url,
+            "--limits-file",
+            "limits",
+            "--lease",
+            "6s",
+            "--kill-grace",
+            "1s",
+            "a.txt",
+        ])
+        .spawn()
+        .unwrap();
+    wait_for_files(&scratch, &["first"]);
+    let port = server.port;
+    server.stop();
+    scratch.write("limits", "web=3\n");
+    std::thread::sleep(Duration::from_millis(1500));
+    let server = Server::start_on(port);
+    let finished = finish_within(child, Duration::from_secs(60));
+    six_db_jobs_ran_one_at_a_time_under_db_1(&server, &scratch, &finished);
+}
+
+/// Run A, given no limit and showing no progress (not a terminal), starts under the fleet's
+/// `db=3`; another run then tightens it to `db=1` (and ends), and A's jobs run one at a time.
+/// Redis restarts without its data: A writes back `db=1`, as its guard read it since (every
+/// second). (It wrote back `db=3`, as read at its start, and its remaining jobs ran 3 at once;
+/// found by a review.)
+#[test]
+fn a_run_without_progress_restores_a_limit_tightened_during_the_run_as_it_is_now() {
+    let (mut server, url, scratch) = server_with_jobs("true\n");
+    scratch
+        .run(&["run", "--redis", &url, "-l", "db=3", "jobs.txt"])
+        .assert_code(0);
+    let mut jobs = String::new();
+    for i in 0..9 {
+        jobs.push_str(&logged_job(&format!("j{i}"), "db", "1"));
+        jobs.push('\n');
+    }
+    scratch.write("a.txt", &jobs);
+    let child = scratch
+        .command(&[
+            "run",
+            "--redis",
+            &url,
+            "--lease",
+            "6s",
+            "--kill-grace",
+            "1s",
+            "a.txt",
+        ])
+        .spawn()
+        .unwrap();
+    wait_for_files(&scratch, &["events"]);
+    scratch
+        .run(&["run", "--redis", &url, "-l", "db=1", "jobs.txt"])
+        .assert_code(0);
+    // The first 3 end; one more starts under db=1.
+    std::thread::sleep(Duration::from_millis(1500));
+    let port = server.port;
+    server.stop();
+    let restarted = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    std::thread::sleep(Duration::from_millis(1500));
+    let server = Server::start_on(port);
+    let finished = finish_within(child, Duration::from_secs(60));
+    let ran = intervals(&scratch);
+    assert_eq!(ran.len(), 9, "{}", finished.stderr);
+    let after: Vec<_> = ran
+        .values()
+        .filter(|i| i.start > restarted)
+        .cloned()
+        .collect();
+    let limit = read_pool(&server, async |pool| pool.limit(&"db").await.unwrap());
+    assert_eq!(
+        (max_overlap(after.iter()), limit),
+        (1, Some(1)),
+        "(overlap of the jobs started after the restart, db limit after the run):\n{}",
+        finished.stderr
+    );
+}
+
+/// After a run of 6 logged `db` jobs through a loss of Redis's data: all ran, never two at
+/// once, and the pool's limit of `db` is 1 again.
+fn six_db_jobs_ran_one_at_a_time_under_db_1(
+    server: &Server,
+    scratch: &Scratch,
+    finished: &crate::support::Finished,
+) {
+    let ran = intervals(scratch);
+    assert_eq!(ran.len(), 6, "{}", finished.stderr);
+    let limit = read_pool(server, async |pool| pool.limit(&"db").await.unwrap());
+    assert_eq!(
+        (max_overlap(ran.values()), limit),
+        (1, Some(1)),
+        "(overlap, db limit after the run):\n{}",
         finished.stderr
     );
 }
