@@ -156,6 +156,10 @@ impl Pool {
     }
 }
 
+/// About how many of the fleet's limits the guard reads a second to keep what the run knows
+/// of them fresh (see [`Fleet::guard`]).
+const KNOWN_READS: usize = 100;
+
 /// What [`Fleet::guard`] found of a loss of Redis's data.
 enum Loss {
     None,
@@ -285,6 +289,7 @@ impl Fleet {
         let mut seen = lost_now();
         let mut admitted = 0;
         let mut ticks = tokio::time::interval(RETRY);
+        let mut checks: usize = 0;
         loop {
             ticks.tick().await;
             let lost = lost_now();
@@ -313,10 +318,14 @@ impl Fleet {
                     // Leases lost while Redis kept the pool: nothing to write again.
                     seen = lost;
                     // What this run knows of the fleet's limits, kept fresh, written back after
-                    // a loss: read again at each check (in the background, one read per group
-                    // the run's jobs named, and none while one is under way, progress's
-                    // included).
-                    self.refresh_in_background(self.learnt_groups());
+                    // a loss: read again in the background (one read per group the run's jobs
+                    // named, none while one is under way, progress's included), every check
+                    // for up to `KNOWN_READS` groups, less often for more, so that a run of
+                    // many groups reads about that many limits a second.
+                    checks = checks.wrapping_add(1);
+                    if checks.is_multiple_of((self.learnt_count() / KNOWN_READS).max(1)) {
+                        self.refresh_in_background(self.learnt_groups());
+                    }
                     continue;
                 }
                 // Certainly lost: first the fleet's limits as this run knows them, with its own
@@ -473,6 +482,14 @@ impl Fleet {
                 }
             }
         });
+    }
+
+    /// How many groups [`learn`](Self::learn) has seen.
+    fn learnt_count(&self) -> usize {
+        self.learnt
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
     }
 
     /// The groups [`learn`](Self::learn) has seen.
