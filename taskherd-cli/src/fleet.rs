@@ -21,9 +21,10 @@
 //! - Redis restarted without persistence forgets the limits with the leases. The pool then
 //!   admits nothing for a process that saw them set (`UnavailableError::is_forgotten`): jobs
 //!   wait, as while Redis is unreachable, instead of all starting at once in a pool without
-//!   limits. Once an admission was refused so, the pool's count of admissions went back, or a
-//!   renewal found this run's leases lost and one of the limits it was given is missing, the
-//!   run writes them again ([`Fleet::guard`]), and the pool admits again under them.
+//!   limits. Once an admission or a limit read was refused so, or the pool's count of
+//!   admissions went back, the run writes back the fleet's limits as it knows them where the
+//!   pool has none, then its own; once a renewal found this run's leases lost and one of the
+//!   limits it was given is missing, its own ([`Fleet::guard`]).
 
 use std::collections::HashMap;
 use std::fmt;

@@ -98,7 +98,10 @@
 //! the fleet should write the limits again when that happens: a pool built with
 //! [`restore_limits`](RedisPoolBuilder::restore_limits) does it itself (at build into a pool
 //! without limits, and at the first admission that finds them lost, which then goes on under
-//! them), and so does `taskherd run --redis`. A process that has never seen the limits set
+//! them), and so does `taskherd run --redis`. The pool counts as having limits again as soon
+//! as any are written: from then on every process admits under those there are, so a process
+//! that knows more of them writes the rest where they are missing
+//! ([`RedisPool::fill_limits`]). A process that has never seen the limits set
 //! (built after the loss, before they were set again, in a pool whose limits nobody had set
 //! before either) and has none to restore cannot tell, and admits.
 
