@@ -131,7 +131,8 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// Redis is unreachable; nothing was changed.
+    /// Redis is unreachable; nothing was changed, or, into a pool whose limits Redis lost,
+    /// only the fleet's limits as this run knows them were written (the caller retries).
     pub async fn set_limits(
         &self,
         changes: LimitChanges<Group>,
@@ -324,7 +325,7 @@ impl Fleet {
                     // for up to `KNOWN_READS` groups, less often for more, so that a run of
                     // many groups reads about that many limits a second.
                     checks = checks.wrapping_add(1);
-                    if checks.is_multiple_of((self.learnt_count() / KNOWN_READS).max(1)) {
+                    if checks.is_multiple_of(self.learnt_count().div_ceil(KNOWN_READS).max(1)) {
                         self.refresh_in_background(self.learnt_groups());
                     }
                     continue;
