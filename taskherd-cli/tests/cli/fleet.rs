@@ -785,12 +785,7 @@ fn db_jobs_through_a_restart(
     n: usize,
     args: &[&str],
 ) -> (Server, crate::support::Finished) {
-    let mut jobs = String::from("touch first; sleep 0.3\n");
-    for i in 0..n {
-        jobs.push_str(&logged_job(&format!("j{i}"), "db", "1"));
-        jobs.push('\n');
-    }
-    scratch.write("jobs.txt", &jobs);
+    scratch.write("jobs.txt", &first_then_db_jobs(n));
     let child = scratch
         .command(&[&["run", "--redis", url][..], args, &["jobs.txt"]].concat())
         .spawn()
@@ -863,11 +858,7 @@ fn a_streamed_run_given_no_limits_restores_the_limits_it_ran_under() {
     scratch
         .run(&["run", "--redis", &url, "-l", "db=1", "jobs.txt"])
         .assert_code(0);
-    let mut jobs = String::from("touch first; sleep 0.3\n");
-    for i in 0..6 {
-        jobs.push_str(&logged_job(&format!("j{i}"), "db", "1"));
-        jobs.push('\n');
-    }
+    let jobs = first_then_db_jobs(6);
     let mut child = scratch
         .command(&[
             "run",
@@ -1006,14 +997,14 @@ fn a_run_does_not_overwrite_limits_restored_by_another_process_with_stale_ones()
     );
 }
 
-/// Writes `a.txt`: a first job, then 6 logged `db` jobs of 1 s.
-fn first_then_db_jobs(scratch: &Scratch) {
+/// A job file: a first job (which touches `first`), then `n` logged `db` jobs of 1 s.
+fn first_then_db_jobs(n: usize) -> String {
     let mut jobs = String::from("touch first; sleep 0.3\n");
-    for i in 0..6 {
+    for i in 0..n {
         jobs.push_str(&logged_job(&format!("j{i}"), "db", "1"));
         jobs.push('\n');
     }
-    scratch.write("a.txt", &jobs);
+    jobs
 }
 
 /// Run A, given `web=2` by its limits file, runs `db` jobs under the fleet's `db=1` (written
@@ -1028,7 +1019,7 @@ fn a_limits_file_change_written_after_a_loss_restores_the_fleets_limits_first() 
     scratch
         .run(&["run", "--redis", &url, "-l", "db=1", "jobs.txt"])
         .assert_code(0);
-    first_then_db_jobs(&scratch);
+    scratch.write("a.txt", &first_then_db_jobs(6));
     scratch.write("limits", "web=2\n");
     let child = scratch
         .command(&[
