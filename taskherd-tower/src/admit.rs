@@ -84,7 +84,9 @@ pub trait Admit<K> {
     /// layer to stop the request it admitted, which no limit counts any more. `None` (the
     /// default) for a pool whose permits count until they are dropped, like [`TaskPool`]'s.
     ///
-    /// The layer asks once per admitted request, and stops a request whose future resolves. If
+    /// The layer asks once per admitted request (twice with
+    /// [`LimitLayer::hand_off`](crate::LimitLayer::hand_off): the second future goes to the
+    /// handler's [`Admission`](crate::Admission)), and stops a request whose future resolves. If
     /// it has resolved already when the permit is handed out, the inner service is not called
     /// and the client gets the [`Refusal::Unavailable`](crate::Refusal::Unavailable) response;
     /// from the call up to the moment the inner service has answered, its future (or its answer) is dropped

@@ -10,6 +10,7 @@ use pin_project_lite::pin_project;
 use sync_wrapper::SyncWrapper;
 
 use crate::Lost;
+use crate::hand_off::Held;
 
 /// The error type of [`LimitedBody`]: the service's body's own error, or [`AdmissionLost`].
 /// What hyper, axum and tonic take as a body error.
@@ -53,8 +54,8 @@ pin_project! {
     /// with hyper) has gone out, not from the moment the server has it.
     ///
     /// The body of a `101 Switching Protocols` (an upgrade to a WebSocket, say) is empty: the
-    /// admission ends as it is sent, and the upgraded connection is not counted (see
-    /// [Upgraded connections](crate#upgraded-connections)).
+    /// admission ends as it is sent, and the upgraded connection is not counted, unless the
+    /// handler took the admission over (see [Upgraded connections](crate#upgraded-connections)).
     ///
     /// If the pool can lose an admission before its permit is dropped
     /// ([`Admit::lost`](crate::Admit::lost), a fleet's lease that Redis lost), the service's
@@ -90,7 +91,7 @@ pin_project! {
     pub struct LimitedBody<B, P> {
         #[pin]
         kind: Kind<B>,
-        permit: Option<P>,
+        permit: Option<Held<P>>,
         // Resolves if the admission is lost while the body streams; dropped with the permit.
         // Only ever polled through `&mut`, so the wrapper makes the body `Sync`.
         lost: Option<SyncWrapper<Lost>>,
@@ -114,7 +115,7 @@ pin_project! {
 impl<B, P> LimitedBody<B, P> {
     /// The service's body, holding `permit` until it ends or is dropped, and stopped if
     /// `lost` resolves first.
-    pub(crate) fn admitted(body: B, permit: P, lost: Option<Lost>) -> Self {
+    pub(crate) fn admitted(body: B, permit: Held<P>, lost: Option<Lost>) -> Self {
         Self {
             kind: Kind::Inner { body, rest: None },
             permit: Some(permit),
@@ -137,7 +138,8 @@ impl<B, P> LimitedBody<B, P> {
     }
 
     /// `true` while the body holds its request's admission: until the end of the stream, and
-    /// never for a refusal.
+    /// never for a refusal (nor once the handler has taken the admission over, see
+    /// [`HandOff`](crate::HandOff)).
     ///
     /// # Examples
     ///
@@ -160,7 +162,7 @@ impl<B, P> LimitedBody<B, P> {
     /// ```
     #[must_use]
     pub fn is_admitted(&self) -> bool {
-        self.permit.is_some()
+        self.permit.as_ref().is_some_and(Held::is_held)
     }
 }
 

@@ -11,6 +11,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
+use crate::hand_off::Held;
 use crate::response::Config;
 use crate::{Admit, Groups, LimitedBody, Lost, Refusal, Refused};
 
@@ -49,7 +50,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F, P, D> {
         // Admitted: the inner service runs.
-        Calling { #[pin] future: F, permit: Option<P>, lost: Option<Lost> },
+        Calling { #[pin] future: F, permit: Option<Held<P>>, lost: Option<Lost> },
         // Not decided when `call` returned. Boxed, so that the usual case (decided at once)
         // moves a small future around.
         Admitting { admitting: D },
@@ -98,8 +99,8 @@ pub(crate) const LAST_TRY: std::time::Duration = std::time::Duration::from_milli
 
 /// What `call` knew when it returned.
 pub(crate) enum Start<F, A: Admit<K>, K> {
-    /// Admitted at once: the inner service's future, and whether the admission can be lost.
-    Calling(F, A::Permit, Option<Lost>),
+    /// Admitted at once: the inner service's future, the admission, and whether it can be lost.
+    Calling(F, Held<A::Permit>, Option<Lost>),
     /// Refused at once (or unclassified).
     Refused(Refusal),
     /// A try the pool has not decided yet, and its pool.
@@ -271,6 +272,7 @@ where
                                 permit,
                                 &mut service,
                                 request,
+                                this.config.hand_off,
                                 cx,
                             ) {
                                 Ok((future, permit, lost)) => State::Calling {
@@ -315,20 +317,23 @@ where
     }
 }
 
-/// What [`call_unless_lost`] returns: the service's future, the permit and the loss to watch,
-/// or the refusal.
-type Called<F, P> = Result<(F, P, Option<Lost>), Refusal>;
+/// What [`call_unless_lost`] returns: the service's future, the admission and the loss to
+/// watch, or the refusal.
+type Called<F, P> = Result<(F, Held<P>, Option<Lost>), Refusal>;
 
 /// Calls `service` with `request` under `permit`, unless the admission is lost already (a
 /// fleet's grant read after its lease could have run out): then nothing is called, since its
 /// work would count nowhere, and the request is refused as [`Refusal::Unavailable`], not
 /// `Stopped` (nothing started); the permit is dropped, which tells the pool. Registers `cx`
-/// with the loss if it is not known yet.
+/// with the loss if it is not known yet. With `hand_off`, the admission is lent to the
+/// handler ([`HandOff`](crate::HandOff) in the request's extensions), with a loss of its own
+/// to watch.
 pub(crate) fn call_unless_lost<S, B, A, K>(
     pool: &A,
     permit: A::Permit,
     service: &mut S,
-    request: Request<B>,
+    mut request: Request<B>,
+    hand_off: bool,
     cx: &mut Context<'_>,
 ) -> Called<S::Future, A::Permit>
 where
@@ -339,7 +344,13 @@ where
     if is_lost(&mut lost, cx) {
         return Err(Refusal::Unavailable);
     }
-    Ok((service.call(request), permit, lost))
+    let held = if hand_off {
+        let handlers = pool.lost(&permit);
+        Held::lend(permit, handlers, &mut request)
+    } else {
+        Held::Own(permit)
+    };
+    Ok((service.call(request), held, lost))
 }
 
 /// Whether the admission's loss, if it can be lost, is known (registers `cx` if not).

@@ -146,6 +146,37 @@ impl<A, C> LimitLayer<A, C> {
         self
     }
 
+    /// Lets handlers take their request's admission over, so that it outlives the response:
+    /// each admitted request carries a [`HandOff`](crate::HandOff) in its extensions, whose
+    /// [`take`](crate::HandOff::take) hands the handler an [`Admission`](crate::Admission)
+    /// that keeps the request's slots until it is dropped. For the connection a WebSocket's
+    /// `101 Switching Protocols` opens, which the layer never sees (see
+    /// [Upgraded connections](crate#upgraded-connections)): taken before the handler answers,
+    /// the slot passes from the request to the connection with no moment free between them.
+    ///
+    /// A handler that does not take it changes nothing: the layer releases the admission when
+    /// the response is done, as without this. Off by default: it costs each admitted request
+    /// an allocation (the place both sides share), and a second [`Admit::lost`](crate::Admit::lost)
+    /// future with a pool whose admissions can be lost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use taskherd::TaskPool;
+    /// use taskherd_tower::{LimitLayer, PeerIp};
+    ///
+    /// // At most 4 open WebSockets (and requests in flight) per client IP.
+    /// let _layer = LimitLayer::new(TaskPool::<std::net::IpAddr>::builder().default_limit(4).build(), PeerIp::new())
+    ///     .hand_off();
+    /// ```
+    ///
+    /// The handler's side is in [`HandOff`](crate::HandOff).
+    #[must_use]
+    pub fn hand_off(mut self) -> Self {
+        Arc::make_mut(&mut self.config).hand_off = true;
+        self
+    }
+
     /// Sets the `Retry-After` seconds of the default refusal responses (default 1).
     ///
     /// # Examples

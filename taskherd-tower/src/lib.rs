@@ -31,6 +31,8 @@
 //! - [`Admit`]: what the layer needs from a pool, implemented for [`taskherd::TaskPool`] and
 //!   (feature `redis`) `taskherd_redis::RedisPool`; [`Lost`] is how a pool says an admission
 //!   ended before its permit was dropped;
+//! - [`HandOff`] and [`Admission`]: a request's admission taken over by its handler (with
+//!   [`LimitLayer::hand_off`]), for a connection that outlives the response;
 //!   [`Refused`] says why a pool did not admit, [`Refusal`] what the client is told
 //!   ([`Refusal::default_response`]: plain HTTP; [`Refusal::grpc_response`]: a gRPC status, for
 //!   tonic).
@@ -40,27 +42,29 @@
 //! A request upgraded to another protocol (a WebSocket's `101 Switching Protocols`, an HTTP/2
 //! `CONNECT`) counts in its groups until its response has been sent: the body of a `101` is
 //! empty, and the connection that lives on after it is served by the handler's own task,
-//! which the layer never sees. To count open connections too, take a permit in that task,
-//! once the upgrade is done, in the same pool and groups, and hold it while the connection
-//! lives: the layer then refuses (or queues) the client's next requests while it is open.
-//! Taken in the handler itself, before it answers, the permit would need a second slot of
-//! the request's groups, still held by the request (with a limit of 1, `acquire` would wait
-//! for ever, `try_acquire` would be refused).
+//! which the layer never sees. To count open connections too, build the layer with
+//! [`hand_off`](LimitLayer::hand_off) and take the request's admission over in the handler,
+//! before it answers ([`HandOff::take`], from the request's extensions): the [`Admission`]
+//! keeps the request's slots until it is dropped, so moved into the task that serves the
+//! connection, it counts the connection while it lives, and the layer refuses (or queues)
+//! the client's next requests meanwhile. The slot passes from the request to the connection
+//! with no moment free between them.
 //!
 //! ```no_run
-//! use axum::extract::{Request, State};
+//! use axum::extract::Request;
 //! use axum::response::Response;
+//! use axum::routing::get;
 //! use http::StatusCode;
 //! use taskherd::TaskPool;
+//! use taskherd_tower::{HandOff, Header, LimitLayer};
 //!
-//! async fn websocket(State(pool): State<TaskPool<String>>, mut request: Request) -> Response {
-//!     let tenant = request.headers().get("x-tenant").and_then(|v| v.to_str().ok());
-//!     let tenant = tenant.unwrap_or_default().to_owned();
+//! async fn websocket(mut request: Request) -> Response {
+//!     let admission = request.extensions().get::<HandOff>().and_then(HandOff::take);
 //!     let on_upgrade = hyper::upgrade::on(&mut request);
 //!     tokio::spawn(async move {
+//!         // Released when the connection ends (or the upgrade fails).
+//!         let _admission = admission;
 //!         let Ok(upgraded) = on_upgrade.await else { return };
-//!         // The request's admission ended with its `101`: this permit counts the connection.
-//!         let Ok(_permit) = pool.acquire([tenant]).await else { return };
 //!         serve_connection(upgraded).await;
 //!     });
 //!     Response::builder()
@@ -71,11 +75,25 @@
 //!         .unwrap()
 //! }
 //! # async fn serve_connection(_: hyper::upgrade::Upgraded) {}
+//!
+//! // At most 2 open connections (and requests in flight) per tenant.
+//! let pool = TaskPool::<String>::builder().default_limit(2).build();
+//! let app: axum::Router = axum::Router::new()
+//!     .route("/ws", get(websocket))
+//!     .layer(LimitLayer::new(pool, Header::new("x-tenant")).hand_off());
 //! ```
 //!
-//! Between the `101` and the permit, the client's groups have a slot free: a request that
-//! arrives then is admitted, and the task that took its place waits (`acquire`) or can close
-//! the connection (`try_acquire`).
+//! With a fleet's pool, whose admissions can be lost (a lease Redis no longer holds),
+//! [`Admission::lost`] resolves when that happens: close the connection then, as the layer
+//! stops a response whose admission is lost.
+//!
+//! Without `hand_off`, a permit taken in the connection's task once the upgrade is done
+//! (`pool.acquire(groups)` after `on_upgrade.await`) counts the connection too, but between
+//! the `101` and that permit the client's groups have a slot free: a request that arrives then
+//! is admitted, and the connection's task waits (`acquire`) or closes the connection
+//! (`try_acquire`). Taken in the handler itself, before it answers, such a permit would need
+//! a second slot of the request's groups, still held by the request (with a limit of 1,
+//! `acquire` would wait for ever, `try_acquire` would be refused).
 //!
 //! # When not to use it
 //!
@@ -130,6 +148,7 @@ mod admit;
 mod body;
 mod classify;
 mod future;
+mod hand_off;
 mod layer;
 mod response;
 mod service;
@@ -141,6 +160,7 @@ pub use classify::{
     MapKey, Optional, Or, PathSegment, PeerIp, Unclassified,
 };
 pub use future::ResponseFuture;
+pub use hand_off::{Admission, HandOff};
 pub use layer::LimitLayer;
 pub use response::Refusal;
 pub use service::LimitService;

@@ -167,6 +167,8 @@ pub(crate) struct Config {
     pub(crate) last_try: std::time::Duration,
     pub(crate) retry_after: u32,
     pub(crate) respond: Option<Respond>,
+    /// Lend each admission to the handler ([`HandOff`](crate::HandOff)).
+    pub(crate) hand_off: bool,
 }
 
 impl Config {
@@ -176,6 +178,7 @@ impl Config {
             last_try: crate::future::LAST_TRY,
             retry_after: 1,
             respond: None,
+            hand_off: false,
         }
     }
 
@@ -194,6 +197,7 @@ impl fmt::Debug for Config {
             .field("last_try", &self.last_try)
             .field("retry_after", &self.retry_after)
             .field("custom_response", &self.respond.is_some())
+            .field("hand_off", &self.hand_off)
             .finish()
     }
 }

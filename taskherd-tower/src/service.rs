@@ -25,9 +25,10 @@ use crate::{Admit, Classify, LimitedBody, Refusal, Refused, ResponseFuture};
 ///    [`LimitLayer::wait`](crate::LimitLayer::wait)); refused: `429` if one of the request's
 ///    groups is full, `503` if the total is, both with `Retry-After`;
 /// 3. the inner service is called, and the admission moves into the response body
-///    ([`LimitedBody`]), released when the body ends or is dropped. A connection upgraded to
-///    another protocol (a WebSocket's `101`) is not followed: see
-///    [Upgraded connections](crate#upgraded-connections).
+///    ([`LimitedBody`]), released when the body ends or is dropped, unless the handler took
+///    it over first ([`LimitLayer::hand_off`](crate::LimitLayer::hand_off)). A connection
+///    upgraded to another protocol (a WebSocket's `101`) is not followed by the layer itself:
+///    see [Upgraded connections](crate#upgraded-connections).
 ///
 /// Refusals are ordinary responses (`Ok`), so the service's error type is the inner
 /// service's: axum needs no `HandleErrorLayer`.
@@ -200,7 +201,15 @@ impl<S, A, C> LimitService<S, A, C> {
             // Lost already: the service is not called, and stays ready for the next request.
             Ok(permit) => {
                 let mut cx = Context::from_waker(Waker::noop());
-                match call_unless_lost(&self.pool, permit, &mut self.inner, request, &mut cx) {
+                let hand_off = config.hand_off;
+                match call_unless_lost(
+                    &self.pool,
+                    permit,
+                    &mut self.inner,
+                    request,
+                    hand_off,
+                    &mut cx,
+                ) {
                     Ok((future, permit, lost)) => Start::Calling(future, permit, lost),
                     Err(refusal) => Start::Refused(refusal),
                 }

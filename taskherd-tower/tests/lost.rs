@@ -18,7 +18,8 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use taskherd_tower::{
-    AdmissionLost, Admit, BoxError, Groups, Header, LimitLayer, LimitedBody, Lost, Refused,
+    Admission, AdmissionLost, Admit, BoxError, Groups, HandOff, Header, LimitLayer, LimitedBody,
+    Lost, Refused,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_test::task;
@@ -481,5 +482,53 @@ async fn an_admission_lost_before_the_call_does_not_call_the_service() {
         assert_eq!(pool.live(), 0, "the permit was dropped (late: {late})");
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "service unavailable\n", "late: {late}");
+    }
+}
+
+/// `LimitLayer::hand_off` with a pool whose admissions can be lost: the admission the handler
+/// takes over has a loss of its own to watch, which resolves when the pool loses it, after the
+/// response is long done (both when the pool decides in `call` and after it).
+#[tokio::test(flavor = "current_thread")]
+async fn an_admission_taken_over_tells_its_handler_when_it_is_lost() {
+    for late in [false, true] {
+        let pool = Revocable::new(late);
+        let taken: Arc<std::sync::Mutex<Option<Admission>>> = Arc::default();
+        let by_handler = Arc::clone(&taken);
+        let mut service =
+            pool.layer()
+                .hand_off()
+                .layer(tower::service_fn(move |request: Request<()>| {
+                    let hand_off = request.extensions().get::<HandOff>().expect("lent");
+                    *by_handler.lock().unwrap() = hand_off.take();
+                    async { Ok::<_, Infallible>(Response::new(String::from("hi"))) }
+                }));
+        let mut response = task::spawn(service.call(request()));
+        let response = match response.poll() {
+            Poll::Ready(response) => response,
+            Poll::Pending => assert_ready!(response.poll()),
+        }
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "late: {late}");
+        assert!(!response.body().is_admitted(), "the handler holds it");
+        drop(response);
+        assert_eq!(pool.live(), 1, "the admission outlives the response");
+        let mut admission = taken.lock().unwrap().take().expect("taken");
+        assert!(admission.can_be_lost());
+        {
+            let mut lost = task::spawn(admission.lost());
+            assert_pending!(lost.poll());
+            pool.revoke();
+            assert!(lost.is_woken(), "the loss wakes its watcher");
+            assert_ready!(lost.poll());
+        }
+        // Resolved once, at once ever after.
+        assert_ready!(task::spawn(admission.lost()).poll());
+        assert_eq!(
+            pool.live(),
+            1,
+            "lost, but the permit is the handler's to drop"
+        );
+        drop(admission);
+        assert_eq!(pool.live(), 0);
     }
 }

@@ -550,3 +550,44 @@ fn the_layer_on_a_redis_pool_crosses_threads() {
     send::<LimitedBody<Body, RedisPermit<String>>>();
     send::<taskherd_tower::LimitService<Inner, RedisPool<String>, Header>>();
 }
+
+/// `hand_off` on a fleet's pool: the admission a handler takes over outlives its response,
+/// counted by Redis until dropped, and tells the handler when Redis has lost its lease (here
+/// flushed), so that the connection it stands for can be closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admission_taken_over_counts_in_redis_and_tells_of_its_loss() {
+    let redis = Server::start();
+    let pool = pool(&redis, "hand-off").await;
+    pool.set_limit("a".to_owned(), 1).await.unwrap();
+    let (taken_tx, mut taken) = mpsc::unbounded_channel();
+    let app = Router::new()
+        .route(
+            "/keep",
+            get(move |request: axum::extract::Request| {
+                let admission = request
+                    .extensions()
+                    .get::<taskherd_tower::HandOff>()
+                    .and_then(taskherd_tower::HandOff::take);
+                taken_tx.send(admission).unwrap();
+                async { "kept" }
+            }),
+        )
+        .layer(LimitLayer::new(pool.clone(), Header::new("x-tenant")).hand_off());
+    let addr = support::serve(app).await;
+    let client = support::client();
+    let response = support::open(&client, addr, "/keep", "a").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "kept");
+    let mut admission = taken.recv().await.unwrap().expect("the handler took it");
+    assert!(admission.can_be_lost());
+    assert_eq!(running(&pool, "a").await, 1, "counted after the response");
+    let refused = support::open(&client, addr, "/keep", "a").await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    redis.cmd(&["FLUSHALL"]).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), admission.lost())
+        .await
+        .expect("the handler was not told its admission was lost");
+    drop(admission);
+}

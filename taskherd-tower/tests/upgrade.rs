@@ -2,7 +2,8 @@
 //! admission until its response is sent, and never sees the connection that lives on after it.
 //! What the docs say to do instead — take a permit in the task that serves the upgraded
 //! connection, once the upgrade is done — limits open connections, over a real HTTP/1.1
-//! connection upgraded by hyper.
+//! connection upgraded by hyper; and so does a layer built with `hand_off`, whose handler
+//! takes the request's admission over for the connection, with no moment free between them.
 
 mod support;
 
@@ -16,7 +17,7 @@ use axum::routing::get;
 use http::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use taskherd::TaskPool;
-use taskherd_tower::{Header, LimitLayer};
+use taskherd_tower::{HandOff, Header, LimitLayer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -46,6 +47,28 @@ async fn upgrade(
         };
         echo(TokioIo::new(upgraded)).await;
     });
+    switching_protocols()
+}
+
+/// Answers `101` and serves the upgraded connection, holding the request's admission, taken
+/// over before answering, while the connection lives.
+async fn upgrade_keeping_the_admission(mut request: Request) -> Response<Body> {
+    let admission = request
+        .extensions()
+        .get::<HandOff>()
+        .expect("the layer lends its admissions")
+        .take()
+        .expect("nobody took it before");
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let _admission = admission;
+        let upgraded = on_upgrade.await.expect("upgraded");
+        echo(TokioIo::new(upgraded)).await;
+    });
+    switching_protocols()
+}
+
+fn switching_protocols() -> Response<Body> {
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header("connection", "upgrade")
@@ -138,14 +161,46 @@ async fn a_permit_taken_in_the_upgraded_task_counts_the_open_connection() {
     assert_eq!(status, "HTTP/1.1 429 Too Many Requests");
     drop(first);
     // The first connection's task sees it closed and drops its permit.
+    until_released(&pool).await;
+    let (mut third, status) = open_upgraded(addr).await;
+    assert_eq!(status, "HTTP/1.1 101 Switching Protocols");
+    assert!(echoes(&mut third, Duration::from_secs(10)).await);
+}
+
+/// Waits until `pool` counts nothing in tenant `a`'s group.
+async fn until_released(pool: &TaskPool<String>) {
     tokio::time::timeout(Duration::from_secs(10), async {
         while pool.task_count(&"a".into()) != 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await
-    .expect("the closed connection's permit was not released");
-    let (mut third, status) = open_upgraded(addr).await;
+    .expect("the closed connection's admission was not released");
+}
+
+/// `LimitLayer::hand_off`: the handler takes the request's admission over and keeps it in the
+/// task serving the upgraded connection. The slot is the connection's from the `101` on, with
+/// no moment free between the request and the connection (the recipe above has one): the
+/// tenant's next request is refused as soon as the first has its `101`, and admitted once the
+/// connection has closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admission_taken_over_by_the_handler_counts_the_open_connection() {
+    let pool = TaskPool::<String>::builder().limit("a".into(), 1).build();
+    let app = Router::new()
+        .route("/ws", get(upgrade_keeping_the_admission))
+        .layer(LimitLayer::new(pool.clone(), Header::new("x-tenant")).hand_off());
+    let addr = support::serve(app).await;
+    let (mut first, status) = open_upgraded(addr).await;
     assert_eq!(status, "HTTP/1.1 101 Switching Protocols");
-    assert!(echoes(&mut third, Duration::from_secs(10)).await);
+    // At once: the response is done, and its admission lives on with the connection.
+    assert_eq!(pool.task_count(&"a".into()), 1, "the open connection");
+    let (_, status) = open_upgraded(addr).await;
+    assert_eq!(status, "HTTP/1.1 429 Too Many Requests");
+    assert!(echoes(&mut first, Duration::from_secs(10)).await);
+    assert_eq!(pool.task_count(&"a".into()), 1);
+    drop(first);
+    until_released(&pool).await;
+    let (mut second, status) = open_upgraded(addr).await;
+    assert_eq!(status, "HTTP/1.1 101 Switching Protocols");
+    assert!(echoes(&mut second, Duration::from_secs(10)).await);
 }
