@@ -29,6 +29,11 @@
 //!   table). `fresh_keys`: the 3 groups spread over 1,000 keys without an entry (created and
 //!   reclaimed each call); `resident_keys`: 3 fixed groups with explicit limits. The cost should
 //!   not grow with the table: compare the two sizes of each.
+//! - `wide/{try_acquire,try_spawn}/{1000,10000}`: one call naming 1,000 or 10,000 groups
+//!   that have no entry yet (created, then reclaimed as the permit or task ends), reported per
+//!   group: the time per group should not grow with the number of groups (invariant 7), for
+//!   permits (whose keys are cloned outside the lock) as for tasks (whose keys move in).
+//!   `try_spawn` on a current-thread runtime, the task awaited.
 //!
 //! Every bench checks that it measures what it claims: admissions admitted, refusals refused,
 //! waits that waited (counted per batch), limits reached, nothing left counted afterwards.
@@ -368,6 +373,39 @@ fn permit_uncontended(c: &mut Criterion) {
     assert_eq!((total.running, total.rejected), (0, 0));
 }
 
+fn wide(c: &mut Criterion) {
+    let pool = TaskPool::<u32>::new();
+    let runtime = Builder::new_current_thread().build().unwrap();
+    let mut group = c.benchmark_group("wide");
+    for n in [1_000u32, 10_000] {
+        group.throughput(Throughput::Elements(u64::from(n)));
+        // Outside the keys of the other benches; a fresh entry for each group at every call.
+        let keys = move || BACKGROUND + 1_000_000..BACKGROUND + 1_000_000 + n;
+        group.bench_function(BenchmarkId::new("try_acquire", n), |b| {
+            b.iter(|| {
+                let Ok(permit) = pool.try_acquire(keys()) else {
+                    panic!("refused by a pool without limits");
+                };
+                drop(black_box(permit));
+            });
+        });
+        group.bench_function(BenchmarkId::new("try_spawn", n), |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let Ok(handle) = pool.try_spawn(keys(), async {}) else {
+                        panic!("refused by a pool without limits");
+                    };
+                    handle.await.unwrap();
+                });
+            });
+        });
+        assert_eq!(pool.task_count(&(BACKGROUND + 1_000_000)), 0);
+    }
+    group.finish();
+    let total = pool.total_stats();
+    assert_eq!((total.running, total.rejected), (0, 0));
+}
+
 fn permit_contended(c: &mut Criterion) {
     const LIMIT: usize = 2;
     const CONTENDERS: usize = 8;
@@ -503,6 +541,7 @@ criterion_group!(
     spawn_contended,
     permit_uncontended,
     permit_contended,
-    table_size
+    table_size,
+    wide
 );
 criterion_main!(benches);
