@@ -39,7 +39,8 @@ use crate::sync::Mutex;
 ///
 /// # Panics
 ///
-/// Panics if called outside a tokio runtime, like [`tokio::spawn`]; the guard is dropped first.
+/// Panics if called outside a tokio runtime, like [`tokio::spawn`]; the future and the guard
+/// are dropped (the guard's release runs) before the panic leaves this function.
 ///
 /// # Examples
 ///

@@ -170,6 +170,11 @@ where
 {
     /// Creates the pool.
     ///
+    /// # Panics
+    ///
+    /// Panics if `K`'s `Hash` or `Eq` panics on a key given to [`limit`](Self::limit) (the
+    /// explicit limits are entered in the pool's table here); no pool is made.
+    ///
     /// # Examples
     ///
     /// ```

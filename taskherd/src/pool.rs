@@ -208,6 +208,10 @@ where
     ///
     /// To change several limits as one, use [`set_limits`](Self::set_limits).
     ///
+    /// Cost: O(1) under the pool's lock, plus, when a lowered limit takes back slots promised
+    /// to waiters, a pass over every waiter of the pool (O(waiters × the groups they name)):
+    /// the admission and release paths keep no list of a group's holders.
+    ///
     /// # Panics
     ///
     /// Panics if `K`'s `Hash` or `Eq` panics, or its `Clone` while a `DEBUG` subscriber logs the
@@ -240,6 +244,9 @@ where
     /// the single call means ([`set_limit`](Self::set_limit), [`set_max_tasks`](Self::set_max_tasks),
     /// [`set_default_limit`](Self::set_default_limit)), including what lowering a limit does
     /// to waiters. A key changed twice in the batch takes its last change.
+    ///
+    /// Cost: O(changes) under the pool's lock, plus one pass over every waiter of the pool if
+    /// lowered limits take back promised slots (as with [`set_limit`](Self::set_limit)).
     ///
     /// # Panics
     ///
@@ -313,7 +320,8 @@ where
     }
 
     /// Clears the explicit limit of group `key`; the default limit applies again. Does nothing if
-    /// the group has no explicit limit.
+    /// the group has no explicit limit. A default limit lower than the cleared one acts as a
+    /// lowered limit (see [`set_limit`](Self::set_limit)).
     ///
     /// # Panics
     ///
@@ -413,7 +421,9 @@ where
         self.core.default_limit()
     }
 
-    /// Returns the number of tasks currently counted in group `key`; `0` for a group never seen.
+    /// Returns the number of admissions currently counted in group `key`: running tasks, live
+    /// permits, and waiters granted whose future has not picked up the grant yet (they count
+    /// from the grant on); `0` for a group never seen.
     ///
     /// # Panics
     ///
@@ -439,7 +449,9 @@ where
         self.core.task_count(key)
     }
 
-    /// Returns the number of tasks in the pool (the count of the total group).
+    /// Returns the number of admissions counted in the pool (the count of the total group):
+    /// running tasks, live permits, and waiters granted whose future has not picked up the
+    /// grant yet.
     ///
     /// # Examples
     ///
@@ -458,7 +470,8 @@ where
         self.core.len()
     }
 
-    /// Returns `true` if no task is in the pool.
+    /// Returns `true` if nothing is counted in the pool ([`len`](Self::len) is 0): no task, no
+    /// permit, no granted waiter.
     ///
     /// # Examples
     ///

@@ -45,7 +45,10 @@ pub struct GroupStats {
     /// The limit in force: the explicit limit, else the default limit (for the total:
     /// `max_tasks`).
     pub limit: Option<usize>,
-    /// Admissions made in the group (tasks, permits, waiters granted).
+    /// Admissions made in the group (tasks, permits, waiters granted). A waiter granted and then
+    /// failed by [`close`](crate::TaskPool::close) before its future picked up the grant counts
+    /// here (its slots were granted, and counted in `running` until the close) and, for the
+    /// total, in `rejected` too.
     pub admitted: u64,
     /// `try_*` calls refused because this group was the first full one (see
     /// [`full_group`](crate::TrySpawnError::full_group)), counted while the group exists: a
