@@ -28,7 +28,9 @@ use rand::{Rng, SeedableRng};
 use taskherd::{LimitChanges, TaskPool};
 
 mod sampler;
+mod tracker;
 use sampler::Epoch;
+use tracker::{Tracker, env_or};
 
 const KEYS: u8 = 7;
 /// Keys 0, 1 and 2 have these explicit limits for the whole run: asserted exactly.
@@ -47,93 +49,12 @@ const DEFAULT_MAX: usize = 5;
 const MAX_TASKS: [usize; 4] = [0, 4, 8, 12];
 const MAX_TASKS_BOUND: usize = 12;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// The most tasks a group can ever hold at once in this test.
 fn bound(key: u8) -> usize {
     match FIXED_LIMITS.get(usize::from(key)) {
         Some(&limit) => limit,
         None if CHANGING.contains(&key) => CHANGING_MAX,
         None => DEFAULT_MAX,
-    }
-}
-
-/// Concurrency of every group, counted from inside admitted work.
-struct Tracker {
-    /// The most tasks each group may ever hold at once.
-    bounds: [usize; KEYS as usize],
-    total_bound: usize,
-    inside: [AtomicUsize; KEYS as usize],
-    total: AtomicUsize,
-    peak: [AtomicUsize; KEYS as usize],
-    peak_total: AtomicUsize,
-}
-
-impl Tracker {
-    fn new(bounds: [usize; KEYS as usize], total_bound: usize) -> Self {
-        Self {
-            bounds,
-            total_bound,
-            inside: [const { AtomicUsize::new(0) }; KEYS as usize],
-            total: AtomicUsize::new(0),
-            peak: [const { AtomicUsize::new(0) }; KEYS as usize],
-            peak_total: AtomicUsize::new(0),
-        }
-    }
-
-    /// Counts admitted work in `groups` (distinct); call right after admission, and drop the
-    /// guard before the admission is released.
-    fn enter(self: &Arc<Self>, groups: &[u8]) -> Inside {
-        // Counted first and checked after, so that a failed check (a panic) still uncounts
-        // through `Inside`'s drop and does not cascade into other tasks' checks.
-        let total = self.total.fetch_add(1, Ordering::SeqCst) + 1;
-        self.peak_total.fetch_max(total, Ordering::SeqCst);
-        let nows: Vec<usize> = groups
-            .iter()
-            .map(|&key| {
-                let k = usize::from(key);
-                let now = self.inside[k].fetch_add(1, Ordering::SeqCst) + 1;
-                self.peak[k].fetch_max(now, Ordering::SeqCst);
-                now
-            })
-            .collect();
-        let inside = Inside {
-            tracker: Arc::clone(self),
-            groups: groups.to_vec(),
-        };
-        assert!(
-            total <= self.total_bound,
-            "{total} tasks inside, max_tasks is at most {}",
-            self.total_bound
-        );
-        for (&key, now) in groups.iter().zip(nows) {
-            let k = usize::from(key);
-            assert!(
-                now <= self.bounds[k],
-                "{now} tasks inside group {key}, its limit is at most {}",
-                self.bounds[k]
-            );
-        }
-        inside
-    }
-}
-
-struct Inside {
-    tracker: Arc<Tracker>,
-    groups: Vec<u8>,
-}
-
-impl Drop for Inside {
-    fn drop(&mut self) {
-        for &key in &self.groups {
-            self.tracker.inside[usize::from(key)].fetch_sub(1, Ordering::SeqCst);
-        }
-        self.tracker.total.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -443,10 +364,8 @@ async fn thousands_of_crossing_waiters_with_cancellation_and_changing_limits() {
         builder = builder.limit(key, limit);
     }
     let pool = builder.limit(3, 2).limit(4, CHANGING_MAX).build();
-    let tracker = Arc::new(Tracker::new(
-        std::array::from_fn(|k| bound(u8::try_from(k).unwrap())),
-        MAX_TASKS_BOUND,
-    ));
+    let bounds: Vec<usize> = (0..KEYS).map(bound).collect();
+    let tracker = Arc::new(Tracker::new(&bounds, MAX_TASKS_BOUND));
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = Arc::new(Epoch::default());
 
@@ -543,7 +462,7 @@ async fn waiters_cancelled_in_bulk_hand_their_slots_on() {
     // patient ones must all be served, and nothing may be left reserved.
     let tasks: u64 = env_or("TASKHERD_STRESS_TASKS", 5_000) / 2;
     let pool = TaskPool::<u8>::builder().default_limit(1).build();
-    let tracker = Arc::new(Tracker::new([1; KEYS as usize], usize::MAX));
+    let tracker = Arc::new(Tracker::new(&[1; KEYS as usize], usize::MAX));
     let clients: Vec<_> = (0..tasks)
         .map(|i| {
             let pool = pool.clone();
@@ -661,7 +580,7 @@ async fn lowered_group_starts_nothing_until_raised(how: Lowering) {
     for key in OTHERS {
         bounds[usize::from(key)] = 1;
     }
-    let tracker = Arc::new(Tracker::new(bounds, usize::MAX));
+    let tracker = Arc::new(Tracker::new(&bounds, usize::MAX));
     let clients: Vec<_> = (0..LOWERED_WAITERS)
         .map(|i| {
             let (pool, tracker) = (pool.clone(), Arc::clone(&tracker));
