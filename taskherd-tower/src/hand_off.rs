@@ -65,15 +65,20 @@ pub(crate) enum Held<P> {
 impl<P: Send + 'static> Held<P> {
     /// Lends `permit` to the handler of `request`: a [`HandOff`] in its extensions, through
     /// which the handler can take it, with `lost` (the pool's [`Admit::lost`](crate::Admit::lost)
-    /// for it, if it can be lost).
+    /// for it, if it can be lost). The [`HandOff`] of an outer layer that lends its admission
+    /// too is extended, not replaced: the handler takes both at once.
     pub(crate) fn lend<B>(permit: P, lost: Option<Lost>, request: &mut http::Request<B>) -> Self {
         let slot = Arc::new(Slot(Mutex::new(Some(Content {
             permit: Box::new(permit),
             lost,
         }))));
-        request.extensions_mut().insert(HandOff {
-            slot: Arc::clone(&slot),
-        });
+        let mut slots = request
+            .extensions_mut()
+            .remove::<HandOff>()
+            .map(|outer| outer.slots)
+            .unwrap_or_default();
+        slots.push(Arc::clone(&slot));
+        request.extensions_mut().insert(HandOff { slots });
         Self::Lent(Lent(slot))
     }
 }
@@ -99,8 +104,12 @@ impl<P> Held<P> {
 /// stopped or dropped), there is nothing left to take: a clone of this kept longer holds
 /// nothing.
 ///
-/// Cloning it is cheap (a reference count) and every clone takes from the same place: the
-/// first `take` gets the admission, the others `None`.
+/// Cloning it is cheap and every clone takes from the same place: the first `take` gets the
+/// admission, the others `None`.
+///
+/// With several layers built with `hand_off` around one handler (an in-process limit per
+/// client IP outside a fleet's limit per tenant, say), the request carries one `HandOff` for
+/// all of them, and `take` takes every layer's admission at once, into one [`Admission`].
 ///
 /// # Examples
 ///
@@ -133,20 +142,33 @@ impl<P> Held<P> {
 /// ```
 #[derive(Clone)]
 pub struct HandOff {
-    slot: Arc<Slot>,
+    /// One per layer that lends its admission, the outermost first.
+    slots: Vec<Arc<Slot>>,
 }
 
 impl HandOff {
     /// Takes the request's admission over: from now on it is released when the returned
     /// [`Admission`] is dropped, not when the response is done.
     ///
+    /// With several layers lending their admissions, takes every one still there.
+    ///
     /// `None` if it was taken already (by this or a clone), or if the layer was done with it
     /// (its response sent, or the request stopped or dropped) before this call.
     #[must_use]
     pub fn take(&self) -> Option<Admission> {
-        self.slot.take().map(|content| Admission {
-            _permit: SyncWrapper::new(content.permit),
-            lost: content.lost.map(SyncWrapper::new),
+        let mut permits = Vec::new();
+        let mut lost = Vec::new();
+        for content in self.slots.iter().filter_map(|slot| slot.take()) {
+            permits.push(content.permit);
+            lost.extend(content.lost);
+        }
+        if permits.is_empty() {
+            return None;
+        }
+        Some(Admission {
+            _permits: SyncWrapper::new(permits),
+            can_be_lost: !lost.is_empty(),
+            lost: SyncWrapper::new(lost),
             ended: false,
         })
     }
@@ -154,7 +176,7 @@ impl HandOff {
     /// `true` while there is an admission to take.
     #[must_use]
     pub fn is_available(&self) -> bool {
-        self.slot.is_full()
+        self.slots.iter().any(|slot| slot.is_full())
     }
 }
 
@@ -167,26 +189,29 @@ impl fmt::Debug for HandOff {
 }
 
 /// A request's admission, taken over by its handler through [`HandOff::take`]: the request's
-/// slot in each of its groups and the total, released when this is dropped.
+/// slot in each of its groups and the total (of every layer that lent it), released when this
+/// is dropped.
 ///
 /// With a pool whose admissions can end before they are dropped (a fleet's lease that Redis
 /// lost, see [`Admit::lost`](crate::Admit::lost)), [`lost`](Self::lost) resolves when that
 /// happens: what the admission counted is no longer counted by the pool, so the work it
 /// stands for (a WebSocket's connection) should stop.
 pub struct Admission {
-    // Held for its drop, which releases the admission; only ever used through `&mut` or
+    // Held for their drop, which releases the admission; only ever used through `&mut` or
     // dropped, so the wrappers make the admission `Sync`.
-    _permit: SyncWrapper<Box<dyn Send>>,
-    lost: Option<SyncWrapper<Lost>>,
-    // `lost` resolved once (it is not polled again).
+    _permits: SyncWrapper<Vec<Box<dyn Send>>>,
+    // The losses to watch, one per admission that can be lost.
+    lost: SyncWrapper<Vec<Lost>>,
+    can_be_lost: bool,
+    // A loss resolved (they are not polled again).
     ended: bool,
 }
 
 impl Admission {
     /// Resolves once the pool has lost this admission without it being dropped (a fleet's
-    /// lease that Redis no longer holds); never, with a pool whose admissions last until
-    /// dropped (the in-process [`TaskPool`](taskherd::TaskPool)). Once resolved, resolves at
-    /// once every time.
+    /// lease that Redis no longer holds; with several layers, once any of their admissions is
+    /// lost); never, with a pool whose admissions last until dropped (the in-process
+    /// [`TaskPool`](taskherd::TaskPool)). Once resolved, resolves at once every time.
     ///
     /// # Cancel safety
     ///
@@ -199,7 +224,7 @@ impl Admission {
     /// [`lost`](Self::lost)).
     #[must_use]
     pub fn can_be_lost(&self) -> bool {
-        self.lost.is_some() || self.ended
+        self.can_be_lost
     }
 }
 
@@ -225,14 +250,15 @@ impl Future for LostFuture<'_> {
         if admission.ended {
             return Poll::Ready(());
         }
-        match admission.lost.as_mut() {
-            None => Poll::Pending,
-            Some(lost) => {
-                std::task::ready!(lost.get_mut().as_mut().poll(cx));
-                admission.ended = true;
-                admission.lost = None;
-                Poll::Ready(())
-            }
+        let losses = admission.lost.get_mut();
+        if losses
+            .iter_mut()
+            .any(|lost| lost.as_mut().poll(cx).is_ready())
+        {
+            admission.ended = true;
+            losses.clear();
+            return Poll::Ready(());
         }
+        Poll::Pending
     }
 }

@@ -156,8 +156,11 @@ impl<A, C> LimitLayer<A, C> {
     ///
     /// A handler that does not take it changes nothing: the layer releases the admission when
     /// the response is done, as without this. Off by default: it costs each admitted request
-    /// an allocation (the place both sides share), and a second [`Admit::lost`](crate::Admit::lost)
-    /// future with a pool whose admissions can be lost.
+    /// two allocations (the place both sides share, and the permit moved there), and a second
+    /// [`Admit::lost`](crate::Admit::lost) future with a pool whose admissions can be lost.
+    ///
+    /// Several layers built with `hand_off` around one handler lend it their admissions
+    /// together: one [`HandOff`](crate::HandOff) in the request takes them all.
     ///
     /// # Examples
     ///

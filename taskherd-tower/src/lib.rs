@@ -62,7 +62,7 @@
 //!     let admission = request.extensions().get::<HandOff>().and_then(HandOff::take);
 //!     let on_upgrade = hyper::upgrade::on(&mut request);
 //!     tokio::spawn(async move {
-//!         // Released when the connection ends (or the upgrade fails).
+//!         // Released when the connection ends, or when the upgrade fails.
 //!         let _admission = admission;
 //!         let Ok(upgraded) = on_upgrade.await else { return };
 //!         serve_connection(upgraded).await;
@@ -82,6 +82,11 @@
 //!     .route("/ws", get(websocket))
 //!     .layer(LimitLayer::new(pool, Header::new("x-tenant")).hand_off());
 //! ```
+//!
+//! Take it only in a handler that answers `101`: a taken admission lasts as long as the
+//! [`Admission`] (with hyper, an `on_upgrade` whose response was not a `101` ends only with the
+//! connection). With several `hand_off` layers around the handler (a limit per client IP
+//! outside a limit per tenant), `take` takes every layer's admission at once.
 //!
 //! With a fleet's pool, whose admissions can be lost (a lease Redis no longer holds),
 //! [`Admission::lost`] resolves when that happens: close the connection then, as the layer

@@ -166,3 +166,47 @@ fn hand_off_and_admission_are_send_and_sync() {
     shareable::<HandOff>();
     shareable::<Admission>();
 }
+
+/// Two `hand_off` layers around one handler (a limit per client IP outside a limit per
+/// tenant): the handler takes both admissions at once, and both slots outlive the response
+/// until the `Admission` is dropped (found by a review: the inner layer's `HandOff` replaced
+/// the outer one's, whose slot went with the response).
+#[tokio::test(flavor = "current_thread")]
+async fn nested_layers_hand_off_every_admission_at_once() {
+    let outer = TaskPool::<String>::builder().limit("ip".into(), 1).build();
+    let inner = TaskPool::<String>::builder().limit("a".into(), 1).build();
+    let taken: Taken = Arc::default();
+    let by_handler = Arc::clone(&taken);
+    let handler = tower::service_fn(move |request: Request<()>| {
+        let hand_off = request.extensions().get::<HandOff>().expect("lent");
+        assert!(hand_off.is_available());
+        *by_handler.lock().unwrap() = hand_off.take();
+        assert!(!hand_off.is_available(), "both taken");
+        async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hi")))) }
+    });
+    let service = LimitLayer::new(outer.clone(), Header::new("x-ip"))
+        .hand_off()
+        .layer(
+            LimitLayer::new(inner.clone(), Header::new("x-tenant"))
+                .hand_off()
+                .layer(handler),
+        );
+    let request = || {
+        Request::builder()
+            .header("x-ip", "ip")
+            .header("x-tenant", "a")
+            .body(())
+            .unwrap()
+    };
+    let response = service.clone().oneshot(request()).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    assert_eq!(outer.task_count(&"ip".to_owned()), 1);
+    assert_eq!(inner.task_count(&"a".to_owned()), 1);
+    let refused = service.clone().oneshot(request()).await.unwrap();
+    assert_eq!(refused.status(), http::StatusCode::TOO_MANY_REQUESTS);
+    let admission = taken.lock().unwrap().take().expect("taken");
+    assert!(!admission.can_be_lost());
+    drop(admission);
+    assert_eq!(outer.task_count(&"ip".to_owned()), 0);
+    assert_eq!(inner.task_count(&"a".to_owned()), 0);
+}
