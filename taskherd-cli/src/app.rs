@@ -461,6 +461,13 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
             None
         }
     };
+    // Jobs run again for an earlier failure: provisional records, written with the skipped.
+    let pending: Vec<crate::jobfile::Job> = prepared
+        .jobs
+        .iter()
+        .filter(|job| job.resumed.is_some())
+        .cloned()
+        .collect();
     let input = match prepared.stream {
         None => runner::Input::Checked(prepared.jobs),
         Some(stream) => match (stream.resume.clone(), stream.start()) {
@@ -479,15 +486,22 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
         }
         return EXIT_USAGE;
     }
-    // Skipped jobs are known before anything runs: their records come first.
+    // Skipped jobs are known before anything runs: their records come first, then the
+    // provisional records of the failures run again (see `Report::write_pending`).
     let mut skipped_error = false;
     if let Some(report) = &mut setup.report {
-        for skipped in &prepared.skipped {
-            if let Err(error) = report.write_skipped(&skipped.job, skipped.done) {
-                eprintln!("taskherd: error: cannot write the report: {error}");
-                skipped_error = true;
-                break;
+        let written = (|| -> std::io::Result<()> {
+            for skipped in &prepared.skipped {
+                report.write_skipped(&skipped.job, skipped.done)?;
             }
+            for job in &pending {
+                report.write_pending(job)?;
+            }
+            Ok(())
+        })();
+        if let Err(error) = written {
+            eprintln!("taskherd: error: cannot write the report: {error}");
+            skipped_error = true;
         }
     }
     let finished = runner::run(

@@ -1,8 +1,12 @@
 //! The JSON Lines report: one record per job, written as each job's fate is known.
 //!
 //! Records come in the order jobs end, not in file order; `line` says which job a record is
-//! for. Every job gets exactly one record, whether it ran or not. Each record is flushed as it
-//! is written, so a report stays useful if taskherd itself is killed.
+//! for. Every job gets one record, whether it ran or not; a job that a `--resume` or
+//! `--resume-failed` run runs again for an earlier failure gets two: a provisional one when the
+//! run starts (see [`Report::write_pending`]), then its own, which counts (the last record of
+//! a job counts). Each record is flushed as it is written, so a report stays useful if taskherd
+//! itself is killed, even with `kill -9`: the failures a resumed run had still to run again
+//! stay in the report that replaced the one they were read from.
 //!
 //! Fields, in this order:
 //!
@@ -16,7 +20,7 @@
 //! | `exit_code`     | number or null    | the exit status, if the command exited                        |
 //! | `signal`        | number or null    | the signal that killed it, if one did                         |
 //! | `signal_name`   | string or null    | that signal's name, such as `SIGTERM`                         |
-//! | `reason`        | string or null    | why it did not start or was killed: `halt-on-error`, `interrupted`, `timeout` |
+//! | `reason`        | string or null    | why it did not start or was killed: `halt-on-error`, `interrupted`, `timeout`, `lease-lost`, `bad-input`, `resumed`, `pending` |
 //! | `error`         | string or null    | for `error`: why the command could not be started             |
 //! | `start`, `end`  | string or null    | wall-clock times, RFC 3339 in UTC with microseconds           |
 //! | `duration_secs` | number or null    | run time measured with a monotonic clock                      |
@@ -134,6 +138,19 @@ impl Report {
     /// bounds the wait.)
     pub async fn finish(mut self) -> Option<io::Error> {
         self.records.finish().await
+    }
+
+    /// Queues the provisional record of a job that a `--resume` or `--resume-failed` run runs
+    /// again for an earlier failure (as [`write`](Self::write)): `not_started`, reason
+    /// `pending`, the failure as `previous_status`. Written when the run starts (when the job's
+    /// line is read, for a pipe), so that a run killed before the job's own record (`kill -9`,
+    /// a crash) leaves the failure in the new report, which may have replaced the report it
+    /// was read from; the job's own record follows and counts.
+    pub fn write_pending(&mut self, job: &Job) -> io::Result<()> {
+        let outcome = Outcome::not_started(None);
+        let mut record = Record::new(job, &outcome);
+        record.last.reason = Some("pending");
+        self.send(&record)
     }
 
     /// Queues the record of a job skipped by `--resume` or `--resume-failed` (as

@@ -169,6 +169,9 @@ enum Note {
     /// A job skipped by `--resume` in streamed input (skipped jobs of a checked job file are
     /// written before the run).
     Skipped(Skipped),
+    /// A streamed job that the run runs again for an earlier failure, read: its provisional
+    /// record (see `Report::write_pending`), ahead of its own.
+    Pending(Arc<Job>),
     /// A job done before, or a failure the run was to run again, on a line of
     /// streamed input that the run stopped before reading: not a job of the run, but its record
     /// (`skipped`, or `not_started` with the failure as `previous_status`) keeps it done for
@@ -413,6 +416,16 @@ pub async fn run(
                 }
                 continue;
             }
+            Note::Pending(job) => {
+                if let Some(report) = &mut report
+                    && let Err(error) = report.write_pending(&job)
+                    && report_error.is_none()
+                {
+                    shared.notice_now(format!("error: cannot write the report: {error}"));
+                    report_error = Some(error);
+                }
+                continue;
+            }
             Note::CarriedOver(job) => {
                 let done = job.resumed.is_none();
                 if let Some(report) = &mut report
@@ -577,7 +590,13 @@ async fn submit(shared: Arc<Shared>, input: Input) {
         };
         let index = submitted;
         submitted += 1;
-        let account = Account::new(&shared, Arc::new(job), index);
+        let job = Arc::new(job);
+        // A streamed job run again for an earlier failure: its provisional record, before
+        // anything of the job (those of a job file were written when the run started).
+        if streaming.is_some() && job.resumed.is_some() {
+            let _ = shared.outcomes.send(Note::Pending(Arc::clone(&job)));
+        }
+        let account = Account::new(&shared, job, index);
         if let Some(reason) = shared.stop_reason() {
             // Stopping: the rest of the jobs will never start. (Streamed lines not read yet
             // are never read.)

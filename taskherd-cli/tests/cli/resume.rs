@@ -1,7 +1,7 @@
 //! `--resume REPORT` and `--resume-failed REPORT`: jobs append their number to the file `ran`,
 //! so each test sees exactly which jobs ran.
 
-use crate::support::{Scratch, report, statuses};
+use crate::support::{Scratch, raw_report, report, send_signal, statuses, wait_for_files};
 
 /// The job numbers in `ran`, sorted (empty if no job ran).
 fn ran(scratch: &Scratch) -> Vec<u32> {
@@ -267,6 +267,86 @@ fn the_report_resumed_from_may_be_the_report_written() {
     assert_eq!(
         statuses(&report(&scratch, "r.jsonl")),
         expect(&[(1, "skipped"), (2, "skipped"), (3, "skipped")])
+    );
+}
+
+/// A `--resume-failed` run that writes over the report it resumes from, killed with `kill -9`
+/// while it runs the first of three failures again: the report it leaves still holds all
+/// three (the provisional records written as it started), so the next `--resume-failed` runs
+/// them again. It held none of them, and ran nothing, before (found by a review).
+#[test]
+fn a_killed_run_that_replaced_its_report_keeps_the_failures() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "jobs.txt",
+        "echo 1 >> ran; test -e fixed && touch started1 && while [ ! -e go ]; do sleep 0.01; done\n\
+         echo 2 >> ran; test -e fixed\n\
+         echo 3 >> ran; test -e fixed\n\
+         echo 4 >> ran\n",
+    );
+    scratch
+        .run(&["run", "-j", "1", "--report", "r.jsonl", "jobs.txt"])
+        .assert_code(1);
+    assert_eq!(
+        statuses(&report(&scratch, "r.jsonl")),
+        expect(&[
+            (1, "failed"),
+            (2, "failed"),
+            (3, "failed"),
+            (4, "succeeded")
+        ])
+    );
+    forget_ran(&scratch);
+    scratch.write("fixed", "");
+    let args = [
+        "run",
+        "-j",
+        "1",
+        "--resume-failed",
+        "r.jsonl",
+        "--report",
+        "r.jsonl",
+        "jobs.txt",
+    ];
+    let mut child = scratch.command(&args).spawn().unwrap();
+    wait_for_files(&scratch, &["started1"]);
+    send_signal(child.id(), "KILL");
+    child.wait().unwrap();
+    // The provisional records, after the skipped job's.
+    let raw = raw_report(&scratch, "r.jsonl");
+    assert_eq!(raw.len(), 4, "{raw:?}");
+    assert_eq!(
+        (raw[0]["line"].as_u64(), raw[0]["status"].as_str()),
+        (Some(4), Some("skipped"))
+    );
+    for (record, line) in raw[1..].iter().zip(1..) {
+        assert_eq!(record["line"], line);
+        assert_eq!(record["status"], "not_started");
+        assert_eq!(record["reason"], "pending");
+        assert_eq!(record["previous_status"], "failed");
+        assert_eq!(record["ran"], false);
+    }
+    // What the next run reads: the three failures, still to run again.
+    forget_ran(&scratch);
+    scratch.write("go", "");
+    scratch.run(&args).assert_code(0);
+    assert_eq!(ran(&scratch), [1, 2, 3]);
+    let records = report(&scratch, "r.jsonl");
+    assert_eq!(
+        statuses(&records),
+        expect(&[
+            (1, "succeeded"),
+            (2, "succeeded"),
+            (3, "succeeded"),
+            (4, "skipped")
+        ])
+    );
+    // Each job run again: its provisional record, then its own (which counts).
+    assert_eq!(raw_report(&scratch, "r.jsonl").len(), 7);
+    assert!(
+        records[..3]
+            .iter()
+            .all(|r| r["previous_status"] == "failed")
     );
 }
 

@@ -178,6 +178,26 @@ fn resume_works_on_streamed_input() {
             (3, "skipped".into())
         ]
     );
+    // The failure run again got its provisional record when its line was read, ahead of its
+    // own: written in that order, so the last counts.
+    let raw: Vec<(u64, String, String)> = crate::support::raw_report(&scratch, "second.jsonl")
+        .iter()
+        .filter(|r| r["line"] == 2)
+        .map(|r| {
+            (
+                r["line"].as_u64().unwrap(),
+                r["status"].as_str().unwrap().to_owned(),
+                r["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        raw,
+        [
+            (2, "not_started".into(), "pending".into()),
+            (2, "failed".into(), String::new())
+        ]
+    );
 }
 
 #[test]

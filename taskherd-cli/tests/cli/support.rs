@@ -172,17 +172,30 @@ pub fn max_overlap<'a>(intervals: impl IntoIterator<Item = &'a Interval>) -> usi
     usize::try_from(max).unwrap()
 }
 
-/// The report's records, sorted by line.
+/// The report's records that count (the last of each job, as `--resume` reads them), sorted
+/// by line.
 pub fn report(scratch: &Scratch, name: &str) -> Vec<serde_json::Value> {
-    let mut records: Vec<serde_json::Value> = scratch
+    let mut records: Vec<serde_json::Value> = Vec::new();
+    // The last record of a job counts (a resumed run's provisional records come first).
+    for record in raw_report(scratch, name) {
+        let key =
+            |r: &serde_json::Value| (r["line"].clone(), r["command"].clone(), r["groups"].clone());
+        records.retain(|earlier| key(earlier) != key(&record));
+        records.push(record);
+    }
+    records.sort_by_key(|record| record["line"].as_u64());
+    records
+}
+
+/// Every record of the report `name`, in the order written.
+pub fn raw_report(scratch: &Scratch, name: &str) -> Vec<serde_json::Value> {
+    scratch
         .read(name)
         .lines()
         .map(|line| {
             serde_json::from_str(line).unwrap_or_else(|e| panic!("bad record {line:?}: {e}"))
         })
-        .collect();
-    records.sort_by_key(|record| record["line"].as_u64());
-    records
+        .collect()
 }
 
 /// The `status` of each record, in line order.
