@@ -53,9 +53,11 @@ pub struct Job {
 }
 
 impl Job {
-    /// A warning if this job looks like a typo for a job with groups: it names no group and its
-    /// command's first word ends in `:` (`web1:: cmd`, `web1 db: cmd`), so the groups were
-    /// glued to a `::` that does not stand alone, or written with a single `:`.
+    /// A warning if this job looks like a typo for a job with groups: it names no group and
+    /// among its command's leading words that could be group names, one ends in `:`
+    /// (`web1:: cmd`, `web1 db: cmd`: the groups glued to a `::` that does not stand alone, or
+    /// written with a single `:`), or the next one starts with `::` (`web1 ::cmd`: the `::`
+    /// glued to the command).
     #[must_use]
     ///
     /// Only the leading words that could be group names are looked at (`echo a: b` warns too;
@@ -65,12 +67,23 @@ impl Job {
             return None;
         }
         let command = String::from_utf8_lossy(&self.command);
-        let suspect = command
-            .split_ascii_whitespace()
-            .take_while(|word| check_group_name(word.trim_end_matches(':')).is_ok())
-            .find(|word| word.ends_with(':'))?;
+        let mut suspect = None;
+        for word in command.split_ascii_whitespace() {
+            if word.len() > 2 && word.starts_with("::") {
+                suspect = Some((word, "a \"::\" glued to the command"));
+                break;
+            }
+            if check_group_name(word.trim_end_matches(':')).is_err() {
+                break;
+            }
+            if word.ends_with(':') {
+                suspect = Some((word, "a group list's end"));
+                break;
+            }
+        }
+        let (suspect, looks_like) = suspect?;
         Some(format!(
-            "{}: {suspect:?} looks like a group list's end, but the line has no \" :: \" \
+            "{}: {suspect:?} looks like {looks_like}, but the line has no \" :: \" \
              standing alone, so it runs as a command without groups; write \"GROUP ... :: \
              COMMAND\" (or \":: COMMAND\" to say there is no group)",
             self.line
@@ -719,12 +732,14 @@ mod tests {
     #[test]
     fn typos_for_the_separator_are_warned_about() {
         let warned: Vec<usize> = parse(
-            b"web1:: a\nweb1 db: b\n10.0.0.7:5432:: c\n:: d: e\necho a::b\nweb1 :: f:\nls -l\n",
+            b"web1:: a\nweb1 db: b\n10.0.0.7:5432:: c\n:: d: e\necho a::b\nweb1 :: f:\nls -l\n\
+              web1 ::echo z\nweb1 db ::echo w\n::echo v\necho ::x\n",
         )
         .unwrap()
         .iter()
         .filter_map(|job| job.typo_warning().map(|_| job.line))
         .collect();
-        assert_eq!(warned, [1, 2, 3]);
+        // `echo ::x` too: its first word could be a group's name.
+        assert_eq!(warned, [1, 2, 3, 8, 9, 10, 11]);
     }
 }

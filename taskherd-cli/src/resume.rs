@@ -506,8 +506,11 @@ fn ranges(lines: &[usize]) -> String {
 }
 
 /// Adds the skipped jobs to the first line of the summary: `...: 2 succeeded; 3 more skipped
-/// (--resume)`.
+/// (--resume)`; nothing if none was skipped.
 pub fn summary_with_skipped(summary: &str, mode: Mode, skipped: usize) -> String {
+    if skipped == 0 {
+        return summary.to_owned();
+    }
     let note = format!("; {skipped} more skipped ({})", mode.option());
     match summary.find('\n') {
         Some(end) => format!("{}{note}{}", &summary[..end], &summary[end..]),
@@ -765,6 +768,11 @@ mod tests {
         assert_eq!(
             summary_with_skipped("2 jobs in 1s: 2 succeeded\ntable\n", Mode::Resume, 3),
             "2 jobs in 1s: 2 succeeded; 3 more skipped (--resume)\ntable\n"
+        );
+        assert_eq!(
+            summary_with_skipped("2 jobs in 1s: 2 succeeded\ntable\n", Mode::Resume, 0),
+            "2 jobs in 1s: 2 succeeded\ntable\n",
+            "no \"0 more skipped\""
         );
     }
 }
