@@ -21,8 +21,9 @@
 //! waiting counts, the ETA, the longest-running job, the failures. The jobs done out of the
 //! total are always shown, even if the terminal is narrower. A part left out may let a later,
 //! shorter one fit. A group name
-//! longer than [`NAME_WIDTH`] characters is cut in the middle with `…`, and cut further (to
-//! [`NAME_MIN`] at least) when that lets the group fit.
+//! longer than [`NAME_WIDTH`] columns is cut in the middle with `…`, and cut further (to
+//! [`NAME_MIN`] at least) when that lets the group fit. Widths are terminal columns: a CJK
+//! character takes two.
 //!
 //! # The longest-running job
 //!
@@ -45,6 +46,7 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use crate::jobfile::Group;
 use crate::output::Suspend;
@@ -59,7 +61,7 @@ const LINE_PERIOD: Duration = Duration::from_secs(2);
 const BUSIEST: usize = 3;
 /// Columns between the brackets of the drawn bar (half as many when space is short).
 const BAR_WIDTH: usize = 20;
-/// Characters of a group name shown at most.
+/// Columns of a group name shown at most.
 const NAME_WIDTH: usize = 20;
 /// A group name is not cut shorter than this to make room: the group is left out instead.
 const NAME_MIN: usize = 8;
@@ -246,10 +248,10 @@ fn render(
     for (index, (name, numbers)) in busiest(counts, limit).into_iter().enumerate() {
         // The busiest group ranks above the drawn bar; the others come last.
         let rank = if index == 0 { 6 } else { 8 + index as u8 };
-        let chars = name.chars().count();
-        let options = (chars.min(NAME_MIN)..=chars.min(NAME_WIDTH))
+        let columns = name.width();
+        let options = (columns.min(NAME_MIN)..=columns.min(NAME_WIDTH))
             .rev()
-            .map(|chars| format!("{} {numbers}", cut(&name, chars)))
+            .map(|columns| format!("{} {numbers}", cut(&name, columns)))
             .collect();
         add(rank, Cluster::Groups, options);
     }
@@ -304,7 +306,7 @@ enum Cluster {
     Eta,
 }
 
-/// The parts, in the order given, that fit in `width` characters: each in turn from the lowest
+/// The parts, in the order given, that fit in `width` columns: each in turn from the lowest
 /// rank, in its longest option that fits. The first part is always shown.
 fn fit(parts: &[Part], width: usize) -> String {
     let mut chosen: Vec<Option<&str>> = vec![None; parts.len()];
@@ -322,7 +324,7 @@ fn fit(parts: &[Part], width: usize) -> String {
         }
         for option in &parts[index].options {
             chosen[index] = Some(option);
-            if tried == 0 || join(parts, &chosen).chars().count() <= width {
+            if tried == 0 || join(parts, &chosen).width() <= width {
                 break;
             }
             chosen[index] = None;
@@ -369,19 +371,33 @@ fn clock_time(elapsed: Duration) -> String {
     format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
-/// `name` in at most `chars` characters: cut in the middle, with `…` there, when it is longer.
-/// Both ends are kept since names often differ only at the end (`web-frontend-01`, `-02`).
-fn cut(name: &str, chars: usize) -> String {
-    let count = name.chars().count();
-    if count <= chars {
+/// `name` in at most `columns` terminal columns: cut in the middle, with `…` there, when it is
+/// wider. Both ends are kept since names often differ only at the end (`web-frontend-01`,
+/// `-02`).
+fn cut(name: &str, columns: usize) -> String {
+    if name.width() <= columns {
         return name.to_owned();
     }
-    let kept = chars.saturating_sub(1);
-    let tail = kept / 2;
-    let mut out: String = name.chars().take(kept - tail).collect();
+    let kept = columns.saturating_sub(1);
+    let tail_columns = kept / 2;
+    let head = take_columns(name.chars(), kept - tail_columns);
+    let mut tail = take_columns(name.chars().rev(), tail_columns);
+    tail.reverse();
+    let mut out: String = head.into_iter().collect();
     out.push('…');
-    out.extend(name.chars().skip(count - tail));
+    out.extend(tail);
     out
+}
+
+/// The first characters of `chars` that fit in `columns` columns.
+fn take_columns(chars: impl Iterator<Item = char>, columns: usize) -> Vec<char> {
+    let mut used = 0;
+    chars
+        .take_while(|c| {
+            used += c.width().unwrap_or(0);
+            used <= columns
+        })
+        .collect()
 }
 
 /// The groups most in the way: full ones first, then those with the most jobs waiting; each as
@@ -636,6 +652,28 @@ mod tests {
             "[10m00s] 19/40 done, 19 failed | a-gro…ll-2 2/- +3 | longest: line 1 (10m00s) \
              | ETA 11m03s"
         );
+    }
+
+    /// A name of wide characters (CJK: two columns each) is measured and cut in columns, so
+    /// that the bar fits the terminal (found by a review: it wrapped onto two lines).
+    #[test]
+    fn wide_characters_are_measured_in_columns() {
+        assert_eq!(cut("データベース", 12), "データベース");
+        assert_eq!(cut("データベースサーバー", 9), "デー…バー");
+        assert_eq!(cut("データベースサーバー", 9).width(), 9);
+        assert_eq!(cut("web-frontend-01", 8), "web-…-01");
+        let jobs =
+            parse("データベースサーバー一号機 :: a\nデータベースサーバー一号機 :: b\n".as_bytes())
+                .unwrap();
+        let tally = Tally::new(&jobs);
+        let began = Instant::now();
+        tally.start_at(&jobs[0], began);
+        let at = clock(began, Duration::from_millis(500));
+        let counts = tally.snapshot();
+        for width in [30, 45, 60, 80] {
+            let line = render(&counts, &|_| None, at, Mode::Bar, width);
+            assert!(line.width() <= width, "{width}: {line} ({})", line.width());
+        }
     }
 
     #[test]

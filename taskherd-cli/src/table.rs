@@ -1,12 +1,15 @@
 //! Plain-text tables for the plan and the summary.
 
+use unicode_width::UnicodeWidthStr;
+
 /// Renders rows under a header: the first column left-aligned, the others right-aligned, two
-/// spaces apart, each line ending in `\n` and without trailing blanks.
+/// spaces apart, each line ending in `\n` and without trailing blanks. Cells are measured in
+/// terminal columns (a CJK character takes two), so that columns line up.
 pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.width()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
+            *width = (*width).max(cell.width());
         }
     }
     let mut out = String::new();
@@ -14,7 +17,7 @@ pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
     for row in std::iter::once(&header).chain(rows) {
         let mut line = String::new();
         for (column, (cell, width)) in row.iter().zip(&widths).enumerate() {
-            let pad = width - cell.chars().count();
+            let pad = width - cell.width();
             if column == 0 {
                 line.push_str(cell);
                 line.extend(std::iter::repeat_n(' ', pad));
@@ -59,6 +62,19 @@ pub fn duration(duration: std::time::Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Cells of wide characters (two columns each) line up with the others.
+    #[test]
+    fn wide_characters_line_up() {
+        let out = render(
+            &["group", "jobs"],
+            &[
+                vec!["データ".to_owned(), "1".to_owned()],
+                vec!["web".to_owned(), "12".to_owned()],
+            ],
+        );
+        assert_eq!(out, "group   jobs\nデータ     1\nweb       12\n");
+    }
 
     #[test]
     fn aligns_columns() {
