@@ -289,6 +289,38 @@ impl Shared {
     }
 }
 
+/// How often the run checks whether it is held back by limits of 0 ([`notice_held_back`]).
+const STALL_CHECK: Duration = Duration::from_secs(1);
+
+/// When nothing runs and jobs wait in groups (or a total) held at a limit of 0, says so once
+/// for each new set of such groups: without a progress display, the run would sit there
+/// silently. `noticed`: the groups named last time (cleared once something runs again).
+fn notice_held_back(shared: &Shared, noticed: &mut Vec<String>) {
+    let counts = shared.tally.snapshot();
+    if shared.stop_reason().is_some() || counts.total.running > 0 || counts.total.pending == 0 {
+        noticed.clear();
+        return;
+    }
+    let mut held: Vec<String> = Vec::new();
+    if shared.pool.max_tasks() == Some(0) {
+        held.push("[total]".to_owned());
+    }
+    for (group, group_counts) in &counts.groups {
+        if group_counts.pending > 0 && shared.pool.effective_limit(group) == Some(0) {
+            held.push(group.to_string());
+        }
+    }
+    if held.is_empty() || held == *noticed {
+        return;
+    }
+    shared.notice_now(format!(
+        "nothing runs: {} held back by a limit of 0 ({}); raise it to let them run",
+        table::count(counts.total.pending, "waiting job"),
+        held.join(", ")
+    ));
+    *noticed = held;
+}
+
 /// Runs every job; returns when each has an outcome, written to `report`.
 ///
 /// `signals` delivers Ctrl-C and termination requests (see `signals::listen`); they are acted
@@ -359,6 +391,10 @@ pub async fn run(
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         ticks
     });
+    let mut stall_checks =
+        tokio::time::interval_at(tokio::time::Instant::now() + STALL_CHECK, STALL_CHECK);
+    stall_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut held_back = Vec::new();
     while jobs.is_none_or(|jobs| accounted < jobs) {
         let note = tokio::select! {
             note = received.recv() => note,
@@ -376,6 +412,10 @@ pub async fn run(
                     // next one comes 2 s later).
                     let _ = shared.output.try_send(Msg::Notice(line));
                 }
+                continue;
+            }
+            _ = stall_checks.tick() => {
+                notice_held_back(&shared, &mut held_back);
                 continue;
             }
             Some(event) = signals.recv() => {

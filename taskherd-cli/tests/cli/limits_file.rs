@@ -125,3 +125,34 @@ fn a_change_to_a_group_without_its_own_limit_names_the_default_that_applies() {
         "taskherd: limits file limits.txt changed: g 3 -> none (default 1)",
     );
 }
+
+/// A run whose waiting jobs are all held back by a limit of 0, nothing running, says so (once)
+/// rather than sit there silently (found by a review); raised, they run. Here the limit is
+/// raised by a process the free job left behind (its output its own, so it does not hold the
+/// job's slot).
+#[test]
+fn a_run_held_back_by_a_limit_of_zero_says_so() {
+    let scratch = Scratch::new();
+    scratch.write("limits.txt", "paused=0\n");
+    scratch.write(
+        "jobs.txt",
+        "paused :: touch ran-paused\n\
+         paused :: touch ran-paused-too\n\
+         setsid sh -c 'sleep 2.5; printf \"paused=1\\n\" > limits.new && mv limits.new limits.txt' \
+         >/dev/null 2>&1 &\n",
+    );
+    let run = scratch.run(&["run", "--limits-file", "limits.txt", "jobs.txt"]);
+    run.assert_code(0)
+        .assert_stderr_contains(
+            "taskherd: nothing runs: 2 waiting jobs held back by a limit of 0 (paused); raise \
+             it to let them run\n",
+        )
+        .assert_stderr_contains("changed: paused 0 -> 1");
+    assert_eq!(
+        run.stderr.matches("nothing runs").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert!(scratch.exists("ran-paused") && scratch.exists("ran-paused-too"));
+}
