@@ -468,15 +468,23 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
         .filter(|job| job.resumed.is_some())
         .cloned()
         .collect();
+    // Made before the reader starts, which writes the records of the lines it matches.
+    let notes = runner::Notes::new();
     let input = match prepared.stream {
         None => runner::Input::Checked(prepared.jobs),
-        Some(stream) => match (stream.resume.clone(), stream.start()) {
-            (resumed, Ok(arrivals)) => runner::Input::Streaming { arrivals, resumed },
-            (_, Err(error)) => {
-                eprintln!("taskherd: cannot start reading the jobs: {error}");
-                return EXIT_USAGE;
+        Some(mut stream) => {
+            let resumed = stream.resume.clone();
+            if resumed.is_some() {
+                stream.early = Some(notes.early());
             }
-        },
+            match stream.start() {
+                Ok(arrivals) => runner::Input::Streaming { arrivals, resumed },
+                Err(error) => {
+                    eprintln!("taskherd: cannot start reading the jobs: {error}");
+                    return EXIT_USAGE;
+                }
+            }
+        }
     };
     let (notices, relay) = Notices::start(writer.sender());
     // Nothing can fail before the run any more: the report and the joblog are emptied now.
@@ -515,6 +523,7 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
         &progress,
         setup.joblog.as_mut(),
         reaper,
+        notes,
     )
     .await;
     for task in [watcher, guard].into_iter().flatten() {
@@ -888,6 +897,7 @@ pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
         input,
         arg_limits,
         resume,
+        early: None,
     });
 
     Ok(Prepared {

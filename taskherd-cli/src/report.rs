@@ -6,7 +6,8 @@
 //! run starts (see [`Report::write_pending`]), then its own, which counts (the last record of
 //! a job counts). Each record is flushed as it is written, so a report stays useful if taskherd
 //! itself is killed, even with `kill -9`: the failures a resumed run had still to run again
-//! stay in the report that replaced the one they were read from.
+//! stay in the report that replaced the one they were read from. (Flushed, not synced: a
+//! power loss may lose what the system had not written yet.)
 //!
 //! Fields, in this order:
 //!

@@ -365,10 +365,10 @@ pub fn skips(previous: &mut Previous, job: &mut Job, mode: Mode) -> Option<bool>
 ///
 /// # Invariant
 ///
-/// Such a record is either taken by a line whose arrival the runner received, or returned by
-/// `carry_over`, never both: the reader holds the lock from matching a line until its arrival
-/// is sent (or refused, and the record given back), and the runner closes the channel before
-/// it takes the rest (and carries over the arrivals it did not receive).
+/// Such a record is either taken by a line read, which gets its record at once (the reader
+/// sends it, see `runner::EarlyRecords`, while it holds the lock), or returned by
+/// `carry_over`, never both: once `carry_over` has taken the records, no line matches any.
+/// The runner closes the channel of arrivals before, so the reader stops at its next line.
 #[derive(Debug, Clone)]
 pub struct Streamed {
     state: Arc<Mutex<StreamedState>>,
@@ -380,9 +380,6 @@ pub struct StreamedState {
     mode: Mode,
     /// `None` once carried over.
     previous: Option<Previous>,
-    /// Jobs done, or failures to run again, that were matched, but whose arrival the runner
-    /// refused.
-    given_back: Vec<Job>,
 }
 
 impl Streamed {
@@ -390,7 +387,6 @@ impl Streamed {
         let state = StreamedState {
             mode,
             previous: Some(previous),
-            given_back: Vec::new(),
         };
         Streamed {
             state: Arc::new(Mutex::new(state)),
@@ -405,13 +401,13 @@ impl Streamed {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The jobs done, and the failures to run again, that no line read
-    /// took (and those given back), in line order: a job with a [`resumed`](Job::resumed)
-    /// failure is one of the failures, the others were done. The records are gone afterwards.
-    /// Close the channel of arrivals first (see the invariant).
+    /// The jobs done, and the failures to run again, that no line read took, in line order: a
+    /// job with a [`resumed`](Job::resumed) failure is one of the failures, the others were
+    /// done. The records are gone afterwards. Close the channel of arrivals first (see the
+    /// invariant).
     pub fn carry_over(&self) -> Vec<Job> {
         let mut state = self.lock();
-        let mut jobs = std::mem::take(&mut state.given_back);
+        let mut jobs = Vec::new();
         if let Some(previous) = state.previous.take() {
             // The jobs done and the failures, wanted or kept: a record's failure tells them
             // apart.
@@ -443,12 +439,6 @@ impl StreamedState {
     pub fn skips(&mut self, job: &mut Job) -> Option<bool> {
         let mode = self.mode;
         skips(self.previous.as_mut()?, job, mode)
-    }
-
-    /// A job done, or a failure to run again, that [`skips`](Self::skips) matched, but that
-    /// the runner did not take.
-    pub fn give_back(&mut self, job: Job) {
-        self.given_back.push(job);
     }
 }
 

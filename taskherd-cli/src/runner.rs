@@ -135,30 +135,61 @@ pub enum Input {
     },
 }
 
+/// The channel of notes to the run's collector, made before the run so that the reader of a
+/// streamed job file can write a line's report record as it matches the line
+/// ([`EarlyRecords`]), ahead of anything of the job.
+#[derive(Debug)]
+pub struct Notes {
+    sender: mpsc::UnboundedSender<Note>,
+    receiver: mpsc::UnboundedReceiver<Note>,
+}
+
+impl Notes {
+    pub fn new() -> Notes {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        Notes { sender, receiver }
+    }
+
+    /// For the reader of a streamed job file.
+    pub fn early(&self) -> EarlyRecords {
+        EarlyRecords(self.sender.clone())
+    }
+}
+
+/// The report records of a streamed job file's lines that `--resume` or `--resume-failed`
+/// matched, sent by the reader as it matches each line: a line it has read has its record
+/// (`skipped`, or a failure run again's provisional `pending` one), however many lines wait
+/// for the run to take them, so that a run killed then (`kill -9`) leaves them in its report.
+/// Through the collector's own channel, so that such a record always comes before any other
+/// of the job.
+#[derive(Debug, Clone)]
+pub struct EarlyRecords(mpsc::UnboundedSender<Note>);
+
+impl EarlyRecords {
+    /// The record of a line `--resume` or `--resume-failed` skips.
+    pub fn skipped(&self, skipped: Skipped) {
+        let _ = self.0.send(Note::Skipped(skipped));
+    }
+
+    /// The provisional record of a failure the run runs again (see `Report::write_pending`).
+    pub fn pending(&self, job: Job) {
+        let _ = self.0.send(Note::Pending(job));
+    }
+}
+
 /// What the reader of a streamed job file sends.
 #[derive(Debug)]
 pub enum Arrival {
     /// A job to run.
     Job(Job),
-    /// A job `--resume` skips: it gets its record, and does not run.
-    Skipped(Skipped),
+    /// A line `--resume` skips: its record was written as the line was read
+    /// ([`EarlyRecords`]); it does not run. Sent so that the run takes skipped lines at the
+    /// pace their records are written.
+    Skipped,
     /// A warning about a line.
     Warning(String),
     /// A bad line, or the input could not be read: the messages to print. Nothing more comes.
     Bad(Vec<String>),
-}
-
-impl Arrival {
-    /// The job of an arrival the runner did not take, if its line took a record of the report
-    /// resumed from that must be carried over (see [`Streamed`]): a job done, or a failure
-    /// the run was to run again.
-    pub fn into_carried(self) -> Option<Job> {
-        match self {
-            Arrival::Skipped(Skipped { job, done: true }) => Some(job),
-            Arrival::Job(job) if job.resumed.is_some() => Some(job),
-            _ => None,
-        }
-    }
 }
 
 /// What reaches the collector.
@@ -166,12 +197,12 @@ impl Arrival {
 enum Note {
     /// The fate of a job.
     Outcome(Arc<Job>, Outcome),
-    /// A job skipped by `--resume` in streamed input (skipped jobs of a checked job file are
-    /// written before the run).
+    /// A job skipped by `--resume` in streamed input, sent by the reader ([`EarlyRecords`];
+    /// skipped jobs of a checked job file are written before the run).
     Skipped(Skipped),
     /// A streamed job that the run runs again for an earlier failure, read: its provisional
     /// record (see `Report::write_pending`), ahead of its own.
-    Pending(Arc<Job>),
+    Pending(Job),
     /// A job done before, or a failure the run was to run again, on a line of
     /// streamed input that the run stopped before reading: not a job of the run, but its record
     /// (`skipped`, or `not_started` with the failure as `previous_status`) keeps it done for
@@ -339,8 +370,12 @@ pub async fn run(
     progress: &Progress,
     mut joblog: Option<&mut Joblog>,
     reaper: MaybeReaper,
+    notes: Notes,
 ) -> Finished {
-    let (outcomes, mut received) = mpsc::unbounded_channel();
+    let Notes {
+        sender: outcomes,
+        receiver: mut received,
+    } = notes;
     let tally = match &input {
         Input::Checked(jobs) => Tally::new(jobs),
         // Counted as they arrive.
@@ -630,13 +665,7 @@ async fn submit(shared: Arc<Shared>, input: Input) {
         };
         let index = submitted;
         submitted += 1;
-        let job = Arc::new(job);
-        // A streamed job run again for an earlier failure: its provisional record, before
-        // anything of the job (those of a job file were written when the run started).
-        if streaming.is_some() && job.resumed.is_some() {
-            let _ = shared.outcomes.send(Note::Pending(Arc::clone(&job)));
-        }
-        let account = Account::new(&shared, job, index);
+        let account = Account::new(&shared, Arc::new(job), index);
         if let Some(reason) = shared.stop_reason() {
             // Stopping: the rest of the jobs will never start. (Streamed lines not read yet
             // are never read.)
@@ -662,19 +691,12 @@ async fn submit(shared: Arc<Shared>, input: Input) {
         bad_input = shared.stop_reason() == Some(Reason::BadInput);
         // Nothing more is read: the reader stops at its next line.
         arrivals.close();
-        // Stopped before the end of the input: the records of jobs done that no line read
-        // took are carried over (the channel is closed first: see `Streamed`). Lines read but
-        // not received yet are not jobs of the run either; those done are carried over too.
+        // Stopped before the end of the input: the records of jobs done (and of failures to
+        // run again) that no line read took are carried over (the channel is closed first:
+        // see `Streamed`). The lines read but not taken by the run have their records
+        // already, written as they were read.
         if !input_ended && let Some(resumed) = &resumed {
-            let mut carried = Vec::new();
-            // `recv`, not `try_recv`: after `close`, it also waits for a send that reserved
-            // its place before the close and has not pushed yet (whose record the reader
-            // took, and which it will not give back, the send succeeding).
-            while let Some(arrival) = arrivals.recv().await {
-                carried.extend(arrival.into_carried());
-            }
-            carried.extend(resumed.carry_over());
-            for job in carried {
+            for job in resumed.carry_over() {
                 let _ = shared.outcomes.send(Note::CarriedOver(job));
             }
         }
@@ -792,9 +814,8 @@ async fn next_arrival(
         };
         match arrival {
             Arrival::Job(job) => return Some(job),
-            Arrival::Skipped(job) => {
-                let _ = shared.outcomes.send(Note::Skipped(job));
-            }
+            // Its record is written (see `EarlyRecords`).
+            Arrival::Skipped => {}
             Arrival::Warning(warning) => shared.notice(format!("warning: {warning}")).await,
             Arrival::Bad(lines) => {
                 for line in lines {

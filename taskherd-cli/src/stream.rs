@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use crate::arg_limits::ArgLimits;
 use crate::jobfile::{LineError, Reader};
 use crate::resume::{Skipped, Streamed};
-use crate::runner::Arrival;
+use crate::runner::{Arrival, EarlyRecords};
 
 /// Jobs read ahead of the runner at most.
 const READ_AHEAD: usize = 1024;
@@ -28,6 +28,9 @@ pub struct Stream {
     pub arg_limits: ArgLimits,
     /// `--resume` or `--resume-failed`, with the earlier report (shared with the runner).
     pub resume: Option<Streamed>,
+    /// Where the records of the lines `resume` matches go as they are read (set before
+    /// [`start`](Self::start) when `resume` is).
+    pub early: Option<EarlyRecords>,
 }
 
 impl std::fmt::Debug for Stream {
@@ -87,21 +90,29 @@ impl Stream {
             {
                 return;
             }
-            // Held until the arrival is sent: see `Streamed`'s invariant.
+            // Held until the line's record is sent: see `Streamed`'s invariant.
             let mut job = job;
-            let mut records = self.resume.as_ref().map(Streamed::lock);
-            let skipped = records.as_mut().and_then(|records| records.skips(&mut job));
-            let arrival = match skipped {
-                Some(done) => Arrival::Skipped(Skipped { job, done }),
-                None => Arrival::Job(job),
-            };
-            // An error: the runner has stopped reading (the run is stopping). A record of a
-            // job done, or of a failure to run again, that this line took goes back, to be
-            // carried over.
-            if let Err(refused) = sender.blocking_send(arrival) {
-                if let (Some(job), Some(records)) = (refused.0.into_carried(), records.as_mut()) {
-                    records.give_back(job);
+            let arrival = match (&self.resume, &self.early) {
+                (None, _) | (_, None) => Arrival::Job(job),
+                (Some(streamed), Some(early)) => {
+                    let mut records = streamed.lock();
+                    match records.skips(&mut job) {
+                        Some(done) => {
+                            early.skipped(Skipped { job, done });
+                            Arrival::Skipped
+                        }
+                        None => {
+                            if job.resumed.is_some() {
+                                early.pending(job.clone());
+                            }
+                            Arrival::Job(job)
+                        }
+                    }
                 }
+            };
+            // An error: the runner has stopped reading (the run is stopping); the line's
+            // record, if it took one, is written.
+            if sender.blocking_send(arrival).is_err() {
                 return;
             }
         }

@@ -244,3 +244,76 @@ fn a_piped_input_cut_off_in_the_middle_of_a_line_does_not_run_the_piece() {
     );
     assert!(!scratch.exists("who"));
 }
+
+/// A job file from a pipe, resumed into the report it resumes from, killed with `kill -9` while
+/// more jobs wait than the run takes in at once (10,000; the reader reads ahead of it): every
+/// line read has its record, so every failure is still there for the next `--resume-failed`
+/// (found by a review: lines read but not yet taken by the run had none, and 99 failures of
+/// 10,100 were forgotten).
+#[test]
+fn a_killed_streamed_resume_keeps_every_line_it_read() {
+    const JOBS: usize = 10_100;
+    let scratch = Scratch::new();
+    // Job 1 runs until `go` exists; every other one would succeed at once.
+    let mut jobs = String::from("touch started; while [ ! -e go ]; do sleep 0.01; done\n");
+    for n in 2..=JOBS {
+        jobs.push_str(&format!("true # job {n}\n"));
+    }
+    scratch.write("jobs.txt", &jobs);
+    // The earlier run's report: every job failed.
+    let earlier: String = jobs
+        .lines()
+        .enumerate()
+        .map(|(i, command)| {
+            format!(
+                "{}\n",
+                serde_json::json!({
+                    "line": i + 1, "groups": [], "command": command, "ran": true,
+                    "status": "failed", "exit_code": 1, "previous_status": null,
+                })
+            )
+        })
+        .collect();
+    scratch.write("r.jsonl", &earlier);
+    let args = [
+        "run",
+        "-j",
+        "1",
+        "--no-progress",
+        "--resume-failed",
+        "r.jsonl",
+        "--report",
+        "r.jsonl",
+        "-",
+    ];
+    let mut child = spawn_with_stdin(&scratch, &args);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(jobs.as_bytes()).unwrap();
+    drop(stdin);
+    crate::support::wait_for_files(&scratch, &["started"]);
+    // Every line read, and its record written, before the kill.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while scratch.read("r.jsonl").lines().count() < JOBS {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} records of {JOBS} lines read",
+            scratch.read("r.jsonl").lines().count()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    crate::support::send_signal(child.id(), "KILL");
+    child.wait().unwrap();
+    let records = report(&scratch, "r.jsonl");
+    assert_eq!(records.len(), JOBS);
+    assert!(
+        records
+            .iter()
+            .all(|r| r["status"] == "not_started" && r["previous_status"] == "failed"),
+        "every failure kept"
+    );
+    scratch.write("go", "");
+    scratch
+        .run(&["run", "--dry-run", "--resume-failed", "r.jsonl", "jobs.txt"])
+        .assert_code(0)
+        .assert_stdout_contains("--resume-failed r.jsonl: 0 jobs skipped, 10100 to run");
+}

@@ -175,13 +175,18 @@ pub fn max_overlap<'a>(intervals: impl IntoIterator<Item = &'a Interval>) -> usi
 /// The report's records that count (the last of each job, as `--resume` reads them), sorted
 /// by line.
 pub fn report(scratch: &Scratch, name: &str) -> Vec<serde_json::Value> {
-    let mut records: Vec<serde_json::Value> = Vec::new();
     // The last record of a job counts (a resumed run's provisional records come first).
+    let mut records: Vec<serde_json::Value> = Vec::new();
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for record in raw_report(scratch, name) {
-        let key =
-            |r: &serde_json::Value| (r["line"].clone(), r["command"].clone(), r["groups"].clone());
-        records.retain(|earlier| key(earlier) != key(&record));
-        records.push(record);
+        let key = serde_json::json!([record["line"], record["command"], record["groups"]]);
+        match at.entry(key.to_string()) {
+            std::collections::hash_map::Entry::Occupied(index) => records[*index.get()] = record,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(records.len());
+                records.push(record);
+            }
+        }
     }
     records.sort_by_key(|record| record["line"].as_u64());
     records
