@@ -211,6 +211,41 @@ enum Release {
 /// admission made later), or the releaser's next `release.lua` call.
 type Fresh = Mutex<Vec<(String, Instant)>>;
 
+/// How long the releaser leaves Redis alone after a call failed as unreachable (an admission
+/// call or its own), doubling from [`BACKOFF_MIN`] to [`BACKOFF_MAX`] while calls keep
+/// failing. A release call sent to a Redis that does not answer holds [`Releases::sending`]
+/// for a whole response timeout, and every admission made meanwhile waits behind it: during a
+/// stall, each request took two timeouts instead of one. Admission calls carry the ids
+/// meanwhile; the ids whose lease expires are given up as before.
+#[derive(Debug, Default)]
+struct Backoff(Mutex<(Option<Instant>, Duration)>);
+
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+impl Backoff {
+    /// A call failed as unreachable: no release call before the next step.
+    fn failed(&self) {
+        let mut state = self.0.lock();
+        let step = state.1.max(BACKOFF_MIN);
+        state.0 = Some(Instant::now() + step);
+        state.1 = (step * 2).min(BACKOFF_MAX);
+    }
+
+    /// A call was answered: release calls go at once again.
+    fn answered(&self) {
+        *self.0.lock() = (None, Duration::ZERO);
+    }
+
+    /// How long the releaser should still wait, if it should.
+    fn wait(&self) -> Option<Duration> {
+        let until = self.0.lock().0?;
+        until
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
+    }
+}
+
 /// Where the engine and the admitter queue ids to release.
 struct Releases {
     fresh: Arc<Fresh>,
@@ -222,6 +257,8 @@ struct Releases {
     /// the ids put back if it failed): ids the releaser took before an admission call reach
     /// Redis before it, and a flush waits for the ids an admission call carries.
     sending: Arc<tokio::sync::Mutex<()>>,
+    /// Keeps the releaser's calls away from a Redis that does not answer (see [`Backoff`]).
+    backoff: Arc<Backoff>,
     /// To the releaser; it ends once every sender is gone.
     tx: mpsc::UnboundedSender<Release>,
     /// An id queued longer ago than this is given up: its lease has expired by now (Redis
@@ -527,10 +564,12 @@ impl Engine {
         let fresh = Arc::new(Fresh::default());
         let sending = Arc::new(tokio::sync::Mutex::new(()));
         let admitting = Arc::new(AtomicUsize::new(0));
+        let backoff = Arc::new(Backoff::default());
         let releases = Arc::new(Releases {
             fresh: Arc::clone(&fresh),
             admitting: Arc::clone(&admitting),
             sending: Arc::clone(&sending),
+            backoff: Arc::clone(&backoff),
             tx: release_tx,
             lease,
         });
@@ -602,6 +641,7 @@ impl Engine {
             fresh,
             admitting,
             sending,
+            backoff,
             rx: release_rx,
         };
         tokio::spawn(releaser(conn, engine.prefix.clone(), lease, queue));
@@ -1367,6 +1407,11 @@ async fn admitter(mut admitter: Admitter, mut rx: mpsc::UnboundedReceiver<ToAdmi
                     sent = Instant::now();
                     outcomes = admitter.call(&[], &batch).await;
                 }
+                match &outcomes {
+                    Err(error) if error.is_transient() => admitter.releases.backoff.failed(),
+                    Err(_) => {}
+                    Ok(_) => admitter.releases.backoff.answered(),
+                }
                 if outcomes.is_err() && !released.is_empty() {
                     // Maybe not released: the next call carries them.
                     admitter.releases.put_back(released);
@@ -1614,13 +1659,15 @@ struct ReleaseQueue {
     fresh: Arc<Fresh>,
     admitting: Arc<AtomicUsize>,
     sending: Arc<tokio::sync::Mutex<()>>,
+    backoff: Arc<Backoff>,
     rx: mpsc::UnboundedReceiver<Release>,
 }
 
 /// Releases the ids queued in `fresh` that no admission call carries, in batches, one
 /// `release.lua` call each; after a failed call the ids go back to `fresh` (so the next
-/// admission carries them, or this retries them 100 ms later), until the lease of an id would
-/// have expired anyway (then its lease ends it).
+/// admission carries them, or this retries them later: 100 ms, or once the [`Backoff`] of a
+/// Redis that does not answer is over), until the lease of an id would have expired anyway
+/// (then its lease ends it). A flush waiting is served without backing off.
 async fn releaser(
     mut conn: ConnectionManager,
     prefix: String,
@@ -1631,6 +1678,7 @@ async fn releaser(
         fresh,
         admitting,
         sending,
+        backoff,
         mut rx,
     } = queue;
     let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
@@ -1666,6 +1714,18 @@ async fn releaser(
         };
         let now = Instant::now();
         pending.retain(|(_, queued)| *queued + lease > now);
+        // Redis did not answer a call lately: the lock goes back to the admissions (which
+        // carry the ids meanwhile) until the backoff is over.
+        if !pending.is_empty()
+            && flushes.is_empty()
+            && let Some(wait) = backoff.wait()
+        {
+            put_back(&fresh, pending);
+            drop(held);
+            retrying = true;
+            tokio::time::sleep(wait).await;
+            continue;
+        }
         if !pending.is_empty() {
             let mut invocation = scripts::RELEASE.key(&prefix);
             invocation.arg(REAP_BATCH);
@@ -1675,6 +1735,9 @@ async fn releaser(
             let released: Result<i64, _> = invocation.invoke_async(&mut conn).await;
             if let Err(error) = released {
                 tracing::debug!(%error, ids = pending.len(), "release failed; retrying");
+                if Unavailable(error, false).is_transient() {
+                    backoff.failed();
+                }
                 // First in line for the next call, this one's or an admission's.
                 put_back(&fresh, pending);
                 drop(held);
@@ -1682,6 +1745,7 @@ async fn releaser(
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+            backoff.answered();
         }
         drop(held);
         // Everything queued before these flushes is released.
@@ -1697,6 +1761,29 @@ async fn releaser(
 mod tests {
     use super::*;
 
+    /// The backoff doubles from its least to its most while calls keep failing, and ends as
+    /// soon as one is answered.
+    #[test]
+    fn the_backoff_doubles_and_ends_with_an_answer() {
+        let backoff = Backoff::default();
+        assert_eq!(backoff.wait(), None);
+        let mut steps = Vec::new();
+        for _ in 0..7 {
+            backoff.failed();
+            steps.push(backoff.0.lock().1);
+            let wait = backoff.wait().expect("backing off");
+            assert!(wait <= BACKOFF_MAX, "{wait:?}");
+        }
+        assert_eq!(
+            steps,
+            [500, 1000, 2000, 4000, 5000, 5000, 5000].map(Duration::from_millis)
+        );
+        backoff.answered();
+        assert_eq!(backoff.wait(), None);
+        backoff.failed();
+        assert!(backoff.wait().expect("backing off again") <= BACKOFF_MIN);
+    }
+
     /// The admitter's calls give up ids queued longer ago than a lease, as the releaser does:
     /// during an outage, every failed admission call puts back what it carried.
     #[tokio::test]
@@ -1707,6 +1794,7 @@ mod tests {
             fresh: Arc::default(),
             admitting: Arc::default(),
             sending: Arc::default(),
+            backoff: Arc::default(),
             tx,
             lease,
         };
