@@ -217,8 +217,16 @@ type Fresh = Mutex<Vec<(String, Instant)>>;
 /// for a whole response timeout, and every admission made meanwhile waits behind it: during a
 /// stall, each request took two timeouts instead of one. Admission calls carry the ids
 /// meanwhile; the ids whose lease expires are given up as before.
+///
+/// The releaser's wait ends early when a call is answered (Redis is back: the ids go at once)
+/// or a message comes (a `flush` is served without backing off).
 #[derive(Debug, Default)]
-struct Backoff(Mutex<(Option<Instant>, Duration)>);
+struct Backoff {
+    /// Until when, and the next step.
+    state: Mutex<(Option<Instant>, Duration)>,
+    /// Told when a call is answered during a backoff.
+    over: tokio::sync::Notify,
+}
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -226,20 +234,25 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 impl Backoff {
     /// A call failed as unreachable: no release call before the next step.
     fn failed(&self) {
-        let mut state = self.0.lock();
+        let mut state = self.state.lock();
         let step = state.1.max(BACKOFF_MIN);
         state.0 = Some(Instant::now() + step);
         state.1 = (step * 2).min(BACKOFF_MAX);
     }
 
-    /// A call was answered: release calls go at once again.
+    /// A call was answered: release calls go at once again (a releaser backing off is told).
     fn answered(&self) {
-        *self.0.lock() = (None, Duration::ZERO);
+        let was = std::mem::replace(&mut *self.state.lock(), (None, Duration::ZERO));
+        if was.0.is_some() {
+            // A permit if the releaser is not waiting yet: its next wait ends at once (one
+            // pass more, harmless).
+            self.over.notify_one();
+        }
     }
 
     /// How long the releaser should still wait, if it should.
     fn wait(&self) -> Option<Duration> {
-        let until = self.0.lock().0?;
+        let until = self.state.lock().0?;
         until
             .checked_duration_since(Instant::now())
             .filter(|left| !left.is_zero())
@@ -1685,6 +1698,8 @@ async fn releaser(
     let mut batch = Vec::new();
     // A call failed: look at `fresh` again without waiting for a message.
     let mut retrying = false;
+    // Every sender is gone (then only what is left is released).
+    let mut closed = false;
     loop {
         if flushes.is_empty() && !retrying && rx.recv_many(&mut batch, 512).await == 0 {
             return;
@@ -1723,7 +1738,23 @@ async fn releaser(
             put_back(&fresh, pending);
             drop(held);
             retrying = true;
-            tokio::time::sleep(wait).await;
+            // Until the backoff is over, a call is answered, or a message comes (handled in
+            // the next pass: a flush is served without backing off).
+            let mut sleep = std::pin::pin!(tokio::time::sleep(wait));
+            let mut over = std::pin::pin!(backoff.over.notified());
+            std::future::poll_fn(|cx| {
+                if sleep.as_mut().poll(cx).is_ready() || over.as_mut().poll(cx).is_ready() {
+                    return std::task::Poll::Ready(());
+                }
+                if !closed
+                    && let std::task::Poll::Ready(received) = rx.poll_recv_many(cx, &mut batch, 512)
+                {
+                    closed = received == 0;
+                    return std::task::Poll::Ready(());
+                }
+                std::task::Poll::Pending
+            })
+            .await;
             continue;
         }
         if !pending.is_empty() {
@@ -1770,7 +1801,7 @@ mod tests {
         let mut steps = Vec::new();
         for _ in 0..7 {
             backoff.failed();
-            steps.push(backoff.0.lock().1);
+            steps.push(backoff.state.lock().1);
             let wait = backoff.wait().expect("backing off");
             assert!(wait <= BACKOFF_MAX, "{wait:?}");
         }
