@@ -135,7 +135,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "MODE", default_value = "prefixed", value_parser = parse_output)]
     pub output: OutputMode,
 
-    /// Write a JSON Lines report to FILE: one record per job, for every job. `-` writes it to
+    /// Write a JSON Lines report to FILE: one record per job, for every job (and a provisional
+    /// one before for a job --resume or --resume-failed runs again; the last counts). `-` writes it to
     /// standard output, and the jobs' output goes to standard error instead.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,

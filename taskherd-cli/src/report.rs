@@ -1,4 +1,5 @@
-//! The JSON Lines report: one record per job, written as each job's fate is known.
+//! The JSON Lines report: one record per job (two for a failure run again), written as each
+//! job's fate is known.
 //!
 //! Records come in the order jobs end, not in file order; `line` says which job a record is
 //! for. Every job gets one record, whether it ran or not; a job that a `--resume` or
