@@ -369,6 +369,9 @@ pub fn skips(previous: &mut Previous, job: &mut Job, mode: Mode) -> Option<bool>
 /// sends it, see `runner::EarlyRecords`, while it holds the lock), or returned by
 /// `carry_over`, never both: once `carry_over` has taken the records, no line matches any.
 /// The runner closes the channel of arrivals before, so the reader stops at its next line.
+/// The reader holds the lock until the line's arrival is sent or refused (a failure's line
+/// refused gets its last record then), so every record the reader sends comes before the
+/// runner's last message: `carry_over` waits for the lock.
 #[derive(Debug, Clone)]
 pub struct Streamed {
     state: Arc<Mutex<StreamedState>>,

@@ -175,6 +175,12 @@ impl EarlyRecords {
     pub fn pending(&self, job: Job) {
         let _ = self.0.send(Note::Pending(job));
     }
+
+    /// The last record of such a failure whose line the run stopped before taking: never
+    /// started (see `Note::CarriedOver`).
+    pub fn carried_over(&self, job: Job) {
+        let _ = self.0.send(Note::CarriedOver(job));
+    }
 }
 
 /// What the reader of a streamed job file sends.
@@ -694,8 +700,19 @@ async fn submit(shared: Arc<Shared>, input: Input) {
         // Stopped before the end of the input: the records of jobs done (and of failures to
         // run again) that no line read took are carried over (the channel is closed first:
         // see `Streamed`). The lines read but not taken by the run have their records
-        // already, written as they were read.
+        // already, written as they were read; a failure among them, whose record is the
+        // provisional `pending` one, is carried over too (its last record says it never
+        // started, as for an unread line).
         if !input_ended && let Some(resumed) = &resumed {
+            // `recv`, not `try_recv`: after `close`, it also waits for a send that reserved
+            // its place before the close and has not pushed yet.
+            while let Some(arrival) = arrivals.recv().await {
+                if let Arrival::Job(job) = arrival
+                    && job.resumed.is_some()
+                {
+                    let _ = shared.outcomes.send(Note::CarriedOver(job));
+                }
+            }
             for job in resumed.carry_over() {
                 let _ = shared.outcomes.send(Note::CarriedOver(job));
             }

@@ -90,31 +90,37 @@ impl Stream {
             {
                 return;
             }
-            // Held until the line's record is sent: see `Streamed`'s invariant.
+            // Held until the arrival is sent (or refused): see `Streamed`'s invariant.
             let mut job = job;
-            let arrival = match (&self.resume, &self.early) {
-                (None, _) | (_, None) => Arrival::Job(job),
-                (Some(streamed), Some(early)) => {
-                    let mut records = streamed.lock();
-                    match records.skips(&mut job) {
-                        Some(done) => {
-                            early.skipped(Skipped { job, done });
-                            Arrival::Skipped
-                        }
-                        None => {
-                            if job.resumed.is_some() {
-                                early.pending(job.clone());
-                            }
-                            Arrival::Job(job)
-                        }
+            let mut records = self.resume.as_ref().map(Streamed::lock);
+            let arrival = match (records.as_mut(), &self.early) {
+                (Some(records), Some(early)) => match records.skips(&mut job) {
+                    Some(done) => {
+                        early.skipped(Skipped { job, done });
+                        Arrival::Skipped
                     }
-                }
+                    None => {
+                        if job.resumed.is_some() {
+                            early.pending(job.clone());
+                        }
+                        Arrival::Job(job)
+                    }
+                },
+                _ => Arrival::Job(job),
             };
-            // An error: the runner has stopped reading (the run is stopping); the line's
-            // record, if it took one, is written.
-            if sender.blocking_send(arrival).is_err() {
+            // An error: the runner has stopped reading (the run is stopping). The line's
+            // record, if it took one, is written; a failure's provisional one is followed by
+            // its last, as for a line the run did not read (still under the lock, so before
+            // the runner carries the rest over and ends).
+            if let Err(refused) = sender.blocking_send(arrival) {
+                if let (Arrival::Job(job), Some(early)) = (refused.0, &self.early)
+                    && job.resumed.is_some()
+                {
+                    early.carried_over(job);
+                }
                 return;
             }
+            drop(records);
         }
         // The end of the input: dropping the sender says so.
     }
