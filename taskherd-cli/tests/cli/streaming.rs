@@ -245,23 +245,15 @@ fn a_piped_input_cut_off_in_the_middle_of_a_line_does_not_run_the_piece() {
     assert!(!scratch.exists("who"));
 }
 
-/// A job file from a pipe, resumed into the report it resumes from, killed with `kill -9` while
-/// more jobs wait than the run takes in at once (10,000; the reader reads ahead of it): every
-/// line read has its record, so every failure is still there for the next `--resume-failed`
-/// (found by a review: lines read but not yet taken by the run had none, and 99 failures of
-/// 10,100 were forgotten).
-#[test]
-fn a_killed_streamed_resume_keeps_every_line_it_read() {
-    const JOBS: usize = 10_100;
-    let scratch = Scratch::new();
-    // Job 1 runs until `go` exists; every other one would succeed at once.
-    let mut jobs = String::from("touch started; while [ ! -e go ]; do sleep 0.01; done\n");
-    for n in 2..=JOBS {
-        jobs.push_str(&format!("true # job {n}\n"));
+/// Writes `jobs.txt` (`first`, then `true # job N` up to `jobs` lines) and a report `report`
+/// of an earlier run in which every one of them failed; returns the job file's text.
+fn all_failed_before(scratch: &Scratch, first: &str, jobs: usize, report: &str) -> String {
+    let mut text = format!("{first}\n");
+    for n in 2..=jobs {
+        text.push_str(&format!("true # job {n}\n"));
     }
-    scratch.write("jobs.txt", &jobs);
-    // The earlier run's report: every job failed.
-    let earlier: String = jobs
+    scratch.write("jobs.txt", &text);
+    let earlier: String = text
         .lines()
         .enumerate()
         .map(|(i, command)| {
@@ -274,7 +266,26 @@ fn a_killed_streamed_resume_keeps_every_line_it_read() {
             )
         })
         .collect();
-    scratch.write("r.jsonl", &earlier);
+    scratch.write(report, &earlier);
+    text
+}
+
+/// A job file from a pipe, resumed into the report it resumes from, killed with `kill -9` while
+/// more jobs wait than the run takes in at once (10,000; the reader reads ahead of it): every
+/// line read has its record, so every failure is still there for the next `--resume-failed`
+/// (found by a review: lines read but not yet taken by the run had none, and 99 failures of
+/// 10,100 were forgotten).
+#[test]
+fn a_killed_streamed_resume_keeps_every_line_it_read() {
+    const JOBS: usize = 10_100;
+    let scratch = Scratch::new();
+    // Job 1 runs until `go` exists; every other one would succeed at once.
+    let jobs = all_failed_before(
+        &scratch,
+        "touch started; while [ ! -e go ]; do sleep 0.01; done",
+        JOBS,
+        "r.jsonl",
+    );
     let args = [
         "run",
         "-j",
@@ -326,25 +337,7 @@ fn a_killed_streamed_resume_keeps_every_line_it_read() {
 fn a_stopped_streamed_resume_leaves_no_pending_record_last() {
     const JOBS: usize = 12_000;
     let scratch = Scratch::new();
-    let mut jobs = String::from("exit 1 # job 1\n");
-    for n in 2..=JOBS {
-        jobs.push_str(&format!("true # job {n}\n"));
-    }
-    scratch.write("jobs.txt", &jobs);
-    let earlier: String = jobs
-        .lines()
-        .enumerate()
-        .map(|(i, command)| {
-            format!(
-                "{}\n",
-                serde_json::json!({
-                    "line": i + 1, "groups": [], "command": command, "ran": true,
-                    "status": "failed", "exit_code": 1, "previous_status": null,
-                })
-            )
-        })
-        .collect();
-    scratch.write("r.jsonl", &earlier);
+    let jobs = all_failed_before(&scratch, "exit 1 # job 1", JOBS, "r.jsonl");
     let args = [
         "run",
         "-j",
