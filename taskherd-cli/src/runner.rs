@@ -326,36 +326,63 @@ impl Shared {
     }
 }
 
-/// How often the run checks whether it is held back by limits of 0 ([`notice_held_back`]).
+/// How often the run checks whether it is held back by limits of 0 ([`HeldBack`]).
 const STALL_CHECK: Duration = Duration::from_secs(1);
 
-/// When nothing runs and jobs wait in groups (or a total) held at a limit of 0, says so once
-/// for each new set of such groups: without a progress display, the run would sit there
-/// silently. `noticed`: the groups named last time (cleared once something runs again).
-fn notice_held_back(shared: &Shared, noticed: &mut Vec<String>) {
-    let counts = shared.tally.snapshot();
-    if shared.stop_reason().is_some() || counts.total.running > 0 || counts.total.pending == 0 {
-        noticed.clear();
-        return;
-    }
-    let mut held: Vec<String> = Vec::new();
-    if shared.pool.max_tasks() == Some(0) {
-        held.push("[total]".to_owned());
-    }
-    for (group, group_counts) in &counts.groups {
-        if group_counts.pending > 0 && shared.pool.effective_limit(group) == Some(0) {
-            held.push(group.to_string());
+/// Says when the run has stalled on limits of 0: nothing ran from one check to the next (no
+/// job running at either, none ended in between) while jobs wait, and some of them wait in
+/// groups (or a total) held at 0. Without a progress display, the run would sit there
+/// silently. Once for each new set of such groups until a job ends again. (One check alone
+/// would also catch the instant between two jobs of a busy group.)
+#[derive(Default)]
+struct HeldBack {
+    /// Jobs done and waiting at the last check, if nothing ran then.
+    idle_at: Option<(usize, usize)>,
+    /// Jobs done when the groups below were named.
+    done: usize,
+    /// The groups named last.
+    noticed: Vec<String>,
+}
+
+impl HeldBack {
+    /// Whether the run has stalled since the last check, given the total's counts now.
+    fn stalled(&mut self, total: &crate::tally::Counts, stopping: bool) -> bool {
+        if total.done() != self.done {
+            self.done = total.done();
+            self.noticed.clear();
         }
+        let idle = !stopping && total.running == 0 && total.pending > 0;
+        let now = (total.done(), total.pending);
+        let stalled = idle && self.idle_at == Some(now);
+        self.idle_at = idle.then_some(now);
+        stalled
     }
-    if held.is_empty() || held == *noticed {
-        return;
+
+    fn check(&mut self, shared: &Shared) {
+        let counts = shared.tally.snapshot();
+        let total = &counts.total;
+        if !self.stalled(total, shared.stop_reason().is_some()) {
+            return;
+        }
+        let mut held: Vec<String> = Vec::new();
+        if shared.pool.max_tasks() == Some(0) {
+            held.push(format!("[total]: {} waiting", total.pending));
+        }
+        for (group, group_counts) in &counts.groups {
+            if group_counts.pending > 0 && shared.pool.effective_limit(group) == Some(0) {
+                held.push(format!("{group}: {} waiting", group_counts.pending));
+            }
+        }
+        if held.is_empty() || held == self.noticed {
+            return;
+        }
+        shared.notice_now(format!(
+            "nothing runs: jobs wait in groups held back by a limit of 0 ({}); raise it to let \
+             them run",
+            held.join(", ")
+        ));
+        self.noticed = held;
     }
-    shared.notice_now(format!(
-        "nothing runs: {} held back by a limit of 0 ({}); raise it to let them run",
-        table::count(counts.total.pending, "waiting job"),
-        held.join(", ")
-    ));
-    *noticed = held;
 }
 
 /// Runs every job; returns when each has an outcome, written to `report`.
@@ -435,7 +462,7 @@ pub async fn run(
     let mut stall_checks =
         tokio::time::interval_at(tokio::time::Instant::now() + STALL_CHECK, STALL_CHECK);
     stall_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut held_back = Vec::new();
+    let mut held_back = HeldBack::default();
     while jobs.is_none_or(|jobs| accounted < jobs) {
         let note = tokio::select! {
             note = received.recv() => note,
@@ -456,7 +483,7 @@ pub async fn run(
                 continue;
             }
             _ = stall_checks.tick() => {
-                notice_held_back(&shared, &mut held_back);
+                held_back.check(&shared);
                 continue;
             }
             Some(event) = signals.recv() => {
@@ -1566,5 +1593,45 @@ pub fn describe(status: &Status) -> String {
         Status::TimedOut { after, .. } => format!("timed out after {}", table::duration(*after)),
         Status::NotStarted => "did not start".to_owned(),
         Status::Error { message } => format!("could not start: {message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stall is nothing running at two checks in a row with no job ended in between: the
+    /// instant between two jobs of a busy group, seen by one check, is none (found by a
+    /// review: a notice came in such a run). A notice is given again only after a job ended.
+    #[test]
+    fn held_back_needs_two_idle_checks_without_progress() {
+        let counts = |done: usize, running: usize, pending: usize| crate::tally::Counts {
+            jobs: done + running + pending,
+            pending,
+            running,
+            succeeded: done,
+            ..Default::default()
+        };
+        let mut held = HeldBack::default();
+        assert!(!held.stalled(&counts(5, 0, 3), false), "one idle check");
+        assert!(
+            !held.stalled(&counts(6, 0, 2), false),
+            "a job ended in between"
+        );
+        assert!(!held.stalled(&counts(6, 1, 1), false), "running");
+        assert!(!held.stalled(&counts(7, 0, 1), false));
+        assert!(
+            held.stalled(&counts(7, 0, 1), false),
+            "nothing moved for a whole interval"
+        );
+        assert!(held.stalled(&counts(7, 0, 1), false), "still");
+        assert!(!held.stalled(&counts(7, 0, 1), true), "stopping");
+        assert!(!held.stalled(&counts(7, 0, 0), false), "nothing waits");
+        held.noticed = vec!["paused: 1 waiting".to_owned()];
+        assert!(!held.stalled(&counts(8, 0, 1), false));
+        assert!(
+            held.noticed.is_empty(),
+            "a job ended: a later stall is said again"
+        );
     }
 }

@@ -138,14 +138,14 @@ fn a_run_held_back_by_a_limit_of_zero_says_so() {
         "jobs.txt",
         "paused :: touch ran-paused\n\
          paused :: touch ran-paused-too\n\
-         setsid sh -c 'sleep 2.5; printf \"paused=1\\n\" > limits.new && mv limits.new limits.txt' \
+         setsid sh -c 'sleep 3.5; printf \"paused=1\\n\" > limits.new && mv limits.new limits.txt' \
          >/dev/null 2>&1 &\n",
     );
     let run = scratch.run(&["run", "--limits-file", "limits.txt", "jobs.txt"]);
     run.assert_code(0)
         .assert_stderr_contains(
-            "taskherd: nothing runs: 2 waiting jobs held back by a limit of 0 (paused); raise \
-             it to let them run\n",
+            "taskherd: nothing runs: jobs wait in groups held back by a limit of 0 (paused: 2 \
+             waiting); raise it to let them run\n",
         )
         .assert_stderr_contains("changed: paused 0 -> 1");
     assert_eq!(
