@@ -309,9 +309,12 @@ fn a_killed_run_that_replaced_its_report_keeps_the_failures() {
         "jobs.txt",
     ];
     let mut child = scratch.command(&args).spawn().unwrap();
+    // Killed if the test fails before it kills it (its job would run on).
+    let guard = crate::support::KillOnDrop(child.id());
     wait_for_files(&scratch, &["started1"]);
     send_signal(child.id(), "KILL");
     child.wait().unwrap();
+    std::mem::forget(guard);
     // The provisional records, after the skipped job's.
     let raw = raw_report(&scratch, "r.jsonl");
     assert_eq!(raw.len(), 4, "{raw:?}");

@@ -298,6 +298,8 @@ fn a_killed_streamed_resume_keeps_every_line_it_read() {
         "-",
     ];
     let mut child = spawn_with_stdin(&scratch, &args);
+    // Killed if the test fails before it kills it (its job would run on).
+    let guard = crate::support::KillOnDrop(child.id());
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(jobs.as_bytes()).unwrap();
     drop(stdin);
@@ -314,6 +316,7 @@ fn a_killed_streamed_resume_keeps_every_line_it_read() {
     }
     crate::support::send_signal(child.id(), "KILL");
     child.wait().unwrap();
+    std::mem::forget(guard);
     let records = report(&scratch, "r.jsonl");
     assert_eq!(records.len(), JOBS);
     assert!(

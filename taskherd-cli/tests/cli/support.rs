@@ -229,6 +229,19 @@ pub fn wait_for_files(scratch: &Scratch, names: &[&str]) {
     }
 }
 
+/// Sends SIGKILL to process `0` when dropped (a test that failed), unless forgotten (forget
+/// it once the process has been waited for: its pid may be reused).
+pub struct KillOnDrop(pub u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // No assertion here: this runs while a failed test unwinds.
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
+}
+
 /// Sends `signal` (a `kill` name such as `INT`) to process `pid`.
 pub fn send_signal(pid: u32, signal: &str) {
     let status = Command::new("kill")

@@ -2,8 +2,8 @@
 //! process group, and reported as `timed_out`.
 
 use crate::support::{
-    Finished, Scratch, ended_within, finish_within, read_written_line, report, send_signal,
-    statuses, wait_for_files,
+    Finished, KillOnDrop, Scratch, ended_within, finish_within, read_written_line, report,
+    send_signal, statuses, wait_for_files,
 };
 
 #[test]
@@ -410,18 +410,6 @@ fn what_a_job_leaves_in_its_group_gets_sigkill_when_the_run_terminates() {
         "process {pid} of the terminated job outlived taskherd"
     );
     std::mem::forget(taskherd);
-}
-
-/// Sends SIGKILL to process `0` when dropped (a test that failed), unless forgotten.
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        // No assertion here: this runs while a failed test unwinds.
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &self.0.to_string()])
-            .status();
-    }
 }
 
 /// Processes a terminated job leaves that have ended, but wait to be reaped by a parent that
