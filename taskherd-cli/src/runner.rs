@@ -385,6 +385,23 @@ impl HeldBack {
     }
 }
 
+/// Writes a record with `write`, if there is a report; the first error writing one is said
+/// at once and kept in `error` (the run's exit status says it at the end).
+fn record(
+    shared: &Shared,
+    report: &mut Option<Report>,
+    error: &mut Option<std::io::Error>,
+    write: impl FnOnce(&mut Report) -> std::io::Result<()>,
+) {
+    if let Some(report) = report
+        && let Err(failed) = write(report)
+        && error.is_none()
+    {
+        shared.notice_now(format!("error: cannot write the report: {failed}"));
+        *error = Some(failed);
+    }
+}
+
 /// Runs every job; returns when each has an outcome, written to `report`.
 ///
 /// `signals` delivers Ctrl-C and termination requests (see `signals::listen`); they are acted
@@ -515,34 +532,22 @@ pub async fn run(
             Note::Outcome(job, outcome) => (job, outcome),
             Note::Skipped(job) => {
                 skipped += 1;
-                if let Some(report) = &mut report
-                    && let Err(error) = report.write_skipped(&job.job, job.done)
-                    && report_error.is_none()
-                {
-                    shared.notice_now(format!("error: cannot write the report: {error}"));
-                    report_error = Some(error);
-                }
+                record(&shared, &mut report, &mut report_error, |report| {
+                    report.write_skipped(&job.job, job.done)
+                });
                 continue;
             }
             Note::Pending(job) => {
-                if let Some(report) = &mut report
-                    && let Err(error) = report.write_pending(&job)
-                    && report_error.is_none()
-                {
-                    shared.notice_now(format!("error: cannot write the report: {error}"));
-                    report_error = Some(error);
-                }
+                record(&shared, &mut report, &mut report_error, |report| {
+                    report.write_pending(&job)
+                });
                 continue;
             }
             Note::CarriedOver(job) => {
                 let done = job.resumed.is_none();
-                if let Some(report) = &mut report
-                    && let Err(error) = report.write_skipped(&job, done)
-                    && report_error.is_none()
-                {
-                    shared.notice_now(format!("error: cannot write the report: {error}"));
-                    report_error = Some(error);
-                }
+                record(&shared, &mut report, &mut report_error, |report| {
+                    report.write_skipped(&job, done)
+                });
                 continue;
             }
             Note::Submitted {
@@ -557,13 +562,9 @@ pub async fn run(
             }
         };
         accounted += 1;
-        if let Some(report) = &mut report
-            && let Err(error) = report.write(&job, &outcome)
-            && report_error.is_none()
-        {
-            shared.notice_now(format!("error: cannot write the report: {error}"));
-            report_error = Some(error);
-        }
+        record(&shared, &mut report, &mut report_error, |report| {
+            report.write(&job, &outcome)
+        });
         if let Some(joblog) = joblog.as_deref_mut() {
             // Only the first error is returned; the caller sees `joblog.failed()`.
             if let Some(error) = joblog.write(&job, &outcome) {
