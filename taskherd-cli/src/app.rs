@@ -472,12 +472,9 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
     let notes = runner::Notes::new();
     let input = match prepared.stream {
         None => runner::Input::Checked(prepared.jobs),
-        Some(mut stream) => {
+        Some(stream) => {
             let resumed = stream.resume.clone();
-            if resumed.is_some() {
-                stream.early = Some(notes.early());
-            }
-            match stream.start() {
+            match stream.start(notes.early()) {
                 Ok(arrivals) => runner::Input::Streaming { arrivals, resumed },
                 Err(error) => {
                     eprintln!("taskherd: cannot start reading the jobs: {error}");
@@ -897,7 +894,6 @@ pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
         input,
         arg_limits,
         resume,
-        early: None,
     });
 
     Ok(Prepared {

@@ -28,9 +28,6 @@ pub struct Stream {
     pub arg_limits: ArgLimits,
     /// `--resume` or `--resume-failed`, with the earlier report (shared with the runner).
     pub resume: Option<Streamed>,
-    /// Where the records of the lines `resume` matches go as they are read (set before
-    /// [`start`](Self::start) when `resume` is).
-    pub early: Option<EarlyRecords>,
 }
 
 impl std::fmt::Debug for Stream {
@@ -42,20 +39,21 @@ impl std::fmt::Debug for Stream {
 }
 
 impl Stream {
-    /// Starts reading on a thread of its own; the jobs come out of the returned channel.
+    /// Starts reading on a thread of its own; the jobs come out of the returned channel, and
+    /// the records of the lines `resume` matches go to `early` as they are read.
     ///
     /// # Errors
     ///
     /// The thread could not be started.
-    pub fn start(self) -> std::io::Result<mpsc::Receiver<Arrival>> {
+    pub fn start(self, early: EarlyRecords) -> std::io::Result<mpsc::Receiver<Arrival>> {
         let (sender, receiver) = mpsc::channel(READ_AHEAD);
         std::thread::Builder::new()
             .name("taskherd-input".to_owned())
-            .spawn(move || self.read(&sender))?;
+            .spawn(move || self.read(&sender, &early))?;
         Ok(receiver)
     }
 
-    fn read(self, sender: &mpsc::Sender<Arrival>) {
+    fn read(self, sender: &mpsc::Sender<Arrival>, early: &EarlyRecords) {
         let source = self.source.clone();
         let mut reader = Reader::new(BufReader::new(self.input));
         while let Some(next) = reader.next_job() {
@@ -93,8 +91,8 @@ impl Stream {
             // Held until the arrival is sent (or refused): see `Streamed`'s invariant.
             let mut job = job;
             let mut records = self.resume.as_ref().map(Streamed::lock);
-            let arrival = match (records.as_mut(), &self.early) {
-                (Some(records), Some(early)) => match records.skips(&mut job) {
+            let arrival = match records.as_mut() {
+                Some(records) => match records.skips(&mut job) {
                     Some(done) => {
                         early.skipped(Skipped { job, done });
                         Arrival::Skipped
@@ -106,14 +104,14 @@ impl Stream {
                         Arrival::Job(job)
                     }
                 },
-                _ => Arrival::Job(job),
+                None => Arrival::Job(job),
             };
             // An error: the runner has stopped reading (the run is stopping). The line's
             // record, if it took one, is written; a failure's provisional one is followed by
             // its last, as for a line the run did not read (still under the lock, so before
             // the runner carries the rest over and ends).
             if let Err(refused) = sender.blocking_send(arrival) {
-                if let (Arrival::Job(job), Some(early)) = (refused.0, &self.early)
+                if let Arrival::Job(job) = refused.0
                     && job.resumed.is_some()
                 {
                     early.carried_over(job);
