@@ -1003,11 +1003,14 @@ impl Engine {
     /// One `HGET` of a limit field (`t`, `d` or `g:<segment>`), with whether the pool's limits
     /// were set (`cfg`, `lim`) in the same round trip: a process that has seen them set
     /// fails the read as [`Unavailable::forgotten`] if Redis has lost them (a "no limit"
-    /// would not be true), and one that had not has seen them now.
+    /// would not be true), and one that had not has seen them now. The two reads are one
+    /// transaction (`MULTI`/`EXEC`): a pipeline alone lets another client's commands run
+    /// between them, so a `FLUSHALL` there read as "set" and then "no limit".
     pub(crate) async fn limit_field(&self, field: &str) -> Result<Option<usize>, Unavailable> {
         let mut conn = self.conn.clone();
         let mut read = redis::pipe();
-        read.cmd("EXISTS")
+        read.atomic()
+            .cmd("EXISTS")
             .arg(format!("{}cfg", self.prefix))
             .arg(format!("{}lim", self.prefix))
             .cmd("HGET")
