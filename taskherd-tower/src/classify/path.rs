@@ -8,7 +8,12 @@ use crate::{Classify, Groups, Unclassified};
 /// `/tenants/acme/orders` counts in group `"acme"`.
 ///
 /// Segments are counted from 0 after the leading `/`; empty segments count. A path with too
-/// few segments is [`Unclassified`]. The segment is percent-decoded as axum's `Path` decodes
+/// few segments is [`Unclassified`]. The path is the request's as the layer sees it: a layer
+/// inside axum's `Router::nest("/api", ..)` (or `nest_service`) gets it with the prefix
+/// stripped, as the nested routes do, so there index 1 of `/api/tenants/acme` is `acme`; on
+/// the outer router the whole path counts, and the same tenant is index 2. Count from where
+/// the layer sits: an index meant for the other place names a fixed word (`tenants`) for
+/// every client, or a segment the client chooses. The segment is percent-decoded as axum's `Path` decodes
 /// it (`%61cme` is `acme`, `%2F` a `/` in the value; `+` stays `+`), so that a client cannot
 /// escape its group by spelling it another way; a segment that is not UTF-8 once decoded is
 /// [`Unclassified`] (`400`).
