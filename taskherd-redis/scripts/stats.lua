@@ -4,7 +4,9 @@
 -- ARGV[1..] group segments
 --
 -- Returns, for the total then each segment in order, a list of seven strings:
--- running, waiting, reserved, limit (`` for none), admitted, rejected, peak.
+-- running, waiting, reserved, limit (`` for none), admitted, rejected, peak; then a last
+-- list of one string, `1` if the pool's limits are set (`cfg` or `lim` exists), else `0`
+-- (a process that has seen them set fails the read: the limits above would say "none").
 -- The total's waiting counts every waiter not granted; a group's counts its queued and
 -- reserved waiters. Limits are the ones in force (explicit, else the default).
 
@@ -33,4 +35,5 @@ for i = 1, #ARGV do
   out[i + 1] = row('g:' .. seg, redis.call('HGET', K_RUN, 'g:' .. seg),
     redis.call('ZCARD', qkey(seg)) + r, r, limit)
 end
+out[#out + 1] = { redis.call('EXISTS', K_CFG, K_LIM) > 0 and '1' or '0' }
 return out

@@ -986,24 +986,49 @@ impl Engine {
         Ok(granted)
     }
 
-    /// One `stats.lua` call: the total, then each segment.
+    /// One `stats.lua` call: the total, then each segment. With [`Reads::Limits`] it fails
+    /// as [`Unavailable::forgotten`] as a limit read does (see
+    /// [`limits_read`](Self::limits_read)): every row names the limit in force.
     pub(crate) async fn stats(
         &self,
         segments: &[String],
+        reads: Reads,
     ) -> Result<Vec<taskherd::GroupStats>, Unavailable> {
         let mut invocation = scripts::STATS.key(&self.prefix);
         for segment in segments {
             invocation.arg(segment);
         }
         let mut conn = self.conn.clone();
-        let rows: Vec<Vec<String>> = caught(invocation.invoke_async(&mut conn)).await?;
+        let mut rows: Vec<Vec<String>> = caught(invocation.invoke_async(&mut conn)).await?;
+        let set = rows
+            .pop()
+            .is_some_and(|flag| flag.first().is_some_and(|flag| flag == "1"));
+        match reads {
+            Reads::Limits => self.limits_read(set)?,
+            // The counts are true either way; what they teach about the limits is kept.
+            Reads::Counts if set => self.limits_read(true)?,
+            Reads::Counts => {}
+        }
         Ok(rows.iter().map(|row| parse_stats(row)).collect())
     }
 
+    /// What a read of the pool's limits learned: whether they are set (`cfg` or `lim`
+    /// exists). A process that has seen them set fails the read as
+    /// [`Unavailable::forgotten`] if Redis has lost them (the read would say "no limit",
+    /// which is not true); one that had not has seen them now.
+    fn limits_read(&self, set: bool) -> Result<(), Unavailable> {
+        // Relaxed: see `set_limits`.
+        if set {
+            self.configured.store(true, Ordering::Relaxed);
+        } else if self.configured.load(Ordering::Relaxed) {
+            return Err(Unavailable::forgotten());
+        }
+        Ok(())
+    }
+
     /// One `HGET` of a limit field (`t`, `d` or `g:<segment>`), with whether the pool's limits
-    /// were set (`cfg`, `lim`) in the same round trip: a process that has seen them set
-    /// fails the read as [`Unavailable::forgotten`] if Redis has lost them (a "no limit"
-    /// would not be true), and one that had not has seen them now. The two reads are one
+    /// were set (`cfg`, `lim`) in the same round trip (see
+    /// [`limits_read`](Self::limits_read)). The two reads are one
     /// transaction (`MULTI`/`EXEC`): a pipeline alone lets another client's commands run
     /// between them, so a `FLUSHALL` there read as "set" and then "no limit".
     pub(crate) async fn limit_field(&self, field: &str) -> Result<Option<usize>, Unavailable> {
@@ -1017,12 +1042,7 @@ impl Engine {
             .arg(format!("{}lim", self.prefix))
             .arg(field);
         let (set, value): (usize, Option<usize>) = caught(read.query_async(&mut conn)).await?;
-        // Relaxed: see `set_limits`.
-        if set > 0 {
-            self.configured.store(true, Ordering::Relaxed);
-        } else if self.configured.load(Ordering::Relaxed) {
-            return Err(Unavailable::forgotten());
-        }
+        self.limits_read(set > 0)?;
         Ok(value)
     }
 
@@ -1258,6 +1278,15 @@ fn parse_stats(row: &[String]) -> taskherd::GroupStats {
         rejected: n(5),
         peak: u(6),
     }
+}
+
+/// What a caller of [`Engine::stats`] reads of its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reads {
+    /// The limits in force too: fails as forgotten after a loss of Redis's data.
+    Limits,
+    /// Counts alone, true whatever happened to the limits.
+    Counts,
 }
 
 /// What the admitter needs of the engine (it holds no reference to the engine itself, so

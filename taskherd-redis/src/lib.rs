@@ -87,9 +87,11 @@
 //!
 //! The limits are stored in Redis as well: such a restart (or a `FLUSHALL`) forgets them. A
 //! process that has seen them set (by any process: they were there when it built its pool,
-//! or it set them, or an admission or a limit read of its found them there since) then
-//! admits nothing, failing closed: every admission (and every limit read, which cannot say
-//! "no limit" truthfully) fails as unavailable with
+//! or it set them, or an admission or a read of a limit or of statistics found them there
+//! since) then
+//! admits nothing, failing closed: every admission (and every read of a limit or of
+//! statistics, which name the limit in force and cannot say "no limit" truthfully; reads of
+//! counts alone such as [`RedisPool::len`] go on) fails as unavailable with
 //! [`UnavailableError::is_forgotten`] (the work handed back), waiting calls whose places were
 //! lost with the data included, until any process of the fleet sets the limits again
 //! ([`RedisPool::set_limits`] or another setter; an empty [`LimitChanges`](taskherd::LimitChanges)

@@ -14,7 +14,7 @@ use taskherd::{
 use tokio::task::JoinHandle;
 
 use crate::builder::RedisPoolBuilder;
-use crate::engine::{Admitted, Answer, Engine, Status, Unavailable, presumed_lost_after};
+use crate::engine::{Admitted, Answer, Engine, Reads, Status, Unavailable, presumed_lost_after};
 use crate::key::{InvalidKey, checked_segment};
 use crate::lease::LeaseView;
 use crate::life::{Hold, Life};
@@ -906,17 +906,36 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     ///
     /// [`UnavailableError`] (also if `key`'s segment is invalid: see [`RedisKey`]).
     pub async fn task_count(&self, key: &K) -> Result<usize, UnavailableError> {
-        Ok(self.stats(key).await?.running)
+        Ok(self.group_row(key, Reads::Counts).await?.running)
     }
 
     /// Statistics of group `key` across the fleet, in one consistent snapshot.
     ///
     /// # Errors
     ///
-    /// [`UnavailableError`] (also if `key`'s segment is invalid: see [`RedisKey`]).
+    /// [`UnavailableError`] (also if `key`'s segment is invalid: see [`RedisKey`]), with
+    /// [`is_forgotten`](UnavailableError::is_forgotten) if this process has seen the pool's
+    /// limits set and Redis has lost them since: the statistics name the limit in force,
+    /// which would read "none" (see [Redis loses its data](crate#redis-loses-its-data)). So
+    /// does [`effective_limit`](Self::effective_limit); the reads of counts alone
+    /// ([`task_count`](Self::task_count), [`waiting_count`](Self::waiting_count)) do not.
     pub async fn stats(&self, key: &K) -> Result<GroupStats, UnavailableError> {
-        let rows = self.shared.engine.stats(&[checked_segment(key)?]).await?;
+        self.group_row(key, Reads::Limits).await
+    }
+
+    /// The statistics of group `key` (`stats.lua`), failing as forgotten if `reads` includes
+    /// a limit.
+    async fn group_row(&self, key: &K, reads: Reads) -> Result<GroupStats, UnavailableError> {
+        let segments = [checked_segment(key)?];
+        let rows = self.shared.engine.stats(&segments, reads).await?;
         Ok(rows.get(1).copied().unwrap_or_default())
+    }
+
+    /// The statistics of the total (`stats.lua`), failing as forgotten if `reads` includes a
+    /// limit.
+    async fn total_row(&self, reads: Reads) -> Result<GroupStats, UnavailableError> {
+        let rows = self.shared.engine.stats(&[], reads).await?;
+        Ok(rows.first().copied().unwrap_or_default())
     }
 
     /// Statistics of the total across the fleet. Its `rejected` counts the refusals Redis
@@ -925,10 +944,11 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     ///
     /// # Errors
     ///
-    /// [`UnavailableError`].
+    /// [`UnavailableError`], with [`is_forgotten`](UnavailableError::is_forgotten) as for
+    /// [`stats`](Self::stats) (not so [`len`](Self::len), [`is_empty`](Self::is_empty) and
+    /// [`waiting_len`](Self::waiting_len), which read counts alone).
     pub async fn total_stats(&self) -> Result<GroupStats, UnavailableError> {
-        let rows = self.shared.engine.stats(&[]).await?;
-        Ok(rows.first().copied().unwrap_or_default())
+        self.total_row(Reads::Limits).await
     }
 
     /// Admissions counted in the total across the fleet: tasks and permits of every process.
@@ -938,7 +958,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     ///
     /// [`UnavailableError`].
     pub async fn len(&self) -> Result<usize, UnavailableError> {
-        Ok(self.total_stats().await?.running)
+        Ok(self.total_row(Reads::Counts).await?.running)
     }
 
     /// Whether nothing is counted in the total across the fleet.
@@ -955,9 +975,10 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     ///
     /// # Errors
     ///
-    /// [`UnavailableError`] (also if `key`'s segment is invalid: see [`RedisKey`]).
+    /// [`UnavailableError`] (also if `key`'s segment is invalid: see [`RedisKey`]), with
+    /// [`is_forgotten`](UnavailableError::is_forgotten) as for [`stats`](Self::stats).
     pub async fn effective_limit(&self, key: &K) -> Result<Option<usize>, UnavailableError> {
-        Ok(self.stats(key).await?.limit)
+        Ok(self.group_row(key, Reads::Limits).await?.limit)
     }
 
     /// Waiting `spawn`s and `acquire`s of every process that name group `key` (queued for
@@ -967,7 +988,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     ///
     /// [`UnavailableError`] (also if `key`'s segment is invalid: see [`RedisKey`]).
     pub async fn waiting_count(&self, key: &K) -> Result<usize, UnavailableError> {
-        Ok(self.stats(key).await?.waiting)
+        Ok(self.group_row(key, Reads::Counts).await?.waiting)
     }
 
     /// Waiting `spawn`s and `acquire`s in the whole pool, across the fleet. Not counted in
@@ -977,7 +998,7 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     ///
     /// [`UnavailableError`].
     pub async fn waiting_len(&self) -> Result<usize, UnavailableError> {
-        Ok(self.total_stats().await?.waiting)
+        Ok(self.total_row(Reads::Counts).await?.waiting)
     }
 
     /// Shuts this process's share of the pool down: closes it here, aborts the tasks this

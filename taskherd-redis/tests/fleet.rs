@@ -764,6 +764,41 @@ async fn a_process_that_read_the_limits_fails_closed_after_the_loss() {
     );
 }
 
+/// Statistics name the limit in force, so after the loss they fail as forgotten like the
+/// limit reads, instead of showing a pool without limits (`effective_limit` said `Ok(None)`,
+/// `stats` and `total_stats` a `limit` of `None`; found by a review), and a process that has
+/// only read statistics has seen the limits set. Reads of counts alone (`len`, `task_count`)
+/// go on. Once the limits are written again, they read as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_fail_as_forgotten_after_the_loss() {
+    let server = Server::start();
+    let admin = support::pool(&server, "stats-lost", Duration::from_secs(10)).await;
+    let reader = support::pool(&server, "stats-lost", Duration::from_secs(10)).await;
+    let limits = || {
+        LimitChanges::new()
+            .max_tasks(3)
+            .default_limit(2)
+            .limit("a", 1)
+    };
+    admin.set_limits(limits()).await.unwrap();
+    assert_eq!(reader.stats(&"a").await.unwrap().limit, Some(1));
+    assert_eq!(admin.effective_limit(&"b").await.unwrap(), Some(2));
+    assert_eq!(admin.total_stats().await.unwrap().limit, Some(3));
+    assert!(server.cmd(&["FLUSHALL"]).unwrap().starts_with("+OK"));
+    for pool in [&admin, &reader] {
+        let forgotten = |error: taskherd_redis::UnavailableError| error.is_forgotten();
+        assert!(pool.effective_limit(&"a").await.is_err_and(forgotten));
+        assert!(pool.stats(&"a").await.is_err_and(forgotten));
+        assert!(pool.total_stats().await.is_err_and(forgotten));
+        // Counts alone are true: nothing runs.
+        assert_eq!(pool.len().await.unwrap(), 0);
+        assert_eq!(pool.task_count(&"a").await.unwrap(), 0);
+    }
+    admin.set_limits(limits()).await.unwrap();
+    assert_eq!(reader.effective_limit(&"a").await.unwrap(), Some(1));
+    assert_eq!(reader.total_stats().await.unwrap().limit, Some(3));
+}
+
 /// The list `order` on the server.
 async fn order(server: &Server) -> Vec<String> {
     let mut conn = connection(&server.url()).await;
