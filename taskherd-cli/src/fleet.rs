@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use taskherd::{LimitChanges, Permit, TaskPool};
@@ -174,10 +174,54 @@ enum Loss {
 /// The lease of a run's admissions without `--lease` (taskherd-redis's default).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 
+/// The fleet's limits as this run last read or wrote them, and how many writes of its own it
+/// has taken in: a read of Redis begun before a write of this run may have reached Redis
+/// before it and come back after it, and must not put back the value the write replaced
+/// (after a loss of Redis's data the run writes back what it knows).
+#[derive(Default)]
+struct Known {
+    limits: std::sync::Mutex<Limits>,
+    /// Bumped and compared under `limits`' lock.
+    writes: AtomicU64,
+}
+
+impl Known {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Limits> {
+        self.limits
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes in a write of this run.
+    fn wrote(&self, write: impl FnOnce(&mut Limits)) {
+        let mut limits = self.lock();
+        // Relaxed: under the lock.
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        write(&mut limits);
+    }
+
+    /// To be called before a read of Redis is sent: what [`read`](Self::read) is given.
+    fn read_begins(&self) -> u64 {
+        let _limits = self.lock();
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    /// Takes in what a read begun at `begun` found, unless a write of this run was taken in
+    /// since. Whether it was.
+    fn read(&self, begun: u64, found: impl FnOnce(&mut Limits)) -> bool {
+        let mut limits = self.lock();
+        if self.writes.load(Ordering::Relaxed) != begun {
+            return false;
+        }
+        found(&mut limits);
+        true
+    }
+}
+
 /// A pool shared through Redis, and the fleet's limits as last read.
 pub struct Fleet {
     pub pool: RedisPool<Group>,
-    known: std::sync::Mutex<Limits>,
+    known: Known,
     /// A refresh for progress is under way.
     refreshing: AtomicBool,
     /// Redis was found unreachable, and the run said so.
@@ -221,7 +265,7 @@ impl Fleet {
             .map_err(|error| format!("cannot reach Redis at {}: {error}", redacted(url)))?;
         Ok(Fleet {
             pool,
-            known: std::sync::Mutex::new(Limits::default()),
+            known: Known::default(),
             refreshing: AtomicBool::new(false),
             down: AtomicBool::new(false),
             given: std::sync::Mutex::new(Limits::default()),
@@ -258,19 +302,17 @@ impl Fleet {
     /// Redis's data later writes back these, not what the run read before.
     fn note_written(&self, written: LimitChanges<Group>) {
         let (total, default, groups) = written.into_parts();
-        let mut known = self.known();
-        if let Some(total) = total {
-            known.total = total;
-        }
-        if let Some(default) = default {
-            known.default = default;
-        }
-        for (group, limit) in groups {
-            match limit {
-                Some(limit) => known.groups.insert(group, limit),
-                None => known.groups.remove(&group),
-            };
-        }
+        self.known.wrote(|known| {
+            if let Some(total) = total {
+                known.total = total;
+            }
+            if let Some(default) = default {
+                known.default = default;
+            }
+            for (group, limit) in groups {
+                known.set_group(group, limit);
+            }
+        });
     }
 
     fn remember(&self, given: &Limits) {
@@ -421,14 +463,14 @@ impl Fleet {
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, Limits> {
-        self.known
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.known.lock()
     }
 
     /// Reads the fleet's limits in force for the total and `groups` from Redis (one call for
-    /// each, on the shared connection); keeps the last values known if Redis is unreachable.
+    /// each, on the shared connection); keeps the last values known if Redis is unreachable,
+    /// or if this run wrote limits meanwhile (the next refresh reads them).
     pub async fn refresh(&self, groups: impl IntoIterator<Item = Group>) {
+        let begun = self.known.read_begins();
         let Ok(total) = self.pool.max_tasks().await else {
             return;
         };
@@ -442,15 +484,13 @@ impl Fleet {
             };
             explicit.insert(group, limit);
         }
-        let mut known = self.known();
-        known.total = total;
-        known.default = default;
-        for (group, limit) in explicit {
-            match limit {
-                Some(limit) => known.groups.insert(group, limit),
-                None => known.groups.remove(&group),
-            };
-        }
+        self.known.read(begun, |known| {
+            known.total = total;
+            known.default = default;
+            for (group, limit) in explicit {
+                known.set_group(group, limit);
+            }
+        });
     }
 
     /// Reads, in the background, the fleet's limits of those of `groups` it has not read yet
@@ -474,13 +514,19 @@ impl Fleet {
         let fleet = Arc::clone(self);
         tokio::spawn(async move {
             for group in new {
-                // Unreadable now (Redis unreachable, or the limits lost): left as known.
-                if let Ok(limit) = fleet.pool.limit(&group).await {
-                    let mut known = fleet.known();
-                    match limit {
-                        Some(limit) => known.groups.insert(group, limit),
-                        None => known.groups.remove(&group),
+                // Read again if this run wrote limits meanwhile (a group is learnt once).
+                loop {
+                    let begun = fleet.known.read_begins();
+                    // Unreadable now (Redis unreachable, or the limits lost): left as known.
+                    let Ok(limit) = fleet.pool.limit(&group).await else {
+                        break;
                     };
+                    if fleet
+                        .known
+                        .read(begun, |known| known.set_group(group.clone(), limit))
+                    {
+                        break;
+                    }
                 }
             }
         });
@@ -609,6 +655,22 @@ pub fn redacted(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A read of the fleet's limits begun before a write of this run (the read may have
+    /// reached Redis first) does not put back what the write replaced; a read begun after it
+    /// is taken in.
+    #[test]
+    fn a_read_begun_before_a_write_of_this_run_is_not_taken_in() {
+        let known = Known::default();
+        let db: Group = Arc::from("db");
+        let begun = known.read_begins();
+        known.wrote(|limits| limits.set_group(db.clone(), Some(2)));
+        assert!(!known.read(begun, |limits| limits.set_group(db.clone(), Some(1))));
+        assert_eq!(known.lock().groups.get(&db), Some(&2));
+        let begun = known.read_begins();
+        assert!(known.read(begun, |limits| limits.set_group(db.clone(), None)));
+        assert_eq!(known.lock().groups.get(&db), None);
+    }
 
     #[test]
     fn urls_are_shown_without_credentials() {

@@ -143,6 +143,14 @@ fn parse_setting(text: &str) -> Result<(Target, Option<usize>), String> {
 }
 
 impl Limits {
+    /// Sets (`Some`) or removes (`None`) the explicit limit of `group`.
+    pub fn set_group(&mut self, group: Group, limit: Option<usize>) {
+        match limit {
+            Some(limit) => self.groups.insert(group, limit),
+            None => self.groups.remove(&group),
+        };
+    }
+
     /// The batch that sets these limits on a pool: each group's, and the total and the default
     /// only if set (so that written to a fleet's pool, a run changes only what it was given).
     pub fn batch(&self) -> LimitChanges<Group> {
