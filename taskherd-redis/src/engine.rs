@@ -1689,12 +1689,34 @@ async fn notifier(engine: Weak<Engine>, mut conn: ConnectionManager) {
         if ids.is_empty() {
             continue;
         }
-        if let Ok(statuses) = engine.poll(&ids).await {
-            for (id, status) in ids.iter().zip(statuses) {
-                if status != Status::Waiting {
-                    engine.wake(id, Some(status));
+        match engine.poll(&ids).await {
+            Ok(statuses) => {
+                for (id, status) in ids.iter().zip(statuses) {
+                    if status != Status::Waiting {
+                        engine.wake(id, Some(status));
+                    }
                 }
             }
+            // An error Redis will repeat fails the whole batch, though it may come from one
+            // waiter's record (overwritten by something else: `WRONGTYPE`): each is polled
+            // alone, so that the others are still found granted, and one whose poll fails
+            // so is woken to poll itself and fail with the error.
+            Err(error) if !error.is_transient() => {
+                for id in &ids {
+                    match engine.poll(std::slice::from_ref(id)).await {
+                        Ok(statuses) => {
+                            let status = statuses.first().copied().unwrap_or(Status::Gone);
+                            if status != Status::Waiting {
+                                engine.wake(id, Some(status));
+                            }
+                        }
+                        Err(error) if !error.is_transient() => engine.wake(id, None),
+                        // Unreachable now: the next poll tries again.
+                        Err(_) => break,
+                    }
+                }
+            }
+            Err(_) => {}
         }
     }
 }

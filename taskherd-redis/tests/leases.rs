@@ -829,9 +829,9 @@ async fn a_waiters_poll_that_redis_refuses_fails_the_call_at_once() {
             .starts_with("+OK")
     );
     // The grant's wake-up again: the cut may have closed the notifier's connection after
-    // Redis popped the first one for it but before the answer got through, and its poll
-    // every second fails on the overwritten record too, so nothing else would wake the
-    // waiter. (A second wake-up is harmless.)
+    // Redis popped the first one for it but before the answer got through; the poll every
+    // second would wake the waiter too (its record unreadable), but up to a second later.
+    // (A second wake-up is harmless.)
     let id = record.rsplit(":w:").next().unwrap();
     let process = id.split('-').next().unwrap();
     let list = format!("taskherd:{{poll-refused}}:n:{process}");

@@ -273,6 +273,21 @@ async fn a_lost_notification_is_made_up_for_in_a_busy_process() {
         .unwrap();
 }
 
+/// A pool `name` as a Redis user that may not run `BLPOP` (as under a common ACL hardening):
+/// its notifications fail, so only the poll every second finds its waiters granted.
+async fn without_blpop(server: &Server, name: &str, lease: Duration) -> RedisPool<&'static str> {
+    let user = [
+        "ACL", "SETUSER", "noblock", "on", ">pw", "~*", "&*", "+@all", "-blpop",
+    ];
+    assert!(server.cmd(&user).unwrap().contains("OK"));
+    let url = format!("redis://noblock:pw@127.0.0.1:{}/", server.port);
+    RedisPool::builder(&url, name)
+        .lease(lease)
+        .build()
+        .await
+        .unwrap()
+}
+
 /// A process whose notifications fail (here its Redis user may not run `BLPOP`, as under a
 /// common ACL hardening; a connection that keeps timing out does the same) still finds its
 /// waiters granted, by the once-a-second poll: a failed `BLPOP` skipped the poll, and the
@@ -281,18 +296,9 @@ async fn a_lost_notification_is_made_up_for_in_a_busy_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_granted_waiter_is_woken_when_notifications_fail() {
     let server = Server::start();
-    let user = [
-        "ACL", "SETUSER", "noblock", "on", ">pw", "~*", "&*", "+@all", "-blpop",
-    ];
-    assert!(server.cmd(&user).unwrap().contains("OK"));
     let other = pool(&server, "acl", Duration::from_secs(3)).await;
     other.set_limit("a", 1).await.unwrap();
-    let url = format!("redis://noblock:pw@127.0.0.1:{}/", server.port);
-    let limited: RedisPool<&'static str> = RedisPool::builder(&url, "acl")
-        .lease(Duration::from_secs(3))
-        .build()
-        .await
-        .unwrap();
+    let limited = without_blpop(&server, "acl", Duration::from_secs(3)).await;
     let held = other.try_acquire(["a"]).await.unwrap();
     let waiting = tokio::spawn({
         let limited = limited.clone();
@@ -310,4 +316,63 @@ async fn a_granted_waiter_is_woken_when_notifications_fail() {
         .unwrap();
     limited.flush().await;
     assert_eq!(other.stats(&"a").await.unwrap().running, 0);
+}
+
+/// The poll every second reads all of a process's waiters in one call, which failed whole
+/// when one waiter's record could not be read (here overwritten with a string: `WRONGTYPE`):
+/// a process whose notifications fail (`BLPOP` forbidden, as above) then never found its other
+/// waiters granted, and they slept on slots the fleet counted as theirs. Now the others are
+/// found granted, and the waiter whose record is unreadable fails with Redis's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_unreadable_waiter_record_does_not_hide_the_other_grants() {
+    let server = Server::start();
+    let other = pool(&server, "unreadable", Duration::from_secs(30)).await;
+    other.set_limit("a", 1).await.unwrap();
+    other.set_limit("b", 1).await.unwrap();
+    let limited = without_blpop(&server, "unreadable", Duration::from_secs(30)).await;
+    let held = (
+        other.try_acquire(["a"]).await.unwrap(),
+        other.try_acquire(["b"]).await.unwrap(),
+    );
+    let broken = tokio::spawn({
+        let limited = limited.clone();
+        async move { limited.acquire(["b"]).await.map(drop) }
+    });
+    until_waiting(&other, "b", 1).await;
+    let records = server.cmd(&["KEYS", "taskherd:{unreadable}:w:*"]).unwrap();
+    let record = records
+        .lines()
+        .find(|line| line.starts_with("taskherd:"))
+        .expect("the waiter's record")
+        .to_owned();
+    let granted = tokio::spawn({
+        let limited = limited.clone();
+        async move { limited.acquire(["a"]).await.map(drop) }
+    });
+    until_waiting(&other, "a", 1).await;
+    assert!(
+        server
+            .cmd(&["SET", &record, "not a hash"])
+            .unwrap()
+            .starts_with("+OK")
+    );
+    drop(held.0);
+    other.flush().await;
+    assert_eq!(
+        other.stats(&"a").await.unwrap().running,
+        1,
+        "granted in Redis"
+    );
+    tokio::time::timeout(Duration::from_secs(5), granted)
+        .await
+        .expect("the granted waiter was not found by the poll")
+        .unwrap()
+        .unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(5), broken)
+        .await
+        .expect("the waiter whose record is unreadable was not told")
+        .unwrap()
+        .expect_err("its record cannot be read");
+    assert!(error.to_string().contains("WRONGTYPE"), "{error}");
+    drop(held.1);
 }
