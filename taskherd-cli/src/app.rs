@@ -218,19 +218,22 @@ impl Setup {
         Ok(Setup { report, joblog })
     }
 
-    /// The run starts: empties the report file and the joblog (writing its header).
+    /// The run starts: empties the joblog (writing its header) and the report file. The
+    /// report comes last: it may be the history `--resume` read, and writing the joblog's
+    /// header can fail (a full disk, `/dev/full`, a pipe whose reader left), which must leave
+    /// it as it was. (The joblog is replaced by every run anyway.)
     fn start(&mut self, args: &RunArgs) -> Result<(), Fatal> {
+        if let (Some(joblog), Some(path)) = (&mut self.joblog, &args.joblog) {
+            joblog.start().map_err(|error| {
+                Fatal::one(format!("cannot create joblog {}: {error}", path.display()))
+            })?;
+        }
         if let (Some(report), Some(path)) = (&mut self.report, &args.report) {
             report.start().map_err(|error| {
                 Fatal::one(format!(
                     "cannot create report file {}: {error}",
                     path.display()
                 ))
-            })?;
-        }
-        if let (Some(joblog), Some(path)) = (&mut self.joblog, &args.joblog) {
-            joblog.start().map_err(|error| {
-                Fatal::one(format!("cannot create joblog {}: {error}", path.display()))
             })?;
         }
         Ok(())

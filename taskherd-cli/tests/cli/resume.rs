@@ -243,10 +243,13 @@ fn the_report_resumed_from_may_be_the_report_written() {
 
     let scratch = halted_run("r.jsonl");
     let first = scratch.read("r.jsonl");
-    // A run that fails to set up leaves the report it would resume from as it was.
+    // A run that fails to set up leaves the report it would resume from as it was; so does
+    // one whose joblog cannot take its header (`/dev/full`: the report was emptied first,
+    // and the history of the run lost; found by a review).
     for bad in [
         ["--joblog", "missing/jobs.log"],
         ["--output", "dir:jobs.txt"],
+        ["--joblog", "/dev/full"],
     ] {
         scratch
             .run(&[&args[..8], &bad, &["jobs.txt"]].concat())
