@@ -159,7 +159,7 @@ fn end_groups(groups: &HashSet<i32>, grace: Duration) {
     let mut left: Vec<i32> = groups
         .iter()
         .copied()
-        .filter(|&pgid| signals::killpg(pgid, libc::SIGTERM).is_ok())
+        .filter(|&pgid| signals::end_signal(pgid, libc::SIGTERM).is_ok())
         .collect();
     let deadline = Instant::now() + grace;
     while !left.is_empty() && Instant::now() < deadline {

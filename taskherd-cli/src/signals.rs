@@ -156,8 +156,8 @@ impl Groups {
         entry.and_then(|entry| entry.signalled)
     }
 
-    /// Sends `signal` to every running job's process group; returns how many were signalled.
-    /// SIGKILL goes to each group once.
+    /// Sends `signal` (then SIGCONT, see [`end_signal`]) to every running job's process
+    /// group; returns how many were signalled. SIGKILL goes to each group once.
     ///
     /// A job stays here until its process has exited and its output pipes are closed: until
     /// then its process group id cannot have been reused, as either the leader is unreaped or
@@ -182,7 +182,7 @@ impl Groups {
             }
             // A group that is gone already (ESRCH: its processes ended, its output is still
             // being passed on) needs nothing more, and is not counted: it was not killed.
-            if killpg(entry.pgid, signal).is_ok() {
+            if end_signal(entry.pgid, signal).is_ok() {
                 // The run's SIGTERM is the first (the job's own termination has not begun).
                 entry.by_the_run |= signal == libc::SIGTERM && entry.terminated.is_none();
                 entry.signalled(signal);
@@ -192,13 +192,16 @@ impl Groups {
         signalled
     }
 
-    /// Sends `signal` to the process group of job `index`, if it is running; returns whether
+    /// Sends `signal` (then SIGCONT, see [`end_signal`]) to the process group of job `index`,
+    /// if it is running; returns whether
     /// it was (see [`signal_all`](Self::signal_all) for why its group id is still its own, and
     /// why a group whose processes are all gone does not count).
     pub fn signal(&self, index: usize, signal: i32) -> bool {
         self.reap_orphans();
         match self.lock().get_mut(&index) {
-            Some(entry) if !entry.already_killed(signal) && killpg(entry.pgid, signal).is_ok() => {
+            Some(entry)
+                if !entry.already_killed(signal) && end_signal(entry.pgid, signal).is_ok() =>
+            {
                 entry.signalled(signal);
                 true
             }
@@ -250,6 +253,20 @@ impl Groups {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Sends `signal` to the processes of job group `pgid` to end them, then SIGCONT (as
+/// coreutils' `timeout` does): a stopped process (`kill -STOP`, or SIGTTIN from reading the
+/// terminal, which a job's own process group does not own) acts on no signal but SIGKILL until
+/// it is continued, and would wait for the SIGKILL a whole grace period later. The SIGCONT is
+/// sent only if `signal` was (the group still has a member).
+pub fn end_signal(pgid: i32, signal: i32) -> io::Result<()> {
+    killpg(pgid, signal)?;
+    if signal != libc::SIGKILL {
+        // A group gone in between needs nothing.
+        let _ = killpg(pgid, libc::SIGCONT);
+    }
+    Ok(())
 }
 
 /// Sends `signal` to process group `pgid`.

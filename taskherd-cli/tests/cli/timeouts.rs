@@ -519,3 +519,91 @@ fn a_job_that_ended_in_time_loses_no_output_to_a_slow_reader() {
         [(1, "succeeded".to_owned())]
     );
 }
+
+/// A stopped job (here it stops itself; reading the terminal from a job's own process group
+/// stops it the same way, SIGTTIN) does not act on SIGTERM until it is continued: it got
+/// SIGKILL a whole grace period later (20 s here). taskherd sends SIGCONT after SIGTERM, as
+/// coreutils' `timeout` does, for a timeout and when the run is terminated. Found by a review.
+#[test]
+fn a_stopped_job_is_continued_so_that_it_ends_on_sigterm() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "jobs.txt",
+        "timeout=300ms :: kill -STOP $$; touch resumed\n",
+    );
+    let started = std::time::Instant::now();
+    let child = scratch
+        .command(&[
+            "run",
+            "--kill-grace",
+            "20s",
+            "--report",
+            "r.jsonl",
+            "jobs.txt",
+        ])
+        .spawn()
+        .unwrap();
+    let run = finish_within(child, std::time::Duration::from_secs(60));
+    run.assert_code(1)
+        .assert_stderr_contains("taskherd: line 1 timed out after 0.30s: SIGTERM");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the stopped job waited for SIGKILL: {:?}",
+        started.elapsed()
+    );
+    let records = report(&scratch, "r.jsonl");
+    assert_eq!(records[0]["signal_name"], "SIGTERM");
+    assert!(!scratch.exists("resumed"));
+
+    // Terminating the run: the same.
+    scratch.write("jobs.txt", "kill -STOP $$; touch resumed\n");
+    let started = std::time::Instant::now();
+    let child = scratch
+        .command(&[
+            "run",
+            "--kill-grace",
+            "20s",
+            "--report",
+            "r.jsonl",
+            "jobs.txt",
+        ])
+        .spawn()
+        .unwrap();
+    let taskherd = KillOnDrop(child.id());
+    wait_for_stopped_job(&scratch);
+    send_signal(child.id(), "TERM");
+    let run = finish_within(child, std::time::Duration::from_secs(60));
+    std::mem::forget(taskherd);
+    run.assert_code(1);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the stopped job waited for SIGKILL: {:?}",
+        started.elapsed()
+    );
+    let records = report(&scratch, "r.jsonl");
+    assert_eq!(records[0]["signal_name"], "SIGTERM");
+    assert!(!scratch.exists("resumed"));
+}
+
+/// Waits until a process working in `scratch`'s directory (the run's one job) is stopped.
+fn wait_for_stopped_job(scratch: &Scratch) {
+    let dir = scratch.dir().canonicalize().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let cwd = std::fs::read_link(entry.path().join("cwd"));
+            let stat = std::fs::read_to_string(entry.path().join("stat"));
+            if let (Ok(cwd), Ok(stat)) = (cwd, stat)
+                && cwd == dir
+                && stat
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|rest| rest.trim_start().starts_with('T'))
+            {
+                return;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("the job never stopped");
+}
