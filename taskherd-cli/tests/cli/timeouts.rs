@@ -527,62 +527,44 @@ fn a_job_that_ended_in_time_loses_no_output_to_a_slow_reader() {
 #[test]
 fn a_stopped_job_is_continued_so_that_it_ends_on_sigterm() {
     let scratch = Scratch::new();
-    scratch.write(
-        "jobs.txt",
-        "timeout=300ms :: kill -STOP $$; touch resumed\n",
-    );
-    let started = std::time::Instant::now();
-    let child = scratch
-        .command(&[
-            "run",
-            "--kill-grace",
-            "20s",
-            "--report",
-            "r.jsonl",
-            "jobs.txt",
-        ])
-        .spawn()
-        .unwrap();
-    let run = finish_within(child, std::time::Duration::from_secs(60));
-    run.assert_code(1)
-        .assert_stderr_contains("taskherd: line 1 timed out after 0.30s: SIGTERM");
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(15),
-        "the stopped job waited for SIGKILL: {:?}",
-        started.elapsed()
-    );
-    let records = report(&scratch, "r.jsonl");
-    assert_eq!(records[0]["signal_name"], "SIGTERM");
-    assert!(!scratch.exists("resumed"));
-
-    // Terminating the run: the same.
-    scratch.write("jobs.txt", "kill -STOP $$; touch resumed\n");
-    let started = std::time::Instant::now();
-    let child = scratch
-        .command(&[
-            "run",
-            "--kill-grace",
-            "20s",
-            "--report",
-            "r.jsonl",
-            "jobs.txt",
-        ])
-        .spawn()
-        .unwrap();
-    let taskherd = KillOnDrop(child.id());
-    wait_for_stopped_job(&scratch);
-    send_signal(child.id(), "TERM");
-    let run = finish_within(child, std::time::Duration::from_secs(60));
-    std::mem::forget(taskherd);
-    run.assert_code(1);
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(15),
-        "the stopped job waited for SIGKILL: {:?}",
-        started.elapsed()
-    );
-    let records = report(&scratch, "r.jsonl");
-    assert_eq!(records[0]["signal_name"], "SIGTERM");
-    assert!(!scratch.exists("resumed"));
+    // A timeout, then the run terminated (SIGTERM to taskherd).
+    for (job, terminate) in [
+        ("timeout=300ms :: kill -STOP $$; touch resumed\n", false),
+        ("kill -STOP $$; touch resumed\n", true),
+    ] {
+        scratch.write("jobs.txt", job);
+        let started = std::time::Instant::now();
+        let child = scratch
+            .command(&[
+                "run",
+                "--kill-grace",
+                "20s",
+                "--report",
+                "r.jsonl",
+                "jobs.txt",
+            ])
+            .spawn()
+            .unwrap();
+        let taskherd = KillOnDrop(child.id());
+        if terminate {
+            wait_for_stopped_job(&scratch);
+            send_signal(child.id(), "TERM");
+        }
+        let run = finish_within(child, std::time::Duration::from_secs(60));
+        std::mem::forget(taskherd);
+        run.assert_code(1);
+        if !terminate {
+            run.assert_stderr_contains("taskherd: line 1 timed out after 0.30s: SIGTERM");
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "the stopped job waited for SIGKILL: {:?}",
+            started.elapsed()
+        );
+        let records = report(&scratch, "r.jsonl");
+        assert_eq!(records[0]["signal_name"], "SIGTERM");
+        assert!(!scratch.exists("resumed"));
+    }
 }
 
 /// Waits until a process working in `scratch`'s directory (the run's one job) is stopped.
