@@ -417,6 +417,7 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
             return EXIT_USAGE;
         }
     };
+    signals::keep_jobs_off_the_terminal();
     let mut signals = match signals::listen() {
         Ok(signals) => signals,
         Err(error) => {

@@ -138,3 +138,60 @@ fn jobs_wait_for_open_files_instead_of_failing() {
         );
     }
 }
+
+/// A job that reads the terminal (`ssh` asking about a host key, `sudo` or `git` asking for a
+/// password): taskherd run from a terminal (a pseudo-terminal here) runs each job in a process
+/// group of its own, in the terminal's background, where reading it stopped the job (SIGTTIN)
+/// silently until its timeout (20 s here), or forever without one. The read now fails at
+/// once, as without a terminal, and the job with it. Found by a review.
+#[test]
+#[allow(unsafe_code)]
+fn a_job_reading_the_terminal_fails_at_once_instead_of_stopping() {
+    use std::os::unix::process::CommandExt;
+
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "read x < /dev/tty\n");
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes the two descriptors it opens into the two integers given; the
+    // other arguments may be null.
+    let opened = unsafe {
+        libc::openpty(
+            &raw mut master,
+            &raw mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+    let mut command =
+        scratch.command(&["run", "--timeout", "20s", "--report", "r.jsonl", "jobs.txt"]);
+    // SAFETY: between fork and exec the child calls only async-signal-safe functions (setsid,
+    // ioctl) and reads errno: it makes the pseudo-terminal its controlling terminal, in a
+    // session of its own, as a shell started in a terminal has one.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setsid() == -1 || libc::ioctl(slave, libc::TIOCSCTTY, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let started = Instant::now();
+    let run = crate::support::finish_within(command.spawn().unwrap(), Duration::from_secs(60));
+    // SAFETY: both descriptors were opened above and are closed once.
+    unsafe {
+        libc::close(slave);
+        libc::close(master);
+    }
+    run.assert_code(1);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the job stopped reading the terminal until its timeout: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        statuses(&report(&scratch, "r.jsonl")),
+        [(1, "failed".to_owned())]
+    );
+}
