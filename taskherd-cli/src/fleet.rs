@@ -21,7 +21,8 @@
 //! - Redis restarted without persistence forgets the limits with the leases. The pool then
 //!   admits nothing for a process that saw them set (`UnavailableError::is_forgotten`): jobs
 //!   wait, as while Redis is unreachable, instead of all starting at once in a pool without
-//!   limits. Once an admission or a limit read was refused so, or the pool's count of
+//!   limits. Once an admission, a limit read or a statistics read was refused so, or the
+//!   pool's count of
 //!   admissions went back, the run writes back the fleet's limits as it knows them where the
 //!   pool has none, then its own; once a renewal found this run's leases lost and one of the
 //!   limits it was given is missing, its own ([`Fleet::guard`]).
@@ -342,8 +343,13 @@ impl Fleet {
             let loss = match self.forgotten(&mut admitted, lost != seen).await {
                 Ok(_) if told => Loss::Certain,
                 Ok(loss) => loss,
-                // A limit read refused: Redis lost the limits this run saw set.
-                Err(error) if error.is_forgotten() => Loss::Certain,
+                // A read of the limits or statistics refused: Redis lost the limits this run
+                // saw set, and the count of admissions with them (it starts again from 0, and
+                // from there on the count going down is a new loss).
+                Err(error) if error.is_forgotten() => {
+                    admitted = 0;
+                    Loss::Certain
+                }
                 Err(error) => {
                     if told {
                         self.saw_forgotten();
@@ -412,7 +418,9 @@ impl Fleet {
     }
 
     /// Whether Redis forgot the pool since the last call, which saw `admitted` admissions
-    /// counted in it (updated).
+    /// counted in it (updated). Fails as forgotten ([`UnavailableError::is_forgotten`]) if
+    /// the pool's statistics or limits are refused so: a certain loss, whose count of
+    /// admissions starts again from 0 (see [`guard`](Self::guard)).
     ///
     /// - The count went down: forgotten (it never does otherwise: the total's statistics are
     ///   never reclaimed).

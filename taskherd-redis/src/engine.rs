@@ -1026,24 +1026,15 @@ impl Engine {
         Ok(())
     }
 
-    /// One `HGET` of a limit field (`t`, `d` or `g:<segment>`), with whether the pool's limits
-    /// were set (`cfg`, `lim`) in the same round trip (see
-    /// [`limits_read`](Self::limits_read)). The two reads are one
-    /// transaction (`MULTI`/`EXEC`): a pipeline alone lets another client's commands run
-    /// between them, so a `FLUSHALL` there read as "set" and then "no limit".
+    /// One limit field (`t`, `d` or `g:<segment>`) with whether the pool's limits were set
+    /// (`cfg`, `lim`), in one `limit.lua` call (see [`limits_read`](Self::limits_read)).
     pub(crate) async fn limit_field(&self, field: &str) -> Result<Option<usize>, Unavailable> {
+        let mut invocation = scripts::LIMIT.key(&self.prefix);
+        invocation.arg(field);
         let mut conn = self.conn.clone();
-        let mut read = redis::pipe();
-        read.atomic()
-            .cmd("EXISTS")
-            .arg(format!("{}cfg", self.prefix))
-            .arg(format!("{}lim", self.prefix))
-            .cmd("HGET")
-            .arg(format!("{}lim", self.prefix))
-            .arg(field);
-        let (set, value): (usize, Option<usize>) = caught(read.query_async(&mut conn)).await?;
-        self.limits_read(set > 0)?;
-        Ok(value)
+        let (set, value): (String, String) = caught(invocation.invoke_async(&mut conn)).await?;
+        self.limits_read(set == "1")?;
+        Ok(value.parse().ok())
     }
 
     pub(crate) fn lost_count(&self) -> u64 {

@@ -41,11 +41,11 @@ impl UnavailableError {
         matches!(self.kind, Kind::InvalidKey(_))
     }
 
-    /// Returns `true` if an admission (or a limit read) was refused because Redis has lost the
-    /// pool's data
-    /// (restarted without persistence, flushed, or failed over to a replica that lacked it)
-    /// since this process saw the pool's limits set: the limits are gone with it, and an
-    /// admission into a pool without them would exceed them (a whole fleet's queue at once).
+    /// Returns `true` if an admission (or a read of a limit or of statistics) was refused
+    /// because Redis has lost the pool's data (restarted without persistence, flushed, or
+    /// failed over to a replica that lacked it) since this process saw the pool's limits set:
+    /// the limits are gone with it, and an admission into a pool without them would exceed
+    /// them (a whole fleet's queue at once).
     /// Nothing is admitted by this process until the limits are set again
     /// ([`RedisPool::set_limits`](crate::RedisPool::set_limits) or the other setters, by any
     /// process of the fleet); see [Redis loses its data](crate#redis-loses-its-data).

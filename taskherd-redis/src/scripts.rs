@@ -30,6 +30,7 @@ script!(RENEW, "renew.lua");
 script!(REAP, "reap.lua");
 script!(POLL, "poll.lua");
 script!(LIMITS, "limits.lua");
+script!(LIMIT, "limit.lua");
 script!(STATS, "stats.lua");
 
 /// How many expired holders (and as many waiters) one script call reaps at most.

@@ -91,6 +91,46 @@ async fn pools_of_one_name_share_their_limits_and_others_do_not() {
     let _free = other.try_acquire(["db"]).await.unwrap();
 }
 
+/// Limit reads need nothing but scripts: a Redis user without the transaction commands
+/// (`-@transaction`, as an ACL may leave them out) reads them. (A first version read them in
+/// a `MULTI`/`EXEC`, refused there: the reads failed, and the client's panic on the refusal
+/// broke the shared connection in debug builds; found by a review.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_are_read_without_transactions() {
+    let server = Server::start();
+    let user = [
+        "ACL",
+        "SETUSER",
+        "notx",
+        "on",
+        ">pw",
+        "~*",
+        "&*",
+        "+@all",
+        "-@transaction",
+    ];
+    assert!(server.cmd(&user).unwrap().contains("OK"));
+    let url = format!("redis://notx:pw@127.0.0.1:{}/", server.port);
+    let pool: RedisPool<&'static str> = RedisPool::builder(&url, "notx")
+        .lease(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap();
+    pool.set_limits(taskherd::LimitChanges::new().max_tasks(3).limit("db", 1))
+        .await
+        .unwrap();
+    let (limit, max_tasks, default, len) = tokio::join!(
+        pool.limit(&"db"),
+        pool.max_tasks(),
+        pool.default_limit(),
+        pool.len()
+    );
+    assert_eq!(limit.unwrap(), Some(1));
+    assert_eq!(max_tasks.unwrap(), Some(3));
+    assert_eq!(default.unwrap(), None);
+    assert_eq!(len.unwrap(), 0);
+}
+
 /// Credentials never appear in `Debug`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_output_redacts_credentials() {

@@ -531,6 +531,34 @@ fn a_loss_of_redis_data_while_jobs_wait_is_seen() {
     );
 }
 
+/// After a loss in a pool that had admitted jobs, the run writes its limits again once, and
+/// says so once: the first check finds the loss (the pool's statistics fail as forgotten),
+/// and the count of admissions it compares with starts again from the pool's. (It kept the
+/// count from before the loss: the next check found the count gone down and wrote the limits
+/// a second time, which could undo a change another run made in between; found by a review.)
+#[test]
+fn a_loss_of_redis_data_is_said_and_mended_once() {
+    let jobs = format!("{}{}", "a :: true\n".repeat(6), "a :: sleep 1\n".repeat(4));
+    let (server, url, scratch) = server_with_jobs(&jobs);
+    let child = leased_run(&scratch, &url, ("3s", "1s"), &["-j", "1", "-l", "a=1"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while read_pool(&server, async |pool| {
+        pool.total_stats().await.unwrap().admitted
+    }) < 7
+    {
+        assert!(Instant::now() < deadline, "the jobs did not run");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.cmd(&["FLUSHALL"]).unwrap();
+    let finished = finish_within(child, Duration::from_secs(60));
+    assert_eq!(
+        finished.stderr.matches("Redis forgot").count(),
+        1,
+        "{}",
+        finished.stderr
+    );
+}
+
 /// Starts a run of `jobs.txt` on the pool at `url` with leases of `lease`, `--kill-grace`
 /// `grace` (at most half the lease), and `args`.
 fn leased_run(

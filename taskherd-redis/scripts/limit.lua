@@ -1,0 +1,13 @@
+-- limit.lua: one limit field, with whether the pool's limits are set, in one atomic read.
+--
+-- KEYS[1]  the pool's prefix `taskherd:{<pool>}:` (every key is derived from it; see lib.lua)
+-- ARGV[1]  the field of `lim`: `t` (the total), `d` (the default) or `g:<segment>`
+--
+-- Returns a list of two strings: `1` if the pool's limits are set (`cfg` or `lim` exists),
+-- else `0`; then the limit as stored, or `` for none. (A script rather than a pipeline, which
+-- another client's commands could split, or `MULTI`/`EXEC`, which a Redis user may not be
+-- allowed to run.)
+
+local set = redis.call('EXISTS', K_CFG, K_LIM) > 0 and '1' or '0'
+local limit = redis.call('HGET', K_LIM, ARGV[1])
+return { set, limit or '' }
