@@ -98,7 +98,14 @@ pub struct RunArgs {
     pub max_jobs: Option<usize>,
 
     /// Limit for one group (repeatable).
-    #[arg(short = 'l', long = "limit", value_name = "GROUP=N", value_parser = parse_limit_arg)]
+    // A group name may start with `-` (`-l -cache=2`).
+    #[arg(
+        short = 'l',
+        long = "limit",
+        value_name = "GROUP=N",
+        value_parser = parse_limit_arg,
+        allow_hyphen_values = true
+    )]
     pub limits: Vec<(Group, usize)>,
 
     /// Limit for every group without its own --limit.

@@ -170,3 +170,27 @@ fn a_job_waiting_for_a_full_group_does_not_hold_a_max_jobs_slot() {
         time(1, "end")
     );
 }
+
+/// A group name may start with `-`, and `-l` takes it: `-l -cache=1` was refused as an unknown
+/// option (only `-l=-cache=1` worked; found by a review). A following option is still not
+/// taken for a limit.
+#[test]
+fn a_limit_for_a_group_whose_name_starts_with_a_dash() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "jobs.txt",
+        "-cache :: echo 1 >> ran\n-cache :: echo 2 >> ran\n",
+    );
+    scratch
+        .run(&["run", "-l", "-cache=1", "--dry-run", "jobs.txt"])
+        .assert_code(0)
+        .assert_stdout_contains("\n-cache      2      1\n");
+    scratch
+        .run(&["run", "--limit", "-cache=1", "jobs.txt"])
+        .assert_code(0);
+    assert_eq!(scratch.read("ran").lines().count(), 2);
+    scratch
+        .run(&["run", "-l", "--dry-run", "jobs.txt"])
+        .assert_code(2)
+        .assert_stderr_contains("expected GROUP=N, found \"--dry-run\"");
+}
