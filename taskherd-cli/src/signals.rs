@@ -28,26 +28,25 @@ pub enum Event {
     Terminate,
 }
 
-/// Makes the jobs started from now on unable to stop themselves by using the terminal:
-/// taskherd ignores SIGTTIN and SIGTTOU, and the jobs inherit that. Each job runs in a process
-/// group of its own, in the background of taskherd's terminal if it has one, where reading the
-/// terminal (`ssh` asking about a host key, `sudo` or `git` asking for a password), or
-/// changing its settings (turning echo off for a password), stopped the job until it was
-/// continued: silently, until its timeout, or forever. With the signals ignored, the read
-/// fails at once (EIO) as it would without a terminal, and the job can report it. A process
-/// of the job may still take the signals back (a shell cannot: it keeps the signals it was
-/// started with ignored). Called once the job file has been read (a job file typed at the
-/// terminal is read whole before the run, never streamed), so taskherd itself reads nothing
-/// from the terminal afterwards; its progress display goes on if it is put in the background
-/// of a terminal set to stop background writers (`stty tostop`).
+/// Makes a job that reads the terminal fail at once instead of stopping: taskherd ignores
+/// SIGTTIN, and the jobs inherit that. Each job runs in a process group of its own, in the
+/// background of taskherd's terminal if it has one, where reading the terminal (`read x <
+/// /dev/tty`, git asking for a user name) stopped the job until it was continued: silently,
+/// until its timeout, or forever. With SIGTTIN ignored, the read fails (EIO) as it would
+/// without a terminal. SIGTTOU is left alone: ignored, it would let a job change the
+/// terminal's settings (`stty -echo`, a password prompt turning echo off) and take its
+/// foreground from taskherd, and OpenSSH's prompt, which sends itself the signal it caught
+/// again, spun writing its prompt, leaving the terminal without echo (found by a review).
+/// Such a job stops as before, and ends on its timeout's SIGTERM (see [`end_signal`]).
+/// Called once the job file has been read (a job file typed at the terminal is read whole
+/// before the run, never streamed), so taskherd itself reads nothing from the terminal
+/// afterwards.
 #[allow(unsafe_code)]
 pub fn keep_jobs_off_the_terminal() {
-    for signal in [libc::SIGTTIN, libc::SIGTTOU] {
-        // SAFETY: setting a signal's disposition to SIG_IGN installs no handler and touches
-        // no memory; it can only fail for an invalid signal number, which these are not.
-        unsafe {
-            libc::signal(signal, libc::SIG_IGN);
-        }
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler and touches no
+    // memory; it can only fail for an invalid signal number, which this is not.
+    unsafe {
+        libc::signal(libc::SIGTTIN, libc::SIG_IGN);
     }
 }
 

@@ -139,18 +139,13 @@ fn jobs_wait_for_open_files_instead_of_failing() {
     }
 }
 
-/// A job that reads the terminal (`ssh` asking about a host key, `sudo` or `git` asking for a
-/// password): taskherd run from a terminal (a pseudo-terminal here) runs each job in a process
-/// group of its own, in the terminal's background, where reading it stopped the job (SIGTTIN)
-/// silently until its timeout (20 s here), or forever without one. The read now fails at
-/// once, as without a terminal, and the job with it. Found by a review.
-#[test]
+/// Runs `taskherd` with `args` in `scratch` with a pseudo-terminal as its controlling
+/// terminal, in a session of its own, as a shell started in a terminal runs it; returns how
+/// it finished, how long it took, and whether the terminal still echoes afterwards.
 #[allow(unsafe_code)]
-fn a_job_reading_the_terminal_fails_at_once_instead_of_stopping() {
+fn run_on_a_terminal(scratch: &Scratch, args: &[&str]) -> (Finished, Duration, bool) {
     use std::os::unix::process::CommandExt;
 
-    let scratch = Scratch::new();
-    scratch.write("jobs.txt", "read x < /dev/tty\n");
     let (mut master, mut slave) = (-1, -1);
     // SAFETY: openpty writes the two descriptors it opens into the two integers given; the
     // other arguments may be null.
@@ -164,11 +159,9 @@ fn a_job_reading_the_terminal_fails_at_once_instead_of_stopping() {
         )
     };
     assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
-    let mut command =
-        scratch.command(&["run", "--timeout", "20s", "--report", "r.jsonl", "jobs.txt"]);
+    let mut command = scratch.command(args);
     // SAFETY: between fork and exec the child calls only async-signal-safe functions (setsid,
-    // ioctl) and reads errno: it makes the pseudo-terminal its controlling terminal, in a
-    // session of its own, as a shell started in a terminal has one.
+    // ioctl) and reads errno: it makes the pseudo-terminal its controlling terminal.
     unsafe {
         command.pre_exec(move || {
             if libc::setsid() == -1 || libc::ioctl(slave, libc::TIOCSCTTY, 0) == -1 {
@@ -179,19 +172,59 @@ fn a_job_reading_the_terminal_fails_at_once_instead_of_stopping() {
     }
     let started = Instant::now();
     let run = crate::support::finish_within(command.spawn().unwrap(), Duration::from_secs(60));
+    let took = started.elapsed();
+    // SAFETY: termios is plain data; tcgetattr fills it from the open descriptor `slave`.
+    let echoes = unsafe {
+        let mut settings: libc::termios = std::mem::zeroed();
+        assert_eq!(libc::tcgetattr(slave, &raw mut settings), 0);
+        settings.c_lflag & libc::ECHO != 0
+    };
     // SAFETY: both descriptors were opened above and are closed once.
     unsafe {
         libc::close(slave);
         libc::close(master);
     }
+    (run, took, echoes)
+}
+
+/// A job that reads the terminal (`read x < /dev/tty`, `git` asking for a user name):
+/// taskherd run from a terminal runs each job in a process group of its own, in the
+/// terminal's background, where reading it stopped the job (SIGTTIN) silently until its
+/// timeout (20 s here), or forever without one. The read now fails at once, as without a
+/// terminal, and the job with it. Found by a review.
+#[test]
+fn a_job_reading_the_terminal_fails_at_once_instead_of_stopping() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "read x < /dev/tty\n");
+    let args = ["run", "--timeout", "20s", "--report", "r.jsonl", "jobs.txt"];
+    let (run, took, echoes) = run_on_a_terminal(&scratch, &args);
     run.assert_code(1);
     assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "the job stopped reading the terminal until its timeout: {:?}",
-        started.elapsed()
+        took < Duration::from_secs(15),
+        "the job stopped reading the terminal until its timeout: {took:?}"
     );
     assert_eq!(
         statuses(&report(&scratch, "r.jsonl")),
         [(1, "failed".to_owned())]
+    );
+    assert!(echoes);
+}
+
+/// A job cannot change the settings of taskherd's terminal (here turn its echo off, as a
+/// password prompt does): it is stopped (SIGTTOU) until its timeout ends it, and the terminal
+/// is left as it was. (A first version of the test above ignored SIGTTOU too: the job turned
+/// the echo off for good, and OpenSSH's prompt spun; found by a review.)
+#[test]
+fn a_job_cannot_change_the_terminals_settings() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "stty -echo < /dev/tty\n");
+    let args = ["run", "--timeout", "1s", "--report", "r.jsonl", "jobs.txt"];
+    let (run, took, echoes) = run_on_a_terminal(&scratch, &args);
+    run.assert_code(1);
+    assert!(echoes, "a job turned the terminal's echo off");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    assert_eq!(
+        statuses(&report(&scratch, "r.jsonl")),
+        [(1, "timed_out".to_owned())]
     );
 }
