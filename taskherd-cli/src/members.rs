@@ -63,6 +63,39 @@ impl Members {
     }
 }
 
+/// The process groups among `pgids` that have a stopped member (state `T`: stopped by
+/// SIGSTOP, SIGTSTP, SIGTTIN or SIGTTOU), read from `/proc` in one pass; none when `/proc`
+/// cannot tell (not Linux, another PID namespace). Blocking file reads: call it off the async
+/// runtime's threads.
+pub fn stopped(pgids: &[i32]) -> Vec<i32> {
+    let mut found = Vec::new();
+    if !cfg!(target_os = "linux") || pgids.is_empty() || !own_namespace() {
+        return found;
+    }
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for process in processes.flatten() {
+        let name = process.file_name();
+        if !name
+            .to_str()
+            .is_some_and(|name| name.bytes().all(|b| b.is_ascii_digit()))
+        {
+            continue;
+        }
+        let Ok(stat) = std::fs::read(process.path().join("stat")) else {
+            continue;
+        };
+        if let Some((b'T', pgrp, _)) = parse(&stat)
+            && pgids.contains(&pgrp)
+            && !found.contains(&pgrp)
+        {
+            found.push(pgrp);
+        }
+    }
+    found
+}
+
 /// Whether `/proc` shows this process's PID namespace.
 fn own_namespace() -> bool {
     std::fs::read_link("/proc/self")
@@ -218,5 +251,34 @@ mod tests {
         child.wait().unwrap();
         assert_eq!(members.any_live(), Some(false));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A group with a stopped member is found stopped, and no longer once it is continued;
+    /// groups not asked about are not.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_stopped_group_is_found() {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = i32::try_from(child.id()).unwrap();
+        let until = |stopped: bool| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while super::stopped(&[pgid, 1]) != if stopped { vec![pgid] } else { vec![] } {
+                assert!(std::time::Instant::now() < deadline, "stopped: {stopped}");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        };
+        until(false);
+        crate::signals::killpg(pgid, libc::SIGSTOP).unwrap();
+        until(true);
+        assert_eq!(super::stopped(&[]), Vec::<i32>::new());
+        crate::signals::killpg(pgid, libc::SIGCONT).unwrap();
+        until(false);
+        crate::signals::killpg(pgid, libc::SIGKILL).unwrap();
+        child.wait().unwrap();
     }
 }

@@ -326,6 +326,38 @@ impl Shared {
     }
 }
 
+/// How often the run looks for stopped jobs ([`watch_stopped`]).
+const STOPPED_CHECK: Duration = Duration::from_secs(2);
+
+/// Says once for each job found stopped: a job that uses the terminal, which belongs to
+/// taskherd (a password prompt turning echo off, `stty`), is stopped by the system (SIGTTOU;
+/// see `signals::keep_jobs_off_the_terminal`), and would hold its slots silently until it is
+/// continued or ended. Runs until aborted at the end of the run.
+async fn watch_stopped(shared: Arc<Shared>) {
+    let mut checks =
+        tokio::time::interval_at(tokio::time::Instant::now() + STOPPED_CHECK, STOPPED_CHECK);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        checks.tick().await;
+        let pgids = shared.groups.pgids();
+        if pgids.is_empty() {
+            continue;
+        }
+        let Ok(stopped) =
+            tokio::task::spawn_blocking(move || crate::members::stopped(&pgids)).await
+        else {
+            continue;
+        };
+        for line in shared.groups.newly_stopped(&stopped) {
+            shared.notice_now(format!(
+                "warning: line {line} is stopped: a job cannot use the terminal (a password \
+                 prompt, stty); it holds its slots until it is ended (--timeout, Ctrl-C \
+                 twice) or continued (kill -CONT)"
+            ));
+        }
+    }
+}
+
 /// How often the run checks whether it is held back by limits of 0 ([`HeldBack`]).
 const STALL_CHECK: Duration = Duration::from_secs(1);
 
@@ -458,6 +490,7 @@ pub async fn run(
         .groups
         .orphans()
         .map(|orphans| tokio::spawn(orphans.sweep()));
+    let stopped_watch = tokio::spawn(watch_stopped(Arc::clone(&shared)));
     let mut submitter = tokio::spawn(submit(Arc::clone(&shared), input));
     let mut submitted = false;
 
@@ -581,6 +614,7 @@ pub async fn run(
     if let Some(sweeper) = sweeper {
         sweeper.abort();
     }
+    stopped_watch.abort();
     shared.notices.close();
     Finished {
         counts: shared.tally.snapshot(),
@@ -1260,7 +1294,7 @@ fn start(shared: &Shared, job: &Job, index: usize, number: usize) -> Result<Star
         NotRun::from_io(format!("cannot start {}: {error}", shell.display()), &error)
     })?;
     match child.id() {
-        Some(pid) => shared.groups.insert(index, pid),
+        Some(pid) => shared.groups.insert(index, job.line, pid),
         None => debug_assert!(false, "a child just spawned has no pid"),
     }
     drop(stop);

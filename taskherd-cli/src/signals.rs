@@ -94,6 +94,10 @@ pub struct Groups {
 #[derive(Debug)]
 struct Entry {
     pgid: i32,
+    /// The job's line in the job file.
+    line: usize,
+    /// The run said the job was found stopped ([`Groups::newly_stopped`]).
+    stop_said: bool,
     /// When taskherd last sent it a signal, if it did.
     signalled: Option<std::time::Instant>,
     /// When taskherd first sent it SIGTERM, if it did.
@@ -141,6 +145,26 @@ impl Groups {
         self.orphans
     }
 
+    /// The process groups of the running jobs.
+    pub fn pgids(&self) -> Vec<i32> {
+        self.lock().values().map(|entry| entry.pgid).collect()
+    }
+
+    /// The lines of the jobs whose groups are among `stopped` (see
+    /// [`members::stopped`](crate::members::stopped)), not said yet, and not being ended by
+    /// taskherd (a group it sent SIGTERM to is continued, to act on it): each is said once.
+    pub fn newly_stopped(&self, stopped: &[i32]) -> Vec<usize> {
+        let mut lines = Vec::new();
+        for entry in self.lock().values_mut() {
+            if !entry.stop_said && entry.terminated.is_none() && stopped.contains(&entry.pgid) {
+                entry.stop_said = true;
+                lines.push(entry.line);
+            }
+        }
+        lines.sort_unstable();
+        lines
+    }
+
     /// Reaps the orphans that ended, if taskherd adopts them.
     fn reap_orphans(&self) {
         if let Some(orphans) = self.orphans {
@@ -148,8 +172,8 @@ impl Groups {
         }
     }
 
-    /// A job's process started as the leader of process group `pgid`.
-    pub fn insert(&self, index: usize, pgid: u32) {
+    /// A job's process (of line `line`) started as the leader of process group `pgid`.
+    pub fn insert(&self, index: usize, line: usize, pgid: u32) {
         let Ok(pgid) = i32::try_from(pgid) else {
             debug_assert!(false, "a pid that does not fit a pid_t: {pgid}");
             return;
@@ -158,6 +182,8 @@ impl Groups {
             index,
             Entry {
                 pgid,
+                line,
+                stop_said: false,
                 signalled: None,
                 terminated: None,
                 by_the_run: false,
@@ -347,8 +373,8 @@ mod tests {
         ended.wait().unwrap();
         let mut running = spawn("sleep 30");
         let groups = Groups::new(None);
-        groups.insert(0, ended.id());
-        groups.insert(1, running.id());
+        groups.insert(0, 1, ended.id());
+        groups.insert(1, 2, running.id());
         assert_eq!(groups.signal_all(libc::SIGKILL), 1);
         assert!(!groups.signal(0, libc::SIGKILL));
         running.wait().unwrap();
@@ -384,7 +410,7 @@ mod tests {
             .spawn()
             .unwrap();
         let groups = Groups::default();
-        groups.insert(7, child.id());
+        groups.insert(7, 8, child.id());
         assert_eq!(groups.len(), 1);
         assert_eq!(groups.signal_all(libc::SIGKILL), 1);
         let status = child.wait().unwrap();

@@ -140,10 +140,15 @@ fn jobs_wait_for_open_files_instead_of_failing() {
 }
 
 /// Runs `taskherd` with `args` in `scratch` with a pseudo-terminal as its controlling
-/// terminal, in a session of its own, as a shell started in a terminal runs it; returns how
-/// it finished, how long it took, and whether the terminal still echoes afterwards.
+/// terminal, in a session of its own, as a shell started in a terminal runs it, its standard
+/// error in `stderr.txt`; `during` is given its pid while it runs. Returns how it finished,
+/// how long it took, and whether the terminal still echoes afterwards.
 #[allow(unsafe_code)]
-fn run_on_a_terminal(scratch: &Scratch, args: &[&str]) -> (Finished, Duration, bool) {
+fn run_on_a_terminal(
+    scratch: &Scratch,
+    args: &[&str],
+    during: impl FnOnce(u32),
+) -> (Finished, Duration, bool) {
     use std::os::unix::process::CommandExt;
 
     let (mut master, mut slave) = (-1, -1);
@@ -160,6 +165,7 @@ fn run_on_a_terminal(scratch: &Scratch, args: &[&str]) -> (Finished, Duration, b
     };
     assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
     let mut command = scratch.command(args);
+    command.stderr(std::fs::File::create(scratch.path("stderr.txt")).unwrap());
     // SAFETY: between fork and exec the child calls only async-signal-safe functions (setsid,
     // ioctl) and reads errno: it makes the pseudo-terminal its controlling terminal.
     unsafe {
@@ -171,7 +177,11 @@ fn run_on_a_terminal(scratch: &Scratch, args: &[&str]) -> (Finished, Duration, b
         });
     }
     let started = Instant::now();
-    let run = crate::support::finish_within(command.spawn().unwrap(), Duration::from_secs(60));
+    let child = command.spawn().unwrap();
+    let taskherd = crate::support::KillOnDrop(child.id());
+    during(child.id());
+    let run = crate::support::finish_within(child, Duration::from_secs(60));
+    std::mem::forget(taskherd);
     let took = started.elapsed();
     // SAFETY: termios is plain data; tcgetattr fills it from the open descriptor `slave`.
     let echoes = unsafe {
@@ -197,7 +207,7 @@ fn a_job_reading_the_terminal_fails_at_once_instead_of_stopping() {
     let scratch = Scratch::new();
     scratch.write("jobs.txt", "read x < /dev/tty\n");
     let args = ["run", "--timeout", "20s", "--report", "r.jsonl", "jobs.txt"];
-    let (run, took, echoes) = run_on_a_terminal(&scratch, &args);
+    let (run, took, echoes) = run_on_a_terminal(&scratch, &args, |_| ());
     run.assert_code(1);
     assert!(
         took < Duration::from_secs(15),
@@ -219,12 +229,40 @@ fn a_job_cannot_change_the_terminals_settings() {
     let scratch = Scratch::new();
     scratch.write("jobs.txt", "stty -echo < /dev/tty\n");
     let args = ["run", "--timeout", "1s", "--report", "r.jsonl", "jobs.txt"];
-    let (run, took, echoes) = run_on_a_terminal(&scratch, &args);
+    let (run, took, echoes) = run_on_a_terminal(&scratch, &args, |_| ());
     run.assert_code(1);
     assert!(echoes, "a job turned the terminal's echo off");
     assert!(took < Duration::from_secs(15), "{took:?}");
     assert_eq!(
         statuses(&report(&scratch, "r.jsonl")),
         [(1, "timed_out".to_owned())]
+    );
+}
+
+/// A job stopped for using the terminal (or by anyone) is said, once: without a timeout it
+/// would hold its slots silently for ever. Ended with the run (SIGTERM to taskherd), it goes.
+#[test]
+fn a_stopped_job_is_said() {
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "stty -echo < /dev/tty\n");
+    let args = ["run", "--report", "r.jsonl", "jobs.txt"];
+    let said = "warning: line 1 is stopped: a job cannot use the terminal";
+    let (run, _, echoes) = run_on_a_terminal(&scratch, &args, |taskherd| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(scratch.path("stderr.txt"))
+            .unwrap()
+            .contains(said)
+        {
+            assert!(Instant::now() < deadline, "the stopped job was not said");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        send_signal(taskherd, "TERM");
+    });
+    run.assert_code(1);
+    assert!(echoes);
+    assert_eq!(scratch.read("stderr.txt").matches(said).count(), 1);
+    assert_eq!(
+        statuses(&report(&scratch, "r.jsonl")),
+        [(1, "killed".to_owned())]
     );
 }
