@@ -64,9 +64,10 @@ impl Members {
 }
 
 /// The process groups among `pgids` that have a stopped member (state `T`: stopped by
-/// SIGSTOP, SIGTSTP, SIGTTIN or SIGTTOU), read from `/proc` in one pass; none when `/proc`
-/// cannot tell (not Linux, another PID namespace). Blocking file reads: call it off the async
-/// runtime's threads.
+/// SIGSTOP, SIGTSTP, SIGTTIN or SIGTTOU; not `t`, stopped by a debugger), read from `/proc` in
+/// one pass; none when `/proc` cannot tell (not Linux, another PID namespace; a process hidden
+/// by `hidepid` is not seen). Blocking file reads (milliseconds per thousand processes of the
+/// machine): call it off the async runtime's threads, and not too often.
 pub fn stopped(pgids: &[i32]) -> Vec<i32> {
     let mut found = Vec::new();
     if !cfg!(target_os = "linux") || pgids.is_empty() || !own_namespace() {
@@ -86,14 +87,37 @@ pub fn stopped(pgids: &[i32]) -> Vec<i32> {
         let Ok(stat) = std::fs::read(process.path().join("stat")) else {
             continue;
         };
-        if let Some((b'T', pgrp, _)) = parse(&stat)
-            && pgids.contains(&pgrp)
-            && !found.contains(&pgrp)
-        {
+        let Some((state, pgrp, threads)) = parse(&stat) else {
+            continue;
+        };
+        if !pgids.contains(&pgrp) || found.contains(&pgrp) {
+            continue;
+        }
+        // A leader that exited while its other threads run reads as a zombie: its threads
+        // tell (see `look`).
+        let is_stopped = match state {
+            b'T' => true,
+            b'Z' if threads > 1 => any_thread_stopped(&process.path()),
+            _ => false,
+        };
+        if is_stopped {
             found.push(pgrp);
         }
     }
     found
+}
+
+/// Whether a thread of the process at `/proc/PID` is stopped.
+fn any_thread_stopped(process: &std::path::Path) -> bool {
+    let Ok(threads) = std::fs::read_dir(process.join("task")) else {
+        return false;
+    };
+    threads.flatten().any(|thread| {
+        std::fs::read(thread.path().join("stat"))
+            .ok()
+            .and_then(|stat| parse(&stat))
+            .is_some_and(|(state, ..)| state == b'T')
+    })
 }
 
 /// Whether `/proc` shows this process's PID namespace.
@@ -202,6 +226,13 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let live = Members::new(pgid).any_live();
+        // Stopped, its threads tell (its own stat line still reads `Z`; found by a review).
+        let not_stopped = stopped(&[pgid]);
+        crate::signals::killpg(pgid, libc::SIGSTOP).unwrap();
+        while stopped(&[pgid]).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let found_stopped = stopped(&[pgid]);
         crate::signals::killpg(pgid, libc::SIGKILL).unwrap();
         child.wait().unwrap();
         assert_eq!(
@@ -209,6 +240,8 @@ mod tests {
             Some(true),
             "a process whose threads run counted as ended"
         );
+        assert_eq!(not_stopped, Vec::<i32>::new());
+        assert_eq!(found_stopped, [pgid], "a stopped thread was not found");
     }
 
     /// A group whose only process has ended but is not reaped (a zombie) has no live

@@ -326,19 +326,24 @@ impl Shared {
     }
 }
 
-/// How often the run looks for stopped jobs ([`watch_stopped`]).
+/// How long after the run starts it first looks for stopped jobs ([`watch_stopped`]); the
+/// wait doubles after each look, up to [`STOPPED_CHECK_MAX`].
 const STOPPED_CHECK: Duration = Duration::from_secs(2);
 
-/// Says once for each job found stopped: a job that uses the terminal, which belongs to
-/// taskherd (a password prompt turning echo off, `stty`), is stopped by the system (SIGTTOU;
-/// see `signals::keep_jobs_off_the_terminal`), and would hold its slots silently until it is
-/// continued or ended. Runs until aborted at the end of the run.
+/// The longest wait between two looks for stopped jobs: a look reads all of `/proc` (tens of
+/// milliseconds with thousands of processes on the machine).
+const STOPPED_CHECK_MAX: Duration = Duration::from_secs(32);
+
+/// Says once for each job (each attempt) found with a stopped process: it would hold its
+/// slots silently until it is continued or ended. A job that uses the terminal, which belongs
+/// to taskherd (a password prompt turning echo off, `stty`), is stopped so by the system
+/// (SIGTTOU; see `signals::keep_jobs_off_the_terminal`); so is one sent SIGSTOP. Runs until
+/// aborted at the end of the run.
 async fn watch_stopped(shared: Arc<Shared>) {
-    let mut checks =
-        tokio::time::interval_at(tokio::time::Instant::now() + STOPPED_CHECK, STOPPED_CHECK);
-    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut wait = STOPPED_CHECK;
     loop {
-        checks.tick().await;
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(STOPPED_CHECK_MAX);
         let pgids = shared.groups.pgids();
         if pgids.is_empty() {
             continue;
@@ -350,9 +355,9 @@ async fn watch_stopped(shared: Arc<Shared>) {
         };
         for line in shared.groups.newly_stopped(&stopped) {
             shared.notice_now(format!(
-                "warning: line {line} is stopped: a job cannot use the terminal (a password \
-                 prompt, stty); it holds its slots until it is ended (--timeout, Ctrl-C \
-                 twice) or continued (kill -CONT)"
+                "warning: line {line} has a stopped process (SIGSTOP, or it used the \
+                 terminal, which jobs cannot: a password prompt, stty); it holds its slots \
+                 until it is continued (kill -CONT) or ended (--timeout, Ctrl-C twice)"
             ));
         }
     }

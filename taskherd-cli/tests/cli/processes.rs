@@ -246,7 +246,7 @@ fn a_stopped_job_is_said() {
     let scratch = Scratch::new();
     scratch.write("jobs.txt", "stty -echo < /dev/tty\n");
     let args = ["run", "--report", "r.jsonl", "jobs.txt"];
-    let said = "warning: line 1 is stopped: a job cannot use the terminal";
+    let said = "warning: line 1 has a stopped process (SIGSTOP, or it used the terminal";
     let (run, _, echoes) = run_on_a_terminal(&scratch, &args, |taskherd| {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !std::fs::read_to_string(scratch.path("stderr.txt"))

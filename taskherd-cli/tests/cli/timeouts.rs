@@ -520,8 +520,8 @@ fn a_job_that_ended_in_time_loses_no_output_to_a_slow_reader() {
     );
 }
 
-/// A stopped job (here it stops itself; reading the terminal from a job's own process group
-/// stops it the same way, SIGTTIN) does not act on SIGTERM until it is continued: it got
+/// A stopped job (here it stops itself; changing the terminal's settings from a job's own
+/// process group stops it the same way, SIGTTOU) does not act on SIGTERM until it is continued: it got
 /// SIGKILL a whole grace period later (20 s here). taskherd sends SIGCONT after SIGTERM, as
 /// coreutils' `timeout` does, for a timeout and when the run is terminated. Found by a review.
 #[test]
