@@ -388,6 +388,10 @@ impl Fleet {
             };
             if written.is_ok() {
                 seen = lost;
+                // A refusal as forgotten that came while the limits were written back was
+                // about the loss just mended (a loss since then, the next check finds itself:
+                // the pool's statistics fail as forgotten): the limits are not written twice.
+                self.told_forgotten.store(false, Ordering::Release);
                 notice(
                     "Redis forgot this run's leases or limits (restarted without its data?): \
                      this run's limits are written to the pool again"

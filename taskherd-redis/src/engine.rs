@@ -1034,7 +1034,14 @@ impl Engine {
         let mut conn = self.conn.clone();
         let (set, value): (String, String) = caught(invocation.invoke_async(&mut conn)).await?;
         self.limits_read(set == "1")?;
-        Ok(value.parse().ok())
+        if value.is_empty() {
+            return Ok(None);
+        }
+        // A value that is not a number (written by something else) is no "no limit" either.
+        value
+            .parse()
+            .map(Some)
+            .map_err(|_| Unavailable::lost("a stored limit is not a number"))
     }
 
     pub(crate) fn lost_count(&self) -> u64 {
@@ -1627,9 +1634,10 @@ async fn reaper(engine: Weak<Engine>) {
 }
 
 /// Wakes this process's granted waiters: `BLPOP n:<process>` on its own connection, and every
-/// second, one `poll.lua` call for every local waiter queued: a notification can be lost (the
-/// connection dropped after Redis popped it), and a process that keeps being notified for
-/// other waiters must still find that grant.
+/// second, one `poll.lua` call for every local waiter queued (one call per waiter after an
+/// error Redis will repeat, which one waiter's record can cause): a notification can be lost
+/// (the connection dropped after Redis popped it), and a process that keeps being notified
+/// for other waiters must still find that grant.
 async fn notifier(engine: Weak<Engine>, mut conn: ConnectionManager) {
     let list = match engine.upgrade() {
         Some(engine) => format!("{}n:{}", engine.prefix, engine.process),

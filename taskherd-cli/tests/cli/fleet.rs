@@ -538,7 +538,7 @@ fn a_loss_of_redis_data_while_jobs_wait_is_seen() {
 /// a second time, which could undo a change another run made in between; found by a review.)
 #[test]
 fn a_loss_of_redis_data_is_said_and_mended_once() {
-    let jobs = format!("{}{}", "a :: true\n".repeat(6), "a :: sleep 1\n".repeat(4));
+    let jobs = format!("{}{}", "a :: true\n".repeat(6), "a :: sleep 2\n".repeat(3));
     let (server, url, scratch) = server_with_jobs(&jobs);
     let child = leased_run(&scratch, &url, ("3s", "1s"), &["-j", "1", "-l", "a=1"]);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -549,6 +549,10 @@ fn a_loss_of_redis_data_is_said_and_mended_once() {
         assert!(Instant::now() < deadline, "the jobs did not run");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The run's check (every second) has seen the count of 7 before the loss: the count it
+    // compares with is then one the pool has lost. (Without this wait the test mostly
+    // passed with the fix undone; found by a review.)
+    std::thread::sleep(Duration::from_millis(1500));
     server.cmd(&["FLUSHALL"]).unwrap();
     let finished = finish_within(child, Duration::from_secs(60));
     assert_eq!(

@@ -164,6 +164,15 @@ fn run_on_a_terminal(
         )
     };
     assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+    // Not inherited by processes other tests start meanwhile (`TIOCSCTTY` below runs before
+    // the exec).
+    for fd in [master, slave] {
+        // SAFETY: fcntl on a descriptor opened above sets its close-on-exec flag.
+        assert_eq!(
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) },
+            0
+        );
+    }
     let mut command = scratch.command(args);
     command.stderr(std::fs::File::create(scratch.path("stderr.txt")).unwrap());
     // SAFETY: between fork and exec the child calls only async-signal-safe functions (setsid,
