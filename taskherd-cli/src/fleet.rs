@@ -182,7 +182,8 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 #[derive(Default)]
 struct Known {
     limits: std::sync::Mutex<Limits>,
-    /// Bumped and compared under `limits`' lock.
+    /// Bumped and compared under `limits`' lock (read without it when a read begins: a value
+    /// older than the last write only makes that read be discarded).
     writes: AtomicU64,
 }
 
@@ -203,7 +204,6 @@ impl Known {
 
     /// To be called before a read of Redis is sent: what [`read`](Self::read) is given.
     fn read_begins(&self) -> u64 {
-        let _limits = self.lock();
         self.writes.load(Ordering::Relaxed)
     }
 

@@ -44,16 +44,7 @@ impl Members {
         if !own_namespace() {
             return None;
         }
-        let processes = std::fs::read_dir("/proc").ok()?;
-        for process in processes.flatten() {
-            let name = process.file_name();
-            let Some(pid) = name
-                .to_str()
-                .and_then(|name| name.parse::<i32>().ok())
-                .filter(|&pid| pid > 0)
-            else {
-                continue;
-            };
+        for pid in pids()? {
             // Unreadable for another reason than its end: counted, to be safe.
             if look(pid, pgid).unwrap_or(true) {
                 self.known.push(pid);
@@ -73,18 +64,12 @@ pub fn stopped(pgids: &[i32]) -> Vec<i32> {
     if !cfg!(target_os = "linux") || pgids.is_empty() || !own_namespace() {
         return found;
     }
-    let Ok(processes) = std::fs::read_dir("/proc") else {
+    let Some(pids) = pids() else {
         return found;
     };
-    for process in processes.flatten() {
-        let name = process.file_name();
-        if !name
-            .to_str()
-            .is_some_and(|name| name.bytes().all(|b| b.is_ascii_digit()))
-        {
-            continue;
-        }
-        let Ok(stat) = std::fs::read(process.path().join("stat")) else {
+    for pid in pids {
+        let process = std::path::PathBuf::from(format!("/proc/{pid}"));
+        let Ok(stat) = std::fs::read(process.join("stat")) else {
             continue;
         };
         let Some((state, pgrp, threads)) = parse(&stat) else {
@@ -97,7 +82,7 @@ pub fn stopped(pgids: &[i32]) -> Vec<i32> {
         // tell (see `look`).
         let is_stopped = match state {
             b'T' => true,
-            b'Z' if threads > 1 => any_thread_stopped(&process.path()),
+            b'Z' if threads > 1 => any_thread_stopped(&process),
             _ => false,
         };
         if is_stopped {
@@ -105,6 +90,18 @@ pub fn stopped(pgids: &[i32]) -> Vec<i32> {
         }
     }
     found
+}
+
+/// The pids in `/proc`, or `None` if it cannot be read.
+fn pids() -> Option<impl Iterator<Item = i32>> {
+    let processes = std::fs::read_dir("/proc").ok()?;
+    Some(processes.flatten().filter_map(|process| {
+        process
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<i32>().ok())
+            .filter(|&pid| pid > 0)
+    }))
 }
 
 /// Whether a thread of the process at `/proc/PID` is stopped.

@@ -306,8 +306,8 @@ impl Groups {
 /// Sends `signal` to the processes of job group `pgid` to end them, then SIGCONT (as
 /// coreutils' `timeout` does): a stopped process (`kill -STOP`, or SIGTTOU from changing the
 /// settings of the terminal, which a job's own process group does not own) acts on no signal
-/// but SIGKILL until
-/// it is continued, and would wait for the SIGKILL a whole grace period later. The SIGCONT is
+/// but SIGKILL until it is continued, and would wait for the SIGKILL a whole grace period
+/// later. The SIGCONT is
 /// sent only if `signal` was (the group still has a member).
 pub fn end_signal(pgid: i32, signal: i32) -> io::Result<()> {
     killpg(pgid, signal)?;

@@ -171,7 +171,7 @@ if released > 0 then reap_waiters_before_release(now, reap_max) end
 for j = 1, released do release_id(ARGV[5 + j], now) end
 
 -- `lim` alone: limits set by a release that did not mark `cfg`.
-local configured = redis.call('EXISTS', K_CFG, K_LIM) > 0
+local configured = limits_set()
 if ARGV[4] == '1' and not configured then return { -1 } end
 
 local out = {}

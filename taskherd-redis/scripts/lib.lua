@@ -36,6 +36,9 @@ local K_H, K_HG, K_WL = P .. 'h', P .. 'hg', P .. 'wl'
 -- data (restarted without persistence, flushed, failed over to a replica that lacked it).
 local K_CFG = P .. 'cfg'
 
+-- Whether the pool's limits are set: `cfg`, or limits an earlier release wrote (`lim`).
+local function limits_set() return redis.call('EXISTS', K_CFG, K_LIM) > 0 end
+
 -- `redis.call(cmd, key, args...)` in calls of at most 1,000 arguments each, the replies
 -- (HMGET's values) joined in order. Lua's `unpack` fails past about 8,000 values, and one
 -- admission may name thousands of groups: failing halfway through a script would leave its

@@ -8,6 +8,6 @@
 -- another client's commands could split, or `MULTI`/`EXEC`, which a Redis user may not be
 -- allowed to run.)
 
-local set = redis.call('EXISTS', K_CFG, K_LIM) > 0 and '1' or '0'
+local set = limits_set() and '1' or '0'
 local limit = redis.call('HGET', K_LIM, ARGV[1])
 return { set, limit or '' }

@@ -17,7 +17,7 @@
 
 local now = now_ms()
 reap(now, tonumber(ARGV[1]))
-local configured = redis.call('EXISTS', K_CFG, K_LIM) > 0
+local configured = limits_set()
 redis.call('SET', K_CFG, '1')
 if ARGV[2] == 'restore' and configured then return -1 end
 

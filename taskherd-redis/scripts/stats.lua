@@ -35,5 +35,5 @@ for i = 1, #ARGV do
   out[i + 1] = row('g:' .. seg, redis.call('HGET', K_RUN, 'g:' .. seg),
     redis.call('ZCARD', qkey(seg)) + r, r, limit)
 end
-out[#out + 1] = { redis.call('EXISTS', K_CFG, K_LIM) > 0 and '1' or '0' }
+out[#out + 1] = { limits_set() and '1' or '0' }
 return out

@@ -1003,11 +1003,9 @@ impl Engine {
         let set = rows
             .pop()
             .is_some_and(|flag| flag.first().is_some_and(|flag| flag == "1"));
-        match reads {
-            Reads::Limits => self.limits_read(set)?,
-            // The counts are true either way; what they teach about the limits is kept.
-            Reads::Counts if set => self.limits_read(true)?,
-            Reads::Counts => {}
+        // Counts are true either way; what they teach about the limits is kept.
+        if set || reads == Reads::Limits {
+            self.limits_read(set)?;
         }
         Ok(rows.iter().map(|row| parse_stats(row)).collect())
     }
@@ -1235,6 +1233,13 @@ impl Engine {
         // Unlocked: notifying runs the waiters' wakers.
         for wake in wakes {
             woken("a waiter, as the pool closed", || wake.notify_one());
+        }
+    }
+
+    /// Wakes waiter `id` with `status` found by a poll, unless it is still waiting.
+    fn wake_changed(&self, id: &str, status: Status) {
+        if status != Status::Waiting {
+            self.wake(id, Some(status));
         }
     }
 
@@ -1691,9 +1696,7 @@ async fn notifier(engine: Weak<Engine>, mut conn: ConnectionManager) {
         match engine.poll(&ids).await {
             Ok(statuses) => {
                 for (id, status) in ids.iter().zip(statuses) {
-                    if status != Status::Waiting {
-                        engine.wake(id, Some(status));
-                    }
+                    engine.wake_changed(id, status);
                 }
             }
             // An error Redis will repeat fails the whole batch, though it may come from one
@@ -1704,10 +1707,10 @@ async fn notifier(engine: Weak<Engine>, mut conn: ConnectionManager) {
                 for id in &ids {
                     match engine.poll(std::slice::from_ref(id)).await {
                         Ok(statuses) => {
-                            let status = statuses.first().copied().unwrap_or(Status::Gone);
-                            if status != Status::Waiting {
-                                engine.wake(id, Some(status));
-                            }
+                            engine.wake_changed(
+                                id,
+                                statuses.first().copied().unwrap_or(Status::Gone),
+                            );
                         }
                         Err(error) if !error.is_transient() => engine.wake(id, None),
                         // Unreachable now: the next poll tries again.

@@ -88,8 +88,7 @@
 //! The limits are stored in Redis as well: such a restart (or a `FLUSHALL`) forgets them. A
 //! process that has seen them set (by any process: they were there when it built its pool,
 //! or it set them, or an admission or a read of a limit or of statistics found them there
-//! since) then
-//! admits nothing, failing closed: every admission (and every read of a limit or of
+//! since) then admits nothing, failing closed: every admission (and every read of a limit or of
 //! statistics, which name the limit in force and cannot say "no limit" truthfully; reads of
 //! counts alone such as [`RedisPool::len`] go on) fails as unavailable with
 //! [`UnavailableError::is_forgotten`] (the work handed back), waiting calls whose places were
