@@ -21,11 +21,14 @@
 //! - Redis restarted without persistence forgets the limits with the leases. The pool then
 //!   admits nothing for a process that saw them set (`UnavailableError::is_forgotten`): jobs
 //!   wait, as while Redis is unreachable, instead of all starting at once in a pool without
-//!   limits. Once an admission, a limit read or a statistics read was refused so, or the
-//!   pool's count of
-//!   admissions went back, the run writes back the fleet's limits as it knows them where the
-//!   pool has none, then its own; once a renewal found this run's leases lost and one of the
-//!   limits it was given is missing, its own ([`Fleet::guard`]).
+//!   limits. The first admission or limit read that finds the limits gone, or written again
+//!   by another process since (a new generation of the pool's limits), writes the fleet's
+//!   limits as this run knows them, its own on top, where the pool has none, before it goes on
+//!   (`restore_limits_with`). Once that happened, an admission, a limit read or a statistics
+//!   read was refused as forgotten, or the pool's count of admissions went back, the run
+//!   writes back the fleet's limits as it knows them where the pool has none, then its own;
+//!   once a renewal found this run's leases lost and one of the limits it was given is
+//!   missing, its own ([`Fleet::guard`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -189,9 +192,7 @@ struct Known {
 
 impl Known {
     fn lock(&self) -> std::sync::MutexGuard<'_, Limits> {
-        self.limits
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.limits)
     }
 
     /// Takes in a write of this run.
@@ -219,16 +220,24 @@ impl Known {
     }
 }
 
+/// `mutex`'s guard, also if a thread panicked holding it (what it guards stays whole: every
+/// write under these locks is one assignment or insertion).
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A pool shared through Redis, and the fleet's limits as last read.
 pub struct Fleet {
     pub pool: RedisPool<Group>,
-    known: Known,
+    known: Arc<Known>,
     /// A refresh for progress is under way.
     refreshing: AtomicBool,
     /// Redis was found unreachable, and the run said so.
     down: AtomicBool,
     /// The limits this run wrote last (its command line overlaid with its limits file).
-    given: std::sync::Mutex<Limits>,
+    given: Arc<std::sync::Mutex<Limits>>,
     /// An admission was refused because Redis lost the pool's limits
     /// ([`UnavailableError::is_forgotten`]); the guard writes them again.
     told_forgotten: AtomicBool,
@@ -250,7 +259,19 @@ impl Fleet {
         lease: Option<Duration>,
         tls: Tls,
     ) -> Result<Fleet, String> {
-        let mut builder = RedisPool::builder(url, name);
+        let known = Arc::new(Known::default());
+        let given = Arc::new(std::sync::Mutex::new(Limits::default()));
+        // After a loss of Redis's data, the first admission or limit read of this run that
+        // finds the limits written again by another process (or gone) writes the fleet's
+        // limits as this run knows them, its own on top, where the pool has none, before it
+        // goes on (the guard then writes its own again, as always).
+        let mut builder = RedisPool::builder(url, name).restore_limits_with({
+            let (known, given) = (Arc::clone(&known), Arc::clone(&given));
+            move || {
+                let given = lock(&given).clone();
+                given.over(&known.lock()).batch()
+            }
+        });
         if let Some(lease) = lease {
             builder = builder.lease(lease);
         }
@@ -266,10 +287,10 @@ impl Fleet {
             .map_err(|error| format!("cannot reach Redis at {}: {error}", redacted(url)))?;
         Ok(Fleet {
             pool,
-            known: Known::default(),
+            known,
             refreshing: AtomicBool::new(false),
             down: AtomicBool::new(false),
-            given: std::sync::Mutex::new(Limits::default()),
+            given,
             told_forgotten: AtomicBool::new(false),
             learnt: std::sync::Mutex::new(std::collections::HashSet::new()),
         })
@@ -317,10 +338,7 @@ impl Fleet {
     }
 
     fn remember(&self, given: &Limits) {
-        *self
-            .given
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = given.clone();
+        *lock(&self.given) = given.clone();
     }
 
     /// Until the run ends, every [`RETRY`]: says when Redis becomes unreachable and when it is
@@ -333,13 +351,18 @@ impl Fleet {
         let lost_now = || self.pool.lost_leases() + self.pool.lost_waits();
         let mut seen = lost_now();
         let mut admitted = 0;
+        // The pool wrote the fleet's limits as this run knows them back by itself (an
+        // admission or read found them lost: see `connect`): a certain loss too.
+        let mut restored = self.pool.limits_restored();
         let mut ticks = tokio::time::interval(RETRY);
         let mut checks: usize = 0;
         loop {
             ticks.tick().await;
             let lost = lost_now();
+            let restored_before = std::mem::replace(&mut restored, self.pool.limits_restored());
             // Acquire: pairs with `saw_forgotten`'s release (a flag; nothing else is passed).
-            let told = self.told_forgotten.swap(false, Ordering::AcqRel);
+            let told =
+                self.told_forgotten.swap(false, Ordering::AcqRel) | (restored != restored_before);
             let loss = match self.forgotten(&mut admitted, lost != seen).await {
                 Ok(_) if told => Loss::Certain,
                 Ok(loss) => loss,
@@ -388,6 +411,9 @@ impl Fleet {
             };
             if written.is_ok() {
                 seen = lost;
+                // Written back by the pool itself during this check (its statistics read
+                // found the loss too): mended by this write as well, not a second loss.
+                restored = self.pool.limits_restored();
                 // A refusal as forgotten that came while the limits were written back was
                 // about the loss just mended (a loss since then, the next check finds itself:
                 // the pool's statistics fail as forgotten): the limits are not written twice.
@@ -415,10 +441,7 @@ impl Fleet {
     }
 
     fn given(&self) -> Limits {
-        self.given
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        lock(&self.given).clone()
     }
 
     /// Whether Redis forgot the pool since the last call, which saw `admitted` admissions
@@ -510,10 +533,7 @@ impl Fleet {
     /// guard writes back after a loss of Redis's data includes them.
     pub fn learn(self: &Arc<Self>, groups: &[Group]) {
         let new: Vec<Group> = {
-            let mut learnt = self
-                .learnt
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut learnt = lock(&self.learnt);
             groups
                 .iter()
                 .filter(|group| learnt.insert((*group).clone()))
@@ -546,20 +566,12 @@ impl Fleet {
 
     /// How many groups [`learn`](Self::learn) has seen.
     fn learnt_count(&self) -> usize {
-        self.learnt
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .len()
+        lock(&self.learnt).len()
     }
 
     /// The groups [`learn`](Self::learn) has seen.
     fn learnt_groups(&self) -> Vec<Group> {
-        self.learnt
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        lock(&self.learnt).iter().cloned().collect()
     }
 
     /// [`refresh`](Self::refresh) in the background, unless one is under way.

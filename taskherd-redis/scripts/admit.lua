@@ -6,7 +6,8 @@
 -- ARGV[2]  the calling process's id (whose `n:<proc>` list is told when a waiter is granted)
 -- ARGV[3]  how many expired holders and waiters to reap (at most) when a group is full, and
 --          expired waiters before the releases
--- ARGV[4]  `1` if the calling process has seen the pool's limits set (`cfg` or `lim`), else `0`
+-- ARGV[4]  the generation of the pool's limits the calling process has seen (see lib.lua), `0`
+--          if it has seen none
 -- ARGV[5]  r, how many ids to release first (holders and waiters this process gave back
 --          since its last call, as release.lua releases them: what it gave back is free for
 --          the admissions that follow, as in the in-process pool)
@@ -20,12 +21,16 @@
 -- Returns two integers per admission, in order: 1, 0 admitted (the id holds a lease); 0, i
 -- refused, the first full group being the total (i = 0) or the i-th segment (try mode only;
 -- counted in the statistics); 2, 0 waiting (the id is a waiter, leased; poll.lua or the
--- `n:<proc>` list tells when it is granted). Then one more integer: 1 if the pool's limits have
--- been set (`cfg` or `lim`), else 0.
--- If the caller has seen the limits set (ARGV[4]) and `cfg` and `lim` are gone, Redis has lost the pool's
--- data and with it the limits: the ids are released, nothing is admitted, and the reply is the
--- single integer -1 (fail closed: an admission into a pool without its limits would exceed
--- them, a whole fleet's queue at once).
+-- `n:<proc>` list tells when it is granted). Then one more integer: the generation of the
+-- pool's limits (0 if they are not set).
+-- If the caller has seen the limits set (ARGV[4]) and `cfg` and `lim` are gone, Redis has lost
+-- the pool's data and with it the limits: the ids are released, nothing is admitted, and the
+-- reply is the single integer -1 (fail closed: an admission into a pool without its limits
+-- would exceed them, a whole fleet's queue at once). If they are set, but in another
+-- generation than the caller's, they were lost and written again since, perhaps only some
+-- of them: the ids are released, nothing is admitted, and the reply is -2 and that
+-- generation (the caller writes the limits it knows where they are missing first, or takes
+-- the pool as it is).
 -- Repeating an admission with an id that already exists returns its state and changes nothing
 -- (a try-mode admission checks only for a holder: only wait mode makes waiters, under fresh
 -- ids).
@@ -170,9 +175,10 @@ local released = tonumber(ARGV[5])
 if released > 0 then reap_waiters_before_release(now, reap_max) end
 for j = 1, released do release_id(ARGV[5 + j], now) end
 
--- `lim` alone: limits set by a release that did not mark `cfg`.
-local configured = limits_set()
-if ARGV[4] == '1' and not configured then return { -1 } end
+-- `lim` alone (limits set by a release that did not mark `cfg`) is generation 1.
+local gen, seen = limits_gen(), tonumber(ARGV[4])
+if seen ~= 0 and gen == 0 then return { -1 } end
+if seen ~= 0 and gen ~= seen then return { -2, gen } end
 
 local out = {}
 local i = 6 + released
@@ -185,5 +191,5 @@ while i <= #ARGV do
   out[#out + 1] = code
   out[#out + 1] = at
 end
-out[#out + 1] = configured and 1 or 0
+out[#out + 1] = gen
 return out

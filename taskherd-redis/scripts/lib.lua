@@ -32,12 +32,23 @@ local P = KEYS[1]
 local K_LIM, K_RUN, K_RES, K_ST = P .. 'lim', P .. 'run', P .. 'res', P .. 'st'
 local K_QG, K_QT, K_SEQ = P .. 'qg', P .. 'qt', P .. 'seq'
 local K_H, K_HG, K_WL = P .. 'h', P .. 'hg', P .. 'wl'
--- Set by every limits.lua call: the pool's limits were set. Gone only if Redis lost the pool's
--- data (restarted without persistence, flushed, failed over to a replica that lacked it).
+-- The generation of the pool's limits: a random number written by the first limits.lua call
+-- into a pool without it, kept by every later one. Gone only if Redis lost the pool's data
+-- (restarted without persistence, flushed, failed over to a replica that lacked it); the
+-- next write of limits then starts a new generation, so that a process that saw the old one
+-- can tell "limits written again after a loss" from "the limits it saw" (earlier releases
+-- wrote `1`).
 local K_CFG = P .. 'cfg'
 
--- Whether the pool's limits are set: `cfg`, or limits an earlier release wrote (`lim`).
-local function limits_set() return redis.call('EXISTS', K_CFG, K_LIM) > 0 end
+-- The generation of the pool's limits (see K_CFG), 0 if they are not set. Limits an earlier
+-- release wrote without `cfg` (`lim` alone), or a `cfg` that is not a number, are generation
+-- 1. Always below 2^53, so exact as a Lua number and as a reply.
+local function limits_gen()
+  local gen = redis.call('GET', K_CFG)
+  if gen then return tonumber(gen) or 1 end
+  if redis.call('EXISTS', K_LIM) == 1 then return 1 end
+  return 0
+end
 
 -- `redis.call(cmd, key, args...)` in calls of at most 1,000 arguments each, the replies
 -- (HMGET's values) joined in order. Lua's `unpack` fails past about 8,000 values, and one

@@ -7,19 +7,26 @@
 --          Redis's data (neither `cfg` nor `lim`; `lim` alone: set by a release that did not
 --          mark `cfg`), else nothing is changed; or `fill`: each limit only where the pool has
 --          none (the total, the default, a group's explicit limit)
--- ARGV[3]  the total's limit: `-` unchanged, `` (empty) none, or a number
--- ARGV[4]  the default limit: same encoding
--- ARGV[5..] pairs: a group segment, then its explicit limit (`` clears it, or a number); each
+-- ARGV[3]  the generation to start if the pool has none (a random number from 2 to 2^52)
+-- ARGV[4]  the total's limit: `-` unchanged, `` (empty) none, or a number
+-- ARGV[5]  the default limit: same encoding
+-- ARGV[6..] pairs: a group segment, then its explicit limit (`` clears it, or a number); each
 --          segment at most once
 --
--- Marks the pool's limits set (`cfg`). Returns the number of waiters granted, or -1 if in
--- `restore` mode the pool had limits (nothing changed).
+-- Marks the pool's limits set (`cfg`: a new generation if it had none, see lib.lua). Returns
+-- two integers: the number of waiters granted, or -1 if in `restore` mode the pool had limits
+-- (nothing changed); then the generation of the pool's limits after the call.
 
 local now = now_ms()
 reap(now, tonumber(ARGV[1]))
-local configured = limits_set()
-redis.call('SET', K_CFG, '1')
-if ARGV[2] == 'restore' and configured then return -1 end
+local gen = limits_gen()
+local configured = gen ~= 0
+if redis.call('EXISTS', K_CFG) == 0 then
+  -- A new generation, or limits an earlier release wrote (`lim` alone) become generation 1.
+  if not configured then gen = tonumber(ARGV[3]) end
+  redis.call('SET', K_CFG, string.format('%.0f', gen))
+end
+if ARGV[2] == 'restore' and configured then return { -1, gen } end
 
 local function set(field, v)
   if v == '' then redis.call('HDEL', K_LIM, field) else redis.call('HSET', K_LIM, field, v) end
@@ -28,12 +35,12 @@ end
 local fill = ARGV[2] == 'fill'
 local function wanted(field) return not fill or redis.call('HEXISTS', K_LIM, field) == 0 end
 
-if ARGV[3] ~= '-' and wanted('t') then set('t', ARGV[3]) end
+if ARGV[4] ~= '-' and wanted('t') then set('t', ARGV[4]) end
 local default_changed = false
-if ARGV[4] ~= '-' and wanted('d') then
+if ARGV[5] ~= '-' and wanted('d') then
   local old = redis.call('HGET', K_LIM, 'd') or ''
-  if old ~= ARGV[4] then
-    set('d', ARGV[4])
+  if old ~= ARGV[5] then
+    set('d', ARGV[5])
     default_changed = true
   end
 end
@@ -41,7 +48,7 @@ end
 -- Values. A group that exists is "touched" (its room may change); one that does not exist
 -- gets an entry only for an explicit limit (nothing to pump there).
 local touched = {}
-for i = 5, #ARGV - 1, 2 do
+for i = 6, #ARGV - 1, 2 do
   local seg, v = ARGV[i], ARGV[i + 1]
   if wanted('g:' .. seg) then
     local exists = not gidle(seg)
@@ -125,4 +132,4 @@ for _, seg in ipairs(touched) do
 end
 local before = redis.call('ZCARD', K_WL)
 grant_all(granted, now)
-return before - redis.call('ZCARD', K_WL)
+return { before - redis.call('ZCARD', K_WL), gen }

@@ -5,8 +5,8 @@
 --
 -- Returns, for the total then each segment in order, a list of seven strings:
 -- running, waiting, reserved, limit (`` for none), admitted, rejected, peak; then a last
--- list of one string, `1` if the pool's limits are set (`cfg` or `lim` exists), else `0`
--- (a process that has seen them set fails the read: the limits above would say "none").
+-- list of one string, the generation of the pool's limits (see lib.lua; `0` if they are not
+-- set: a process that has seen them set fails the read, the limits above would say "none").
 -- The total's waiting counts every waiter not granted; a group's counts its queued and
 -- reserved waiters. Limits are the ones in force (explicit, else the default).
 
@@ -35,5 +35,5 @@ for i = 1, #ARGV do
   out[i + 1] = row('g:' .. seg, redis.call('HGET', K_RUN, 'g:' .. seg),
     redis.call('ZCARD', qkey(seg)) + r, r, limit)
 end
-out[#out + 1] = { limits_set() and '1' or '0' }
+out[#out + 1] = { string.format('%.0f', limits_gen()) }
 return out

@@ -7,6 +7,7 @@ use std::time::Duration;
 use taskherd::LimitChanges;
 
 use crate::engine::{Engine, redact};
+use crate::generation::Restore;
 use crate::key::InvalidKey;
 use crate::scripts::LimitBatch;
 use crate::{RedisKey, RedisPool, UnavailableError};
@@ -23,8 +24,9 @@ pub struct RedisPoolBuilder<K> {
     lease: Duration,
     abort_on_lost: bool,
     tls: Tls,
-    /// See [`restore_limits`](Self::restore_limits); an invalid key fails `build`.
-    restore: Option<Result<LimitBatch, InvalidKey>>,
+    /// See [`restore_limits`](Self::restore_limits) and
+    /// [`restore_limits_with`](Self::restore_limits_with); an invalid key fails `build`.
+    restore: Option<Result<Restore, InvalidKey>>,
     keys: PhantomData<fn() -> K>,
 }
 
@@ -137,18 +139,24 @@ impl<K> RedisPoolBuilder<K> {
 }
 
 impl<K: RedisKey> RedisPoolBuilder<K> {
-    /// Limits this process writes to the pool (one batch, as
-    /// [`RedisPool::set_limits`](crate::RedisPool::set_limits) writes it) whenever they are
-    /// not there: when it builds the pool and no limit was ever set in it (or Redis has lost
-    /// them), and whenever an admission finds that Redis has lost them since (restarted
-    /// without persistence, flushed: see [Redis loses its data](crate#redis-loses-its-data)),
-    /// before that admission goes on. Without it, admissions fail closed until some process
-    /// sets the limits again.
+    /// Limits this process writes to the pool whenever they are not there:
     ///
-    /// Limits changed at run time by any process (with `set_limits`) stay as they are while
-    /// Redis keeps them: these are written only into a pool that has none (checked in the
-    /// same script call as the write). Of processes given different limits here, the first
-    /// to write after a loss wins: the others find limits there and write nothing.
+    /// - When it builds the pool, if no limit was ever set in it (or Redis has lost them):
+    ///   all of them, as one batch (as [`RedisPool::set_limits`](crate::RedisPool::set_limits)
+    ///   writes it). A pool that has limits is left as it is: limits changed at run time by
+    ///   any process stay while Redis keeps them (checked in the same script call as the
+    ///   write).
+    /// - Whenever an admission, or a read of a limit or of statistics, finds that Redis has
+    ///   lost the pool's limits since this process saw them (restarted without persistence,
+    ///   flushed: see [Redis loses its data](crate#redis-loses-its-data)), whether none are
+    ///   there yet or another process has written some since: each of them where the pool
+    ///   has none (as [`RedisPool::fill_limits`](crate::RedisPool::fill_limits) writes them),
+    ///   before that call goes on. So of processes given different limits here, each writes
+    ///   back what the others did not; for a limit several give, the first written after the
+    ///   loss stays. A limit another process wrote after the loss is not replaced.
+    ///
+    /// Without it, admissions fail closed until some process sets limits again, and then go
+    /// on under whatever that process wrote.
     ///
     /// # Errors
     ///
@@ -170,7 +178,59 @@ impl<K: RedisKey> RedisPoolBuilder<K> {
     /// # drop(pool); Ok(()) }
     /// ```
     pub fn restore_limits(mut self, limits: LimitChanges<K>) -> Self {
-        self.restore = Some(LimitBatch::of(limits));
+        self.restore = Some(LimitBatch::of(limits).map(|batch| {
+            let batch = std::sync::Arc::new(batch);
+            let restore: Restore = std::sync::Arc::new(move || Ok(LimitBatch::clone(&batch)));
+            restore
+        }));
+        self
+    }
+}
+
+impl<K: RedisKey + Send + Sync + 'static> RedisPoolBuilder<K> {
+    /// As [`restore_limits`](Self::restore_limits), with the limits given by `limits`, called
+    /// each time they are to be written (when the pool is built, and after each loss of
+    /// Redis's data): for a process whose limits change while it runs (`taskherd run
+    /// --redis` gives the fleet's limits as it last read them, its own on top).
+    ///
+    /// `limits` is called on one of the pool's background tasks, or in the call that found
+    /// the limits lost: it should return at once (no blocking, no I/O). A panic in it is
+    /// caught: the call that needed the limits fails as unavailable.
+    ///
+    /// # Errors
+    ///
+    /// [`build`](Self::build) fails as unavailable if the limits are to be written and Redis
+    /// cannot be reached. A call that needs the limits (`build` included) fails as
+    /// unavailable if one of their keys is invalid (only a custom [`RedisKey`] can make one).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// use taskherd::LimitChanges;
+    /// use taskherd_redis::RedisPool;
+    ///
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// // What this process would write back: kept up to date as it changes limits.
+    /// let known = Arc::new(Mutex::new(100_usize));
+    /// let pool = RedisPool::<String>::builder("redis://127.0.0.1:6379/", "api")
+    ///     .restore_limits_with({
+    ///         let known = Arc::clone(&known);
+    ///         move || LimitChanges::new().max_tasks(*known.lock().unwrap())
+    ///     })
+    ///     .build()
+    ///     .await?;
+    /// *known.lock().unwrap() = 200;
+    /// pool.set_max_tasks(200).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn restore_limits_with<F>(mut self, limits: F) -> Self
+    where
+        F: Fn() -> LimitChanges<K> + Send + Sync + 'static,
+    {
+        let restore: Restore = std::sync::Arc::new(move || LimitBatch::of(limits()));
+        self.restore = Some(Ok(restore));
         self
     }
 }

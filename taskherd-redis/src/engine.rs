@@ -59,6 +59,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use crate::generation::{CaughtUp, Generations, Restore};
 use crate::lease::{LeaseView, ValidFrom};
 use crate::life::Life;
 use crate::scripts::{self, LimitBatch, LimitsMode, REAP_BATCH};
@@ -99,7 +100,7 @@ impl Unavailable {
     }
 
     /// Redis has lost the pool's limits (`admit.lua` answered -1, or a read found them gone).
-    fn forgotten() -> Self {
+    pub(crate) fn forgotten() -> Self {
         Self(
             redis::RedisError::from((redis::ErrorKind::Client, FORGOTTEN)),
             true,
@@ -192,6 +193,11 @@ enum ToAdmitter {
 
 /// At most this many admissions share one `admit.lua` call.
 const ADMIT_BATCH: usize = 64;
+
+/// How many times one admission call catches up with a new generation of the pool's limits
+/// and is made again (see [`Generations`]) before it fails as forgotten: each is a loss of
+/// Redis's data while the call was made.
+const CATCH_UPS: usize = 3;
 
 /// A message to the releaser.
 enum Release {
@@ -437,9 +443,10 @@ pub(crate) struct Engine {
     lost_waits: AtomicU64,
     /// Test hook: renewals stop (as if the process were paused).
     renewal_stopped: AtomicBool,
-    /// Whether this process has seen the pool's limits set (`cfg` in Redis): from then on,
-    /// `admit.lua` admits nothing if they are gone (see [`Unavailable::forgotten`]).
-    configured: Arc<AtomicBool>,
+    /// The generation of the pool's limits this process has seen, and those it restores:
+    /// from then on, `admit.lua` admits nothing if they are gone or were written again
+    /// since (see [`Generations`]).
+    generations: Arc<Generations>,
     /// For `Debug`: the URL without credentials.
     pub(crate) redacted_url: String,
 }
@@ -479,7 +486,7 @@ fn millis(duration: Duration) -> u64 {
 }
 
 /// A random 64-bit value from the standard library's per-process hash keys.
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u128(
         std::time::SystemTime::now()
@@ -558,7 +565,7 @@ impl Engine {
         lease: Duration,
         abort_on_lost: bool,
         tls: &crate::builder::Tls,
-        restore: Option<LimitBatch>,
+        restore: Option<Restore>,
     ) -> Result<Arc<Self>, Unavailable> {
         let client = client(url, tls)?;
         let conn = ConnectionManager::new_with_config(
@@ -590,27 +597,23 @@ impl Engine {
         let life = Arc::new(Life::default());
         let prefix = format!("taskherd:{{{}}}:", crate::key::encode_segment(pool));
         // Limits set before this process started count as seen: a loss of Redis's data from
-        // now on makes its admissions fail closed. Limits to restore are written into a pool
-        // without limits, checked in the same script call.
+        // now on makes its admissions fail closed, or write its limits again. Limits to
+        // restore are written into a pool without limits, checked in the same script call.
         let mut conn_for_check = conn.clone();
-        let configured = match &restore {
-            Some(restore) => {
-                let _: i64 = restore
-                    .invocation(&prefix, LimitsMode::Restore)
+        let generations = Generations::new(0, restore, prefix.clone());
+        let seen = match generations.restore_at_start(&mut conn_for_check).await? {
+            Some(generation) => generation,
+            None => {
+                let (generation, _): (u64, String) = scripts::LIMIT
+                    .key(&prefix)
+                    .arg("t")
                     .invoke_async(&mut conn_for_check)
                     .await?;
-                true
-            }
-            None => {
-                let set: usize = redis::cmd("EXISTS")
-                    .arg(format!("{prefix}cfg"))
-                    .arg(format!("{prefix}lim"))
-                    .query_async(&mut conn_for_check)
-                    .await?;
-                set > 0
+                generation
             }
         };
-        let configured = Arc::new(AtomicBool::new(configured));
+        generations.observe(seen);
+        let generations = Arc::new(generations);
         let process = format!("{:016x}", random_u64());
         let admitter_parts = Admitter {
             conn: conn.clone(),
@@ -620,8 +623,7 @@ impl Engine {
             releases: Arc::clone(&releases),
             life: Arc::clone(&life),
             engine: Weak::new(),
-            configured: Arc::clone(&configured),
-            restore,
+            generations: Arc::clone(&generations),
         };
         let engine = Arc::new_cyclic(|engine| {
             tokio::spawn(admitter(
@@ -645,7 +647,7 @@ impl Engine {
                 lost: AtomicU64::new(0),
                 lost_waits: AtomicU64::new(0),
                 renewal_stopped: AtomicBool::new(false),
-                configured,
+                generations,
                 redacted_url: redact(url),
             }
         });
@@ -970,68 +972,74 @@ impl Engine {
     }
 
     /// One `limits.lua` call in `mode`. The number of waiters granted, or `None` if in
-    /// [`LimitsMode::Restore`] the pool had limits.
+    /// [`LimitsMode::Restore`] the pool had limits. A write into a pool that had lost its
+    /// limits (a new generation) is followed by this process's limits to restore, if any
+    /// (see [`Generations::wrote`]).
     pub(crate) async fn set_limits(
         &self,
         batch: &LimitBatch,
         mode: LimitsMode,
     ) -> Result<Option<usize>, Unavailable> {
-        let invocation = batch.invocation(&self.prefix, mode);
         let mut conn = self.conn.clone();
-        let granted: i64 = caught(invocation.invoke_async(&mut conn)).await?;
-        let granted = usize::try_from(granted).ok();
-        // Relaxed: a flag read by later admission calls; a call racing with this one may send
-        // the old value, as if it had been sent first.
-        self.configured.store(true, Ordering::Relaxed);
+        let (granted, generation) =
+            crate::generation::write(batch, &self.prefix, mode, &mut conn).await?;
+        self.generations.wrote(generation, &mut conn).await?;
         Ok(granted)
     }
 
     /// One `stats.lua` call: the total, then each segment. With [`Reads::Limits`] it fails
     /// as [`Unavailable::forgotten`] as a limit read does (see
-    /// [`limits_read`](Self::limits_read)): every row names the limit in force.
+    /// [`limit_field`](Self::limit_field)): every row names the limit in force.
     pub(crate) async fn stats(
         &self,
         segments: &[String],
         reads: Reads,
     ) -> Result<Vec<taskherd::GroupStats>, Unavailable> {
-        let mut invocation = scripts::STATS.key(&self.prefix);
-        for segment in segments {
-            invocation.arg(segment);
-        }
         let mut conn = self.conn.clone();
-        let mut rows: Vec<Vec<String>> = caught(invocation.invoke_async(&mut conn)).await?;
-        let set = rows
-            .pop()
-            .is_some_and(|flag| flag.first().is_some_and(|flag| flag == "1"));
-        // Counts are true either way; what they teach about the limits is kept.
-        if set || reads == Reads::Limits {
-            self.limits_read(set)?;
+        let read = async || -> Result<_, Unavailable> {
+            let mut invocation = scripts::STATS.key(&self.prefix);
+            for segment in segments {
+                invocation.arg(segment);
+            }
+            let mut rows: Vec<Vec<String>> =
+                caught(invocation.invoke_async(&mut self.conn.clone())).await?;
+            let generation = rows
+                .pop()
+                .and_then(|flag| flag.first().and_then(|generation| generation.parse().ok()))
+                .unwrap_or(0);
+            Ok((rows, generation))
+        };
+        let (mut rows, generation) = read().await?;
+        match reads {
+            // Counts are true either way; what they teach about the limits is kept.
+            Reads::Counts => self.generations.observe(generation),
+            Reads::Limits => {
+                if self.generations.caught_up(generation, &mut conn).await? == CaughtUp::Written {
+                    rows = read().await?.0;
+                }
+            }
         }
         Ok(rows.iter().map(|row| parse_stats(row)).collect())
     }
 
-    /// What a read of the pool's limits learned: whether they are set (`cfg` or `lim`
-    /// exists). A process that has seen them set fails the read as
+    /// One limit field (`t`, `d` or `g:<segment>`), with the generation of the pool's limits,
+    /// in one `limit.lua` call. A process that has seen the limits set fails the read as
     /// [`Unavailable::forgotten`] if Redis has lost them (the read would say "no limit",
-    /// which is not true); one that had not has seen them now.
-    fn limits_read(&self, set: bool) -> Result<(), Unavailable> {
-        // Relaxed: see `set_limits`.
-        if set {
-            self.configured.store(true, Ordering::Relaxed);
-        } else if self.configured.load(Ordering::Relaxed) {
-            return Err(Unavailable::forgotten());
-        }
-        Ok(())
-    }
-
-    /// One limit field (`t`, `d` or `g:<segment>`) with whether the pool's limits were set
-    /// (`cfg`, `lim`), in one `limit.lua` call (see [`limits_read`](Self::limits_read)).
+    /// which is not true), or writes its limits to restore first and reads again (see
+    /// [`Generations::caught_up`]).
     pub(crate) async fn limit_field(&self, field: &str) -> Result<Option<usize>, Unavailable> {
-        let mut invocation = scripts::LIMIT.key(&self.prefix);
-        invocation.arg(field);
         let mut conn = self.conn.clone();
-        let (set, value): (String, String) = caught(invocation.invoke_async(&mut conn)).await?;
-        self.limits_read(set == "1")?;
+        let read = async || -> Result<(u64, String), Unavailable> {
+            let mut invocation = scripts::LIMIT.key(&self.prefix);
+            invocation.arg(field);
+            let (generation, value): (String, String) =
+                caught(invocation.invoke_async(&mut self.conn.clone())).await?;
+            Ok((generation.parse().unwrap_or(0), value))
+        };
+        let (generation, mut value) = read().await?;
+        if self.generations.caught_up(generation, &mut conn).await? == CaughtUp::Written {
+            value = read().await?.1;
+        }
         if value.is_empty() {
             return Ok(None);
         }
@@ -1050,6 +1058,10 @@ impl Engine {
     pub(crate) fn waiter_lost(&self) {
         // Relaxed: a statistic.
         self.lost_waits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn limits_restored(&self) -> u64 {
+        self.generations.restored()
     }
 
     pub(crate) fn lost_waits(&self) -> u64 {
@@ -1303,65 +1315,33 @@ struct Admitter {
     life: Arc<Life>,
     /// To record answers as they arrive (see [`Engine::answered`]).
     engine: Weak<Engine>,
-    /// [`Engine::configured`].
-    configured: Arc<AtomicBool>,
-    /// The limits to write again when Redis has lost them
-    /// ([`RedisPoolBuilder::restore_limits`](crate::RedisPoolBuilder::restore_limits)).
-    restore: Option<LimitBatch>,
+    /// [`Engine::generations`].
+    generations: Arc<Generations>,
+}
+
+/// What one `admit.lua` call answered.
+enum AdmitReply {
+    /// Each admission's outcome, in order.
+    Decided(Vec<Decision>),
+    /// Nothing was admitted: the pool's limits are not in the generation this process saw,
+    /// but in this one (0: none; see [`Generations`]). The releases were made.
+    Generation(u64),
 }
 
 impl Admitter {
-    /// Writes the limits to restore, if any, after an admission call found them lost;
-    /// whether they were written.
-    async fn restore(&mut self) -> bool {
-        let Some(restore) = &self.restore else {
-            return false;
-        };
-        let written: Result<i64, _> = restore
-            .invocation(&self.prefix, LimitsMode::Restore)
-            .invoke_async(&mut self.conn)
-            .await;
-        match written {
-            Ok(granted) => {
-                if granted >= 0 {
-                    tracing::warn!(
-                        "Redis had lost the pool's limits (restarted without its data?): this \
-                         process wrote its restore_limits again"
-                    );
-                } else {
-                    tracing::info!(
-                        "Redis had lost the pool's limits; another process has set them again"
-                    );
-                }
-                // Relaxed: see `Engine::set_limits`.
-                self.configured.store(true, Ordering::Relaxed);
-                true
-            }
-            Err(error) => {
-                tracing::warn!(%error, "Redis has lost the pool's limits; writing them failed");
-                false
-            }
-        }
-    }
-
     /// One `admit.lua` call for `batch`, which first releases `released`: each admission's
     /// outcome, in order.
     async fn call(
         &mut self,
         released: &[(String, Instant)],
         batch: &[AdmitRequest],
-    ) -> Result<Vec<Decision>, Unavailable> {
+    ) -> Result<AdmitReply, Unavailable> {
         let mut invocation = scripts::ADMIT.key(&self.prefix);
         invocation
             .arg(self.lease_ms)
             .arg(&self.process)
             .arg(REAP_BATCH)
-            // Relaxed: see `Engine::set_limits`.
-            .arg(if self.configured.load(Ordering::Relaxed) {
-                "1"
-            } else {
-                "0"
-            })
+            .arg(self.generations.seen())
             .arg(released.len());
         for (id, _) in released {
             invocation.arg(id);
@@ -1374,26 +1354,60 @@ impl Admitter {
                 .arg(&request.segments);
         }
         let reply: Vec<i64> = invocation.invoke_async(&mut self.conn).await?;
-        let (decisions, configured) = match reply.split_last() {
-            Some((-1, [])) => return Err(Unavailable::forgotten()),
-            Some((&configured, decisions)) if decisions.len() == 2 * batch.len() => {
-                (decisions, configured == 1)
+        let unexpected = || Unavailable::lost("unexpected reply from admit.lua");
+        let (decisions, generation) = match reply.as_slice() {
+            [-1] => return Ok(AdmitReply::Generation(0)),
+            &[-2, generation] => {
+                return Ok(AdmitReply::Generation(
+                    u64::try_from(generation).unwrap_or(0),
+                ));
             }
-            _ => return Err(Unavailable::lost("unexpected reply from admit.lua")),
+            [decisions @ .., generation] if decisions.len() == 2 * batch.len() => {
+                (decisions, *generation)
+            }
+            _ => return Err(unexpected()),
         };
-        if configured {
-            // Relaxed: see `Engine::set_limits`.
-            self.configured.store(true, Ordering::Relaxed);
-        }
+        self.generations
+            .observe(u64::try_from(generation).unwrap_or(0));
         decisions
             .chunks_exact(2)
             .map(|pair| match *pair {
                 [1, _] => Ok(Decision::Now),
                 [2, _] => Ok(Decision::Waiting),
                 [0, i] => Ok(Decision::Full(usize::try_from(i).unwrap_or(0))),
-                _ => Err(Unavailable::lost("unexpected reply from admit.lua")),
+                _ => Err(unexpected()),
             })
-            .collect()
+            .collect::<Result<_, _>>()
+            .map(AdmitReply::Decided)
+    }
+
+    /// [`call`](Self::call), made again (without releases: they were made) while the pool's
+    /// limits are in another generation than this process's and it catches up (at most
+    /// [`CATCH_UPS`] times: generations that keep changing under it fail the call as
+    /// forgotten); the time the call that decided was sent.
+    async fn decide(
+        &mut self,
+        released: &[(String, Instant)],
+        batch: &[AdmitRequest],
+    ) -> (Result<Vec<Decision>, Unavailable>, Instant) {
+        let mut sent = Instant::now();
+        let mut answer = self.call(released, batch).await;
+        for _ in 0..CATCH_UPS {
+            let Ok(AdmitReply::Generation(generation)) = answer else {
+                break;
+            };
+            if let Err(error) = self.generations.caught_up(generation, &mut self.conn).await {
+                return (Err(error), sent);
+            }
+            sent = Instant::now();
+            answer = self.call(&[], batch).await;
+        }
+        let decided = match answer {
+            Ok(AdmitReply::Decided(decisions)) => Ok(decisions),
+            Ok(AdmitReply::Generation(_)) => Err(Unavailable::forgotten()),
+            Err(error) => Err(error),
+        };
+        (decided, sent)
     }
 }
 
@@ -1446,15 +1460,11 @@ async fn admitter(mut admitter: Admitter, mut rx: mpsc::UnboundedReceiver<ToAdmi
                     admitter.releases.put_back(released);
                 }
             } else {
-                // The leases start when the call runs in Redis, after this.
-                let mut sent = Instant::now();
-                let mut outcomes = admitter.call(&released, &batch).await;
-                // Redis lost the limits (the releases were made): written again, if this
-                // process has limits to restore, then the same admissions once more.
-                if matches!(&outcomes, Err(Unavailable(_, true))) && admitter.restore().await {
-                    sent = Instant::now();
-                    outcomes = admitter.call(&[], &batch).await;
-                }
+                // The leases start when the call runs in Redis, after `sent`. Redis lost the
+                // limits or they were written again (the releases were made): this process
+                // catches up (writes its limits to restore, if any), then the same admissions
+                // once more.
+                let (outcomes, sent) = admitter.decide(&released, &batch).await;
                 match &outcomes {
                     Err(error) if error.is_transient() => admitter.releases.backoff.failed(),
                     Err(_) => {}

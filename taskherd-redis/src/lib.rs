@@ -97,14 +97,22 @@
 //! batch too, to go on without limits). Admitting into the pool without its limits would
 //! exceed them: every queued call of the fleet would be admitted at once. So whoever configures
 //! the fleet should write the limits again when that happens: a pool built with
-//! [`restore_limits`](RedisPoolBuilder::restore_limits) does it itself (at build into a pool
-//! without limits, and at the first admission that finds them lost, which then goes on under
-//! them), and so does `taskherd run --redis`. The pool counts as having limits again as soon
-//! as any are written: from then on every process admits under those there are, so a process
-//! that knows more of them writes the rest where they are missing
-//! ([`RedisPool::fill_limits`]). A process that has never seen the limits set
-//! (built after the loss, before they were set again, in a pool whose limits nobody had set
-//! before either) and has none to restore cannot tell, and admits.
+//! [`restore_limits`](RedisPoolBuilder::restore_limits) (or
+//! [`restore_limits_with`](RedisPoolBuilder::restore_limits_with)) does it itself (at build
+//! into a pool without limits, and at the first admission, or read of a limit or of
+//! statistics, that finds them lost, which then goes on under them), and so does `taskherd run
+//! --redis`.
+//!
+//! Limits written after a loss, by whichever process, start a new *generation* of the pool's
+//! limits (a random number Redis keeps with them). A process that saw an earlier generation
+//! and has limits to restore writes each of them where the pool has none before it admits or
+//! reads a limit again (a limit written since the loss stays as it was written), so that a
+//! process that wrote back only some (one started after the loss and given one limit, say)
+//! does not leave the others missing; a process with none to restore goes on under the limits
+//! there are ([`RedisPool::fill_limits`] writes the rest where they are missing, for a
+//! process that knows more of them). A process that has never seen the limits set (built
+//! after the loss, before they were set again, in a pool whose limits nobody had set before
+//! either) and has none to restore cannot tell, and admits.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
@@ -112,6 +120,7 @@
 mod builder;
 mod engine;
 mod error;
+mod generation;
 mod key;
 mod lease;
 mod life;

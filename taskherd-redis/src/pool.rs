@@ -290,6 +290,17 @@ impl<K> RedisPool<K> {
         self.shared.engine.lost_waits()
     }
 
+    /// How many times this process has written its limits to restore
+    /// ([`restore_limits`](crate::RedisPoolBuilder::restore_limits),
+    /// [`restore_limits_with`](crate::RedisPoolBuilder::restore_limits_with)) after finding
+    /// that Redis had lost the pool's limits since it saw them (gone, or written again in a
+    /// new generation; see [Redis loses its data](crate#redis-loses-its-data)): a certain
+    /// sign of a loss of Redis's data, for a process that wants to say so or do more.
+    #[must_use]
+    pub fn limits_restored(&self) -> u64 {
+        self.shared.engine.limits_restored()
+    }
+
     /// Waits until every release this process queued so far (tasks ended, permits dropped,
     /// waits cancelled) has reached Redis. Releases are sent in the background, so that no
     /// task's exit waits for a round trip; call this before a process exits, so that the fleet
@@ -781,7 +792,8 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     /// [Redis loses its data](crate#redis-loses-its-data)); checked in the same script call.
     /// Returns whether they were written (`false`: the pool had limits, left as they are).
     /// [`RedisPoolBuilder::restore_limits`](crate::RedisPoolBuilder::restore_limits) does
-    /// this by itself when needed.
+    /// this by itself when the pool is built, and [`fill_limits`](Self::fill_limits) when it
+    /// finds the limits lost later.
     ///
     /// # Errors
     ///

@@ -105,6 +105,9 @@ impl LimitBatch {
                 LimitsMode::Restore => "restore",
                 LimitsMode::Fill => "fill",
             })
+            // The generation to start if the pool has none: from 2 (1 is what earlier releases
+            // wrote) to 2^52, exact as a Lua number.
+            .arg((crate::engine::random_u64() >> 12).max(2))
             .arg(change(self.max_tasks))
             .arg(change(self.default_limit));
         for (segment, limit) in &self.groups {

@@ -707,6 +707,95 @@ async fn restore_limits_never_overwrite_limits_that_are_there() {
     assert_eq!(fresh.max_tasks().await.unwrap(), Some(5));
 }
 
+/// After a loss of Redis's data, a process that knows only some of the limits writes them
+/// (here one built after the loss). The pool's "limits set" mark was one bit: a process built
+/// with `restore_limits` that saw the old limits then found limits set, wrote nothing, and
+/// admitted twice into `db` (limit 1) while only `web`'s limit was back. The limits carry a
+/// generation now: it finds another than the one it saw, writes its own where the pool has
+/// none (`web`'s, written after the loss, stays), then admits. A process with nothing to
+/// restore goes on under what is there, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_limits_are_filled_in_after_another_process_wrote_some_after_the_loss() {
+    let server = Server::start();
+    let lease = Duration::from_secs(10);
+    let restoring = RedisPool::<&'static str>::builder(&server.url(), "generation")
+        .lease(lease)
+        .restore_limits(LimitChanges::new().limit("db", 1).limit("web", 1))
+        .build()
+        .await
+        .unwrap();
+    let plain = support::pool(&server, "generation", lease).await;
+    assert_eq!(plain.limit(&"db").await.unwrap(), Some(1));
+    assert!(server.cmd(&["FLUSHALL"]).unwrap().starts_with("+OK"));
+    let newcomer = support::pool(&server, "generation", lease).await;
+    newcomer.set_limit("web", 3).await.unwrap();
+
+    let held = restoring.try_acquire(["db"]).await.unwrap();
+    let error = restoring.try_acquire(["db"]).await.unwrap_err();
+    assert!(error.is_full(), "{error}");
+    assert!(plain.try_acquire(["db"]).await.unwrap_err().is_full());
+    assert_eq!(
+        (restoring.limits_restored(), plain.limits_restored()),
+        (1, 0)
+    );
+    assert_eq!(newcomer.limit(&"db").await.unwrap(), Some(1));
+    assert_eq!(newcomer.limit(&"web").await.unwrap(), Some(3));
+    drop(held);
+
+    // The same when the process that saw the limits is the one writing some after the loss,
+    // and when its first call after it is a read: the rest is written before it answers.
+    assert!(server.cmd(&["FLUSHALL"]).unwrap().starts_with("+OK"));
+    restoring.set_limit("web", 2).await.unwrap();
+    assert_eq!(newcomer.limit(&"db").await.unwrap(), Some(1));
+    assert_eq!(newcomer.limit(&"web").await.unwrap(), Some(2));
+    assert!(server.cmd(&["FLUSHALL"]).unwrap().starts_with("+OK"));
+    newcomer.set_limit("web", 3).await.unwrap();
+    assert_eq!(restoring.limit(&"db").await.unwrap(), Some(1));
+    assert_eq!(restoring.stats(&"web").await.unwrap().limit, Some(3));
+    assert_eq!(restoring.limits_restored(), 3);
+    restoring.flush().await;
+}
+
+/// `restore_limits_with`: the limits written back after a loss are those its function gives
+/// then (changed since the pool was built); a panic in it fails the call that needed them, as
+/// unavailable, and the pool goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_limits_with_writes_what_its_function_gives_at_the_loss() {
+    let server = Server::start();
+    let limit = Arc::new(AtomicUsize::new(1));
+    let panics = Arc::new(AtomicUsize::new(0));
+    let pool = RedisPool::<&'static str>::builder(&server.url(), "restore-with")
+        .restore_limits_with({
+            let (limit, panics) = (Arc::clone(&limit), Arc::clone(&panics));
+            move || {
+                if panics.load(Ordering::Relaxed) > 0 {
+                    panics.fetch_sub(1, Ordering::Relaxed);
+                    panic!("restore_limits_with test panic");
+                }
+                LimitChanges::new().limit("db", limit.load(Ordering::Relaxed))
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let other = support::pool(&server, "restore-with", Duration::from_secs(10)).await;
+    assert_eq!(other.limit(&"db").await.unwrap(), Some(1));
+    limit.store(2, Ordering::Relaxed);
+    pool.set_limit("db", 2).await.unwrap();
+
+    assert!(server.cmd(&["FLUSHALL"]).unwrap().starts_with("+OK"));
+    panics.store(1, Ordering::Relaxed);
+    let error = pool.try_spawn(["db"], async { 7 }).await.unwrap_err();
+    assert!(error.is_unavailable() && !error.is_full(), "{error}");
+    assert_eq!(error.into_inner().await, 7, "the work is handed back");
+    let first = pool.try_acquire(["db"]).await.unwrap();
+    let second = pool.try_acquire(["db"]).await.unwrap();
+    assert!(pool.try_acquire(["db"]).await.unwrap_err().is_full());
+    assert_eq!(other.limit(&"db").await.unwrap(), Some(2));
+    drop((first, second));
+    pool.flush().await;
+}
+
 /// A pool whose limits an earlier release wrote back after the loss (`lim` without `cfg`) has
 /// its limits: the processes that saw them set admit again (they refused everything, as
 /// forgotten, in the first version; found by a review).

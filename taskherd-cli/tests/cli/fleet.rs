@@ -520,6 +520,9 @@ fn a_loss_of_redis_data_while_jobs_wait_is_seen() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The jobs queueing again wrote them (the pool's `restore_limits_with`); the run's check,
+    // every second, says so.
+    std::thread::sleep(Duration::from_millis(1500));
     // Ctrl-C twice: the jobs that waited, or ran meanwhile, end.
     crate::support::send_signal(child.id(), "INT");
     crate::support::send_signal(child.id(), "INT");
@@ -539,17 +542,23 @@ fn a_loss_of_redis_data_while_jobs_wait_is_seen() {
 #[test]
 fn a_loss_of_redis_data_is_said_and_mended_once() {
     let jobs = format!("{}{}", "a :: true\n".repeat(6), "a :: sleep 2\n".repeat(3));
-    let (server, url, scratch) = server_with_jobs(&jobs);
-    let child = leased_run(&scratch, &url, ("3s", "1s"), &["-j", "1", "-l", "a=1"]);
+    loss_after_admissions_is_said_once(&jobs, ("3s", "1s"), 7);
+}
+
+/// Runs `jobs` (`-j 1 -l a=1`, leases and grace `lease`) until the pool has counted
+/// `admitted` admissions, makes Redis lose its data, and checks that the run says so once.
+fn loss_after_admissions_is_said_once(jobs: &str, lease: (&str, &str), admitted: u64) {
+    let (server, url, scratch) = server_with_jobs(jobs);
+    let child = leased_run(&scratch, &url, lease, &["-j", "1", "-l", "a=1"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while read_pool(&server, async |pool| {
         pool.total_stats().await.unwrap().admitted
-    }) < 7
+    }) < admitted
     {
         assert!(Instant::now() < deadline, "the jobs did not run");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // The run's check (every second) has seen the count of 7 before the loss: the count it
+    // The run's check (every second) has seen the count before the loss: the count it
     // compares with is then one the pool has lost. (Without this wait the test mostly
     // passed with the fix undone; found by a review.)
     std::thread::sleep(Duration::from_millis(1500));
@@ -561,6 +570,86 @@ fn a_loss_of_redis_data_is_said_and_mended_once() {
         "{}",
         finished.stderr
     );
+}
+
+/// After Redis lost its data, another process writes back only some limits (here a library
+/// user: `web`, and admissions that bring the pool's count back) before this run's waiting
+/// jobs queue again. They were then admitted under those alone, all at once (the run's `db=1`
+/// and `-j 1` missing), before the run's check noticed the loss (a second later, from the
+/// waiting places it lost). Their admission now finds the limits written again in another
+/// generation and writes the run's own where the pool has none first: they run one at a
+/// time, and the run says it wrote its limits again.
+#[test]
+fn jobs_queued_again_after_a_loss_run_under_the_runs_limits_though_another_wrote_some_first() {
+    let mut jobs = String::new();
+    for i in 0..3 {
+        jobs.push_str(&logged_job(&format!("j{i}"), "db", "0.4"));
+        jobs.push('\n');
+    }
+    let (server, url, scratch) = server_with_jobs(&jobs);
+    scratch.write(
+        "hold.txt",
+        "db :: touch started; while [ ! -e go ]; do sleep 0.05; done\n",
+    );
+    read_pool(&server, async |pool| {
+        pool.set_limit("db", Some(1)).await.unwrap();
+    });
+    // Another run, given no limit (so it writes none back), holds `db`; this one's jobs wait.
+    let holder = scratch
+        .command(&["run", "--redis", &url, "hold.txt"])
+        .spawn()
+        .unwrap();
+    wait_for_files(&scratch, &["started"]);
+    let child = leased_run(&scratch, &url, ("6s", "3s"), &["-j", "1", "-l", "db=1"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while read_pool(&server, async |pool| pool.waiting_len().await.unwrap()) < 3 {
+        assert!(Instant::now() < deadline, "the jobs never queued");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    crate::support::send_signal(child.id(), "STOP");
+    let before = read_pool(&server, async |pool| {
+        pool.total_stats().await.unwrap().admitted
+    });
+    server.cmd(&["FLUSHALL"]).unwrap();
+    read_pool(&server, async |pool| {
+        pool.set_limit("web", Some(3)).await.unwrap();
+        for _ in 0..=before {
+            drop(pool.try_acquire(["other"]).await.unwrap());
+        }
+        pool.flush().await;
+    });
+    scratch.write("go", "");
+    crate::support::send_signal(child.id(), "CONT");
+    let finished = finish_within(child, Duration::from_secs(60));
+    finish_within(holder, Duration::from_secs(30));
+    let ran = intervals(&scratch);
+    assert_eq!(ran.len(), 3, "every job ran once: {ran:?}");
+    assert_eq!(
+        max_overlap(ran.values()),
+        1,
+        "jobs ran together over the run's db=1 and -j 1: {ran:?}"
+    );
+    finished.assert_stderr_contains("this run's limits are written to the pool again");
+    let (total, db, web) = read_pool(&server, async |pool| {
+        (
+            pool.max_tasks().await.unwrap(),
+            pool.limit(&"db").await.unwrap(),
+            pool.limit(&"web").await.unwrap(),
+        )
+    });
+    assert_eq!((total, db, web), (Some(1), Some(1), Some(3)));
+}
+
+/// The same with no job waiting: the run's own check is the first call to find the loss (its
+/// statistics read writes the limits back, through the pool's `restore_limits_with`, and
+/// finds the count gone back), and it says so once, not again at the next check for the
+/// pool's own write.
+#[test]
+fn a_loss_found_by_the_runs_check_is_said_once() {
+    // The last job ignores SIGTERM: the run lasts the grace period after its lease is found
+    // lost, several checks.
+    let jobs = "a :: true\na :: true\na :: trap '' TERM; sleep 6 & wait\n";
+    loss_after_admissions_is_said_once(jobs, ("9s", "4s"), 3);
 }
 
 /// Starts a run of `jobs.txt` on the pool at `url` with leases of `lease`, `--kill-grace`

@@ -27,7 +27,8 @@ type BoxAdmit<K> = Pin<Box<dyn Future<Output = Result<RedisPermit<K>, Refused<K>
 ///   [`UnavailableError::is_forgotten`](taskherd_redis::UnavailableError::is_forgotten)). A
 ///   pool built with
 ///   [`restore_limits`](taskherd_redis::RedisPoolBuilder::restore_limits) writes them again
-///   by itself, at the first request after the loss.
+///   by itself, at the first request after the loss (where the pool has none: limits
+///   another process wrote back first stay).
 ///
 /// Each admission is a boxed future (one allocation per request, plus a clone of the pool, an
 /// `Arc`). Nothing is sent when [`try_admit`](Admit::try_admit) or [`admit`](Admit::admit)
