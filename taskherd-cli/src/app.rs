@@ -728,6 +728,14 @@ async fn join_fleet(
     let fleet = Fleet::connect(url, name, args.lease, redis_tls(args)?)
         .await
         .map_err(|message| Fatal::one(format!("--redis: {message}; nothing was run")))?;
+    if fleet.pool.redis_evicts_keys() {
+        eprintln!(
+            "taskherd: warning: --redis: Redis at {} evicts keys when it is full (an allkeys-* \
+             maxmemory-policy): it may drop the pool's limits or counts, and runs may then \
+             exceed them; set maxmemory-policy to noeviction",
+            fleet::redacted(url)
+        );
+    }
     // A limits file's `none` settings are written too, as a change of the file would be.
     let settings = match &prepared.limits_file {
         Some((_, settings, _)) => settings.clone(),

@@ -449,6 +449,8 @@ pub(crate) struct Engine {
     generations: Arc<Generations>,
     /// For `Debug`: the URL without credentials.
     pub(crate) redacted_url: String,
+    /// See [`evicts_keys`].
+    pub(crate) evicts: bool,
 }
 
 impl fmt::Debug for Engine {
@@ -464,6 +466,40 @@ impl fmt::Debug for Engine {
             .field("lost", &self.lost.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
+}
+
+/// Whether the Redis behind `conn` evicts keys without an expiry when it is full (`maxmemory`
+/// set, `maxmemory-policy` `allkeys-*`), read from `INFO memory`; logged as a warning if so.
+/// The pool's keys have no expiry: such a Redis may drop one of them (a limit, a count, a
+/// holder) when full, which no script can tell from a key never written (`volatile-*`
+/// policies evict only the notification lists, which expire; polling covers for them).
+/// `false` if it cannot be read (an ACL without `INFO`, a proxy that hides it).
+async fn evicts_keys(conn: &mut ConnectionManager, url: &str) -> bool {
+    let info: String = match redis::cmd("INFO").arg("memory").query_async(conn).await {
+        Ok(info) => info,
+        Err(error) => {
+            tracing::debug!(%error, "could not read Redis's eviction policy (INFO memory)");
+            return false;
+        }
+    };
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    let maxmemory = field("maxmemory").and_then(|v| v.parse::<u64>().ok());
+    let policy = field("maxmemory_policy").unwrap_or_default();
+    let evicts = maxmemory.is_some_and(|bytes| bytes > 0) && policy.starts_with("allkeys-");
+    if evicts {
+        tracing::warn!(
+            redis = %redact(url),
+            policy,
+            "Redis evicts keys when it is full (maxmemory-policy {policy}): it may drop a \
+             key of the pool (a limit, a count, a holder) and limits may then be exceeded; \
+             set maxmemory-policy to noeviction (or a volatile-* policy)"
+        );
+    }
+    evicts
 }
 
 /// The URL with any user name and password replaced by `***`, for logs, errors and `Debug`.
@@ -580,6 +616,7 @@ impl Engine {
             manager_config(Some(Duration::from_secs(3))),
         )
         .await?;
+        let evicts = evicts_keys(&mut conn.clone(), url).await;
         let (release_tx, release_rx) = mpsc::unbounded_channel();
         let fresh = Arc::new(Fresh::default());
         let sending = Arc::new(tokio::sync::Mutex::new(()));
@@ -649,6 +686,7 @@ impl Engine {
                 renewal_stopped: AtomicBool::new(false),
                 generations,
                 redacted_url: redact(url),
+                evicts,
             }
         });
         let weak = Arc::downgrade(&engine);

@@ -64,6 +64,17 @@
 //! - One process: use [`taskherd::TaskPool`], which admits in nanoseconds, not a round trip.
 //! - Rate limits (requests per second): this limits concurrency.
 //!
+//! # Redis's configuration
+//!
+//! The pool's keys in Redis have no expiry, and none of them may go missing on its own. A
+//! Redis set to evict keys without an expiry when it is full (`maxmemory` set, with an
+//! `allkeys-*` `maxmemory-policy`, as caches often are) may drop one (a limit, a count, a
+//! holder), which no process can tell from a key never written: limits may then be exceeded.
+//! Use `maxmemory-policy noeviction` (Redis's default: writes then fail, and so do admissions,
+//! as unavailable) or a `volatile-*` policy; [`RedisPool::redis_evicts_keys`] says, and a
+//! warning is logged, if the Redis a pool is built on evicts. Persistence (`appendonly`, or
+//! snapshots) keeps the limits and leases across restarts: see below for what happens without.
+//!
 //! # Redis restarts and failover
 //!
 //! Redis is the only place admission is decided: while it is unreachable, nothing is admitted

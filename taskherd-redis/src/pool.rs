@@ -290,6 +290,20 @@ impl<K> RedisPool<K> {
         self.shared.engine.lost_waits()
     }
 
+    /// Whether Redis, when this pool was built, was set to evict keys without an expiry when
+    /// it is full (`maxmemory` set and `maxmemory-policy` one of the `allkeys-*` policies,
+    /// read from `INFO memory`; `false` if Redis does not let this client read it). The
+    /// pool's keys have no expiry: such a Redis may drop one of them (a limit, a count, a
+    /// holder) when it runs out of memory, which the pool cannot tell from a key never
+    /// written, and limits may then be exceeded. Use `maxmemory-policy noeviction` (Redis's
+    /// default), or a `volatile-*` policy, for the Redis that holds pools (see
+    /// [Redis's configuration](crate#rediss-configuration)). A warning is logged too
+    /// (`tracing`). Read once, at build: a policy changed later is not seen.
+    #[must_use]
+    pub fn redis_evicts_keys(&self) -> bool {
+        self.shared.engine.evicts
+    }
+
     /// How many times this process has written its limits to restore
     /// ([`restore_limits`](crate::RedisPoolBuilder::restore_limits),
     /// [`restore_limits_with`](crate::RedisPoolBuilder::restore_limits_with)) after finding

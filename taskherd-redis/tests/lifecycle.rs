@@ -743,3 +743,29 @@ async fn a_shutdown_dropped_after_its_first_poll_still_takes_the_waiters_out() {
     );
     drop(waiting);
 }
+
+/// A Redis set to evict keys without an expiry when full (`maxmemory` with an `allkeys-*`
+/// policy) may drop a key of the pool (a limit, a count), which no process could tell from a
+/// key never written: the pool says so when it is built. Redis's default (`noeviction`), a
+/// `volatile-*` policy (only the notification lists expire) and an `allkeys-*` policy without
+/// `maxmemory` (nothing is ever evicted) are not said.
+#[tokio::test]
+async fn a_redis_that_evicts_keys_is_said() {
+    let cases: [(&[&str], bool); 4] = [
+        (&[], false),
+        (
+            &["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"],
+            true,
+        ),
+        (
+            &["--maxmemory", "64mb", "--maxmemory-policy", "volatile-lru"],
+            false,
+        ),
+        (&["--maxmemory-policy", "allkeys-random"], false),
+    ];
+    for (args, evicts) in cases {
+        let server = Server::start_args(args);
+        let pool = pool(&server, "evict", Duration::from_secs(5)).await;
+        assert_eq!(pool.redis_evicts_keys(), evicts, "{args:?}");
+    }
+}

@@ -396,6 +396,24 @@ fn a_run_ending_while_redis_is_down_exits_after_the_grace_period() {
     );
 }
 
+/// A Redis that evicts keys when it is full (`allkeys-*` with `maxmemory`), which may drop
+/// the pool's limits or counts, is said at the start; the run goes on.
+#[test]
+fn a_redis_that_evicts_keys_is_said() {
+    let server = Server::start_args(&["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"]);
+    let scratch = Scratch::new();
+    scratch.write("jobs.txt", "db :: true\n");
+    scratch
+        .run(&["run", "--redis", &server.url(), "-l", "db=1", "jobs.txt"])
+        .assert_code(0)
+        .assert_stderr_contains("evicts keys when it is full");
+    let (quiet, url, scratch) = server_with_jobs("db :: true\n");
+    let finished = scratch.run(&["run", "--redis", &url, "jobs.txt"]);
+    finished.assert_code(0);
+    assert!(!finished.stderr.contains("evicts"), "{}", finished.stderr);
+    drop(quiet);
+}
+
 /// A dry run with `--redis` does not connect, and says that limits it does not give are the
 /// pool's.
 #[test]

@@ -44,6 +44,12 @@ impl Server {
         Self::start_with(port, &[])
     }
 
+    /// Starts a server on a free port with `extra` arguments (`--maxmemory 64mb`, ...).
+    pub fn start_args(extra: &[&str]) -> Self {
+        let extra: Vec<String> = extra.iter().map(|arg| (*arg).to_owned()).collect();
+        Self::start_with(free_port(), &extra)
+    }
+
     /// Starts a server on a free port that also serves TLS on another free port, returned,
     /// with the certificate and key in PEM files `cert` and `key`, and clients authenticated
     /// by certificates that chain to `ca` (Redis's default once it serves TLS).
