@@ -768,4 +768,26 @@ async fn a_redis_that_evicts_keys_is_said() {
         let pool = pool(&server, "evict", Duration::from_secs(5)).await;
         assert_eq!(pool.redis_evicts_keys(), evicts, "{args:?}");
     }
+    // A Redis user that may not read `INFO` (`-@dangerous`) builds its pool all the same.
+    let server = Server::start_args(cases[1].0);
+    let user = [
+        "ACL",
+        "SETUSER",
+        "noinfo",
+        "on",
+        ">pw",
+        "~*",
+        "&*",
+        "+@all",
+        "-@dangerous",
+    ];
+    assert!(server.cmd(&user).unwrap().contains("OK"));
+    let url = format!("redis://noinfo:pw@127.0.0.1:{}/", server.port);
+    let pool = taskherd_redis::RedisPool::<&'static str>::builder(&url, "evict")
+        .build()
+        .await
+        .unwrap();
+    assert!(!pool.redis_evicts_keys());
+    drop(pool.try_acquire(["db"]).await.unwrap());
+    pool.flush().await;
 }
