@@ -159,9 +159,12 @@ local function reclaim(seg)
   if gidle(seg) then redis.call('HDEL', K_ST, 'a:g:' .. seg, 'x:g:' .. seg, 'p:g:' .. seg) end
 end
 
+-- A waiter's record, or nil if there is none (or it is not a hash: something else wrote that
+-- key, whose places cannot be read; read with `pcall`, so that one such key does not fail
+-- every release, reap and pump that meets its id).
 local function wget(id)
-  local f = redis.call('HMGET', wkey(id), 't', 'g', 'pl', 'm', 'tp', 'ph', 'o', 'ls')
-  if not f[1] then return nil end
+  local f = redis.pcall('HMGET', wkey(id), 't', 'g', 'pl', 'm', 'tp', 'ph', 'o', 'ls')
+  if f.err or not f[1] then return nil end
   return { id = id, t = tonumber(f[1]), g = split(f[2]), gs = f[2], pl = f[3], m = tonumber(f[4]),
            tp = f[5], ph = f[6], o = f[7], ls = tonumber(f[8]) }
 end
@@ -350,6 +353,10 @@ local function release_id(id, now)
     if w.ph == 'w' then cancel_waiting(w, now) else redis.call('DEL', wkey(id)) end
     return 1
   end
+  -- Waiting without a readable record (overwritten by something else): no longer a waiter,
+  -- so that the reaper does not meet it again; the pumps drop its queue places as they reach
+  -- them. Its reservations cannot be read and stay counted.
+  redis.call('ZREM', K_WL, id)
   return 0
 end
 

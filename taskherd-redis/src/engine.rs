@@ -991,8 +991,12 @@ impl Engine {
         })
     }
 
-    /// One `poll.lua` call.
-    pub(crate) async fn poll(&self, ids: &[String]) -> Result<Vec<Status>, Unavailable> {
+    /// One `poll.lua` call: the status of each of `ids`, or the error of one whose record
+    /// cannot be read (not a hash: something else wrote that key), which Redis will repeat.
+    pub(crate) async fn poll(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<Result<Status, Unavailable>>, Unavailable> {
         let mut invocation = scripts::POLL.key(&self.prefix);
         for id in ids {
             invocation.arg(id);
@@ -1002,11 +1006,23 @@ impl Engine {
         Ok(reply
             .iter()
             .map(|s| match s.as_str() {
-                "g" => Status::Granted,
-                "w" => Status::Waiting,
-                _ => Status::Gone,
+                "g" => Ok(Status::Granted),
+                "w" => Ok(Status::Waiting),
+                "e" => Err(Unavailable::lost(
+                    "WRONGTYPE: the waiter's record in Redis is not a hash (something else wrote its \
+                     key)",
+                )),
+                _ => Ok(Status::Gone),
             })
             .collect())
+    }
+
+    /// [`poll`](Self::poll) of one waiter.
+    pub(crate) async fn poll_one(&self, id: &str) -> Result<Status, Unavailable> {
+        self.poll(&[id.to_owned()])
+            .await?
+            .pop()
+            .unwrap_or(Ok(Status::Gone))
     }
 
     /// One `limits.lua` call in `mode`. The number of waiters granted, or `None` if in
@@ -1741,32 +1757,15 @@ async fn notifier(engine: Weak<Engine>, mut conn: ConnectionManager) {
         if ids.is_empty() {
             continue;
         }
-        match engine.poll(&ids).await {
-            Ok(statuses) => {
-                for (id, status) in ids.iter().zip(statuses) {
-                    engine.wake_changed(id, status);
+        // A waiter whose record cannot be read is woken to poll itself and fail with the
+        // error; the others are told as usual. (An error of the whole call: the next poll.)
+        if let Ok(statuses) = engine.poll(&ids).await {
+            for (id, status) in ids.iter().zip(statuses) {
+                match status {
+                    Ok(status) => engine.wake_changed(id, status),
+                    Err(_) => engine.wake(id, None),
                 }
             }
-            // An error Redis will repeat fails the whole batch, though it may come from one
-            // waiter's record (overwritten by something else: `WRONGTYPE`): each is polled
-            // alone, so that the others are still found granted, and one whose poll fails
-            // so is woken to poll itself and fail with the error.
-            Err(error) if !error.is_transient() => {
-                for id in &ids {
-                    match engine.poll(std::slice::from_ref(id)).await {
-                        Ok(statuses) => {
-                            engine.wake_changed(
-                                id,
-                                statuses.first().copied().unwrap_or(Status::Gone),
-                            );
-                        }
-                        Err(error) if !error.is_transient() => engine.wake(id, None),
-                        // Unreachable now: the next poll tries again.
-                        Err(_) => break,
-                    }
-                }
-            }
-            Err(_) => {}
         }
     }
 }

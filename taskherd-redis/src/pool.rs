@@ -509,10 +509,10 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
                 }
                 let status = match engine.take_status(pending.id()) {
                     Some(status) => status,
-                    None => match engine.poll(&[pending.id().to_owned()]).await {
+                    None => match engine.poll_one(pending.id()).await {
                         Ok(polled) => {
                             unreachable_since = None;
-                            polled.first().copied().unwrap_or(Status::Gone)
+                            polled
                         }
                         // An outage shorter than 90% of the lease keeps the place (it is
                         // renewed, or presumed lost by the expirer, which wakes this with

@@ -322,7 +322,8 @@ async fn a_granted_waiter_is_woken_when_notifications_fail() {
 /// when one waiter's record could not be read (here overwritten with a string: `WRONGTYPE`):
 /// a process whose notifications fail (`BLPOP` forbidden, as above) then never found its other
 /// waiters granted, and they slept on slots the fleet counted as theirs. Now the others are
-/// found granted, and the waiter whose record is unreadable fails with Redis's error.
+/// found granted, and the waiter whose record is unreadable fails with Redis's error; the
+/// releases of its group go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_unreadable_waiter_record_does_not_hide_the_other_grants() {
     let server = Server::start();
@@ -374,5 +375,14 @@ async fn one_unreadable_waiter_record_does_not_hide_the_other_grants() {
         .unwrap()
         .expect_err("its record cannot be read");
     assert!(error.to_string().contains("WRONGTYPE"), "{error}");
+    // Releases, reaps and pumps that meet the unreadable record go on (they failed with
+    // `WRONGTYPE`, so `b`'s holder could never be released and `b` stayed full): the queue
+    // place is dropped, and the id is no longer counted as waiting.
     drop(held.1);
+    other.flush().await;
+    assert_eq!(other.stats(&"b").await.unwrap().running, 0);
+    drop(other.try_acquire(["b"]).await.unwrap());
+    limited.flush().await;
+    other.flush().await;
+    assert_eq!(other.waiting_len().await.unwrap(), 0);
 }
