@@ -7,23 +7,31 @@
 --          Redis's data (neither `cfg` nor `lim`; `lim` alone: set by a release that did not
 --          mark `cfg`), else nothing is changed; or `fill`: each limit only where the pool has
 --          none (the total, the default, a group's explicit limit)
--- ARGV[3]  the generation to start if the pool has none (a random number from 2 to 2^52)
--- ARGV[4]  the total's limit: `-` unchanged, `` (empty) none, or a number
--- ARGV[5]  the default limit: same encoding
--- ARGV[6..] pairs: a group segment, then its explicit limit (`` clears it, or a number); each
+-- ARGV[3]  the generation of the pool's limits the caller expects (see lib.lua), `0` for any:
+--          if the pool's is another (or it has none), nothing is changed (the caller catches
+--          up first: writes its limits to restore, then this batch on top)
+-- ARGV[4]  the generation to start if the pool has none, or an earlier release's (1): a
+--          random number from 2 to below 2^52
+-- ARGV[5]  the total's limit: `-` unchanged, `` (empty) none, or a number
+-- ARGV[6]  the default limit: same encoding
+-- ARGV[7..] pairs: a group segment, then its explicit limit (`` clears it, or a number); each
 --          segment at most once
 --
 -- Marks the pool's limits set (`cfg`: a new generation if it had none, see lib.lua). Returns
 -- two integers: the number of waiters granted, or -1 if in `restore` mode the pool had limits
--- (nothing changed); then the generation of the pool's limits after the call.
+-- (nothing changed), or -2 if the pool's generation is not the one expected (nothing
+-- changed); then the generation of the pool's limits after the call.
 
+local gen = limits_gen()
+local expected = tonumber(ARGV[3])
+if expected ~= 0 and gen ~= expected then return { -2, gen } end
 local now = now_ms()
 reap(now, tonumber(ARGV[1]))
-local gen = limits_gen()
 local configured = gen ~= 0
-if redis.call('EXISTS', K_CFG) == 0 then
-  -- A new generation, or limits an earlier release wrote (`lim` alone) become generation 1.
-  if not configured then gen = tonumber(ARGV[3]) end
+if gen <= 1 then
+  -- No generation yet, or an earlier release's (`cfg` 1, or `lim` alone, which it may write
+  -- again after a loss): a new one.
+  gen = tonumber(ARGV[4])
   redis.call('SET', K_CFG, string.format('%.0f', gen))
 end
 if ARGV[2] == 'restore' and configured then return { -1, gen } end
@@ -35,12 +43,12 @@ end
 local fill = ARGV[2] == 'fill'
 local function wanted(field) return not fill or redis.call('HEXISTS', K_LIM, field) == 0 end
 
-if ARGV[4] ~= '-' and wanted('t') then set('t', ARGV[4]) end
+if ARGV[5] ~= '-' and wanted('t') then set('t', ARGV[5]) end
 local default_changed = false
-if ARGV[5] ~= '-' and wanted('d') then
+if ARGV[6] ~= '-' and wanted('d') then
   local old = redis.call('HGET', K_LIM, 'd') or ''
-  if old ~= ARGV[5] then
-    set('d', ARGV[5])
+  if old ~= ARGV[6] then
+    set('d', ARGV[6])
     default_changed = true
   end
 end
@@ -48,7 +56,7 @@ end
 -- Values. A group that exists is "touched" (its room may change); one that does not exist
 -- gets an entry only for an explicit limit (nothing to pump there).
 local touched = {}
-for i = 6, #ARGV - 1, 2 do
+for i = 7, #ARGV - 1, 2 do
   local seg, v = ARGV[i], ARGV[i + 1]
   if wanted('g:' .. seg) then
     local exists = not gidle(seg)

@@ -1026,19 +1026,27 @@ impl Engine {
     }
 
     /// One `limits.lua` call in `mode`. The number of waiters granted, or `None` if in
-    /// [`LimitsMode::Restore`] the pool had limits. A write into a pool that had lost its
-    /// limits (a new generation) is followed by this process's limits to restore, if any
-    /// (see [`Generations::wrote`]).
+    /// [`LimitsMode::Restore`] the pool had limits. A process with limits to restore that
+    /// finds the pool's limits in another generation than it saw (lost and written again, or
+    /// gone) writes those first, then this batch (see [`Generations::expected_by_writes`]).
     pub(crate) async fn set_limits(
         &self,
         batch: &LimitBatch,
         mode: LimitsMode,
     ) -> Result<Option<usize>, Unavailable> {
         let mut conn = self.conn.clone();
-        let (granted, generation) =
-            crate::generation::write(batch, &self.prefix, mode, &mut conn).await?;
-        self.generations.wrote(generation, &mut conn).await?;
-        Ok(granted)
+        for _ in 0..=CATCH_UPS {
+            let expected = self.generations.expected_by_writes();
+            let (granted, generation) =
+                crate::generation::write(batch, &self.prefix, mode, expected, &mut conn).await?;
+            if granted == -2 {
+                self.generations.caught_up(generation, &mut conn).await?;
+                continue;
+            }
+            self.generations.wrote(generation);
+            return Ok(usize::try_from(granted).ok());
+        }
+        Err(Unavailable::forgotten())
     }
 
     /// One `stats.lua` call: the total, then each segment. With [`Reads::Limits`] it fails

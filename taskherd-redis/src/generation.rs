@@ -18,7 +18,9 @@
 //! that generation as seen; without, it fails closed while there are none
 //! ([`Unavailable::forgotten`]) and takes the new generation as it is once there is one (it
 //! knows nothing to write, as a process built after the loss). Its admission is made again
-//! after that, never before.
+//! after that, never before. A write of limits by a process with limits to restore is refused
+//! by `limits.lua` in another generation than the one it saw, and made after it caught up:
+//! its batch lands on top of its limits to restore, which never undo it.
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -111,7 +113,7 @@ impl Generations {
             return Ok(None);
         };
         let batch = limits(restore)?;
-        let (_, generation) = write(&batch, &self.prefix, LimitsMode::Restore, conn).await?;
+        let (_, generation) = write(&batch, &self.prefix, LimitsMode::Restore, 0, conn).await?;
         Ok(Some(generation))
     }
 
@@ -147,7 +149,7 @@ impl Generations {
             return Ok(CaughtUp::Taken);
         };
         let batch = limits(restore)?;
-        let (_, generation) = write(&batch, &self.prefix, LimitsMode::Fill, conn)
+        let (_, generation) = write(&batch, &self.prefix, LimitsMode::Fill, 0, conn)
             .await
             .inspect_err(|error| {
                 tracing::warn!(
@@ -165,30 +167,38 @@ impl Generations {
         Ok(CaughtUp::Written)
     }
 
-    /// A write of limits by this process (`set_limits` and the like) left the pool in
-    /// generation `found`: as [`caught_up`](Self::caught_up) (a write into a pool that had lost
-    /// its limits started a new generation, which the process's other limits must reach too).
-    pub(crate) async fn wrote(
-        &self,
-        found: u64,
-        conn: &mut ConnectionManager,
-    ) -> Result<(), Unavailable> {
-        self.caught_up(found, conn).await.map(drop)
+    /// The generation a write of limits by this process (`set_limits` and the like) is to
+    /// find the pool in: for a process with limits to restore, the one it has seen (a write
+    /// into another is refused, and the process catches up first, so that what it writes is
+    /// on top of its limits to restore and never undone by them); 0 (any) for the others.
+    pub(crate) fn expected_by_writes(&self) -> u64 {
+        if self.restore.is_some() {
+            self.seen()
+        } else {
+            0
+        }
+    }
+
+    /// A write of limits by this process found the pool in generation `found`, or started it:
+    /// seen now.
+    pub(crate) fn wrote(&self, found: u64) {
+        self.seen.store(found, Ordering::Relaxed);
     }
 }
 
-/// One `limits.lua` call applying `batch` in `mode`: the number of waiters granted (`None` if
-/// in [`LimitsMode::Restore`] the pool had limits) and the generation of the pool's limits
-/// after it.
+/// One `limits.lua` call applying `batch` in `mode` if the pool's limits are in generation
+/// `expected` (0: any): the number of waiters granted, -1 if in [`LimitsMode::Restore`] the
+/// pool had limits, -2 if its generation is not `expected` (nothing written in both cases);
+/// and the generation of the pool's limits after it.
 pub(crate) async fn write(
     batch: &LimitBatch,
     prefix: &str,
     mode: LimitsMode,
+    expected: u64,
     conn: &mut ConnectionManager,
-) -> Result<(Option<usize>, u64), Unavailable> {
-    let invocation = batch.invocation(prefix, mode);
-    let (granted, generation): (i64, u64) = caught(invocation.invoke_async(conn)).await?;
-    Ok((usize::try_from(granted).ok(), generation))
+) -> Result<(i64, u64), Unavailable> {
+    let invocation = batch.invocation(prefix, mode, expected);
+    Ok(caught(invocation.invoke_async(conn)).await?)
 }
 
 /// The limits `restore` gives now. Its panic is caught (it runs on the admitter's task, which

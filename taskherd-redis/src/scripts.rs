@@ -94,8 +94,14 @@ impl LimitBatch {
     }
 
     /// The `limits.lua` call applying this batch to the pool with key prefix `prefix`, in
-    /// `mode` (see [`LimitsMode`]), checked in the same script call as the write.
-    pub(crate) fn invocation(&self, prefix: &str, mode: LimitsMode) -> ScriptInvocation<'static> {
+    /// `mode` (see [`LimitsMode`]), checked in the same script call as the write; only if the
+    /// pool's limits are in generation `expected` (0: any; see `crate::generation`).
+    pub(crate) fn invocation(
+        &self,
+        prefix: &str,
+        mode: LimitsMode,
+        expected: u64,
+    ) -> ScriptInvocation<'static> {
         let change = |c: Option<Option<usize>>| c.map_or_else(|| "-".to_owned(), limit_arg);
         let mut invocation = LIMITS.key(prefix);
         invocation
@@ -105,8 +111,9 @@ impl LimitBatch {
                 LimitsMode::Restore => "restore",
                 LimitsMode::Fill => "fill",
             })
+            .arg(expected)
             // The generation to start if the pool has none: from 2 (1 is what earlier releases
-            // wrote) to 2^52, exact as a Lua number.
+            // wrote) to below 2^52, exact as a Lua number.
             .arg((crate::engine::random_u64() >> 12).max(2))
             .arg(change(self.max_tasks))
             .arg(change(self.default_limit));

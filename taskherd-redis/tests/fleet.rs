@@ -756,6 +756,60 @@ async fn restore_limits_are_filled_in_after_another_process_wrote_some_after_the
     restoring.flush().await;
 }
 
+/// Found by a review of the generations: a process with limits to restore whose own first
+/// write after a loss is a "no limit" keeps it (the write started the new generation, and
+/// the limits to restore, filled in after it, put the limit back); a statistics read that
+/// catches up reads again and names the limit filled in; and a pool whose `cfg` an earlier
+/// version wrote (`1`, which such a version writes again after a loss) gets a generation of
+/// its own at the first write, so that a loss after it is seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_reads_after_a_loss_catch_up_first() {
+    let server = Server::start();
+    let lease = Duration::from_secs(10);
+    let restoring = async |name: &str| {
+        RedisPool::<&'static str>::builder(&server.url(), name)
+            .lease(lease)
+            .restore_limits(LimitChanges::new().limit("db", 1).limit("web", 1))
+            .build()
+            .await
+            .unwrap()
+    };
+    let pool = restoring("catch-up").await;
+    let other = support::pool(&server, "catch-up", lease).await;
+    assert!(server.cmd(&["FLUSHALL"]).unwrap().starts_with("+OK"));
+    pool.clear_limit(&"db").await.unwrap();
+    assert_eq!(other.limit(&"db").await.unwrap(), None);
+    assert_eq!(other.limit(&"web").await.unwrap(), Some(1));
+    assert_eq!(pool.limits_restored(), 1);
+
+    assert!(server.cmd(&["FLUSHALL"]).unwrap().starts_with("+OK"));
+    other.set_limit("db", 3).await.unwrap();
+    assert_eq!(pool.stats(&"web").await.unwrap().limit, Some(1));
+    assert_eq!(pool.limit(&"db").await.unwrap(), Some(3));
+
+    // `cfg` as an earlier version wrote it.
+    assert!(
+        server
+            .cmd(&["SET", "taskherd:{legacy}:cfg", "1"])
+            .unwrap()
+            .starts_with("+OK")
+    );
+    let legacy = restoring("legacy").await;
+    legacy.set_limit("web", 1).await.unwrap();
+    assert!(server.cmd(&["FLUSHALL"]).unwrap().starts_with("+OK"));
+    // What an earlier version writes back after the loss: `web` alone, `cfg` 1.
+    server
+        .cmd(&["HSET", "taskherd:{legacy}:lim", "g:web", "3"])
+        .unwrap();
+    server.cmd(&["SET", "taskherd:{legacy}:cfg", "1"]).unwrap();
+    let held = legacy.try_acquire(["db"]).await.unwrap();
+    assert!(legacy.try_acquire(["db"]).await.unwrap_err().is_full());
+    drop(held);
+    for pool in [&pool, &legacy] {
+        pool.flush().await;
+    }
+}
+
 /// `restore_limits_with`: the limits written back after a loss are those its function gives
 /// then (changed since the pool was built); a panic in it fails the call that needed them, as
 /// unavailable, and the pool goes on.
