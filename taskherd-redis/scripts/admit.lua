@@ -50,6 +50,9 @@ local function admit(mode, id, segs)
   if redis.call('ZSCORE', K_H, id) then return 1, 0 end
   -- Only a wait-mode call makes a waiter: a try-mode id (always fresh) cannot name one.
   if mode == 'wait' then
+    -- Strict: an unreadable record at this id fails here, before any write (wget would
+    -- say "none", and the HSET below would fail after the reservations and queue places).
+    redis.call('HEXISTS', wkey(id), 't')
     local existing = wget(id)
     if existing then
       if existing.ph == 'g' then return 1, 0 end

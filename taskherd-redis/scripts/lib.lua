@@ -334,6 +334,39 @@ local function cancel_waiting(w, now)
   grant_all(granted, now)
 end
 
+-- A waiter whose record cannot be read, just taken out of `wl`: its queue places are taken
+-- out of every queue, and the reservations are recounted from the readable records (each
+-- reservation belongs to a waiter in `wl`), the groups that lose some pumped.
+local function drop_unreadable(id, now)
+  redis.call('ZREM', K_QT, id)
+  for _, seg in ipairs(redis.call('SMEMBERS', K_QG)) do
+    if redis.call('ZREM', qkey(seg), id) == 1 and redis.call('EXISTS', qkey(seg)) == 0 then
+      redis.call('SREM', K_QG, seg)
+    end
+  end
+  local counted = {}
+  for _, other in ipairs(redis.call('ZRANGE', K_WL, 0, -1)) do
+    local w = wget(other)
+    if w and w.ph == 'w' then
+      for i, seg in ipairs(w.g) do
+        if string.sub(w.pl, i, i) == 'r' then counted[seg] = (counted[seg] or 0) + 1 end
+      end
+    end
+  end
+  local granted = {}
+  for _, f in ipairs(redis.call('HKEYS', K_RES)) do
+    local seg = string.sub(f, 3)
+    local extra = num(redis.call('HGET', K_RES, f)) - (counted[seg] or 0)
+    if extra > 0 then
+      add(K_RES, f, -extra)
+      gpump(seg, granted)
+      reclaim(seg)
+    end
+  end
+  tpump(granted)
+  grant_all(granted, now)
+end
+
 -- Releases a holder (a granted waiter not collected yet included) or cancels a waiter, by id.
 -- Idempotent: an unknown id is a no-op. Returns 1 if something was given back.
 local function release_id(id, now)
@@ -354,9 +387,8 @@ local function release_id(id, now)
     return 1
   end
   -- Waiting without a readable record (overwritten by something else): no longer a waiter,
-  -- so that the reaper does not meet it again; the pumps drop its queue places as they reach
-  -- them. Its reservations cannot be read and stay counted.
-  redis.call('ZREM', K_WL, id)
+  -- so that the reaper does not meet it again, and its places and reservations go back.
+  if redis.call('ZREM', K_WL, id) == 1 then drop_unreadable(id, now) end
   return 0
 end
 

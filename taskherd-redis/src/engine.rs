@@ -1767,13 +1767,22 @@ async fn notifier(engine: Weak<Engine>, mut conn: ConnectionManager) {
         }
         // A waiter whose record cannot be read is woken to poll itself and fail with the
         // error; the others are told as usual. (An error of the whole call: the next poll.)
-        if let Ok(statuses) = engine.poll(&ids).await {
-            for (id, status) in ids.iter().zip(statuses) {
-                match status {
-                    Ok(status) => engine.wake_changed(id, status),
-                    Err(_) => engine.wake(id, None),
+        match engine.poll(&ids).await {
+            Ok(statuses) => {
+                for (id, status) in ids.iter().zip(statuses) {
+                    match status {
+                        Ok(status) => engine.wake_changed(id, status),
+                        Err(_) => engine.wake(id, None),
+                    }
                 }
             }
+            // An error Redis will repeat: each waiter is woken to poll itself and fail with it.
+            Err(error) if !error.is_transient() => {
+                for id in &ids {
+                    engine.wake(id, None);
+                }
+            }
+            Err(_) => {}
         }
     }
 }

@@ -70,8 +70,10 @@
 //! Redis set to evict keys without an expiry when it is full (`maxmemory` set, with an
 //! `allkeys-*` `maxmemory-policy`, as caches often are) may drop one (a limit, a count, a
 //! holder), which no process can tell from a key never written: limits may then be exceeded.
-//! Use `maxmemory-policy noeviction` (Redis's default: writes then fail, and so do admissions,
-//! as unavailable) or a `volatile-*` policy; [`RedisPool::redis_evicts_keys`] says, and a
+//! Use `maxmemory-policy noeviction` (Redis's default: a full Redis then refuses writes, so
+//! admissions fail as unavailable, and renewals fail too: running work is presumed lost once
+//! none was confirmed for 90% of its lease, as while Redis is unreachable) or a `volatile-*`
+//! policy; [`RedisPool::redis_evicts_keys`] says, and a
 //! warning is logged, if the Redis a pool is built on evicts. Persistence (`appendonly`, or
 //! snapshots) keeps the limits and leases across restarts: see below for what happens without.
 //!

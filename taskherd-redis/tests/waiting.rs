@@ -276,11 +276,22 @@ async fn a_lost_notification_is_made_up_for_in_a_busy_process() {
 /// A pool `name` as a Redis user that may not run `BLPOP` (as under a common ACL hardening):
 /// its notifications fail, so only the poll every second finds its waiters granted.
 async fn without_blpop(server: &Server, name: &str, lease: Duration) -> RedisPool<&'static str> {
-    let user = [
-        "ACL", "SETUSER", "noblock", "on", ">pw", "~*", "&*", "+@all", "-blpop",
+    denied(server, name, lease, &["-blpop"]).await
+}
+
+/// A pool `name` as a Redis user that may run every command but those `denied` (`-blpop`).
+async fn denied(
+    server: &Server,
+    name: &str,
+    lease: Duration,
+    denied: &[&str],
+) -> RedisPool<&'static str> {
+    let mut user = vec![
+        "ACL", "SETUSER", "limited", "on", ">pw", "~*", "&*", "+@all",
     ];
+    user.extend(denied);
     assert!(server.cmd(&user).unwrap().contains("OK"));
-    let url = format!("redis://noblock:pw@127.0.0.1:{}/", server.port);
+    let url = format!("redis://limited:pw@127.0.0.1:{}/", server.port);
     RedisPool::builder(&url, name)
         .lease(lease)
         .build()
@@ -288,17 +299,22 @@ async fn without_blpop(server: &Server, name: &str, lease: Duration) -> RedisPoo
         .unwrap()
 }
 
-/// A process whose notifications fail (here its Redis user may not run `BLPOP`, as under a
-/// common ACL hardening; a connection that keeps timing out does the same) still finds its
-/// waiters granted, by the once-a-second poll: a failed `BLPOP` skipped the poll, and the
-/// granted waiter slept forever while its process renewed the slot it never used. Found by a
-/// review.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_granted_waiter_is_woken_when_notifications_fail() {
-    let server = Server::start();
-    let other = pool(&server, "acl", Duration::from_secs(3)).await;
+/// A pool `name` of a process whose Redis user may not run the commands `denied` (`-blpop`),
+/// waiting for group `a` (limit 1), and granted it in Redis by the release of another
+/// process's permit: the other pool, the limited one, and the waiting call.
+async fn granted_in_a_limited_process(
+    server: &Server,
+    name: &'static str,
+    denied_commands: &[&str],
+) -> (
+    RedisPool<&'static str>,
+    RedisPool<&'static str>,
+    tokio::task::JoinHandle<Result<(), taskherd::AcquireError>>,
+) {
+    let lease = Duration::from_secs(3);
+    let other = pool(server, name, lease).await;
     other.set_limit("a", 1).await.unwrap();
-    let limited = without_blpop(&server, "acl", Duration::from_secs(3)).await;
+    let limited = denied(server, name, lease, denied_commands).await;
     let held = other.try_acquire(["a"]).await.unwrap();
     let waiting = tokio::spawn({
         let limited = limited.clone();
@@ -309,6 +325,18 @@ async fn a_granted_waiter_is_woken_when_notifications_fail() {
     other.flush().await;
     // Granted in Redis: counted as running there.
     assert_eq!(other.stats(&"a").await.unwrap().running, 1);
+    (other, limited, waiting)
+}
+
+/// A process whose notifications fail (here its Redis user may not run `BLPOP`, as under a
+/// common ACL hardening; a connection that keeps timing out does the same) still finds its
+/// waiters granted, by the once-a-second poll: a failed `BLPOP` skipped the poll, and the
+/// granted waiter slept forever while its process renewed the slot it never used. Found by a
+/// review.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_granted_waiter_is_woken_when_notifications_fail() {
+    let server = Server::start();
+    let (other, limited, waiting) = granted_in_a_limited_process(&server, "acl", &["-blpop"]).await;
     tokio::time::timeout(Duration::from_secs(5), waiting)
         .await
         .expect("the granted waiter was not woken (the poll runs every second)")
@@ -385,4 +413,141 @@ async fn one_unreadable_waiter_record_does_not_hide_the_other_grants() {
     limited.flush().await;
     other.flush().await;
     assert_eq!(other.waiting_len().await.unwrap(), 0);
+}
+
+/// Overwrites the only waiter record of pool `name` with a string.
+fn overwrite_the_waiter_record(server: &Server, name: &str) {
+    let records = server
+        .cmd(&["KEYS", &format!("taskherd:{{{name}}}:w:*")])
+        .unwrap();
+    let record = records
+        .lines()
+        .find(|line| line.starts_with("taskherd:"))
+        .expect("the waiter's record");
+    assert!(
+        server
+            .cmd(&["SET", record, "not a hash"])
+            .unwrap()
+            .starts_with("+OK")
+    );
+}
+
+/// Waits for `waiter` to fail because its record cannot be read.
+async fn fails_unreadable(waiter: tokio::task::JoinHandle<Result<(), taskherd::AcquireError>>) {
+    let error = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiter whose record is unreadable was not told")
+        .unwrap()
+        .expect_err("its record cannot be read");
+    assert!(error.to_string().contains("WRONGTYPE"), "{error}");
+}
+
+/// Found by a review: a waiter whose record became unreadable gave back neither its
+/// reservations (`b`, limit 1, stayed full with nobody in it) nor its queue places (a later
+/// waiter queued behind its place in `a`, which nobody pumped since nobody waited, and was
+/// never granted though `a` had room).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_waiter_gives_back_its_reservations_and_places() {
+    let server = Server::start();
+    let pool = pool(&server, "unreadable-places", Duration::from_secs(30)).await;
+    let limits = taskherd::LimitChanges::new()
+        .limit("a", 1)
+        .limit("b", 1)
+        .limit("c", 1);
+    pool.set_limits(limits).await.unwrap();
+    let held = (
+        pool.try_acquire(["a"]).await.unwrap(),
+        pool.try_acquire(["c"]).await.unwrap(),
+    );
+    let broken = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.acquire(["a", "b"]).await.map(drop) }
+    });
+    until_waiting(&pool, "a", 1).await;
+    assert_eq!(pool.stats(&"b").await.unwrap().reserved, 1);
+    overwrite_the_waiter_record(&server, "unreadable-places");
+    fails_unreadable(broken).await;
+    pool.flush().await;
+    drop(pool.try_acquire(["b"]).await.unwrap());
+    drop(held.0);
+    pool.flush().await;
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.acquire(["c", "a"]).await.map(drop) }
+    });
+    until_waiting(&pool, "c", 1).await;
+    drop(held.1);
+    tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the waiter queued behind the unreadable one's place was not granted")
+        .unwrap()
+        .unwrap();
+    pool.flush().await;
+    assert_eq!(
+        server
+            .cmd(&["EXISTS", "taskherd:{unreadable-places}:res"])
+            .unwrap(),
+        ":0\r\n"
+    );
+}
+
+/// Found by a review: a waiting admission whose own id's record was written by something else
+/// (a string) failed only after it had counted a reservation and queued (the reservation in
+/// `b` leaked); it now fails before it writes anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admission_over_an_unreadable_record_writes_nothing() {
+    let server = Server::start();
+    let pool = pool(&server, "unreadable-own", Duration::from_secs(30)).await;
+    let limits = taskherd::LimitChanges::new().limit("a", 1).limit("b", 1);
+    pool.set_limits(limits).await.unwrap();
+    let held = pool.try_acquire(["a"]).await.unwrap();
+    let first = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.acquire(["a"]).await.map(drop) }
+    });
+    until_waiting(&pool, "a", 1).await;
+    // The next ids this process gives its waiters (`<process>-<counter>`).
+    let records = server
+        .cmd(&["KEYS", "taskherd:{unreadable-own}:w:*"])
+        .unwrap();
+    let record = records
+        .lines()
+        .find(|line| line.starts_with("taskherd:"))
+        .unwrap();
+    let (base, n) = record.rsplit_once('-').unwrap();
+    let n: u64 = n.parse().unwrap();
+    for k in 1..=3 {
+        server
+            .cmd(&["SET", &format!("{base}-{}", n + k), "not a hash"])
+            .unwrap();
+    }
+    let error = tokio::time::timeout(Duration::from_secs(5), pool.acquire(["b", "a"]))
+        .await
+        .expect("answered")
+        .unwrap_err();
+    assert!(error.to_string().contains("WRONGTYPE"), "{error}");
+    first.abort();
+    drop(held);
+    pool.flush().await;
+    drop(pool.try_acquire(["b"]).await.unwrap());
+}
+
+/// Found by a review: the notifier's poll failing whole with an error Redis repeats (here the
+/// Redis user may not `DEL`, which the poll of a granted waiter does) left a granted waiter
+/// asleep for ever, on a slot the fleet counted as its; it is woken, polls itself, and fails
+/// with the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_that_fails_whole_wakes_its_waiters() {
+    let server = Server::start();
+    let (_other, _limited, waiting) =
+        granted_in_a_limited_process(&server, "poll-fails", &["-blpop", "-del"]).await;
+    let error = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the granted waiter was never woken")
+        .unwrap()
+        .expect_err("its poll fails");
+    assert!(
+        error.to_string().contains("can't run this command"),
+        "{error}"
+    );
 }
