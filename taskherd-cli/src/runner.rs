@@ -76,7 +76,7 @@ use crate::table;
 use crate::tally::{Snapshot, Tally};
 
 /// The most jobs waiting for admission in the pool at once.
-pub const MAX_QUEUED: usize = 10_000;
+pub const MAX_QUEUED: usize = 100_000;
 
 /// How a run is set up.
 #[derive(Debug, Clone)]
@@ -816,7 +816,8 @@ async fn queue<F, P>(
             Poll::Pending => acquire.await,
         };
         drop(slot);
-        run_job(account, admitted.map(admission)).await;
+        // Boxed: a waiting job's task holds its admission only, not a running job's state.
+        Box::pin(run_job(account, admitted.map(admission))).await;
     });
 }
 

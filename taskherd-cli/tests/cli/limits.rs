@@ -1,6 +1,10 @@
 //! Limits hold: jobs log when they run, and no group ever has more jobs running than its limit.
 
-use crate::support::{Scratch, intervals, logged_job, max_overlap, report, statuses};
+use std::time::Duration;
+
+use crate::support::{
+    Scratch, finish_within, intervals, logged_job, max_overlap, report, statuses, wait_for_files,
+};
 
 #[test]
 fn no_group_exceeds_its_limit_and_every_job_runs() {
@@ -193,4 +197,23 @@ fn a_limit_for_a_group_whose_name_starts_with_a_dash() {
         .run(&["run", "-l", "--dry-run", "jobs.txt"])
         .assert_code(2)
         .assert_stderr_contains("expected GROUP=N, found \"--dry-run\"");
+}
+
+/// A job whose group has room starts at once behind thousands of jobs waiting for a full group
+/// (found by a review: at most 10,000 jobs waited in the pool at once, and a job after 10,002
+/// waiting ones started only when the first of them ended, with `-j` slots free).
+#[test]
+fn a_job_behind_twelve_thousand_waiting_jobs_starts_at_once() {
+    let scratch = Scratch::new();
+    let mut jobs = "db :: sleep 60\n".repeat(12_000);
+    jobs.push_str("other :: touch other\n");
+    scratch.write("jobs.txt", &jobs);
+    let child = scratch
+        .command(&["run", "-l", "db=1", "-j", "4", "jobs.txt"])
+        .spawn()
+        .unwrap();
+    wait_for_files(&scratch, &["other"]);
+    crate::support::send_signal(child.id(), "INT");
+    crate::support::send_signal(child.id(), "INT");
+    finish_within(child, Duration::from_secs(60));
 }
