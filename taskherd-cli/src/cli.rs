@@ -138,7 +138,8 @@ pub struct RunArgs {
     /// Job output: `prefixed` (each line as it comes, prefixed with the job's line number; a
     /// line over 64 KiB is cut into pieces, each prefixed), `grouped` (each job's output in one
     /// piece when it ends; past 1 MiB it waits in a temporary file) or `dir:PATH`
-    /// (PATH/LINE.log). Output without a final newline gets one.
+    /// (PATH/LINE.log). In prefixed and grouped mode, output without a final newline gets
+    /// one.
     #[arg(long, value_name = "MODE", default_value = "prefixed", value_parser = parse_output)]
     pub output: OutputMode,
 

@@ -4,7 +4,7 @@
 //! # Matching
 //!
 //! A job matches a record by its command and groups (the record's `command`, the lossy UTF-8
-//! of the command, and its `groups`), not by line number, so lines may be added to or removed
+//! of the command, and its `groups`, in any order), not by line number, so lines may be added to or removed
 //! from the job file between runs. Copies count: a command with the same groups written twice
 //! in the job file matches at most as many records as there are. Among the copies, a record
 //! with the job's own line number is matched first, so an unchanged job file resumes line for
@@ -107,8 +107,16 @@ fn known(status: &str) -> Option<&'static str> {
     STATUSES.iter().copied().find(|known| *known == status)
 }
 
-/// What identifies a job across runs: its command (lossy UTF-8) and its groups.
+/// What identifies a job across runs: its command (lossy UTF-8) and its groups, a set (sorted:
+/// `a b :: x` is `b a :: x`, as everywhere else).
 type Key = (String, Vec<String>);
+
+/// `groups` as in a [`Key`]: sorted, each once.
+fn group_set(mut groups: Vec<String>) -> Vec<String> {
+    groups.sort_unstable();
+    groups.dedup();
+    groups
+}
 
 /// The fields of a report record that resuming reads; the others are ignored.
 #[derive(Debug, Deserialize)]
@@ -222,7 +230,7 @@ pub fn parse(text: &[u8], mode: Mode, source: &str) -> Result<Previous, Vec<Line
             None
         };
         last.insert(
-            (record.line, (record.command, record.groups)),
+            (record.line, (record.command, group_set(record.groups))),
             (status, failure),
         );
     }
@@ -448,7 +456,7 @@ impl StreamedState {
 fn key(job: &Job) -> Key {
     (
         String::from_utf8_lossy(&job.command).into_owned(),
-        job.groups.iter().map(|group| group.to_string()).collect(),
+        group_set(job.groups.iter().map(|group| group.to_string()).collect()),
     )
 }
 
@@ -703,11 +711,25 @@ mod tests {
 
     #[test]
     fn groups_are_part_of_the_match() {
-        let jobs = jobfile::parse(b"a :: x\nb a :: x\n").unwrap();
+        let jobs = jobfile::parse(b"a :: x\nb c :: x\n").unwrap();
         let report = record(2, "[\"a\",\"b\"]", "x", "succeeded");
         let previous = parse(report.as_bytes(), Mode::Resume, "r").unwrap();
         let (run, skipped) = select(jobs, previous, Mode::Resume);
         assert_eq!((lines(&run), skipped_lines(&skipped)), (vec![1, 2], vec![]));
+    }
+
+    /// Groups are a set in the match, as everywhere else: `b a :: x` is the job that ran as
+    /// `a b :: x` (it ran again, found by a review).
+    #[test]
+    fn the_order_of_the_groups_does_not_matter() {
+        let jobs = jobfile::parse(b"b a :: x\n").unwrap();
+        let report = record(1, "[\"a\",\"b\"]", "x", "succeeded");
+        let previous = parse(report.as_bytes(), Mode::Resume, "r").unwrap();
+        let (run, skipped) = select(jobs, previous, Mode::Resume);
+        assert_eq!(
+            (lines(&run), skipped_lines(&skipped)),
+            (vec![], vec![(1, true)])
+        );
     }
 
     #[test]
