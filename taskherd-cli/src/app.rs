@@ -79,6 +79,9 @@ pub struct Prepared {
     pub counts: plan::Counts,
     /// The jobs `--resume` or `--resume-failed` skip, in file order.
     pub skipped: Vec<resume::Skipped>,
+    /// The records of the `--resume`/`--resume-failed` report that no line of a job file read
+    /// whole took: carried into the new report (see `resume::Selected::carried`).
+    pub carried: Vec<Job>,
     /// A job file read as it is written (a pipe): `jobs` and `skipped` are empty, and lines
     /// are read and checked as the run goes.
     pub stream: Option<Stream>,
@@ -503,6 +506,9 @@ async fn execute(args: &RunArgs, prepared: Prepared, mut setup: Setup, pool: Poo
             for skipped in &prepared.skipped {
                 report.write_skipped(&skipped.job, skipped.done)?;
             }
+            for job in &prepared.carried {
+                report.write_skipped(job, job.resumed.is_none())?;
+            }
             for job in &pending {
                 report.write_pending(job)?;
             }
@@ -878,8 +884,8 @@ pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
 
     // Read fully here, before the report (possibly the same file) is created.
     let mut resume = None;
-    let (jobs, skipped) = match resume_of(args) {
-        None => (jobs, Vec::new()),
+    let (jobs, skipped, carried) = match resume_of(args) {
+        None => (jobs, Vec::new(), Vec::new()),
         Some((mode, path)) => {
             let previous = resume::load(path, mode).map_err(|error| match error {
                 resume::LoadError::Read(error) => Fatal::one(format!(
@@ -893,10 +899,13 @@ pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
             })?;
             warnings.extend(previous.warning.clone());
             match streamed {
-                None => resume::select(jobs, previous, mode),
+                None => {
+                    let selected = resume::select(jobs, previous, mode);
+                    (selected.run, selected.skipped, selected.carried)
+                }
                 Some(_) => {
                     resume = Some(resume::Streamed::new(mode, previous));
-                    (jobs, Vec::new())
+                    (jobs, Vec::new(), Vec::new())
                 }
             }
         }
@@ -913,6 +922,7 @@ pub fn prepare(args: &RunArgs) -> Result<Prepared, Fatal> {
         jobs,
         counts,
         skipped,
+        carried,
         stream,
         base_limits,
         limits_file,

@@ -270,8 +270,21 @@ pub struct Skipped {
     pub done: bool,
 }
 
-/// Splits `jobs` into those to run and those skipped, both in file order.
-pub fn select(jobs: Vec<Job>, mut previous: Previous, mode: Mode) -> (Vec<Job>, Vec<Skipped>) {
+/// What [`select`] made of a job file and a report.
+#[derive(Debug)]
+pub struct Selected {
+    /// The jobs to run, in file order.
+    pub run: Vec<Job>,
+    /// The jobs skipped, in file order.
+    pub skipped: Vec<Skipped>,
+    /// The jobs of the report that no line took (lines removed or commented out since), done
+    /// or failed, in line order: not jobs of the run, but carried into its report (see
+    /// [`leftovers`]).
+    pub carried: Vec<Job>,
+}
+
+/// Splits `jobs` into those to run and those skipped, and the report's records no job took.
+pub fn select(jobs: Vec<Job>, mut previous: Previous, mode: Mode) -> Selected {
     let keys: Vec<Key> = jobs.iter().map(key).collect();
     let matched = match_records(&jobs, &keys, &mut previous);
     let (mut run, mut skipped) = (Vec::new(), Vec::new());
@@ -281,7 +294,11 @@ pub fn select(jobs: Vec<Job>, mut previous: Previous, mode: Mode) -> (Vec<Job>, 
             Some(done) => skipped.push(Skipped { job, done }),
         }
     }
-    (run, skipped)
+    Selected {
+        run,
+        skipped,
+        carried: leftovers(previous),
+    }
 }
 
 /// Which record a job took: a wanted one, or one kept.
@@ -417,32 +434,40 @@ impl Streamed {
     /// done. The records are gone afterwards. Close the channel of arrivals first (see the
     /// invariant).
     pub fn carry_over(&self) -> Vec<Job> {
-        let mut state = self.lock();
-        let mut jobs = Vec::new();
-        if let Some(previous) = state.previous.take() {
-            // The jobs done and the failures, wanted or kept: a record's failure tells them
-            // apart.
-            for ((command, groups), taken) in [previous.wanted, previous.kept].into_iter().flatten()
-            {
-                for Taken { line, failure } in taken {
-                    jobs.push(Job {
-                        line,
-                        groups: groups
-                            .iter()
-                            .map(|group| Group::from(group.as_str()))
-                            .collect(),
-                        command: command.clone().into_bytes(),
-                        separated: !groups.is_empty(),
-                        timeout: None,
-                        retries: None,
-                        resumed: failure,
-                    });
-                }
-            }
-        }
-        jobs.sort_by(|a, b| (a.line, &a.command).cmp(&(b.line, &b.command)));
-        jobs
+        self.lock()
+            .previous
+            .take()
+            .map(leftovers)
+            .unwrap_or_default()
     }
+}
+
+/// The jobs done and the failures to run again that `previous` still holds (no line took
+/// them), in line order: a job with a [`resumed`](Job::resumed) failure is one of the
+/// failures, the others were done. Their records in the new report (`skipped`, or
+/// `not_started` with the failure as `previous_status`) keep them done for a later
+/// `--resume`, or failed for a later `--resume-failed`, should their lines come back.
+fn leftovers(previous: Previous) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    // The jobs done and the failures, wanted or kept: a record's failure tells them apart.
+    for ((command, groups), taken) in [previous.wanted, previous.kept].into_iter().flatten() {
+        for Taken { line, failure } in taken {
+            jobs.push(Job {
+                line,
+                groups: groups
+                    .iter()
+                    .map(|group| Group::from(group.as_str()))
+                    .collect(),
+                command: command.clone().into_bytes(),
+                separated: !groups.is_empty(),
+                timeout: None,
+                retries: None,
+                resumed: failure,
+            });
+        }
+    }
+    jobs.sort_by(|a, b| (a.line, &a.command).cmp(&(b.line, &b.command)));
+    jobs
 }
 
 impl StreamedState {
@@ -573,7 +598,7 @@ mod tests {
         ]
         .concat();
         let previous = parse(report.as_bytes(), Mode::Resume, "r").unwrap();
-        let (run, skipped) = select(jobs, previous, Mode::Resume);
+        let Selected { run, skipped, .. } = select(jobs, previous, Mode::Resume);
         // One copy of `a :: x` succeeded, on line 2: that one is skipped, line 1 runs.
         assert_eq!(skipped_lines(&skipped), [(2, true), (4, true)]);
         assert_eq!(lines(&run), [1, 3, 5]);
@@ -600,7 +625,7 @@ mod tests {
         ]
         .concat();
         let previous = parse(report.as_bytes(), Mode::ResumeFailed, "r").unwrap();
-        let (run, skipped) = select(jobs.clone(), previous, Mode::ResumeFailed);
+        let Selected { run, skipped, .. } = select(jobs.clone(), previous, Mode::ResumeFailed);
         assert_eq!(lines(&run), [1, 3]);
         let resumed: Vec<_> = run.iter().map(|job| job.resumed).collect();
         assert_eq!(resumed, [Some("timed_out"), Some("killed")]);
@@ -608,7 +633,7 @@ mod tests {
         // To `--resume`, a job kept failed is not done: it runs, and keeps its failure as
         // `--resume-failed` does.
         let previous = parse(report.as_bytes(), Mode::Resume, "r").unwrap();
-        let (run, skipped) = select(jobs, previous, Mode::Resume);
+        let Selected { run, skipped, .. } = select(jobs, previous, Mode::Resume);
         assert_eq!(lines(&run), [1, 2, 3]);
         let resumed: Vec<_> = run.iter().map(|job| job.resumed).collect();
         assert_eq!(resumed, [Some("timed_out"), None, Some("killed")]);
@@ -631,7 +656,7 @@ mod tests {
         ]
         .concat();
         let previous = parse(report.as_bytes(), Mode::Resume, "r").unwrap();
-        let (run, skipped) = select(jobs, previous, Mode::Resume);
+        let Selected { run, skipped, .. } = select(jobs, previous, Mode::Resume);
         // Line 2 matches its own line; line 3 takes the other record.
         assert_eq!(skipped_lines(&skipped), [(2, true), (3, true)]);
         assert_eq!(lines(&run), [1, 4]);
@@ -651,7 +676,7 @@ mod tests {
         .concat();
         for mode in [Mode::Resume, Mode::ResumeFailed] {
             let previous = parse(report.as_bytes(), mode, "r").unwrap();
-            let (run, skipped) = select(jobs.clone(), previous, mode);
+            let Selected { run, skipped, .. } = select(jobs.clone(), previous, mode);
             // Line 2 has its own record, the failure: `--resume` and `--resume-failed` run it;
             // line 3 takes the success (line 1's record) and is skipped as done.
             let resumed: Vec<_> = run.iter().map(|job| (job.line, job.resumed)).collect();
@@ -703,7 +728,7 @@ mod tests {
         ]
         .concat();
         let previous = parse(report.as_bytes(), Mode::ResumeFailed, "r").unwrap();
-        let (run, skipped) = select(jobs, previous, Mode::ResumeFailed);
+        let Selected { run, skipped, .. } = select(jobs, previous, Mode::ResumeFailed);
         assert_eq!(lines(&run), [1, 2, 3, 4]);
         // 5 never started and 7 is not in the report: not done. 6 succeeded at last: done.
         assert_eq!(skipped_lines(&skipped), [(5, false), (6, true), (7, false)]);
@@ -714,7 +739,7 @@ mod tests {
         let jobs = jobfile::parse(b"a :: x\nb c :: x\n").unwrap();
         let report = record(2, "[\"a\",\"b\"]", "x", "succeeded");
         let previous = parse(report.as_bytes(), Mode::Resume, "r").unwrap();
-        let (run, skipped) = select(jobs, previous, Mode::Resume);
+        let Selected { run, skipped, .. } = select(jobs, previous, Mode::Resume);
         assert_eq!((lines(&run), skipped_lines(&skipped)), (vec![1, 2], vec![]));
     }
 
@@ -725,7 +750,7 @@ mod tests {
         let jobs = jobfile::parse(b"b a :: x\n").unwrap();
         let report = record(1, "[\"a\",\"b\"]", "x", "succeeded");
         let previous = parse(report.as_bytes(), Mode::Resume, "r").unwrap();
-        let (run, skipped) = select(jobs, previous, Mode::Resume);
+        let Selected { run, skipped, .. } = select(jobs, previous, Mode::Resume);
         assert_eq!(
             (lines(&run), skipped_lines(&skipped)),
             (vec![], vec![(1, true)])

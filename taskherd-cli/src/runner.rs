@@ -764,13 +764,13 @@ async fn submit(shared: Arc<Shared>, input: Input) {
         bad_input = shared.stop_reason() == Some(Reason::BadInput);
         // Nothing more is read: the reader stops at its next line.
         arrivals.close();
-        // Stopped before the end of the input: the records of jobs done (and of failures to
-        // run again) that no line read took are carried over (the channel is closed first:
-        // see `Streamed`). The lines read but not taken by the run have their records
+        // The records of jobs done (and of failures to run again) that no line read took are
+        // carried over, whether the run stopped before the end of the input or the lines were
+        // not in it (the channel is closed first: see `Streamed`). The lines read but not taken by the run have their records
         // already, written as they were read; a failure among them, whose record is the
         // provisional `pending` one, is carried over too (its last record says it never
         // started, as for an unread line).
-        if !input_ended && let Some(resumed) = &resumed {
+        if let Some(resumed) = &resumed {
             // `recv`, not `try_recv`: after `close`, it also waits for a send that reserved
             // its place before the close and has not pushed yet.
             while let Some(arrival) = arrivals.recv().await {

@@ -459,12 +459,17 @@ fn halt_before_reading(scratch: &Scratch, first: &str, rest: &[&str], args: &str
          sleep 0.05; n=$((n+1)); done; {rest}) | {} run --halt-on-error=1 {args}",
         env!("CARGO_BIN_EXE_taskherd")
     );
-    let run = std::process::Command::new("sh")
-        .args(["-c", &script])
+    let run = sh(scratch, &script);
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+}
+
+/// Runs `script` with `sh -c` in the scratch directory.
+fn sh(scratch: &Scratch, script: &str) -> std::process::Output {
+    std::process::Command::new("sh")
+        .args(["-c", script])
         .current_dir(scratch.dir())
         .output()
-        .unwrap();
-    assert_eq!(run.status.code(), Some(1), "{run:?}");
+        .unwrap()
 }
 
 /// A streamed run that stops before reading every line, writing the report it resumes from,
@@ -700,4 +705,69 @@ fn a_limits_file_may_name_a_group_only_skipped_jobs_name() {
         "{}",
         run.stderr
     );
+}
+
+/// Found by a review: resuming into the report it resumes from (the README's pattern) dropped
+/// the records of jobs whose lines were not in the job file that time (commented out for one
+/// run): restored later, a job that had succeeded ran again, and a failure was forgotten by
+/// `--resume-failed`. Their records are carried into the new report, from a job file read
+/// whole and from a pipe.
+#[test]
+fn records_of_lines_left_out_for_a_run_are_kept() {
+    for piped in [false, true] {
+        let scratch = Scratch::new();
+        let jobs = "echo 1 >> ran\necho 2 >> ran; false\necho 3 >> ran\n";
+        scratch.write("jobs.txt", jobs);
+        scratch
+            .run(&["run", "--report", "r.jsonl", "jobs.txt"])
+            .assert_code(1);
+        forget_ran(&scratch);
+        // Lines 1 and 2 left out for a run (the done one and the failure).
+        scratch.write(
+            "jobs.txt",
+            "# echo 1 >> ran\n# echo 2 >> ran; false\necho 3 >> ran\n",
+        );
+        let resume = ["run", "--resume", "r.jsonl", "--report", "r.jsonl"];
+        if piped {
+            let script = format!(
+                "cat jobs.txt | {} run --resume r.jsonl --report r.jsonl",
+                env!("CARGO_BIN_EXE_taskherd")
+            );
+            let run = sh(&scratch, &script);
+            assert_eq!(run.status.code(), Some(0), "{run:?}");
+        } else {
+            scratch
+                .run(&[&resume[..], &["jobs.txt"]].concat())
+                .assert_code(0);
+        }
+        assert_eq!(ran(&scratch), [0_u32; 0], "piped: {piped}");
+        // Restored: the done job is still done, the failure still a failure.
+        scratch.write("jobs.txt", jobs);
+        scratch
+            .run(&[&resume[..], &["jobs.txt"]].concat())
+            .assert_code(1);
+        assert_eq!(ran(&scratch), [2], "piped: {piped}");
+        forget_ran(&scratch);
+        scratch.write(
+            "jobs.txt",
+            "# echo 1 >> ran\n# echo 2 >> ran; false\necho 3 >> ran\n",
+        );
+        scratch
+            .run(&[
+                "run", "--resume", "r.jsonl", "--report", "r.jsonl", "jobs.txt",
+            ])
+            .assert_code(0);
+        scratch.write("jobs.txt", jobs);
+        scratch
+            .run(&[
+                "run",
+                "--resume-failed",
+                "r.jsonl",
+                "--report",
+                "r2.jsonl",
+                "jobs.txt",
+            ])
+            .assert_code(1);
+        assert_eq!(ran(&scratch), [2], "the failure was kept; piped: {piped}");
+    }
 }
