@@ -134,7 +134,14 @@ pub fn main(args: &RunArgs) -> ExitCode {
         let mut plan = plan::render(&prepared.source, counts, &prepared.initial_limits());
         if let Some((mode, path)) = resume_of(args) {
             let run = prepared.jobs.len();
-            plan.push_str(&resume::plan_line(mode, path, &prepared.skipped, run));
+            let carried = prepared.carried.len();
+            plan.push_str(&resume::plan_line(
+                mode,
+                path,
+                &prepared.skipped,
+                run,
+                carried,
+            ));
         }
         if args.redis.is_some() {
             plan.push_str(

@@ -486,7 +486,13 @@ fn key(job: &Job) -> Key {
 }
 
 /// The plan's line for `--dry-run`: `--resume r.jsonl: 3 jobs skipped (lines 1-2, 4), 2 to run`.
-pub fn plan_line(mode: Mode, path: &Path, skipped: &[Skipped], run: usize) -> String {
+pub fn plan_line(
+    mode: Mode,
+    path: &Path,
+    skipped: &[Skipped],
+    run: usize,
+    carried: usize,
+) -> String {
     let mut out = format!(
         "{} {}: {} skipped",
         mode.option(),
@@ -498,7 +504,15 @@ pub fn plan_line(mode: Mode, path: &Path, skipped: &[Skipped], run: usize) -> St
         let noun = if lines.len() == 1 { "line" } else { "lines" };
         out.push_str(&format!(" ({noun} {})", ranges(&lines)));
     }
-    out.push_str(&format!(", {run} to run\n"));
+    out.push_str(&format!(", {run} to run"));
+    if carried > 0 {
+        // Records of lines left out of the job file, kept (see `Selected::carried`).
+        out.push_str(&format!(
+            "; {} of lines not in the job file kept",
+            table::count(carried, "record")
+        ));
+    }
+    out.push('\n');
     out
 }
 
@@ -796,12 +810,16 @@ mod tests {
             })
             .collect();
         assert_eq!(
-            plan_line(Mode::Resume, Path::new("r.jsonl"), &skipped, 1),
+            plan_line(Mode::Resume, Path::new("r.jsonl"), &skipped, 1, 0),
             "--resume r.jsonl: 4 jobs skipped (lines 1-3, 5), 1 to run\n"
         );
         assert_eq!(
-            plan_line(Mode::ResumeFailed, Path::new("r"), &[], 5),
+            plan_line(Mode::ResumeFailed, Path::new("r"), &[], 5, 0),
             "--resume-failed r: 0 jobs skipped, 5 to run\n"
+        );
+        assert_eq!(
+            plan_line(Mode::Resume, Path::new("r"), &[], 0, 2),
+            "--resume r: 0 jobs skipped, 0 to run; 2 records of lines not in the job file kept\n"
         );
         let many: Vec<usize> = (1..=50).map(|n| n * 2).collect();
         assert!(ranges(&many).ends_with(", 40, ..."));

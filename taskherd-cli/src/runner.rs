@@ -9,8 +9,8 @@
 //! permit and runs the command. A job thus starts as soon as every group it names has room, FIFO
 //! within each group. A job waiting for one group keeps the slots it was promised in its other
 //! named groups, but not a slot of the total, which it takes last (the library's fairness
-//! rules). At most [`MAX_QUEUED`] jobs wait in the pool at once; further jobs are queued when
-//! earlier ones start.
+//! rules). At most [`MAX_QUEUED`] jobs wait in the pool at once ([`MAX_QUEUED_FLEET`] with
+//! `--redis`); further jobs are queued when earlier ones start.
 //!
 //! With `--redis` the pool is shared with other runs (`fleet`): the first poll sends the job's
 //! admission call to Redis, and the calls reach Redis in the order they were sent, so file
@@ -75,8 +75,14 @@ use crate::signals::{Event, Groups, LINGER_CHECK, LINGER_CHECK_MAX};
 use crate::table;
 use crate::tally::{Snapshot, Tally};
 
-/// The most jobs waiting for admission in the pool at once.
+/// The most jobs waiting for admission in the pool at once (about 1 KB each).
 pub const MAX_QUEUED: usize = 100_000;
+
+/// The same with `--redis`: each waiting job is a waiter in Redis too, renewed every third of
+/// a lease and polled every second with the run's others, and costs about 3.4 KB in taskherd:
+/// 100,000 of them kept a shared Redis busy for 30% of a core, and blocked it for up to 0.6 s
+/// at a time (found by a review).
+pub const MAX_QUEUED_FLEET: usize = 10_000;
 
 /// How a run is set up.
 #[derive(Debug, Clone)]
@@ -708,7 +714,10 @@ fn far_future() -> tokio::time::Instant {
 /// The submitting loop: queues every job in file order, then tells the collector how many
 /// there were.
 async fn submit(shared: Arc<Shared>, input: Input) {
-    let window = Arc::new(Semaphore::new(MAX_QUEUED));
+    let window = Arc::new(Semaphore::new(match &shared.pool {
+        Pool::Local(_) => MAX_QUEUED,
+        Pool::Fleet(_) => MAX_QUEUED_FLEET,
+    }));
     let mut submitted = 0;
     let mut bad_input = false;
     let (mut checked, mut streaming, resumed) = match input {
