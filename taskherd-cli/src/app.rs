@@ -745,7 +745,7 @@ async fn join_fleet(
         eprintln!(
             "taskherd: warning: --redis: Redis at {} evicts keys when it is full (an allkeys-* \
              maxmemory-policy): it may drop the pool's limits or counts, and runs may then \
-             exceed them; set maxmemory-policy to noeviction",
+             exceed them; set maxmemory-policy to noeviction (or a volatile-* policy)",
             fleet::redacted(url)
         );
     }

@@ -18,17 +18,17 @@
 //! - Redis unreachable while a job waits for admission: the job keeps waiting, retrying every
 //!   [`RETRY`], and never runs without an admission (fail closed); the run says so once per
 //!   outage.
-//! - Redis restarted without persistence forgets the limits with the leases. The pool then
-//!   admits nothing for a process that saw them set (`UnavailableError::is_forgotten`): jobs
-//!   wait, as while Redis is unreachable, instead of all starting at once in a pool without
-//!   limits. The first admission or limit read that finds the limits gone, or written again
-//!   by another process since (a new generation of the pool's limits), writes the fleet's
-//!   limits as this run knows them, its own on top, where the pool has none, before it goes on
-//!   (`restore_limits_with`). Once that happened, an admission, a limit read or a statistics
-//!   read was refused as forgotten, or the pool's count of admissions went back, the run
-//!   writes back the fleet's limits as it knows them where the pool has none, then its own;
-//!   once a renewal found this run's leases lost and one of the limits it was given is
-//!   missing, its own ([`Fleet::guard`]).
+//! - Redis restarted without persistence forgets the limits with the leases. The pool admits
+//!   nothing under limits it has not caught up with: the first admission, limit read or
+//!   statistics read that finds the limits gone, or written again by another process since
+//!   (a new generation of the pool's limits), writes the fleet's limits as this run knows
+//!   them, its own on top, where the pool has none, before it goes on
+//!   (`restore_limits_with`); jobs never start at once in a pool without limits. The guard
+//!   ([`Fleet::guard`]) also writes back the fleet's limits as the run knows them where the
+//!   pool has none, then its own, when that happened, when an admission was refused as
+//!   forgotten (a write-back that failed: `UnavailableError::is_forgotten`), or when the
+//!   pool's count of admissions went back; and its own when a renewal found this run's leases
+//!   lost and one of the limits it was given is missing.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -416,7 +416,8 @@ impl Fleet {
                 restored = self.pool.limits_restored();
                 // A refusal as forgotten that came while the limits were written back was
                 // about the loss just mended (a loss since then, the next check finds itself:
-                // the pool's statistics fail as forgotten): the limits are not written twice.
+                // the pool's next read finds it and writes the limits back, counted in
+                // `limits_restored`): the limits are not written twice.
                 self.told_forgotten.store(false, Ordering::Release);
                 notice(
                     "Redis forgot this run's leases or limits (restarted without its data?): \

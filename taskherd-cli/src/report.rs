@@ -159,7 +159,8 @@ impl Report {
     /// [`write`](Self::write)):
     /// status `skipped` if it was `done` before, else `not_started`; reason `resumed`;
     /// otherwise like a job that did not start (with its earlier failure as
-    /// `previous_status`, for a failure the run was to run again on a line never read).
+    /// `previous_status`, for a failure the run was to run again on a line never read, or
+    /// left out of the job file).
     pub fn write_skipped(&mut self, job: &Job, done: bool) -> io::Result<()> {
         let outcome = Outcome::not_started(None);
         let mut record = Record::new(job, &outcome);

@@ -4,8 +4,8 @@
 //! # Matching
 //!
 //! A job matches a record by its command and groups (the record's `command`, the lossy UTF-8
-//! of the command, and its `groups`, in any order), not by line number, so lines may be added to or removed
-//! from the job file between runs. Copies count: a command with the same groups written twice
+//! of the command, and its `groups`, in any order), not by line number, so lines may be added
+//! to or removed from the job file between runs. Copies count: a command with the same groups written twice
 //! in the job file matches at most as many records as there are. Among the copies, a record
 //! with the job's own line number is matched first, so an unchanged job file resumes line for
 //! line.
@@ -21,9 +21,10 @@
 //!   started and jobs the report lacks included.
 //!
 //! In both modes a job run again for a failure it matched keeps that failure as
-//! `previous_status` in the new report, and so does a job of a pipe's line that a stopped
-//! run never read (carried over as `not_started`), so that failures are not forgotten by a
-//! run that stops early, whichever mode the next run uses. With `--resume-failed`, the
+//! `previous_status` in the new report, and so does a job of a line left out of the job file,
+//! or of a pipe's line that a stopped run never read (carried over as `not_started`), so that
+//! failures are not forgotten by a run that leaves them out or stops early, whichever mode the
+//! next run uses (a job done on such a line is carried over as `skipped`). With `--resume-failed`, the
 //! skipped jobs that were done get a
 //!   `skipped` record; the others (never started, or not in the report) get a `not_started`
 //!   record with reason `resumed`, so that a later `--resume` from the new report runs them.
@@ -381,8 +382,9 @@ pub fn skips(previous: &mut Previous, job: &mut Job, mode: Mode) -> Option<bool>
 /// The earlier report of a job file read as it is written, shared by the thread that reads
 /// it (which takes the records its lines match) and the runner.
 ///
-/// When the run stops before the input's end, the lines not read yet are not jobs of the run,
-/// but the records of jobs done among them must not be lost, nor those of the failures it was
+/// When the run stops before the input's end, or the input lacked some of the report's lines,
+/// those lines are not jobs of the run, but the records of jobs done among them must not be
+/// lost, nor those of the failures it was
 /// to run again: [`carry_over`](Self::carry_over) returns them,
 /// to be written as `skipped` (done) or as `not_started` keeping the failure as
 /// `previous_status`, so that a later `--resume` still skips the jobs done and a later

@@ -775,8 +775,8 @@ async fn submit(shared: Arc<Shared>, input: Input) {
         arrivals.close();
         // The records of jobs done (and of failures to run again) that no line read took are
         // carried over, whether the run stopped before the end of the input or the lines were
-        // not in it (the channel is closed first: see `Streamed`). The lines read but not taken by the run have their records
-        // already, written as they were read; a failure among them, whose record is the
+        // not in it (the channel is closed first: see `Streamed`). The lines read but not
+        // taken by the run have their records already, written as they were read; a failure among them, whose record is the
         // provisional `pending` one, is carried over too (its last record says it never
         // started, as for an unread line).
         if let Some(resumed) = &resumed {

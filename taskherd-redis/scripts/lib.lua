@@ -41,11 +41,16 @@ local K_H, K_HG, K_WL = P .. 'h', P .. 'hg', P .. 'wl'
 local K_CFG = P .. 'cfg'
 
 -- The generation of the pool's limits (see K_CFG), 0 if they are not set. Limits an earlier
--- release wrote without `cfg` (`lim` alone), or a `cfg` that is not a number, are generation
--- 1. Always below 2^53, so exact as a Lua number and as a reply.
+-- release wrote without `cfg` (`lim` alone), or a `cfg` that is not a whole number from 1 to
+-- below 2^53 (written by something else), are generation 1. Always below 2^53, so exact as a
+-- Lua number and as a reply.
 local function limits_gen()
   local gen = redis.call('GET', K_CFG)
-  if gen then return tonumber(gen) or 1 end
+  if gen then
+    local n = tonumber(gen)
+    if n and n >= 1 and n < 2^53 and n == math.floor(n) then return n end
+    return 1
+  end
   if redis.call('EXISTS', K_LIM) == 1 then return 1 end
   return 0
 end
@@ -388,7 +393,10 @@ local function release_id(id, now)
   end
   -- Waiting without a readable record (overwritten by something else): no longer a waiter,
   -- so that the reaper does not meet it again, and its places and reservations go back.
-  if redis.call('ZREM', K_WL, id) == 1 then drop_unreadable(id, now) end
+  if redis.call('ZREM', K_WL, id) == 1 then
+    drop_unreadable(id, now)
+    return 1
+  end
   return 0
 end
 

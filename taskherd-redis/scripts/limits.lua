@@ -17,10 +17,11 @@
 -- ARGV[7..] pairs: a group segment, then its explicit limit (`` clears it, or a number); each
 --          segment at most once
 --
--- Marks the pool's limits set (`cfg`: a new generation if it had none, see lib.lua). Returns
--- two integers: the number of waiters granted, or -1 if in `restore` mode the pool had limits
--- (nothing changed), or -2 if the pool's generation is not the one expected (nothing
--- changed); then the generation of the pool's limits after the call.
+-- Marks the pool's limits set (`cfg`: a new generation if it had none, or an earlier
+-- release's, see lib.lua). Returns two integers: the number of waiters granted, or -1 if in
+-- `restore` mode the pool had limits (no limit changed; a pool of an earlier release gets a
+-- generation, and expired leases are reaped), or -2 if the pool's generation is not the one
+-- expected (nothing changed); then the generation of the pool's limits after the call.
 
 local gen = limits_gen()
 local expected = tonumber(ARGV[3])

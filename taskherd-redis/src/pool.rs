@@ -309,9 +309,9 @@ impl<K> RedisPool<K> {
     /// [`restore_limits_with`](crate::RedisPoolBuilder::restore_limits_with)) after finding
     /// that Redis had lost the pool's limits since it saw them (gone, or written again in a
     /// new generation; see [Redis loses its data](crate#redis-loses-its-data)): a sign of a
-    /// loss of Redis's data, for a process that wants to say so or do more. (Also counted,
-    /// once, when a pool whose limits a version of this crate before generations wrote is
-    /// first written by this one.)
+    /// loss of Redis's data, for a process that wants to say so or do more. (In a fleet that
+    /// still runs a version of this crate from before generations, each write of limits by
+    /// such a process looks like a loss too, and is counted.)
     #[must_use]
     pub fn limits_restored(&self) -> u64 {
         self.shared.engine.limits_restored()

@@ -659,8 +659,8 @@ async fn restore_limits_are_written_into_a_pool_without_limits_and_admit_under_t
     assert_eq!(live_keys(&server, "restore").await, Vec::<String>::new());
 }
 
-/// `restore_limits` writes only into a pool without limits, checked in the same script call as
-/// the write: not over limits a release that did not mark `cfg` wrote (`lim` alone), nor into
+/// `restore_limits` writes, at build, only into a pool without limits, checked in the same
+/// script call as the write: not over limits a release that did not mark `cfg` wrote (`lim` alone), nor into
 /// a pool whose limits were all cleared on purpose (`cfg` alone). Its first version checked in
 /// one call and wrote in another, and took `lim` alone for "no limits" (found by a review).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -805,6 +805,20 @@ async fn writes_and_reads_after_a_loss_catch_up_first() {
     let held = legacy.try_acquire(["db"]).await.unwrap();
     assert!(legacy.try_acquire(["db"]).await.unwrap_err().is_full());
     drop(held);
+    // A `cfg` that is no generation (written by something else: not a whole number, too
+    // large for a Lua number to hold exactly) reads as generation 1, which a write replaces:
+    // no endless catching up, no reply the client cannot read.
+    for odd in ["2.5", "1e300", "0", "-3", "x"] {
+        assert!(
+            server
+                .cmd(&["SET", "taskherd:{legacy}:cfg", odd])
+                .unwrap()
+                .starts_with("+OK")
+        );
+        legacy.set_limit("db", 1).await.unwrap();
+        assert_eq!(legacy.limit(&"web").await.unwrap(), Some(3), "cfg {odd}");
+        drop(legacy.try_acquire(["db"]).await.unwrap());
+    }
     for pool in [&pool, &legacy] {
         pool.flush().await;
     }

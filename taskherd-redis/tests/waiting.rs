@@ -526,6 +526,9 @@ async fn an_admission_over_an_unreadable_record_writes_nothing() {
         .expect("answered")
         .unwrap_err();
     assert!(error.to_string().contains("WRONGTYPE"), "{error}");
+    // Neither a queue place in `a` nor a reservation in `b` was written.
+    assert_eq!(pool.stats(&"a").await.unwrap().waiting, 1);
+    assert_eq!(pool.stats(&"b").await.unwrap().reserved, 0);
     first.abort();
     drop(held);
     pool.flush().await;
