@@ -617,8 +617,11 @@ fn jobs_queued_again_after_a_loss_run_under_the_runs_limits_though_another_wrote
         .command(&["run", "--redis", &url, "hold.txt"])
         .spawn()
         .unwrap();
+    // Killed if the test fails before it ends (its job waits for `go`), as is the run below.
+    let holder_guard = crate::support::KillOnDrop(holder.id());
     wait_for_files(&scratch, &["started"]);
     let child = leased_run(&scratch, &url, ("6s", "3s"), &["-j", "1", "-l", "db=1"]);
+    let child_guard = crate::support::KillOnDrop(child.id());
     let deadline = Instant::now() + Duration::from_secs(20);
     while read_pool(&server, async |pool| pool.waiting_len().await.unwrap()) < 3 {
         assert!(Instant::now() < deadline, "the jobs never queued");
@@ -639,7 +642,9 @@ fn jobs_queued_again_after_a_loss_run_under_the_runs_limits_though_another_wrote
     scratch.write("go", "");
     crate::support::send_signal(child.id(), "CONT");
     let finished = finish_within(child, Duration::from_secs(60));
+    std::mem::forget(child_guard);
     finish_within(holder, Duration::from_secs(30));
+    std::mem::forget(holder_guard);
     let ran = intervals(&scratch);
     assert_eq!(ran.len(), 3, "every job ran once: {ran:?}");
     assert_eq!(

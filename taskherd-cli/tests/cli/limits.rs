@@ -212,8 +212,11 @@ fn a_job_behind_twelve_thousand_waiting_jobs_starts_at_once() {
         .command(&["run", "-l", "db=1", "-j", "4", "jobs.txt"])
         .spawn()
         .unwrap();
+    // Killed if the test fails before it ends it (12,000 jobs of a minute would run on).
+    let guard = crate::support::KillOnDrop(child.id());
     wait_for_files(&scratch, &["other"]);
     crate::support::send_signal(child.id(), "INT");
     crate::support::send_signal(child.id(), "INT");
     finish_within(child, Duration::from_secs(60));
+    std::mem::forget(guard);
 }
