@@ -189,8 +189,7 @@ impl Generations {
 /// One `limits.lua` call applying `batch` in `mode` if the pool's limits are in generation
 /// `expected` (0: any): the number of waiters granted, -1 if in [`LimitsMode::Restore`] the
 /// pool had limits (no limit written), -2 if its generation is not `expected` (nothing
-/// written);
-/// and the generation of the pool's limits after it.
+/// written); and the generation of the pool's limits after it.
 pub(crate) async fn write(
     batch: &LimitBatch,
     prefix: &str,
