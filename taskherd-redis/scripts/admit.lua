@@ -51,12 +51,11 @@ local function admit(mode, id, segs)
   -- Only a wait-mode call makes a waiter: a try-mode id (always fresh) cannot name one.
   if mode == 'wait' then
     -- Strict: an unreadable record at this id fails the call here, before this admission
-    -- writes anything (wget would say "none", and the HSET below would fail after its
-    -- reservations and queue places). The releases, and the admissions before it in this
-    -- call, are made already: their callers get the error, and what they hold is reaped
-    -- when its lease ends.
-    redis.call('HEXISTS', wkey(id), 't')
-    local existing = wget(id)
+    -- writes anything (read as "none", the HSET below would fail after its reservations and
+    -- queue places). The releases, and the admissions before it in this call, are made
+    -- already: their callers get the error, and what they hold is reaped when its lease
+    -- ends.
+    local existing = wget(id, true)
     if existing then
       if existing.ph == 'g' then return 1, 0 end
       return 2, 0

@@ -166,9 +166,10 @@ end
 
 -- A waiter's record, or nil if there is none (or it is not a hash: something else wrote that
 -- key, whose places cannot be read; read with `pcall`, so that one such key does not fail
--- every release, reap and pump that meets its id).
-local function wget(id)
-  local f = redis.pcall('HMGET', wkey(id), 't', 'g', 'pl', 'm', 'tp', 'ph', 'o', 'ls')
+-- every release, reap and pump that meets its id). `strict`: such a key fails the call.
+local function wget(id, strict)
+  local read = strict and redis.call or redis.pcall
+  local f = read('HMGET', wkey(id), 't', 'g', 'pl', 'm', 'tp', 'ph', 'o', 'ls')
   if f.err or not f[1] then return nil end
   return { id = id, t = tonumber(f[1]), g = split(f[2]), gs = f[2], pl = f[3], m = tonumber(f[4]),
            tp = f[5], ph = f[6], o = f[7], ls = tonumber(f[8]) }

@@ -1057,8 +1057,7 @@ impl Engine {
         segments: &[String],
         reads: Reads,
     ) -> Result<Vec<taskherd::GroupStats>, Unavailable> {
-        let mut conn = self.conn.clone();
-        let read = async || -> Result<_, Unavailable> {
+        let read = || async move {
             let mut invocation = scripts::STATS.key(&self.prefix);
             for segment in segments {
                 invocation.arg(segment);
@@ -1069,18 +1068,17 @@ impl Engine {
                 .pop()
                 .and_then(|flag| flag.first().and_then(|generation| generation.parse().ok()))
                 .unwrap_or(0);
-            Ok((rows, generation))
+            Ok::<_, Unavailable>((rows, generation))
         };
-        let (mut rows, generation) = read().await?;
-        match reads {
+        let rows = match reads {
             // Counts are true either way; what they teach about the limits is kept.
-            Reads::Counts => self.generations.observe(generation),
-            Reads::Limits => {
-                if self.generations.caught_up(generation, &mut conn).await? == CaughtUp::Written {
-                    rows = read().await?.0;
-                }
+            Reads::Counts => {
+                let (rows, generation) = read().await?;
+                self.generations.observe(generation);
+                rows
             }
-        }
+            Reads::Limits => self.read_limits(read).await?,
+        };
         Ok(rows.iter().map(|row| parse_stats(row)).collect())
     }
 
@@ -1090,18 +1088,15 @@ impl Engine {
     /// which is not true), or writes its limits to restore first and reads again (see
     /// [`Generations::caught_up`]).
     pub(crate) async fn limit_field(&self, field: &str) -> Result<Option<usize>, Unavailable> {
-        let mut conn = self.conn.clone();
-        let read = async || -> Result<(u64, String), Unavailable> {
-            let mut invocation = scripts::LIMIT.key(&self.prefix);
-            invocation.arg(field);
-            let (generation, value): (String, String) =
-                caught(invocation.invoke_async(&mut self.conn.clone())).await?;
-            Ok((generation.parse().unwrap_or(0), value))
-        };
-        let (generation, mut value) = read().await?;
-        if self.generations.caught_up(generation, &mut conn).await? == CaughtUp::Written {
-            value = read().await?.1;
-        }
+        let value = self
+            .read_limits(|| async move {
+                let mut invocation = scripts::LIMIT.key(&self.prefix);
+                invocation.arg(field);
+                let (generation, value): (String, String) =
+                    caught(invocation.invoke_async(&mut self.conn.clone())).await?;
+                Ok((value, generation.parse().unwrap_or(0)))
+            })
+            .await?;
         if value.is_empty() {
             return Ok(None);
         }
@@ -1110,6 +1105,24 @@ impl Engine {
             .parse()
             .map(Some)
             .map_err(|_| Unavailable::lost("a stored limit is not a number"))
+    }
+
+    /// What `read` (a read of limits, with the generation of the pool's limits it found)
+    /// returns, once this process has caught up with that generation (see
+    /// [`Generations::caught_up`]): read again if it wrote its limits to restore meanwhile.
+    async fn read_limits<T, F: Future<Output = Result<(T, u64), Unavailable>>>(
+        &self,
+        read: impl Fn() -> F,
+    ) -> Result<T, Unavailable> {
+        let (value, generation) = read().await?;
+        let caught_up = self
+            .generations
+            .caught_up(generation, &mut self.conn.clone())
+            .await?;
+        if caught_up == CaughtUp::Written {
+            return Ok(read().await?.0);
+        }
+        Ok(value)
     }
 
     pub(crate) fn lost_count(&self) -> u64 {
@@ -1307,13 +1320,6 @@ impl Engine {
         // Unlocked: notifying runs the waiters' wakers.
         for wake in wakes {
             woken("a waiter, as the pool closed", || wake.notify_one());
-        }
-    }
-
-    /// Wakes waiter `id` with `status` found by a poll, unless it is still waiting.
-    fn wake_changed(&self, id: &str, status: Status) {
-        if status != Status::Waiting {
-            self.wake(id, Some(status));
         }
     }
 
@@ -1711,10 +1717,10 @@ async fn reaper(engine: Weak<Engine>) {
 }
 
 /// Wakes this process's granted waiters: `BLPOP n:<process>` on its own connection, and every
-/// second, one `poll.lua` call for every local waiter queued (one call per waiter after an
-/// error Redis will repeat, which one waiter's record can cause): a notification can be lost
-/// (the connection dropped after Redis popped it), and a process that keeps being notified
-/// for other waiters must still find that grant.
+/// second, one `poll.lua` call for every local waiter queued, which answers for each (an
+/// unreadable record fails its own waiter only): a notification can be lost (the connection
+/// dropped after Redis popped it), and a process that keeps being notified for other waiters
+/// must still find that grant.
 async fn notifier(engine: Weak<Engine>, mut conn: ConnectionManager) {
     let list = match engine.upgrade() {
         Some(engine) => format!("{}n:{}", engine.prefix, engine.process),
@@ -1766,12 +1772,13 @@ async fn notifier(engine: Weak<Engine>, mut conn: ConnectionManager) {
             continue;
         }
         // A waiter whose record cannot be read is woken to poll itself and fail with the
-        // error; the others are told as usual. (An error of the whole call: the next poll.)
+        // error; the others are told of a change.
         match engine.poll(&ids).await {
             Ok(statuses) => {
                 for (id, status) in ids.iter().zip(statuses) {
                     match status {
-                        Ok(status) => engine.wake_changed(id, status),
+                        Ok(Status::Waiting) => {}
+                        Ok(status) => engine.wake(id, Some(status)),
                         Err(_) => engine.wake(id, None),
                     }
                 }

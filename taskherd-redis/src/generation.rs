@@ -95,7 +95,9 @@ impl Generations {
     /// A read of counts alone found the pool's limits in generation `found` (0: not set):
     /// taken as seen if none was (the limits were set), nothing else.
     pub(crate) fn observe(&self, found: u64) {
-        if found != 0 {
+        // Read first: every admission call's reply comes here, and a generation is seen
+        // after the first (no read-modify-write on the shared line then).
+        if found != 0 && self.seen() == 0 {
             let _ = self
                 .seen
                 .compare_exchange(0, found, Ordering::Relaxed, Ordering::Relaxed);
