@@ -343,29 +343,46 @@ const STOPPED_CHECK_MAX: Duration = Duration::from_secs(32);
 /// Says once for each job (each attempt) found with a stopped process: it would hold its
 /// slots silently until it is continued or ended. A job that uses the terminal, which belongs
 /// to taskherd (a password prompt turning echo off, `stty`), is stopped so by the system
-/// (SIGTTOU; see `signals::keep_jobs_off_the_terminal`); so is one sent SIGSTOP. Runs until
-/// aborted at the end of the run.
+/// (SIGTTOU; see `signals::keep_jobs_off_the_terminal`); so is one sent SIGSTOP. A job said
+/// stopped that is continued (by someone else: `kill -CONT`) is said to run again, and its
+/// next stop is said again; while one is said stopped, the look comes every
+/// [`STOPPED_CHECK`], so that its continuation is said soon. Runs until aborted at the end of
+/// the run.
 async fn watch_stopped(shared: Arc<Shared>) {
     let mut wait = STOPPED_CHECK;
     loop {
         tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(STOPPED_CHECK_MAX);
-        let pgids = shared.groups.pgids();
-        if pgids.is_empty() {
-            continue;
-        }
-        let Ok(stopped) =
-            tokio::task::spawn_blocking(move || crate::members::stopped(&pgids)).await
-        else {
-            continue;
+        look_for_stops(&shared).await;
+        wait = if shared.groups.any_said_stopped() {
+            STOPPED_CHECK
+        } else {
+            (wait * 2).min(STOPPED_CHECK_MAX)
         };
-        for line in shared.groups.newly_stopped(&stopped) {
-            shared.notice_now(format!(
-                "warning: line {line} has a stopped process (SIGSTOP, or it used the \
-                 terminal, which jobs cannot: a password prompt, stty); it holds its slots \
-                 until it is continued (kill -CONT) or ended (--timeout, Ctrl-C twice)"
-            ));
-        }
+    }
+}
+
+/// One look of [`watch_stopped`]: says the jobs newly stopped and those running again.
+async fn look_for_stops(shared: &Shared) {
+    let pgids = shared.groups.pgids();
+    if pgids.is_empty() {
+        return;
+    }
+    let Ok(stopped) = tokio::task::spawn_blocking(move || crate::members::stopped(&pgids)).await
+    else {
+        return;
+    };
+    let changes = shared.groups.stop_changes(&stopped);
+    for line in changes.stopped {
+        shared.notice_now(format!(
+            "warning: line {line} has a stopped process (SIGSTOP, or it used the terminal, \
+             which jobs cannot: a password prompt, stty); it holds its slots until it is \
+             continued (kill -CONT) or ended (--timeout, Ctrl-C twice)"
+        ));
+    }
+    for line in changes.continued {
+        shared.notice_now(format!(
+            "line {line} runs again: its stopped process was continued"
+        ));
     }
 }
 

@@ -91,12 +91,21 @@ pub struct Groups {
     orphans: Option<Orphans>,
 }
 
+/// Jobs found stopped, and jobs said stopped found running again, by line
+/// ([`Groups::stop_changes`]).
+#[derive(Debug, Default)]
+pub struct StopChanges {
+    pub stopped: Vec<usize>,
+    pub continued: Vec<usize>,
+}
+
 #[derive(Debug)]
 struct Entry {
     pgid: i32,
     /// The job's line in the job file.
     line: usize,
-    /// The run said the job was found stopped ([`Groups::newly_stopped`]).
+    /// The run said the job was found stopped, and not yet that it runs again
+    /// ([`Groups::stop_changes`]).
     stop_said: bool,
     /// When taskherd last sent it a signal, if it did.
     signalled: Option<std::time::Instant>,
@@ -150,19 +159,38 @@ impl Groups {
         self.lock().values().map(|entry| entry.pgid).collect()
     }
 
-    /// The lines of the jobs whose groups are among `stopped` (see
-    /// [`members::stopped`](crate::members::stopped)), not said yet, and not being ended by
-    /// taskherd (a group it sent SIGTERM to is continued, to act on it): each is said once.
-    pub fn newly_stopped(&self, stopped: &[i32]) -> Vec<usize> {
-        let mut lines = Vec::new();
+    /// What changed since the last look, given the groups found `stopped` (see
+    /// [`members::stopped`](crate::members::stopped)): the lines of the jobs newly found
+    /// stopped (not said yet, and not being ended by taskherd: a group it sent SIGTERM to is
+    /// continued, to act on it), each said once until it runs again; and the lines of the jobs
+    /// said stopped that run again (continued by someone), each said once, after which a new
+    /// stop is said again.
+    pub fn stop_changes(&self, stopped: &[i32]) -> StopChanges {
+        let mut changes = StopChanges::default();
         for entry in self.lock().values_mut() {
-            if !entry.stop_said && entry.terminated.is_none() && stopped.contains(&entry.pgid) {
-                entry.stop_said = true;
-                lines.push(entry.line);
+            if entry.terminated.is_some() {
+                continue;
+            }
+            let is_stopped = stopped.contains(&entry.pgid);
+            if is_stopped != entry.stop_said {
+                entry.stop_said = is_stopped;
+                if is_stopped {
+                    changes.stopped.push(entry.line);
+                } else {
+                    changes.continued.push(entry.line);
+                }
             }
         }
-        lines.sort_unstable();
-        lines
+        changes.stopped.sort_unstable();
+        changes.continued.sort_unstable();
+        changes
+    }
+
+    /// Whether a job said stopped still runs (its continuation is then looked for often).
+    pub fn any_said_stopped(&self) -> bool {
+        self.lock()
+            .values()
+            .any(|entry| entry.stop_said && entry.terminated.is_none())
     }
 
     /// Reaps the orphans that ended, if taskherd adopts them.

@@ -275,3 +275,49 @@ fn a_stopped_job_is_said() {
         [(1, "killed".to_owned())]
     );
 }
+
+/// A job said to be stopped that is continued (`kill -CONT`) is said to run again, once, while
+/// it runs; stopped a second time, it is said again. (The run said nothing when it ran again,
+/// so the warning seemed to stand.)
+#[test]
+fn a_stopped_job_continued_is_said_to_run_again() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "jobs.txt",
+        "echo $$ > pid.tmp && mv pid.tmp pid && kill -STOP $$ && sleep 4 && kill -STOP $$ && sleep 4\n",
+    );
+    let stderr = std::fs::File::create(scratch.path("stderr.txt")).unwrap();
+    let child = scratch
+        .command(&["run", "jobs.txt"])
+        .stderr(stderr)
+        .spawn()
+        .expect("cannot run the taskherd binary");
+    let guard = crate::support::KillOnDrop(child.id());
+    let stopped = "warning: line 1 has a stopped process";
+    let again = "line 1 runs again: its stopped process was continued";
+    let said = |text: &str, times: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while scratch.read("stderr.txt").matches(text).count() < times {
+            assert!(
+                Instant::now() < deadline,
+                "{text:?} was not said {times} times: {}",
+                scratch.read("stderr.txt")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let pid = read_written_line(&scratch, "pid");
+    let pid = pid.trim();
+    said(stopped, 1);
+    send_signal(pid.parse().unwrap(), "CONT");
+    said(again, 1);
+    said(stopped, 2);
+    send_signal(pid.parse().unwrap(), "CONT");
+    said(again, 2);
+    let run = crate::support::finish_within(child, Duration::from_secs(60));
+    std::mem::forget(guard);
+    run.assert_code(0);
+    let text = scratch.read("stderr.txt");
+    assert_eq!(text.matches(stopped).count(), 2, "{text}");
+    assert_eq!(text.matches(again).count(), 2, "{text}");
+}
