@@ -13,7 +13,10 @@ use crate::core::Admission;
 /// [`TaskPool::try_acquire`](crate::TaskPool::try_acquire) or
 /// [`TaskPool::acquire`](crate::TaskPool::acquire).
 ///
-/// Dropping the permit releases its slots and hands them at once to the oldest waiters.
+/// Dropping the permit releases its slots and hands them at once to the oldest waiters. The
+/// drop runs `K`'s `Drop` for the key of a group it leaves empty, after unlocking; if that
+/// panics, the panic comes out of the permit's drop, with the slots released and the waiters
+/// granted and woken all the same (see [Keys that panic](crate::TaskPool#keys-that-panic)).
 ///
 /// # Examples
 ///

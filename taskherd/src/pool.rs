@@ -850,6 +850,12 @@ where
     ///
     /// Returns `true` if this call closed the pool, `false` if it was already closed.
     ///
+    /// # Panics
+    ///
+    /// Panics if `K`'s `Drop` panics, for the key of a group the failed waiters leave empty
+    /// (dropped after unlocking); the pool is closed, and every waiter failed and woken, all
+    /// the same (see [Keys that panic](Self#keys-that-panic)).
+    ///
     /// # Examples
     ///
     /// ```
@@ -996,6 +1002,11 @@ where
     /// [`wait`](Self::wait) until every task has ended and every permit was dropped.
     ///
     /// Permits are not aborted: `shutdown` waits for their holders to drop them.
+    ///
+    /// # Panics
+    ///
+    /// Its first poll panics if `K`'s `Drop` panics in [`close`](Self::close) (see its
+    /// `# Panics`); the pool is closed then, and its tasks are not aborted.
     ///
     /// # Cancel safety
     ///

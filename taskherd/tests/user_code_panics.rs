@@ -434,6 +434,41 @@ fn a_key_drop_panic_during_a_cancel_still_wakes_the_next_waiter() {
     nothing_left_behind(&pool, &[key(1), key(2)]);
 }
 
+/// A key's `Drop` panics in `close` (the failed waiter's group is left empty, and its entry's
+/// key is dropped): the panic reaches the caller of `close`, as its `# Panics` says, and the
+/// pool is closed all the same, every waiter woken and failed, nothing left behind.
+#[test]
+fn a_key_drop_panic_in_close_still_fails_and_wakes_every_waiter() {
+    let switches = Arc::new(Switches::default());
+    let key = |id| Touchy::new(id, &switches);
+    let pool: TouchyPool = TaskPool::builder().max_tasks(0).build();
+    // Group 2 has no explicit limit: its entry exists for the waiters, and goes with them.
+    let mut first = mock(pool.acquire([key(2)]));
+    assert_pending!(first.poll());
+    let mut second = mock(pool.acquire([key(1), key(2)]));
+    assert_pending!(second.poll());
+
+    switches.arm_drop(2);
+    let panic = panicked(|| pool.close());
+    let fired = switches.drop_panics.load(Ordering::SeqCst) == 0;
+    switches.disarm();
+    assert!(
+        fired && panic,
+        "close dropped a key, and its panic reached the caller"
+    );
+    assert!(pool.is_closed());
+    assert!(
+        first.is_woken() && second.is_woken(),
+        "every waiter is woken"
+    );
+    assert!(assert_ready_err!(first.poll()).is_closed());
+    assert!(assert_ready_err!(second.poll()).is_closed());
+    assert_eq!(pool.waiting_len(), 0);
+    pool.reopen();
+    pool.set_max_tasks(None);
+    nothing_left_behind(&pool, &[key(1), key(2)]);
+}
+
 /// The key passed to `set_limit` panics when dropped, while the raised limit grants a waiter:
 /// the waiter is still woken and granted, and the limit is set.
 #[test]
