@@ -10,6 +10,20 @@ use taskherd_tower::{Header, LimitLayer, PathSegment};
 
 use support::{Gate, wait_until};
 
+/// An app whose `/slow` waits for `gate`, behind a layer grouping by `header`.
+fn held_at(gate: &Gate, pool: &TaskPool<String>, header: &str) -> Router {
+    let held = gate.clone();
+    Router::new()
+        .route(
+            "/slow",
+            get(move || async move {
+                held.pass().await;
+                "done"
+            }),
+        )
+        .layer(LimitLayer::new(pool.clone(), Header::new(header)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_tenant_gets_429_and_a_full_total_503() {
     // Two per tenant, three in all.
@@ -18,16 +32,7 @@ async fn a_full_tenant_gets_429_and_a_full_total_503() {
         .max_tasks(3)
         .build();
     let gate = Gate::new();
-    let held = gate.clone();
-    let app = Router::new()
-        .route(
-            "/slow",
-            get(move || async move {
-                held.pass().await;
-                "done"
-            }),
-        )
-        .layer(LimitLayer::new(pool.clone(), Header::new("x-tenant")));
+    let app = held_at(&gate, &pool, "x-tenant");
     let addr = support::serve(app).await;
     let client = support::client();
 
@@ -242,4 +247,47 @@ async fn path_segments_count_from_the_path_the_layer_sees_inside_a_nested_router
         assert_eq!(pool.stats(&"acme".to_owned()).admitted, 1);
         assert_eq!(pool.stats(&"tenants".to_owned()).admitted, 0);
     }
+}
+
+/// A header's value is its group without the spaces and tabs around it, over HTTP/2 as over
+/// HTTP/1 (whose parser strips them): over HTTP/2 nothing did, so one API key sent as `k-1 `
+/// or `k-1\t` was a group apart from `k-1`, and a client escaped its limit by spelling its key
+/// anew (found by a review). A value of spaces only names no group, as an empty one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_value_counts_without_the_spaces_around_it_over_http2() {
+    let pool = TaskPool::<String>::builder().default_limit(1).build();
+    let gate = Gate::new();
+    let app = held_at(&gate, &pool, "x-api-key");
+    let addr = support::serve(app).await;
+    let client = support::http2_client();
+    let send = |value: &'static str| {
+        let client = client.clone();
+        tokio::spawn(
+            async move { support::get(&client, addr, "/slow", &[("x-api-key", value)]).await },
+        )
+    };
+    let first = send("k-1");
+    wait_until("k-1 is admitted", || {
+        pool.task_count(&"k-1".to_owned()) == 1
+    })
+    .await;
+    for value in ["k-1 ", "k-1\t", " \tk-1"] {
+        // Admitted, it would wait at the gate: not awaited for ever.
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(10), send(value))
+            .await
+            .unwrap_or_else(|_| panic!("{value:?} was admitted apart from k-1"));
+        assert_eq!(
+            answer.unwrap().status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{value:?} counted apart from k-1"
+        );
+    }
+    assert_eq!(
+        send(" \t ").await.unwrap().status,
+        StatusCode::BAD_REQUEST,
+        "a value of spaces is no group"
+    );
+    assert_eq!(pool.stats(&"k-1".to_owned()).rejected, 3);
+    gate.open();
+    assert_eq!(first.await.unwrap().status, StatusCode::OK);
 }

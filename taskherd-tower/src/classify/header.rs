@@ -7,11 +7,13 @@ use crate::{Classify, Groups, Unclassified};
 
 /// One group per value of a request header (an API key, a tenant id), as a `String`.
 ///
-/// A request without the header, with an empty value, or with a value that is not ASCII
-/// (visible characters, spaces and tabs, as [`HeaderValue::to_str`](http::HeaderValue::to_str)
-/// takes them) is [`Unclassified`]; use [`optional`](crate::ClassifyExt::optional) or
-/// [`or`](crate::ClassifyExt::or) for a fallback. The value is the group as sent (HTTP
-/// parsers strip the spaces around it). Only the first value of a repeated header counts.
+/// A request without the header, with an empty value (or only spaces and tabs), or with a
+/// value that is not ASCII (visible characters, spaces and tabs, as
+/// [`HeaderValue::to_str`](http::HeaderValue::to_str) takes them) is [`Unclassified`]; use
+/// [`optional`](crate::ClassifyExt::optional) or [`or`](crate::ClassifyExt::or) for a
+/// fallback. The group is the value without the spaces and tabs around it, whatever the
+/// protocol (HTTP/1 parsers strip them, HTTP/2 ones do not: `k-1 ` is `k-1`); the ones inside
+/// are kept. Only the first value of a repeated header counts.
 ///
 /// Clients choose their headers: key on a header only if something you trust has checked it
 /// (an authentication layer in front of this one, a proxy that overwrites it), or a client
@@ -75,9 +77,12 @@ impl<B> Classify<B> for Header {
         let value = request.headers().get(&self.name).ok_or(Unclassified::new(
             "a header the groups come from is missing",
         ))?;
+        // The spaces and tabs around a field value are not part of it (RFC 9110, 5.5):
+        // HTTP/1 parsers strip them, HTTP/2 and HTTP/3 ones need not.
         let value = value
             .to_str()
-            .map_err(|_| Unclassified::new("a header the groups come from is not ASCII"))?;
+            .map_err(|_| Unclassified::new("a header the groups come from is not ASCII"))?
+            .trim_matches([' ', '\t']);
         if value.is_empty() {
             return Err(Unclassified::new("a header the groups come from is empty"));
         }
@@ -104,20 +109,26 @@ mod tests {
     /// An empty value names no group, as a missing header does: it counted every client that
     /// sent the header empty in one group `""`.
     #[test]
-    fn an_empty_value_is_unclassified_and_a_tab_is_kept() {
+    fn an_empty_value_is_unclassified_and_the_spaces_around_a_value_go() {
         let classify = Header::new("x-tenant");
         let empty = Request::builder().header("x-tenant", "").body(()).unwrap();
         let refused = classify.classify(&empty).unwrap_err();
         assert!(refused.to_string().contains("empty"), "{refused}");
         let tab = Request::builder()
-            .header("x-tenant", "a\tb c")
+            .header("x-tenant", "\t a\tb c \t")
             .body(())
             .unwrap();
         let groups = classify.classify(&tab).unwrap();
         assert_eq!(
             groups.into_iter().collect::<Vec<_>>(),
-            ["a\tb c".to_owned()]
+            ["a\tb c".to_owned()],
+            "the spaces and tabs around the value go, those inside stay"
         );
+        let blank = Request::builder()
+            .header("x-tenant", " \t ")
+            .body(())
+            .unwrap();
+        assert!(classify.classify(&blank).is_err(), "spaces only: no group");
     }
 
     #[test]

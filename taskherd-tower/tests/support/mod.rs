@@ -45,6 +45,13 @@ pub fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// A client speaking HTTP/2 only (h2c, prior knowledge), for what HTTP/2 does differently.
+pub fn http2_client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
 /// A finished response: status, headers and the whole body.
 #[derive(Debug)]
 pub struct Answer {
