@@ -581,6 +581,27 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
         }
     }
 
+    /// `held`, for a task; or, if its lease is lost already, the refusal its caller gets
+    /// instead: a grant or an answer read after its lease could have expired (this process
+    /// cut off from Redis, or the call not polled, meanwhile) would give a task aborted before
+    /// its first poll, its future lost, so the future (or `make`) is handed back as when Redis
+    /// is unreachable. `held`, dropped, releases the id (a no-op where Redis reaped it). A
+    /// permit is handed out lost instead ([`RedisPermit::is_lost`]): its holder decides.
+    fn unless_lost(&self, held: Held) -> Result<Held, Refused> {
+        if held
+            .lease
+            .is_lost(&Arc::downgrade(&self.shared.engine), held.id.id())
+        {
+            return Err(Unavailable::lost(
+                "the admission's lease was lost before its task could start (no renewal \
+                 confirmed for 90% of the lease: Redis unreachable from this process, or the \
+                 call not polled, meanwhile)",
+            )
+            .into());
+        }
+        Ok(held)
+    }
+
     fn permit(&self, held: Held, groups: Vec<K>) -> RedisPermit<K> {
         let (id, lease, hold) = held.into_parts();
         RedisPermit {
@@ -626,7 +647,9 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     ///
     /// [`TrySpawnError`]: the first full group (the total first, then `groups` in order),
     /// closed, or unavailable (Redis unreachable, or a key whose segment is invalid: see
-    /// [`RedisKey`]; nothing was admitted). The future is in it.
+    /// [`RedisKey`]; nothing was admitted; or an admission whose lease was lost before its
+    /// task could start: answered, then this process cut off from Redis, or the call not
+    /// polled, for 90% of the lease). The future is in it.
     ///
     /// # Cancel safety
     ///
@@ -644,9 +667,10 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     {
         let generation = self.shared.life.generation();
         async move {
-            match self.admit_groups(groups, false, generation).await {
-                (keys, Ok(held)) => Ok(self.spawn_held(held, keys, future)),
-                (keys, Err(refused)) => Err(try_spawn_error(refused, keys, future)),
+            let (keys, admitted) = self.admit_groups(groups, false, generation).await;
+            match admitted.and_then(|held| self.unless_lost(held)) {
+                Ok(held) => Ok(self.spawn_held(held, keys, future)),
+                Err(refused) => Err(try_spawn_error(refused, keys, future)),
             }
         }
     }
@@ -674,9 +698,10 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     {
         let generation = self.shared.life.generation();
         async move {
-            match self.admit_groups(groups, false, generation).await {
-                (keys, Ok(held)) => Ok(self.spawn_held(held, keys, make())),
-                (keys, Err(refused)) => Err(try_spawn_error(refused, keys, make)),
+            let (keys, admitted) = self.admit_groups(groups, false, generation).await;
+            match admitted.and_then(|held| self.unless_lost(held)) {
+                Ok(held) => Ok(self.spawn_held(held, keys, make())),
+                Err(refused) => Err(try_spawn_error(refused, keys, make)),
             }
         }
     }
@@ -691,7 +716,9 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     /// key's segment is invalid: see [`RedisKey`]); the future is in it. Unreachable means:
     /// when the call is made, or, once it waits, for 90% of its lease (no renewal confirmed:
     /// it gives up its place in the queues, as a holder presumes its lease lost, and its try
-    /// to queue again fails). An outage shorter than that keeps its place; so does a Redis
+    /// to queue again fails; a grant read only after that, its lease presumed lost, fails
+    /// the same way rather than spawn a task aborted before it runs). An outage shorter than
+    /// that keeps its place; so does a Redis
     /// answering `BUSY`, `LOADING`, `OOM` or a failover's errors. An error Redis will repeat
     /// until someone intervenes (`NOPERM` after an ACL change, `WRONGTYPE` from a key
     /// overwritten by something else) fails the call as soon as it is seen.
@@ -714,12 +741,11 @@ impl<K: RedisKey + Eq + Hash + Send + Sync + 'static> RedisPool<K> {
     {
         let generation = self.shared.life.generation();
         async move {
-            match self.admit_groups(groups, true, generation).await {
-                (keys, Ok(held)) => Ok(self.spawn_held(held, keys, future)),
-                (_, Err(Refused::Closed | Refused::Full(_))) => Err(backend::spawn_closed(future)),
-                (_, Err(Refused::Unavailable(error))) => {
-                    Err(backend::spawn_unavailable(error, future))
-                }
+            let (keys, admitted) = self.admit_groups(groups, true, generation).await;
+            match admitted.and_then(|held| self.unless_lost(held)) {
+                Ok(held) => Ok(self.spawn_held(held, keys, future)),
+                Err(Refused::Closed | Refused::Full(_)) => Err(backend::spawn_closed(future)),
+                Err(Refused::Unavailable(error)) => Err(backend::spawn_unavailable(error, future)),
             }
         }
     }

@@ -171,7 +171,7 @@ pub async fn pool(
 
 /// Polls `call` once (which sends its admission to Redis), with a waker that does nothing.
 #[allow(dead_code)]
-pub fn poll_once<F: std::future::Future>(
+pub fn poll_once<F: std::future::Future + ?Sized>(
     call: &mut std::pin::Pin<Box<F>>,
 ) -> std::task::Poll<F::Output> {
     call.as_mut()
