@@ -673,17 +673,19 @@ impl Interrupts {
             Event::Interrupt => self.level + 1,
             Event::Terminate => self.level.max(2),
         };
+        // Stopped first: a job's process spawned before is in `groups` once the stop has
+        // waited for the spawns in progress (counted before, a job just spawned was left out:
+        // "waiting for 1 running job" with 2 running).
+        shared.stop(Reason::Interrupted);
         let running = shared.groups.len();
         match self.level {
             1 => {
-                shared.stop(Reason::Interrupted);
                 shared.notice_now(format!(
                     "interrupted: starting no more jobs, {}",
                     waiting_for(running, " (Ctrl-C again to terminate them)")
                 ));
             }
             2 => {
-                shared.stop(Reason::Interrupted);
                 if self.kill_at.is_some() {
                     return; // already terminating
                 }
