@@ -1051,10 +1051,7 @@ async fn run_job(account: Account, admitted: Result<Admission, AcquireError>) {
     loop {
         let number = earlier.len() + 1;
         let attempt = match start_when_files_free(&shared, job, index, number).await {
-            Ok(started) => {
-                shared.tally.start(job);
-                finish_attempt(&shared, job, index, started, &permit).await
-            }
+            Ok(started) => finish_attempt(&shared, job, index, started, &permit).await,
             Err(NotRun::Stopped(reason)) => {
                 drop(permit);
                 return match earlier.pop() {
@@ -1331,6 +1328,10 @@ fn start(shared: &Shared, job: &Job, index: usize, number: usize) -> Result<Star
         Some(pid) => shared.groups.insert(index, job.line, pid),
         None => debug_assert!(false, "a child just spawned has no pid"),
     }
+    // Counted running before the stop's lock is let go, like the process group above: a
+    // stop made meanwhile counts it (`--halt-on-error`'s and bad input's notices read the
+    // tally once stopped).
+    shared.tally.start(job);
     drop(stop);
     Ok(Started {
         child,
