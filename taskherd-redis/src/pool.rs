@@ -320,7 +320,10 @@ impl<K> RedisPool<K> {
     /// Waits until every release this process queued so far (tasks ended, permits dropped,
     /// waits cancelled) has reached Redis. Releases are sent in the background, so that no
     /// task's exit waits for a round trip; call this before a process exits, so that the fleet
-    /// gets the slots back at once rather than when their leases expire.
+    /// gets the slots back at once rather than when their leases expire. (A runtime shut down
+    /// first drops its tasks, and the background task that would send their releases with
+    /// them: their slots stay counted until their leases expire. Use
+    /// [`shutdown`](Self::shutdown), or this, before the runtime ends.)
     ///
     /// While Redis is unreachable, it waits until it is back or the leases have expired.
     ///
