@@ -595,42 +595,186 @@ mod tests {
         assert_eq!(retained_capacity::<[u8; 4096]>(), 112);
     }
 
-    /// Random insertions, removals, shrinks and steps against a map.
+    /// Random insertions (one at a time, or batches after a `reserve`, with bucket indexes
+    /// found before the batch and used after it, as `set_limits` does), removals (from either
+    /// table while a move is under way), shrinks, steps, finished moves and iterations, checked
+    /// against a map: every entry found, and found at its bucket, iterated once; emptied tables
+    /// handed over empty. The sizes cycle past [`MOVE_FROM`], so that the incremental moves of
+    /// growing and shrinking run (the first version of this test stayed below it); one run
+    /// hashes many ids alike. `cycles_through_moves_at_a_larger_size` runs it longer.
     #[test]
     fn matches_a_model_through_random_operations() {
-        let mut table = GroupTable::default();
-        let mut model: HashMap<u64, Value> = HashMap::new();
-        let mut next = crate::core::xorshift(0x9E37_79B9_7F4A_7C15_u64);
+        for (seed, peak, collide) in [
+            (0x9E37_79B9_7F4A_7C15_u64, 12_000, false),
+            (0xDEAD_BEEF_CAFE_F00D, 10_000, true),
+        ] {
+            model_run(seed, 80_000, peak, collide);
+        }
+    }
+
+    /// [`matches_a_model_through_random_operations`] at larger sizes (about 2.5 minutes in a
+    /// debug build): `cargo test -p taskherd --lib -- --ignored cycles_through_moves`.
+    #[test]
+    #[ignore = "long; run when the group table changes"]
+    fn cycles_through_moves_at_a_larger_size() {
+        for (seed, peak, collide) in [
+            (0x1234_5678_9ABC_DEF1_u64, 40_000, false),
+            (0xDEAD_BEEF_CAFE_F00D, 20_000, true),
+            (0x0BAD_5EED_1234_0001, 9_000, false),
+        ] {
+            model_run(seed, 400_000, peak, collide);
+        }
+    }
+
+    /// A value whose `touched` counts the changes made through lookups and iterations.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Counted {
+        hash: u64,
+        id: u64,
+        touched: u64,
+    }
+
+    impl Hashed for Counted {
+        fn stored_hash(&self) -> u64 {
+            self.hash
+        }
+    }
+
+    fn assert_matches(table: &GroupTable<Counted>, model: &HashMap<u64, Counted>) {
+        assert_eq!(table.len(), model.len());
+        for (&id, value) in model {
+            assert_eq!(
+                table.find(value.hash, |v| v.id == id),
+                Some(value),
+                "id {id}"
+            );
+            let bucket = table.find_bucket_index(value.hash, |v| v.id == id).unwrap();
+            assert_eq!(table.get_bucket(bucket), Some(value), "id {id}'s bucket");
+        }
+        let mut ids: Vec<u64> = table.iter().map(|v| v.id).collect();
+        ids.sort_unstable();
+        let mut expected: Vec<u64> = model.keys().copied().collect();
+        expected.sort_unstable();
+        assert_eq!(ids, expected, "iterated once each");
+        if !table.is_moving() {
+            assert!(table.old.is_empty());
+        }
+    }
+
+    /// `rounds` random operations, the size growing to `peak` and falling back to a few dozen
+    /// again and again; `collide` hashes seven ids alike.
+    fn model_run(seed: u64, rounds: u64, peak: usize, collide: bool) {
+        let hash_of = |id: u64| {
+            let id = if collide { id / 7 } else { id };
+            id.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        };
+        let mut table: GroupTable<Counted> = GroupTable::default();
+        let mut model: HashMap<u64, Counted> = HashMap::new();
+        let mut live: Vec<u64> = Vec::new();
+        let mut next = crate::core::xorshift(seed);
         let mut next_id = 0;
-        for round in 0..300_000u64 {
+        let mut growing = true;
+        // That the moves ran: steps taken while one was under way, removals from the old table.
+        let (mut steps_moving, mut removed_from_old) = (0_u64, 0_u64);
+        for round in 0..rounds {
             let r = next();
-            let grow = (round / 30_000) % 2 == 0;
-            if (r % 100 < 60) == grow || model.is_empty() {
-                table.insert_unique(hash(next_id), value(next_id));
-                model.insert(next_id, value(next_id));
-                next_id += 1;
-            } else {
-                let id = *model.keys().nth((r as usize / 100) % model.len()).unwrap();
-                let removed = table
-                    .find_entry(hash(id), |v| v.id == id)
-                    .map(|e| e.remove().0);
-                assert_eq!(removed, model.remove(&id));
-                table.maybe_shrink(64);
+            if growing && model.len() >= peak {
+                growing = false;
+            } else if !growing && model.len() <= r as usize % 50 {
+                growing = true;
             }
-            if !r.is_multiple_of(3) {
+            let op = r % 100;
+            if op < if growing { 70 } else { 25 } || model.is_empty() {
+                let batch = if r.is_multiple_of(7) {
+                    1 + (r >> 20) as usize % 40
+                } else {
+                    1
+                };
+                // Up to three live entries, their buckets found before the batch.
+                let probed: Vec<u64> = (0..3)
+                    .filter(|_| !live.is_empty())
+                    .map(|k| live[(r >> (8 + 8 * k)) as usize % live.len()])
+                    .collect();
+                let find = |table: &GroupTable<Counted>| -> Vec<usize> {
+                    let found = probed.iter().map(|&id| {
+                        table
+                            .find_bucket_index(hash_of(id), |v| v.id == id)
+                            .unwrap()
+                    });
+                    found.collect()
+                };
+                let mut buckets = find(&table);
+                if batch > 1 && table.reserve(batch) {
+                    buckets = find(&table);
+                }
+                for (&id, &bucket) in probed.iter().zip(&buckets) {
+                    let value = table.get_bucket_mut(bucket).unwrap();
+                    assert_eq!(value.id, id, "a bucket found before the batch");
+                    value.touched += 1;
+                    model.get_mut(&id).unwrap().touched += 1;
+                }
+                for _ in 0..batch {
+                    let id = next_id;
+                    next_id += 1;
+                    let value = Counted {
+                        hash: hash_of(id),
+                        id,
+                        touched: 0,
+                    };
+                    let before = (table.is_moving(), table.old.len(), table.table.len());
+                    table.insert_unique(value.hash, value.clone());
+                    if batch > 1 {
+                        // Room was reserved: no move started, no entry moved.
+                        assert_eq!(
+                            (table.is_moving(), table.old.len(), table.table.len()),
+                            (before.0, before.1, before.2 + 1)
+                        );
+                    }
+                    model.insert(id, value);
+                    live.push(id);
+                }
+            } else if op < 95 {
+                let id = live.swap_remove((r >> 16) as usize % live.len());
+                let hash = hash_of(id);
+                if table.old.find(hash, |v| v.id == id).is_some() {
+                    removed_from_old += 1;
+                }
+                let removed = table.find_entry(hash, |v| v.id == id).map(|e| e.remove().0);
+                assert_eq!(removed, model.remove(&id), "removal of {id}");
+                table.maybe_shrink(if r.is_multiple_of(2) { 448 } else { 64 });
+            } else if op < 96 && r % 1_000 < 20 {
+                table.finish_move();
+                assert!(!table.is_moving());
+            } else {
+                let mut iterated = 0;
+                for value in table.iter_mut() {
+                    value.touched += 1;
+                    iterated += 1;
+                }
+                assert_eq!(iterated, model.len());
+                for value in model.values_mut() {
+                    value.touched += 1;
+                }
+            }
+            if !r.is_multiple_of(5) {
+                steps_moving += u64::from(table.is_moving());
                 table.step();
             }
-            if round % 997 == 0 {
-                assert_eq!(table.len(), model.len());
-                for (id, v) in &model {
-                    assert_eq!(table.find(hash(*id), |x| x.id == *id), Some(v));
-                }
-                let mut ids: Vec<u64> = table.iter().map(|v| v.id).collect();
-                ids.sort_unstable();
-                let mut expected: Vec<u64> = model.keys().copied().collect();
-                expected.sort_unstable();
-                assert_eq!(ids, expected);
+            if let Some(tables) = table.take_emptied() {
+                assert!(
+                    tables.iter().all(HashTable::is_empty),
+                    "a table handed over full"
+                );
+            }
+            if round % 4_999 == 0 || (table.is_moving() && round % 211 == 0) {
+                assert_matches(&table, &model);
             }
         }
+        assert_matches(&table, &model);
+        assert!(
+            steps_moving > 100 && removed_from_old > 10,
+            "the moves did not run: {steps_moving} steps during one, {removed_from_old} \
+             removals from the old table"
+        );
     }
 }
