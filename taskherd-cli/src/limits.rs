@@ -171,18 +171,35 @@ impl Limits {
     /// target without one (a limits file's explicit `none`, which a run writes to a fleet's
     /// pool at the start as it would write the change during the run).
     pub fn batch_clearing(&self, settings: &Settings) -> LimitChanges<Group> {
-        let mut batch = self.batch();
-        for (target, _) in settings {
-            match target {
-                Target::Total if self.total.is_none() => batch = batch.max_tasks(None),
-                Target::Default if self.default.is_none() => batch = batch.default_limit(None),
-                Target::Group(group) if !self.groups.contains_key(group) => {
-                    batch = batch.limit(group.clone(), None);
-                }
-                _ => {}
-            }
+        batch_of(self.targets_clearing(settings))
+    }
+
+    /// Every limit set here, and "no limit" for each setting of `settings` that leaves its
+    /// target without one: what [`batch_clearing`](Self::batch_clearing) writes, as targets.
+    pub fn targets_clearing(&self, settings: &Settings) -> Settings {
+        let mut targets: Settings = Vec::new();
+        targets.extend(self.total.map(|total| (Target::Total, Some(total))));
+        targets.extend(self.default.map(|default| (Target::Default, Some(default))));
+        for (group, &limit) in &self.groups {
+            targets.push((Target::Group(group.clone()), Some(limit)));
         }
-        batch
+        targets.extend(self.clearing(settings));
+        targets
+    }
+
+    /// The settings of `settings` that leave their target without a limit here, as "no limit".
+    fn clearing<'a>(
+        &'a self,
+        settings: &'a Settings,
+    ) -> impl Iterator<Item = (Target, Option<usize>)> + 'a {
+        settings.iter().filter_map(|(target, _)| {
+            let unset = match target {
+                Target::Total => self.total.is_none(),
+                Target::Default => self.default.is_none(),
+                Target::Group(group) => !self.groups.contains_key(group),
+            };
+            unset.then(|| (target.clone(), None))
+        })
     }
 
     /// These limits on top of `under`: each one set here, and those of `under` this leaves
@@ -243,6 +260,17 @@ impl Limits {
         }
         changes
     }
+}
+
+/// `targets` with their values as one batch of limit changes.
+pub fn batch_of(targets: impl IntoIterator<Item = (Target, Option<usize>)>) -> LimitChanges<Group> {
+    targets
+        .into_iter()
+        .fold(LimitChanges::new(), |batch, (target, value)| match target {
+            Target::Total => batch.max_tasks(value),
+            Target::Default => batch.default_limit(value),
+            Target::Group(group) => batch.limit(group, value),
+        })
 }
 
 /// Shows a limit value as the limits file writes it.

@@ -20,8 +20,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use taskherd::LimitChanges;
-
 use crate::app::unknown_groups;
 use crate::fleet::Pool;
 use crate::jobfile::Group;
@@ -165,16 +163,34 @@ impl Watcher {
 
         let new = self.base.overlay(&settings);
         let changes = self.current.changes_to(&new);
-        if !changes.is_empty() {
-            let described: Vec<String> = changes
+        // A fleet's pool gets every limit the run was given, as at the start, not only the
+        // ones that changed for this run: another run may have written its own since, and for
+        // each setting the last write wins (this run's own view unchanged, it wrote nothing,
+        // and the other run's value stood).
+        let fleet = matches!(pool, Pool::Fleet(_));
+        if !changes.is_empty() || fleet {
+            let mut described: Vec<String> = changes
                 .iter()
                 .map(|(target, value)| {
                     let old = described_as(&self.current, target, self.old(target));
                     format!("{target} {old} -> {}", described_as(&new, target, *value))
                 })
                 .collect();
+            if described.is_empty() {
+                described.push(
+                    "no change to this run's limits; written to the fleet's pool again".into(),
+                );
+            }
+            let mut writes = changes;
+            if fleet {
+                for (target, value) in new.targets_clearing(&settings) {
+                    if !writes.iter().any(|(written, _)| *written == target) {
+                        writes.push((target, value));
+                    }
+                }
+            }
             // One batch: no job may start under a mix of the old and the new file.
-            if let Err(error) = pool.set_limits(batch(changes), &new).await {
+            if let Err(error) = pool.set_limits(limits::batch_of(writes), &new).await {
                 // Applied at the next poll, if Redis is back.
                 self.applied = None;
                 self.pending = Some(fingerprint);
@@ -226,17 +242,6 @@ fn described_as(limits: &Limits, target: &Target, value: Option<usize>) -> Strin
         (Target::Group(_), None, Some(default)) => format!("none (default {default})"),
         _ => Value(value).to_string(),
     }
-}
-
-/// The file's changes as one batch of limit changes.
-fn batch(changes: impl IntoIterator<Item = (Target, Option<usize>)>) -> LimitChanges<Group> {
-    changes
-        .into_iter()
-        .fold(LimitChanges::new(), |batch, (target, value)| match target {
-            Target::Total => batch.max_tasks(value),
-            Target::Default => batch.default_limit(value),
-            Target::Group(group) => batch.limit(group, value),
-        })
 }
 
 #[cfg(test)]

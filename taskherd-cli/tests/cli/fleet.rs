@@ -1268,3 +1268,55 @@ fn six_db_jobs_ran_one_at_a_time_under_db_1(
         finished.stderr
     );
 }
+
+/// On each change of its limits file a run writes every limit it was given to the fleet's
+/// pool, not only those whose value changed for it (README: "for each setting, the last write
+/// wins, whichever run made it"). Run A (`-l db=1`, an empty limits file) runs; another
+/// process sets `db=3`; A's limits file is written `db=1`, the same as A's own: the pool's
+/// `db` is 1 again. So is it when the line is removed again (A's `-l db=1` back) after another
+/// write of 3. (A wrote nothing, its own limits unchanged, and said nothing: the fleet ran 3 db
+/// jobs at once after the operator's `db=1`; found by a review.)
+#[test]
+fn a_limits_file_change_writes_every_limit_the_run_was_given() {
+    let (server, url, scratch) = server_with_jobs("db :: sleep 60\n");
+    scratch.write("limits", "");
+    let stderr = std::fs::File::create(scratch.path("stderr.txt")).unwrap();
+    let child = scratch
+        .command(&[
+            "run",
+            "--redis",
+            &url,
+            "-l",
+            "db=1",
+            "--limits-file",
+            "limits",
+            "jobs.txt",
+        ])
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let guard = crate::support::KillOnDrop(child.id());
+    let db = || read_pool(&server, async |pool| pool.limit(&"db").await.unwrap());
+    let until_db = |limit: usize, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while db() != Some(limit) {
+            assert!(Instant::now() < deadline, "{what}: db is {:?}", db());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    until_db(1, "the run's limits at its start");
+    for (text, what) in [("db=1\n", "db=1 written"), ("", "the line removed")] {
+        read_pool(&server, async |pool| pool.set_limit("db", 3).await.unwrap());
+        scratch.write("limits", text);
+        until_db(1, what);
+    }
+    crate::support::send_signal(child.id(), "TERM");
+    finish_within(child, Duration::from_secs(30));
+    std::mem::forget(guard);
+    let said = scratch.read("stderr.txt");
+    assert_eq!(
+        said.matches("limits file limits changed").count(),
+        2,
+        "each change is said: {said}"
+    );
+}
