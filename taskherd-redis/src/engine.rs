@@ -1147,15 +1147,17 @@ impl Engine {
         self.renewal_stopped.store(true, Ordering::Relaxed);
     }
 
-    /// The ids to renew: every holder and queued waiter of this process.
-    fn live_ids(&self) -> Vec<String> {
+    /// The ids to renew: every holder, then every queued waiter of this process; and how many
+    /// of them are holders.
+    fn live_ids(&self) -> (Vec<String>, usize) {
         let local = self.local.lock();
-        local
+        let ids = local
             .holders
             .keys()
             .chain(queued(&local.waiters))
             .cloned()
-            .collect()
+            .collect();
+        (ids, local.holders.len())
     }
 
     /// Records a confirmed renewal of `ids` (sent no earlier than `sent`): their leases last
@@ -1632,13 +1634,14 @@ async fn renewer(engine: Weak<Engine>) {
         // Taken before the ids are read: every id renewed was live at this instant, and the
         // call is sent after it.
         let sent = Instant::now();
-        let ids = engine.live_ids();
+        let (ids, holders) = engine.live_ids();
         if ids.is_empty() {
             failing = false;
             continue;
         }
         let mut invocation = scripts::RENEW.key(&engine.prefix);
-        invocation.arg(millis(engine.lease));
+        // Holders first: one that Redis holds only as a waiter is gone (see renew.lua).
+        invocation.arg(millis(engine.lease)).arg(holders);
         for id in &ids {
             invocation.arg(id);
         }
