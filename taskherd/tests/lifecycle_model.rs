@@ -24,7 +24,7 @@
 //! At the end, with every limit lifted and the pool open, every waiter left is admitted,
 //! everything drains to zero, and `wait` resolves after `close`.
 //!
-//! 300 seeds of 120 steps by default (about a second); `TASKHERD_MODEL_SEEDS` runs more, and
+//! 300 seeds of 120 steps by default (about 2 s in a debug build); `TASKHERD_MODEL_SEEDS` runs more, and
 //! `TASKHERD_MODEL_SEED` replays one.
 
 use std::future::Future;
@@ -147,8 +147,9 @@ impl Live {
         }
     }
 
-    /// Lets the runtime run the tasks, polls the waiters, and forgets the tasks that ended,
-    /// until nothing moves (grants made by releases are collected).
+    /// Three times: polls the waiters, lets the runtime run the tasks, forgets the tasks that
+    /// ended; then polls the waiters once more, so that the grants made by the last releases
+    /// are collected in this step.
     async fn settle(&mut self, seed: u64) {
         for _ in 0..3 {
             self.poll_waiters(seed);
